@@ -1,0 +1,298 @@
+//! Diego's BBS nouns as plain data: Tasks, DesiredLrps, ActualLrps, cells and
+//! the actions a cell performs. These cross the API ↔ BBS ↔ cell boundary
+//! (in process today, over HTTP when roles are split), so they are serde
+//! types with Diego's field names.
+//!
+//! Deliberate simplification of Diego's action tree: a unit of work is
+//! `downloads` (in parallel) → one `run` → `uploads`, under one timeout. That
+//! is exactly the shape Cloud Controller builds for staging and for app
+//! instances, without a general tree interpreter.
+
+use crate::state::{ActualLrpState, TaskState};
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds since the Unix epoch, as Diego keeps its timestamps.
+pub type Nanos = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl EnvVar {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        EnvVar {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// How a downloaded artifact is laid into the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    /// A zip archive, extracted into `to` (app packages, buildpacks).
+    Zip,
+    /// A gzipped tarball, extracted into `to` (droplets, build caches).
+    Tgz,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum {
+    /// `sha256` (the only algorithm Kiln produces).
+    pub algorithm: String,
+    pub value: String,
+}
+
+/// Diego's `DownloadAction`: fetch `from` (an HTTP URL the cell may GET
+/// without further credentials) and extract it at `to`, a path inside the
+/// container's writable directories (`/tmp/...` or `/home/vcap/...`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadAction {
+    pub artifact: String,
+    pub from: String,
+    pub to: String,
+    pub kind: ArtifactKind,
+    /// When set, the cell may keep the artifact in its local cache under this
+    /// key and reuse it instead of downloading again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
+    /// A missing artifact (HTTP 404) is not an error (Diego's `Try`).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// Diego's `UploadAction`: POST the file at `from` (a path inside the
+/// container) to `to` as the raw request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadAction {
+    pub artifact: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Diego's `RunAction`: one process in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAction {
+    pub path: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Working directory inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    pub user: String,
+}
+
+/// What a Task does, as submitted to the BBS (`TaskDefinition`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDefinition {
+    /// `preloaded:<stack name>`.
+    pub rootfs: String,
+    pub log_guid: String,
+    pub log_source: String,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    #[serde(default)]
+    pub downloads: Vec<DownloadAction>,
+    pub run: RunAction,
+    #[serde(default)]
+    pub uploads: Vec<UploadAction>,
+    /// A file inside the container whose first 10 KB become the task's
+    /// `result` when it succeeds.
+    #[serde(default)]
+    pub result_file: String,
+    /// The whole task (downloads, run, uploads) must finish within this.
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub task_guid: String,
+    pub domain: String,
+    pub definition: TaskDefinition,
+    pub state: TaskState,
+    /// The cell the auctioneer placed the task on (set while PENDING once
+    /// placed, and kept while RUNNING and after).
+    #[serde(default)]
+    pub cell_id: String,
+    #[serde(default)]
+    pub result: String,
+    #[serde(default)]
+    pub failed: bool,
+    #[serde(default)]
+    pub failure_reason: String,
+    pub created_at: Nanos,
+    pub updated_at: Nanos,
+}
+
+/// How a cell decides that an instance is healthy (CF's health check types).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HealthCheck {
+    /// A TCP connect to the instance's port (CF's default).
+    Port,
+    /// `GET endpoint` on the instance's port must answer 200.
+    Http { endpoint: String },
+    /// No check: healthy while the process runs.
+    Process,
+}
+
+/// A long-running process the BBS keeps `instances` copies of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredLrp {
+    /// `<cc process guid>-<version>`; any change but instances/routes means
+    /// a new DesiredLrp under a new process guid.
+    pub process_guid: String,
+    pub domain: String,
+    pub instances: u32,
+    pub rootfs: String,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Run before `action`, e.g. the droplet download into `/home/vcap`.
+    #[serde(default)]
+    pub setup: Vec<DownloadAction>,
+    pub action: RunAction,
+    pub health_check: HealthCheck,
+    pub start_timeout_ms: u64,
+    /// Host names the router sends to this process's instances.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    pub log_guid: String,
+    /// e.g. `APP/PROC/WEB`; the instance index is added by the cell.
+    pub log_source: String,
+    /// Free text for the desirer; Cloud Controller keeps its own bookkeeping here.
+    #[serde(default)]
+    pub annotation: String,
+}
+
+/// What may change on a DesiredLrp without replacing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredLrpUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ActualLrpKey {
+    pub process_guid: String,
+    pub index: u32,
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ActualLrpInstanceKey {
+    pub instance_guid: String,
+    pub cell_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub container_port: u16,
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualLrpNetInfo {
+    /// Where the router reaches the instance (the cell's address).
+    pub address: String,
+    pub ports: Vec<PortMapping>,
+    #[serde(default)]
+    pub instance_address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualLrp {
+    pub key: ActualLrpKey,
+    /// Set from CLAIMED on: which cell runs it, under which instance guid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_key: Option<ActualLrpInstanceKey>,
+    /// Set only while RUNNING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_info: Option<ActualLrpNetInfo>,
+    pub state: ActualLrpState,
+    #[serde(default)]
+    pub crash_count: u32,
+    #[serde(default)]
+    pub crash_reason: String,
+    /// Set only while UNCLAIMED, when no cell can take it.
+    #[serde(default)]
+    pub placement_error: String,
+    /// When the state last changed.
+    pub since: Nanos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellCapacity {
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub containers: u32,
+}
+
+/// A cell's announcement of itself, refreshed by its heartbeat (Diego's
+/// `CellPresence`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellPresence {
+    pub cell_id: String,
+    /// Where instances on this cell are reached (`CF_INSTANCE_IP`).
+    pub address: String,
+    pub capacity: CellCapacity,
+    /// `preloaded:<stack>` root filesystems this cell can run.
+    pub rootfs_providers: Vec<String>,
+}
+
+/// The work placed on one cell, as its bulk sync reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellWork {
+    /// Tasks placed on the cell that are PENDING (to start) or RUNNING.
+    pub tasks: Vec<Task>,
+    /// ActualLrps CLAIMED by or RUNNING on the cell, with what to run.
+    pub lrps: Vec<LrpAssignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LrpAssignment {
+    pub actual: ActualLrp,
+    pub desired: DesiredLrp,
+}
+
+/// A change in the BBS, as subscribers (cells, router, Cloud Controller)
+/// receive it. Subscribers must treat events as hints and re-read state when
+/// they lag: delivery is best-effort, the store is the truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BbsEvent {
+    TaskChanged {
+        task: Task,
+    },
+    TaskRemoved {
+        task_guid: String,
+    },
+    DesiredLrpChanged {
+        desired_lrp: DesiredLrp,
+    },
+    DesiredLrpRemoved {
+        process_guid: String,
+    },
+    ActualLrpChanged {
+        actual_lrp: ActualLrp,
+    },
+    ActualLrpRemoved {
+        key: ActualLrpKey,
+    },
+    /// The receiver fell behind and missed events: re-read everything.
+    Lagged,
+}

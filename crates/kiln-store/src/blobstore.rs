@@ -1,0 +1,145 @@
+//! Blobs by key. Writers hand over a finished local file, so a blob is
+//! either absent or whole: nothing half-written is ever visible under a key.
+
+use crate::StoreError;
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub size: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+#[async_trait]
+pub trait Blobstore: Send + Sync {
+    /// Moves the finished file at `src` under `key`, replacing any blob
+    /// there, atomically. `src` must be on a path the store can take over
+    /// (see [`Blobstore::scratch_dir`]); it is gone afterwards.
+    async fn put_file(&self, key: &str, src: &Path) -> Result<BlobInfo, StoreError>;
+    /// Opens the blob for reading.
+    async fn open(&self, key: &str) -> Result<tokio::fs::File, StoreError>;
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// A directory for temporary files that will later be `put_file`d
+    /// (same filesystem, so the move is a rename).
+    fn scratch_dir(&self) -> &Path;
+}
+
+/// Blobs as files under one directory: `<root>/<key>`, written by rename.
+pub struct FsBlobstore {
+    root: PathBuf,
+    scratch: PathBuf,
+}
+
+impl FsBlobstore {
+    pub async fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let scratch = root.join(".scratch");
+        tokio::fs::create_dir_all(&scratch)
+            .await
+            .map_err(|source| StoreError::Io {
+                path: scratch.clone(),
+                source,
+            })?;
+        Ok(FsBlobstore { root, scratch })
+    }
+
+    /// Keys are relative paths of plain segments (`droplets/<guid>`); anything
+    /// that could leave the root is refused.
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let valid = !key.is_empty()
+            && key.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && !seg.starts_with('.')
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            });
+        if valid {
+            Ok(self.root.join(key))
+        } else {
+            Err(StoreError::InvalidKey {
+                key: key.to_string(),
+            })
+        }
+    }
+}
+
+async fn sha256_of(path: &Path) -> std::io::Result<BlobInfo> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok(BlobInfo {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+#[async_trait]
+impl Blobstore for FsBlobstore {
+    async fn put_file(&self, key: &str, src: &Path) -> Result<BlobInfo, StoreError> {
+        let dest = self.path_of(key)?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        let info = sha256_of(src).await.map_err(io(src))?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io(parent))?;
+        }
+        // fsync the content before the rename makes it visible, so a crash
+        // never leaves a visible but truncated blob.
+        let file = tokio::fs::File::open(src).await.map_err(io(src))?;
+        file.sync_all().await.map_err(io(src))?;
+        tokio::fs::rename(src, &dest).await.map_err(io(&dest))?;
+        Ok(info)
+    }
+
+    async fn open(&self, key: &str) -> Result<tokio::fs::File, StoreError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                key: key.to_string(),
+            }),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        tokio::fs::try_exists(&path)
+            .await
+            .map_err(|source| StoreError::Io { path, source })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    fn scratch_dir(&self) -> &Path {
+        &self.scratch
+    }
+}

@@ -1,0 +1,103 @@
+//! Kiln's two storage seams.
+//!
+//! - [`open_database`]: a SQL pool for one component's database (Cloud
+//!   Controller's CCDB and Diego's BBS each own one, as in Cloud Foundry),
+//!   with that component's migrations applied. SQLite is the embedded
+//!   default; the component owns its schema and queries.
+//! - [`Blobstore`]: packages, droplets, buildpacks and the resource cache,
+//!   addressed by key. [`FsBlobstore`] keeps them in a directory.
+//!
+//! Architecture invariant: this crate knows nothing about HTTP, apps or
+//! scheduling. It stores rows and bytes for the crates that do.
+
+mod blobstore;
+
+pub use blobstore::{BlobInfo, Blobstore, FsBlobstore};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use sqlx::SqlitePool;
+pub use sqlx::migrate::Migrator;
+
+/// One schema step: version, description, SQL (embedded with `include_str!`).
+pub type MigrationStep = (i64, &'static str, &'static str);
+
+/// Builds a migrator from SQL embedded in the binary, so the one `kiln`
+/// binary carries every component's schema and needs no files beside it.
+pub fn migrator(steps: &[MigrationStep]) -> Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType};
+    Migrator::with_migrations(
+        steps
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("blob {key} not found")]
+    BlobNotFound { key: String },
+    #[error("invalid blob key {key:?}")]
+    InvalidKey { key: String },
+    #[error("blobstore io on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database {url}: {source}")]
+    Database {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating database {url}: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Opens (creating if needed) the SQLite database at `path` and applies
+/// `migrations`. WAL mode with `synchronous=FULL`: a committed row survives
+/// `kill -9` and power loss, and readers do not block the writer.
+pub async fn open_database(path: &Path, migrations: &Migrator) -> Result<SqlitePool, StoreError> {
+    let url = format!("sqlite://{}", path.display());
+    let options = SqliteConnectOptions::from_str(&url)
+        .map_err(|source| StoreError::Database {
+            url: url.clone(),
+            source,
+        })?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Database {
+            url: url.clone(),
+            source,
+        })?;
+    migrations
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate { url, source })?;
+    Ok(pool)
+}
