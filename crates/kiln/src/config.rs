@@ -1,0 +1,160 @@
+//! The server's configuration, parsed once: command-line flags (with
+//! `KILN_*` environment fallbacks), then an optional TOML file for whatever
+//! the flags leave unset, then defaults. Nothing below `main` reads the
+//! environment.
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug, Default)]
+pub struct ServerArgs {
+    /// TOML file with any of the settings below (flags win over the file)
+    #[arg(long, env = "KILN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the databases, blobs, stack and containers live
+    #[arg(long, env = "KILN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Cloud Controller API (and UAA and log cache)
+    #[arg(long, env = "KILN_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+    /// Address of the HTTP router that serves the apps
+    #[arg(long, env = "KILN_ROUTER_LISTEN")]
+    pub router_listen: Option<SocketAddr>,
+    /// The shared domain app routes are created in
+    #[arg(long, env = "KILN_DOMAIN")]
+    pub domain: Option<String>,
+    /// The API's URL as clients and cells reach it (default: http://<api-listen>)
+    #[arg(long, env = "KILN_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+    /// The admin user's password on first start (default: generated and printed once)
+    #[arg(long, env = "KILN_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// This cell's id
+    #[arg(long, env = "KILN_CELL_ID")]
+    pub cell_id: Option<String>,
+    /// The address instances on this cell are reached at
+    #[arg(long, env = "KILN_CELL_ADDRESS")]
+    pub cell_address: Option<String>,
+    /// Memory this cell offers to instances and tasks, in MB
+    #[arg(long, env = "KILN_CELL_MEMORY_MB")]
+    pub cell_memory_mb: Option<u64>,
+    /// Disk this cell offers, in MB
+    #[arg(long, env = "KILN_CELL_DISK_MB")]
+    pub cell_disk_mb: Option<u64>,
+    /// The runc binary
+    #[arg(long, env = "KILN_RUNC")]
+    pub runc: Option<PathBuf>,
+    /// Staging time limit in seconds (Cloud Foundry: 900)
+    #[arg(long, env = "KILN_STAGING_TIMEOUT")]
+    pub staging_timeout: Option<u64>,
+}
+
+/// The same settings as a TOML file holds them.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    api_listen: Option<SocketAddr>,
+    router_listen: Option<SocketAddr>,
+    domain: Option<String>,
+    external_url: Option<String>,
+    admin_password: Option<String>,
+    cell_id: Option<String>,
+    cell_address: Option<String>,
+    cell_memory_mb: Option<u64>,
+    cell_disk_mb: Option<u64>,
+    runc: Option<PathBuf>,
+    staging_timeout: Option<u64>,
+}
+
+/// The validated values the roles use.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub router_listen: SocketAddr,
+    pub domain: String,
+    pub external_url: String,
+    pub admin_password: Option<String>,
+    pub cell_id: String,
+    pub cell_address: String,
+    pub cell_memory_mb: u64,
+    pub cell_disk_mb: u64,
+    pub runc: PathBuf,
+    pub staging_timeout_ms: u64,
+}
+
+impl ServerConfig {
+    pub fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let api_listen = args.api_listen.or(file.api_listen).unwrap_or(([127, 0, 0, 1], 9022).into());
+        let external_url = args
+            .external_url
+            .or(file.external_url)
+            .unwrap_or_else(|| format!("http://{api_listen}"))
+            .trim_end_matches('/')
+            .to_string();
+        let domain = args.domain.or(file.domain).unwrap_or_else(|| "localhost".into());
+        anyhow::ensure!(
+            !domain.is_empty() && domain.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')),
+            "invalid domain {domain:?}"
+        );
+        let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
+        anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
+        Ok(ServerConfig {
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| "/var/lib/kiln".into()),
+            api_listen,
+            router_listen: args.router_listen.or(file.router_listen).unwrap_or(([127, 0, 0, 1], 8080).into()),
+            domain,
+            external_url,
+            admin_password: args.admin_password.or(file.admin_password),
+            cell_id: args.cell_id.or(file.cell_id).unwrap_or_else(|| "cell-0".into()),
+            cell_address: args.cell_address.or(file.cell_address).unwrap_or_else(|| "127.0.0.1".into()),
+            cell_memory_mb: args.cell_memory_mb.or(file.cell_memory_mb).unwrap_or(8192),
+            cell_disk_mb: args.cell_disk_mb.or(file.cell_disk_mb).unwrap_or(65536),
+            runc: args.runc.or(file.runc).unwrap_or_else(|| "runc".into()),
+            staging_timeout_ms: staging_timeout * 1000,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kiln.toml");
+        std::fs::write(&file, "domain = \"apps.test\"\nrouter_listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let args = ServerArgs { config: Some(file), domain: Some("flag.test".into()), ..Default::default() };
+        let config = ServerConfig::resolve(args).unwrap();
+        assert_eq!(config.domain, "flag.test", "a flag wins over the file");
+        assert_eq!(config.router_listen.port(), 9999, "the file wins over the default");
+        assert_eq!(config.api_listen.port(), 9022);
+        assert_eq!(config.external_url, "http://127.0.0.1:9022");
+        assert_eq!(config.staging_timeout_ms, 900_000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_domains_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kiln.toml");
+        std::fs::write(&file, "domian = \"typo\"\n").unwrap();
+        let err = ServerConfig::resolve(ServerArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("domian"), "{err:#}");
+        let err = ServerConfig::resolve(ServerArgs { domain: Some("a..b".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("invalid domain"));
+    }
+}
