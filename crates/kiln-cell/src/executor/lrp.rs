@@ -1,0 +1,292 @@
+//! One ActualLrp instance on the cell: allocate a host port, create the
+//! container directory, run the setup downloads, start the action, probe
+//! until healthy (then `start_actual_lrp`, CLAIMED → RUNNING), and keep
+//! probing for liveness until the process exits, a probe fails, or the cell
+//! is told to stop it. The crash reason uses Diego's words; the rep reports
+//! it, this module only returns it.
+
+use super::{CellCtx, Process, human_duration, human_size};
+use crate::container::ContainerDir;
+use crate::download::Downloaded;
+use crate::envs::{self, InstanceEnv};
+use crate::health;
+use crate::logs::LogTarget;
+use crate::runtime::valid_id;
+use kiln_bbs::BbsError;
+use kiln_model::bbs::{
+    ActualLrpInstanceKey, ActualLrpNetInfo, HealthCheck, LrpAssignment, PortMapping,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Between startup probes (Diego's healthcheck uses 2 s; a faster start
+/// is worth a few more connects).
+pub const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// Between liveness probes once RUNNING.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LrpEnd {
+    /// To be reported with `crash_actual_lrp`.
+    Crashed(String),
+    /// Stopped by the cell (no longer wanted here, or shutting down).
+    Stopped,
+}
+
+#[tracing::instrument(name = "lrp", skip_all, fields(
+    process_guid = %assignment.actual.key.process_guid,
+    index = assignment.actual.key.index,
+    instance_guid = tracing::field::Empty,
+))]
+pub async fn run(ctx: Arc<CellCtx>, assignment: LrpAssignment, stop: CancellationToken) -> LrpEnd {
+    let Some(instance_key) = assignment.actual.instance_key.clone() else {
+        return LrpEnd::Stopped;
+    };
+    tracing::Span::current().record("instance_guid", instance_key.instance_guid.as_str());
+    let id = instance_key.instance_guid.clone();
+    if !valid_id(&id) {
+        return LrpEnd::Crashed(format!("invalid instance guid {id:?}"));
+    }
+    let desired = &assignment.desired;
+    let log = LogTarget {
+        sink: ctx.logs.clone(),
+        source_id: desired.log_guid.clone(),
+        source_type: desired.log_source.clone(),
+        instance_id: assignment.actual.key.index.to_string(),
+    };
+    let cell_log = log.cell();
+    let cell_id = &ctx.config.cell_id;
+    cell_log.out(format!(
+        "Cell {cell_id} creating container for instance {id}"
+    ));
+    let Some(port) = ctx.ports.allocate() else {
+        return LrpEnd::Crashed(format!(
+            "no free host port in {}..{}",
+            ctx.config.port_range.start, ctx.config.port_range.end
+        ));
+    };
+    let dir = ContainerDir::new(&ctx.containers_dir, &id);
+    let end = execute(&ctx, &assignment, &instance_key, &dir, &log, port, &stop).await;
+    if end == LrpEnd::Stopped {
+        cell_log.out(format!("Cell {cell_id} stopping instance {id}"));
+    }
+    cell_log.out(format!(
+        "Cell {cell_id} destroying container for instance {id}"
+    ));
+    ctx.destroy(&id, &dir).await;
+    ctx.ports.release(port);
+    cell_log.out(format!(
+        "Cell {cell_id} successfully destroyed container for instance {id}"
+    ));
+    tracing::info!(?end, "instance ended");
+    end
+}
+
+async fn execute(
+    ctx: &CellCtx,
+    assignment: &LrpAssignment,
+    instance_key: &ActualLrpInstanceKey,
+    dir: &ContainerDir,
+    log: &LogTarget,
+    port: u16,
+    stop: &CancellationToken,
+) -> LrpEnd {
+    let desired = &assignment.desired;
+    let key = &assignment.actual.key;
+    let id = instance_key.instance_guid.as_str();
+    let cell_log = log.cell();
+    let cell_id = &ctx.config.cell_id;
+    let created = std::time::Instant::now();
+    if let Err(e) = dir.create() {
+        return LrpEnd::Crashed(format!("creating container: {e}"));
+    }
+    cell_log.out(format!(
+        "Cell {cell_id} successfully created container for instance {id}"
+    ));
+
+    // Setup: the droplet, usually. A failure counts as a crash (Diego).
+    for action in &desired.setup {
+        cell_log.out(format!("Downloading {}...", action.artifact));
+        let result = tokio::select! {
+            _ = stop.cancelled() => return LrpEnd::Stopped,
+            r = ctx.downloader.run(action, dir) => r,
+        };
+        match result {
+            Ok(Downloaded::Extracted { size, cached }) => cell_log.out(format!(
+                "Downloaded {} ({}{})",
+                action.artifact,
+                human_size(size),
+                if cached { ", cached" } else { "" }
+            )),
+            Ok(Downloaded::Missing) => {}
+            Err(e) => {
+                let reason = format!("Downloading {} failed: {e}", action.artifact);
+                cell_log.err(reason.clone());
+                return LrpEnd::Crashed(reason);
+            }
+        }
+    }
+    if let Err(reason) = ctx.finish_container_dir(id, dir, &desired.action) {
+        return LrpEnd::Crashed(reason);
+    }
+
+    let address = ctx.config.address.as_str();
+    let env = envs::build(
+        &desired.env,
+        &desired.action.env,
+        Some(&InstanceEnv {
+            instance_guid: id,
+            index: key.index,
+            address,
+            port,
+        }),
+    );
+    let spec = match ctx.spec(id, dir, &desired.action, env, desired.memory_mb) {
+        Ok(spec) => spec,
+        Err(reason) => return LrpEnd::Crashed(reason),
+    };
+    let mut process = match Process::start(ctx.runtime.as_ref(), &spec, log).await {
+        Ok(p) => p,
+        Err(e) => return LrpEnd::Crashed(format!("starting container: {e}")),
+    };
+    let exited =
+        |code: i32| LrpEnd::Crashed(format!("{}: Exited with status {code}", desired.log_source));
+
+    // Startup check: until healthy, the process exits, or the start timeout.
+    let check = &desired.health_check;
+    if *check != HealthCheck::Process {
+        cell_log.out("Starting health monitoring of container");
+    }
+    let start_timeout_ms = match desired.start_timeout_ms {
+        0 => kiln_model::DEFAULT_START_TIMEOUT_MS,
+        ms => ms,
+    };
+    let deadline = Instant::now() + Duration::from_millis(start_timeout_ms);
+    let mut last_error = String::from("not probed yet");
+    let mut attempts = 0u32;
+    loop {
+        let probe = async {
+            let r = health::probe(check, address, port).await;
+            if r.is_err() {
+                tokio::time::sleep(STARTUP_PROBE_INTERVAL).await;
+            }
+            r
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                process.stop(ctx.runtime.as_ref(), id, ctx.grace()).await;
+                process.drain_logs().await;
+                return LrpEnd::Stopped;
+            }
+            code = process.wait() => {
+                process.drain_logs().await;
+                log.out(format!("Exit status {code}"));
+                return exited(code);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                process.stop(ctx.runtime.as_ref(), id, Duration::ZERO).await;
+                process.drain_logs().await;
+                let after = human_duration(start_timeout_ms);
+                cell_log.err(format!(
+                    "Timed out after {after} ({attempts} attempts) waiting for startup check to succeed: {last_error}"
+                ));
+                return LrpEnd::Crashed(format!("Instance never healthy after {after}: {last_error}"));
+            }
+            result = probe => {
+                attempts += 1;
+                match result {
+                    Ok(()) => break,
+                    Err(e) => last_error = e,
+                }
+            }
+        }
+    }
+    if *check != HealthCheck::Process {
+        cell_log.out("Container became healthy");
+    }
+    tracing::info!(
+        port,
+        healthy_ms = created.elapsed().as_millis() as u64,
+        process_ms = process.started.elapsed().as_millis() as u64,
+        "instance healthy"
+    );
+
+    let net_info = ActualLrpNetInfo {
+        address: address.into(),
+        ports: vec![PortMapping {
+            container_port: port,
+            host_port: port,
+        }],
+        instance_address: address.into(),
+    };
+    let mut reported = false;
+    loop {
+        if !reported {
+            match ctx
+                .bbs
+                .start_actual_lrp(key, instance_key, net_info.clone())
+                .await
+            {
+                Ok(()) => reported = true,
+                Err(
+                    error @ (BbsError::InstanceMismatch { .. }
+                    | BbsError::NotFound { .. }
+                    | BbsError::InvalidTransition { .. }),
+                ) => {
+                    // The BBS no longer wants this instance here.
+                    tracing::info!(%error, "instance not wanted any more");
+                    process.stop(ctx.runtime.as_ref(), id, ctx.grace()).await;
+                    process.drain_logs().await;
+                    return LrpEnd::Stopped;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reporting instance running; will retry");
+                }
+            }
+        }
+        let interval = if reported {
+            LIVENESS_INTERVAL
+        } else {
+            Duration::from_secs(1)
+        };
+        let liveness = async {
+            tokio::time::sleep(interval).await;
+            if reported {
+                health::probe(check, address, port).await
+            } else {
+                Ok(())
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                process.stop(ctx.runtime.as_ref(), id, ctx.grace()).await;
+                process.drain_logs().await;
+                return LrpEnd::Stopped;
+            }
+            code = process.wait() => {
+                process.drain_logs().await;
+                log.out(format!("Exit status {code}"));
+                return exited(code);
+            }
+            result = liveness => {
+                if let Err(e) = result {
+                    // A dying process fails its probe too; its exit is the
+                    // better reason.
+                    if let Ok(code) = tokio::time::timeout(Duration::from_millis(200), process.wait()).await {
+                        process.drain_logs().await;
+                        return exited(code);
+                    }
+                    process.stop(ctx.runtime.as_ref(), id, Duration::ZERO).await;
+                    process.drain_logs().await;
+                    cell_log.err(format!("Container became unhealthy: {e}"));
+                    return LrpEnd::Crashed(format!("Instance became unhealthy: {e}"));
+                }
+            }
+        }
+    }
+}

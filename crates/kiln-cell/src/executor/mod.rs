@@ -1,0 +1,299 @@
+//! Diego's executor: runs one unit of work (a Task, or one ActualLrp
+//! instance) in its own container, from creating the container directory
+//! to destroying it. [`task`] and [`lrp`] hold the two life cycles; this
+//! module holds what they share: the cell context, building the container
+//! spec, and a started process with its log pumps and a graceful stop.
+
+pub mod lrp;
+pub mod task;
+
+use crate::CellConfig;
+use crate::container::ContainerDir;
+use crate::download::Downloader;
+use crate::logs::{self, LogTarget};
+use crate::ports::PortAllocator;
+use crate::runtime::{
+    ContainerRuntime, ContainerSpec, Limits, ProcessSpec, RunningProcess, RuntimeError, Signal,
+};
+use crate::stack::Stack;
+use futures_util::future::BoxFuture;
+use kiln_bbs::BbsClient;
+use kiln_logs::LogSink;
+use kiln_model::bbs::RunAction;
+use kiln_model::logs::MessageType;
+use kiln_model::{CONTAINER_GID, CONTAINER_UID, CONTAINER_USER};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Open files allowed per container process (CF's default `file_descriptors`).
+pub const NOFILE: u64 = 16384;
+/// Processes and threads per container: a fork-bomb guard, far above what
+/// staging or an app needs.
+pub const PIDS_LIMIT: i64 = 4096;
+/// How long a stopped process gets between TERM and KILL (Diego: 10 s).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The container's pid 1. The kernel drops signals to a namespace's init
+/// that it has no handler for, so an app running as pid 1 would ignore the
+/// TERM that asks it to stop and always wait out the grace period. As in
+/// Garden (whose containers have their own init), the action runs as a
+/// child instead: this shell forwards TERM to it and exits with its
+/// status (128 + n when a signal n killed it). The shell comes from the
+/// stack (`/bin/sh` in host `/usr`). A `kiln lifecycle init` subcommand
+/// could take its place without changing anything else.
+pub const INIT_SCRIPT: &str = r#"trap 'kill -TERM "$child" 2>/dev/null' TERM
+"$@" &
+child=$!
+while :; do
+  wait "$child"
+  status=$?
+  kill -0 "$child" 2>/dev/null || exit "$status"
+done"#;
+
+/// Everything an executor needs, shared by all of them.
+pub struct CellCtx {
+    pub config: CellConfig,
+    pub stack: Stack,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub bbs: Arc<dyn BbsClient>,
+    pub logs: Arc<dyn LogSink>,
+    pub http: reqwest::Client,
+    pub downloader: Downloader,
+    pub ports: PortAllocator,
+    pub containers_dir: PathBuf,
+    /// The cell's shutdown: executors stopped by it kill at once instead
+    /// of granting a grace period.
+    pub shutdown: CancellationToken,
+}
+
+impl CellCtx {
+    pub fn grace(&self) -> Duration {
+        if self.shutdown.is_cancelled() {
+            Duration::ZERO
+        } else {
+            STOP_GRACE
+        }
+    }
+
+    /// The container spec for running `run` in `dir`.
+    pub fn spec(
+        &self,
+        id: &str,
+        dir: &ContainerDir,
+        run: &RunAction,
+        env: Vec<String>,
+        memory_mb: u64,
+    ) -> Result<ContainerSpec, String> {
+        let (uid, gid) = user_ids(&run.user)?;
+        let mut args: Vec<String> = ["/bin/sh", "-c", INIT_SCRIPT, "kiln-init"]
+            .map(String::from)
+            .into();
+        args.push(run.path.clone());
+        args.extend(run.args.iter().cloned());
+        Ok(ContainerSpec {
+            id: id.into(),
+            bundle: dir.root.clone(),
+            rootfs: self.stack.rootfs.clone(),
+            hostname: hostname(id),
+            process: ProcessSpec {
+                args,
+                env,
+                cwd: run.dir.clone().unwrap_or_else(|| "/home/vcap".into()),
+                uid,
+                gid,
+                nofile: NOFILE,
+            },
+            mounts: dir.mounts(&self.stack.usr, &self.config.lifecycle_binary),
+            limits: Limits {
+                memory_mb,
+                pids: PIDS_LIMIT,
+            },
+        })
+    }
+
+    /// Makes the container's writable trees vcap's and readies the
+    /// working directory and the lifecycle mountpoint; run after downloads.
+    pub fn finish_container_dir(
+        &self,
+        id: &str,
+        dir: &ContainerDir,
+        run: &RunAction,
+    ) -> Result<(), String> {
+        if let Some(cwd) = &run.dir
+            && let Ok(host) = dir.host_path(cwd)
+        {
+            // runc refuses to start in a missing working directory.
+            std::fs::create_dir_all(&host).map_err(|e| format!("creating {cwd}: {e}"))?;
+        }
+        dir.chown_writable()
+            .map_err(|e| format!("preparing container directories: {e}"))?;
+        dir.prepare_lifecycle_mountpoint()
+            .map_err(|e| format!("preparing lifecycle mountpoint: {e}"))?;
+        dir.write_hosts(&hostname(id))
+            .map_err(|e| format!("writing /etc/hosts: {e}"))?;
+        Ok(())
+    }
+
+    /// Removes the container and its directory; failures are logged, not
+    /// returned: there is nobody to report them to, and the next start
+    /// sweeps what is left.
+    pub async fn destroy(&self, id: &str, dir: &ContainerDir) {
+        if let Err(error) = self.runtime.destroy(id).await {
+            tracing::warn!(container = id, %error, "destroying container");
+        }
+        let root = dir.clone();
+        let removed = tokio::task::spawn_blocking(move || root.remove()).await;
+        if let Ok(Err(error)) = removed {
+            tracing::warn!(container = id, %error, "removing container directory");
+        }
+    }
+}
+
+/// A container's host name: its id, cut to what `sethostname` takes.
+fn hostname(id: &str) -> String {
+    id.chars().take(63).collect()
+}
+
+/// Containers run as vcap; nothing else is offered (no privileged work).
+fn user_ids(user: &str) -> Result<(u32, u32), String> {
+    if user == CONTAINER_USER || user.is_empty() {
+        Ok((CONTAINER_UID, CONTAINER_GID))
+    } else {
+        Err(format!(
+            "unsupported user {user:?}: processes run as {CONTAINER_USER}"
+        ))
+    }
+}
+
+/// A running container process, its exit status once known, and the tasks
+/// copying its output to the log sink.
+pub struct Process {
+    exit: BoxFuture<'static, Result<i32, RuntimeError>>,
+    code: Option<i32>,
+    pumps: Vec<JoinHandle<()>>,
+    pub started: Instant,
+}
+
+impl Process {
+    pub async fn start(
+        runtime: &dyn ContainerRuntime,
+        spec: &ContainerSpec,
+        log: &LogTarget,
+    ) -> Result<Process, RuntimeError> {
+        let started = Instant::now();
+        let RunningProcess {
+            stdout,
+            stderr,
+            exit,
+        } = runtime.create_and_run(spec).await?;
+        let pumps = vec![
+            tokio::spawn(logs::pump(stdout, log.clone(), MessageType::Out)),
+            tokio::spawn(logs::pump(stderr, log.clone(), MessageType::Err)),
+        ];
+        Ok(Process {
+            exit,
+            code: None,
+            pumps,
+            started,
+        })
+    }
+
+    /// Waits for the exit status. Cancel-safe: usable in `select!`.
+    pub async fn wait(&mut self) -> i32 {
+        if let Some(code) = self.code {
+            return code;
+        }
+        let code = match (&mut self.exit).await {
+            Ok(code) => code,
+            Err(error) => {
+                tracing::warn!(%error, "waiting for container process");
+                255
+            }
+        };
+        self.code = Some(code);
+        code
+    }
+
+    /// Waits until the output has been copied (bounded: a stray holder of
+    /// the pipes must not hang the cell).
+    pub async fn drain_logs(&mut self) {
+        for pump in self.pumps.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        }
+    }
+
+    /// TERM, then KILL after `grace`, as Diego's executor stops a process.
+    /// Returns the exit status.
+    pub async fn stop(&mut self, runtime: &dyn ContainerRuntime, id: &str, grace: Duration) -> i32 {
+        if let Some(code) = self.code {
+            return code;
+        }
+        // TERM is repeated every second of the grace period: one sent
+        // before the container's init has set its trap (a just-started
+        // container) is dropped by the kernel, and a later one is not.
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if let Err(error) = runtime.kill(id, Signal::Term).await {
+                tracing::warn!(container = id, %error, "sending TERM");
+            }
+            let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            if let Ok(code) = tokio::time::timeout_at(until, self.wait()).await {
+                return code;
+            }
+        }
+        // KILL is repeated too: a container still being created by runc
+        // is not yet known to `runc kill`.
+        for _ in 0..10 {
+            if let Err(error) = runtime.kill(id, Signal::Kill).await {
+                tracing::warn!(container = id, %error, "sending KILL");
+            }
+            if let Ok(code) = tokio::time::timeout(Duration::from_secs(1), self.wait()).await {
+                return code;
+            }
+        }
+        // runc itself is stuck: tear the container down under it.
+        let _ = runtime.destroy(id).await;
+        tokio::time::timeout(Duration::from_secs(5), self.wait())
+            .await
+            .unwrap_or(137)
+    }
+}
+
+/// Sizes as Diego prints them (`Downloaded droplet (12.3M)`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(&str, f64); 3] = [("G", 1e9), ("M", 1e6), ("K", 1e3)];
+    for (unit, size) in UNITS {
+        if bytes as f64 >= size {
+            return format!("{:.1}{unit}", bytes as f64 / size);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Seconds as Diego prints timeouts (`900s`); sub-second values in ms.
+pub fn human_duration(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_sizes_and_durations() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1_500), "1.5K");
+        assert_eq!(human_size(12_340_000), "12.3M");
+        assert_eq!(human_duration(900_000), "900s");
+        assert_eq!(human_duration(1_500), "1500ms");
+        assert!(user_ids("root").is_err());
+        assert_eq!(user_ids("vcap").unwrap(), (2000, 2000));
+    }
+}

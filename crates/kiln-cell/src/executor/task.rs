@@ -1,0 +1,226 @@
+//! A Task's life on the cell: create the container directory, download
+//! (in parallel), run the one process, read the result file, upload (in
+//! parallel), destroy the container. The whole of it runs under the task's
+//! `timeout_ms`; on expiry the process gets TERM, then KILL, and the task
+//! fails with `exceeded <N>s timeout`. Failure reasons use the contracts'
+//! wording, since Cloud Controller turns them into build errors.
+
+use super::{CellCtx, Process, human_duration, human_size};
+use crate::container::ContainerDir;
+use crate::download::Downloaded;
+use crate::envs;
+use crate::logs::LogTarget;
+use crate::runtime::valid_id;
+use crate::upload;
+use futures_util::future::join_all;
+use kiln_model::bbs::Task;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The first bytes of the result file that become the task's `result`.
+pub const RESULT_LIMIT: u64 = 10 * 1024;
+
+/// How a task ended, for `complete_task`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutcome {
+    pub failed: bool,
+    pub failure_reason: String,
+    pub result: String,
+}
+
+impl TaskOutcome {
+    fn failed(reason: impl Into<String>) -> TaskOutcome {
+        TaskOutcome {
+            failed: true,
+            failure_reason: reason.into(),
+            result: String::new(),
+        }
+    }
+}
+
+enum Stop {
+    /// The cell was told to stop the task (cancelled, or shutting down).
+    Stopped,
+    TimedOut,
+}
+
+/// Runs `task` to its end. `None` when it was stopped: then nothing is
+/// reported (the BBS already knows, or the cell is going away).
+#[tracing::instrument(name = "task", skip_all, fields(task_guid = %task.task_guid))]
+pub async fn run(ctx: Arc<CellCtx>, task: Task, stop: CancellationToken) -> Option<TaskOutcome> {
+    let id = task.task_guid.clone();
+    if !valid_id(&id) {
+        return Some(TaskOutcome::failed(format!("invalid task guid {id:?}")));
+    }
+    let dir = ContainerDir::new(&ctx.containers_dir, &id);
+    let timeout_ms = task.definition.timeout_ms;
+    let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
+    let log = LogTarget {
+        sink: ctx.logs.clone(),
+        source_id: task.definition.log_guid.clone(),
+        source_type: task.definition.log_source.clone(),
+        instance_id: "0".into(),
+    };
+    let started = std::time::Instant::now();
+    tracing::info!("task starting");
+    let outcome = execute(&ctx, &task, &dir, &log, deadline, &stop).await;
+    ctx.destroy(&id, &dir).await;
+    let outcome = match outcome {
+        Ok(outcome) => Some(outcome),
+        Err(Stop::Stopped) => None,
+        Err(Stop::TimedOut) => Some(TaskOutcome::failed(format!(
+            "exceeded {} timeout",
+            human_duration(timeout_ms)
+        ))),
+    };
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        failed = outcome.as_ref().map(|o| o.failed),
+        failure_reason = outcome.as_ref().map(|o| o.failure_reason.as_str()),
+        "task finished"
+    );
+    outcome
+}
+
+/// Waits for `work` unless the deadline passes or the task is stopped.
+async fn bounded<T>(
+    work: impl Future<Output = T>,
+    deadline: Option<Instant>,
+    stop: &CancellationToken,
+) -> Result<T, Stop> {
+    let expiry = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = stop.cancelled() => Err(Stop::Stopped),
+        _ = expiry => Err(Stop::TimedOut),
+        value = work => Ok(value),
+    }
+}
+
+async fn execute(
+    ctx: &CellCtx,
+    task: &Task,
+    dir: &ContainerDir,
+    log: &LogTarget,
+    deadline: Option<Instant>,
+    stop: &CancellationToken,
+) -> Result<TaskOutcome, Stop> {
+    let def = &task.definition;
+    let id = task.task_guid.as_str();
+    if let Err(e) = dir.create() {
+        return Ok(TaskOutcome::failed(format!("creating container: {e}")));
+    }
+
+    let downloads = def.downloads.iter().map(|action| async move {
+        log.out(format!("Downloading {}...", action.artifact));
+        let result = ctx.downloader.run(action, dir).await;
+        match &result {
+            Ok(Downloaded::Extracted { size, .. }) => log.out(format!(
+                "Downloaded {} ({})",
+                action.artifact,
+                human_size(*size)
+            )),
+            Ok(Downloaded::Missing) => log.out(format!("Skipped {} (not found)", action.artifact)),
+            Err(_) => {}
+        }
+        result.map_err(|e| format!("Downloading {} failed: {e}", action.artifact))
+    });
+    let results = bounded(join_all(downloads), deadline, stop).await?;
+    if let Some(Err(reason)) = results.into_iter().find(Result::is_err) {
+        log.err(reason.clone());
+        return Ok(TaskOutcome::failed(reason));
+    }
+
+    if let Err(reason) = ctx.finish_container_dir(id, dir, &def.run) {
+        return Ok(TaskOutcome::failed(reason));
+    }
+    let env = envs::build(&def.env, &def.run.env, None);
+    let spec = match ctx.spec(id, dir, &def.run, env, def.memory_mb) {
+        Ok(spec) => spec,
+        Err(reason) => return Ok(TaskOutcome::failed(reason)),
+    };
+    let mut process = match Process::start(ctx.runtime.as_ref(), &spec, log).await {
+        Ok(p) => p,
+        Err(e) => return Ok(TaskOutcome::failed(format!("starting container: {e}"))),
+    };
+    let code = match bounded(process.wait(), deadline, stop).await {
+        Ok(code) => code,
+        Err(why) => {
+            let grace = match why {
+                Stop::Stopped => ctx.grace(),
+                // Timed out: Diego's graceful interval is not owed past
+                // the deadline, but a short TERM window lets it clean up.
+                Stop::TimedOut => Duration::from_secs(1),
+            };
+            process.stop(ctx.runtime.as_ref(), id, grace).await;
+            process.drain_logs().await;
+            return Err(why);
+        }
+    };
+    process.drain_logs().await;
+    tracing::info!(
+        exit_status = code,
+        run_ms = process.started.elapsed().as_millis() as u64,
+        "task process exited"
+    );
+    if code != 0 {
+        return Ok(TaskOutcome::failed(format!("Exited with status {code}")));
+    }
+
+    let result = if def.result_file.is_empty() {
+        String::new()
+    } else {
+        match read_result(dir, &def.result_file) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(TaskOutcome::failed(format!(
+                    "Failed to read result file {}: {e}",
+                    def.result_file
+                )));
+            }
+        }
+    };
+
+    if !def.uploads.is_empty() {
+        let names: Vec<&str> = def.uploads.iter().map(|u| u.artifact.as_str()).collect();
+        log.out(format!("Uploading {}...", names.join(", ")));
+        let uploads = def.uploads.iter().map(|action| async move {
+            let sent = upload::upload(&ctx.http, action, dir)
+                .await
+                .map_err(|e| format!("Uploading {} failed: {e}", action.artifact))?;
+            log.out(format!(
+                "Uploaded {} ({})",
+                action.artifact,
+                human_size(sent)
+            ));
+            Ok::<_, String>(())
+        });
+        let results = bounded(join_all(uploads), deadline, stop).await?;
+        if let Some(Err(reason)) = results.into_iter().find(Result::is_err) {
+            log.err(reason.clone());
+            return Ok(TaskOutcome::failed(reason));
+        }
+        log.out("Uploading complete");
+    }
+    Ok(TaskOutcome {
+        failed: false,
+        failure_reason: String::new(),
+        result,
+    })
+}
+
+fn read_result(dir: &ContainerDir, path: &str) -> Result<String, String> {
+    let file = dir.open_written_file(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(RESULT_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

@@ -1,0 +1,532 @@
+//! Diego's rep: the cell's loop.
+//!
+//! At start: build the stack, destroy whatever a previous run of this cell
+//! left in runc (after a crash or `kill -9` nothing else would), heartbeat.
+//! Then, until shutdown: heartbeat and bulk-sync every `sync_interval`,
+//! and re-sync on every BBS event that concerns this cell. A sync reads
+//! `cell_work` and reconciles: PENDING tasks placed here are started
+//! (`start_task`), RUNNING tasks placed here that no container runs are
+//! failed ("cell restarted before completion"), listed LRP instances with
+//! no container are started, and containers whose work is no longer listed
+//! are stopped. Executors report back to this loop, which makes the BBS
+//! calls that end work (`complete_task`, `crash_actual_lrp`), so every
+//! decision about a unit of work is taken in one place, in order. A report
+//! the BBS did not take is retried on the next sync while the work is still
+//! listed.
+
+use crate::download::Downloader;
+use crate::executor::CellCtx;
+use crate::executor::lrp::{self, LrpEnd};
+use crate::executor::task::{self, TaskOutcome};
+use crate::ports::PortAllocator;
+use crate::runtime::{ContainerRuntime, valid_id};
+use crate::{CellConfig, CellError, stack};
+use futures_util::{FutureExt, StreamExt};
+use kiln_bbs::BbsClient;
+use kiln_logs::LogSink;
+use kiln_model::TaskState;
+use kiln_model::bbs::{
+    ActualLrpInstanceKey, ActualLrpKey, BbsEvent, CellPresence, LrpAssignment, Task,
+};
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The reason a RUNNING task is failed when this cell lost track of it.
+pub const CELL_RESTARTED: &str = "cell restarted before completion";
+
+/// How long shutdown waits for executors to stop their containers.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// Which BBS record a container runs.
+#[derive(Debug, Clone)]
+enum Work {
+    Task {
+        task_guid: String,
+    },
+    Lrp {
+        key: ActualLrpKey,
+        instance_key: ActualLrpInstanceKey,
+    },
+}
+
+struct Running {
+    work: Work,
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// What an executor sends back when its container is gone.
+struct Finished {
+    id: String,
+    end: End,
+}
+
+enum End {
+    Task(Option<TaskOutcome>),
+    Lrp(LrpEnd),
+}
+
+/// A BBS call that ends a unit of work, kept until the BBS takes it.
+#[derive(Debug, Clone)]
+enum Report {
+    TaskCompleted {
+        task_guid: String,
+        outcome: TaskOutcome,
+    },
+    LrpCrashed {
+        key: ActualLrpKey,
+        instance_key: ActualLrpInstanceKey,
+        reason: String,
+    },
+}
+
+struct Rep {
+    ctx: Arc<CellCtx>,
+    running: HashMap<String, Running>,
+    unreported: HashMap<String, Report>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+}
+
+pub async fn run(
+    config: CellConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    bbs: Arc<dyn BbsClient>,
+    logs: Arc<dyn LogSink>,
+    shutdown: CancellationToken,
+) -> Result<(), CellError> {
+    if config.cell_id.is_empty() {
+        return Err(CellError::Config("cell id is empty".into()));
+    }
+    if config.port_range.is_empty() {
+        return Err(CellError::Config("port range is empty".into()));
+    }
+    for (what, path) in [
+        ("lifecycle binary", &config.lifecycle_binary),
+        ("runc", &config.runc),
+    ] {
+        if !path.is_file() {
+            return Err(CellError::Config(format!(
+                "{what} {} is not a file",
+                path.display()
+            )));
+        }
+    }
+    let containers_dir = config.data_dir.join("containers");
+    let cache_dir = config.data_dir.join("cache");
+    for dir in [&config.data_dir, &containers_dir, &cache_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| CellError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let stack_dir = config.data_dir.join("stacks").join(&config.stack_name);
+    let stack_name = config.stack_name.clone();
+    let started = std::time::Instant::now();
+    let stack =
+        tokio::task::spawn_blocking(move || stack::build_host_stack(&stack_dir, &stack_name))
+            .await
+            .map_err(|e| CellError::Config(format!("stack build panicked: {e}")))??;
+    tracing::info!(
+        cell_id = %config.cell_id,
+        stack = %stack.name,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "stack ready"
+    );
+
+    sweep(runtime.as_ref(), &containers_dir, &config.cell_id).await?;
+
+    let http = reqwest::Client::builder()
+        // Blob URLs point at Kiln's own API; a proxy from the environment
+        // would only get in the way.
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        // A transfer that stalls fails instead of holding an instance in
+        // CLAIMED forever (tasks are bounded by their timeout anyway).
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| CellError::Config(format!("http client: {e}")))?;
+    let ctx = Arc::new(CellCtx {
+        downloader: Downloader::new(http.clone(), cache_dir),
+        ports: PortAllocator::new(config.port_range.clone()),
+        http,
+        stack,
+        runtime,
+        bbs,
+        logs,
+        containers_dir,
+        shutdown: shutdown.clone(),
+        config,
+    });
+    let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();
+    let mut rep = Rep {
+        ctx: ctx.clone(),
+        running: HashMap::new(),
+        unreported: HashMap::new(),
+        finished_tx,
+    };
+
+    let mut events = ctx.bbs.subscribe();
+    rep.heartbeat().await;
+    let mut tick = tokio::time::interval(ctx.config.sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                rep.heartbeat().await;
+                rep.sync().await;
+            }
+            Some(finished) = finished_rx.recv() => rep.finished(finished).await,
+            event = events.next() => match event {
+                Some(event) => {
+                    let mut relevant = rep.concerns(&event);
+                    // Coalesce a burst of events into one sync.
+                    while let Some(Some(more)) = events.next().now_or_never() {
+                        relevant |= rep.concerns(&more);
+                    }
+                    if relevant {
+                        rep.sync().await;
+                    }
+                }
+                None => {
+                    // The event stream ended (a remote BBS went away):
+                    // the periodic sync carries on; resubscribe shortly.
+                    tokio::time::sleep(ctx.config.sync_interval).await;
+                    events = ctx.bbs.subscribe();
+                }
+            },
+        }
+    }
+
+    // Shutdown: every executor's stop token is a child of `shutdown`, so
+    // they are all stopping (with no grace period) already.
+    tracing::info!(cell_id = %ctx.config.cell_id, containers = rep.running.len(), "cell stopping");
+    let handles: Vec<JoinHandle<()>> = rep.running.drain().map(|(_, r)| r.handle).collect();
+    if tokio::time::timeout(SHUTDOWN_WAIT, futures_util::future::join_all(handles))
+        .await
+        .is_err()
+    {
+        tracing::warn!(cell_id = %ctx.config.cell_id, "executors did not stop in time");
+    }
+    sweep(
+        ctx.runtime.as_ref(),
+        &ctx.containers_dir,
+        &ctx.config.cell_id,
+    )
+    .await?;
+    tracing::info!(cell_id = %ctx.config.cell_id, "cell stopped");
+    Ok(())
+}
+
+/// Destroys every container in the runtime and every container directory:
+/// at start they are a previous run's leftovers, at shutdown stragglers.
+async fn sweep(
+    runtime: &dyn ContainerRuntime,
+    containers_dir: &std::path::Path,
+    cell_id: &str,
+) -> Result<(), CellError> {
+    let leftovers = runtime.list().await?;
+    for id in &leftovers {
+        tracing::info!(cell_id, container = %id, "destroying leftover container");
+        if let Err(error) = runtime.destroy(id).await {
+            tracing::warn!(cell_id, container = %id, %error, "destroying leftover container");
+        }
+    }
+    let dir = containers_dir.to_path_buf();
+    let removed = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+            n += 1;
+        }
+        Ok(n)
+    })
+    .await
+    .map_err(|e| CellError::Config(format!("sweep panicked: {e}")))?
+    .map_err(|source| CellError::DataDir {
+        path: containers_dir.to_path_buf(),
+        source,
+    })?;
+    if !leftovers.is_empty() || removed > 0 {
+        tracing::info!(
+            cell_id,
+            containers = leftovers.len(),
+            directories = removed,
+            "swept leftovers"
+        );
+    }
+    Ok(())
+}
+
+impl Rep {
+    async fn heartbeat(&self) {
+        let config = &self.ctx.config;
+        let presence = CellPresence {
+            cell_id: config.cell_id.clone(),
+            address: config.address.clone(),
+            capacity: config.capacity,
+            rootfs_providers: vec![self.ctx.stack.rootfs_provider()],
+        };
+        if let Err(error) = self.ctx.bbs.heartbeat_cell(presence).await {
+            tracing::warn!(cell_id = %config.cell_id, %error, "heartbeat failed");
+        }
+    }
+
+    /// Whether an event may change what this cell should run.
+    fn concerns(&self, event: &BbsEvent) -> bool {
+        let cell_id = self.ctx.config.cell_id.as_str();
+        let runs_key = |key: &ActualLrpKey| {
+            self.running
+                .values()
+                .any(|r| matches!(&r.work, Work::Lrp { key: k, .. } if k == key))
+        };
+        match event {
+            BbsEvent::TaskChanged { task } => {
+                task.cell_id == cell_id || self.running.contains_key(&task.task_guid)
+            }
+            BbsEvent::TaskRemoved { task_guid } => self.running.contains_key(task_guid),
+            BbsEvent::ActualLrpChanged { actual_lrp } => {
+                actual_lrp
+                    .instance_key
+                    .as_ref()
+                    .is_some_and(|ik| ik.cell_id == cell_id)
+                    || runs_key(&actual_lrp.key)
+            }
+            BbsEvent::ActualLrpRemoved { key } => runs_key(key),
+            BbsEvent::DesiredLrpRemoved { process_guid } => self.running.values().any(
+                |r| matches!(&r.work, Work::Lrp { key, .. } if key.process_guid == *process_guid),
+            ),
+            BbsEvent::DesiredLrpChanged { .. } => false,
+            BbsEvent::Lagged => true,
+        }
+    }
+
+    /// The bulk sync: make the containers match the work listed here.
+    async fn sync(&mut self) {
+        let cell_id = self.ctx.config.cell_id.clone();
+        let work = match self.ctx.bbs.cell_work(&cell_id).await {
+            Ok(work) => work,
+            Err(error) => {
+                tracing::warn!(%cell_id, %error, "reading cell work failed");
+                return;
+            }
+        };
+        let mut listed: HashSet<String> = HashSet::new();
+
+        for task in work.tasks {
+            if task.cell_id != cell_id {
+                continue;
+            }
+            listed.insert(task.task_guid.clone());
+            if self.running.contains_key(&task.task_guid) {
+                continue;
+            }
+            if let Some(report) = self.unreported.get(&task.task_guid).cloned() {
+                self.report(&task.task_guid, report).await;
+                continue;
+            }
+            match task.state {
+                TaskState::Pending => self.start_task(task).await,
+                TaskState::Running => {
+                    // Placed and started here, but no container runs it:
+                    // this cell restarted (or lost it) mid-run.
+                    let outcome = TaskOutcome {
+                        failed: true,
+                        failure_reason: CELL_RESTARTED.into(),
+                        result: String::new(),
+                    };
+                    tracing::info!(%cell_id, task_guid = %task.task_guid, "failing task this cell no longer runs");
+                    let report = Report::TaskCompleted {
+                        task_guid: task.task_guid.clone(),
+                        outcome,
+                    };
+                    self.report(&task.task_guid, report).await;
+                }
+                TaskState::Completed | TaskState::Resolving => {}
+            }
+        }
+
+        for assignment in work.lrps {
+            let Some(instance_key) = assignment.actual.instance_key.clone() else {
+                continue;
+            };
+            if instance_key.cell_id != cell_id {
+                continue;
+            }
+            let id = instance_key.instance_guid.clone();
+            listed.insert(id.clone());
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            if let Some(report) = self.unreported.get(&id).cloned() {
+                self.report(&id, report).await;
+                continue;
+            }
+            self.start_lrp(assignment);
+        }
+
+        for (id, running) in &self.running {
+            if !listed.contains(id) && !running.stop.is_cancelled() {
+                match &running.work {
+                    Work::Task { task_guid } => {
+                        tracing::info!(%cell_id, %task_guid, "stopping task no longer placed here")
+                    }
+                    Work::Lrp { key, .. } => tracing::info!(
+                        %cell_id,
+                        process_guid = %key.process_guid,
+                        index = key.index,
+                        instance_guid = %id,
+                        "stopping instance no longer placed here"
+                    ),
+                }
+                running.stop.cancel();
+            }
+        }
+        self.unreported.retain(|id, _| listed.contains(id));
+    }
+
+    async fn start_task(&mut self, task: Task) {
+        let cell_id = &self.ctx.config.cell_id;
+        match self.ctx.bbs.start_task(&task.task_guid, cell_id).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(%cell_id, task_guid = %task.task_guid, %error, "starting task failed");
+                return;
+            }
+        }
+        let id = task.task_guid.clone();
+        let work = Work::Task {
+            task_guid: id.clone(),
+        };
+        let ctx = self.ctx.clone();
+        self.spawn(id, work, move |stop| async move {
+            End::Task(task::run(ctx, task, stop).await)
+        });
+    }
+
+    fn start_lrp(&mut self, assignment: LrpAssignment) {
+        let Some(instance_key) = assignment.actual.instance_key.clone() else {
+            return;
+        };
+        let id = instance_key.instance_guid.clone();
+        if !valid_id(&id) {
+            tracing::warn!(instance_guid = %id, "refusing instance with an unusable guid");
+            return;
+        }
+        let work = Work::Lrp {
+            key: assignment.actual.key.clone(),
+            instance_key,
+        };
+        let ctx = self.ctx.clone();
+        self.spawn(id, work, move |stop| async move {
+            End::Lrp(lrp::run(ctx, assignment, stop).await)
+        });
+    }
+
+    fn spawn<F, Fut>(&mut self, id: String, work: Work, executor: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = End> + Send + 'static,
+    {
+        let stop = self.ctx.shutdown.child_token();
+        let fut = executor(stop.clone());
+        let tx = self.finished_tx.clone();
+        let failed_end = match &work {
+            Work::Task { .. } => End::Task(Some(TaskOutcome {
+                failed: true,
+                failure_reason: "cell executor failed".into(),
+                result: String::new(),
+            })),
+            Work::Lrp { .. } => End::Lrp(LrpEnd::Crashed("cell executor failed".into())),
+        };
+        let finished_id = id.clone();
+        let handle = tokio::spawn(async move {
+            // A panicking executor must still free its slot and report.
+            let end = AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(container = %finished_id, "executor panicked");
+                    failed_end
+                });
+            let _ = tx.send(Finished {
+                id: finished_id,
+                end,
+            });
+        });
+        self.running.insert(id, Running { work, stop, handle });
+    }
+
+    async fn finished(&mut self, finished: Finished) {
+        let Some(running) = self.running.remove(&finished.id) else {
+            return;
+        };
+        let report = match (running.work, finished.end) {
+            (Work::Task { task_guid }, End::Task(Some(outcome))) => {
+                Report::TaskCompleted { task_guid, outcome }
+            }
+            (Work::Lrp { key, instance_key }, End::Lrp(LrpEnd::Crashed(reason))) => {
+                Report::LrpCrashed {
+                    key,
+                    instance_key,
+                    reason,
+                }
+            }
+            _ => return,
+        };
+        if self.ctx.shutdown.is_cancelled() {
+            return;
+        }
+        self.report(&finished.id, report).await;
+    }
+
+    /// Makes the BBS call that ends a unit of work; keeps it for a retry
+    /// when the BBS is unavailable.
+    async fn report(&mut self, id: &str, report: Report) {
+        let bbs = &self.ctx.bbs;
+        let cell_id = &self.ctx.config.cell_id;
+        let result = match &report {
+            Report::TaskCompleted { task_guid, outcome } => {
+                bbs.complete_task(
+                    task_guid,
+                    cell_id,
+                    outcome.failed,
+                    &outcome.failure_reason,
+                    &outcome.result,
+                )
+                .await
+            }
+            Report::LrpCrashed {
+                key,
+                instance_key,
+                reason,
+            } => bbs.crash_actual_lrp(key, instance_key, reason).await,
+        };
+        match result {
+            Ok(()) => {
+                self.unreported.remove(id);
+            }
+            Err(kiln_bbs::BbsError::Unavailable(error)) => {
+                tracing::warn!(%cell_id, container = id, %error, "report failed; will retry");
+                self.unreported.insert(id.to_string(), report);
+            }
+            Err(error) => {
+                // The BBS moved on (cancelled, re-placed, removed): nothing
+                // left to report.
+                tracing::info!(%cell_id, container = id, %error, "report not taken");
+                self.unreported.remove(id);
+            }
+        }
+    }
+}
