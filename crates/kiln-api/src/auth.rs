@@ -1,0 +1,231 @@
+//! UAA's part: users with argon2 password hashes, the `/login` prompts, the
+//! `/oauth/token` password and refresh grants issuing HS256 JWTs with UAA's
+//! claim names, and the bearer-token check in front of `/v3` and log reads.
+
+use crate::Shared;
+use crate::db::{self, User};
+use crate::error::{ApiError, ApiResult};
+use crate::util;
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+
+pub const ACCESS_TOKEN_SECONDS: i64 = 1199;
+pub const REFRESH_TOKEN_SECONDS: i64 = 30 * 24 * 3600;
+const SCOPES: [&str; 3] = [
+    "cloud_controller.admin",
+    "cloud_controller.read",
+    "cloud_controller.write",
+];
+
+/// The authenticated caller, put into request extensions by [`require_token`].
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub guid: String,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    jti: String,
+    sub: String,
+    user_name: String,
+    user_id: String,
+    origin: String,
+    email: String,
+    exp: i64,
+    iat: i64,
+    scope: Vec<String>,
+    client_id: String,
+    cid: String,
+    azp: String,
+    grant_type: String,
+    iss: String,
+    zid: String,
+    aud: Vec<String>,
+    /// `access` or `refresh`: a refresh token is never accepted as access.
+    kiln_token: String,
+}
+
+pub fn hash_password(password: &str) -> ApiResult<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("hashing the password: {e}")))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+fn issue(ctx: &Shared, user: &User, grant_type: &str, kind: &str) -> ApiResult<(String, String)> {
+    let now = util::unix_now();
+    let lifetime = if kind == "access" {
+        ACCESS_TOKEN_SECONDS
+    } else {
+        REFRESH_TOKEN_SECONDS
+    };
+    let jti = if kind == "access" {
+        util::new_guid().replace('-', "")
+    } else {
+        format!("{}-r", util::new_guid().replace('-', ""))
+    };
+    let claims = Claims {
+        jti: jti.clone(),
+        sub: user.guid.clone(),
+        user_name: user.username.clone(),
+        user_id: user.guid.clone(),
+        origin: "uaa".into(),
+        email: user.email.clone(),
+        exp: now + lifetime,
+        iat: now,
+        scope: SCOPES.iter().map(|s| s.to_string()).collect(),
+        client_id: "cf".into(),
+        cid: "cf".into(),
+        azp: "cf".into(),
+        grant_type: grant_type.into(),
+        iss: format!("{}/oauth/token", ctx.base),
+        zid: "uaa".into(),
+        aud: ["cloud_controller", "password", "cf", "uaa", "openid"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        kiln_token: kind.into(),
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&ctx.signing_key),
+    )
+    .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
+    Ok((token, jti))
+}
+
+fn verify(ctx: &Shared, token: &str, kind: &str) -> Option<Claims> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&["cloud_controller"]);
+    validation.leeway = 0;
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(&ctx.signing_key),
+        &validation,
+    )
+    .ok()?;
+    (data.claims.kiln_token == kind).then_some(data.claims)
+}
+
+fn bad_credentials() -> ApiError {
+    ApiError::Uaa {
+        status: StatusCode::UNAUTHORIZED,
+        error: "unauthorized",
+        description: "Bad credentials".into(),
+    }
+}
+
+/// `POST /oauth/token`.
+pub async fn token(
+    State(ctx): State<Shared>,
+    Form(form): Form<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let grant_type = form.get("grant_type").map(String::as_str).unwrap_or("");
+    let user = match grant_type {
+        "password" => {
+            let username = form.get("username").map(String::as_str).unwrap_or("");
+            let password = form.get("password").map(String::as_str).unwrap_or("");
+            let user = db::where_eq::<User>(&ctx.pool, "username", username)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(bad_credentials)?;
+            let hash = user.password_hash.clone();
+            let password = password.to_string();
+            let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Err(bad_credentials());
+            }
+            user
+        }
+        "refresh_token" => {
+            let token = form.get("refresh_token").map(String::as_str).unwrap_or("");
+            let claims = verify(&ctx, token, "refresh").ok_or_else(|| ApiError::Uaa {
+                status: StatusCode::UNAUTHORIZED,
+                error: "invalid_token",
+                description: "Invalid refresh token".into(),
+            })?;
+            db::find::<User>(&ctx.pool, &claims.user_id)
+                .await?
+                .ok_or_else(bad_credentials)?
+        }
+        other => {
+            return Err(ApiError::Uaa {
+                status: StatusCode::BAD_REQUEST,
+                error: "unsupported_grant_type",
+                description: format!("Unsupported grant type: {other}"),
+            });
+        }
+    };
+    let (access, jti) = issue(&ctx, &user, grant_type, "access")?;
+    let (refresh, _) = issue(&ctx, &user, grant_type, "refresh")?;
+    Ok(Json(json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "refresh_token": refresh,
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "scope": SCOPES.join(" "),
+        "jti": jti,
+    }))
+    .into_response())
+}
+
+/// `GET /login`: the prompts the cf CLI asks for.
+pub async fn login() -> Json<serde_json::Value> {
+    Json(json!({
+        "app": {"version": "77.0.0"},
+        "prompts": {"username": ["text", "Email"], "password": ["password", "Password"]},
+        "zone_name": "uaa",
+    }))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<Option<String>> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
+    let value = value.to_str().ok().unwrap_or("").trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Some(token.trim().to_string())
+        }
+        _ => None,
+    };
+    Some(token)
+}
+
+/// Middleware: a valid access token, else 401 in CF's envelope.
+pub async fn require_token(State(ctx): State<Shared>, mut req: Request, next: Next) -> Response {
+    let claims = match bearer(req.headers()) {
+        None => return ApiError::not_authenticated().into_response(),
+        Some(None) => return ApiError::invalid_token().into_response(),
+        Some(Some(token)) => match verify(&ctx, &token, "access") {
+            Some(c) => c,
+            None => return ApiError::invalid_token().into_response(),
+        },
+    };
+    req.extensions_mut().insert(CurrentUser {
+        guid: claims.user_id,
+        name: claims.user_name,
+        email: claims.email,
+    });
+    next.run(req).await
+}

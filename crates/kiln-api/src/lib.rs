@@ -1,0 +1,339 @@
+//! Kiln's Cloud Controller: the Cloud Foundry v3 API the cf CLI and the
+//! `kiln` CLI speak, the UAA token endpoint, log-cache reads, and the
+//! bridge to the BBS (staging Tasks, app DesiredLrps).
+//!
+//! It owns the CCDB (`<data_dir>/ccdb.sqlite`): orgs, spaces, apps,
+//! processes, packages, builds, droplets, buildpacks, routes. Bits live in the
+//! blobstore; cells fetch and store them through signed `/internal/v4` URLs
+//! and never see the database. [`Api::run`] serves HTTP and runs the staging
+//! completion and process sync loops.
+
+mod apps;
+mod auth;
+mod buildpacks;
+mod builds;
+mod catalog;
+mod db;
+mod error;
+mod internal;
+mod logcache;
+mod packages;
+mod processes;
+mod routes;
+mod signing;
+mod sync;
+mod util;
+mod web;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::routing::{get, post};
+use kiln_bbs::BbsClient;
+use kiln_logs::LogStore;
+use kiln_store::Blobstore;
+use sqlx::SqlitePool;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub data_dir: PathBuf,
+    /// How clients reach this API, e.g. `http://127.0.0.1:9022`; every
+    /// link and signed URL is absolute on it.
+    pub external_url: String,
+    /// The shared domain app routes live under.
+    pub domain: String,
+    /// The one stack (`<id><version>-host`).
+    pub stack: String,
+    /// The admin password; `None` generates one on first start.
+    pub admin_password: Option<String>,
+    pub max_package_bytes: u64,
+    pub staging_timeout_ms: u64,
+}
+
+#[derive(Clone)]
+pub struct ApiDeps {
+    pub bbs: Arc<dyn BbsClient>,
+    pub blobstore: Arc<dyn Blobstore>,
+    pub logs: Arc<LogStore>,
+}
+
+/// Everything a handler or loop needs.
+pub(crate) struct Ctx {
+    pub config: ApiConfig,
+    /// `external_url` without a trailing slash.
+    pub base: String,
+    pub pool: SqlitePool,
+    pub bbs: Arc<dyn BbsClient>,
+    pub blobstore: Arc<dyn Blobstore>,
+    pub logs: Arc<LogStore>,
+    /// HS256 key for tokens and signed URLs.
+    pub signing_key: Vec<u8>,
+    /// Serialises process sync (handlers and the reconcile loop).
+    pub sync_lock: tokio::sync::Mutex<()>,
+}
+
+pub(crate) type Shared = Arc<Ctx>;
+
+pub struct Api {
+    ctx: Shared,
+    generated_password: Option<String>,
+}
+
+impl Api {
+    /// Opens (creating) the data dir and CCDB, applies migrations and
+    /// bootstraps the admin user, signing key, org `kiln`, space `dev`, the
+    /// shared domain and the stack. Idempotent.
+    pub async fn open(config: ApiConfig, deps: ApiDeps) -> Result<Api, ApiError> {
+        tokio::fs::create_dir_all(&config.data_dir)
+            .await
+            .map_err(|e| ApiError::io(format!("creating {}", config.data_dir.display()), e))?;
+        let pool = kiln_store::open_database(
+            &config.data_dir.join("ccdb.sqlite"),
+            &kiln_store::migrator(db::MIGRATIONS),
+        )
+        .await?;
+        let signing_key = read_or_create_secret(&config.data_dir.join("signing-key"), || {
+            hex::encode(util::random_bytes(32))
+        })
+        .await?
+        .0;
+        let base = config.external_url.trim_end_matches('/').to_string();
+        let ctx = Arc::new(Ctx {
+            base,
+            pool,
+            bbs: deps.bbs,
+            blobstore: deps.blobstore,
+            logs: deps.logs,
+            signing_key: signing_key.into_bytes(),
+            sync_lock: tokio::sync::Mutex::new(()),
+            config,
+        });
+        let generated_password = catalog::bootstrap(&ctx).await?;
+        Ok(Api {
+            ctx,
+            generated_password,
+        })
+    }
+
+    /// The admin password generated on this start (first start only).
+    pub fn generated_admin_password(&self) -> Option<&str> {
+        self.generated_password.as_deref()
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.ctx.clone())
+    }
+
+    /// Serves HTTP on `listener` and runs the background loops until
+    /// `shutdown`.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ApiError> {
+        let loops = sync::spawn_loops(self.ctx.clone(), shutdown.clone());
+        let app = self.router();
+        let token = shutdown.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+            .map_err(|e| ApiError::io("serving the api", e));
+        shutdown.cancel();
+        for handle in loops {
+            let _ = handle.await;
+        }
+        served
+    }
+}
+
+/// Reads a secret file, or writes a new one with mode 0600. Returns the
+/// secret and whether it was created now.
+pub(crate) async fn read_or_create_secret(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> Result<(String, bool), ApiError> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(s) if !s.trim().is_empty() => Ok((s.trim().to_string(), false)),
+        Ok(_) | Err(_) => {
+            let secret = make();
+            write_private(path, &secret).await?;
+            Ok((secret, true))
+        }
+    }
+}
+
+pub(crate) async fn write_private(path: &Path, content: &str) -> Result<(), ApiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = path.to_path_buf();
+    let content = content.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::io("writing a secret file", e))
+}
+
+fn router(ctx: Shared) -> Router {
+    use axum::extract::DefaultBodyLimit;
+    use axum::middleware::{from_fn, from_fn_with_state};
+    let upload_limit = (ctx.config.max_package_bytes as usize).saturating_add(16 * 1024 * 1024);
+
+    let v3 = Router::new()
+        // orgs, spaces, domains, stacks, jobs
+        .route("/v3/organizations", get(catalog::list_orgs))
+        .route("/v3/organizations/{guid}", get(catalog::get_org))
+        .route(
+            "/v3/organizations/{guid}/domains",
+            get(catalog::org_domains),
+        )
+        .route(
+            "/v3/organizations/{guid}/domains/default",
+            get(catalog::org_default_domain),
+        )
+        .route("/v3/spaces", get(catalog::list_spaces))
+        .route("/v3/spaces/{guid}", get(catalog::get_space))
+        .route("/v3/domains", get(catalog::list_domains))
+        .route("/v3/domains/{guid}", get(catalog::get_domain))
+        .route("/v3/stacks", get(catalog::list_stacks))
+        .route("/v3/stacks/{guid}", get(catalog::get_stack))
+        .route("/v3/jobs/{guid}", get(catalog::get_job))
+        .route("/v3/deployments", get(catalog::empty_list))
+        .route("/v3/feature_flags", get(catalog::empty_list))
+        // buildpacks
+        .route(
+            "/v3/buildpacks",
+            get(buildpacks::list).post(buildpacks::create),
+        )
+        .route("/v3/buildpacks/{guid}", get(buildpacks::get_one))
+        .route(
+            "/v3/buildpacks/{guid}/upload",
+            post(buildpacks::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        // apps
+        .route("/v3/apps", get(apps::list).post(apps::create))
+        .route(
+            "/v3/apps/{guid}",
+            get(apps::get_one).patch(apps::update).delete(apps::delete),
+        )
+        .route("/v3/apps/{guid}/actions/start", post(apps::start))
+        .route("/v3/apps/{guid}/actions/stop", post(apps::stop))
+        .route("/v3/apps/{guid}/actions/restart", post(apps::restart))
+        .route(
+            "/v3/apps/{guid}/relationships/current_droplet",
+            get(apps::get_current_droplet_rel).patch(apps::set_current_droplet),
+        )
+        .route(
+            "/v3/apps/{guid}/droplets/current",
+            get(apps::current_droplet),
+        )
+        .route("/v3/apps/{guid}/processes", get(apps::processes))
+        .route(
+            "/v3/apps/{guid}/processes/{ptype}",
+            get(apps::process_by_type),
+        )
+        .route(
+            "/v3/apps/{guid}/processes/{ptype}/actions/scale",
+            post(processes::scale_by_type),
+        )
+        .route("/v3/apps/{guid}/routes", get(apps::routes))
+        .route("/v3/apps/{guid}/packages", get(apps::packages))
+        .route("/v3/apps/{guid}/droplets", get(apps::droplets))
+        .route("/v3/apps/{guid}/builds", get(apps::builds))
+        .route("/v3/apps/{guid}/env", get(apps::env))
+        .route(
+            "/v3/apps/{guid}/environment_variables",
+            get(apps::get_env_vars).patch(apps::patch_env_vars),
+        )
+        // processes
+        .route("/v3/processes", get(processes::list))
+        .route(
+            "/v3/processes/{guid}",
+            get(processes::get_one).patch(processes::update),
+        )
+        .route("/v3/processes/{guid}/stats", get(processes::stats))
+        .route("/v3/processes/{guid}/actions/scale", post(processes::scale))
+        .route("/v3/processes/{guid}/sidecars", get(catalog::empty_list))
+        // packages
+        .route("/v3/packages", get(packages::list).post(packages::create))
+        .route("/v3/packages/{guid}", get(packages::get_one))
+        .route(
+            "/v3/packages/{guid}/upload",
+            post(packages::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/v3/resource_matches", post(packages::resource_matches))
+        // builds, droplets
+        .route("/v3/builds", get(builds::list).post(builds::create))
+        .route("/v3/builds/{guid}", get(builds::get_one))
+        .route("/v3/droplets", get(builds::list_droplets))
+        .route("/v3/droplets/{guid}", get(builds::get_droplet))
+        // routes
+        .route("/v3/routes", get(routes::list).post(routes::create))
+        .route(
+            "/v3/routes/{guid}",
+            get(routes::get_one).delete(routes::delete),
+        )
+        .route(
+            "/v3/routes/{guid}/destinations",
+            get(routes::destinations).post(routes::add_destinations),
+        )
+        .route(
+            "/v3/routes/{guid}/destinations/{dguid}",
+            axum::routing::delete(routes::remove_destination),
+        )
+        // log cache reads
+        .route("/api/v1/read/{source_id}", get(logcache::read))
+        .route_layer(from_fn_with_state(ctx.clone(), auth::require_token));
+
+    let open = Router::new()
+        .route("/", get(catalog::root))
+        .route("/v3", get(catalog::v3_root))
+        .route("/v3/info", get(catalog::info))
+        .route("/login", get(auth::login))
+        .route("/oauth/token", post(auth::token))
+        .route("/api/v1/info", get(logcache::info))
+        .route(
+            "/internal/v4/packages/{guid}/download",
+            get(internal::package_download),
+        )
+        .route(
+            "/internal/v4/buildpacks/{guid}/download",
+            get(internal::buildpack_download),
+        )
+        .route(
+            "/internal/v4/droplets/{guid}/download",
+            get(internal::droplet_download),
+        )
+        .route(
+            "/internal/v4/droplets/{guid}/upload",
+            post(internal::droplet_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/internal/v4/build_cache/{guid}/download",
+            get(internal::build_cache_download),
+        )
+        .route(
+            "/internal/v4/build_cache/{guid}/upload",
+            post(internal::build_cache_upload).layer(DefaultBodyLimit::disable()),
+        );
+
+    let inner = open
+        .merge(v3)
+        .fallback(|| async { error::ApiError::unknown_request() })
+        .with_state(ctx);
+    Router::new()
+        .fallback_service(inner)
+        .layer(from_fn(web::strip_trailing_slash))
+        .layer(from_fn(web::request_id))
+}

@@ -1,0 +1,1451 @@
+//! kiln-api over real HTTP: a real SQLite CCDB, an FsBlobstore and an
+//! in-process `kiln_bbs::Bbs` in a temp dir; the test plays the cell.
+
+use kiln_api::{Api, ApiConfig, ApiDeps};
+use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient};
+use kiln_model::bbs::{CellCapacity, CellPresence};
+use kiln_store::FsBlobstore;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const PASSWORD: &str = "s3cret-admin";
+const STACK: &str = "testos1-host";
+
+struct Kiln {
+    url: String,
+    bbs: Bbs,
+    http: reqwest::Client,
+    token: String,
+    shutdown: CancellationToken,
+    served: tokio::task::JoinHandle<()>,
+    generated_password: Option<String>,
+}
+
+async fn start(dir: &Path, max_package_bytes: u64, password: Option<&str>) -> Kiln {
+    let bbs = Bbs::open(&dir.join("bbs.sqlite")).await.unwrap();
+    let blobstore = Arc::new(FsBlobstore::new(dir.join("blobs")).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let api = Api::open(
+        ApiConfig {
+            data_dir: dir.join("api"),
+            external_url: url.clone(),
+            domain: "localhost".into(),
+            stack: STACK.into(),
+            admin_password: password.map(str::to_string),
+            max_package_bytes,
+            staging_timeout_ms: 60_000,
+        },
+        ApiDeps {
+            bbs: Arc::new(bbs.clone()),
+            blobstore,
+            logs: Arc::new(kiln_logs::LogStore::default()),
+        },
+    )
+    .await
+    .unwrap();
+    let generated_password = api.generated_admin_password().map(str::to_string);
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let served = tokio::spawn(async move { api.run(listener, token).await.unwrap() });
+    let http = reqwest::Client::new();
+    let mut kiln = Kiln {
+        url,
+        bbs,
+        http,
+        token: String::new(),
+        shutdown,
+        served,
+        generated_password,
+    };
+    let pw = password
+        .map(str::to_string)
+        .or(kiln.generated_password.clone())
+        .unwrap_or_default();
+    let login = kiln.login(&pw).await;
+    assert_eq!(login.0, StatusCode::OK, "{}", login.1);
+    kiln.token = login.1["access_token"].as_str().unwrap().to_string();
+    kiln
+}
+
+impl Kiln {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.served.await.unwrap();
+    }
+
+    async fn login(&self, password: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/oauth/token", self.url))
+            .basic_auth("cf", Some(""))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "admin"),
+                ("password", password),
+                ("scope", ""),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap())
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = req.bearer_auth(&self.token).send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.patch(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    async fn space_guid(&self) -> String {
+        let (_, orgs) = self.get("/v3/organizations?names=kiln").await;
+        let org = orgs["resources"][0]["guid"].as_str().unwrap().to_string();
+        let (_, spaces) = self
+            .get(&format!("/v3/spaces?names=dev&organization_guids={org}"))
+            .await;
+        spaces["resources"][0]["guid"].as_str().unwrap().to_string()
+    }
+
+    async fn create_app(&self, name: &str, lifecycle: Option<Value>) -> Value {
+        let mut body = json!({"name": name, "relationships": {"space": {"data": {"guid": self.space_guid().await}}}});
+        if let Some(l) = lifecycle {
+            body["lifecycle"] = l;
+        }
+        let (status, app) = self.post("/v3/apps", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{app}");
+        app
+    }
+
+    async fn upload_package(
+        &self,
+        package_guid: &str,
+        resources: Value,
+        bits: Option<Vec<u8>>,
+    ) -> (StatusCode, Value) {
+        let mut form = reqwest::multipart::Form::new().text("resources", resources.to_string());
+        if let Some(bits) = bits {
+            form = form.part(
+                "bits",
+                reqwest::multipart::Part::bytes(bits).file_name("package.zip"),
+            );
+        }
+        self.send(
+            self.http
+                .post(format!("{}/v3/packages/{package_guid}/upload", self.url))
+                .multipart(form),
+        )
+        .await
+    }
+
+    async fn new_package(&self, app_guid: &str) -> String {
+        let (status, p) = self
+            .post(
+                "/v3/packages",
+                json!({"type": "bits", "relationships": {"app": {"data": {"guid": app_guid}}}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        assert_eq!(p["state"], "AWAITING_UPLOAD");
+        p["guid"].as_str().unwrap().to_string()
+    }
+
+    async fn create_buildpack(&self, name: &str, position: Option<i64>) -> Value {
+        let mut body = json!({"name": name, "stack": null});
+        if let Some(p) = position {
+            body["position"] = json!(p);
+        }
+        let (status, bp) = self.post("/v3/buildpacks/", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{bp}");
+        let guid = bp["guid"].as_str().unwrap();
+        let form = reqwest::multipart::Form::new().part(
+            "bits",
+            reqwest::multipart::Part::bytes(zip_of(&[
+                ("bin/detect", "#!/bin/sh\n"),
+                ("bin/compile", "#!/bin/sh\n"),
+            ]))
+            .file_name(format!("{name}.zip")),
+        );
+        let r = self
+            .http
+            .post(format!("{}/v3/buildpacks/{guid}/upload", self.url))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        assert!(
+            location.starts_with(&format!("{}/v3/jobs/", self.url)),
+            "{location}"
+        );
+        let bp: Value = r.json().await.unwrap();
+        assert_eq!(bp["state"], "READY");
+        let job = self.send(self.http.get(&location)).await.1;
+        assert_eq!(job["state"], "COMPLETE", "{job}");
+        bp
+    }
+
+    /// Polls `path` until `done` holds (bounded).
+    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, v) = self.get(path).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting on {path}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, content) in files {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default().unix_permissions(0o755),
+        )
+        .unwrap();
+        w.write_all(content.as_bytes()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn zip_with_symlink(link: &str, target: &str) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("app.py", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(b"print('hi')\n").unwrap();
+    w.add_symlink(link, target, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    hex::encode(sha1::Sha1::digest(data))
+}
+
+fn error_of(v: &Value) -> (i64, String, String) {
+    let e = &v["errors"][0];
+    (
+        e["code"].as_i64().unwrap_or(0),
+        e["title"].as_str().unwrap_or("").into(),
+        e["detail"].as_str().unwrap_or("").into(),
+    )
+}
+
+#[tokio::test]
+async fn discovery_tokens_and_auth_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+
+    let r = kiln
+        .http
+        .get(format!("{}/", kiln.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("x-vcap-request-id"));
+    let root: Value = r.json().await.unwrap();
+    assert_eq!(
+        root["links"]["cloud_controller_v3"]["href"],
+        format!("{}/v3", kiln.url)
+    );
+    assert_eq!(
+        root["links"]["cloud_controller_v3"]["meta"]["version"],
+        "3.180.0"
+    );
+    for k in ["login", "uaa", "log_cache", "self"] {
+        assert_eq!(root["links"][k]["href"], kiln.url, "{k}");
+    }
+    for k in [
+        "network_policy_v1",
+        "logging",
+        "app_ssh",
+        "credhub",
+        "routing",
+    ] {
+        assert!(root["links"][k].is_null(), "{k}");
+    }
+    let info: Value = kiln
+        .http
+        .get(format!("{}/v3/info", kiln.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["name"], "kiln");
+    let login: Value = kiln
+        .http
+        .get(format!("{}/login", kiln.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login["prompts"]["password"][0], "password");
+
+    // Token contents.
+    let (status, tokens) = kiln.login(PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tokens["token_type"], "bearer");
+    assert_eq!(tokens["expires_in"], 1199);
+    let payload = tokens["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["user_name"], "admin");
+    assert_eq!(claims["origin"], "uaa");
+    assert!(
+        claims["user_id"].is_string() && claims["exp"].is_number() && claims["scope"].is_array()
+    );
+
+    // Bad password.
+    let (status, body) = kiln.login("wrong").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        json!({"error": "unauthorized", "error_description": "Bad credentials"})
+    );
+
+    // Refresh grant, and a refresh token is not an access token.
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let r = kiln
+        .http
+        .post(format!("{}/oauth/token", kiln.url))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = kiln
+        .http
+        .get(format!("{}/v3/apps", kiln.url))
+        .bearer_auth(refresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_of(&r.json().await.unwrap()).0, 1000);
+
+    // Missing and invalid tokens.
+    let r = kiln
+        .http
+        .get(format!("{}/v3/apps", kiln.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        error_of(&r.json().await.unwrap()),
+        (
+            10002,
+            "CF-NotAuthenticated".into(),
+            "Authentication error".into()
+        )
+    );
+    let r = kiln
+        .http
+        .get(format!("{}/v3/apps", kiln.url))
+        .header("authorization", "bearer nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        error_of(&r.json().await.unwrap()),
+        (
+            1000,
+            "CF-InvalidAuthToken".into(),
+            "Invalid Auth Token".into()
+        )
+    );
+    // Scheme is case-insensitive.
+    let r = kiln
+        .http
+        .get(format!("{}/v3/apps", kiln.url))
+        .header("authorization", format!("Bearer {}", kiln.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Unknown route, and a trailing slash.
+    let (status, body) = kiln.get("/v3/nonsense").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        error_of(&body),
+        (10000, "CF-NotFound".into(), "Unknown request".into())
+    );
+    let (status, _) = kiln.get("/v3/deployments/?app_guids=x").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, stacks) = kiln.get("/v3/stacks").await;
+    assert_eq!(stacks["resources"][0]["name"], STACK);
+    assert_eq!(stacks["resources"][0]["default"], true);
+    let (_, domains) = kiln.get("/v3/domains?names=localhost").await;
+    assert_eq!(domains["pagination"]["total_results"], 1);
+
+    // Log cache.
+    let info: Value = kiln
+        .http
+        .get(format!("{}/api/v1/info", kiln.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["version"], "3.0.0");
+    let (status, logs) = kiln
+        .get("/api/v1/read/nobody?start_time=-6795364578871345152&envelope_types=LOG")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(logs, json!({"envelopes": {"batch": []}}));
+    kiln.stop().await;
+}
+
+#[tokio::test]
+async fn apps_processes_errors_and_pagination() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, None).await;
+    let generated = kiln
+        .generated_password
+        .clone()
+        .expect("a generated password on first start");
+    assert_eq!(generated.len(), 24);
+    let on_disk = std::fs::read_to_string(dir.path().join("api/admin-password")).unwrap();
+    assert_eq!(on_disk, generated);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("api/admin-password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let app = kiln.create_app("one", None).await;
+    assert_eq!(app["state"], "STOPPED");
+    assert_eq!(app["lifecycle"]["data"]["stack"], STACK);
+    assert_eq!(
+        app["links"]["self"]["href"],
+        format!("{}/v3/apps/{}", kiln.url, app["guid"].as_str().unwrap())
+    );
+    assert!(app["relationships"]["current_droplet"]["data"]["guid"].is_null());
+    let app_guid = app["guid"].as_str().unwrap();
+    let (_, procs) = kiln.get(&format!("/v3/apps/{app_guid}/processes")).await;
+    let web = &procs["resources"][0];
+    assert_eq!(web["type"], "web");
+    assert_eq!(web["instances"], 1);
+    assert_eq!(web["memory_in_mb"], 256);
+    assert_eq!(web["disk_in_mb"], 1024);
+    assert_eq!(
+        web["health_check"],
+        json!({"type": "port", "data": {"timeout": null, "invocation_timeout": null}})
+    );
+    assert!(web["command"].is_null());
+
+    // Name conflict.
+    let space = kiln.space_guid().await;
+    let (status, body) = kiln
+        .post(
+            "/v3/apps",
+            json!({"name": "one", "relationships": {"space": {"data": {"guid": space}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_of(&body).2, "App with the name 'one' already exists.");
+
+    // Pagination.
+    kiln.create_app("two", None).await;
+    kiln.create_app("three", None).await;
+    let (_, page) = kiln.get("/v3/apps?per_page=2").await;
+    assert_eq!(page["pagination"]["total_results"], 3);
+    assert_eq!(page["pagination"]["total_pages"], 2);
+    assert_eq!(page["resources"].as_array().unwrap().len(), 2);
+    assert!(page["pagination"]["previous"].is_null());
+    let next = page["pagination"]["next"]["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, page2) = kiln.send(kiln.http.get(&next)).await;
+    assert_eq!(page2["resources"][0]["name"], "three");
+    assert!(page2["pagination"]["next"].is_null());
+    let (_, named) = kiln.get("/v3/apps?names=two,three&order_by=-name").await;
+    assert_eq!(named["resources"][0]["name"], "two");
+    let (status, _) = kiln.get("/v3/apps?per_page=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Unknown guids.
+    for (path, resource) in [
+        ("/v3/apps/nope", "App"),
+        ("/v3/packages/nope", "Package"),
+        ("/v3/builds/nope", "Build"),
+        ("/v3/droplets/nope", "Droplet"),
+        ("/v3/processes/nope", "Process"),
+        ("/v3/routes/nope", "Route"),
+        ("/v3/buildpacks/nope", "Buildpack"),
+        ("/v3/jobs/nope", "Job"),
+    ] {
+        let (status, body) = kiln.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            error_of(&body),
+            (
+                10010,
+                "CF-ResourceNotFound".into(),
+                format!("{resource} not found")
+            )
+        );
+    }
+    let (status, body) = kiln
+        .get(&format!("/v3/apps/{app_guid}/droplets/current"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&body).2, "Droplet not found");
+
+    // Malformed JSON, unknown fields, null = not given.
+    let (status, body) = kiln
+        .send(
+            kiln.http
+                .post(format!("{}/v3/apps", kiln.url))
+                .header("content-type", "application/json")
+                .body("{nope"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(&body).0, 1001);
+    let (status, body) = kiln
+        .post(
+            "/v3/apps",
+            json!({"name": "x", "bogus": 1, "relationships": {"space": {"data": {"guid": space}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error_of(&body),
+        (
+            10008,
+            "CF-UnprocessableEntity".into(),
+            "Unknown field(s): 'bogus'".into()
+        )
+    );
+    let (status, _) = kiln
+        .post("/v3/apps", json!({"name": "nulls", "lifecycle": null, "environment_variables": null, "relationships": {"space": {"data": {"guid": space}}}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Start without a droplet; env vars; scale.
+    let (status, body) = kiln
+        .post(&format!("/v3/apps/{app_guid}/actions/start"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error_of(&body).2,
+        "Assign a droplet before starting this app."
+    );
+    let (_, vars) = kiln
+        .patch(
+            &format!("/v3/apps/{app_guid}/environment_variables"),
+            json!({"var": {"A": "1", "B": "2"}}),
+        )
+        .await;
+    assert_eq!(vars["var"], json!({"A": "1", "B": "2"}));
+    let (_, vars) = kiln
+        .patch(
+            &format!("/v3/apps/{app_guid}/environment_variables"),
+            json!({"var": {"A": null}}),
+        )
+        .await;
+    assert_eq!(vars["var"], json!({"B": "2"}));
+    let (_, env) = kiln.get(&format!("/v3/apps/{app_guid}/env")).await;
+    assert_eq!(
+        env["application_env_json"]["VCAP_APPLICATION"]["application_name"],
+        "one"
+    );
+    let (status, scaled) = kiln
+        .post(
+            &format!("/v3/apps/{app_guid}/processes/web/actions/scale"),
+            json!({"instances": 3, "memory_in_mb": 512}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(scaled["instances"], 3);
+    let (_, stats) = kiln
+        .get(&format!(
+            "/v3/processes/{}/stats",
+            scaled["guid"].as_str().unwrap()
+        ))
+        .await;
+    let states: Vec<_> = stats["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].clone())
+        .collect();
+    assert_eq!(states, vec![json!("DOWN"); 3]);
+
+    // Delete → 202 + job, and it is gone.
+    let r = kiln
+        .http
+        .delete(format!("{}/v3/apps/{app_guid}", kiln.url))
+        .bearer_auth(&kiln.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("/v3/jobs/")
+    );
+    assert_eq!(
+        kiln.get(&format!("/v3/apps/{app_guid}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    kiln.stop().await;
+
+    // A second start keeps the password and generates none.
+    let kiln = start(dir.path(), 1 << 20, Some(&generated)).await;
+    assert!(kiln.generated_password.is_none());
+    kiln.stop().await;
+}
+
+#[tokio::test]
+async fn buildpacks_positions_and_invalid_zips() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    kiln.create_buildpack("first", None).await;
+    kiln.create_buildpack("second", None).await;
+    kiln.create_buildpack("zeroth", Some(1)).await;
+    let (_, list) = kiln.get("/v3/buildpacks").await;
+    let names: Vec<_> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["name"].clone(), b["position"].clone()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (json!("zeroth"), json!(1)),
+            (json!("first"), json!(2)),
+            (json!("second"), json!(3))
+        ]
+    );
+    let (status, _) = kiln.post("/v3/buildpacks", json!({"name": "first"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (_, bp) = kiln.post("/v3/buildpacks", json!({"name": "broken"})).await;
+    let guid = bp["guid"].as_str().unwrap();
+    for bits in [b"not a zip".to_vec(), zip_of(&[("README", "no bin here")])] {
+        let form = reqwest::multipart::Form::new().part(
+            "bits",
+            reqwest::multipart::Part::bytes(bits).file_name("b.zip"),
+        );
+        let (status, body) = kiln
+            .send(
+                kiln.http
+                    .post(format!("{}/v3/buildpacks/{guid}/upload", kiln.url))
+                    .multipart(form),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(error_of(&body).1, "CF-BuildpackInvalid");
+    }
+    // One nested directory holding bin/ is fine.
+    let form = reqwest::multipart::Form::new().part(
+        "bits",
+        reqwest::multipart::Part::bytes(zip_of(&[("bp-1.0/bin/detect", "x")])).file_name("b.zip"),
+    );
+    let (status, _) = kiln
+        .send(
+            kiln.http
+                .post(format!("{}/v3/buildpacks/{guid}/upload", kiln.url))
+                .multipart(form),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    kiln.stop().await;
+}
+
+#[tokio::test]
+async fn package_upload_resource_matching_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 64 * 1024, Some(PASSWORD)).await;
+    let app = kiln.create_app("pkg", None).await;
+    let app_guid = app["guid"].as_str().unwrap();
+
+    let content = "print('hello from kiln')\n";
+    let sha = sha1_hex(content.as_bytes());
+    let resource = json!({"checksum": {"value": sha}, "size_in_bytes": content.len(), "path": "app.py", "mode": "644"});
+    let (status, matches) = kiln
+        .post("/v3/resource_matches", json!({"resources": [resource]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(matches["resources"], json!([]));
+
+    let p1 = kiln.new_package(app_guid).await;
+    let (status, body) = kiln
+        .upload_package(
+            &p1,
+            json!([]),
+            Some(zip_of(&[
+                ("app.py", content),
+                ("Procfile", "web: python app.py\n"),
+            ])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "READY");
+
+    let (_, matches) = kiln
+        .post("/v3/resource_matches", json!({"resources": [resource]}))
+        .await;
+    assert_eq!(matches["resources"], json!([resource]));
+
+    // Second package: only the resource list, in the legacy shape too.
+    let p2 = kiln.new_package(app_guid).await;
+    let legacy = json!([{"sha1": sha, "size": content.len(), "fn": "app.py", "mode": "644"}]);
+    let (status, body) = kiln.upload_package(&p2, legacy, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stored = std::fs::File::open(dir.path().join(format!("blobs/packages/{p2}"))).unwrap();
+    let mut zip = zip::ZipArchive::new(stored).unwrap();
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("app.py").unwrap(), &mut got).unwrap();
+    assert_eq!(got, content);
+
+    // A listed resource the cache lacks.
+    let p3 = kiln.new_package(app_guid).await;
+    let missing = json!([{"checksum": {"value": "0".repeat(40)}, "size_in_bytes": 3, "path": "x", "mode": "644"}]);
+    let (status, body) = kiln.upload_package(&p3, missing, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_of(&body).0, 150001);
+
+    // Dangerous zips leave the package awaiting upload.
+    for bits in [
+        zip_of(&[("../evil", "x")]),
+        zip_of(&[("/etc/evil", "x")]),
+        zip_with_symlink("link", "../../etc/passwd"),
+        zip_with_symlink("link", "/etc/passwd"),
+    ] {
+        let (status, body) = kiln.upload_package(&p3, json!([]), Some(bits)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            error_of(&body),
+            (150001, "CF-AppPackageInvalid".into(), error_of(&body).2)
+        );
+        assert_eq!(
+            kiln.get(&format!("/v3/packages/{p3}")).await.1["state"],
+            "AWAITING_UPLOAD"
+        );
+    }
+    // A symlink that stays inside is fine.
+    let (status, _) = kiln
+        .upload_package(
+            &p3,
+            json!([]),
+            Some(zip_with_symlink("lib/link", "../app.py")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Oversized.
+    let p4 = kiln.new_package(app_guid).await;
+    let big = "x".repeat(200 * 1024);
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(
+        "big",
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored),
+    )
+    .unwrap();
+    w.write_all(big.as_bytes()).unwrap();
+    let (status, _) = kiln
+        .upload_package(&p4, json!([]), Some(w.finish().unwrap().into_inner()))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        kiln.get(&format!("/v3/packages/{p4}")).await.1["state"],
+        "AWAITING_UPLOAD"
+    );
+    let (_, list) = kiln
+        .get(&format!("/v3/packages?app_guids={app_guid}&states=READY"))
+        .await;
+    assert_eq!(list["pagination"]["total_results"], 3);
+    kiln.stop().await;
+}
+
+fn cell() -> CellPresence {
+    CellPresence {
+        cell_id: "cell-1".into(),
+        address: "127.0.0.1".into(),
+        capacity: CellCapacity {
+            memory_mb: 64 * 1024,
+            disk_mb: 64 * 1024,
+            containers: 100,
+        },
+        rootfs_providers: vec![format!("preloaded:{STACK}")],
+    }
+}
+
+/// Stages the app's newest package through the BBS, playing the cell.
+async fn stage(kiln: &Kiln, package_guid: &str, outcome: Result<&str, &str>) -> Value {
+    let (status, build) = kiln
+        .post("/v3/builds", json!({"package": {"guid": package_guid}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{build}");
+    assert_eq!(build["state"], "STAGING");
+    let build_guid = build["guid"].as_str().unwrap().to_string();
+    let task = kiln.bbs.task_by_guid(&build_guid).await.unwrap();
+    kiln.bbs.heartbeat_cell(cell()).await.unwrap();
+    kiln.bbs.converge().await.unwrap();
+    assert!(kiln.bbs.start_task(&build_guid, "cell-1").await.unwrap());
+    match outcome {
+        Ok(result) => {
+            // Fetch the package and upload a droplet like the cell does.
+            let pkg = kiln
+                .http
+                .get(&task.definition.downloads[0].from)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(pkg.status(), StatusCode::OK);
+            assert!(!pkg.bytes().await.unwrap().is_empty());
+            let up = kiln
+                .http
+                .post(&task.definition.uploads[0].to)
+                .header("content-type", "application/octet-stream")
+                .body(b"fake droplet tgz".to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert!(up.status().is_success());
+            kiln.bbs
+                .complete_task(&build_guid, "cell-1", false, "", result)
+                .await
+                .unwrap();
+        }
+        Err(reason) => kiln
+            .bbs
+            .complete_task(&build_guid, "cell-1", true, reason, "")
+            .await
+            .unwrap(),
+    }
+    kiln.wait_for(&format!("/v3/builds/{build_guid}"), |b| {
+        b["state"] != "STAGING"
+    })
+    .await
+}
+
+#[tokio::test]
+async fn push_path_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let bp = kiln.create_buildpack("python", None).await;
+    let bp_guid = bp["guid"].as_str().unwrap();
+    let app = kiln
+        .create_app(
+            "hello",
+            Some(json!({"type": "buildpack", "data": {"buildpacks": ["python"]}})),
+        )
+        .await;
+    let app_guid = app["guid"].as_str().unwrap().to_string();
+    kiln.patch(
+        &format!("/v3/apps/{app_guid}/environment_variables"),
+        json!({"var": {"GREETING": "hi"}}),
+    )
+    .await;
+
+    // Not ready → 400.
+    let pkg = kiln.new_package(&app_guid).await;
+    let (status, body) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_of(&body).2,
+        "Bad request: Cannot stage package whose state is not ready."
+    );
+    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "print(1)\n")])))
+        .await;
+
+    // The staging task as the contract says.
+    let (status, build) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{build}");
+    assert_eq!(build["created_by"]["name"], "admin");
+    assert_eq!(build["lifecycle"]["data"]["buildpacks"], json!(["python"]));
+    let build_guid = build["guid"].as_str().unwrap().to_string();
+    let (status, body) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg}}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_of(&body).0, 170017);
+    let task = kiln.bbs.task_by_guid(&build_guid).await.unwrap();
+    assert_eq!(task.domain, "cf-app-staging");
+    let d = &task.definition;
+    assert_eq!(d.rootfs, format!("preloaded:{STACK}"));
+    assert_eq!(d.log_guid, app_guid);
+    assert_eq!(d.log_source, "STG");
+    assert_eq!(
+        (d.memory_mb, d.disk_mb, d.timeout_ms),
+        (1024, 4096, 900_000)
+    );
+    assert_eq!(d.result_file, "/tmp/result.json");
+    assert_eq!(d.downloads.len(), 3);
+    assert_eq!(d.downloads[0].to, "/tmp/app");
+    assert_eq!(d.downloads[0].kind, kiln_model::bbs::ArtifactKind::Zip);
+    assert_eq!(d.downloads[1].to, format!("/tmp/buildpacks/{bp_guid}"));
+    assert_eq!(
+        d.downloads[1].cache_key.as_deref(),
+        Some(
+            format!(
+                "buildpack-{bp_guid}-{}",
+                d.downloads[1].checksum.as_ref().unwrap().value
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        d.downloads[1].checksum.as_ref().unwrap().algorithm,
+        "sha256"
+    );
+    assert_eq!(
+        (d.downloads[2].to.as_str(), d.downloads[2].optional),
+        ("/tmp/cache", true)
+    );
+    assert_eq!(d.run.path, "/tmp/lifecycle/kiln");
+    assert_eq!(
+        d.run.args,
+        vec![
+            "lifecycle".to_string(),
+            "builder".into(),
+            "--build-dir=/tmp/app".into(),
+            "--buildpacks-dir=/tmp/buildpacks".into(),
+            format!("--buildpack-order={bp_guid}"),
+            "--skip-detect=true".into(),
+            "--output-droplet=/tmp/droplet".into(),
+            "--output-metadata=/tmp/result.json".into(),
+            "--build-artifacts-cache-dir=/tmp/cache".into(),
+            "--output-build-artifacts-cache=/tmp/output-cache".into(),
+        ]
+    );
+    assert_eq!(
+        (d.run.user.as_str(), d.run.dir.as_deref()),
+        ("vcap", Some("/tmp/app"))
+    );
+    let env = |name: &str| {
+        d.run
+            .env
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone())
+    };
+    assert_eq!(env("CF_STACK").as_deref(), Some(STACK));
+    assert_eq!(env("MEMORY_LIMIT").as_deref(), Some("1024m"));
+    assert_eq!(env("VCAP_SERVICES").as_deref(), Some("{}"));
+    assert_eq!(env("LANG").as_deref(), Some("en_US.UTF-8"));
+    assert_eq!(env("GREETING").as_deref(), Some("hi"));
+    let vcap: Value = serde_json::from_str(&env("VCAP_APPLICATION").unwrap()).unwrap();
+    assert_eq!(vcap["application_name"], "hello");
+    assert_eq!(d.uploads[0].from, "/tmp/droplet");
+    assert_eq!(d.uploads[1].from, "/tmp/output-cache");
+
+    // Signed URLs: the buildpack downloads, a tampered signature is refused.
+    let r = kiln.http.get(&d.downloads[1].from).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let tampered = d.downloads[0].from.replace("signature=", "signature=00");
+    assert_eq!(
+        kiln.http.get(&tampered).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let other = d.downloads[0].from.replace(&pkg, &build_guid);
+    assert_eq!(
+        kiln.http.get(&other).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let bad_upload = d.uploads[0].to.replace("signature=", "signature=ab");
+    let r = kiln
+        .http
+        .post(&bad_upload)
+        .body("evil")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        !dir.path()
+            .join(format!(
+                "blobs/droplets/{}",
+                task.definition.uploads[0].to.split('/').nth(6).unwrap()
+            ))
+            .exists()
+    );
+    // The build cache is absent until uploaded.
+    assert_eq!(
+        kiln.http
+            .get(&d.downloads[2].from)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Play the cell.
+    let pkg_bytes = kiln
+        .http
+        .get(&d.downloads[0].from)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        zip::ZipArchive::new(std::io::Cursor::new(pkg_bytes.to_vec()))
+            .unwrap()
+            .by_name("app.py")
+            .is_ok()
+    );
+    let r = kiln
+        .http
+        .post(&d.uploads[0].to)
+        .body(b"droplet bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = kiln
+        .http
+        .post(&d.uploads[1].to)
+        .body(b"cache bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    kiln.bbs.heartbeat_cell(cell()).await.unwrap();
+    kiln.bbs.converge().await.unwrap();
+    assert!(kiln.bbs.start_task(&build_guid, "cell-1").await.unwrap());
+    let result = json!({
+        "lifecycle_type": "buildpack",
+        "lifecycle_metadata": {"buildpack_key": bp_guid, "detected_buildpack": "python",
+                               "buildpacks": [{"key": bp_guid, "name": "python", "version": "1.0.0"}]},
+        "process_types": {"web": "python app.py"},
+        "execution_metadata": "",
+    })
+    .to_string();
+    kiln.bbs
+        .complete_task(&build_guid, "cell-1", false, "", &result)
+        .await
+        .unwrap();
+    let build = kiln
+        .wait_for(&format!("/v3/builds/{build_guid}"), |b| {
+            b["state"] != "STAGING"
+        })
+        .await;
+    assert_eq!(build["state"], "STAGED", "{build}");
+    let droplet_guid = build["droplet"]["guid"].as_str().unwrap().to_string();
+    let (_, droplet) = kiln.get(&format!("/v3/droplets/{droplet_guid}")).await;
+    assert_eq!(droplet["state"], "STAGED");
+    assert_eq!(droplet["process_types"], json!({"web": "python app.py"}));
+    assert_eq!(droplet["checksum"]["type"], "sha256");
+    assert_eq!(droplet["buildpacks"][0]["name"], "python");
+    assert_eq!(droplet["buildpacks"][0]["version"], "1.0.0");
+    // The task is resolved and deleted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while kiln.bbs.task_by_guid(&build_guid).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the staging task was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The build cache is now there.
+    assert_eq!(
+        kiln.http
+            .get(&d.downloads[2].from)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // A failed staging maps the exit code.
+    let pkg2 = kiln.new_package(&app_guid).await;
+    kiln.upload_package(&pkg2, json!([]), Some(zip_of(&[("x.txt", "x")])))
+        .await;
+    let failed = stage(&kiln, &pkg2, Err("Exited with status 222")).await;
+    assert_eq!(failed["state"], "FAILED");
+    assert_eq!(
+        failed["error"],
+        "NoAppDetectedError - An app was not successfully detected by any available buildpack"
+    );
+    let (_, droplets) = kiln
+        .get(&format!("/v3/droplets?app_guids={app_guid}&states=FAILED"))
+        .await;
+    assert_eq!(droplets["pagination"]["total_results"], 1);
+    let pkg3 = kiln.new_package(&app_guid).await;
+    kiln.upload_package(&pkg3, json!([]), Some(zip_of(&[("x.txt", "x")])))
+        .await;
+    let failed = stage(&kiln, &pkg3, Err("exceeded 900s timeout")).await;
+    assert_eq!(
+        failed["error"],
+        "StagingError - Staging error: exceeded 900s timeout"
+    );
+    // Success without an uploaded droplet fails.
+    let pkg4 = kiln.new_package(&app_guid).await;
+    kiln.upload_package(&pkg4, json!([]), Some(zip_of(&[("x.txt", "x")])))
+        .await;
+    let (_, b4) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg4}}))
+        .await;
+    let b4 = b4["guid"].as_str().unwrap().to_string();
+    kiln.bbs.converge().await.unwrap();
+    kiln.bbs.start_task(&b4, "cell-1").await.unwrap();
+    kiln.bbs
+        .complete_task(&b4, "cell-1", false, "", &result)
+        .await
+        .unwrap();
+    let b4 = kiln
+        .wait_for(&format!("/v3/builds/{b4}"), |b| b["state"] != "STAGING")
+        .await;
+    assert_eq!(b4["state"], "FAILED");
+
+    // A route, the droplet, start.
+    let (_, domains) = kiln.get("/v3/domains?names=localhost").await;
+    let domain_guid = domains["resources"][0]["guid"].as_str().unwrap();
+    let space = kiln.space_guid().await;
+    let route_body = json!({"host": "hello", "relationships": {"space": {"data": {"guid": space}}, "domain": {"data": {"guid": domain_guid}}}});
+    let (status, route) = kiln.post("/v3/routes", route_body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{route}");
+    assert_eq!(route["url"], "hello.localhost");
+    let (status, body) = kiln.post("/v3/routes", route_body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_of(&body).2.starts_with("Route already exists"));
+    let route_guid = route["guid"].as_str().unwrap();
+    let dest = json!({"destinations": [{"app": {"guid": app_guid}}]});
+    let (status, dests) = kiln
+        .post(
+            &format!("/v3/routes/{route_guid}/destinations"),
+            dest.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(dests["destinations"][0]["port"], 8080);
+    assert_eq!(dests["destinations"][0]["protocol"], "http1");
+    assert_eq!(dests["destinations"][0]["app"]["process"]["type"], "web");
+    let (_, dests) = kiln
+        .post(&format!("/v3/routes/{route_guid}/destinations"), dest)
+        .await;
+    assert_eq!(dests["destinations"].as_array().unwrap().len(), 1);
+    let (_, app_routes) = kiln.get(&format!("/v3/apps/{app_guid}/routes")).await;
+    assert_eq!(app_routes["resources"][0]["url"], "hello.localhost");
+
+    let (status, body) = kiln
+        .patch(
+            &format!("/v3/apps/{app_guid}/relationships/current_droplet"),
+            json!({"data": {"guid": droplet_guid}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["guid"], droplet_guid);
+    let (_, current) = kiln
+        .get(&format!("/v3/apps/{app_guid}/droplets/current"))
+        .await;
+    assert_eq!(current["guid"], droplet_guid);
+    let (status, started) = kiln
+        .post(&format!("/v3/apps/{app_guid}/actions/start"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(started["state"], "STARTED");
+
+    let (_, procs) = kiln
+        .get(&format!("/v3/processes?app_guids={app_guid}"))
+        .await;
+    let web = &procs["resources"][0];
+    let process_guid = format!(
+        "{}-{}",
+        web["guid"].as_str().unwrap(),
+        web["version"].as_str().unwrap()
+    );
+    let lrp = kiln
+        .bbs
+        .desired_lrp_by_process_guid(&process_guid)
+        .await
+        .unwrap();
+    assert_eq!(lrp.domain, "cf-apps");
+    assert_eq!(lrp.instances, 1);
+    assert_eq!(lrp.routes, vec!["hello.localhost".to_string()]);
+    assert_eq!(lrp.log_guid, app_guid);
+    assert_eq!(lrp.log_source, "APP/PROC/WEB");
+    assert_eq!(lrp.rootfs, format!("preloaded:{STACK}"));
+    assert_eq!(lrp.setup[0].to, "/home/vcap");
+    assert_eq!(
+        lrp.setup[0].cache_key.as_deref(),
+        Some(format!("droplet-{droplet_guid}").as_str())
+    );
+    assert_eq!(
+        lrp.action.args,
+        vec!["lifecycle", "launcher", "app", "", ""]
+    );
+    assert_eq!(lrp.action.user, "vcap");
+    assert_eq!(lrp.health_check, kiln_model::bbs::HealthCheck::Port);
+    let lrp_env = |name: &str| {
+        lrp.action
+            .env
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone())
+    };
+    assert_eq!(lrp_env("VCAP_APP_HOST").as_deref(), Some("0.0.0.0"));
+    assert_eq!(lrp_env("MEMORY_LIMIT").as_deref(), Some("256m"));
+    let vcap: Value = serde_json::from_str(&lrp_env("VCAP_APPLICATION").unwrap()).unwrap();
+    assert_eq!(vcap["application_uris"], json!(["hello.localhost"]));
+    assert_eq!(vcap["process_type"], "web");
+    // The droplet download works.
+    let r = kiln.http.get(&lrp.setup[0].from).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"droplet bytes");
+
+    let web_guid = web["guid"].as_str().unwrap();
+    let (_, stats) = kiln.get(&format!("/v3/processes/{web_guid}/stats")).await;
+    assert_eq!(stats["resources"][0]["state"], "STARTING", "{stats}");
+    assert_eq!(stats["resources"][0]["mem_quota"], 256 * 1024 * 1024);
+
+    // Scale → instances on the same DesiredLrp; unmap → routes updated.
+    let (status, _) = kiln
+        .post(
+            &format!("/v3/processes/{web_guid}/actions/scale"),
+            json!({"instances": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        kiln.bbs
+            .desired_lrp_by_process_guid(&process_guid)
+            .await
+            .unwrap()
+            .instances,
+        2
+    );
+    let dguid = dests["destinations"][0]["guid"].as_str().unwrap();
+    let r = kiln
+        .http
+        .delete(format!(
+            "{}/v3/routes/{route_guid}/destinations/{dguid}",
+            kiln.url
+        ))
+        .bearer_auth(&kiln.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        kiln.bbs
+            .desired_lrp_by_process_guid(&process_guid)
+            .await
+            .unwrap()
+            .routes
+            .is_empty()
+    );
+
+    // Restart → new version, old LRP gone.
+    kiln.post(&format!("/v3/apps/{app_guid}/actions/restart"), json!({}))
+        .await;
+    let (_, web2) = kiln.get(&format!("/v3/processes/{web_guid}")).await;
+    assert_ne!(web2["version"], web["version"]);
+    let lrps = kiln.bbs.desired_lrps(Some("cf-apps")).await.unwrap();
+    assert_eq!(lrps.len(), 1);
+    assert_eq!(
+        lrps[0].process_guid,
+        format!("{web_guid}-{}", web2["version"].as_str().unwrap())
+    );
+
+    // API log lines.
+    let (_, logs) = kiln
+        .get(&format!(
+            "/api/v1/read/{app_guid}?start_time=0&envelope_types=LOG"
+        ))
+        .await;
+    let batch = logs["envelopes"]["batch"].as_array().unwrap();
+    assert!(batch.iter().any(|e| e["tags"]["source_type"] == "API"));
+    use base64::Engine;
+    let texts: Vec<String> = batch
+        .iter()
+        .map(|e| {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(e["log"]["payload"].as_str().unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(texts.iter().any(|t| t == &format!("Updated app with guid {app_guid} ({{\"state\"=>\"STARTED\"}})")), "{texts:?}");
+    assert!(batch[0]["timestamp"].is_string());
+
+    // Stop removes it.
+    let (_, stopped) = kiln
+        .post(&format!("/v3/apps/{app_guid}/actions/stop"), json!({}))
+        .await;
+    assert_eq!(stopped["state"], "STOPPED");
+    assert!(
+        kiln.bbs
+            .desired_lrps(Some("cf-apps"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    kiln.bbs.converge().await.unwrap();
+    let actuals = kiln
+        .bbs
+        .actual_lrps(ActualLrpFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        actuals
+            .iter()
+            .all(|a| !a.key.process_guid.starts_with(web_guid)),
+        "{actuals:?}"
+    );
+    let (_, stats) = kiln.get(&format!("/v3/processes/{web_guid}/stats")).await;
+    assert_eq!(stats["resources"][0]["state"], "DOWN");
+    kiln.stop().await;
+
+    // Reopen on the same data dir: everything is still there.
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let (status, app) = kiln.get(&format!("/v3/apps/{app_guid}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app["relationships"]["current_droplet"]["data"]["guid"],
+        droplet_guid
+    );
+    assert_eq!(
+        kiln.get(&format!("/v3/packages/{pkg}")).await.1["state"],
+        "READY"
+    );
+    assert_eq!(
+        kiln.get(&format!("/v3/droplets/{droplet_guid}")).await.1["state"],
+        "STAGED"
+    );
+    kiln.stop().await;
+}
+
+#[tokio::test]
+async fn staging_with_detection_and_no_buildpacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let app = kiln.create_app("plain", None).await;
+    let app_guid = app["guid"].as_str().unwrap().to_string();
+    let pkg = kiln.new_package(&app_guid).await;
+    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("x", "x")])))
+        .await;
+    let (status, build) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(build["state"], "FAILED");
+    assert_eq!(
+        build["error"],
+        "NoBuildpacksFound - There are no buildpacks available"
+    );
+
+    let a = kiln.create_buildpack("a", None).await;
+    let b = kiln.create_buildpack("b", None).await;
+    let (_, build) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg}}))
+        .await;
+    let task = kiln
+        .bbs
+        .task_by_guid(build["guid"].as_str().unwrap())
+        .await
+        .unwrap();
+    let args = &task.definition.run.args;
+    assert!(args.contains(&format!(
+        "--buildpack-order={},{}",
+        a["guid"].as_str().unwrap(),
+        b["guid"].as_str().unwrap()
+    )));
+    assert!(args.contains(&"--skip-detect=false".to_string()));
+
+    // An unknown named buildpack.
+    kiln.patch(
+        &format!("/v3/apps/{app_guid}"),
+        json!({"lifecycle": {"type": "buildpack", "data": {"buildpacks": ["nope"]}}}),
+    )
+    .await;
+    let pkg2 = kiln.new_package(&app_guid).await;
+    kiln.upload_package(&pkg2, json!([]), Some(zip_of(&[("x", "x")])))
+        .await;
+    kiln.bbs
+        .cancel_task(build["guid"].as_str().unwrap())
+        .await
+        .unwrap();
+    let cancelled = kiln
+        .wait_for(
+            &format!("/v3/builds/{}", build["guid"].as_str().unwrap()),
+            |b| b["state"] != "STAGING",
+        )
+        .await;
+    assert_eq!(
+        cancelled["error"],
+        "StagingError - Staging error: task was cancelled"
+    );
+    let (status, body) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg2}}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error_of(&body).2,
+        "Buildpack \"nope\" must be an existing admin buildpack"
+    );
+    kiln.stop().await;
+}
