@@ -150,13 +150,11 @@ impl Downloader {
         };
 
         let kind = action.kind;
-        let to = action.to.clone();
         let archive_for_task = archive.clone();
-        let extracted = tokio::task::spawn_blocking(move || {
-            extract::extract(&archive_for_task, kind, &dest, &to)
-        })
-        .await
-        .map_err(|e| DownloadError::Cache(std::io::Error::other(e)))?;
+        let extracted =
+            tokio::task::spawn_blocking(move || extract::extract(&archive_for_task, kind, &dest))
+                .await
+                .map_err(|e| DownloadError::Cache(std::io::Error::other(e)))?;
         if temporary {
             let _ = tokio::fs::remove_file(&archive).await;
         }

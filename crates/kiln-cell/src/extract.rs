@@ -8,9 +8,13 @@
 //! written *through* a symlink: every parent of an entry must be a real
 //! directory, and an existing symlink at an entry's path is replaced, never
 //! followed. Symlink targets are checked lexically: a relative target may
-//! climb (`../`) only at its start and no higher than the destination; an
-//! absolute target must lie under the destination's path *inside the
-//! container* (buildpacks write such links, e.g. to `/home/vcap/deps/0`).
+//! climb (`../`) only at its start and no higher than the destination. An
+//! absolute target may point anywhere: it is resolved only inside the
+//! container, against the stack (buildpacks link to `/usr/bin/python3` or
+//! `/home/vcap/deps/0/...`, and Cloud Foundry accepts such droplets), while
+//! the host never follows a link in a container directory — not here, not
+//! when it reads a result file or an upload (`ContainerDir::open_written_file`),
+//! not when it chowns (`lchown`).
 //! Permission bits are kept (setuid, setgid and sticky bits are dropped).
 //!
 //! Extraction is blocking IO; callers run it in `spawn_blocking`.
@@ -45,17 +49,14 @@ pub struct ExtractStats {
     pub bytes: u64,
 }
 
-/// Extracts `archive` into `dest` (created if missing). `container_dest` is
-/// where `dest` appears inside the container; absolute symlink targets
-/// under it are allowed.
+/// Extracts `archive` into `dest` (created if missing).
 pub fn extract(
     archive: &Path,
     kind: ArtifactKind,
     dest: &Path,
-    container_dest: &str,
 ) -> Result<ExtractStats, ExtractError> {
     fs::create_dir_all(dest).map_err(io_at(dest))?;
-    let mut writer = Writer::new(dest, container_dest);
+    let mut writer = Writer::new(dest);
     let file = File::open(archive).map_err(io_at(archive))?;
     match kind {
         ArtifactKind::Zip => extract_zip(file, &mut writer)?,
@@ -198,7 +199,6 @@ fn entry_path(raw: &Path) -> Result<Option<PathBuf>, ExtractError> {
 
 struct Writer {
     dest: PathBuf,
-    container_dest: PathBuf,
     /// Directory modes are applied last, so a read-only directory does not
     /// stop the entries inside it from being written.
     dir_modes: Vec<(PathBuf, u32)>,
@@ -206,10 +206,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(dest: &Path, container_dest: &str) -> Writer {
+    fn new(dest: &Path) -> Writer {
         Writer {
             dest: dest.to_path_buf(),
-            container_dest: PathBuf::from(container_dest),
             dir_modes: Vec::new(),
             stats: ExtractStats::default(),
         }
@@ -304,10 +303,8 @@ impl Writer {
             return false;
         }
         if target.is_absolute() {
-            // Absolute targets resolve inside the container, against the
-            // destination's container path; no `..` may climb out of it.
-            return target.starts_with(&self.container_dest)
-                && !target.components().any(|c| c == Component::ParentDir);
+            // Resolved inside the container only (see the module comment).
+            return true;
         }
         // Relative: climbs only at the start, through the entry's real
         // parent directories, never above the destination. A `..` after a
@@ -458,7 +455,7 @@ mod tests {
                 .unwrap();
         });
         let dest = tmp.path().join("out");
-        let stats = extract(&archive, ArtifactKind::Zip, &dest, "/tmp/app").unwrap();
+        let stats = extract(&archive, ArtifactKind::Zip, &dest).unwrap();
         assert_eq!(stats.files, 2);
         let mode = fs::metadata(dest.join("bin/detect"))
             .unwrap()
@@ -490,7 +487,7 @@ mod tests {
             ],
         );
         let dest = tmp.path().join("out");
-        extract(&archive, ArtifactKind::Tgz, &dest, "/home/vcap").unwrap();
+        extract(&archive, ArtifactKind::Tgz, &dest).unwrap();
         assert_eq!(
             fs::read_to_string(dest.join("app/copy.sh")).unwrap(),
             "echo hi"
@@ -509,10 +506,9 @@ mod tests {
             ("nested dot-dot", vec![file("a/../../evil", b"x")]),
             ("absolute path", vec![file("/etc/evil", b"x")]),
             ("escaping symlink", vec![link("l", Symlink, "../../etc")]),
-            ("absolute symlink", vec![link("l", Symlink, "/etc/passwd")]),
             (
-                "symlink to container root",
-                vec![link("l", Symlink, "/home")],
+                "write through an absolute symlink",
+                vec![link("l", Symlink, "/etc"), file("l/passwd", b"x")],
             ),
             (
                 "symlink climbing after a name",
@@ -556,10 +552,7 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let archive = tgz(tmp.path(), &entries);
             let dest = tmp.path().join("root/out");
-            assert_unsafe(
-                extract(&archive, ArtifactKind::Tgz, &dest, "/home/vcap"),
-                case,
-            );
+            assert_unsafe(extract(&archive, ArtifactKind::Tgz, &dest), case);
             assert!(!tmp.path().join("root/evil").exists(), "{case}");
             assert!(!tmp.path().join("evil").exists(), "{case}");
         }
@@ -602,10 +595,7 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let archive = zip_archive(tmp.path(), build);
             let dest = tmp.path().join("root/out");
-            assert_unsafe(
-                extract(&archive, ArtifactKind::Zip, &dest, "/tmp/app"),
-                case,
-            );
+            assert_unsafe(extract(&archive, ArtifactKind::Zip, &dest), case);
             assert!(!tmp.path().join("root/evil").exists(), "{case}");
         }
     }

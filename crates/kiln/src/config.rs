@@ -93,39 +93,81 @@ impl ServerConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let api_listen = args.api_listen.or(file.api_listen).unwrap_or(([127, 0, 0, 1], 9022).into());
+        let api_listen = args
+            .api_listen
+            .or(file.api_listen)
+            .unwrap_or(([127, 0, 0, 1], 9022).into());
         let external_url = args
             .external_url
             .or(file.external_url)
             .unwrap_or_else(|| format!("http://{api_listen}"))
             .trim_end_matches('/')
             .to_string();
-        let domain = args.domain.or(file.domain).unwrap_or_else(|| "localhost".into());
+        let domain = args
+            .domain
+            .or(file.domain)
+            .unwrap_or_else(|| "localhost".into());
         anyhow::ensure!(
-            !domain.is_empty() && domain.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')),
+            !domain.is_empty()
+                && domain
+                    .split('.')
+                    .all(|l| !l.is_empty()
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')),
             "invalid domain {domain:?}"
         );
         let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
         anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
         Ok(ServerConfig {
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| "/var/lib/kiln".into()),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "/var/lib/kiln".into()),
             api_listen,
-            router_listen: args.router_listen.or(file.router_listen).unwrap_or(([127, 0, 0, 1], 8080).into()),
+            router_listen: args
+                .router_listen
+                .or(file.router_listen)
+                .unwrap_or(([127, 0, 0, 1], 8080).into()),
             domain,
             external_url,
             admin_password: args.admin_password.or(file.admin_password),
-            cell_id: args.cell_id.or(file.cell_id).unwrap_or_else(|| "cell-0".into()),
-            cell_address: args.cell_address.or(file.cell_address).unwrap_or_else(|| "127.0.0.1".into()),
+            cell_id: args
+                .cell_id
+                .or(file.cell_id)
+                .unwrap_or_else(|| "cell-0".into()),
+            cell_address: args
+                .cell_address
+                .or(file.cell_address)
+                .unwrap_or_else(|| "127.0.0.1".into()),
             cell_memory_mb: args.cell_memory_mb.or(file.cell_memory_mb).unwrap_or(8192),
             cell_disk_mb: args.cell_disk_mb.or(file.cell_disk_mb).unwrap_or(65536),
-            runc: args.runc.or(file.runc).unwrap_or_else(|| "runc".into()),
+            runc: find_program(&args.runc.or(file.runc).unwrap_or_else(|| "runc".into()))?,
             staging_timeout_ms: staging_timeout * 1000,
         })
     }
 }
 
+/// An absolute path for `program`: as given when it has a `/`, else the
+/// first match on `PATH` (the cell runs it by absolute path).
+fn find_program(program: &Path) -> anyhow::Result<PathBuf> {
+    if program.components().count() > 1 {
+        return Ok(program.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!(
+                "{} not found on PATH; install it (apt-get install runc) or pass --runc",
+                program.display()
+            )
+        })
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
@@ -137,11 +179,23 @@ mod tests {
     fn defaults_then_file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kiln.toml");
-        std::fs::write(&file, "domain = \"apps.test\"\nrouter_listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/x\"\n").unwrap();
-        let args = ServerArgs { config: Some(file), domain: Some("flag.test".into()), ..Default::default() };
+        std::fs::write(
+            &file,
+            "domain = \"apps.test\"\nrouter_listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(file),
+            domain: Some("flag.test".into()),
+            ..Default::default()
+        };
         let config = ServerConfig::resolve(args).unwrap();
         assert_eq!(config.domain, "flag.test", "a flag wins over the file");
-        assert_eq!(config.router_listen.port(), 9999, "the file wins over the default");
+        assert_eq!(
+            config.router_listen.port(),
+            9999,
+            "the file wins over the default"
+        );
         assert_eq!(config.api_listen.port(), 9022);
         assert_eq!(config.external_url, "http://127.0.0.1:9022");
         assert_eq!(config.staging_timeout_ms, 900_000);
@@ -152,9 +206,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kiln.toml");
         std::fs::write(&file, "domian = \"typo\"\n").unwrap();
-        let err = ServerConfig::resolve(ServerArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        let err = ServerConfig::resolve(ServerArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(format!("{err:#}").contains("domian"), "{err:#}");
-        let err = ServerConfig::resolve(ServerArgs { domain: Some("a..b".into()), ..Default::default() }).unwrap_err();
+        let err = ServerConfig::resolve(ServerArgs {
+            domain: Some("a..b".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("invalid domain"));
     }
 }

@@ -31,10 +31,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
 
-    let bbs = Bbs::open(&config.data_dir.join("bbs.sqlite")).await.context("opening the bbs database")?;
+    let bbs = Bbs::open(&config.data_dir.join("bbs.sqlite"))
+        .await
+        .context("opening the bbs database")?;
     let logs = Arc::new(LogStore::default());
-    let blobstore: Arc<dyn Blobstore> =
-        Arc::new(FsBlobstore::new(config.data_dir.join("blobs")).await.context("opening the blobstore")?);
+    let blobstore: Arc<dyn Blobstore> = Arc::new(
+        FsBlobstore::new(config.data_dir.join("blobs"))
+            .await
+            .context("opening the blobstore")?,
+    );
     let stack = kiln_cell::stack::host_stack_name();
 
     let api = kiln_api::Api::open(
@@ -47,7 +52,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             max_package_bytes: 1024 * 1024 * 1024,
             staging_timeout_ms: config.staging_timeout_ms,
         },
-        kiln_api::ApiDeps { bbs: Arc::new(bbs.clone()), blobstore, logs: logs.clone() },
+        kiln_api::ApiDeps {
+            bbs: Arc::new(bbs.clone()),
+            blobstore,
+            logs: logs.clone(),
+        },
     )
     .await
     .context("opening the api")?;
@@ -76,7 +85,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     {
         let token = shutdown.clone();
-        roles.spawn(async move { ("api", api.run(api_listener, token).await.map_err(Into::into)) });
+        roles.spawn(async move {
+            (
+                "api",
+                api.run(api_listener, token).await.map_err(Into::into),
+            )
+        });
     }
     {
         let cell_config = kiln_cell::CellConfig {
@@ -95,7 +109,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             sync_interval: Duration::from_secs(2),
         };
         let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
-        roles.spawn(async move { ("cell", kiln_cell::run(cell_config, bbs, logs, token).await.map_err(Into::into)) });
+        roles.spawn(async move {
+            (
+                "cell",
+                kiln_cell::run(cell_config, bbs, logs, token)
+                    .await
+                    .map_err(Into::into),
+            )
+        });
     }
     {
         let router_config = kiln_router::RouterConfig {
@@ -106,7 +127,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         };
         let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
         roles.spawn(async move {
-            ("router", kiln_router::run(router_config, router_listener, bbs, logs, token).await.map_err(Into::into))
+            (
+                "router",
+                kiln_router::run(router_config, router_listener, bbs, logs, token)
+                    .await
+                    .map_err(Into::into),
+            )
         });
     }
 
@@ -159,8 +185,10 @@ fn role_outcome(
 fn watch_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };

@@ -19,19 +19,30 @@ fn kiln_binary() -> &'static str {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 /// Whether this machine can run the test; panics where it must but cannot.
 fn runnable() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false);
-    let runc = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
+    let runc = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if root && runc {
         return true;
     }
@@ -44,14 +55,17 @@ fn runnable() -> bool {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
     child: Option<Child>,
     data_dir: PathBuf,
     api_port: u16,
-    router_port: u16,
     log_path: PathBuf,
 }
 
@@ -60,7 +74,13 @@ impl Server {
         let log_path = data_dir.with_extension(format!("server-{}.log", free_port()));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(kiln_binary())
-            .args(["server", "--domain", "localhost", "--staging-timeout", "300"])
+            .args([
+                "server",
+                "--domain",
+                "localhost",
+                "--staging-timeout",
+                "300",
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--api-listen")
@@ -74,7 +94,12 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .expect("starting kiln server");
-        let mut server = Server { child: Some(child), data_dir: data_dir.into(), api_port, router_port, log_path };
+        let mut server = Server {
+            child: Some(child),
+            data_dir: data_dir.into(),
+            api_port,
+            log_path,
+        };
         server.wait_until_up().await;
         server
     }
@@ -99,7 +124,11 @@ impl Server {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("kiln server exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "kiln server did not answer within 60s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "kiln server did not answer within 60s:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -114,8 +143,13 @@ impl Server {
     async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id().unwrap().to_string();
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-            if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
             }
@@ -130,9 +164,18 @@ impl Drop for Server {
         }
         // Last resort after a failed test: no container may outlive it.
         let runc_root = self.data_dir.join("cell").join("runc");
-        if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output() {
+        if let Ok(out) = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["list", "-q"])
+            .output()
+        {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]).output();
+                let _ = std::process::Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force", id])
+                    .output();
             }
         }
     }
@@ -146,7 +189,11 @@ struct CliOutput {
 
 impl std::fmt::Display for CliOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+        write!(
+            f,
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
     }
 }
 
@@ -201,46 +248,131 @@ async fn push_stage_run_route_and_survive_a_restart() {
 
     // kiln login, then the platform's buildpacks: the suite's own legacy
     // buildpack from a directory, the example supply/finalize one too.
-    let out = cli(&home, &["login", "-a", &server.api_url(), "-u", "admin", "-p", ADMIN_PASSWORD]).await;
+    let out = cli(
+        &home,
+        &[
+            "login",
+            "-a",
+            &server.api_url(),
+            "-u",
+            "admin",
+            "-p",
+            ADMIN_PASSWORD,
+        ],
+    )
+    .await;
     assert!(out.success, "login failed\n{out}");
     let legacy = fixture("buildpacks/legacy");
-    let out = cli(&home, &["create-buildpack", "e2e_legacy", legacy.to_str().unwrap(), "1"]).await;
+    let out = cli(
+        &home,
+        &[
+            "create-buildpack",
+            "e2e_legacy",
+            legacy.to_str().unwrap(),
+            "1",
+        ],
+    )
+    .await;
     assert!(out.success, "create-buildpack failed\n{out}");
     let python = workspace_root().join("examples/buildpacks/python");
-    let out = cli(&home, &["create-buildpack", "python", python.to_str().unwrap(), "2"]).await;
+    let out = cli(
+        &home,
+        &["create-buildpack", "python", python.to_str().unwrap(), "2"],
+    )
+    .await;
     assert!(out.success, "create-buildpack failed\n{out}");
 
     // Push: detect picks the legacy buildpack; its staging output reaches
     // the terminal; the route is printed.
     let probe_dir = fixture("apps/envprobe");
-    let out = cli(&home, &["push", "envprobe", "-p", probe_dir.to_str().unwrap()]).await;
-    assert!(out.success, "push failed\n{out}\n--- server log ---\n{}", server.log());
-    assert!(out.stdout.contains("kiln-e2e legacy buildpack compiling"), "staging output not shown\n{out}");
-    assert!(out.stdout.contains("envprobe.localhost"), "route not printed\n{out}");
+    let out = cli(
+        &home,
+        &["push", "envprobe", "-p", probe_dir.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        out.success,
+        "push failed\n{out}\n--- server log ---\n{}",
+        server.log()
+    );
+    assert!(
+        out.stdout.contains("kiln-e2e legacy buildpack compiling"),
+        "staging output not shown\n{out}"
+    );
+    assert!(
+        out.stdout.contains("envprobe.localhost"),
+        "route not printed\n{out}"
+    );
 
     // Through the router, to the app in its container.
     let response = wait_for_200(router_port, "envprobe.localhost", Duration::from_secs(30)).await;
-    assert_eq!(response.status(), 200, "the app does not answer through the router\n{}", server.log());
+    assert_eq!(
+        response.status(),
+        200,
+        "the app does not answer through the router\n{}",
+        server.log()
+    );
     let probe: serde_json::Value = response.json().await.unwrap();
     let env = &probe["env"];
-    assert_eq!(probe["uid"], 2000, "the app must run as vcap, not root: {probe}");
+    assert_eq!(
+        probe["uid"], 2000,
+        "the app must run as vcap, not root: {probe}"
+    );
     assert_eq!(env["HOME"], "/home/vcap/app", "{probe}");
     assert_eq!(env["DEPS_DIR"], "/home/vcap/deps", "{probe}");
-    assert_eq!(env["E2E_PROFILE_D"], "sourced", ".profile.d was not sourced by the launcher: {probe}");
+    assert_eq!(
+        env["E2E_PROFILE_D"], "sourced",
+        ".profile.d was not sourced by the launcher: {probe}"
+    );
     assert_eq!(env["CF_INSTANCE_INDEX"], "0", "{probe}");
     assert_eq!(env["PORT"], env["CF_INSTANCE_PORT"], "{probe}");
-    assert!(env["MEMORY_LIMIT"].as_str().is_some_and(|m| m.ends_with('m')), "{probe}");
-    let vcap: serde_json::Value = serde_json::from_str(env["VCAP_APPLICATION"].as_str().unwrap()).unwrap();
+    assert!(
+        env["MEMORY_LIMIT"]
+            .as_str()
+            .is_some_and(|m| m.ends_with('m')),
+        "{probe}"
+    );
+    let vcap: serde_json::Value =
+        serde_json::from_str(env["VCAP_APPLICATION"].as_str().unwrap()).unwrap();
     assert_eq!(vcap["application_name"], "envprobe");
     assert_eq!(vcap["instance_index"], 0);
-    assert!(probe["build_stamp"].as_str().unwrap().contains("stage ran as uid 2000 with CF_STACK="), "{probe}");
-    assert!(!probe["build_stamp"].as_str().unwrap().contains("CF_STACK=unset"), "{probe}");
-    assert_eq!(probe["etc_shadow_exists"], false, "the host's /etc leaks into the container: {probe}");
-    assert_eq!(probe["host_repo_visible"], false, "host files leak into the container: {probe}");
+    assert!(
+        probe["build_stamp"]
+            .as_str()
+            .unwrap()
+            .contains("stage ran as uid 2000 with CF_STACK="),
+        "{probe}"
+    );
+    assert!(
+        !probe["build_stamp"]
+            .as_str()
+            .unwrap()
+            .contains("CF_STACK=unset"),
+        "{probe}"
+    );
+    assert_eq!(
+        probe["etc_shadow_exists"], false,
+        "the host's /etc leaks into the container: {probe}"
+    );
+    assert_eq!(
+        probe["host_repo_visible"], false,
+        "host files leak into the container: {probe}"
+    );
     let headers = probe["headers"].as_object().unwrap();
-    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
-    assert!(header("X-Vcap-Request-Id").is_some(), "router headers missing: {probe}");
-    assert!(header("X-Forwarded-For").is_some(), "router headers missing: {probe}");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert!(
+        header("X-Vcap-Request-Id").is_some(),
+        "router headers missing: {probe}"
+    );
+    assert!(
+        header("X-Forwarded-For").is_some(),
+        "router headers missing: {probe}"
+    );
 
     // An unknown host gets Gorouter's 404.
     let response = route_get(router_port, "nobody.localhost").await;
@@ -250,15 +382,26 @@ async fn push_stage_run_route_and_survive_a_restart() {
     // The example app: detected by the supply/finalize buildpack.
     let hello_dir = workspace_root().join("examples/hello");
     let out = cli(&home, &["push", "hello", "-p", hello_dir.to_str().unwrap()]).await;
-    assert!(out.success, "push hello failed\n{out}\n--- server log ---\n{}", server.log());
+    assert!(
+        out.success,
+        "push hello failed\n{out}\n--- server log ---\n{}",
+        server.log()
+    );
     let response = wait_for_200(router_port, "hello.localhost", Duration::from_secs(30)).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    assert!(text.starts_with("Hello from Kiln! I am hello, instance 0"), "{text}");
+    assert!(
+        text.starts_with("Hello from Kiln! I am hello, instance 0"),
+        "{text}"
+    );
 
     // A push nothing detects fails, says why, and exits non-zero.
     let undetectable = fixture("apps/undetectable");
-    let out = cli(&home, &["push", "nothing", "-p", undetectable.to_str().unwrap()]).await;
+    let out = cli(
+        &home,
+        &["push", "nothing", "-p", undetectable.to_str().unwrap()],
+    )
+    .await;
     assert!(!out.success, "a push no buildpack detects must fail\n{out}");
     assert!(format!("{out}").contains("NoAppDetectedError"), "{out}");
 
@@ -269,12 +412,25 @@ async fn push_stage_run_route_and_survive_a_restart() {
     let out = cli(&home, &["apps"]).await;
     assert!(out.success, "apps failed after restart\n{out}");
     for name in ["envprobe", "hello"] {
-        assert!(out.stdout.contains(name), "{name} lost in the restart\n{out}");
+        assert!(
+            out.stdout.contains(name),
+            "{name} lost in the restart\n{out}"
+        );
     }
     let response = wait_for_200(router_port, "hello.localhost", Duration::from_secs(60)).await;
-    assert_eq!(response.status(), 200, "hello did not come back after kill -9\n{}", server.log());
+    assert_eq!(
+        response.status(),
+        200,
+        "hello did not come back after kill -9\n{}",
+        server.log()
+    );
     let response = wait_for_200(router_port, "envprobe.localhost", Duration::from_secs(60)).await;
-    assert_eq!(response.status(), 200, "envprobe did not come back after kill -9\n{}", server.log());
+    assert_eq!(
+        response.status(),
+        200,
+        "envprobe did not come back after kill -9\n{}",
+        server.log()
+    );
 
     server.stop().await;
 }
