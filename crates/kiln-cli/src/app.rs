@@ -17,7 +17,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         format!("{}\n", padded.join("   ").trim_end())
     };
     let mut out = line(headers.to_vec());
@@ -30,27 +34,49 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// The app named `name` in the targeted space.
 pub async fn find_app(client: &mut Client, name: &str) -> anyhow::Result<Option<Value>> {
     let space = client.config.require_space()?.guid.clone();
-    let apps = client.list(&format!("/v3/apps?names={}&space_guids={space}", q(name))).await?;
+    let apps = client
+        .list(&format!("/v3/apps?names={}&space_guids={space}", q(name)))
+        .await?;
     Ok(apps.into_iter().next())
 }
 
 pub async fn require_app(client: &mut Client, name: &str) -> anyhow::Result<Value> {
-    find_app(client, name).await?.with_context(|| format!("App '{name}' not found."))
+    find_app(client, name)
+        .await?
+        .with_context(|| format!("App '{name}' not found."))
 }
 
 pub async fn apps() -> anyhow::Result<()> {
     let mut client = crate::client()?;
     let space = client.config.require_space()?.clone();
-    println!("Getting apps in org {} / space {} as {}...\n", client.config.org.as_ref().map_or("", |o| &o.name), space.name, client.config.user);
-    let apps = client.list(&format!("/v3/apps?space_guids={}&order_by=name", space.guid)).await?;
+    println!(
+        "Getting apps in org {} / space {} as {}...\n",
+        client.config.org.as_ref().map_or("", |o| &o.name),
+        space.name,
+        client.config.user
+    );
+    let apps = client
+        .list(&format!(
+            "/v3/apps?space_guids={}&order_by=name",
+            space.guid
+        ))
+        .await?;
     let mut rows = Vec::new();
     for app in &apps {
         let guid = app["guid"].as_str().unwrap_or_default();
         let mut processes = Vec::new();
         for process in client.list(&format!("/v3/apps/{guid}/processes")).await? {
-            let stats = client.get(&format!("/v3/processes/{}/stats", process["guid"].as_str().unwrap_or_default())).await?;
+            let stats = client
+                .get(&format!(
+                    "/v3/processes/{}/stats",
+                    process["guid"].as_str().unwrap_or_default()
+                ))
+                .await?;
             let (running, total) = count_running(&stats);
-            processes.push(format!("{}:{running}/{total}", process["type"].as_str().unwrap_or("web")));
+            processes.push(format!(
+                "{}:{running}/{total}",
+                process["type"].as_str().unwrap_or("web")
+            ));
         }
         let routes = route_urls(&mut client, guid).await?;
         rows.push(vec![
@@ -60,7 +86,10 @@ pub async fn apps() -> anyhow::Result<()> {
             routes.join(", "),
         ]);
     }
-    print!("{}", table(&["name", "requested state", "processes", "routes"], &rows));
+    print!(
+        "{}",
+        table(&["name", "requested state", "processes", "routes"], &rows)
+    );
     Ok(())
 }
 
@@ -72,7 +101,10 @@ fn count_running(stats: &Value) -> (usize, usize) {
 
 pub async fn route_urls(client: &mut Client, app_guid: &str) -> anyhow::Result<Vec<String>> {
     let routes = client.list(&format!("/v3/apps/{app_guid}/routes")).await?;
-    Ok(routes.iter().filter_map(|r| r["url"].as_str().map(str::to_string)).collect())
+    Ok(routes
+        .iter()
+        .filter_map(|r| r["url"].as_str().map(str::to_string))
+        .collect())
 }
 
 pub async fn app(name: &str) -> anyhow::Result<()> {
@@ -87,19 +119,46 @@ pub async fn summary(client: &mut Client, app: &Value) -> anyhow::Result<String>
     let guid = app["guid"].as_str().unwrap_or_default().to_string();
     let app = client.get(&format!("/v3/apps/{guid}")).await?;
     let routes = route_urls(client, &guid).await?;
-    let droplet = client.get(&format!("/v3/apps/{guid}/droplets/current")).await.ok();
+    let droplet = client
+        .get(&format!("/v3/apps/{guid}/droplets/current"))
+        .await
+        .ok();
     let buildpacks = droplet
         .as_ref()
         .and_then(|d| d["buildpacks"].as_array())
-        .map(|b| b.iter().filter_map(|b| b["name"].as_str().or(b["buildpack_name"].as_str())).collect::<Vec<_>>().join(", "))
+        .map(|b| {
+            b.iter()
+                .filter_map(|b| b["name"].as_str().or(b["buildpack_name"].as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default();
     let mut out = String::new();
-    let field = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<18}{v}\n", format!("{k}:")));
+    let field =
+        |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<18}{v}\n", format!("{k}:")));
     field(&mut out, "name", app["name"].as_str().unwrap_or_default());
-    field(&mut out, "requested state", &app["state"].as_str().unwrap_or_default().to_lowercase());
+    field(
+        &mut out,
+        "requested state",
+        &app["state"].as_str().unwrap_or_default().to_lowercase(),
+    );
     field(&mut out, "routes", &routes.join(", "));
-    field(&mut out, "last uploaded", droplet.as_ref().and_then(|d| d["created_at"].as_str()).unwrap_or(""));
-    field(&mut out, "stack", droplet.as_ref().and_then(|d| d["stack"].as_str()).unwrap_or(""));
+    field(
+        &mut out,
+        "last uploaded",
+        droplet
+            .as_ref()
+            .and_then(|d| d["created_at"].as_str())
+            .unwrap_or(""),
+    );
+    field(
+        &mut out,
+        "stack",
+        droplet
+            .as_ref()
+            .and_then(|d| d["stack"].as_str())
+            .unwrap_or(""),
+    );
     field(&mut out, "buildpacks", &buildpacks);
     for process in client.list(&format!("/v3/apps/{guid}/processes")).await? {
         let pguid = process["guid"].as_str().unwrap_or_default();
@@ -110,13 +169,19 @@ pub async fn summary(client: &mut Client, app: &Value) -> anyhow::Result<String>
             .map(str::to_string)
             .or_else(|| {
                 let t = process["type"].as_str()?;
-                droplet.as_ref()?["process_types"][t].as_str().map(str::to_string)
+                droplet.as_ref()?["process_types"][t]
+                    .as_str()
+                    .map(str::to_string)
             })
             .unwrap_or_default();
         out.push('\n');
         field(&mut out, "type", process["type"].as_str().unwrap_or("web"));
         field(&mut out, "instances", &format!("{running}/{total}"));
-        field(&mut out, "memory usage", &format!("{}M", process["memory_in_mb"].as_u64().unwrap_or(0)));
+        field(
+            &mut out,
+            "memory usage",
+            &format!("{}M", process["memory_in_mb"].as_u64().unwrap_or(0)),
+        );
         field(&mut out, "start command", &command);
         let rows: Vec<Vec<String>> = stats["resources"]
             .as_array()
@@ -128,17 +193,32 @@ pub async fn summary(client: &mut Client, app: &Value) -> anyhow::Result<String>
                 vec![
                     format!("#{}", i["index"].as_u64().unwrap_or(0)),
                     i["state"].as_str().unwrap_or_default().to_lowercase(),
-                    if i["state"] == "RUNNING" { format!("{uptime}s ago") } else { String::new() },
+                    if i["state"] == "RUNNING" {
+                        format!("{uptime}s ago")
+                    } else {
+                        String::new()
+                    },
                     format!("{:.1}%", i["usage"]["cpu"].as_f64().unwrap_or(0.0) * 100.0),
-                    format!("{}M of {}M", i["usage"]["mem"].as_u64().unwrap_or(0) >> 20, i["mem_quota"].as_u64().unwrap_or(0) >> 20),
-                    format!("{}M of {}M", i["usage"]["disk"].as_u64().unwrap_or(0) >> 20, i["disk_quota"].as_u64().unwrap_or(0) >> 20),
+                    format!(
+                        "{}M of {}M",
+                        i["usage"]["mem"].as_u64().unwrap_or(0) >> 20,
+                        i["mem_quota"].as_u64().unwrap_or(0) >> 20
+                    ),
+                    format!(
+                        "{}M of {}M",
+                        i["usage"]["disk"].as_u64().unwrap_or(0) >> 20,
+                        i["disk_quota"].as_u64().unwrap_or(0) >> 20
+                    ),
                     i["details"].as_str().unwrap_or_default().to_string(),
                 ]
             })
             .collect();
         if !rows.is_empty() {
             out.push('\n');
-            out.push_str(&table(&["", "state", "since", "cpu", "memory", "disk", "details"], &rows));
+            out.push_str(&table(
+                &["", "state", "since", "cpu", "memory", "disk", "details"],
+                &rows,
+            ));
         }
     }
     Ok(out)
@@ -150,7 +230,10 @@ pub async fn wait_until_running(client: &mut Client, app: &Value) -> anyhow::Res
     let guid = app["guid"].as_str().unwrap_or_default();
     let name = app["name"].as_str().unwrap_or_default();
     println!("\nWaiting for app {name} to start...\n");
-    let timeout = std::env::var("KILN_STARTUP_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let timeout = std::env::var("KILN_STARTUP_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let processes = client.list(&format!("/v3/apps/{guid}/processes")).await?;
     for process in processes {
@@ -163,10 +246,14 @@ pub async fn wait_until_running(client: &mut Client, app: &Value) -> anyhow::Res
             }
             if instances.iter().all(|i| i["state"] == "CRASHED") {
                 let why = instances[0]["details"].as_str().unwrap_or("");
-                bail!("All instances crashed. {why}\nTIP: use 'kiln logs {name} --recent' for more information");
+                bail!(
+                    "All instances crashed. {why}\nTIP: use 'kiln logs {name} --recent' for more information"
+                );
             }
             if Instant::now() > deadline {
-                bail!("Start app timeout after {timeout}s\nTIP: use 'kiln logs {name} --recent' for more information");
+                bail!(
+                    "Start app timeout after {timeout}s\nTIP: use 'kiln logs {name} --recent' for more information"
+                );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -183,7 +270,9 @@ pub async fn start(name: &str) -> anyhow::Result<()> {
     }
     println!("Starting app {name}...");
     let guid = app["guid"].as_str().unwrap_or_default();
-    let app = client.post(&format!("/v3/apps/{guid}/actions/start"), &json!({})).await?;
+    let app = client
+        .post(&format!("/v3/apps/{guid}/actions/start"), &json!({}))
+        .await?;
     wait_until_running(&mut client, &app).await?;
     print!("{}", summary(&mut client, &app).await?);
     Ok(())
@@ -194,7 +283,9 @@ pub async fn stop(name: &str) -> anyhow::Result<()> {
     let app = require_app(&mut client, name).await?;
     println!("Stopping app {name}...");
     let guid = app["guid"].as_str().unwrap_or_default();
-    client.post(&format!("/v3/apps/{guid}/actions/stop"), &json!({})).await?;
+    client
+        .post(&format!("/v3/apps/{guid}/actions/stop"), &json!({}))
+        .await?;
     println!("OK");
     Ok(())
 }
@@ -207,7 +298,9 @@ pub async fn delete(name: &str) -> anyhow::Result<()> {
         return Ok(());
     };
     let guid = app["guid"].as_str().unwrap_or_default();
-    let (_, location) = client.request(reqwest::Method::DELETE, &format!("/v3/apps/{guid}"), None).await?;
+    let (_, location) = client
+        .request(reqwest::Method::DELETE, &format!("/v3/apps/{guid}"), None)
+        .await?;
     if let Some(job) = location {
         client.wait_for_job(&job).await?;
     }
@@ -238,7 +331,13 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let out = table(&["name", "state"], &[vec!["hello".into(), "started".into()], vec!["a".into(), "".into()]]);
+        let out = table(
+            &["name", "state"],
+            &[
+                vec!["hello".into(), "started".into()],
+                vec!["a".into(), "".into()],
+            ],
+        );
         assert_eq!(out, "name    state\nhello   started\na\n");
     }
 }

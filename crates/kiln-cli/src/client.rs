@@ -18,12 +18,19 @@ pub struct Client {
 /// The `exp` claim of a JWT, read without verifying it (the server does).
 pub fn token_expiry(jwt: &str) -> Option<i64> {
     let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice::<Value>(&bytes).ok()?.get("exp")?.as_i64()
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_i64()
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The message of a failed response: CF's `errors[].detail` (v3), UAA's
@@ -53,9 +60,16 @@ pub fn error_message(status: StatusCode, body: &str) -> String {
 
 impl Client {
     pub fn new(config: Config) -> Client {
-        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
         let trace = std::env::var("KILN_TRACE").is_ok_and(|v| v == "true" || v == "1");
-        Client { http, config, trace }
+        Client {
+            http,
+            config,
+            trace,
+        }
     }
 
     pub fn api_url(&self, path: &str) -> String {
@@ -72,7 +86,10 @@ impl Client {
         }
     }
 
-    async fn log_response(&self, response: Response) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, String)> {
+    async fn log_response(
+        &self,
+        response: Response,
+    ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, String)> {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.text().await.context("reading the response")?;
@@ -100,8 +117,14 @@ impl Client {
             bail!("{}", error_message(status, &body));
         }
         let json: Value = serde_json::from_str(&body).context("decoding the token response")?;
-        self.config.access_token = json["access_token"].as_str().context("no access_token in the token response")?.to_string();
-        self.config.refresh_token = json["refresh_token"].as_str().unwrap_or_default().to_string();
+        self.config.access_token = json["access_token"]
+            .as_str()
+            .context("no access_token in the token response")?
+            .to_string();
+        self.config.refresh_token = json["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Ok(())
     }
 
@@ -112,7 +135,10 @@ impl Client {
         if expires - now() > 60 {
             return Ok(());
         }
-        anyhow::ensure!(!self.config.refresh_token.is_empty(), "your session expired; use 'kiln login'");
+        anyhow::ensure!(
+            !self.config.refresh_token.is_empty(),
+            "your session expired; use 'kiln login'"
+        );
         let refresh = self.config.refresh_token.clone();
         self.token_grant(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
             .await
@@ -123,24 +149,42 @@ impl Client {
     async fn authed(&mut self, method: Method, url: &str) -> anyhow::Result<RequestBuilder> {
         self.ensure_fresh_token().await?;
         self.log_request(&method, url);
-        Ok(self.http.request(method, url).header("Authorization", format!("bearer {}", self.config.access_token)))
+        Ok(self.http.request(method, url).header(
+            "Authorization",
+            format!("bearer {}", self.config.access_token),
+        ))
     }
 
     /// Sends an authenticated request; a non-2xx answer becomes an error with
     /// the API's message. Returns the body as JSON (Null when empty) and the
     /// `Location` header if any.
-    pub async fn send(&mut self, builder: RequestBuilder) -> anyhow::Result<(Value, Option<String>)> {
+    pub async fn send(
+        &mut self,
+        builder: RequestBuilder,
+    ) -> anyhow::Result<(Value, Option<String>)> {
         let response = builder.send().await.context("reaching the API")?;
         let (status, headers, body) = self.log_response(response).await?;
         if !status.is_success() {
             bail!("{}", error_message(status, &body));
         }
-        let location = headers.get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let json = if body.trim().is_empty() { Value::Null } else { serde_json::from_str(&body).unwrap_or(Value::String(body)) };
+        let location = headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let json = if body.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&body).unwrap_or(Value::String(body))
+        };
         Ok((json, location))
     }
 
-    pub async fn request(&mut self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<(Value, Option<String>)> {
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(Value, Option<String>)> {
         let url = self.api_url(path);
         let mut builder = self.authed(method, &url).await?;
         if let Some(body) = body {
@@ -168,13 +212,19 @@ impl Client {
         while let Some(page) = next {
             let json = self.get(&page).await?;
             resources.extend(json["resources"].as_array().cloned().unwrap_or_default());
-            next = json["pagination"]["next"]["href"].as_str().map(str::to_string);
+            next = json["pagination"]["next"]["href"]
+                .as_str()
+                .map(str::to_string);
         }
         Ok(resources)
     }
 
     /// A multipart POST (uploads), authenticated.
-    pub async fn post_multipart(&mut self, path: &str, form: reqwest::multipart::Form) -> anyhow::Result<(Value, Option<String>)> {
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> anyhow::Result<(Value, Option<String>)> {
         let url = self.api_url(path);
         let builder = self.authed(Method::POST, &url).await?.multipart(form);
         self.send(builder).await
@@ -188,7 +238,9 @@ impl Client {
             match job["state"].as_str() {
                 Some("COMPLETE") => return Ok(()),
                 Some("FAILED") => {
-                    let detail = job["errors"][0]["detail"].as_str().unwrap_or("the job failed with no error");
+                    let detail = job["errors"][0]["detail"]
+                        .as_str()
+                        .unwrap_or("the job failed with no error");
                     bail!("{detail}");
                 }
                 _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
@@ -202,7 +254,9 @@ pub fn q(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -214,19 +268,33 @@ mod tests {
 
     #[test]
     fn reads_the_expiry_of_a_jwt() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1700000000,"user_name":"admin"}"#);
-        assert_eq!(token_expiry(&format!("e30.{payload}.sig")), Some(1_700_000_000));
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"exp":1700000000,"user_name":"admin"}"#);
+        assert_eq!(
+            token_expiry(&format!("e30.{payload}.sig")),
+            Some(1_700_000_000)
+        );
         assert_eq!(token_expiry("not a token"), None);
     }
 
     #[test]
     fn cf_error_envelopes_become_their_detail() {
-        let body = r#"{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"App not found"}]}"#;
+        let body =
+            r#"{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"App not found"}]}"#;
         let message = error_message(StatusCode::NOT_FOUND, body);
-        assert!(message.starts_with("App not found\nCF-ResourceNotFound (code 10010, HTTP 404)"), "{message}");
+        assert!(
+            message.starts_with("App not found\nCF-ResourceNotFound (code 10010, HTTP 404)"),
+            "{message}"
+        );
         let uaa = r#"{"error":"unauthorized","error_description":"Bad credentials"}"#;
-        assert_eq!(error_message(StatusCode::UNAUTHORIZED, uaa), "Bad credentials (HTTP 401)");
-        assert_eq!(error_message(StatusCode::BAD_GATEWAY, "oops\n"), "HTTP 502: oops");
+        assert_eq!(
+            error_message(StatusCode::UNAUTHORIZED, uaa),
+            "Bad credentials (HTTP 401)"
+        );
+        assert_eq!(
+            error_message(StatusCode::BAD_GATEWAY, "oops\n"),
+            "HTTP 502: oops"
+        );
     }
 
     #[test]

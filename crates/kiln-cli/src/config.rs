@@ -34,7 +34,10 @@ pub struct Config {
 pub fn home() -> PathBuf {
     match std::env::var_os("KILN_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::var_os("HOME").map_or_else(|| PathBuf::from(".kiln"), |h| PathBuf::from(h).join(".kiln")),
+        _ => std::env::var_os("HOME").map_or_else(
+            || PathBuf::from(".kiln"),
+            |h| PathBuf::from(h).join(".kiln"),
+        ),
     }
 }
 
@@ -47,7 +50,9 @@ impl Config {
     pub fn load() -> anyhow::Result<Config> {
         let path = Config::path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Ok(text) => {
+                serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -76,12 +81,20 @@ impl Config {
     }
 
     pub fn require_target(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.api.is_empty(), "no API targeted; use 'kiln login -a URL -u USER -p PASSWORD'");
-        anyhow::ensure!(!self.access_token.is_empty(), "not logged in; use 'kiln login'");
+        anyhow::ensure!(
+            !self.api.is_empty(),
+            "no API targeted; use 'kiln login -a URL -u USER -p PASSWORD'"
+        );
+        anyhow::ensure!(
+            !self.access_token.is_empty(),
+            "not logged in; use 'kiln login'"
+        );
         Ok(())
     }
 
     pub fn require_space(&self) -> anyhow::Result<&Named> {
-        self.space.as_ref().context("no space targeted; use 'kiln target -o ORG -s SPACE'")
+        self.space
+            .as_ref()
+            .context("no space targeted; use 'kiln target -o ORG -s SPACE'")
     }
 }

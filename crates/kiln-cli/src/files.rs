@@ -32,7 +32,14 @@ impl AppFile {
 }
 
 /// What is never pushed, whatever `.cfignore` says (as the cf CLI does).
-const ALWAYS_IGNORED: &[&str] = &[".cfignore", ".git/", ".svn/", "_darcs/", ".DS_Store", ".hg/"];
+const ALWAYS_IGNORED: &[&str] = &[
+    ".cfignore",
+    ".git/",
+    ".svn/",
+    "_darcs/",
+    ".DS_Store",
+    ".hg/",
+];
 
 /// `.cfignore` rules, a subset of gitignore: `#` comments, `!` negation,
 /// `dir/` for directories only, a leading or inner `/` anchors the pattern
@@ -64,7 +71,12 @@ impl IgnoreRules {
                 let dir_only = line.ends_with('/');
                 let line = line.trim_end_matches('/');
                 let anchored = line.contains('/');
-                Rule { pattern: line.trim_start_matches('/').to_string(), negated, dir_only, anchored }
+                Rule {
+                    pattern: line.trim_start_matches('/').to_string(),
+                    negated,
+                    dir_only,
+                    anchored,
+                }
             })
             .collect();
         IgnoreRules { rules }
@@ -81,7 +93,9 @@ impl IgnoreRules {
             let matched = if rule.anchored {
                 glob(&rule.pattern, path)
             } else {
-                path.rsplit('/').next().is_some_and(|name| glob(&rule.pattern, name))
+                path.rsplit('/')
+                    .next()
+                    .is_some_and(|name| glob(&rule.pattern, name))
             };
             if matched {
                 ignored = !rule.negated;
@@ -101,7 +115,9 @@ pub fn glob(pattern: &str, text: &str) -> bool {
                 let rest = rest[1..].strip_prefix(b"/").unwrap_or(&rest[1..]);
                 (0..=t.len()).any(|i| go(rest, &t[i..]))
             }
-            Some((b'*', rest)) => (0..=t.len()).take_while(|&i| i == 0 || t[i - 1] != b'/').any(|i| go(rest, &t[i..])),
+            Some((b'*', rest)) => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != b'/')
+                .any(|i| go(rest, &t[i..])),
             Some((b'?', rest)) => t.first().is_some_and(|&c| c != b'/') && go(rest, &t[1..]),
             Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
         }
@@ -112,9 +128,12 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 /// Walks `root`, applying `.cfignore`, hashing every file. Symlinks are
 /// followed only when they stay inside `root`.
 pub fn scan(root: &Path) -> anyhow::Result<Vec<AppFile>> {
-    let root = root.canonicalize().with_context(|| format!("reading app directory {}", root.display()))?;
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("reading app directory {}", root.display()))?;
     anyhow::ensure!(root.is_dir(), "{} is not a directory", root.display());
-    let rules = IgnoreRules::parse(&std::fs::read_to_string(root.join(".cfignore")).unwrap_or_default());
+    let rules =
+        IgnoreRules::parse(&std::fs::read_to_string(root.join(".cfignore")).unwrap_or_default());
     let mut files = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
@@ -124,12 +143,20 @@ pub fn scan(root: &Path) -> anyhow::Result<Vec<AppFile>> {
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
-            let relative = path.strip_prefix(&root)?.to_string_lossy().replace('\\', "/");
+            let relative = path
+                .strip_prefix(&root)?
+                .to_string_lossy()
+                .replace('\\', "/");
             let meta = std::fs::symlink_metadata(&path)?;
             let (source, meta) = if meta.file_type().is_symlink() {
-                let target = path.canonicalize().with_context(|| format!("following link {relative}"))?;
+                let target = path
+                    .canonicalize()
+                    .with_context(|| format!("following link {relative}"))?;
                 if !target.starts_with(&root) {
-                    bail!("{relative} links outside the app directory (to {}); refusing to push it", target.display());
+                    bail!(
+                        "{relative} links outside the app directory (to {}); refusing to push it",
+                        target.display()
+                    );
                 }
                 let target_meta = std::fs::metadata(&target)?;
                 (target, target_meta)
@@ -160,7 +187,8 @@ pub fn scan(root: &Path) -> anyhow::Result<Vec<AppFile>> {
 }
 
 fn sha1_of(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -181,7 +209,8 @@ pub fn zip_files(files: &[&AppFile]) -> anyhow::Result<Vec<u8>> {
             .compression_method(zip::CompressionMethod::Deflated)
             .unix_permissions(file.mode);
         zip.start_file(file.path.as_str(), options)?;
-        let mut source = std::fs::File::open(&file.source).with_context(|| format!("reading {}", file.path))?;
+        let mut source =
+            std::fs::File::open(&file.source).with_context(|| format!("reading {}", file.path))?;
         std::io::copy(&mut source, &mut zip)?;
     }
     Ok(zip.finish()?.into_inner())
@@ -201,7 +230,8 @@ mod tests {
 
     #[test]
     fn cfignore_rules() {
-        let rules = IgnoreRules::parse("# comment\n*.log\ntmp/\n/secret.txt\n!keep.log\ndocs/**/*.md\n");
+        let rules =
+            IgnoreRules::parse("# comment\n*.log\ntmp/\n/secret.txt\n!keep.log\ndocs/**/*.md\n");
         let table = [
             ("app.py", false, false),
             ("debug.log", false, true),
@@ -218,7 +248,11 @@ mod tests {
             ("manifest.yml", false, false),
         ];
         for (path, is_dir, expected) in table {
-            assert_eq!(rules.is_ignored(path, is_dir), expected, "{path} (dir: {is_dir})");
+            assert_eq!(
+                rules.is_ignored(path, is_dir),
+                expected,
+                "{path} (dir: {is_dir})"
+            );
         }
     }
 
@@ -243,7 +277,8 @@ mod tests {
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::write(root.join("hello.txt"), "hello").unwrap();
         std::fs::write(root.join("bin/run"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(root.join("bin/run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("bin/run"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         std::fs::write(root.join("x.log"), "noise").unwrap();
         std::fs::write(root.join(".cfignore"), "*.log\n").unwrap();
         std::os::unix::fs::symlink("hello.txt", root.join("alias.txt")).unwrap();
@@ -254,15 +289,25 @@ mod tests {
         let hello = files.iter().find(|f| f.path == "hello.txt").unwrap();
         assert_eq!(hello.sha1, "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
         assert_eq!(hello.size, 5);
-        assert_eq!(files.iter().find(|f| f.path == "bin/run").unwrap().mode, 0o755);
+        assert_eq!(
+            files.iter().find(|f| f.path == "bin/run").unwrap().mode,
+            0o755
+        );
         assert_eq!(hello.resource_json()["checksum"]["value"], hello.sha1);
 
         let refs: Vec<&AppFile> = files.iter().collect();
         let bytes = zip_files(&refs).unwrap();
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
-        assert_eq!(archive.by_name("bin/run").unwrap().unix_mode().unwrap() & 0o777, 0o755);
+        assert_eq!(
+            archive.by_name("bin/run").unwrap().unix_mode().unwrap() & 0o777,
+            0o755
+        );
         let mut content = String::new();
-        archive.by_name("alias.txt").unwrap().read_to_string(&mut content).unwrap();
+        archive
+            .by_name("alias.txt")
+            .unwrap()
+            .read_to_string(&mut content)
+            .unwrap();
         assert_eq!(content, "hello");
 
         std::os::unix::fs::symlink("/etc/hostname", root.join("escape")).unwrap();

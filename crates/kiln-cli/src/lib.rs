@@ -152,9 +152,15 @@ pub(crate) fn client() -> anyhow::Result<Client> {
 async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let mut config = Config::load()?;
     if let Some(api) = args.api {
-        config = Config { api: api.trim_end_matches('/').to_string(), ..Config::default() };
+        config = Config {
+            api: api.trim_end_matches('/').to_string(),
+            ..Config::default()
+        };
     }
-    anyhow::ensure!(!config.api.is_empty(), "no API endpoint; use 'kiln login -a URL'");
+    anyhow::ensure!(
+        !config.api.is_empty(),
+        "no API endpoint; use 'kiln login -a URL'"
+    );
     println!("API endpoint: {}", config.api);
     let mut client = Client::new(config);
     let root: Value = client
@@ -174,9 +180,16 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
         .or(links["uaa"]["href"].as_str())
         .unwrap_or(&client.config.api)
         .to_string();
-    client.config.log_cache = links["log_cache"]["href"].as_str().unwrap_or_default().to_string();
+    client.config.log_cache = links["log_cache"]["href"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     client
-        .token_grant(&[("grant_type", "password"), ("username", &args.username), ("password", &args.password)])
+        .token_grant(&[
+            ("grant_type", "password"),
+            ("username", &args.username),
+            ("password", &args.password),
+        ])
         .await
         .context("logging in")?;
     client.config.user = args.username.clone();
@@ -191,9 +204,17 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
 }
 
 /// Targets the named org and space, or the only one of each.
-async fn choose_target(client: &mut Client, org: Option<&str>, space: Option<&str>) -> anyhow::Result<()> {
+async fn choose_target(
+    client: &mut Client,
+    org: Option<&str>,
+    space: Option<&str>,
+) -> anyhow::Result<()> {
     let orgs = match org {
-        Some(name) => client.list(&format!("/v3/organizations?names={}", q(name))).await?,
+        Some(name) => {
+            client
+                .list(&format!("/v3/organizations?names={}", q(name)))
+                .await?
+        }
         None => client.list("/v3/organizations").await?,
     };
     let chosen_org = match (orgs.as_slice(), org) {
@@ -205,7 +226,9 @@ async fn choose_target(client: &mut Client, org: Option<&str>, space: Option<&st
         client.config.org = Some(named(o));
         client.config.space = None;
     }
-    let Some(org) = client.config.org.clone() else { return Ok(()) };
+    let Some(org) = client.config.org.clone() else {
+        return Ok(());
+    };
     let mut path = format!("/v3/spaces?organization_guids={}", org.guid);
     if let Some(name) = space {
         path.push_str(&format!("&names={}", q(name)));
@@ -257,13 +280,23 @@ async fn create_buildpack(args: CreateBuildpackArgs) -> anyhow::Result<()> {
         std::fs::read(&args.path).with_context(|| format!("reading {}", args.path.display()))?
     };
     let buildpack = client
-        .post("/v3/buildpacks", &json!({"name": args.name, "position": args.position, "enabled": !args.disable}))
+        .post(
+            "/v3/buildpacks",
+            &json!({"name": args.name, "position": args.position, "enabled": !args.disable}),
+        )
         .await?;
-    let guid = buildpack["guid"].as_str().context("the API returned no buildpack guid")?.to_string();
+    let guid = buildpack["guid"]
+        .as_str()
+        .context("the API returned no buildpack guid")?
+        .to_string();
     println!("OK\n\nUploading buildpack {}...", args.name);
-    let part = reqwest::multipart::Part::bytes(bits).file_name(format!("{}.zip", args.name)).mime_str("application/zip")?;
+    let part = reqwest::multipart::Part::bytes(bits)
+        .file_name(format!("{}.zip", args.name))
+        .mime_str("application/zip")?;
     let form = reqwest::multipart::Form::new().part("bits", part);
-    let (_, location) = client.post_multipart(&format!("/v3/buildpacks/{guid}/upload"), form).await?;
+    let (_, location) = client
+        .post_multipart(&format!("/v3/buildpacks/{guid}/upload"), form)
+        .await?;
     if let Some(job) = location {
         client.wait_for_job(&job).await?;
     }
@@ -282,16 +315,33 @@ async fn buildpacks() -> anyhow::Result<()> {
                 Value::Null => String::new(),
                 other => other.to_string(),
             };
-            vec![s("position"), s("name"), s("stack"), s("enabled"), s("locked"), s("state"), s("filename")]
+            vec![
+                s("position"),
+                s("name"),
+                s("stack"),
+                s("enabled"),
+                s("locked"),
+                s("state"),
+                s("filename"),
+            ]
         })
         .collect();
-    print!("{}", app::table(&["position", "name", "stack", "enabled", "locked", "state", "filename"], &rows));
+    print!(
+        "{}",
+        app::table(
+            &[
+                "position", "name", "stack", "enabled", "locked", "state", "filename"
+            ],
+            &rows
+        )
+    );
     Ok(())
 }
 
 async fn curl(args: CurlArgs) -> anyhow::Result<()> {
     let mut client = client()?;
-    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()).context("invalid method")?;
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .context("invalid method")?;
     let body = match &args.data {
         Some(data) => Some(serde_json::from_str::<Value>(data).context("-d must be JSON")?),
         None => None,

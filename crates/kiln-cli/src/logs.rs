@@ -18,12 +18,17 @@ pub struct LogLine {
 
 /// Decodes a log-cache read response; envelopes that are not logs are skipped.
 pub fn decode(json: &Value) -> Vec<LogLine> {
-    let batch = json["envelopes"]["batch"].as_array().cloned().unwrap_or_default();
+    let batch = json["envelopes"]["batch"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut lines: Vec<LogLine> = batch
         .iter()
         .filter_map(|e| {
             let log = e.get("log")?;
-            let payload = base64::engine::general_purpose::STANDARD.decode(log["payload"].as_str()?).ok()?;
+            let payload = base64::engine::general_purpose::STANDARD
+                .decode(log["payload"].as_str()?)
+                .ok()?;
             let timestamp = match &e["timestamp"] {
                 Value::String(s) => s.parse().ok()?,
                 Value::Number(n) => n.as_i64()?,
@@ -34,7 +39,9 @@ pub fn decode(json: &Value) -> Vec<LogLine> {
                 source_type: e["tags"]["source_type"].as_str().unwrap_or("").to_string(),
                 instance_id: e["instance_id"].as_str().unwrap_or("").to_string(),
                 err: log["type"].as_str() == Some("ERR"),
-                message: String::from_utf8_lossy(&payload).trim_end_matches(['\n', '\r']).to_string(),
+                message: String::from_utf8_lossy(&payload)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
             })
         })
         .collect();
@@ -51,11 +58,17 @@ pub struct Follower {
 impl Follower {
     /// Starts at `start_time` (nanoseconds; 0 for everything kept).
     pub fn new(app_guid: &str, start_time: i64) -> Follower {
-        Follower { app_guid: app_guid.to_string(), next_start: start_time }
+        Follower {
+            app_guid: app_guid.to_string(),
+            next_start: start_time,
+        }
     }
 
     pub async fn poll(&mut self, client: &mut Client) -> anyhow::Result<Vec<LogLine>> {
-        anyhow::ensure!(!client.config.log_cache.is_empty(), "the API advertises no log cache");
+        anyhow::ensure!(
+            !client.config.log_cache.is_empty(),
+            "the API advertises no log cache"
+        );
         let url = format!(
             "{}/api/v1/read/{}?start_time={}&envelope_types=LOG&limit=1000",
             client.config.log_cache.trim_end_matches('/'),
@@ -87,12 +100,17 @@ pub fn format_line(line: &LogLine) -> String {
             )
         })
         .unwrap_or_default();
-    let source = if line.instance_id.is_empty() || line.source_type == "STG" && line.instance_id == "0" {
-        line.source_type.clone()
-    } else {
-        format!("{}/{}", line.source_type, line.instance_id)
-    };
-    format!("   {when} [{source}] {} {}", if line.err { "ERR" } else { "OUT" }, line.message)
+    let source =
+        if line.instance_id.is_empty() || line.source_type == "STG" && line.instance_id == "0" {
+            line.source_type.clone()
+        } else {
+            format!("{}/{}", line.source_type, line.instance_id)
+        };
+    format!(
+        "   {when} [{source}] {} {}",
+        if line.err { "ERR" } else { "OUT" },
+        line.message
+    )
 }
 
 #[cfg(test)]
@@ -111,8 +129,19 @@ mod tests {
         ]}});
         let lines = decode(&json);
         assert_eq!(lines.len(), 2);
-        assert_eq!((lines[0].message.as_str(), lines[0].source_type.as_str(), lines[0].err), ("first", "STG", false));
+        assert_eq!(
+            (
+                lines[0].message.as_str(),
+                lines[0].source_type.as_str(),
+                lines[0].err
+            ),
+            ("first", "STG", false)
+        );
         assert_eq!((lines[1].message.as_str(), lines[1].err), ("second", true));
-        assert!(format_line(&lines[1]).ends_with("[APP/PROC/WEB/0] ERR second"), "{}", format_line(&lines[1]));
+        assert!(
+            format_line(&lines[1]).ends_with("[APP/PROC/WEB/0] ERR second"),
+            "{}",
+            format_line(&lines[1])
+        );
     }
 }

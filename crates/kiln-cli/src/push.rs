@@ -54,7 +54,9 @@ pub fn parse_megabytes(text: &str) -> Result<u64, String> {
     };
     match digits.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(n * factor),
-        _ => Err(format!("invalid size {text:?}: use a number with M or G, e.g. 256M or 1G")),
+        _ => Err(format!(
+            "invalid size {text:?}: use a number with M or G, e.g. 256M or 1G"
+        )),
     }
 }
 
@@ -62,15 +64,26 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
     let mut client = crate::client()?;
     let space = client.config.require_space()?.clone();
     let name = args.name.clone();
-    println!("Pushing app {name} to org {} / space {} as {}...", client.config.org.as_ref().map_or("", |o| &o.name), space.name, client.config.user);
+    println!(
+        "Pushing app {name} to org {} / space {} as {}...",
+        client.config.org.as_ref().map_or("", |o| &o.name),
+        space.name,
+        client.config.user
+    );
 
     // Steps 1-3: the app record and its web process.
     let app = match app::find_app(&mut client, &name).await? {
         Some(app) => {
             if !args.buildpacks.is_empty() {
                 let guid = app["guid"].as_str().unwrap_or_default();
-                let lifecycle = json!({"type": "buildpack", "data": {"buildpacks": args.buildpacks}});
-                client.patch(&format!("/v3/apps/{guid}"), &json!({"lifecycle": lifecycle})).await?
+                let lifecycle =
+                    json!({"type": "buildpack", "data": {"buildpacks": args.buildpacks}});
+                client
+                    .patch(
+                        &format!("/v3/apps/{guid}"),
+                        &json!({"lifecycle": lifecycle}),
+                    )
+                    .await?
             } else {
                 app
             }
@@ -89,9 +102,17 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
                 .await?
         }
     };
-    let app_guid = app["guid"].as_str().context("the API returned no app guid")?.to_string();
-    let processes = client.list(&format!("/v3/apps/{app_guid}/processes")).await?;
-    let web = processes.iter().find(|p| p["type"] == "web").context("the app has no web process")?;
+    let app_guid = app["guid"]
+        .as_str()
+        .context("the API returned no app guid")?
+        .to_string();
+    let processes = client
+        .list(&format!("/v3/apps/{app_guid}/processes"))
+        .await?;
+    let web = processes
+        .iter()
+        .find(|p| p["type"] == "web")
+        .context("the app has no web process")?;
     let web_guid = web["guid"].as_str().unwrap_or_default().to_string();
     if args.instances.is_some() || args.memory.is_some() || args.disk.is_some() {
         let mut scale = serde_json::Map::new();
@@ -104,22 +125,36 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         if let Some(d) = args.disk {
             scale.insert("disk_in_mb".into(), d.into());
         }
-        client.post(&format!("/v3/processes/{web_guid}/actions/scale"), &Value::Object(scale)).await?;
+        client
+            .post(
+                &format!("/v3/processes/{web_guid}/actions/scale"),
+                &Value::Object(scale),
+            )
+            .await?;
     }
     if let Some(command) = &args.command {
-        client.patch(&format!("/v3/processes/{web_guid}"), &json!({"command": command})).await?;
+        client
+            .patch(
+                &format!("/v3/processes/{web_guid}"),
+                &json!({"command": command}),
+            )
+            .await?;
     }
     if !args.no_route {
         map_default_route(&mut client, &app_guid, &name, &space.guid).await?;
     }
 
     // Steps 4-5: resource match, upload only what is missing.
-    upload_package(&mut client, &app_guid, &args.path).await.map(|_| ())?;
+    upload_package(&mut client, &app_guid, &args.path)
+        .await
+        .map(|_| ())?;
     let package_guid = latest_ready_package(&mut client, &app_guid).await?;
 
     if args.no_start {
         if app["state"] == "STARTED" {
-            client.post(&format!("/v3/apps/{app_guid}/actions/stop"), &json!({})).await?;
+            client
+                .post(&format!("/v3/apps/{app_guid}/actions/stop"), &json!({}))
+                .await?;
         }
         println!("\nApp {name} uploaded; not started (--no-start).\nOK");
         return Ok(());
@@ -130,9 +165,14 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
 
     // Steps 11-12: run the droplet and wait for an instance.
     client
-        .patch(&format!("/v3/apps/{app_guid}/relationships/current_droplet"), &json!({"data": {"guid": droplet_guid}}))
+        .patch(
+            &format!("/v3/apps/{app_guid}/relationships/current_droplet"),
+            &json!({"data": {"guid": droplet_guid}}),
+        )
         .await?;
-    let app = client.post(&format!("/v3/apps/{app_guid}/actions/restart"), &json!({})).await?;
+    let app = client
+        .post(&format!("/v3/apps/{app_guid}/actions/restart"), &json!({}))
+        .await?;
     app::wait_until_running(&mut client, &app).await?;
     println!();
     print!("{}", app::summary(&mut client, &app).await?);
@@ -140,16 +180,31 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
 }
 
 /// Maps `<name>.<first domain>` to the app, creating the route if needed.
-async fn map_default_route(client: &mut Client, app_guid: &str, name: &str, space_guid: &str) -> anyhow::Result<()> {
+async fn map_default_route(
+    client: &mut Client,
+    app_guid: &str,
+    name: &str,
+    space_guid: &str,
+) -> anyhow::Result<()> {
     let domains = client.list("/v3/domains").await?;
-    let domain = domains.first().context("the platform has no domain to route to")?;
+    let domain = domains
+        .first()
+        .context("the platform has no domain to route to")?;
     let domain_guid = domain["guid"].as_str().unwrap_or_default().to_string();
     let host = name.to_ascii_lowercase();
-    let existing = client.list(&format!("/v3/routes?hosts={}&domain_guids={domain_guid}", q(&host))).await?;
+    let existing = client
+        .list(&format!(
+            "/v3/routes?hosts={}&domain_guids={domain_guid}",
+            q(&host)
+        ))
+        .await?;
     let route = match existing.into_iter().next() {
         Some(route) => route,
         None => {
-            println!("Creating route {host}.{}...", domain["name"].as_str().unwrap_or_default());
+            println!(
+                "Creating route {host}.{}...",
+                domain["name"].as_str().unwrap_or_default()
+            );
             client
                 .post(
                     "/v3/routes",
@@ -162,7 +217,9 @@ async fn map_default_route(client: &mut Client, app_guid: &str, name: &str, spac
         }
     };
     let route_guid = route["guid"].as_str().unwrap_or_default();
-    let destinations = client.get(&format!("/v3/routes/{route_guid}/destinations")).await?;
+    let destinations = client
+        .get(&format!("/v3/routes/{route_guid}/destinations"))
+        .await?;
     let mapped = destinations["destinations"]
         .as_array()
         .is_some_and(|d| d.iter().any(|d| d["app"]["guid"] == app_guid));
@@ -179,17 +236,32 @@ async fn map_default_route(client: &mut Client, app_guid: &str, name: &str, spac
 
 /// Asks which files the platform already has, uploads a zip of the rest
 /// with the list of the matched ones, and waits for the package to be READY.
-async fn upload_package(client: &mut Client, app_guid: &str, path: &std::path::Path) -> anyhow::Result<String> {
+async fn upload_package(
+    client: &mut Client,
+    app_guid: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<String> {
     let files = files::scan(path)?;
     anyhow::ensure!(!files.is_empty(), "{} has no files to push", path.display());
-    let offered: Vec<Value> = files.iter().filter(|f| f.size > 0).map(AppFile::resource_json).collect();
+    let offered: Vec<Value> = files
+        .iter()
+        .filter(|f| f.size > 0)
+        .map(AppFile::resource_json)
+        .collect();
     let matched: HashSet<String> = if offered.is_empty() {
         HashSet::new()
     } else {
-        match client.post("/v3/resource_matches", &json!({"resources": offered})).await {
+        match client
+            .post("/v3/resource_matches", &json!({"resources": offered}))
+            .await
+        {
             Ok(answer) => answer["resources"]
                 .as_array()
-                .map(|r| r.iter().filter_map(|r| r["path"].as_str().map(str::to_string)).collect())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|r| r["path"].as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             // Matching is an optimisation: without an answer, upload everything.
             Err(error) => {
@@ -198,35 +270,61 @@ async fn upload_package(client: &mut Client, app_guid: &str, path: &std::path::P
             }
         }
     };
-    let (cached, missing): (Vec<&AppFile>, Vec<&AppFile>) = files.iter().partition(|f| matched.contains(&f.path));
+    let (cached, missing): (Vec<&AppFile>, Vec<&AppFile>) =
+        files.iter().partition(|f| matched.contains(&f.path));
     let package = client
-        .post("/v3/packages", &json!({"type": "bits", "relationships": {"app": {"data": {"guid": app_guid}}}}))
+        .post(
+            "/v3/packages",
+            &json!({"type": "bits", "relationships": {"app": {"data": {"guid": app_guid}}}}),
+        )
         .await?;
-    let package_guid = package["guid"].as_str().context("the API returned no package guid")?.to_string();
+    let package_guid = package["guid"]
+        .as_str()
+        .context("the API returned no package guid")?
+        .to_string();
     let resources: Vec<Value> = cached.iter().map(|f| f.resource_json()).collect();
-    let mut form = reqwest::multipart::Form::new().text("resources", serde_json::to_string(&resources)?);
+    let mut form =
+        reqwest::multipart::Form::new().text("resources", serde_json::to_string(&resources)?);
     let mut bytes = 0;
     if !missing.is_empty() {
         let zip = files::zip_files(&missing)?;
         bytes = zip.len();
-        form = form.part("bits", reqwest::multipart::Part::bytes(zip).file_name("application.zip").mime_str("application/zip")?);
+        form = form.part(
+            "bits",
+            reqwest::multipart::Part::bytes(zip)
+                .file_name("application.zip")
+                .mime_str("application/zip")?,
+        );
     }
-    println!("Uploading files...\n{} of {} files uploaded ({bytes} bytes); {} already on the platform", missing.len(), files.len(), cached.len());
-    client.post_multipart(&format!("/v3/packages/{package_guid}/upload"), form).await?;
+    println!(
+        "Uploading files...\n{} of {} files uploaded ({bytes} bytes); {} already on the platform",
+        missing.len(),
+        files.len(),
+        cached.len()
+    );
+    client
+        .post_multipart(&format!("/v3/packages/{package_guid}/upload"), form)
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(15 * 60);
     loop {
         let package = client.get(&format!("/v3/packages/{package_guid}")).await?;
         match package["state"].as_str() {
             Some("READY") => return Ok(package_guid),
             Some("FAILED") | Some("EXPIRED") => bail!("package {package_guid} failed to process"),
-            _ if Instant::now() > deadline => bail!("package {package_guid} was not ready after 15 minutes"),
+            _ if Instant::now() > deadline => {
+                bail!("package {package_guid} was not ready after 15 minutes")
+            }
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
 }
 
 async fn latest_ready_package(client: &mut Client, app_guid: &str) -> anyhow::Result<String> {
-    let packages = client.list(&format!("/v3/packages?app_guids={app_guid}&order_by=-created_at&states=READY")).await?;
+    let packages = client
+        .list(&format!(
+            "/v3/packages?app_guids={app_guid}&order_by=-created_at&states=READY"
+        ))
+        .await?;
     packages
         .iter()
         .filter(|p| p["state"] == "READY")
@@ -237,7 +335,12 @@ async fn latest_ready_package(client: &mut Client, app_guid: &str) -> anyhow::Re
 
 /// Creates a build and follows it, printing `STG` lines as they arrive.
 /// Returns the droplet guid.
-async fn stage(client: &mut Client, app_guid: &str, name: &str, package_guid: &str) -> anyhow::Result<String> {
+async fn stage(
+    client: &mut Client,
+    app_guid: &str,
+    name: &str,
+    package_guid: &str,
+) -> anyhow::Result<String> {
     println!("\nStaging app and tracing logs...");
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -246,8 +349,13 @@ async fn stage(client: &mut Client, app_guid: &str, name: &str, package_guid: &s
         // twice is prevented by the follower, missing one is not.
         .saturating_sub(5_000_000_000);
     let mut follower = Follower::new(app_guid, since);
-    let build = client.post("/v3/builds", &json!({"package": {"guid": package_guid}})).await?;
-    let build_guid = build["guid"].as_str().context("the API returned no build guid")?.to_string();
+    let build = client
+        .post("/v3/builds", &json!({"package": {"guid": package_guid}}))
+        .await?;
+    let build_guid = build["guid"]
+        .as_str()
+        .context("the API returned no build guid")?
+        .to_string();
     let print_staging = |lines: Vec<crate::logs::LogLine>| {
         for line in lines.into_iter().filter(|l| l.source_type == "STG") {
             println!("   {}", line.message);
@@ -274,19 +382,25 @@ async fn stage(client: &mut Client, app_guid: &str, name: &str, package_guid: &s
     }
     match build["state"].as_str() {
         Some("STAGED") => {
-            let droplet = build["droplet"]["guid"].as_str().context("the staged build has no droplet")?;
+            let droplet = build["droplet"]["guid"]
+                .as_str()
+                .context("the staged build has no droplet")?;
             println!("\nStaging complete.");
             Ok(droplet.to_string())
         }
         _ => {
-            let error = build["error"].as_str().unwrap_or("staging failed with no error");
+            let error = build["error"]
+                .as_str()
+                .unwrap_or("staging failed with no error");
             if error.contains("NoAppDetectedError") {
                 bail!(
                     "Error staging application: {error}\n\nTIP: use 'kiln buildpacks' to see the buildpacks on the platform, \
                      or push {name} with -b to name one"
                 );
             }
-            bail!("Error staging application: {error}\n\nTIP: use 'kiln logs {name} --recent' for more information");
+            bail!(
+                "Error staging application: {error}\n\nTIP: use 'kiln logs {name} --recent' for more information"
+            );
         }
     }
 }
@@ -297,7 +411,13 @@ mod tests {
 
     #[test]
     fn sizes_in_megabytes() {
-        for (text, expected) in [("256M", Ok(256)), ("1G", Ok(1024)), ("512", Ok(512)), ("1024MB", Ok(1024)), ("2gb", Ok(2048))] {
+        for (text, expected) in [
+            ("256M", Ok(256)),
+            ("1G", Ok(1024)),
+            ("512", Ok(512)),
+            ("1024MB", Ok(1024)),
+            ("2gb", Ok(2048)),
+        ] {
             assert_eq!(parse_megabytes(text), expected, "{text}");
         }
         for bad in ["", "M", "-1G", "1T", "0"] {
