@@ -4,10 +4,12 @@
 #   1. HTTP through Kiln's router vs straight to the app instance (wrk, c=2)
 #   2. a bare `runc run` of /bin/true in a read-only bundle vs a Kiln push
 #      of the sample app that changes nothing (hyperfine)
-# Prints ratios; reports nothing it did not measure.
+# Prints ratios; reports nothing it did not measure. Measure a release
+# build: `cargo build --release --bin kiln`, then start it with
+# `make down; KILN=target/release/kiln scripts/up.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KILN=${KILN:-target/debug/kiln}
+KILN=${KILN:-target/release/kiln}
 DATA_DIR=${KILN_DATA_DIR:-$PWD/.kiln-data}
 export KILN_HOME=${KILN_HOME:-$DATA_DIR/home}
 ROUTER=${KILN_ROUTER_LISTEN:-127.0.0.1:8080}
@@ -40,6 +42,7 @@ json.dump(c, open("config.json", "w"))
 PY
 )
 mkdir -p "$bundle/rootfs/usr"
+for d in bin lib lib64 sbin; do ln -s "usr/$d" "$bundle/rootfs/$d"; done
 hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$bundle/push.json" \
   "runc --root $bundle/state run --bundle $bundle bench-\$RANDOM" \
   "$KILN push hello -p examples/hello"
