@@ -173,17 +173,9 @@ pub async fn create(
         .bind(&now)
         .execute(&ctx.pool)
         .await;
-    match inserted {
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(ApiError::unprocessable(format!(
-                "App with the name '{}' already exists.",
-                body.name
-            )));
-        }
-        other => {
-            other?;
-        }
-    }
+    db::unique_or_taken(inserted, || {
+        format!("App with the name '{}' already exists.", body.name)
+    })?;
     insert_process(&ctx, &guid, "web", 1, None).await?;
     let app = db::get::<App>(&ctx.pool, &guid).await?;
     tracing::info!(app_guid = %guid, name = %app.name, "app created");
@@ -259,16 +251,9 @@ pub async fn update(
     .bind(&guid)
     .execute(&ctx.pool)
     .await;
-    match updated {
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(ApiError::unprocessable(format!(
-                "App with the name '{name}' already exists."
-            )));
-        }
-        other => {
-            other?;
-        }
-    }
+    db::unique_or_taken(updated, || {
+        format!("App with the name '{name}' already exists.")
+    })?;
     let a = db::get::<App>(&ctx.pool, &guid).await?;
     Ok(Json(app_json(&ctx.base, &a)))
 }

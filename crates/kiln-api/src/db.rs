@@ -22,6 +22,21 @@ pub trait Record: Sized + Send + Unpin {
     fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error>;
 }
 
+/// The outcome of a write on a table with a unique name: a unique-constraint
+/// violation becomes Cloud Foundry's 422 with `taken` as its detail, so two
+/// racing creates cannot both succeed and neither sees a 500.
+pub fn unique_or_taken<T>(
+    result: Result<T, sqlx::Error>,
+    taken: impl FnOnce() -> String,
+) -> ApiResult<T> {
+    match result {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(ApiError::unprocessable(taken()))
+        }
+        other => Ok(other?),
+    }
+}
+
 pub async fn find<T: Record>(pool: &SqlitePool, guid: &str) -> ApiResult<Option<T>> {
     let sql = format!("SELECT * FROM {} WHERE guid = ?", T::TABLE);
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))

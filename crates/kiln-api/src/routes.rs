@@ -217,17 +217,12 @@ pub async fn create(
         .bind(&now)
         .execute(&ctx.pool)
         .await;
-    match inserted {
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(ApiError::unprocessable(format!(
-                "Route already exists with host '{host}' for domain '{}'.",
-                domain.name
-            )));
-        }
-        other => {
-            other?;
-        }
-    }
+    db::unique_or_taken(inserted, || {
+        format!(
+            "Route already exists with host '{host}' for domain '{}'.",
+            domain.name
+        )
+    })?;
     Ok((StatusCode::CREATED, Json(one(&ctx, &guid).await?)).into_response())
 }
 
