@@ -1,343 +1,302 @@
-//! App verbs that read or change a running app: `apps`, `app`, `start`,
-//! `stop`, `delete`, `logs`, and the summary and start-up wait that `push`
-//! shares with them.
+//! The verbs that read or change an existing app (`apps`, `app`, `start`,
+//! `stop`, `delete`, `logs`), and the start-up wait that `push` shares.
 
-use crate::client::{Client, q};
-use crate::logs::{Follower, format_line};
+use crate::client::{ApiError, Body, Client, q};
+use crate::logs::{self, Follower, format_line};
+use crate::resources::{App, Process, ProcessStats, Route};
+use crate::summary::{self, running_of, table};
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use kiln_model::AppState;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-/// Left-aligned columns, like the cf CLI's tables.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        format!("{}\n", padded.join("   ").trim_end())
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+/// The default `KILN_STARTUP_TIMEOUT`: cf's 5 minutes.
+const DEFAULT_STARTUP_TIMEOUT_SECS: u64 = 300;
+
+/// `in org O / space S as U`, the tail of the cf CLI's progress lines.
+pub fn whereabouts(client: &Client) -> String {
+    let space = client.config.space.as_ref().map_or("", |s| s.name.as_str());
+    format!(
+        "in org {} / space {space} as {}",
+        client.config.org_name(),
+        client.config.user
+    )
 }
 
 /// The app named `name` in the targeted space.
-pub async fn find_app(client: &mut Client, name: &str) -> anyhow::Result<Option<Value>> {
+pub async fn find_app(client: &mut Client, name: &str) -> anyhow::Result<Option<App>> {
     let space = client.config.require_space()?.guid.clone();
-    let apps = client
+    let apps: Vec<App> = client
         .list(&format!("/v3/apps?names={}&space_guids={space}", q(name)))
         .await?;
-    Ok(apps.into_iter().next())
+    // Filter here too: names are exact, whatever the server's filter does.
+    Ok(apps.into_iter().find(|a| a.name == name))
 }
 
-pub async fn require_app(client: &mut Client, name: &str) -> anyhow::Result<Value> {
+pub async fn require_app(client: &mut Client, name: &str) -> anyhow::Result<App> {
     find_app(client, name)
         .await?
         .with_context(|| format!("App '{name}' not found."))
 }
 
-pub async fn apps() -> anyhow::Result<()> {
-    let mut client = crate::client()?;
+fn is_state(app: &App, state: AppState) -> bool {
+    app.state.parse::<AppState>().ok() == Some(state)
+}
+
+pub async fn apps(client: &mut Client) -> anyhow::Result<()> {
     let space = client.config.require_space()?.clone();
-    println!(
-        "Getting apps in org {} / space {} as {}...\n",
-        client.config.org.as_ref().map_or("", |o| &o.name),
-        space.name,
-        client.config.user
-    );
-    let apps = client
+    println!("Getting apps {}...\n", whereabouts(client));
+    let apps: Vec<App> = client
         .list(&format!(
             "/v3/apps?space_guids={}&order_by=name",
             space.guid
         ))
         .await?;
+    if apps.is_empty() {
+        println!("No apps found");
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for app in &apps {
-        let guid = app["guid"].as_str().unwrap_or_default();
         let mut processes = Vec::new();
-        for process in client.list(&format!("/v3/apps/{guid}/processes")).await? {
-            let stats = client
-                .get(&format!(
-                    "/v3/processes/{}/stats",
-                    process["guid"].as_str().unwrap_or_default()
-                ))
+        for process in client
+            .list::<Process>(&format!("/v3/apps/{}/processes", app.guid))
+            .await?
+        {
+            let stats: ProcessStats = client
+                .get(&format!("/v3/processes/{}/stats", process.guid))
                 .await?;
-            let (running, total) = count_running(&stats);
             processes.push(format!(
-                "{}:{running}/{total}",
-                process["type"].as_str().unwrap_or("web")
+                "{}:{}",
+                process.process_type,
+                running_of(&stats.resources)
             ));
         }
-        let routes = route_urls(&mut client, guid).await?;
+        let routes: Vec<Route> = client
+            .list(&format!("/v3/apps/{}/routes", app.guid))
+            .await?;
         rows.push(vec![
-            app["name"].as_str().unwrap_or_default().to_string(),
-            app["state"].as_str().unwrap_or_default().to_lowercase(),
+            app.name.clone(),
+            app.state.to_lowercase(),
             processes.join(", "),
-            routes.join(", "),
+            routes
+                .into_iter()
+                .map(|r| r.url)
+                .collect::<Vec<_>>()
+                .join(", "),
         ]);
     }
     print!(
         "{}",
-        table(&["name", "requested state", "processes", "routes"], &rows)
+        table(
+            &["name", "requested state", "processes", "routes"],
+            &rows,
+            ""
+        )
     );
     Ok(())
 }
 
-fn count_running(stats: &Value) -> (usize, usize) {
-    let instances = stats["resources"].as_array().cloned().unwrap_or_default();
-    let running = instances.iter().filter(|i| i["state"] == "RUNNING").count();
-    (running, instances.len())
+pub async fn app(client: &mut Client, name: &str) -> anyhow::Result<()> {
+    println!(
+        "Showing health and status for app {name} {}...\n",
+        whereabouts(client)
+    );
+    let app = require_app(client, name).await?;
+    print_summary(client, &app.guid).await
 }
 
-pub async fn route_urls(client: &mut Client, app_guid: &str) -> anyhow::Result<Vec<String>> {
-    let routes = client.list(&format!("/v3/apps/{app_guid}/routes")).await?;
-    Ok(routes
-        .iter()
-        .filter_map(|r| r["url"].as_str().map(str::to_string))
-        .collect())
-}
-
-pub async fn app(name: &str) -> anyhow::Result<()> {
-    let mut client = crate::client()?;
-    let app = require_app(&mut client, name).await?;
-    print!("{}", summary(&mut client, &app).await?);
+pub async fn print_summary(client: &mut Client, app_guid: &str) -> anyhow::Result<()> {
+    let summary = summary::fetch(client, app_guid).await?;
+    print!(
+        "{}",
+        summary::format_summary(&summary, time::OffsetDateTime::now_utc())
+    );
     Ok(())
 }
 
-/// The cf-like summary of an app: its state, routes, droplet and instances.
-pub async fn summary(client: &mut Client, app: &Value) -> anyhow::Result<String> {
-    let guid = app["guid"].as_str().unwrap_or_default().to_string();
-    let app = client.get(&format!("/v3/apps/{guid}")).await?;
-    let routes = route_urls(client, &guid).await?;
-    let droplet = client
-        .get(&format!("/v3/apps/{guid}/droplets/current"))
-        .await
-        .ok();
-    let buildpacks = droplet
-        .as_ref()
-        .and_then(|d| d["buildpacks"].as_array())
-        .map(|b| {
-            b.iter()
-                .filter_map(|b| b["name"].as_str().or(b["buildpack_name"].as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
-    let mut out = String::new();
-    let field =
-        |out: &mut String, k: &str, v: &str| out.push_str(&format!("{:<18}{v}\n", format!("{k}:")));
-    field(&mut out, "name", app["name"].as_str().unwrap_or_default());
-    field(
-        &mut out,
-        "requested state",
-        &app["state"].as_str().unwrap_or_default().to_lowercase(),
-    );
-    field(&mut out, "routes", &routes.join(", "));
-    field(
-        &mut out,
-        "last uploaded",
-        droplet
-            .as_ref()
-            .and_then(|d| d["created_at"].as_str())
-            .unwrap_or(""),
-    );
-    field(
-        &mut out,
-        "stack",
-        droplet
-            .as_ref()
-            .and_then(|d| d["stack"].as_str())
-            .unwrap_or(""),
-    );
-    field(&mut out, "buildpacks", &buildpacks);
-    for process in client.list(&format!("/v3/apps/{guid}/processes")).await? {
-        let pguid = process["guid"].as_str().unwrap_or_default();
-        let stats = client.get(&format!("/v3/processes/{pguid}/stats")).await?;
-        let (running, total) = count_running(&stats);
-        let command = process["command"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| {
-                let t = process["type"].as_str()?;
-                droplet.as_ref()?["process_types"][t]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        out.push('\n');
-        field(&mut out, "type", process["type"].as_str().unwrap_or("web"));
-        field(&mut out, "instances", &format!("{running}/{total}"));
-        field(
-            &mut out,
-            "memory usage",
-            &format!("{}M", process["memory_in_mb"].as_u64().unwrap_or(0)),
-        );
-        field(&mut out, "start command", &command);
-        let rows: Vec<Vec<String>> = stats["resources"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|i| {
-                let uptime = i["uptime"].as_u64().unwrap_or(0);
-                vec![
-                    format!("#{}", i["index"].as_u64().unwrap_or(0)),
-                    i["state"].as_str().unwrap_or_default().to_lowercase(),
-                    if i["state"] == "RUNNING" {
-                        format!("{uptime}s ago")
-                    } else {
-                        String::new()
-                    },
-                    format!("{:.1}%", i["usage"]["cpu"].as_f64().unwrap_or(0.0) * 100.0),
-                    format!(
-                        "{}M of {}M",
-                        i["usage"]["mem"].as_u64().unwrap_or(0) >> 20,
-                        i["mem_quota"].as_u64().unwrap_or(0) >> 20
-                    ),
-                    format!(
-                        "{}M of {}M",
-                        i["usage"]["disk"].as_u64().unwrap_or(0) >> 20,
-                        i["disk_quota"].as_u64().unwrap_or(0) >> 20
-                    ),
-                    i["details"].as_str().unwrap_or_default().to_string(),
-                ]
-            })
-            .collect();
-        if !rows.is_empty() {
-            out.push('\n');
-            out.push_str(&table(
-                &["", "state", "since", "cpu", "memory", "disk", "details"],
-                &rows,
-            ));
-        }
-    }
-    Ok(out)
+fn startup_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("KILN_STARTUP_TIMEOUT")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(DEFAULT_STARTUP_TIMEOUT_SECS),
+    )
 }
 
-/// Waits until every process with instances has one RUNNING; all CRASHED
-/// is a failure. `KILN_STARTUP_TIMEOUT` seconds at most (default 300).
-pub async fn wait_until_running(client: &mut Client, app: &Value) -> anyhow::Result<()> {
-    let guid = app["guid"].as_str().unwrap_or_default();
-    let name = app["name"].as_str().unwrap_or_default();
+/// Waits until every process that should run has an instance RUNNING;
+/// all of a process's instances CRASHED is a failure, as is the start-up
+/// timeout (`KILN_STARTUP_TIMEOUT` seconds, default 300).
+pub async fn wait_until_running(
+    client: &mut Client,
+    app_guid: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     println!("\nWaiting for app {name} to start...\n");
-    let timeout = std::env::var("KILN_STARTUP_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    let processes = client.list(&format!("/v3/apps/{guid}/processes")).await?;
-    for process in processes {
-        let pguid = process["guid"].as_str().unwrap_or_default();
-        loop {
-            let stats = client.get(&format!("/v3/processes/{pguid}/stats")).await?;
-            let instances = stats["resources"].as_array().cloned().unwrap_or_default();
-            if instances.is_empty() || instances.iter().any(|i| i["state"] == "RUNNING") {
-                break;
-            }
-            if instances.iter().all(|i| i["state"] == "CRASHED") {
-                let why = instances[0]["details"].as_str().unwrap_or("");
-                bail!(
-                    "All instances crashed. {why}\nTIP: use 'kiln logs {name} --recent' for more information"
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "Start app timeout after {timeout}s\nTIP: use 'kiln logs {name} --recent' for more information"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    Ok(())
-}
-
-pub async fn start(name: &str) -> anyhow::Result<()> {
-    let mut client = crate::client()?;
-    let app = require_app(&mut client, name).await?;
-    if app["state"] == "STARTED" {
-        println!("App '{name}' is already started.\nOK");
-        return Ok(());
-    }
-    println!("Starting app {name}...");
-    let guid = app["guid"].as_str().unwrap_or_default();
-    let app = client
-        .post(&format!("/v3/apps/{guid}/actions/start"), &json!({}))
-        .await?;
-    wait_until_running(&mut client, &app).await?;
-    print!("{}", summary(&mut client, &app).await?);
-    Ok(())
-}
-
-pub async fn stop(name: &str) -> anyhow::Result<()> {
-    let mut client = crate::client()?;
-    let app = require_app(&mut client, name).await?;
-    println!("Stopping app {name}...");
-    let guid = app["guid"].as_str().unwrap_or_default();
-    client
-        .post(&format!("/v3/apps/{guid}/actions/stop"), &json!({}))
-        .await?;
-    println!("OK");
-    Ok(())
-}
-
-pub async fn delete(name: &str) -> anyhow::Result<()> {
-    let mut client = crate::client()?;
-    println!("Deleting app {name}...");
-    let Some(app) = find_app(&mut client, name).await? else {
-        println!("App '{name}' does not exist.\nOK");
-        return Ok(());
-    };
-    let guid = app["guid"].as_str().unwrap_or_default();
-    let (_, location) = client
-        .request(reqwest::Method::DELETE, &format!("/v3/apps/{guid}"), None)
-        .await?;
-    if let Some(job) = location {
-        client.wait_for_job(&job).await?;
-    }
-    println!("OK");
-    Ok(())
-}
-
-pub async fn logs(name: &str, recent: bool) -> anyhow::Result<()> {
-    let mut client = crate::client()?;
-    let app = require_app(&mut client, name).await?;
-    let guid = app["guid"].as_str().unwrap_or_default();
-    println!("Retrieving logs for app {name}...\n");
-    let mut follower = Follower::new(guid, 0);
+    let timeout = startup_timeout();
+    let deadline = Instant::now() + timeout;
     loop {
-        for line in follower.poll(&mut client).await? {
-            println!("{}", format_line(&line));
+        let processes: Vec<Process> = client
+            .list(&format!("/v3/apps/{app_guid}/processes"))
+            .await?;
+        let mut waiting = false;
+        for process in processes.iter().filter(|p| p.instances > 0) {
+            let stats: ProcessStats = client
+                .get(&format!("/v3/processes/{}/stats", process.guid))
+                .await?;
+            let instances = &stats.resources;
+            if instances.iter().any(|i| i.state == "RUNNING") {
+                continue;
+            }
+            if !instances.is_empty() && instances.iter().all(|i| i.state == "CRASHED") {
+                let why = instances
+                    .iter()
+                    .find_map(|i| i.details.clone().filter(|d| !d.is_empty()))
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                bail!(
+                    "All instances crashed{why}\n\nTIP: see why with 'kiln logs {name} --recent'"
+                );
+            }
+            waiting = true;
         }
-        if recent {
+        if !waiting {
             return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "Start app timeout: no instance of {name} was running after {}s\n\n\
+                 TIP: the app must listen on the port in $PORT; see 'kiln logs {name} --recent'",
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub async fn start(client: &mut Client, name: &str) -> anyhow::Result<()> {
+    let app = require_app(client, name).await?;
+    if is_state(&app, AppState::Started) {
+        println!("App '{name}' is already started.\nOK");
+        return Ok(());
+    }
+    println!("Starting app {name} {}...", whereabouts(client));
+    let _: App = client
+        .post(&format!("/v3/apps/{}/actions/start", app.guid), json!({}))
+        .await?;
+    wait_until_running(client, &app.guid, name).await?;
+    print_summary(client, &app.guid).await
+}
 
-    #[test]
-    fn tables_align_columns() {
-        let out = table(
-            &["name", "state"],
-            &[
-                vec!["hello".into(), "started".into()],
-                vec!["a".into(), "".into()],
-            ],
-        );
-        assert_eq!(out, "name    state\nhello   started\na\n");
+pub async fn stop(client: &mut Client, name: &str) -> anyhow::Result<()> {
+    let app = require_app(client, name).await?;
+    if is_state(&app, AppState::Stopped) {
+        println!("App '{name}' is already stopped.\nOK");
+        return Ok(());
+    }
+    println!("Stopping app {name} {}...", whereabouts(client));
+    let _: App = client
+        .post(&format!("/v3/apps/{}/actions/stop", app.guid), json!({}))
+        .await?;
+    println!("OK");
+    Ok(())
+}
+
+/// Asks on a terminal; without one (scripts, tests) there is nobody to ask.
+fn confirmed(question: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    print!("{question} [yN]: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+pub async fn delete(client: &mut Client, name: &str, force: bool) -> anyhow::Result<()> {
+    client.config.require_space()?;
+    if !force && !confirmed(&format!("Really delete the app {name}?")) {
+        println!("Delete cancelled");
+        return Ok(());
+    }
+    println!("Deleting app {name} {}...", whereabouts(client));
+    let Some(app) = find_app(client, name).await? else {
+        println!("App '{name}' does not exist.\nOK");
+        return Ok(());
+    };
+    let path = format!("/v3/apps/{}", app.guid);
+    match client.call(Method::DELETE, &path, Body::Empty).await {
+        Ok(reply) => {
+            if let Some(job) = reply.location() {
+                client.wait_for_job(&job).await?;
+            }
+        }
+        Err(error) => {
+            let Some(api) = error.downcast_ref::<ApiError>() else {
+                return Err(error);
+            };
+            match (api.status, api.detail()) {
+                // Deleted meanwhile: what was asked for is done.
+                (StatusCode::NOT_FOUND, Some("App not found")) => {}
+                (StatusCode::NOT_FOUND, _)
+                | (StatusCode::METHOD_NOT_ALLOWED, _)
+                | (StatusCode::NOT_IMPLEMENTED, _) => bail!(
+                    "this API does not support deleting apps yet: DELETE {path} answered HTTP {}",
+                    api.status.as_u16()
+                ),
+                _ => return Err(error),
+            }
+        }
+    }
+    println!("OK");
+    Ok(())
+}
+
+pub async fn show_logs(client: &mut Client, name: &str, recent: bool) -> anyhow::Result<()> {
+    let app = require_app(client, name).await?;
+    println!(
+        "Retrieving logs for app {name} {}...\n",
+        whereabouts(client)
+    );
+    if recent {
+        for line in logs::recent(client, &app.guid).await? {
+            println!("{}", format_line(&line));
+        }
+        return Ok(());
+    }
+    // Subscribed once, before the loop, so an interrupt that arrives while a
+    // read is in flight is not lost.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
+    let mut follower = Follower::from_now(client, &app.guid).await?;
+    let mut failures = 0;
+    loop {
+        let polled = tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            polled = follower.poll(client) => polled,
+        };
+        match polled {
+            Ok(lines) => {
+                failures = 0;
+                for line in lines {
+                    println!("{}", format_line(&line));
+                }
+            }
+            // A restarting server is not the end of a tail; five in a row is.
+            Err(error) if failures < 5 => {
+                failures += 1;
+                eprintln!("reading logs failed ({error:#}); retrying");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
     }
 }

@@ -1,44 +1,54 @@
-//! Reading an app's logs from the log cache (`GET /api/v1/read/<app guid>`),
-//! as the cf CLI does: repeated reads from the last timestamp seen, each
-//! line printed once, in time order.
+//! Reading an app's logs from the log cache
+//! (`GET {log_cache}/api/v1/read/<app guid>`), as the cf CLI does: no
+//! stream, but repeated reads from just after the last timestamp seen, so
+//! each line is printed once and in time order.
 
-use crate::client::Client;
+use crate::client::{Body, Client};
 use anyhow::Context;
 use base64::Engine;
+use kiln_model::logs::{LogEnvelope, MessageType};
+use reqwest::Method;
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub timestamp: i64,
-    pub source_type: String,
-    pub instance_id: String,
-    pub err: bool,
-    pub message: String,
-}
+/// The most envelopes one read returns (log cache's own maximum).
+const READ_LIMIT: u32 = 1000;
 
-/// Decodes a log-cache read response; envelopes that are not logs are skipped.
-pub fn decode(json: &Value) -> Vec<LogLine> {
-    let batch = json["envelopes"]["batch"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut lines: Vec<LogLine> = batch
+/// Decodes a log-cache read answer (`{"envelopes":{"batch":[…]}}`, payloads
+/// base64, timestamps decimal strings) into log lines, oldest first;
+/// envelopes that are not logs are skipped.
+pub fn decode(json: &Value) -> Vec<LogEnvelope> {
+    let empty = Vec::new();
+    let batch = json["envelopes"]["batch"].as_array().unwrap_or(&empty);
+    let mut lines: Vec<LogEnvelope> = batch
         .iter()
         .filter_map(|e| {
             let log = e.get("log")?;
             let payload = base64::engine::general_purpose::STANDARD
-                .decode(log["payload"].as_str()?)
+                .decode(log["payload"].as_str().unwrap_or_default())
                 .ok()?;
             let timestamp = match &e["timestamp"] {
                 Value::String(s) => s.parse().ok()?,
                 Value::Number(n) => n.as_i64()?,
                 _ => return None,
             };
-            Some(LogLine {
+            let text = |key: &str| e[key].as_str().unwrap_or_default().to_string();
+            Some(LogEnvelope {
                 timestamp,
-                source_type: e["tags"]["source_type"].as_str().unwrap_or("").to_string(),
-                instance_id: e["instance_id"].as_str().unwrap_or("").to_string(),
-                err: log["type"].as_str() == Some("ERR"),
+                source_id: e["source_id"]
+                    .as_str()
+                    .or(e["sourceId"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                instance_id: text("instance_id"),
+                source_type: e["tags"]["source_type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                message_type: if log["type"] == "ERR" {
+                    MessageType::Err
+                } else {
+                    MessageType::Out
+                },
                 message: String::from_utf8_lossy(&payload)
                     .trim_end_matches(['\n', '\r'])
                     .to_string(),
@@ -49,6 +59,37 @@ pub fn decode(json: &Value) -> Vec<LogLine> {
     lines
 }
 
+/// One read of an app's log lines.
+async fn read(
+    client: &mut Client,
+    app_guid: &str,
+    start_time: i64,
+    limit: u32,
+    descending: bool,
+) -> anyhow::Result<Vec<LogEnvelope>> {
+    anyhow::ensure!(
+        !client.config.log_cache.is_empty(),
+        "the API advertises no log cache; log in again with 'kiln login' to refresh its links"
+    );
+    let mut url = format!(
+        "{}/api/v1/read/{app_guid}?start_time={start_time}&envelope_types=LOG&limit={limit}",
+        client.config.log_cache.trim_end_matches('/'),
+    );
+    if descending {
+        url.push_str("&descending=true");
+    }
+    let reply = client
+        .call(Method::GET, &url, Body::Empty)
+        .await
+        .context("reading logs from the log cache")?;
+    Ok(decode(&reply.json()?))
+}
+
+/// The newest lines kept (up to 1000), oldest first: `kiln logs --recent`.
+pub async fn recent(client: &mut Client, app_guid: &str) -> anyhow::Result<Vec<LogEnvelope>> {
+    read(client, app_guid, 0, READ_LIMIT, true).await
+}
+
 /// Follows one app's logs: every `poll` returns the lines not seen yet.
 pub struct Follower {
     app_guid: String,
@@ -56,36 +97,38 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Starts at `start_time` (nanoseconds; 0 for everything kept).
-    pub fn new(app_guid: &str, start_time: i64) -> Follower {
-        Follower {
+    /// Starts after the newest line the log cache holds now, so only what
+    /// is written from here on is returned (the server's clock decides, not
+    /// ours).
+    pub async fn from_now(client: &mut Client, app_guid: &str) -> anyhow::Result<Follower> {
+        let newest = read(client, app_guid, 0, 1, true).await?;
+        Ok(Follower {
             app_guid: app_guid.to_string(),
-            next_start: start_time,
-        }
+            next_start: newest.last().map_or(0, |l| l.timestamp + 1),
+        })
     }
 
-    pub async fn poll(&mut self, client: &mut Client) -> anyhow::Result<Vec<LogLine>> {
-        anyhow::ensure!(
-            !client.config.log_cache.is_empty(),
-            "the API advertises no log cache"
-        );
-        let url = format!(
-            "{}/api/v1/read/{}?start_time={}&envelope_types=LOG&limit=1000",
-            client.config.log_cache.trim_end_matches('/'),
-            self.app_guid,
-            self.next_start
-        );
-        let json = client.get(&url).await.context("reading logs")?;
-        let lines = decode(&json);
-        if let Some(last) = lines.last() {
-            self.next_start = last.timestamp + 1;
+    /// The lines written since the last poll, oldest first.
+    pub async fn poll(&mut self, client: &mut Client) -> anyhow::Result<Vec<LogEnvelope>> {
+        let mut all = Vec::new();
+        loop {
+            let lines = read(client, &self.app_guid, self.next_start, READ_LIMIT, false).await?;
+            let full = lines.len() >= READ_LIMIT as usize;
+            if let Some(last) = lines.last() {
+                self.next_start = last.timestamp + 1;
+            }
+            all.extend(lines);
+            // A full batch means more are waiting.
+            if !full {
+                return Ok(all);
+            }
         }
-        Ok(lines)
     }
 }
 
-/// `2026-11-25T07:00:00.12+0000 [APP/PROC/WEB/0] OUT message`, like `cf logs`.
-pub fn format_line(line: &LogLine) -> String {
+/// `   2026-11-25T07:00:00.12+0000 [APP/PROC/WEB/0] OUT message`, the cf
+/// CLI's layout (in UTC).
+pub fn format_line(line: &LogEnvelope) -> String {
     let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(line.timestamp))
         .map(|t| {
             format!(
@@ -100,17 +143,16 @@ pub fn format_line(line: &LogLine) -> String {
             )
         })
         .unwrap_or_default();
-    let source =
-        if line.instance_id.is_empty() || line.source_type == "STG" && line.instance_id == "0" {
-            line.source_type.clone()
-        } else {
-            format!("{}/{}", line.source_type, line.instance_id)
-        };
-    format!(
-        "   {when} [{source}] {} {}",
-        if line.err { "ERR" } else { "OUT" },
-        line.message
-    )
+    let source = if line.instance_id.is_empty() {
+        line.source_type.clone()
+    } else {
+        format!("{}/{}", line.source_type, line.instance_id)
+    };
+    let stream = match line.message_type {
+        MessageType::Out => "OUT",
+        MessageType::Err => "ERR",
+    };
+    format!("   {when} [{source}] {stream} {}", line.message)
 }
 
 #[cfg(test)]
@@ -121,27 +163,35 @@ mod tests {
     fn decodes_log_cache_envelopes_in_time_order() {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let json = serde_json::json!({"envelopes": {"batch": [
-            {"timestamp": "20", "source_id": "a", "instance_id": "0", "tags": {"source_type": "APP/PROC/WEB"},
+            {"timestamp": "1767225600123456789", "source_id": "a", "instance_id": "0",
+             "deprecated_tags": {}, "tags": {"source_type": "APP/PROC/WEB"},
              "log": {"payload": b64("second\n"), "type": "ERR"}},
-            {"timestamp": "10", "source_id": "a", "instance_id": "0", "tags": {"source_type": "STG"},
-             "log": {"payload": b64("first"), "type": "OUT"}},
-            {"timestamp": "15", "source_id": "a", "gauge": {}},
+            {"timestamp": "1767225600000000000", "source_id": "a", "instance_id": "0",
+             "tags": {"source_type": "STG"}, "log": {"payload": b64("first"), "type": "OUT"}},
+            {"timestamp": "15", "source_id": "a", "gauge": {"metrics": {}}},
+            {"timestamp": 16, "sourceId": "b", "log": {"payload": b64("numeric"), "type": "OUT"}},
         ]}});
         let lines = decode(&json);
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].message, "numeric");
+        assert_eq!(lines[0].source_id, "b");
         assert_eq!(
-            (
-                lines[0].message.as_str(),
-                lines[0].source_type.as_str(),
-                lines[0].err
-            ),
-            ("first", "STG", false)
+            lines[1],
+            LogEnvelope {
+                timestamp: 1_767_225_600_000_000_000,
+                source_id: "a".into(),
+                instance_id: "0".into(),
+                source_type: "STG".into(),
+                message_type: MessageType::Out,
+                message: "first".into(),
+            }
         );
-        assert_eq!((lines[1].message.as_str(), lines[1].err), ("second", true));
-        assert!(
-            format_line(&lines[1]).ends_with("[APP/PROC/WEB/0] ERR second"),
-            "{}",
-            format_line(&lines[1])
+        assert_eq!(lines[2].message_type, MessageType::Err);
+        assert_eq!(lines[2].message, "second");
+        assert_eq!(
+            format_line(&lines[2]),
+            "   2026-01-01T00:00:00.12+0000 [APP/PROC/WEB/0] ERR second"
         );
+        assert!(decode(&serde_json::json!({})).is_empty());
     }
 }

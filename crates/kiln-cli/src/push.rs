@@ -1,40 +1,52 @@
-//! `kiln push`, step by step as Cloud Foundry's staging page describes it:
-//! create the app, match resources, upload what is missing, stage while
-//! printing the staging output, set the droplet, start, wait, summarise.
+//! `kiln push`, in the order of Cloud Foundry's "How applications are
+//! staged": create (or update) the app record, map its route, match
+//! resources and upload only what the platform lacks, stage while printing
+//! the staging output as it is written, set the droplet, start, wait for an
+//! instance, summarise.
 
-use crate::app;
-use crate::client::{Client, q};
-use crate::files::{self, AppFile};
+use crate::app::{find_app, print_summary, wait_until_running};
+use crate::client::{Body, Client, q};
+use crate::files::{self, AppFile, ResourceList};
 use crate::logs::Follower;
+use crate::resources::{App, Build, Named, Package, Process, Route};
 use anyhow::{Context, bail};
 use clap::Args;
+use kiln_model::{AppState, BuildState, LOG_SOURCE_STAGING, PackageState};
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[derive(Args, Debug)]
+/// Staging fails after 15 minutes, as in Cloud Foundry.
+const STAGING_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The cf CLI asks about at most this many files per resource match.
+const MATCH_CHUNK: usize = 1000;
+
+#[derive(Args, Debug, Clone)]
 pub struct PushArgs {
+    /// The app's name
     pub name: String,
     /// The app directory
-    #[arg(short = 'p', default_value = ".")]
+    #[arg(short = 'p', long = "path", default_value = ".")]
     pub path: PathBuf,
-    /// A buildpack by name; repeat for multi-buildpack (default: detect)
-    #[arg(short = 'b')]
+    /// A buildpack by name; repeat for several (supply, then final);
+    /// `default` or `null` goes back to detection
+    #[arg(short = 'b', long = "buildpack", value_name = "BUILDPACK")]
     pub buildpacks: Vec<String>,
-    /// The start command (default: the buildpack's or the Procfile's)
-    #[arg(short = 'c')]
+    /// The start command; `default` or `null` goes back to the detected one
+    #[arg(short = 'c', long = "start-command")]
     pub command: Option<String>,
     /// Number of instances
-    #[arg(short = 'i')]
+    #[arg(short = 'i', long = "instances")]
     pub instances: Option<u32>,
     /// Memory limit, e.g. 256M or 1G
-    #[arg(short = 'm', value_parser = parse_megabytes)]
+    #[arg(short = 'm', long = "memory", value_parser = parse_megabytes)]
     pub memory: Option<u64>,
     /// Disk limit, e.g. 1G
-    #[arg(short = 'k', value_parser = parse_megabytes)]
+    #[arg(short = 'k', long = "disk", value_parser = parse_megabytes)]
     pub disk: Option<u64>,
-    /// Upload and stage nothing; stop the app if it runs
+    /// Upload the files but do not stage or start; stop the app if it runs
     #[arg(long)]
     pub no_start: bool,
     /// Do not map the default route
@@ -42,7 +54,7 @@ pub struct PushArgs {
     pub no_route: bool,
 }
 
-/// `256M`, `1G`, `512` (megabytes), `1024MB`, `2GB` → megabytes.
+/// `256M`, `1G`, `512` (megabytes), `1024MB`, `2gb` → megabytes.
 pub fn parse_megabytes(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let (digits, factor) = if let Some(n) = upper.strip_suffix("GB").or(upper.strip_suffix('G')) {
@@ -53,284 +65,366 @@ pub fn parse_megabytes(text: &str) -> Result<u64, String> {
         (upper.as_str(), 1)
     };
     match digits.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * factor),
+        Ok(n) if n > 0 => n
+            .checked_mul(factor)
+            .ok_or_else(|| format!("size {text:?} is too large")),
         _ => Err(format!(
-            "invalid size {text:?}: use a number with M or G, e.g. 256M or 1G"
+            "invalid size {text:?}: use a whole number with M or G, e.g. 256M or 1G"
         )),
     }
 }
 
-pub async fn push(args: PushArgs) -> anyhow::Result<()> {
-    let mut client = crate::client()?;
+/// The default route's host: the app name, lowercased, other characters
+/// than letters, digits and `-` replaced by `-`.
+pub fn default_host(name: &str) -> String {
+    let host: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    host.trim_matches('-').to_string()
+}
+
+/// `-b default` and `-b null` mean "detect" (an empty list), as in cf.
+fn requested_buildpacks(args: &[String]) -> Vec<String> {
+    if args.len() == 1 && matches!(args[0].as_str(), "default" | "null") {
+        Vec::new()
+    } else {
+        args.to_vec()
+    }
+}
+
+pub async fn push(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
     let space = client.config.require_space()?.clone();
     let name = args.name.clone();
     println!(
         "Pushing app {name} to org {} / space {} as {}...",
-        client.config.org.as_ref().map_or("", |o| &o.name),
+        client.config.org_name(),
         space.name,
         client.config.user
     );
+    // The files first: a link out of the directory is refused before
+    // anything changes on the platform.
+    anyhow::ensure!(
+        args.path.is_dir(),
+        "{} is not a directory; push the directory that holds the app",
+        args.path.display()
+    );
+    let tree = files::scan_app(&args.path)?;
+    anyhow::ensure!(
+        !tree.files.is_empty(),
+        "{} has no files to push",
+        args.path.display()
+    );
 
-    // Steps 1-3: the app record and its web process.
-    let app = match app::find_app(&mut client, &name).await? {
+    // Steps 2-3: the app record.
+    println!("Getting app info...");
+    let buildpacks = requested_buildpacks(&args.buildpacks);
+    let lifecycle = json!({"type": "buildpack", "data": {"buildpacks": buildpacks}});
+    let app: App = match find_app(client, &name).await? {
+        Some(app) if args.buildpacks.is_empty() => app,
         Some(app) => {
-            if !args.buildpacks.is_empty() {
-                let guid = app["guid"].as_str().unwrap_or_default();
-                let lifecycle =
-                    json!({"type": "buildpack", "data": {"buildpacks": args.buildpacks}});
-                client
-                    .patch(
-                        &format!("/v3/apps/{guid}"),
-                        &json!({"lifecycle": lifecycle}),
-                    )
-                    .await?
-            } else {
-                app
-            }
+            println!("Updating app {name}...");
+            client
+                .patch(
+                    &format!("/v3/apps/{}", app.guid),
+                    json!({"lifecycle": lifecycle}),
+                )
+                .await?
         }
         None => {
             println!("Creating app {name}...");
             client
                 .post(
                     "/v3/apps",
-                    &json!({
+                    json!({
                         "name": name,
                         "relationships": {"space": {"data": {"guid": space.guid}}},
-                        "lifecycle": {"type": "buildpack", "data": {"buildpacks": args.buildpacks}},
+                        "lifecycle": lifecycle,
                     }),
                 )
                 .await?
         }
     };
-    let app_guid = app["guid"]
-        .as_str()
-        .context("the API returned no app guid")?
-        .to_string();
-    let processes = client
-        .list(&format!("/v3/apps/{app_guid}/processes"))
+    anyhow::ensure!(!app.guid.is_empty(), "the API returned no app guid");
+    configure_web_process(client, &app, &args).await?;
+    if !args.no_route {
+        map_default_route(client, &app, &space).await?;
+    }
+
+    // Steps 4-5: resource match, upload only what is missing.
+    let package_guid = upload_package(client, &app.guid, &args.path, &tree).await?;
+
+    if args.no_start {
+        if app.state.parse::<AppState>().ok() == Some(AppState::Started) {
+            println!("Stopping app {name}...");
+            let _: App = client
+                .post(&format!("/v3/apps/{}/actions/stop", app.guid), json!({}))
+                .await?;
+        }
+        println!();
+        return print_summary(client, &app.guid).await;
+    }
+
+    // Steps 6-10: stage, printing the staging output as it is written.
+    let droplet_guid = stage(client, &app.guid, &name, &package_guid).await?;
+
+    // Steps 11-12: run the droplet and wait for an instance.
+    let _: Value = client
+        .patch(
+            &format!("/v3/apps/{}/relationships/current_droplet", app.guid),
+            json!({"data": {"guid": droplet_guid}}),
+        )
+        .await?;
+    let _: App = client
+        .post(&format!("/v3/apps/{}/actions/restart", app.guid), json!({}))
+        .await?;
+    wait_until_running(client, &app.guid, &name).await?;
+    print_summary(client, &app.guid).await
+}
+
+/// Scales the web process and sets its command when the flags say so.
+async fn configure_web_process(
+    client: &mut Client,
+    app: &App,
+    args: &PushArgs,
+) -> anyhow::Result<()> {
+    let scaling = args.instances.is_some() || args.memory.is_some() || args.disk.is_some();
+    if !scaling && args.command.is_none() {
+        return Ok(());
+    }
+    let processes: Vec<Process> = client
+        .list(&format!("/v3/apps/{}/processes", app.guid))
         .await?;
     let web = processes
-        .iter()
-        .find(|p| p["type"] == "web")
+        .into_iter()
+        .find(|p| p.process_type == "web")
         .context("the app has no web process")?;
-    let web_guid = web["guid"].as_str().unwrap_or_default().to_string();
-    if args.instances.is_some() || args.memory.is_some() || args.disk.is_some() {
+    if scaling {
         let mut scale = serde_json::Map::new();
-        if let Some(i) = args.instances {
-            scale.insert("instances".into(), i.into());
+        if let Some(instances) = args.instances {
+            scale.insert("instances".into(), instances.into());
         }
-        if let Some(m) = args.memory {
-            scale.insert("memory_in_mb".into(), m.into());
+        if let Some(memory) = args.memory {
+            scale.insert("memory_in_mb".into(), memory.into());
         }
-        if let Some(d) = args.disk {
-            scale.insert("disk_in_mb".into(), d.into());
+        if let Some(disk) = args.disk {
+            scale.insert("disk_in_mb".into(), disk.into());
         }
-        client
+        let _: Value = client
             .post(
-                &format!("/v3/processes/{web_guid}/actions/scale"),
-                &Value::Object(scale),
+                &format!("/v3/processes/{}/actions/scale", web.guid),
+                Value::Object(scale),
             )
             .await?;
     }
     if let Some(command) = &args.command {
-        client
+        let command = match command.as_str() {
+            "default" | "null" => Value::Null,
+            other => Value::String(other.to_string()),
+        };
+        let _: Value = client
             .patch(
-                &format!("/v3/processes/{web_guid}"),
-                &json!({"command": command}),
+                &format!("/v3/processes/{}", web.guid),
+                json!({"command": command}),
             )
             .await?;
     }
-    if !args.no_route {
-        map_default_route(&mut client, &app_guid, &name, &space.guid).await?;
-    }
-
-    // Steps 4-5: resource match, upload only what is missing.
-    upload_package(&mut client, &app_guid, &args.path)
-        .await
-        .map(|_| ())?;
-    let package_guid = latest_ready_package(&mut client, &app_guid).await?;
-
-    if args.no_start {
-        if app["state"] == "STARTED" {
-            client
-                .post(&format!("/v3/apps/{app_guid}/actions/stop"), &json!({}))
-                .await?;
-        }
-        println!("\nApp {name} uploaded; not started (--no-start).\nOK");
-        return Ok(());
-    }
-
-    // Steps 6-10: stage, printing the staging output as it is written.
-    let droplet_guid = stage(&mut client, &app_guid, &name, &package_guid).await?;
-
-    // Steps 11-12: run the droplet and wait for an instance.
-    client
-        .patch(
-            &format!("/v3/apps/{app_guid}/relationships/current_droplet"),
-            &json!({"data": {"guid": droplet_guid}}),
-        )
-        .await?;
-    let app = client
-        .post(&format!("/v3/apps/{app_guid}/actions/restart"), &json!({}))
-        .await?;
-    app::wait_until_running(&mut client, &app).await?;
-    println!();
-    print!("{}", app::summary(&mut client, &app).await?);
     Ok(())
 }
 
 /// Maps `<name>.<first domain>` to the app, creating the route if needed.
 async fn map_default_route(
     client: &mut Client,
-    app_guid: &str,
-    name: &str,
-    space_guid: &str,
+    app: &App,
+    space: &crate::config::Named,
 ) -> anyhow::Result<()> {
-    let domains = client.list("/v3/domains").await?;
+    let host = default_host(&app.name);
+    anyhow::ensure!(
+        !host.is_empty(),
+        "no route host can be made from the name {:?}; push with --no-route",
+        app.name
+    );
+    let domains: Vec<Named> = client.list("/v3/domains").await?;
     let domain = domains
-        .first()
-        .context("the platform has no domain to route to")?;
-    let domain_guid = domain["guid"].as_str().unwrap_or_default().to_string();
-    let host = name.to_ascii_lowercase();
-    let existing = client
+        .into_iter()
+        .next()
+        .context("the platform has no domain to route to; push with --no-route")?;
+    let routes: Vec<Route> = client
         .list(&format!(
-            "/v3/routes?hosts={}&domain_guids={domain_guid}",
-            q(&host)
+            "/v3/routes?hosts={}&domain_guids={}",
+            q(&host),
+            domain.guid
         ))
         .await?;
-    let route = match existing.into_iter().next() {
+    let existing = routes
+        .into_iter()
+        .find(|r| r.host == host && r.path.is_empty());
+    let route = match existing {
         Some(route) => route,
         None => {
-            println!(
-                "Creating route {host}.{}...",
-                domain["name"].as_str().unwrap_or_default()
-            );
+            println!("Creating route {host}.{}...", domain.name);
             client
                 .post(
                     "/v3/routes",
-                    &json!({"host": host, "relationships": {
-                        "space": {"data": {"guid": space_guid}},
-                        "domain": {"data": {"guid": domain_guid}},
+                    json!({"host": host, "relationships": {
+                        "space": {"data": {"guid": space.guid}},
+                        "domain": {"data": {"guid": domain.guid}},
                     }}),
                 )
                 .await?
         }
     };
-    let route_guid = route["guid"].as_str().unwrap_or_default();
-    let destinations = client
-        .get(&format!("/v3/routes/{route_guid}/destinations"))
-        .await?;
-    let mapped = destinations["destinations"]
-        .as_array()
-        .is_some_and(|d| d.iter().any(|d| d["app"]["guid"] == app_guid));
+    let mapped = route
+        .destinations
+        .iter()
+        .any(|d| d.app.guid.as_deref() == Some(app.guid.as_str()));
     if !mapped {
-        client
+        let url = if route.url.is_empty() {
+            format!("{host}.{}", domain.name)
+        } else {
+            route.url.clone()
+        };
+        println!("Mapping route {url} to app {}...", app.name);
+        let _: Value = client
             .post(
-                &format!("/v3/routes/{route_guid}/destinations"),
-                &json!({"destinations": [{"app": {"guid": app_guid, "process": {"type": "web"}}}]}),
+                &format!("/v3/routes/{}/destinations", route.guid),
+                json!({"destinations": [{"app": {"guid": app.guid, "process": {"type": "web"}}}]}),
             )
             .await?;
     }
     Ok(())
 }
 
-/// Asks which files the platform already has, uploads a zip of the rest
-/// with the list of the matched ones, and waits for the package to be READY.
+/// The files the platform already has, asked in chunks; a failed match is
+/// not fatal (everything is uploaded then), as matching only saves bytes.
+async fn match_resources(client: &mut Client, files: &[AppFile]) -> HashSet<(String, String)> {
+    let offered: Vec<_> = files
+        .iter()
+        .filter(|f| f.size > 0)
+        .map(AppFile::resource)
+        .collect();
+    let mut matched = HashSet::new();
+    for chunk in offered.chunks(MATCH_CHUNK) {
+        let request = ResourceList {
+            resources: chunk.to_vec(),
+        };
+        let body = match serde_json::to_value(&request) {
+            Ok(body) => body,
+            Err(_) => return HashSet::new(),
+        };
+        match client
+            .post::<ResourceList>("/v3/resource_matches", body)
+            .await
+        {
+            Ok(answer) => matched.extend(
+                answer
+                    .resources
+                    .into_iter()
+                    .map(|r| (r.path, r.checksum.value)),
+            ),
+            Err(error) => {
+                eprintln!("Resource matching failed ({error:#}); uploading every file.");
+                return HashSet::new();
+            }
+        }
+    }
+    matched
+}
+
+/// Creates a package, uploads the zip of unmatched files with the list of
+/// matched ones, and waits until the package is READY.
 async fn upload_package(
     client: &mut Client,
     app_guid: &str,
-    path: &std::path::Path,
+    path: &Path,
+    tree: &files::AppTree,
 ) -> anyhow::Result<String> {
-    let files = files::scan(path)?;
-    anyhow::ensure!(!files.is_empty(), "{} has no files to push", path.display());
-    let offered: Vec<Value> = files
+    println!("Comparing local files to remote cache...");
+    let matched = match_resources(client, &tree.files).await;
+    let (cached, missing): (Vec<&AppFile>, Vec<&AppFile>) = tree
+        .files
         .iter()
-        .filter(|f| f.size > 0)
-        .map(AppFile::resource_json)
-        .collect();
-    let matched: HashSet<String> = if offered.is_empty() {
-        HashSet::new()
+        .partition(|f| matched.contains(&(f.path.clone(), f.sha1.clone())));
+    println!("Packaging files to upload...");
+    let zip = if missing.is_empty() {
+        None
     } else {
-        match client
-            .post("/v3/resource_matches", &json!({"resources": offered}))
-            .await
-        {
-            Ok(answer) => answer["resources"]
-                .as_array()
-                .map(|r| {
-                    r.iter()
-                        .filter_map(|r| r["path"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            // Matching is an optimisation: without an answer, upload everything.
-            Err(error) => {
-                eprintln!("resource matching failed ({error}); uploading every file");
-                HashSet::new()
-            }
-        }
+        Some(
+            files::zip_tree(&tree.dirs, &missing)
+                .with_context(|| format!("zipping {}", path.display()))?,
+        )
     };
-    let (cached, missing): (Vec<&AppFile>, Vec<&AppFile>) =
-        files.iter().partition(|f| matched.contains(&f.path));
-    let package = client
+    let package: Package = client
         .post(
             "/v3/packages",
-            &json!({"type": "bits", "relationships": {"app": {"data": {"guid": app_guid}}}}),
+            json!({"type": "bits", "relationships": {"app": {"data": {"guid": app_guid}}}}),
         )
         .await?;
-    let package_guid = package["guid"]
-        .as_str()
-        .context("the API returned no package guid")?
-        .to_string();
-    let resources: Vec<Value> = cached.iter().map(|f| f.resource_json()).collect();
-    let mut form =
-        reqwest::multipart::Form::new().text("resources", serde_json::to_string(&resources)?);
-    let mut bytes = 0;
-    if !missing.is_empty() {
-        let zip = files::zip_files(&missing)?;
-        bytes = zip.len();
+    anyhow::ensure!(!package.guid.is_empty(), "the API returned no package guid");
+    let resources = ResourceList {
+        resources: cached.iter().map(|f| f.resource()).collect(),
+    };
+    let mut form = reqwest::multipart::Form::new()
+        .text("resources", serde_json::to_string(&resources.resources)?);
+    let bytes = zip.as_ref().map_or(0, Vec::len);
+    if let Some(zip) = zip {
         form = form.part(
             "bits",
             reqwest::multipart::Part::bytes(zip)
-                .file_name("application.zip")
+                .file_name("package.zip")
                 .mime_str("application/zip")?,
         );
     }
     println!(
-        "Uploading files...\n{} of {} files uploaded ({bytes} bytes); {} already on the platform",
+        "Uploading files...\n {} uploaded: {} of {} files ({} already on the platform)",
+        crate::summary::human_bytes(bytes as u64),
         missing.len(),
-        files.len(),
+        tree.files.len(),
         cached.len()
     );
     client
-        .post_multipart(&format!("/v3/packages/{package_guid}/upload"), form)
+        .call(
+            Method::POST,
+            &format!("/v3/packages/{}/upload", package.guid),
+            Body::Multipart(form),
+        )
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(15 * 60);
+    println!("\nWaiting for API to complete processing files...");
+    let deadline = Instant::now() + STAGING_TIMEOUT;
     loop {
-        let package = client.get(&format!("/v3/packages/{package_guid}")).await?;
-        match package["state"].as_str() {
-            Some("READY") => return Ok(package_guid),
-            Some("FAILED") | Some("EXPIRED") => bail!("package {package_guid} failed to process"),
+        let package: Package = client
+            .get(&format!("/v3/packages/{}", package.guid))
+            .await?;
+        match package.state.parse::<PackageState>() {
+            Ok(PackageState::Ready) => return Ok(package.guid),
+            Ok(PackageState::Failed) => bail!("package processing failed"),
+            Ok(PackageState::Expired) => bail!("the package expired before it was processed"),
             _ if Instant::now() > deadline => {
-                bail!("package {package_guid} was not ready after 15 minutes")
+                bail!("the package was not processed within 15 minutes")
             }
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
 }
 
-async fn latest_ready_package(client: &mut Client, app_guid: &str) -> anyhow::Result<String> {
-    let packages = client
-        .list(&format!(
-            "/v3/packages?app_guids={app_guid}&order_by=-created_at&states=READY"
-        ))
-        .await?;
-    packages
-        .iter()
-        .filter(|p| p["state"] == "READY")
-        .max_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()))
-        .and_then(|p| p["guid"].as_str().map(str::to_string))
-        .context("no READY package to stage")
+/// Prints the staging lines among `lines`.
+fn print_staging(lines: Vec<kiln_model::logs::LogEnvelope>) -> usize {
+    let mut printed = 0;
+    for line in lines
+        .into_iter()
+        .filter(|l| l.source_type == LOG_SOURCE_STAGING)
+    {
+        println!("   {}", line.message);
+        printed += 1;
+    }
+    printed
 }
 
 /// Creates a build and follows it, printing `STG` lines as they arrive.
@@ -342,33 +436,35 @@ async fn stage(
     package_guid: &str,
 ) -> anyhow::Result<String> {
     println!("\nStaging app and tracing logs...");
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-        // Clocks of client and server may differ a little; seeing a line
-        // twice is prevented by the follower, missing one is not.
-        .saturating_sub(5_000_000_000);
-    let mut follower = Follower::new(app_guid, since);
-    let build = client
-        .post("/v3/builds", &json!({"package": {"guid": package_guid}}))
-        .await?;
-    let build_guid = build["guid"]
-        .as_str()
-        .context("the API returned no build guid")?
-        .to_string();
-    let print_staging = |lines: Vec<crate::logs::LogLine>| {
-        for line in lines.into_iter().filter(|l| l.source_type == "STG") {
-            println!("   {}", line.message);
+    // Anchored before the build exists, so every line of it is after.
+    let mut follower = match Follower::from_now(client, app_guid).await {
+        Ok(follower) => Some(follower),
+        Err(error) => {
+            eprintln!("   (staging logs are not available: {error:#})");
+            None
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(15 * 60);
+    let build: Build = client
+        .post("/v3/builds", json!({"package": {"guid": package_guid}}))
+        .await?;
+    anyhow::ensure!(!build.guid.is_empty(), "the API returned no build guid");
+    let deadline = Instant::now() + STAGING_TIMEOUT;
+    let mut warned = false;
     let build = loop {
-        match follower.poll(client).await {
-            Ok(lines) => print_staging(lines),
-            Err(error) => eprintln!("   (could not read staging logs: {error:#})"),
+        if let Some(f) = follower.as_mut() {
+            match f.poll(client).await {
+                Ok(lines) => {
+                    print_staging(lines);
+                }
+                Err(error) if !warned => {
+                    warned = true;
+                    eprintln!("   (reading staging logs failed: {error:#})");
+                }
+                Err(_) => {}
+            }
         }
-        let build = client.get(&format!("/v3/builds/{build_guid}")).await?;
-        if build["state"] != "STAGING" {
+        let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
+        if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
             break build;
         }
         if Instant::now() > deadline {
@@ -377,29 +473,34 @@ async fn stage(
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     // Lines written just before the build finished.
-    if let Ok(lines) = follower.poll(client).await {
-        print_staging(lines);
-    }
-    match build["state"].as_str() {
-        Some("STAGED") => {
-            let droplet = build["droplet"]["guid"]
-                .as_str()
-                .context("the staged build has no droplet")?;
-            println!("\nStaging complete.");
-            Ok(droplet.to_string())
+    if let Some(f) = follower.as_mut() {
+        for _ in 0..3 {
+            match f.poll(client).await {
+                Ok(lines) if !lines.is_empty() => {
+                    print_staging(lines);
+                }
+                _ => break,
+            }
         }
+    }
+    match build.state.parse::<BuildState>() {
+        Ok(BuildState::Staged) => build
+            .droplet
+            .and_then(|d| d.guid)
+            .context("the staged build has no droplet"),
         _ => {
-            let error = build["error"]
-                .as_str()
-                .unwrap_or("staging failed with no error");
+            let error = build
+                .error
+                .unwrap_or_else(|| format!("build ended in state {:?}", build.state));
             if error.contains("NoAppDetectedError") {
                 bail!(
-                    "Error staging application: {error}\n\nTIP: use 'kiln buildpacks' to see the buildpacks on the platform, \
-                     or push {name} with -b to name one"
+                    "Error staging application: {error}\n\n\
+                     TIP: 'kiln buildpacks' lists the buildpacks on the platform; name one with -b"
                 );
             }
             bail!(
-                "Error staging application: {error}\n\nTIP: use 'kiln logs {name} --recent' for more information"
+                "Error staging application: {error}\n\n\
+                 TIP: see the whole staging output with 'kiln logs {name} --recent'"
             );
         }
     }
@@ -412,16 +513,34 @@ mod tests {
     #[test]
     fn sizes_in_megabytes() {
         for (text, expected) in [
-            ("256M", Ok(256)),
-            ("1G", Ok(1024)),
-            ("512", Ok(512)),
-            ("1024MB", Ok(1024)),
-            ("2gb", Ok(2048)),
+            ("256M", 256),
+            ("1G", 1024),
+            ("512", 512),
+            ("1024MB", 1024),
+            ("2gb", 2048),
+            (" 64m ", 64),
         ] {
-            assert_eq!(parse_megabytes(text), expected, "{text}");
+            assert_eq!(parse_megabytes(text), Ok(expected), "{text}");
         }
-        for bad in ["", "M", "-1G", "1T", "0"] {
+        for bad in ["", "M", "-1G", "1T", "0", "1.5G", "99999999999999999999G"] {
             assert!(parse_megabytes(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn default_hosts_are_dns_labels() {
+        assert_eq!(default_host("hello"), "hello");
+        assert_eq!(default_host("My_App"), "my-app");
+        assert_eq!(default_host("_x_"), "x");
+    }
+
+    #[test]
+    fn default_and_null_buildpacks_mean_detect() {
+        assert!(requested_buildpacks(&["default".into()]).is_empty());
+        assert!(requested_buildpacks(&["null".into()]).is_empty());
+        assert_eq!(
+            requested_buildpacks(&["a".into(), "b".into()]),
+            ["a".to_string(), "b".to_string()]
+        );
     }
 }
