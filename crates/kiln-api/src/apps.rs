@@ -140,6 +140,13 @@ pub async fn create(
     State(ctx): State<Shared>,
     CfJson(body): CfJson<CreateApp>,
 ) -> ApiResult<Response> {
+    let app = create_app(&ctx, body).await?;
+    Ok((StatusCode::CREATED, Json(app_json(&ctx.base, &app))).into_response())
+}
+
+/// Creates an app and its web process (`POST /v3/apps`, and apply_manifest
+/// for an app the space lacks).
+pub async fn create_app(ctx: &Ctx, body: CreateApp) -> ApiResult<App> {
     let _ = &body.metadata;
     if body.name.trim().is_empty() {
         return Err(ApiError::unprocessable("Name can't be blank"));
@@ -153,7 +160,7 @@ pub async fn create(
             )
         })?;
     let (buildpacks, stack) =
-        resolve_lifecycle(&ctx, body.lifecycle, (Vec::new(), ctx.config.stack.clone())).await?;
+        resolve_lifecycle(ctx, body.lifecycle, (Vec::new(), ctx.config.stack.clone())).await?;
     let env: BTreeMap<String, String> = body
         .environment_variables
         .unwrap_or_default()
@@ -176,10 +183,10 @@ pub async fn create(
     db::unique_or_taken(inserted, || {
         format!("App with the name '{}' already exists.", body.name)
     })?;
-    insert_process(&ctx, &guid, "web", 1, None).await?;
+    insert_process(ctx, &guid, "web", 1, None).await?;
     let app = db::get::<App>(&ctx.pool, &guid).await?;
     tracing::info!(app_guid = %guid, name = %app.name, "app created");
-    Ok((StatusCode::CREATED, Json(app_json(&ctx.base, &app))).into_response())
+    Ok(app)
 }
 
 pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
@@ -232,11 +239,18 @@ pub async fn update(
     Path(guid): Path<String>,
     CfJson(body): CfJson<UpdateApp>,
 ) -> ApiResult<Json<Value>> {
+    let a = update_app(&ctx, &guid, body).await?;
+    Ok(Json(app_json(&ctx.base, &a)))
+}
+
+/// Renames an app or changes its lifecycle (`PATCH /v3/apps/:guid`, and
+/// apply_manifest for an existing app).
+pub async fn update_app(ctx: &Ctx, guid: &str, body: UpdateApp) -> ApiResult<App> {
     let _ = &body.metadata;
-    let app = db::get::<App>(&ctx.pool, &guid).await?;
+    let app = db::get::<App>(&ctx.pool, guid).await?;
     let name = body.name.unwrap_or(app.name.clone());
     let (buildpacks, stack) = resolve_lifecycle(
-        &ctx,
+        ctx,
         body.lifecycle,
         (app.buildpacks.clone(), app.stack.clone()),
     )
@@ -248,20 +262,29 @@ pub async fn update(
     .bind(serde_json::to_string(&buildpacks).unwrap_or_default())
     .bind(&stack)
     .bind(util::now())
-    .bind(&guid)
+    .bind(guid)
     .execute(&ctx.pool)
     .await;
     db::unique_or_taken(updated, || {
         format!("App with the name '{name}' already exists.")
     })?;
-    let a = db::get::<App>(&ctx.pool, &guid).await?;
-    Ok(Json(app_json(&ctx.base, &a)))
+    db::get::<App>(&ctx.pool, guid).await
 }
 
 pub async fn delete(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResult<Response> {
     let app = db::get::<App>(&ctx.pool, &guid).await?;
     for p in db::where_eq::<Process>(&ctx.pool, "app_guid", &guid).await? {
         crate::sync::remove_lrps_of(&ctx, &p.guid, None).await?;
+    }
+    // Stop staging the app: its Tasks' results would have nowhere to go.
+    for b in db::where_eq::<Build>(&ctx.pool, "app_guid", &guid).await? {
+        if b.state == kiln_model::BuildState::Staging.as_str() {
+            match ctx.bbs.cancel_task(&b.guid).await {
+                Ok(()) | Err(kiln_bbs::BbsError::NotFound { .. }) => {}
+                Err(kiln_bbs::BbsError::InvalidTransition { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     for d in db::where_eq::<Droplet>(&ctx.pool, "app_guid", &guid).await? {
         ctx.blobstore
@@ -273,7 +296,9 @@ pub async fn delete(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiR
             .delete(&format!("packages/{}", p.guid))
             .await?;
     }
-    ctx.blobstore.delete(&format!("build_cache/{guid}")).await?;
+    ctx.blobstore
+        .delete(&crate::internal::build_cache_key(&guid))
+        .await?;
     let mut tx = ctx.pool.begin().await?;
     for table in [
         "route_destinations",
@@ -410,7 +435,7 @@ pub async fn set_current_droplet(
     Path(guid): Path<String>,
     CfJson(body): CfJson<SetDroplet>,
 ) -> ApiResult<Json<Value>> {
-    db::get::<App>(&ctx.pool, &guid).await?;
+    let app = db::get::<App>(&ctx.pool, &guid).await?;
     let unable = || {
         ApiError::unprocessable(
             "Unable to assign current droplet. Ensure the droplet exists and belongs to this app.",
@@ -433,6 +458,12 @@ pub async fn set_current_droplet(
         if !existing.iter().any(|p| &p.r#type == ptype) {
             insert_process(&ctx, &guid, ptype, 0, Some("process")).await?;
         }
+    }
+    // A new droplet is a new version of every process: a started app's
+    // DesiredLrps are replaced by ones that run it.
+    if app.droplet_guid.as_deref() != Some(droplet.guid.as_str()) {
+        bump_versions(&ctx, &guid).await?;
+        crate::sync::sync_app(&ctx, &guid).await?;
     }
     Ok(Json(droplet_rel_json(
         &ctx.base,
@@ -625,7 +656,13 @@ pub async fn patch_env_vars(
     Path(guid): Path<String>,
     CfJson(body): CfJson<PatchEnv>,
 ) -> ApiResult<Json<Value>> {
-    let app = db::get::<App>(&ctx.pool, &guid).await?;
+    let app = merge_env_vars(&ctx, &guid, body).await?;
+    Ok(Json(env_vars_json(&ctx.base, &app)))
+}
+
+/// Merges variables into an app's environment (a null value removes one).
+pub async fn merge_env_vars(ctx: &Ctx, guid: &str, body: PatchEnv) -> ApiResult<App> {
+    let app = db::get::<App>(&ctx.pool, guid).await?;
     let mut env = app.environment_variables.clone();
     for (k, v) in body.var.unwrap_or_default() {
         match env_string(&v) {
@@ -640,9 +677,8 @@ pub async fn patch_env_vars(
     sqlx::query("UPDATE apps SET environment_variables = ?, updated_at = ? WHERE guid = ?")
         .bind(serde_json::to_string(&env).unwrap_or_default())
         .bind(util::now())
-        .bind(&guid)
+        .bind(guid)
         .execute(&ctx.pool)
         .await?;
-    let app = db::get::<App>(&ctx.pool, &guid).await?;
-    Ok(Json(env_vars_json(&ctx.base, &app)))
+    db::get::<App>(&ctx.pool, guid).await
 }

@@ -7,11 +7,11 @@ use crate::db::{self, User};
 use crate::error::{ApiError, ApiResult};
 use crate::util;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::{Form, Json};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -134,11 +134,60 @@ fn bad_credentials() -> ApiError {
     }
 }
 
-/// `POST /oauth/token`.
+fn invalid_client() -> ApiError {
+    ApiError::Uaa {
+        status: StatusCode::UNAUTHORIZED,
+        error: "invalid_client",
+        description: "Bad client credentials".into(),
+    }
+}
+
+/// The only client is UAA's `cf` with an empty secret, sent as HTTP Basic
+/// (the cf CLI, the python client) or as form fields (a client configured
+/// with no secret), or not at all.
+fn check_client(headers: &HeaderMap, form: &HashMap<String, String>) -> ApiResult<()> {
+    use base64::Engine;
+    let basic = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, credentials) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then_some(credentials)
+        });
+    let (id, secret) = match basic {
+        Some(credentials) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credentials.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(invalid_client)?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(invalid_client)?;
+            (id.to_string(), secret.to_string())
+        }
+        None => (
+            form.get("client_id")
+                .cloned()
+                .unwrap_or_else(|| "cf".into()),
+            form.get("client_secret").cloned().unwrap_or_default(),
+        ),
+    };
+    if id == "cf" && secret.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_client())
+    }
+}
+
+/// `POST /oauth/token` (form-encoded, like UAA).
 pub async fn token(
     State(ctx): State<Shared>,
-    Form(form): Form<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
 ) -> ApiResult<Response> {
+    let form: HashMap<String, String> = crate::web::parse_query(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .collect();
+    check_client(&headers, &form)?;
     let grant_type = form.get("grant_type").map(String::as_str).unwrap_or("");
     let user = match grant_type {
         "password" => {

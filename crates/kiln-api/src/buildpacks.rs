@@ -5,10 +5,10 @@ use crate::catalog::{completed_job, job_location, metadata};
 use crate::db::{self, Buildpack};
 use crate::error::{ApiError, ApiResult};
 use crate::util::{self, link, link_method};
-use crate::web::{CfJson, ListParams, paginate};
+use crate::web::{CfJson, CfMultipart, ListParams, paginate};
 use crate::{Ctx, Shared};
 use axum::Json;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -77,15 +77,17 @@ pub async fn create(
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM buildpacks")
         .fetch_one(&mut *tx)
         .await?;
-    let position = match body.position {
-        Some(p) if p >= 1 && p <= count => {
+    // Like CC's BuildpackCreate: no position means 1 (first); a position
+    // past the end means last; the others shift down to make room.
+    let position = match body.position.unwrap_or(1) {
+        p if p >= 1 && p <= count => {
             sqlx::query("UPDATE buildpacks SET position = position + 1 WHERE position >= ?")
                 .bind(p)
                 .execute(&mut *tx)
                 .await?;
             p
         }
-        Some(p) if p < 1 => {
+        p if p < 1 => {
             return Err(ApiError::unprocessable(
                 "Position must be greater than or equal to 1",
             ));
@@ -145,7 +147,20 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     )
 }
 
-/// A buildpack zip has `bin/` at its top, or inside its one top-level dir.
+fn too_large(limit: u64) -> ApiError {
+    ApiError::cf(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        290003,
+        "CF-BuildpackInvalid",
+        format!("Buildpack is invalid: the zip may not be larger than {limit} bytes"),
+    )
+}
+
+/// The scripts of CF's buildpack contract; a buildpack has at least one.
+const BUILDPACK_SCRIPTS: [&str; 5] = ["detect", "supply", "finalize", "compile", "release"];
+
+/// A buildpack zip has `bin/<script>` at its top, or inside its one
+/// top-level directory (zips of a GitHub release unpack that way).
 fn check_buildpack_zip(path: &std::path::Path) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut zip =
@@ -159,24 +174,28 @@ fn check_buildpack_zip(path: &std::path::Path) -> Result<(), String> {
         }
         names.push(name);
     }
-    if names.iter().any(|n| n.starts_with("bin/")) {
+    let has_scripts = |prefix: &str| {
+        BUILDPACK_SCRIPTS
+            .iter()
+            .any(|script| names.iter().any(|n| *n == format!("{prefix}bin/{script}")))
+    };
+    if has_scripts("") {
         return Ok(());
     }
     let tops: std::collections::BTreeSet<&str> =
         names.iter().filter_map(|n| n.split('/').next()).collect();
-    if tops.len() == 1 {
-        let top = tops.iter().next().copied().unwrap_or_default();
-        if names.iter().any(|n| n.starts_with(&format!("{top}/bin/"))) {
-            return Ok(());
-        }
+    if let [top] = tops.into_iter().collect::<Vec<_>>()[..]
+        && has_scripts(&format!("{top}/"))
+    {
+        return Ok(());
     }
-    Err("the zip has no bin/ directory".into())
+    Err("the zip has no bin/detect, bin/supply, bin/finalize, bin/compile or bin/release at its top or in its one top-level directory".into())
 }
 
 pub async fn upload(
     State(ctx): State<Shared>,
     Path(guid): Path<String>,
-    mut multipart: Multipart,
+    CfMultipart(mut multipart): CfMultipart,
 ) -> ApiResult<Response> {
     let bp = db::get::<Buildpack>(&ctx.pool, &guid).await?;
     if bp.locked {
@@ -191,7 +210,10 @@ pub async fn upload(
     while let Some(field) = multipart
         .next_field()
         .await
-        .map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?
+        .map_err(crate::web::multipart_error((
+            ctx.config.max_package_bytes,
+            too_large,
+        )))?
     {
         if field.name() != Some("bits") {
             continue;
@@ -201,9 +223,8 @@ pub async fn upload(
                 .file_name()
                 .map_or_else(|| f.to_string(), |n| n.to_string_lossy().into_owned())
         });
-        let scratch =
-            crate::internal::stream_to_scratch(&ctx, field, Some(ctx.config.max_package_bytes))
-                .await?;
+        let limit: crate::internal::Limit = (ctx.config.max_package_bytes, too_large);
+        let scratch = crate::internal::stream_to_scratch(&ctx, field, Some(limit)).await?;
         stored = Some((scratch, filename));
         break;
     }

@@ -182,23 +182,18 @@ pub async fn create(
         .max(STAGING_MIN_DISK_MB);
 
     let build_guid = util::new_guid();
+    let droplet_guid = util::new_guid();
     let now = util::now();
-    let lifecycle_names: Vec<String> = if names.is_empty() {
-        Vec::new()
-    } else {
-        names.clone()
-    };
-    let failed_now = buildpacks.is_empty();
-    let droplet_guid = (!failed_now).then(util::new_guid);
+    // Every build starts STAGING with an AWAITING_UPLOAD droplet; a build
+    // that cannot stage moves to FAILED through `fail_build` like any other.
     let mut tx = ctx.pool.begin().await?;
-    sqlx::query("INSERT INTO builds (guid, app_guid, package_guid, droplet_guid, state, error, buildpacks, stack, staging_memory_in_mb, staging_disk_in_mb, created_by_guid, created_by_name, created_by_email, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO builds (guid, app_guid, package_guid, droplet_guid, state, error, buildpacks, stack, staging_memory_in_mb, staging_disk_in_mb, created_by_guid, created_by_name, created_by_email, created_at, updated_at) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(&build_guid)
         .bind(&app.guid)
         .bind(&package.guid)
         .bind(&droplet_guid)
-        .bind(if failed_now { BuildState::Failed } else { BuildState::Staging }.as_str())
-        .bind(failed_now.then_some(NO_BUILDPACKS))
-        .bind(serde_json::to_string(&lifecycle_names).unwrap_or_default())
+        .bind(BuildState::Staging.as_str())
+        .bind(serde_json::to_string(&names).unwrap_or_default())
         .bind(&stack)
         .bind(memory)
         .bind(disk)
@@ -209,33 +204,32 @@ pub async fn create(
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-    if let Some(droplet_guid) = &droplet_guid {
-        sqlx::query("INSERT INTO droplets (guid, app_guid, package_guid, build_guid, state, error, process_types, buildpacks, execution_metadata, sha256, stack, created_at, updated_at) VALUES (?, ?, ?, ?, ?, NULL, '{}', '[]', '', NULL, ?, ?, ?)")
-            .bind(droplet_guid)
-            .bind(&app.guid)
-            .bind(&package.guid)
-            .bind(&build_guid)
-            .bind(DropletState::AwaitingUpload.as_str())
-            .bind(&stack)
-            .bind(&now)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-    }
+    sqlx::query("INSERT INTO droplets (guid, app_guid, package_guid, build_guid, state, error, process_types, buildpacks, execution_metadata, sha256, stack, created_at, updated_at) VALUES (?, ?, ?, ?, ?, NULL, '{}', '[]', '', NULL, ?, ?, ?)")
+        .bind(&droplet_guid)
+        .bind(&app.guid)
+        .bind(&package.guid)
+        .bind(&build_guid)
+        .bind(DropletState::AwaitingUpload.as_str())
+        .bind(&stack)
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
 
-    if let Some(droplet_guid) = &droplet_guid {
-        crate::sync::api_log(
-            &ctx,
-            &app.guid,
-            &format!("Creating build for app with guid {}", app.guid),
-        );
+    crate::sync::api_log(
+        &ctx,
+        &app.guid,
+        &format!("Creating build for app with guid {}", app.guid),
+    );
+    if buildpacks.is_empty() {
+        crate::sync::fail_build(&ctx, &build_guid, NO_BUILDPACKS).await?;
+    } else {
         let definition = staging_task(
             &ctx,
             &app,
             &package,
-            &build_guid,
-            droplet_guid,
+            &droplet_guid,
             &buildpacks,
             skip_detect,
             &stack,
@@ -243,20 +237,23 @@ pub async fn create(
             disk,
         )
         .await?;
-        if let Err(e) = ctx
+        match ctx
             .bbs
             .desire_task(&build_guid, STAGING_DOMAIN, definition)
             .await
         {
-            tracing::warn!(build_guid = %build_guid, error = %e, "desiring the staging task failed");
-            crate::sync::fail_build(
-                &ctx,
-                &build_guid,
-                &format!("StagingError - Staging error: {e}"),
-            )
-            .await?;
-        } else {
-            tracing::info!(build_guid = %build_guid, app_guid = %app.guid, "staging task desired");
+            Ok(()) => {
+                tracing::info!(build_guid = %build_guid, app_guid = %app.guid, "staging task desired");
+            }
+            Err(e) => {
+                tracing::warn!(build_guid = %build_guid, error = %e, "desiring the staging task failed");
+                crate::sync::fail_build(
+                    &ctx,
+                    &build_guid,
+                    &format!("StagerUnavailable - Stager is unavailable: {e}"),
+                )
+                .await?;
+            }
         }
     }
     let build = db::get::<Build>(&ctx.pool, &build_guid).await?;
@@ -269,7 +266,6 @@ async fn staging_task(
     ctx: &Ctx,
     app: &App,
     package: &Package,
-    build_guid: &str,
     droplet_guid: &str,
     buildpacks: &[Buildpack],
     skip_detect: bool,
@@ -277,7 +273,6 @@ async fn staging_task(
     memory: i64,
     disk: i64,
 ) -> ApiResult<TaskDefinition> {
-    let _ = build_guid;
     let ttl = signing::staging_ttl(ctx);
     let mut downloads = vec![DownloadAction {
         artifact: "app package".into(),
@@ -394,7 +389,7 @@ async fn staging_task(
             },
         ],
         result_file: "/tmp/result.json".into(),
-        timeout_ms: kiln_model::DEFAULT_STAGING_TIMEOUT_MS,
+        timeout_ms: crate::staging_timeout_ms(&ctx.config),
     })
 }
 

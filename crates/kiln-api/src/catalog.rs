@@ -248,13 +248,32 @@ pub async fn completed_job(
     resource_type: &str,
     resource_guid: &str,
 ) -> ApiResult<String> {
+    finished_job(ctx, operation, resource_type, resource_guid, &[]).await
+}
+
+/// Records a job that already finished: COMPLETE without `errors`, FAILED
+/// with them (each `{"code","title","detail"}`).
+pub async fn finished_job(
+    ctx: &Ctx,
+    operation: &str,
+    resource_type: &str,
+    resource_guid: &str,
+    errors: &[Value],
+) -> ApiResult<String> {
     let guid = util::new_guid();
     let now = util::now();
-    sqlx::query("INSERT INTO jobs (guid, operation, state, resource_type, resource_guid, errors, created_at, updated_at) VALUES (?, ?, 'COMPLETE', ?, ?, '[]', ?, ?)")
+    let state = if errors.is_empty() {
+        "COMPLETE"
+    } else {
+        "FAILED"
+    };
+    sqlx::query("INSERT INTO jobs (guid, operation, state, resource_type, resource_guid, errors, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(&guid)
         .bind(operation)
+        .bind(state)
         .bind(resource_type)
         .bind(resource_guid)
+        .bind(Value::from(errors.to_vec()).to_string())
         .bind(&now)
         .bind(&now)
         .execute(&ctx.pool)

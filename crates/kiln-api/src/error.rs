@@ -130,6 +130,28 @@ impl ApiError {
         )
     }
 
+    /// 403 CF-NotAuthorized (10003): e.g. a signed URL that is tampered or expired.
+    pub fn not_authorized() -> Self {
+        Self::cf(
+            StatusCode::FORBIDDEN,
+            10003,
+            "CF-NotAuthorized",
+            "You are not authorized to perform the requested action",
+        )
+    }
+
+    /// Cloud Controller's packer error for a package whose files exceed
+    /// `max_package_bytes` (CF-AppPackageInvalid). `status` is 413 when the
+    /// upload itself was cut off, 422 when the unpacked files are too big.
+    pub fn package_too_large(status: StatusCode, limit: u64) -> Self {
+        Self::cf(
+            status,
+            150001,
+            "CF-AppPackageInvalid",
+            format!("The app package is invalid: Package may not be larger than {limit} bytes"),
+        )
+    }
+
     pub fn package_invalid(detail: impl Into<String>) -> Self {
         Self::cf(
             StatusCode::UNPROCESSABLE_ENTITY,

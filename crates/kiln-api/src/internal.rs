@@ -14,15 +14,18 @@ use kiln_store::StoreError;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-fn forbidden() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        axum::Json(serde_json::json!({"errors": [{"code": 10003, "title": "CF-NotAuthorized", "detail": "You are not authorized to perform the requested action"}]})),
-    )
-        .into_response()
+/// An app's build artifacts cache, CF's `buildpack_cache` blob.
+pub fn build_cache_key(app_guid: &str) -> String {
+    format!("buildpack_cache/{app_guid}")
 }
 
-async fn serve_blob(ctx: &Ctx, key: &str) -> ApiResult<Response> {
+fn forbidden() -> Response {
+    ApiError::not_authorized().into_response()
+}
+
+/// Streams a blob; an absent one is a 404 (which cells read as "absent",
+/// fine only for optional downloads such as the build cache).
+async fn serve_blob(ctx: &Ctx, key: &str, resource: &str) -> ApiResult<Response> {
     match ctx.blobstore.open(key).await {
         Ok(file) => {
             let len = file.metadata().await.map(|m| m.len()).ok();
@@ -39,16 +42,16 @@ async fn serve_blob(ctx: &Ctx, key: &str) -> ApiResult<Response> {
             }
             Ok(response)
         }
-        Err(StoreError::BlobNotFound { .. }) => Ok(StatusCode::NOT_FOUND.into_response()),
+        Err(StoreError::BlobNotFound { .. }) => Err(ApiError::not_found(resource)),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn download(ctx: &Ctx, uri: &Uri, key: String) -> Response {
+async fn download(ctx: &Ctx, uri: &Uri, key: String, resource: &str) -> Response {
     if !signing::verify(ctx, "GET", uri.path(), uri.query()) {
         return forbidden();
     }
-    serve_blob(ctx, &key).await.into_response()
+    serve_blob(ctx, &key, resource).await.into_response()
 }
 
 pub async fn package_download(
@@ -56,7 +59,7 @@ pub async fn package_download(
     Path(guid): Path<String>,
     uri: Uri,
 ) -> Response {
-    download(&ctx, &uri, format!("packages/{guid}")).await
+    download(&ctx, &uri, format!("packages/{guid}"), "Package bits").await
 }
 
 pub async fn buildpack_download(
@@ -64,7 +67,7 @@ pub async fn buildpack_download(
     Path(guid): Path<String>,
     uri: Uri,
 ) -> Response {
-    download(&ctx, &uri, format!("buildpacks/{guid}")).await
+    download(&ctx, &uri, format!("buildpacks/{guid}"), "Buildpack bits").await
 }
 
 pub async fn droplet_download(
@@ -72,7 +75,7 @@ pub async fn droplet_download(
     Path(guid): Path<String>,
     uri: Uri,
 ) -> Response {
-    download(&ctx, &uri, format!("droplets/{guid}")).await
+    download(&ctx, &uri, format!("droplets/{guid}"), "Droplet bits").await
 }
 
 pub async fn build_cache_download(
@@ -80,24 +83,27 @@ pub async fn build_cache_download(
     Path(guid): Path<String>,
     uri: Uri,
 ) -> Response {
-    download(&ctx, &uri, format!("build_cache/{guid}")).await
+    download(&ctx, &uri, build_cache_key(&guid), "Build cache").await
 }
 
 /// Streams a request body into a scratch file, returning its path and sha256.
 pub async fn body_to_scratch(
     ctx: &Ctx,
     body: Body,
-    limit: Option<u64>,
 ) -> ApiResult<(std::path::PathBuf, String, u64)> {
-    stream_to_scratch(ctx, body.into_data_stream(), limit).await
+    stream_to_scratch(ctx, body.into_data_stream(), None).await
 }
 
+/// A byte limit and the error to answer when it is passed.
+pub type Limit = (u64, fn(u64) -> ApiError);
+
 /// Streams chunks into a scratch file, refusing more than `limit` bytes
-/// while streaming; returns the file, its sha256 and size.
+/// while streaming (nothing is kept on refusal); returns the file, its
+/// sha256 and size.
 pub async fn stream_to_scratch<S, E>(
     ctx: &Ctx,
     mut stream: S,
-    limit: Option<u64>,
+    limit: Option<Limit>,
 ) -> ApiResult<(std::path::PathBuf, String, u64)>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
@@ -117,16 +123,10 @@ where
             let chunk =
                 chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
             size += chunk.len() as u64;
-            if limit.is_some_and(|l| size > l) {
-                return Err(ApiError::cf(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    10004,
-                    "CF-InvalidRequest",
-                    format!(
-                        "The upload exceeds the limit of {} bytes",
-                        limit.unwrap_or(0)
-                    ),
-                ));
+            if let Some((max, too_large)) = limit
+                && size > max
+            {
+                return Err(too_large(max));
             }
             hasher.update(&chunk);
             file.write_all(&chunk)
@@ -162,7 +162,7 @@ pub async fn droplet_upload(
         if droplet.state != "AWAITING_UPLOAD" && droplet.state != "PROCESSING_UPLOAD" {
             return Err(ApiError::unprocessable("Droplet is not awaiting an upload"));
         }
-        let (path, _, _) = body_to_scratch(&ctx, req.into_body(), None).await?;
+        let (path, _, _) = body_to_scratch(&ctx, req.into_body()).await?;
         let info = ctx
             .blobstore
             .put_file(&format!("droplets/{guid}"), &path)
@@ -190,9 +190,9 @@ pub async fn build_cache_upload(
         return forbidden();
     }
     let result: ApiResult<Response> = async {
-        let (path, _, _) = body_to_scratch(&ctx, req.into_body(), None).await?;
+        let (path, _, _) = body_to_scratch(&ctx, req.into_body()).await?;
         ctx.blobstore
-            .put_file(&format!("build_cache/{guid}"), &path)
+            .put_file(&build_cache_key(&guid), &path)
             .await?;
         Ok(StatusCode::CREATED.into_response())
     }

@@ -17,6 +17,7 @@ mod db;
 mod error;
 mod internal;
 mod logcache;
+mod manifest;
 mod packages;
 mod processes;
 mod routes;
@@ -37,6 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// Cloud Controller's default `max_package_size`: 1 GiB.
+pub const DEFAULT_MAX_PACKAGE_BYTES: u64 = 1 << 30;
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub data_dir: PathBuf,
@@ -49,8 +53,20 @@ pub struct ApiConfig {
     pub stack: String,
     /// The admin password; `None` generates one on first start.
     pub admin_password: Option<String>,
+    /// Largest app package (uploaded zip, and all its files unpacked
+    /// together) and buildpack zip; [`DEFAULT_MAX_PACKAGE_BYTES`] normally.
     pub max_package_bytes: u64,
+    /// The staging Task's `timeout_ms`; 0 means
+    /// [`kiln_model::DEFAULT_STAGING_TIMEOUT_MS`] (15 minutes).
     pub staging_timeout_ms: u64,
+}
+
+pub(crate) fn staging_timeout_ms(config: &ApiConfig) -> u64 {
+    if config.staging_timeout_ms == 0 {
+        kiln_model::DEFAULT_STAGING_TIMEOUT_MS
+    } else {
+        config.staging_timeout_ms
+    }
 }
 
 #[derive(Clone)]
@@ -73,6 +89,9 @@ pub(crate) struct Ctx {
     pub signing_key: Vec<u8>,
     /// Serialises process sync (handlers and the reconcile loop).
     pub sync_lock: tokio::sync::Mutex<()>,
+    /// Builds that were STAGING when this Api opened: if their Task is
+    /// gone, the restart interrupted them.
+    pub inherited_staging: std::collections::HashSet<String>,
 }
 
 pub(crate) type Shared = Arc<Ctx>;
@@ -101,6 +120,12 @@ impl Api {
         .await?
         .0;
         let base = config.external_url.trim_end_matches('/').to_string();
+        let inherited_staging =
+            db::where_eq::<db::Build>(&pool, "state", kiln_model::BuildState::Staging.as_str())
+                .await?
+                .into_iter()
+                .map(|b| b.guid)
+                .collect();
         let ctx = Arc::new(Ctx {
             base,
             pool,
@@ -109,9 +134,11 @@ impl Api {
             logs: deps.logs,
             signing_key: signing_key.into_bytes(),
             sync_lock: tokio::sync::Mutex::new(()),
+            inherited_staging,
             config,
         });
         let generated_password = catalog::bootstrap(&ctx).await?;
+        packages::fail_interrupted_uploads(&ctx).await?;
         Ok(Api {
             ctx,
             generated_password,
@@ -204,6 +231,11 @@ fn router(ctx: Shared) -> Router {
         )
         .route("/v3/spaces", get(catalog::list_spaces))
         .route("/v3/spaces/{guid}", get(catalog::get_space))
+        .route("/v3/spaces/{guid}/manifest_diff", post(manifest::diff))
+        .route(
+            "/v3/spaces/{guid}/actions/apply_manifest",
+            post(manifest::apply),
+        )
         .route("/v3/domains", get(catalog::list_domains))
         .route("/v3/domains/{guid}", get(catalog::get_domain))
         .route("/v3/stacks", get(catalog::list_stacks))
@@ -272,7 +304,11 @@ fn router(ctx: Shared) -> Router {
             "/v3/packages/{guid}/upload",
             post(packages::upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
-        .route("/v3/resource_matches", post(packages::resource_matches))
+        // cf push offers every file of the app here: allow long lists.
+        .route(
+            "/v3/resource_matches",
+            post(packages::resource_matches).layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
         // builds, droplets
         .route("/v3/builds", get(builds::list).post(builds::create))
         .route("/v3/builds/{guid}", get(builds::get_one))
@@ -328,8 +364,11 @@ fn router(ctx: Shared) -> Router {
             post(internal::build_cache_upload).layer(DefaultBodyLimit::disable()),
         );
 
+    // Cloud Controller answers an unknown path, or a known path with a
+    // method it does not route, with CF-NotFound "Unknown request".
     let inner = open
         .merge(v3)
+        .method_not_allowed_fallback(|| async { error::ApiError::unknown_request() })
         .fallback(|| async { error::ApiError::unknown_request() })
         .with_state(ctx);
     Router::new()

@@ -36,11 +36,15 @@ pub async fn read(
         return Err(ApiError::bad_query("limit must be between 1 and 1000"));
     }
     let descending = params.get("descending").is_some_and(|v| v == "true");
-    let wants_logs = params
+    // Repeated `envelope_types` are a union; none means every type. The
+    // store holds only LOG envelopes.
+    let mut types = params
         .pairs
         .iter()
         .filter(|(k, _)| k == "envelope_types")
-        .all(|(_, v)| v.split(',').any(|t| t == "LOG" || t == "ANY"));
+        .flat_map(|(_, v)| v.split(','))
+        .peekable();
+    let wants_logs = types.peek().is_none() || types.any(|t| t == "LOG" || t == "ANY");
     let envelopes = if wants_logs {
         ctx.logs.read(
             &source_id,

@@ -9,9 +9,9 @@ use crate::catalog::metadata;
 use crate::db::{self, App, Package};
 use crate::error::{ApiError, ApiResult};
 use crate::util::{self, link, link_method};
-use crate::web::{CfJson, ListParams, paginate};
+use crate::web::{CfJson, CfMultipart, ListParams, paginate};
 use axum::Json;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kiln_model::PackageState;
@@ -182,9 +182,18 @@ pub async fn resource_matches(
     CfJson(body): CfJson<MatchBody>,
 ) -> ApiResult<Response> {
     let mut matched = Vec::new();
+    let mut known = std::collections::HashMap::new();
     for v in &body.resources {
         let r = parse_resource(v)?;
-        if ctx.blobstore.exists(&resource_key(&r.sha1)).await? {
+        let cached = match known.get(&r.sha1) {
+            Some(&cached) => cached,
+            None => {
+                let cached = ctx.blobstore.exists(&resource_key(&r.sha1)).await?;
+                known.insert(r.sha1.clone(), cached);
+                cached
+            }
+        };
+        if cached {
             matched.push(r.original);
         }
     }
@@ -237,15 +246,36 @@ struct Assembled {
     cache: Vec<(String, PathBuf)>,
 }
 
-/// Checks the uploaded zip and writes the final package zip (blocking IO).
+enum AssembleError {
+    /// The package's files add up to more than the limit.
+    TooLarge,
+    Invalid(String),
+}
+
+impl From<String> for AssembleError {
+    fn from(why: String) -> Self {
+        AssembleError::Invalid(why)
+    }
+}
+
+/// Checks the uploaded zip and writes the final package zip (blocking IO):
+/// the uploaded entries as they are, plus the listed cached resources. The
+/// unpacked size of everything together must stay within `max` bytes, as
+/// Cloud Controller's packer checks; uploaded files are counted as they
+/// are actually inflated, so a zip that lies about its sizes gains nothing.
 fn assemble(
     scratch: PathBuf,
     bits: Option<PathBuf>,
-    resources: Vec<(ResourceEntry, std::fs::File)>,
-) -> Result<Assembled, String> {
+    resources: Vec<(ResourceEntry, std::fs::File, u64)>,
+    max: u64,
+) -> Result<Assembled, AssembleError> {
     let out_path = scratch.join(format!("package-{}", util::new_guid()));
     let mut cache = Vec::new();
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), AssembleError> {
+        let mut total: u64 = resources.iter().map(|(_, _, size)| size).sum();
+        if total > max {
+            return Err(AssembleError::TooLarge);
+        }
         let out =
             std::fs::File::create(&out_path).map_err(|e| format!("creating the package: {e}"))?;
         let mut writer = zip::ZipWriter::new(out);
@@ -254,68 +284,90 @@ fn assemble(
             let file = std::fs::File::open(bits).map_err(|e| e.to_string())?;
             let mut zip = zip::ZipArchive::new(file)
                 .map_err(|_| "the bits are not a zip archive".to_string())?;
-            // Check everything first, so a bad entry leaves nothing behind.
+            // Check every name first, so a bad entry leaves nothing behind.
             for i in 0..zip.len() {
                 let mut entry = zip
                     .by_index(i)
                     .map_err(|e| format!("reading entry {i}: {e}"))?;
                 let name = entry.name().map_err(|e| e.to_string())?.into_owned();
                 if let Some(why) = unsafe_path(&name) {
-                    return Err(why);
+                    return Err(why.into());
                 }
                 if entry.enclosed_name().is_none() {
-                    return Err(format!("entry {name:?} leaves the app directory"));
+                    return Err(format!("entry {name:?} leaves the app directory").into());
                 }
                 if entry.is_symlink() {
                     let mut target = String::new();
-                    entry
+                    (&mut entry)
+                        .take(4096)
                         .read_to_string(&mut target)
                         .map_err(|e| format!("reading symlink {name:?}: {e}"))?;
                     if symlink_escapes(&name, &target) {
-                        return Err(format!("symlink {name:?} points outside the app directory"));
+                        return Err(
+                            format!("symlink {name:?} points outside the app directory").into()
+                        );
                     }
                 }
             }
+            let mut buf = vec![0u8; 64 * 1024];
             for i in 0..zip.len() {
-                let name = {
-                    let entry = zip.by_index(i).map_err(|e| e.to_string())?;
-                    let is_file = !entry.is_dir() && !entry.is_symlink();
-                    let name = entry.name().map_err(|e| e.to_string())?.into_owned();
-                    if is_file && entry.size() > 0 {
-                        Some(name)
-                    } else {
-                        names.insert(name);
-                        None
-                    }
-                };
-                if let Some(name) = name {
-                    // Cache the file's content by sha1 for later resource matching.
-                    let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
+                let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
+                let name = entry.name().map_err(|e| e.to_string())?.into_owned();
+                if !entry.is_dir() && !entry.is_symlink() {
+                    // Inflate the file once: count it against the limit and
+                    // keep it for the resource cache, keyed by its sha1.
                     let cached = scratch.join(format!("resource-{}", util::new_guid()));
                     let mut f = std::fs::File::create(&cached).map_err(|e| e.to_string())?;
                     let mut hasher = Sha1::new();
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = entry
-                            .read(&mut buf)
-                            .map_err(|e| format!("reading {name:?}: {e}"))?;
+                    let mut size = 0u64;
+                    let copied = loop {
+                        let n = match entry.read(&mut buf) {
+                            Ok(n) => n,
+                            Err(e) => break Err(format!("reading {name:?}: {e}").into()),
+                        };
                         if n == 0 {
-                            break;
+                            break Ok(());
+                        }
+                        size += n as u64;
+                        total += n as u64;
+                        if total > max {
+                            break Err(AssembleError::TooLarge);
                         }
                         hasher.update(&buf[..n]);
-                        f.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+                        if let Err(e) = f.write_all(&buf[..n]) {
+                            break Err(e.to_string().into());
+                        }
+                    };
+                    drop(f);
+                    let kept = copied.and_then(|()| {
+                        if size == 0 {
+                            return Ok(false);
+                        }
+                        std::fs::File::open(&cached)
+                            .and_then(|f| f.sync_all())
+                            .map_err(|e| AssembleError::Invalid(e.to_string()))?;
+                        Ok(true)
+                    });
+                    match kept {
+                        Ok(true) => cache.push((hex::encode(hasher.finalize()), cached)),
+                        Ok(false) => {
+                            let _ = std::fs::remove_file(&cached);
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&cached);
+                            return Err(e);
+                        }
                     }
-                    f.sync_all().map_err(|e| e.to_string())?;
-                    cache.push((hex::encode(hasher.finalize()), cached));
-                    names.insert(name);
                 }
-                let entry = zip.by_index_raw(i).map_err(|e| e.to_string())?;
+                drop(entry);
+                names.insert(name);
+                let raw = zip.by_index_raw(i).map_err(|e| e.to_string())?;
                 writer
-                    .raw_copy_file(entry)
+                    .raw_copy_file(raw)
                     .map_err(|e| format!("copying an entry: {e}"))?;
             }
         }
-        for (r, mut file) in resources {
+        for (r, mut file, _) in resources {
             if names.contains(&r.path) {
                 continue;
             }
@@ -350,10 +402,57 @@ fn assemble(
     }
 }
 
+fn too_large_413(limit: u64) -> ApiError {
+    ApiError::package_too_large(StatusCode::PAYLOAD_TOO_LARGE, limit)
+}
+
+fn remove_scratch(path: &Option<PathBuf>) {
+    if let Some(p) = path {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Reads the multipart upload: the `resources` list (parsed) and the
+/// `bits` zip (streamed to a scratch file under the size limit).
+async fn read_upload(
+    ctx: &Shared,
+    multipart: &mut axum::extract::Multipart,
+    bits: &mut Option<PathBuf>,
+) -> ApiResult<Option<Value>> {
+    let limit: crate::internal::Limit = (ctx.config.max_package_bytes, too_large_413);
+    let mut resources = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(crate::web::multipart_error(limit))?
+    {
+        match field.name() {
+            Some("resources") => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(crate::web::multipart_error(limit))?;
+                resources = Some(serde_json::from_str(&text).map_err(|_| ApiError::parse_error())?);
+            }
+            Some("bits") if bits.is_none() => {
+                let (path, _, _) =
+                    crate::internal::stream_to_scratch(ctx, field, Some(limit)).await?;
+                *bits = Some(path);
+            }
+            _ => {}
+        }
+    }
+    Ok(resources)
+}
+
+/// `POST /v3/packages/:guid/upload`. Everything is checked and the final
+/// zip assembled before the package changes state, so a refused upload
+/// leaves the package as it was; then AWAITING_UPLOAD → PROCESSING_UPLOAD
+/// is claimed atomically (one concurrent upload wins) → READY.
 pub async fn upload(
     State(ctx): State<Shared>,
     Path(guid): Path<String>,
-    mut multipart: Multipart,
+    CfMultipart(mut multipart): CfMultipart,
 ) -> ApiResult<Json<Value>> {
     let package = db::get::<Package>(&ctx.pool, &guid).await?;
     let from: PackageState = package.state.parse()?;
@@ -362,92 +461,62 @@ pub async fn upload(
             "Package state is {from}; bits can only be uploaded once"
         )));
     }
-    let mut resources_json: Option<Value> = None;
     let mut bits: Option<PathBuf> = None;
-    let outcome: ApiResult<()> = async {
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?
-        {
-            match field.name() {
-                Some("resources") => {
-                    let text = field
-                        .text()
+    let read = read_upload(&ctx, &mut multipart, &mut bits).await;
+    let assembled = async {
+        let resources_json = read?;
+        if bits.is_none() && resources_json.is_none() {
+            return Err(ApiError::unprocessable(
+                "Upload must include either resources or bits",
+            ));
+        }
+        let entries = resources_json
+            .as_ref()
+            .map(parse_resources)
+            .transpose()?
+            .unwrap_or_default();
+        let mut opened = Vec::new();
+        for r in entries {
+            if r.path.is_empty() {
+                return Err(ApiError::package_invalid("a resource has no path"));
+            }
+            if let Some(why) = unsafe_path(&r.path) {
+                return Err(ApiError::package_invalid(why));
+            }
+            match ctx.blobstore.open(&resource_key(&r.sha1)).await {
+                Ok(f) => {
+                    let size = f
+                        .metadata()
                         .await
-                        .map_err(|e| ApiError::bad_request(format!("reading resources: {e}")))?;
-                    resources_json =
-                        Some(serde_json::from_str(&text).map_err(|_| ApiError::parse_error())?);
+                        .map_err(|e| ApiError::io("reading a cached resource", e))?
+                        .len();
+                    opened.push((r, f.into_std().await, size));
                 }
-                Some("bits") if bits.is_none() => {
-                    let (path, _, _) = crate::internal::stream_to_scratch(
-                        &ctx,
-                        field,
-                        Some(ctx.config.max_package_bytes),
-                    )
-                    .await?;
-                    bits = Some(path);
+                Err(kiln_store::StoreError::BlobNotFound { .. }) => {
+                    return Err(ApiError::package_invalid(format!(
+                        "resource {:?} ({}) is not in the resource cache",
+                        r.path, r.sha1
+                    )));
                 }
-                _ => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        let scratch = ctx.blobstore.scratch_dir().to_path_buf();
+        let bits_for_assembly = bits.clone();
+        let max = ctx.config.max_package_bytes;
+        tokio::task::spawn_blocking(move || assemble(scratch, bits_for_assembly, opened, max))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                AssembleError::TooLarge => {
+                    ApiError::package_too_large(StatusCode::UNPROCESSABLE_ENTITY, max)
+                }
+                AssembleError::Invalid(why) => ApiError::package_invalid(why),
+            })
     }
     .await;
-    let cleanup = |bits: &Option<PathBuf>| {
-        if let Some(p) = bits {
-            let _ = std::fs::remove_file(p);
-        }
-    };
-    if let Err(e) = outcome {
-        cleanup(&bits);
-        return Err(e);
-    }
-    let entries = match resources_json.as_ref().map(parse_resources).transpose() {
-        Ok(e) => e.unwrap_or_default(),
-        Err(e) => {
-            cleanup(&bits);
-            return Err(e);
-        }
-    };
-    if bits.is_none() && resources_json.is_none() {
-        return Err(ApiError::unprocessable(
-            "Upload must include either resources or bits",
-        ));
-    }
-    let mut opened = Vec::new();
-    for r in entries {
-        if let Some(why) = unsafe_path(&r.path).or_else(|| {
-            r.path
-                .is_empty()
-                .then(|| "a resource has no path".to_string())
-        }) {
-            cleanup(&bits);
-            return Err(ApiError::package_invalid(why));
-        }
-        match ctx.blobstore.open(&resource_key(&r.sha1)).await {
-            Ok(f) => opened.push((r, f.into_std().await)),
-            Err(kiln_store::StoreError::BlobNotFound { .. }) => {
-                cleanup(&bits);
-                return Err(ApiError::package_invalid(format!(
-                    "resource {:?} ({}) is not in the resource cache",
-                    r.path, r.sha1
-                )));
-            }
-            Err(e) => {
-                cleanup(&bits);
-                return Err(e.into());
-            }
-        }
-    }
-    let scratch = ctx.blobstore.scratch_dir().to_path_buf();
-    let bits_for_assembly = bits.clone();
-    let assembled =
-        tokio::task::spawn_blocking(move || assemble(scratch, bits_for_assembly, opened))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    cleanup(&bits);
-    let assembled = assembled.map_err(ApiError::package_invalid)?;
+    remove_scratch(&bits);
+    let assembled = assembled?;
     for (sha1, path) in assembled.cache {
         let key = resource_key(&sha1);
         if ctx.blobstore.exists(&key).await? {
@@ -456,22 +525,79 @@ pub async fn upload(
             ctx.blobstore.put_file(&key, &path).await?;
         }
     }
-    let info = ctx
+
+    let processing = from.transition_to(PackageState::ProcessingUpload)?;
+    let claimed =
+        sqlx::query("UPDATE packages SET state = ?, updated_at = ? WHERE guid = ? AND state = ?")
+            .bind(processing.as_str())
+            .bind(util::now())
+            .bind(&guid)
+            .bind(from.as_str())
+            .execute(&ctx.pool)
+            .await?
+            .rows_affected()
+            == 1;
+    if !claimed {
+        let _ = tokio::fs::remove_file(&assembled.zip_path).await;
+        return Err(ApiError::unprocessable(
+            "Package state changed during the upload; bits can only be uploaded once",
+        ));
+    }
+    let (to, sha256, error) = match ctx
         .blobstore
         .put_file(&format!("packages/{guid}"), &assembled.zip_path)
-        .await?;
-    let to = from.transition_to(PackageState::Ready)?;
+        .await
+    {
+        Ok(info) => {
+            tracing::info!(package_guid = %guid, size = info.size, "package uploaded");
+            (PackageState::Ready, Some(info.sha256), None)
+        }
+        Err(e) => {
+            tracing::warn!(package_guid = %guid, error = %e, "storing a package failed");
+            let _ = tokio::fs::remove_file(&assembled.zip_path).await;
+            (
+                PackageState::Failed,
+                None,
+                Some(format!("storing the package failed: {e}")),
+            )
+        }
+    };
+    let to = processing.transition_to(to)?;
     sqlx::query(
-        "UPDATE packages SET state = ?, sha256 = ?, updated_at = ? WHERE guid = ? AND state = ?",
+        "UPDATE packages SET state = ?, sha256 = ?, error = ?, updated_at = ? WHERE guid = ? AND state = ?",
     )
     .bind(to.as_str())
-    .bind(&info.sha256)
+    .bind(&sha256)
+    .bind(&error)
     .bind(util::now())
     .bind(&guid)
-    .bind(from.as_str())
+    .bind(processing.as_str())
     .execute(&ctx.pool)
     .await?;
-    tracing::info!(package_guid = %guid, size = info.size, "package uploaded");
     let p = db::get::<Package>(&ctx.pool, &guid).await?;
     Ok(Json(package_json(&ctx.base, &p)))
+}
+
+/// Packages left PROCESSING_UPLOAD by a crash mid-upload can never finish:
+/// they become FAILED (the client uploads a new package).
+pub async fn fail_interrupted_uploads(ctx: &crate::Ctx) -> ApiResult<()> {
+    let stuck =
+        db::where_eq::<Package>(&ctx.pool, "state", PackageState::ProcessingUpload.as_str())
+            .await?;
+    for p in stuck {
+        let from: PackageState = p.state.parse()?;
+        let to = from.transition_to(PackageState::Failed)?;
+        sqlx::query(
+            "UPDATE packages SET state = ?, error = ?, updated_at = ? WHERE guid = ? AND state = ?",
+        )
+        .bind(to.as_str())
+        .bind("the upload was interrupted")
+        .bind(util::now())
+        .bind(&p.guid)
+        .bind(from.as_str())
+        .execute(&ctx.pool)
+        .await?;
+        tracing::warn!(package_guid = %p.guid, "package upload was interrupted");
+    }
+    Ok(())
 }

@@ -147,8 +147,15 @@ pub async fn update(
     Path(guid): Path<String>,
     CfJson(body): CfJson<UpdateProcess>,
 ) -> ApiResult<Json<Value>> {
+    let p = update_process(&ctx, &guid, body).await?;
+    let app = db::get::<App>(&ctx.pool, &p.app_guid).await?;
+    Ok(Json(process_json(&ctx.base, &app, &p)))
+}
+
+/// Changes a process's command and health check (`PATCH /v3/processes/:guid`).
+pub async fn update_process(ctx: &Ctx, guid: &str, body: UpdateProcess) -> ApiResult<Process> {
     let _ = (&body.readiness_health_check, &body.metadata);
-    let p = db::get::<Process>(&ctx.pool, &guid).await?;
+    let p = db::get::<Process>(&ctx.pool, guid).await?;
     let command = match body.command {
         Some(c) if c.is_empty() => None,
         Some(c) => Some(c),
@@ -184,12 +191,10 @@ pub async fn update(
         .bind(timeout)
         .bind(invocation)
         .bind(util::now())
-        .bind(&guid)
+        .bind(guid)
         .execute(&ctx.pool)
         .await?;
-    let p = db::get::<Process>(&ctx.pool, &guid).await?;
-    let app = db::get::<App>(&ctx.pool, &p.app_guid).await?;
-    Ok(Json(process_json(&ctx.base, &app, &p)))
+    db::get::<Process>(&ctx.pool, guid).await
 }
 
 #[derive(Deserialize)]
@@ -206,6 +211,18 @@ pub struct ScaleBody {
 }
 
 async fn scale_process(ctx: &Ctx, p: Process, body: ScaleBody) -> ApiResult<Response> {
+    let p = apply_scale(ctx, &p, body).await?;
+    let app = db::get::<App>(&ctx.pool, &p.app_guid).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(process_json(&ctx.base, &app, &p)),
+    )
+        .into_response())
+}
+
+/// Scales a process and syncs its app's DesiredLrps (the scale endpoints,
+/// and apply_manifest).
+pub async fn apply_scale(ctx: &Ctx, p: &Process, body: ScaleBody) -> ApiResult<Process> {
     let _ = body.log_rate_limit_in_bytes_per_second;
     if body.instances.is_some_and(|i| i < 0) {
         return Err(ApiError::unprocessable(
@@ -226,13 +243,7 @@ async fn scale_process(ctx: &Ctx, p: Process, body: ScaleBody) -> ApiResult<Resp
         .execute(&ctx.pool)
         .await?;
     crate::sync::sync_app(ctx, &p.app_guid).await?;
-    let p = db::get::<Process>(&ctx.pool, &p.guid).await?;
-    let app = db::get::<App>(&ctx.pool, &p.app_guid).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(process_json(&ctx.base, &app, &p)),
-    )
-        .into_response())
+    db::get::<Process>(&ctx.pool, &p.guid).await
 }
 
 pub async fn scale(

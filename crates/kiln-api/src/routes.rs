@@ -175,6 +175,12 @@ pub async fn create(
     State(ctx): State<Shared>,
     CfJson(body): CfJson<CreateRoute>,
 ) -> ApiResult<Response> {
+    let guid = create_route(&ctx, body).await?;
+    Ok((StatusCode::CREATED, Json(one(&ctx, &guid).await?)).into_response())
+}
+
+/// Creates a route (`POST /v3/routes`, and apply_manifest); returns its guid.
+pub async fn create_route(ctx: &Ctx, body: CreateRoute) -> ApiResult<String> {
     let _ = (&body.options, &body.metadata);
     if body.port.is_some() {
         return Err(ApiError::unprocessable(
@@ -182,6 +188,12 @@ pub async fn create(
         ));
     }
     let host = body.host.unwrap_or_default().to_ascii_lowercase();
+    // Every Kiln domain is shared, and CC requires a host on shared domains.
+    if host.is_empty() {
+        return Err(ApiError::unprocessable(
+            "Missing host. Routes in shared domains must have a host defined.",
+        ));
+    }
     if !valid_host(&host) {
         return Err(ApiError::unprocessable(
             "Host must be a valid DNS label of letters, digits and hyphens",
@@ -223,7 +235,7 @@ pub async fn create(
             domain.name
         )
     })?;
-    Ok((StatusCode::CREATED, Json(one(&ctx, &guid).await?)).into_response())
+    Ok(guid)
 }
 
 pub async fn delete(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResult<Response> {
@@ -302,7 +314,14 @@ pub async fn add_destinations(
     Path(guid): Path<String>,
     CfJson(body): CfJson<AddDestinations>,
 ) -> ApiResult<Json<Value>> {
-    let route = db::get::<Route>(&ctx.pool, &guid).await?;
+    insert_destinations(&ctx, &guid, body).await?;
+    Ok(Json(destinations_json(&ctx, &guid).await?))
+}
+
+/// Maps app processes to a route and updates their DesiredLrps' routes
+/// (`POST /v3/routes/:guid/destinations`, and apply_manifest).
+pub async fn insert_destinations(ctx: &Ctx, guid: &str, body: AddDestinations) -> ApiResult<()> {
+    let route = db::get::<Route>(&ctx.pool, guid).await?;
     let mut touched = Vec::new();
     for d in body.destinations {
         let _ = d.weight;
@@ -327,7 +346,7 @@ pub async fn add_destinations(
             ));
         }
         let port = d.port.unwrap_or(8080);
-        let existing = db::where_eq::<Destination>(&ctx.pool, "route_guid", &guid).await?;
+        let existing = db::where_eq::<Destination>(&ctx.pool, "route_guid", guid).await?;
         if existing
             .iter()
             .any(|e| e.app_guid == app.guid && e.process_type == ptype && e.port == port)
@@ -337,7 +356,7 @@ pub async fn add_destinations(
         let now = util::now();
         sqlx::query("INSERT INTO route_destinations (guid, route_guid, app_guid, process_type, port, protocol, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(util::new_guid())
-            .bind(&guid)
+            .bind(guid)
             .bind(&app.guid)
             .bind(&ptype)
             .bind(port)
@@ -349,24 +368,30 @@ pub async fn add_destinations(
         touched.push(app.guid);
     }
     for app_guid in touched {
-        crate::sync::refresh_routes(&ctx, &app_guid).await?;
+        crate::sync::refresh_routes(ctx, &app_guid).await?;
     }
-    Ok(Json(destinations_json(&ctx, &guid).await?))
+    Ok(())
 }
 
 pub async fn remove_destination(
     State(ctx): State<Shared>,
     Path((guid, dguid)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    db::get::<Route>(&ctx.pool, &guid).await?;
-    let d = db::find::<Destination>(&ctx.pool, &dguid)
+    delete_destination(&ctx, &guid, &dguid).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Unmaps one destination from a route and updates the app's DesiredLrps
+/// (`DELETE /v3/routes/:guid/destinations/:guid`, and apply_manifest).
+pub async fn delete_destination(ctx: &Ctx, guid: &str, dguid: &str) -> ApiResult<()> {
+    db::get::<Route>(&ctx.pool, guid).await?;
+    let d = db::find::<Destination>(&ctx.pool, dguid)
         .await?
         .filter(|d| d.route_guid == guid)
         .ok_or_else(|| ApiError::not_found("Destination"))?;
     sqlx::query("DELETE FROM route_destinations WHERE guid = ?")
-        .bind(&dguid)
+        .bind(dguid)
         .execute(&ctx.pool)
         .await?;
-    crate::sync::refresh_routes(&ctx, &d.app_guid).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    crate::sync::refresh_routes(ctx, &d.app_guid).await
 }

@@ -258,13 +258,25 @@ pub async fn reconcile(ctx: &Ctx) -> ApiResult<()> {
 
 // ---- staging completion ----
 
-/// Marks a STAGING build and its droplet FAILED with `error`.
+/// Marks a STAGING build and its droplet FAILED with `error`. A build that
+/// already left STAGING (another path recorded its outcome) is left alone.
 pub async fn fail_build(ctx: &Ctx, build_guid: &str, error: &str) -> ApiResult<()> {
-    let build = db::get::<Build>(&ctx.pool, build_guid).await?;
+    // The app (and its builds) may have been deleted meanwhile.
+    let Some(build) = db::find::<Build>(&ctx.pool, build_guid).await? else {
+        return Ok(());
+    };
     let from: BuildState = build.state.parse()?;
+    if from != BuildState::Staging {
+        return Ok(());
+    }
     let to = from.transition_to(BuildState::Failed)?;
+    let droplet = match &build.droplet_guid {
+        Some(g) => db::find::<Droplet>(&ctx.pool, g).await?,
+        None => None,
+    };
     let now = util::now();
-    sqlx::query(
+    let mut tx = ctx.pool.begin().await?;
+    let won = sqlx::query(
         "UPDATE builds SET state = ?, error = ?, updated_at = ? WHERE guid = ? AND state = ?",
     )
     .bind(to.as_str())
@@ -272,21 +284,30 @@ pub async fn fail_build(ctx: &Ctx, build_guid: &str, error: &str) -> ApiResult<(
     .bind(&now)
     .bind(build_guid)
     .bind(from.as_str())
-    .execute(&ctx.pool)
-    .await?;
-    if let Some(droplet_guid) = &build.droplet_guid
-        && let Some(droplet) = db::find::<Droplet>(&ctx.pool, droplet_guid).await?
-    {
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !won {
+        return Ok(());
+    }
+    if let Some(droplet) = &droplet {
         let from: DropletState = droplet.state.parse()?;
         if let Ok(to) = from.transition_to(DropletState::Failed) {
-            sqlx::query("UPDATE droplets SET state = ?, error = ?, updated_at = ? WHERE guid = ?")
-                .bind(to.as_str())
-                .bind(error)
-                .bind(&now)
-                .bind(droplet_guid)
-                .execute(&ctx.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE droplets SET state = ?, error = ?, updated_at = ? WHERE guid = ? AND state = ?",
+            )
+            .bind(to.as_str())
+            .bind(error)
+            .bind(&now)
+            .bind(&droplet.guid)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
+    }
+    tx.commit().await?;
+    if let Some(droplet_guid) = &build.droplet_guid {
         ctx.blobstore
             .delete(&format!("droplets/{droplet_guid}"))
             .await?;
@@ -320,7 +341,11 @@ async fn succeed_build(
             "StagingError - Staging error: the build has no droplet".into(),
         ));
     };
-    let droplet = db::get::<Droplet>(&ctx.pool, droplet_guid).await?;
+    let Some(droplet) = db::find::<Droplet>(&ctx.pool, droplet_guid).await? else {
+        return Ok(Err(
+            "StagingError - Staging error: the droplet no longer exists".into(),
+        ));
+    };
     if droplet.sha256.is_none()
         || !ctx
             .blobstore
@@ -355,21 +380,33 @@ async fn succeed_build(
     let build_to = build_from.transition_to(BuildState::Staged)?;
     let now = util::now();
     let mut tx = ctx.pool.begin().await?;
-    sqlx::query("UPDATE droplets SET state = ?, process_types = ?, buildpacks = ?, execution_metadata = ?, updated_at = ? WHERE guid = ?")
+    // Both rows move only from the states read above; if either moved
+    // meanwhile, nothing is recorded (the other outcome stands).
+    let build_moved =
+        sqlx::query("UPDATE builds SET state = ?, updated_at = ? WHERE guid = ? AND state = ?")
+            .bind(build_to.as_str())
+            .bind(&now)
+            .bind(&build.guid)
+            .bind(build_from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    let droplet_moved = sqlx::query("UPDATE droplets SET state = ?, process_types = ?, buildpacks = ?, execution_metadata = ?, updated_at = ? WHERE guid = ? AND state = ?")
         .bind(droplet_to.as_str())
         .bind(serde_json::to_string(&result.process_types).unwrap_or_default())
         .bind(serde_json::Value::Array(buildpacks).to_string())
         .bind(&result.execution_metadata)
         .bind(&now)
         .bind(droplet_guid)
+        .bind(droplet_from.as_str())
         .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE builds SET state = ?, updated_at = ? WHERE guid = ?")
-        .bind(build_to.as_str())
-        .bind(&now)
-        .bind(&build.guid)
-        .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if build_moved != 1 || droplet_moved != 1 {
+        tx.rollback().await?;
+        tracing::info!(build_guid = %build.guid, "build changed while recording its staging result");
+        return Ok(Ok(()));
+    }
     tx.commit().await?;
     tracing::info!(build_guid = %build.guid, droplet_guid = %droplet_guid, "build staged");
     Ok(Ok(()))
@@ -413,30 +450,39 @@ pub async fn handle_staging_task(ctx: &Ctx, task: &Task) -> ApiResult<()> {
     Ok(())
 }
 
-/// Every completed staging Task handled; on `startup`, STAGING builds
-/// whose Task vanished are failed.
-pub async fn resync_staging(ctx: &Ctx, startup: bool) -> ApiResult<()> {
+/// How long a STAGING build may exist without its Task before it is
+/// considered lost (covers the moment between the build row and the Task).
+pub const LOST_TASK_GRACE_SECS: i64 = 60;
+
+/// Every completed staging Task handled, and STAGING builds whose Task is
+/// gone failed: those already STAGING when this Api opened (the restart
+/// interrupted them), or older than [`LOST_TASK_GRACE_SECS`] (the BBS lost
+/// it). A build is never left STAGING forever.
+pub async fn resync_staging(ctx: &Ctx) -> ApiResult<()> {
     let tasks = ctx.bbs.tasks(Some(STAGING_DOMAIN)).await?;
     for task in &tasks {
         if let Err(error) = handle_staging_task(ctx, task).await {
             tracing::warn!(task_guid = %task.task_guid, %error, "recording a staging result failed");
         }
     }
-    if startup {
-        for build in db::where_eq::<Build>(&ctx.pool, "state", BuildState::Staging.as_str()).await?
-        {
-            match ctx.bbs.task_by_guid(&build.guid).await {
-                Err(BbsError::NotFound { .. }) => {
-                    fail_build(
-                        ctx,
-                        &build.guid,
-                        "StagingError - Staging error: staging was interrupted",
-                    )
-                    .await?;
-                }
-                Err(e) => return Err(e.into()),
-                Ok(_) => {}
+    let now = util::unix_now();
+    for build in db::where_eq::<Build>(&ctx.pool, "state", BuildState::Staging.as_str()).await? {
+        let created = util::parse_time(&build.created_at).unwrap_or(0);
+        if !ctx.inherited_staging.contains(&build.guid) && now - created < LOST_TASK_GRACE_SECS {
+            continue;
+        }
+        match ctx.bbs.task_by_guid(&build.guid).await {
+            Err(BbsError::NotFound { .. }) => {
+                tracing::warn!(build_guid = %build.guid, "staging task is gone");
+                fail_build(
+                    ctx,
+                    &build.guid,
+                    "StagingError - Staging error: staging was interrupted (the staging task no longer exists)",
+                )
+                .await?;
             }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
         }
     }
     Ok(())
@@ -447,7 +493,7 @@ pub fn spawn_loops(ctx: Shared, shutdown: CancellationToken) -> Vec<JoinHandle<(
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut events = ctx.bbs.subscribe();
-            if let Err(error) = resync_staging(&ctx, true).await {
+            if let Err(error) = resync_staging(&ctx).await {
                 tracing::warn!(%error, "staging resync failed");
             }
             let mut tick = tokio::time::interval(STAGING_RESYNC);
@@ -456,7 +502,7 @@ pub fn spawn_loops(ctx: Shared, shutdown: CancellationToken) -> Vec<JoinHandle<(
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {
-                        if let Err(error) = resync_staging(&ctx, false).await {
+                        if let Err(error) = resync_staging(&ctx).await {
                             tracing::warn!(%error, "staging resync failed");
                         }
                     }
@@ -467,7 +513,7 @@ pub fn spawn_loops(ctx: Shared, shutdown: CancellationToken) -> Vec<JoinHandle<(
                             }
                         }
                         Some(BbsEvent::Lagged) => {
-                            if let Err(error) = resync_staging(&ctx, false).await {
+                            if let Err(error) = resync_staging(&ctx).await {
                                 tracing::warn!(%error, "staging resync failed");
                             }
                         }

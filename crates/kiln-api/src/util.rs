@@ -16,6 +16,13 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+/// Unix seconds of a timestamp written by [`now`].
+pub fn parse_time(rfc3339: &str) -> Option<i64> {
+    OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 pub fn unix_now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }

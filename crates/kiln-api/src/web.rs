@@ -1,9 +1,12 @@
-//! HTTP plumbing shared by every handler: the JSON body extractor with
-//! Cloud Controller's parse/unknown-field errors, list query parameters with
+//! HTTP plumbing shared by every handler: the JSON and multipart body
+//! extractors with Cloud Controller's errors, list query parameters with
 //! filters, ordering and pagination, and the request id header.
 
 use crate::error::{ApiError, ApiResult};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use crate::internal::Limit;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -19,9 +22,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CfJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::parse_error())?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::cf(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    10004,
+                    "CF-InvalidRequest",
+                    "The request is invalid: the request body is too large",
+                )
+            } else {
+                ApiError::parse_error()
+            }
+        })?;
         let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             json!({})
         } else {
@@ -42,6 +54,42 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
             ApiError::unprocessable(msg)
         }
     })
+}
+
+/// A `multipart/form-data` body; anything else is a 400 in CF's envelope.
+pub struct CfMultipart(pub Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for CfMultipart {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Multipart::from_request(req, state)
+            .await
+            .map(CfMultipart)
+            .map_err(|e| {
+                ApiError::cf(
+                    StatusCode::BAD_REQUEST,
+                    1003,
+                    "CF-InvalidContentType",
+                    format!(
+                        "Invalid content type, expected: multipart/form-data ({})",
+                        e.body_text()
+                    ),
+                )
+            })
+    }
+}
+
+/// Maps an error reading a multipart body: the body limit becomes the
+/// endpoint's too-large error, anything else a 400.
+pub fn multipart_error(limit: Limit) -> impl Fn(MultipartError) -> ApiError {
+    move |e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (limit.1)(limit.0)
+        } else {
+            ApiError::bad_request(format!("reading the multipart body: {}", e.body_text()))
+        }
+    }
 }
 
 /// Query parameters of a list endpoint.
@@ -169,10 +217,15 @@ pub fn paginate(url: &str, params: &ListParams, mut resources: Vec<Value>) -> Va
             Some(f) => (f, true),
             None => (order.strip_prefix('+').unwrap_or(order), false),
         };
-        resources.sort_by(|a, b| {
-            let ord = compare(&a[field], &b[field]);
-            if descending { ord.reverse() } else { ord }
-        });
+        // Resources come oldest first; ties keep that order ascending and
+        // the reverse descending, so `order_by=-created_at&per_page=1`
+        // finds the newest even within one second.
+        if descending {
+            resources.reverse();
+            resources.sort_by(|a, b| compare(&b[field], &a[field]));
+        } else {
+            resources.sort_by(|a, b| compare(&a[field], &b[field]));
+        }
     }
     let total = resources.len();
     let per_page = params.per_page.max(1);
@@ -242,4 +295,63 @@ pub async fn strip_trailing_slash(mut req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(query: &str) -> ListParams {
+        ListParams::new(parse_query(query)).unwrap()
+    }
+
+    #[test]
+    fn descending_order_puts_the_newest_of_equal_timestamps_first() {
+        let rows: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .map(|g| json!({"guid": g, "created_at": "2026-01-02T03:04:05Z"}))
+            .collect();
+        let page = paginate(
+            "http://h/v3/packages",
+            &params("order_by=-created_at&per_page=1"),
+            rows.clone(),
+        );
+        assert_eq!(page["resources"][0]["guid"], "c");
+        let page = paginate("http://h/v3/packages", &params("order_by=created_at"), rows);
+        let guids: Vec<_> = page["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["guid"].clone())
+            .collect();
+        assert_eq!(guids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn page_links_keep_filters_and_are_absolute() {
+        let rows: Vec<Value> = (0..5).map(|i| json!({"guid": i})).collect();
+        let page = paginate(
+            "http://h/v3/apps",
+            &params("names=a%2Cb&per_page=2&page=2"),
+            rows,
+        );
+        let p = &page["pagination"];
+        assert_eq!(p["total_results"], 5);
+        assert_eq!(p["total_pages"], 3);
+        assert_eq!(
+            p["next"]["href"],
+            "http://h/v3/apps?page=3&per_page=2&names=a,b"
+        );
+        assert_eq!(
+            p["previous"]["href"],
+            "http://h/v3/apps?page=1&per_page=2&names=a,b"
+        );
+        assert_eq!(
+            p["last"]["href"],
+            "http://h/v3/apps?page=3&per_page=2&names=a,b"
+        );
+        assert_eq!(page["resources"], json!([{"guid": 2}, {"guid": 3}]));
+        assert!(ListParams::new(parse_query("per_page=5001")).is_err());
+        assert!(ListParams::new(parse_query("page=0")).is_err());
+    }
 }

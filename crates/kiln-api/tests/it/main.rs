@@ -417,6 +417,29 @@ async fn discovery_tokens_and_auth_errors() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
+    // Only the `cf` client with an empty secret.
+    let r = kiln
+        .http
+        .post(format!("{}/oauth/token", kiln.url))
+        .basic_auth("other", Some("x"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "admin"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+
+    // A known path with a method CC does not route is an unknown request.
+    let (status, body) = kiln
+        .send(kiln.http.put(format!("{}/v3/apps", kiln.url)))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&body).1, "CF-NotFound");
+
     // Unknown route, and a trailing slash.
     let (status, body) = kiln.get("/v3/nonsense").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -661,9 +684,10 @@ async fn apps_processes_errors_and_pagination() {
 async fn buildpacks_positions_and_invalid_zips() {
     let dir = tempfile::tempdir().unwrap();
     let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
-    kiln.create_buildpack("first", None).await;
-    kiln.create_buildpack("second", None).await;
+    kiln.create_buildpack("second", Some(1)).await;
+    kiln.create_buildpack("first", None).await; // CC's default position is 1
     kiln.create_buildpack("zeroth", Some(1)).await;
+    kiln.create_buildpack("last", Some(99)).await;
     let (_, list) = kiln.get("/v3/buildpacks").await;
     let names: Vec<_> = list["resources"]
         .as_array()
@@ -676,15 +700,25 @@ async fn buildpacks_positions_and_invalid_zips() {
         vec![
             (json!("zeroth"), json!(1)),
             (json!("first"), json!(2)),
-            (json!("second"), json!(3))
+            (json!("second"), json!(3)),
+            (json!("last"), json!(4))
         ]
     );
     let (status, _) = kiln.post("/v3/buildpacks", json!({"name": "first"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = kiln
+        .post("/v3/buildpacks", json!({"name": "nowhere", "position": 0}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let (_, bp) = kiln.post("/v3/buildpacks", json!({"name": "broken"})).await;
     let guid = bp["guid"].as_str().unwrap();
-    for bits in [b"not a zip".to_vec(), zip_of(&[("README", "no bin here")])] {
+    for bits in [
+        b"not a zip".to_vec(),
+        zip_of(&[("README", "no bin here")]),
+        zip_of(&[("bin/helper", "not a buildpack script")]),
+        zip_of(&[("a/bin/detect", "x"), ("b/bin/compile", "x")]),
+    ] {
         let form = reqwest::multipart::Form::new().part(
             "bits",
             reqwest::multipart::Part::bytes(bits).file_name("b.zip"),
@@ -749,6 +783,16 @@ async fn package_upload_resource_matching_and_refusals() {
         .post("/v3/resource_matches", json!({"resources": [resource]}))
         .await;
     assert_eq!(matches["resources"], json!([resource]));
+    // A big app offers tens of thousands of files (a body of several MB).
+    let mut offered: Vec<Value> = (0..30_000)
+        .map(|i| json!({"checksum": {"value": format!("{i:040x}")}, "size_in_bytes": 10, "path": format!("src/file-{i}.txt"), "mode": "644"}))
+        .collect();
+    offered.push(resource.clone());
+    let (status, matches) = kiln
+        .post("/v3/resource_matches", json!({"resources": offered}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(matches["resources"], json!([resource]));
 
     // Second package: only the resource list, in the legacy shape too.
     let p2 = kiln.new_package(app_guid).await;
@@ -806,18 +850,82 @@ async fn package_upload_resource_matching_and_refusals() {
     )
     .unwrap();
     w.write_all(big.as_bytes()).unwrap();
-    let (status, _) = kiln
+    let (status, body) = kiln
         .upload_package(&p4, json!([]), Some(w.finish().unwrap().into_inner()))
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
+        error_of(&body),
+        (
+            150001,
+            "CF-AppPackageInvalid".into(),
+            "The app package is invalid: Package may not be larger than 65536 bytes".into()
+        )
+    );
+    assert_eq!(
         kiln.get(&format!("/v3/packages/{p4}")).await.1["state"],
         "AWAITING_UPLOAD"
     );
+    // Small on the wire, too big unpacked (CC's packer counts unpacked
+    // bytes): refused, package unchanged.
+    let bomb = {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        w.start_file(
+            "zeros",
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated),
+        )
+        .unwrap();
+        w.write_all(&vec![0u8; 200 * 1024]).unwrap();
+        w.finish().unwrap().into_inner()
+    };
+    assert!(bomb.len() < 64 * 1024);
+    let (status, body) = kiln.upload_package(&p4, json!([]), Some(bomb)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        error_of(&body).2,
+        "The app package is invalid: Package may not be larger than 65536 bytes"
+    );
+    // Listed cached resources count too.
+    let many = json!((0..20)
+        .map(|i| json!({"checksum": {"value": sha}, "size_in_bytes": content.len(), "path": format!("f{i}"), "mode": "644"}))
+        .collect::<Vec<_>>());
+    let (status, _) = kiln.upload_package(&p4, many, None).await;
+    assert_eq!(status, StatusCode::OK, "20 small cached files fit");
+    let p5 = kiln.new_package(app_guid).await;
+    let too_many = json!((0..3000)
+        .map(|i| json!({"checksum": {"value": sha}, "size_in_bytes": content.len(), "path": format!("f{i}"), "mode": "644"}))
+        .collect::<Vec<_>>());
+    let (status, body) = kiln.upload_package(&p5, too_many, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_of(&body).0, 150001);
+    assert_eq!(
+        kiln.get(&format!("/v3/packages/{p5}")).await.1["state"],
+        "AWAITING_UPLOAD"
+    );
+    // Not multipart at all: CF's envelope, not a bare rejection.
+    let (status, body) = kiln
+        .post(&format!("/v3/packages/{p5}/upload"), json!({"bits": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_of(&body).1, "CF-InvalidContentType");
+    // A second upload to a READY package is refused.
+    let (status, _) = kiln
+        .upload_package(&p1, json!([]), Some(zip_of(&[("a", "b")])))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
     let (_, list) = kiln
         .get(&format!("/v3/packages?app_guids={app_guid}&states=READY"))
         .await;
-    assert_eq!(list["pagination"]["total_results"], 3);
+    assert_eq!(list["pagination"]["total_results"], 4);
+    // The newest package, as `cf start` asks for it (all made this second).
+    let (_, newest) = kiln
+        .get(&format!(
+            "/v3/packages?app_guids={app_guid}&order_by=-created_at&per_page=1&page=1"
+        ))
+        .await;
+    assert_eq!(newest["resources"][0]["guid"], p5);
     kiln.stop().await;
 }
 
@@ -936,7 +1044,8 @@ async fn push_path_end_to_end() {
     assert_eq!(d.log_source, "STG");
     assert_eq!(
         (d.memory_mb, d.disk_mb, d.timeout_ms),
-        (1024, 4096, 900_000)
+        // The Task's timeout is the configured staging timeout.
+        (1024, 4096, 60_000)
     );
     assert_eq!(d.result_file, "/tmp/result.json");
     assert_eq!(d.downloads.len(), 3);
@@ -1011,6 +1120,26 @@ async fn push_path_end_to_end() {
         kiln.http.get(&other).send().await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
+    // A correctly signed URL that has expired is refused too: sign the
+    // package path with the API's key (from its data dir) both ways.
+    let key = std::fs::read_to_string(dir.path().join("api/signing-key")).unwrap();
+    let path = format!("/internal/v4/packages/{pkg}/download");
+    let signed = |expires: i64| {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.trim().as_bytes()).unwrap();
+        mac.update(format!("GET\n{path}\n{expires}").as_bytes());
+        let signature = hex::encode(mac.finalize().into_bytes());
+        format!("{}{path}?expires={expires}&signature={signature}", kiln.url)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let r = kiln.http.get(signed(now + 60)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the test signs like the api");
+    let r = kiln.http.get(signed(now - 1)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_of(&r.json().await.unwrap()).1, "CF-NotAuthorized");
     let bad_upload = d.uploads[0].to.replace("signature=", "signature=ab");
     let r = kiln
         .http
@@ -1164,6 +1293,14 @@ async fn push_path_end_to_end() {
     let (_, domains) = kiln.get("/v3/domains?names=localhost").await;
     let domain_guid = domains["resources"][0]["guid"].as_str().unwrap();
     let space = kiln.space_guid().await;
+    let (status, body) = kiln
+        .post(
+            "/v3/routes",
+            json!({"relationships": {"space": {"data": {"guid": space}}, "domain": {"data": {"guid": domain_guid}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_of(&body).2.starts_with("Missing host"));
     let route_body = json!({"host": "hello", "relationships": {"space": {"data": {"guid": space}}, "domain": {"data": {"guid": domain_guid}}}});
     let (status, route) = kiln.post("/v3/routes", route_body.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{route}");
@@ -1331,6 +1468,35 @@ async fn push_path_end_to_end() {
         .collect();
     assert!(texts.iter().any(|t| t == &format!("Updated app with guid {app_guid} ({{\"state\"=>\"STARTED\"}})")), "{texts:?}");
     assert!(batch[0]["timestamp"].is_string());
+    // Several envelope types are a union; only non-log types find nothing.
+    let (_, both) = kiln
+        .get(&format!(
+            "/api/v1/read/{app_guid}?start_time=0&envelope_types=GAUGE&envelope_types=LOG"
+        ))
+        .await;
+    assert_eq!(
+        both["envelopes"]["batch"].as_array().unwrap().len(),
+        batch.len()
+    );
+    let (_, gauges) = kiln
+        .get(&format!(
+            "/api/v1/read/{app_guid}?start_time=0&envelope_types=GAUGE"
+        ))
+        .await;
+    assert_eq!(gauges, json!({"envelopes": {"batch": []}}));
+    let (_, newest) = kiln
+        .get(&format!(
+            "/api/v1/read/{app_guid}?start_time=-6795364578871345152&limit=1&descending=true"
+        ))
+        .await;
+    assert_eq!(
+        newest["envelopes"]["batch"][0]["timestamp"],
+        batch.last().unwrap()["timestamp"]
+    );
+    let (status, _) = kiln
+        .get(&format!("/api/v1/read/{app_guid}?limit=1001"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Stop removes it.
     let (_, stopped) = kiln
@@ -1398,8 +1564,8 @@ async fn staging_with_detection_and_no_buildpacks() {
         "NoBuildpacksFound - There are no buildpacks available"
     );
 
-    let a = kiln.create_buildpack("a", None).await;
-    let b = kiln.create_buildpack("b", None).await;
+    let a = kiln.create_buildpack("a", Some(1)).await;
+    let b = kiln.create_buildpack("b", Some(2)).await;
     let (_, build) = kiln
         .post("/v3/builds", json!({"package": {"guid": pkg}}))
         .await;
@@ -1447,5 +1613,475 @@ async fn staging_with_detection_and_no_buildpacks() {
         error_of(&body).2,
         "Buildpack \"nope\" must be an existing admin buildpack"
     );
+
+    // Deleting an app that is staging cancels its staging Task.
+    let doomed = kiln.create_app("doomed", None).await;
+    let doomed_guid = doomed["guid"].as_str().unwrap().to_string();
+    let pkg3 = kiln.new_package(&doomed_guid).await;
+    kiln.upload_package(&pkg3, json!([]), Some(zip_of(&[("x", "x")])))
+        .await;
+    let (_, staging) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg3}}))
+        .await;
+    let task_guid = staging["guid"].as_str().unwrap().to_string();
+    assert!(kiln.bbs.task_by_guid(&task_guid).await.is_ok());
+    let r = kiln
+        .http
+        .delete(format!("{}/v3/apps/{doomed_guid}", kiln.url))
+        .bearer_auth(&kiln.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while kiln.bbs.task_by_guid(&task_guid).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the staging task of a deleted app was never cancelled and cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kiln.stop().await;
+}
+
+/// The staging result a builder writes for a one-buildpack python app.
+fn staging_result(bp_guid: &str) -> String {
+    json!({
+        "lifecycle_type": "buildpack",
+        "lifecycle_metadata": {"buildpack_key": bp_guid, "detected_buildpack": "python",
+                               "buildpacks": [{"key": bp_guid, "name": "python", "version": "1.0.0"}]},
+        "process_types": {"web": "python app.py"},
+        "execution_metadata": "",
+    })
+    .to_string()
+}
+
+async fn web_lrp_guid(kiln: &Kiln, app_guid: &str) -> String {
+    let (_, procs) = kiln.get(&format!("/v3/apps/{app_guid}/processes")).await;
+    let web = &procs["resources"][0];
+    format!(
+        "{}-{}",
+        web["guid"].as_str().unwrap(),
+        web["version"].as_str().unwrap()
+    )
+}
+
+async fn cf_apps_lrps(bbs: &Bbs) -> Vec<String> {
+    let mut guids: Vec<String> = bbs
+        .desired_lrps(Some("cf-apps"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.process_guid)
+        .collect();
+    guids.sort();
+    guids
+}
+
+#[tokio::test]
+async fn droplet_changes_restarts_and_reconcile() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let bp = kiln.create_buildpack("python", None).await;
+    let bp_guid = bp["guid"].as_str().unwrap().to_string();
+    let app = kiln.create_app("durable", None).await;
+    let app_guid = app["guid"].as_str().unwrap().to_string();
+    let result = staging_result(&bp_guid);
+
+    // Two staged droplets; the app runs the first.
+    let mut droplets = Vec::new();
+    for file in ["one", "two"] {
+        let pkg = kiln.new_package(&app_guid).await;
+        kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", file)])))
+            .await;
+        let build = stage(&kiln, &pkg, Ok(&result)).await;
+        assert_eq!(build["state"], "STAGED", "{build}");
+        droplets.push(build["droplet"]["guid"].as_str().unwrap().to_string());
+    }
+    let rel = format!("/v3/apps/{app_guid}/relationships/current_droplet");
+    let set_droplet = |guid: &str| kiln.patch(&rel, json!({"data": {"guid": guid}}));
+    assert_eq!(set_droplet(&droplets[0]).await.0, StatusCode::OK);
+    let (status, _) = kiln
+        .post(&format!("/v3/apps/{app_guid}/actions/start"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let first = web_lrp_guid(&kiln, &app_guid).await;
+    assert_eq!(cf_apps_lrps(&kiln.bbs).await, vec![first.clone()]);
+
+    // Assigning another droplet to the started app is a new version that
+    // runs it; assigning the same one again changes nothing.
+    assert_eq!(set_droplet(&droplets[1]).await.0, StatusCode::OK);
+    let second = web_lrp_guid(&kiln, &app_guid).await;
+    assert_ne!(second, first);
+    assert_eq!(cf_apps_lrps(&kiln.bbs).await, vec![second.clone()]);
+    let lrp = kiln.bbs.desired_lrp_by_process_guid(&second).await.unwrap();
+    assert_eq!(
+        lrp.setup[0].cache_key.as_deref(),
+        Some(format!("droplet-{}", droplets[1]).as_str())
+    );
+    set_droplet(&droplets[1]).await;
+    assert_eq!(web_lrp_guid(&kiln, &app_guid).await, second);
+
+    // A route to persist, and a build left STAGING.
+    let (_, domains) = kiln.get("/v3/domains?names=localhost").await;
+    let domain_guid = domains["resources"][0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let space = kiln.space_guid().await;
+    let (_, route) = kiln
+        .post(
+            "/v3/routes",
+            json!({"host": "durable", "relationships": {"space": {"data": {"guid": space}}, "domain": {"data": {"guid": domain_guid}}}}),
+        )
+        .await;
+    let route_guid = route["guid"].as_str().unwrap().to_string();
+    kiln.post(
+        &format!("/v3/routes/{route_guid}/destinations"),
+        json!({"destinations": [{"app": {"guid": app_guid}}]}),
+    )
+    .await;
+    let pkg = kiln.new_package(&app_guid).await;
+    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "three")])))
+        .await;
+    let (_, pending) = kiln
+        .post("/v3/builds", json!({"package": {"guid": pkg}}))
+        .await;
+    assert_eq!(pending["state"], "STAGING");
+    let pending_guid = pending["guid"].as_str().unwrap().to_string();
+
+    // While the API is down, the BBS loses the staging Task and the app's
+    // DesiredLrp, and gains a stale one.
+    let bbs = kiln.bbs.clone();
+    kiln.stop().await;
+    bbs.cancel_task(&pending_guid).await.unwrap();
+    bbs.resolving_task(&pending_guid).await.unwrap();
+    bbs.delete_task(&pending_guid).await.unwrap();
+    let mut stale = bbs.desired_lrp_by_process_guid(&second).await.unwrap();
+    bbs.remove_desired_lrp(&second).await.unwrap();
+    stale.process_guid = "gone-process-v1".into();
+    bbs.desire_lrp(stale).await.unwrap();
+    drop(bbs);
+
+    // Reopened: the interrupted build fails with a reason, the reconcile
+    // on start desires what the CCDB wants and removes the stale LRP.
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let failed = kiln
+        .wait_for(&format!("/v3/builds/{pending_guid}"), |b| {
+            b["state"] != "STAGING"
+        })
+        .await;
+    assert_eq!(failed["state"], "FAILED");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("staging was interrupted"),
+        "{failed}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while cf_apps_lrps(&kiln.bbs).await != vec![second.clone()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reconcile never converged: {:?}",
+            cf_apps_lrps(&kiln.bbs).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lrp = kiln.bbs.desired_lrp_by_process_guid(&second).await.unwrap();
+    assert_eq!(lrp.routes, vec!["durable.localhost".to_string()]);
+
+    // Nothing was lost.
+    let (_, app) = kiln.get(&format!("/v3/apps/{app_guid}")).await;
+    assert_eq!(app["state"], "STARTED");
+    assert_eq!(
+        app["relationships"]["current_droplet"]["data"]["guid"],
+        droplets[1]
+    );
+    let (_, builds) = kiln.get(&format!("/v3/builds?app_guids={app_guid}")).await;
+    assert_eq!(builds["pagination"]["total_results"], 3);
+    let (_, staged) = kiln
+        .get(&format!("/v3/droplets?app_guids={app_guid}&states=STAGED"))
+        .await;
+    assert_eq!(staged["pagination"]["total_results"], 2);
+    let (_, bps) = kiln.get("/v3/buildpacks?names=python").await;
+    assert_eq!(bps["resources"][0]["state"], "READY");
+    let (_, routes) = kiln.get(&format!("/v3/routes?app_guids={app_guid}")).await;
+    assert_eq!(routes["resources"][0]["url"], "durable.localhost");
+    let (_, pkgs) = kiln
+        .get(&format!("/v3/packages?app_guids={app_guid}"))
+        .await;
+    assert_eq!(pkgs["pagination"]["total_results"], 3);
+    kiln.stop().await;
+}
+
+impl Kiln {
+    /// POSTs a manifest; returns the status, the `Location` header and the body.
+    async fn apply_manifest(
+        &self,
+        space: &str,
+        content_type: &str,
+        yaml: &str,
+    ) -> (StatusCode, Option<String>, String) {
+        let r = self
+            .http
+            .post(format!(
+                "{}/v3/spaces/{space}/actions/apply_manifest",
+                self.url
+            ))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(yaml.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        (status, location, r.text().await.unwrap())
+    }
+
+    /// Applies a manifest that must be accepted; returns its job.
+    async fn applied(&self, space: &str, yaml: &str) -> Value {
+        let (status, location, body) = self.apply_manifest(space, "application/x-yaml", yaml).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(body.is_empty(), "{body}");
+        let location = location.expect("apply_manifest answers a Location");
+        assert!(
+            location.starts_with(&format!("{}/v3/jobs/", self.url)),
+            "{location}"
+        );
+        let job = self.send(self.http.get(&location)).await.1;
+        assert_eq!(job["operation"], "space.apply_manifest", "{job}");
+        job
+    }
+
+    async fn app_named(&self, space: &str, name: &str) -> Vec<Value> {
+        let (_, apps) = self
+            .get(&format!("/v3/apps?names={name}&space_guids={space}"))
+            .await;
+        apps["resources"].as_array().unwrap().clone()
+    }
+
+    async fn route_urls(&self, app_guid: &str) -> Vec<String> {
+        let (_, routes) = self.get(&format!("/v3/apps/{app_guid}/routes")).await;
+        routes["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["url"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn manifest_diff_and_apply_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let space = kiln.space_guid().await;
+
+    // manifest_diff: CF's real diff is only displayed by the CLI.
+    let diff_path = format!("/v3/spaces/{space}/manifest_diff");
+    let (status, diff) = kiln
+        .send(
+            kiln.http
+                .post(format!("{}{diff_path}", kiln.url))
+                .header("content-type", "application/x-yaml")
+                .body("applications:\n- name: web-app\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{diff}");
+    assert_eq!(diff, json!({"diff": []}));
+    let (status, err) = kiln
+        .post("/v3/spaces/no-such-space/manifest_diff", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert_eq!(error_of(&err).2, "Space not found");
+    let r = kiln
+        .http
+        .post(format!("{}{diff_path}", kiln.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // A new app with processes, env, a command and a route.
+    let manifest = "---
+applications:
+- name: web-app
+  instances: 2
+  memory: 512M
+  disk-quota: 1G
+  command: ./run --fast
+  health-check-type: http
+  health-check-http-endpoint: /health
+  timeout: 90
+  path: ./ignored
+  services: [ignored]
+  env:
+    GREETING: hello
+    COUNT: 3
+    DEBUG: true
+  routes:
+  - route: shop.localhost
+";
+    let job = kiln.applied(&space, manifest).await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    assert_eq!(job["errors"], json!([]));
+    assert_eq!(
+        job["links"]["space"]["href"],
+        format!("{}/v3/spaces/{space}", kiln.url)
+    );
+    let apps = kiln.app_named(&space, "web-app").await;
+    assert_eq!(apps.len(), 1);
+    let app_guid = apps[0]["guid"].as_str().unwrap().to_string();
+    let (_, web) = kiln
+        .get(&format!("/v3/apps/{app_guid}/processes/web"))
+        .await;
+    assert_eq!(web["instances"], 2, "{web}");
+    assert_eq!(web["memory_in_mb"], 512);
+    assert_eq!(web["disk_in_mb"], 1024);
+    assert_eq!(web["command"], "./run --fast");
+    assert_eq!(web["health_check"]["type"], "http");
+    assert_eq!(web["health_check"]["data"]["endpoint"], "/health");
+    assert_eq!(web["health_check"]["data"]["timeout"], 90);
+    let (_, env) = kiln
+        .get(&format!("/v3/apps/{app_guid}/environment_variables"))
+        .await;
+    assert_eq!(
+        env["var"],
+        json!({"GREETING": "hello", "COUNT": "3", "DEBUG": "true"})
+    );
+    assert_eq!(kiln.route_urls(&app_guid).await, ["shop.localhost"]);
+
+    // Applying again updates the same app; env merges.
+    let job = kiln
+        .applied(
+            &space,
+            "applications:\n- name: web-app\n  instances: 4\n  env:\n    OTHER: x\n",
+        )
+        .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    assert_eq!(kiln.app_named(&space, "web-app").await.len(), 1);
+    let (_, web) = kiln
+        .get(&format!("/v3/apps/{app_guid}/processes/web"))
+        .await;
+    assert_eq!(web["instances"], 4, "{web}");
+    assert_eq!(web["memory_in_mb"], 512);
+    let (_, env) = kiln
+        .get(&format!("/v3/apps/{app_guid}/environment_variables"))
+        .await;
+    assert_eq!(env["var"]["OTHER"], "x");
+    assert_eq!(env["var"]["GREETING"], "hello");
+
+    // default-route on an app with routes changes nothing; no-route unmaps.
+    kiln.applied(
+        &space,
+        "applications:\n- name: web-app\n  default-route: true\n",
+    )
+    .await;
+    assert_eq!(kiln.route_urls(&app_guid).await, ["shop.localhost"]);
+    let job = kiln
+        .applied(&space, "applications:\n- name: web-app\n  no-route: true\n")
+        .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    assert!(kiln.route_urls(&app_guid).await.is_empty());
+
+    // The cf CLI's default: `<name>.<default domain>`; legacy buildpack.
+    let job = kiln
+        .applied(
+            &space,
+            "applications:\n- name: second\n  default-route: true\n  buildpack: ruby_buildpack\n",
+        )
+        .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let second = kiln.app_named(&space, "second").await;
+    assert_eq!(
+        second[0]["lifecycle"]["data"]["buildpacks"],
+        json!(["ruby_buildpack"])
+    );
+    let second_guid = second[0]["guid"].as_str().unwrap();
+    assert_eq!(kiln.route_urls(second_guid).await, ["second.localhost"]);
+    let job = kiln
+        .applied(
+            &space,
+            "applications:\n- name: third\n  random-route: true\n",
+        )
+        .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let third = kiln.app_named(&space, "third").await;
+    let urls = kiln.route_urls(third[0]["guid"].as_str().unwrap()).await;
+    assert_eq!(urls.len(), 1);
+    assert!(
+        urls[0].starts_with("third-") && urls[0].ends_with(".localhost"),
+        "{urls:?}"
+    );
+
+    // An unknown domain fails the job, naming the route.
+    let job = kiln
+        .applied(
+            &space,
+            "applications:\n- name: web-app\n  routes:\n  - route: a.example.com\n",
+        )
+        .await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert_eq!(job["errors"][0]["code"], 10008);
+    assert!(
+        job["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a.example.com"),
+        "{job}"
+    );
+
+    // Requests refused outright.
+    let (status, _, body) = kiln
+        .apply_manifest(&space, "application/json", "applications: []")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        error_of(&err),
+        (
+            1004,
+            "CF-BadRequest".into(),
+            "Bad request: Content-Type must be yaml".into()
+        )
+    );
+    let (status, _, body) = kiln
+        .apply_manifest(&space, "text/yaml; charset=utf-8", "applications: [\n- {")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error_of(&err).1, "CF-MessageParseError");
+    let (status, _, body) = kiln
+        .apply_manifest(
+            &space,
+            "application/x-yaml",
+            "version: 2\napplications:\n- name: web-app\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        error_of(&err).2,
+        "Unsupported manifest schema version. Currently supported versions: [1]."
+    );
+    let (status, _, body) = kiln
+        .apply_manifest(
+            &space,
+            "application/x-yaml",
+            "applications:\n- name: web-app\n  memory: lots\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("Memory must use a supported unit"), "{body}");
+    let (status, _, body) = kiln
+        .apply_manifest("no-such-space", "application/x-yaml", "applications: []")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("Space not found"), "{body}");
     kiln.stop().await;
 }

@@ -1,0 +1,620 @@
+//! Space manifests, the two endpoints `cf push` calls first: manifest_diff
+//! and apply_manifest. A manifest is validated whole before anything
+//! changes; apps are then found or created synchronously (as Cloud
+//! Controller does before answering 202) and the rest applied inline through
+//! the same functions the app, process and route endpoints use, so the BBS
+//! sees exactly what those endpoints would do. The job is recorded finished.
+
+use crate::catalog::{finished_job, job_location};
+use crate::db::{self, App, Destination, Domain, Process, Route, Space};
+use crate::error::{ApiError, ApiResult};
+use crate::web::from_value;
+use crate::{Ctx, Shared};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// `POST /v3/spaces/:guid/manifest_diff`. Cloud Controller computes a JSON
+/// patch between the space's apps and the manifest; the cf CLI only displays
+/// it, so an empty diff is enough for `cf push` to continue.
+pub async fn diff(
+    State(ctx): State<Shared>,
+    Path(space_guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    db::get::<Space>(&ctx.pool, &space_guid).await?;
+    Ok(Json(json!({"diff": []})))
+}
+
+/// `POST /v3/spaces/:guid/actions/apply_manifest`.
+pub async fn apply(
+    State(ctx): State<Shared>,
+    Path(space_guid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    if !is_yaml(&headers) {
+        return Err(ApiError::bad_request("Content-Type must be yaml"));
+    }
+    let space = db::get::<Space>(&ctx.pool, &space_guid).await?;
+    let manifests = parse_manifest(&body)?;
+
+    // Find or create every app first: creation errors are the request's.
+    let mut apps = Vec::new();
+    for m in &manifests {
+        apps.push(find_or_create(&ctx, &space, m).await?);
+    }
+    let mut errors = Vec::new();
+    for (m, app) in manifests.iter().zip(&apps) {
+        if let Err(e) = apply_app(&ctx, &space, app, m).await {
+            tracing::warn!(app_guid = %app.guid, error = %e, "applying manifest failed");
+            errors.push(job_error(e));
+            break;
+        }
+    }
+    let job = finished_job(&ctx, "space.apply_manifest", "space", &space.guid, &errors).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(http::header::LOCATION, job_location(&ctx, &job))],
+    )
+        .into_response())
+}
+
+/// Rails' `:yaml` MIME type: `application/x-yaml` or `text/yaml`.
+fn is_yaml(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| m == "application/x-yaml" || m == "text/yaml")
+}
+
+fn job_error(e: ApiError) -> Value {
+    match e {
+        ApiError::Cf {
+            code,
+            title,
+            detail,
+            ..
+        } => json!({"code": code, "title": title, "detail": detail}),
+        other => {
+            tracing::error!(error = %other, "apply_manifest failed");
+            json!({"code": 10001, "title": "UnknownError", "detail": "An unknown error occurred."})
+        }
+    }
+}
+
+/// One application of a manifest, validated.
+#[derive(Debug, Default, PartialEq)]
+struct AppManifest {
+    name: String,
+    /// `Some` when `buildpacks` or `buildpack` was given (empty = detect).
+    buildpacks: Option<Vec<String>>,
+    stack: Option<String>,
+    docker: bool,
+    env: Option<BTreeMap<String, Value>>,
+    instances: Option<i64>,
+    memory_mb: Option<i64>,
+    disk_mb: Option<i64>,
+    command: Option<String>,
+    health_check_type: Option<String>,
+    health_check_endpoint: Option<String>,
+    timeout: Option<i64>,
+    routes: Option<Vec<String>>,
+    no_route: bool,
+    default_route: bool,
+    random_route: bool,
+}
+
+fn parse_manifest(body: &[u8]) -> ApiResult<Vec<AppManifest>> {
+    let doc: Value = serde_saphyr::from_slice(body).map_err(|e| {
+        ApiError::cf(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "CF-MessageParseError",
+            format!("Request invalid due to parse error: {e}"),
+        )
+    })?;
+    let Value::Object(doc) = doc else {
+        return Err(ApiError::parse_error());
+    };
+    match doc.get("version") {
+        None | Some(Value::Null) => {}
+        Some(v) if v.as_i64() == Some(1) => {}
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "Unsupported manifest schema version. Currently supported versions: [1].",
+            ));
+        }
+    }
+    let Some(Value::Array(apps)) = doc.get("applications") else {
+        return Err(ApiError::unprocessable(
+            "Applications must be a list of applications",
+        ));
+    };
+    apps.iter().map(parse_app).collect()
+}
+
+/// Manifest keys use dashes; Cloud Controller reads them with underscores.
+fn underscored(map: &Map<String, Value>) -> Map<String, Value> {
+    map.iter()
+        .map(|(k, v)| (k.replace('-', "_"), v.clone()))
+        .collect()
+}
+
+fn parse_app(v: &Value) -> ApiResult<AppManifest> {
+    let Value::Object(raw) = v else {
+        return Err(ApiError::unprocessable(
+            "Applications must be a list of maps, each with a name",
+        ));
+    };
+    let a = underscored(raw);
+    let name = match a.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => return Err(ApiError::unprocessable("Name must not be empty")),
+    };
+    let mut m = AppManifest {
+        name,
+        ..AppManifest::default()
+    };
+    let field = |key: &str| a.get(key).filter(|v| !v.is_null());
+    if let Some(v) = field("buildpacks") {
+        let list = v
+            .as_array()
+            .filter(|l| l.iter().all(Value::is_string))
+            .ok_or_else(|| ApiError::unprocessable("Buildpacks must be a list of strings"))?;
+        m.buildpacks = Some(
+            list.iter()
+                .filter_map(|b| b.as_str())
+                .map(str::to_string)
+                .collect(),
+        );
+    } else if let Some(v) = field("buildpack") {
+        // The legacy single buildpack; "default"/"null" mean auto-detect.
+        let b = v
+            .as_str()
+            .ok_or_else(|| ApiError::unprocessable("Buildpack must be a string"))?;
+        m.buildpacks = Some(if b == "default" || b == "null" || b.is_empty() {
+            Vec::new()
+        } else {
+            vec![b.to_string()]
+        });
+    }
+    m.stack = field("stack").map(|v| string_of(v, "Stack")).transpose()?;
+    m.docker = field("docker").is_some();
+    if let Some(v) = field("env") {
+        let env = v
+            .as_object()
+            .ok_or_else(|| ApiError::unprocessable("Env must be an object of keys and values"))?;
+        m.env = Some(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    }
+    read_process(&a, &mut m)?;
+    // A `web` entry of `processes` fills what the top level leaves out.
+    if let Some(Value::Array(processes)) = field("processes") {
+        for p in processes.iter().filter_map(Value::as_object) {
+            let p = underscored(p);
+            if p.get("type").and_then(Value::as_str) == Some("web") {
+                read_process(&p, &mut m)?;
+            }
+        }
+    }
+    if let Some(v) = field("routes") {
+        let list = v
+            .as_array()
+            .ok_or_else(|| ApiError::unprocessable("Routes must be a list of route objects"))?;
+        let mut routes = Vec::new();
+        for r in list {
+            match r.get("route").and_then(Value::as_str) {
+                Some(s) if !s.trim().is_empty() => routes.push(s.trim().to_ascii_lowercase()),
+                _ => {
+                    return Err(ApiError::unprocessable(
+                        "Routes must be a list of route objects, each with a route",
+                    ));
+                }
+            }
+        }
+        m.routes = Some(routes);
+    }
+    m.no_route = flag(&a, "no_route")?;
+    m.default_route = flag(&a, "default_route")?;
+    m.random_route = flag(&a, "random_route")?;
+    if m.no_route && m.routes.as_ref().is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::unprocessable(
+            "Cannot use the combination of properties: no-route, routes",
+        ));
+    }
+    Ok(m)
+}
+
+/// The web process attributes, from the app's top level or a `web` entry;
+/// values already set win.
+fn read_process(a: &Map<String, Value>, m: &mut AppManifest) -> ApiResult<()> {
+    let field = |key: &str| a.get(key).filter(|v| !v.is_null());
+    if m.instances.is_none()
+        && let Some(v) = field("instances")
+    {
+        m.instances = Some(v.as_i64().filter(|i| *i >= 0).ok_or_else(|| {
+            ApiError::unprocessable("Instances must be greater than or equal to 0")
+        })?);
+    }
+    if m.memory_mb.is_none()
+        && let Some(v) = field("memory")
+    {
+        m.memory_mb = Some(megabytes(v, "Memory")?);
+    }
+    if m.disk_mb.is_none()
+        && let Some(v) = field("disk_quota")
+    {
+        m.disk_mb = Some(megabytes(v, "Disk quota")?);
+    }
+    if m.command.is_none()
+        && let Some(v) = field("command")
+    {
+        m.command = Some(string_of(v, "Command")?);
+    }
+    if m.health_check_type.is_none()
+        && let Some(v) = field("health_check_type")
+    {
+        let t = string_of(v, "Health check type")?;
+        m.health_check_type = Some(match t.as_str() {
+            "port" | "http" | "process" => t,
+            "none" => "process".to_string(),
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "Health check type must be \"port\", \"process\", or \"http\"",
+                ));
+            }
+        });
+    }
+    if m.health_check_endpoint.is_none()
+        && let Some(v) = field("health_check_http_endpoint")
+    {
+        m.health_check_endpoint = Some(string_of(v, "Health check http endpoint")?);
+    }
+    if m.timeout.is_none()
+        && let Some(v) = field("timeout")
+    {
+        m.timeout = Some(
+            v.as_i64()
+                .filter(|t| *t > 0)
+                .ok_or_else(|| ApiError::unprocessable("Timeout must be greater than 0"))?,
+        );
+    }
+    Ok(())
+}
+
+fn string_of(v: &Value, what: &str) -> ApiResult<String> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::unprocessable(format!("{what} must be a string")))
+}
+
+fn flag(a: &Map<String, Value>, key: &str) -> ApiResult<bool> {
+    match a.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::unprocessable(format!(
+            "{} must be a boolean",
+            key.replace('_', "-")
+        ))),
+    }
+}
+
+/// A manifest size (`256M`, `1G`, `1024MB`, `512` = megabytes) in megabytes.
+fn megabytes(v: &Value, what: &str) -> ApiResult<i64> {
+    let invalid = || {
+        ApiError::unprocessable(format!(
+            "{what} must use a supported unit: B, K, KB, M, MB, G, GB, T, or TB (got {v})"
+        ))
+    };
+    let mb = match v {
+        Value::Number(n) => n.as_i64().ok_or_else(invalid)?,
+        Value::String(s) => {
+            let s = s.trim().to_ascii_uppercase();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let n: i64 = digits.parse().map_err(|_| invalid())?;
+            let bytes_per: i64 = match unit.trim() {
+                "" | "M" | "MB" => return positive(n, what),
+                "B" => 1,
+                "K" | "KB" => 1 << 10,
+                "G" | "GB" => 1 << 30,
+                "T" | "TB" => 1 << 40,
+                _ => return Err(invalid()),
+            };
+            n.checked_mul(bytes_per).ok_or_else(invalid)? / (1 << 20)
+        }
+        _ => return Err(invalid()),
+    };
+    positive(mb, what)
+}
+
+fn positive(mb: i64, what: &str) -> ApiResult<i64> {
+    if mb < 1 {
+        return Err(ApiError::unprocessable(format!(
+            "{what} must be greater than 0MB"
+        )));
+    }
+    Ok(mb)
+}
+
+/// The `lifecycle` object `POST /v3/apps` and `PATCH /v3/apps/:guid` take.
+fn lifecycle_json(m: &AppManifest) -> Option<Value> {
+    if m.docker {
+        return Some(json!({"type": "docker"}));
+    }
+    if m.buildpacks.is_none() && m.stack.is_none() {
+        return None;
+    }
+    let mut data = Map::new();
+    if let Some(b) = &m.buildpacks {
+        data.insert("buildpacks".into(), json!(b));
+    }
+    if let Some(s) = &m.stack {
+        data.insert("stack".into(), json!(s));
+    }
+    Some(json!({"type": "buildpack", "data": data}))
+}
+
+async fn find_or_create(ctx: &Ctx, space: &Space, m: &AppManifest) -> ApiResult<App> {
+    let existing = db::where_eq::<App>(&ctx.pool, "space_guid", &space.guid)
+        .await?
+        .into_iter()
+        .find(|a| a.name == m.name);
+    if let Some(app) = existing {
+        return Ok(app);
+    }
+    let mut body = json!({
+        "name": m.name,
+        "relationships": {"space": {"data": {"guid": space.guid}}},
+    });
+    if let Some(l) = lifecycle_json(m) {
+        body["lifecycle"] = l;
+    }
+    crate::apps::create_app(ctx, from_value(body)?).await
+}
+
+async fn apply_app(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiResult<()> {
+    if let Some(l) = lifecycle_json(m) {
+        crate::apps::update_app(ctx, &app.guid, from_value(json!({"lifecycle": l}))?).await?;
+    }
+    if let Some(env) = &m.env {
+        crate::apps::merge_env_vars(ctx, &app.guid, from_value(json!({"var": env}))?).await?;
+    }
+    let web = web_process(ctx, &app.guid).await?;
+    if m.instances.is_some() || m.memory_mb.is_some() || m.disk_mb.is_some() {
+        let mut scale = Map::new();
+        for (key, v) in [
+            ("instances", m.instances),
+            ("memory_in_mb", m.memory_mb),
+            ("disk_in_mb", m.disk_mb),
+        ] {
+            if let Some(v) = v {
+                scale.insert(key.into(), json!(v));
+            }
+        }
+        crate::processes::apply_scale(ctx, &web, from_value(Value::Object(scale))?).await?;
+    }
+    let mut update = Map::new();
+    if let Some(c) = &m.command {
+        // "null" and "default" reset to the droplet's start command.
+        let c = if c == "null" || c == "default" { "" } else { c };
+        update.insert("command".into(), json!(c));
+    }
+    if m.health_check_type.is_some() || m.health_check_endpoint.is_some() || m.timeout.is_some() {
+        let kind = m
+            .health_check_type
+            .clone()
+            .unwrap_or_else(|| web.health_check_type.clone());
+        let endpoint = m.health_check_endpoint.clone().or_else(|| {
+            (kind == web.health_check_type)
+                .then(|| web.health_check_endpoint.clone())
+                .flatten()
+        });
+        update.insert(
+            "health_check".into(),
+            json!({"type": kind, "data": {
+                "endpoint": endpoint,
+                "timeout": m.timeout.or(web.health_check_timeout),
+                "invocation_timeout": web.health_check_invocation_timeout,
+            }}),
+        );
+    }
+    if !update.is_empty() {
+        crate::processes::update_process(ctx, &web.guid, from_value(Value::Object(update))?)
+            .await?;
+    }
+    apply_routes(ctx, space, app, m).await
+}
+
+async fn web_process(ctx: &Ctx, app_guid: &str) -> ApiResult<Process> {
+    let find = || async {
+        Ok::<_, ApiError>(
+            db::where_eq::<Process>(&ctx.pool, "app_guid", app_guid)
+                .await?
+                .into_iter()
+                .find(|p| p.r#type == "web"),
+        )
+    };
+    if let Some(p) = find().await? {
+        return Ok(p);
+    }
+    let guid = crate::processes::insert_process(ctx, app_guid, "web", 1, None).await?;
+    db::get::<Process>(&ctx.pool, &guid).await
+}
+
+/// `app_apply_manifest.rb#update_routes`: no-route unmaps all; routes are
+/// found or created and mapped; else default/random route when unrouted.
+async fn apply_routes(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiResult<()> {
+    let mapped = db::where_eq::<Destination>(&ctx.pool, "app_guid", &app.guid).await?;
+    if m.no_route {
+        for d in mapped {
+            crate::routes::delete_destination(ctx, &d.route_guid, &d.guid).await?;
+        }
+        return Ok(());
+    }
+    let domains = db::all::<Domain>(&ctx.pool).await?;
+    if let Some(routes) = &m.routes {
+        for r in routes {
+            let (host, domain, path) = split_route(r, &domains)?;
+            map_route(ctx, space, app, &host, domain, &path).await?;
+        }
+        return Ok(());
+    }
+    if mapped.is_empty() && (m.default_route || m.random_route) {
+        // The oldest shared domain is the org's default domain.
+        let domain = domains
+            .first()
+            .ok_or_else(|| ApiError::unprocessable("No default domains available"))?;
+        let host = if m.random_route {
+            format!("{}-{}", app.name, random_words())
+        } else {
+            app.name.clone()
+        };
+        map_route(ctx, space, app, &host.to_ascii_lowercase(), domain, "").await?;
+    }
+    Ok(())
+}
+
+/// `host.domain[/path]` → (host, the longest matching domain, path).
+fn split_route<'d>(route: &str, domains: &'d [Domain]) -> ApiResult<(String, &'d Domain, String)> {
+    let (hostname, path) = match route.find('/') {
+        Some(i) => (&route[..i], route[i..].to_string()),
+        None => (route, String::new()),
+    };
+    let domain = domains
+        .iter()
+        .filter(|d| hostname == d.name || hostname.ends_with(&format!(".{}", d.name)))
+        .max_by_key(|d| d.name.len())
+        .ok_or_else(|| ApiError::unprocessable(format!("No domains exist for route {route}")))?;
+    let host = hostname
+        .strip_suffix(&domain.name)
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_string();
+    Ok((host, domain, path))
+}
+
+async fn map_route(
+    ctx: &Ctx,
+    space: &Space,
+    app: &App,
+    host: &str,
+    domain: &Domain,
+    path: &str,
+) -> ApiResult<()> {
+    let existing = db::where_eq::<Route>(&ctx.pool, "domain_guid", &domain.guid)
+        .await?
+        .into_iter()
+        .find(|r| r.host == host && r.path == path);
+    let route_guid = match existing {
+        Some(r) if r.space_guid != space.guid => {
+            return Err(ApiError::unprocessable(format!(
+                "The route '{}' is already in use by another space",
+                crate::routes::url(host, &domain.name, path)
+            )));
+        }
+        Some(r) => r.guid,
+        None => {
+            let body = json!({
+                "host": host,
+                "path": path,
+                "relationships": {
+                    "space": {"data": {"guid": space.guid}},
+                    "domain": {"data": {"guid": domain.guid}},
+                },
+            });
+            crate::routes::create_route(ctx, from_value(body)?).await?
+        }
+    };
+    let body = json!({"destinations": [{"app": {"guid": app.guid, "process": {"type": "web"}}}]});
+    crate::routes::insert_destinations(ctx, &route_guid, from_value(body)?).await
+}
+
+/// Two random words for `random-route`, as the CLI's word generator makes.
+fn random_words() -> String {
+    const ADJECTIVES: &[&str] = &[
+        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "nice",
+        "proud", "quiet", "shiny", "silly", "smart", "sunny", "swift", "witty", "zany", "bold",
+    ];
+    const NOUNS: &[&str] = &[
+        "badger", "bear", "cat", "dingo", "eagle", "fox", "gecko", "hare", "ibis", "jackal",
+        "koala", "lynx", "mole", "newt", "otter", "panda", "quail", "raven", "seal", "wombat",
+    ];
+    let r = crate::util::random_bytes(2);
+    format!(
+        "{}-{}",
+        ADJECTIVES[r[0] as usize % ADJECTIVES.len()],
+        NOUNS[r[1] as usize % NOUNS.len()]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_in_megabytes() {
+        for (v, mb) in [
+            (json!("256M"), 256),
+            (json!("1G"), 1024),
+            (json!(512), 512),
+            (json!("512"), 512),
+            (json!("1024MB"), 1024),
+            (json!("2gb"), 2048),
+            (json!("2048K"), 2),
+        ] {
+            assert_eq!(megabytes(&v, "Memory").unwrap(), mb, "{v}");
+        }
+        for v in [
+            json!("lots"),
+            json!("12Q"),
+            json!("0M"),
+            json!(true),
+            json!("-1G"),
+        ] {
+            assert!(megabytes(&v, "Memory").is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn dashed_keys_and_legacy_values() {
+        let apps = parse_manifest(
+            b"applications:\n- name: a\n  buildpack: ruby_buildpack\n  health-check-type: none\n  disk-quota: 1G\n  no-route: true\n  processes:\n  - type: web\n    instances: 3\n",
+        )
+        .unwrap();
+        let a = &apps[0];
+        assert_eq!(a.buildpacks, Some(vec!["ruby_buildpack".to_string()]));
+        assert_eq!(a.health_check_type.as_deref(), Some("process"));
+        assert_eq!(a.disk_mb, Some(1024));
+        assert_eq!(a.instances, Some(3));
+        assert!(a.no_route);
+    }
+
+    #[test]
+    fn routes_split_on_the_longest_domain() {
+        let d = |name: &str| Domain {
+            guid: name.into(),
+            name: name.into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let domains = [d("localhost"), d("apps.localhost")];
+        let (host, domain, path) = split_route("a.apps.localhost/x", &domains).unwrap();
+        assert_eq!(
+            (host.as_str(), domain.name.as_str(), path.as_str()),
+            ("a", "apps.localhost", "/x")
+        );
+        let e = split_route("a.example.com", &domains).unwrap_err();
+        assert!(e.to_string().contains("a.example.com"), "{e}");
+    }
+}
