@@ -263,17 +263,20 @@ pub async fn show_logs(client: &mut Client, name: &str, recent: bool) -> anyhow:
         "Retrieving logs for app {name} {}...\n",
         whereabouts(client)
     );
+    let lines = logs::recent(client, &app.guid).await?;
+    let next_start = lines.iter().map(|l| l.timestamp + 1).max().unwrap_or(0);
+    for line in lines {
+        println!("{}", format_line(&line));
+    }
     if recent {
-        for line in logs::recent(client, &app.guid).await? {
-            println!("{}", format_line(&line));
-        }
         return Ok(());
     }
     // Subscribed once, before the loop, so an interrupt that arrives while a
     // read is in flight is not lost.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("listening for Ctrl-C")?;
-    let mut follower = Follower::from_now(client, &app.guid).await?;
+    // Everything after what was just printed; the server's clock decides.
+    let mut follower = Follower::starting_at(&app.guid, next_start);
     let mut failures = 0;
     loop {
         let polled = tokio::select! {

@@ -24,17 +24,14 @@ pub struct CreateBuildpackArgs {
     pub disable: bool,
 }
 
-/// The bits to upload and the file name they are sent under (the zip's
-/// own name, or the directory's name with `.zip`).
-fn buildpack_bits(path: &std::path::Path) -> anyhow::Result<(Vec<u8>, String)> {
+/// The bits to upload and the file name they are sent under: a zip's own
+/// name (as the cf CLI sends it), or `<buildpack name>.zip` for a directory.
+fn buildpack_bits(name: &str, path: &std::path::Path) -> anyhow::Result<(Vec<u8>, String)> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.is_dir() {
         let dir = path
             .canonicalize()
             .with_context(|| format!("reading {}", path.display()))?;
-        let name = dir
-            .file_name()
-            .map_or("buildpack".into(), |n| n.to_string_lossy().into_owned());
         return Ok((files::zip_dir(&dir)?, format!("{name}.zip")));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -51,9 +48,9 @@ fn buildpack_bits(path: &std::path::Path) -> anyhow::Result<(Vec<u8>, String)> {
 
 pub async fn create(client: &mut Client, args: CreateBuildpackArgs) -> anyhow::Result<()> {
     client.config.require_login()?;
-    let (bits, filename) = buildpack_bits(&args.path)?;
+    let (bits, filename) = buildpack_bits(&args.name, &args.path)?;
     let user = client.config.user.clone();
-    println!("Creating buildpack {} as {user}...", args.name);
+    println!("Creating buildpack {}...", args.name);
     let buildpack: Buildpack = client
         .post(
             "/v3/buildpacks",
@@ -130,14 +127,29 @@ mod tests {
         let bp = dir.path().join("my_bp");
         std::fs::create_dir_all(bp.join("bin")).unwrap();
         std::fs::write(bp.join("bin/detect"), "#!/bin/sh\n").unwrap();
-        let (bytes, name) = buildpack_bits(&bp).unwrap();
-        assert_eq!(name, "my_bp.zip");
+        std::fs::set_permissions(
+            bp.join("bin/detect"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let (bytes, name) = buildpack_bits("python", &bp).unwrap();
+        assert_eq!(name, "python.zip");
+        let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.clone())).unwrap();
+        let mut archive = archive;
+        let mut names: Vec<String> = (0..archive.len())
+            .map(|i| archive.by_index(i).unwrap().name().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["bin/", "bin/detect"]);
+        let detect = archive.by_name("bin/detect").unwrap();
+        assert_eq!(detect.unix_mode().unwrap() & 0o777, 0o755);
+        drop(detect);
         let zip_path = dir.path().join("given.zip");
         std::fs::write(&zip_path, &bytes).unwrap();
-        let (again, name) = buildpack_bits(&zip_path).unwrap();
+        let (again, name) = buildpack_bits("python", &zip_path).unwrap();
         assert_eq!((again, name.as_str()), (bytes, "given.zip"));
         std::fs::write(dir.path().join("x.txt"), "text").unwrap();
-        let error = buildpack_bits(&dir.path().join("x.txt")).unwrap_err();
+        let error = buildpack_bits("python", &dir.path().join("x.txt")).unwrap_err();
         assert!(error.to_string().contains("neither a directory nor a zip"));
     }
 }

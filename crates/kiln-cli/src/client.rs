@@ -58,10 +58,14 @@ pub fn error_message(status: StatusCode, body: &str) -> String {
         .map(|errors| errors.iter().filter_map(|e| e["detail"].as_str()).collect())
         .unwrap_or_default();
     let mut message = if !details.is_empty() {
+        // The title (`CF-RouteHostTaken`) names the error class; server
+        // errors also name the status, since their detail rarely says much.
         let mut message = details.join("\n");
+        let title = json["errors"][0]["title"].as_str().unwrap_or("");
         if status.is_server_error() {
-            let title = json["errors"][0]["title"].as_str().unwrap_or("");
             message.push_str(&format!(" (HTTP {code} {title})"));
+        } else if !title.is_empty() {
+            message.push_str(&format!(" ({title})"));
         }
         message
     } else if let Some(description) = json["error_description"].as_str() {
@@ -488,7 +492,7 @@ mod tests {
         let body =
             r#"{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"App not found"}]}"#;
         let error = ApiError::new(StatusCode::NOT_FOUND, body);
-        assert_eq!(error.to_string(), "App not found");
+        assert_eq!(error.to_string(), "App not found (CF-ResourceNotFound)");
         assert_eq!(error.detail(), Some("App not found"));
         assert_eq!(error.errors[0].title, "CF-ResourceNotFound");
         let server = r#"{"errors":[{"code":10001,"title":"UnknownError","detail":"boom"}]}"#;

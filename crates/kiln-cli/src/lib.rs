@@ -117,3 +117,74 @@ fn session(home: &Path) -> anyhow::Result<client::Client> {
     config.require_login()?;
     client::Client::new(config, PathBuf::from(home))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// The `kiln` binary flattens [`Command`] next to its own verbs.
+    #[derive(Parser)]
+    #[command(name = "kiln")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[test]
+    fn verbs_parse_like_the_cf_cli() {
+        Cli::command().debug_assert();
+        let push = Cli::try_parse_from([
+            "kiln",
+            "push",
+            "hello",
+            "-p",
+            "app",
+            "-b",
+            "python",
+            "-b",
+            "binary",
+            "-m",
+            "1G",
+            "-k",
+            "512",
+            "-i",
+            "2",
+            "-c",
+            "run",
+            "--no-route",
+        ])
+        .unwrap();
+        let Command::Push(args) = push.command else {
+            panic!("not a push")
+        };
+        assert_eq!(args.buildpacks, ["python", "binary"]);
+        assert_eq!(
+            (args.memory, args.disk, args.instances),
+            (Some(1024), Some(512), Some(2))
+        );
+        assert!(args.no_route && !args.no_start);
+        assert!(Cli::try_parse_from(["kiln", "push", "x", "-m", "lots"]).is_err());
+        let bp = Cli::try_parse_from(["kiln", "create-buildpack", "py", "dir", "1", "--disable"])
+            .unwrap();
+        assert!(matches!(bp.command, Command::CreateBuildpack(a) if a.disable && a.position == 1));
+        for verb in [
+            "login",
+            "logout",
+            "target",
+            "create-buildpack",
+            "buildpacks",
+            "push",
+            "apps",
+            "app",
+            "start",
+            "stop",
+            "delete",
+            "logs",
+            "curl",
+        ] {
+            let help = Cli::try_parse_from(["kiln", verb, "--help"]).err().unwrap();
+            assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp, "{verb}");
+        }
+    }
+}

@@ -90,22 +90,36 @@ pub async fn recent(client: &mut Client, app_guid: &str) -> anyhow::Result<Vec<L
     read(client, app_guid, 0, READ_LIMIT, true).await
 }
 
-/// Follows one app's logs: every `poll` returns the lines not seen yet.
+/// Follows one app's logs: every `poll` returns the lines not seen yet,
+/// oldest first, each once.
 pub struct Follower {
     app_guid: String,
     next_start: i64,
 }
 
 impl Follower {
+    /// Starts at `start_time` (nanoseconds since the epoch).
+    pub fn starting_at(app_guid: &str, start_time: i64) -> Follower {
+        Follower {
+            app_guid: app_guid.to_string(),
+            next_start: start_time.max(0),
+        }
+    }
+
     /// Starts after the newest line the log cache holds now, so only what
     /// is written from here on is returned (the server's clock decides, not
     /// ours).
     pub async fn from_now(client: &mut Client, app_guid: &str) -> anyhow::Result<Follower> {
         let newest = read(client, app_guid, 0, 1, true).await?;
-        Ok(Follower {
-            app_guid: app_guid.to_string(),
-            next_start: newest.last().map_or(0, |l| l.timestamp + 1),
-        })
+        Ok(Follower::starting_at(
+            app_guid,
+            newest.iter().map(|l| l.timestamp + 1).max().unwrap_or(0),
+        ))
+    }
+
+    /// Never returns lines older than `start_time` (e.g. a build's start).
+    pub fn not_before(&mut self, start_time: i64) {
+        self.next_start = self.next_start.max(start_time);
     }
 
     /// The lines written since the last poll, oldest first.
@@ -114,16 +128,33 @@ impl Follower {
         loop {
             let lines = read(client, &self.app_guid, self.next_start, READ_LIMIT, false).await?;
             let full = lines.len() >= READ_LIMIT as usize;
-            if let Some(last) = lines.last() {
-                self.next_start = last.timestamp + 1;
-            }
-            all.extend(lines);
+            all.extend(self.take_new(lines));
             // A full batch means more are waiting.
             if !full {
                 return Ok(all);
             }
         }
     }
+
+    /// The lines of one read that were not returned before, in time order;
+    /// moves the start past them. Filtering here too keeps each line once
+    /// even against a server that ignores `start_time`.
+    pub fn take_new(&mut self, mut lines: Vec<LogEnvelope>) -> Vec<LogEnvelope> {
+        lines.sort_by_key(|l| l.timestamp);
+        lines.retain(|l| l.timestamp >= self.next_start);
+        if let Some(last) = lines.last() {
+            self.next_start = last.timestamp + 1;
+        }
+        lines
+    }
+}
+
+/// An RFC 3339 time (a resource's `created_at`) in nanoseconds since the
+/// epoch, the log cache's unit.
+pub fn rfc3339_nanos(text: &str) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
 /// `   2026-11-25T07:00:00.12+0000 [APP/PROC/WEB/0] OUT message`, the cf
@@ -193,5 +224,44 @@ mod tests {
             "   2026-01-01T00:00:00.12+0000 [APP/PROC/WEB/0] ERR second"
         );
         assert!(decode(&serde_json::json!({})).is_empty());
+    }
+
+    fn line(timestamp: i64, message: &str) -> LogEnvelope {
+        LogEnvelope {
+            timestamp,
+            source_id: "a".into(),
+            instance_id: "0".into(),
+            source_type: "STG".into(),
+            message_type: MessageType::Out,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn followers_return_each_line_once_in_order() {
+        let mut follower = Follower::starting_at("a", 0);
+        follower.not_before(10);
+        let first = follower.take_new(vec![line(30, "c"), line(5, "old"), line(20, "b")]);
+        let texts: Vec<_> = first.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(texts, ["b", "c"]);
+        // A server that ignores start_time sends everything again.
+        let second = follower.take_new(vec![line(20, "b"), line(30, "c"), line(31, "d")]);
+        assert_eq!(second, [line(31, "d")]);
+        assert!(follower.take_new(vec![line(31, "d")]).is_empty());
+        follower.not_before(0);
+        assert!(follower.take_new(vec![line(25, "late")]).is_empty());
+    }
+
+    #[test]
+    fn created_at_in_nanoseconds() {
+        assert_eq!(
+            rfc3339_nanos("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600_000_000_000)
+        );
+        assert_eq!(
+            rfc3339_nanos("2026-01-01T00:00:00.5Z"),
+            Some(1_767_225_600_500_000_000)
+        );
+        assert_eq!(rfc3339_nanos(""), None);
     }
 }

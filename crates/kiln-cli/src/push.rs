@@ -8,7 +8,7 @@ use crate::app::{find_app, print_summary, wait_until_running};
 use crate::client::{Body, Client, q};
 use crate::files::{self, AppFile, ResourceList};
 use crate::logs::Follower;
-use crate::resources::{App, Build, Named, Package, Process, Route};
+use crate::resources::{App, Build, Named, Package, Process, Route, RouteDestinations};
 use anyhow::{Context, bail};
 use clap::Args;
 use kiln_model::{AppState, BuildState, LOG_SOURCE_STAGING, PackageState};
@@ -126,7 +126,8 @@ pub async fn push(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
     // Steps 2-3: the app record.
     println!("Getting app info...");
     let buildpacks = requested_buildpacks(&args.buildpacks);
-    let lifecycle = json!({"type": "buildpack", "data": {"buildpacks": buildpacks}});
+    // `stack: null`: the platform's default stack.
+    let lifecycle = json!({"type": "buildpack", "data": {"buildpacks": buildpacks, "stack": null}});
     let app: App = match find_app(client, &name).await? {
         Some(app) if args.buildpacks.is_empty() => app,
         Some(app) => {
@@ -281,7 +282,12 @@ async fn map_default_route(
                 .await?
         }
     };
-    let mapped = route
+    // The route's own `destinations` may be absent or stale in other
+    // servers' answers; the destinations endpoint is authoritative.
+    let destinations: RouteDestinations = client
+        .get(&format!("/v3/routes/{}/destinations", route.guid))
+        .await?;
+    let mapped = destinations
         .destinations
         .iter()
         .any(|d| d.app.guid.as_deref() == Some(app.guid.as_str()));
@@ -378,13 +384,12 @@ async fn upload_package(
         form = form.part(
             "bits",
             reqwest::multipart::Part::bytes(zip)
-                .file_name("package.zip")
+                .file_name("application.zip")
                 .mime_str("application/zip")?,
         );
     }
     println!(
-        "Uploading files...\n {} uploaded: {} of {} files ({} already on the platform)",
-        crate::summary::human_bytes(bytes as u64),
+        "Uploading files...\n {} of {} files uploaded, {bytes} bytes ({} already on the platform)",
         missing.len(),
         tree.files.len(),
         cached.len()
@@ -427,6 +432,28 @@ fn print_staging(lines: Vec<kiln_model::logs::LogEnvelope>) -> usize {
     printed
 }
 
+/// How often the build is asked about, and the log cache read, while
+/// staging.
+const BUILD_POLL: Duration = Duration::from_millis(500);
+const LOG_POLL: Duration = Duration::from_millis(300);
+
+/// The error of a failed build, with cf's hint when no buildpack detected
+/// the app.
+fn staging_error(name: &str, error: &str) -> String {
+    if error.contains("NoAppDetectedError") {
+        format!(
+            "Error staging application: {error}\n\n\
+             For application '{name}': An app was not successfully detected by any available buildpack.\n\n\
+             TIP: Use 'kiln buildpacks' to see a list of supported buildpacks."
+        )
+    } else {
+        format!(
+            "Error staging application: {error}\n\n\
+             TIP: Use 'kiln logs {name} --recent' for more information"
+        )
+    }
+}
+
 /// Creates a build and follows it, printing `STG` lines as they arrive.
 /// Returns the droplet guid.
 async fn stage(
@@ -436,52 +463,46 @@ async fn stage(
     package_guid: &str,
 ) -> anyhow::Result<String> {
     println!("\nStaging app and tracing logs...");
-    // Anchored before the build exists, so every line of it is after.
-    let mut follower = match Follower::from_now(client, app_guid).await {
-        Ok(follower) => Some(follower),
-        Err(error) => {
-            eprintln!("   (staging logs are not available: {error:#})");
-            None
-        }
-    };
+    // Anchored before the build exists, so every line of it is after; a
+    // log cache that cannot say where it stands starts at the build's start.
+    let anchored = Follower::from_now(client, app_guid).await;
     let build: Build = client
         .post("/v3/builds", json!({"package": {"guid": package_guid}}))
         .await?;
     anyhow::ensure!(!build.guid.is_empty(), "the API returned no build guid");
+    let build_start = crate::logs::rfc3339_nanos(&build.created_at).unwrap_or(0);
+    let mut follower = anchored.unwrap_or_else(|_| Follower::starting_at(app_guid, build_start));
+    follower.not_before(build_start);
+    let mut logs_available = !client.config.log_cache.is_empty();
     let deadline = Instant::now() + STAGING_TIMEOUT;
-    let mut warned = false;
+    let mut next_build_check = Instant::now();
     let build = loop {
-        if let Some(f) = follower.as_mut() {
-            match f.poll(client).await {
+        if logs_available {
+            match follower.poll(client).await {
                 Ok(lines) => {
                     print_staging(lines);
                 }
-                Err(error) if !warned => {
-                    warned = true;
+                Err(error) => {
+                    logs_available = false;
                     eprintln!("   (reading staging logs failed: {error:#})");
                 }
-                Err(_) => {}
             }
         }
-        let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
-        if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
-            break build;
+        if Instant::now() >= next_build_check {
+            let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
+            if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
+                break build;
+            }
+            next_build_check = Instant::now() + BUILD_POLL;
         }
         if Instant::now() > deadline {
             bail!("staging did not finish within 15 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(if logs_available { LOG_POLL } else { BUILD_POLL }).await;
     };
     // Lines written just before the build finished.
-    if let Some(f) = follower.as_mut() {
-        for _ in 0..3 {
-            match f.poll(client).await {
-                Ok(lines) if !lines.is_empty() => {
-                    print_staging(lines);
-                }
-                _ => break,
-            }
-        }
+    if logs_available && let Ok(lines) = follower.poll(client).await {
+        print_staging(lines);
     }
     match build.state.parse::<BuildState>() {
         Ok(BuildState::Staged) => build
@@ -492,16 +513,7 @@ async fn stage(
             let error = build
                 .error
                 .unwrap_or_else(|| format!("build ended in state {:?}", build.state));
-            if error.contains("NoAppDetectedError") {
-                bail!(
-                    "Error staging application: {error}\n\n\
-                     TIP: 'kiln buildpacks' lists the buildpacks on the platform; name one with -b"
-                );
-            }
-            bail!(
-                "Error staging application: {error}\n\n\
-                 TIP: see the whole staging output with 'kiln logs {name} --recent'"
-            );
+            bail!("{}", staging_error(name, &error))
         }
     }
 }
@@ -525,6 +537,15 @@ mod tests {
         for bad in ["", "M", "-1G", "1T", "0", "1.5G", "99999999999999999999G"] {
             assert!(parse_megabytes(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn undetected_apps_get_the_buildpacks_hint() {
+        let message = staging_error("hello", "NoAppDetectedError - no buildpack detected");
+        assert!(message.contains("For application 'hello'"), "{message}");
+        assert!(message.contains("'kiln buildpacks'"), "{message}");
+        let other = staging_error("hello", "BuildpackCompileFailed - exit 1");
+        assert!(other.contains("kiln logs hello --recent"), "{other}");
     }
 
     #[test]

@@ -119,6 +119,13 @@ pub struct Destination {
     pub app: Guid,
 }
 
+/// `GET /v3/routes/:guid/destinations`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RouteDestinations {
+    pub destinations: Vec<Destination>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Package {
@@ -130,6 +137,7 @@ pub struct Package {
 #[serde(default)]
 pub struct Build {
     pub guid: String,
+    pub created_at: String,
     pub state: String,
     pub error: Option<String>,
     pub droplet: Option<Guid>,
