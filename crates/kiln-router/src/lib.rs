@@ -2,37 +2,50 @@
 //!
 //! - [`table`]: host name → RUNNING instances, built from the BBS's
 //!   DesiredLrps (their `routes`) and ActualLrps (their `net_info`).
-//! - [`proxy`]: the request path — look the host up, pick an instance
+//! - `sync`: keeps the table current from BBS events (re-read after each
+//!   burst of LRP events or a `Lagged`) and a periodic full resync.
+//! - `proxy`: the request path — look the host up, pick an instance
 //!   round-robin, stream the request there and the response back, with
 //!   Gorouter's headers, retries and error responses.
-//! - [`run`]: serves the proxy and keeps the table current from BBS events
-//!   and a periodic resync.
+//! - `access_log`: one `RTR` line per request into the app's log stream.
+//! - [`run`] wires them: the `kiln` binary's router role. [`serve`] is the
+//!   proxy alone over a table the caller fills.
 //!
 //! Architecture invariant: the request path never queries the BBS or a
 //! database; it reads an immutable snapshot of the table, swapped whole when
-//! the table is rebuilt.
+//! the table is rebuilt, behind a lock held only to clone an `Arc`.
 
-pub mod proxy;
+mod access_log;
+mod proxy;
+mod sync;
 pub mod table;
 
-use futures_util::StreamExt;
-use kiln_bbs::{ActualLrpFilter, BbsClient};
+use proxy::Proxy;
+pub use sync::{SharedTable, load_table, sync_table};
+pub use table::{Endpoint, Pool, RouteTable, normalize_host};
+
+use kiln_bbs::BbsClient;
 use kiln_logs::LogSink;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-use table::RouteTable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long requests in flight may take to finish after shutdown is asked.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Instances tried per request, at most (Gorouter: 3).
+    /// Instances tried per request, at most (Gorouter: 3); never more than
+    /// the route has.
     pub max_attempts: usize,
     /// How long a connection to an instance may take (Gorouter: 5 s).
     pub dial_timeout: Duration,
-    /// How long a whole request may take (Gorouter: 900 s).
+    /// How long an instance may take to answer a request with its response
+    /// headers (Gorouter: 900 s).
     pub request_timeout: Duration,
-    /// Full re-read of the BBS, in case events were missed (Gorouter re-registers every 20 s).
+    /// Full re-read of the BBS, in case events were missed (Gorouter's
+    /// routes are re-registered every 20 s).
     pub resync_interval: Duration,
 }
 
@@ -53,68 +66,10 @@ pub enum RouterError {
     Listener(#[from] std::io::Error),
 }
 
-/// The current table, shared by the sync loop (writer) and requests (readers).
-#[derive(Clone, Default)]
-pub struct SharedTable(Arc<RwLock<Arc<RouteTable>>>);
-
-impl SharedTable {
-    pub fn snapshot(&self) -> Arc<RouteTable> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn replace(&self, table: RouteTable) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-    }
-}
-
-/// Reads every DesiredLrp and ActualLrp and builds a fresh table.
-pub async fn load_table(bbs: &dyn BbsClient) -> Result<RouteTable, kiln_bbs::BbsError> {
-    let desired = bbs.desired_lrps(None).await?;
-    let actual = bbs.actual_lrps(ActualLrpFilter::default()).await?;
-    Ok(RouteTable::from_lrps(&desired, &actual))
-}
-
-/// Keeps `table` current until `shutdown`: a rebuild after every burst of
-/// LRP events (a burst is collected for a few milliseconds, so a scale to
-/// many instances rebuilds once), and every `resync_interval` regardless.
-pub async fn sync_table(
-    table: SharedTable,
-    bbs: Arc<dyn BbsClient>,
-    resync_interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut events = bbs.subscribe();
-    let mut resync = tokio::time::interval(resync_interval);
-    loop {
-        match load_table(bbs.as_ref()).await {
-            Ok(fresh) => table.replace(fresh),
-            Err(error) => {
-                tracing::warn!(%error, "router could not read routes; keeping the current table")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = resync.tick() => {}
-            event = events.next() => {
-                if event.is_none() {
-                    // The BBS went away; fall back to periodic resyncs.
-                    events = Box::pin(futures_util::stream::pending());
-                }
-                let burst_end = tokio::time::sleep(Duration::from_millis(20));
-                tokio::pin!(burst_end);
-                loop {
-                    tokio::select! {
-                        _ = &mut burst_end => break,
-                        more = events.next() => if more.is_none() { break },
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Serves the router on `listener` until `shutdown`, then lets requests in
-/// flight finish (for at most 10 s).
+/// The router role: reads the routes from `bbs`, then serves on `listener`
+/// until `shutdown`, keeping the table current meanwhile. On shutdown it
+/// stops accepting, lets requests in flight finish (for at most
+/// [`DRAIN_TIMEOUT`]) and returns.
 pub async fn run(
     config: RouterConfig,
     listener: tokio::net::TcpListener,
@@ -122,40 +77,89 @@ pub async fn run(
     logs: Arc<dyn LogSink>,
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
+    // Subscribe before the first read, so that no change falls between them.
+    let events = bbs.subscribe();
     let table = SharedTable::default();
-    if let Ok(initial) = load_table(bbs.as_ref()).await {
-        table.replace(initial);
-    }
-    let tracker = TaskTracker::new();
-    tracker.spawn(sync_table(
+    // The table is filled before the first request is answered (Gorouter
+    // waits for its table at start too); connections queue meanwhile.
+    let loaded = match load_table(bbs.as_ref()).await {
+        Ok(initial) => {
+            tracing::info!(routes = initial.len(), "router table loaded");
+            table.replace(initial);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, "router could not read routes at start; retrying shortly");
+            false
+        }
+    };
+    let stop_sync = shutdown.child_token();
+    let sync = tokio::spawn(sync::follow(
         table.clone(),
         bbs,
+        events,
         config.resync_interval,
-        shutdown.clone(),
+        loaded,
+        stop_sync.clone(),
     ));
-    let proxy = Arc::new(proxy::Proxy::new(config, table, logs));
-    tracing::info!(addr = %listener.local_addr()?, "router listening");
+    let result = serve(config, listener, table, logs, shutdown).await;
+    stop_sync.cancel();
+    let _ = sync.await;
+    result
+}
+
+/// Serves the proxy on `listener` over `table` until `shutdown`, then
+/// drains as [`run`] does. The caller keeps `table` current.
+pub async fn serve(
+    config: RouterConfig,
+    listener: tokio::net::TcpListener,
+    table: SharedTable,
+    logs: Arc<dyn LogSink>,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
+    let addr = listener.local_addr()?;
+    let proxy = Arc::new(Proxy::new(config, table, logs));
+    let connections = TaskTracker::new();
+    tracing::info!(%addr, "router listening");
     loop {
-        let (stream, client_addr) = tokio::select! {
+        let accepted = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "router accept failed");
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
-        let proxy = proxy.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move { proxy.serve_connection(stream, client_addr, shutdown).await });
+        match accepted {
+            Ok((stream, client_addr)) => {
+                connections.spawn(proxy.clone().serve_connection(
+                    stream,
+                    client_addr,
+                    shutdown.clone(),
+                ));
+            }
+            Err(error) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "router accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
     }
-    tracker.close();
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+    // New connections are refused from here on.
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {
-        tracing::warn!("router stopped with requests still in flight");
+        tracing::warn!(
+            open = connections.len(),
+            "router drain timed out; closing the connections still open"
+        );
     }
+    // Also ends upgraded (WebSocket) tunnels, which are not drained.
+    proxy.stop_now();
+    connections.wait().await;
+    tracing::info!(%addr, "router stopped");
     Ok(())
 }

@@ -1,56 +1,156 @@
 //! The router against the real in-process BBS and real TCP backends on
 //! loopback: routing by host, round-robin, Gorouter's headers and errors,
-//! retries only before a backend was reached, streaming, table updates.
+//! retries only before a backend was reached, streaming both ways,
+//! keep-alive to backends, upgrades, table updates from events, access
+//! lines and graceful shutdown.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient};
 use kiln_logs::{LogStore, ReadQuery};
 use kiln_model::bbs::*;
-use kiln_router::{RouterConfig, run};
+use kiln_model::logs::LogEnvelope;
+use kiln_router::{RouterConfig, RouterError, run};
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A backend that answers with JSON naming itself, the headers it got and
-/// how many body bytes arrived.
-async fn backend(name: &'static str) -> u16 {
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A test instance: answers with JSON naming itself, the headers it got,
+/// and how many body bytes arrived; `/download?bytes=N` streams N bytes;
+/// `/gated` sends `first`, waits for `gate`, then sends `second`; `/slow`
+/// waits for `gate` before answering; an `Upgrade` request is switched and
+/// echoed.
+#[derive(Clone)]
+struct Backend {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    /// Body bytes received so far, over all requests.
+    received: Arc<AtomicUsize>,
+    gate: Arc<Notify>,
+}
+
+type TestBody = BoxBody<Bytes, Infallible>;
+
+fn full(body: impl Into<Bytes>) -> TestBody {
+    Full::new(body.into()).boxed()
+}
+
+async fn backend(name: &'static str) -> Backend {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let b = Backend {
+        port: listener.local_addr().unwrap().port(),
+        connections: Arc::default(),
+        requests: Arc::default(),
+        received: Arc::default(),
+        gate: Arc::default(),
+    };
+    let shared = b.clone();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((stream, _)) = listener.accept().await {
+            shared.connections.fetch_add(1, Ordering::SeqCst);
+            let b = shared.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| async move {
-                        let headers: serde_json::Map<String, serde_json::Value> = request
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
-                            .collect();
-                        let mut body = request.into_body();
-                        let mut received = 0usize;
-                        while let Some(frame) = body.frame().await {
-                            if let Ok(data) = frame.unwrap().into_data() {
-                                received += data.len();
-                            }
-                        }
-                        let json = serde_json::json!({"backend": name, "headers": headers, "received": received});
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(json.to_string()),
-                        )))
-                    },
-                );
+                let service = hyper::service::service_fn(move |request| {
+                    let b = b.clone();
+                    async move { Ok::<_, Infallible>(answer(name, b, request).await) }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
     });
-    port
+    b
+}
+
+async fn answer(
+    name: &str,
+    b: Backend,
+    mut request: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<TestBody> {
+    b.requests.fetch_add(1, Ordering::SeqCst);
+    let path = request.uri().path().to_string();
+    if request.headers().contains_key(hyper::header::UPGRADE) {
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            let mut io = TokioIo::new(on_upgrade.await.unwrap());
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        return hyper::Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(full(""))
+            .unwrap();
+    }
+    match path.as_str() {
+        "/download" => {
+            let total: usize = request
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("bytes="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let chunk = Bytes::from(vec![b'd'; 64 * 1024]);
+            let chunks = (0..total.div_ceil(chunk.len())).map(move |i| {
+                let len = chunk.len().min(total - i * chunk.len());
+                Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+            });
+            hyper::Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                chunks,
+            ))))
+        }
+        "/gated" => {
+            let gate = b.gate.clone();
+            let frames = futures_util::stream::once(async { Bytes::from("first") }).chain(
+                futures_util::stream::once(async move {
+                    gate.notified().await;
+                    Bytes::from("second")
+                }),
+            );
+            hyper::Response::new(BodyExt::boxed(StreamBody::new(
+                frames.map(|d| Ok::<_, Infallible>(Frame::data(d))),
+            )))
+        }
+        _ => {
+            if path == "/slow" {
+                b.gate.notified().await;
+            }
+            let headers: serde_json::Map<String, serde_json::Value> = request
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect();
+            let mut body = request.into_body();
+            let mut received = 0usize;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    received += data.len();
+                    b.received.fetch_add(data.len(), Ordering::SeqCst);
+                }
+            }
+            let json = serde_json::json!({"backend": name, "headers": headers, "received": received, "path": path});
+            hyper::Response::new(full(json.to_string()))
+        }
+    }
 }
 
 /// A port nothing listens on.
@@ -60,6 +160,49 @@ fn dead_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// An instance that reads a request's headers and hangs up without an
+/// answer; `requests` counts the requests that reached it.
+async fn hang_up_backend(requests: Arc<AtomicUsize>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                requests.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    port
+}
+
+/// An instance that accepts and reads but never answers.
+async fn silent_backend() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
 }
 
 fn desired(process_guid: &str, instances: u32, host: &str) -> DesiredLrp {
@@ -94,6 +237,8 @@ struct Fixture {
     logs: Arc<LogStore>,
     router_port: u16,
     shutdown: CancellationToken,
+    router: Option<JoinHandle<Result<(), RouterError>>>,
+    http: reqwest::Client,
 }
 
 impl Drop for Fixture {
@@ -103,17 +248,21 @@ impl Drop for Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(RouterConfig {
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn fixture_with(config: RouterConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let bbs = Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap();
     let logs = Arc::new(LogStore::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
-    let config = RouterConfig {
-        resync_interval: Duration::from_secs(60),
-        ..Default::default()
-    };
-    tokio::spawn(run(
+    let router = tokio::spawn(run(
         config,
         listener,
         Arc::new(bbs.clone()),
@@ -126,26 +275,39 @@ async fn fixture() -> Fixture {
         logs,
         router_port,
         shutdown,
+        router: Some(router),
+        http: reqwest::Client::new(),
     }
 }
 
+fn instance_keys(process_guid: &str, index: usize) -> (ActualLrpKey, ActualLrpInstanceKey) {
+    (
+        ActualLrpKey {
+            process_guid: process_guid.into(),
+            index: index as u32,
+            domain: "cf-apps".into(),
+        },
+        ActualLrpInstanceKey {
+            instance_guid: format!("{process_guid}-ig-{index}"),
+            cell_id: "cell".into(),
+        },
+    )
+}
+
 impl Fixture {
-    /// Desires `process_guid` with one instance per port and reports each RUNNING there.
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.router_port)
+    }
+
+    /// Desires `process_guid` with one instance per port and reports each
+    /// RUNNING there, as a cell does after the health check passes.
     async fn app(&self, process_guid: &str, host: &str, ports: &[u16]) {
         self.bbs
             .desire_lrp(desired(process_guid, ports.len() as u32, host))
             .await
             .unwrap();
         for (index, port) in ports.iter().enumerate() {
-            let key = ActualLrpKey {
-                process_guid: process_guid.into(),
-                index: index as u32,
-                domain: "cf-apps".into(),
-            };
-            let instance_key = ActualLrpInstanceKey {
-                instance_guid: format!("{process_guid}-ig-{index}"),
-                cell_id: "cell".into(),
-            };
+            let (key, instance_key) = instance_keys(process_guid, index);
             let net_info = ActualLrpNetInfo {
                 address: "127.0.0.1".into(),
                 ports: vec![PortMapping {
@@ -161,14 +323,10 @@ impl Fixture {
         }
     }
 
-    async fn get(&self, host: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .get(format!(
-                "http://127.0.0.1:{}/some/path?q=1",
-                self.router_port
-            ))
+    async fn get(&self, host: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
             .header("Host", host)
-            .header("X-CF-InstanceID", "client-forged")
             .send()
             .await
             .unwrap()
@@ -176,9 +334,9 @@ impl Fixture {
 
     /// Polls until `host` answers `status` (the table follows events).
     async fn wait_for(&self, host: &str, status: u16) -> reqwest::Response {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         loop {
-            let response = self.get(host).await;
+            let response = self.get(host, "/").await;
             if response.status() == status {
                 return response;
             }
@@ -190,6 +348,46 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// Polls the app's log stream until an `RTR` line satisfies `matches`.
+    async fn rtr_line(&self, app_guid: &str, matches: impl Fn(&str) -> bool) -> LogEnvelope {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = self.logs.read(
+                app_guid,
+                &ReadQuery {
+                    start_time: 0,
+                    end_time: None,
+                    limit: 10_000,
+                    descending: false,
+                },
+            );
+            if let Some(line) = lines
+                .into_iter()
+                .find(|l| l.source_type == "RTR" && matches(&l.message))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching RTR line for {app_guid}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn json(response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn poll_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -200,65 +398,77 @@ async fn routes_by_host_round_robin_with_gorouter_headers() {
         backend("b").await,
         backend("other").await,
     );
-    f.app("p1", "app.test", &[a, b]).await;
-    f.app("p2", "other.test", &[other]).await;
+    f.app("p1", "app.test", &[a.port, b.port]).await;
+    f.app("p2", "other.test", &[other.port]).await;
     f.wait_for("app.test", 200).await;
+    f.wait_for("other.test", 200).await;
 
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..4 {
-        let json: serde_json::Value = f.get("APP.test:8080").await.json().await.unwrap();
-        seen.insert(json["backend"].as_str().unwrap().to_string());
+    let mut order = Vec::new();
+    for host in ["APP.test:8080", "app.test", "app.test:80", "app.test"] {
+        let response = f
+            .http
+            .get(f.url("/some/path?q=1"))
+            .header("Host", host)
+            .header("X-CF-InstanceID", "client-forged")
+            .header("X-CF-ApplicationID", "client-forged")
+            .header("X-Forwarded-For", "10.1.2.3")
+            .header("X-Vcap-Request-Id", "client-chosen")
+            .send()
+            .await
+            .unwrap();
+        let request_id = response.headers()["x-vcap-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let json = json(response).await;
         let headers = &json["headers"];
-        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        let backend = json["backend"].as_str().unwrap().to_string();
+        let index = if backend == "a" { "0" } else { "1" };
+        assert_eq!(headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-cf-applicationid"], "app-p1");
+        assert_eq!(headers["x-cf-instanceindex"], index);
+        assert_eq!(
+            headers["x-cf-instanceid"],
+            format!("p1-ig-{index}"),
+            "the client's X-CF-InstanceID is replaced by the real one"
+        );
+        assert_eq!(
+            headers["x-vcap-request-id"], request_id,
+            "a fresh request id, the same one the client is told"
+        );
+        assert_ne!(request_id, "client-chosen");
         assert!(
-            headers["x-cf-instanceid"]
+            headers["x-request-start"]
                 .as_str()
                 .unwrap()
-                .starts_with("p1-ig-"),
-            "client's forged id replaced: {headers}"
+                .parse::<u64>()
+                .is_ok()
         );
-        assert!(headers["x-cf-instanceindex"].is_string());
-        assert_eq!(headers["x-vcap-request-id"].as_str().unwrap().len(), 36);
-        assert!(headers["x-request-start"].is_string());
         assert_eq!(
-            headers["host"], "APP.test:8080",
+            headers["host"], host,
             "the Host header reaches the app unchanged"
         );
+        assert_eq!(json["path"], "/some/path");
+        order.push(backend);
     }
+    assert!(
+        order.windows(2).all(|w| w[0] != w[1]),
+        "round-robin alternates between the two instances: {order:?}"
+    );
     assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
-        ["a", "b"],
-        "round-robin over both instances"
+        json(f.get("other.test", "/").await).await["backend"],
+        "other"
     );
-    let json: serde_json::Value = f.get("other.test").await.json().await.unwrap();
-    assert_eq!(json["backend"], "other");
-
-    let response = f.get("app.test").await;
-    assert!(response.headers().contains_key("x-vcap-request-id"));
-
-    // One RTR access line per request, tagged with the app.
-    let lines = f.logs.read(
-        "app-p1",
-        &ReadQuery {
-            start_time: 0,
-            end_time: None,
-            limit: 100,
-            descending: false,
-        },
-    );
-    assert!(lines.iter().any(
-        |l| l.source_type == "RTR" && l.message.contains("\"GET /some/path?q=1 HTTP/1.1\" 200")
-    ));
 }
 
 #[tokio::test]
-async fn unknown_hosts_get_404_and_routes_without_instances_503() {
+async fn unknown_hosts_404_routes_without_instances_503_and_empty_host_400() {
     let f = fixture().await;
-    let response = f.get("nobody.test").await;
+    let response = f.get("nobody.test", "/").await;
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["x-cf-routererror"], "unknown_route");
+    assert!(response.headers().contains_key("x-vcap-request-id"));
     assert_eq!(
         response.text().await.unwrap(),
         "404 Not Found: Requested route ('nobody.test') does not exist.\n"
@@ -272,75 +482,441 @@ async fn unknown_hosts_get_404_and_routes_without_instances_503() {
     assert_eq!(response.headers()["x-cf-routererror"], "no_endpoints");
     assert_eq!(
         response.text().await.unwrap(),
-        "Requested route ('starting.test') has no available endpoints.\n"
+        "503 Service Unavailable: Requested route ('starting.test') has no available endpoints.\n"
     );
+
+    // HTTP/1.0 without a Host header.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.0 400"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("x-cf-routererror: empty_host"),
+        "{raw}"
+    );
+    assert!(
+        raw.ends_with("400 Bad Request: Request had empty Host header\n"),
+        "{raw}"
+    );
+
+    // A Host that is the client's own address counts as empty (Gorouter).
+    let response = f.http.get(f.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["x-cf-routererror"], "empty_host");
 }
 
 #[tokio::test]
-async fn a_refused_instance_is_retried_on_another_and_all_dead_is_502() {
+async fn a_refused_instance_is_retried_on_another_with_the_body_and_all_dead_is_502() {
     let f = fixture().await;
     let live = backend("live").await;
-    f.app("p1", "mixed.test", &[dead_port(), live]).await;
+    f.app("p1", "mixed.test", &[dead_port(), live.port]).await;
     f.wait_for("mixed.test", 200).await;
+    // Both round-robin orders: the dead instance first every other time.
     for _ in 0..4 {
-        let response = f.get("mixed.test").await;
+        let response = f
+            .http
+            .post(f.url("/upload"))
+            .header("Host", "mixed.test")
+            .body(vec![1u8; 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+        let json = json(response).await;
+        assert_eq!(json["backend"], "live", "a dial error is retried");
         assert_eq!(
-            response.status(),
-            200,
-            "a dial error is retried on the live instance"
+            json["received"],
+            1024 * 1024,
+            "the body reaches the instance tried second"
         );
     }
 
     f.app("p2", "dead.test", &[dead_port(), dead_port()]).await;
     let response = f.wait_for("dead.test", 502).await;
+    let router_error = response.headers()["x-cf-routererror"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(
-        response.headers()["x-cf-routererror"]
-            .to_str()
-            .unwrap()
-            .starts_with("endpoint_failure (")
+        router_error.starts_with("endpoint_failure (dial tcp 127.0.0.1:"),
+        "{router_error}"
     );
     assert_eq!(
         response.text().await.unwrap(),
         "502 Bad Gateway: Registered endpoint failed to handle the request.\n"
     );
+    let line = f.rtr_line("app-p2", |m| m.contains("\" 502 ")).await;
+    assert!(
+        line.message
+            .contains("x_cf_routererror:\"endpoint_failure (dial tcp")
+    );
 }
 
 #[tokio::test]
-async fn a_large_body_streams_through() {
+async fn a_request_that_reached_an_instance_is_not_resent_unless_idempotent() {
     let f = fixture().await;
-    f.app("p1", "upload.test", &[backend("sink").await]).await;
-    f.wait_for("upload.test", 200).await;
-    let body = vec![7u8; 20 * 1024 * 1024];
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/upload", f.router_port))
-        .header("Host", "upload.test")
-        .body(body)
+    let requests = Arc::new(AtomicUsize::new(0));
+    let ports = [
+        hang_up_backend(requests.clone()).await,
+        hang_up_backend(requests.clone()).await,
+    ];
+    f.app("p1", "hangup.test", &ports).await;
+    f.wait_for("hangup.test", 502).await;
+
+    // With a body and without one (an empty body is never read, so only
+    // the method keeps it from being resent).
+    for body in ["charge the card", ""] {
+        requests.store(0, Ordering::SeqCst);
+        let response = f
+            .http
+            .post(f.url("/pay"))
+            .header("Host", "hangup.test")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 502);
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            1,
+            "a POST that reached an instance is never sent to another (body {body:?})"
+        );
+    }
+
+    requests.store(0, Ordering::SeqCst);
+    let response = f.get("hangup.test", "/").await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        2,
+        "a GET closed before any response is tried on each instance (Gorouter's idempotent retry)"
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_at_max_attempts() {
+    let f = fixture_with(RouterConfig {
+        max_attempts: 2,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let mut ports = Vec::new();
+    for _ in 0..4 {
+        ports.push(hang_up_backend(requests.clone()).await);
+    }
+    f.app("p1", "many.test", &ports).await;
+    f.wait_for("many.test", 502).await;
+    requests.store(0, Ordering::SeqCst);
+    assert_eq!(f.get("many.test", "/").await.status(), 502);
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_instance_that_never_answers_times_out_with_502() {
+    let f = fixture_with(RouterConfig {
+        request_timeout: Duration::from_millis(300),
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    f.app("p1", "silent.test", &[silent_backend().await]).await;
+    let started = Instant::now();
+    let response = f.wait_for("silent.test", 502).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let router_error = response.headers()["x-cf-routererror"].to_str().unwrap();
+    assert!(router_error.contains("within"), "{router_error}");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_and_are_logged() {
+    let f = fixture().await;
+    let sink = backend("sink").await;
+    f.app("p1", "big.test", &[sink.port]).await;
+    f.wait_for("big.test", 200).await;
+
+    const SIZE: usize = 20 * 1024 * 1024;
+    let response = f
+        .http
+        .post(f.url("/upload"))
+        .header("Host", "big.test")
+        .body(vec![7u8; SIZE])
         .send()
         .await
         .unwrap();
-    let json: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(json["received"], 20 * 1024 * 1024);
+    assert_eq!(json(response).await["received"], SIZE);
+
+    let response = f.get("big.test", &format!("/download?bytes={SIZE}")).await;
+    assert_eq!(response.status(), 200);
+    let mut got = 0;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        got += chunk.unwrap().len();
+    }
+    assert_eq!(got, SIZE);
+
+    let up = f
+        .rtr_line("app-p1", |m| m.contains("\"POST /upload HTTP/1.1\" 200"))
+        .await;
+    assert!(
+        up.message.contains(&format!("200 {SIZE} ")),
+        "{}",
+        up.message
+    );
+    let down = f.rtr_line("app-p1", |m| m.contains("/download")).await;
+    assert!(
+        down.message.contains(&format!("200 0 {SIZE} ")),
+        "{}",
+        down.message
+    );
 }
 
 #[tokio::test]
-async fn a_crashed_instance_leaves_the_table() {
+async fn bodies_are_not_buffered_whole() {
     let f = fixture().await;
-    f.app("p1", "crashy.test", &[backend("only").await]).await;
+    let b = backend("streamer").await;
+    f.app("p1", "stream.test", &[b.port]).await;
+    f.wait_for("stream.test", 200).await;
+
+    // Response: the first chunk reaches the client while the instance is
+    // still holding back the second.
+    let mut response = f.get("stream.test", "/gated").await;
+    let first = tokio::time::timeout(WAIT, response.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_deref(), Some(&b"first"[..]));
+    b.gate.notify_one();
+    assert_eq!(response.text().await.unwrap(), "second");
+
+    // Request: the instance receives the first chunk before the client
+    // has produced the second.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let request = f
+        .http
+        .post(f.url("/upload"))
+        .header("Host", "stream.test")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let pending = tokio::spawn(request);
+    let before = b.received.load(Ordering::SeqCst);
+    tx.send(Bytes::from(vec![1u8; 100_000])).await.unwrap();
+    let received = b.received.clone();
+    poll_until("the first chunk at the instance", || {
+        received.load(Ordering::SeqCst) >= before + 100_000
+    })
+    .await;
+    tx.send(Bytes::from(vec![2u8; 100_000])).await.unwrap();
+    drop(tx);
+    let json = json(pending.await.unwrap().unwrap()).await;
+    assert_eq!(json["received"], 200_000);
+}
+
+#[tokio::test]
+async fn connections_to_instances_are_kept_alive() {
+    let f = fixture().await;
+    let b = backend("pooled").await;
+    f.app("p1", "pool.test", &[b.port]).await;
+    f.wait_for("pool.test", 200).await;
+    let before = b.connections.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        json(f.get("pool.test", "/").await).await;
+    }
+    let opened = b.connections.load(Ordering::SeqCst) - before;
+    assert!(opened <= 3, "20 requests opened {opened} connections");
+}
+
+#[tokio::test]
+async fn upgrade_requests_are_tunnelled() {
+    let f = fixture().await;
+    f.app("p1", "ws.test", &[backend("ws").await.port]).await;
+    f.wait_for("ws.test", 200).await;
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /socket HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for message in [&b"ping"[..], b"and again"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+#[tokio::test]
+async fn instances_leave_and_join_the_table_with_bbs_events() {
+    let f = fixture().await;
+    let (one, two) = (backend("one").await, backend("two").await);
+    f.app("p1", "crashy.test", &[one.port]).await;
     f.wait_for("crashy.test", 200).await;
-    let filter = ActualLrpFilter {
-        process_guid: Some("p1".into()),
-        ..Default::default()
-    };
-    let actual = f.bbs.actual_lrps(filter).await.unwrap().remove(0);
+
+    // A second process mapped to the same host starts: its instance joins the pool.
+    f.app("p2", "crashy.test", &[two.port]).await;
+    let deadline = Instant::now() + WAIT;
+    while json(f.get("crashy.test", "/").await).await["backend"] != "two" {
+        assert!(
+            Instant::now() < deadline,
+            "the new instance never got traffic"
+        );
+    }
+
+    // A route mapped to a running process takes traffic at once.
     f.bbs
-        .crash_actual_lrp(
-            &actual.key,
-            actual.instance_key.as_ref().unwrap(),
-            "APP/PROC/WEB: Exited with status 1",
+        .update_desired_lrp(
+            "p1",
+            DesiredLrpUpdate {
+                routes: Some(vec!["crashy.test".into(), "renamed.test".into()]),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
+    assert_eq!(
+        json(f.wait_for("renamed.test", 200).await).await["backend"],
+        "one"
+    );
+
+    // Every instance crashes: the route stays known but has no endpoints.
+    for process_guid in ["p1", "p2"] {
+        let filter = ActualLrpFilter {
+            process_guid: Some(process_guid.into()),
+            ..Default::default()
+        };
+        for actual in f.bbs.actual_lrps(filter).await.unwrap() {
+            f.bbs
+                .crash_actual_lrp(
+                    &actual.key,
+                    actual.instance_key.as_ref().unwrap(),
+                    "APP/PROC/WEB: Exited with status 1",
+                )
+                .await
+                .unwrap();
+        }
+    }
     f.wait_for("crashy.test", 503).await;
     f.bbs.remove_desired_lrp("p1").await.unwrap();
+    f.bbs.remove_desired_lrp("p2").await.unwrap();
     f.wait_for("crashy.test", 404).await;
+    f.wait_for("renamed.test", 404).await;
+}
+
+#[tokio::test]
+async fn each_request_leaves_one_rtr_line_in_the_app_log() {
+    let f = fixture().await;
+    f.app("p1", "logged.test", &[backend("a").await.port]).await;
+    f.wait_for("logged.test", 200).await;
+    let response = f
+        .http
+        .get(f.url("/some/path?q=1"))
+        .header("Host", "logged.test")
+        .header("User-Agent", "kiln-test/1")
+        .header("Referer", "http://from.test/")
+        .send()
+        .await
+        .unwrap();
+    let request_id = response.headers()["x-vcap-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body_len = response.bytes().await.unwrap().len();
+    let line = f.rtr_line("app-p1", |m| m.contains(&request_id)).await;
+    assert_eq!(line.instance_id, "0");
+    assert_eq!(line.message_type, kiln_model::logs::MessageType::Out);
+    let m = &line.message;
+    assert!(m.starts_with("logged.test - ["), "{m}");
+    for part in [
+        format!(
+            "] \"GET /some/path?q=1 HTTP/1.1\" 200 0 {body_len} \"http://from.test/\" \"kiln-test/1\" \"127.0.0.1:"
+        ),
+        format!(
+            "x_forwarded_for:\"127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"{request_id}\" response_time:"
+        ),
+        "app_id:\"app-p1\" app_index:\"0\" instance_id:\"p1-ig-0\" x_cf_routererror:\"-\""
+            .to_string(),
+    ] {
+        assert!(m.contains(&part), "{part:?} missing from {m}");
+    }
+    let lines = f.logs.read(
+        "app-p1",
+        &ReadQuery {
+            start_time: 0,
+            end_time: None,
+            limit: 10_000,
+            descending: false,
+        },
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.message.contains(&request_id))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
+    let mut f = fixture().await;
+    let b = backend("slow").await;
+    f.app("p1", "slow.test", &[b.port]).await;
+    f.wait_for("slow.test", 200).await;
+
+    let before = b.requests.load(Ordering::SeqCst);
+    let request = f
+        .http
+        .get(f.url("/slow"))
+        .header("Host", "slow.test")
+        .send();
+    let in_flight = tokio::spawn(request);
+    let requests = b.requests.clone();
+    poll_until("the request at the instance", || {
+        requests.load(Ordering::SeqCst) > before
+    })
+    .await;
+
+    f.shutdown.cancel();
+    let port = f.router_port;
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "the router kept accepting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    b.gate.notify_one();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(json(response).await["path"], "/slow");
+    let router = f.router.take().unwrap();
+    tokio::time::timeout(WAIT, router)
+        .await
+        .expect("the router returns once drained")
+        .unwrap()
+        .unwrap();
 }

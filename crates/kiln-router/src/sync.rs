@@ -1,0 +1,165 @@
+//! Keeping the route table current: the router's route emitter.
+//!
+//! Diego's route emitter turns BBS events into NATS registrations and
+//! re-emits everything every 20 s; Kiln's router reads the BBS directly. It
+//! re-reads all LRPs after every burst of LRP events (or a `Lagged`), and
+//! every `resync_interval` regardless, so a missed event costs at most one
+//! interval. A re-read builds a whole new [`RouteTable`] and swaps it in;
+//! requests keep the snapshot they started with.
+
+use crate::table::RouteTable;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use kiln_bbs::{ActualLrpFilter, BbsClient, BbsError};
+use kiln_model::bbs::BbsEvent;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Events arriving this soon after the first are folded into one re-read
+/// (a scale to 10 instances is 10 events at once).
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// After a failed read, try again this soon rather than a full interval later.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+
+/// The current table, shared by the sync loop (writer) and requests
+/// (readers). A read holds the lock only to clone an `Arc`; a rebuild
+/// happens outside it and takes the write lock only to swap the pointer.
+#[derive(Clone, Default)]
+pub struct SharedTable(Arc<RwLock<Arc<RouteTable>>>);
+
+impl SharedTable {
+    pub fn new(table: RouteTable) -> SharedTable {
+        SharedTable(Arc::new(RwLock::new(Arc::new(table))))
+    }
+
+    pub fn snapshot(&self) -> Arc<RouteTable> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, table: RouteTable) {
+        let table = Arc::new(table);
+        let old = std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(|e| e.into_inner()),
+            table,
+        );
+        // The old table (possibly large) is freed here, outside the lock.
+        drop(old);
+    }
+}
+
+/// Reads every DesiredLrp and ActualLrp and builds a fresh table.
+pub async fn load_table(bbs: &dyn BbsClient) -> Result<RouteTable, BbsError> {
+    let desired = bbs.desired_lrps(None).await?;
+    let actual = bbs.actual_lrps(ActualLrpFilter::default()).await?;
+    Ok(RouteTable::from_lrps(&desired, &actual))
+}
+
+/// Reads the table now, then keeps it current until `shutdown`.
+pub async fn sync_table(
+    table: SharedTable,
+    bbs: Arc<dyn BbsClient>,
+    resync_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    // Subscribe before the first read, so that no change falls between them.
+    let events = bbs.subscribe();
+    let ok = reload(&table, bbs.as_ref()).await.is_ok();
+    follow(table, bbs, events, resync_interval, ok, shutdown).await;
+}
+
+/// Whether an event can change the route table. Task events cannot.
+fn affects_routes(event: &BbsEvent) -> bool {
+    match event {
+        BbsEvent::TaskChanged { .. } | BbsEvent::TaskRemoved { .. } => false,
+        BbsEvent::DesiredLrpChanged { .. }
+        | BbsEvent::DesiredLrpRemoved { .. }
+        | BbsEvent::ActualLrpChanged { .. }
+        | BbsEvent::ActualLrpRemoved { .. }
+        | BbsEvent::Lagged => true,
+    }
+}
+
+async fn reload(table: &SharedTable, bbs: &dyn BbsClient) -> Result<(), BbsError> {
+    match load_table(bbs).await {
+        Ok(fresh) => {
+            tracing::debug!(routes = fresh.len(), "router table rebuilt");
+            table.replace(fresh);
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "router could not read routes from the bbs; keeping the current table");
+            Err(error)
+        }
+    }
+}
+
+/// The loop after the first read. `last_ok` says whether that read worked.
+pub(crate) async fn follow(
+    table: SharedTable,
+    bbs: Arc<dyn BbsClient>,
+    mut events: BoxStream<'static, BbsEvent>,
+    resync_interval: Duration,
+    mut last_ok: bool,
+    shutdown: CancellationToken,
+) {
+    let mut last_took = Duration::ZERO;
+    loop {
+        let wait = if last_ok {
+            resync_interval
+        } else {
+            resync_interval.min(RETRY_AFTER_ERROR)
+        };
+        let resync_at = Instant::now() + wait;
+        // Wait for a reason to re-read: a relevant event or the resync.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(resync_at) => break,
+                event = events.next() => match event {
+                    Some(event) if affects_routes(&event) => {
+                        // Fold the rest of the burst into this re-read. A slow
+                        // re-read (a big table) widens the window, so the
+                        // router never spends most of its time rebuilding.
+                        let quiet_until = Instant::now() + DEBOUNCE.max(last_took * 2);
+                        loop {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep_until(quiet_until) => break,
+                                more = events.next() => if more.is_none() {
+                                    events = Box::pin(futures_util::stream::pending());
+                                },
+                            }
+                        }
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!("bbs event stream ended; the router falls back to periodic resyncs");
+                        events = Box::pin(futures_util::stream::pending());
+                    }
+                },
+            }
+        }
+        let started = Instant::now();
+        last_ok = reload(&table, bbs.as_ref()).await.is_ok();
+        last_took = started.elapsed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lrp_events_and_lag_trigger_a_reread() {
+        assert!(affects_routes(&BbsEvent::Lagged));
+        assert!(affects_routes(&BbsEvent::DesiredLrpRemoved {
+            process_guid: "p".into()
+        }));
+        assert!(!affects_routes(&BbsEvent::TaskRemoved {
+            task_guid: "t".into()
+        }));
+    }
+}
