@@ -595,10 +595,14 @@ pub async fn builds(
 }
 
 /// The app-level VCAP_APPLICATION (CC's AppModel variant: no process fields).
-pub async fn vcap_application(ctx: &Ctx, app: &App) -> ApiResult<Value> {
+pub async fn vcap_application(
+    ctx: &Ctx,
+    app: &App,
+    process_type: Option<&str>,
+) -> ApiResult<Value> {
     let space = db::get::<Space>(&ctx.pool, &app.space_guid).await?;
     let org = db::get::<Organization>(&ctx.pool, &space.organization_guid).await?;
-    let uris = crate::routes::app_uris(ctx, &app.guid, None).await?;
+    let uris = crate::routes::app_uris(ctx, &app.guid, process_type).await?;
     Ok(json!({
         "cf_api": ctx.base,
         "limits": {"fds": 16384},
@@ -622,7 +626,7 @@ pub async fn env(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResu
         "staging_env_json": {},
         "running_env_json": {},
         "system_env_json": {"VCAP_SERVICES": {}},
-        "application_env_json": {"VCAP_APPLICATION": vcap_application(&ctx, &app).await?},
+        "application_env_json": {"VCAP_APPLICATION": vcap_application(&ctx, &app, None).await?},
     })))
 }
 

@@ -326,7 +326,7 @@ async fn staging_task(
         optional: true,
     });
     let order: Vec<&str> = buildpacks.iter().map(|b| b.guid.as_str()).collect();
-    let mut vcap = crate::apps::vcap_application(ctx, app).await?;
+    let mut vcap = crate::apps::vcap_application(ctx, app, None).await?;
     vcap["limits"] = json!({"fds": 16384, "mem": memory, "disk": disk});
     let mut env = vec![
         EnvVar::new("CF_STACK", stack),

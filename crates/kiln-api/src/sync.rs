@@ -2,7 +2,7 @@
 //! with a periodic resync) and keeping each started app's processes desired
 //! as DesiredLrps (on every change, plus a periodic reconcile).
 
-use crate::db::{self, App, Build, Buildpack, Droplet, Organization, Process, Space};
+use crate::db::{self, App, Build, Buildpack, Droplet, Process};
 use crate::error::ApiResult;
 use crate::{Ctx, Shared, signing, util};
 use futures_util::StreamExt;
@@ -67,27 +67,15 @@ async fn desired_lrp(
     p: &Process,
     droplet: &Droplet,
 ) -> ApiResult<DesiredLrp> {
-    let space = db::get::<Space>(&ctx.pool, &app.space_guid).await?;
-    let org = db::get::<Organization>(&ctx.pool, &space.organization_guid).await?;
-    let uris = crate::routes::app_uris(ctx, &app.guid, Some(&p.r#type)).await?;
-    let vcap = json!({
-        "cf_api": ctx.base,
-        "limits": {"fds": 16384, "mem": p.memory_in_mb, "disk": p.disk_in_mb},
-        "application_name": app.name,
-        "application_uris": uris,
-        "name": app.name,
-        "space_name": space.name,
-        "space_id": space.guid,
-        "organization_id": org.guid,
-        "organization_name": org.name,
-        "uris": uris,
-        "users": null,
-        "process_id": p.guid,
-        "process_type": p.r#type,
-        "application_id": app.guid,
-        "version": p.version,
-        "application_version": p.version,
-    });
+    // The app-level VCAP_APPLICATION (as `/v3/apps/:guid/env` shows it),
+    // narrowed to this process's routes, plus what an instance also gets.
+    let mut vcap = crate::apps::vcap_application(ctx, app, Some(&p.r#type)).await?;
+    vcap["limits"] = json!({"fds": 16384, "mem": p.memory_in_mb, "disk": p.disk_in_mb});
+    vcap["process_id"] = json!(p.guid);
+    vcap["process_type"] = json!(p.r#type);
+    vcap["version"] = json!(p.version);
+    vcap["application_version"] = json!(p.version);
+    let uris: Vec<String> = serde_json::from_value(vcap["uris"].clone()).unwrap_or_default();
     let mut env = vec![
         EnvVar::new("VCAP_APPLICATION", vcap.to_string()),
         EnvVar::new("MEMORY_LIMIT", format!("{}m", p.memory_in_mb)),
