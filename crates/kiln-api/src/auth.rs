@@ -2,11 +2,10 @@
 //! `/oauth/token` password and refresh grants issuing HS256 JWTs with UAA's
 //! claim names, and the bearer-token check in front of `/v3` and log reads.
 
-use crate::Shared;
+use crate::context::{CurrentUser, Shared};
 use crate::db::{self, User};
 use crate::error::{ApiError, ApiResult};
 use crate::util;
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,14 +23,6 @@ const SCOPES: [&str; 3] = [
     "cloud_controller.read",
     "cloud_controller.write",
 ];
-
-/// The authenticated caller, put into request extensions by [`require_token`].
-#[derive(Debug, Clone)]
-pub struct CurrentUser {
-    pub guid: String,
-    pub name: String,
-    pub email: String,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -53,21 +44,6 @@ struct Claims {
     aud: Vec<String>,
     /// `access` or `refresh`: a refresh token is never accepted as access.
     kiln_token: String,
-}
-
-pub fn hash_password(password: &str) -> ApiResult<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("hashing the password: {e}")))
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
 }
 
 fn issue(ctx: &Shared, user: &User, grant_type: &str, kind: &str) -> ApiResult<(String, String)> {
@@ -184,7 +160,7 @@ pub async fn token(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> ApiResult<Response> {
-    let form: HashMap<String, String> = crate::web::parse_query(&String::from_utf8_lossy(&body))
+    let form: HashMap<String, String> = util::parse_query(&String::from_utf8_lossy(&body))
         .into_iter()
         .collect();
     check_client(&headers, &form)?;
@@ -200,7 +176,7 @@ pub async fn token(
                 .ok_or_else(bad_credentials)?;
             let hash = user.password_hash.clone();
             let password = password.to_string();
-            let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            let ok = tokio::task::spawn_blocking(move || util::verify_password(&password, &hash))
                 .await
                 .unwrap_or(false);
             if !ok {

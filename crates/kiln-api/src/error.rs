@@ -42,6 +42,9 @@ pub enum ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A byte limit and the error to answer when it is passed.
+pub type Limit = (u64, fn(u64) -> ApiError);
+
 impl ApiError {
     pub fn cf(
         status: StatusCode,

@@ -8,93 +8,36 @@
 //! and never see the database. [`Api::run`] serves HTTP and runs the staging
 //! completion and process sync loops.
 
-mod apps;
+// The layers, lowest first; a module uses only modules of lower layers
+// (`tests/layers.rs` checks every `crate::` path against this order).
+mod actions;
 mod auth;
-mod buildpacks;
-mod builds;
-mod catalog;
+mod config;
+mod context;
+mod controllers;
 mod db;
+mod diego;
+mod environment;
 mod error;
-mod internal;
-mod logcache;
-mod manifest;
-mod packages;
-mod processes;
-mod routes;
+mod fetchers;
+mod messages;
+mod presenters;
 mod signing;
-mod sync;
+mod uploads;
 mod util;
 mod web;
 
+pub use config::{ApiConfig, ApiDeps, DEFAULT_MAX_PACKAGE_BYTES};
 pub use error::ApiError;
 
 use axum::Router;
 use axum::routing::{get, post};
-use kiln_bbs::BbsClient;
-use kiln_logs::LogStore;
-use kiln_store::Blobstore;
-use sqlx::SqlitePool;
-use std::path::{Path, PathBuf};
+use context::{Ctx, Shared};
+use controllers::{
+    apps, buildpacks, builds, catalog, internal, logcache, manifest, packages, processes, routes,
+};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-/// Cloud Controller's default `max_package_size`: 1 GiB.
-pub const DEFAULT_MAX_PACKAGE_BYTES: u64 = 1 << 30;
-
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    pub data_dir: PathBuf,
-    /// How clients reach this API, e.g. `http://127.0.0.1:9022`; every
-    /// link and signed URL is absolute on it.
-    pub external_url: String,
-    /// The shared domain app routes live under.
-    pub domain: String,
-    /// The one stack (`<id><version>-host`).
-    pub stack: String,
-    /// The admin password; `None` generates one on first start.
-    pub admin_password: Option<String>,
-    /// Largest app package (uploaded zip, and all its files unpacked
-    /// together) and buildpack zip; [`DEFAULT_MAX_PACKAGE_BYTES`] normally.
-    pub max_package_bytes: u64,
-    /// The staging Task's `timeout_ms`; 0 means
-    /// [`kiln_model::DEFAULT_STAGING_TIMEOUT_MS`] (15 minutes).
-    pub staging_timeout_ms: u64,
-}
-
-pub(crate) fn staging_timeout_ms(config: &ApiConfig) -> u64 {
-    if config.staging_timeout_ms == 0 {
-        kiln_model::DEFAULT_STAGING_TIMEOUT_MS
-    } else {
-        config.staging_timeout_ms
-    }
-}
-
-#[derive(Clone)]
-pub struct ApiDeps {
-    pub bbs: Arc<dyn BbsClient>,
-    pub blobstore: Arc<dyn Blobstore>,
-    pub logs: Arc<LogStore>,
-}
-
-/// Everything a handler or loop needs.
-pub(crate) struct Ctx {
-    pub config: ApiConfig,
-    /// `external_url` without a trailing slash.
-    pub base: String,
-    pub pool: SqlitePool,
-    pub bbs: Arc<dyn BbsClient>,
-    pub blobstore: Arc<dyn Blobstore>,
-    pub logs: Arc<LogStore>,
-    /// HS256 key for tokens and signed URLs.
-    pub signing_key: Vec<u8>,
-    /// Serialises process sync (handlers and the reconcile loop).
-    pub sync_lock: tokio::sync::Mutex<()>,
-    /// Builds that were STAGING when this Api opened: if their Task is
-    /// gone, the restart interrupted them.
-    pub inherited_staging: std::collections::HashSet<String>,
-}
-
-pub(crate) type Shared = Arc<Ctx>;
 
 pub struct Api {
     ctx: Shared,
@@ -114,11 +57,12 @@ impl Api {
             &kiln_store::migrator(db::MIGRATIONS),
         )
         .await?;
-        let signing_key = read_or_create_secret(&config.data_dir.join("signing-key"), || {
-            hex::encode(util::random_bytes(32))
-        })
-        .await?
-        .0;
+        let signing_key =
+            context::read_or_create_secret(&config.data_dir.join("signing-key"), || {
+                hex::encode(util::random_bytes(32))
+            })
+            .await?
+            .0;
         let base = config.external_url.trim_end_matches('/').to_string();
         let inherited_staging =
             db::where_eq::<db::Build>(&pool, "state", kiln_model::BuildState::Staging.as_str())
@@ -137,8 +81,8 @@ impl Api {
             inherited_staging,
             config,
         });
-        let generated_password = catalog::bootstrap(&ctx).await?;
-        packages::fail_interrupted_uploads(&ctx).await?;
+        let generated_password = actions::bootstrap::bootstrap(&ctx).await?;
+        actions::packages::fail_interrupted_uploads(&ctx).await?;
         Ok(Api {
             ctx,
             generated_password,
@@ -161,7 +105,7 @@ impl Api {
         listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), ApiError> {
-        let loops = sync::spawn_loops(self.ctx.clone(), shutdown.clone());
+        let loops = diego::staging::spawn_loops(self.ctx.clone(), shutdown.clone());
         let app = self.router();
         let token = shutdown.clone();
         let served = axum::serve(listener, app)
@@ -174,42 +118,6 @@ impl Api {
         }
         served
     }
-}
-
-/// Reads a secret file, or writes a new one with mode 0600. Returns the
-/// secret and whether it was created now.
-pub(crate) async fn read_or_create_secret(
-    path: &Path,
-    make: impl FnOnce() -> String,
-) -> Result<(String, bool), ApiError> {
-    match tokio::fs::read_to_string(path).await {
-        Ok(s) if !s.trim().is_empty() => Ok((s.trim().to_string(), false)),
-        Ok(_) | Err(_) => {
-            let secret = make();
-            write_private(path, &secret).await?;
-            Ok((secret, true))
-        }
-    }
-}
-
-pub(crate) async fn write_private(path: &Path, content: &str) -> Result<(), ApiError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = path.to_path_buf();
-    let content = content.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::io("writing a secret file", e))
 }
 
 fn router(ctx: Shared) -> Router {
@@ -368,8 +276,8 @@ fn router(ctx: Shared) -> Router {
     // method it does not route, with CF-NotFound "Unknown request".
     let inner = open
         .merge(v3)
-        .method_not_allowed_fallback(|| async { error::ApiError::unknown_request() })
-        .fallback(|| async { error::ApiError::unknown_request() })
+        .method_not_allowed_fallback(|| async { ApiError::unknown_request() })
+        .fallback(|| async { ApiError::unknown_request() })
         .with_state(ctx);
     Router::new()
         .fallback_service(inner)

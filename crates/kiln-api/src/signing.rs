@@ -3,7 +3,7 @@
 //! a cell can fetch or store exactly one blob until the URL expires,
 //! without credentials of its own.
 
-use crate::Ctx;
+use crate::context::Ctx;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -29,7 +29,7 @@ fn signed_url(key: &[u8], base: &str, method: &str, path: &str, expires: i64) ->
 /// Whether `query` carries a signature of `method` on `path` by `key` that
 /// has not expired at `now` (unix seconds).
 fn verify_at(key: &[u8], method: &str, path: &str, query: Option<&str>, now: i64) -> bool {
-    let pairs = crate::web::parse_query(query.unwrap_or(""));
+    let pairs = crate::util::parse_query(query.unwrap_or(""));
     let get = |k: &str| {
         pairs
             .iter()
@@ -61,7 +61,7 @@ pub fn sign(ctx: &Ctx, method: &str, path: &str, ttl_secs: i64) -> String {
 
 /// How long staging URLs live.
 pub fn staging_ttl(ctx: &Ctx) -> i64 {
-    (crate::staging_timeout_ms(&ctx.config) / 1000) as i64 + EXPIRY_MARGIN_SECS
+    (crate::config::staging_timeout_ms(&ctx.config) / 1000) as i64 + EXPIRY_MARGIN_SECS
 }
 
 /// Checks `?expires=&signature=` for `method` on `path`.

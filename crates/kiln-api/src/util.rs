@@ -1,5 +1,6 @@
 //! Small shared helpers: guids, timestamps, randomness, absolute links.
 
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -60,4 +61,55 @@ pub fn link(base: &str, path: &str) -> serde_json::Value {
 /// `{"href": .., "method": ..}`.
 pub fn link_method(base: &str, path: &str, method: &str) -> serde_json::Value {
     serde_json::json!({ "href": format!("{base}{path}"), "method": method })
+}
+
+/// `application/x-www-form-urlencoded` pairs (a query string or form body).
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn hash_password(password: &str) -> crate::error::ApiResult<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| crate::error::ApiError::Internal(format!("hashing the password: {e}")))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }

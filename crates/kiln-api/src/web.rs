@@ -2,8 +2,8 @@
 //! extractors with Cloud Controller's errors, list query parameters with
 //! filters, ordering and pagination, and the request id header.
 
+use crate::error::Limit;
 use crate::error::{ApiError, ApiResult};
-use crate::internal::Limit;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
 use axum::http::StatusCode;
@@ -104,7 +104,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let pairs = parse_query(parts.uri.query().unwrap_or(""));
+        let pairs = crate::util::parse_query(parts.uri.query().unwrap_or(""));
         ListParams::new(pairs)
     }
 }
@@ -148,52 +148,6 @@ impl ListParams {
                 .collect()
         })
     }
-
-    /// True when the filter is absent or names `value`.
-    pub fn matches(&self, key: &str, value: &str) -> bool {
-        self.list(key).is_none_or(|l| l.iter().any(|v| v == value))
-    }
-
-    /// Like `matches` for a value that may be absent.
-    pub fn matches_opt(&self, key: &str, value: Option<&str>) -> bool {
-        self.list(key)
-            .is_none_or(|l| value.is_some_and(|v| l.iter().any(|x| x == v)))
-    }
-}
-
-pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn percent_encode(s: &str) -> String {
@@ -300,6 +254,7 @@ pub async fn strip_trailing_slash(mut req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::parse_query;
 
     fn params(query: &str) -> ListParams {
         ListParams::new(parse_query(query)).unwrap()

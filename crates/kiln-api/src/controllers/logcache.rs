@@ -1,7 +1,7 @@
 //! Log cache reads (`/api/v1/info`, `/api/v1/read/<source id>`) over the
 //! LogStore, in log cache's protobuf-JSON envelope shape.
 
-use crate::Shared;
+use crate::context::Shared;
 use crate::error::{ApiError, ApiResult};
 use crate::web::ListParams;
 use axum::Json;

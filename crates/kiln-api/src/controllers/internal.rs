@@ -2,22 +2,16 @@
 //! (package, buildpack and droplet downloads; droplet and build cache
 //! uploads). Nothing here is served or stored without a valid signature.
 
-use crate::db::{self, Droplet};
+use crate::actions;
+use crate::context::{Ctx, Shared};
 use crate::error::{ApiError, ApiResult};
-use crate::{Ctx, Shared, signing};
+use crate::signing;
+use crate::uploads::{body_to_scratch, build_cache_key, buildpack_key, droplet_key, package_key};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use kiln_store::StoreError;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
-
-/// An app's build artifacts cache, CF's `buildpack_cache` blob.
-pub fn build_cache_key(app_guid: &str) -> String {
-    format!("buildpack_cache/{app_guid}")
-}
 
 fn forbidden() -> Response {
     ApiError::not_authorized().into_response()
@@ -59,7 +53,7 @@ pub async fn package_download(
     Path(guid): Path<String>,
     uri: Uri,
 ) -> Response {
-    download(&ctx, &uri, format!("packages/{guid}"), "Package bits").await
+    download(&ctx, &uri, package_key(&guid), "Package bits").await
 }
 
 pub async fn buildpack_download(
@@ -67,7 +61,7 @@ pub async fn buildpack_download(
     Path(guid): Path<String>,
     uri: Uri,
 ) -> Response {
-    download(&ctx, &uri, format!("buildpacks/{guid}"), "Buildpack bits").await
+    download(&ctx, &uri, buildpack_key(&guid), "Buildpack bits").await
 }
 
 pub async fn droplet_download(
@@ -75,7 +69,7 @@ pub async fn droplet_download(
     Path(guid): Path<String>,
     uri: Uri,
 ) -> Response {
-    download(&ctx, &uri, format!("droplets/{guid}"), "Droplet bits").await
+    download(&ctx, &uri, droplet_key(&guid), "Droplet bits").await
 }
 
 pub async fn build_cache_download(
@@ -84,68 +78,6 @@ pub async fn build_cache_download(
     uri: Uri,
 ) -> Response {
     download(&ctx, &uri, build_cache_key(&guid), "Build cache").await
-}
-
-/// Streams a request body into a scratch file, returning its path and sha256.
-pub async fn body_to_scratch(
-    ctx: &Ctx,
-    body: Body,
-) -> ApiResult<(std::path::PathBuf, String, u64)> {
-    stream_to_scratch(ctx, body.into_data_stream(), None).await
-}
-
-/// A byte limit and the error to answer when it is passed.
-pub type Limit = (u64, fn(u64) -> ApiError);
-
-/// Streams chunks into a scratch file, refusing more than `limit` bytes
-/// while streaming (nothing is kept on refusal); returns the file, its
-/// sha256 and size.
-pub async fn stream_to_scratch<S, E>(
-    ctx: &Ctx,
-    mut stream: S,
-    limit: Option<Limit>,
-) -> ApiResult<(std::path::PathBuf, String, u64)>
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let path = ctx
-        .blobstore
-        .scratch_dir()
-        .join(format!("upload-{}", crate::util::new_guid()));
-    let result = async {
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| ApiError::io("creating a scratch file", e))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-            size += chunk.len() as u64;
-            if let Some((max, too_large)) = limit
-                && size > max
-            {
-                return Err(too_large(max));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| ApiError::io("writing a scratch file", e))?;
-        }
-        file.flush()
-            .await
-            .map_err(|e| ApiError::io("writing a scratch file", e))?;
-        Ok((hex::encode(hasher.finalize()), size))
-    }
-    .await;
-    match result {
-        Ok((sha, size)) => Ok((path, sha, size)),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            Err(e)
-        }
-    }
 }
 
 pub async fn droplet_upload(
@@ -158,22 +90,9 @@ pub async fn droplet_upload(
         return forbidden();
     }
     let result: ApiResult<Response> = async {
-        let droplet = db::get::<Droplet>(&ctx.pool, &guid).await?;
-        if droplet.state != "AWAITING_UPLOAD" && droplet.state != "PROCESSING_UPLOAD" {
-            return Err(ApiError::unprocessable("Droplet is not awaiting an upload"));
-        }
+        let droplet = actions::droplets::uploadable(&ctx, &guid).await?;
         let (path, _, _) = body_to_scratch(&ctx, req.into_body()).await?;
-        let info = ctx
-            .blobstore
-            .put_file(&format!("droplets/{guid}"), &path)
-            .await?;
-        sqlx::query("UPDATE droplets SET sha256 = ?, updated_at = ? WHERE guid = ?")
-            .bind(&info.sha256)
-            .bind(crate::util::now())
-            .bind(&guid)
-            .execute(&ctx.pool)
-            .await?;
-        tracing::info!(droplet_guid = %guid, size = info.size, "droplet uploaded");
+        actions::droplets::store_upload(&ctx, &droplet, &path).await?;
         Ok(StatusCode::CREATED.into_response())
     }
     .await;

@@ -1,70 +1,18 @@
-//! Space manifests, the two endpoints `cf push` calls first: manifest_diff
-//! and apply_manifest. A manifest is validated whole before anything
-//! changes; apps are then found or created synchronously (as Cloud
-//! Controller does before answering 202) and the rest applied inline through
-//! the same functions the app, process and route endpoints use, so the BBS
-//! sees exactly what those endpoints would do. The job is recorded finished.
+//! The space manifest `cf push` sends to apply_manifest, parsed and
+//! validated whole before anything changes, and turned into the same
+//! request messages the single-resource endpoints take.
 
-use crate::catalog::{finished_job, job_location};
-use crate::db::{self, App, Destination, Domain, Process, Route, Space};
+use super::{
+    HealthCheckBody, HealthCheckData, Lifecycle, LifecycleData, ScaleProcess, UpdateProcess,
+};
+use crate::db::{Domain, Process};
 use crate::error::{ApiError, ApiResult};
-use crate::web::from_value;
-use crate::{Ctx, Shared};
-use axum::Json;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// `POST /v3/spaces/:guid/manifest_diff`. Cloud Controller computes a JSON
-/// patch between the space's apps and the manifest; the cf CLI only displays
-/// it, so an empty diff is enough for `cf push` to continue.
-pub async fn diff(
-    State(ctx): State<Shared>,
-    Path(space_guid): Path<String>,
-) -> ApiResult<Json<Value>> {
-    db::get::<Space>(&ctx.pool, &space_guid).await?;
-    Ok(Json(json!({"diff": []})))
-}
-
-/// `POST /v3/spaces/:guid/actions/apply_manifest`.
-pub async fn apply(
-    State(ctx): State<Shared>,
-    Path(space_guid): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    if !is_yaml(&headers) {
-        return Err(ApiError::bad_request("Content-Type must be yaml"));
-    }
-    let space = db::get::<Space>(&ctx.pool, &space_guid).await?;
-    let manifests = parse_manifest(&body)?;
-
-    // Find or create every app first: creation errors are the request's.
-    let mut apps = Vec::new();
-    for m in &manifests {
-        apps.push(find_or_create(&ctx, &space, m).await?);
-    }
-    let mut errors = Vec::new();
-    for (m, app) in manifests.iter().zip(&apps) {
-        if let Err(e) = apply_app(&ctx, &space, app, m).await {
-            tracing::warn!(app_guid = %app.guid, error = %e, "applying manifest failed");
-            errors.push(job_error(e));
-            break;
-        }
-    }
-    let job = finished_job(&ctx, "space.apply_manifest", "space", &space.guid, &errors).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(http::header::LOCATION, job_location(&ctx, &job))],
-    )
-        .into_response())
-}
-
 /// Rails' `:yaml` MIME type: `application/x-yaml` or `text/yaml`.
-fn is_yaml(headers: &HeaderMap) -> bool {
+pub fn is_yaml(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -78,44 +26,29 @@ fn is_yaml(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m == "application/x-yaml" || m == "text/yaml")
 }
 
-fn job_error(e: ApiError) -> Value {
-    match e {
-        ApiError::Cf {
-            code,
-            title,
-            detail,
-            ..
-        } => json!({"code": code, "title": title, "detail": detail}),
-        other => {
-            tracing::error!(error = %other, "apply_manifest failed");
-            json!({"code": 10001, "title": "UnknownError", "detail": "An unknown error occurred."})
-        }
-    }
-}
-
 /// One application of a manifest, validated.
 #[derive(Debug, Default, PartialEq)]
-struct AppManifest {
-    name: String,
+pub struct AppManifest {
+    pub name: String,
     /// `Some` when `buildpacks` or `buildpack` was given (empty = detect).
-    buildpacks: Option<Vec<String>>,
-    stack: Option<String>,
-    docker: bool,
-    env: Option<BTreeMap<String, Value>>,
-    instances: Option<i64>,
-    memory_mb: Option<i64>,
-    disk_mb: Option<i64>,
-    command: Option<String>,
-    health_check_type: Option<String>,
-    health_check_endpoint: Option<String>,
-    timeout: Option<i64>,
-    routes: Option<Vec<String>>,
-    no_route: bool,
-    default_route: bool,
-    random_route: bool,
+    pub buildpacks: Option<Vec<String>>,
+    pub stack: Option<String>,
+    pub docker: bool,
+    pub env: Option<BTreeMap<String, Value>>,
+    pub instances: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub disk_mb: Option<i64>,
+    pub command: Option<String>,
+    pub health_check_type: Option<String>,
+    pub health_check_endpoint: Option<String>,
+    pub timeout: Option<i64>,
+    pub routes: Option<Vec<String>>,
+    pub no_route: bool,
+    pub default_route: bool,
+    pub random_route: bool,
 }
 
-fn parse_manifest(body: &[u8]) -> ApiResult<Vec<AppManifest>> {
+pub fn parse_manifest(body: &[u8]) -> ApiResult<Vec<AppManifest>> {
     let doc: Value = serde_saphyr::from_slice(body).map_err(|e| {
         ApiError::cf(
             StatusCode::BAD_REQUEST,
@@ -347,146 +280,79 @@ fn positive(mb: i64, what: &str) -> ApiResult<i64> {
     Ok(mb)
 }
 
-/// The `lifecycle` object `POST /v3/apps` and `PATCH /v3/apps/:guid` take.
-fn lifecycle_json(m: &AppManifest) -> Option<Value> {
-    if m.docker {
-        return Some(json!({"type": "docker"}));
-    }
-    if m.buildpacks.is_none() && m.stack.is_none() {
-        return None;
-    }
-    let mut data = Map::new();
-    if let Some(b) = &m.buildpacks {
-        data.insert("buildpacks".into(), json!(b));
-    }
-    if let Some(s) = &m.stack {
-        data.insert("stack".into(), json!(s));
-    }
-    Some(json!({"type": "buildpack", "data": data}))
-}
-
-async fn find_or_create(ctx: &Ctx, space: &Space, m: &AppManifest) -> ApiResult<App> {
-    let existing = db::where_eq::<App>(&ctx.pool, "space_guid", &space.guid)
-        .await?
-        .into_iter()
-        .find(|a| a.name == m.name);
-    if let Some(app) = existing {
-        return Ok(app);
-    }
-    let mut body = json!({
-        "name": m.name,
-        "relationships": {"space": {"data": {"guid": space.guid}}},
-    });
-    if let Some(l) = lifecycle_json(m) {
-        body["lifecycle"] = l;
-    }
-    crate::apps::create_app(ctx, from_value(body)?).await
-}
-
-async fn apply_app(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiResult<()> {
-    if let Some(l) = lifecycle_json(m) {
-        crate::apps::update_app(ctx, &app.guid, from_value(json!({"lifecycle": l}))?).await?;
-    }
-    if let Some(env) = &m.env {
-        crate::apps::merge_env_vars(ctx, &app.guid, from_value(json!({"var": env}))?).await?;
-    }
-    let web = web_process(ctx, &app.guid).await?;
-    if m.instances.is_some() || m.memory_mb.is_some() || m.disk_mb.is_some() {
-        let mut scale = Map::new();
-        for (key, v) in [
-            ("instances", m.instances),
-            ("memory_in_mb", m.memory_mb),
-            ("disk_in_mb", m.disk_mb),
-        ] {
-            if let Some(v) = v {
-                scale.insert(key.into(), json!(v));
-            }
+impl AppManifest {
+    /// The lifecycle to create or update the app with, if the manifest sets one.
+    pub fn lifecycle(&self) -> Option<Lifecycle> {
+        if self.docker {
+            return Some(Lifecycle {
+                kind: "docker".into(),
+                data: None,
+            });
         }
-        crate::processes::apply_scale(ctx, &web, from_value(Value::Object(scale))?).await?;
-    }
-    let mut update = Map::new();
-    if let Some(c) = &m.command {
-        // "null" and "default" reset to the droplet's start command.
-        let c = if c == "null" || c == "default" { "" } else { c };
-        update.insert("command".into(), json!(c));
-    }
-    if m.health_check_type.is_some() || m.health_check_endpoint.is_some() || m.timeout.is_some() {
-        let kind = m
-            .health_check_type
-            .clone()
-            .unwrap_or_else(|| web.health_check_type.clone());
-        let endpoint = m.health_check_endpoint.clone().or_else(|| {
-            (kind == web.health_check_type)
-                .then(|| web.health_check_endpoint.clone())
-                .flatten()
-        });
-        update.insert(
-            "health_check".into(),
-            json!({"type": kind, "data": {
-                "endpoint": endpoint,
-                "timeout": m.timeout.or(web.health_check_timeout),
-                "invocation_timeout": web.health_check_invocation_timeout,
-            }}),
-        );
-    }
-    if !update.is_empty() {
-        crate::processes::update_process(ctx, &web.guid, from_value(Value::Object(update))?)
-            .await?;
-    }
-    apply_routes(ctx, space, app, m).await
-}
-
-async fn web_process(ctx: &Ctx, app_guid: &str) -> ApiResult<Process> {
-    let find = || async {
-        Ok::<_, ApiError>(
-            db::where_eq::<Process>(&ctx.pool, "app_guid", app_guid)
-                .await?
-                .into_iter()
-                .find(|p| p.r#type == "web"),
-        )
-    };
-    if let Some(p) = find().await? {
-        return Ok(p);
-    }
-    let guid = crate::processes::insert_process(ctx, app_guid, "web", 1, None).await?;
-    db::get::<Process>(&ctx.pool, &guid).await
-}
-
-/// `app_apply_manifest.rb#update_routes`: no-route unmaps all; routes are
-/// found or created and mapped; else default/random route when unrouted.
-async fn apply_routes(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiResult<()> {
-    let mapped = db::where_eq::<Destination>(&ctx.pool, "app_guid", &app.guid).await?;
-    if m.no_route {
-        for d in mapped {
-            crate::routes::delete_destination(ctx, &d.route_guid, &d.guid).await?;
+        if self.buildpacks.is_none() && self.stack.is_none() {
+            return None;
         }
-        return Ok(());
+        Some(Lifecycle {
+            kind: "buildpack".into(),
+            data: Some(LifecycleData {
+                buildpacks: self.buildpacks.clone(),
+                stack: self.stack.clone(),
+            }),
+        })
     }
-    let domains = db::all::<Domain>(&ctx.pool).await?;
-    if let Some(routes) = &m.routes {
-        for r in routes {
-            let (host, domain, path) = split_route(r, &domains)?;
-            map_route(ctx, space, app, &host, domain, &path).await?;
+
+    /// The web process's scale, if the manifest sets any of it.
+    pub fn scale(&self) -> Option<ScaleProcess> {
+        let any = self.instances.is_some() || self.memory_mb.is_some() || self.disk_mb.is_some();
+        any.then_some(ScaleProcess {
+            instances: self.instances,
+            memory_in_mb: self.memory_mb,
+            disk_in_mb: self.disk_mb,
+            log_rate_limit_in_bytes_per_second: None,
+        })
+    }
+
+    /// The web process's command and health check, if the manifest sets
+    /// any; what it leaves out keeps `web`'s current values.
+    pub fn process_update(&self, web: &Process) -> Option<UpdateProcess> {
+        let mut update = UpdateProcess::default();
+        if let Some(c) = &self.command {
+            // "null" and "default" reset to the droplet's start command.
+            let c = if c == "null" || c == "default" { "" } else { c };
+            update.command = Some(c.to_string());
         }
-        return Ok(());
+        if self.health_check_type.is_some()
+            || self.health_check_endpoint.is_some()
+            || self.timeout.is_some()
+        {
+            let kind = self
+                .health_check_type
+                .clone()
+                .unwrap_or_else(|| web.health_check_type.clone());
+            let endpoint = self.health_check_endpoint.clone().or_else(|| {
+                (kind == web.health_check_type)
+                    .then(|| web.health_check_endpoint.clone())
+                    .flatten()
+            });
+            update.health_check = Some(HealthCheckBody {
+                kind,
+                data: Some(HealthCheckData {
+                    endpoint,
+                    timeout: self.timeout.or(web.health_check_timeout),
+                    invocation_timeout: web.health_check_invocation_timeout,
+                    interval: None,
+                }),
+            });
+        }
+        (update.command.is_some() || update.health_check.is_some()).then_some(update)
     }
-    if mapped.is_empty() && (m.default_route || m.random_route) {
-        // The oldest shared domain is the org's default domain.
-        let domain = domains
-            .first()
-            .ok_or_else(|| ApiError::unprocessable("No default domains available"))?;
-        let host = if m.random_route {
-            format!("{}-{}", app.name, random_words())
-        } else {
-            app.name.clone()
-        };
-        map_route(ctx, space, app, &host.to_ascii_lowercase(), domain, "").await?;
-    }
-    Ok(())
 }
 
 /// `host.domain[/path]` → (host, the longest matching domain, path).
-fn split_route<'d>(route: &str, domains: &'d [Domain]) -> ApiResult<(String, &'d Domain, String)> {
+pub fn split_route<'d>(
+    route: &str,
+    domains: &'d [Domain],
+) -> ApiResult<(String, &'d Domain, String)> {
     let (hostname, path) = match route.find('/') {
         Some(i) => (&route[..i], route[i..].to_string()),
         None => (route, String::new()),
@@ -504,44 +370,8 @@ fn split_route<'d>(route: &str, domains: &'d [Domain]) -> ApiResult<(String, &'d
     Ok((host, domain, path))
 }
 
-async fn map_route(
-    ctx: &Ctx,
-    space: &Space,
-    app: &App,
-    host: &str,
-    domain: &Domain,
-    path: &str,
-) -> ApiResult<()> {
-    let existing = db::where_eq::<Route>(&ctx.pool, "domain_guid", &domain.guid)
-        .await?
-        .into_iter()
-        .find(|r| r.host == host && r.path == path);
-    let route_guid = match existing {
-        Some(r) if r.space_guid != space.guid => {
-            return Err(ApiError::unprocessable(format!(
-                "The route '{}' is already in use by another space",
-                crate::routes::url(host, &domain.name, path)
-            )));
-        }
-        Some(r) => r.guid,
-        None => {
-            let body = json!({
-                "host": host,
-                "path": path,
-                "relationships": {
-                    "space": {"data": {"guid": space.guid}},
-                    "domain": {"data": {"guid": domain.guid}},
-                },
-            });
-            crate::routes::create_route(ctx, from_value(body)?).await?
-        }
-    };
-    let body = json!({"destinations": [{"app": {"guid": app.guid, "process": {"type": "web"}}}]});
-    crate::routes::insert_destinations(ctx, &route_guid, from_value(body)?).await
-}
-
 /// Two random words for `random-route`, as the CLI's word generator makes.
-fn random_words() -> String {
+pub fn random_words() -> String {
     const ADJECTIVES: &[&str] = &[
         "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "nice",
         "proud", "quiet", "shiny", "silly", "smart", "sunny", "swift", "witty", "zany", "bold",
@@ -561,6 +391,7 @@ fn random_words() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn sizes_in_megabytes() {

@@ -1,0 +1,30 @@
+-- Creation order as a column, so lists read oldest first without SQLite's
+-- rowid (PostgreSQL has none). Inserts set it to MAX(seq) + 1.
+ALTER TABLE users ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET seq = rowid;
+ALTER TABLE organizations ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE organizations SET seq = rowid;
+ALTER TABLE spaces ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE spaces SET seq = rowid;
+ALTER TABLE domains ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE domains SET seq = rowid;
+ALTER TABLE stacks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE stacks SET seq = rowid;
+ALTER TABLE buildpacks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE buildpacks SET seq = rowid;
+ALTER TABLE jobs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET seq = rowid;
+ALTER TABLE apps ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE apps SET seq = rowid;
+ALTER TABLE processes ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE processes SET seq = rowid;
+ALTER TABLE packages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE packages SET seq = rowid;
+ALTER TABLE builds ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE builds SET seq = rowid;
+ALTER TABLE droplets ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE droplets SET seq = rowid;
+ALTER TABLE routes ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE routes SET seq = rowid;
+ALTER TABLE route_destinations ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE route_destinations SET seq = rowid;

@@ -1,0 +1,286 @@
+//! App actions: create (with its web process), update, delete (with
+//! everything it owns), start/stop/restart, the current droplet and
+//! environment variables.
+
+use super::processes;
+use crate::context::Ctx;
+use crate::db::{self, App, Build, Destination, Droplet, Package, Process, Space, Stack, Val};
+use crate::diego;
+use crate::error::{ApiError, ApiResult};
+use crate::messages::{CreateApp, Lifecycle, PatchEnv, SetDroplet, UpdateApp, env_string};
+use crate::uploads::{build_cache_key, droplet_key, package_key};
+use crate::util;
+use kiln_model::{AppState, BuildState, DropletState};
+use std::collections::BTreeMap;
+
+/// Checks a lifecycle and returns (buildpacks, stack) with the app's
+/// current values as defaults.
+async fn resolve_lifecycle(
+    ctx: &Ctx,
+    lifecycle: Option<Lifecycle>,
+    current: (Vec<String>, String),
+) -> ApiResult<(Vec<String>, String)> {
+    let Some(l) = lifecycle else {
+        return Ok(current);
+    };
+    if l.kind != "buildpack" {
+        return Err(ApiError::unprocessable(format!(
+            "Lifecycle type '{}' is not supported; Kiln stages with buildpacks",
+            l.kind
+        )));
+    }
+    let data = l.data.unwrap_or_default();
+    let buildpacks = data.buildpacks.unwrap_or(current.0);
+    let stack = data.stack.unwrap_or(current.1);
+    if db::first_where::<Stack>(&ctx.pool, &[("name", &stack)])
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::unprocessable(format!(
+            "Stack '{stack}' does not exist"
+        )));
+    }
+    Ok((buildpacks, stack))
+}
+
+/// Creates an app and its web process (`POST /v3/apps`, and apply_manifest
+/// for an app the space lacks).
+pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
+    let _ = &msg.metadata;
+    msg.validate()?;
+    let space_guid = msg.relationships.space.data.guid;
+    db::find::<Space>(&ctx.pool, &space_guid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "Invalid space. Ensure that the space exists and you have access to it.",
+            )
+        })?;
+    let (buildpacks, stack) =
+        resolve_lifecycle(ctx, msg.lifecycle, (Vec::new(), ctx.config.stack.clone())).await?;
+    let env: BTreeMap<String, String> = msg
+        .environment_variables
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(k, v)| env_string(v).map(|v| (k.clone(), v)))
+        .collect();
+    let guid = util::new_guid();
+    let now = util::now();
+    let mut tx = ctx.pool.begin().await?;
+    let inserted = db::insert::<App>(
+        &mut *tx,
+        vec![
+            ("guid", guid.as_str().into()),
+            ("name", msg.name.as_str().into()),
+            ("space_guid", space_guid.as_str().into()),
+            ("state", AppState::Stopped.as_str().into()),
+            ("buildpacks", db::json_text(&buildpacks)),
+            ("stack", stack.into()),
+            ("environment_variables", db::json_text(&env)),
+            ("droplet_guid", Val::Text(None)),
+            ("created_at", now.as_str().into()),
+            ("updated_at", now.into()),
+        ],
+    )
+    .await;
+    db::unique_or_taken(inserted, || {
+        format!("App with the name '{}' already exists.", msg.name)
+    })?;
+    processes::insert(&mut *tx, &guid, "web", 1, None).await?;
+    tx.commit().await?;
+    let app = db::get::<App>(&ctx.pool, &guid).await?;
+    tracing::info!(app_guid = %guid, name = %app.name, "app created");
+    Ok(app)
+}
+
+/// Renames an app or changes its lifecycle (`PATCH /v3/apps/:guid`, and
+/// apply_manifest for an existing app).
+pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
+    let _ = &msg.metadata;
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    let name = msg.name.unwrap_or(app.name.clone());
+    let (buildpacks, stack) = resolve_lifecycle(
+        ctx,
+        msg.lifecycle,
+        (app.buildpacks.clone(), app.stack.clone()),
+    )
+    .await?;
+    let updated = db::update::<App>(
+        &ctx.pool,
+        guid,
+        vec![
+            ("name", name.as_str().into()),
+            ("buildpacks", db::json_text(&buildpacks)),
+            ("stack", stack.into()),
+        ],
+    )
+    .await;
+    db::unique_or_taken(updated, || {
+        format!("App with the name '{name}' already exists.")
+    })?;
+    db::get::<App>(&ctx.pool, guid).await
+}
+
+/// Deletes an app: its DesiredLrps, staging Tasks, blobs and rows.
+pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    for p in db::where_eq::<Process>(&ctx.pool, "app_guid", guid).await? {
+        diego::sync::remove_lrps_of(ctx, &p.guid, None).await?;
+    }
+    // Stop staging the app: its Tasks' results would have nowhere to go.
+    for b in db::where_eq::<Build>(&ctx.pool, "app_guid", guid).await? {
+        if b.state == BuildState::Staging {
+            match ctx.bbs.cancel_task(&b.guid).await {
+                Ok(()) | Err(kiln_bbs::BbsError::NotFound { .. }) => {}
+                Err(kiln_bbs::BbsError::InvalidTransition { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    for d in db::where_eq::<Droplet>(&ctx.pool, "app_guid", guid).await? {
+        ctx.blobstore.delete(&droplet_key(&d.guid)).await?;
+    }
+    for p in db::where_eq::<Package>(&ctx.pool, "app_guid", guid).await? {
+        ctx.blobstore.delete(&package_key(&p.guid)).await?;
+    }
+    ctx.blobstore.delete(&build_cache_key(guid)).await?;
+    let mut tx = ctx.pool.begin().await?;
+    db::delete_where::<Destination>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<Process>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<Package>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<Build>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<Droplet>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<App>(&mut *tx, "guid", guid).await?;
+    tx.commit().await?;
+    // Its routes stay; the DesiredLrps of other apps on them change.
+    diego::sync::reconcile(ctx).await?;
+    tracing::info!(app_guid = %guid, name = %app.name, "app deleted");
+    Ok(app)
+}
+
+/// Moves the app's desired state (compare-and-set from `from`).
+async fn set_state(ctx: &Ctx, app: &App, from: AppState, to: AppState) -> ApiResult<()> {
+    if !db::transition::<App>(&ctx.pool, &app.guid, from, to, Vec::new()).await? {
+        // Another request moved it first: done if it is where we wanted it.
+        if db::get::<App>(&ctx.pool, &app.guid).await?.state == to {
+            return Ok(());
+        }
+        return Err(ApiError::cf(
+            http::StatusCode::CONFLICT,
+            10000,
+            "CF-ConcurrentUpdate",
+            "The app changed while it was being updated; try again",
+        ));
+    }
+    ctx.api_log(
+        &app.guid,
+        &format!(
+            "Updated app with guid {} ({{\"state\"=>\"{}\"}})",
+            app.guid,
+            to.as_str()
+        ),
+    );
+    Ok(())
+}
+
+/// A new version of every process of the app: started processes get new
+/// DesiredLrps that replace the old ones.
+async fn bump_versions(ctx: &Ctx, app_guid: &str) -> ApiResult<()> {
+    for p in db::where_eq::<Process>(&ctx.pool, "app_guid", app_guid).await? {
+        db::update::<Process>(
+            &ctx.pool,
+            &p.guid,
+            vec![("version", util::new_guid().into())],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Starts an app (`restart`: stops it first if it runs).
+pub async fn start(ctx: &Ctx, guid: &str, restart: bool) -> ApiResult<App> {
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    if app.droplet_guid.is_none() {
+        return Err(ApiError::unprocessable(
+            "Assign a droplet before starting this app.",
+        ));
+    }
+    if restart || app.state != AppState::Started {
+        let mut from = app.state;
+        if restart && app.state == AppState::Started {
+            set_state(ctx, &app, from, AppState::Stopped).await?;
+            from = AppState::Stopped;
+        }
+        bump_versions(ctx, guid).await?;
+        set_state(ctx, &app, from, AppState::Started).await?;
+    }
+    diego::sync::sync_app(ctx, guid).await?;
+    db::get::<App>(&ctx.pool, guid).await
+}
+
+pub async fn stop(ctx: &Ctx, guid: &str) -> ApiResult<App> {
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    if app.state != AppState::Stopped {
+        set_state(ctx, &app, app.state, AppState::Stopped).await?;
+    }
+    diego::sync::sync_app(ctx, guid).await?;
+    db::get::<App>(&ctx.pool, guid).await
+}
+
+/// Sets the app's current droplet; returns its guid.
+pub async fn set_current_droplet(ctx: &Ctx, guid: &str, msg: SetDroplet) -> ApiResult<String> {
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    let unable = || {
+        ApiError::unprocessable(
+            "Unable to assign current droplet. Ensure the droplet exists and belongs to this app.",
+        )
+    };
+    let data = msg.data.ok_or_else(unable)?;
+    let droplet = db::find::<Droplet>(&ctx.pool, &data.guid)
+        .await?
+        .filter(|d| d.app_guid == guid && d.state == DropletState::Staged)
+        .ok_or_else(unable)?;
+    db::update::<App>(
+        &ctx.pool,
+        guid,
+        vec![("droplet_guid", droplet.guid.as_str().into())],
+    )
+    .await?;
+    // Process types the droplet brings that the app lacks appear with 0 instances.
+    let existing = db::where_eq::<Process>(&ctx.pool, "app_guid", guid).await?;
+    for ptype in droplet.process_types.keys() {
+        if !existing.iter().any(|p| &p.r#type == ptype) {
+            processes::insert(&ctx.pool, guid, ptype, 0, Some("process")).await?;
+        }
+    }
+    // A new droplet is a new version of every process: a started app's
+    // DesiredLrps are replaced by ones that run it.
+    if app.droplet_guid.as_deref() != Some(droplet.guid.as_str()) {
+        bump_versions(ctx, guid).await?;
+        diego::sync::sync_app(ctx, guid).await?;
+    }
+    Ok(droplet.guid)
+}
+
+/// Merges variables into an app's environment (a null value removes one).
+pub async fn merge_env_vars(ctx: &Ctx, guid: &str, msg: PatchEnv) -> ApiResult<App> {
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    let mut env = app.environment_variables.clone();
+    for (k, v) in msg.var.unwrap_or_default() {
+        match env_string(&v) {
+            Some(v) => {
+                env.insert(k, v);
+            }
+            None => {
+                env.remove(&k);
+            }
+        }
+    }
+    db::update::<App>(
+        &ctx.pool,
+        guid,
+        vec![("environment_variables", db::json_text(&env))],
+    )
+    .await?;
+    db::get::<App>(&ctx.pool, guid).await
+}

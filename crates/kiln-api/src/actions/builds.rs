@@ -1,0 +1,221 @@
+//! Build create: checks the package, picks the buildpacks, records the
+//! build and its droplet, and desires the staging Task; completion is
+//! recorded by `diego::staging`.
+
+use crate::context::Ctx;
+use crate::context::CurrentUser;
+use crate::db::{self, App, Build, Buildpack, BuildpackState, Droplet, Package, Process, Val};
+use crate::diego::{self, StagingDetails, StagingLifecycle};
+use crate::error::{ApiError, ApiResult};
+use crate::messages::CreateBuild;
+use crate::util;
+use axum::http::StatusCode;
+use kiln_model::{BuildState, DropletState, PackageState, STAGING_DOMAIN};
+
+pub const STAGING_MIN_MEMORY_MB: i64 = 1024;
+pub const STAGING_MIN_DISK_MB: i64 = 4096;
+pub const NO_BUILDPACKS: &str = "NoBuildpacksFound - There are no buildpacks available";
+
+/// Admin buildpacks in position order.
+pub async fn ordered_buildpacks(ctx: &Ctx) -> ApiResult<Vec<Buildpack>> {
+    let mut all = db::all::<Buildpack>(&ctx.pool).await?;
+    all.sort_by_key(|b| b.position);
+    Ok(all)
+}
+
+/// The buildpacks a build uses, and whether detection is skipped.
+async fn choose_buildpacks(ctx: &Ctx, named: &[String]) -> ApiResult<(Vec<Buildpack>, bool)> {
+    let usable = |b: &Buildpack| b.enabled && b.state == BuildpackState::Ready;
+    let all = ordered_buildpacks(ctx).await?;
+    if named.is_empty() {
+        return Ok((all.into_iter().filter(usable).collect(), false));
+    }
+    let mut chosen = Vec::new();
+    for name in named {
+        let bp = all
+            .iter()
+            .find(|b| &b.name == name && usable(b))
+            .ok_or_else(|| {
+                ApiError::unprocessable(format!(
+                    "Buildpack \"{name}\" must be an existing admin buildpack"
+                ))
+            })?;
+        chosen.push(bp.clone());
+    }
+    Ok((chosen, true))
+}
+
+/// `POST /v3/builds`: returns the build, STAGING, or FAILED when it cannot
+/// stage (no buildpacks, the BBS refused the Task).
+pub async fn create(ctx: &Ctx, user: &CurrentUser, msg: CreateBuild) -> ApiResult<Build> {
+    let _ = (&msg.metadata, msg.staging_log_rate_limit_bytes_per_second);
+    let package = db::find::<Package>(&ctx.pool, &msg.package.guid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "Unable to use package. Ensure that the package exists and you have access to it.",
+            )
+        })?;
+    if package.state != PackageState::Ready {
+        return Err(ApiError::bad_request(
+            "Cannot stage package whose state is not ready.",
+        ));
+    }
+    let app = db::get::<App>(&ctx.pool, &package.app_guid).await?;
+    let staging = db::first_where::<Build>(
+        &ctx.pool,
+        &[
+            ("app_guid", &app.guid),
+            ("state", BuildState::Staging.as_str()),
+        ],
+    )
+    .await?;
+    if staging.is_some() {
+        return Err(ApiError::cf(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            170017,
+            "CF-StagingInProgress",
+            "Only one build can be STAGING at a time per application.",
+        ));
+    }
+    let (names, stack) = match msg.lifecycle {
+        Some(l) => {
+            if l.kind != "buildpack" {
+                return Err(ApiError::unprocessable(
+                    "Kiln stages with the buildpack lifecycle only",
+                ));
+            }
+            let data = l.data.unwrap_or_default();
+            (
+                data.buildpacks.unwrap_or(app.buildpacks.clone()),
+                data.stack.unwrap_or(app.stack.clone()),
+            )
+        }
+        None => (app.buildpacks.clone(), app.stack.clone()),
+    };
+    let (buildpacks, skip_detect) = choose_buildpacks(ctx, &names).await?;
+    let web =
+        db::first_where::<Process>(&ctx.pool, &[("app_guid", &app.guid), ("type", "web")]).await?;
+    let memory = msg
+        .staging_memory_in_mb
+        .unwrap_or(web.as_ref().map_or(0, |p| p.memory_in_mb))
+        .max(STAGING_MIN_MEMORY_MB);
+    let disk = msg
+        .staging_disk_in_mb
+        .unwrap_or(web.as_ref().map_or(0, |p| p.disk_in_mb))
+        .max(STAGING_MIN_DISK_MB);
+
+    let build_guid = util::new_guid();
+    let droplet_guid = util::new_guid();
+    record(
+        ctx,
+        user,
+        &app,
+        &package,
+        (&build_guid, &droplet_guid),
+        &names,
+        &stack,
+        (memory, disk),
+    )
+    .await?;
+    ctx.api_log(
+        &app.guid,
+        &format!("Creating build for app with guid {}", app.guid),
+    );
+    if buildpacks.is_empty() {
+        diego::staging::fail_build(ctx, &build_guid, NO_BUILDPACKS).await?;
+    } else {
+        let details = StagingDetails {
+            app: &app,
+            package: &package,
+            droplet_guid: &droplet_guid,
+            stack: &stack,
+            memory_mb: memory,
+            disk_mb: disk,
+            lifecycle: StagingLifecycle::Buildpack {
+                buildpacks,
+                skip_detect,
+            },
+        };
+        let definition = diego::staging_task(ctx, &details).await?;
+        match ctx
+            .bbs
+            .desire_task(&build_guid, STAGING_DOMAIN, definition)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(build_guid = %build_guid, app_guid = %app.guid, "staging task desired");
+            }
+            Err(e) => {
+                tracing::warn!(build_guid = %build_guid, error = %e, "desiring the staging task failed");
+                diego::staging::fail_build(
+                    ctx,
+                    &build_guid,
+                    &format!("StagerUnavailable - Stager is unavailable: {e}"),
+                )
+                .await?;
+            }
+        }
+    }
+    db::get::<Build>(&ctx.pool, &build_guid).await
+}
+
+/// Every build starts STAGING with an AWAITING_UPLOAD droplet, both in one
+/// transaction; a build that cannot stage moves to FAILED through
+/// `fail_build` like any other.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    ctx: &Ctx,
+    user: &CurrentUser,
+    app: &App,
+    package: &Package,
+    (build_guid, droplet_guid): (&str, &str),
+    names: &[String],
+    stack: &str,
+    (memory, disk): (i64, i64),
+) -> ApiResult<()> {
+    let now = util::now();
+    let mut tx = ctx.pool.begin().await?;
+    db::insert::<Build>(
+        &mut *tx,
+        vec![
+            ("guid", build_guid.into()),
+            ("app_guid", app.guid.as_str().into()),
+            ("package_guid", package.guid.as_str().into()),
+            ("droplet_guid", droplet_guid.into()),
+            ("state", BuildState::Staging.as_str().into()),
+            ("error", Val::Text(None)),
+            ("buildpacks", db::json_text(&names)),
+            ("stack", stack.into()),
+            ("staging_memory_in_mb", memory.into()),
+            ("staging_disk_in_mb", disk.into()),
+            ("created_by_guid", user.guid.as_str().into()),
+            ("created_by_name", user.name.as_str().into()),
+            ("created_by_email", user.email.as_str().into()),
+            ("created_at", now.as_str().into()),
+            ("updated_at", now.as_str().into()),
+        ],
+    )
+    .await?;
+    db::insert::<Droplet>(
+        &mut *tx,
+        vec![
+            ("guid", droplet_guid.into()),
+            ("app_guid", app.guid.as_str().into()),
+            ("package_guid", package.guid.as_str().into()),
+            ("build_guid", build_guid.into()),
+            ("state", DropletState::AwaitingUpload.as_str().into()),
+            ("error", Val::Text(None)),
+            ("process_types", "{}".into()),
+            ("buildpacks", "[]".into()),
+            ("execution_metadata", "".into()),
+            ("sha256", Val::Text(None)),
+            ("stack", stack.into()),
+            ("created_at", now.as_str().into()),
+            ("updated_at", now.as_str().into()),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

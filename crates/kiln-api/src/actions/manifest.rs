@@ -1,0 +1,172 @@
+//! apply_manifest (`cf push`'s first call): apps are found or created
+//! synchronously (as Cloud Controller does before answering 202), then each
+//! app's manifest is applied through the same actions the app, process and
+//! route endpoints use, so the BBS sees exactly what those would do. The job
+//! is recorded finished.
+
+use super::{apps, jobs, processes, routes};
+use crate::context::Ctx;
+use crate::db::{self, App, Destination, Domain, Route, Space};
+use crate::error::{ApiError, ApiResult};
+use crate::messages::manifest::{AppManifest, random_words, split_route};
+use crate::messages::{
+    AddDestinations, CreateApp, CreateRoute, NewDestination, PatchEnv, RouteRelationships,
+    SpaceRelationship, ToOne, UpdateApp,
+};
+use crate::presenters::route_url;
+use serde_json::{Value, json};
+
+/// Applies a parsed manifest to a space; returns the job guid.
+pub async fn apply(ctx: &Ctx, space: &Space, manifests: Vec<AppManifest>) -> ApiResult<String> {
+    // Find or create every app first: creation errors are the request's.
+    let mut apps = Vec::new();
+    for m in &manifests {
+        apps.push(find_or_create(ctx, space, m).await?);
+    }
+    let mut errors = Vec::new();
+    for (m, app) in manifests.iter().zip(&apps) {
+        if let Err(e) = apply_app(ctx, space, app, m).await {
+            tracing::warn!(app_guid = %app.guid, error = %e, "applying manifest failed");
+            errors.push(job_error(e));
+            break;
+        }
+    }
+    jobs::finished(ctx, "space.apply_manifest", "space", &space.guid, &errors).await
+}
+
+fn job_error(e: ApiError) -> Value {
+    match e {
+        ApiError::Cf {
+            code,
+            title,
+            detail,
+            ..
+        } => json!({"code": code, "title": title, "detail": detail}),
+        other => {
+            tracing::error!(error = %other, "apply_manifest failed");
+            json!({"code": 10001, "title": "UnknownError", "detail": "An unknown error occurred."})
+        }
+    }
+}
+
+async fn find_or_create(ctx: &Ctx, space: &Space, m: &AppManifest) -> ApiResult<App> {
+    let existing =
+        db::first_where::<App>(&ctx.pool, &[("space_guid", &space.guid), ("name", &m.name)])
+            .await?;
+    if let Some(app) = existing {
+        return Ok(app);
+    }
+    let msg = CreateApp {
+        name: m.name.clone(),
+        relationships: SpaceRelationship {
+            space: ToOne::to(&space.guid),
+        },
+        lifecycle: m.lifecycle(),
+        environment_variables: None,
+        metadata: None,
+    };
+    apps::create(ctx, msg).await
+}
+
+async fn apply_app(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiResult<()> {
+    if let Some(lifecycle) = m.lifecycle() {
+        let msg = UpdateApp {
+            lifecycle: Some(lifecycle),
+            ..UpdateApp::default()
+        };
+        apps::update(ctx, &app.guid, msg).await?;
+    }
+    if let Some(env) = &m.env {
+        let msg = PatchEnv {
+            var: Some(env.clone()),
+        };
+        apps::merge_env_vars(ctx, &app.guid, msg).await?;
+    }
+    let web = processes::web_process(ctx, &app.guid).await?;
+    if let Some(scale) = m.scale() {
+        processes::scale(ctx, &web, scale).await?;
+    }
+    if let Some(update) = m.process_update(&web) {
+        processes::update(ctx, &web.guid, update).await?;
+    }
+    apply_routes(ctx, space, app, m).await
+}
+
+/// `app_apply_manifest.rb#update_routes`: no-route unmaps all; routes are
+/// found or created and mapped; else default/random route when unrouted.
+async fn apply_routes(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiResult<()> {
+    let mapped = db::where_eq::<Destination>(&ctx.pool, "app_guid", &app.guid).await?;
+    if m.no_route {
+        for d in mapped {
+            routes::remove_destination(ctx, &d.route_guid, &d.guid).await?;
+        }
+        return Ok(());
+    }
+    let domains = db::all::<Domain>(&ctx.pool).await?;
+    if let Some(wanted) = &m.routes {
+        for r in wanted {
+            let (host, domain, path) = split_route(r, &domains)?;
+            map_route(ctx, space, app, &host, domain, &path).await?;
+        }
+        return Ok(());
+    }
+    if mapped.is_empty() && (m.default_route || m.random_route) {
+        // The oldest shared domain is the org's default domain.
+        let domain = domains
+            .first()
+            .ok_or_else(|| ApiError::unprocessable("No default domains available"))?;
+        let host = if m.random_route {
+            format!("{}-{}", app.name, random_words())
+        } else {
+            app.name.clone()
+        };
+        map_route(ctx, space, app, &host.to_ascii_lowercase(), domain, "").await?;
+    }
+    Ok(())
+}
+
+async fn map_route(
+    ctx: &Ctx,
+    space: &Space,
+    app: &App,
+    host: &str,
+    domain: &Domain,
+    path: &str,
+) -> ApiResult<()> {
+    let existing = db::first_where::<Route>(
+        &ctx.pool,
+        &[
+            ("domain_guid", &domain.guid),
+            ("host", host),
+            ("path", path),
+        ],
+    )
+    .await?;
+    let route_guid = match existing {
+        Some(r) if r.space_guid != space.guid => {
+            return Err(ApiError::unprocessable(format!(
+                "The route '{}' is already in use by another space",
+                route_url(host, &domain.name, path)
+            )));
+        }
+        Some(r) => r.guid,
+        None => {
+            let msg = CreateRoute {
+                host: Some(host.to_string()),
+                path: Some(path.to_string()),
+                port: None,
+                relationships: RouteRelationships {
+                    space: ToOne::to(&space.guid),
+                    domain: ToOne::to(&domain.guid),
+                },
+                options: None,
+                metadata: None,
+            };
+            routes::create(ctx, msg).await?.guid
+        }
+    };
+    let msg = AddDestinations {
+        destinations: vec![NewDestination::web_of(&app.guid)],
+    };
+    routes::add_destinations(ctx, &route_guid, msg).await
+}

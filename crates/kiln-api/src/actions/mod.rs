@@ -1,0 +1,15 @@
+//! Actions: every change of state the API makes, one function each, with
+//! no HTTP in them (Cloud Controller's `app/actions`). They take request
+//! messages, check what needs the database, write through `db` (several
+//! rows in one transaction) and tell the BBS through `diego`.
+
+pub mod apps;
+pub mod bootstrap;
+pub mod buildpacks;
+pub mod builds;
+pub mod droplets;
+pub mod jobs;
+pub mod manifest;
+pub mod packages;
+pub mod processes;
+pub mod routes;

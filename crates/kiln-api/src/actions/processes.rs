@@ -1,0 +1,119 @@
+//! Process actions: create one for an app, change its command and health
+//! check, scale it.
+
+use crate::context::Ctx;
+use crate::db::{self, Process, Val};
+use crate::diego;
+use crate::error::ApiResult;
+use crate::messages::{ScaleProcess, UpdateProcess};
+use crate::util;
+use sqlx::SqliteExecutor;
+
+/// Creates a process of `ptype` for an app (web: port check); returns its guid.
+pub async fn insert<'e>(
+    exec: impl SqliteExecutor<'e>,
+    app_guid: &str,
+    ptype: &str,
+    instances: i64,
+    health_check: Option<&str>,
+) -> ApiResult<String> {
+    let guid = util::new_guid();
+    let now = util::now();
+    let hc = health_check.unwrap_or(if ptype == "web" { "port" } else { "process" });
+    db::insert::<Process>(
+        exec,
+        vec![
+            ("guid", guid.as_str().into()),
+            ("app_guid", app_guid.into()),
+            ("type", ptype.into()),
+            ("command", Val::Text(None)),
+            ("instances", instances.into()),
+            ("memory_in_mb", 256.into()),
+            ("disk_in_mb", 1024.into()),
+            ("health_check_type", hc.into()),
+            ("health_check_endpoint", Val::Text(None)),
+            ("health_check_timeout", Val::Int(None)),
+            ("health_check_invocation_timeout", Val::Int(None)),
+            ("version", util::new_guid().into()),
+            ("created_at", now.as_str().into()),
+            ("updated_at", now.into()),
+        ],
+    )
+    .await?;
+    Ok(guid)
+}
+
+/// The app's web process, created if it has none (apply_manifest).
+pub async fn web_process(ctx: &Ctx, app_guid: &str) -> ApiResult<Process> {
+    let web = [("app_guid", app_guid), ("type", "web")];
+    if let Some(p) = db::first_where::<Process>(&ctx.pool, &web).await? {
+        return Ok(p);
+    }
+    let guid = insert(&ctx.pool, app_guid, "web", 1, None).await?;
+    db::get::<Process>(&ctx.pool, &guid).await
+}
+
+/// Changes a process's command and health check (`PATCH /v3/processes/:guid`).
+pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateProcess) -> ApiResult<Process> {
+    let _ = (&msg.readiness_health_check, &msg.metadata);
+    let p = db::get::<Process>(&ctx.pool, guid).await?;
+    msg.validate()?;
+    let command = match msg.command {
+        Some(c) if c.is_empty() => None,
+        Some(c) => Some(c),
+        None => p.command.clone(),
+    };
+    let (hc_type, endpoint, timeout, invocation) = match msg.health_check {
+        Some(hc) => {
+            let data = hc.data.unwrap_or_default();
+            let _ = data.interval;
+            (
+                hc.kind,
+                data.endpoint,
+                data.timeout,
+                data.invocation_timeout,
+            )
+        }
+        None => (
+            p.health_check_type.clone(),
+            p.health_check_endpoint.clone(),
+            p.health_check_timeout,
+            p.health_check_invocation_timeout,
+        ),
+    };
+    db::update::<Process>(
+        &ctx.pool,
+        guid,
+        vec![
+            ("command", command.into()),
+            ("health_check_type", hc_type.into()),
+            ("health_check_endpoint", endpoint.into()),
+            ("health_check_timeout", timeout.into()),
+            ("health_check_invocation_timeout", invocation.into()),
+        ],
+    )
+    .await?;
+    db::get::<Process>(&ctx.pool, guid).await
+}
+
+/// Scales a process and syncs its app's DesiredLrps (the scale endpoints,
+/// and apply_manifest).
+pub async fn scale(ctx: &Ctx, p: &Process, msg: ScaleProcess) -> ApiResult<Process> {
+    let _ = msg.log_rate_limit_in_bytes_per_second;
+    msg.validate()?;
+    db::update::<Process>(
+        &ctx.pool,
+        &p.guid,
+        vec![
+            ("instances", msg.instances.unwrap_or(p.instances).into()),
+            (
+                "memory_in_mb",
+                msg.memory_in_mb.unwrap_or(p.memory_in_mb).into(),
+            ),
+            ("disk_in_mb", msg.disk_in_mb.unwrap_or(p.disk_in_mb).into()),
+        ],
+    )
+    .await?;
+    diego::sync::sync_app(ctx, &p.app_guid).await?;
+    db::get::<Process>(&ctx.pool, &p.guid).await
+}

@@ -1,0 +1,84 @@
+//! `/v3/buildpacks`.
+
+use super::list_of;
+use crate::actions;
+use crate::actions::buildpacks::too_large;
+use crate::context::Shared;
+use crate::error::{ApiError, ApiResult, Limit};
+use crate::fetchers;
+use crate::messages::CreateBuildpack;
+use crate::presenters::{buildpack_json, job_location};
+use crate::uploads::stream_to_scratch;
+use crate::web::{CfJson, CfMultipart, ListParams, multipart_error};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+pub async fn create(
+    State(ctx): State<Shared>,
+    CfJson(msg): CfJson<CreateBuildpack>,
+) -> ApiResult<Response> {
+    let bp = actions::buildpacks::create(&ctx, msg).await?;
+    Ok((StatusCode::CREATED, Json(buildpack_json(&ctx.base, &bp))).into_response())
+}
+
+pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
+    let buildpacks = fetchers::buildpacks(&ctx, &params).await?;
+    Ok(list_of(
+        &ctx.base,
+        "/v3/buildpacks",
+        &params,
+        buildpacks,
+        |b| buildpack_json(&ctx.base, b),
+    ))
+}
+
+pub async fn get_one(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let bp = fetchers::one(&ctx, &guid).await?;
+    Ok(Json(buildpack_json(&ctx.base, &bp)))
+}
+
+/// `POST /v3/buildpacks/:guid/upload`: the `bits` field streamed to
+/// scratch under the size limit, then checked and stored by the action.
+pub async fn upload(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    CfMultipart(mut multipart): CfMultipart,
+) -> ApiResult<Response> {
+    let bp = actions::buildpacks::uploadable(&ctx, &guid).await?;
+    let limit: Limit = (ctx.config.max_package_bytes, too_large);
+    let mut stored = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(multipart_error(limit))?
+    {
+        if field.name() != Some("bits") {
+            continue;
+        }
+        let filename = field.file_name().map(|f| {
+            std::path::Path::new(f)
+                .file_name()
+                .map_or_else(|| f.to_string(), |n| n.to_string_lossy().into_owned())
+        });
+        let (path, _, _) = stream_to_scratch(&ctx, field, Some(limit)).await?;
+        stored = Some((path, filename));
+        break;
+    }
+    let Some((path, filename)) = stored else {
+        return Err(ApiError::unprocessable("Upload must include a 'bits' file"));
+    };
+    let bp = actions::buildpacks::upload(&ctx, bp, path, filename).await?;
+    let job = actions::jobs::completed(&ctx, "buildpack.upload", "buildpack", &guid).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(http::header::LOCATION, job_location(&ctx.base, &job))],
+        Json(buildpack_json(&ctx.base, &bp)),
+    )
+        .into_response())
+}

@@ -1,0 +1,129 @@
+//! The platform's fixed furniture: the root and info documents,
+//! organizations, spaces, domains, stacks and jobs.
+
+use super::list_of;
+use crate::context::Shared;
+use crate::error::ApiResult;
+use crate::fetchers;
+use crate::presenters as p;
+use crate::web::{ListParams, paginate};
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::Value;
+
+pub async fn root(State(ctx): State<Shared>) -> Json<Value> {
+    Json(p::root(&ctx.base))
+}
+
+pub async fn v3_root(State(ctx): State<Shared>) -> Json<Value> {
+    Json(p::v3_root(&ctx.base))
+}
+
+pub async fn info(State(ctx): State<Shared>) -> Json<Value> {
+    Json(p::info(&ctx.base))
+}
+
+pub async fn list_orgs(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
+    let orgs = fetchers::orgs(&ctx, &params).await?;
+    Ok(list_of(
+        &ctx.base,
+        "/v3/organizations",
+        &params,
+        orgs,
+        |o| p::org_json(&ctx.base, o),
+    ))
+}
+
+pub async fn get_org(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let o = fetchers::one(&ctx, &guid).await?;
+    Ok(Json(p::org_json(&ctx.base, &o)))
+}
+
+pub async fn org_domains(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let domains = fetchers::org_domains(&ctx, &guid, &params).await?;
+    let path = format!("/v3/organizations/{guid}/domains");
+    Ok(list_of(&ctx.base, &path, &params, domains, |d| {
+        p::domain_json(&ctx.base, d)
+    }))
+}
+
+pub async fn org_default_domain(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let d = fetchers::org_default_domain(&ctx, &guid).await?;
+    Ok(Json(p::domain_json(&ctx.base, &d)))
+}
+
+pub async fn list_spaces(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
+    let spaces = fetchers::spaces(&ctx, &params).await?;
+    Ok(list_of(&ctx.base, "/v3/spaces", &params, spaces, |s| {
+        p::space_json(&ctx.base, s)
+    }))
+}
+
+pub async fn get_space(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let s = fetchers::one(&ctx, &guid).await?;
+    Ok(Json(p::space_json(&ctx.base, &s)))
+}
+
+pub async fn list_domains(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
+    let domains = fetchers::domains(&ctx, &params).await?;
+    Ok(list_of(&ctx.base, "/v3/domains", &params, domains, |d| {
+        p::domain_json(&ctx.base, d)
+    }))
+}
+
+pub async fn get_domain(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let d = fetchers::one(&ctx, &guid).await?;
+    Ok(Json(p::domain_json(&ctx.base, &d)))
+}
+
+pub async fn list_stacks(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
+    let stacks = fetchers::stacks(&ctx, &params).await?;
+    Ok(list_of(&ctx.base, "/v3/stacks", &params, stacks, |s| {
+        p::stack_json(&ctx.base, s)
+    }))
+}
+
+pub async fn get_stack(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let s = fetchers::one(&ctx, &guid).await?;
+    Ok(Json(p::stack_json(&ctx.base, &s)))
+}
+
+pub async fn get_job(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let j = fetchers::one(&ctx, &guid).await?;
+    Ok(Json(p::job_json(&ctx.base, &j)))
+}
+
+/// Lists Kiln does not keep anything in yet (deployments, sidecars, …).
+pub async fn empty_list(
+    State(ctx): State<Shared>,
+    uri: axum::http::Uri,
+    params: ListParams,
+) -> Json<Value> {
+    Json(paginate(
+        &format!("{}{}", ctx.base, uri.path()),
+        &params,
+        Vec::new(),
+    ))
+}

@@ -1,0 +1,46 @@
+//! Controllers: the HTTP handlers. Each extracts the request, calls one
+//! fetcher or action, and presents the result (Cloud Controller's
+//! `app/controllers`). No SQL, no state rules here.
+
+pub mod apps;
+pub mod buildpacks;
+pub mod builds;
+pub mod catalog;
+pub mod internal;
+pub mod logcache;
+pub mod manifest;
+pub mod packages;
+pub mod processes;
+pub mod routes;
+
+use crate::web::{ListParams, paginate};
+use axum::Json;
+use serde_json::Value;
+
+/// A paginated list of `items` presented by `present`, at `path`.
+pub fn list_of<T>(
+    base: &str,
+    path: &str,
+    params: &ListParams,
+    items: Vec<T>,
+    present: impl Fn(&T) -> Value,
+) -> Json<Value> {
+    Json(paginate(
+        &format!("{base}{path}"),
+        params,
+        items.iter().map(present).collect(),
+    ))
+}
+
+/// `202 Accepted` with the job's location.
+pub fn accepted(base: &str, job_guid: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::ACCEPTED,
+        [(
+            http::header::LOCATION,
+            crate::presenters::job_location(base, job_guid),
+        )],
+    )
+        .into_response()
+}

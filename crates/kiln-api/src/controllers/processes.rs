@@ -1,0 +1,85 @@
+//! `/v3/processes`: list, read, update, scale, stats.
+
+use super::list_of;
+use crate::actions;
+use crate::context::{Ctx, Shared};
+use crate::db::Process;
+use crate::error::ApiResult;
+use crate::fetchers;
+use crate::messages::{ScaleProcess, UpdateProcess};
+use crate::presenters::{process_json, process_stats};
+use crate::util;
+use crate::web::{CfJson, ListParams};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
+    let processes = fetchers::processes(&ctx, &params).await?;
+    Ok(list_of(
+        &ctx.base,
+        "/v3/processes",
+        &params,
+        processes,
+        |(a, p)| process_json(&ctx.base, a, p),
+    ))
+}
+
+pub async fn get_one(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (app, p) = fetchers::process(&ctx, &guid).await?;
+    Ok(Json(process_json(&ctx.base, &app, &p)))
+}
+
+pub async fn update(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    CfJson(msg): CfJson<UpdateProcess>,
+) -> ApiResult<Json<Value>> {
+    actions::processes::update(&ctx, &guid, msg).await?;
+    let (app, p) = fetchers::process(&ctx, &guid).await?;
+    Ok(Json(process_json(&ctx.base, &app, &p)))
+}
+
+async fn scaled(ctx: &Ctx, p: Process, msg: ScaleProcess) -> ApiResult<Response> {
+    let p = actions::processes::scale(ctx, &p, msg).await?;
+    let (app, p) = fetchers::process(ctx, &p.guid).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(process_json(&ctx.base, &app, &p)),
+    )
+        .into_response())
+}
+
+pub async fn scale(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    CfJson(msg): CfJson<ScaleProcess>,
+) -> ApiResult<Response> {
+    let (_, p) = fetchers::process(&ctx, &guid).await?;
+    scaled(&ctx, p, msg).await
+}
+
+pub async fn scale_by_type(
+    State(ctx): State<Shared>,
+    Path((app_guid, ptype)): Path<(String, String)>,
+    CfJson(msg): CfJson<ScaleProcess>,
+) -> ApiResult<Response> {
+    let (_, p) = fetchers::process_by_type(&ctx, &app_guid, &ptype).await?;
+    scaled(&ctx, p, msg).await
+}
+
+pub async fn stats(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResult<Json<Value>> {
+    let (app, p) = fetchers::process(&ctx, &guid).await?;
+    let actuals = fetchers::instances(&ctx, &app, &p).await?;
+    Ok(Json(process_stats(
+        &p,
+        &actuals,
+        util::now_nanos(),
+        &util::now(),
+    )))
+}

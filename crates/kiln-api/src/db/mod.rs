@@ -1,0 +1,396 @@
+//! The CCDB, and the only SQL in kiln-api: its schema (embedded migrations),
+//! one row type per table that decodes state columns into `kiln-model`
+//! enums once ([`rows`]), generic reads and filtered lists, generic writes,
+//! and [`transition`], the one compare-and-set path every state change
+//! takes. The SQL is written so PostgreSQL accepts it too: no `rowid` (rows
+//! carry a `seq`), no `INSERT OR IGNORE` (`ON CONFLICT DO NOTHING`).
+
+mod rows;
+
+pub use rows::*;
+
+use crate::error::{ApiError, ApiResult};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, SqlitePool};
+
+pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
+    (
+        1,
+        "ccdb tables",
+        include_str!("../../migrations/0001_ccdb.sql"),
+    ),
+    (
+        2,
+        "creation order column",
+        include_str!("../../migrations/0002_seq.sql"),
+    ),
+];
+
+/// A table row with a guid, readable generically.
+pub trait Record: Sized + Send + Unpin {
+    const TABLE: &'static str;
+    /// The name used in `<Resource> not found`.
+    const RESOURCE: &'static str;
+    fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error>;
+}
+
+/// A row with a `state` column whose moves `kiln-model` rules.
+pub trait Stateful: Record {
+    type State: StateMachine;
+}
+
+/// A state enum: its spelling and its transition rule.
+pub trait StateMachine: Copy + Send + Sync + 'static {
+    fn as_str(self) -> &'static str;
+    fn check(self, to: Self) -> Result<Self, kiln_model::TransitionError>;
+}
+
+macro_rules! state_machine {
+    ($($ty:path),+) => {$(
+        impl StateMachine for $ty {
+            fn as_str(self) -> &'static str { <$ty>::as_str(self) }
+            fn check(self, to: Self) -> Result<Self, kiln_model::TransitionError> {
+                self.transition_to(to)
+            }
+        }
+    )+};
+}
+state_machine!(
+    kiln_model::PackageState,
+    kiln_model::BuildState,
+    kiln_model::DropletState
+);
+
+impl StateMachine for kiln_model::AppState {
+    fn as_str(self) -> &'static str {
+        kiln_model::AppState::as_str(self)
+    }
+    /// Desired app state has no rules: any move is legal.
+    fn check(self, to: Self) -> Result<Self, kiln_model::TransitionError> {
+        Ok(to)
+    }
+}
+
+/// A value written to a column.
+#[derive(Debug, Clone)]
+pub enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(bool),
+}
+
+impl From<&str> for Val {
+    fn from(v: &str) -> Self {
+        Val::Text(Some(v.to_string()))
+    }
+}
+impl From<&String> for Val {
+    fn from(v: &String) -> Self {
+        Val::Text(Some(v.clone()))
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Self {
+        Val::Text(Some(v))
+    }
+}
+impl From<Option<String>> for Val {
+    fn from(v: Option<String>) -> Self {
+        Val::Text(v)
+    }
+}
+impl From<Option<&str>> for Val {
+    fn from(v: Option<&str>) -> Self {
+        Val::Text(v.map(str::to_string))
+    }
+}
+impl From<i64> for Val {
+    fn from(v: i64) -> Self {
+        Val::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Val {
+    fn from(v: Option<i64>) -> Self {
+        Val::Int(v)
+    }
+}
+impl From<bool> for Val {
+    fn from(v: bool) -> Self {
+        Val::Bool(v)
+    }
+}
+
+/// A JSON column's text.
+pub fn json_text<T: serde::Serialize>(v: &T) -> Val {
+    Val::Text(Some(serde_json::to_string(v).unwrap_or_default()))
+}
+
+fn push_val(q: &mut QueryBuilder<Sqlite>, v: Val) {
+    match v {
+        Val::Text(t) => q.push_bind(t),
+        Val::Int(i) => q.push_bind(i),
+        Val::Bool(b) => q.push_bind(b),
+    };
+}
+
+/// A list filter, always on a column of the listed table: the column's
+/// value is one of `values`, or (`via`) the column is one of the `pick`
+/// column of rows of another table whose `by` column is one of `values`.
+#[derive(Debug, Clone)]
+pub enum Cond {
+    In(&'static str, Vec<String>),
+    Via {
+        column: &'static str,
+        table: &'static str,
+        pick: &'static str,
+        by: &'static str,
+        values: Vec<String>,
+    },
+}
+
+fn push_in(q: &mut QueryBuilder<Sqlite>, values: &[String]) {
+    q.push(" IN (");
+    let mut list = q.separated(", ");
+    for v in values {
+        list.push_bind(v.clone());
+    }
+    // `IN ()` is not SQL: an empty filter matches nothing.
+    if values.is_empty() {
+        list.push("NULL");
+    }
+    q.push(")");
+}
+
+/// Rows matching every condition, oldest first.
+pub async fn list<T: Record>(pool: &SqlitePool, conds: &[Cond]) -> ApiResult<Vec<T>> {
+    let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT * FROM {}", T::TABLE));
+    for (i, c) in conds.iter().enumerate() {
+        q.push(if i == 0 { " WHERE " } else { " AND " });
+        match c {
+            Cond::In(column, values) => {
+                q.push(column);
+                push_in(&mut q, values);
+            }
+            Cond::Via {
+                column,
+                table,
+                pick,
+                by,
+                values,
+            } => {
+                q.push(format!(
+                    "{column} IN (SELECT {pick} FROM {table} WHERE {by}"
+                ));
+                push_in(&mut q, values);
+                q.push(")");
+            }
+        }
+    }
+    q.push(" ORDER BY seq");
+    let rows = q.build().fetch_all(pool).await?;
+    Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+}
+
+/// The outcome of a write on a table with a unique name: a unique-constraint
+/// violation becomes Cloud Foundry's 422 with `taken` as its detail, so two
+/// racing creates cannot both succeed and neither sees a 500.
+pub fn unique_or_taken<T>(
+    result: Result<T, ApiError>,
+    taken: impl FnOnce() -> String,
+) -> ApiResult<T> {
+    match result {
+        Err(ApiError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            Err(ApiError::unprocessable(taken()))
+        }
+        other => other,
+    }
+}
+
+pub async fn find<T: Record>(pool: &SqlitePool, guid: &str) -> ApiResult<Option<T>> {
+    let sql = format!("SELECT * FROM {} WHERE guid = ?", T::TABLE);
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(guid)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(T::from_row).transpose()?)
+}
+
+pub async fn get<T: Record>(pool: &SqlitePool, guid: &str) -> ApiResult<T> {
+    find(pool, guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(T::RESOURCE))
+}
+
+/// Every row, oldest first.
+pub async fn all<T: Record>(pool: &SqlitePool) -> ApiResult<Vec<T>> {
+    list(pool, &[]).await
+}
+
+/// Rows whose `column` equals `value`, oldest first.
+pub async fn where_eq<T: Record>(
+    pool: &SqlitePool,
+    column: &'static str,
+    value: &str,
+) -> ApiResult<Vec<T>> {
+    list(pool, &[Cond::In(column, vec![value.to_string()])]).await
+}
+
+/// The first row whose columns equal the values, oldest first.
+pub async fn first_where<T: Record>(
+    pool: &SqlitePool,
+    eq: &[(&'static str, &str)],
+) -> ApiResult<Option<T>> {
+    let conds: Vec<Cond> = eq
+        .iter()
+        .map(|(c, v)| Cond::In(c, vec![v.to_string()]))
+        .collect();
+    Ok(list(pool, &conds).await?.into_iter().next())
+}
+
+pub async fn count<'e, T: Record>(exec: impl SqliteExecutor<'e>) -> ApiResult<i64> {
+    let sql = format!("SELECT COUNT(*) FROM {}", T::TABLE);
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(exec)
+        .await?;
+    Ok(n)
+}
+
+fn insert_sql<T: Record>(values: Vec<(&'static str, Val)>) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO {} (", T::TABLE));
+    let mut cols = q.separated(", ");
+    for (c, _) in &values {
+        cols.push(*c);
+    }
+    q.push(", seq) VALUES (");
+    for (i, (_, v)) in values.into_iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        push_val(&mut q, v);
+    }
+    q.push(format!(
+        ", (SELECT COALESCE(MAX(seq), 0) + 1 FROM {}))",
+        T::TABLE
+    ));
+    q
+}
+
+/// Inserts one row (its `seq` follows the newest).
+pub async fn insert<'e, T: Record>(
+    exec: impl SqliteExecutor<'e>,
+    values: Vec<(&'static str, Val)>,
+) -> ApiResult<()> {
+    insert_sql::<T>(values).build().execute(exec).await?;
+    Ok(())
+}
+
+/// Inserts one row unless it would break a unique constraint; returns
+/// whether it was inserted.
+pub async fn insert_if_absent<'e, T: Record>(
+    exec: impl SqliteExecutor<'e>,
+    values: Vec<(&'static str, Val)>,
+) -> ApiResult<bool> {
+    let mut q = insert_sql::<T>(values);
+    q.push(" ON CONFLICT DO NOTHING");
+    Ok(q.build().execute(exec).await?.rows_affected() == 1)
+}
+
+fn push_sets(q: &mut QueryBuilder<Sqlite>, sets: Vec<(&'static str, Val)>) {
+    for (i, (c, v)) in sets.into_iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push(format!("{c} = "));
+        push_val(q, v);
+    }
+}
+
+/// Sets columns of the rows whose `column` equals `value`; returns how many
+/// rows changed. Never a state column: those move through [`transition`].
+pub async fn update_where<'e, T: Record>(
+    exec: impl SqliteExecutor<'e>,
+    column: &'static str,
+    value: &str,
+    sets: Vec<(&'static str, Val)>,
+) -> ApiResult<u64> {
+    debug_assert!(sets.iter().all(|(c, _)| *c != "state"));
+    let mut q = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", T::TABLE));
+    push_sets(&mut q, sets);
+    q.push(format!(" WHERE {column} = "));
+    q.push_bind(value.to_string());
+    Ok(q.build().execute(exec).await?.rows_affected())
+}
+
+/// Sets columns of every row. Never a state column.
+pub async fn update_all<'e, T: Record>(
+    exec: impl SqliteExecutor<'e>,
+    sets: Vec<(&'static str, Val)>,
+) -> ApiResult<u64> {
+    debug_assert!(sets.iter().all(|(c, _)| *c != "state"));
+    let mut q = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", T::TABLE));
+    push_sets(&mut q, sets);
+    Ok(q.build().execute(exec).await?.rows_affected())
+}
+
+/// Sets columns of one row (by guid), with `updated_at` now.
+pub async fn update<'e, T: Record>(
+    exec: impl SqliteExecutor<'e>,
+    guid: &str,
+    mut sets: Vec<(&'static str, Val)>,
+) -> ApiResult<u64> {
+    sets.push(("updated_at", crate::util::now().into()));
+    update_where::<T>(exec, "guid", guid, sets).await
+}
+
+/// Deletes the rows whose `column` equals `value`.
+pub async fn delete_where<'e, T: Record>(
+    exec: impl SqliteExecutor<'e>,
+    column: &'static str,
+    value: &str,
+) -> ApiResult<u64> {
+    let sql = format!("DELETE FROM {} WHERE {column} = ?", T::TABLE);
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .execute(exec)
+        .await?
+        .rows_affected())
+}
+
+/// The one compare-and-set path for a state change: moves the row `guid`
+/// from `from` to `to` (refused unless kiln-model's rule allows it), setting
+/// `also` and `updated_at` with it, only if the row is still in `from`.
+/// Returns whether this call made the move (false: another writer moved the
+/// row first, or it is gone).
+pub async fn transition<'e, T: Stateful>(
+    exec: impl SqliteExecutor<'e>,
+    guid: &str,
+    from: T::State,
+    to: T::State,
+    also: Vec<(&'static str, Val)>,
+) -> ApiResult<bool> {
+    let to = from.check(to)?;
+    let mut q = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET state = ", T::TABLE));
+    q.push_bind(to.as_str());
+    q.push(", ");
+    let mut sets = also;
+    sets.push(("updated_at", crate::util::now().into()));
+    push_sets(&mut q, sets);
+    q.push(" WHERE guid = ");
+    q.push_bind(guid.to_string());
+    q.push(" AND state = ");
+    q.push_bind(from.as_str());
+    Ok(q.build().execute(exec).await?.rows_affected() == 1)
+}
+
+/// Moves every buildpack at `position` or after one place down (CC's
+/// BuildpackCreate makes room this way).
+pub async fn shift_buildpacks_from<'e>(
+    exec: impl SqliteExecutor<'e>,
+    position: i64,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE buildpacks SET position = position + 1 WHERE position >= ?")
+        .bind(position)
+        .execute(exec)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! One row type per CCDB table. State columns decode into `kiln-model`'s
+//! enums here, once: a stored value no enum knows is a decode error, never
+//! a string compared later.
+
+use super::{Record, StateMachine, Stateful};
+use kiln_model::{AppState, BuildState, DropletState, PackageState};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn enum_col<T: FromStr>(row: &SqliteRow, col: &str) -> Result<T, sqlx::Error>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.try_get(col)?;
+    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+macro_rules! record {
+    ($ty:ident, $table:literal, $resource:literal { $($field:ident : $kind:tt),+ $(,)? }) => {
+        #[derive(Debug, Clone)]
+        #[allow(dead_code)] // rows mirror their tables whole
+        pub struct $ty { $(pub $field: record!(@ty $kind)),+ }
+        impl Record for $ty {
+            const TABLE: &'static str = $table;
+            const RESOURCE: &'static str = $resource;
+            fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
+                Ok($ty { $($field: record!(@get row, $field, $kind)),+ })
+            }
+        }
+    };
+    (@ty str) => { String };
+    (@ty opt) => { Option<String> };
+    (@ty int) => { i64 };
+    (@ty optint) => { Option<i64> };
+    (@ty bool) => { bool };
+    (@ty list) => { Vec<String> };
+    (@ty map) => { BTreeMap<String, String> };
+    (@ty value) => { serde_json::Value };
+    (@ty $state:ident) => { $state };
+    (@get $row:ident, $field:ident, list) => { json_col($row, stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, map) => { json_col($row, stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, value) => { json_col($row, stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, str) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, opt) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, int) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, optint) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, bool) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, $state:ident) => { enum_col::<$state>($row, stringify!($field))? };
+}
+
+/// An admin buildpack's state: created, then READY once its zip is stored
+/// (a new zip may replace the old one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BuildpackState {
+    #[serde(rename = "AWAITING_UPLOAD")]
+    AwaitingUpload,
+    #[serde(rename = "READY")]
+    Ready,
+}
+
+impl FromStr for BuildpackState {
+    type Err = kiln_model::TransitionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "AWAITING_UPLOAD" => Ok(BuildpackState::AwaitingUpload),
+            "READY" => Ok(BuildpackState::Ready),
+            other => Err(kiln_model::TransitionError::Unknown {
+                resource: "buildpack",
+                value: other.to_string(),
+            }),
+        }
+    }
+}
+
+impl StateMachine for BuildpackState {
+    fn as_str(self) -> &'static str {
+        match self {
+            BuildpackState::AwaitingUpload => "AWAITING_UPLOAD",
+            BuildpackState::Ready => "READY",
+        }
+    }
+    fn check(self, to: Self) -> Result<Self, kiln_model::TransitionError> {
+        match to {
+            BuildpackState::Ready => Ok(to),
+            BuildpackState::AwaitingUpload => Err(kiln_model::TransitionError::Illegal {
+                resource: "buildpack",
+                from: self.as_str(),
+                to: to.as_str(),
+            }),
+        }
+    }
+}
+
+record!(User, "users", "User" {
+    guid: str, username: str, email: str, password_hash: str, created_at: str,
+});
+record!(Organization, "organizations", "Organization" {
+    guid: str, name: str, created_at: str, updated_at: str,
+});
+record!(Space, "spaces", "Space" {
+    guid: str, name: str, organization_guid: str, created_at: str, updated_at: str,
+});
+record!(Domain, "domains", "Domain" {
+    guid: str, name: str, created_at: str, updated_at: str,
+});
+record!(Stack, "stacks", "Stack" {
+    guid: str, name: str, description: str, is_default: bool, created_at: str, updated_at: str,
+});
+record!(Buildpack, "buildpacks", "Buildpack" {
+    guid: str, name: str, stack: opt, position: int, enabled: bool, locked: bool,
+    state: BuildpackState, filename: opt, sha256: opt, created_at: str, updated_at: str,
+});
+record!(Job, "jobs", "Job" {
+    guid: str, operation: str, state: str, resource_type: str, resource_guid: str, errors: value,
+    created_at: str, updated_at: str,
+});
+record!(App, "apps", "App" {
+    guid: str, name: str, space_guid: str, state: AppState, buildpacks: list, stack: str,
+    environment_variables: map, droplet_guid: opt, created_at: str, updated_at: str,
+});
+record!(Process, "processes", "Process" {
+    guid: str, app_guid: str, r#type: str, command: opt, instances: int, memory_in_mb: int,
+    disk_in_mb: int, health_check_type: str, health_check_endpoint: opt,
+    health_check_timeout: optint, health_check_invocation_timeout: optint, version: str,
+    created_at: str, updated_at: str,
+});
+record!(Package, "packages", "Package" {
+    guid: str, app_guid: str, r#type: str, state: PackageState, sha256: opt, error: opt,
+    created_at: str, updated_at: str,
+});
+record!(Build, "builds", "Build" {
+    guid: str, app_guid: str, package_guid: str, droplet_guid: opt, state: BuildState,
+    error: opt, buildpacks: list, stack: str, staging_memory_in_mb: int,
+    staging_disk_in_mb: int, created_by_guid: str, created_by_name: str,
+    created_by_email: str, created_at: str, updated_at: str,
+});
+record!(Droplet, "droplets", "Droplet" {
+    guid: str, app_guid: str, package_guid: str, build_guid: str, state: DropletState,
+    error: opt, process_types: map, buildpacks: value, execution_metadata: str, sha256: opt,
+    stack: str, created_at: str, updated_at: str,
+});
+record!(Route, "routes", "Route" {
+    guid: str, host: str, path: str, domain_guid: str, space_guid: str,
+    created_at: str, updated_at: str,
+});
+record!(Destination, "route_destinations", "Destination" {
+    guid: str, route_guid: str, app_guid: str, process_type: str, port: int, protocol: str,
+    created_at: str, updated_at: str,
+});
+
+impl Stateful for App {
+    type State = AppState;
+}
+impl Stateful for Package {
+    type State = PackageState;
+}
+impl Stateful for Build {
+    type State = BuildState;
+}
+impl Stateful for Droplet {
+    type State = DropletState;
+}
+impl Stateful for Buildpack {
+    type State = BuildpackState;
+}

@@ -1,0 +1,173 @@
+//! The buildpack lifecycle: `kiln lifecycle builder` stages a package with
+//! admin buildpacks into a droplet tarball, `kiln lifecycle launcher` runs
+//! a process from it (Cloud Foundry's `diego/buildpack/` staging action
+//! builder and desired LRP builder).
+
+use super::{LifecycleActions, StagingDetails};
+use crate::context::Ctx;
+use crate::db::{Buildpack, Droplet, Process};
+use crate::signing;
+use kiln_model::LIFECYCLE_BINARY_PATH;
+use kiln_model::bbs::{ArtifactKind, Checksum, DownloadAction, EnvVar, RunAction, UploadAction};
+
+/// Downloads the package, the buildpacks and the build cache, runs the
+/// builder, uploads the droplet and the new build cache.
+pub fn staging_actions(
+    ctx: &Ctx,
+    s: &StagingDetails<'_>,
+    buildpacks: &[Buildpack],
+    skip_detect: bool,
+    env: Vec<EnvVar>,
+) -> LifecycleActions {
+    let ttl = signing::staging_ttl(ctx);
+    let (app, package) = (s.app, s.package);
+    let mut downloads = vec![DownloadAction {
+        artifact: "app package".into(),
+        from: signing::sign(
+            ctx,
+            "GET",
+            &format!("/internal/v4/packages/{}/download", package.guid),
+            ttl,
+        ),
+        to: "/tmp/app".into(),
+        kind: ArtifactKind::Zip,
+        cache_key: None,
+        checksum: package.sha256.as_ref().map(|v| Checksum {
+            algorithm: "sha256".into(),
+            value: v.clone(),
+        }),
+        optional: false,
+    }];
+    for bp in buildpacks {
+        let sha = bp.sha256.clone().unwrap_or_default();
+        downloads.push(DownloadAction {
+            artifact: format!("buildpack {}", bp.name),
+            from: signing::sign(
+                ctx,
+                "GET",
+                &format!("/internal/v4/buildpacks/{}/download", bp.guid),
+                ttl,
+            ),
+            to: format!("/tmp/buildpacks/{}", bp.guid),
+            kind: ArtifactKind::Zip,
+            cache_key: Some(format!("buildpack-{}-{sha}", bp.guid)),
+            checksum: Some(Checksum {
+                algorithm: "sha256".into(),
+                value: sha,
+            }),
+            optional: false,
+        });
+    }
+    downloads.push(DownloadAction {
+        artifact: "build artifacts cache".into(),
+        from: signing::sign(
+            ctx,
+            "GET",
+            &format!("/internal/v4/build_cache/{}/download", app.guid),
+            ttl,
+        ),
+        to: "/tmp/cache".into(),
+        kind: ArtifactKind::Tgz,
+        cache_key: None,
+        checksum: None,
+        optional: true,
+    });
+    let order: Vec<&str> = buildpacks.iter().map(|b| b.guid.as_str()).collect();
+    LifecycleActions {
+        rootfs: format!("preloaded:{}", s.stack),
+        downloads,
+        run: RunAction {
+            path: LIFECYCLE_BINARY_PATH.into(),
+            args: vec![
+                "lifecycle".into(),
+                "builder".into(),
+                "--build-dir=/tmp/app".into(),
+                "--buildpacks-dir=/tmp/buildpacks".into(),
+                format!("--buildpack-order={}", order.join(",")),
+                format!("--skip-detect={skip_detect}"),
+                "--output-droplet=/tmp/droplet".into(),
+                "--output-metadata=/tmp/result.json".into(),
+                "--build-artifacts-cache-dir=/tmp/cache".into(),
+                "--output-build-artifacts-cache=/tmp/output-cache".into(),
+            ],
+            env,
+            dir: Some("/tmp/app".into()),
+            user: kiln_model::CONTAINER_USER.into(),
+        },
+        uploads: vec![
+            UploadAction {
+                artifact: "droplet".into(),
+                from: "/tmp/droplet".into(),
+                to: signing::sign(
+                    ctx,
+                    "POST",
+                    &format!("/internal/v4/droplets/{}/upload", s.droplet_guid),
+                    ttl,
+                ),
+            },
+            UploadAction {
+                artifact: "build artifacts cache".into(),
+                from: "/tmp/output-cache".into(),
+                to: signing::sign(
+                    ctx,
+                    "POST",
+                    &format!("/internal/v4/build_cache/{}/upload", app.guid),
+                    ttl,
+                ),
+            },
+        ],
+    }
+}
+
+/// Downloads the droplet into `/home/vcap` and runs the launcher with the
+/// process's command (empty: the droplet's `web` start command).
+pub fn run_actions(
+    ctx: &Ctx,
+    p: &Process,
+    droplet: &Droplet,
+    env: Vec<EnvVar>,
+) -> LifecycleActions {
+    let command = match &p.command {
+        Some(c) => c.clone(),
+        None if p.r#type == "web" => String::new(),
+        None => droplet
+            .process_types
+            .get(&p.r#type)
+            .cloned()
+            .unwrap_or_default(),
+    };
+    LifecycleActions {
+        rootfs: format!("preloaded:{}", droplet.stack),
+        downloads: vec![DownloadAction {
+            artifact: "droplet".into(),
+            from: signing::sign(
+                ctx,
+                "GET",
+                &format!("/internal/v4/droplets/{}/download", droplet.guid),
+                signing::LRP_URL_SECS,
+            ),
+            to: "/home/vcap".into(),
+            kind: ArtifactKind::Tgz,
+            cache_key: Some(format!("droplet-{}", droplet.guid)),
+            checksum: droplet.sha256.as_ref().map(|v| Checksum {
+                algorithm: "sha256".into(),
+                value: v.clone(),
+            }),
+            optional: false,
+        }],
+        run: RunAction {
+            path: LIFECYCLE_BINARY_PATH.into(),
+            args: vec![
+                "lifecycle".into(),
+                "launcher".into(),
+                "app".into(),
+                command,
+                String::new(),
+            ],
+            env,
+            dir: Some("/home/vcap".into()),
+            user: kiln_model::CONTAINER_USER.into(),
+        },
+        uploads: Vec::new(),
+    }
+}

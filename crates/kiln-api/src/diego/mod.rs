@@ -1,0 +1,147 @@
+//! Cloud Controller's `lib/cloud_controller/diego`: how apps become BBS
+//! work. The parts every lifecycle shares (the staging Task and DesiredLrp
+//! around the actions, their environment and routes) live here; what a
+//! lifecycle does differently (rootfs, downloads, the builder or launcher
+//! run, uploads) is one plain-data value per lifecycle, built in its module
+//! ([`buildpack`] today). A second lifecycle adds a variant to
+//! [`LifecycleType`] and a module; no handler or action changes.
+
+pub mod buildpack;
+pub mod staging;
+pub mod sync;
+
+use crate::context::Ctx;
+use crate::db::{App, Buildpack, Droplet, Package, Process};
+use crate::environment;
+use crate::error::ApiResult;
+use kiln_model::bbs::{
+    DesiredLrp, DownloadAction, HealthCheck, RunAction, TaskDefinition, UploadAction,
+};
+use kiln_model::{APPS_DOMAIN, LOG_SOURCE_STAGING};
+use serde_json::json;
+
+/// How an app is staged and run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleType {
+    Buildpack,
+}
+
+impl LifecycleType {
+    /// Every Kiln app is a buildpack app today (the CCDB has no column for
+    /// the type yet).
+    pub fn of(_app: &App) -> LifecycleType {
+        LifecycleType::Buildpack
+    }
+}
+
+/// What one staging needs, whatever the lifecycle.
+pub struct StagingDetails<'a> {
+    pub app: &'a App,
+    pub package: &'a Package,
+    pub droplet_guid: &'a str,
+    pub stack: &'a str,
+    pub memory_mb: i64,
+    pub disk_mb: i64,
+    pub lifecycle: StagingLifecycle,
+}
+
+/// The lifecycle-specific inputs of a staging.
+pub enum StagingLifecycle {
+    Buildpack {
+        buildpacks: Vec<Buildpack>,
+        skip_detect: bool,
+    },
+}
+
+/// The lifecycle-specific part of a staging Task or a DesiredLrp.
+pub struct LifecycleActions {
+    pub rootfs: String,
+    pub downloads: Vec<DownloadAction>,
+    pub run: RunAction,
+    pub uploads: Vec<UploadAction>,
+}
+
+/// The staging Task for a build, per the contract the cell and the
+/// lifecycle's builder share.
+pub async fn staging_task(ctx: &Ctx, s: &StagingDetails<'_>) -> ApiResult<TaskDefinition> {
+    let env = environment::staging_env(ctx, s.app, s.stack, s.memory_mb, s.disk_mb).await?;
+    let actions = match &s.lifecycle {
+        StagingLifecycle::Buildpack {
+            buildpacks,
+            skip_detect,
+        } => buildpack::staging_actions(ctx, s, buildpacks, *skip_detect, env),
+    };
+    Ok(TaskDefinition {
+        rootfs: actions.rootfs,
+        log_guid: s.app.guid.clone(),
+        log_source: LOG_SOURCE_STAGING.into(),
+        memory_mb: s.memory_mb as u64,
+        disk_mb: s.disk_mb as u64,
+        env: Vec::new(),
+        downloads: actions.downloads,
+        run: actions.run,
+        uploads: actions.uploads,
+        result_file: "/tmp/result.json".into(),
+        timeout_ms: crate::config::staging_timeout_ms(&ctx.config),
+    })
+}
+
+/// The DesiredLrp guid of a process's current version: a new version is a
+/// new DesiredLrp, which replaces the old one.
+pub fn lrp_guid(p: &Process) -> String {
+    format!("{}-{}", p.guid, p.version)
+}
+
+/// The routes a process's DesiredLrp carries: `host.domain[/path]` of the
+/// routes mapped to this process type. The one place they are built.
+pub async fn lrp_routes(ctx: &Ctx, app: &App, p: &Process) -> ApiResult<Vec<String>> {
+    environment::app_uris(ctx, &app.guid, Some(&p.r#type)).await
+}
+
+fn health_check(p: &Process) -> HealthCheck {
+    match p.health_check_type.as_str() {
+        "http" => HealthCheck::Http {
+            endpoint: p
+                .health_check_endpoint
+                .clone()
+                .unwrap_or_else(|| "/".into()),
+        },
+        "process" => HealthCheck::Process,
+        _ => HealthCheck::Port,
+    }
+}
+
+/// The DesiredLrp of one process, per the contract with the cell.
+pub async fn desired_lrp(
+    ctx: &Ctx,
+    app: &App,
+    p: &Process,
+    droplet: &Droplet,
+) -> ApiResult<DesiredLrp> {
+    let env = environment::running_env(ctx, app, p).await?;
+    let actions = match LifecycleType::of(app) {
+        LifecycleType::Buildpack => buildpack::run_actions(ctx, p, droplet, env),
+    };
+    Ok(DesiredLrp {
+        process_guid: lrp_guid(p),
+        domain: APPS_DOMAIN.into(),
+        instances: p.instances.max(0) as u32,
+        rootfs: actions.rootfs,
+        memory_mb: p.memory_in_mb.max(0) as u64,
+        disk_mb: p.disk_in_mb.max(0) as u64,
+        env: Vec::new(),
+        setup: actions.downloads,
+        action: actions.run,
+        health_check: health_check(p),
+        start_timeout_ms: p
+            .health_check_timeout
+            .filter(|t| *t > 0)
+            .map_or(kiln_model::DEFAULT_START_TIMEOUT_MS, |t| t as u64 * 1000),
+        routes: lrp_routes(ctx, app, p).await?,
+        log_guid: app.guid.clone(),
+        log_source: format!("APP/PROC/{}", p.r#type.to_uppercase()),
+        annotation:
+            json!({"app_guid": app.guid, "process_type": p.r#type, "droplet_guid": droplet.guid})
+                .to_string(),
+    })
+}

@@ -1,0 +1,292 @@
+//! Staging completion: a completed staging Task's outcome recorded on its
+//! build and droplet (Cloud Controller's staging completion handler), with
+//! a periodic resync so no build stays STAGING forever; and the loops that
+//! run it and process sync.
+
+use super::sync::{ignore_not_found, reconcile};
+use crate::context::{Ctx, Shared};
+use crate::db::{self, Build, Buildpack, Droplet, Val};
+use crate::error::ApiResult;
+use crate::uploads::droplet_key;
+use crate::util;
+use futures_util::StreamExt;
+use kiln_bbs::BbsError;
+use kiln_model::bbs::{BbsEvent, Task};
+use kiln_model::staging::{StagingFailure, StagingResult};
+use kiln_model::{BuildState, DropletState, STAGING_DOMAIN, TaskState};
+use serde_json::json;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const STAGING_RESYNC: Duration = Duration::from_secs(10);
+pub const PROCESS_RECONCILE: Duration = Duration::from_secs(30);
+
+/// Marks a STAGING build and its droplet FAILED with `error`. A build that
+/// already left STAGING (another path recorded its outcome) is left alone.
+pub async fn fail_build(ctx: &Ctx, build_guid: &str, error: &str) -> ApiResult<()> {
+    // The app (and its builds) may have been deleted meanwhile.
+    let Some(build) = db::find::<Build>(&ctx.pool, build_guid).await? else {
+        return Ok(());
+    };
+    if build.state != BuildState::Staging {
+        return Ok(());
+    }
+    let droplet = match &build.droplet_guid {
+        Some(g) => db::find::<Droplet>(&ctx.pool, g).await?,
+        None => None,
+    };
+    let mut tx = ctx.pool.begin().await?;
+    let won = db::transition::<Build>(
+        &mut *tx,
+        build_guid,
+        build.state,
+        BuildState::Failed,
+        vec![("error", error.into())],
+    )
+    .await?;
+    if !won {
+        return Ok(());
+    }
+    if let Some(droplet) = &droplet
+        && droplet.state.transition_to(DropletState::Failed).is_ok()
+    {
+        db::transition::<Droplet>(
+            &mut *tx,
+            &droplet.guid,
+            droplet.state,
+            DropletState::Failed,
+            vec![("error", error.into())],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if let Some(droplet_guid) = &build.droplet_guid {
+        ctx.blobstore.delete(&droplet_key(droplet_guid)).await?;
+    }
+    tracing::info!(build_guid, error, "build failed");
+    ctx.api_log(
+        &build.app_guid,
+        &format!("Staging failed for build {build_guid}: {error}"),
+    );
+    Ok(())
+}
+
+fn failure_error(reason: &str) -> String {
+    match reason
+        .strip_prefix("Exited with status ")
+        .and_then(|code| code.trim().parse::<i32>().ok())
+    {
+        Some(code) => StagingFailure::from_exit_code(code).build_error(""),
+        None => format!("StagingError - Staging error: {reason}"),
+    }
+}
+
+async fn succeed_build(
+    ctx: &Ctx,
+    build: &Build,
+    result: &StagingResult,
+) -> ApiResult<Result<(), String>> {
+    let Some(droplet_guid) = &build.droplet_guid else {
+        return Ok(Err(
+            "StagingError - Staging error: the build has no droplet".into(),
+        ));
+    };
+    let Some(droplet) = db::find::<Droplet>(&ctx.pool, droplet_guid).await? else {
+        return Ok(Err(
+            "StagingError - Staging error: the droplet no longer exists".into(),
+        ));
+    };
+    if droplet.sha256.is_none() || !ctx.blobstore.exists(&droplet_key(droplet_guid)).await? {
+        return Ok(Err(
+            "StagingError - Staging error: the droplet was not uploaded".into(),
+        ));
+    }
+    let admin = db::all::<Buildpack>(&ctx.pool).await?;
+    let buildpacks: Vec<_> = result
+        .lifecycle_metadata
+        .buildpacks
+        .iter()
+        .map(|b| {
+            let name = admin
+                .iter()
+                .find(|a| a.guid == b.key || a.name == b.key)
+                .map_or_else(|| b.key.clone(), |a| a.name.clone());
+            json!({
+                "name": name,
+                "detect_output": if result.lifecycle_metadata.detected_buildpack.is_empty() { serde_json::Value::Null } else { json!(result.lifecycle_metadata.detected_buildpack) },
+                "buildpack_name": b.name,
+                "version": if b.version.is_empty() { serde_json::Value::Null } else { json!(b.version) },
+            })
+        })
+        .collect();
+    let mut tx = ctx.pool.begin().await?;
+    // Both rows move only from the states read above; if either moved
+    // meanwhile, nothing is recorded (the other outcome stands).
+    let build_moved = db::transition::<Build>(
+        &mut *tx,
+        &build.guid,
+        build.state,
+        BuildState::Staged,
+        Vec::new(),
+    )
+    .await?;
+    let droplet_moved = db::transition::<Droplet>(
+        &mut *tx,
+        droplet_guid,
+        droplet.state,
+        DropletState::Staged,
+        vec![
+            ("process_types", db::json_text(&result.process_types)),
+            (
+                "buildpacks",
+                Val::from(serde_json::Value::Array(buildpacks).to_string()),
+            ),
+            (
+                "execution_metadata",
+                result.execution_metadata.as_str().into(),
+            ),
+        ],
+    )
+    .await?;
+    if !build_moved || !droplet_moved {
+        tx.rollback().await?;
+        tracing::info!(build_guid = %build.guid, "build changed while recording its staging result");
+        return Ok(Ok(()));
+    }
+    tx.commit().await?;
+    tracing::info!(build_guid = %build.guid, droplet_guid = %droplet_guid, "build staged");
+    Ok(Ok(()))
+}
+
+/// Records a completed staging Task's outcome, then deletes the Task.
+pub async fn handle_staging_task(ctx: &Ctx, task: &Task) -> ApiResult<()> {
+    if task.domain != STAGING_DOMAIN || task.state != TaskState::Completed {
+        return Ok(());
+    }
+    match ctx.bbs.resolving_task(&task.task_guid).await {
+        Ok(()) => {}
+        // Another resolver won, or the task is gone.
+        Err(BbsError::InvalidTransition { .. } | BbsError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(build) = db::find::<Build>(&ctx.pool, &task.task_guid).await?
+        && build.state == BuildState::Staging
+    {
+        if task.failed {
+            fail_build(ctx, &build.guid, &failure_error(&task.failure_reason)).await?;
+        } else {
+            let outcome = match serde_json::from_str::<StagingResult>(&task.result) {
+                Ok(result) => succeed_build(ctx, &build, &result).await?,
+                Err(e) => Err(format!(
+                    "StagingError - Staging error: malformed staging result: {e}"
+                )),
+            };
+            if let Err(error) = outcome {
+                fail_build(ctx, &build.guid, &error).await?;
+            } else {
+                ctx.api_log(
+                    &build.app_guid,
+                    &format!("Staging complete for build {}", build.guid),
+                );
+            }
+        }
+    }
+    ignore_not_found(ctx.bbs.delete_task(&task.task_guid).await)?;
+    Ok(())
+}
+
+/// How long a STAGING build may exist without its Task before it is
+/// considered lost (covers the moment between the build row and the Task).
+pub const LOST_TASK_GRACE_SECS: i64 = 60;
+
+/// Every completed staging Task handled, and STAGING builds whose Task is
+/// gone failed: those already STAGING when this Api opened (the restart
+/// interrupted them), or older than [`LOST_TASK_GRACE_SECS`] (the BBS lost
+/// it). A build is never left STAGING forever.
+pub async fn resync_staging(ctx: &Ctx) -> ApiResult<()> {
+    let tasks = ctx.bbs.tasks(Some(STAGING_DOMAIN)).await?;
+    for task in &tasks {
+        if let Err(error) = handle_staging_task(ctx, task).await {
+            tracing::warn!(task_guid = %task.task_guid, %error, "recording a staging result failed");
+        }
+    }
+    let now = util::unix_now();
+    for build in db::where_eq::<Build>(&ctx.pool, "state", BuildState::Staging.as_str()).await? {
+        let created = util::parse_time(&build.created_at).unwrap_or(0);
+        if !ctx.inherited_staging.contains(&build.guid) && now - created < LOST_TASK_GRACE_SECS {
+            continue;
+        }
+        match ctx.bbs.task_by_guid(&build.guid).await {
+            Err(BbsError::NotFound { .. }) => {
+                tracing::warn!(build_guid = %build.guid, "staging task is gone");
+                fail_build(
+                    ctx,
+                    &build.guid,
+                    "StagingError - Staging error: staging was interrupted (the staging task no longer exists)",
+                )
+                .await?;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+pub fn spawn_loops(ctx: Shared, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+    let staging = {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut events = ctx.bbs.subscribe();
+            if let Err(error) = resync_staging(&ctx).await {
+                tracing::warn!(%error, "staging resync failed");
+            }
+            let mut tick = tokio::time::interval(STAGING_RESYNC);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(error) = resync_staging(&ctx).await {
+                            tracing::warn!(%error, "staging resync failed");
+                        }
+                    }
+                    event = events.next() => match event {
+                        Some(BbsEvent::TaskChanged { task }) => {
+                            if let Err(error) = handle_staging_task(&ctx, &task).await {
+                                tracing::warn!(task_guid = %task.task_guid, %error, "recording a staging result failed");
+                            }
+                        }
+                        Some(BbsEvent::Lagged) => {
+                            if let Err(error) = resync_staging(&ctx).await {
+                                tracing::warn!(%error, "staging resync failed");
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            // The stream ended (BBS restarting?): resubscribe after a pause.
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            events = ctx.bbs.subscribe();
+                        }
+                    },
+                }
+            }
+        })
+    };
+    let processes = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROCESS_RECONCILE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(error) = reconcile(&ctx).await {
+                        tracing::warn!(%error, "process reconcile failed");
+                    }
+                }
+            }
+        }
+    });
+    vec![staging, processes]
+}

@@ -1,0 +1,145 @@
+//! The one place an app's environment is built: `VCAP_APPLICATION`,
+//! `VCAP_SERVICES`, the environment variable groups and the app's own
+//! variables, for staging Tasks, DesiredLrps and `GET /v3/apps/:guid/env`
+//! alike (Cloud Controller's `environment_variable_group`, `vcap_services`
+//! and `app_model_environment` helpers).
+
+use crate::context::Ctx;
+use crate::db::{self, App, Destination, Domain, Organization, Process, Route, Space};
+use crate::error::ApiResult;
+use crate::presenters::route_url;
+use kiln_model::bbs::EnvVar;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// `VCAP_SERVICES`: the app's service bindings by label. Kiln has no
+/// services yet, so it is the empty object everywhere.
+pub fn vcap_services(_app: &App) -> Value {
+    json!({})
+}
+
+/// The running and staging environment variable groups (platform-wide
+/// variables every app gets). None are configurable yet.
+pub fn running_group() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
+pub fn staging_group() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
+/// `host.domain[/path]` of the routes mapped to an app (optionally to one
+/// of its process types).
+pub async fn app_uris(
+    ctx: &Ctx,
+    app_guid: &str,
+    process_type: Option<&str>,
+) -> ApiResult<Vec<String>> {
+    let dests = db::where_eq::<Destination>(&ctx.pool, "app_guid", app_guid).await?;
+    let route_guids: Vec<String> = dests
+        .iter()
+        .filter(|d| process_type.is_none_or(|t| d.process_type == t))
+        .map(|d| d.route_guid.clone())
+        .collect();
+    if route_guids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let routes = db::list::<Route>(&ctx.pool, &[db::Cond::In("guid", route_guids)]).await?;
+    let domains = db::all::<Domain>(&ctx.pool).await?;
+    let mut uris: Vec<String> = routes
+        .iter()
+        .filter_map(|r| {
+            let domain = domains.iter().find(|d| d.guid == r.domain_guid)?;
+            Some(route_url(&r.host, &domain.name, &r.path))
+        })
+        .collect();
+    uris.dedup();
+    Ok(uris)
+}
+
+/// The app-level VCAP_APPLICATION (CC's AppModel variant: no process
+/// fields), with the URIs of `process_type`'s routes, or all the app's.
+pub async fn vcap_application(
+    ctx: &Ctx,
+    app: &App,
+    process_type: Option<&str>,
+) -> ApiResult<Value> {
+    let space = db::get::<Space>(&ctx.pool, &app.space_guid).await?;
+    let org = db::get::<Organization>(&ctx.pool, &space.organization_guid).await?;
+    let uris = app_uris(ctx, &app.guid, process_type).await?;
+    Ok(json!({
+        "cf_api": ctx.base,
+        "limits": {"fds": 16384},
+        "application_name": app.name,
+        "application_uris": uris,
+        "name": app.name,
+        "space_name": space.name,
+        "space_id": space.guid,
+        "organization_id": org.guid,
+        "organization_name": org.name,
+        "uris": uris,
+        "users": null,
+        "application_id": app.guid,
+    }))
+}
+
+fn with_app_vars(mut env: Vec<EnvVar>, app: &App, group: BTreeMap<String, String>) -> Vec<EnvVar> {
+    env.extend(group.iter().map(|(k, v)| EnvVar::new(k, v)));
+    env.extend(
+        app.environment_variables
+            .iter()
+            .map(|(k, v)| EnvVar::new(k, v)),
+    );
+    env
+}
+
+/// The environment of a staging Task.
+pub async fn staging_env(
+    ctx: &Ctx,
+    app: &App,
+    stack: &str,
+    memory_mb: i64,
+    disk_mb: i64,
+) -> ApiResult<Vec<EnvVar>> {
+    let mut vcap = vcap_application(ctx, app, None).await?;
+    vcap["limits"] = json!({"fds": 16384, "mem": memory_mb, "disk": disk_mb});
+    let env = vec![
+        EnvVar::new("CF_STACK", stack),
+        EnvVar::new("VCAP_APPLICATION", vcap.to_string()),
+        EnvVar::new("VCAP_SERVICES", vcap_services(app).to_string()),
+        EnvVar::new("MEMORY_LIMIT", format!("{memory_mb}m")),
+        EnvVar::new("LANG", "en_US.UTF-8"),
+    ];
+    Ok(with_app_vars(env, app, staging_group()))
+}
+
+/// The environment of one process's instances: the app-level
+/// VCAP_APPLICATION (as `/v3/apps/:guid/env` shows it) narrowed to this
+/// process's routes, plus what an instance also gets.
+pub async fn running_env(ctx: &Ctx, app: &App, p: &Process) -> ApiResult<Vec<EnvVar>> {
+    let mut vcap = vcap_application(ctx, app, Some(&p.r#type)).await?;
+    vcap["limits"] = json!({"fds": 16384, "mem": p.memory_in_mb, "disk": p.disk_in_mb});
+    vcap["process_id"] = json!(p.guid);
+    vcap["process_type"] = json!(p.r#type);
+    vcap["version"] = json!(p.version);
+    vcap["application_version"] = json!(p.version);
+    let env = vec![
+        EnvVar::new("VCAP_APPLICATION", vcap.to_string()),
+        EnvVar::new("MEMORY_LIMIT", format!("{}m", p.memory_in_mb)),
+        EnvVar::new("VCAP_SERVICES", vcap_services(app).to_string()),
+        EnvVar::new("LANG", "en_US.UTF-8"),
+        EnvVar::new("VCAP_APP_HOST", "0.0.0.0"),
+    ];
+    Ok(with_app_vars(env, app, running_group()))
+}
+
+/// `GET /v3/apps/:guid/env`.
+pub async fn env_document(ctx: &Ctx, app: &App) -> ApiResult<Value> {
+    Ok(json!({
+        "environment_variables": app.environment_variables,
+        "staging_env_json": staging_group(),
+        "running_env_json": running_group(),
+        "system_env_json": {"VCAP_SERVICES": vcap_services(app)},
+        "application_env_json": {"VCAP_APPLICATION": vcap_application(ctx, app, None).await?},
+    }))
+}

@@ -1,0 +1,338 @@
+//! Fetchers: what a list or a read returns, with the list's filters turned
+//! into SQL conditions (Cloud Controller's `app/fetchers`) instead of rows
+//! filtered in memory. Visibility joins here when users and roles arrive:
+//! today every valid token acts as admin and sees everything.
+
+use crate::context::Ctx;
+use crate::db::{
+    self, App, Build, Buildpack, Cond, Destination, Domain, Droplet, Organization, Package,
+    Process, Route, Space, Stack,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::web::ListParams;
+
+/// `column IN (values)` for each of `filters` (query parameter → column)
+/// the request gives.
+fn conds(params: &ListParams, filters: &[(&str, &'static str)]) -> Vec<Cond> {
+    filters
+        .iter()
+        .filter_map(|(param, column)| params.list(param).map(|v| Cond::In(column, v)))
+        .collect()
+}
+
+/// One row by guid, or `<Resource> not found`.
+pub async fn one<T: db::Record>(ctx: &Ctx, guid: &str) -> ApiResult<T> {
+    db::get::<T>(&ctx.pool, guid).await
+}
+
+pub async fn orgs(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Organization>> {
+    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    db::list(&ctx.pool, &c).await
+}
+
+pub async fn spaces(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Space>> {
+    let c = conds(
+        params,
+        &[
+            ("names", "name"),
+            ("guids", "guid"),
+            ("organization_guids", "organization_guid"),
+        ],
+    );
+    db::list(&ctx.pool, &c).await
+}
+
+pub async fn domains(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Domain>> {
+    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    db::list(&ctx.pool, &c).await
+}
+
+/// The domains an org may use (every domain is shared).
+pub async fn org_domains(ctx: &Ctx, org_guid: &str, params: &ListParams) -> ApiResult<Vec<Domain>> {
+    db::get::<Organization>(&ctx.pool, org_guid).await?;
+    let c = conds(params, &[("names", "name")]);
+    db::list(&ctx.pool, &c).await
+}
+
+/// The org's default domain: the oldest shared domain.
+pub async fn org_default_domain(ctx: &Ctx, org_guid: &str) -> ApiResult<Domain> {
+    db::get::<Organization>(&ctx.pool, org_guid).await?;
+    db::all::<Domain>(&ctx.pool)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found("Domain"))
+}
+
+pub async fn stacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Stack>> {
+    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    db::list(&ctx.pool, &c).await
+}
+
+/// Buildpacks in position order.
+pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Buildpack>> {
+    let c = conds(
+        params,
+        &[("names", "name"), ("guids", "guid"), ("stacks", "stack")],
+    );
+    let mut list: Vec<Buildpack> = db::list(&ctx.pool, &c).await?;
+    list.sort_by_key(|b| b.position);
+    Ok(list)
+}
+
+pub async fn apps(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<App>> {
+    let mut c = conds(
+        params,
+        &[
+            ("names", "name"),
+            ("guids", "guid"),
+            ("space_guids", "space_guid"),
+            ("stacks", "stack"),
+        ],
+    );
+    if let Some(orgs) = params.list("organization_guids") {
+        c.push(Cond::Via {
+            column: "space_guid",
+            table: "spaces",
+            pick: "guid",
+            by: "organization_guid",
+            values: orgs,
+        });
+    }
+    db::list(&ctx.pool, &c).await
+}
+
+/// Processes with their apps (a process's JSON links its app's space).
+pub async fn processes(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<(App, Process)>> {
+    let mut c = conds(
+        params,
+        &[
+            ("app_guids", "app_guid"),
+            ("guids", "guid"),
+            ("types", "type"),
+        ],
+    );
+    if let Some(spaces) = params.list("space_guids") {
+        c.push(Cond::Via {
+            column: "app_guid",
+            table: "apps",
+            pick: "guid",
+            by: "space_guid",
+            values: spaces,
+        });
+    }
+    with_apps(ctx, db::list(&ctx.pool, &c).await?).await
+}
+
+async fn with_apps(ctx: &Ctx, processes: Vec<Process>) -> ApiResult<Vec<(App, Process)>> {
+    let mut guids: Vec<String> = processes.iter().map(|p| p.app_guid.clone()).collect();
+    guids.sort();
+    guids.dedup();
+    let apps: Vec<App> = db::list(&ctx.pool, &[Cond::In("guid", guids)]).await?;
+    Ok(processes
+        .into_iter()
+        .filter_map(|p| {
+            let app = apps.iter().find(|a| a.guid == p.app_guid)?.clone();
+            Some((app, p))
+        })
+        .collect())
+}
+
+/// An app's processes.
+pub async fn app_processes(
+    ctx: &Ctx,
+    app_guid: &str,
+    params: &ListParams,
+) -> ApiResult<(App, Vec<Process>)> {
+    let app = db::get::<App>(&ctx.pool, app_guid).await?;
+    let mut c = conds(params, &[("types", "type"), ("guids", "guid")]);
+    c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
+    Ok((app, db::list(&ctx.pool, &c).await?))
+}
+
+/// A process with its app.
+pub async fn process(ctx: &Ctx, guid: &str) -> ApiResult<(App, Process)> {
+    let p = db::get::<Process>(&ctx.pool, guid).await?;
+    let app = db::get::<App>(&ctx.pool, &p.app_guid).await?;
+    Ok((app, p))
+}
+
+/// An app's process of one type.
+pub async fn process_by_type(ctx: &Ctx, app_guid: &str, ptype: &str) -> ApiResult<(App, Process)> {
+    let app = db::get::<App>(&ctx.pool, app_guid).await?;
+    let p = db::first_where::<Process>(&ctx.pool, &[("app_guid", app_guid), ("type", ptype)])
+        .await?
+        .ok_or_else(|| ApiError::not_found("Process"))?;
+    Ok((app, p))
+}
+
+/// Packages, optionally of one app (which must exist).
+pub async fn packages(
+    ctx: &Ctx,
+    app_guid: Option<&str>,
+    params: &ListParams,
+) -> ApiResult<Vec<Package>> {
+    let mut c = conds(params, &[("states", "state"), ("types", "type")]);
+    match app_guid {
+        Some(app) => {
+            db::get::<App>(&ctx.pool, app).await?;
+            c.push(Cond::In("app_guid", vec![app.to_string()]));
+        }
+        None => c.extend(conds(
+            params,
+            &[("app_guids", "app_guid"), ("guids", "guid")],
+        )),
+    }
+    db::list(&ctx.pool, &c).await
+}
+
+/// Builds, optionally of one app (which must exist).
+pub async fn builds(
+    ctx: &Ctx,
+    app_guid: Option<&str>,
+    params: &ListParams,
+) -> ApiResult<Vec<Build>> {
+    let mut c = conds(params, &[("states", "state")]);
+    match app_guid {
+        Some(app) => {
+            db::get::<App>(&ctx.pool, app).await?;
+            c.push(Cond::In("app_guid", vec![app.to_string()]));
+        }
+        None => c.extend(conds(
+            params,
+            &[
+                ("app_guids", "app_guid"),
+                ("guids", "guid"),
+                ("package_guids", "package_guid"),
+            ],
+        )),
+    }
+    db::list(&ctx.pool, &c).await
+}
+
+/// Droplets, optionally of one app (which must exist; `current=true`
+/// keeps only its current droplet).
+pub async fn droplets(
+    ctx: &Ctx,
+    app_guid: Option<&str>,
+    params: &ListParams,
+) -> ApiResult<Vec<Droplet>> {
+    let mut c = conds(params, &[("states", "state")]);
+    match app_guid {
+        Some(app_guid) => {
+            let app = db::get::<App>(&ctx.pool, app_guid).await?;
+            c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
+            if params.get("current").is_some_and(|v| v == "true") {
+                c.push(Cond::In("guid", app.droplet_guid.into_iter().collect()));
+            }
+        }
+        None => c.extend(conds(
+            params,
+            &[
+                ("app_guids", "app_guid"),
+                ("guids", "guid"),
+                ("package_guids", "package_guid"),
+            ],
+        )),
+    }
+    db::list(&ctx.pool, &c).await
+}
+
+/// An app's current droplet.
+pub async fn current_droplet(ctx: &Ctx, app_guid: &str) -> ApiResult<Droplet> {
+    let app = db::get::<App>(&ctx.pool, app_guid).await?;
+    let droplet_guid = app
+        .droplet_guid
+        .ok_or_else(|| ApiError::not_found("Droplet"))?;
+    db::get::<Droplet>(&ctx.pool, &droplet_guid).await
+}
+
+/// A route with what its JSON shows.
+pub type RouteView = (Route, Domain, Vec<Destination>);
+
+/// Routes with their domains and destinations, optionally only those
+/// mapped to one app (which must exist).
+pub async fn routes(
+    ctx: &Ctx,
+    app_guid: Option<&str>,
+    params: &ListParams,
+) -> ApiResult<Vec<RouteView>> {
+    let mut c = conds(
+        params,
+        &[
+            ("hosts", "host"),
+            ("paths", "path"),
+            ("guids", "guid"),
+            ("domain_guids", "domain_guid"),
+            ("space_guids", "space_guid"),
+        ],
+    );
+    let mapped_to = |values: Vec<String>| Cond::Via {
+        column: "guid",
+        table: "route_destinations",
+        pick: "route_guid",
+        by: "app_guid",
+        values,
+    };
+    if let Some(app) = app_guid {
+        db::get::<App>(&ctx.pool, app).await?;
+        c.push(mapped_to(vec![app.to_string()]));
+    }
+    if let Some(apps) = params.list("app_guids") {
+        c.push(mapped_to(apps));
+    }
+    let routes: Vec<Route> = db::list(&ctx.pool, &c).await?;
+    with_destinations(ctx, routes).await
+}
+
+async fn with_destinations(ctx: &Ctx, routes: Vec<Route>) -> ApiResult<Vec<RouteView>> {
+    let guids: Vec<String> = routes.iter().map(|r| r.guid.clone()).collect();
+    let dests: Vec<Destination> = db::list(&ctx.pool, &[Cond::In("route_guid", guids)]).await?;
+    let domains = db::all::<Domain>(&ctx.pool).await?;
+    Ok(routes
+        .into_iter()
+        .filter_map(|r| {
+            let domain = domains.iter().find(|d| d.guid == r.domain_guid)?.clone();
+            let mine = dests
+                .iter()
+                .filter(|d| d.route_guid == r.guid)
+                .cloned()
+                .collect();
+            Some((r, domain, mine))
+        })
+        .collect())
+}
+
+/// One route with its domain and destinations.
+pub async fn route(ctx: &Ctx, guid: &str) -> ApiResult<RouteView> {
+    let r = db::get::<Route>(&ctx.pool, guid).await?;
+    let domain = db::get::<Domain>(&ctx.pool, &r.domain_guid).await?;
+    let dests = db::where_eq::<Destination>(&ctx.pool, "route_guid", guid).await?;
+    Ok((r, domain, dests))
+}
+
+/// A route's destinations (the route must exist).
+pub async fn destinations(ctx: &Ctx, route_guid: &str) -> ApiResult<Vec<Destination>> {
+    db::get::<Route>(&ctx.pool, route_guid).await?;
+    db::where_eq::<Destination>(&ctx.pool, "route_guid", route_guid).await
+}
+
+/// The ActualLrps of a process's current DesiredLrp (none unless its app
+/// runs).
+pub async fn instances(
+    ctx: &Ctx,
+    app: &App,
+    p: &Process,
+) -> ApiResult<Vec<kiln_model::bbs::ActualLrp>> {
+    let running = app.state == kiln_model::AppState::Started && app.droplet_guid.is_some();
+    if !running {
+        return Ok(Vec::new());
+    }
+    Ok(ctx
+        .bbs
+        .actual_lrps(kiln_bbs::ActualLrpFilter {
+            process_guid: Some(crate::diego::lrp_guid(p)),
+            ..kiln_bbs::ActualLrpFilter::default()
+        })
+        .await?)
+}

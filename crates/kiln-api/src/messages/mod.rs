@@ -1,0 +1,441 @@
+//! Request messages: the shape of every JSON body the API takes (unknown
+//! fields refused) and the checks that need nothing but the message, as
+//! Cloud Controller's `app/messages`. Actions take these types; apply_manifest
+//! builds them directly from the manifest.
+
+pub mod manifest;
+
+use crate::error::{ApiError, ApiResult};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuidRef {
+    pub guid: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToOne {
+    pub data: GuidRef,
+}
+
+impl ToOne {
+    pub fn to(guid: &str) -> ToOne {
+        ToOne {
+            data: GuidRef {
+                guid: guid.to_string(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpaceRelationship {
+    pub space: ToOne,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleData {
+    #[serde(default)]
+    pub buildpacks: Option<Vec<String>>,
+    #[serde(default)]
+    pub stack: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: Option<LifecycleData>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    pub name: String,
+    pub relationships: SpaceRelationship,
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+    #[serde(default)]
+    pub environment_variables: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl CreateApp {
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.name.trim().is_empty() {
+            return Err(ApiError::unprocessable("Name can't be blank"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApp {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetDroplet {
+    pub data: Option<GuidRef>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PatchEnv {
+    #[serde(default)]
+    pub var: Option<BTreeMap<String, Value>>,
+}
+
+/// An environment variable's value as stored: strings as they are, other
+/// JSON as its text; `None` (JSON null) removes the variable.
+pub fn env_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRelationship {
+    pub app: ToOne,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePackage {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub relationships: AppRelationship,
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl CreatePackage {
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.kind != "bits" {
+            return Err(ApiError::unprocessable(format!(
+                "Package type '{}' is not supported; Kiln stages bits packages",
+                self.kind
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchBody {
+    pub resources: Vec<Value>,
+}
+
+/// One entry of a `resources` list (v3 shape, or the legacy v2 one).
+#[derive(Debug, Clone)]
+pub struct ResourceEntry {
+    pub sha1: String,
+    pub path: String,
+    pub mode: u32,
+    pub original: Value,
+}
+
+pub fn parse_resource(v: &Value) -> ApiResult<ResourceEntry> {
+    let bad = || {
+        ApiError::unprocessable(
+            "Resources must be objects with checksum.value, size_in_bytes, path and mode",
+        )
+    };
+    let sha1 = v["checksum"]["value"]
+        .as_str()
+        .or_else(|| v["sha1"].as_str())
+        .ok_or_else(bad)?
+        .to_ascii_lowercase();
+    if sha1.len() != 40 || !sha1.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::unprocessable(format!(
+            "Resource checksum '{sha1}' is not a sha1"
+        )));
+    }
+    let path = v["path"]
+        .as_str()
+        .or_else(|| v["fn"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let mode = match &v["mode"] {
+        Value::String(s) if !s.is_empty() => u32::from_str_radix(s, 8)
+            .map_err(|_| ApiError::unprocessable(format!("Resource mode '{s}' is not octal")))?,
+        Value::Number(n) => n.as_u64().unwrap_or(0o644) as u32,
+        _ => 0o644,
+    };
+    Ok(ResourceEntry {
+        sha1,
+        path,
+        mode: mode & 0o7777,
+        original: v.clone(),
+    })
+}
+
+pub fn parse_resources(value: &Value) -> ApiResult<Vec<ResourceEntry>> {
+    match value {
+        Value::Array(items) => items.iter().map(parse_resource).collect(),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(ApiError::unprocessable("Resources must be an array")),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageRef {
+    pub guid: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBuild {
+    pub package: PackageRef,
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+    #[serde(default)]
+    pub staging_memory_in_mb: Option<i64>,
+    #[serde(default)]
+    pub staging_disk_in_mb: Option<i64>,
+    #[serde(default)]
+    pub staging_log_rate_limit_bytes_per_second: Option<i64>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckData {
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub invocation_timeout: Option<i64>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub interval: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: Option<HealthCheckData>,
+}
+
+/// The health check types a process may have.
+pub const HEALTH_CHECK_TYPES: [&str; 3] = ["port", "process", "http"];
+
+pub fn health_check_type_error() -> ApiError {
+    ApiError::unprocessable("Health check type must be \"port\", \"process\", or \"http\"")
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProcess {
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckBody>,
+    #[serde(default)]
+    pub readiness_health_check: Option<Value>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl UpdateProcess {
+    pub fn validate(&self) -> ApiResult<()> {
+        match &self.health_check {
+            Some(hc) if !HEALTH_CHECK_TYPES.contains(&hc.kind.as_str()) => {
+                Err(health_check_type_error())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleProcess {
+    #[serde(default)]
+    pub instances: Option<i64>,
+    #[serde(default)]
+    pub memory_in_mb: Option<i64>,
+    #[serde(default)]
+    pub disk_in_mb: Option<i64>,
+    #[serde(default)]
+    pub log_rate_limit_in_bytes_per_second: Option<i64>,
+}
+
+impl ScaleProcess {
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.instances.is_some_and(|i| i < 0) {
+            return Err(ApiError::unprocessable(
+                "Instances must be greater than or equal to 0",
+            ));
+        }
+        if self.memory_in_mb.is_some_and(|m| m < 1) || self.disk_in_mb.is_some_and(|d| d < 1) {
+            return Err(ApiError::unprocessable(
+                "Memory and disk must be greater than 0MB",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRelationships {
+    pub space: ToOne,
+    pub domain: ToOne,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoute {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub relationships: RouteRelationships,
+    #[serde(default)]
+    pub options: Option<Value>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+fn valid_host(host: &str) -> bool {
+    host.len() <= 63
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl CreateRoute {
+    /// The checked (host, path): host lowercased, both defaulting to "".
+    pub fn validate(&self) -> ApiResult<(String, String)> {
+        if self.port.is_some() {
+            return Err(ApiError::unprocessable(
+                "Ports are only supported on TCP domains; Kiln has none",
+            ));
+        }
+        let host = self.host.clone().unwrap_or_default().to_ascii_lowercase();
+        // Every Kiln domain is shared, and CC requires a host on shared domains.
+        if host.is_empty() {
+            return Err(ApiError::unprocessable(
+                "Missing host. Routes in shared domains must have a host defined.",
+            ));
+        }
+        if !valid_host(&host) {
+            return Err(ApiError::unprocessable(
+                "Host must be a valid DNS label of letters, digits and hyphens",
+            ));
+        }
+        let path = self.path.clone().unwrap_or_default();
+        if !path.is_empty() && (!path.starts_with('/') || path == "/") {
+            return Err(ApiError::unprocessable("Path must begin with /"));
+        }
+        Ok((host, path))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessRef {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationApp {
+    pub guid: String,
+    #[serde(default)]
+    pub process: Option<ProcessRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDestination {
+    pub app: DestinationApp,
+    #[serde(default)]
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub weight: Option<Value>,
+}
+
+impl NewDestination {
+    /// The web process of `app_guid` on the default port and protocol.
+    pub fn web_of(app_guid: &str) -> NewDestination {
+        NewDestination {
+            app: DestinationApp {
+                guid: app_guid.to_string(),
+                process: Some(ProcessRef { kind: "web".into() }),
+            },
+            port: None,
+            protocol: None,
+            weight: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddDestinations {
+    pub destinations: Vec<NewDestination>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBuildpack {
+    pub name: String,
+    #[serde(default)]
+    pub position: Option<i64>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub locked: Option<bool>,
+    #[serde(default)]
+    pub stack: Option<String>,
+    #[serde(default)]
+    pub lifecycle: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl CreateBuildpack {
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.name.trim().is_empty() {
+            return Err(ApiError::unprocessable("Name can't be blank"));
+        }
+        if self.lifecycle.as_deref().is_some_and(|l| l != "buildpack") {
+            return Err(ApiError::unprocessable("Lifecycle must be 'buildpack'"));
+        }
+        Ok(())
+    }
+}

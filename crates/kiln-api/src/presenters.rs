@@ -1,0 +1,439 @@
+//! Presenters: every v3 JSON document the API answers, built from rows
+//! (as Cloud Controller's `app/presenters`). No IO here.
+
+use crate::db::{
+    App, Build, Buildpack, Destination, Domain, Droplet, Job, Organization, Package, Process,
+    Route, Space, Stack,
+};
+use crate::util::{link, link_method};
+use kiln_model::bbs::ActualLrp;
+use kiln_model::{ActualLrpState, BuildState, DropletState};
+use serde_json::{Value, json};
+
+pub const API_VERSION: &str = "3.180.0";
+
+/// Labels and annotations (not kept yet: accepted and presented empty).
+pub fn metadata() -> Value {
+    json!({"labels": {}, "annotations": {}})
+}
+
+pub fn root(b: &str) -> Value {
+    json!({
+        "links": {
+            "self": {"href": b},
+            "cloud_controller_v3": {"href": format!("{b}/v3"), "meta": {"version": API_VERSION}},
+            "network_policy_v0": null,
+            "network_policy_v1": null,
+            "login": {"href": b},
+            "uaa": {"href": b},
+            "credhub": null,
+            "routing": null,
+            "logging": null,
+            "log_cache": {"href": b},
+            "log_stream": null,
+            "app_ssh": null,
+        }
+    })
+}
+
+pub fn v3_root(b: &str) -> Value {
+    let mut links = serde_json::Map::new();
+    links.insert("self".into(), link(b, "/v3"));
+    for name in [
+        "apps",
+        "buildpacks",
+        "builds",
+        "deployments",
+        "domains",
+        "droplets",
+        "info",
+        "jobs",
+        "organizations",
+        "packages",
+        "processes",
+        "resource_matches",
+        "routes",
+        "spaces",
+        "stacks",
+    ] {
+        links.insert(name.into(), link(b, &format!("/v3/{name}")));
+    }
+    json!({ "links": links })
+}
+
+pub fn info(b: &str) -> Value {
+    json!({
+        "build": "",
+        "cli_version": {"minimum": "", "recommended": ""},
+        "custom": {},
+        "description": "Kiln, a Cloud Foundry-compatible platform in one binary",
+        "name": "kiln",
+        "version": 0,
+        "osbapi_version": "2.15",
+        "rate_limits": {"enabled": false, "general_limit": "", "reset_interval_in_minutes": ""},
+        "links": {"self": link(b, "/v3/info"), "support": {"href": ""}},
+    })
+}
+
+pub fn org_json(b: &str, o: &Organization) -> Value {
+    json!({
+        "guid": o.guid, "created_at": o.created_at, "updated_at": o.updated_at,
+        "name": o.name, "suspended": false,
+        "relationships": {"quota": {"data": null}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &format!("/v3/organizations/{}", o.guid)),
+            "domains": link(b, &format!("/v3/organizations/{}/domains", o.guid)),
+            "default_domain": link(b, &format!("/v3/organizations/{}/domains/default", o.guid)),
+        },
+    })
+}
+
+pub fn space_json(b: &str, s: &Space) -> Value {
+    json!({
+        "guid": s.guid, "created_at": s.created_at, "updated_at": s.updated_at,
+        "name": s.name, "suspended": false,
+        "relationships": {
+            "organization": {"data": {"guid": s.organization_guid}},
+            "quota": {"data": null},
+        },
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &format!("/v3/spaces/{}", s.guid)),
+            "organization": link(b, &format!("/v3/organizations/{}", s.organization_guid)),
+            "features": link(b, &format!("/v3/spaces/{}/features", s.guid)),
+            "apply_manifest": link_method(b, &format!("/v3/spaces/{}/actions/apply_manifest", s.guid), "POST"),
+        },
+    })
+}
+
+pub fn domain_json(b: &str, d: &Domain) -> Value {
+    json!({
+        "guid": d.guid, "created_at": d.created_at, "updated_at": d.updated_at,
+        "name": d.name, "internal": false, "router_group": null,
+        "supported_protocols": ["http"],
+        "relationships": {"organization": {"data": null}, "shared_organizations": {"data": []}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &format!("/v3/domains/{}", d.guid)),
+            "route_reservations": link(b, &format!("/v3/domains/{}/route_reservations", d.guid)),
+        },
+    })
+}
+
+pub fn stack_json(b: &str, s: &Stack) -> Value {
+    json!({
+        "guid": s.guid, "created_at": s.created_at, "updated_at": s.updated_at,
+        "name": s.name, "description": s.description, "state": "ACTIVE", "state_reason": null,
+        "run_rootfs_image": format!("preloaded:{}", s.name),
+        "build_rootfs_image": format!("preloaded:{}", s.name),
+        "default": s.is_default,
+        "metadata": metadata(),
+        "links": {"self": link(b, &format!("/v3/stacks/{}", s.guid))},
+    })
+}
+
+pub fn job_json(b: &str, j: &Job) -> Value {
+    let mut links = serde_json::Map::new();
+    links.insert("self".into(), link(b, &format!("/v3/jobs/{}", j.guid)));
+    if !j.resource_type.is_empty() {
+        links.insert(
+            j.resource_type.clone(),
+            link(b, &format!("/v3/{}s/{}", j.resource_type, j.resource_guid)),
+        );
+    }
+    json!({
+        "guid": j.guid, "created_at": j.created_at, "updated_at": j.updated_at,
+        "operation": j.operation, "state": j.state,
+        "errors": j.errors, "warnings": [],
+        "links": links,
+    })
+}
+
+pub fn job_location(b: &str, job_guid: &str) -> String {
+    format!("{b}/v3/jobs/{job_guid}")
+}
+
+pub fn buildpack_json(b: &str, bp: &Buildpack) -> Value {
+    json!({
+        "guid": bp.guid, "created_at": bp.created_at, "updated_at": bp.updated_at,
+        "name": bp.name, "stack": bp.stack, "state": bp.state, "lifecycle": "buildpack",
+        "filename": bp.filename, "position": bp.position, "enabled": bp.enabled, "locked": bp.locked,
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &format!("/v3/buildpacks/{}", bp.guid)),
+            "upload": link_method(b, &format!("/v3/buildpacks/{}/upload", bp.guid), "POST"),
+        },
+    })
+}
+
+pub fn app_json(b: &str, a: &App) -> Value {
+    let p = format!("/v3/apps/{}", a.guid);
+    json!({
+        "guid": a.guid, "created_at": a.created_at, "updated_at": a.updated_at,
+        "name": a.name, "state": a.state,
+        "lifecycle": {"type": "buildpack", "data": {"buildpacks": a.buildpacks, "stack": a.stack}},
+        "relationships": {
+            "space": {"data": {"guid": a.space_guid}},
+            "current_droplet": {"data": {"guid": a.droplet_guid}},
+        },
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &p),
+            "environment_variables": link(b, &format!("{p}/environment_variables")),
+            "space": link(b, &format!("/v3/spaces/{}", a.space_guid)),
+            "processes": link(b, &format!("{p}/processes")),
+            "packages": link(b, &format!("{p}/packages")),
+            "current_droplet": link(b, &format!("{p}/droplets/current")),
+            "droplets": link(b, &format!("{p}/droplets")),
+            "tasks": link(b, &format!("{p}/tasks")),
+            "start": link_method(b, &format!("{p}/actions/start"), "POST"),
+            "stop": link_method(b, &format!("{p}/actions/stop"), "POST"),
+            "clear_buildpack_cache": link_method(b, &format!("{p}/actions/clear_buildpack_cache"), "POST"),
+            "revisions": link(b, &format!("{p}/revisions")),
+            "deployed_revisions": link(b, &format!("{p}/revisions/deployed")),
+            "features": link(b, &format!("{p}/features")),
+        },
+    })
+}
+
+pub fn droplet_rel_json(b: &str, app_guid: &str, droplet_guid: Option<&str>) -> Value {
+    json!({
+        "data": droplet_guid.map(|g| json!({"guid": g})),
+        "links": {
+            "self": link(b, &format!("/v3/apps/{app_guid}/relationships/current_droplet")),
+            "related": link(b, &format!("/v3/apps/{app_guid}/droplets/current")),
+        },
+    })
+}
+
+pub fn env_vars_json(b: &str, app: &App) -> Value {
+    json!({
+        "var": app.environment_variables,
+        "links": {
+            "self": link(b, &format!("/v3/apps/{}/environment_variables", app.guid)),
+            "app": link(b, &format!("/v3/apps/{}", app.guid)),
+        },
+    })
+}
+
+pub fn health_check_json(p: &Process) -> Value {
+    let mut data = json!({
+        "timeout": p.health_check_timeout,
+        "invocation_timeout": p.health_check_invocation_timeout,
+    });
+    if p.health_check_type == "http" {
+        data["endpoint"] = json!(
+            p.health_check_endpoint
+                .clone()
+                .unwrap_or_else(|| "/".into())
+        );
+    }
+    json!({"type": p.health_check_type, "data": data})
+}
+
+pub fn process_json(b: &str, app: &App, p: &Process) -> Value {
+    let path = format!("/v3/processes/{}", p.guid);
+    json!({
+        "guid": p.guid, "created_at": p.created_at, "updated_at": p.updated_at,
+        "version": p.version, "type": p.r#type, "command": p.command, "user": "vcap",
+        "instances": p.instances, "memory_in_mb": p.memory_in_mb, "disk_in_mb": p.disk_in_mb,
+        "log_rate_limit_in_bytes_per_second": -1,
+        "health_check": health_check_json(p),
+        "readiness_health_check": {"type": "process", "data": {"invocation_timeout": null, "interval": null}},
+        "relationships": {"app": {"data": {"guid": p.app_guid}}, "revision": null},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &path),
+            "scale": link_method(b, &format!("{path}/actions/scale"), "POST"),
+            "app": link(b, &format!("/v3/apps/{}", p.app_guid)),
+            "space": link(b, &format!("/v3/spaces/{}", app.space_guid)),
+            "stats": link(b, &format!("{path}/stats")),
+        },
+    })
+}
+
+/// `GET /v3/processes/:guid/stats`: one entry per desired instance, from
+/// the process's ActualLrps with Cloud Controller's state mapping. The one
+/// place instance stats are shaped (`usage` included).
+pub fn process_stats(p: &Process, actuals: &[ActualLrp], now_nanos: i64, now: &str) -> Value {
+    let instances = p.instances.max(0) as u32;
+    let down = |index: u32, details: Value| {
+        json!({"type": p.r#type, "index": index, "state": "DOWN", "routable": false, "uptime": 0,
+               "isolation_segment": null, "details": details})
+    };
+    let mut resources = Vec::new();
+    for index in 0..instances {
+        let Some(a) = actuals.iter().find(|a| a.key.index == index) else {
+            resources.push(down(index, Value::Null));
+            continue;
+        };
+        let (state, details) = match a.state {
+            ActualLrpState::Running => ("RUNNING", Value::Null),
+            ActualLrpState::Claimed => ("STARTING", Value::Null),
+            ActualLrpState::Unclaimed if !a.placement_error.is_empty() => {
+                resources.push(down(index, json!(a.placement_error)));
+                continue;
+            }
+            ActualLrpState::Unclaimed => ("STARTING", Value::Null),
+            ActualLrpState::Crashed => (
+                "CRASHED",
+                if a.crash_reason.is_empty() {
+                    Value::Null
+                } else {
+                    json!(a.crash_reason)
+                },
+            ),
+        };
+        let (host, ports) = match &a.net_info {
+            Some(n) => (
+                json!(n.address),
+                json!(
+                    n.ports
+                        .iter()
+                        .map(|m| json!({"external": m.host_port, "internal": m.container_port}))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            None => (json!(""), json!([])),
+        };
+        let uptime = if a.state == ActualLrpState::Running {
+            ((now_nanos - a.since).max(0) / 1_000_000_000) as u64
+        } else {
+            0
+        };
+        resources.push(json!({
+            "type": p.r#type, "index": index,
+            "instance_guid": a.instance_key.as_ref().map(|k| k.instance_guid.clone()).unwrap_or_default(),
+            "state": state, "routable": state == "RUNNING",
+            "host": host, "instance_internal_ip": host,
+            "instance_ports": ports,
+            "uptime": uptime,
+            "mem_quota": p.memory_in_mb * 1024 * 1024,
+            "disk_quota": p.disk_in_mb * 1024 * 1024,
+            "log_rate_limit": -1,
+            "fds_quota": 16384,
+            "isolation_segment": null,
+            "details": details,
+            "usage": {"time": now, "cpu": 0, "cpu_entitlement": 0, "mem": 0, "disk": 0, "log_rate": 0},
+        }));
+    }
+    json!({"resources": resources})
+}
+
+pub fn package_json(b: &str, p: &Package) -> Value {
+    let path = format!("/v3/packages/{}", p.guid);
+    json!({
+        "guid": p.guid, "created_at": p.created_at, "updated_at": p.updated_at,
+        "type": p.r#type,
+        "data": {"error": p.error, "checksum": {"type": "sha256", "value": p.sha256}},
+        "state": p.state,
+        "relationships": {"app": {"data": {"guid": p.app_guid}}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &path),
+            "upload": link_method(b, &format!("{path}/upload"), "POST"),
+            "download": link(b, &format!("{path}/download")),
+            "app": link(b, &format!("/v3/apps/{}", p.app_guid)),
+        },
+    })
+}
+
+pub fn build_json(b: &str, build: &Build) -> Value {
+    let staged = match (&build.droplet_guid, build.state) {
+        (Some(d), BuildState::Staged) => Some(d),
+        _ => None,
+    };
+    let mut links = json!({
+        "self": link(b, &format!("/v3/builds/{}", build.guid)),
+        "app": link(b, &format!("/v3/apps/{}", build.app_guid)),
+    });
+    if let Some(d) = staged {
+        links["droplet"] = link(b, &format!("/v3/droplets/{d}"));
+    }
+    json!({
+        "guid": build.guid, "created_at": build.created_at, "updated_at": build.updated_at,
+        "state": build.state,
+        "staging_memory_in_mb": build.staging_memory_in_mb,
+        "staging_disk_in_mb": build.staging_disk_in_mb,
+        "staging_log_rate_limit_bytes_per_second": -1,
+        "error": build.error,
+        "lifecycle": {"type": "buildpack", "data": {"buildpacks": build.buildpacks, "stack": build.stack}},
+        "package": {"guid": build.package_guid},
+        "droplet": staged.map(|d| json!({"guid": d})),
+        "created_by": {"guid": build.created_by_guid, "name": build.created_by_name, "email": build.created_by_email},
+        "relationships": {"app": {"data": {"guid": build.app_guid}}},
+        "metadata": metadata(),
+        "links": links,
+    })
+}
+
+pub fn droplet_json(b: &str, d: &Droplet) -> Value {
+    json!({
+        "guid": d.guid, "created_at": d.created_at, "updated_at": d.updated_at,
+        "state": d.state, "error": d.error,
+        "lifecycle": {"type": "buildpack", "data": {}},
+        "checksum": if d.state == DropletState::Staged { json!({"type": "sha256", "value": d.sha256}) } else { Value::Null },
+        "buildpacks": d.buildpacks,
+        "stack": d.stack, "image": null,
+        "execution_metadata": d.execution_metadata,
+        "process_types": d.process_types,
+        "relationships": {"app": {"data": {"guid": d.app_guid}}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &format!("/v3/droplets/{}", d.guid)),
+            "app": link(b, &format!("/v3/apps/{}", d.app_guid)),
+            "package": link(b, &format!("/v3/packages/{}", d.package_guid)),
+            "assign_current_droplet": link_method(b, &format!("/v3/apps/{}/relationships/current_droplet", d.app_guid), "PATCH"),
+            "download": link(b, &format!("/v3/droplets/{}/download", d.guid)),
+        },
+    })
+}
+
+/// `host.domain/path` of a route (no host on a bare domain).
+pub fn route_url(host: &str, domain: &str, path: &str) -> String {
+    if host.is_empty() {
+        format!("{domain}{path}")
+    } else {
+        format!("{host}.{domain}{path}")
+    }
+}
+
+pub fn destination_json(d: &Destination) -> Value {
+    json!({
+        "guid": d.guid,
+        "app": {"guid": d.app_guid, "process": {"type": d.process_type}},
+        "weight": null, "port": d.port, "protocol": d.protocol,
+        "created_at": d.created_at, "updated_at": d.updated_at,
+    })
+}
+
+pub fn route_json(b: &str, r: &Route, domain: &Domain, dests: &[Destination]) -> Value {
+    json!({
+        "guid": r.guid, "created_at": r.created_at, "updated_at": r.updated_at,
+        "protocol": "http", "host": r.host, "path": r.path, "port": null,
+        "url": route_url(&r.host, &domain.name, &r.path),
+        "destinations": dests.iter().map(destination_json).collect::<Vec<_>>(),
+        "metadata": metadata(),
+        "relationships": {
+            "space": {"data": {"guid": r.space_guid}},
+            "domain": {"data": {"guid": r.domain_guid}},
+        },
+        "links": {
+            "self": link(b, &format!("/v3/routes/{}", r.guid)),
+            "space": link(b, &format!("/v3/spaces/{}", r.space_guid)),
+            "destinations": link(b, &format!("/v3/routes/{}/destinations", r.guid)),
+            "domain": link(b, &format!("/v3/domains/{}", r.domain_guid)),
+        },
+    })
+}
+
+pub fn destinations_json(b: &str, route_guid: &str, dests: &[Destination]) -> Value {
+    json!({
+        "destinations": dests.iter().map(destination_json).collect::<Vec<_>>(),
+        "links": {
+            "self": link(b, &format!("/v3/routes/{route_guid}/destinations")),
+            "route": link(b, &format!("/v3/routes/{route_guid}")),
+        },
+    })
+}

@@ -1,0 +1,90 @@
+//! Request bodies streamed to scratch files under a size limit, and the
+//! blobstore keys of everything the API stores.
+
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult, Limit};
+use axum::body::Body;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// An app's build artifacts cache, CF's `buildpack_cache` blob.
+pub fn build_cache_key(app_guid: &str) -> String {
+    format!("buildpack_cache/{app_guid}")
+}
+
+pub fn droplet_key(droplet_guid: &str) -> String {
+    format!("droplets/{droplet_guid}")
+}
+
+pub fn package_key(package_guid: &str) -> String {
+    format!("packages/{package_guid}")
+}
+
+pub fn buildpack_key(buildpack_guid: &str) -> String {
+    format!("buildpacks/{buildpack_guid}")
+}
+
+/// A file of the resource cache, by its sha1.
+pub fn resource_key(sha1: &str) -> String {
+    format!("resources/{sha1}")
+}
+
+/// Streams a request body into a scratch file, returning its path and sha256.
+pub async fn body_to_scratch(
+    ctx: &Ctx,
+    body: Body,
+) -> ApiResult<(std::path::PathBuf, String, u64)> {
+    stream_to_scratch(ctx, body.into_data_stream(), None).await
+}
+
+/// Streams chunks into a scratch file, refusing more than `limit` bytes
+/// while streaming (nothing is kept on refusal); returns the file, its
+/// sha256 and size.
+pub async fn stream_to_scratch<S, E>(
+    ctx: &Ctx,
+    mut stream: S,
+    limit: Option<Limit>,
+) -> ApiResult<(std::path::PathBuf, String, u64)>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let path = ctx
+        .blobstore
+        .scratch_dir()
+        .join(format!("upload-{}", crate::util::new_guid()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| ApiError::io("creating a scratch file", e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+            size += chunk.len() as u64;
+            if let Some((max, too_large)) = limit
+                && size > max
+            {
+                return Err(too_large(max));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::io("writing a scratch file", e))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| ApiError::io("writing a scratch file", e))?;
+        Ok((hex::encode(hasher.finalize()), size))
+    }
+    .await;
+    match result {
+        Ok((sha, size)) => Ok((path, sha, size)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(e)
+        }
+    }
+}
