@@ -394,3 +394,180 @@ pub async fn shift_buildpacks_from<'e>(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_model::PackageState;
+
+    async fn ccdb(dir: &tempfile::TempDir) -> SqlitePool {
+        kiln_store::open_database(
+            &dir.path().join("ccdb.sqlite"),
+            &kiln_store::migrator(MIGRATIONS),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn package(pool: &SqlitePool, guid: &str, app: &str, state: PackageState) {
+        insert::<Package>(
+            pool,
+            vec![
+                ("guid", guid.into()),
+                ("app_guid", app.into()),
+                ("type", "bits".into()),
+                ("state", state.as_str().into()),
+                ("sha256", Val::Text(None)),
+                ("error", Val::Text(None)),
+                ("created_at", "2026-01-01T00:00:00Z".into()),
+                ("updated_at", "2026-01-01T00:00:00Z".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_state_moves_once_and_only_by_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ccdb(&dir).await;
+        package(&pool, "p", "a", PackageState::AwaitingUpload).await;
+        let (from, to) = (PackageState::AwaitingUpload, PackageState::ProcessingUpload);
+        assert!(
+            transition::<Package>(&pool, "p", from, to, vec![])
+                .await
+                .unwrap()
+        );
+        // The same move again finds the row moved: the second writer loses.
+        assert!(
+            !transition::<Package>(&pool, "p", from, to, vec![])
+                .await
+                .unwrap()
+        );
+        // An illegal move is refused before any write.
+        let illegal =
+            transition::<Package>(&pool, "p", to, PackageState::AwaitingUpload, vec![]).await;
+        assert!(
+            matches!(illegal, Err(ApiError::Transition(_))),
+            "{illegal:?}"
+        );
+        let moved = transition::<Package>(
+            &pool,
+            "p",
+            to,
+            PackageState::Ready,
+            vec![("sha256", "abc".into())],
+        )
+        .await
+        .unwrap();
+        assert!(moved);
+        let p = get::<Package>(&pool, "p").await.unwrap();
+        assert_eq!(p.state, PackageState::Ready);
+        assert_eq!(p.sha256.as_deref(), Some("abc"));
+        assert!(
+            !transition::<Package>(&pool, "gone", from, to, vec![])
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn lists_filter_in_sql_and_keep_creation_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ccdb(&dir).await;
+        for (guid, app, state) in [
+            ("p3", "a1", PackageState::Ready),
+            ("p1", "a2", PackageState::AwaitingUpload),
+            ("p2", "a1", PackageState::AwaitingUpload),
+        ] {
+            package(&pool, guid, app, state).await;
+        }
+        let guids = |rows: Vec<Package>| rows.into_iter().map(|p| p.guid).collect::<Vec<_>>();
+        assert_eq!(guids(all(&pool).await.unwrap()), ["p3", "p1", "p2"]);
+        let a1 = Cond::In("app_guid", vec!["a1".into()]);
+        let awaiting = Cond::In("state", vec!["AWAITING_UPLOAD".into()]);
+        assert_eq!(
+            guids(list(&pool, std::slice::from_ref(&a1)).await.unwrap()),
+            ["p3", "p2"]
+        );
+        assert_eq!(guids(list(&pool, &[a1, awaiting]).await.unwrap()), ["p2"]);
+        // An empty filter (`?guids=`) matches nothing, not everything.
+        let none = list::<Package>(&pool, &[Cond::In("guid", vec![])])
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        // A filter through another table: packages of apps in space s1.
+        for (guid, space) in [("a1", "s1"), ("a2", "s2")] {
+            insert::<App>(
+                &pool,
+                vec![
+                    ("guid", guid.into()),
+                    ("name", guid.into()),
+                    ("space_guid", space.into()),
+                    ("state", "STOPPED".into()),
+                    ("buildpacks", "[]".into()),
+                    ("stack", "s".into()),
+                    ("environment_variables", "{}".into()),
+                    ("created_at", "2026-01-01T00:00:00Z".into()),
+                    ("updated_at", "2026-01-01T00:00:00Z".into()),
+                ],
+            )
+            .await
+            .unwrap();
+        }
+        let in_s1 = Cond::Via {
+            column: "app_guid",
+            table: "apps",
+            pick: "guid",
+            by: "space_guid",
+            values: vec!["s1".into()],
+        };
+        assert_eq!(guids(list(&pool, &[in_s1]).await.unwrap()), ["p3", "p2"]);
+    }
+
+    #[tokio::test]
+    async fn unique_rows_are_taken_or_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ccdb(&dir).await;
+        let org = |guid: &str| {
+            vec![
+                ("guid", Val::from(guid)),
+                ("name", "kiln".into()),
+                ("created_at", "t".into()),
+                ("updated_at", "t".into()),
+            ]
+        };
+        assert!(
+            insert_if_absent::<Organization>(&pool, org("o1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !insert_if_absent::<Organization>(&pool, org("o2"))
+                .await
+                .unwrap()
+        );
+        let again = insert::<Organization>(&pool, org("o3")).await;
+        let taken = unique_or_taken(again, || "taken".into()).unwrap_err();
+        assert!(taken.to_string().contains("taken"), "{taken}");
+        assert_eq!(count::<Organization>(&pool).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stored_state_is_a_decode_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ccdb(&dir).await;
+        package(&pool, "p", "a", PackageState::Ready).await;
+        update_where::<Package>(&pool, "guid", "p", vec![("type", "bits".into())])
+            .await
+            .unwrap();
+        sqlx::query("UPDATE packages SET state = 'MELTED'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert!(matches!(
+            get::<Package>(&pool, "p").await,
+            Err(ApiError::Database(sqlx::Error::Decode(_)))
+        ));
+    }
+}

@@ -1,0 +1,294 @@
+//! Requests handed straight to `Api::router()` with `oneshot`: no port, no
+//! server task, no background loops (axum's `examples/testing`). For what
+//! needs only the router: discovery, tokens, authentication errors.
+
+use super::{PASSWORD, STACK, error_of};
+use axum::body::Body;
+use http::{Request, StatusCode, header};
+use kiln_api::{Api, ApiConfig, ApiDeps};
+use kiln_bbs::Bbs;
+use kiln_store::FsBlobstore;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// Links only: nothing is ever sent to this address.
+const BASE: &str = "http://127.0.0.1:9022";
+
+async fn router(dir: &Path) -> axum::Router {
+    let bbs = Bbs::open(&dir.join("bbs.sqlite")).await.unwrap();
+    let blobstore = Arc::new(FsBlobstore::new(dir.join("blobs")).await.unwrap());
+    let api = Api::open(
+        ApiConfig {
+            data_dir: dir.join("api"),
+            external_url: BASE.into(),
+            domain: "localhost".into(),
+            stack: STACK.into(),
+            admin_password: Some(PASSWORD.into()),
+            max_package_bytes: 1 << 20,
+            staging_timeout_ms: 60_000,
+        },
+        ApiDeps {
+            bbs: Arc::new(bbs),
+            blobstore,
+            logs: Arc::new(kiln_logs::LogStore::default()),
+        },
+    )
+    .await
+    .unwrap();
+    api.router()
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+async fn call(router: &axum::Router, req: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(path: &str, auth: Option<&str>) -> Request<Body> {
+    let mut req = Request::get(path);
+    if let Some(auth) = auth {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
+    req.body(Body::empty()).unwrap()
+}
+
+/// `POST /oauth/token` with a form body and optional HTTP Basic client.
+fn token_request(form: &str, basic: Option<&str>) -> Request<Body> {
+    use base64::Engine;
+    let mut req = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(credentials) = basic {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+        req = req.header(header::AUTHORIZATION, format!("Basic {encoded}"));
+    }
+    req.body(Body::from(form.to_string())).unwrap()
+}
+
+fn password_grant(password: &str) -> String {
+    format!("grant_type=password&username=admin&password={password}&scope=")
+}
+
+#[tokio::test]
+async fn discovery_tokens_and_auth_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = router(dir.path()).await;
+
+    let root = call(&api, get("/", None)).await;
+    assert!(root.headers.contains_key("x-vcap-request-id"));
+    let links = &root.body["links"];
+    assert_eq!(links["cloud_controller_v3"]["href"], format!("{BASE}/v3"));
+    assert_eq!(links["cloud_controller_v3"]["meta"]["version"], "3.180.0");
+    for k in ["login", "uaa", "log_cache", "self"] {
+        assert_eq!(links[k]["href"], BASE, "{k}");
+    }
+    for k in [
+        "network_policy_v1",
+        "logging",
+        "app_ssh",
+        "credhub",
+        "routing",
+    ] {
+        assert!(links[k].is_null(), "{k}");
+    }
+    assert_eq!(call(&api, get("/v3/info", None)).await.body["name"], "kiln");
+    let login = call(&api, get("/login", None)).await;
+    assert_eq!(login.body["prompts"]["password"][0], "password");
+
+    // Token contents.
+    let tokens = call(&api, token_request(&password_grant(PASSWORD), Some("cf:"))).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.body);
+    let tokens = tokens.body;
+    assert_eq!(tokens["token_type"], "bearer");
+    assert_eq!(tokens["expires_in"], 1199);
+    let access = tokens["access_token"].as_str().unwrap();
+    let payload = access.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["user_name"], "admin");
+    assert_eq!(claims["origin"], "uaa");
+    assert!(
+        claims["user_id"].is_string() && claims["exp"].is_number() && claims["scope"].is_array()
+    );
+
+    // Bad password.
+    let bad = call(&api, token_request(&password_grant("wrong"), Some("cf:"))).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        bad.body,
+        json!({"error": "unauthorized", "error_description": "Bad credentials"})
+    );
+
+    // Refresh grant (no client credentials at all), and a refresh token is
+    // not an access token.
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let form = format!("grant_type=refresh_token&refresh_token={refresh}");
+    assert_eq!(
+        call(&api, token_request(&form, None)).await.status,
+        StatusCode::OK
+    );
+    let r = call(&api, get("/v3/apps", Some(&format!("bearer {refresh}")))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_of(&r.body).0, 1000);
+
+    // Missing and invalid tokens.
+    let r = call(&api, get("/v3/apps", None)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        error_of(&r.body),
+        (
+            10002,
+            "CF-NotAuthenticated".into(),
+            "Authentication error".into()
+        )
+    );
+    let r = call(&api, get("/v3/apps", Some("bearer nope"))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        error_of(&r.body),
+        (
+            1000,
+            "CF-InvalidAuthToken".into(),
+            "Invalid Auth Token".into()
+        )
+    );
+    // Scheme is case-insensitive.
+    let bearer = format!("Bearer {access}");
+    let r = call(&api, get("/v3/apps", Some(&bearer))).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Only the `cf` client with an empty secret.
+    let r = call(
+        &api,
+        token_request(&password_grant(PASSWORD), Some("other:x")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.body["error"], "invalid_client");
+
+    // A known path with a method CC does not route is an unknown request.
+    let put = Request::put("/v3/apps")
+        .header(header::AUTHORIZATION, &bearer)
+        .body(Body::empty())
+        .unwrap();
+    let r = call(&api, put).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&r.body).1, "CF-NotFound");
+
+    // Unknown route, and a trailing slash.
+    let r = call(&api, get("/v3/nonsense", Some(&bearer))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        error_of(&r.body),
+        (10000, "CF-NotFound".into(), "Unknown request".into())
+    );
+    let r = call(&api, get("/v3/deployments/?app_guids=x", Some(&bearer))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let stacks = call(&api, get("/v3/stacks", Some(&bearer))).await.body;
+    assert_eq!(stacks["resources"][0]["name"], STACK);
+    assert_eq!(stacks["resources"][0]["default"], true);
+    let domains = call(&api, get("/v3/domains?names=localhost", Some(&bearer))).await;
+    assert_eq!(domains.body["pagination"]["total_results"], 1);
+
+    // Log cache.
+    let info = call(&api, get("/api/v1/info", None)).await;
+    assert_eq!(info.body["version"], "3.0.0");
+    let read = "/api/v1/read/nobody?start_time=-6795364578871345152&envelope_types=LOG";
+    let logs = call(&api, get(read, Some(&bearer))).await;
+    assert_eq!(logs.status, StatusCode::OK);
+    assert_eq!(logs.body, json!({"envelopes": {"batch": []}}));
+}
+
+#[tokio::test]
+async fn list_filters_select_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = router(dir.path()).await;
+    let tokens = call(&api, token_request(&password_grant(PASSWORD), Some("cf:"))).await;
+    let bearer = format!("bearer {}", tokens.body["access_token"].as_str().unwrap());
+    let json_post = |path: &str, body: Value| {
+        Request::post(path)
+            .header(header::AUTHORIZATION, &bearer)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let orgs = call(&api, get("/v3/organizations?names=kiln", Some(&bearer))).await;
+    let org = orgs.body["resources"][0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spaces = call(&api, get("/v3/spaces?names=dev", Some(&bearer))).await;
+    let space = spaces.body["resources"][0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut apps = Vec::new();
+    for name in ["a", "b", "c"] {
+        let body = json!({"name": name, "relationships": {"space": {"data": {"guid": space}}}});
+        let created = call(&api, json_post("/v3/apps", body)).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        apps.push(created.body["guid"].as_str().unwrap().to_string());
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let q = |query: String| get(&format!("/v3/apps?{query}"), Some(&bearer));
+    let all = call(&api, q(format!("organization_guids={org}")))
+        .await
+        .body;
+    assert_eq!(names(&all), ["a", "b", "c"]);
+    assert_eq!(all["pagination"]["total_results"], 3);
+    let two = call(&api, q(format!("names=c,a&space_guids={space}")))
+        .await
+        .body;
+    assert_eq!(names(&two), ["a", "c"]);
+    assert_eq!(two["pagination"]["total_results"], 2);
+    let none = call(&api, q("organization_guids=elsewhere".into()))
+        .await
+        .body;
+    assert_eq!(none["pagination"]["total_results"], 0);
+    let empty = call(&api, q("names=".into())).await.body;
+    assert_eq!(empty["pagination"]["total_results"], 0);
+    // Processes by the space of their app: one web process per app.
+    let web = call(
+        &api,
+        get(
+            &format!("/v3/processes?space_guids={space}&app_guids={}", apps[1]),
+            Some(&bearer),
+        ),
+    )
+    .await
+    .body;
+    assert_eq!(web["pagination"]["total_results"], 1);
+    assert_eq!(web["resources"][0]["type"], "web");
+    assert_eq!(
+        web["resources"][0]["relationships"]["app"]["data"]["guid"],
+        apps[1]
+    );
+}
