@@ -127,8 +127,16 @@ fn router(ctx: Shared) -> Router {
 
     let v3 = Router::new()
         // orgs, spaces, domains, stacks, jobs
-        .route("/v3/organizations", get(catalog::list_orgs))
-        .route("/v3/organizations/{guid}", get(catalog::get_org))
+        .route(
+            "/v3/organizations",
+            get(catalog::list_orgs).post(catalog::create_org),
+        )
+        .route(
+            "/v3/organizations/{guid}",
+            get(catalog::get_org)
+                .patch(catalog::update_org)
+                .delete(catalog::delete_org),
+        )
         .route(
             "/v3/organizations/{guid}/domains",
             get(catalog::org_domains),
@@ -137,8 +145,16 @@ fn router(ctx: Shared) -> Router {
             "/v3/organizations/{guid}/domains/default",
             get(catalog::org_default_domain),
         )
-        .route("/v3/spaces", get(catalog::list_spaces))
-        .route("/v3/spaces/{guid}", get(catalog::get_space))
+        .route(
+            "/v3/spaces",
+            get(catalog::list_spaces).post(catalog::create_space),
+        )
+        .route(
+            "/v3/spaces/{guid}",
+            get(catalog::get_space)
+                .patch(catalog::update_space)
+                .delete(catalog::delete_space),
+        )
         .route("/v3/spaces/{guid}/manifest_diff", post(manifest::diff))
         .route(
             "/v3/spaces/{guid}/actions/apply_manifest",

@@ -78,7 +78,7 @@ pub fn info(b: &str) -> Value {
 pub fn org_json(b: &str, o: &Organization) -> Value {
     json!({
         "guid": o.guid, "created_at": o.created_at, "updated_at": o.updated_at,
-        "name": o.name, "suspended": false,
+        "name": o.name, "suspended": o.suspended,
         "relationships": {"quota": {"data": null}},
         "metadata": metadata(),
         "links": {
@@ -92,7 +92,7 @@ pub fn org_json(b: &str, o: &Organization) -> Value {
 pub fn space_json(b: &str, s: &Space) -> Value {
     json!({
         "guid": s.guid, "created_at": s.created_at, "updated_at": s.updated_at,
-        "name": s.name, "suspended": false,
+        "name": s.name, "suspended": s.suspended,
         "relationships": {
             "organization": {"data": {"guid": s.organization_guid}},
             "quota": {"data": null},

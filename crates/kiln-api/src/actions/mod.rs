@@ -13,3 +13,4 @@ pub mod manifest;
 pub mod packages;
 pub mod processes;
 pub mod routes;
+pub mod spaces;

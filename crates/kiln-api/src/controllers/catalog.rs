@@ -1,14 +1,18 @@
 //! The platform's fixed furniture: the root and info documents,
 //! organizations, spaces, domains, stacks and jobs.
 
-use super::list_of;
+use super::{accepted, list_of};
+use crate::actions;
 use crate::context::Shared;
 use crate::error::ApiResult;
 use crate::fetchers;
+use crate::messages::{CreateOrganization, CreateSpace, UpdateNamed};
 use crate::presenters as p;
-use crate::web::{ListParams, paginate};
+use crate::web::{CfJson, ListParams, paginate};
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 pub async fn root(State(ctx): State<Shared>) -> Json<Value> {
@@ -40,6 +44,34 @@ pub async fn get_org(
 ) -> ApiResult<Json<Value>> {
     let o = fetchers::one(&ctx, &guid).await?;
     Ok(Json(p::org_json(&ctx.base, &o)))
+}
+
+pub async fn create_org(
+    State(ctx): State<Shared>,
+    CfJson(msg): CfJson<CreateOrganization>,
+) -> ApiResult<Response> {
+    let o = actions::spaces::create_org(&ctx, msg).await?;
+    Ok((StatusCode::CREATED, Json(p::org_json(&ctx.base, &o))).into_response())
+}
+
+pub async fn update_org(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    CfJson(msg): CfJson<UpdateNamed>,
+) -> ApiResult<Json<Value>> {
+    let o = actions::spaces::update_org(&ctx, &guid, msg).await?;
+    Ok(Json(p::org_json(&ctx.base, &o)))
+}
+
+/// `DELETE /v3/organizations/:guid`: the org with its spaces, done before
+/// answering; the job is recorded finished.
+pub async fn delete_org(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Response> {
+    actions::spaces::delete_org(&ctx, &guid).await?;
+    let job = actions::jobs::completed(&ctx, "organization.delete", "organization", &guid).await?;
+    Ok(accepted(&ctx.base, &job))
 }
 
 pub async fn org_domains(
@@ -75,6 +107,33 @@ pub async fn get_space(
 ) -> ApiResult<Json<Value>> {
     let s = fetchers::one(&ctx, &guid).await?;
     Ok(Json(p::space_json(&ctx.base, &s)))
+}
+
+pub async fn create_space(
+    State(ctx): State<Shared>,
+    CfJson(msg): CfJson<CreateSpace>,
+) -> ApiResult<Response> {
+    let s = actions::spaces::create_space(&ctx, msg).await?;
+    Ok((StatusCode::CREATED, Json(p::space_json(&ctx.base, &s))).into_response())
+}
+
+pub async fn update_space(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    CfJson(msg): CfJson<UpdateNamed>,
+) -> ApiResult<Json<Value>> {
+    let s = actions::spaces::update_space(&ctx, &guid, msg).await?;
+    Ok(Json(p::space_json(&ctx.base, &s)))
+}
+
+/// `DELETE /v3/spaces/:guid`: the space with its apps and routes.
+pub async fn delete_space(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+) -> ApiResult<Response> {
+    actions::spaces::delete_space(&ctx, &guid).await?;
+    let job = actions::jobs::completed(&ctx, "space.delete", "space", &guid).await?;
+    Ok(accepted(&ctx.base, &job))
 }
 
 pub async fn list_domains(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {

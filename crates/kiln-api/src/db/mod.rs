@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "creation order column",
         include_str!("../../migrations/0002_seq.sql"),
     ),
+    (
+        3,
+        "suspended orgs and spaces",
+        include_str!("../../migrations/0003_suspended.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

@@ -103,10 +103,11 @@ record!(User, "users", "User" {
     guid: str, username: str, email: str, password_hash: str, created_at: str,
 });
 record!(Organization, "organizations", "Organization" {
-    guid: str, name: str, created_at: str, updated_at: str,
+    guid: str, name: str, suspended: bool, created_at: str, updated_at: str,
 });
 record!(Space, "spaces", "Space" {
-    guid: str, name: str, organization_guid: str, created_at: str, updated_at: str,
+    guid: str, name: str, organization_guid: str, suspended: bool, created_at: str,
+    updated_at: str,
 });
 record!(Domain, "domains", "Domain" {
     guid: str, name: str, created_at: str, updated_at: str,

@@ -439,3 +439,67 @@ impl CreateBuildpack {
         Ok(())
     }
 }
+
+/// Cloud Controller's checks on an org or space name.
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("Name can't be blank"));
+    }
+    if name.chars().count() > 255 {
+        return Err(ApiError::unprocessable(
+            "Name is too long (maximum is 255 characters)",
+        ));
+    }
+    // CC's name format is printable characters only.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "Name must not contain escaped characters",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganization {
+    pub name: String,
+    #[serde(default)]
+    pub suspended: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// `PATCH /v3/organizations/:guid` and `PATCH /v3/spaces/:guid`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNamed {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub suspended: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl UpdateNamed {
+    pub fn validate(&self) -> ApiResult<()> {
+        self.name.as_deref().map_or(Ok(()), validate_name)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationRelationship {
+    pub organization: ToOne,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSpace {
+    pub name: String,
+    pub relationships: OrganizationRelationship,
+    #[serde(default)]
+    pub suspended: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}

@@ -292,3 +292,231 @@ async fn list_filters_select_in_the_database() {
         apps[1]
     );
 }
+
+/// A logged-in admin talking to a router.
+struct Admin {
+    api: axum::Router,
+    bearer: String,
+}
+
+impl Admin {
+    async fn new(dir: &Path) -> Admin {
+        let api = router(dir).await;
+        let tokens = call(&api, token_request(&password_grant(PASSWORD), Some("cf:"))).await;
+        let bearer = format!("bearer {}", tokens.body["access_token"].as_str().unwrap());
+        Admin { api, bearer }
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, &self.bearer)
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        call(&self.api, req.body(body).unwrap()).await
+    }
+
+    /// Follows a 202's job and expects it COMPLETE.
+    async fn job_completes(&self, answer: &Answer) {
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        let location = answer.headers[header::LOCATION].to_str().unwrap();
+        let path = location.strip_prefix(BASE).unwrap();
+        let job = self.send("GET", path, None).await;
+        assert_eq!(job.body["state"], "COMPLETE", "{}", job.body);
+    }
+}
+
+fn unprocessable(answer: &Answer) -> String {
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.body
+    );
+    let (code, title, detail) = error_of(&answer.body);
+    assert_eq!((code, title.as_str()), (10008, "CF-UnprocessableEntity"));
+    detail
+}
+
+#[tokio::test]
+async fn orgs_and_spaces_are_created_renamed_and_deleted_with_cf_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Admin::new(dir.path()).await;
+
+    // Create an org; its name is unique.
+    let org = admin
+        .send("POST", "/v3/organizations", Some(json!({"name": "team"})))
+        .await;
+    assert_eq!(org.status, StatusCode::CREATED, "{}", org.body);
+    assert_eq!(org.body["name"], "team");
+    assert_eq!(org.body["suspended"], false);
+    let org_guid = org.body["guid"].as_str().unwrap().to_string();
+    let again = admin
+        .send("POST", "/v3/organizations", Some(json!({"name": "team"})))
+        .await;
+    assert_eq!(unprocessable(&again), "Organization 'team' already exists.");
+    for (body, detail) in [
+        (json!({"name": ""}), "Name can't be blank"),
+        (
+            json!({"name": "x".repeat(256)}),
+            "Name is too long (maximum is 255 characters)",
+        ),
+        (
+            json!({"name": "a\tb"}),
+            "Name must not contain escaped characters",
+        ),
+        (
+            json!({"name": "t", "color": "red"}),
+            "Unknown field(s): 'color'",
+        ),
+    ] {
+        let refused = admin.send("POST", "/v3/organizations", Some(body)).await;
+        assert_eq!(unprocessable(&refused), detail);
+    }
+    let orgs = admin.send("GET", "/v3/organizations", None).await.body;
+    assert_eq!(
+        orgs["pagination"]["total_results"], 2,
+        "nothing refused was kept"
+    );
+
+    // Spaces: unique per org, in an org that exists.
+    let space_body = |name: &str, org: &str| json!({"name": name, "relationships": {"organization": {"data": {"guid": org}}}});
+    let space = admin
+        .send("POST", "/v3/spaces", Some(space_body("dev", &org_guid)))
+        .await;
+    assert_eq!(space.status, StatusCode::CREATED, "{}", space.body);
+    assert_eq!(
+        space.body["relationships"]["organization"]["data"]["guid"],
+        org_guid
+    );
+    let space_guid = space.body["guid"].as_str().unwrap().to_string();
+    let dup = admin
+        .send("POST", "/v3/spaces", Some(space_body("dev", &org_guid)))
+        .await;
+    assert_eq!(unprocessable(&dup), "Name must be unique per organization");
+    let nowhere = admin
+        .send("POST", "/v3/spaces", Some(space_body("x", "no-such-org")))
+        .await;
+    assert_eq!(
+        unprocessable(&nowhere),
+        "Invalid organization. Ensure the organization exists and you have access to it."
+    );
+    let other = admin
+        .send("POST", "/v3/spaces", Some(space_body("prod", &org_guid)))
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED);
+
+    // Renames, and their conflicts.
+    let renamed = admin
+        .send(
+            "PATCH",
+            &format!("/v3/spaces/{space_guid}"),
+            Some(json!({"name": "staging"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    assert_eq!(renamed.body["name"], "staging");
+    let clash = admin
+        .send(
+            "PATCH",
+            &format!("/v3/spaces/{space_guid}"),
+            Some(json!({"name": "prod"})),
+        )
+        .await;
+    assert_eq!(
+        unprocessable(&clash),
+        "Organization 'team' already contains a space with name 'prod'."
+    );
+    let taken = admin
+        .send(
+            "PATCH",
+            &format!("/v3/organizations/{org_guid}"),
+            Some(json!({"name": "kiln"})),
+        )
+        .await;
+    assert_eq!(
+        unprocessable(&taken),
+        "Organization name 'kiln' is already taken."
+    );
+    let suspended = admin
+        .send(
+            "PATCH",
+            &format!("/v3/organizations/{org_guid}"),
+            Some(json!({"name": "team2", "suspended": true})),
+        )
+        .await;
+    assert_eq!(suspended.body["name"], "team2");
+    assert_eq!(suspended.body["suspended"], true);
+    let missing = admin
+        .send("PATCH", "/v3/spaces/nope", Some(json!({"name": "a"})))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&missing.body).2, "Space not found");
+
+    // Deleting a space deletes its apps and routes.
+    let app = admin
+        .send(
+            "POST",
+            "/v3/apps",
+            Some(
+                json!({"name": "web", "relationships": {"space": {"data": {"guid": space_guid}}}}),
+            ),
+        )
+        .await;
+    assert_eq!(app.status, StatusCode::CREATED, "{}", app.body);
+    let app_guid = app.body["guid"].as_str().unwrap().to_string();
+    let domains = admin.send("GET", "/v3/domains", None).await.body;
+    let domain = domains["resources"][0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let route = admin
+        .send(
+            "POST",
+            "/v3/routes",
+            Some(json!({"host": "web", "relationships": {
+                "space": {"data": {"guid": space_guid}},
+                "domain": {"data": {"guid": domain}},
+            }})),
+        )
+        .await;
+    assert_eq!(route.status, StatusCode::CREATED, "{}", route.body);
+    let deleted = admin
+        .send("DELETE", &format!("/v3/spaces/{space_guid}"), None)
+        .await;
+    admin.job_completes(&deleted).await;
+    for gone in [
+        format!("/v3/spaces/{space_guid}"),
+        format!("/v3/apps/{app_guid}"),
+        format!("/v3/routes/{}", route.body["guid"].as_str().unwrap()),
+    ] {
+        assert_eq!(
+            admin.send("GET", &gone, None).await.status,
+            StatusCode::NOT_FOUND,
+            "{gone}"
+        );
+    }
+
+    // Deleting the org deletes the spaces left in it.
+    let deleted = admin
+        .send("DELETE", &format!("/v3/organizations/{org_guid}"), None)
+        .await;
+    admin.job_completes(&deleted).await;
+    let left = admin
+        .send(
+            "GET",
+            &format!("/v3/spaces?organization_guids={org_guid}"),
+            None,
+        )
+        .await;
+    assert_eq!(left.body["pagination"]["total_results"], 0);
+    let gone = admin
+        .send("GET", &format!("/v3/organizations/{org_guid}"), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let again = admin
+        .send("DELETE", &format!("/v3/organizations/{org_guid}"), None)
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,131 @@
+//! Organization and space actions: create, rename (and suspend), and
+//! delete with everything they contain, with Cloud Controller's rules and
+//! error texts (`organization_create.rb`, `space_create.rb`,
+//! `organization_update.rb`, `space_update.rb`, `space_delete.rb`).
+
+use super::{apps, routes};
+use crate::context::Ctx;
+use crate::db::{self, App, Organization, Route, Space, Val};
+use crate::error::{ApiError, ApiResult};
+use crate::messages::{CreateOrganization, CreateSpace, UpdateNamed, validate_name};
+use crate::util;
+
+pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organization> {
+    let _ = &msg.metadata;
+    validate_name(&msg.name)?;
+    let guid = util::new_guid();
+    let now = util::now();
+    let inserted = db::insert::<Organization>(
+        &ctx.pool,
+        vec![
+            ("guid", guid.as_str().into()),
+            ("name", msg.name.as_str().into()),
+            ("suspended", msg.suspended.unwrap_or(false).into()),
+            ("created_at", now.as_str().into()),
+            ("updated_at", now.into()),
+        ],
+    )
+    .await;
+    db::unique_or_taken(inserted, || {
+        format!("Organization '{}' already exists.", msg.name)
+    })?;
+    tracing::info!(org_guid = %guid, name = %msg.name, "organization created");
+    db::get::<Organization>(&ctx.pool, &guid).await
+}
+
+fn named_sets(msg: &UpdateNamed) -> Vec<(&'static str, Val)> {
+    let mut sets = Vec::new();
+    if let Some(name) = &msg.name {
+        sets.push(("name", name.as_str().into()));
+    }
+    if let Some(suspended) = msg.suspended {
+        sets.push(("suspended", suspended.into()));
+    }
+    sets
+}
+
+pub async fn update_org(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<Organization> {
+    let _ = &msg.metadata;
+    db::get::<Organization>(&ctx.pool, guid).await?;
+    msg.validate()?;
+    let updated = db::update::<Organization>(&ctx.pool, guid, named_sets(&msg)).await;
+    db::unique_or_taken(updated, || {
+        format!(
+            "Organization name '{}' is already taken.",
+            msg.name.clone().unwrap_or_default()
+        )
+    })?;
+    db::get::<Organization>(&ctx.pool, guid).await
+}
+
+/// Deletes an organization and every space in it.
+pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
+    let org = db::get::<Organization>(&ctx.pool, guid).await?;
+    for space in db::where_eq::<Space>(&ctx.pool, "organization_guid", guid).await? {
+        delete_space(ctx, &space.guid).await?;
+    }
+    db::delete_where::<Organization>(&ctx.pool, "guid", guid).await?;
+    tracing::info!(org_guid = %guid, name = %org.name, "organization deleted");
+    Ok(())
+}
+
+pub async fn create_space(ctx: &Ctx, msg: CreateSpace) -> ApiResult<Space> {
+    let _ = &msg.metadata;
+    validate_name(&msg.name)?;
+    let org_guid = msg.relationships.organization.data.guid;
+    db::find::<Organization>(&ctx.pool, &org_guid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "Invalid organization. Ensure the organization exists and you have access to it.",
+            )
+        })?;
+    let guid = util::new_guid();
+    let now = util::now();
+    let inserted = db::insert::<Space>(
+        &ctx.pool,
+        vec![
+            ("guid", guid.as_str().into()),
+            ("name", msg.name.as_str().into()),
+            ("organization_guid", org_guid.into()),
+            ("suspended", msg.suspended.unwrap_or(false).into()),
+            ("created_at", now.as_str().into()),
+            ("updated_at", now.into()),
+        ],
+    )
+    .await;
+    db::unique_or_taken(inserted, || "Name must be unique per organization".into())?;
+    tracing::info!(space_guid = %guid, name = %msg.name, "space created");
+    db::get::<Space>(&ctx.pool, &guid).await
+}
+
+pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<Space> {
+    let _ = &msg.metadata;
+    let space = db::get::<Space>(&ctx.pool, guid).await?;
+    msg.validate()?;
+    let org = db::get::<Organization>(&ctx.pool, &space.organization_guid).await?;
+    let updated = db::update::<Space>(&ctx.pool, guid, named_sets(&msg)).await;
+    db::unique_or_taken(updated, || {
+        format!(
+            "Organization '{}' already contains a space with name '{}'.",
+            org.name,
+            msg.name.clone().unwrap_or_default()
+        )
+    })?;
+    db::get::<Space>(&ctx.pool, guid).await
+}
+
+/// Deletes a space with its apps (their processes, packages, droplets,
+/// DesiredLrps) and routes.
+pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
+    let space = db::get::<Space>(&ctx.pool, guid).await?;
+    for app in db::where_eq::<App>(&ctx.pool, "space_guid", guid).await? {
+        apps::delete(ctx, &app.guid).await?;
+    }
+    for route in db::where_eq::<Route>(&ctx.pool, "space_guid", guid).await? {
+        routes::delete(ctx, &route.guid).await?;
+    }
+    db::delete_where::<Space>(&ctx.pool, "guid", guid).await?;
+    tracing::info!(space_guid = %guid, name = %space.name, "space deleted");
+    Ok(())
+}
