@@ -101,10 +101,12 @@ pub async fn upload(
         .blobstore
         .put_file(&buildpack_key(&bp.guid), &path)
         .await?;
+    // Read again: another upload may have made it READY meanwhile.
+    let current = db::get::<Buildpack>(&ctx.pool, &bp.guid).await?;
     db::transition::<Buildpack>(
         &ctx.pool,
         &bp.guid,
-        bp.state,
+        current.state,
         BuildpackState::Ready,
         vec![
             ("sha256", info.sha256.as_str().into()),

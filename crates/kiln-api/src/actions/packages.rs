@@ -15,7 +15,7 @@ use kiln_model::PackageState;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
     let _ = (&msg.data, &msg.metadata);
@@ -79,68 +79,95 @@ pub async fn uploadable(ctx: &Ctx, guid: &str) -> ApiResult<Package> {
     Ok(package)
 }
 
+/// `POST /v3/packages/:guid/upload` after the body was read (`read`: the
+/// parsed `resources`; `bits`: the zip's scratch file). Everything is
+/// checked and the final zip assembled before the package changes state, so
+/// a refused upload leaves the package as it was; then AWAITING_UPLOAD →
+/// PROCESSING_UPLOAD is claimed (one concurrent upload wins) → READY.
 pub async fn upload(
     ctx: &Ctx,
     package: Package,
     read: ApiResult<Option<Value>>,
     bits: Option<PathBuf>,
 ) -> ApiResult<Package> {
-    let (guid, from) = (package.guid.clone(), package.state);
-    let assembled = async {
-        let resources_json = read?;
-        if bits.is_none() && resources_json.is_none() {
-            return Err(ApiError::unprocessable(
-                "Upload must include either resources or bits",
-            ));
-        }
-        let entries = resources_json
-            .as_ref()
-            .map(parse_resources)
-            .transpose()?
-            .unwrap_or_default();
-        let mut opened = Vec::new();
-        for r in entries {
-            if r.path.is_empty() {
-                return Err(ApiError::package_invalid("a resource has no path"));
-            }
-            if let Some(why) = unsafe_path(&r.path) {
-                return Err(ApiError::package_invalid(why));
-            }
-            match ctx.blobstore.open(&resource_key(&r.sha1)).await {
-                Ok(f) => {
-                    let size = f
-                        .metadata()
-                        .await
-                        .map_err(|e| ApiError::io("reading a cached resource", e))?
-                        .len();
-                    opened.push((r, f.into_std().await, size));
-                }
-                Err(kiln_store::StoreError::BlobNotFound { .. }) => {
-                    return Err(ApiError::package_invalid(format!(
-                        "resource {:?} ({}) is not in the resource cache",
-                        r.path, r.sha1
-                    )));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let scratch = ctx.blobstore.scratch_dir().to_path_buf();
-        let bits_for_assembly = bits.clone();
-        let max = ctx.config.max_package_bytes;
-        tokio::task::spawn_blocking(move || assemble(scratch, bits_for_assembly, opened, max))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| match e {
-                AssembleError::TooLarge => {
-                    ApiError::package_too_large(StatusCode::UNPROCESSABLE_ENTITY, max)
-                }
-                AssembleError::Invalid(why) => ApiError::package_invalid(why),
-            })
-    }
-    .await;
+    let assembled = check_and_assemble(ctx, read, &bits).await;
     remove_scratch(&bits);
     let assembled = assembled?;
-    for (sha1, path) in assembled.cache {
+    cache_resources(ctx, assembled.cache).await?;
+    claim_and_store(ctx, &package, &assembled.zip_path).await?;
+    db::get::<Package>(&ctx.pool, &package.guid).await
+}
+
+/// Phase 1: the resources listed are safe paths the cache holds; the zip
+/// and those resources are assembled into the package (blocking IO).
+async fn check_and_assemble(
+    ctx: &Ctx,
+    read: ApiResult<Option<Value>>,
+    bits: &Option<PathBuf>,
+) -> ApiResult<Assembled> {
+    let resources_json = read?;
+    if bits.is_none() && resources_json.is_none() {
+        return Err(ApiError::unprocessable(
+            "Upload must include either resources or bits",
+        ));
+    }
+    let entries = resources_json
+        .as_ref()
+        .map(parse_resources)
+        .transpose()?
+        .unwrap_or_default();
+    let opened = open_cached(ctx, entries).await?;
+    let scratch = ctx.blobstore.scratch_dir().to_path_buf();
+    let bits = bits.clone();
+    let max = ctx.config.max_package_bytes;
+    tokio::task::spawn_blocking(move || assemble(scratch, bits, opened, max))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            AssembleError::TooLarge => {
+                ApiError::package_too_large(StatusCode::UNPROCESSABLE_ENTITY, max)
+            }
+            AssembleError::Invalid(why) => ApiError::package_invalid(why),
+        })
+}
+
+/// Opens the cached file of every listed resource, with its size.
+async fn open_cached(
+    ctx: &Ctx,
+    entries: Vec<ResourceEntry>,
+) -> ApiResult<Vec<(ResourceEntry, std::fs::File, u64)>> {
+    let mut opened = Vec::new();
+    for r in entries {
+        if r.path.is_empty() {
+            return Err(ApiError::package_invalid("a resource has no path"));
+        }
+        if let Some(why) = unsafe_path(&r.path) {
+            return Err(ApiError::package_invalid(why));
+        }
+        match ctx.blobstore.open(&resource_key(&r.sha1)).await {
+            Ok(f) => {
+                let size = f
+                    .metadata()
+                    .await
+                    .map_err(|e| ApiError::io("reading a cached resource", e))?
+                    .len();
+                opened.push((r, f.into_std().await, size));
+            }
+            Err(kiln_store::StoreError::BlobNotFound { .. }) => {
+                return Err(ApiError::package_invalid(format!(
+                    "resource {:?} ({}) is not in the resource cache",
+                    r.path, r.sha1
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(opened)
+}
+
+/// Phase 2: every uploaded file joins the resource cache (by sha1).
+async fn cache_resources(ctx: &Ctx, files: Vec<(String, PathBuf)>) -> ApiResult<()> {
+    for (sha1, path) in files {
         let key = resource_key(&sha1);
         if ctx.blobstore.exists(&key).await? {
             let _ = tokio::fs::remove_file(&path).await;
@@ -148,27 +175,30 @@ pub async fn upload(
             ctx.blobstore.put_file(&key, &path).await?;
         }
     }
+    Ok(())
+}
 
+/// Phase 3: claim the package (PROCESSING_UPLOAD), store the zip, and
+/// record READY, or FAILED if the blobstore refused it.
+async fn claim_and_store(ctx: &Ctx, package: &Package, zip: &Path) -> ApiResult<()> {
+    let guid = &package.guid;
     let processing = PackageState::ProcessingUpload;
-    let claimed = db::transition::<Package>(&ctx.pool, &guid, from, processing, Vec::new()).await?;
+    let claimed =
+        db::transition::<Package>(&ctx.pool, guid, package.state, processing, Vec::new()).await?;
     if !claimed {
-        let _ = tokio::fs::remove_file(&assembled.zip_path).await;
+        let _ = tokio::fs::remove_file(zip).await;
         return Err(ApiError::unprocessable(
             "Package state changed during the upload; bits can only be uploaded once",
         ));
     }
-    let (to, sha256, error) = match ctx
-        .blobstore
-        .put_file(&package_key(&guid), &assembled.zip_path)
-        .await
-    {
+    let (to, sha256, error) = match ctx.blobstore.put_file(&package_key(guid), zip).await {
         Ok(info) => {
             tracing::info!(package_guid = %guid, size = info.size, "package uploaded");
             (PackageState::Ready, Some(info.sha256), None)
         }
         Err(e) => {
             tracing::warn!(package_guid = %guid, error = %e, "storing a package failed");
-            let _ = tokio::fs::remove_file(&assembled.zip_path).await;
+            let _ = tokio::fs::remove_file(zip).await;
             (
                 PackageState::Failed,
                 None,
@@ -178,13 +208,13 @@ pub async fn upload(
     };
     db::transition::<Package>(
         &ctx.pool,
-        &guid,
+        guid,
         processing,
         to,
         vec![("sha256", sha256.into()), ("error", error.into())],
     )
     .await?;
-    db::get::<Package>(&ctx.pool, &guid).await
+    Ok(())
 }
 
 fn remove_scratch(path: &Option<PathBuf>) {
