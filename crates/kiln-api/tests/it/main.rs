@@ -1,5 +1,7 @@
-//! kiln-api over real HTTP: a real SQLite CCDB, an FsBlobstore and an
-//! in-process `kiln_bbs::Bbs` in a temp dir; the test plays the cell.
+//! kiln-api with a real SQLite CCDB, an FsBlobstore and an in-process
+//! `kiln_bbs::Bbs` in a temp dir. The API serves on loopback (its loops run
+//! and the test, playing the cell, uses the signed URLs over HTTP as a cell
+//! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
 mod oneshot;
 
@@ -20,6 +22,7 @@ const STACK: &str = "testos1-host";
 
 struct Kiln {
     url: String,
+    router: axum::Router,
     bbs: Bbs,
     http: reqwest::Client,
     token: String,
@@ -52,12 +55,14 @@ async fn start(dir: &Path, max_package_bytes: u64, password: Option<&str>) -> Ki
     .await
     .unwrap();
     let generated_password = api.generated_admin_password().map(str::to_string);
+    let router = api.router();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let served = tokio::spawn(async move { api.run(listener, token).await.unwrap() });
     let http = reqwest::Client::new();
     let mut kiln = Kiln {
         url,
+        router,
         bbs,
         http,
         token: String::new(),
@@ -99,10 +104,20 @@ impl Kiln {
         (status, r.json().await.unwrap())
     }
 
+    /// Hands the request to the router (no socket); returns the status and
+    /// the JSON body (a string if not JSON, null if empty).
     async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = req.bearer_auth(&self.token).send().await.unwrap();
+        use tower::ServiceExt;
+        let req = req.bearer_auth(&self.token).build().unwrap();
+        let req: http::Request<reqwest::Body> = req.try_into().unwrap();
+        let (parts, body) = req.into_parts();
+        let req = http::Request::from_parts(parts, axum::body::Body::new(body));
+        let r = self.router.clone().oneshot(req).await.unwrap();
         let status = r.status();
-        let text = r.text().await.unwrap();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         (
             status,
             if text.is_empty() {
