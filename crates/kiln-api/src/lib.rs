@@ -8,8 +8,9 @@
 //! and never see the database. [`Api::run`] serves HTTP and runs the staging
 //! completion and process sync loops.
 
-// The layers, lowest first; a module uses only modules of lower layers
-// (`tests/layers.rs` checks every `crate::` path against this order).
+// Each module belongs to a layer and uses only modules of lower layers; the
+// order is in ARCHITECTURE.md, and `tests/layers.rs` checks every `crate::`
+// path against it.
 mod actions;
 mod auth;
 mod config;

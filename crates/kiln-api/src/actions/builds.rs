@@ -45,9 +45,36 @@ async fn choose_buildpacks(ctx: &Ctx, named: &[String]) -> ApiResult<(Vec<Buildp
     Ok((chosen, true))
 }
 
+/// What a build stages, checked before anything is written.
+struct Plan {
+    app: App,
+    package: Package,
+    names: Vec<String>,
+    stack: String,
+    buildpacks: Vec<Buildpack>,
+    skip_detect: bool,
+    memory: i64,
+    disk: i64,
+}
+
 /// `POST /v3/builds`: returns the build, STAGING, or FAILED when it cannot
 /// stage (no buildpacks, the BBS refused the Task).
 pub async fn create(ctx: &Ctx, user: &CurrentUser, msg: CreateBuild) -> ApiResult<Build> {
+    let plan = plan(ctx, msg).await?;
+    let build_guid = util::new_guid();
+    let droplet_guid = util::new_guid();
+    record(ctx, user, &plan, (&build_guid, &droplet_guid)).await?;
+    ctx.api_log(
+        &plan.app.guid,
+        &format!("Creating build for app with guid {}", plan.app.guid),
+    );
+    desire_staging(ctx, plan, &build_guid, &droplet_guid).await?;
+    db::get::<Build>(&ctx.pool, &build_guid).await
+}
+
+/// Phase 1: the package is READY, the app is not staging already, the
+/// lifecycle and buildpacks resolve, staging memory and disk are chosen.
+async fn plan(ctx: &Ctx, msg: CreateBuild) -> ApiResult<Plan> {
     let _ = (&msg.metadata, msg.staging_log_rate_limit_bytes_per_second);
     let package = db::find::<Package>(&ctx.pool, &msg.package.guid)
         .await?
@@ -62,15 +89,14 @@ pub async fn create(ctx: &Ctx, user: &CurrentUser, msg: CreateBuild) -> ApiResul
         ));
     }
     let app = db::get::<App>(&ctx.pool, &package.app_guid).await?;
-    let staging = db::first_where::<Build>(
-        &ctx.pool,
-        &[
-            ("app_guid", &app.guid),
-            ("state", BuildState::Staging.as_str()),
-        ],
-    )
-    .await?;
-    if staging.is_some() {
+    let staging = [
+        ("app_guid", app.guid.as_str()),
+        ("state", BuildState::Staging.as_str()),
+    ];
+    if db::first_where::<Build>(&ctx.pool, &staging)
+        .await?
+        .is_some()
+    {
         return Err(ApiError::cf(
             StatusCode::UNPROCESSABLE_ENTITY,
             170017,
@@ -104,76 +130,68 @@ pub async fn create(ctx: &Ctx, user: &CurrentUser, msg: CreateBuild) -> ApiResul
         .staging_disk_in_mb
         .unwrap_or(web.as_ref().map_or(0, |p| p.disk_in_mb))
         .max(STAGING_MIN_DISK_MB);
-
-    let build_guid = util::new_guid();
-    let droplet_guid = util::new_guid();
-    record(
-        ctx,
-        user,
-        &app,
-        &package,
-        (&build_guid, &droplet_guid),
-        &names,
-        &stack,
-        (memory, disk),
-    )
-    .await?;
-    ctx.api_log(
-        &app.guid,
-        &format!("Creating build for app with guid {}", app.guid),
-    );
-    if buildpacks.is_empty() {
-        diego::staging::fail_build(ctx, &build_guid, NO_BUILDPACKS).await?;
-    } else {
-        let details = StagingDetails {
-            app: &app,
-            package: &package,
-            droplet_guid: &droplet_guid,
-            stack: &stack,
-            memory_mb: memory,
-            disk_mb: disk,
-            lifecycle: StagingLifecycle::Buildpack {
-                buildpacks,
-                skip_detect,
-            },
-        };
-        let definition = diego::staging_task(ctx, &details).await?;
-        match ctx
-            .bbs
-            .desire_task(&build_guid, STAGING_DOMAIN, definition)
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(build_guid = %build_guid, app_guid = %app.guid, "staging task desired");
-            }
-            Err(e) => {
-                tracing::warn!(build_guid = %build_guid, error = %e, "desiring the staging task failed");
-                diego::staging::fail_build(
-                    ctx,
-                    &build_guid,
-                    &format!("StagerUnavailable - Stager is unavailable: {e}"),
-                )
-                .await?;
-            }
-        }
-    }
-    db::get::<Build>(&ctx.pool, &build_guid).await
+    Ok(Plan {
+        app,
+        package,
+        names,
+        stack,
+        buildpacks,
+        skip_detect,
+        memory,
+        disk,
+    })
 }
 
-/// Every build starts STAGING with an AWAITING_UPLOAD droplet, both in one
+/// Phase 3: the staging Task desired in the BBS, or the build FAILED.
+async fn desire_staging(
+    ctx: &Ctx,
+    plan: Plan,
+    build_guid: &str,
+    droplet_guid: &str,
+) -> ApiResult<()> {
+    if plan.buildpacks.is_empty() {
+        return diego::staging::fail_build(ctx, build_guid, NO_BUILDPACKS).await;
+    }
+    let details = StagingDetails {
+        app: &plan.app,
+        package: &plan.package,
+        droplet_guid,
+        stack: &plan.stack,
+        memory_mb: plan.memory,
+        disk_mb: plan.disk,
+        lifecycle: StagingLifecycle::Buildpack {
+            buildpacks: plan.buildpacks.clone(),
+            skip_detect: plan.skip_detect,
+        },
+    };
+    let definition = diego::staging_task(ctx, &details).await?;
+    match ctx
+        .bbs
+        .desire_task(build_guid, STAGING_DOMAIN, definition)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(build_guid, app_guid = %plan.app.guid, "staging task desired");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(build_guid, error = %e, "desiring the staging task failed");
+            let error = format!("StagerUnavailable - Stager is unavailable: {e}");
+            diego::staging::fail_build(ctx, build_guid, &error).await
+        }
+    }
+}
+
+/// Phase 2: every build starts STAGING with an AWAITING_UPLOAD droplet, both in one
 /// transaction; a build that cannot stage moves to FAILED through
 /// `fail_build` like any other.
-#[allow(clippy::too_many_arguments)]
 async fn record(
     ctx: &Ctx,
     user: &CurrentUser,
-    app: &App,
-    package: &Package,
+    plan: &Plan,
     (build_guid, droplet_guid): (&str, &str),
-    names: &[String],
-    stack: &str,
-    (memory, disk): (i64, i64),
 ) -> ApiResult<()> {
+    let (app, package, stack) = (&plan.app, &plan.package, plan.stack.as_str());
     let now = util::now();
     let mut tx = ctx.pool.begin().await?;
     db::insert::<Build>(
@@ -185,10 +203,10 @@ async fn record(
             ("droplet_guid", droplet_guid.into()),
             ("state", BuildState::Staging.as_str().into()),
             ("error", Val::Text(None)),
-            ("buildpacks", db::json_text(&names)),
+            ("buildpacks", db::json_text(&plan.names)),
             ("stack", stack.into()),
-            ("staging_memory_in_mb", memory.into()),
-            ("staging_disk_in_mb", disk.into()),
+            ("staging_memory_in_mb", plan.memory.into()),
+            ("staging_disk_in_mb", plan.disk.into()),
             ("created_by_guid", user.guid.as_str().into()),
             ("created_by_name", user.name.as_str().into()),
             ("created_by_email", user.email.as_str().into()),
