@@ -559,13 +559,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upgraded_ccdb_keeps_its_creation_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ccdb.sqlite");
+        // A CCDB written before `seq` existed, rows inserted in this order.
+        let old = kiln_store::open_database(&path, &kiln_store::migrator(&MIGRATIONS[..1]))
+            .await
+            .unwrap();
+        for name in ["zeta", "alpha", "mid"] {
+            sqlx::query(
+                "INSERT INTO domains (guid, name, created_at, updated_at) VALUES (?, ?, 't', 't')",
+            )
+            .bind(name)
+            .bind(name)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        old.close().await;
+        let pool = ccdb(&dir).await;
+        insert::<Domain>(
+            &pool,
+            vec![
+                ("guid", "new".into()),
+                ("name", "new".into()),
+                ("created_at", "t".into()),
+                ("updated_at", "t".into()),
+            ],
+        )
+        .await
+        .unwrap();
+        let names: Vec<String> = all::<Domain>(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["zeta", "alpha", "mid", "new"]);
+    }
+
+    #[tokio::test]
     async fn an_unknown_stored_state_is_a_decode_error() {
         let dir = tempfile::tempdir().unwrap();
         let pool = ccdb(&dir).await;
         package(&pool, "p", "a", PackageState::Ready).await;
-        update_where::<Package>(&pool, "guid", "p", vec![("type", "bits".into())])
-            .await
-            .unwrap();
+        // Written behind the row types' back, as a corrupt file would be.
         sqlx::query("UPDATE packages SET state = 'MELTED'")
             .execute(&pool)
             .await
