@@ -158,29 +158,30 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
     Ok(app)
 }
 
-/// Moves the app's desired state (compare-and-set from `from`).
+/// Moves the app's desired state to `to` by compare-and-set from `from`.
+/// Any move is legal, so a lost race (another request moved it first) is
+/// retried from the state found, and the last request wins, as in Cloud
+/// Controller; a request that finds the app already in `to` is done.
 async fn set_state(ctx: &Ctx, app: &App, from: AppState, to: AppState) -> ApiResult<()> {
-    if !db::transition::<App>(&ctx.pool, &app.guid, from, to, Vec::new()).await? {
-        // Another request moved it first: done if it is where we wanted it.
-        if db::get::<App>(&ctx.pool, &app.guid).await?.state == to {
+    let mut from = from;
+    for _ in 0..3 {
+        if db::transition::<App>(&ctx.pool, &app.guid, from, to, Vec::new()).await? {
+            let change = format!("{{\"state\"=>\"{}\"}}", to.as_str());
+            ctx.api_log(
+                &app.guid,
+                &format!("Updated app with guid {} ({change})", app.guid),
+            );
             return Ok(());
         }
-        return Err(ApiError::cf(
-            http::StatusCode::CONFLICT,
-            10000,
-            "CF-ConcurrentUpdate",
-            "The app changed while it was being updated; try again",
-        ));
+        from = db::get::<App>(&ctx.pool, &app.guid).await?.state;
+        if from == to {
+            return Ok(());
+        }
     }
-    ctx.api_log(
-        &app.guid,
-        &format!(
-            "Updated app with guid {} ({{\"state\"=>\"{}\"}})",
-            app.guid,
-            to.as_str()
-        ),
-    );
-    Ok(())
+    Err(ApiError::Internal(format!(
+        "app {} kept changing state while moving to {to}",
+        app.guid
+    )))
 }
 
 /// A new version of every process of the app: started processes get new
