@@ -136,6 +136,8 @@ pub enum Body {
     Multipart(reqwest::multipart::Form),
     /// Bytes sent as they are (`kiln curl -d`).
     Raw(Vec<u8>),
+    /// A manifest for `apply_manifest`, which takes only YAML.
+    Yaml(String),
 }
 
 /// How a request authenticates.
@@ -251,6 +253,7 @@ impl Client {
                 .join("&"),
             Body::Multipart(_) => "[MULTIPART/FORM-DATA CONTENT HIDDEN]".to_string(),
             Body::Raw(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Body::Yaml(text) => text.clone(),
         };
         request = match body {
             Body::Empty => request,
@@ -260,6 +263,9 @@ impl Client {
             Body::Raw(bytes) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes),
+            Body::Yaml(text) => request
+                .header(reqwest::header::CONTENT_TYPE, "application/x-yaml")
+                .body(text),
         };
         if self.trace {
             let mut text = format!("REQUEST: [{}] {method} {url}\n", now_rfc3339());

@@ -20,6 +20,7 @@ mod curl;
 mod files;
 mod login;
 mod logs;
+mod manifest;
 mod push;
 mod resources;
 mod summary;

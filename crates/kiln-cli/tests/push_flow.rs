@@ -482,17 +482,7 @@ fn write_app(root: &Path) {
 }
 
 fn push_args(name: &str, path: &Path) -> PushArgs {
-    PushArgs {
-        name: name.into(),
-        path: path.to_path_buf(),
-        buildpacks: Vec::new(),
-        command: None,
-        instances: None,
-        memory: None,
-        disk: None,
-        no_start: false,
-        no_route: false,
-    }
+    PushArgs::new(name, path)
 }
 
 /// `expected` appear in `calls` in this order (other calls may interleave).
