@@ -9,7 +9,7 @@ use crate::client::{Body, Client, q};
 use crate::files::{self, AppFile, ResourceList};
 use crate::logs::Follower;
 use crate::manifest;
-use crate::resources::{App, Build, Named, Package, Process, Route, RouteDestinations};
+use crate::resources::{App, Build, Named, Package, Page, Process, Route, RouteDestinations};
 use anyhow::{Context, bail};
 use clap::Args;
 use kiln_model::{AppState, BuildState, LOG_SOURCE_STAGING, PackageState};
@@ -612,6 +612,40 @@ async fn upload_package(
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
+}
+
+/// `restage`: stage the app's newest package again (picking up changed
+/// env vars and buildpacks), then run the new droplet.
+pub async fn restage(client: &mut Client, name: &str) -> anyhow::Result<()> {
+    let app = crate::app::require_app(client, name).await?;
+    println!(
+        "Restaging app {name} {}...",
+        crate::app::whereabouts(client)
+    );
+    // One page of one: the newest READY package.
+    let packages: Page<Package> = client
+        .get(&format!(
+            "/v3/apps/{}/packages?states=READY&order_by=-created_at&per_page=1",
+            app.guid
+        ))
+        .await?;
+    let package = packages
+        .resources
+        .into_iter()
+        .next()
+        .with_context(|| format!("app {name} has no package to stage; push it first"))?;
+    let droplet_guid = stage(client, &app.guid, name, &package.guid).await?;
+    let _: Value = client
+        .patch(
+            &format!("/v3/apps/{}/relationships/current_droplet", app.guid),
+            json!({"data": {"guid": droplet_guid}}),
+        )
+        .await?;
+    let _: App = client
+        .post(&format!("/v3/apps/{}/actions/restart", app.guid), json!({}))
+        .await?;
+    wait_until_running(client, &app.guid, name).await?;
+    print_summary(client, &app.guid).await
 }
 
 /// Prints the staging lines among `lines`.

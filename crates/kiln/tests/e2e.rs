@@ -600,4 +600,137 @@ async fn push_two_apps_from_a_manifest_with_variables() {
         out.stdout.contains("#1"),
         "mf-two should have two instances\n{out}"
     );
+
+    // The everyday verbs, against the apps the manifest made.
+    let out = cli(&home, &["set-env", "mf-two", "E2E_ROLE", "restaged"]).await;
+    assert!(
+        out.success && out.stdout.contains("kiln restage mf-two"),
+        "{out}"
+    );
+    let out = cli(&home, &["env", "mf-two"]).await;
+    assert!(
+        out.success && out.stdout.contains("E2E_ROLE: restaged"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("VCAP_APPLICATION"), "{out}");
+    let out = cli(&home, &["restage", "mf-two"]).await;
+    assert!(out.success, "restage failed\n{out}\n{}", server.log());
+    assert!(
+        out.stdout.contains("kiln-e2e legacy buildpack compiling"),
+        "{out}"
+    );
+    let probe: serde_json::Value =
+        wait_for_200(router_port, "mf-two.localhost", Duration::from_secs(30))
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(probe["e2e_env"]["E2E_ROLE"], "restaged", "{probe}");
+    let out = cli(&home, &["unset-env", "mf-two", "E2E_ROLE"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["env", "mf-two"]).await;
+    assert!(!out.stdout.contains("E2E_ROLE"), "{out}");
+
+    let out = cli(&home, &["scale", "mf-two", "-i", "1"]).await;
+    assert!(out.success, "scale failed\n{out}");
+    assert!(
+        !out.stdout.contains("#1"),
+        "one instance after scale -i 1\n{out}"
+    );
+    let out = cli(&home, &["restart", "mf-two"]).await;
+    assert!(
+        out.success && out.stdout.contains("running"),
+        "restart failed\n{out}"
+    );
+
+    let out = cli(&home, &["create-route", "localhost", "--hostname", "extra"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(
+        &home,
+        &["map-route", "mf-two", "localhost", "--hostname", "extra"],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    assert_eq!(
+        wait_for_200(router_port, "extra.localhost", Duration::from_secs(30))
+            .await
+            .status(),
+        200
+    );
+    let out = cli(&home, &["routes"]).await;
+    assert!(out.success, "{out}");
+    let extra = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("extra"))
+        .unwrap_or_default();
+    assert!(
+        extra.contains("localhost") && extra.contains("mf-two"),
+        "{out}"
+    );
+    let out = cli(
+        &home,
+        &["unmap-route", "mf-two", "localhost", "--hostname", "extra"],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while route_get(router_port, "extra.localhost").await.status() != 404
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        route_get(router_port, "extra.localhost").await.status(),
+        404
+    );
+    let out = cli(
+        &home,
+        &["delete-route", "localhost", "--hostname", "extra", "-f"],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["routes"]).await;
+    assert!(!out.stdout.contains("extra"), "{out}");
+
+    let out = cli(&home, &["rename", "mf-two", "mf-second"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["apps"]).await;
+    assert!(
+        out.stdout.contains("mf-second") && !out.stdout.contains("mf-two "),
+        "{out}"
+    );
+    for verb in ["domains", "stacks", "orgs", "spaces", "version"] {
+        let out = cli(&home, &[verb]).await;
+        assert!(out.success, "{verb} failed\n{out}");
+    }
+    let out = cli(&home, &["domains"]).await;
+    assert!(
+        out.stdout.contains("localhost") && out.stdout.contains("shared"),
+        "{out}"
+    );
+
+    // delete -r takes the app's routes with it.
+    let out = cli(&home, &["delete", "mf-second", "-f", "-r"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["routes"]).await;
+    assert!(
+        !out.stdout.contains("mf-two"),
+        "the app's routes must be gone\n{out}"
+    );
+    assert!(
+        out.stdout.contains("alias-mf"),
+        "other apps' routes stay\n{out}"
+    );
+
+    // A verb whose output pipe closes early exits quietly.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} curl /v3/apps | true", kiln_binary()))
+        .env("KILN_HOME", &home)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
