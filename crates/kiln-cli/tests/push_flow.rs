@@ -716,6 +716,7 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
         Command::Delete(DeleteArgs {
             name: "hello".into(),
             force: true,
+            routes: false,
         }),
         &home,
     )
