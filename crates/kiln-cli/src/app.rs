@@ -1,7 +1,7 @@
 //! The verbs that read or change an existing app (`apps`, `app`, `start`,
 //! `stop`, `delete`, `logs`), and the start-up wait that `push` shares.
 
-use crate::client::{ApiError, Body, Client, q};
+use crate::client::{ApiError, Body, Client, Pace, q};
 use crate::logs::{self, Follower, format_line};
 use crate::resources::{App, Process, ProcessStats, Route};
 use crate::summary::{self, running_of, table};
@@ -137,6 +137,7 @@ pub async fn wait_until_running(
     println!("\nWaiting for app {name} to start...\n");
     let timeout = startup_timeout();
     let deadline = Instant::now() + timeout;
+    let mut pace = Pace::up_to(Duration::from_millis(500));
     loop {
         let processes: Vec<Process> = client
             .list(&format!("/v3/apps/{app_guid}/processes"))
@@ -172,7 +173,7 @@ pub async fn wait_until_running(
                 timeout.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        pace.wait().await;
     }
 }
 

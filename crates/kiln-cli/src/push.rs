@@ -5,7 +5,7 @@
 //! instance, summarise.
 
 use crate::app::{find_app, print_summary, wait_until_running};
-use crate::client::{Body, Client, q};
+use crate::client::{Body, Client, Pace, q};
 use crate::files::{self, AppFile, ResourceList};
 use crate::logs::Follower;
 use crate::manifest;
@@ -598,6 +598,7 @@ async fn upload_package(
         .await?;
     println!("\nWaiting for API to complete processing files...");
     let deadline = Instant::now() + STAGING_TIMEOUT;
+    let mut pace = Pace::up_to(Duration::from_millis(300));
     loop {
         let package: Package = client
             .get(&format!("/v3/packages/{}", package.guid))
@@ -609,7 +610,7 @@ async fn upload_package(
             _ if Instant::now() > deadline => {
                 bail!("the package was not processed within 15 minutes")
             }
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => pace.wait().await,
         }
     }
 }
@@ -661,10 +662,9 @@ fn print_staging(lines: Vec<kiln_model::logs::LogEnvelope>) -> usize {
     printed
 }
 
-/// How often the build is asked about, and the log cache read, while
-/// staging.
-const BUILD_POLL: Duration = Duration::from_millis(500);
-const LOG_POLL: Duration = Duration::from_millis(300);
+/// The longest pause between two reads of the build and the log cache
+/// while staging (the first ones come sooner: see [`Pace`]).
+const STAGING_POLL: Duration = Duration::from_millis(300);
 
 /// The error of a failed build, with cf's hint when no buildpack detected
 /// the app.
@@ -704,7 +704,7 @@ async fn stage(
     follower.not_before(build_start);
     let mut logs_available = !client.config.log_cache.is_empty();
     let deadline = Instant::now() + STAGING_TIMEOUT;
-    let mut next_build_check = Instant::now();
+    let mut pace = Pace::up_to(STAGING_POLL);
     let build = loop {
         if logs_available {
             match follower.poll(client).await {
@@ -717,17 +717,14 @@ async fn stage(
                 }
             }
         }
-        if Instant::now() >= next_build_check {
-            let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
-            if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
-                break build;
-            }
-            next_build_check = Instant::now() + BUILD_POLL;
+        let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
+        if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
+            break build;
         }
         if Instant::now() > deadline {
             bail!("staging did not finish within 15 minutes");
         }
-        tokio::time::sleep(if logs_available { LOG_POLL } else { BUILD_POLL }).await;
+        pace.wait().await;
     };
     // Lines written just before the build finished.
     if logs_available && let Ok(lines) = follower.poll(client).await {
