@@ -1,7 +1,7 @@
 //! The verbs that read or change an existing app (`apps`, `app`, `start`,
 //! `stop`, `delete`, `logs`), and the start-up wait that `push` shares.
 
-use crate::client::{ApiError, Body, Client, q};
+use crate::client::{ApiError, Body, Client, Pace, q};
 use crate::logs::{self, Follower, format_line};
 use crate::resources::{App, Process, ProcessStats, Route};
 use crate::summary::{self, running_of, table};
@@ -137,6 +137,7 @@ pub async fn wait_until_running(
     println!("\nWaiting for app {name} to start...\n");
     let timeout = startup_timeout();
     let deadline = Instant::now() + timeout;
+    let mut pace = Pace::up_to(Duration::from_millis(500));
     loop {
         let processes: Vec<Process> = client
             .list(&format!("/v3/apps/{app_guid}/processes"))
@@ -172,7 +173,7 @@ pub async fn wait_until_running(
                 timeout.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        pace.wait().await;
     }
 }
 
@@ -205,7 +206,7 @@ pub async fn stop(client: &mut Client, name: &str) -> anyhow::Result<()> {
 }
 
 /// Asks on a terminal; without one (scripts, tests) there is nobody to ask.
-fn confirmed(question: &str) -> bool {
+pub fn confirmed(question: &str) -> bool {
     if !std::io::stdin().is_terminal() {
         return true;
     }
@@ -218,7 +219,12 @@ fn confirmed(question: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-pub async fn delete(client: &mut Client, name: &str, force: bool) -> anyhow::Result<()> {
+pub async fn delete(
+    client: &mut Client,
+    name: &str,
+    force: bool,
+    delete_routes: bool,
+) -> anyhow::Result<()> {
     client.config.require_space()?;
     if !force && !confirmed(&format!("Really delete the app {name}?")) {
         println!("Delete cancelled");
@@ -228,6 +234,12 @@ pub async fn delete(client: &mut Client, name: &str, force: bool) -> anyhow::Res
     let Some(app) = find_app(client, name).await? else {
         println!("App '{name}' does not exist.\nOK");
         return Ok(());
+    };
+    // The mapped routes are read before the app (and its mappings) go.
+    let routes = if delete_routes {
+        crate::routes::of_app(client, &app.guid).await?
+    } else {
+        Vec::new()
     };
     let path = format!("/v3/apps/{}", app.guid);
     match client.call(Method::DELETE, &path, Body::Empty).await {
@@ -253,6 +265,83 @@ pub async fn delete(client: &mut Client, name: &str, force: bool) -> anyhow::Res
             }
         }
     }
+    for route in &routes {
+        println!("Deleting route {}...", route.url);
+        crate::routes::delete_by_guid(client, route).await?;
+    }
+    println!("OK");
+    Ok(())
+}
+
+/// `restart`: stop and start with the current droplet, as one API call.
+pub async fn restart(client: &mut Client, name: &str) -> anyhow::Result<()> {
+    let app = require_app(client, name).await?;
+    println!("Restarting app {name} {}...", whereabouts(client));
+    let _: App = client
+        .post(&format!("/v3/apps/{}/actions/restart", app.guid), json!({}))
+        .await?;
+    wait_until_running(client, &app.guid, name).await?;
+    print_summary(client, &app.guid).await
+}
+
+/// `scale`: instances change in place; memory or disk need a restart,
+/// which is asked for unless `force`.
+pub async fn scale(
+    client: &mut Client,
+    name: &str,
+    instances: Option<u32>,
+    memory_mb: Option<u64>,
+    disk_mb: Option<u64>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let app = require_app(client, name).await?;
+    if instances.is_none() && memory_mb.is_none() && disk_mb.is_none() {
+        return print_summary(client, &app.guid).await;
+    }
+    let restarts = memory_mb.is_some() || disk_mb.is_some();
+    if restarts
+        && !force
+        && !confirmed("This will cause the app to restart. Are you sure you want to scale?")
+    {
+        println!("Scaling cancelled");
+        return Ok(());
+    }
+    println!("Scaling app {name} {}...", whereabouts(client));
+    let mut body = serde_json::Map::new();
+    if let Some(i) = instances {
+        body.insert("instances".into(), i.into());
+    }
+    if let Some(m) = memory_mb {
+        body.insert("memory_in_mb".into(), m.into());
+    }
+    if let Some(d) = disk_mb {
+        body.insert("disk_in_mb".into(), d.into());
+    }
+    let _: serde_json::Value = client
+        .post(
+            &format!("/v3/apps/{}/processes/web/actions/scale", app.guid),
+            serde_json::Value::Object(body),
+        )
+        .await?;
+    if restarts && is_state(&app, AppState::Started) {
+        println!("Stopping app...\nStarting app...");
+        let _: App = client
+            .post(&format!("/v3/apps/{}/actions/restart", app.guid), json!({}))
+            .await?;
+        wait_until_running(client, &app.guid, name).await?;
+    }
+    print_summary(client, &app.guid).await
+}
+
+pub async fn rename(client: &mut Client, name: &str, new_name: &str) -> anyhow::Result<()> {
+    let app = require_app(client, name).await?;
+    println!(
+        "Renaming app {name} to {new_name} {}...",
+        whereabouts(client)
+    );
+    let _: App = client
+        .patch(&format!("/v3/apps/{}", app.guid), json!({"name": new_name}))
+        .await?;
     println!("OK");
     Ok(())
 }

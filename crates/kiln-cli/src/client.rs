@@ -136,6 +136,8 @@ pub enum Body {
     Multipart(reqwest::multipart::Form),
     /// Bytes sent as they are (`kiln curl -d`).
     Raw(Vec<u8>),
+    /// A manifest for `apply_manifest`, which takes only YAML.
+    Yaml(String),
 }
 
 /// How a request authenticates.
@@ -251,6 +253,7 @@ impl Client {
                 .join("&"),
             Body::Multipart(_) => "[MULTIPART/FORM-DATA CONTENT HIDDEN]".to_string(),
             Body::Raw(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Body::Yaml(text) => text.clone(),
         };
         request = match body {
             Body::Empty => request,
@@ -260,6 +263,9 @@ impl Client {
             Body::Raw(bytes) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes),
+            Body::Yaml(text) => request
+                .header(reqwest::header::CONTENT_TYPE, "application/x-yaml")
+                .body(text),
         };
         if self.trace {
             let mut text = format!("REQUEST: [{}] {method} {url}\n", now_rfc3339());
@@ -393,6 +399,7 @@ impl Client {
     /// with the job's first error.
     pub async fn wait_for_job(&mut self, location: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(15 * 60);
+        let mut pace = Pace::up_to(Duration::from_millis(500));
         loop {
             let job: Job = self.get(location).await?;
             match job.state.as_str() {
@@ -404,9 +411,33 @@ impl Client {
                 _ if Instant::now() > deadline => {
                     bail!("job {location} did not finish within 15 minutes")
                 }
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                _ => pace.wait().await,
             }
         }
+    }
+}
+
+/// The pause between two polls of something that usually finishes soon
+/// (a job, a build, an instance start): 50 ms at first, growing by half
+/// each time up to `max`, so a quick result is seen quickly and a slow one
+/// costs few requests.
+#[derive(Debug)]
+pub struct Pace {
+    next: Duration,
+    max: Duration,
+}
+
+impl Pace {
+    pub fn up_to(max: Duration) -> Pace {
+        Pace {
+            next: Duration::from_millis(50).min(max),
+            max,
+        }
+    }
+
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 3 / 2).min(self.max);
     }
 }
 
@@ -454,6 +485,17 @@ fn mask_secrets(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_start_quick_and_slow_down_to_a_ceiling() {
+        let mut pace = Pace::up_to(Duration::from_millis(300));
+        let mut pauses = Vec::new();
+        for _ in 0..7 {
+            pauses.push(pace.next.as_millis());
+            pace.wait().await;
+        }
+        assert_eq!(pauses, [50, 75, 112, 168, 253, 300, 300]);
+    }
 
     fn jwt(payload: &str) -> String {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;

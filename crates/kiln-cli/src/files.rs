@@ -8,6 +8,7 @@
 //! files the user did not mean to publish, so it is refused.
 
 use anyhow::{Context, bail};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 use std::io::Read;
@@ -91,99 +92,62 @@ pub struct AppTree {
     pub files: Vec<AppFile>,
 }
 
-/// Never pushed, whatever `.cfignore` says; a `!` line in `.cfignore` can
-/// bring one back, as with the cf CLI.
-const ALWAYS_IGNORED: &[&str] = &[".cfignore", ".git", ".svn", "_darcs", ".DS_Store"];
+/// The cf CLI's default ignore list, applied before the app's `.cfignore`
+/// (whose `!` lines can bring an entry back). The manifests are ignored
+/// only at the app's root.
+const DEFAULT_IGNORES: &[&str] = &[
+    ".cfignore",
+    ".git",
+    ".gitignore",
+    ".hg",
+    ".svn",
+    "_darcs",
+    ".DS_Store",
+    "/manifest.yml",
+    "/manifest.yaml",
+];
 
-/// `.cfignore` rules, gitignore's syntax: `#` comments, `!` negation,
-/// a trailing `/` for directories only, a leading or inner `/` anchors the
-/// pattern to the app root (otherwise it matches a name at any depth),
-/// `*`, `?` and `**` globs. The last matching rule decides. Files inside an
-/// ignored directory are ignored with it.
-#[derive(Debug, Default)]
-pub struct IgnoreRules {
-    rules: Vec<Rule>,
-}
-
+/// `.cfignore` rules in gitignore's syntax (comments, `!` negation, a
+/// trailing `/` for directories, anchoring `/`, `*`, `?`, `**`, classes),
+/// matched by the `ignore` crate's gitignore engine. The last matching rule
+/// decides; files inside an ignored directory are never reached.
 #[derive(Debug)]
-struct Rule {
-    pattern: String,
-    negated: bool,
-    dir_only: bool,
-    anchored: bool,
+pub struct IgnoreRules {
+    matcher: Gitignore,
 }
 
 impl IgnoreRules {
     /// Nothing ignored (buildpack directories are zipped whole).
     pub fn none() -> IgnoreRules {
-        IgnoreRules::default()
+        IgnoreRules {
+            matcher: Gitignore::empty(),
+        }
     }
 
-    /// The default ignores followed by the lines of a `.cfignore`.
-    pub fn for_app(cfignore: &str) -> IgnoreRules {
-        let lines = ALWAYS_IGNORED.iter().copied().chain(cfignore.lines());
-        let rules = lines
-            .map(|l| l.trim_end_matches('\r').trim())
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .filter_map(|line| {
-                let (negated, line) = match line.strip_prefix('!') {
-                    Some(rest) => (true, rest),
-                    None => (false, line.strip_prefix('\\').unwrap_or(line)),
-                };
-                let dir_only = line.ends_with('/');
-                let line = line.trim_end_matches('/');
-                let anchored = line.contains('/');
-                let pattern = line.trim_start_matches('/').to_string();
-                (!pattern.is_empty()).then_some(Rule {
-                    pattern,
-                    negated,
-                    dir_only,
-                    anchored,
-                })
-            })
-            .collect();
-        IgnoreRules { rules }
+    /// The default ignores followed by the lines of a `.cfignore`. A line
+    /// that is not a valid pattern is an error naming it.
+    pub fn for_app(cfignore: &str) -> anyhow::Result<IgnoreRules> {
+        // Matching is on relative paths, so the root is only a label.
+        let mut builder = GitignoreBuilder::new("/");
+        for line in DEFAULT_IGNORES.iter().copied() {
+            builder.add_line(None, line)?;
+        }
+        for (number, line) in cfignore.lines().enumerate() {
+            builder
+                .add_line(None, line.trim_end_matches('\r'))
+                .map_err(|e| anyhow::anyhow!(".cfignore line {}: {e}", number + 1))?;
+        }
+        Ok(IgnoreRules {
+            matcher: builder.build()?,
+        })
     }
 
     /// Whether `path` (relative, `/`-separated) is ignored.
     pub fn is_ignored(&self, path: &str, is_dir: bool) -> bool {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let mut ignored = false;
-        for rule in &self.rules {
-            if rule.dir_only && !is_dir {
-                continue;
-            }
-            let matched = if rule.anchored {
-                glob(&rule.pattern, path)
-            } else {
-                glob(&rule.pattern, name)
-            };
-            if matched {
-                ignored = !rule.negated;
-            }
-        }
-        ignored
+        self.matcher
+            .matched_path_or_any_parents(path, is_dir)
+            .is_ignore()
     }
-}
-
-/// Shell-style matching: `*` and `?` stay within a path segment, `**`
-/// crosses segments (`a/**/b` also matches `a/b`).
-pub fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((b'*', rest)) if rest.first() == Some(&b'*') => {
-                let rest = rest[1..].strip_prefix(b"/").unwrap_or(&rest[1..]);
-                (0..=t.len()).any(|i| go(rest, &t[i..]))
-            }
-            Some((b'*', rest)) => (0..=t.len())
-                .take_while(|&i| i == 0 || t[i - 1] != b'/')
-                .any(|i| go(rest, &t[i..])),
-            Some((b'?', rest)) => t.first().is_some_and(|&c| c != b'/') && go(rest, &t[1..]),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
-        }
-    }
-    go(pattern.as_bytes(), text.as_bytes())
 }
 
 /// Walks an app directory with its `.cfignore` applied.
@@ -193,7 +157,7 @@ pub fn scan_app(root: &Path) -> anyhow::Result<AppTree> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}/.cfignore", root.display())),
     };
-    scan(root, &IgnoreRules::for_app(&cfignore))
+    scan(root, &IgnoreRules::for_app(&cfignore)?)
 }
 
 /// Walks `root`, hashing every file that `rules` does not ignore.
@@ -336,8 +300,9 @@ mod tests {
     #[test]
     fn cfignore_rules() {
         let rules = IgnoreRules::for_app(
-            "# comment\n*.log\ntmp/\n/secret.txt\n!keep.log\ndocs/**/*.md\nvendor/cache\r\n!_darcs\n",
-        );
+            "# comment\n*.log\ntmp/\n/secret.txt\n!keep.log\ndocs/**/*.md\nvendor/cache\r\n!_darcs\nlib[0-9].so\n",
+        )
+        .unwrap();
         let table = [
             ("app.py", false, false),
             ("debug.log", false, true),
@@ -359,8 +324,15 @@ mod tests {
             (".DS_Store", false, true),
             (".cfignore", false, true),
             ("_darcs", true, false),
-            ("manifest.yml", false, false),
-            (".gitignore", false, false),
+            ("manifest.yml", false, true),
+            ("manifest.yaml", false, true),
+            ("sub/manifest.yml", false, false),
+            (".gitignore", false, true),
+            (".hg", true, true),
+            ("a/.hg/store", false, true),
+            ("lib[0-9].so", false, false),
+            ("lib7.so", false, true),
+            ("tmp/inner.txt", false, true),
         ];
         for (path, is_dir, expected) in table {
             assert_eq!(
@@ -370,23 +342,6 @@ mod tests {
             );
         }
         assert!(!IgnoreRules::none().is_ignored(".git", true));
-    }
-
-    #[test]
-    fn globs() {
-        for (pattern, text, expected) in [
-            ("*.py", "app.py", true),
-            ("*.py", "dir/app.py", false),
-            ("a?c", "abc", true),
-            ("a?c", "a/c", false),
-            ("**/x", "a/b/x", true),
-            ("**/x", "x", true),
-            ("a/**", "a/b/c", true),
-            ("abc", "abd", false),
-            ("*", "", true),
-        ] {
-            assert_eq!(glob(pattern, text), expected, "{pattern} ~ {text}");
-        }
     }
 
     #[test]
@@ -431,6 +386,7 @@ mod tests {
         std::fs::write(root.join(".git/HEAD"), "ref").unwrap();
         std::fs::write(root.join("hello.txt"), "hello").unwrap();
         std::fs::write(root.join("manifest.yml"), "applications: []\n").unwrap();
+        std::fs::write(root.join("bin/manifest.yml"), "not the app's manifest\n").unwrap();
         std::fs::write(root.join("bin/run"), "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(root.join("bin/run"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
@@ -452,9 +408,10 @@ mod tests {
             paths,
             [
                 "alias.txt",
+                "bin/manifest.yml",
                 "bin/run",
                 "hello.txt",
-                "manifest.yml",
+                "tools/manifest.yml",
                 "tools/run"
             ]
         );
@@ -495,7 +452,7 @@ mod tests {
         // A buildpack directory is zipped whole.
         let whole = zip_dir(&root.join("bin")).unwrap();
         let archive = zip::ZipArchive::new(std::io::Cursor::new(whole)).unwrap();
-        assert_eq!(archive.len(), 1);
+        assert_eq!(archive.len(), 2, "bin/run and bin/manifest.yml");
     }
 
     #[test]

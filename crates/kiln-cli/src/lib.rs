@@ -1,6 +1,7 @@
 //! `kiln`'s user verbs: the cf CLI's everyday commands (login, target,
-//! create-buildpack, push, apps, app, start, stop, delete, logs, curl)
-//! against a Cloud Foundry v3 API.
+//! push, apps, app, start, stop, restart, restage, scale, rename, delete,
+//! env, set-env, unset-env, routes, map-route, domains, stacks, logs, curl,
+//! ...) against a Cloud Foundry v3 API.
 //!
 //! Architecture invariant: only the public HTTP API is used (`GET /`,
 //! `/v3/...`, `{login}/oauth/token`, `{log_cache}/api/v1/read`), with the
@@ -17,17 +18,22 @@ mod buildpacks;
 mod client;
 mod config;
 mod curl;
+mod env;
 mod files;
 mod login;
 mod logs;
+mod manifest;
+mod platform;
 mod push;
 mod resources;
+mod routes;
 mod summary;
 
 pub use buildpacks::CreateBuildpackArgs;
 pub use curl::CurlArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
+pub use routes::RouteArgs;
 
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -44,7 +50,8 @@ pub enum Command {
     CreateBuildpack(CreateBuildpackArgs),
     /// List the admin buildpacks
     Buildpacks,
-    /// Push an app: upload, stage, start, and wait until it runs
+    /// Push apps from manifest.yml or flags: upload, stage, start, wait until they run
+    #[command(after_help = PUSH_EXAMPLES)]
     Push(PushArgs),
     /// List the apps in the targeted space
     Apps,
@@ -54,8 +61,48 @@ pub enum Command {
     Start(AppArgs),
     /// Stop an app
     Stop(AppArgs),
-    /// Delete an app
+    /// Stop and start an app with its current droplet
+    Restart(AppArgs),
+    /// Stage an app's newest package again, then run the new droplet
+    Restage(AppArgs),
+    /// Change an app's instances, memory or disk
+    #[command(after_help = "EXAMPLES:\n   kiln scale myapp -i 5\n   kiln scale myapp -m 512M -f")]
+    Scale(ScaleArgs),
+    /// Rename an app
+    Rename(RenameArgs),
+    /// Delete an app (and with -r its routes)
     Delete(DeleteArgs),
+    /// Show an app's environment variables
+    Env(AppArgs),
+    /// Set an app's environment variable (restage to apply it)
+    #[command(after_help = "EXAMPLE:\n   kiln set-env myapp GREETING hello && kiln restage myapp")]
+    SetEnv(SetEnvArgs),
+    /// Remove an app's environment variable (restage to apply it)
+    UnsetEnv(UnsetEnvArgs),
+    /// List the routes in the targeted space
+    Routes,
+    /// Create a route in the targeted space
+    #[command(
+        after_help = "EXAMPLE:\n   kiln create-route example.com --hostname shop --path /api"
+    )]
+    CreateRoute(RouteArgs),
+    /// Delete a route
+    DeleteRoute(DeleteRouteArgs),
+    /// Map a route to an app, creating the route if needed
+    #[command(after_help = "EXAMPLE:\n   kiln map-route myapp example.com --hostname shop")]
+    MapRoute(MapRouteArgs),
+    /// Unmap a route from an app
+    UnmapRoute(MapRouteArgs),
+    /// List the domains
+    Domains,
+    /// List the stacks
+    Stacks,
+    /// List the orgs
+    Orgs,
+    /// List the spaces of the targeted org
+    Spaces,
+    /// Print the client's version
+    Version,
     /// Show an app's logs (follows them until Ctrl-C unless --recent)
     Logs(LogsArgs),
     /// Make an authenticated request to the API and print the answer
@@ -75,7 +122,77 @@ pub struct DeleteArgs {
     /// Do not ask for confirmation
     #[arg(short = 'f')]
     pub force: bool,
+    /// Also delete the routes mapped to the app
+    #[arg(short = 'r')]
+    pub routes: bool,
 }
+
+#[derive(Args, Debug, Clone)]
+pub struct ScaleArgs {
+    /// The app's name
+    pub name: String,
+    /// Number of instances
+    #[arg(short = 'i')]
+    pub instances: Option<u32>,
+    /// Memory limit, e.g. 256M or 1G (restarts the app)
+    #[arg(short = 'm', value_parser = push::parse_megabytes)]
+    pub memory: Option<u64>,
+    /// Disk limit, e.g. 1G (restarts the app)
+    #[arg(short = 'k', value_parser = push::parse_megabytes)]
+    pub disk: Option<u64>,
+    /// Do not ask before restarting
+    #[arg(short = 'f')]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenameArgs {
+    /// The app's current name
+    pub name: String,
+    /// The new name
+    pub new_name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SetEnvArgs {
+    /// The app's name
+    pub name: String,
+    /// The variable's name
+    pub var: String,
+    /// The variable's value
+    pub value: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UnsetEnvArgs {
+    /// The app's name
+    pub name: String,
+    /// The variable's name
+    pub var: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MapRouteArgs {
+    /// The app's name
+    pub app: String,
+    #[command(flatten)]
+    pub route: RouteArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeleteRouteArgs {
+    #[command(flatten)]
+    pub route: RouteArgs,
+    /// Do not ask for confirmation
+    #[arg(short = 'f')]
+    pub force: bool,
+}
+
+const PUSH_EXAMPLES: &str = "EXAMPLES:
+   kiln push                                  # every app of ./manifest.yml
+   kiln push -f deploy/manifest.yml --vars-file prod.yml --var release=42
+   kiln push myapp                            # only myapp of ./manifest.yml
+   kiln push myapp -p ./build -b python -i 2 -m 512M --no-manifest";
 
 #[derive(Args, Debug, Clone)]
 pub struct LogsArgs {
@@ -105,7 +222,34 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::App(args) => app::app(&mut session(home)?, &args.name).await,
         Command::Start(args) => app::start(&mut session(home)?, &args.name).await,
         Command::Stop(args) => app::stop(&mut session(home)?, &args.name).await,
-        Command::Delete(args) => app::delete(&mut session(home)?, &args.name, args.force).await,
+        Command::Restart(args) => app::restart(&mut session(home)?, &args.name).await,
+        Command::Restage(args) => push::restage(&mut session(home)?, &args.name).await,
+        Command::Scale(a) => {
+            let mut client = session(home)?;
+            app::scale(&mut client, &a.name, a.instances, a.memory, a.disk, a.force).await
+        }
+        Command::Rename(args) => app::rename(&mut session(home)?, &args.name, &args.new_name).await,
+        Command::Delete(args) => {
+            app::delete(&mut session(home)?, &args.name, args.force, args.routes).await
+        }
+        Command::Env(args) => env::show(&mut session(home)?, &args.name).await,
+        Command::SetEnv(a) => env::set(&mut session(home)?, &a.name, &a.var, &a.value).await,
+        Command::UnsetEnv(a) => env::unset(&mut session(home)?, &a.name, &a.var).await,
+        Command::Routes => routes::list(&mut session(home)?).await,
+        Command::CreateRoute(args) => routes::create_route(&mut session(home)?, args).await,
+        Command::DeleteRoute(a) => {
+            routes::delete_route(&mut session(home)?, a.route, a.force).await
+        }
+        Command::MapRoute(a) => routes::map_route(&mut session(home)?, &a.app, a.route).await,
+        Command::UnmapRoute(a) => routes::unmap_route(&mut session(home)?, &a.app, a.route).await,
+        Command::Domains => platform::domains(&mut session(home)?).await,
+        Command::Stacks => platform::stacks(&mut session(home)?).await,
+        Command::Orgs => platform::orgs(&mut session(home)?).await,
+        Command::Spaces => platform::spaces(&mut session(home)?).await,
+        Command::Version => {
+            platform::version();
+            Ok(())
+        }
         Command::Logs(args) => app::show_logs(&mut session(home)?, &args.name, args.recent).await,
         Command::Curl(args) => curl::curl(&mut session(home)?, args).await,
     }
@@ -138,6 +282,7 @@ mod tests {
             "kiln",
             "push",
             "hello",
+            "--no-manifest",
             "-p",
             "app",
             "-b",
@@ -182,6 +327,23 @@ mod tests {
             "delete",
             "logs",
             "curl",
+            "restart",
+            "restage",
+            "scale",
+            "rename",
+            "env",
+            "set-env",
+            "unset-env",
+            "routes",
+            "create-route",
+            "delete-route",
+            "map-route",
+            "unmap-route",
+            "domains",
+            "stacks",
+            "orgs",
+            "spaces",
+            "version",
         ] {
             let help = Cli::try_parse_from(["kiln", verb, "--help"]).err().unwrap();
             assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp, "{verb}");

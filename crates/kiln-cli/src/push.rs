@@ -5,10 +5,11 @@
 //! instance, summarise.
 
 use crate::app::{find_app, print_summary, wait_until_running};
-use crate::client::{Body, Client, q};
+use crate::client::{Body, Client, Pace, q};
 use crate::files::{self, AppFile, ResourceList};
 use crate::logs::Follower;
-use crate::resources::{App, Build, Named, Package, Process, Route, RouteDestinations};
+use crate::manifest;
+use crate::resources::{App, Build, Named, Package, Page, Process, Route, RouteDestinations};
 use anyhow::{Context, bail};
 use clap::Args;
 use kiln_model::{AppState, BuildState, LOG_SOURCE_STAGING, PackageState};
@@ -23,13 +24,25 @@ const STAGING_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The cf CLI asks about at most this many files per resource match.
 const MATCH_CHUNK: usize = 1000;
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct PushArgs {
-    /// The app's name
-    pub name: String,
+    /// The app's name; with a manifest, the one app of it to push
+    pub name: Option<String>,
     /// The app directory
-    #[arg(short = 'p', long = "path", default_value = ".")]
-    pub path: PathBuf,
+    #[arg(short = 'p', long = "path")]
+    pub path: Option<PathBuf>,
+    /// The manifest (default: manifest.yml in the current directory)
+    #[arg(short = 'f', long = "manifest", conflicts_with = "no_manifest")]
+    pub manifest: Option<PathBuf>,
+    /// Ignore manifest.yml in the current directory
+    #[arg(long)]
+    pub no_manifest: bool,
+    /// A YAML file of values for the manifest's ((variables)); repeatable
+    #[arg(long = "vars-file", value_name = "FILE")]
+    pub vars_files: Vec<PathBuf>,
+    /// A value for a manifest ((variable)), NAME=VALUE; repeatable
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
     /// A buildpack by name; repeat for several (supply, then final);
     /// `default` or `null` goes back to detection
     #[arg(short = 'b', long = "buildpack", value_name = "BUILDPACK")]
@@ -46,12 +59,73 @@ pub struct PushArgs {
     /// Disk limit, e.g. 1G
     #[arg(short = 'k', long = "disk", value_parser = parse_megabytes)]
     pub disk: Option<u64>,
+    /// The stack to stage and run on
+    #[arg(short = 's', long = "stack")]
+    pub stack: Option<String>,
+    /// Health check type: port, http or process
+    #[arg(short = 'u', long = "health-check-type", value_parser = ["port", "http", "process", "none"])]
+    pub health_check_type: Option<String>,
+    /// The path an http health check requests
+    #[arg(long = "endpoint")]
+    pub endpoint: Option<String>,
+    /// Seconds an instance may take to start
+    #[arg(short = 't', long = "app-start-timeout")]
+    pub timeout: Option<u32>,
     /// Upload the files but do not stage or start; stop the app if it runs
     #[arg(long)]
     pub no_start: bool,
     /// Do not map the default route
-    #[arg(long)]
+    #[arg(long, conflicts_with = "random_route")]
     pub no_route: bool,
+    /// Map a route with a random host name
+    #[arg(long)]
+    pub random_route: bool,
+}
+
+impl PushArgs {
+    /// A push of `name` from `path` with no other flags.
+    pub fn new(name: &str, path: &Path) -> PushArgs {
+        PushArgs {
+            name: Some(name.to_string()),
+            path: Some(path.to_path_buf()),
+            ..PushArgs::default()
+        }
+    }
+
+    fn overrides(&self) -> manifest::Overrides {
+        manifest::Overrides {
+            buildpacks: self.buildpacks.clone(),
+            command: self.command.clone(),
+            instances: self.instances,
+            memory_mb: self.memory,
+            disk_mb: self.disk,
+            path: self.path.clone(),
+            stack: self.stack.clone(),
+            health_check_type: self.health_check_type.clone(),
+            health_check_endpoint: self.endpoint.clone(),
+            timeout: self.timeout,
+            no_route: self.no_route,
+            random_route: self.random_route,
+            docker_image: None,
+            docker_username: None,
+        }
+    }
+
+    /// The manifest this push follows, if any: `-f`, else `manifest.yml`
+    /// in the current directory unless `--no-manifest`.
+    fn manifest(&self) -> anyhow::Result<Option<manifest::Manifest>> {
+        if self.no_manifest {
+            return Ok(None);
+        }
+        let path = match &self.manifest {
+            Some(path) => path.clone(),
+            None => match manifest::find_default(Path::new(".")) {
+                Some(path) => path,
+                None => return Ok(None),
+            },
+        };
+        manifest::load(&path, &self.vars_files, &self.vars).map(Some)
+    }
 }
 
 /// `256M`, `1G`, `512` (megabytes), `1024MB`, `2gb` → megabytes.
@@ -101,8 +175,99 @@ fn requested_buildpacks(args: &[String]) -> Vec<String> {
 }
 
 pub async fn push(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
+    match args.manifest()? {
+        Some(manifest) => push_manifest(client, &args, manifest).await,
+        None => push_flags(client, args).await,
+    }
+}
+
+/// `kiln push` with a manifest: the manifest (with the flags applied to its
+/// one app) goes to `apply_manifest`, which creates and configures every
+/// app with its routes; then each app's files are pushed, staged and
+/// started in the manifest's order.
+async fn push_manifest(
+    client: &mut Client,
+    args: &PushArgs,
+    mut manifest: manifest::Manifest,
+) -> anyhow::Result<()> {
     let space = client.config.require_space()?.clone();
-    let name = args.name.clone();
+    if let Some(name) = &args.name {
+        manifest.select(name)?;
+    }
+    manifest.override_app(&args.overrides())?;
+    manifest.request_default_routes();
+    println!(
+        "Pushing from manifest to org {} / space {} as {}...",
+        client.config.org_name(),
+        space.name,
+        client.config.user
+    );
+    // Every app's files are read before anything changes on the platform.
+    let mut bits = Vec::new();
+    for app in manifest.apps() {
+        let name = app
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let docker = app.get("docker").is_some_and(|d| !d.is_null());
+        let tree = if docker {
+            None
+        } else {
+            let path = manifest.app_path(app);
+            Some((path.clone(), scan_app_dir(&path)?))
+        };
+        bits.push((name, tree));
+    }
+    println!("Applying manifest...");
+    let reply = client
+        .call(
+            Method::POST,
+            &format!("/v3/spaces/{}/actions/apply_manifest", space.guid),
+            Body::Yaml(manifest.body()),
+        )
+        .await?;
+    let location = reply
+        .location()
+        .context("apply_manifest answered without a job location")?;
+    client.wait_for_job(&location).await?;
+    for (name, tree) in bits {
+        let app = find_app(client, &name)
+            .await?
+            .with_context(|| format!("the manifest was applied but app {name} is missing"))?;
+        println!();
+        match tree {
+            Some((path, tree)) => deploy(client, &app, &path, &tree, args.no_start).await?,
+            None => bail!("app {name} is a Docker image; Kiln cannot run Docker images yet"),
+        }
+    }
+    Ok(())
+}
+
+/// The app directory's files, or why they cannot be pushed.
+fn scan_app_dir(path: &Path) -> anyhow::Result<files::AppTree> {
+    anyhow::ensure!(
+        path.is_dir(),
+        "{} is not a directory; push the directory that holds the app",
+        path.display()
+    );
+    let tree = files::scan_app(path)?;
+    anyhow::ensure!(
+        !tree.files.is_empty(),
+        "{} has no files to push",
+        path.display()
+    );
+    Ok(tree)
+}
+
+/// `kiln push NAME` without a manifest: the flags say everything.
+async fn push_flags(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
+    let space = client.config.require_space()?.clone();
+    let name = args
+        .name
+        .clone()
+        .context("Incorrect Usage: the app name is required when there is no manifest")?;
+    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
     println!(
         "Pushing app {name} to org {} / space {} as {}...",
         client.config.org_name(),
@@ -111,25 +276,17 @@ pub async fn push(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
     );
     // The files first: a link out of the directory is refused before
     // anything changes on the platform.
-    anyhow::ensure!(
-        args.path.is_dir(),
-        "{} is not a directory; push the directory that holds the app",
-        args.path.display()
-    );
-    let tree = files::scan_app(&args.path)?;
-    anyhow::ensure!(
-        !tree.files.is_empty(),
-        "{} has no files to push",
-        args.path.display()
-    );
+    let tree = scan_app_dir(&path)?;
 
     // Steps 2-3: the app record.
     println!("Getting app info...");
     let buildpacks = requested_buildpacks(&args.buildpacks);
+    let stack = args.stack.clone().map_or(Value::Null, Value::String);
     // `stack: null`: the platform's default stack.
-    let lifecycle = json!({"type": "buildpack", "data": {"buildpacks": buildpacks, "stack": null}});
+    let lifecycle =
+        json!({"type": "buildpack", "data": {"buildpacks": buildpacks, "stack": stack}});
     let app: App = match find_app(client, &name).await? {
-        Some(app) if args.buildpacks.is_empty() => app,
+        Some(app) if args.buildpacks.is_empty() && args.stack.is_none() => app,
         Some(app) => {
             println!("Updating app {name}...");
             client
@@ -158,11 +315,24 @@ pub async fn push(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
     if !args.no_route {
         map_default_route(client, &app, &space).await?;
     }
+    deploy(client, &app, &path, &tree, args.no_start).await
+}
 
+/// Seed steps 4-12 for one app whose record and routes exist: upload the
+/// files the platform lacks, stage, set the droplet, restart, wait for an
+/// instance, summarise (or, with `--no-start`, upload and stop).
+async fn deploy(
+    client: &mut Client,
+    app: &App,
+    path: &Path,
+    tree: &files::AppTree,
+    no_start: bool,
+) -> anyhow::Result<()> {
+    let name = app.name.clone();
     // Steps 4-5: resource match, upload only what is missing.
-    let package_guid = upload_package(client, &app.guid, &args.path, &tree).await?;
+    let package_guid = upload_package(client, &app.guid, path, tree).await?;
 
-    if args.no_start {
+    if no_start {
         if app.state.parse::<AppState>().ok() == Some(AppState::Started) {
             println!("Stopping app {name}...");
             let _: App = client
@@ -197,7 +367,9 @@ async fn configure_web_process(
     args: &PushArgs,
 ) -> anyhow::Result<()> {
     let scaling = args.instances.is_some() || args.memory.is_some() || args.disk.is_some();
-    if !scaling && args.command.is_none() {
+    let health =
+        args.health_check_type.is_some() || args.endpoint.is_some() || args.timeout.is_some();
+    if !scaling && args.command.is_none() && !health {
         return Ok(());
     }
     let processes: Vec<Process> = client
@@ -225,15 +397,38 @@ async fn configure_web_process(
             )
             .await?;
     }
+    let mut update = serde_json::Map::new();
     if let Some(command) = &args.command {
         let command = match command.as_str() {
             "default" | "null" => Value::Null,
             other => Value::String(other.to_string()),
         };
+        update.insert("command".into(), command);
+    }
+    if health {
+        let check_type = match args.health_check_type.as_deref() {
+            Some("none") => Some("process"),
+            other => other,
+        };
+        let mut data = serde_json::Map::new();
+        if let Some(t) = args.timeout {
+            data.insert("timeout".into(), t.into());
+        }
+        if let Some(e) = &args.endpoint {
+            data.insert("endpoint".into(), e.as_str().into());
+        }
+        let mut check = serde_json::Map::new();
+        if let Some(t) = check_type {
+            check.insert("type".into(), t.into());
+        }
+        check.insert("data".into(), Value::Object(data));
+        update.insert("health_check".into(), Value::Object(check));
+    }
+    if !update.is_empty() {
         let _: Value = client
             .patch(
                 &format!("/v3/processes/{}", web.guid),
-                json!({"command": command}),
+                Value::Object(update),
             )
             .await?;
     }
@@ -403,6 +598,7 @@ async fn upload_package(
         .await?;
     println!("\nWaiting for API to complete processing files...");
     let deadline = Instant::now() + STAGING_TIMEOUT;
+    let mut pace = Pace::up_to(Duration::from_millis(300));
     loop {
         let package: Package = client
             .get(&format!("/v3/packages/{}", package.guid))
@@ -414,9 +610,43 @@ async fn upload_package(
             _ if Instant::now() > deadline => {
                 bail!("the package was not processed within 15 minutes")
             }
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => pace.wait().await,
         }
     }
+}
+
+/// `restage`: stage the app's newest package again (picking up changed
+/// env vars and buildpacks), then run the new droplet.
+pub async fn restage(client: &mut Client, name: &str) -> anyhow::Result<()> {
+    let app = crate::app::require_app(client, name).await?;
+    println!(
+        "Restaging app {name} {}...",
+        crate::app::whereabouts(client)
+    );
+    // One page of one: the newest READY package.
+    let packages: Page<Package> = client
+        .get(&format!(
+            "/v3/apps/{}/packages?states=READY&order_by=-created_at&per_page=1",
+            app.guid
+        ))
+        .await?;
+    let package = packages
+        .resources
+        .into_iter()
+        .next()
+        .with_context(|| format!("app {name} has no package to stage; push it first"))?;
+    let droplet_guid = stage(client, &app.guid, name, &package.guid).await?;
+    let _: Value = client
+        .patch(
+            &format!("/v3/apps/{}/relationships/current_droplet", app.guid),
+            json!({"data": {"guid": droplet_guid}}),
+        )
+        .await?;
+    let _: App = client
+        .post(&format!("/v3/apps/{}/actions/restart", app.guid), json!({}))
+        .await?;
+    wait_until_running(client, &app.guid, name).await?;
+    print_summary(client, &app.guid).await
 }
 
 /// Prints the staging lines among `lines`.
@@ -432,10 +662,9 @@ fn print_staging(lines: Vec<kiln_model::logs::LogEnvelope>) -> usize {
     printed
 }
 
-/// How often the build is asked about, and the log cache read, while
-/// staging.
-const BUILD_POLL: Duration = Duration::from_millis(500);
-const LOG_POLL: Duration = Duration::from_millis(300);
+/// The longest pause between two reads of the build and the log cache
+/// while staging (the first ones come sooner: see [`Pace`]).
+const STAGING_POLL: Duration = Duration::from_millis(300);
 
 /// The error of a failed build, with cf's hint when no buildpack detected
 /// the app.
@@ -475,7 +704,7 @@ async fn stage(
     follower.not_before(build_start);
     let mut logs_available = !client.config.log_cache.is_empty();
     let deadline = Instant::now() + STAGING_TIMEOUT;
-    let mut next_build_check = Instant::now();
+    let mut pace = Pace::up_to(STAGING_POLL);
     let build = loop {
         if logs_available {
             match follower.poll(client).await {
@@ -488,17 +717,14 @@ async fn stage(
                 }
             }
         }
-        if Instant::now() >= next_build_check {
-            let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
-            if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
-                break build;
-            }
-            next_build_check = Instant::now() + BUILD_POLL;
+        let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
+        if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
+            break build;
         }
         if Instant::now() > deadline {
             bail!("staging did not finish within 15 minutes");
         }
-        tokio::time::sleep(if logs_available { LOG_POLL } else { BUILD_POLL }).await;
+        pace.wait().await;
     };
     // Lines written just before the build finished.
     if logs_available && let Ok(lines) = follower.poll(client).await {

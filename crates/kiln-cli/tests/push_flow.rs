@@ -482,17 +482,7 @@ fn write_app(root: &Path) {
 }
 
 fn push_args(name: &str, path: &Path) -> PushArgs {
-    PushArgs {
-        name: name.into(),
-        path: path.to_path_buf(),
-        buildpacks: Vec::new(),
-        command: None,
-        instances: None,
-        memory: None,
-        disk: None,
-        no_start: false,
-        no_route: false,
-    }
+    PushArgs::new(name, path)
 }
 
 /// `expected` appear in `calls` in this order (other calls may interleave).
@@ -615,7 +605,8 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
             .map(|i| zip.by_index(i).unwrap().name().unwrap().to_string())
             .collect();
         names.sort();
-        assert_eq!(names, ["app.py", "bin/", "bin/run", "manifest.yml"]);
+        // manifest.yml is on the cf CLI's default ignore list.
+        assert_eq!(names, ["app.py", "bin/", "bin/run"]);
         assert_eq!(
             zip.by_name("bin/run").unwrap().unix_mode().unwrap() & 0o777,
             0o755
@@ -725,6 +716,7 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
         Command::Delete(DeleteArgs {
             name: "hello".into(),
             force: true,
+            routes: false,
         }),
         &home,
     )

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             }
         }
         Command::User(command) => {
+            die_quietly_on_broken_pipe();
             init_tracing("warn");
             let result = runtime().and_then(|rt| rt.block_on(kiln_cli::run(command)));
             match result {
@@ -64,6 +65,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// A verb whose output pipe closes early (`kiln curl /v3/apps | head`)
+/// ends quietly, as other Unix tools do. Rust ignores SIGPIPE so that a
+/// server sees EPIPE as an error; for the CLI that turns into a panic in
+/// `println!`, so the default disposition is restored, for verbs only.
+#[allow(unsafe_code)]
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: called on the main thread before any other thread exists;
+    // it changes only how this process reacts to SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -198,8 +198,14 @@ impl std::fmt::Display for CliOutput {
 }
 
 async fn cli(home: &Path, args: &[&str]) -> CliOutput {
+    cli_in(home, Path::new("."), args).await
+}
+
+/// The CLI run from `dir` (where `kiln push` looks for `manifest.yml`).
+async fn cli_in(home: &Path, dir: &Path, args: &[&str]) -> CliOutput {
     let out = Command::new(kiln_binary())
         .args(args)
+        .current_dir(dir)
         .env("KILN_HOME", home)
         .env("KILN_STARTUP_TIMEOUT", "120")
         .stdin(Stdio::null())
@@ -433,4 +439,298 @@ async fn push_stage_run_route_and_survive_a_restart() {
     );
 
     server.stop().await;
+}
+
+/// Copies a fixture directory (files only, one level deep is enough here).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_two_apps_from_a_manifest_with_variables() {
+    if !runnable() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let home = scratch.path().join("home");
+    let (api_port, router_port) = (free_port(), free_port());
+    let server = Server::start(&data_dir, api_port, router_port).await;
+    let out = cli(
+        &home,
+        &[
+            "login",
+            "-a",
+            &server.api_url(),
+            "-u",
+            "admin",
+            "-p",
+            ADMIN_PASSWORD,
+        ],
+    )
+    .await;
+    assert!(out.success, "login failed\n{out}");
+    let legacy = fixture("buildpacks/legacy");
+    let out = cli(
+        &home,
+        &[
+            "create-buildpack",
+            "e2e_legacy",
+            legacy.to_str().unwrap(),
+            "1",
+        ],
+    )
+    .await;
+    assert!(out.success, "create-buildpack failed\n{out}");
+
+    // Two apps, each from its own `path`, with variables from a file and
+    // the command line, env, explicit routes and a default one.
+    let project = scratch.path().join("project");
+    copy_dir(&fixture("apps/envprobe"), &project.join("one"));
+    copy_dir(&fixture("apps/envprobe"), &project.join("two"));
+    std::fs::write(
+        project.join("manifest.yml"),
+        "---\napplications:\n\
+         - name: ((prefix))-one\n  path: one\n  buildpacks: [e2e_legacy]\n  instances: ((count))\n  memory: 128M\n\
+         \x20 env:\n    E2E_GREETING: ((greeting))\n    E2E_COUNT: ((count))\n\
+         \x20 routes:\n  - route: ((prefix))-one.localhost\n  - route: alias-((prefix)).localhost\n\
+         - name: ((prefix))-two\n  path: two\n  memory: 128M\n  env: {E2E_ROLE: second}\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("vars.yml"), "prefix: mf\ncount: 2\n").unwrap();
+
+    // A manifest with a bad value fails with its line and changes nothing.
+    std::fs::write(
+        project.join("broken.yml"),
+        "applications:\n- name: broken\n  instances: lots\n",
+    )
+    .unwrap();
+    let out = cli_in(&home, &project, &["push", "-f", "broken.yml"]).await;
+    assert!(!out.success, "a malformed manifest must fail\n{out}");
+    assert!(
+        out.stderr.contains("line 3"),
+        "the error must name the line\n{out}"
+    );
+    let out = cli(&home, &["apps"]).await;
+    assert!(!out.stdout.contains("broken"), "nothing may change\n{out}");
+
+    // A missing variable is named and changes nothing.
+    let out = cli_in(&home, &project, &["push", "--vars-file", "vars.yml"]).await;
+    assert!(!out.success, "a missing variable must fail\n{out}");
+    assert!(out.stderr.contains("greeting"), "{out}");
+
+    let out = cli_in(
+        &home,
+        &project,
+        &[
+            "push",
+            "--vars-file",
+            "vars.yml",
+            "--var",
+            "greeting=hello-there",
+        ],
+    )
+    .await;
+    assert!(
+        out.success,
+        "manifest push failed\n{out}\n--- server log ---\n{}",
+        server.log()
+    );
+
+    let response = wait_for_200(router_port, "mf-one.localhost", Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
+    let probe: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(probe["e2e_env"]["E2E_GREETING"], "hello-there", "{probe}");
+    assert_eq!(probe["e2e_env"]["E2E_COUNT"], "2", "{probe}");
+    let alias = wait_for_200(router_port, "alias-mf.localhost", Duration::from_secs(30)).await;
+    assert_eq!(alias.status(), 200);
+    // instances: ((count)) = 2; the router alternates between them.
+    let mut indexes = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while indexes.len() < 2 && Instant::now() < deadline {
+        let response = route_get(router_port, "mf-one.localhost").await;
+        if response.status() == 200 {
+            let probe: serde_json::Value = response.json().await.unwrap();
+            indexes.insert(
+                probe["env"]["CF_INSTANCE_INDEX"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(indexes.len(), 2, "two instances expected, saw {indexes:?}");
+
+    // The second app got the default route and its own env.
+    let response = wait_for_200(router_port, "mf-two.localhost", Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
+    let probe: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(probe["e2e_env"]["E2E_ROLE"], "second", "{probe}");
+    assert!(probe["e2e_env"].get("E2E_GREETING").is_none(), "{probe}");
+
+    // `kiln push NAME` pushes only that app of the manifest; flags
+    // override it (a second push of mf-two scaled to 2 instances).
+    let out = cli_in(
+        &home,
+        &project,
+        &[
+            "push",
+            "mf-two",
+            "-i",
+            "2",
+            "--vars-file",
+            "vars.yml",
+            "--var",
+            "greeting=x",
+        ],
+    )
+    .await;
+    assert!(out.success, "push of one app failed\n{out}");
+    assert!(
+        !out.stdout.contains("mf-one"),
+        "only mf-two is pushed\n{out}"
+    );
+    let out = cli(&home, &["app", "mf-two"]).await;
+    assert!(
+        out.stdout.contains("#1"),
+        "mf-two should have two instances\n{out}"
+    );
+
+    // The everyday verbs, against the apps the manifest made.
+    let out = cli(&home, &["set-env", "mf-two", "E2E_ROLE", "restaged"]).await;
+    assert!(
+        out.success && out.stdout.contains("kiln restage mf-two"),
+        "{out}"
+    );
+    let out = cli(&home, &["env", "mf-two"]).await;
+    assert!(
+        out.success && out.stdout.contains("E2E_ROLE: restaged"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("VCAP_APPLICATION"), "{out}");
+    let out = cli(&home, &["restage", "mf-two"]).await;
+    assert!(out.success, "restage failed\n{out}\n{}", server.log());
+    assert!(
+        out.stdout.contains("kiln-e2e legacy buildpack compiling"),
+        "{out}"
+    );
+    let probe: serde_json::Value =
+        wait_for_200(router_port, "mf-two.localhost", Duration::from_secs(30))
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(probe["e2e_env"]["E2E_ROLE"], "restaged", "{probe}");
+    let out = cli(&home, &["unset-env", "mf-two", "E2E_ROLE"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["env", "mf-two"]).await;
+    assert!(!out.stdout.contains("E2E_ROLE"), "{out}");
+
+    let out = cli(&home, &["scale", "mf-two", "-i", "1"]).await;
+    assert!(out.success, "scale failed\n{out}");
+    assert!(
+        !out.stdout.contains("#1"),
+        "one instance after scale -i 1\n{out}"
+    );
+    let out = cli(&home, &["restart", "mf-two"]).await;
+    assert!(
+        out.success && out.stdout.contains("running"),
+        "restart failed\n{out}"
+    );
+
+    let out = cli(&home, &["create-route", "localhost", "--hostname", "extra"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(
+        &home,
+        &["map-route", "mf-two", "localhost", "--hostname", "extra"],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    assert_eq!(
+        wait_for_200(router_port, "extra.localhost", Duration::from_secs(30))
+            .await
+            .status(),
+        200
+    );
+    let out = cli(&home, &["routes"]).await;
+    assert!(out.success, "{out}");
+    let extra = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("extra"))
+        .unwrap_or_default();
+    assert!(
+        extra.contains("localhost") && extra.contains("mf-two"),
+        "{out}"
+    );
+    let out = cli(
+        &home,
+        &["unmap-route", "mf-two", "localhost", "--hostname", "extra"],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while route_get(router_port, "extra.localhost").await.status() != 404
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        route_get(router_port, "extra.localhost").await.status(),
+        404
+    );
+    let out = cli(
+        &home,
+        &["delete-route", "localhost", "--hostname", "extra", "-f"],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["routes"]).await;
+    assert!(!out.stdout.contains("extra"), "{out}");
+
+    let out = cli(&home, &["rename", "mf-two", "mf-second"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["apps"]).await;
+    assert!(
+        out.stdout.contains("mf-second") && !out.stdout.contains("mf-two "),
+        "{out}"
+    );
+    for verb in ["domains", "stacks", "orgs", "spaces", "version"] {
+        let out = cli(&home, &[verb]).await;
+        assert!(out.success, "{verb} failed\n{out}");
+    }
+    let out = cli(&home, &["domains"]).await;
+    assert!(
+        out.stdout.contains("localhost") && out.stdout.contains("shared"),
+        "{out}"
+    );
+
+    // delete -r takes the app's routes with it.
+    let out = cli(&home, &["delete", "mf-second", "-f", "-r"]).await;
+    assert!(out.success, "{out}");
+    let out = cli(&home, &["routes"]).await;
+    assert!(
+        !out.stdout.contains("mf-two"),
+        "the app's routes must be gone\n{out}"
+    );
+    assert!(
+        out.stdout.contains("alias-mf"),
+        "other apps' routes stay\n{out}"
+    );
+
+    // A verb whose output pipe closes early exits quietly.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} curl /v3/apps | true", kiln_binary()))
+        .env("KILN_HOME", &home)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
