@@ -347,6 +347,12 @@ async fn deploy(
     let droplet_guid = stage(client, &app.guid, &name, &package_guid).await?;
 
     // Steps 11-12: run the droplet and wait for an instance.
+    run_droplet(client, app, &droplet_guid).await
+}
+
+/// Makes `droplet_guid` the app's current droplet, restarts the app on it,
+/// waits for an instance and prints the summary.
+async fn run_droplet(client: &mut Client, app: &App, droplet_guid: &str) -> anyhow::Result<()> {
     let _: Value = client
         .patch(
             &format!("/v3/apps/{}/relationships/current_droplet", app.guid),
@@ -356,7 +362,7 @@ async fn deploy(
     let _: App = client
         .post(&format!("/v3/apps/{}/actions/restart", app.guid), json!({}))
         .await?;
-    wait_until_running(client, &app.guid, &name).await?;
+    wait_until_running(client, &app.guid, &app.name).await?;
     print_summary(client, &app.guid).await
 }
 
@@ -636,17 +642,7 @@ pub async fn restage(client: &mut Client, name: &str) -> anyhow::Result<()> {
         .next()
         .with_context(|| format!("app {name} has no package to stage; push it first"))?;
     let droplet_guid = stage(client, &app.guid, name, &package.guid).await?;
-    let _: Value = client
-        .patch(
-            &format!("/v3/apps/{}/relationships/current_droplet", app.guid),
-            json!({"data": {"guid": droplet_guid}}),
-        )
-        .await?;
-    let _: App = client
-        .post(&format!("/v3/apps/{}/actions/restart", app.guid), json!({}))
-        .await?;
-    wait_until_running(client, &app.guid, name).await?;
-    print_summary(client, &app.guid).await
+    run_droplet(client, &app, &droplet_guid).await
 }
 
 /// Prints the staging lines among `lines`.

@@ -205,16 +205,7 @@ pub async fn delete_route(client: &mut Client, args: RouteArgs, force: bool) -> 
         );
         return Ok(());
     };
-    let reply = client
-        .call(
-            Method::DELETE,
-            &format!("/v3/routes/{}", route.guid),
-            Body::Empty,
-        )
-        .await?;
-    if let Some(job) = reply.location() {
-        client.wait_for_job(&job).await?;
-    }
+    delete_by_guid(client, &route).await?;
     println!("OK");
     Ok(())
 }
