@@ -92,6 +92,11 @@ impl Names {
         format!("{}{id}", self.netns_prefix)
     }
 
+    /// Every host-side veth of the cell starts with it.
+    pub fn veth_prefix(&self) -> &str {
+        &self.veth_prefix
+    }
+
     /// IFNAMSIZ allows 15 bytes: 2 + 6 + 4.
     fn veth(&self, index: u32) -> String {
         format!("{}{index:04x}", self.veth_prefix)
