@@ -204,33 +204,7 @@ impl Drop for Server {
             }
         }
         // ... nor its network.
-        let names = kiln_cell::network::Names::for_cell(&self.cell_id);
-        let prefix = names.netns("");
-        let mut batch = String::new();
-        for entry in std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) {
-                batch.push_str(&format!("netns del {name}\n"));
-            }
-        }
-        batch.push_str(&format!("link del {}\n", names.bridge));
-        let _ = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "ip -force -batch - >/dev/null 2>&1; nft delete table inet \"$0\" 2>/dev/null",
-            ])
-            .arg(&names.table)
-            .stdin(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(batch.as_bytes())?;
-                child.wait()
-            });
+        kiln_cell::network::remove_leftovers_blocking(&self.cell_id);
     }
 }
 

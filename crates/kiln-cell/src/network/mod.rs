@@ -334,8 +334,9 @@ impl Drop for CellNetwork {
     }
 }
 
-/// Everything of a cell's network by name, whether or not it exists.
-async fn remove_leftovers(names: &Names) {
+/// The `ip` batch that removes a cell's namespaces and bridge; host-side
+/// veths go with their namespaces.
+fn leftovers_batch(names: &Names) -> String {
     let mut batch = String::new();
     if let Ok(entries) = std::fs::read_dir(NETNS_DIR) {
         for entry in entries.flatten() {
@@ -345,8 +346,38 @@ async fn remove_leftovers(names: &Names) {
             }
         }
     }
-    // Host-side veths go with their namespaces; the bridge goes last.
     batch.push_str(&format!("link del {}\n", names.bridge));
+    batch
+}
+
+/// Removes a cell's network without a runtime, for a process about to exit
+/// (a test's last resort after a failure). Errors are ignored: most of it
+/// is usually absent.
+pub fn remove_leftovers_blocking(cell_id: &str) {
+    use std::io::Write;
+    let names = Names::for_cell(cell_id);
+    for (program, args, input) in [
+        ("ip", ["-force", "-batch", "-"], leftovers_batch(&names)),
+        ("nft", ["-f", "-", ""], nft::delete_table(&names)),
+    ] {
+        let child = std::process::Command::new(program)
+            .args(args.iter().filter(|a| !a.is_empty()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut child) = child {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(input.as_bytes());
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Everything of a cell's network by name, whether or not it exists.
+async fn remove_leftovers(names: &Names) {
+    let batch = leftovers_batch(names);
     if let Err(error) = ip_batch_force(&batch).await {
         tracing::debug!(%error, "removing leftover interfaces (most were absent)");
     }

@@ -436,6 +436,7 @@ async fn nothing_leaks_after_100_create_destroy_cycles() {
     let dir = tempfile::tempdir().unwrap();
     let stack = kiln_cell::stack::build_host_stack(&dir.path().join("stack"), "leak-test").unwrap();
     let cell_id = format!("leak-{}", &guid()[..8]);
+    let _cleanup = NetworkCleanup(Some(cell_id.clone()));
     let network = CellNetwork::setup(&cell_id, &test_network(vec![]), &dir.path().join("net"))
         .await
         .unwrap();
@@ -479,6 +480,7 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     }
     let dir = tempfile::tempdir().unwrap();
     let cell_id = format!("dead-{}", &guid()[..8]);
+    let _cleanup = NetworkCleanup(Some(cell_id.clone()));
     let config = test_network(vec![]);
     let first = CellNetwork::setup(&cell_id, &config, dir.path())
         .await
@@ -510,6 +512,7 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     // Bad input changes nothing: an overlapping subnet for another cell
     // is refused before anything is created.
     let other = format!("other-{}", &guid()[..8]);
+    let _other_cleanup = NetworkCleanup(Some(other.clone()));
     let err = CellNetwork::setup(&other, &config, dir.path())
         .await
         .err()

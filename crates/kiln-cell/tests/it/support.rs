@@ -500,6 +500,12 @@ impl Drop for TestCell {
     fn drop(&mut self) {
         self.cell_stop.cancel();
         self.bbs_stop.cancel();
+        let _network = NetworkCleanup(
+            self.config
+                .network
+                .is_some()
+                .then(|| self.config.cell_id.clone()),
+        );
         let root = self.config.data_dir.join("runc");
         if !root.exists() {
             return;
@@ -516,6 +522,19 @@ impl Drop for TestCell {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 runc(&["delete", "--force", id]);
             }
+        }
+    }
+}
+
+/// Removes a cell's network when dropped, so that a failed test leaves no
+/// bridge, table or namespace behind (in `TestCell::drop` it is dropped
+/// last, after the containers are destroyed).
+pub struct NetworkCleanup(pub Option<String>);
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        if let Some(cell_id) = &self.0 {
+            kiln_cell::network::remove_leftovers_blocking(cell_id);
         }
     }
 }
