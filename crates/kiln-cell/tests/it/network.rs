@@ -1,7 +1,8 @@
 //! The cell's container network with real runc, ip and nft: 8080 inside
 //! and the host port outside; two instances served through the router;
 //! no way from a container to the host's services or another container;
-//! DNS through the relay; nothing left after 100 create/destroy cycles; a
+//! DNS through the relay; the outside through NAT; nothing left after 100
+//! create/destroy cycles; a
 //! cell that died without cleaning up (`kill -9`) removes its leftovers at
 //! the next start.
 
@@ -524,4 +525,110 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     second.teardown().await;
     assert_eq!(counts(&names), Counts::default());
     assert!(!link_exists(&names.bridge));
+}
+
+/// A network namespace the test creates to stand for "the outside": a
+/// veth from the host to it, an address pair on a /24 of its own, and a
+/// TCP server in it that answers each connection with the peer address it
+/// sees. Removed on drop.
+struct Outside {
+    netns: String,
+    host_veth: String,
+    host_ip: Ipv4Addr,
+    ip: Ipv4Addr,
+    port: u16,
+    server: std::process::Child,
+}
+
+impl Outside {
+    fn create() -> Outside {
+        let tag = &guid()[..8];
+        let (netns, host_veth) = (format!("kiln-test-out-{tag}"), format!("ko{tag}"));
+        let subnet = test_subnet();
+        let (host_ip, ip) = (subnet.nth(1), subnet.nth(2));
+        let batch = format!(
+            "netns add {netns}\nlink add {host_veth} type veth peer name eth0 netns {netns}\n\
+             addr add {host_ip}/24 dev {host_veth}\nlink set {host_veth} up\n"
+        );
+        let inside = format!("addr add {ip}/24 dev eth0\nlink set eth0 up\nlink set lo up\n");
+        for (args, input) in [
+            (vec!["-batch", "-"], batch),
+            (vec!["-n", &netns, "-batch", "-"], inside),
+        ] {
+            let mut child = std::process::Command::new("ip")
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success(), "ip {args:?}");
+        }
+        let port = 18080;
+        let script = format!(
+            "import socket\ns = socket.socket()\ns.bind(('{ip}', {port}))\ns.listen(8)\n\
+             while True:\n    c, a = s.accept()\n    c.sendall(a[0].encode())\n    c.close()\n"
+        );
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "python3", "-c", &script])
+            .spawn()
+            .unwrap();
+        Outside {
+            netns,
+            host_veth,
+            host_ip,
+            ip,
+            port,
+            server,
+        }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = command("ip", &["link", "del", &self.host_veth]);
+        let _ = command("ip", &["netns", "del", &self.netns]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_reach_the_outside_through_nat() {
+    let test = "containers_reach_the_outside_through_nat";
+    if !runc_available(test) || !python_available(test) {
+        return;
+    }
+    let outside = Outside::create();
+    let cell = TestCell::start(61320..61330).await;
+    let script = format!(
+        "python3 -c \"import socket, time\n\
+         for _ in range(50):\n    \
+             try:\n        c = socket.create_connection(('{ip}', {port}), timeout=2); break\n    \
+             except OSError: time.sleep(0.1)\n\
+         open('/tmp/result', 'w').write(c.recv(100).decode())\"",
+        ip = outside.ip,
+        port = outside.port,
+    );
+    let mut def = task_definition(&cell.stack, "nat-logs", sh(&script));
+    def.result_file = "/tmp/result".into();
+    cell.desire_task("nat-task", def).await;
+    let task = cell
+        .completed_task("nat-task", Duration::from_secs(60))
+        .await;
+    assert!(
+        !task.failed,
+        "{}: {:?}",
+        task.failure_reason,
+        cell.logs.lines("nat-logs")
+    );
+    // The outside sees the host's address on its link, not the
+    // container's: the connection was masqueraded.
+    assert_eq!(task.result, outside.host_ip.to_string());
+    cell.shutdown().await;
 }
