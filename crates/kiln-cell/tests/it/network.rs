@@ -2,9 +2,8 @@
 //! and the host port outside; two instances served through the router;
 //! no way from a container to the host's services or another container;
 //! DNS through the relay; the outside through NAT; nothing left after 100
-//! create/destroy cycles; a
-//! cell that died without cleaning up (`kill -9`) removes its leftovers at
-//! the next start.
+//! create/destroy cycles; a cell that died without cleaning up (`kill -9`)
+//! removes its leftovers at the next start.
 
 use crate::support::*;
 use kiln_bbs::BbsClient;
