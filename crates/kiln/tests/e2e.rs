@@ -362,6 +362,35 @@ async fn push_stage_run_route_and_survive_a_restart() {
         format!("127.0.0.1:{}", env["CF_INSTANCE_PORT"].as_str().unwrap()),
         "{probe}"
     );
+    // The same in the process stats, as `cf app` reads them.
+    let stats = async |path: String| -> serde_json::Value {
+        let out = cli(&home, &["curl", &path]).await;
+        assert!(out.success, "kiln curl {path}\n{out}");
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let app = stats("/v3/apps?names=envprobe".into()).await;
+    let app_guid = app["resources"][0]["guid"].as_str().unwrap().to_string();
+    let processes = stats(format!("/v3/apps/{app_guid}/processes")).await;
+    let process_guid = processes["resources"][0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let instance =
+        stats(format!("/v3/processes/{process_guid}/stats")).await["resources"][0].clone();
+    assert_eq!(instance["host"], "127.0.0.1", "{instance}");
+    assert_eq!(
+        instance["instance_internal_ip"], env["CF_INSTANCE_INTERNAL_IP"],
+        "{instance}"
+    );
+    assert_eq!(
+        instance["instance_ports"][0]["internal"], 8080,
+        "{instance}"
+    );
+    assert_eq!(
+        instance["instance_ports"][0]["external"].to_string(),
+        env["CF_INSTANCE_PORT"].as_str().unwrap(),
+        "{instance}"
+    );
     let subnet_prefix = cell_network.trim_end_matches("0/24");
     assert!(
         env["CF_INSTANCE_INTERNAL_IP"]
