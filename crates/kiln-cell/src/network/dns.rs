@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long one upstream gets to answer before the next is asked.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,8 +34,21 @@ pub fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Serves until `stop`.
+/// Serves until `stop`; returns once the socket is closed (every query
+/// in flight has let go of it).
 pub async fn serve(socket: UdpSocket, upstreams: Vec<SocketAddr>, stop: CancellationToken) {
+    let queries = TaskTracker::new();
+    relay(socket, upstreams, &queries, stop).await;
+    queries.close();
+    queries.wait().await;
+}
+
+async fn relay(
+    socket: UdpSocket,
+    upstreams: Vec<SocketAddr>,
+    queries: &TaskTracker,
+    stop: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let upstreams: Arc<[SocketAddr]> = upstreams.into();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -61,7 +75,7 @@ pub async fn serve(socket: UdpSocket, upstreams: Vec<SocketAddr>, stop: Cancella
         };
         let query = buf[..n].to_vec();
         let (socket, upstreams, stop) = (socket.clone(), upstreams.clone(), stop.clone());
-        tokio::spawn(async move {
+        queries.spawn(async move {
             let _permit = permit;
             tokio::select! {
                 _ = stop.cancelled() => {}

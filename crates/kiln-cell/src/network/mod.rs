@@ -127,6 +127,7 @@ pub struct CellNetwork {
     resolv_conf: PathBuf,
     state: Mutex<State>,
     relay_stop: CancellationToken,
+    relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl CellNetwork {
@@ -187,7 +188,7 @@ impl CellNetwork {
             );
         }
         let relay_stop = CancellationToken::new();
-        tokio::spawn(dns::serve(relay, upstreams, relay_stop.clone()));
+        let relay = tokio::spawn(dns::serve(relay, upstreams, relay_stop.clone()));
         tracing::info!(cell_id, bridge = %names.bridge, %subnet, "cell network ready");
         Ok(CellNetwork {
             resolv_conf: dir.join("resolv.conf"),
@@ -198,6 +199,7 @@ impl CellNetwork {
             names,
             subnet,
             relay_stop,
+            relay: Mutex::new(Some(relay)),
         })
     }
 
@@ -319,6 +321,12 @@ impl CellNetwork {
     /// stops the relay (at shutdown, after the containers are gone).
     pub async fn teardown(&self) {
         self.relay_stop.cancel();
+        // Its socket must be closed before a restarted cell binds the
+        // gateway address again.
+        let relay = self.relay.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
