@@ -63,6 +63,12 @@ pub enum NetworkError {
     Setup(String),
     #[error("no free address left in the cell network {0}")]
     Exhausted(Subnet),
+    #[error("host port {port} is taken: {source}")]
+    PortTaken {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("container {0} is attached already")]
     Attached(String),
 }
@@ -118,6 +124,11 @@ pub struct Attachment {
 struct State {
     pool: IpPool,
     attached: HashMap<String, Attachment>,
+    /// A listening socket on each mapped host port, never accepted on
+    /// (DNAT takes every connection first): it keeps any other program on
+    /// the host from binding the port and being handed, or taking, an
+    /// instance's traffic, as docker-proxy does.
+    held_ports: HashMap<String, std::net::TcpListener>,
 }
 
 /// The cell's bridge, table, relay and attachments.
@@ -195,6 +206,7 @@ impl CellNetwork {
             state: Mutex::new(State {
                 pool: IpPool::new(&subnet),
                 attached: HashMap::new(),
+                held_ports: HashMap::new(),
             }),
             names,
             subnet,
@@ -265,10 +277,15 @@ impl CellNetwork {
         if state.attached.contains_key(id) {
             return Err(NetworkError::Attached(id.into()));
         }
-        let index = state
-            .pool
-            .allocate()
-            .ok_or(NetworkError::Exhausted(self.subnet))?;
+        if let Some(port) = host_port {
+            let held = std::net::TcpListener::bind(("0.0.0.0", port))
+                .map_err(|source| NetworkError::PortTaken { port, source })?;
+            state.held_ports.insert(id.into(), held);
+        }
+        let Some(index) = state.pool.allocate() else {
+            state.held_ports.remove(id);
+            return Err(NetworkError::Exhausted(self.subnet));
+        };
         let attachment = Attachment {
             netns: Path::new(NETNS_DIR).join(self.names.netns(id)),
             ip: self.subnet.nth(index),
@@ -315,6 +332,7 @@ impl CellNetwork {
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.pool.release(attachment.index);
+        state.held_ports.remove(id);
     }
 
     /// Removes the bridge, the table, every namespace of the cell, and
@@ -331,6 +349,11 @@ impl CellNetwork {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .attached
+            .clear();
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held_ports
             .clear();
         remove_leftovers(&self.names).await;
     }

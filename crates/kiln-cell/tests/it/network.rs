@@ -307,6 +307,12 @@ async fn instances_listen_on_8080_are_routed_and_reach_neither_the_host_nor_each
         "instance 1"
     );
 
+    // Nor can a program on the host take an instance's host port.
+    assert!(
+        std::net::TcpListener::bind(("0.0.0.0", b_port)).is_err(),
+        "the cell holds its instances' host ports"
+    );
+
     router_stop.cancel();
     cell.bbs.remove_desired_lrp("iso").await.unwrap();
     let names = Names::for_cell(&cell.config.cell_id);
@@ -446,10 +452,11 @@ async fn nothing_leaks_after_100_create_destroy_cycles() {
     let before = (counts(&names), cgroups(&id_prefix));
     assert_eq!(before, (Counts::default(), 0));
 
+    // Host ports above the cells' range and the kernel's ephemeral range.
     let started = Instant::now();
     for i in 0..100u16 {
         let id = format!("{id_prefix}{i}");
-        let attachment = network.attach(&id, Some(40000 + i)).await.unwrap();
+        let attachment = network.attach(&id, Some(62100 + i)).await.unwrap();
         assert_eq!(counts(&names).port_mappings, 1, "cycle {i}");
         let spec = true_spec(dir.path(), &stack.rootfs, &id, &attachment.netns);
         let process = runtime.create_and_run(&spec).await.unwrap();
@@ -487,7 +494,7 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
         .unwrap();
     let names = first.names().clone();
     for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
-        first.attach(id, Some(41000 + i as u16)).await.unwrap();
+        first.attach(id, Some(62200 + i as u16)).await.unwrap();
     }
     let left = counts(&names);
     assert_eq!(
@@ -505,7 +512,7 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     assert_eq!(counts(&names), Counts::default(), "leftovers removed");
     assert!(link_exists(&names.bridge) && table_exists(&names.table));
     // And the new network works: the same names can be used again.
-    let a = second.attach("a", Some(41000)).await.unwrap();
+    let a = second.attach("a", Some(62200)).await.unwrap();
     assert!(config.subnet.contains(a.ip));
     second.detach("a").await;
 
