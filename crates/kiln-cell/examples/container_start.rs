@@ -71,56 +71,68 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut bare, mut plain, mut networked, mut attach, mut detach) =
         (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..runs + 1 {
-        // Bare runc: the same config.json, written beforehand.
-        let id = format!("bare-{i}");
-        let s = spec(&dir, &stack.rootfs, &id, None);
-        std::fs::create_dir_all(&s.bundle)?;
-        std::fs::write(
-            s.bundle.join("config.json"),
-            serde_json::to_vec(&oci::config_json(&s))?,
-        )?;
-        let t = Instant::now();
-        let status = tokio::process::Command::new(RUNC)
-            .arg("--root")
-            .arg(&bare_root)
-            .args(["run", "--bundle"])
-            .arg(&s.bundle)
-            .arg(&id)
-            .status()
-            .await?;
-        let bare_t = t.elapsed();
-        assert!(status.success(), "bare runc run failed");
-
-        // Kiln's runtime, host network.
-        let id = format!("plain-{i}");
-        let s = spec(&dir, &stack.rootfs, &id, None);
-        let t = Instant::now();
-        let code = runtime.create_and_run(&s).await?.exit.await?;
-        let plain_t = t.elapsed();
-        assert_eq!(code, 0);
-        runtime.destroy(&id).await?;
-
-        // Kiln's runtime with the container's network.
-        let id = format!("net-{i}");
-        let t = Instant::now();
-        let attachment = network.attach(&id, Some(62300 + i as u16)).await?;
-        let attach_t = t.elapsed();
-        let s = spec(&dir, &stack.rootfs, &id, Some(attachment.netns));
-        let code = runtime.create_and_run(&s).await?.exit.await?;
-        let net_t = t.elapsed();
-        assert_eq!(code, 0);
-        runtime.destroy(&id).await?;
-        let t = Instant::now();
-        network.detach(&id).await;
-        let detach_t = t.elapsed();
-
-        // The first round warms caches; it is not counted.
-        if i > 0 {
-            bare.push(bare_t);
-            plain.push(plain_t);
-            networked.push(net_t);
-            attach.push(attach_t);
-            detach.push(detach_t);
+        // The order rotates so that no kind always follows another's
+        // teardown (a namespace's removal finishes in the kernel later).
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => {
+                    // Bare runc: the same config.json, written beforehand.
+                    let id = format!("bare-{i}");
+                    let s = spec(&dir, &stack.rootfs, &id, None);
+                    std::fs::create_dir_all(&s.bundle)?;
+                    std::fs::write(
+                        s.bundle.join("config.json"),
+                        serde_json::to_vec(&oci::config_json(&s))?,
+                    )?;
+                    let t = Instant::now();
+                    let status = tokio::process::Command::new(RUNC)
+                        .arg("--root")
+                        .arg(&bare_root)
+                        .args(["run", "--bundle"])
+                        .arg(&s.bundle)
+                        .arg(&id)
+                        .status()
+                        .await?;
+                    let elapsed = t.elapsed();
+                    assert!(status.success(), "bare runc run failed");
+                    if i > 0 {
+                        bare.push(elapsed);
+                    }
+                }
+                1 => {
+                    // Kiln's runtime, host network.
+                    let id = format!("plain-{i}");
+                    let s = spec(&dir, &stack.rootfs, &id, None);
+                    let t = Instant::now();
+                    let code = runtime.create_and_run(&s).await?.exit.await?;
+                    let elapsed = t.elapsed();
+                    assert_eq!(code, 0);
+                    runtime.destroy(&id).await?;
+                    if i > 0 {
+                        plain.push(elapsed);
+                    }
+                }
+                _ => {
+                    // Kiln's runtime with the container's network.
+                    let id = format!("net-{i}");
+                    let t = Instant::now();
+                    let attachment = network.attach(&id, Some(62300 + i as u16)).await?;
+                    let attach_t = t.elapsed();
+                    let s = spec(&dir, &stack.rootfs, &id, Some(attachment.netns));
+                    let code = runtime.create_and_run(&s).await?.exit.await?;
+                    let elapsed = t.elapsed();
+                    assert_eq!(code, 0);
+                    runtime.destroy(&id).await?;
+                    let t = Instant::now();
+                    network.detach(&id).await;
+                    // The first round warms caches; it is not counted.
+                    if i > 0 {
+                        networked.push(elapsed);
+                        attach.push(attach_t);
+                        detach.push(t.elapsed());
+                    }
+                }
+            }
         }
     }
     network.teardown().await;
