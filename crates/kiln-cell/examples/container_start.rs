@@ -62,6 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             subnet: subnet.parse()?,
             dns_servers: vec![],
         },
+        Some(std::net::Ipv4Addr::LOCALHOST),
         &dir.join("net"),
     )
     .await?;

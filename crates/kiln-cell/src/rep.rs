@@ -145,7 +145,17 @@ pub async fn run(
     // containers are gone.
     let network = match &config.network {
         Some(net) => Some(Arc::new(
-            CellNetwork::setup(&config.cell_id, net, &config.data_dir.join("network")).await?,
+            CellNetwork::setup(
+                &config.cell_id,
+                net,
+                config
+                    .address
+                    .parse()
+                    .ok()
+                    .filter(|ip: &std::net::Ipv4Addr| !ip.is_unspecified()),
+                &config.data_dir.join("network"),
+            )
+            .await?,
         )),
         None => None,
     };

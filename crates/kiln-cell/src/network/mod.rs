@@ -124,11 +124,11 @@ pub struct Attachment {
 struct State {
     pool: IpPool,
     attached: HashMap<String, Attachment>,
-    /// A listening socket on each mapped host port, never accepted on
-    /// (DNAT takes every connection first): it keeps any other program on
-    /// the host from binding the port and being handed, or taking, an
-    /// instance's traffic, as docker-proxy does.
-    held_ports: HashMap<String, std::net::TcpListener>,
+    /// A socket bound to each mapped host port (without `SO_REUSEADDR`,
+    /// not listening): it keeps any other program on the host from binding
+    /// the port and taking an instance's traffic, while a connection to the
+    /// port on another address is refused rather than left hanging.
+    held_ports: HashMap<String, tokio::net::TcpSocket>,
 }
 
 /// The cell's bridge, table, relay and attachments.
@@ -145,9 +145,14 @@ impl CellNetwork {
     /// Removes what a previous run of this cell left, then creates the
     /// bridge, the nft table, and the DNS relay; `dir` gets the
     /// containers' `resolv.conf`.
+    ///
+    /// Host ports are mapped on `address`, the cell's advertised address,
+    /// or on every address of the machine when it has no IPv4 address (a
+    /// host name).
     pub async fn setup(
         cell_id: &str,
         config: &NetworkConfig,
+        address: Option<Ipv4Addr>,
         dir: &Path,
     ) -> Result<CellNetwork, NetworkError> {
         let names = Names::for_cell(cell_id);
@@ -174,7 +179,7 @@ impl CellNetwork {
         write_sysctl(&format!("net/ipv6/conf/{br}/disable_ipv6"), "1")?;
         write_sysctl(&format!("net/ipv4/conf/{br}/route_localnet"), "1")?;
         ip_batch(None, &format!("link set {br} up\n")).await?;
-        nft(&nft::table(&names, &subnet)).await?;
+        nft(&nft::table(&names, &subnet, address)).await?;
 
         std::fs::create_dir_all(dir)
             .and_then(|()| {
@@ -278,7 +283,11 @@ impl CellNetwork {
             return Err(NetworkError::Attached(id.into()));
         }
         if let Some(port) = host_port {
-            let held = std::net::TcpListener::bind(("0.0.0.0", port))
+            let held = tokio::net::TcpSocket::new_v4()
+                .and_then(|socket| {
+                    socket.bind((Ipv4Addr::UNSPECIFIED, port).into())?;
+                    Ok(socket)
+                })
                 .map_err(|source| NetworkError::PortTaken { port, source })?;
             state.held_ports.insert(id.into(), held);
         }

@@ -10,8 +10,15 @@ use std::net::Ipv4Addr;
 
 /// Replaces the cell's table atomically: `add` makes the `delete` succeed
 /// when there was none, and the whole script is one nft transaction.
-pub fn table(names: &Names, subnet: &Subnet) -> String {
+pub fn table(names: &Names, subnet: &Subnet, address: Option<Ipv4Addr>) -> String {
     let (t, br, gw) = (&names.table, &names.bridge, subnet.gateway());
+    // The advertised address only, when the cell has one: with the default
+    // 127.0.0.1, instances are not reachable on the machine's other
+    // addresses, only through the router.
+    let to_cell = match address {
+        Some(ip) => format!("ip daddr {ip}"),
+        None => "fib daddr type local".to_string(),
+    };
     let mut s = String::new();
     let _ = write!(
         s,
@@ -20,16 +27,16 @@ delete table inet {t}
 table inet {t} {{
   map ports {{ type inet_service : ipv4_addr . inet_service; }}
 
-  # A host port on any of the host's addresses leads to its container:
-  # traffic from elsewhere (prerouting) and from the host itself (output,
-  # where the router and health checks run).
+  # A host port on the cell's address leads to its container: traffic from
+  # elsewhere (prerouting) and from the host itself (output, where the
+  # router runs).
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
-    fib daddr type local meta l4proto tcp dnat ip to tcp dport map @ports
+    {to_cell} meta l4proto tcp dnat ip to tcp dport map @ports
   }}
   chain output {{
     type nat hook output priority -100; policy accept;
-    fib daddr type local meta l4proto tcp dnat ip to tcp dport map @ports
+    {to_cell} meta l4proto tcp dnat ip to tcp dport map @ports
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;

@@ -312,6 +312,14 @@ async fn instances_listen_on_8080_are_routed_and_reach_neither_the_host_nor_each
         std::net::TcpListener::bind(("0.0.0.0", b_port)).is_err(),
         "the cell holds its instances' host ports"
     );
+    // The port is mapped on the cell's address only: on another address
+    // of the machine it leads nowhere.
+    assert!(
+        tokio::net::TcpStream::connect((gateway, b_port))
+            .await
+            .is_err(),
+        "a host port is mapped on the cell's address only"
+    );
 
     router_stop.cancel();
     cell.bbs.remove_desired_lrp("iso").await.unwrap();
@@ -443,9 +451,14 @@ async fn nothing_leaks_after_100_create_destroy_cycles() {
     let stack = kiln_cell::stack::build_host_stack(&dir.path().join("stack"), "leak-test").unwrap();
     let cell_id = format!("leak-{}", &guid()[..8]);
     let _cleanup = NetworkCleanup(Some(cell_id.clone()));
-    let network = CellNetwork::setup(&cell_id, &test_network(vec![]), &dir.path().join("net"))
-        .await
-        .unwrap();
+    let network = CellNetwork::setup(
+        &cell_id,
+        &test_network(vec![]),
+        Some(Ipv4Addr::LOCALHOST),
+        &dir.path().join("net"),
+    )
+    .await
+    .unwrap();
     let runtime = kiln_cell::RuncRuntime::new(RUNC.into(), dir.path().join("runc"));
     let names = network.names().clone();
     let id_prefix = format!("{cell_id}-c");
@@ -489,7 +502,7 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     let cell_id = format!("dead-{}", &guid()[..8]);
     let _cleanup = NetworkCleanup(Some(cell_id.clone()));
     let config = test_network(vec![]);
-    let first = CellNetwork::setup(&cell_id, &config, dir.path())
+    let first = CellNetwork::setup(&cell_id, &config, Some(Ipv4Addr::LOCALHOST), dir.path())
         .await
         .unwrap();
     let names = first.names().clone();
@@ -506,7 +519,7 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     drop(first);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let second = CellNetwork::setup(&cell_id, &config, dir.path())
+    let second = CellNetwork::setup(&cell_id, &config, Some(Ipv4Addr::LOCALHOST), dir.path())
         .await
         .unwrap();
     assert_eq!(counts(&names), Counts::default(), "leftovers removed");
@@ -520,7 +533,7 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     // is refused before anything is created.
     let other = format!("other-{}", &guid()[..8]);
     let _other_cleanup = NetworkCleanup(Some(other.clone()));
-    let err = CellNetwork::setup(&other, &config, dir.path())
+    let err = CellNetwork::setup(&other, &config, Some(Ipv4Addr::LOCALHOST), dir.path())
         .await
         .err()
         .expect("an overlapping subnet is refused");
