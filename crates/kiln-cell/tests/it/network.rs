@@ -651,3 +651,36 @@ async fn containers_reach_the_outside_through_nat() {
     assert_eq!(task.result, outside.host_ip.to_string());
     cell.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cell_network_instances_listen_on_their_host_port() {
+    let test = "without_a_cell_network_instances_listen_on_their_host_port";
+    if !runc_available(test) || !python_available(test) {
+        return;
+    }
+    let cell = TestCell::start_with(61340..61350, None).await;
+    let lrp = desired_lrp(
+        &cell.stack,
+        "hostnet",
+        sh(
+            "cd /tmp && echo \"$PORT $CF_INSTANCE_INTERNAL_IP\" > index.html && exec python3 -m http.server $PORT",
+        ),
+    );
+    cell.bbs.desire_lrp(lrp).await.unwrap();
+    let actual = eventually("hostnet RUNNING", Duration::from_secs(30), || async {
+        cell.actual_lrp("hostnet")
+            .await
+            .filter(|a| a.state == ActualLrpState::Running)
+    })
+    .await;
+    let net = actual.net_info.unwrap();
+    let port = net.ports[0].host_port;
+    assert_eq!(net.ports[0].container_port, port);
+    assert_eq!(net.instance_address, "127.0.0.1");
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/index.html"), None).await,
+        format!("{port} 127.0.0.1\n")
+    );
+    assert!(!link_exists(&Names::for_cell(&cell.config.cell_id).bridge));
+    cell.shutdown().await;
+}
