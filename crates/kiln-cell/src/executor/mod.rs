@@ -103,14 +103,11 @@ impl CellCtx {
             // The stack's resolv.conf names the host's resolvers, which a
             // container in its own namespace may not reach; the relay it
             // names instead is on the bridge.
-            mounts.insert(
-                1,
-                BindMount {
-                    source: network.resolv_conf().to_path_buf(),
-                    destination: "/etc/resolv.conf".into(),
-                    read_only: true,
-                },
-            );
+            mounts.push(BindMount {
+                source: network.resolv_conf().to_path_buf(),
+                destination: "/etc/resolv.conf".into(),
+                read_only: true,
+            });
         }
         Ok(ContainerSpec {
             id: id.into(),

@@ -156,9 +156,26 @@ impl CellNetwork {
         dir: &Path,
     ) -> Result<CellNetwork, NetworkError> {
         let names = Names::for_cell(cell_id);
-        let subnet = config.subnet;
         remove_leftovers(&names).await;
-        refuse_overlap(&names, &subnet).await?;
+        refuse_overlap(&names, &config.subnet).await?;
+        match CellNetwork::create(cell_id, names.clone(), config, address, dir).await {
+            Ok(network) => Ok(network),
+            Err(error) => {
+                // A half-made network is no use to the next start either.
+                remove_leftovers(&names).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn create(
+        cell_id: &str,
+        names: Names,
+        config: &NetworkConfig,
+        address: Option<Ipv4Addr>,
+        dir: &Path,
+    ) -> Result<CellNetwork, NetworkError> {
+        let subnet = config.subnet;
         let gw = subnet.gateway();
         // Forwarding is what lets containers out (and is what every
         // container host sets); route_localnet lets the host's own
@@ -176,7 +193,9 @@ impl CellNetwork {
         let br = &names.bridge;
         // No IPv6 on the bridge: a link-local address would give
         // containers a path to host services listening on `::`.
-        write_sysctl(&format!("net/ipv6/conf/{br}/disable_ipv6"), "1")?;
+        if Path::new("/proc/sys/net/ipv6").exists() {
+            write_sysctl(&format!("net/ipv6/conf/{br}/disable_ipv6"), "1")?;
+        }
         write_sysctl(&format!("net/ipv4/conf/{br}/route_localnet"), "1")?;
         ip_batch(None, &format!("link set {br} up\n")).await?;
         nft(&nft::table(&names, &subnet, address)).await?;

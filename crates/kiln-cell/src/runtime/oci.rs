@@ -1,10 +1,10 @@
 //! The OCI runtime `config.json` for a [`ContainerSpec`].
 //!
 //! It follows `runc spec` (the kernel filesystems, masked and read-only
-//! `/proc` paths, deny-all devices) with Kiln's choices on top: no network
-//! namespace of its own (the cell prepares one, see `crate::network`, and
-//! the container joins it by path; none means the host's), a read-only root, a non-root user with no capabilities and
-//! `noNewPrivileges`, and memory and pids limits in the container's cgroup.
+//! `/proc` paths, deny-all devices) with Kiln's choices on top: the network
+//! namespace the cell prepared (`crate::network`), joined by path (without
+//! one, the host's), a read-only root, a non-root user with no capabilities
+//! and `noNewPrivileges`, and memory and pids limits in the container's cgroup.
 //! Written with `serde_json` rather than the `oci-spec` crate: the document
 //! is small and fixed, and the crate would be a large dependency.
 
