@@ -124,17 +124,19 @@ pub struct Attachment {
 struct State {
     pool: IpPool,
     attached: HashMap<String, Attachment>,
-    /// A socket bound to each mapped host port (without `SO_REUSEADDR`,
-    /// not listening): it keeps any other program on the host from binding
-    /// the port and taking an instance's traffic, while a connection to the
-    /// port on another address is refused rather than left hanging.
-    held_ports: HashMap<String, tokio::net::TcpSocket>,
+    /// A listening socket on each mapped host port at the cell's address:
+    /// it keeps any other program on the host from binding the port there
+    /// and taking an instance's traffic (as docker-proxy does), and never
+    /// sees a connection itself, since DNAT takes every one first.
+    held_ports: HashMap<String, std::net::TcpListener>,
 }
 
 /// The cell's bridge, table, relay and attachments.
 pub struct CellNetwork {
     names: Names,
     subnet: Subnet,
+    /// Where host ports are mapped; `None`: on every local address.
+    address: Option<Ipv4Addr>,
     resolv_conf: PathBuf,
     state: Mutex<State>,
     relay_stop: CancellationToken,
@@ -234,6 +236,7 @@ impl CellNetwork {
             }),
             names,
             subnet,
+            address,
             relay_stop,
             relay: Mutex::new(Some(relay)),
         })
@@ -302,11 +305,8 @@ impl CellNetwork {
             return Err(NetworkError::Attached(id.into()));
         }
         if let Some(port) = host_port {
-            let held = tokio::net::TcpSocket::new_v4()
-                .and_then(|socket| {
-                    socket.bind((Ipv4Addr::UNSPECIFIED, port).into())?;
-                    Ok(socket)
-                })
+            let at = self.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let held = std::net::TcpListener::bind((at, port))
                 .map_err(|source| NetworkError::PortTaken { port, source })?;
             state.held_ports.insert(id.into(), held);
         }
@@ -393,10 +393,19 @@ impl Drop for CellNetwork {
     }
 }
 
-/// The `ip` batch that removes a cell's namespaces and bridge; host-side
-/// veths go with their namespaces.
-fn leftovers_batch(names: &Names) -> String {
+/// The `ip` batch that removes a cell's veths, namespaces and bridge. The
+/// veths are deleted by name: the kernel removes a namespace's interfaces
+/// only some time after the namespace is gone.
+fn leftovers_batch(names: &Names, links: &str) -> String {
     let mut batch = String::new();
+    for line in links.lines() {
+        // `12: kvabcdef0002@if3: <BROADCAST,...`
+        if let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next())
+            && name.starts_with(&names.veth_prefix)
+        {
+            batch.push_str(&format!("link del {name}\n"));
+        }
+    }
     if let Ok(entries) = std::fs::read_dir(NETNS_DIR) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -415,8 +424,17 @@ fn leftovers_batch(names: &Names) -> String {
 pub fn remove_leftovers_blocking(cell_id: &str) {
     use std::io::Write;
     let names = Names::for_cell(cell_id);
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     for (program, args, input) in [
-        ("ip", ["-force", "-batch", "-"], leftovers_batch(&names)),
+        (
+            "ip",
+            ["-force", "-batch", "-"],
+            leftovers_batch(&names, &links),
+        ),
         ("nft", ["-f", "-", ""], nft::delete_table(&names)),
     ] {
         let child = std::process::Command::new(program)
@@ -436,7 +454,10 @@ pub fn remove_leftovers_blocking(cell_id: &str) {
 
 /// Everything of a cell's network by name, whether or not it exists.
 async fn remove_leftovers(names: &Names) {
-    let batch = leftovers_batch(names);
+    let links = run("ip", &["-o", "link", "show"], None)
+        .await
+        .unwrap_or_default();
+    let batch = leftovers_batch(names, &links);
     if let Err(error) = ip_batch_force(&batch).await {
         tracing::debug!(%error, "removing leftover interfaces (most were absent)");
     }
@@ -539,6 +560,25 @@ async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_are_found_by_name() {
+        let names = Names::for_cell("cell-0");
+        let veth = names.veth(2);
+        let links = format!(
+            "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536\n\
+             9: {veth}@if3: <BROADCAST,MULTICAST,UP> mtu 1500 master {br}\n\
+             10: kv000000ffff@if2: <BROADCAST> mtu 1500\n",
+            br = names.bridge
+        );
+        let batch = leftovers_batch(&names, &links);
+        assert!(batch.starts_with(&format!("link del {veth}\n")), "{batch}");
+        assert!(!batch.contains("kv000000ffff"), "{batch}");
+        assert!(
+            batch.ends_with(&format!("link del {}\n", names.bridge)),
+            "{batch}"
+        );
+    }
 
     #[test]
     fn names_fit_the_kernel_and_differ_per_cell() {

@@ -320,6 +320,10 @@ async fn instances_listen_on_8080_are_routed_and_reach_neither_the_host_nor_each
             .is_err(),
         "a host port is mapped on the cell's address only"
     );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", b_port)).is_err(),
+        "the cell holds its instances' host ports on its address"
+    );
 
     router_stop.cancel();
     cell.bbs.remove_desired_lrp("iso").await.unwrap();
