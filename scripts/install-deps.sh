@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs what Kiln needs from Debian's packages, only where it is missing:
-# runc (the container runtime), python3 (the sample app's interpreter, taken
-# from the host's /usr into the stack) and curl (the quick start's check).
+# runc (the container runtime), iproute2 and nftables (the cell's container
+# network: namespaces, veths, bridge, DNAT), python3 (the sample app's
+# interpreter, taken from the host's /usr into the stack) and curl (the
+# quick start's check).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 [ -x /usr/bin/python3 ] || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)

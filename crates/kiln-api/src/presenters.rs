@@ -285,9 +285,10 @@ pub fn process_stats(p: &Process, actuals: &[ActualLrp], now_nanos: i64, now: &s
                 },
             ),
         };
-        let (host, ports) = match &a.net_info {
+        let (host, internal_ip, ports) = match &a.net_info {
             Some(n) => (
                 json!(n.address),
+                json!(n.instance_address),
                 json!(
                     n.ports
                         .iter()
@@ -295,7 +296,7 @@ pub fn process_stats(p: &Process, actuals: &[ActualLrp], now_nanos: i64, now: &s
                         .collect::<Vec<_>>()
                 ),
             ),
-            None => (json!(""), json!([])),
+            None => (json!(""), json!(""), json!([])),
         };
         let uptime = if a.state == ActualLrpState::Running {
             ((now_nanos - a.since).max(0) / 1_000_000_000) as u64
@@ -306,7 +307,7 @@ pub fn process_stats(p: &Process, actuals: &[ActualLrp], now_nanos: i64, now: &s
             "type": p.r#type, "index": index,
             "instance_guid": a.instance_key.as_ref().map(|k| k.instance_guid.clone()).unwrap_or_default(),
             "state": state, "routable": state == "RUNNING",
-            "host": host, "instance_internal_ip": host,
+            "host": host, "instance_internal_ip": internal_ip,
             "instance_ports": ports,
             "uptime": uptime,
             "mem_quota": p.memory_in_mb * 1024 * 1024,

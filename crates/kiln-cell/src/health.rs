@@ -1,5 +1,6 @@
-//! Health checks of an instance, run from the host side (the instance
-//! shares the host network): `port` is a TCP connect, `http` a GET that
+//! Health checks of an instance, run from the host side against the
+//! container's own address and port (the host's routes reach the cell's
+//! bridge): `port` is a TCP connect, `http` a GET that
 //! must answer 200, `process` no check at all. Error texts follow Diego's
 //! healthcheck, since they end up in crash reasons.
 

@@ -15,7 +15,8 @@
 //! Code map: `rep` is the loop (heartbeat, bulk sync, reconcile); `executor`
 //! runs one unit of work (`task`, `lrp`); `container` owns the per-container
 //! directory; `download`, `extract` and `upload` move artifacts; `health`
-//! probes instances; `runtime` is the runc seam; `stack` builds the root
+//! probes instances; `network` gives containers their namespace, bridge
+//! port, host port mapping and DNS; `runtime` is the runc seam; `stack` builds the root
 //! filesystem.
 
 mod container;
@@ -25,6 +26,7 @@ mod executor;
 mod extract;
 mod health;
 mod logs;
+pub mod network;
 mod ports;
 mod rep;
 pub mod runtime;
@@ -65,6 +67,10 @@ pub struct CellConfig {
     pub port_range: Range<u16>,
     /// How often the cell heartbeats and re-reads its work (bulk sync).
     pub sync_interval: Duration,
+    /// The containers' network (a namespace per container on the cell's
+    /// bridge); `None` runs containers in the host's network namespace,
+    /// with `$PORT` a host port and no isolation (development only).
+    pub network: Option<network::NetworkConfig>,
 }
 
 impl CellConfig {
@@ -84,6 +90,12 @@ impl CellConfig {
             runc: PathBuf::from("/usr/sbin/runc"),
             port_range: DEFAULT_PORT_RANGE,
             sync_interval: Duration::from_secs(2),
+            network: Some(network::NetworkConfig {
+                subnet: network::DEFAULT_SUBNET
+                    .parse()
+                    .expect("the default subnet parses"),
+                dns_servers: Vec::new(),
+            }),
         }
     }
 }
@@ -105,6 +117,8 @@ pub enum CellError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cell network: {0}")]
+    Network(#[from] network::NetworkError),
     #[error("cell config: {0}")]
     Config(String),
 }

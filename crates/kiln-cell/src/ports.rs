@@ -1,7 +1,8 @@
-//! Host ports for instances. Containers share the host's network, so each
-//! instance gets a port of its own from the cell's range; a port is handed
-//! out only if nothing on the host listens on it (bind test), and it is
-//! held until the instance's container is destroyed.
+//! Host ports for instances: each instance gets a port of its own from the
+//! cell's range, DNATed to its 8080 (or, with `--cell-network none`, the
+//! port it listens on in the host's network). A port is handed out only if
+//! nothing on the host listens on it (bind test), and it is held until the
+//! instance's container is destroyed.
 
 use std::collections::HashSet;
 use std::net::TcpListener;

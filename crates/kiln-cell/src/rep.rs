@@ -1,7 +1,8 @@
 //! Diego's rep: the cell's loop.
 //!
 //! At start: build the stack, destroy whatever a previous run of this cell
-//! left in runc (after a crash or `kill -9` nothing else would), heartbeat.
+//! left in runc (after a crash or `kill -9` nothing else would), remove and
+//! recreate the cell's network, heartbeat.
 //! Then, until shutdown: heartbeat and bulk-sync every `sync_interval`,
 //! and re-sync on every BBS event that concerns this cell. A sync reads
 //! `cell_work` and reconciles: PENDING tasks placed here are started
@@ -18,6 +19,7 @@ use crate::download::Downloader;
 use crate::executor::CellCtx;
 use crate::executor::lrp::{self, LrpEnd};
 use crate::executor::task::{self, TaskOutcome};
+use crate::network::CellNetwork;
 use crate::ports::PortAllocator;
 use crate::runtime::{ContainerRuntime, valid_id};
 use crate::{CellConfig, CellError, stack};
@@ -139,6 +141,24 @@ pub async fn run(
     );
 
     sweep(runtime.as_ref(), &containers_dir, &config.cell_id).await?;
+    // After the sweep: a previous run's namespaces are free only once its
+    // containers are gone.
+    let network = match &config.network {
+        Some(net) => Some(Arc::new(
+            CellNetwork::setup(
+                &config.cell_id,
+                net,
+                config
+                    .address
+                    .parse()
+                    .ok()
+                    .filter(|ip: &std::net::Ipv4Addr| !ip.is_unspecified()),
+                &config.data_dir.join("network"),
+            )
+            .await?,
+        )),
+        None => None,
+    };
 
     let http = reqwest::Client::builder()
         // Blob URLs point at Kiln's own API; a proxy from the environment
@@ -159,6 +179,7 @@ pub async fn run(
         bbs,
         logs,
         containers_dir,
+        network,
         shutdown: shutdown.clone(),
         config,
     });
@@ -219,6 +240,9 @@ pub async fn run(
         &ctx.config.cell_id,
     )
     .await?;
+    if let Some(network) = &ctx.network {
+        network.teardown().await;
+    }
     tracing::info!(cell_id = %ctx.config.cell_id, "cell stopped");
     Ok(())
 }

@@ -44,6 +44,10 @@ pub struct ServerArgs {
     /// Disk this cell offers, in MB
     #[arg(long, env = "KILN_CELL_DISK_MB")]
     pub cell_disk_mb: Option<u64>,
+    /// The cell's container network, an IPv4 CIDR (default 10.254.0.0/22),
+    /// or `none` to run containers in the host's network (no isolation)
+    #[arg(long, env = "KILN_CELL_NETWORK")]
+    pub cell_network: Option<String>,
     /// The runc binary
     #[arg(long, env = "KILN_RUNC")]
     pub runc: Option<PathBuf>,
@@ -66,6 +70,7 @@ struct FileConfig {
     cell_address: Option<String>,
     cell_memory_mb: Option<u64>,
     cell_disk_mb: Option<u64>,
+    cell_network: Option<String>,
     runc: Option<PathBuf>,
     staging_timeout: Option<u64>,
 }
@@ -83,6 +88,8 @@ pub struct ServerConfig {
     pub cell_address: String,
     pub cell_memory_mb: u64,
     pub cell_disk_mb: u64,
+    /// `None`: containers share the host's network.
+    pub cell_network: Option<kiln_cell::network::Subnet>,
     pub runc: PathBuf,
     pub staging_timeout_ms: u64,
 }
@@ -115,6 +122,15 @@ impl ServerConfig {
                         && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')),
             "invalid domain {domain:?}"
         );
+        let cell_network = match args
+            .cell_network
+            .or(file.cell_network)
+            .as_deref()
+            .unwrap_or(kiln_cell::network::DEFAULT_SUBNET)
+        {
+            "none" => None,
+            cidr => Some(cidr.parse().context("--cell-network")?),
+        };
         let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
         anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
         Ok(ServerConfig {
@@ -140,6 +156,7 @@ impl ServerConfig {
                 .unwrap_or_else(|| "127.0.0.1".into()),
             cell_memory_mb: args.cell_memory_mb.or(file.cell_memory_mb).unwrap_or(8192),
             cell_disk_mb: args.cell_disk_mb.or(file.cell_disk_mb).unwrap_or(65536),
+            cell_network,
             runc: find_program(&args.runc.or(file.runc).unwrap_or_else(|| "runc".into()))?,
             staging_timeout_ms: staging_timeout * 1000,
         })
@@ -199,6 +216,32 @@ mod tests {
         assert_eq!(config.api_listen.port(), 9022);
         assert_eq!(config.external_url, "http://127.0.0.1:9022");
         assert_eq!(config.staging_timeout_ms, 900_000);
+        assert_eq!(
+            config.cell_network.map(|s| s.to_string()).as_deref(),
+            Some("10.254.0.0/22")
+        );
+    }
+
+    #[test]
+    fn the_cell_network_is_a_cidr_or_none() {
+        let resolve = |value: &str| {
+            ServerConfig::resolve(ServerArgs {
+                cell_network: Some(value.into()),
+                runc: Some("/usr/sbin/runc".into()),
+                ..Default::default()
+            })
+        };
+        assert!(resolve("none").unwrap().cell_network.is_none());
+        assert_eq!(
+            resolve("10.200.4.0/24")
+                .unwrap()
+                .cell_network
+                .unwrap()
+                .to_string(),
+            "10.200.4.0/24"
+        );
+        let err = resolve("10.200.4.1/24").unwrap_err();
+        assert!(format!("{err:#}").contains("host bits"), "{err:#}");
     }
 
     #[test]

@@ -107,6 +107,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             runc: config.runc.clone(),
             port_range: 61000..62000,
             sync_interval: Duration::from_secs(2),
+            network: config
+                .cell_network
+                .map(|subnet| kiln_cell::network::NetworkConfig {
+                    subnet,
+                    dns_servers: Vec::new(),
+                }),
         };
         let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
         roles.spawn(async move {

@@ -62,15 +62,38 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A /24 in 10.200.0.0/13 that no address on this machine is in yet, so
+/// that this server's cell network does not meet another test's.
+fn free_subnet() -> String {
+    let taken = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let seed = std::process::id() ^ free_port() as u32;
+    for i in 0..2048u32 {
+        let n = (seed.wrapping_mul(2654435761).wrapping_add(i)) % 2048;
+        let (b, c) = (200 + n / 256, n % 256);
+        if !taken.contains(&format!(" 10.{b}.{c}.")) {
+            return format!("10.{b}.{c}.0/24");
+        }
+    }
+    panic!("no free subnet for the e2e cell");
+}
+
 struct Server {
     child: Option<Child>,
     data_dir: PathBuf,
     api_port: u16,
     log_path: PathBuf,
+    cell_id: String,
 }
 
 impl Server {
-    async fn start(data_dir: &Path, api_port: u16, router_port: u16) -> Server {
+    /// `cell_network` and the cell id (from the API port) are kept across
+    /// a restart, as an operator's configuration is.
+    async fn start(data_dir: &Path, api_port: u16, router_port: u16, cell_network: &str) -> Server {
+        let cell_id = format!("e2e-cell-{api_port}");
         let log_path = data_dir.with_extension(format!("server-{}.log", free_port()));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(kiln_binary())
@@ -87,6 +110,7 @@ impl Server {
             .arg(format!("127.0.0.1:{api_port}"))
             .arg("--router-listen")
             .arg(format!("127.0.0.1:{router_port}"))
+            .args(["--cell-id", &cell_id, "--cell-network", cell_network])
             .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
@@ -99,6 +123,7 @@ impl Server {
             data_dir: data_dir.into(),
             api_port,
             log_path,
+            cell_id,
         };
         server.wait_until_up().await;
         server
@@ -178,6 +203,8 @@ impl Drop for Server {
                     .output();
             }
         }
+        // ... nor its network.
+        kiln_cell::network::remove_leftovers_blocking(&self.cell_id);
     }
 }
 
@@ -250,7 +277,8 @@ async fn push_stage_run_route_and_survive_a_restart() {
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");
     let (api_port, router_port) = (free_port(), free_port());
-    let mut server = Server::start(&data_dir, api_port, router_port).await;
+    let cell_network = free_subnet();
+    let mut server = Server::start(&data_dir, api_port, router_port, &cell_network).await;
 
     // kiln login, then the platform's buildpacks: the suite's own legacy
     // buildpack from a directory, the example supply/finalize one too.
@@ -331,7 +359,51 @@ async fn push_stage_run_route_and_survive_a_restart() {
         ".profile.d was not sourced by the launcher: {probe}"
     );
     assert_eq!(env["CF_INSTANCE_INDEX"], "0", "{probe}");
-    assert_eq!(env["PORT"], env["CF_INSTANCE_PORT"], "{probe}");
+    // Its own network: 8080 inside, a host port outside, an address on
+    // the cell's network.
+    assert_eq!(env["PORT"], "8080", "{probe}");
+    assert_ne!(env["CF_INSTANCE_PORT"], "8080", "{probe}");
+    assert_eq!(
+        env["CF_INSTANCE_ADDR"],
+        format!("127.0.0.1:{}", env["CF_INSTANCE_PORT"].as_str().unwrap()),
+        "{probe}"
+    );
+    // The same in the process stats, as `cf app` reads them.
+    let stats = async |path: String| -> serde_json::Value {
+        let out = cli(&home, &["curl", &path]).await;
+        assert!(out.success, "kiln curl {path}\n{out}");
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let app = stats("/v3/apps?names=envprobe".into()).await;
+    let app_guid = app["resources"][0]["guid"].as_str().unwrap().to_string();
+    let processes = stats(format!("/v3/apps/{app_guid}/processes")).await;
+    let process_guid = processes["resources"][0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let instance =
+        stats(format!("/v3/processes/{process_guid}/stats")).await["resources"][0].clone();
+    assert_eq!(instance["host"], "127.0.0.1", "{instance}");
+    assert_eq!(
+        instance["instance_internal_ip"], env["CF_INSTANCE_INTERNAL_IP"],
+        "{instance}"
+    );
+    assert_eq!(
+        instance["instance_ports"][0]["internal"], 8080,
+        "{instance}"
+    );
+    assert_eq!(
+        instance["instance_ports"][0]["external"].to_string(),
+        env["CF_INSTANCE_PORT"].as_str().unwrap(),
+        "{instance}"
+    );
+    let subnet_prefix = cell_network.trim_end_matches("0/24");
+    assert!(
+        env["CF_INSTANCE_INTERNAL_IP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with(subnet_prefix)),
+        "{probe}"
+    );
     assert!(
         env["MEMORY_LIMIT"]
             .as_str()
@@ -414,7 +486,7 @@ async fn push_stage_run_route_and_survive_a_restart() {
     // kill -9 and start again: apps, packages and droplets are all there,
     // and the instances come back behind their routes.
     server.kill_hard().await;
-    let mut server = Server::start(&data_dir, api_port, router_port).await;
+    let mut server = Server::start(&data_dir, api_port, router_port, &cell_network).await;
     let out = cli(&home, &["apps"]).await;
     assert!(out.success, "apps failed after restart\n{out}");
     for name in ["envprobe", "hello"] {
@@ -437,8 +509,48 @@ async fn push_stage_run_route_and_survive_a_restart() {
         "envprobe did not come back after kill -9\n{}",
         server.log()
     );
+    // The killed run's namespaces and veths are gone: the two instances
+    // (and no staging task) have one each.
+    let names = kiln_cell::network::Names::for_cell(&server.cell_id);
+    assert_eq!(
+        cell_network_objects(&names),
+        (2, 2),
+        "namespaces and veths after the restart\n{}",
+        server.log()
+    );
 
     server.stop().await;
+    assert_eq!(
+        cell_network_objects(&names),
+        (0, 0),
+        "a stopped cell leaves no network behind"
+    );
+    let bridge = std::process::Command::new("ip")
+        .args(["link", "show", &names.bridge])
+        .output()
+        .unwrap();
+    assert!(!bridge.status.success(), "the bridge outlived the server");
+}
+
+/// The cell's network namespaces and host-side veths on this machine.
+fn cell_network_objects(names: &kiln_cell::network::Names) -> (usize, usize) {
+    let prefix = names.netns("");
+    let netns = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .count()
+        })
+        .unwrap_or(0);
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let veths = String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!(": {}", names.veth_prefix())))
+        .count();
+    (netns, veths)
 }
 
 /// Copies a fixture directory (files only, one level deep is enough here).
@@ -459,7 +571,7 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");
     let (api_port, router_port) = (free_port(), free_port());
-    let server = Server::start(&data_dir, api_port, router_port).await;
+    let mut server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
     let out = cli(
         &home,
         &[
@@ -733,4 +845,6 @@ async fn push_two_apps_from_a_manifest_with_variables() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&piped.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    server.stop().await;
 }

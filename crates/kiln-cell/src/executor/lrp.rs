@@ -103,6 +103,10 @@ async fn execute(
     if let Err(e) = dir.create() {
         return LrpEnd::Crashed(format!("creating container: {e}"));
     }
+    let net = match ctx.attach_network(id, Some(port)).await {
+        Ok(net) => net,
+        Err(reason) => return LrpEnd::Crashed(reason),
+    };
     cell_log.out(format!(
         "Cell {cell_id} successfully created container for instance {id}"
     ));
@@ -134,6 +138,13 @@ async fn execute(
     }
 
     let address = ctx.config.address.as_str();
+    // With a network of its own the app listens on 8080 at its own
+    // address, which health checks probe directly; without, on the host
+    // port at the cell's address.
+    let (internal_ip, container_port) = match &net {
+        Some(net) => (net.ip.to_string(), crate::network::CONTAINER_PORT),
+        None => (address.to_string(), port),
+    };
     let env = envs::build(
         &desired.env,
         &desired.action.env,
@@ -142,6 +153,8 @@ async fn execute(
             index: key.index,
             address,
             port,
+            internal_ip: &internal_ip,
+            container_port,
         }),
     );
     let spec = match ctx.spec(id, dir, &desired.action, env, desired.memory_mb) {
@@ -169,7 +182,7 @@ async fn execute(
     let mut attempts = 0u32;
     loop {
         let probe = async {
-            let r = health::probe(check, address, port).await;
+            let r = health::probe(check, &internal_ip, container_port).await;
             if r.is_err() {
                 tokio::time::sleep(STARTUP_PROBE_INTERVAL).await;
             }
@@ -218,10 +231,10 @@ async fn execute(
     let net_info = ActualLrpNetInfo {
         address: address.into(),
         ports: vec![PortMapping {
-            container_port: port,
+            container_port,
             host_port: port,
         }],
-        instance_address: address.into(),
+        instance_address: internal_ip.clone(),
     };
     let mut reported = false;
     loop {
@@ -256,7 +269,7 @@ async fn execute(
         let liveness = async {
             tokio::time::sleep(interval).await;
             if reported {
-                health::probe(check, address, port).await
+                health::probe(check, &internal_ip, container_port).await
             } else {
                 Ok(())
             }

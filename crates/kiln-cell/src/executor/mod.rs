@@ -11,9 +11,11 @@ use crate::CellConfig;
 use crate::container::ContainerDir;
 use crate::download::Downloader;
 use crate::logs::{self, LogTarget};
+use crate::network::{Attachment, CellNetwork};
 use crate::ports::PortAllocator;
 use crate::runtime::{
-    ContainerRuntime, ContainerSpec, Limits, ProcessSpec, RunningProcess, RuntimeError, Signal,
+    BindMount, ContainerRuntime, ContainerSpec, Limits, ProcessSpec, RunningProcess, RuntimeError,
+    Signal,
 };
 use crate::stack::Stack;
 use futures_util::future::BoxFuture;
@@ -64,6 +66,8 @@ pub struct CellCtx {
     pub downloader: Downloader,
     pub ports: PortAllocator,
     pub containers_dir: PathBuf,
+    /// `None` when containers share the host's network.
+    pub network: Option<Arc<CellNetwork>>,
     /// The cell's shutdown: executors stopped by it kill at once instead
     /// of granting a grace period.
     pub shutdown: CancellationToken,
@@ -93,6 +97,18 @@ impl CellCtx {
             .into();
         args.push(run.path.clone());
         args.extend(run.args.iter().cloned());
+        let mut mounts = dir.mounts(&self.stack.usr, &self.config.lifecycle_binary);
+        let attachment = self.network.as_ref().and_then(|n| n.attachment(id));
+        if let Some(network) = &self.network {
+            // The stack's resolv.conf names the host's resolvers, which a
+            // container in its own namespace may not reach; the relay it
+            // names instead is on the bridge.
+            mounts.push(BindMount {
+                source: network.resolv_conf().to_path_buf(),
+                destination: "/etc/resolv.conf".into(),
+                read_only: true,
+            });
+        }
         Ok(ContainerSpec {
             id: id.into(),
             bundle: dir.root.clone(),
@@ -106,12 +122,38 @@ impl CellCtx {
                 gid,
                 nofile: NOFILE,
             },
-            mounts: dir.mounts(&self.stack.usr, &self.config.lifecycle_binary),
+            mounts,
             limits: Limits {
                 memory_mb,
                 pids: PIDS_LIMIT,
             },
+            network: attachment.map(|a| a.netns),
         })
+    }
+
+    /// Gives the container its network namespace (and, with `host_port`,
+    /// the mapping to its `PORT`); `None` when the cell runs containers in
+    /// the host's network.
+    pub async fn attach_network(
+        &self,
+        id: &str,
+        host_port: Option<u16>,
+    ) -> Result<Option<Attachment>, String> {
+        let Some(network) = &self.network else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let attachment = network
+            .attach(id, host_port)
+            .await
+            .map_err(|e| format!("creating container network: {e}"))?;
+        tracing::debug!(
+            container = id,
+            ip = %attachment.ip,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "container network attached"
+        );
+        Ok(Some(attachment))
     }
 
     /// Makes the container's writable trees vcap's and readies the
@@ -143,6 +185,9 @@ impl CellCtx {
     pub async fn destroy(&self, id: &str, dir: &ContainerDir) {
         if let Err(error) = self.runtime.destroy(id).await {
             tracing::warn!(container = id, %error, "destroying container");
+        }
+        if let Some(network) = &self.network {
+            network.detach(id).await;
         }
         let root = dir.clone();
         let removed = tokio::task::spawn_blocking(move || root.remove()).await;

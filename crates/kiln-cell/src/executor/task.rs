@@ -117,6 +117,11 @@ async fn execute(
     if let Err(e) = dir.create() {
         return Ok(TaskOutcome::failed(format!("creating container: {e}")));
     }
+    // Staging needs the outside (buildpacks fetch dependencies) but no
+    // inbound port.
+    if let Err(reason) = ctx.attach_network(id, None).await {
+        return Ok(TaskOutcome::failed(reason));
+    }
 
     let downloads = def.downloads.iter().map(|action| async move {
         log.out(format!("Downloading {}...", action.artifact));

@@ -57,6 +57,9 @@ pub struct ContainerSpec {
     /// Applied in order, after the standard kernel filesystems.
     pub mounts: Vec<BindMount>,
     pub limits: Limits,
+    /// The network namespace to join (a file under `/run/netns`); `None`
+    /// shares the host's network.
+    pub network: Option<PathBuf>,
 }
 
 /// A started container process. `stdout` and `stderr` end when the

@@ -1,10 +1,10 @@
 //! The OCI runtime `config.json` for a [`ContainerSpec`].
 //!
 //! It follows `runc spec` (the kernel filesystems, masked and read-only
-//! `/proc` paths, deny-all devices) with Kiln's choices on top: no network
-//! namespace (instances use the host network, see the contracts), a
-//! read-only root, a non-root user with no capabilities and
-//! `noNewPrivileges`, and memory and pids limits in the container's cgroup.
+//! `/proc` paths, deny-all devices) with Kiln's choices on top: the network
+//! namespace the cell prepared (`crate::network`), joined by path (without
+//! one, the host's), a read-only root, a non-root user with no capabilities
+//! and `noNewPrivileges`, and memory and pids limits in the container's cgroup.
 //! Written with `serde_json` rather than the `oci-spec` crate: the document
 //! is small and fixed, and the crate would be a large dependency.
 
@@ -50,6 +50,15 @@ pub fn config_json(spec: &ContainerSpec) -> Value {
         resources["pids"] = json!({"limit": spec.limits.pids});
     }
     let no_caps: [&str; 0] = [];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if let Some(netns) = &spec.network {
+        namespaces.push(json!({"type": "network", "path": netns}));
+    }
 
     json!({
         "ociVersion": "1.0.2",
@@ -78,8 +87,7 @@ pub fn config_json(spec: &ContainerSpec) -> Value {
         "linux": {
             "cgroupsPath": format!("{CGROUP_PARENT}/{}", spec.id),
             "resources": resources,
-            // No network namespace: instances listen on host ports.
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "namespaces": namespaces,
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -122,6 +130,7 @@ mod tests {
                 memory_mb: 256,
                 pids: 1024,
             },
+            network: None,
         };
         let c = config_json(&spec);
         let namespaces: Vec<&str> = c["linux"]["namespaces"]
@@ -148,5 +157,16 @@ mod tests {
             .find(|m| m["destination"] == "/usr")
             .unwrap();
         assert_eq!(usr["options"], json!(["rbind", "nosuid", "nodev", "ro"]));
+
+        let joined = config_json(&ContainerSpec {
+            network: Some("/run/netns/kiln-x-abc".into()),
+            ..spec
+        });
+        assert!(
+            joined["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"type": "network", "path": "/run/netns/kiln-x-abc"}))
+        );
     }
 }

@@ -98,22 +98,27 @@ async fn an_instance_downloads_its_droplet_passes_its_health_check_and_serves() 
     let net = actual.net_info.clone().expect("net info when RUNNING");
     assert_eq!(net.address, "127.0.0.1");
     let port = net.ports[0].host_port;
-    assert_eq!(net.ports[0].container_port, port);
+    assert_eq!(net.ports[0].container_port, 8080);
     assert!((61200..61210).contains(&port), "{port}");
+    let subnet = cell.config.network.as_ref().unwrap().subnet;
+    let internal_ip: std::net::Ipv4Addr = net.instance_address.parse().unwrap();
+    assert!(subnet.contains(internal_ip), "{internal_ip} in {subnet}");
     let instance_guid = actual.instance_key.clone().unwrap().instance_guid;
 
     let (status, body) = get(&format!("http://127.0.0.1:{port}/index.html")).await;
     assert_eq!((status, body.as_str()), (200, "hello from kiln\n"));
     let (_, env) = get(&format!("http://127.0.0.1:{port}/env.txt")).await;
     for want in [
-        format!("PORT={port}"),
-        format!("VCAP_APP_PORT={port}"),
+        "PORT=8080".into(),
+        "VCAP_APP_PORT=8080".into(),
+        format!("CF_INSTANCE_PORT={port}"),
         format!("CF_INSTANCE_ADDR=127.0.0.1:{port}"),
+        format!("CF_INSTANCE_INTERNAL_IP={internal_ip}"),
         format!("CF_INSTANCE_GUID={instance_guid}"),
         format!("INSTANCE_GUID={instance_guid}"),
         "CF_INSTANCE_INDEX=0".into(),
         "CF_INSTANCE_IP=127.0.0.1".into(),
-        format!(r#"CF_INSTANCE_PORTS=[{{"external":{port},"internal":{port}}}]"#),
+        format!(r#"CF_INSTANCE_PORTS=[{{"external":{port},"internal":8080}}]"#),
         "USER=vcap".into(),
         "HOME=/home/vcap".into(),
         "VCAP_SERVICES={}".into(),
@@ -237,7 +242,7 @@ async fn instances_that_exit_or_never_become_healthy_crash_with_diegos_reasons()
     let a = crashed("silent").await;
     assert!(
         a.crash_reason
-            .starts_with("Instance never healthy after 1s: failed to connect to port 612"),
+            .starts_with("Instance never healthy after 1s: failed to connect to port 8080"),
         "{}",
         a.crash_reason
     );

@@ -5,6 +5,7 @@
 //! `KILN_REQUIRE_RUNC=1`.
 
 mod lrps;
+mod network;
 mod runtime;
 mod stack;
 mod support;

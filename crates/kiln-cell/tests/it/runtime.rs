@@ -31,6 +31,7 @@ fn spec(dir: &Path, rootfs: &Path, id: &str, args: &[&str]) -> ContainerSpec {
             memory_mb: 64,
             pids: 64,
         },
+        network: None,
     }
 }
 

@@ -319,8 +319,44 @@ pub struct TestCell {
     cell: Option<JoinHandle<Result<(), kiln_cell::CellError>>>,
 }
 
+/// A /24 for one test cell's network, in 10.200.0.0/13, that no address
+/// on this machine is in yet: concurrent test processes (other worktrees
+/// run the same suites) each get their own, and the cell refuses one that
+/// overlaps anyway.
+pub fn test_subnet() -> kiln_cell::network::Subnet {
+    let taken = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for _ in 0..64 {
+        let n = (uuid::Uuid::new_v4().as_u128() % 2048) as u32;
+        let (b, c) = (200 + n / 256, n % 256);
+        let prefix = format!(" 10.{b}.{c}.");
+        if !taken.contains(&prefix) {
+            return format!("10.{b}.{c}.0/24").parse().unwrap();
+        }
+    }
+    panic!("no free test subnet in 10.200.0.0/13");
+}
+
+pub fn test_network(dns_servers: Vec<SocketAddr>) -> kiln_cell::network::NetworkConfig {
+    kiln_cell::network::NetworkConfig {
+        subnet: test_subnet(),
+        dns_servers,
+    }
+}
+
 impl TestCell {
+    /// A cell whose containers have their own network (a fresh subnet).
     pub async fn start(port_range: std::ops::Range<u16>) -> TestCell {
+        TestCell::start_with(port_range, Some(test_network(vec![]))).await
+    }
+
+    pub async fn start_with(
+        port_range: std::ops::Range<u16>,
+        network: Option<kiln_cell::network::NetworkConfig>,
+    ) -> TestCell {
         let dir = tempfile::tempdir().unwrap();
         let bbs = Bbs::open_with(
             &dir.path().join("bbs.sqlite"),
@@ -352,6 +388,7 @@ impl TestCell {
             runc: PathBuf::from(RUNC),
             port_range,
             sync_interval: Duration::from_millis(500),
+            network,
         };
         let mut cell = TestCell {
             bbs,
@@ -463,6 +500,12 @@ impl Drop for TestCell {
     fn drop(&mut self) {
         self.cell_stop.cancel();
         self.bbs_stop.cancel();
+        let _network = NetworkCleanup(
+            self.config
+                .network
+                .is_some()
+                .then(|| self.config.cell_id.clone()),
+        );
         let root = self.config.data_dir.join("runc");
         if !root.exists() {
             return;
@@ -479,6 +522,19 @@ impl Drop for TestCell {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 runc(&["delete", "--force", id]);
             }
+        }
+    }
+}
+
+/// Removes a cell's network when dropped, so that a failed test leaves no
+/// bridge, table or namespace behind (in `TestCell::drop` it is dropped
+/// last, after the containers are destroyed).
+pub struct NetworkCleanup(pub Option<String>);
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        if let Some(cell_id) = &self.0 {
+            kiln_cell::network::remove_leftovers_blocking(cell_id);
         }
     }
 }

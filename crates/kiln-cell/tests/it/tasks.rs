@@ -366,6 +366,7 @@ async fn a_restarted_cell_sweeps_leftovers_and_fails_tasks_it_lost() {
             read_only: true,
         }],
         limits: Default::default(),
+        network: None,
     };
     let orphan = cell.runtime().create_and_run(&spec).await.unwrap();
     eventually("leftover running", Duration::from_secs(5), || async {
