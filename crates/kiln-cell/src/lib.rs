@@ -14,11 +14,13 @@
 //!
 //! Code map: `rep` is the loop (heartbeat, bulk sync, reconcile); `executor`
 //! runs one unit of work (`task`, `lrp`); `container` owns the per-container
-//! directory; `download`, `extract` and `upload` move artifacts; `health`
+//! directory and `disk` its file system (the disk quota); `download`,
+//! `extract` and `upload` move artifacts; `health`
 //! probes instances; `runtime` is the runc seam; `stack` builds the root
 //! filesystem.
 
 mod container;
+mod disk;
 mod download;
 mod envs;
 mod executor;
