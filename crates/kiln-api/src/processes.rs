@@ -1,5 +1,6 @@
 //! Processes: their JSON, scaling and updates, and instance stats read from
-//! the BBS's ActualLrps with Cloud Controller's state mapping.
+//! the BBS's ActualLrps with Cloud Controller's state mapping, and their
+//! usage from the cells' latest container metrics in the log service.
 
 use crate::catalog::metadata;
 use crate::db::{self, App, Process};
@@ -13,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kiln_bbs::ActualLrpFilter;
 use kiln_model::ActualLrpState;
+use kiln_model::logs::ContainerMetric;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -289,6 +291,9 @@ pub async fn stats(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiRe
         Vec::new()
     };
     let now_nanos = util::now_nanos();
+    let metrics = ctx
+        .logs
+        .container_metrics(&app.guid, &crate::sync::lrp_guid(&p));
     let mut resources = Vec::new();
     for index in 0..instances {
         let Some(a) = actuals.iter().find(|a| a.key.index == index) else {
@@ -342,8 +347,69 @@ pub async fn stats(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiRe
             "fds_quota": 16384,
             "isolation_segment": null,
             "details": details,
-            "usage": {"time": util::now(), "cpu": 0, "cpu_entitlement": 0, "mem": 0, "disk": 0, "log_rate": 0},
+            "usage": usage_json(instance_metric(&metrics, a, index)),
         }));
     }
     Ok(Json(json!({"resources": resources})))
+}
+
+/// The latest container metric of this very instance (not of the one an
+/// index had before a crash), while it runs.
+fn instance_metric<'m>(
+    metrics: &'m [ContainerMetric],
+    actual: &kiln_model::bbs::ActualLrp,
+    index: u32,
+) -> Option<&'m ContainerMetric> {
+    let guid = &actual.instance_key.as_ref()?.instance_guid;
+    if actual.state != ActualLrpState::Running {
+        return None;
+    }
+    metrics
+        .iter()
+        .find(|m| m.instance_id == index.to_string() && &m.instance_guid == guid)
+}
+
+/// Cloud Controller's `usage`: `cpu` as a fraction of one core (the gauge
+/// is a percentage), `mem` and `disk` in bytes, `time` of the measurement.
+/// Zeros until the cell has measured the instance.
+fn usage_json(metric: Option<&ContainerMetric>) -> Value {
+    let Some(m) = metric else {
+        return json!({"time": util::now(), "cpu": 0, "cpu_entitlement": 0, "mem": 0, "disk": 0, "log_rate": 0});
+    };
+    let time = time::OffsetDateTime::from_unix_timestamp(m.timestamp / 1_000_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(util::now);
+    json!({"time": time, "cpu": m.cpu_percentage / 100.0, "cpu_entitlement": 0,
+           "mem": m.memory_bytes, "disk": m.disk_bytes, "log_rate": 0})
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_cloud_controllers_shape_from_the_gauge() {
+        let metric = ContainerMetric {
+            timestamp: 1_700_000_000_500_000_000,
+            source_id: "app".into(),
+            process_id: "p".into(),
+            instance_id: "0".into(),
+            instance_guid: "i".into(),
+            cpu_percentage: 25.0,
+            memory_bytes: 1_000_000,
+            disk_bytes: 2_000_000,
+            memory_bytes_quota: 0,
+            disk_bytes_quota: 0,
+        };
+        let u = usage_json(Some(&metric));
+        assert_eq!(u["cpu"], 0.25);
+        assert_eq!(u["mem"], 1_000_000);
+        assert_eq!(u["disk"], 2_000_000);
+        assert_eq!(u["time"], "2023-11-14T22:13:20Z");
+        assert_eq!(usage_json(None)["mem"], 0);
+    }
 }

@@ -11,7 +11,7 @@ use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient, BbsConfig};
 use kiln_cell::CellConfig;
 use kiln_logs::LogSink;
 use kiln_model::bbs::*;
-use kiln_model::logs::{LogEnvelope, MessageType};
+use kiln_model::logs::{ContainerMetric, LogEnvelope, MessageType};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -72,15 +72,30 @@ where
 // ---------------------------------------------------------------- logs
 
 #[derive(Default)]
-pub struct CollectLogs(Mutex<Vec<LogEnvelope>>);
+pub struct CollectLogs(Mutex<Vec<LogEnvelope>>, Mutex<Vec<ContainerMetric>>);
 
 impl LogSink for CollectLogs {
     fn emit(&self, envelope: LogEnvelope) {
         self.0.lock().unwrap().push(envelope);
     }
+
+    fn emit_metric(&self, metric: ContainerMetric) {
+        self.1.lock().unwrap().push(metric);
+    }
 }
 
 impl CollectLogs {
+    /// Container metrics of one process, oldest first.
+    pub fn metrics(&self, process_id: &str) -> Vec<ContainerMetric> {
+        self.1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.process_id == process_id)
+            .cloned()
+            .collect()
+    }
+
     pub fn envelopes(&self, source_id: &str) -> Vec<LogEnvelope> {
         self.0
             .lock()
@@ -379,6 +394,30 @@ impl TestCell {
                 .then_some(())
         })
         .await
+    }
+
+    /// Runs the cell on a runtime of its own, then drops that runtime
+    /// without letting the cell clean up: what a `kill -9` of the cell
+    /// leaves (runc containers, mounts, cgroups). `until` says when.
+    pub async fn run_cell_then_kill_it<F, Fut>(&mut self, until: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        self.stop_cell().await;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.spawn(kiln_cell::run(
+            self.config.clone(),
+            Arc::new(self.bbs.clone()),
+            self.logs.clone(),
+            CancellationToken::new(),
+        ));
+        until().await;
+        runtime.shutdown_background();
     }
 
     fn start_cell(&mut self) {
