@@ -74,9 +74,10 @@ impl ContainerDir {
         for mount in disk::mounts_under(&self.root)? {
             disk::unmount(&mount).map_err(io::Error::other)?;
         }
+        // The directory goes last: its absence means the container is gone.
         for result in [
-            fs::remove_dir_all(&self.root),
             fs::remove_file(disk::image_of(&self.root)),
+            fs::remove_dir_all(&self.root),
         ] {
             match result {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

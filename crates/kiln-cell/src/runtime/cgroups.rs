@@ -122,16 +122,9 @@ impl Cgroups {
     /// `kill -9` of the cell, say). Only empty cgroups can go; one that
     /// still has processes is left and reported.
     pub fn remove(&self, id: &str) -> io::Result<usize> {
-        let controllers: &[&str] = match self.version {
-            CgroupVersion::V1 => &[
-                "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset",
-                "systemd",
-            ],
-            CgroupVersion::V2 => &[""],
-        };
         let mut removed = 0;
-        for controller in controllers {
-            match std::fs::remove_dir(self.dir(controller, id)) {
+        for dir in self.all_dirs(id) {
+            match std::fs::remove_dir(dir) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -140,13 +133,26 @@ impl Cgroups {
         Ok(removed)
     }
 
-    /// Whether any controller still has a cgroup for the container.
+    /// Whether any hierarchy still has a cgroup for the container.
     pub fn exists(&self, id: &str) -> bool {
+        self.all_dirs(id).iter().any(|d| d.exists())
+    }
+
+    /// The container's directory in every hierarchy: on v1 each mounted
+    /// one (runc also makes one in the hybrid layout's `unified` and in
+    /// `systemd`), on v2 the one tree.
+    fn all_dirs(&self, id: &str) -> Vec<PathBuf> {
         match self.version {
-            CgroupVersion::V1 => ["memory", "cpuacct", "pids"]
-                .iter()
-                .any(|c| self.dir(c, id).exists()),
-            CgroupVersion::V2 => self.dir("", id).exists(),
+            CgroupVersion::V1 => std::fs::read_dir(&self.mount)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| self.dir(&e.file_name().to_string_lossy(), id))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            CgroupVersion::V2 => vec![self.dir("", id)],
         }
     }
 }
@@ -238,6 +244,20 @@ mod tests {
         assert_eq!(c.oom_kills("c1"), Some(1));
         assert_eq!(c.oom_kills("gone"), None);
         assert!(c.usage("gone").is_err());
+    }
+
+    #[test]
+    fn removes_a_leftover_cgroup_from_every_v1_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        for h in ["memory", "pids", "unified"] {
+            std::fs::create_dir_all(root.path().join(h).join("kiln/c1")).unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("cpu/kiln")).unwrap();
+        let c = Cgroups::at(root.path());
+        assert!(c.exists("c1"));
+        assert_eq!(c.remove("c1").unwrap(), 3);
+        assert!(!c.exists("c1"));
+        assert_eq!(c.remove("c1").unwrap(), 0);
     }
 
     #[test]

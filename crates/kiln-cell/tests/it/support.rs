@@ -519,5 +519,15 @@ impl Drop for TestCell {
                 runc(&["delete", "--force", id]);
             }
         }
+        // Nor a container file system mounted (its loop device goes too).
+        let data_dir = self.config.data_dir.to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mount in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if mount.starts_with(&data_dir) {
+                let _ = std::process::Command::new("umount")
+                    .args(["-l", mount])
+                    .output();
+            }
+        }
     }
 }
