@@ -9,9 +9,9 @@
 //! kernel is built without quota support (`CONFIG_QUOTA`, XFS quota), so
 //! project quotas cannot be enforced here. A loop-mounted ext4 per
 //! container needs nothing but `mkfs.ext4` and a loop device: the image is
-//! a sparse file (it costs only what is written), created and mounted in
-//! about 40 ms, and usage is one `statvfs`. Its price is one loop device
-//! per container.
+//! a sparse file (it costs only what is written) and usage is one
+//! `statvfs`. Its price is one loop device per container and the time of
+//! `mkfs` + `mount` at each start (`bench/container-limits.sh`).
 //!
 //! The image is `<containers>/<id>.disk` next to the directory; `mount -o
 //! loop` sets the loop device to detach itself at unmount.

@@ -122,7 +122,7 @@ impl CellCtx {
     }
 
     /// Creates the container directory on its own `disk_mb` file system
-    /// (off the async threads: `mkfs` and `mount` take tens of ms).
+    /// (off the async threads: `mkfs` and `mount` are blocking commands).
     pub async fn create_container_dir(
         &self,
         dir: &ContainerDir,
