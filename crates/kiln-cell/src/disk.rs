@@ -55,7 +55,15 @@ impl Disk {
     /// Creates a `size_mb` image at `image` and mounts it on `mountpoint`
     /// (an existing, empty directory).
     pub fn create(image: &Path, mountpoint: &Path, size_mb: u64) -> Result<Disk, DiskError> {
-        let quota_bytes = size_mb * 1024 * 1024;
+        let quota_bytes = size_mb
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| DiskError::Image {
+                path: image.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("disk_mb {size_mb} is too large"),
+                ),
+            })?;
         make_image(image, quota_bytes)?;
         mount(image, mountpoint)?;
         let baseline = used_bytes(mountpoint).unwrap_or(0);
@@ -107,15 +115,19 @@ fn make_image(image: &Path, bytes: u64) -> Result<(), DiskError> {
         source,
     };
     let file = std::fs::File::create(image).map_err(image_err)?;
-    file.set_len(bytes).map_err(image_err)?;
-    drop(file);
-    run(
-        "mkfs.ext4",
-        tool("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0", "-O", "^has_journal"])
-            .args(["-E", "nodiscard,lazy_itable_init=1"])
-            .arg(image),
-    )
+    let made = file.set_len(bytes).map_err(image_err).and_then(|()| {
+        run(
+            "mkfs.ext4",
+            tool("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0", "-O", "^has_journal"])
+                .args(["-E", "nodiscard,lazy_itable_init=1"])
+                .arg(image),
+        )
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_file(image);
+    }
+    made
 }
 
 fn mount(image: &Path, mountpoint: &Path) -> Result<(), DiskError> {
@@ -224,6 +236,21 @@ mod tests {
             ]
         );
         assert!(parse_mounts_under(MOUNTINFO, Path::new("/elsewhere")).is_empty());
+    }
+
+    #[test]
+    fn an_impossible_size_fails_clearly_and_leaves_no_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("c.disk");
+        let mountpoint = dir.path().join("c");
+        std::fs::create_dir(&mountpoint).unwrap();
+        for size_mb in [u64::MAX, u64::MAX / (1024 * 1024)] {
+            let err = Disk::create(&image, &mountpoint, size_mb).unwrap_err();
+            assert!(err.to_string().contains("c.disk"), "{err}");
+            assert!(!image.exists() || std::fs::metadata(&image).unwrap().len() == 0);
+            let _ = std::fs::remove_file(&image);
+        }
+        assert!(mounts_under(dir.path()).unwrap().is_empty());
     }
 
     #[test]

@@ -140,6 +140,12 @@ impl LogSink for LogStore {
             metric.instance_id.clone(),
         );
         let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        // Instances come and go (each process version has its own guid):
+        // forget the ones not measured for a while, so the map stays small.
+        if metrics.len() >= METRICS_PRUNE_AT {
+            let cutoff = metric.timestamp - METRICS_KEPT_NANOS;
+            metrics.retain(|_, m| m.timestamp >= cutoff);
+        }
         // Keep the newer one if producers race (an old instance's last
         // measurement after its replacement's first).
         if metrics
@@ -153,6 +159,11 @@ impl LogSink for LogStore {
 
 /// (source id, process id, instance index).
 type MetricKey = (String, String, String);
+
+/// When the metrics map is this large, entries older than
+/// [`METRICS_KEPT_NANOS`] are dropped.
+const METRICS_PRUNE_AT: usize = 4096;
+const METRICS_KEPT_NANOS: i64 = 10 * 60 * 1_000_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -240,6 +251,18 @@ mod tests {
         assert!(store.container_metrics("other", "web").is_empty());
         // Metrics are not log lines.
         assert!(store.read("app", &all()).is_empty());
+    }
+
+    #[test]
+    fn forgets_instances_not_measured_for_ten_minutes_once_many() {
+        let store = LogStore::new(10);
+        for i in 0..METRICS_PRUNE_AT {
+            store.emit_metric(metric("old", &i.to_string(), 1, 1));
+        }
+        let later = 1 + METRICS_KEPT_NANOS + 1;
+        store.emit_metric(metric("web", "0", later, 5));
+        assert!(store.container_metrics("app", "old").is_empty());
+        assert_eq!(store.container_metrics("app", "web").len(), 1);
     }
 
     #[test]

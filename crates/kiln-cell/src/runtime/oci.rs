@@ -45,7 +45,7 @@ pub fn config_json(spec: &ContainerSpec) -> Value {
         "devices": [{"allow": false, "access": "rwm"}],
     });
     if spec.limits.memory_mb > 0 {
-        let bytes = spec.limits.memory_mb * 1024 * 1024;
+        let bytes = spec.limits.memory_mb.saturating_mul(1024 * 1024);
         resources["memory"] = json!({"limit": bytes});
         if spec.limits.limit_swap {
             // memory+swap = memory: the container never swaps (Garden's rule).
