@@ -412,4 +412,45 @@ mod usage_tests {
         assert_eq!(u["time"], "2023-11-14T22:13:20Z");
         assert_eq!(usage_json(None)["mem"], 0);
     }
+
+    #[test]
+    fn usage_is_only_the_running_instances_own() {
+        let metric = |index: &str, guid: &str| ContainerMetric {
+            timestamp: 1,
+            source_id: "app".into(),
+            process_id: "p".into(),
+            instance_id: index.into(),
+            instance_guid: guid.into(),
+            cpu_percentage: 0.0,
+            memory_bytes: 7,
+            disk_bytes: 0,
+            memory_bytes_quota: 0,
+            disk_bytes_quota: 0,
+        };
+        let metrics = [metric("0", "old"), metric("0", "new"), metric("1", "new")];
+        let actual = |state: ActualLrpState| kiln_model::bbs::ActualLrp {
+            key: kiln_model::bbs::ActualLrpKey {
+                process_guid: "p".into(),
+                index: 0,
+                domain: "cf-apps".into(),
+            },
+            instance_key: Some(kiln_model::bbs::ActualLrpInstanceKey {
+                instance_guid: "new".into(),
+                cell_id: "cell".into(),
+            }),
+            net_info: None,
+            state,
+            crash_count: 0,
+            crash_reason: String::new(),
+            placement_error: String::new(),
+            since: 0,
+        };
+        let found = instance_metric(&metrics, &actual(ActualLrpState::Running), 0).unwrap();
+        assert_eq!(
+            (found.instance_id.as_str(), found.instance_guid.as_str()),
+            ("0", "new")
+        );
+        assert!(instance_metric(&metrics, &actual(ActualLrpState::Crashed), 0).is_none());
+        assert!(instance_metric(&metrics, &actual(ActualLrpState::Running), 2).is_none());
+    }
 }
