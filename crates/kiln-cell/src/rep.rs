@@ -246,10 +246,13 @@ async fn sweep(
             tracing::warn!(cell_id, container = %id, %error, "destroying leftover container");
         }
     }
+    // Container directories are named by container id.
     let names: Vec<String> = std::fs::read_dir(containers_dir)
         .map(|entries| {
             entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|name| valid_id(name))
                 .collect()
         })

@@ -103,21 +103,12 @@ async fn runc_runs_containers_fast_with_a_read_only_usr_and_limits() {
         ids.contains(&sleeper).then_some(ids)
     })
     .await;
-    // Listed is not yet started: a KILL before runc has exec'd the process
-    // fails the start (status 1) instead of killing it (137).
+    assert_eq!(listed, std::slice::from_ref(&sleeper));
+    // Listed is not yet started: wait until runc has started the process.
     crate::support::eventually("sleeper running", Duration::from_secs(5), || async {
-        let state = std::process::Command::new(RUNC)
-            .arg("--root")
-            .arg(dir.path().join("runc"))
-            .args(["state", &sleeper])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&state.stdout)
-            .contains(r#""status": "running""#)
-            .then_some(())
+        crate::support::runc_running(&dir.path().join("runc"), &sleeper).then_some(())
     })
     .await;
-    assert_eq!(listed, std::slice::from_ref(&sleeper));
     let v1 = format!("/sys/fs/cgroup/memory/kiln/{sleeper}/memory.limit_in_bytes");
     let v2 = format!("/sys/fs/cgroup/kiln/{sleeper}/memory.max");
     if let Ok(limit) = std::fs::read_to_string(v1).or_else(|_| std::fs::read_to_string(v2)) {

@@ -69,6 +69,18 @@ where
     }
 }
 
+/// Whether runc reports the container `running` (listed is not enough: a
+/// container is listed while runc still starts it, and a KILL then fails
+/// the start with status 1 instead of killing the process with 137).
+pub fn runc_running(runc_root: &Path, id: &str) -> bool {
+    std::process::Command::new(RUNC)
+        .arg("--root")
+        .arg(runc_root)
+        .args(["state", id])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(r#""status": "running""#))
+}
+
 // ---------------------------------------------------------------- logs
 
 #[derive(Default)]
