@@ -35,7 +35,7 @@ work, seccomp_rs, parent = sys.argv[1], sys.argv[2], sys.argv[3]
 src = open(seccomp_rs).read()
 allowed = re.findall(r'"([a-z0-9_]+)"', src.split("const ALLOWED")[1].split("];")[0])
 profile = {"defaultAction": "SCMP_ACT_ERRNO",
-           "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+           "architectures": ["SCMP_ARCH_X86_64"],
            "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"},
                         {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
                          "args": [{"index": 0, "value": 0x7E020000, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
