@@ -2,8 +2,9 @@
 # Installs what Kiln needs from Debian's packages, only where it is missing:
 # runc (the container runtime), iproute2 and nftables (the cell's container
 # network: namespaces, veths, bridge, DNAT), python3 (the sample app's
-# interpreter, taken from the host's /usr into the stack) and curl (the
-# quick start's check).
+# interpreter, taken from the host's /usr into the stack), curl (the quick
+# start's check) and mkfs.ext4 (each container's disk quota is an ext4 file
+# system of its own).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -12,6 +13,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 [ -x /usr/bin/python3 ] || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+[ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: missing ${need[*]}; run as root (sudo) to install them" >&2

@@ -336,3 +336,14 @@ pub async fn instances(
         })
         .await?)
 }
+
+/// The cells' latest container metric of each instance of `p`, as Cloud
+/// Controller reads them from log cache.
+pub fn container_metrics(
+    ctx: &Ctx,
+    app: &App,
+    p: &Process,
+) -> Vec<kiln_model::logs::ContainerMetric> {
+    ctx.logs
+        .container_metrics(&app.guid, &crate::diego::lrp_guid(p))
+}

@@ -7,6 +7,7 @@ use crate::db::{
 };
 use crate::util::{link, link_method};
 use kiln_model::bbs::ActualLrp;
+use kiln_model::logs::ContainerMetric;
 use kiln_model::{ActualLrpState, BuildState, DropletState};
 use serde_json::{Value, json};
 
@@ -255,8 +256,15 @@ pub fn process_json(b: &str, app: &App, p: &Process) -> Value {
 
 /// `GET /v3/processes/:guid/stats`: one entry per desired instance, from
 /// the process's ActualLrps with Cloud Controller's state mapping. The one
-/// place instance stats are shaped (`usage` included).
-pub fn process_stats(p: &Process, actuals: &[ActualLrp], now_nanos: i64, now: &str) -> Value {
+/// place instance stats are shaped (`usage` included, from the latest
+/// container metric of each RUNNING instance).
+pub fn process_stats(
+    p: &Process,
+    actuals: &[ActualLrp],
+    metrics: &[ContainerMetric],
+    now_nanos: i64,
+    now: &str,
+) -> Value {
     let instances = p.instances.max(0) as u32;
     let down = |index: u32, details: Value| {
         json!({"type": p.r#type, "index": index, "state": "DOWN", "routable": false, "uptime": 0,
@@ -316,10 +324,44 @@ pub fn process_stats(p: &Process, actuals: &[ActualLrp], now_nanos: i64, now: &s
             "fds_quota": 16384,
             "isolation_segment": null,
             "details": details,
-            "usage": {"time": now, "cpu": 0, "cpu_entitlement": 0, "mem": 0, "disk": 0, "log_rate": 0},
+            "usage": usage_json(instance_metric(metrics, a, index), now),
         }));
     }
     json!({"resources": resources})
+}
+
+/// The latest container metric of this very instance (not of the one an
+/// index had before a crash), while it runs.
+fn instance_metric<'m>(
+    metrics: &'m [ContainerMetric],
+    actual: &ActualLrp,
+    index: u32,
+) -> Option<&'m ContainerMetric> {
+    let guid = &actual.instance_key.as_ref()?.instance_guid;
+    if actual.state != ActualLrpState::Running {
+        return None;
+    }
+    metrics
+        .iter()
+        .find(|m| m.instance_id == index.to_string() && &m.instance_guid == guid)
+}
+
+/// Cloud Controller's `usage`: `cpu` as a fraction of one core (the gauge
+/// is a percentage), `mem` and `disk` in bytes, `time` of the measurement.
+/// Zeros until the cell has measured the instance.
+fn usage_json(metric: Option<&ContainerMetric>, now: &str) -> Value {
+    let Some(m) = metric else {
+        return json!({"time": now, "cpu": 0, "cpu_entitlement": 0, "mem": 0, "disk": 0, "log_rate": 0});
+    };
+    let time = time::OffsetDateTime::from_unix_timestamp(m.timestamp / 1_000_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| now.to_string());
+    json!({"time": time, "cpu": m.cpu_percentage / 100.0, "cpu_entitlement": 0,
+           "mem": m.memory_bytes, "disk": m.disk_bytes, "log_rate": 0})
 }
 
 pub fn package_json(b: &str, p: &Package) -> Value {
@@ -437,4 +479,72 @@ pub fn destinations_json(b: &str, route_guid: &str, dests: &[Destination]) -> Va
             "route": link(b, &format!("/v3/routes/{route_guid}")),
         },
     })
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_cloud_controllers_shape_from_the_gauge() {
+        let metric = ContainerMetric {
+            timestamp: 1_700_000_000_500_000_000,
+            source_id: "app".into(),
+            process_id: "p".into(),
+            instance_id: "0".into(),
+            instance_guid: "i".into(),
+            cpu_percentage: 25.0,
+            memory_bytes: 1_000_000,
+            disk_bytes: 2_000_000,
+            memory_bytes_quota: 0,
+            disk_bytes_quota: 0,
+        };
+        let u = usage_json(Some(&metric), "now");
+        assert_eq!(u["cpu"], 0.25);
+        assert_eq!(u["mem"], 1_000_000);
+        assert_eq!(u["disk"], 2_000_000);
+        assert_eq!(u["time"], "2023-11-14T22:13:20Z");
+        assert_eq!(usage_json(None, "now")["mem"], 0);
+    }
+
+    #[test]
+    fn usage_is_only_the_running_instances_own() {
+        let metric = |index: &str, guid: &str| ContainerMetric {
+            timestamp: 1,
+            source_id: "app".into(),
+            process_id: "p".into(),
+            instance_id: index.into(),
+            instance_guid: guid.into(),
+            cpu_percentage: 0.0,
+            memory_bytes: 7,
+            disk_bytes: 0,
+            memory_bytes_quota: 0,
+            disk_bytes_quota: 0,
+        };
+        let metrics = [metric("0", "old"), metric("0", "new"), metric("1", "new")];
+        let actual = |state: ActualLrpState| ActualLrp {
+            key: kiln_model::bbs::ActualLrpKey {
+                process_guid: "p".into(),
+                index: 0,
+                domain: "cf-apps".into(),
+            },
+            instance_key: Some(kiln_model::bbs::ActualLrpInstanceKey {
+                instance_guid: "new".into(),
+                cell_id: "cell".into(),
+            }),
+            net_info: None,
+            state,
+            crash_count: 0,
+            crash_reason: String::new(),
+            placement_error: String::new(),
+            since: 0,
+        };
+        let found = instance_metric(&metrics, &actual(ActualLrpState::Running), 0).unwrap();
+        assert_eq!(
+            (found.instance_id.as_str(), found.instance_guid.as_str()),
+            ("0", "new")
+        );
+        assert!(instance_metric(&metrics, &actual(ActualLrpState::Crashed), 0).is_none());
+        assert!(instance_metric(&metrics, &actual(ActualLrpState::Running), 2).is_none());
+    }
 }

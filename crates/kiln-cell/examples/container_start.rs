@@ -43,6 +43,7 @@ fn spec(dir: &Path, rootfs: &Path, id: &str, network: Option<PathBuf>) -> Contai
         limits: Limits {
             memory_mb: 64,
             pids: 64,
+            ..Limits::default()
         },
         network,
     }

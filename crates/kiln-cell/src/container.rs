@@ -1,6 +1,8 @@
 //! The per-container directory `<data_dir>/containers/<id>/`: the OCI
 //! bundle, and the host directories behind the container's only writable
-//! paths, `/tmp` (`tmp/`) and `/home/vcap` (`home/`).
+//! paths, `/tmp` (`tmp/`) and `/home/vcap` (`home/`). With a disk quota the
+//! directory is the mount point of the container's own file system
+//! ([`crate::disk`]), so the quota covers both.
 //!
 //! It maps container paths to host paths for downloads, the result file and
 //! uploads. Reading what a container wrote is done without following
@@ -8,6 +10,7 @@
 //! which inside the container means the stack's harmless `/etc`, but on the
 //! host would mean the host's secrets.
 
+use crate::disk::{self, Disk};
 use crate::runtime::BindMount;
 use kiln_model::{CONTAINER_GID, CONTAINER_UID, LIFECYCLE_BINARY_PATH};
 use std::fs;
@@ -42,12 +45,18 @@ impl ContainerDir {
     }
 
     /// Creates the directory afresh (removing any leftover) with empty,
-    /// vcap-owned `tmp/` and `home/`.
-    pub fn create(&self) -> io::Result<()> {
-        if self.root.exists() {
-            fs::remove_dir_all(&self.root)?;
-        }
+    /// vcap-owned `tmp/` and `home/`, on a file system of `disk_mb` of its
+    /// own (none when 0).
+    pub fn create(&self, disk_mb: u64) -> io::Result<Option<Disk>> {
+        self.remove()?;
         fs::create_dir_all(&self.root)?;
+        let disk = if disk_mb > 0 {
+            let disk = Disk::create(&disk::image_of(&self.root), &self.root, disk_mb)
+                .map_err(io::Error::other)?;
+            Some(disk)
+        } else {
+            None
+        };
         // Only root (the cell, runc) needs to get in; the container sees
         // the inner directories through its bind mounts.
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
@@ -56,14 +65,26 @@ impl ContainerDir {
             fs::create_dir(&path)?;
             fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
         }
-        Ok(())
+        Ok(disk)
     }
 
+    /// Unmounts the container's file system, if any, and removes the
+    /// directory and the image.
     pub fn remove(&self) -> io::Result<()> {
-        match fs::remove_dir_all(&self.root) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+        for mount in disk::mounts_under(&self.root)? {
+            disk::unmount(&mount).map_err(io::Error::other)?;
         }
+        // The directory goes last: its absence means the container is gone.
+        for result in [
+            fs::remove_file(disk::image_of(&self.root)),
+            fs::remove_dir_all(&self.root),
+        ] {
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     /// Where downloads go when they have no cache key.
@@ -240,7 +261,7 @@ mod tests {
     fn refuses_to_read_through_symlinks() {
         let data = tempfile::tempdir().unwrap();
         let c = ContainerDir::new(data.path(), "abc");
-        c.create().unwrap();
+        c.create(0).unwrap();
         let secret = data.path().join("secret");
         fs::write(&secret, "host secret").unwrap();
         std::os::unix::fs::symlink(&secret, c.root.join("tmp/droplet")).unwrap();

@@ -14,12 +14,14 @@
 //!
 //! Code map: `rep` is the loop (heartbeat, bulk sync, reconcile); `executor`
 //! runs one unit of work (`task`, `lrp`); `container` owns the per-container
-//! directory; `download`, `extract` and `upload` move artifacts; `health`
-//! probes instances; `network` gives containers their namespace, bridge
-//! port, host port mapping and DNS; `runtime` is the runc seam; `stack` builds the root
+//! directory and `disk` its file system (the disk quota); `download`,
+//! `extract` and `upload` move artifacts; `health` probes instances;
+//! `network` gives containers their namespace, bridge port, host port
+//! mapping and DNS; `runtime` is the runc seam; `stack` builds the root
 //! filesystem.
 
 mod container;
+mod disk;
 mod download;
 mod envs;
 mod executor;

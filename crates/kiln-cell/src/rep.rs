@@ -15,12 +15,14 @@
 //! the BBS did not take is retried on the next sync while the work is still
 //! listed.
 
+use crate::disk;
 use crate::download::Downloader;
 use crate::executor::CellCtx;
 use crate::executor::lrp::{self, LrpEnd};
 use crate::executor::task::{self, TaskOutcome};
 use crate::network::CellNetwork;
 use crate::ports::PortAllocator;
+use crate::runtime::cgroups::Cgroups;
 use crate::runtime::{ContainerRuntime, valid_id};
 use crate::{CellConfig, CellError, stack};
 use futures_util::{FutureExt, StreamExt};
@@ -118,6 +120,11 @@ pub async fn run(
             )));
         }
     }
+    if !disk::available() {
+        return Err(CellError::Config(
+            "disk quotas need mkfs.ext4 (Debian package e2fsprogs)".into(),
+        ));
+    }
     let containers_dir = config.data_dir.join("containers");
     let cache_dir = config.data_dir.join("cache");
     for dir in [&config.data_dir, &containers_dir, &cache_dir] {
@@ -180,6 +187,7 @@ pub async fn run(
         logs,
         containers_dir,
         network,
+        limit_swap: Cgroups::detect().swap_limit,
         shutdown: shutdown.clone(),
         config,
     });
@@ -247,8 +255,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Destroys every container in the runtime and every container directory:
-/// at start they are a previous run's leftovers, at shutdown stragglers.
+/// Destroys every container in the runtime and every container directory
+/// (unmounting its file system, removing its cgroups): at start they are a
+/// previous run's leftovers, at shutdown stragglers.
 async fn sweep(
     runtime: &dyn ContainerRuntime,
     containers_dir: &std::path::Path,
@@ -261,8 +270,27 @@ async fn sweep(
             tracing::warn!(cell_id, container = %id, %error, "destroying leftover container");
         }
     }
+    // Container directories are named by container id.
+    let names: Vec<String> = std::fs::read_dir(containers_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| valid_id(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &names {
+        runtime.remove_leftovers(name).await;
+    }
     let dir = containers_dir.to_path_buf();
     let removed = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+        for mount in disk::mounts_under(&dir)? {
+            if mount != dir {
+                disk::unmount(&mount).map_err(std::io::Error::other)?;
+            }
+        }
         let mut n = 0;
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();

@@ -9,7 +9,7 @@
 //! short lock, appends, and returns; when a source's history is full the
 //! oldest envelope is dropped and counted.
 
-use kiln_model::logs::LogEnvelope;
+use kiln_model::logs::{ContainerMetric, LogEnvelope};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,9 @@ use tokio::sync::watch;
 /// Where producers send log lines. Implementations must not block.
 pub trait LogSink: Send + Sync {
     fn emit(&self, envelope: LogEnvelope);
+
+    /// A container metric (gauge). Sinks that keep only logs drop it.
+    fn emit_metric(&self, _metric: ContainerMetric) {}
 }
 
 /// How many envelopes one source id keeps (log cache keeps a bounded window too).
@@ -27,6 +30,9 @@ pub struct LogStore {
     per_source: usize,
     sources: Mutex<HashMap<String, VecDeque<LogEnvelope>>>,
     dropped: AtomicU64,
+    /// The latest container metric per (source id, process id, instance
+    /// index), as log cache serves the newest gauge.
+    metrics: Mutex<HashMap<MetricKey, ContainerMetric>>,
     /// Bumped on every emit, so followers can wait for new lines.
     generation: watch::Sender<u64>,
 }
@@ -53,6 +59,7 @@ impl LogStore {
             per_source,
             sources: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
+            metrics: Mutex::new(HashMap::new()),
             generation: watch::channel(0).0,
         }
     }
@@ -88,6 +95,18 @@ impl LogStore {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// The latest container metric of each instance of one process.
+    pub fn container_metrics(&self, source_id: &str, process_id: &str) -> Vec<ContainerMetric> {
+        let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<ContainerMetric> = metrics
+            .iter()
+            .filter(|((s, p, _), _)| s == source_id && p == process_id)
+            .map(|(_, m)| m.clone())
+            .collect();
+        found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        found
+    }
+
     /// A receiver that changes whenever any envelope is emitted.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -113,7 +132,38 @@ impl LogSink for LogStore {
         }
         self.generation.send_modify(|g| *g += 1);
     }
+
+    fn emit_metric(&self, metric: ContainerMetric) {
+        let key = (
+            metric.source_id.clone(),
+            metric.process_id.clone(),
+            metric.instance_id.clone(),
+        );
+        let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        // Instances come and go (each process version has its own guid):
+        // forget the ones not measured for a while, so the map stays small.
+        if metrics.len() >= METRICS_PRUNE_AT {
+            let cutoff = metric.timestamp - METRICS_KEPT_NANOS;
+            metrics.retain(|_, m| m.timestamp >= cutoff);
+        }
+        // Keep the newer one if producers race (an old instance's last
+        // measurement after its replacement's first).
+        if metrics
+            .get(&key)
+            .is_none_or(|old| old.timestamp <= metric.timestamp)
+        {
+            metrics.insert(key, metric);
+        }
+    }
 }
+
+/// (source id, process id, instance index).
+type MetricKey = (String, String, String);
+
+/// When the metrics map is this large, entries older than
+/// [`METRICS_KEPT_NANOS`] are dropped.
+const METRICS_PRUNE_AT: usize = 4096;
+const METRICS_KEPT_NANOS: i64 = 10 * 60 * 1_000_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -168,6 +218,51 @@ mod tests {
         let got: Vec<_> = store.read("a", &q).into_iter().map(|e| e.message).collect();
         assert_eq!(got, ["three", "two"]);
         assert!(store.read("nobody", &all()).is_empty());
+    }
+
+    fn metric(process: &str, index: &str, t: i64, memory: u64) -> ContainerMetric {
+        ContainerMetric {
+            timestamp: t,
+            source_id: "app".into(),
+            process_id: process.into(),
+            instance_id: index.into(),
+            instance_guid: format!("{process}-{index}"),
+            cpu_percentage: 1.5,
+            memory_bytes: memory,
+            disk_bytes: 10,
+            memory_bytes_quota: 100,
+            disk_bytes_quota: 1000,
+        }
+    }
+
+    #[test]
+    fn keeps_the_latest_metric_per_instance_of_a_process() {
+        let store = LogStore::new(10);
+        store.emit_metric(metric("web", "0", 2, 20));
+        store.emit_metric(metric("web", "0", 1, 10));
+        store.emit_metric(metric("web", "1", 1, 11));
+        store.emit_metric(metric("worker", "0", 3, 30));
+        let got: Vec<(String, u64)> = store
+            .container_metrics("app", "web")
+            .into_iter()
+            .map(|m| (m.instance_id, m.memory_bytes))
+            .collect();
+        assert_eq!(got, [("0".into(), 20), ("1".into(), 11)]);
+        assert!(store.container_metrics("other", "web").is_empty());
+        // Metrics are not log lines.
+        assert!(store.read("app", &all()).is_empty());
+    }
+
+    #[test]
+    fn forgets_instances_not_measured_for_ten_minutes_once_many() {
+        let store = LogStore::new(10);
+        for i in 0..METRICS_PRUNE_AT {
+            store.emit_metric(metric("old", &i.to_string(), 1, 1));
+        }
+        let later = 1 + METRICS_KEPT_NANOS + 1;
+        store.emit_metric(metric("web", "0", later, 5));
+        assert!(store.container_metrics("app", "old").is_empty());
+        assert_eq!(store.container_metrics("app", "web").len(), 1);
     }
 
     #[test]

@@ -205,6 +205,13 @@ impl Drop for Server {
         }
         // ... nor its network.
         kiln_cell::network::remove_leftovers_blocking(&self.cell_id);
+        // Nor may a container's file system stay mounted (its loop device
+        // goes with it).
+        for mount in mounts_under(&self.data_dir) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", &mount])
+                .output();
+        }
     }
 }
 
@@ -472,6 +479,24 @@ async fn push_stage_run_route_and_survive_a_restart() {
         text.starts_with("Hello from Kiln! I am hello, instance 0"),
         "{text}"
     );
+    // `kiln app` shows the instance's real usage (the cell's container
+    // metrics, through the log service, in the process stats).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cli(&home, &["app", "hello"]).await;
+        assert!(out.success, "app hello failed\n{out}");
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("#0"))
+            .unwrap_or("");
+        if row.contains("running") && !row.contains(" 0 of 256M") && !row.contains(" 0 of 1G") {
+            eprintln!("MEASURED kiln app hello: {row}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no usage figures in\n{out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // A push nothing detects fails, says why, and exits non-zero.
     let undetectable = fixture("apps/undetectable");
@@ -847,4 +872,18 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     server.stop().await;
+    // The restart swept what the killed run left, the stop the rest: no
+    // container file system is still mounted.
+    assert_eq!(mounts_under(&data_dir), Vec::<String>::new());
+}
+
+/// Mount points under `dir` (the cell's container file systems).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
 }

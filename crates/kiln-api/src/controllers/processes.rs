@@ -76,9 +76,11 @@ pub async fn scale_by_type(
 pub async fn stats(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResult<Json<Value>> {
     let (app, p) = fetchers::process(&ctx, &guid).await?;
     let actuals = fetchers::instances(&ctx, &app, &p).await?;
+    let metrics = fetchers::container_metrics(&ctx, &app, &p);
     Ok(Json(process_stats(
         &p,
         &actuals,
+        &metrics,
         util::now_nanos(),
         &util::now(),
     )))

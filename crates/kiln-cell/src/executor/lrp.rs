@@ -2,9 +2,12 @@
 //! container directory, run the setup downloads, start the action, probe
 //! until healthy (then `start_actual_lrp`, CLAIMED → RUNNING), and keep
 //! probing for liveness until the process exits, a probe fails, or the cell
-//! is told to stop it. The crash reason uses Diego's words; the rep reports
-//! it, this module only returns it.
+//! is told to stop it. While it runs, its container metrics go to the log
+//! sink every 10 s. The crash reason uses Diego's words (with "(out of
+//! memory)" for an OOM kill); the rep reports it, this module only returns
+//! it.
 
+use super::metrics::{self, InstanceMetrics};
 use super::{CellCtx, Process, human_duration, human_size};
 use crate::container::ContainerDir;
 use crate::download::Downloaded;
@@ -16,6 +19,7 @@ use kiln_bbs::BbsError;
 use kiln_model::bbs::{
     ActualLrpInstanceKey, ActualLrpNetInfo, HealthCheck, LrpAssignment, PortMapping,
 };
+use kiln_model::logs::ContainerMetric;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -100,12 +104,15 @@ async fn execute(
     let cell_log = log.cell();
     let cell_id = &ctx.config.cell_id;
     let created = std::time::Instant::now();
-    if let Err(e) = dir.create() {
-        return LrpEnd::Crashed(format!("creating container: {e}"));
-    }
-    let net = match ctx.attach_network(id, Some(port)).await {
-        Ok(net) => net,
-        Err(reason) => return LrpEnd::Crashed(reason),
+    // The disk and the network do not depend on each other: both are made
+    // at once, so a start waits for the slower only.
+    let (disk, net) = tokio::join!(
+        ctx.create_container_dir(dir, desired.disk_mb),
+        ctx.attach_network(id, Some(port)),
+    );
+    let (disk, net) = match (disk, net) {
+        (Ok(disk), Ok(net)) => (disk, net),
+        (Err(reason), _) | (_, Err(reason)) => return LrpEnd::Crashed(reason),
     };
     cell_log.out(format!(
         "Cell {cell_id} successfully created container for instance {id}"
@@ -165,8 +172,18 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return LrpEnd::Crashed(format!("starting container: {e}")),
     };
-    let exited =
-        |code: i32| LrpEnd::Crashed(format!("{}: Exited with status {code}", desired.log_source));
+    // Diego's words for an exit, in the app's log, the cell's (for an OOM
+    // kill) and the crash reason.
+    let cell_log = &cell_log;
+    let exited = |code: i32| async move {
+        let (description, oom) = ctx.exit_description(id, code).await;
+        let note = if oom { " (out of memory)" } else { "" };
+        log.out(format!("Exit status {code}{note}"));
+        if oom {
+            cell_log.err(description.clone());
+        }
+        LrpEnd::Crashed(format!("{}: {description}", desired.log_source))
+    };
 
     // Startup check: until healthy, the process exits, or the start timeout.
     let check = &desired.health_check;
@@ -197,8 +214,7 @@ async fn execute(
             }
             code = process.wait() => {
                 process.drain_logs().await;
-                log.out(format!("Exit status {code}"));
-                return exited(code);
+                return exited(code).await;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 process.stop(ctx.runtime.as_ref(), id, Duration::ZERO).await;
@@ -236,6 +252,24 @@ async fn execute(
         }],
         instance_address: internal_ip.clone(),
     };
+    let usage = InstanceMetrics::new(
+        ContainerMetric {
+            timestamp: 0,
+            source_id: desired.log_guid.clone(),
+            process_id: desired.process_guid.clone(),
+            instance_id: key.index.to_string(),
+            instance_guid: id.to_string(),
+            cpu_percentage: 0.0,
+            memory_bytes: 0,
+            disk_bytes: 0,
+            memory_bytes_quota: desired.memory_mb.saturating_mul(1024 * 1024),
+            disk_bytes_quota: desired.disk_mb.saturating_mul(1024 * 1024),
+        },
+        disk,
+        process.started,
+    );
+    // Stops (aborted on drop) when this function returns, before destroy.
+    let _metrics = metrics::spawn(usage, ctx.runtime.clone(), ctx.logs.clone(), id);
     let mut reported = false;
     loop {
         if !reported {
@@ -283,8 +317,7 @@ async fn execute(
             }
             code = process.wait() => {
                 process.drain_logs().await;
-                log.out(format!("Exit status {code}"));
-                return exited(code);
+                return exited(code).await;
             }
             result = liveness => {
                 if let Err(e) = result {
@@ -292,7 +325,7 @@ async fn execute(
                     // better reason.
                     if let Ok(code) = tokio::time::timeout(Duration::from_millis(200), process.wait()).await {
                         process.drain_logs().await;
-                        return exited(code);
+                        return exited(code).await;
                     }
                     process.stop(ctx.runtime.as_ref(), id, Duration::ZERO).await;
                     process.drain_logs().await;

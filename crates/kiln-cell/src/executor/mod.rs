@@ -5,17 +5,19 @@
 //! spec, and a started process with its log pumps and a graceful stop.
 
 pub mod lrp;
+pub mod metrics;
 pub mod task;
 
 use crate::CellConfig;
 use crate::container::ContainerDir;
+use crate::disk::Disk;
 use crate::download::Downloader;
 use crate::logs::{self, LogTarget};
 use crate::network::{Attachment, CellNetwork};
 use crate::ports::PortAllocator;
 use crate::runtime::{
     BindMount, ContainerRuntime, ContainerSpec, Limits, ProcessSpec, RunningProcess, RuntimeError,
-    Signal,
+    Signal, cpu_shares, cpu_weight,
 };
 use crate::stack::Stack;
 use futures_util::future::BoxFuture;
@@ -33,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 /// Open files allowed per container process (CF's default `file_descriptors`).
 pub const NOFILE: u64 = 16384;
 /// Processes and threads per container: a fork-bomb guard, far above what
-/// staging or an app needs.
-pub const PIDS_LIMIT: i64 = 4096;
+/// staging or an app needs (a JVM runs a few hundred threads).
+pub const PIDS_LIMIT: i64 = 1024;
 /// How long a stopped process gets between TERM and KILL (Diego: 10 s).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -68,6 +70,8 @@ pub struct CellCtx {
     pub containers_dir: PathBuf,
     /// `None` when containers share the host's network.
     pub network: Option<Arc<CellNetwork>>,
+    /// Whether the kernel can cap memory+swap (see [`Limits::limit_swap`]).
+    pub limit_swap: bool,
     /// The cell's shutdown: executors stopped by it kill at once instead
     /// of granting a grace period.
     pub shutdown: CancellationToken,
@@ -125,6 +129,8 @@ impl CellCtx {
             mounts,
             limits: Limits {
                 memory_mb,
+                limit_swap: self.limit_swap,
+                cpu_shares: cpu_shares(cpu_weight(memory_mb)),
                 pids: PIDS_LIMIT,
             },
             network: attachment.map(|a| a.netns),
@@ -154,6 +160,27 @@ impl CellCtx {
             "container network attached"
         );
         Ok(Some(attachment))
+    }
+
+    /// Creates the container directory on its own `disk_mb` file system
+    /// (off the async threads: `mkfs` and `mount` are blocking commands).
+    pub async fn create_container_dir(
+        &self,
+        dir: &ContainerDir,
+        disk_mb: u64,
+    ) -> Result<Option<Disk>, String> {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || dir.create(disk_mb))
+            .await
+            .map_err(|e| format!("creating container: {e}"))?
+            .map_err(|e| format!("creating container: {e}"))
+    }
+
+    /// Diego's description of a process exit, with "(out of memory)" when
+    /// the OOM killer killed part of the container. Asked before `destroy`.
+    pub async fn exit_description(&self, id: &str, code: i32) -> (String, bool) {
+        let oom = code != 0 && self.runtime.oom_killed(id).await;
+        (exit_description(code, oom), oom)
     }
 
     /// Makes the container's writable trees vcap's and readies the
@@ -194,6 +221,16 @@ impl CellCtx {
         if let Ok(Err(error)) = removed {
             tracing::warn!(container = id, %error, "removing container directory");
         }
+    }
+}
+
+/// `Exited with status N`, and ` (out of memory)` after it for an OOM kill,
+/// as Diego's run step says it.
+pub fn exit_description(code: i32, oom: bool) -> String {
+    if oom {
+        format!("Exited with status {code} (out of memory)")
+    } else {
+        format!("Exited with status {code}")
     }
 }
 
@@ -338,6 +375,11 @@ mod tests {
         assert_eq!(human_size(12_340_000), "12.3M");
         assert_eq!(human_duration(900_000), "900s");
         assert_eq!(human_duration(1_500), "1500ms");
+        assert_eq!(exit_description(1, false), "Exited with status 1");
+        assert_eq!(
+            exit_description(137, true),
+            "Exited with status 137 (out of memory)"
+        );
         assert!(user_ids("root").is_err());
         assert_eq!(user_ids("vcap").unwrap(), (2000, 2000));
     }

@@ -114,8 +114,8 @@ async fn execute(
 ) -> Result<TaskOutcome, Stop> {
     let def = &task.definition;
     let id = task.task_guid.as_str();
-    if let Err(e) = dir.create() {
-        return Ok(TaskOutcome::failed(format!("creating container: {e}")));
+    if let Err(reason) = ctx.create_container_dir(dir, def.disk_mb).await {
+        return Ok(TaskOutcome::failed(reason));
     }
     // Staging needs the outside (buildpacks fetch dependencies) but no
     // inbound port.
@@ -176,7 +176,11 @@ async fn execute(
         "task process exited"
     );
     if code != 0 {
-        return Ok(TaskOutcome::failed(format!("Exited with status {code}")));
+        let (reason, oom) = ctx.exit_description(id, code).await;
+        if oom {
+            log.cell().err(reason.clone());
+        }
+        return Ok(TaskOutcome::failed(reason));
     }
 
     let result = if def.result_file.is_empty() {

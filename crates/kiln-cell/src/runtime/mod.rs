@@ -6,8 +6,10 @@
 //! bundle and runs it. [`runc::RuncRuntime`] is the real implementation,
 //! one file per container operation as in youki.
 
+pub mod cgroups;
 pub mod oci;
 pub mod runc;
+pub mod seccomp;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
@@ -40,7 +42,36 @@ pub struct ProcessSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Limits {
     pub memory_mb: u64,
+    /// Also cap memory+swap at `memory_mb` (no swap use, as Garden sets);
+    /// only where the kernel accounts swap.
+    pub limit_swap: bool,
+    /// `cpu.shares` (v1; runc maps it to `cpu.weight` on v2).
+    pub cpu_shares: u64,
     pub pids: i64,
+}
+
+/// Diego's CPU weight (1–100) for a memory limit, as Cloud Controller
+/// computes it: proportional to memory between 128 MB and 8 GB.
+pub fn cpu_weight(memory_mb: u64) -> u64 {
+    const MIN_CPU_PROXY: u64 = 128;
+    const MAX_CPU_PROXY: u64 = 8192;
+    if memory_mb > MAX_CPU_PROXY {
+        return 100;
+    }
+    100 * memory_mb.max(MIN_CPU_PROXY) / MAX_CPU_PROXY
+}
+
+/// The cgroup CPU shares for a weight, as Diego's executor gives Garden:
+/// the weight's percentage of 1024.
+pub fn cpu_shares(weight: u64) -> u64 {
+    1024 * weight.min(100) / 100
+}
+
+/// What a container has used so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContainerUsage {
+    pub cpu_nanos: u64,
+    pub memory_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +156,19 @@ pub trait ContainerRuntime: Send + Sync {
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError>;
     /// Every container the runtime knows, running or not.
     async fn list(&self) -> Result<Vec<String>, RuntimeError>;
+    /// CPU and memory the container has used; `None` when the runtime
+    /// cannot tell (or the container is gone).
+    async fn usage(&self, _id: &str) -> Option<ContainerUsage> {
+        None
+    }
+    /// Whether the OOM killer killed a process of the container. Asked
+    /// after its process exited and before `destroy`.
+    async fn oom_killed(&self, _id: &str) -> bool {
+        false
+    }
+    /// Removes what the runtime may have left of a container it no longer
+    /// lists (its cgroups after a `kill -9` of the cell).
+    async fn remove_leftovers(&self, _id: &str) {}
 }
 
 /// Container ids are file names and command-line arguments: keep them tame.
@@ -135,4 +179,20 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_weight_and_shares_follow_diego() {
+        assert_eq!(cpu_weight(64), 1);
+        assert_eq!(cpu_weight(256), 3);
+        assert_eq!(cpu_weight(1024), 12);
+        assert_eq!(cpu_weight(8192), 100);
+        assert_eq!(cpu_weight(16384), 100);
+        assert_eq!(cpu_shares(3), 30);
+        assert_eq!(cpu_shares(100), 1024);
+    }
 }

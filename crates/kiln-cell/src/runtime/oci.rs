@@ -4,11 +4,13 @@
 //! `/proc` paths, deny-all devices) with Kiln's choices on top: the network
 //! namespace the cell prepared (`crate::network`), joined by path (without
 //! one, the host's), a read-only root, a non-root user with no capabilities
-//! and `noNewPrivileges`, and memory and pids limits in the container's cgroup.
+//! and `noNewPrivileges`, a seccomp allowlist ([`super::seccomp`]), and
+//! memory (swap included), CPU shares and pids limits in the container's
+//! cgroup.
 //! Written with `serde_json` rather than the `oci-spec` crate: the document
 //! is small and fixed, and the crate would be a large dependency.
 
-use super::ContainerSpec;
+use super::{ContainerSpec, seccomp};
 use serde_json::{Value, json};
 
 /// The cgroup every Kiln container's cgroup is created under.
@@ -44,7 +46,15 @@ pub fn config_json(spec: &ContainerSpec) -> Value {
         "devices": [{"allow": false, "access": "rwm"}],
     });
     if spec.limits.memory_mb > 0 {
-        resources["memory"] = json!({"limit": spec.limits.memory_mb * 1024 * 1024});
+        let bytes = spec.limits.memory_mb.saturating_mul(1024 * 1024);
+        resources["memory"] = json!({"limit": bytes});
+        if spec.limits.limit_swap {
+            // memory+swap = memory: the container never swaps (Garden's rule).
+            resources["memory"]["swap"] = json!(bytes);
+        }
+    }
+    if spec.limits.cpu_shares > 0 {
+        resources["cpu"] = json!({"shares": spec.limits.cpu_shares});
     }
     if spec.limits.pids > 0 {
         resources["pids"] = json!({"limit": spec.limits.pids});
@@ -87,6 +97,7 @@ pub fn config_json(spec: &ContainerSpec) -> Value {
         "linux": {
             "cgroupsPath": format!("{CGROUP_PARENT}/{}", spec.id),
             "resources": resources,
+            "seccomp": seccomp::profile(),
             "namespaces": namespaces,
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
@@ -128,6 +139,8 @@ mod tests {
             }],
             limits: Limits {
                 memory_mb: 256,
+                limit_swap: true,
+                cpu_shares: 30,
                 pids: 1024,
             },
             network: None,
@@ -149,7 +162,13 @@ mod tests {
             c["linux"]["resources"]["memory"]["limit"],
             256u64 * 1024 * 1024
         );
+        assert_eq!(
+            c["linux"]["resources"]["memory"]["swap"],
+            256u64 * 1024 * 1024
+        );
+        assert_eq!(c["linux"]["resources"]["cpu"]["shares"], 30);
         assert_eq!(c["linux"]["resources"]["pids"]["limit"], 1024);
+        assert_eq!(c["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         let usr = c["mounts"]
             .as_array()
             .unwrap()

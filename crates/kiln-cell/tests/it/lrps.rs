@@ -159,10 +159,15 @@ async fn an_instance_downloads_its_droplet_passes_its_health_check_and_serves() 
     // reaches python through the container's init).
     let started = Instant::now();
     cell.bbs.remove_desired_lrp("web-1").await.unwrap();
+    let destroyed = format!(
+        "CELL|OUT|Cell {cell_id} successfully destroyed container for instance {instance_guid}"
+    );
     eventually("web-1 container gone", Duration::from_secs(20), || async {
         let ids = cell.containers().await;
-        (!ids.contains(&instance_guid) && !cell.container_dir(&instance_guid).exists())
-            .then_some(())
+        (!ids.contains(&instance_guid)
+            && !cell.container_dir(&instance_guid).exists()
+            && cell.logs.has("web-1-app", &destroyed))
+        .then_some(())
     })
     .await;
     let stop_time = started.elapsed();

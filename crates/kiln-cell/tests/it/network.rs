@@ -441,6 +441,7 @@ fn true_spec(dir: &Path, rootfs: &Path, id: &str, netns: &Path) -> ContainerSpec
         limits: Limits {
             memory_mb: 64,
             pids: 64,
+            ..Limits::default()
         },
         network: Some(netns.to_path_buf()),
     }

@@ -29,6 +29,8 @@ fn spec(dir: &Path, rootfs: &Path, id: &str, args: &[&str]) -> ContainerSpec {
         }],
         limits: Limits {
             memory_mb: 64,
+            limit_swap: false,
+            cpu_shares: 0,
             pids: 64,
         },
         network: None,
@@ -45,6 +47,9 @@ async fn runc_runs_containers_fast_with_a_read_only_usr_and_limits() {
         kiln_cell::stack::build_host_stack(&dir.path().join("stack"), "test-stack").unwrap();
     let runtime = kiln_cell::RuncRuntime::new(RUNC.into(), dir.path().join("runc"));
     assert!(runtime.list().await.unwrap().is_empty());
+    // Cgroups are machine-wide: ids unique to this run keep concurrent
+    // runs of this test apart.
+    let run = &crate::support::guid()[..8];
 
     // Create + start + exit of /bin/true, as a bare `runc run` would.
     let mut times = Vec::new();
@@ -52,13 +57,15 @@ async fn runc_runs_containers_fast_with_a_read_only_usr_and_limits() {
         let s = spec(
             dir.path(),
             &stack.rootfs,
-            &format!("true-{i}"),
+            &format!("true-{run}-{i}"),
             &["/bin/true"],
         );
         let started = Instant::now();
         let process = runtime.create_and_run(&s).await.unwrap();
         assert_eq!(process.exit.await.unwrap(), 0);
         times.push(started.elapsed());
+        // Containers are kept after their exit until destroyed.
+        runtime.destroy(&s.id).await.unwrap();
     }
     times.sort();
     let median = times[times.len() / 2];
@@ -73,7 +80,7 @@ async fn runc_runs_containers_fast_with_a_read_only_usr_and_limits() {
     let s = spec(
         dir.path(),
         &stack.rootfs,
-        "usr-probe",
+        &format!("usr-probe-{run}"),
         &[
             "/bin/sh",
             "-c",
@@ -85,33 +92,40 @@ async fn runc_runs_containers_fast_with_a_read_only_usr_and_limits() {
     process.stdout.read_to_string(&mut out).await.unwrap();
     assert_eq!(process.exit.await.unwrap(), 0);
     assert_eq!(out, "2000\nrefused\nno-shadow\n");
+    runtime.destroy(&s.id).await.unwrap();
     assert!(!Path::new("/usr/kiln-probe").exists());
 
     // A long-running container: listed, limited, killed, destroyed.
-    let s = spec(dir.path(), &stack.rootfs, "sleeper", &["/bin/sleep", "300"]);
+    let sleeper = format!("sleeper-{run}");
+    let s = spec(dir.path(), &stack.rootfs, &sleeper, &["/bin/sleep", "300"]);
     let process = runtime.create_and_run(&s).await.unwrap();
     let listed = crate::support::eventually("sleeper listed", Duration::from_secs(5), || async {
         let ids = runtime.list().await.unwrap();
-        ids.contains(&"sleeper".to_string()).then_some(ids)
+        ids.contains(&sleeper).then_some(ids)
     })
     .await;
-    assert_eq!(listed, ["sleeper"]);
-    let v1 = Path::new("/sys/fs/cgroup/memory/kiln/sleeper/memory.limit_in_bytes");
-    let v2 = Path::new("/sys/fs/cgroup/kiln/sleeper/memory.max");
+    assert_eq!(listed, std::slice::from_ref(&sleeper));
+    // Listed is not yet started: wait until runc has started the process.
+    crate::support::eventually("sleeper running", Duration::from_secs(5), || async {
+        crate::support::runc_running(&dir.path().join("runc"), &sleeper).then_some(())
+    })
+    .await;
+    let v1 = format!("/sys/fs/cgroup/memory/kiln/{sleeper}/memory.limit_in_bytes");
+    let v2 = format!("/sys/fs/cgroup/kiln/{sleeper}/memory.max");
     if let Ok(limit) = std::fs::read_to_string(v1).or_else(|_| std::fs::read_to_string(v2)) {
         assert_eq!(limit.trim(), (64u64 * 1024 * 1024).to_string());
     } else {
         eprintln!("no cgroup memory file found for the sleeper; limit not checked");
     }
     // pid 1 has no TERM handler: only KILL stops it.
-    runtime.kill("sleeper", Signal::Kill).await.unwrap();
+    runtime.kill(&sleeper, Signal::Kill).await.unwrap();
     let code = tokio::time::timeout(Duration::from_secs(10), process.exit)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(code, 137);
-    runtime.destroy("sleeper").await.unwrap();
-    runtime.destroy("sleeper").await.unwrap();
-    runtime.kill("sleeper", Signal::Term).await.unwrap();
+    runtime.destroy(&sleeper).await.unwrap();
+    runtime.destroy(&sleeper).await.unwrap();
+    runtime.kill(&sleeper, Signal::Term).await.unwrap();
     assert!(runtime.list().await.unwrap().is_empty());
 }

@@ -11,7 +11,7 @@ use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient, BbsConfig};
 use kiln_cell::CellConfig;
 use kiln_logs::LogSink;
 use kiln_model::bbs::*;
-use kiln_model::logs::{LogEnvelope, MessageType};
+use kiln_model::logs::{ContainerMetric, LogEnvelope, MessageType};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -69,18 +69,45 @@ where
     }
 }
 
+/// Whether runc reports the container `running` (listed is not enough: a
+/// container is listed while runc still starts it, and a KILL then fails
+/// the start with status 1 instead of killing the process with 137).
+pub fn runc_running(runc_root: &Path, id: &str) -> bool {
+    std::process::Command::new(RUNC)
+        .arg("--root")
+        .arg(runc_root)
+        .args(["state", id])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(r#""status": "running""#))
+}
+
 // ---------------------------------------------------------------- logs
 
 #[derive(Default)]
-pub struct CollectLogs(Mutex<Vec<LogEnvelope>>);
+pub struct CollectLogs(Mutex<Vec<LogEnvelope>>, Mutex<Vec<ContainerMetric>>);
 
 impl LogSink for CollectLogs {
     fn emit(&self, envelope: LogEnvelope) {
         self.0.lock().unwrap().push(envelope);
     }
+
+    fn emit_metric(&self, metric: ContainerMetric) {
+        self.1.lock().unwrap().push(metric);
+    }
 }
 
 impl CollectLogs {
+    /// Container metrics of one process, oldest first.
+    pub fn metrics(&self, process_id: &str) -> Vec<ContainerMetric> {
+        self.1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.process_id == process_id)
+            .cloned()
+            .collect()
+    }
+
     pub fn envelopes(&self, source_id: &str) -> Vec<LogEnvelope> {
         self.0
             .lock()
@@ -418,6 +445,30 @@ impl TestCell {
         .await
     }
 
+    /// Runs the cell on a runtime of its own, then drops that runtime
+    /// without letting the cell clean up: what a `kill -9` of the cell
+    /// leaves (runc containers, mounts, cgroups). `until` says when.
+    pub async fn run_cell_then_kill_it<F, Fut>(&mut self, until: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        self.stop_cell().await;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.spawn(kiln_cell::run(
+            self.config.clone(),
+            Arc::new(self.bbs.clone()),
+            self.logs.clone(),
+            CancellationToken::new(),
+        ));
+        until().await;
+        runtime.shutdown_background();
+    }
+
     fn start_cell(&mut self) {
         self.cell_stop = CancellationToken::new();
         let handle = tokio::spawn(kiln_cell::run(
@@ -521,6 +572,16 @@ impl Drop for TestCell {
         if let Some(out) = runc(&["list", "-q"]) {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 runc(&["delete", "--force", id]);
+            }
+        }
+        // Nor a container file system mounted (its loop device goes too).
+        let data_dir = self.config.data_dir.to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mount in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if mount.starts_with(&data_dir) {
+                let _ = std::process::Command::new("umount")
+                    .args(["-l", mount])
+                    .output();
             }
         }
     }

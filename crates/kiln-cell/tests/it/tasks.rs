@@ -370,7 +370,9 @@ async fn a_restarted_cell_sweeps_leftovers_and_fails_tasks_it_lost() {
     };
     let orphan = cell.runtime().create_and_run(&spec).await.unwrap();
     eventually("leftover running", Duration::from_secs(5), || async {
-        (cell.containers().await == ["leftover"]).then_some(())
+        (cell.containers().await == ["leftover"]
+            && runc_running(&cell.config.data_dir.join("runc"), "leftover"))
+        .then_some(())
     })
     .await;
 

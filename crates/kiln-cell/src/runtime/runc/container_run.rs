@@ -35,6 +35,9 @@ pub(super) async fn run(
         .arg("--log")
         .arg(spec.bundle.join("runc.log"))
         .arg("run")
+        // Keep the stopped container (and its cgroup) until `runc delete`,
+        // so the cell can still read its OOM count after the exit.
+        .arg("--keep")
         .arg("--bundle")
         .arg(&spec.bundle)
         .arg(&spec.id)

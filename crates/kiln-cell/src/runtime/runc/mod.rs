@@ -11,7 +11,10 @@ mod container_kill;
 mod container_list;
 mod container_run;
 
-use super::{ContainerRuntime, ContainerSpec, RunningProcess, RuntimeError, Signal};
+use super::cgroups::Cgroups;
+use super::{
+    ContainerRuntime, ContainerSpec, ContainerUsage, RunningProcess, RuntimeError, Signal,
+};
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -21,12 +24,22 @@ use tokio::process::Command;
 pub struct RuncRuntime {
     binary: PathBuf,
     root: PathBuf,
+    cgroups: Cgroups,
 }
 
 impl RuncRuntime {
     /// `binary` is the runc executable, `root` its state directory.
     pub fn new(binary: PathBuf, root: PathBuf) -> RuncRuntime {
-        RuncRuntime { binary, root }
+        RuncRuntime {
+            binary,
+            root,
+            cgroups: Cgroups::detect(),
+        }
+    }
+
+    /// This machine's cgroup layout, as the runtime reads it.
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
     }
 
     /// `runc --root <root> <args...>`, with no stdin.
@@ -98,5 +111,32 @@ impl ContainerRuntime for RuncRuntime {
 
     async fn list(&self) -> Result<Vec<String>, RuntimeError> {
         container_list::list(self).await
+    }
+
+    async fn usage(&self, id: &str) -> Option<ContainerUsage> {
+        let cgroups = self.cgroups.clone();
+        let id = id.to_string();
+        let usage = tokio::task::spawn_blocking(move || cgroups.usage(&id))
+            .await
+            .ok()?
+            .ok()?;
+        Some(ContainerUsage {
+            cpu_nanos: usage.cpu_nanos,
+            memory_bytes: usage.memory_bytes,
+        })
+    }
+
+    async fn oom_killed(&self, id: &str) -> bool {
+        self.cgroups.oom_kills(id).is_some_and(|n| n > 0)
+    }
+
+    async fn remove_leftovers(&self, id: &str) {
+        if !self.cgroups.exists(id) {
+            return;
+        }
+        match self.cgroups.remove(id) {
+            Ok(n) => tracing::info!(container = id, cgroups = n, "removed leftover cgroups"),
+            Err(error) => tracing::warn!(container = id, %error, "removing leftover cgroups"),
+        }
     }
 }

@@ -1,0 +1,303 @@
+//! The disk quota of a container: a file system of its own, `disk_mb`
+//! large, loop-mounted on the container directory, so that everything the
+//! container can write (`/tmp`, `/home/vcap` with the app) and everything
+//! the cell unpacks into it (the droplet) shares one hard limit. Writing
+//! past it fails with ENOSPC ("No space left on device") inside this file
+//! system only; the host and other containers keep their space.
+//!
+//! Why not project quotas on one shared XFS or ext4 (grootfs's way): this
+//! kernel is built without quota support (`CONFIG_QUOTA`, XFS quota), so
+//! project quotas cannot be enforced here. A loop-mounted ext4 per
+//! container needs nothing but `mkfs.ext4` and a loop device: the image is
+//! a sparse file (it costs only what is written) and usage is one
+//! `statvfs`. Its price is one loop device per container and the time of
+//! copying an empty image (made once per size with `mkfs.ext4`) and
+//! mounting it at each start (`bench/container-limits.sh`).
+//!
+//! The image is `<containers>/<id>.disk` next to the directory; `mount -o
+//! loop` sets the loop device to detach itself at unmount.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where `mkfs.ext4`, `cp`, `mount` and `umount` are, whatever the cell's PATH.
+const TOOL_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("creating disk image {path}: {source}")]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("running {tool}: {source}")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{tool} failed: {stderr}")]
+    Failed { tool: &'static str, stderr: String },
+}
+
+/// A mounted container file system.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub mountpoint: PathBuf,
+    /// What the empty file system already uses (root directory,
+    /// `lost+found`): not the container's writing.
+    baseline: u64,
+}
+
+impl Disk {
+    /// Creates a `size_mb` image at `image` and mounts it on `mountpoint`
+    /// (an existing, empty directory).
+    pub fn create(image: &Path, mountpoint: &Path, size_mb: u64) -> Result<Disk, DiskError> {
+        let quota_bytes = size_mb
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| DiskError::Image {
+                path: image.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("disk_mb {size_mb} is too large"),
+                ),
+            })?;
+        make_image(image, quota_bytes)?;
+        mount(image, mountpoint)?;
+        let baseline = used_bytes(mountpoint).unwrap_or(0);
+        Ok(Disk {
+            mountpoint: mountpoint.to_path_buf(),
+            baseline,
+        })
+    }
+
+    /// Bytes the container (and its droplet) occupy now.
+    pub fn usage(&self) -> io::Result<u64> {
+        Ok(used_bytes(&self.mountpoint)?.saturating_sub(self.baseline))
+    }
+}
+
+/// The image file of the container directory `root`.
+pub fn image_of(root: &Path) -> PathBuf {
+    let mut name = OsString::from(root.as_os_str());
+    name.push(".disk");
+    PathBuf::from(name)
+}
+
+fn tool(name: &'static str) -> Command {
+    let mut command = Command::new(name);
+    command.env("PATH", TOOL_PATH).env("LC_ALL", "C");
+    command
+}
+
+fn run(name: &'static str, command: &mut Command) -> Result<(), DiskError> {
+    let output = command
+        .output()
+        .map_err(|source| DiskError::Spawn { tool: name, source })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(DiskError::Failed {
+            tool: name,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// A sparse file with an ext4 file system, copied (holes kept, or
+/// reflinked where the host file system can) from a template of that size
+/// made once with `mkfs.ext4`: the copy takes a fraction of mkfs's time at
+/// every start.
+fn make_image(image: &Path, bytes: u64) -> Result<(), DiskError> {
+    let made = template(image, bytes).and_then(|template| {
+        run(
+            "cp",
+            tool("cp")
+                .args(["--sparse=always", "--reflink=auto"])
+                .arg(template)
+                .arg(image),
+        )
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_file(image);
+    }
+    made
+}
+
+/// `.disk-templates/<bytes>.img` beside `image`, made on first use: no
+/// journal (the file system dies with the container, crash safety buys
+/// nothing), no blocks reserved for root (the container's user gets the
+/// whole quota). Written under a name of its own and renamed, so that
+/// containers starting at once never see half a template.
+fn template(image: &Path, bytes: u64) -> Result<PathBuf, DiskError> {
+    let dir = image.parent().unwrap_or(Path::new(".")).join(TEMPLATES_DIR);
+    let path = dir.join(format!("{bytes}.img"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let image_err = |source| DiskError::Image {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(image_err)?;
+    let mut scratch = path.clone().into_os_string();
+    scratch.push(".");
+    scratch.push(image.file_name().unwrap_or_default());
+    let scratch = PathBuf::from(scratch);
+    let made = std::fs::File::create(&scratch)
+        .and_then(|file| file.set_len(bytes))
+        .map_err(image_err)
+        .and_then(|()| {
+            run(
+                "mkfs.ext4",
+                tool("mkfs.ext4")
+                    .args(["-q", "-F", "-m", "0", "-O", "^has_journal"])
+                    .args(["-E", "nodiscard,lazy_itable_init=1"])
+                    .arg(&scratch),
+            )
+        })
+        .and_then(|()| std::fs::rename(&scratch, &path).map_err(image_err));
+    if made.is_err() {
+        let _ = std::fs::remove_file(&scratch);
+    }
+    made.map(|()| path)
+}
+
+/// Where the empty file systems to copy are kept, one per size.
+pub const TEMPLATES_DIR: &str = ".disk-templates";
+
+fn mount(image: &Path, mountpoint: &Path) -> Result<(), DiskError> {
+    // Concurrent `mount -o loop`s can race for the same free loop device;
+    // the loser fails and a retry picks the next one.
+    let mut last = None;
+    for _ in 0..3 {
+        match run(
+            "mount",
+            tool("mount")
+                .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
+                .arg(image)
+                .arg(mountpoint),
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(last.unwrap_or(DiskError::Failed {
+        tool: "mount",
+        stderr: "not attempted".into(),
+    }))
+}
+
+/// Unmounts `mountpoint`; lazily when something still holds it, so the
+/// loop device goes as soon as the last holder does.
+pub fn unmount(mountpoint: &Path) -> Result<(), DiskError> {
+    run("umount", tool("umount").arg(mountpoint))
+        .or_else(|_| run("umount", tool("umount").arg("-l").arg(mountpoint)))
+}
+
+/// `statvfs`: blocks in use, in bytes.
+pub fn used_bytes(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_blocks.saturating_sub(st.f_bfree) * st.f_frsize)
+}
+
+/// Mount points at or below `dir`, deepest first (the order to unmount
+/// them in), from `/proc/self/mountinfo`.
+pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mounts_under(&info, dir))
+}
+
+fn parse_mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape(field)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        if let Some(d) = octal {
+            out.push(d.iter().fold(0u8, |v, b| v.wrapping_mul(8) + (b - b'0')));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether this machine can make container file systems.
+pub fn available() -> bool {
+    TOOL_PATH
+        .split(':')
+        .any(|dir| Path::new(dir).join("mkfs.ext4").is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+90 22 7:0 / /data/containers/abc rw,nosuid,nodev - ext4 /dev/loop0 rw
+91 22 7:1 / /data/containers/with\\040space rw - ext4 /dev/loop1 rw
+92 90 0:5 / /data/containers/abc/tmp/x rw - tmpfs tmpfs rw
+93 22 7:2 / /data/containersX rw - ext4 /dev/loop2 rw
+";
+
+    #[test]
+    fn finds_mounts_below_a_directory_deepest_first() {
+        let got = parse_mounts_under(MOUNTINFO, Path::new("/data/containers"));
+        assert_eq!(
+            got,
+            [
+                PathBuf::from("/data/containers/abc/tmp/x"),
+                PathBuf::from("/data/containers/abc"),
+                PathBuf::from("/data/containers/with space"),
+            ]
+        );
+        assert!(parse_mounts_under(MOUNTINFO, Path::new("/elsewhere")).is_empty());
+    }
+
+    #[test]
+    fn an_impossible_size_fails_clearly_and_leaves_no_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("c.disk");
+        let mountpoint = dir.path().join("c");
+        std::fs::create_dir(&mountpoint).unwrap();
+        for size_mb in [u64::MAX, u64::MAX / (1024 * 1024)] {
+            let err = Disk::create(&image, &mountpoint, size_mb).unwrap_err();
+            assert!(err.to_string().starts_with("creating disk image"), "{err}");
+            assert!(!image.exists());
+        }
+        let templates = dir.path().join(TEMPLATES_DIR);
+        assert!(!templates.exists() || std::fs::read_dir(templates).unwrap().count() == 0);
+        assert!(mounts_under(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_image_sits_next_to_the_directory() {
+        assert_eq!(
+            image_of(Path::new("/d/containers/a.b-c")),
+            PathBuf::from("/d/containers/a.b-c.disk")
+        );
+    }
+}
