@@ -65,10 +65,20 @@ mod tests {
 
     #[test]
     fn hands_out_free_ports_once_and_skips_busy_ones() {
-        // Find a small free window by binding ephemeral ports is racy;
-        // instead occupy one port of a range and check it is skipped.
-        let busy = TcpListener::bind("0.0.0.0:0").unwrap();
-        let port = busy.local_addr().unwrap().port();
+        // A window of three free ports below the kernel's ephemeral range
+        // (32768+), so no outgoing connection of a concurrent test can take
+        // one meanwhile; its first port is held busy.
+        let (_busy, port) = (20000..30000u16)
+            .step_by(3)
+            .find_map(|base| {
+                let held: Vec<_> = (base..base + 3)
+                    .map(|p| TcpListener::bind(("0.0.0.0", p)))
+                    .collect::<Result<_, _>>()
+                    .ok()?;
+                let mut held = held.into_iter();
+                held.next().map(|busy| (busy, base))
+            })
+            .expect("a free window of three ports");
         let allocator = PortAllocator::new(port..port.saturating_add(3));
         let a = allocator.allocate().unwrap();
         let b = allocator.allocate().unwrap();
