@@ -63,7 +63,7 @@ pub async fn create(client: &mut Client, args: CreateBuildpackArgs) -> anyhow::R
     );
     println!("OK\n\nUploading buildpack {} as {user}...", args.name);
     let size = bits.len();
-    let part = reqwest::multipart::Part::bytes(bits)
+    let part = crate::progress::upload_part(bits, "Uploading buildpack")
         .file_name(filename)
         .mime_str("application/zip")?;
     let reply = client

@@ -24,6 +24,7 @@ mod login;
 mod logs;
 mod manifest;
 mod platform;
+mod progress;
 mod push;
 mod resources;
 mod routes;

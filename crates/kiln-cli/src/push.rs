@@ -584,7 +584,7 @@ async fn upload_package(
     if let Some(zip) = zip {
         form = form.part(
             "bits",
-            reqwest::multipart::Part::bytes(zip)
+            crate::progress::upload_part(zip, "Uploading app files")
                 .file_name("application.zip")
                 .mime_str("application/zip")?,
         );
