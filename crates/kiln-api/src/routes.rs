@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kiln_model::bbs::HttpRoute;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -98,13 +99,27 @@ pub async fn route_jsons(
         .collect())
 }
 
-/// `host.domain` of the routes mapped to an app (optionally one process type).
+/// `host.domain/path` of the routes mapped to an app (optionally one process type).
 pub async fn app_uris(
     ctx: &Ctx,
     app_guid: &str,
     process_type: Option<&str>,
 ) -> ApiResult<Vec<String>> {
-    let mut uris: Vec<String> = routes_with_destinations(ctx)
+    Ok(app_routes(ctx, app_guid, process_type)
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect())
+}
+
+/// The routes mapped to an app (optionally one process type) as the router
+/// gets them: host (`host.domain`) and path apart.
+pub async fn app_routes(
+    ctx: &Ctx,
+    app_guid: &str,
+    process_type: Option<&str>,
+) -> ApiResult<Vec<HttpRoute>> {
+    let mut routes: Vec<HttpRoute> = routes_with_destinations(ctx)
         .await?
         .into_iter()
         .filter(|(_, _, dests)| {
@@ -112,10 +127,13 @@ pub async fn app_uris(
                 .iter()
                 .any(|d| d.app_guid == app_guid && process_type.is_none_or(|t| d.process_type == t))
         })
-        .map(|(r, domain, _)| url(&r.host, &domain.name, &r.path))
+        .map(|(r, domain, _)| HttpRoute {
+            host: url(&r.host, &domain.name, ""),
+            path: r.path,
+        })
         .collect();
-    uris.dedup();
-    Ok(uris)
+    routes.dedup();
+    Ok(routes)
 }
 
 pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {

@@ -75,7 +75,6 @@ async fn desired_lrp(
     vcap["process_type"] = json!(p.r#type);
     vcap["version"] = json!(p.version);
     vcap["application_version"] = json!(p.version);
-    let uris: Vec<String> = serde_json::from_value(vcap["uris"].clone()).unwrap_or_default();
     let mut env = vec![
         EnvVar::new("VCAP_APPLICATION", vcap.to_string()),
         EnvVar::new("MEMORY_LIMIT", format!("{}m", p.memory_in_mb)),
@@ -150,7 +149,7 @@ async fn desired_lrp(
             .health_check_timeout
             .filter(|t| *t > 0)
             .map_or(kiln_model::DEFAULT_START_TIMEOUT_MS, |t| t as u64 * 1000),
-        routes: uris,
+        routes: crate::routes::app_routes(ctx, &app.guid, Some(&p.r#type)).await?,
         log_guid: app.guid.clone(),
         log_source: format!("APP/PROC/{}", p.r#type.to_uppercase()),
         annotation:

@@ -1,26 +1,30 @@
 //! Kiln's router, in the role of Cloud Foundry's Gorouter.
 //!
-//! - [`table`]: host name → RUNNING instances, built from the BBS's
-//!   DesiredLrps (their `routes`) and ActualLrps (their `net_info`).
+//! - [`table`]: route (host and optional path) → RUNNING instances, built
+//!   from the BBS's DesiredLrps (their `routes`) and ActualLrps (their
+//!   `net_info`).
 //! - `sync`: keeps the table current from BBS events (re-read after each
 //!   burst of LRP events or a `Lagged`) and a periodic full resync.
-//! - `proxy`: the request path — look the host up, pick an instance
+//! - `proxy`: the request path — look the route up, pick an instance
 //!   round-robin, stream the request there and the response back, with
 //!   Gorouter's headers, retries and error responses.
-//! - `access_log`: one `RTR` line per request into the app's log stream.
+//! - `access_log`: one `RTR` line per request into the app's log stream,
+//!   written by a task of its own.
+//! - `workers`: the threads connections are served on.
 //! - [`run`] wires them: the `kiln` binary's router role. [`serve`] is the
 //!   proxy alone over a table the caller fills.
 //!
 //! Architecture invariant: the request path never queries the BBS or a
-//! database; it reads an immutable snapshot of the table, swapped whole when
-//! the table is rebuilt, behind a lock held only to clone an `Arc`.
+//! database and never waits on a lock; it reads an immutable snapshot of
+//! the table, swapped whole (`arc-swap`) when the table is rebuilt.
 
 mod access_log;
 mod proxy;
 mod sync;
 pub mod table;
+mod workers;
 
-use proxy::Proxy;
+use access_log::AccessLog;
 pub use sync::{SharedTable, load_table, sync_table};
 pub use table::{Endpoint, Pool, RouteTable, normalize_host};
 
@@ -30,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use workers::Workers;
 
 /// How long requests in flight may take to finish after shutdown is asked.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,9 +49,14 @@ pub struct RouterConfig {
     /// How long an instance may take to answer a request with its response
     /// headers (Gorouter: 900 s).
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers (a slow-loris
+    /// client is cut off after it).
+    pub header_read_timeout: Duration,
     /// Full re-read of the BBS, in case events were missed (Gorouter's
     /// routes are re-registered every 20 s).
     pub resync_interval: Duration,
+    /// Threads serving connections; 0 means one per CPU.
+    pub workers: usize,
 }
 
 impl Default for RouterConfig {
@@ -55,7 +65,9 @@ impl Default for RouterConfig {
             max_attempts: 3,
             dial_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(900),
+            header_read_timeout: Duration::from_secs(30),
             resync_interval: Duration::from_secs(20),
+            workers: 0,
         }
     }
 }
@@ -110,6 +122,11 @@ pub async fn run(
 
 /// Serves the proxy on `listener` over `table` until `shutdown`, then
 /// drains as [`run`] does. The caller keeps `table` current.
+///
+/// Connections are accepted here and handed round-robin to worker threads,
+/// each with a single-threaded runtime and its own pool of connections to
+/// instances: a request, its instance connection and their wake-ups stay
+/// on one thread, as in nginx's worker model.
 pub async fn serve(
     config: RouterConfig,
     listener: tokio::net::TcpListener,
@@ -118,9 +135,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
     let addr = listener.local_addr()?;
-    let proxy = Arc::new(Proxy::new(config, table, logs));
+    let hard_stop = CancellationToken::new();
+    let workers = Workers::start(&config, &table, &AccessLog::start(logs), &hard_stop)?;
     let connections = TaskTracker::new();
-    tracing::info!(%addr, "router listening");
+    tracing::info!(%addr, workers = workers.len(), "router listening");
     loop {
         let accepted = tokio::select! {
             biased;
@@ -129,11 +147,23 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, client_addr)) => {
-                connections.spawn(proxy.clone().serve_connection(
-                    stream,
-                    client_addr,
-                    shutdown.clone(),
-                ));
+                let (proxy, runtime) = workers.next();
+                let stream = stream.into_std()?;
+                let shutdown = shutdown.clone();
+                connections.spawn_on(
+                    async move {
+                        // Registered with the worker's reactor, on its thread.
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                proxy.serve_connection(stream, client_addr, shutdown).await
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "router could not adopt a connection")
+                            }
+                        }
+                    },
+                    runtime,
+                );
             }
             Err(error) => {
                 // Usually out of file descriptors: back off instead of spinning.
@@ -158,8 +188,9 @@ pub async fn serve(
         );
     }
     // Also ends upgraded (WebSocket) tunnels, which are not drained.
-    proxy.stop_now();
+    hard_stop.cancel();
     connections.wait().await;
+    workers.stop().await;
     tracing::info!(%addr, "router stopped");
     Ok(())
 }

@@ -302,10 +302,15 @@ impl Fixture {
     /// Desires `process_guid` with one instance per port and reports each
     /// RUNNING there, as a cell does after the health check passes.
     async fn app(&self, process_guid: &str, host: &str, ports: &[u16]) {
-        self.bbs
-            .desire_lrp(desired(process_guid, ports.len() as u32, host))
-            .await
-            .unwrap();
+        self.app_with_guid(&format!("app-{process_guid}"), process_guid, host, ports)
+            .await;
+    }
+
+    /// As [`Fixture::app`], for the app `app_guid`.
+    async fn app_with_guid(&self, app_guid: &str, process_guid: &str, host: &str, ports: &[u16]) {
+        let mut lrp = desired(process_guid, ports.len() as u32, host);
+        lrp.log_guid = app_guid.into();
+        self.bbs.desire_lrp(lrp).await.unwrap();
         for (index, port) in ports.iter().enumerate() {
             let (key, instance_key) = instance_keys(process_guid, index);
             let net_info = ActualLrpNetInfo {
@@ -919,4 +924,92 @@ async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
         .expect("the router returns once drained")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn path_routes_take_the_longest_matching_prefix() {
+    let f = fixture().await;
+    let (root, api, v2) = (
+        backend("root").await,
+        backend("api").await,
+        backend("v2").await,
+    );
+    f.app("root", "shop.test", &[root.port]).await;
+    // As the API sends them: host and path apart.
+    f.app("api", "shop.test/api", &[api.port]).await;
+    f.app("v2", "shop.test/api/v2", &[v2.port]).await;
+    f.app("gone", "gone.test/only", &[]).await;
+    // Desired last, so once it is in the table the others are too.
+    let deadline = Instant::now() + WAIT;
+    while f.get("gone.test", "/only").await.status() != 503 {
+        assert!(Instant::now() < deadline, "the path routes never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for (path, expected) in [
+        ("/", "root"),
+        ("/apis", "root"),
+        ("/api", "api"),
+        ("/API/orders?id=1", "api"),
+        ("/api/v2", "v2"),
+        ("/api/v2/x/y", "v2"),
+        ("/api/v3", "api"),
+    ] {
+        let json = json(f.get("shop.test", path).await).await;
+        assert_eq!(json["backend"], expected, "{path}");
+        assert_eq!(
+            json["path"],
+            path.split('?').next().unwrap(),
+            "the path reaches the app whole"
+        );
+    }
+    let response = f.get("gone.test", "/only/x").await;
+    assert_eq!(response.status(), 503, "a path route without instances");
+    assert_eq!(f.get("gone.test", "/").await.status(), 404);
+}
+
+#[tokio::test]
+async fn x_cf_app_instance_picks_one_instance_or_says_why_not() {
+    let f = fixture().await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let guid = "0f2ab3c4-1234-4abc-9def-00112233aabb";
+    f.app_with_guid(guid, "p1", "pick.test", &[a.port, b.port])
+        .await;
+    f.wait_for("pick.test", 200).await;
+    let get = |value: String| {
+        f.http
+            .get(f.url("/"))
+            .header("Host", "pick.test")
+            .header("X-CF-App-Instance", value)
+            .send()
+    };
+    for _ in 0..4 {
+        let json = json(get(format!("{guid}:1")).await.unwrap()).await;
+        assert_eq!(json["backend"], "b", "always instance 1");
+    }
+
+    let invalid = get(format!("{guid}:one")).await.unwrap();
+    assert_eq!(invalid.status(), 400);
+    assert_eq!(
+        invalid.headers()["x-cf-routererror"],
+        "invalid_cf_app_instance_header"
+    );
+    assert_eq!(
+        invalid.text().await.unwrap(),
+        "400 Bad Request: Invalid X-CF-App-Instance Header\n"
+    );
+
+    let missing = get(format!("{guid}:7")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["x-cf-routererror"], "unknown_route");
+    assert_eq!(
+        missing.text().await.unwrap(),
+        format!(
+            "404 Not Found: Requested instance ('7') with guid ('{guid}') does not exist for route ('pick.test')\n"
+        )
+    );
+    let other_app = get("11111111-2222-4333-8444-555555555555:0".into())
+        .await
+        .unwrap();
+    assert_eq!(other_app.status(), 404);
 }

@@ -23,6 +23,9 @@ pub struct ServerArgs {
     /// Address of the HTTP router that serves the apps
     #[arg(long, env = "KILN_ROUTER_LISTEN")]
     pub router_listen: Option<SocketAddr>,
+    /// Threads the router serves connections on (default: one per CPU)
+    #[arg(long, env = "KILN_ROUTER_WORKERS")]
+    pub router_workers: Option<usize>,
     /// The shared domain app routes are created in
     #[arg(long, env = "KILN_DOMAIN")]
     pub domain: Option<String>,
@@ -59,6 +62,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     api_listen: Option<SocketAddr>,
     router_listen: Option<SocketAddr>,
+    router_workers: Option<usize>,
     domain: Option<String>,
     external_url: Option<String>,
     admin_password: Option<String>,
@@ -76,6 +80,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub router_listen: SocketAddr,
+    /// 0: one per CPU.
+    pub router_workers: usize,
     pub domain: String,
     pub external_url: String,
     pub admin_password: Option<String>,
@@ -127,6 +133,7 @@ impl ServerConfig {
                 .router_listen
                 .or(file.router_listen)
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            router_workers: args.router_workers.or(file.router_workers).unwrap_or(0),
             domain,
             external_url,
             admin_password: args.admin_password.or(file.admin_password),

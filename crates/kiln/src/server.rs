@@ -120,10 +120,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     {
         let router_config = kiln_router::RouterConfig {
-            max_attempts: 3,
-            dial_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(900),
-            resync_interval: Duration::from_secs(20),
+            workers: config.router_workers,
+            ..kiln_router::RouterConfig::default()
         };
         let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
         roles.spawn(async move {

@@ -3,7 +3,7 @@
 
 use kiln_api::{Api, ApiConfig, ApiDeps};
 use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient};
-use kiln_model::bbs::{CellCapacity, CellPresence};
+use kiln_model::bbs::{CellCapacity, CellPresence, HttpRoute};
 use kiln_store::FsBlobstore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -1361,7 +1361,7 @@ async fn push_path_end_to_end() {
         .unwrap();
     assert_eq!(lrp.domain, "cf-apps");
     assert_eq!(lrp.instances, 1);
-    assert_eq!(lrp.routes, vec!["hello.localhost".to_string()]);
+    assert_eq!(lrp.routes, vec![HttpRoute::from("hello.localhost")]);
     assert_eq!(lrp.log_guid, app_guid);
     assert_eq!(lrp.log_source, "APP/PROC/WEB");
     assert_eq!(lrp.rootfs, format!("preloaded:{STACK}"));
@@ -1789,7 +1789,7 @@ async fn droplet_changes_restarts_and_reconcile() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lrp = kiln.bbs.desired_lrp_by_process_guid(&second).await.unwrap();
-    assert_eq!(lrp.routes, vec!["durable.localhost".to_string()]);
+    assert_eq!(lrp.routes, vec![HttpRoute::from("durable.localhost")]);
 
     // Nothing was lost.
     let (_, app) = kiln.get(&format!("/v3/apps/{app_guid}")).await;
