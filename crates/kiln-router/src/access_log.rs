@@ -7,7 +7,7 @@
 //! behind, records are dropped and counted rather than slowing requests
 //! (Gorouter's access log writer drops too when its buffer is full).
 
-use crate::table::Endpoint;
+use crate::table::{Endpoint, InFlight};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -198,16 +198,25 @@ pub(crate) struct LoggedBody {
     status: u16,
     record: Option<AccessRecord>,
     log: AccessLog,
+    /// The request counts against the instance's limit until its response is done.
+    _in_flight: InFlight,
 }
 
 impl LoggedBody {
-    pub fn new(inner: Incoming, status: u16, record: AccessRecord, log: AccessLog) -> LoggedBody {
+    pub fn new(
+        inner: Incoming,
+        status: u16,
+        record: AccessRecord,
+        log: AccessLog,
+        in_flight: InFlight,
+    ) -> LoggedBody {
         LoggedBody {
             inner,
             sent: 0,
             status,
             record: Some(record),
             log,
+            _in_flight: in_flight,
         }
     }
 }

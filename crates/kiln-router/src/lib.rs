@@ -57,6 +57,12 @@ pub struct RouterConfig {
     pub resync_interval: Duration,
     /// Threads serving connections; 0 means one per CPU.
     pub workers: usize,
+    /// An instance that could not be dialled is skipped this long while
+    /// others take the traffic (Gorouter: 30 s).
+    pub retry_after_failure: Duration,
+    /// Requests in flight per instance, at most; 0 means no limit
+    /// (Gorouter's `backends.max_conns`: 500).
+    pub max_conns_per_backend: usize,
 }
 
 impl Default for RouterConfig {
@@ -68,6 +74,8 @@ impl Default for RouterConfig {
             header_read_timeout: Duration::from_secs(30),
             resync_interval: Duration::from_secs(20),
             workers: 0,
+            retry_after_failure: Duration::from_secs(30),
+            max_conns_per_backend: 500,
         }
     }
 }
@@ -94,7 +102,7 @@ pub async fn run(
     let table = SharedTable::default();
     // The table is filled before the first request is answered (Gorouter
     // waits for its table at start too); connections queue meanwhile.
-    let loaded = match load_table(bbs.as_ref()).await {
+    let loaded = match load_table(bbs.as_ref(), &RouteTable::default()).await {
         Ok(initial) => {
             tracing::info!(routes = initial.len(), "router table loaded");
             table.replace(initial);

@@ -18,7 +18,7 @@
 use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
 use crate::sync::SharedTable;
-use crate::table::{Endpoint, Pool, RouteTable, normalize_host};
+use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
@@ -248,24 +248,13 @@ impl Proxy {
         // The body waits here between attempts: an attempt that fails
         // before hyper read any of it hands it back (see `ForwardBody`).
         let slot = Arc::new(Mutex::new(Some(body)));
-        // A pinned instance is the only one tried, as in Gorouter.
-        let attempts = match target.pinned {
-            Some(_) => 1,
-            None => self
-                .config
-                .max_attempts
-                .max(1)
-                .min(target.pool.endpoints.len()),
+        let chosen = match self.choose(&target) {
+            Ok(chosen) => chosen,
+            Err(refusal) => return refusal.response(&record.host, &record.request_id),
         };
-        let mut order = target.pinned.is_none().then(|| target.pool.attempt_order());
+        let attempts = chosen.len();
         let mut failure: Option<(Arc<Endpoint>, String)> = None;
-        for attempt in 0..attempts {
-            let Some(endpoint) = target
-                .pinned
-                .or_else(|| order.as_mut().and_then(Iterator::next))
-            else {
-                break;
-            };
+        for (attempt, endpoint) in chosen.into_iter().enumerate() {
             let Some(body) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
                 break;
             };
@@ -288,6 +277,7 @@ impl Proxy {
                     break;
                 }
             };
+            let in_flight = endpoint.state.start_request();
             let error = match tokio::time::timeout(
                 self.config.request_timeout,
                 self.client.request(outgoing),
@@ -296,7 +286,7 @@ impl Proxy {
             {
                 Ok(Ok(response)) => {
                     record.endpoint = endpoint.clone();
-                    return self.respond(response, upgrade, record);
+                    return self.respond(response, upgrade, record, in_flight);
                 }
                 Ok(Err(error)) => error,
                 Err(_) => {
@@ -309,6 +299,10 @@ impl Proxy {
                     break;
                 }
             };
+            drop(in_flight);
+            if error.is_connect() {
+                endpoint.state.mark_failed(self.config.retry_after_failure);
+            }
             let why = describe(&error, endpoint);
             // Retry on another instance only when the request cannot have
             // reached this one: the connection was never made (a dial
@@ -330,6 +324,47 @@ impl Proxy {
             }
         }
         self.bad_gateway(record, failure)
+    }
+
+    /// The instances to try, in order: the pinned one, or up to
+    /// `max_attempts` round-robin, skipping those at the connection limit
+    /// and those that failed to dial recently — unless every one that is
+    /// not at the limit failed, then those are tried anyway (Gorouter
+    /// resets their failures too).
+    fn choose<'t>(&self, target: &Target<'t>) -> Result<Vec<&'t Arc<Endpoint>>, Refusal> {
+        let limit = self.config.max_conns_per_backend;
+        if let Some(endpoint) = target.pinned {
+            if endpoint.state.at_limit(limit) {
+                return Err(Refusal::ConnectionLimit);
+            }
+            return Ok(vec![endpoint]);
+        }
+        let max = self.config.max_attempts.max(1);
+        let now = clock_ms();
+        let mut chosen = Vec::with_capacity(max.min(target.pool.endpoints.len()));
+        let mut available = 0;
+        for endpoint in target.pool.attempt_order() {
+            if endpoint.state.at_limit(limit) {
+                continue;
+            }
+            available += 1;
+            if chosen.len() < max && !endpoint.state.recently_failed(now) {
+                chosen.push(endpoint);
+            }
+        }
+        if available == 0 {
+            return Err(Refusal::ConnectionLimit);
+        }
+        if chosen.is_empty() {
+            chosen.extend(
+                target
+                    .pool
+                    .attempt_order()
+                    .filter(|e| !e.state.at_limit(limit))
+                    .take(max),
+            );
+        }
+        Ok(chosen)
     }
 
     /// No instance could handle the request: 502, and its access line.
@@ -367,6 +402,7 @@ impl Proxy {
         mut response: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         record: AccessRecord,
+        in_flight: InFlight,
     ) -> Response<ProxyBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match client_upgrade {
@@ -395,7 +431,7 @@ impl Proxy {
         let status = head.status.as_u16();
         Response::from_parts(
             head,
-            LoggedBody::new(body, status, record, self.log.clone()).boxed(),
+            LoggedBody::new(body, status, record, self.log.clone(), in_flight).boxed(),
         )
     }
 
@@ -443,6 +479,7 @@ enum Refusal {
     InvalidAppInstance,
     /// The `X-Cf-App-Instance` app guid and index.
     UnknownInstance(String, u32),
+    ConnectionLimit,
 }
 
 impl Refusal {
@@ -478,6 +515,15 @@ impl Refusal {
                     "404 Not Found: Requested instance ('{index}') with guid ('{app_guid}') does not exist for route ('{host}')\n"
                 ),
                 Some("no-cache, no-store"),
+                request_id,
+            ),
+            Refusal::ConnectionLimit => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Connection Limit Reached",
+                format!(
+                    "503 Service Unavailable: Requested route ('{host}') has reached the connection limit.\n"
+                ),
+                None,
                 request_id,
             ),
             Refusal::NoEndpoints => error_response(

@@ -52,11 +52,15 @@ impl SharedTable {
     }
 }
 
-/// Reads every DesiredLrp and ActualLrp and builds a fresh table.
-pub async fn load_table(bbs: &dyn BbsClient) -> Result<RouteTable, BbsError> {
+/// Reads every DesiredLrp and ActualLrp and builds a fresh table, keeping
+/// what `previous` learned about its routes and instances.
+pub async fn load_table(
+    bbs: &dyn BbsClient,
+    previous: &RouteTable,
+) -> Result<RouteTable, BbsError> {
     let desired = bbs.desired_lrps(None).await?;
     let actual = bbs.actual_lrps(ActualLrpFilter::default()).await?;
-    Ok(RouteTable::from_lrps(&desired, &actual))
+    Ok(RouteTable::rebuild(&desired, &actual, previous))
 }
 
 /// Reads the table now, then keeps it current until `shutdown`.
@@ -85,10 +89,9 @@ fn affects_routes(event: &BbsEvent) -> bool {
 }
 
 async fn reload(table: &SharedTable, bbs: &dyn BbsClient) -> Result<(), BbsError> {
-    match load_table(bbs).await {
+    match load_table(bbs, &table.snapshot()).await {
         Ok(fresh) => {
             tracing::debug!(routes = fresh.len(), "router table rebuilt");
-            fresh.carry_positions_from(&table.snapshot());
             table.replace(fresh);
             Ok(())
         }

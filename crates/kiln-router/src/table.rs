@@ -16,12 +16,13 @@ use kiln_model::bbs::{ActualLrp, DesiredLrp, HttpRoute};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// One RUNNING instance the router may send a request to (Gorouter's
 /// endpoint, as the route emitter registers it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `address:host_port` of the instance (IPv6 addresses in brackets).
     pub addr: String,
@@ -32,6 +33,55 @@ pub struct Endpoint {
     pub instance_guid: String,
     /// Made once per table, sent with every request to this instance.
     pub(crate) wire: WireHeaders,
+    /// Kept across table rebuilds for the same address.
+    pub(crate) state: Arc<EndpointState>,
+}
+
+/// What the router remembers about an instance between requests: when it
+/// last failed to dial, and how many requests it has in flight.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointState {
+    /// Milliseconds on [`clock_ms`] until which the endpoint is skipped.
+    failed_until_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Milliseconds since the router's first use of this clock (monotonic).
+pub(crate) fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl EndpointState {
+    pub fn mark_failed(&self, skip: Duration) {
+        self.failed_until_ms
+            .store(clock_ms() + skip.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn recently_failed(&self, now_ms: u64) -> bool {
+        self.failed_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Whether `limit` requests are in flight already (0: no limit).
+    pub fn at_limit(&self, limit: usize) -> bool {
+        limit != 0 && self.in_flight.load(Ordering::Relaxed) >= limit
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// One request in flight to an endpoint.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<EndpointState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the proxy puts on the wire for an endpoint, ready-made.
@@ -65,6 +115,7 @@ impl Endpoint {
             index,
             instance_guid,
             wire,
+            state: Arc::default(),
         }
     }
 }
@@ -192,6 +243,18 @@ impl RouteTable {
     /// that have a port. Several processes may share a route; their
     /// instances then share its pool.
     pub fn from_lrps(desired: &[DesiredLrp], actual: &[ActualLrp]) -> RouteTable {
+        RouteTable::rebuild(desired, actual, &RouteTable::default())
+    }
+
+    /// As [`RouteTable::from_lrps`], keeping from `previous` what the router
+    /// learned: each route's round-robin position and each instance's
+    /// failures and requests in flight.
+    pub fn rebuild(
+        desired: &[DesiredLrp],
+        actual: &[ActualLrp],
+        previous: &RouteTable,
+    ) -> RouteTable {
+        let known = previous.endpoint_states();
         let by_process: HashMap<&str, &DesiredLrp> = desired
             .iter()
             .map(|d| (d.process_guid.as_str(), d))
@@ -203,9 +266,12 @@ impl RouteTable {
             }
         }
         for a in actual {
-            let Some(endpoint) = endpoint_of(a, &by_process) else {
+            let Some(mut endpoint) = endpoint_of(a, &by_process) else {
                 continue;
             };
+            if let Some(state) = known.get(endpoint.addr.as_str()) {
+                endpoint.state = Arc::clone(state);
+            }
             let d = by_process[a.key.process_guid.as_str()];
             let mut keys: Vec<(String, String)> = d.routes.iter().map(route_key).collect();
             keys.sort();
@@ -218,7 +284,18 @@ impl RouteTable {
             }
         }
         table.settle();
+        table.carry_positions_from(previous);
         table
+    }
+
+    /// Each endpoint's state, by address.
+    fn endpoint_states(&self) -> HashMap<&str, &Arc<EndpointState>> {
+        self.hosts
+            .values()
+            .flat_map(|routes| &routes.paths)
+            .flat_map(|(_, pool)| &pool.endpoints)
+            .map(|e| (e.addr.as_str(), &e.state))
+            .collect()
     }
 
     fn add_route(&mut self, route: &HttpRoute) {
@@ -257,7 +334,7 @@ impl RouteTable {
     /// Keeps each route's round-robin position from the table this one
     /// replaces, so a rebuild does not send the next requests back to the
     /// same instance.
-    pub fn carry_positions_from(&self, old: &RouteTable) {
+    fn carry_positions_from(&self, old: &RouteTable) {
         for (host, routes) in &self.hosts {
             let Some(old_routes) = old.hosts.get(host) else {
                 continue;

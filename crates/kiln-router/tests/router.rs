@@ -1013,3 +1013,71 @@ async fn x_cf_app_instance_picks_one_instance_or_says_why_not() {
         .unwrap();
     assert_eq!(other_app.status(), 404);
 }
+
+#[tokio::test]
+async fn an_instance_that_failed_to_dial_is_skipped_for_a_while() {
+    let f = fixture_with(RouterConfig {
+        // One attempt per request, so a dial to the dead instance shows as a 502.
+        max_attempts: 1,
+        retry_after_failure: Duration::from_millis(300),
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let live = backend("live").await;
+    f.app("p1", "skip.test", &[dead_port(), live.port]).await;
+    // Round-robin reaches the dead instance soon after the route arrives...
+    f.wait_for("skip.test", 502).await;
+    // ...then leaves it out while the others take the traffic.
+    for _ in 0..10 {
+        assert_eq!(json(f.get("skip.test", "/").await).await["backend"], "live");
+    }
+    // Once the skip is over it is tried again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(f.get("skip.test", "/").await.status().as_u16());
+    }
+    assert!(statuses.contains(&502), "tried again: {statuses:?}");
+}
+
+#[tokio::test]
+async fn an_instance_at_its_connection_limit_gets_no_more_requests() {
+    let f = fixture_with(RouterConfig {
+        max_conns_per_backend: 1,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let b = backend("only").await;
+    f.app("p1", "limit.test", &[b.port]).await;
+    f.wait_for("limit.test", 200).await;
+    let before = b.requests.load(Ordering::SeqCst);
+
+    let slow = tokio::spawn(
+        f.http
+            .get(f.url("/slow"))
+            .header("Host", "limit.test")
+            .send(),
+    );
+    poll_until("the slow request to reach the instance", || {
+        b.requests.load(Ordering::SeqCst) == before + 1
+    })
+    .await;
+    let refused = f.get("limit.test", "/").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused.headers()["x-cf-routererror"],
+        "Connection Limit Reached"
+    );
+    assert_eq!(
+        refused.text().await.unwrap(),
+        "503 Service Unavailable: Requested route ('limit.test') has reached the connection limit.\n"
+    );
+    assert_eq!(b.requests.load(Ordering::SeqCst), before + 1);
+
+    b.gate.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    // The finished request no longer counts.
+    assert_eq!(f.get("limit.test", "/").await.status(), 200);
+}
