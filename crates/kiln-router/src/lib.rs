@@ -20,6 +20,7 @@
 
 mod access_log;
 mod proxy;
+mod sticky;
 mod sync;
 pub mod table;
 mod workers;
@@ -63,6 +64,9 @@ pub struct RouterConfig {
     /// Requests in flight per instance, at most; 0 means no limit
     /// (Gorouter's `backends.max_conns`: 500).
     pub max_conns_per_backend: usize,
+    /// Response cookies that start a sticky session (Gorouter's
+    /// `sticky_session_cookie_names`: `JSESSIONID`).
+    pub sticky_session_cookies: Vec<String>,
 }
 
 impl Default for RouterConfig {
@@ -76,6 +80,7 @@ impl Default for RouterConfig {
             workers: 0,
             retry_after_failure: Duration::from_secs(30),
             max_conns_per_backend: 500,
+            sticky_session_cookies: vec!["JSESSIONID".to_string()],
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
+use crate::sticky;
 use crate::sync::SharedTable;
 use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
 use bytes::Bytes;
@@ -70,8 +71,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Idle connections to instances are closed after this (Go's transport default).
 const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per instance (Gorouter's BOSH template: 100).
-const BACKEND_MAX_IDLE: usize = 100;
+/// Idle connections kept per instance and worker. Gorouter's BOSH template
+/// keeps 100; with more clients in flight than that, every request beyond
+/// it would open and close a connection of its own, so the pool holds as
+/// many as a busy worker uses.
+const BACKEND_MAX_IDLE: usize = 1024;
 
 /// The proxy of one worker thread: a table to route by, its own pool of
 /// connections to instances, and the access log.
@@ -93,6 +97,8 @@ struct Forward {
     body: Incoming,
     record: AccessRecord,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The instance guid of the request's `__VCAP_ID__` (sticky session).
+    sticky: Option<String>,
 }
 
 impl Proxy {
@@ -171,7 +177,7 @@ impl Proxy {
         let request_id = request_id();
         let raw_host = request_host(&request);
         let table = self.table.snapshot();
-        let target = match route(
+        let mut target = match route(
             &table,
             &raw_host,
             request.uri(),
@@ -181,6 +187,10 @@ impl Proxy {
             Ok(target) => target,
             Err(refusal) => return refusal.response(&raw_host, &request_id),
         };
+        if target.pinned.is_none() {
+            target.sticky =
+                sticky::requested_instance(request.headers(), &self.config.sticky_session_cookies);
+        }
         let upgrade = upgrade_protocol(request.headers())
             .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
         let (parts, body) = request.into_parts();
@@ -229,6 +239,7 @@ impl Proxy {
             body,
             record,
             upgrade: upgrade.map(|(_, on_upgrade)| on_upgrade),
+            sticky: target.sticky.clone(),
         };
         self.forward(target, forward).await
     }
@@ -243,6 +254,7 @@ impl Proxy {
             body,
             mut record,
             upgrade,
+            sticky,
         } = forward;
         let idempotent = is_idempotent(&method, &headers);
         // The body waits here between attempts: an attempt that fails
@@ -286,7 +298,7 @@ impl Proxy {
             {
                 Ok(Ok(response)) => {
                     record.endpoint = endpoint.clone();
-                    return self.respond(response, upgrade, record, in_flight);
+                    return self.respond(response, upgrade, record, in_flight, sticky.as_deref());
                 }
                 Ok(Err(error)) => error,
                 Err(_) => {
@@ -342,13 +354,25 @@ impl Proxy {
         let max = self.config.max_attempts.max(1);
         let now = clock_ms();
         let mut chosen = Vec::with_capacity(max.min(target.pool.endpoints.len()));
+        // A live sticky instance goes first; the others remain the fallback.
+        let sticky = target.sticky.as_deref().and_then(|guid| {
+            target
+                .pool
+                .endpoints
+                .iter()
+                .find(|e| e.instance_guid == guid && !e.state.at_limit(limit))
+        });
+        chosen.extend(sticky);
         let mut available = 0;
         for endpoint in target.pool.attempt_order() {
             if endpoint.state.at_limit(limit) {
                 continue;
             }
             available += 1;
-            if chosen.len() < max && !endpoint.state.recently_failed(now) {
+            if chosen.len() < max
+                && !endpoint.state.recently_failed(now)
+                && !sticky.is_some_and(|s| Arc::ptr_eq(s, endpoint))
+            {
                 chosen.push(endpoint);
             }
         }
@@ -403,6 +427,7 @@ impl Proxy {
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         record: AccessRecord,
         in_flight: InFlight,
+        sticky: Option<&str>,
     ) -> Response<ProxyBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match client_upgrade {
@@ -414,6 +439,14 @@ impl Proxy {
         let (mut head, body) = response.into_parts();
         let upgrade = head.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut head.headers);
+        if let Some(pin) = sticky::pin_cookie(
+            &head.headers,
+            sticky,
+            &record.endpoint.instance_guid,
+            &self.config.sticky_session_cookies,
+        ) {
+            head.headers.append(header::SET_COOKIE, pin);
+        }
         if let (Some(_), Some(protocol)) = (&tunnel, upgrade) {
             head.headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -557,6 +590,8 @@ fn request_host(request: &Request<Incoming>) -> HeaderValue {
 struct Target<'t> {
     pool: &'t Pool,
     pinned: Option<&'t Arc<Endpoint>>,
+    /// The instance guid a sticky session asks for (it may be gone).
+    sticky: Option<String>,
 }
 
 /// The pool (and instance) a request goes to, or why there is none.
@@ -592,7 +627,11 @@ fn route<'t>(
     if pool.endpoints.is_empty() {
         return Err(Refusal::NoEndpoints);
     }
-    Ok(Target { pool, pinned })
+    Ok(Target {
+        pool,
+        pinned,
+        sticky: None,
+    })
 }
 
 /// `X-Cf-App-Instance: APP_GUID:INDEX`, as Gorouter accepts it: a lower-case

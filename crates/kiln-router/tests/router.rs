@@ -148,7 +148,17 @@ async fn answer(
                 }
             }
             let json = serde_json::json!({"backend": name, "headers": headers, "received": received, "path": path});
-            hyper::Response::new(full(json.to_string()))
+            let mut response = hyper::Response::new(full(json.to_string()));
+            if path == "/session" {
+                // An app starting a session, as a Java app's JSESSIONID does.
+                response.headers_mut().insert(
+                    "set-cookie",
+                    "JSESSIONID=s1; Path=/; Secure; SameSite=Lax"
+                        .parse()
+                        .unwrap(),
+                );
+            }
+            response
         }
     }
 }
@@ -975,7 +985,6 @@ async fn x_cf_app_instance_picks_one_instance_or_says_why_not() {
     let guid = "0f2ab3c4-1234-4abc-9def-00112233aabb";
     f.app_with_guid(guid, "p1", "pick.test", &[a.port, b.port])
         .await;
-    f.wait_for("pick.test", 200).await;
     let get = |value: String| {
         f.http
             .get(f.url("/"))
@@ -983,6 +992,12 @@ async fn x_cf_app_instance_picks_one_instance_or_says_why_not() {
             .header("X-CF-App-Instance", value)
             .send()
     };
+    // Until instance 1 is in the table.
+    let deadline = Instant::now() + WAIT;
+    while get(format!("{guid}:1")).await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "instance 1 never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for _ in 0..4 {
         let json = json(get(format!("{guid}:1")).await.unwrap()).await;
         assert_eq!(json["backend"], "b", "always instance 1");
@@ -1019,7 +1034,8 @@ async fn an_instance_that_failed_to_dial_is_skipped_for_a_while() {
     let f = fixture_with(RouterConfig {
         // One attempt per request, so a dial to the dead instance shows as a 502.
         max_attempts: 1,
-        retry_after_failure: Duration::from_millis(300),
+        // Long enough for the requests below even on a busy machine.
+        retry_after_failure: Duration::from_millis(1500),
         resync_interval: Duration::from_secs(60),
         ..Default::default()
     })
@@ -1029,11 +1045,11 @@ async fn an_instance_that_failed_to_dial_is_skipped_for_a_while() {
     // Round-robin reaches the dead instance soon after the route arrives...
     f.wait_for("skip.test", 502).await;
     // ...then leaves it out while the others take the traffic.
-    for _ in 0..10 {
+    for _ in 0..6 {
         assert_eq!(json(f.get("skip.test", "/").await).await["backend"], "live");
     }
     // Once the skip is over it is tried again.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let mut statuses = Vec::new();
     for _ in 0..2 {
         statuses.push(f.get("skip.test", "/").await.status().as_u16());
@@ -1080,4 +1096,93 @@ async fn an_instance_at_its_connection_limit_gets_no_more_requests() {
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
     // The finished request no longer counts.
     assert_eq!(f.get("limit.test", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn sticky_sessions_pin_an_instance_and_move_when_it_is_gone() {
+    let f = fixture().await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    f.app("p1", "sticky.test", &[a.port, b.port]).await;
+    f.wait_for("sticky.test", 200).await;
+
+    let started = f.get("sticky.test", "/session").await;
+    let pins: Vec<String> = started
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .filter(|c| c.starts_with("__VCAP_ID__="))
+        .collect();
+    let first = json(started).await["backend"].as_str().unwrap().to_string();
+    let index = if first == "a" { 0 } else { 1 };
+    assert_eq!(
+        pins,
+        [format!(
+            "__VCAP_ID__=p1-ig-{index}; Path=/; HttpOnly; Secure; SameSite=Lax"
+        )]
+    );
+
+    let with_cookies = |instance: String| {
+        f.http
+            .get(f.url("/"))
+            .header("Host", "sticky.test")
+            .header("Cookie", format!("JSESSIONID=s1; __VCAP_ID__={instance}"))
+            .send()
+    };
+    for _ in 0..6 {
+        let response = with_cookies(format!("p1-ig-{index}")).await.unwrap();
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "already pinned there"
+        );
+        assert_eq!(json(response).await["backend"], first.as_str());
+    }
+
+    // The pinned instance crashes: the next request goes to the other one,
+    // which the response pins.
+    let filter = ActualLrpFilter {
+        process_guid: Some("p1".into()),
+        ..Default::default()
+    };
+    let pinned = f
+        .bbs
+        .actual_lrps(filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.key.index == index)
+        .unwrap();
+    f.bbs
+        .crash_actual_lrp(
+            &pinned.key,
+            pinned.instance_key.as_ref().unwrap(),
+            "APP/PROC/WEB: Exited with status 1",
+        )
+        .await
+        .unwrap();
+    let other = 1 - index;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = with_cookies(format!("p1-ig-{index}")).await.unwrap();
+        let pin = response
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_string());
+        let backend = json(response).await["backend"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if backend != first {
+            assert_eq!(
+                pin.as_deref(),
+                Some(format!("__VCAP_ID__=p1-ig-{other}; Path=/; HttpOnly").as_str())
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never moved off the crashed instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
