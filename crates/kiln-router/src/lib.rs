@@ -19,6 +19,7 @@
 //! the table, swapped whole (`arc-swap`) when the table is rebuilt.
 
 mod access_log;
+mod health;
 mod proxy;
 mod sticky;
 mod sync;
@@ -94,10 +95,12 @@ pub enum RouterError {
 /// The router role: reads the routes from `bbs`, then serves on `listener`
 /// until `shutdown`, keeping the table current meanwhile. On shutdown it
 /// stops accepting, lets requests in flight finish (for at most
-/// [`DRAIN_TIMEOUT`]) and returns.
+/// [`DRAIN_TIMEOUT`]) and returns. `status`, if given, serves
+/// `GET /health`: 200 until shutdown, 503 while draining.
 pub async fn run(
     config: RouterConfig,
     listener: tokio::net::TcpListener,
+    status: Option<tokio::net::TcpListener>,
     bbs: Arc<dyn BbsClient>,
     logs: Arc<dyn LogSink>,
     shutdown: CancellationToken,
@@ -127,9 +130,16 @@ pub async fn run(
         loaded,
         stop_sync.clone(),
     ));
+    let stop_health = CancellationToken::new();
+    let health = status
+        .map(|status| tokio::spawn(health::serve(status, shutdown.clone(), stop_health.clone())));
     let result = serve(config, listener, table, logs, shutdown).await;
     stop_sync.cancel();
+    stop_health.cancel();
     let _ = sync.await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
     result
 }
 

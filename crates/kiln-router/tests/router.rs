@@ -246,6 +246,7 @@ struct Fixture {
     bbs: Bbs,
     logs: Arc<LogStore>,
     router_port: u16,
+    status_port: u16,
     shutdown: CancellationToken,
     router: Option<JoinHandle<Result<(), RouterError>>>,
     http: reqwest::Client,
@@ -271,10 +272,13 @@ async fn fixture_with(config: RouterConfig) -> Fixture {
     let logs = Arc::new(LogStore::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
+    let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let status_port = status.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(run(
         config,
         listener,
+        Some(status),
         Arc::new(bbs.clone()),
         logs.clone(),
         shutdown.clone(),
@@ -284,6 +288,7 @@ async fn fixture_with(config: RouterConfig) -> Fixture {
         bbs,
         logs,
         router_port,
+        status_port,
         shutdown,
         router: Some(router),
         http: reqwest::Client::new(),
@@ -914,7 +919,24 @@ async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
     })
     .await;
 
+    let health = format!("http://127.0.0.1:{}/health", f.status_port);
+    let ok = f.http.get(&health).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "ok\n");
+    assert_eq!(
+        f.http
+            .get(format!("http://127.0.0.1:{}/other", f.status_port))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
     f.shutdown.cancel();
+    // While draining, the status port tells load balancers to stop sending.
+    let draining = f.http.get(&health).send().await.unwrap();
+    assert_eq!(draining.status(), 503);
     let port = f.router_port;
     let deadline = Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -1185,4 +1207,127 @@ async fn sticky_sessions_pin_an_instance_and_move_when_it_is_gone() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sends `raw` on a fresh connection and returns the status line of the
+/// answer (empty if the router just closed the connection).
+async fn raw_exchange(port: u16, raw: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // The router may answer and close before it read everything.
+    let _ = stream.write_all(raw).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_and_never_reach_an_instance() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "bad.test", &[b.port]).await;
+    f.wait_for("bad.test", 200).await;
+    let before = b.requests.load(Ordering::SeqCst);
+
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: bad.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1024 * 1024)
+    );
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: bad.test\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("oversized headers", huge_header.as_bytes(), "431"),
+        ("oversized URI", long_uri.as_bytes(), "414"),
+        ("a bad request line", b"NOT A REQUEST\r\n\r\n", "400"),
+        (
+            "two different Content-Lengths",
+            b"POST / HTTP/1.1\r\nHost: bad.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            "400",
+        ),
+    ];
+    for (what, raw, status) in cases {
+        let line = raw_exchange(f.router_port, raw).await;
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {line:?}"
+        );
+    }
+    assert_eq!(
+        b.requests.load(Ordering::SeqCst),
+        before,
+        "nothing reached the instance"
+    );
+
+    // Content-Length next to Transfer-Encoding: chunked, the smuggling
+    // shape. The router frames it as RFC 9112 says (chunked wins), sends the
+    // instance a request framed its own way, and closes the connection
+    // after answering, so the bytes behind it are never read as a request.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /first HTTP/1.1\r\nHost: bad.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: bad.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(
+        text.contains(r#""path":"/first""#) && text.contains(r#""received":0"#),
+        "{text}"
+    );
+    assert_eq!(b.requests.load(Ordering::SeqCst), before + 1);
+    assert_eq!(
+        b.received.load(Ordering::SeqCst),
+        0,
+        "no body bytes reached the instance"
+    );
+
+    // Other requests are unaffected.
+    assert_eq!(f.get("bad.test", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_slow_loris_client_is_cut_off() {
+    let f = fixture_with(RouterConfig {
+        header_read_timeout: Duration::from_millis(300),
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let b = backend("b").await;
+    f.app("p1", "loris.test", &[b.port]).await;
+    f.wait_for("loris.test", 200).await;
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: loris.test\r\nX-A: 1\r\n")
+        .await
+        .unwrap();
+    // Never finishes its headers: the router closes the connection.
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the router closed the connection")
+        .ok();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text:?}"
+    );
+    assert_eq!(f.get("loris.test", "/").await.status(), 200);
 }

@@ -26,6 +26,9 @@ pub struct ServerArgs {
     /// Threads the router serves connections on (default: one per CPU)
     #[arg(long, env = "KILN_ROUTER_WORKERS")]
     pub router_workers: Option<usize>,
+    /// Address of the router's status port (`GET /health`; default: none)
+    #[arg(long, env = "KILN_ROUTER_STATUS_LISTEN")]
+    pub router_status_listen: Option<SocketAddr>,
     /// The shared domain app routes are created in
     #[arg(long, env = "KILN_DOMAIN")]
     pub domain: Option<String>,
@@ -63,6 +66,7 @@ struct FileConfig {
     api_listen: Option<SocketAddr>,
     router_listen: Option<SocketAddr>,
     router_workers: Option<usize>,
+    router_status_listen: Option<SocketAddr>,
     domain: Option<String>,
     external_url: Option<String>,
     admin_password: Option<String>,
@@ -82,6 +86,7 @@ pub struct ServerConfig {
     pub router_listen: SocketAddr,
     /// 0: one per CPU.
     pub router_workers: usize,
+    pub router_status_listen: Option<SocketAddr>,
     pub domain: String,
     pub external_url: String,
     pub admin_password: Option<String>,
@@ -134,6 +139,7 @@ impl ServerConfig {
                 .or(file.router_listen)
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
             router_workers: args.router_workers.or(file.router_workers).unwrap_or(0),
+            router_status_listen: args.router_status_listen.or(file.router_status_listen),
             domain,
             external_url,
             admin_password: args.admin_password.or(file.admin_password),
