@@ -19,6 +19,7 @@
 //! the table, swapped whole (`arc-swap`) when the table is rebuilt.
 
 mod access_log;
+mod backend_io;
 mod health;
 mod proxy;
 mod sticky;

@@ -17,6 +17,7 @@
 
 use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
+use crate::backend_io::Connector;
 use crate::sticky;
 use crate::sync::SharedTable;
 use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
@@ -83,7 +84,7 @@ pub struct Proxy {
     config: RouterConfig,
     table: SharedTable,
     log: AccessLog,
-    client: Client<HttpConnector, ForwardBody>,
+    client: Client<Connector, ForwardBody>,
     /// Cancelled when the drain after shutdown is over: ends connections and
     /// tunnels that are still open.
     hard_stop: CancellationToken,
@@ -117,7 +118,7 @@ impl Proxy {
             .pool_max_idle_per_host(BACKEND_MAX_IDLE)
             // The client's own Host header is forwarded, never the instance's address.
             .set_host(false)
-            .build(connector);
+            .build(Connector(connector));
         Proxy {
             config,
             table,

@@ -612,7 +612,8 @@ async fn a_request_that_reached_an_instance_is_not_resent_unless_idempotent() {
     assert_eq!(
         requests.load(Ordering::SeqCst),
         2,
-        "a GET closed before any response is tried on each instance (Gorouter's idempotent retry)"
+        "a GET closed before any response is tried on each instance (Gorouter's idempotent retry); last error {:?}",
+        response.headers().get("x-cf-routererror")
     );
 }
 
@@ -1330,4 +1331,54 @@ async fn a_slow_loris_client_is_cut_off() {
         "{text:?}"
     );
     assert_eq!(f.get("loris.test", "/").await.status(), 200);
+}
+
+/// An `nc`-style instance: writes its whole response as soon as a client
+/// connects, before reading anything, then reads what came and closes (as
+/// Cloud Foundry's binary-buildpack fixtures do with `nc -l`).
+async fn early_answering_backend() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nearly\n",
+                    )
+                    .await;
+                let mut buf = [0u8; 4096];
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_response_that_arrives_before_the_request_is_read_is_delivered() {
+    let f = fixture().await;
+    let port = early_answering_backend().await;
+    f.app("p1", "early.test", &[port]).await;
+    f.wait_for("early.test", 200).await;
+    let mut failures = Vec::new();
+    for _ in 0..60 {
+        let response = f.get("early.test", "/").await;
+        let status = response.status();
+        let router_error = response
+            .headers()
+            .get("x-cf-routererror")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.text().await.unwrap();
+        if status != 200 || body != "early\n" {
+            failures.push((status, router_error, body));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 60 failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
 }
