@@ -1046,6 +1046,124 @@ mod tests {
         }
     }
 
+    /// A small deterministic generator (xorshift), so a failing case is
+    /// reproducible from the loop index.
+    fn generator(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed | 1;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    #[test]
+    fn header_rewriting_keeps_its_invariants_for_any_headers() {
+        let names = [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-cf-instanceid",
+            "x-cf-applicationid",
+            "x-cf-instanceindex",
+            "x-vcap-request-id",
+            "x-request-start",
+            "host",
+            "cookie",
+            "x-custom",
+            "x-named",
+        ];
+        let values = [
+            "",
+            "a",
+            "keep-alive, x-named",
+            "close",
+            "Upgrade",
+            "10.0.0.1",
+            " ",
+            "x-custom ,TE",
+            "\t1,2",
+        ];
+        let mut next = generator(0x9e37_79b9_7f4a_7c15);
+        for case in 0..3000 {
+            let mut client = HeaderMap::new();
+            for _ in 0..next() % 12 {
+                let name = names[next() as usize % names.len()];
+                let value = values[next() as usize % values.len()];
+                client.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let named: Vec<String> = client
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap().split(','))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty())
+                .collect();
+            let headers = forwarded(&client, "app.test", None);
+
+            for gone in HOP_BY_HOP.iter().chain(&[
+                X_CF_APPLICATION_ID,
+                X_CF_INSTANCE_ID,
+                X_CF_INSTANCE_INDEX,
+            ]) {
+                assert!(!headers.contains_key(gone), "case {case}: {gone} kept");
+            }
+            for name in &named {
+                assert!(
+                    !headers.contains_key(name.as_str()),
+                    "case {case}: {name} kept"
+                );
+            }
+            assert_eq!(headers.get_all(X_VCAP_REQUEST_ID).iter().count(), 1);
+            assert_eq!(headers[X_VCAP_REQUEST_ID], "rid", "case {case}");
+            assert_eq!(headers.get_all(header::HOST).iter().count(), 1);
+            assert_eq!(headers[header::HOST], "app.test");
+            let xff: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+            assert_eq!(xff.len(), 1, "case {case}");
+            assert!(
+                xff[0].to_str().unwrap().ends_with("192.0.2.7"),
+                "case {case}"
+            );
+            assert!(headers.contains_key(X_FORWARDED_PROTO));
+            // What is not the router's business passes untouched, in order.
+            for kept in ["cookie", "x-custom"] {
+                if !named.iter().any(|n| n == kept) {
+                    let before: Vec<_> = client.get_all(kept).iter().collect();
+                    let after: Vec<_> = headers.get_all(kept).iter().collect();
+                    assert_eq!(before, after, "case {case}: {kept}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parsing_odd_hosts_and_instance_headers_never_panics() {
+        let alphabet = b"aZ09.-:[]_ *%/?\x7f\xff";
+        let mut next = generator(42);
+        for _ in 0..5000 {
+            let bytes: Vec<u8> = (0..next() % 40)
+                .map(|_| alphabet[next() as usize % alphabet.len()])
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let host = normalize_host(&text);
+            assert!(!host.bytes().any(|c| c.is_ascii_uppercase()));
+            assert!(!host.ends_with('.'));
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let _ = parse_app_instance(&value);
+            }
+        }
+    }
+
     #[test]
     fn header_values_survive_odd_text() {
         assert_eq!(header_value("a\nb"), "a b");

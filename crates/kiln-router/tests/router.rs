@@ -1382,3 +1382,66 @@ async fn a_response_that_arrives_before_the_request_is_read_is_delivered() {
         failures.first()
     );
 }
+
+/// An instance that answers every connection with `reply` and closes.
+async fn scripted_backend(reply: &'static [u8]) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(reply).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_a_502_and_a_cut_response_ends_the_body() {
+    let f = fixture_with(RouterConfig {
+        max_attempts: 1,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let garbage = scripted_backend(b"this is not http\r\n\r\n").await;
+    let cut = scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b").await;
+    f.app("p1", "garbage.test", &[garbage]).await;
+    f.app("p2", "cut.test", &[cut]).await;
+    f.wait_for("cut.test", 200).await;
+
+    let response = f.wait_for("garbage.test", 502).await;
+    assert!(
+        response.headers()["x-cf-routererror"]
+            .to_str()
+            .unwrap()
+            .starts_with("endpoint_failure ("),
+        "{:?}",
+        response.headers()
+    );
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        response.text().await.unwrap(),
+        "502 Bad Gateway: Registered endpoint failed to handle the request.\n"
+    );
+
+    // Headers already went out: the client sees the body end early, not a
+    // made-up complete response.
+    let response = f.get("cut.test", "/").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.bytes().await.is_err(),
+        "the body must not look complete"
+    );
+
+    // Neither affects the next request.
+    let b = backend("fine").await;
+    f.app("p3", "fine.test", &[b.port]).await;
+    f.wait_for("fine.test", 200).await;
+}
