@@ -1033,7 +1033,7 @@ mod tests {
         };
         assert_eq!(parse(&format!("{guid}:3")), Some((guid.to_string(), 3)));
         for bad in [
-            format!("{guid}"),
+            guid.to_string(),
             format!("{guid}:"),
             format!("{guid}:x"),
             format!("{guid}:-1"),

@@ -314,7 +314,7 @@ impl RouteTable {
     fn settle(&mut self) {
         for routes in self.hosts.values_mut() {
             // Longest first, so the first match is the longest prefix.
-            routes.paths.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            routes.paths.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
             // A stable order, so round-robin walks the instances the same way
             // whatever order the BBS listed them in.
             for (_, pool) in &mut routes.paths {
