@@ -47,8 +47,10 @@ DOMAIN=bench.test
 export KILN_HOME=$work/home
 
 echo "==> kiln server ($KILN) on api $API, router $ROUTER; data in $work"
+# No per-instance connection limit: nginx has none here either, and at
+# 1,000 connections Gorouter's default of 500 would answer 503s.
 "$KILN" server --data-dir "$work/data" --api-listen "$API" --router-listen "$ROUTER" \
-  --domain "$DOMAIN" >"$work/server.log" 2>&1 &
+  --domain "$DOMAIN" --router-max-conns-per-backend 0 >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 150); do
   curl -fsS "http://$API/" >/dev/null 2>&1 && break

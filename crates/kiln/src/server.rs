@@ -129,6 +129,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     {
         let router_config = kiln_router::RouterConfig {
             workers: config.router_workers,
+            max_conns_per_backend: config.router_max_conns_per_backend,
             ..kiln_router::RouterConfig::default()
         };
         let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
