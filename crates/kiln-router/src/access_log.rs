@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 
 /// Records waiting for the writer, at most; more are dropped.
 const QUEUE: usize = 16 * 1024;
+/// How often the writer drains the queue (an RTR line is at most this late).
+const WRITER_TICK: Duration = Duration::from_millis(20);
 
 /// What the access line says about one request, gathered as it is handled.
 /// Every field is cheap to fill on the request path (header values and the
@@ -120,13 +122,23 @@ pub(crate) struct AccessLog {
 impl AccessLog {
     /// Starts the writer task on the current runtime; it ends when every
     /// `AccessLog` is gone and the queue is empty.
+    ///
+    /// The writer drains the queue on a short tick instead of waiting on
+    /// it: a receiver that waits must be woken by every send, which is a
+    /// cross-thread wake-up (a system call) per request on the workers.
     pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
         let (queue, mut receiver) = mpsc::channel::<Finished>(QUEUE);
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            while receiver.recv_many(&mut batch, 256).await > 0 {
-                for finished in batch.drain(..) {
-                    logs.emit(finished.envelope());
+            let mut tick = tokio::time::interval(WRITER_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                loop {
+                    match receiver.try_recv() {
+                        Ok(finished) => logs.emit(finished.envelope()),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
                 }
             }
         });
