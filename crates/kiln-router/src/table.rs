@@ -314,7 +314,9 @@ impl RouteTable {
     fn settle(&mut self) {
         for routes in self.hosts.values_mut() {
             // Longest first, so the first match is the longest prefix.
-            routes.paths.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+            routes
+                .paths
+                .sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
             // A stable order, so round-robin walks the instances the same way
             // whatever order the BBS listed them in.
             for (_, pool) in &mut routes.paths {

@@ -1445,3 +1445,47 @@ async fn a_garbage_answer_is_a_502_and_a_cut_response_ends_the_body() {
     f.app("p3", "fine.test", &[b.port]).await;
     f.wait_for("fine.test", 200).await;
 }
+
+#[tokio::test]
+async fn connection_close_is_honoured_and_a_client_that_leaves_mid_stream_is_logged() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "close.test", &[b.port]).await;
+    f.wait_for("close.test", 200).await;
+
+    // `Connection: close`: one answer, then the router closes.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: close.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the router closed the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+
+    // A client that goes away while the instance is still streaming: the
+    // router drops the response (and logs it) and goes on serving.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /gated HTTP/1.1\r\nHost: close.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200 OK"));
+    drop(stream);
+    // The RTR line is written once the abandoned response is dropped.
+    f.rtr_line("app-p1", |l| l.contains("\"GET /gated HTTP/1.1\" 200"))
+        .await;
+    assert_eq!(f.get("close.test", "/").await.status(), 200);
+    b.gate.notify_one();
+}
