@@ -369,6 +369,32 @@ impl Fixture {
         }
     }
 
+    /// Polls until instance `index` of `app_guid` is in the router's table
+    /// (`X-Cf-App-Instance` for it stops answering 404), and so every
+    /// instance desired and started before it.
+    async fn wait_for_instance(&self, host: &str, app_guid: &str, index: u32) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self
+                .http
+                .get(self.url("/"))
+                .header("Host", host)
+                .header("X-CF-App-Instance", format!("{app_guid}:{index}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status != 404 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {index} of {host} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls the app's log stream until an `RTR` line satisfies `matches`.
     async fn rtr_line(&self, app_guid: &str, matches: impl Fn(&str) -> bool) -> LogEnvelope {
         let deadline = Instant::now() + WAIT;
@@ -418,9 +444,11 @@ async fn routes_by_host_round_robin_with_gorouter_headers() {
         backend("b").await,
         backend("other").await,
     );
-    f.app("p1", "app.test", &[a.port, b.port]).await;
+    let guid = "8a4b3c6d-1e0f-4a5b-8c43-556677889900";
+    f.app_with_guid(guid, "p1", "app.test", &[a.port, b.port])
+        .await;
     f.app("p2", "other.test", &[other.port]).await;
-    f.wait_for("app.test", 200).await;
+    f.wait_for_instance("app.test", guid, 1).await;
     f.wait_for("other.test", 200).await;
 
     let mut order = Vec::new();
@@ -446,7 +474,7 @@ async fn routes_by_host_round_robin_with_gorouter_headers() {
         let index = if backend == "a" { "0" } else { "1" };
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["x-cf-applicationid"], "app-p1");
+        assert_eq!(headers["x-cf-applicationid"], guid);
         assert_eq!(headers["x-cf-instanceindex"], index);
         assert_eq!(
             headers["x-cf-instanceid"],
@@ -531,10 +559,18 @@ async fn unknown_hosts_404_routes_without_instances_503_and_empty_host_400() {
 
 #[tokio::test]
 async fn a_refused_instance_is_retried_on_another_with_the_body_and_all_dead_is_502() {
-    let f = fixture().await;
+    let f = fixture_with(RouterConfig {
+        // No skipping, so the dead instance keeps coming first every other time.
+        retry_after_failure: Duration::ZERO,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
     let live = backend("live").await;
-    f.app("p1", "mixed.test", &[dead_port(), live.port]).await;
-    f.wait_for("mixed.test", 200).await;
+    let guid = "9b5c4d7e-2f1a-4b6c-9d54-667788990011";
+    f.app_with_guid(guid, "p1", "mixed.test", &[dead_port(), live.port])
+        .await;
+    f.wait_for_instance("mixed.test", guid, 1).await;
     // Both round-robin orders: the dead instance first every other time.
     for _ in 0..4 {
         let response = f
@@ -606,8 +642,21 @@ async fn a_request_that_reached_an_instance_is_not_resent_unless_idempotent() {
         );
     }
 
+    // Fresh instances, so nothing the POSTs left behind (a spare pooled
+    // connection, say) plays a part.
+    let get_requests = Arc::new(AtomicUsize::new(0));
+    let ports = [
+        hang_up_backend(get_requests.clone()).await,
+        hang_up_backend(get_requests.clone()).await,
+    ];
+    let guid = "5d1e0f3a-8b7c-4d2e-9f10-223344556677";
+    f.app_with_guid(guid, "p2", "hangup-get.test", &ports).await;
+    // Until instance 1 is in the table, so the request below has both
+    // instances to try.
+    f.wait_for_instance("hangup-get.test", guid, 1).await;
+    let requests = get_requests;
     requests.store(0, Ordering::SeqCst);
-    let response = f.get("hangup.test", "/").await;
+    let response = f.get("hangup-get.test", "/").await;
     assert_eq!(response.status(), 502);
     assert_eq!(
         requests.load(Ordering::SeqCst),
@@ -630,8 +679,9 @@ async fn retries_stop_at_max_attempts() {
     for _ in 0..4 {
         ports.push(hang_up_backend(requests.clone()).await);
     }
-    f.app("p1", "many.test", &ports).await;
-    f.wait_for("many.test", 502).await;
+    let guid = "6e2f1a4b-9c8d-4e3f-8a21-334455667788";
+    f.app_with_guid(guid, "p1", "many.test", &ports).await;
+    f.wait_for_instance("many.test", guid, 3).await;
     requests.store(0, Ordering::SeqCst);
     assert_eq!(f.get("many.test", "/").await.status(), 502);
     assert_eq!(requests.load(Ordering::SeqCst), 2);
@@ -1064,8 +1114,11 @@ async fn an_instance_that_failed_to_dial_is_skipped_for_a_while() {
     })
     .await;
     let live = backend("live").await;
-    f.app("p1", "skip.test", &[dead_port(), live.port]).await;
-    // Round-robin reaches the dead instance soon after the route arrives...
+    let guid = "7f3a2b5c-0d9e-4f4a-9b32-445566778899";
+    f.app_with_guid(guid, "p1", "skip.test", &[dead_port(), live.port])
+        .await;
+    f.wait_for_instance("skip.test", guid, 1).await;
+    // Round-robin reaches the dead instance within two requests...
     f.wait_for("skip.test", 502).await;
     // ...then leaves it out while the others take the traffic.
     for _ in 0..6 {
@@ -1330,7 +1383,15 @@ async fn a_slow_loris_client_is_cut_off() {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text:?}"
     );
-    assert_eq!(f.get("loris.test", "/").await.status(), 200);
+    // Others are served (on a new connection: the timeout also ends idle
+    // keep-alive connections, such as the fixture client's).
+    let response = reqwest::Client::new()
+        .get(f.url("/"))
+        .header("Host", "loris.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 /// An `nc`-style instance: writes its whole response as soon as a client
