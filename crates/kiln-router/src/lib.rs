@@ -53,7 +53,9 @@ pub struct RouterConfig {
     /// headers (Gorouter: 900 s).
     pub request_timeout: Duration,
     /// How long a client may take to send a request's headers (a slow-loris
-    /// client is cut off after it).
+    /// client is cut off after it). hyper also applies it to a kept-alive
+    /// connection waiting for its next request, so it is the idle timeout
+    /// too (nginx: 60 s for headers, 75 s idle).
     pub header_read_timeout: Duration,
     /// Full re-read of the BBS, in case events were missed (Gorouter's
     /// routes are re-registered every 20 s).
@@ -77,7 +79,7 @@ impl Default for RouterConfig {
             max_attempts: 3,
             dial_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(900),
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(60),
             resync_interval: Duration::from_secs(20),
             workers: 0,
             retry_after_failure: Duration::from_secs(30),
