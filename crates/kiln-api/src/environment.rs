@@ -9,6 +9,7 @@ use crate::db::{self, App, Destination, Domain, Organization, Process, Route, Sp
 use crate::error::ApiResult;
 use crate::presenters::route_url;
 use kiln_model::bbs::EnvVar;
+use kiln_model::bbs::HttpRoute;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -35,6 +36,20 @@ pub async fn app_uris(
     app_guid: &str,
     process_type: Option<&str>,
 ) -> ApiResult<Vec<String>> {
+    Ok(app_routes(ctx, app_guid, process_type)
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect())
+}
+
+/// The routes mapped to an app (optionally to one of its process types) as
+/// the router takes them: the host (`host.domain`) and the path apart.
+pub async fn app_routes(
+    ctx: &Ctx,
+    app_guid: &str,
+    process_type: Option<&str>,
+) -> ApiResult<Vec<HttpRoute>> {
     let dests = db::where_eq::<Destination>(&ctx.pool, "app_guid", app_guid).await?;
     let route_guids: Vec<String> = dests
         .iter()
@@ -46,15 +61,18 @@ pub async fn app_uris(
     }
     let routes = db::list::<Route>(&ctx.pool, &[db::Cond::In("guid", route_guids)]).await?;
     let domains = db::all::<Domain>(&ctx.pool).await?;
-    let mut uris: Vec<String> = routes
+    let mut http_routes: Vec<HttpRoute> = routes
         .iter()
         .filter_map(|r| {
             let domain = domains.iter().find(|d| d.guid == r.domain_guid)?;
-            Some(route_url(&r.host, &domain.name, &r.path))
+            Some(HttpRoute {
+                host: route_url(&r.host, &domain.name, ""),
+                path: r.path.clone(),
+            })
         })
         .collect();
-    uris.dedup();
-    Ok(uris)
+    http_routes.dedup();
+    Ok(http_routes)
 }
 
 /// The app-level VCAP_APPLICATION (CC's AppModel variant: no process

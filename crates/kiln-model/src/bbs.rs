@@ -164,9 +164,9 @@ pub struct DesiredLrp {
     pub action: RunAction,
     pub health_check: HealthCheck,
     pub start_timeout_ms: u64,
-    /// Host names the router sends to this process's instances.
+    /// The routes the router sends to this process's instances.
     #[serde(default)]
-    pub routes: Vec<String>,
+    pub routes: Vec<HttpRoute>,
     pub log_guid: String,
     /// e.g. `APP/PROC/WEB`; the instance index is added by the cell.
     pub log_source: String,
@@ -175,13 +175,82 @@ pub struct DesiredLrp {
     pub annotation: String,
 }
 
+/// One HTTP route of a DesiredLrp: a host name and an optional path
+/// prefix (`/a/b`, or empty), kept apart so the router need not guess where
+/// the host ends. Gorouter's route URI is `host` followed by `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "HttpRouteWire")]
+pub struct HttpRoute {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+impl HttpRoute {
+    /// Splits a route URL (`host.domain/path`, as Cloud Controller writes
+    /// it) at the first `/`.
+    pub fn from_url(url: &str) -> HttpRoute {
+        match url.split_once('/') {
+            Some((host, path)) => HttpRoute {
+                host: host.to_string(),
+                path: format!("/{path}"),
+            },
+            None => HttpRoute {
+                host: url.to_string(),
+                path: String::new(),
+            },
+        }
+        .without_root_path()
+    }
+
+    fn without_root_path(mut self) -> HttpRoute {
+        if self.path == "/" {
+            self.path.clear();
+        }
+        self
+    }
+}
+
+impl From<&str> for HttpRoute {
+    fn from(url: &str) -> HttpRoute {
+        HttpRoute::from_url(url)
+    }
+}
+
+impl std::fmt::Display for HttpRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.host, self.path)
+    }
+}
+
+/// DesiredLrps stored before routes had a path carry plain `host` strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HttpRouteWire {
+    Url(String),
+    Parts {
+        host: String,
+        #[serde(default)]
+        path: String,
+    },
+}
+
+impl From<HttpRouteWire> for HttpRoute {
+    fn from(wire: HttpRouteWire) -> HttpRoute {
+        match wire {
+            HttpRouteWire::Url(url) => HttpRoute::from_url(&url),
+            HttpRouteWire::Parts { host, path } => HttpRoute { host, path }.without_root_path(),
+        }
+    }
+}
+
 /// What may change on a DesiredLrp without replacing it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredLrpUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<Vec<String>>,
+    pub routes: Option<Vec<HttpRoute>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation: Option<String>,
 }
@@ -295,4 +364,34 @@ pub enum BbsEvent {
     },
     /// The receiver fell behind and missed events: re-read everything.
     Lagged,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HttpRoute;
+
+    #[test]
+    fn routes_split_host_and_path_and_read_the_old_plain_form() {
+        let plain: HttpRoute = "app.test".into();
+        assert_eq!((plain.host.as_str(), plain.path.as_str()), ("app.test", ""));
+        let with_path = HttpRoute::from_url("app.test/a/b");
+        assert_eq!(
+            (with_path.host.as_str(), with_path.path.as_str()),
+            ("app.test", "/a/b")
+        );
+        assert_eq!(with_path.to_string(), "app.test/a/b");
+
+        let json = serde_json::to_string(&with_path).unwrap();
+        assert_eq!(json, r#"{"host":"app.test","path":"/a/b"}"#);
+        assert_eq!(serde_json::from_str::<HttpRoute>(&json).unwrap(), with_path);
+        // DesiredLrps written before paths were kept apart.
+        assert_eq!(
+            serde_json::from_str::<HttpRoute>(r#""app.test/a/b""#).unwrap(),
+            with_path
+        );
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"host":"app.test"}"#
+        );
+    }
 }

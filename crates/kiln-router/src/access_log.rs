@@ -2,11 +2,14 @@
 //! route, sent to the app's log stream (what `cf logs` shows), in the shape
 //! of Gorouter's access log record.
 //!
-//! The line is written when the response body is finished (or abandoned),
-//! so it carries the bytes really sent and the whole response time.
+//! The request path only hands a finished record to a bounded channel;
+//! a writer task formats the line and emits it. When the writer falls
+//! behind, records are dropped and counted rather than slowing requests
+//! (Gorouter's access log writer drops too when its buffer is full).
 
-use crate::table::Endpoint;
+use crate::table::{Endpoint, InFlight};
 use bytes::Bytes;
+use http::{HeaderValue, Method, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use kiln_logs::LogSink;
 use kiln_model::LOG_SOURCE_ROUTER;
@@ -16,34 +19,52 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Records waiting for the writer, at most; more are dropped.
+const QUEUE: usize = 16 * 1024;
+/// How often the writer drains the queue (an RTR line is at most this late).
+const WRITER_TICK: Duration = Duration::from_millis(20);
 
 /// What the access line says about one request, gathered as it is handled.
+/// Every field is cheap to fill on the request path (header values and the
+/// endpoint are shared, not copied); the text is made by the writer.
 #[derive(Debug, Clone)]
 pub(crate) struct AccessRecord {
     /// The Host as the client sent it.
-    pub host: String,
-    pub received_at: time::OffsetDateTime,
+    pub host: HeaderValue,
+    pub received_at: SystemTime,
     pub started: Instant,
-    pub method: String,
-    pub uri: String,
-    pub proto: String,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
     pub client_addr: SocketAddr,
     /// As forwarded to the instance (the client's list plus its address).
-    pub x_forwarded_for: String,
-    pub x_forwarded_proto: String,
-    pub request_id: String,
+    pub x_forwarded_for: Option<HeaderValue>,
+    pub x_forwarded_proto: Option<HeaderValue>,
+    pub request_id: HeaderValue,
     /// Request body bytes read from the client, counted as they stream.
     pub request_bytes: Arc<AtomicU64>,
-    pub endpoint: Endpoint,
+    pub endpoint: Arc<Endpoint>,
     pub router_error: Option<String>,
 }
 
-impl AccessRecord {
-    pub fn line(&self, status: u16, body_bytes_sent: u64) -> String {
-        let t = self.received_at;
+/// A record with its outcome, as the writer gets it.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    record: AccessRecord,
+    status: u16,
+    body_bytes_sent: u64,
+    response_time: Duration,
+}
+
+impl Finished {
+    pub fn line(&self) -> String {
+        let r = &self.record;
+        let t = time::OffsetDateTime::from(r.received_at);
         let received = format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
             t.year(),
@@ -54,39 +75,101 @@ impl AccessRecord {
             t.second(),
             t.nanosecond()
         );
-        let e = &self.endpoint;
+        let e = &r.endpoint;
         format!(
             "{host} - [{received}] {request} {status} {req_bytes} {body_bytes_sent} {referer} {agent} {client} {backend} \
              x_forwarded_for:{xff} x_forwarded_proto:{xfp} vcap_request_id:{id} response_time:{rt:.6} \
              app_id:{app} app_index:{index} instance_id:{instance} x_cf_routererror:{router_error}",
-            host = self.host,
-            request = quote(&format!("{} {} {}", self.method, self.uri, self.proto)),
-            req_bytes = self.request_bytes.load(Ordering::Relaxed),
-            referer = quote_or_dash(self.referer.as_deref()),
-            agent = quote_or_dash(self.user_agent.as_deref()),
-            client = quote(&self.client_addr.to_string()),
+            host = text(&r.host),
+            request = quote(&format!("{} {} {:?}", r.method, r.uri, r.version)),
+            status = self.status,
+            req_bytes = r.request_bytes.load(Ordering::Relaxed),
+            body_bytes_sent = self.body_bytes_sent,
+            referer = quote_or_dash(r.referer.as_ref().map(text).as_deref()),
+            agent = quote_or_dash(r.user_agent.as_ref().map(text).as_deref()),
+            client = quote(&r.client_addr.to_string()),
             backend = quote(&e.addr),
-            xff = quote(&self.x_forwarded_for),
-            xfp = quote(&self.x_forwarded_proto),
-            id = quote(&self.request_id),
-            rt = self.started.elapsed().as_secs_f64(),
+            xff = quote(&r.x_forwarded_for.as_ref().map(text).unwrap_or_default()),
+            xfp = quote(&r.x_forwarded_proto.as_ref().map(text).unwrap_or_default()),
+            id = quote(&text(&r.request_id)),
+            rt = self.response_time.as_secs_f64(),
             app = quote(&e.app_guid),
             index = quote(&e.index.to_string()),
             instance = quote(&e.instance_guid),
-            router_error = quote_or_dash(self.router_error.as_deref()),
+            router_error = quote_or_dash(r.router_error.as_deref()),
         )
     }
 
-    /// Sends the line to the app's log stream, as instance `index`'s `RTR` line.
-    pub fn emit(&self, logs: &dyn LogSink, status: u16, body_bytes_sent: u64) {
-        logs.emit(LogEnvelope {
+    fn envelope(&self) -> LogEnvelope {
+        LogEnvelope {
             timestamp: unix_nanos(),
-            source_id: self.endpoint.app_guid.clone(),
-            instance_id: self.endpoint.index.to_string(),
+            source_id: self.record.endpoint.app_guid.clone(),
+            instance_id: self.record.endpoint.index.to_string(),
             source_type: LOG_SOURCE_ROUTER.to_string(),
             message_type: MessageType::Out,
-            message: self.line(status, body_bytes_sent),
+            message: self.line(),
+        }
+    }
+}
+
+/// The request path's end of the access log.
+#[derive(Clone)]
+pub(crate) struct AccessLog {
+    queue: mpsc::Sender<Finished>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Starts the writer task on the current runtime; it ends when every
+    /// `AccessLog` is gone and the queue is empty.
+    ///
+    /// The writer drains the queue on a short tick instead of waiting on
+    /// it: a receiver that waits must be woken by every send, which is a
+    /// cross-thread wake-up (a system call) per request on the workers.
+    pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
+        let (queue, mut receiver) = mpsc::channel::<Finished>(QUEUE);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WRITER_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                loop {
+                    match receiver.try_recv() {
+                        Ok(finished) => logs.emit(finished.envelope()),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
+            }
         });
+        AccessLog {
+            queue,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Hands the record to the writer; never waits.
+    pub fn emit(&self, record: AccessRecord, status: u16, body_bytes_sent: u64) {
+        let finished = Finished {
+            response_time: record.started.elapsed(),
+            record,
+            status,
+            body_bytes_sent,
+        };
+        if self.queue.try_send(finished).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "router access log writer is behind; lines dropped");
+            }
+        }
+    }
+}
+
+/// Header text for the log; bytes that are not visible ASCII are escaped.
+fn text(value: &HeaderValue) -> String {
+    match value.to_str() {
+        Ok(s) => s.to_string(),
+        Err(_) => value.as_bytes().escape_ascii().to_string(),
     }
 }
 
@@ -119,14 +202,16 @@ fn unix_nanos() -> i64 {
 }
 
 /// The instance's response body on its way to the client: counts the
-/// bytes and writes the access line when it is dropped — after the last
-/// byte, or when the client went away.
+/// bytes and hands the access record over when it is dropped — after the
+/// last byte, or when the client went away.
 pub(crate) struct LoggedBody {
     inner: Incoming,
     sent: u64,
     status: u16,
     record: Option<AccessRecord>,
-    logs: Arc<dyn LogSink>,
+    log: AccessLog,
+    /// The request counts against the instance's limit until its response is done.
+    _in_flight: InFlight,
 }
 
 impl LoggedBody {
@@ -134,14 +219,16 @@ impl LoggedBody {
         inner: Incoming,
         status: u16,
         record: AccessRecord,
-        logs: Arc<dyn LogSink>,
+        log: AccessLog,
+        in_flight: InFlight,
     ) -> LoggedBody {
         LoggedBody {
             inner,
             sent: 0,
             status,
             record: Some(record),
-            logs,
+            log,
+            _in_flight: in_flight,
         }
     }
 }
@@ -175,7 +262,7 @@ impl Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            record.emit(self.logs.as_ref(), self.status, self.sent);
+            self.log.emit(record, self.status, self.sent);
         }
     }
 }
@@ -186,41 +273,43 @@ mod tests {
 
     #[test]
     fn the_line_has_gorouters_fields_in_order() {
+        let received_at: SystemTime = time::Date::from_calendar_date(2024, time::Month::March, 5)
+            .unwrap()
+            .with_hms_nano(6, 7, 8, 9)
+            .unwrap()
+            .assume_utc()
+            .into();
         let record = AccessRecord {
-            host: "app.test:8080".into(),
-            received_at: time::Date::from_calendar_date(2024, time::Month::March, 5)
-                .unwrap()
-                .with_hms_nano(6, 7, 8, 9)
-                .unwrap()
-                .assume_utc(),
+            host: HeaderValue::from_static("app.test:8080"),
+            received_at,
             started: Instant::now(),
-            method: "POST".into(),
-            uri: "/a?b=c".into(),
-            proto: "HTTP/1.1".into(),
+            method: Method::POST,
+            uri: Uri::from_static("/a?b=c"),
+            version: Version::HTTP_11,
             referer: None,
-            user_agent: Some("curl/8 \"x\"".into()),
+            user_agent: Some(HeaderValue::from_static("curl/8 \"x\"")),
             client_addr: "127.0.0.1:5000".parse().unwrap(),
-            x_forwarded_for: "10.0.0.1, 127.0.0.1".into(),
-            x_forwarded_proto: "http".into(),
-            request_id: "rid".into(),
+            x_forwarded_for: Some(HeaderValue::from_static("10.0.0.1, 127.0.0.1")),
+            x_forwarded_proto: Some(HeaderValue::from_static("http")),
+            request_id: HeaderValue::from_static("rid"),
             request_bytes: Arc::new(AtomicU64::new(12)),
-            endpoint: Endpoint {
-                addr: "127.0.0.1:61000".into(),
-                app_guid: "app-guid".into(),
-                process_guid: "p".into(),
-                index: 1,
-                instance_guid: "ig".into(),
-            },
+            endpoint: Arc::new(Endpoint::new(
+                "127.0.0.1:61000".into(),
+                "app-guid".into(),
+                "p".into(),
+                1,
+                "ig".into(),
+            )),
             router_error: None,
         };
-        let line = record.line(201, 34);
-        let expected_start = "app.test:8080 - [2024-03-05T06:07:08.000000009Z] \"POST /a?b=c HTTP/1.1\" 201 12 34 \"-\" \"curl/8 \\\"x\\\"\" \"127.0.0.1:5000\" \"127.0.0.1:61000\" x_forwarded_for:\"10.0.0.1, 127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"rid\" response_time:";
-        assert!(line.starts_with(expected_start), "{line}");
-        assert!(
-            line.ends_with(
-                " app_id:\"app-guid\" app_index:\"1\" instance_id:\"ig\" x_cf_routererror:\"-\""
-            ),
-            "{line}"
-        );
+        let line = Finished {
+            record,
+            status: 201,
+            body_bytes_sent: 34,
+            response_time: Duration::from_micros(1500),
+        }
+        .line();
+        let expected = "app.test:8080 - [2024-03-05T06:07:08.000000009Z] \"POST /a?b=c HTTP/1.1\" 201 12 34 \"-\" \"curl/8 \\\"x\\\"\" \"127.0.0.1:5000\" \"127.0.0.1:61000\" x_forwarded_for:\"10.0.0.1, 127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"rid\" response_time:0.001500 app_id:\"app-guid\" app_index:\"1\" instance_id:\"ig\" x_cf_routererror:\"-\"";
+        assert_eq!(line, expected);
     }
 }

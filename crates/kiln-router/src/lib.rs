@@ -1,26 +1,33 @@
 //! Kiln's router, in the role of Cloud Foundry's Gorouter.
 //!
-//! - [`table`]: host name → RUNNING instances, built from the BBS's
-//!   DesiredLrps (their `routes`) and ActualLrps (their `net_info`).
+//! - [`table`]: route (host and optional path) → RUNNING instances, built
+//!   from the BBS's DesiredLrps (their `routes`) and ActualLrps (their
+//!   `net_info`).
 //! - `sync`: keeps the table current from BBS events (re-read after each
 //!   burst of LRP events or a `Lagged`) and a periodic full resync.
-//! - `proxy`: the request path — look the host up, pick an instance
+//! - `proxy`: the request path — look the route up, pick an instance
 //!   round-robin, stream the request there and the response back, with
 //!   Gorouter's headers, retries and error responses.
-//! - `access_log`: one `RTR` line per request into the app's log stream.
+//! - `access_log`: one `RTR` line per request into the app's log stream,
+//!   written by a task of its own.
+//! - `workers`: the threads connections are served on.
 //! - [`run`] wires them: the `kiln` binary's router role. [`serve`] is the
 //!   proxy alone over a table the caller fills.
 //!
 //! Architecture invariant: the request path never queries the BBS or a
-//! database; it reads an immutable snapshot of the table, swapped whole when
-//! the table is rebuilt, behind a lock held only to clone an `Arc`.
+//! database and never waits on a lock; it reads an immutable snapshot of
+//! the table, swapped whole (`arc-swap`) when the table is rebuilt.
 
 mod access_log;
+mod backend_io;
+mod health;
 mod proxy;
+mod sticky;
 mod sync;
 pub mod table;
+mod workers;
 
-use proxy::Proxy;
+use access_log::AccessLog;
 pub use sync::{SharedTable, load_table, sync_table};
 pub use table::{Endpoint, Pool, RouteTable, normalize_host};
 
@@ -30,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use workers::Workers;
 
 /// How long requests in flight may take to finish after shutdown is asked.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,9 +52,25 @@ pub struct RouterConfig {
     /// How long an instance may take to answer a request with its response
     /// headers (Gorouter: 900 s).
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers (a slow-loris
+    /// client is cut off after it). hyper also applies it to a kept-alive
+    /// connection waiting for its next request, so it is the idle timeout
+    /// too (nginx: 60 s for headers, 75 s idle).
+    pub header_read_timeout: Duration,
     /// Full re-read of the BBS, in case events were missed (Gorouter's
     /// routes are re-registered every 20 s).
     pub resync_interval: Duration,
+    /// Threads serving connections; 0 means one per CPU.
+    pub workers: usize,
+    /// An instance that could not be dialled is skipped this long while
+    /// others take the traffic (Gorouter: 30 s).
+    pub retry_after_failure: Duration,
+    /// Requests in flight per instance, at most; 0 means no limit
+    /// (Gorouter's `backends.max_conns`: 500).
+    pub max_conns_per_backend: usize,
+    /// Response cookies that start a sticky session (Gorouter's
+    /// `sticky_session_cookie_names`: `JSESSIONID`).
+    pub sticky_session_cookies: Vec<String>,
 }
 
 impl Default for RouterConfig {
@@ -55,7 +79,12 @@ impl Default for RouterConfig {
             max_attempts: 3,
             dial_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(900),
+            header_read_timeout: Duration::from_secs(60),
             resync_interval: Duration::from_secs(20),
+            workers: 0,
+            retry_after_failure: Duration::from_secs(30),
+            max_conns_per_backend: 500,
+            sticky_session_cookies: vec!["JSESSIONID".to_string()],
         }
     }
 }
@@ -69,10 +98,12 @@ pub enum RouterError {
 /// The router role: reads the routes from `bbs`, then serves on `listener`
 /// until `shutdown`, keeping the table current meanwhile. On shutdown it
 /// stops accepting, lets requests in flight finish (for at most
-/// [`DRAIN_TIMEOUT`]) and returns.
+/// [`DRAIN_TIMEOUT`]) and returns. `status`, if given, serves
+/// `GET /health`: 200 until shutdown, 503 while draining.
 pub async fn run(
     config: RouterConfig,
     listener: tokio::net::TcpListener,
+    status: Option<tokio::net::TcpListener>,
     bbs: Arc<dyn BbsClient>,
     logs: Arc<dyn LogSink>,
     shutdown: CancellationToken,
@@ -82,7 +113,7 @@ pub async fn run(
     let table = SharedTable::default();
     // The table is filled before the first request is answered (Gorouter
     // waits for its table at start too); connections queue meanwhile.
-    let loaded = match load_table(bbs.as_ref()).await {
+    let loaded = match load_table(bbs.as_ref(), &RouteTable::default()).await {
         Ok(initial) => {
             tracing::info!(routes = initial.len(), "router table loaded");
             table.replace(initial);
@@ -102,14 +133,26 @@ pub async fn run(
         loaded,
         stop_sync.clone(),
     ));
+    let stop_health = CancellationToken::new();
+    let health = status
+        .map(|status| tokio::spawn(health::serve(status, shutdown.clone(), stop_health.clone())));
     let result = serve(config, listener, table, logs, shutdown).await;
     stop_sync.cancel();
+    stop_health.cancel();
     let _ = sync.await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
     result
 }
 
 /// Serves the proxy on `listener` over `table` until `shutdown`, then
 /// drains as [`run`] does. The caller keeps `table` current.
+///
+/// Connections are accepted here and handed round-robin to worker threads,
+/// each with a single-threaded runtime and its own pool of connections to
+/// instances: a request, its instance connection and their wake-ups stay
+/// on one thread, as in nginx's worker model.
 pub async fn serve(
     config: RouterConfig,
     listener: tokio::net::TcpListener,
@@ -118,9 +161,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
     let addr = listener.local_addr()?;
-    let proxy = Arc::new(Proxy::new(config, table, logs));
+    let hard_stop = CancellationToken::new();
+    let workers = Workers::start(&config, &table, &AccessLog::start(logs), &hard_stop)?;
     let connections = TaskTracker::new();
-    tracing::info!(%addr, "router listening");
+    tracing::info!(%addr, workers = workers.len(), "router listening");
     loop {
         let accepted = tokio::select! {
             biased;
@@ -129,11 +173,23 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, client_addr)) => {
-                connections.spawn(proxy.clone().serve_connection(
-                    stream,
-                    client_addr,
-                    shutdown.clone(),
-                ));
+                let (proxy, runtime) = workers.next();
+                let stream = stream.into_std()?;
+                let shutdown = shutdown.clone();
+                connections.spawn_on(
+                    async move {
+                        // Registered with the worker's reactor, on its thread.
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                proxy.serve_connection(stream, client_addr, shutdown).await
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "router could not adopt a connection")
+                            }
+                        }
+                    },
+                    runtime,
+                );
             }
             Err(error) => {
                 // Usually out of file descriptors: back off instead of spinning.
@@ -158,8 +214,9 @@ pub async fn serve(
         );
     }
     // Also ends upgraded (WebSocket) tunnels, which are not drained.
-    proxy.stop_now();
+    hard_stop.cancel();
     connections.wait().await;
+    workers.stop().await;
     tracing::info!(%addr, "router stopped");
     Ok(())
 }

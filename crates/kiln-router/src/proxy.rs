@@ -1,31 +1,40 @@
-//! The request path: host lookup, instance choice, forwarding, errors.
+//! The request path, in named phases: find the route (`route`), rewrite the
+//! headers (`forwarded_headers`), try instances (`forward`), answer
+//! (`respond`). Each request is streamed: the client's body goes to the
+//! instance as it arrives and the instance's response goes back as it is
+//! produced; nothing is buffered whole. Connections to instances are kept
+//! alive and reused (hyper-util's pooled client; one per worker thread, so a
+//! request and its instance connection stay on one thread). WebSocket (and
+//! other `Upgrade`) requests are tunnelled once the instance answers
+//! `101 Switching Protocols`.
 //!
-//! Each request is streamed: the client's body goes to the instance as it
-//! arrives and the instance's response goes back as it is produced; nothing
-//! is buffered whole. Connections to instances are kept alive and reused
-//! (hyper-util's pooled client), as Gorouter's BOSH job configures it.
-//! WebSocket (and other `Upgrade`) requests are tunnelled once the instance
-//! answers `101 Switching Protocols`.
+//! Per request the proxy copies no header text: header values are shared
+//! (`Bytes`), per-instance values are made when the table is built, and the
+//! access line is formatted by the log writer, off the request path.
 //!
 //! Architecture invariant: nothing here reads the BBS or a database; a
 //! request reads one snapshot of the [`RouteTable`](crate::RouteTable).
 
 use crate::RouterConfig;
-use crate::access_log::{AccessRecord, LoggedBody};
+use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
+use crate::backend_io::Connector;
+use crate::sticky;
 use crate::sync::SharedTable;
-use crate::table::{Endpoint, normalize_host};
+use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use kiln_logs::LogSink;
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::error::Error as _;
-use std::net::SocketAddr;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,48 +46,69 @@ use tokio_util::sync::CancellationToken;
 /// What the proxy answers with: an instance's streamed body or a router error.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-const X_VCAP_REQUEST_ID: &str = "x-vcap-request-id";
-const X_CF_ROUTER_ERROR: &str = "x-cf-routererror";
-const X_CF_APPLICATION_ID: &str = "x-cf-applicationid";
-const X_CF_INSTANCE_ID: &str = "x-cf-instanceid";
-const X_CF_INSTANCE_INDEX: &str = "x-cf-instanceindex";
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_REQUEST_START: &str = "x-request-start";
+const X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
+const X_CF_ROUTER_ERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
+pub(crate) const X_CF_APPLICATION_ID: HeaderName = HeaderName::from_static("x-cf-applicationid");
+pub(crate) const X_CF_INSTANCE_ID: HeaderName = HeaderName::from_static("x-cf-instanceid");
+pub(crate) const X_CF_INSTANCE_INDEX: HeaderName = HeaderName::from_static("x-cf-instanceindex");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
+const X_CF_APP_INSTANCE: HeaderName = HeaderName::from_static("x-cf-app-instance");
 
 /// Headers that describe one connection, not the message, and so are not
 /// forwarded (RFC 9110 §7.6.1). hyper frames each side's body itself.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Idle connections to instances are closed after this (Go's transport default).
 const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per instance (Gorouter's BOSH template: 100).
-const BACKEND_MAX_IDLE: usize = 100;
+/// Idle connections kept per instance and worker. Gorouter's BOSH template
+/// keeps 100; with more clients in flight than that, every request beyond
+/// it would open and close a connection of its own, so the pool holds as
+/// many as a busy worker uses.
+const BACKEND_MAX_IDLE: usize = 1024;
 
-/// The proxy: a table to route by, a pool of connections to instances, and
-/// the log sink for access lines.
+/// The proxy of one worker thread: a table to route by, its own pool of
+/// connections to instances, and the access log.
 pub struct Proxy {
     config: RouterConfig,
     table: SharedTable,
-    logs: Arc<dyn LogSink>,
-    client: Client<HttpConnector, ForwardBody>,
+    log: AccessLog,
+    client: Client<Connector, ForwardBody>,
     /// Cancelled when the drain after shutdown is over: ends connections and
     /// tunnels that are still open.
     hard_stop: CancellationToken,
 }
 
+/// One request as the phases pass it on.
+struct Forward {
+    method: Method,
+    path: PathAndQuery,
+    headers: HeaderMap,
+    body: Incoming,
+    record: AccessRecord,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The instance guid of the request's `__VCAP_ID__` (sticky session).
+    sticky: Option<String>,
+}
+
 impl Proxy {
-    pub fn new(config: RouterConfig, table: SharedTable, logs: Arc<dyn LogSink>) -> Proxy {
+    pub(crate) fn new(
+        config: RouterConfig,
+        table: SharedTable,
+        log: AccessLog,
+        hard_stop: CancellationToken,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.dial_timeout));
         connector.set_nodelay(true);
@@ -88,19 +118,14 @@ impl Proxy {
             .pool_max_idle_per_host(BACKEND_MAX_IDLE)
             // The client's own Host header is forwarded, never the instance's address.
             .set_host(false)
-            .build(connector);
+            .build(Connector(connector));
         Proxy {
             config,
             table,
-            logs,
+            log,
             client,
-            hard_stop: CancellationToken::new(),
+            hard_stop,
         }
-    }
-
-    /// Ends every connection and tunnel still open (after the drain).
-    pub(crate) fn stop_now(&self) {
-        self.hard_stop.cancel();
     }
 
     /// Serves one client connection (HTTP/1.1 with keep-alive) until it
@@ -113,12 +138,17 @@ impl Proxy {
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
+        // Made once per connection, not per request.
+        let client_ip = Arc::new(header_value(&client_addr.ip().to_string()));
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, client_addr).await) }
+            let client_ip = client_ip.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(request, client_addr, &client_ip).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         tokio::pin!(connection);
@@ -141,96 +171,103 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         client_addr: SocketAddr,
+        client_ip: &HeaderValue,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let received_at = time::OffsetDateTime::now_utc();
-        let request_id = uuid::Uuid::new_v4().to_string();
-        // Like Go's net/http: an absolute-form target names the host,
-        // otherwise the Host header does.
-        let raw_host = request
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        let host = normalize_host(&raw_host);
-        // A Host equal to the client's own address is what some load
-        // balancers fill in for HTTP/1.0 requests without one; Gorouter
-        // treats it as empty rather than reveal the balancer's address.
-        if host.is_empty() || host == normalize_host(&client_addr.ip().to_string()) {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "empty_host",
-                "400 Bad Request: Request had empty Host header\n".into(),
-                Some("public,max-age=2"),
-                &request_id,
-            );
-        }
+        let received_at = SystemTime::now();
+        let request_id = request_id();
+        let raw_host = request_host(&request);
         let table = self.table.snapshot();
-        let Some(pool) = table.lookup(&host) else {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "unknown_route",
-                format!("404 Not Found: Requested route ('{raw_host}') does not exist.\n"),
-                Some("no-cache, no-store"),
-                &request_id,
-            );
+        let mut target = match route(
+            &table,
+            &raw_host,
+            request.uri(),
+            request.headers(),
+            client_addr.ip(),
+        ) {
+            Ok(target) => target,
+            Err(refusal) => return refusal.response(&raw_host, &request_id),
         };
-        if pool.endpoints.is_empty() {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_endpoints",
-                format!(
-                    "503 Service Unavailable: Requested route ('{raw_host}') has no available endpoints.\n"
-                ),
-                Some("public,max-age=2"),
-                &request_id,
-            );
+        if target.pinned.is_none() {
+            target.sticky =
+                sticky::requested_instance(request.headers(), &self.config.sticky_session_cookies);
         }
-
         let upgrade = upgrade_protocol(request.headers())
             .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
         let (parts, body) = request.into_parts();
-        let headers = forwarded_headers(
-            &parts.headers,
+        let http::request::Parts {
+            method,
+            uri,
+            version,
+            mut headers,
+            ..
+        } = parts;
+        let referer = headers.get(header::REFERER).cloned();
+        let user_agent = headers.get(header::USER_AGENT).cloned();
+        forwarded_headers(
+            &mut headers,
             &raw_host,
-            client_addr,
+            client_ip,
             &request_id,
             upgrade.as_ref().map(|(protocol, _)| protocol),
         );
-        let request_bytes = Arc::new(AtomicU64::new(0));
-        let record = |endpoint: &Endpoint, router_error: Option<String>| AccessRecord {
-            host: raw_host.clone(),
+        let record = AccessRecord {
+            host: raw_host,
             received_at,
             started,
-            method: parts.method.to_string(),
-            uri: parts.uri.to_string(),
-            proto: format!("{:?}", parts.version),
-            referer: header_str(&parts.headers, header::REFERER),
-            user_agent: header_str(&parts.headers, header::USER_AGENT),
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
+            referer,
+            user_agent,
             client_addr,
-            x_forwarded_for: header_str(&headers, HeaderName::from_static(X_FORWARDED_FOR))
-                .unwrap_or_default(),
-            x_forwarded_proto: header_str(&headers, HeaderName::from_static(X_FORWARDED_PROTO))
-                .unwrap_or_default(),
-            request_id: request_id.clone(),
-            request_bytes: request_bytes.clone(),
-            endpoint: endpoint.clone(),
-            router_error,
+            x_forwarded_for: headers.get(X_FORWARDED_FOR).cloned(),
+            x_forwarded_proto: headers.get(X_FORWARDED_PROTO).cloned(),
+            request_id,
+            request_bytes: Arc::default(),
+            // Replaced by the instance that handles the request.
+            endpoint: target.pool.endpoints[0].clone(),
+            router_error: None,
         };
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let forward = Forward {
+            method,
+            path,
+            headers,
+            body,
+            record,
+            upgrade: upgrade.map(|(_, on_upgrade)| on_upgrade),
+            sticky: target.sticky.clone(),
+        };
+        self.forward(target, forward).await
+    }
 
+    /// Tries the route's instances in turn (see the retry rule below) and
+    /// answers with the first response, or with 502.
+    async fn forward(&self, target: Target<'_>, forward: Forward) -> Response<ProxyBody> {
+        let Forward {
+            method,
+            path,
+            mut headers,
+            body,
+            mut record,
+            upgrade,
+            sticky,
+        } = forward;
+        let idempotent = is_idempotent(&method, &headers);
         // The body waits here between attempts: an attempt that fails
         // before hyper read any of it hands it back (see `ForwardBody`).
         let slot = Arc::new(Mutex::new(Some(body)));
-        let mut failure: Option<(Endpoint, String)> = None;
-        let max_attempts = self.config.max_attempts.max(1);
-        for endpoint in pool.attempt_order().take(max_attempts) {
+        let chosen = match self.choose(&target) {
+            Ok(chosen) => chosen,
+            Err(refusal) => return refusal.response(&record.host, &record.request_id),
+        };
+        let attempts = chosen.len();
+        let mut failure: Option<(Arc<Endpoint>, String)> = None;
+        for (attempt, endpoint) in chosen.into_iter().enumerate() {
             let Some(body) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
                 break;
             };
@@ -238,16 +275,22 @@ impl Proxy {
                 inner: Some(body),
                 started: false,
                 slot: slot.clone(),
-                bytes: request_bytes.clone(),
+                bytes: record.request_bytes.clone(),
             };
-            let outgoing =
-                match outgoing_request(&parts.method, &parts.uri, &headers, endpoint, body) {
-                    Ok(outgoing) => outgoing,
-                    Err(error) => {
-                        failure = Some((endpoint.clone(), error));
-                        break;
-                    }
-                };
+            // Only an attempt that may be followed by another needs a copy.
+            let attempt_headers = if attempt + 1 == attempts {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            let outgoing = match outgoing_request(&method, &path, attempt_headers, endpoint, body) {
+                Ok(outgoing) => outgoing,
+                Err(error) => {
+                    failure = Some((endpoint.clone(), error));
+                    break;
+                }
+            };
+            let in_flight = endpoint.state.start_request();
             let error = match tokio::time::timeout(
                 self.config.request_timeout,
                 self.client.request(outgoing),
@@ -255,12 +298,8 @@ impl Proxy {
             .await
             {
                 Ok(Ok(response)) => {
-                    return self.respond(
-                        response,
-                        upgrade.map(|(_, on_upgrade)| on_upgrade),
-                        record(endpoint, None),
-                        &request_id,
-                    );
+                    record.endpoint = endpoint.clone();
+                    return self.respond(response, upgrade, record, in_flight, sticky.as_deref());
                 }
                 Ok(Err(error)) => error,
                 Err(_) => {
@@ -273,6 +312,10 @@ impl Proxy {
                     break;
                 }
             };
+            drop(in_flight);
+            if error.is_connect() {
+                endpoint.state.mark_failed(self.config.retry_after_failure);
+            }
             let why = describe(&error, endpoint);
             // Retry on another instance only when the request cannot have
             // reached this one: the connection was never made (a dial
@@ -286,27 +329,88 @@ impl Proxy {
             // must be back in `slot`, or there is nothing to resend.
             let body_back = slot.lock().unwrap_or_else(|e| e.into_inner()).is_some();
             let retryable = body_back
-                && (error.is_connect()
-                    || (is_idempotent(&parts.method, &parts.headers)
-                        && is_closed_before_response(&error)));
-            tracing::debug!(host, endpoint = %endpoint.addr, error = %why, retryable, "instance failed the request");
+                && (error.is_connect() || (idempotent && is_closed_before_response(&error)));
+            tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable, "instance failed the request");
             failure = Some((endpoint.clone(), why));
             if !retryable {
                 break;
             }
         }
+        self.bad_gateway(record, failure)
+    }
 
-        let (endpoint, why) = failure.unwrap_or_else(|| {
-            // Unreachable: a non-empty pool gives at least one attempt.
-            (pool.endpoints[0].clone(), "no attempt made".to_string())
+    /// The instances to try, in order: the pinned one, or up to
+    /// `max_attempts` round-robin, skipping those at the connection limit
+    /// and those that failed to dial recently — unless every one that is
+    /// not at the limit failed, then those are tried anyway (Gorouter
+    /// resets their failures too).
+    fn choose<'t>(&self, target: &Target<'t>) -> Result<Vec<&'t Arc<Endpoint>>, Refusal> {
+        let limit = self.config.max_conns_per_backend;
+        if let Some(endpoint) = target.pinned {
+            if endpoint.state.at_limit(limit) {
+                return Err(Refusal::ConnectionLimit);
+            }
+            return Ok(vec![endpoint]);
+        }
+        let max = self.config.max_attempts.max(1);
+        let now = clock_ms();
+        let mut chosen = Vec::with_capacity(max.min(target.pool.endpoints.len()));
+        // A live sticky instance goes first; the others remain the fallback.
+        let sticky = target.sticky.as_deref().and_then(|guid| {
+            target
+                .pool
+                .endpoints
+                .iter()
+                .find(|e| e.instance_guid == guid && !e.state.at_limit(limit))
         });
+        chosen.extend(sticky);
+        let mut available = 0;
+        for endpoint in target.pool.attempt_order() {
+            if endpoint.state.at_limit(limit) {
+                continue;
+            }
+            available += 1;
+            if chosen.len() < max
+                && !endpoint.state.recently_failed(now)
+                && !sticky.is_some_and(|s| Arc::ptr_eq(s, endpoint))
+            {
+                chosen.push(endpoint);
+            }
+        }
+        if available == 0 {
+            return Err(Refusal::ConnectionLimit);
+        }
+        if chosen.is_empty() {
+            chosen.extend(
+                target
+                    .pool
+                    .attempt_order()
+                    .filter(|e| !e.state.at_limit(limit))
+                    .take(max),
+            );
+        }
+        Ok(chosen)
+    }
+
+    /// No instance could handle the request: 502, and its access line.
+    fn bad_gateway(
+        &self,
+        mut record: AccessRecord,
+        failure: Option<(Arc<Endpoint>, String)>,
+    ) -> Response<ProxyBody> {
+        // `None` is unreachable: a non-empty pool gives at least one attempt.
+        let why = match failure {
+            Some((endpoint, why)) => {
+                record.endpoint = endpoint;
+                why
+            }
+            None => "no attempt made".to_string(),
+        };
         let router_error = format!("endpoint_failure ({why})");
-        tracing::info!(host, endpoint = %endpoint.addr, error = %why, "no instance could handle the request");
-        record(&endpoint, Some(router_error.clone())).emit(
-            self.logs.as_ref(),
-            StatusCode::BAD_GATEWAY.as_u16(),
-            0,
-        );
+        tracing::info!(endpoint = %record.endpoint.addr, error = %why, "no instance could handle the request");
+        let request_id = record.request_id.clone();
+        record.router_error = Some(router_error.clone());
+        self.log.emit(record, StatusCode::BAD_GATEWAY.as_u16(), 0);
         error_response(
             StatusCode::BAD_GATEWAY,
             &router_error,
@@ -323,7 +427,8 @@ impl Proxy {
         mut response: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         record: AccessRecord,
-        request_id: &str,
+        in_flight: InFlight,
+        sticky: Option<&str>,
     ) -> Response<ProxyBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match client_upgrade {
@@ -335,46 +440,238 @@ impl Proxy {
         let (mut head, body) = response.into_parts();
         let upgrade = head.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut head.headers);
+        if let Some(pin) = sticky::pin_cookie(
+            &head.headers,
+            sticky,
+            &record.endpoint.instance_guid,
+            &self.config.sticky_session_cookies,
+        ) {
+            head.headers.append(header::SET_COOKIE, pin);
+        }
         if let (Some(_), Some(protocol)) = (&tunnel, upgrade) {
             head.headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             head.headers.insert(header::UPGRADE, protocol);
         }
         head.headers
-            .insert(X_VCAP_REQUEST_ID, header_value(request_id));
+            .insert(X_VCAP_REQUEST_ID, record.request_id.clone());
         if let Some((client_upgrade, backend_upgrade)) = tunnel {
-            let hard_stop = self.hard_stop.clone();
-            let endpoint = record.endpoint.addr.clone();
-            tokio::spawn(async move {
-                let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
-                    (Ok(client), Ok(backend)) => (client, backend),
-                    (client, backend) => {
-                        tracing::debug!(
-                            endpoint,
-                            client_ok = client.is_ok(),
-                            backend_ok = backend.is_ok(),
-                            "upgrade did not complete"
-                        );
-                        return;
-                    }
-                };
-                let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-                tokio::select! {
-                    _ = hard_stop.cancelled() => {}
-                    result = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
-                        if let Err(error) = result {
-                            tracing::debug!(endpoint, %error, "upgraded connection ended with an error");
-                        }
-                    }
-                }
-            });
+            self.tunnel(
+                client_upgrade,
+                backend_upgrade,
+                record.endpoint.addr.clone(),
+            );
         }
         let status = head.status.as_u16();
         Response::from_parts(
             head,
-            LoggedBody::new(body, status, record, self.logs.clone()).boxed(),
+            LoggedBody::new(body, status, record, self.log.clone(), in_flight).boxed(),
         )
     }
+
+    /// Copies bytes both ways between the upgraded client and instance
+    /// connections until either closes (or the drain is over).
+    fn tunnel(
+        &self,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+        backend_upgrade: hyper::upgrade::OnUpgrade,
+        endpoint: String,
+    ) {
+        let hard_stop = self.hard_stop.clone();
+        tokio::spawn(async move {
+            let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
+                (Ok(client), Ok(backend)) => (client, backend),
+                (client, backend) => {
+                    tracing::debug!(
+                        endpoint,
+                        client_ok = client.is_ok(),
+                        backend_ok = backend.is_ok(),
+                        "upgrade did not complete"
+                    );
+                    return;
+                }
+            };
+            let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+            tokio::select! {
+                _ = hard_stop.cancelled() => {}
+                result = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+                    if let Err(error) = result {
+                        tracing::debug!(endpoint, %error, "upgraded connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Why a request is answered by the router itself, before any instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    EmptyHost,
+    UnknownRoute,
+    NoEndpoints,
+    InvalidAppInstance,
+    /// The `X-Cf-App-Instance` app guid and index.
+    UnknownInstance(String, u32),
+    ConnectionLimit,
+}
+
+impl Refusal {
+    /// Gorouter's response for it.
+    fn response(self, raw_host: &HeaderValue, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let host = String::from_utf8_lossy(raw_host.as_bytes());
+        match self {
+            Refusal::EmptyHost => error_response(
+                StatusCode::BAD_REQUEST,
+                "empty_host",
+                "400 Bad Request: Request had empty Host header\n".into(),
+                Some("public,max-age=2"),
+                request_id,
+            ),
+            Refusal::UnknownRoute => error_response(
+                StatusCode::NOT_FOUND,
+                "unknown_route",
+                format!("404 Not Found: Requested route ('{host}') does not exist.\n"),
+                Some("no-cache, no-store"),
+                request_id,
+            ),
+            Refusal::InvalidAppInstance => error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_cf_app_instance_header",
+                "400 Bad Request: Invalid X-CF-App-Instance Header\n".into(),
+                Some("no-cache, no-store"),
+                request_id,
+            ),
+            Refusal::UnknownInstance(app_guid, index) => error_response(
+                StatusCode::NOT_FOUND,
+                "unknown_route",
+                format!(
+                    "404 Not Found: Requested instance ('{index}') with guid ('{app_guid}') does not exist for route ('{host}')\n"
+                ),
+                Some("no-cache, no-store"),
+                request_id,
+            ),
+            Refusal::ConnectionLimit => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Connection Limit Reached",
+                format!(
+                    "503 Service Unavailable: Requested route ('{host}') has reached the connection limit.\n"
+                ),
+                None,
+                request_id,
+            ),
+            Refusal::NoEndpoints => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_endpoints",
+                format!(
+                    "503 Service Unavailable: Requested route ('{host}') has no available endpoints.\n"
+                ),
+                Some("public,max-age=2"),
+                request_id,
+            ),
+        }
+    }
+}
+
+/// The host a request names: like Go's net/http, an absolute-form target's
+/// authority, otherwise the Host header.
+fn request_host(request: &Request<Incoming>) -> HeaderValue {
+    match request.uri().authority() {
+        Some(authority) => header_value(authority.as_str()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    }
+}
+
+/// Where a request may go: a route's pool, and the one instance the
+/// client asked for with `X-Cf-App-Instance`, if it did.
+struct Target<'t> {
+    pool: &'t Pool,
+    pinned: Option<&'t Arc<Endpoint>>,
+    /// The instance guid a sticky session asks for (it may be gone).
+    sticky: Option<String>,
+}
+
+/// The pool (and instance) a request goes to, or why there is none.
+fn route<'t>(
+    table: &'t RouteTable,
+    raw_host: &HeaderValue,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client_ip: IpAddr,
+) -> Result<Target<'t>, Refusal> {
+    let host = normalize_host(raw_host.to_str().unwrap_or(""));
+    // A Host equal to the client's own address is what some load
+    // balancers fill in for HTTP/1.0 requests without one; Gorouter
+    // treats it as empty rather than reveal the balancer's address.
+    if host.is_empty() || host.parse::<IpAddr>().is_ok_and(|ip| ip == client_ip) {
+        return Err(Refusal::EmptyHost);
+    }
+    let pool = table
+        .lookup(&host, uri.path())
+        .ok_or(Refusal::UnknownRoute)?;
+    let pinned = match headers.get(X_CF_APP_INSTANCE) {
+        None => None,
+        Some(value) => {
+            let (app_guid, index) = parse_app_instance(value).ok_or(Refusal::InvalidAppInstance)?;
+            let endpoint = pool
+                .endpoints
+                .iter()
+                .find(|e| e.app_guid == app_guid && e.index == index)
+                .ok_or_else(|| Refusal::UnknownInstance(app_guid.to_string(), index))?;
+            Some(endpoint)
+        }
+    };
+    if pool.endpoints.is_empty() {
+        return Err(Refusal::NoEndpoints);
+    }
+    Ok(Target {
+        pool,
+        pinned,
+        sticky: None,
+    })
+}
+
+/// `X-Cf-App-Instance: APP_GUID:INDEX`, as Gorouter accepts it: a lower-case
+/// UUID, a colon, decimal digits.
+fn parse_app_instance(value: &HeaderValue) -> Option<(&str, u32)> {
+    let (guid, index) = value.to_str().ok()?.split_once(':')?;
+    let groups: Vec<&str> = guid.split('-').collect();
+    let shape_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && guid
+            .bytes()
+            .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+    if !shape_ok || index.is_empty() || !index.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((guid, index.parse().ok()?))
+}
+
+/// A fresh `X-Vcap-Request-Id`: a version 4 UUID from a per-thread
+/// generator seeded from the OS, so a request costs no system call. It
+/// names requests in logs; it is not a secret.
+fn request_id() -> HeaderValue {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().hash_one(0u64) | 1,
+        );
+    }
+    // wyrand: one multiply per 64 bits.
+    let next = || {
+        STATE.with(|state| {
+            let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+            state.set(s);
+            let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+            ((t >> 64) ^ t) as u64
+        })
+    };
+    let bits = (u128::from(next()) << 64) | u128::from(next());
+    let uuid = uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    header_value(uuid.hyphenated().encode_lower(&mut text))
 }
 
 /// The client's request body on its way to an instance. It counts the bytes
@@ -446,18 +743,17 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-/// The client's headers as every instance receives them: Gorouter's
-/// additions, the client's claims about instances removed. The per-instance
-/// headers are added by [`outgoing_request`].
+/// Turns the client's headers into what every instance receives:
+/// Gorouter's additions, the client's claims about instances removed. The
+/// per-instance headers are added by [`outgoing_request`].
 fn forwarded_headers(
-    client: &HeaderMap,
-    raw_host: &str,
-    client_addr: SocketAddr,
-    request_id: &str,
+    headers: &mut HeaderMap,
+    raw_host: &HeaderValue,
+    client_ip: &HeaderValue,
+    request_id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
-) -> HeaderMap {
-    let mut headers = client.clone();
-    strip_hop_by_hop(&mut headers);
+) {
+    strip_hop_by_hop(headers);
     for name in [X_CF_APPLICATION_ID, X_CF_INSTANCE_ID, X_CF_INSTANCE_INDEX] {
         headers.remove(name);
     }
@@ -465,21 +761,9 @@ fn forwarded_headers(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
     }
-    headers.insert(header::HOST, header_value(raw_host));
-
-    let client_ip = client_addr.ip().to_string();
-    let existing: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .collect();
-    let forwarded_for = if existing.is_empty() {
-        client_ip
-    } else {
-        format!("{}, {client_ip}", existing.join(", "))
-    };
-    headers.insert(X_FORWARDED_FOR, header_value(&forwarded_for));
+    headers.insert(header::HOST, raw_host.clone());
+    let forwarded_for = forwarded_for(headers, client_ip);
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
@@ -488,36 +772,51 @@ fn forwarded_headers(
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis();
-        headers.insert(X_REQUEST_START, header_value(&ms.to_string()));
+        headers.insert(X_REQUEST_START, HeaderValue::from(ms as u64));
     }
-    headers.insert(X_VCAP_REQUEST_ID, header_value(request_id));
-    headers
+    headers.insert(X_VCAP_REQUEST_ID, request_id.clone());
+}
+
+/// `X-Forwarded-For`: the client's list, if any, then the client's address.
+fn forwarded_for(headers: &HeaderMap, client_ip: &HeaderValue) -> HeaderValue {
+    let mut existing = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
+        .peekable();
+    if existing.peek().is_none() {
+        return client_ip.clone();
+    }
+    let mut joined = Vec::with_capacity(64);
+    for value in existing {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(client_ip.as_bytes());
+    HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
 }
 
 fn outgoing_request(
     method: &Method,
-    client_uri: &Uri,
-    headers: &HeaderMap,
+    path: &PathAndQuery,
+    mut headers: HeaderMap,
     endpoint: &Endpoint,
     body: ForwardBody,
 ) -> Result<Request<ForwardBody>, String> {
-    let path = client_uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(endpoint.addr.as_str())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| format!("request target for {}: {e}", endpoint.addr))?;
-    let mut headers = headers.clone();
-    headers.insert(X_CF_APPLICATION_ID, header_value(&endpoint.app_guid));
-    headers.insert(X_CF_INSTANCE_ID, header_value(&endpoint.instance_guid));
-    headers.insert(
-        X_CF_INSTANCE_INDEX,
-        header_value(&endpoint.index.to_string()),
-    );
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority =
+        Some(
+            endpoint.wire.authority.clone().ok_or_else(|| {
+                format!("request target for {}: not a host and port", endpoint.addr)
+            })?,
+        );
+    parts.path_and_query = Some(path.clone());
+    let uri =
+        Uri::from_parts(parts).map_err(|e| format!("request target for {}: {e}", endpoint.addr))?;
+    headers.insert(X_CF_APPLICATION_ID, endpoint.wire.app_id.clone());
+    headers.insert(X_CF_INSTANCE_ID, endpoint.wire.instance_id.clone());
+    headers.insert(X_CF_INSTANCE_INDEX, endpoint.wire.index.clone());
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
@@ -563,30 +862,33 @@ fn describe(error: &hyper_util::client::legacy::Error, endpoint: &Endpoint) -> S
     }
 }
 
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+/// Allocates nothing unless `Connection` names some.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<String> = headers
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .filter(|s| !s.is_empty())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case("close")
+                && !token.eq_ignore_ascii_case("keep-alive")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP.iter().copied().map(str::to_string).chain(named) {
-        headers.remove(name.as_str());
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
-}
-
-fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    for name in named {
+        headers.remove(name);
+    }
 }
 
 /// A header value from text that may hold characters a header cannot
 /// (error messages): those become spaces.
-fn header_value(value: &str) -> HeaderValue {
+pub(crate) fn header_value(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| {
         let cleaned: String = value
             .chars()
@@ -603,7 +905,7 @@ fn error_response(
     router_error: &str,
     body: String,
     cache_control: Option<&'static str>,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let mut response = Response::new(
         Full::new(Bytes::from(body))
@@ -627,7 +929,7 @@ fn error_response(
         );
     }
     headers.insert(X_CF_ROUTER_ERROR, header_value(router_error));
-    headers.insert(X_VCAP_REQUEST_ID, header_value(request_id));
+    headers.insert(X_VCAP_REQUEST_ID, request_id.clone());
     response
 }
 
@@ -646,6 +948,18 @@ mod tests {
         headers
     }
 
+    fn forwarded(client: &HeaderMap, host: &str, upgrade: Option<&HeaderValue>) -> HeaderMap {
+        let mut headers = client.clone();
+        forwarded_headers(
+            &mut headers,
+            &HeaderValue::from_str(host).unwrap(),
+            &HeaderValue::from_static("192.0.2.7"),
+            &HeaderValue::from_static("rid"),
+            upgrade,
+        );
+        headers
+    }
+
     #[test]
     fn forwarded_headers_follow_gorouter() {
         let client = map(&[
@@ -660,8 +974,7 @@ mod tests {
             ("x-secret", "hop"),
             ("x-request-start", "123"),
         ]);
-        let addr: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-        let headers = forwarded_headers(&client, "App.test:8080", addr, "rid", None);
+        let headers = forwarded(&client, "App.test:8080", None);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-vcap-request-id"], "rid");
@@ -676,7 +989,7 @@ mod tests {
             assert!(!headers.contains_key(gone), "{gone} must not be forwarded");
         }
 
-        let bare = forwarded_headers(&HeaderMap::new(), "a.test", addr, "rid", None);
+        let bare = forwarded(&HeaderMap::new(), "a.test", None);
         assert_eq!(bare["x-forwarded-for"], "192.0.2.7");
         assert_eq!(bare["x-forwarded-proto"], "http");
         assert!(
@@ -696,8 +1009,7 @@ mod tests {
         ]);
         let protocol = upgrade_protocol(&client).unwrap();
         assert_eq!(protocol, "websocket");
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let headers = forwarded_headers(&client, "a.test", addr, "rid", Some(&protocol));
+        let headers = forwarded(&client, "a.test", Some(&protocol));
         assert_eq!(headers["connection"], "upgrade");
         assert_eq!(headers["upgrade"], "websocket");
         assert!(upgrade_protocol(&map(&[("upgrade", "websocket")])).is_none());
@@ -714,7 +1026,155 @@ mod tests {
     }
 
     #[test]
+    fn app_instance_headers_follow_gorouters_pattern() {
+        let guid = "0f2ab3c4-1234-4abc-9def-00112233aabb";
+        let parse = |v: &str| {
+            parse_app_instance(&HeaderValue::from_str(v).unwrap()).map(|(g, i)| (g.to_string(), i))
+        };
+        assert_eq!(parse(&format!("{guid}:3")), Some((guid.to_string(), 3)));
+        for bad in [
+            guid.to_string(),
+            format!("{guid}:"),
+            format!("{guid}:x"),
+            format!("{guid}:-1"),
+            format!("{}:0", guid.to_uppercase()),
+            format!("{guid}-:0"),
+            "not-a-guid:0".to_string(),
+            format!("{guid}:99999999999"),
+        ] {
+            assert_eq!(parse(&bad), None, "{bad}");
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so a failing case is
+    /// reproducible from the loop index.
+    fn generator(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed | 1;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    #[test]
+    fn header_rewriting_keeps_its_invariants_for_any_headers() {
+        let names = [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-cf-instanceid",
+            "x-cf-applicationid",
+            "x-cf-instanceindex",
+            "x-vcap-request-id",
+            "x-request-start",
+            "host",
+            "cookie",
+            "x-custom",
+            "x-named",
+        ];
+        let values = [
+            "",
+            "a",
+            "keep-alive, x-named",
+            "close",
+            "Upgrade",
+            "10.0.0.1",
+            " ",
+            "x-custom ,TE",
+            "\t1,2",
+        ];
+        let mut next = generator(0x9e37_79b9_7f4a_7c15);
+        for case in 0..3000 {
+            let mut client = HeaderMap::new();
+            for _ in 0..next() % 12 {
+                let name = names[next() as usize % names.len()];
+                let value = values[next() as usize % values.len()];
+                client.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let named: Vec<String> = client
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap().split(','))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty())
+                .collect();
+            let headers = forwarded(&client, "app.test", None);
+
+            for gone in HOP_BY_HOP.iter().chain(&[
+                X_CF_APPLICATION_ID,
+                X_CF_INSTANCE_ID,
+                X_CF_INSTANCE_INDEX,
+            ]) {
+                assert!(!headers.contains_key(gone), "case {case}: {gone} kept");
+            }
+            for name in &named {
+                assert!(
+                    !headers.contains_key(name.as_str()),
+                    "case {case}: {name} kept"
+                );
+            }
+            assert_eq!(headers.get_all(X_VCAP_REQUEST_ID).iter().count(), 1);
+            assert_eq!(headers[X_VCAP_REQUEST_ID], "rid", "case {case}");
+            assert_eq!(headers.get_all(header::HOST).iter().count(), 1);
+            assert_eq!(headers[header::HOST], "app.test");
+            let xff: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+            assert_eq!(xff.len(), 1, "case {case}");
+            assert!(
+                xff[0].to_str().unwrap().ends_with("192.0.2.7"),
+                "case {case}"
+            );
+            assert!(headers.contains_key(X_FORWARDED_PROTO));
+            // What is not the router's business passes untouched, in order.
+            for kept in ["cookie", "x-custom"] {
+                if !named.iter().any(|n| n == kept) {
+                    let before: Vec<_> = client.get_all(kept).iter().collect();
+                    let after: Vec<_> = headers.get_all(kept).iter().collect();
+                    assert_eq!(before, after, "case {case}: {kept}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parsing_odd_hosts_and_instance_headers_never_panics() {
+        let alphabet = b"aZ09.-:[]_ *%/?\x7f\xff";
+        let mut next = generator(42);
+        for _ in 0..5000 {
+            let bytes: Vec<u8> = (0..next() % 40)
+                .map(|_| alphabet[next() as usize % alphabet.len()])
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let host = normalize_host(&text);
+            assert!(!host.bytes().any(|c| c.is_ascii_uppercase()));
+            assert!(!host.ends_with('.'));
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let _ = parse_app_instance(&value);
+            }
+        }
+    }
+
+    #[test]
     fn header_values_survive_odd_text() {
         assert_eq!(header_value("a\nb"), "a b");
+    }
+
+    #[test]
+    fn request_ids_are_distinct_v4_uuids() {
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
     }
 }

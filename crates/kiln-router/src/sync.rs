@@ -8,11 +8,12 @@
 //! requests keep the snapshot they started with.
 
 use crate::table::RouteTable;
+use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use kiln_bbs::{ActualLrpFilter, BbsClient, BbsError};
 use kiln_model::bbs::BbsEvent;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,36 +25,42 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// The current table, shared by the sync loop (writer) and requests
-/// (readers). A read holds the lock only to clone an `Arc`; a rebuild
-/// happens outside it and takes the write lock only to swap the pointer.
-#[derive(Clone, Default)]
-pub struct SharedTable(Arc<RwLock<Arc<RouteTable>>>);
+/// (readers). A read is a lock-free load of the current `Arc`; a rebuild
+/// happens aside and is swapped in whole, so requests never wait for it.
+#[derive(Clone)]
+pub struct SharedTable(Arc<ArcSwap<RouteTable>>);
 
-impl SharedTable {
-    pub fn new(table: RouteTable) -> SharedTable {
-        SharedTable(Arc::new(RwLock::new(Arc::new(table))))
-    }
-
-    pub fn snapshot(&self) -> Arc<RouteTable> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn replace(&self, table: RouteTable) {
-        let table = Arc::new(table);
-        let old = std::mem::replace(
-            &mut *self.0.write().unwrap_or_else(|e| e.into_inner()),
-            table,
-        );
-        // The old table (possibly large) is freed here, outside the lock.
-        drop(old);
+impl Default for SharedTable {
+    fn default() -> Self {
+        SharedTable::new(RouteTable::default())
     }
 }
 
-/// Reads every DesiredLrp and ActualLrp and builds a fresh table.
-pub async fn load_table(bbs: &dyn BbsClient) -> Result<RouteTable, BbsError> {
+impl SharedTable {
+    pub fn new(table: RouteTable) -> SharedTable {
+        SharedTable(Arc::new(ArcSwap::from_pointee(table)))
+    }
+
+    pub fn snapshot(&self) -> Arc<RouteTable> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, table: RouteTable) {
+        // The old table (possibly large) is freed here, by the writer, once
+        // the last request holding it is done with it.
+        drop(self.0.swap(Arc::new(table)));
+    }
+}
+
+/// Reads every DesiredLrp and ActualLrp and builds a fresh table, keeping
+/// what `previous` learned about its routes and instances.
+pub async fn load_table(
+    bbs: &dyn BbsClient,
+    previous: &RouteTable,
+) -> Result<RouteTable, BbsError> {
     let desired = bbs.desired_lrps(None).await?;
     let actual = bbs.actual_lrps(ActualLrpFilter::default()).await?;
-    Ok(RouteTable::from_lrps(&desired, &actual))
+    Ok(RouteTable::rebuild(&desired, &actual, previous))
 }
 
 /// Reads the table now, then keeps it current until `shutdown`.
@@ -82,7 +89,7 @@ fn affects_routes(event: &BbsEvent) -> bool {
 }
 
 async fn reload(table: &SharedTable, bbs: &dyn BbsClient) -> Result<(), BbsError> {
-    match load_table(bbs).await {
+    match load_table(bbs, &table.snapshot()).await {
         Ok(fresh) => {
             tracing::debug!(routes = fresh.len(), "router table rebuilt");
             table.replace(fresh);

@@ -1,19 +1,28 @@
-//! The routing table: which instances serve which host.
+//! The routing table: which instances serve which route.
 //!
 //! Built whole from the BBS's view, never patched, so it is always a
-//! consistent picture of one moment. A host whose processes have no RUNNING
+//! consistent picture of one moment. A route whose processes have no RUNNING
 //! instance stays in the table with no endpoints, so the router can tell
 //! "no such route" (404) from "no instance up" (503), as Gorouter does.
+//!
+//! A route is a host plus an optional path prefix. A lookup is one hash
+//! lookup by host and then a scan of that host's few paths, so its cost does
+//! not grow with the number of routes in the table.
 
+use http::HeaderValue;
+use http::uri::Authority;
 use kiln_model::ActualLrpState;
-use kiln_model::bbs::{ActualLrp, DesiredLrp};
+use kiln_model::bbs::{ActualLrp, DesiredLrp, HttpRoute};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// One RUNNING instance the router may send a request to (Gorouter's
 /// endpoint, as the route emitter registers it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `address:host_port` of the instance (IPv6 addresses in brackets).
     pub addr: String,
@@ -22,12 +31,100 @@ pub struct Endpoint {
     pub process_guid: String,
     pub index: u32,
     pub instance_guid: String,
+    /// Made once per table, sent with every request to this instance.
+    pub(crate) wire: WireHeaders,
+    /// Kept across table rebuilds for the same address.
+    pub(crate) state: Arc<EndpointState>,
 }
 
-/// The endpoints of one host, with the round-robin position.
+/// What the router remembers about an instance between requests: when it
+/// last failed to dial, and how many requests it has in flight.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointState {
+    /// Milliseconds on [`clock_ms`] until which the endpoint is skipped.
+    failed_until_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Milliseconds since the router's first use of this clock (monotonic).
+pub(crate) fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl EndpointState {
+    pub fn mark_failed(&self, skip: Duration) {
+        self.failed_until_ms
+            .store(clock_ms() + skip.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn recently_failed(&self, now_ms: u64) -> bool {
+        self.failed_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Whether `limit` requests are in flight already (0: no limit).
+    pub fn at_limit(&self, limit: usize) -> bool {
+        limit != 0 && self.in_flight.load(Ordering::Relaxed) >= limit
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// One request in flight to an endpoint.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<EndpointState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the proxy puts on the wire for an endpoint, ready-made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WireHeaders {
+    /// `None` if `addr` is not a valid authority (then every request fails).
+    pub authority: Option<Authority>,
+    pub app_id: HeaderValue,
+    pub instance_id: HeaderValue,
+    pub index: HeaderValue,
+}
+
+impl Endpoint {
+    pub fn new(
+        addr: String,
+        app_guid: String,
+        process_guid: String,
+        index: u32,
+        instance_guid: String,
+    ) -> Endpoint {
+        let wire = WireHeaders {
+            authority: Authority::try_from(addr.as_str()).ok(),
+            app_id: crate::proxy::header_value(&app_guid),
+            instance_id: crate::proxy::header_value(&instance_guid),
+            index: HeaderValue::from(index),
+        };
+        Endpoint {
+            addr,
+            app_guid,
+            process_guid,
+            index,
+            instance_guid,
+            wire,
+            state: Arc::default(),
+        }
+    }
+}
+
+/// The endpoints of one route, with the round-robin position. Endpoints are
+/// shared (`Arc`) so a request can keep the one it uses without copying it.
 #[derive(Debug)]
 pub struct Pool {
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<Arc<Endpoint>>,
     next: AtomicUsize,
 }
 
@@ -46,7 +143,7 @@ impl Pool {
 
     /// The endpoints in the order to try them for one request: the next one
     /// round-robin first, then the others in turn, each once.
-    pub fn attempt_order(&self) -> impl Iterator<Item = &Endpoint> {
+    pub fn attempt_order(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         let n = self.endpoints.len();
         let start = if n == 0 {
             0
@@ -57,107 +154,243 @@ impl Pool {
     }
 }
 
-/// Host name (normalized) → pool. Immutable once built; the router swaps
-/// in a new one on every change.
+/// The routes of one host: `(path prefix, pool)`, longest prefix first; the
+/// host's own route, if mapped, has the empty prefix and comes last.
+#[derive(Debug, Default)]
+struct HostRoutes {
+    paths: Vec<(String, Pool)>,
+}
+
+impl HostRoutes {
+    fn pool_mut(&mut self, path: &str) -> Option<&mut Pool> {
+        self.paths
+            .iter_mut()
+            .find(|(p, _)| p == path)
+            .map(|(_, pool)| pool)
+    }
+
+    /// Gorouter's rule: the longest matching prefix that has endpoints;
+    /// if none has any, the longest match (which then answers 503).
+    fn lookup(&self, request_path: &str) -> Option<&Pool> {
+        let mut empty_match = None;
+        for (prefix, pool) in &self.paths {
+            if !path_has_prefix(request_path, prefix) {
+                continue;
+            }
+            if !pool.endpoints.is_empty() {
+                return Some(pool);
+            }
+            empty_match.get_or_insert(pool);
+        }
+        empty_match
+    }
+}
+
+/// Whether `prefix` (lower case, no trailing `/`) is a whole-segment prefix
+/// of the request's path: `/a` matches `/a`, `/a/`, `/a/b` and `/a?q`, not
+/// `/ab`. Compared without regard to case, as Gorouter lower-cases its key.
+fn path_has_prefix(request_path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return true;
+    }
+    let (path, rest) = match request_path.get(..prefix.len()) {
+        Some(head) => (head, &request_path[prefix.len()..]),
+        None => return false,
+    };
+    path.eq_ignore_ascii_case(prefix)
+        && (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+}
+
+/// A route's path as the table keeps it: lower case, no trailing `/`
+/// (so `/` is the host's own route).
+fn normalize_path(path: &str) -> String {
+    path.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Route → pool. Immutable once built; the router swaps in a new one on
+/// every change.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    hosts: HashMap<String, Pool>,
+    hosts: HashMap<String, HostRoutes>,
+    routes: usize,
 }
 
 /// Lower-cases a host and strips a `:port` and a trailing dot: routes are
 /// matched without them (Gorouter strips the port and lower-cases the key).
-pub fn normalize_host(host: &str) -> String {
+/// Borrows when the host is already in that form (the common case).
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // An IPv6 literal, `[::1]:8080`.
         rest.split_once(']').map_or(host, |(addr, _)| addr)
     } else {
         match host.rsplit_once(':') {
-            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            Some((name, port)) if port.bytes().all(|c| c.is_ascii_digit()) => name,
             _ => host,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let bare = without_port.trim_end_matches('.');
+    if bare.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(bare.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bare)
+    }
 }
 
 impl RouteTable {
     /// The table for this set of LRPs: every route of every DesiredLrp is a
-    /// host; its endpoints are the RUNNING ActualLrps of those DesiredLrps
-    /// that have a port. Several processes may share a host; their
+    /// route; its endpoints are the RUNNING ActualLrps of those DesiredLrps
+    /// that have a port. Several processes may share a route; their
     /// instances then share its pool.
     pub fn from_lrps(desired: &[DesiredLrp], actual: &[ActualLrp]) -> RouteTable {
+        RouteTable::rebuild(desired, actual, &RouteTable::default())
+    }
+
+    /// As [`RouteTable::from_lrps`], keeping from `previous` what the router
+    /// learned: each route's round-robin position and each instance's
+    /// failures and requests in flight.
+    pub fn rebuild(
+        desired: &[DesiredLrp],
+        actual: &[ActualLrp],
+        previous: &RouteTable,
+    ) -> RouteTable {
+        let known = previous.endpoint_states();
         let by_process: HashMap<&str, &DesiredLrp> = desired
             .iter()
             .map(|d| (d.process_guid.as_str(), d))
             .collect();
-        let mut hosts: HashMap<String, Pool> = HashMap::new();
+        let mut table = RouteTable::default();
         for d in desired {
             for route in &d.routes {
-                let host = normalize_host(route);
-                if !host.is_empty() {
-                    hosts.entry(host).or_insert_with(Pool::new);
-                }
+                table.add_route(route);
             }
         }
         for a in actual {
-            if a.state != ActualLrpState::Running {
+            let Some(mut endpoint) = endpoint_of(a, &by_process) else {
                 continue;
+            };
+            if let Some(state) = known.get(endpoint.addr.as_str()) {
+                endpoint.state = Arc::clone(state);
             }
-            let (Some(d), Some(net), Some(ik)) = (
-                by_process.get(a.key.process_guid.as_str()),
-                &a.net_info,
-                &a.instance_key,
-            ) else {
-                continue;
-            };
-            let Some(port) = net.ports.first() else {
-                continue;
-            };
-            let address = if net.address.contains(':') && !net.address.starts_with('[') {
-                format!("[{}]", net.address)
-            } else {
-                net.address.clone()
-            };
-            let endpoint = Endpoint {
-                addr: format!("{address}:{}", port.host_port),
-                app_guid: d.log_guid.clone(),
-                process_guid: d.process_guid.clone(),
-                index: a.key.index,
-                instance_guid: ik.instance_guid.clone(),
-            };
-            let mut routes: Vec<String> = d.routes.iter().map(|r| normalize_host(r)).collect();
-            routes.sort();
-            routes.dedup();
-            for route in routes {
-                if let Some(pool) = hosts.get_mut(&route) {
+            let d = by_process[a.key.process_guid.as_str()];
+            let mut keys: Vec<(String, String)> = d.routes.iter().map(route_key).collect();
+            keys.sort();
+            keys.dedup();
+            let endpoint = Arc::new(endpoint);
+            for (host, path) in keys {
+                if let Some(pool) = table.hosts.get_mut(&host).and_then(|h| h.pool_mut(&path)) {
                     pool.endpoints.push(endpoint.clone());
                 }
             }
         }
-        // A stable order, so round-robin walks the instances the same way
-        // whatever order the BBS listed them in.
-        for pool in hosts.values_mut() {
-            pool.endpoints
-                .sort_by(|a, b| (&a.process_guid, a.index).cmp(&(&b.process_guid, b.index)));
+        table.settle();
+        table.carry_positions_from(previous);
+        table
+    }
+
+    /// Each endpoint's state, by address.
+    fn endpoint_states(&self) -> HashMap<&str, &Arc<EndpointState>> {
+        self.hosts
+            .values()
+            .flat_map(|routes| &routes.paths)
+            .flat_map(|(_, pool)| &pool.endpoints)
+            .map(|e| (e.addr.as_str(), &e.state))
+            .collect()
+    }
+
+    fn add_route(&mut self, route: &HttpRoute) {
+        let (host, path) = route_key(route);
+        if host.is_empty() {
+            return;
         }
-        RouteTable { hosts }
+        let routes = self.hosts.entry(host).or_default();
+        if routes.pool_mut(&path).is_none() {
+            routes.paths.push((path, Pool::new()));
+            self.routes += 1;
+        }
     }
 
-    /// The pool of `host` (any case, with or without a port), if it is a route.
-    pub fn lookup(&self, host: &str) -> Option<&Pool> {
-        self.hosts.get(&normalize_host(host))
+    /// Orders what lookups and round-robin rely on.
+    fn settle(&mut self) {
+        for routes in self.hosts.values_mut() {
+            // Longest first, so the first match is the longest prefix.
+            routes
+                .paths
+                .sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+            // A stable order, so round-robin walks the instances the same way
+            // whatever order the BBS listed them in.
+            for (_, pool) in &mut routes.paths {
+                pool.endpoints
+                    .sort_by(|a, b| (&a.process_guid, a.index).cmp(&(&b.process_guid, b.index)));
+            }
+        }
     }
 
-    /// How many hosts are routes.
+    /// The pool for a request to `host` (any case, with or without a port)
+    /// at `path` (the request target's path, query allowed): the longest
+    /// matching path route of that host, as Gorouter matches.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Pool> {
+        self.hosts.get(normalize_host(host).as_ref())?.lookup(path)
+    }
+
+    /// Keeps each route's round-robin position from the table this one
+    /// replaces, so a rebuild does not send the next requests back to the
+    /// same instance.
+    fn carry_positions_from(&self, old: &RouteTable) {
+        for (host, routes) in &self.hosts {
+            let Some(old_routes) = old.hosts.get(host) else {
+                continue;
+            };
+            for (path, pool) in &routes.paths {
+                if let Some((_, old_pool)) = old_routes.paths.iter().find(|(p, _)| p == path) {
+                    pool.next
+                        .store(old_pool.next.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// How many routes (host plus path) the table has.
     pub fn len(&self) -> usize {
-        self.hosts.len()
+        self.routes
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
+        self.routes == 0
     }
 }
 
+/// `(host, path)` of a route as the table keys it.
+fn route_key(route: &HttpRoute) -> (String, String) {
+    (
+        normalize_host(&route.host).into_owned(),
+        normalize_path(&route.path),
+    )
+}
+
+/// The endpoint an ActualLrp is, if it is RUNNING with a port and its
+/// DesiredLrp is known.
+fn endpoint_of(a: &ActualLrp, by_process: &HashMap<&str, &DesiredLrp>) -> Option<Endpoint> {
+    if a.state != ActualLrpState::Running {
+        return None;
+    }
+    let d = by_process.get(a.key.process_guid.as_str())?;
+    let net = a.net_info.as_ref()?;
+    let ik = a.instance_key.as_ref()?;
+    let port = net.ports.first()?;
+    let address = if net.address.contains(':') && !net.address.starts_with('[') {
+        format!("[{}]", net.address)
+    } else {
+        net.address.clone()
+    };
+    Some(Endpoint::new(
+        format!("{address}:{}", port.host_port),
+        d.log_guid.clone(),
+        d.process_guid.clone(),
+        a.key.index,
+        ik.instance_guid.clone(),
+    ))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +415,7 @@ mod tests {
             },
             health_check: HealthCheck::Port,
             start_timeout_ms: 60_000,
-            routes: routes.iter().map(|r| r.to_string()).collect(),
+            routes: routes.iter().map(|r| HttpRoute::from(*r)).collect(),
             log_guid: format!("app-of-{process_guid}"),
             log_source: "APP/PROC/WEB".into(),
             annotation: String::new(),
@@ -246,19 +479,25 @@ mod tests {
         ];
         let table = RouteTable::from_lrps(&d, &a);
         assert_eq!(table.len(), 3);
-        let pool = table.lookup("A.test:80").unwrap();
+        let pool = table.lookup("A.test:80", "/").unwrap();
         assert_eq!(pool.endpoints.len(), 1);
         assert_eq!(pool.endpoints[0].addr, "127.0.0.1:61001");
         assert_eq!(pool.endpoints[0].app_guid, "app-of-p1");
         assert_eq!(pool.endpoints[0].instance_guid, "ig-0");
         assert_eq!(
-            table.lookup("alias.test").unwrap().endpoints[0].addr,
+            table.lookup("alias.test", "/").unwrap().endpoints[0].addr,
             "127.0.0.1:61003"
         );
-        assert!(table.lookup("nowhere.test").is_none());
+        assert!(table.lookup("nowhere.test", "/").is_none());
 
         let no_instances = RouteTable::from_lrps(&d, &[]);
-        assert!(no_instances.lookup("a.test").unwrap().endpoints.is_empty());
+        assert!(
+            no_instances
+                .lookup("a.test", "/")
+                .unwrap()
+                .endpoints
+                .is_empty()
+        );
     }
 
     #[test]
@@ -272,9 +511,78 @@ mod tests {
             actual("web", 0, ActualLrpState::Running, 1),
         ];
         let table = RouteTable::from_lrps(&d, &a);
-        let pool = table.lookup("shop.test").unwrap();
+        let pool = table.lookup("shop.test", "/").unwrap();
         let addrs: Vec<_> = pool.endpoints.iter().map(|e| e.addr.as_str()).collect();
         assert_eq!(addrs, ["127.0.0.1:1", "127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn the_longest_path_prefix_with_instances_wins() {
+        let d = [
+            desired("root", &["shop.test"]),
+            desired("api", &["shop.test/api"]),
+            desired("v2", &["shop.test/API/v2/"]),
+            desired("down", &["shop.test/api/v2/down"]),
+        ];
+        let a = [
+            actual("root", 0, ActualLrpState::Running, 1),
+            actual("api", 0, ActualLrpState::Running, 2),
+            actual("v2", 0, ActualLrpState::Running, 3),
+        ];
+        let table = RouteTable::from_lrps(&d, &a);
+        assert_eq!(table.len(), 4);
+        let port = |path: &str| {
+            table
+                .lookup("shop.test", path)
+                .map(|pool| pool.endpoints.first().map(|e| e.addr.clone()))
+        };
+        let at = |p: u16| Some(Some(format!("127.0.0.1:{p}")));
+        assert_eq!(port("/"), at(1));
+        assert_eq!(port("/apis"), at(1), "whole segments only");
+        assert_eq!(port("/api"), at(2));
+        assert_eq!(port("/api/"), at(2));
+        assert_eq!(port("/Api/x?y=1"), at(2), "any case");
+        assert_eq!(port("/api?v2"), at(2));
+        assert_eq!(port("/api/v2"), at(3));
+        assert_eq!(port("/api/v2/x"), at(3));
+        // `/api/v2/down` has no instance: the next longest prefix takes it.
+        assert_eq!(port("/api/v2/down/x"), at(3));
+        assert_eq!(port("*"), at(1));
+
+        // With no shorter route that has instances, the empty match answers (503).
+        let only_empty = RouteTable::from_lrps(&[desired("down", &["x.test/a"])], &[]);
+        assert!(
+            only_empty
+                .lookup("x.test", "/a/b")
+                .unwrap()
+                .endpoints
+                .is_empty()
+        );
+        assert!(only_empty.lookup("x.test", "/").is_none(), "no route at /");
+    }
+
+    #[test]
+    fn lookups_stay_exact_among_many_routes() {
+        let d: Vec<DesiredLrp> = (0..20_000)
+            .map(|i| {
+                let (host, path) = (format!("app-{i}.test"), format!("app-{i}.test/p"));
+                desired(&format!("p{i}"), &[host.as_str(), path.as_str()])
+            })
+            .collect();
+        let a: Vec<ActualLrp> = (0..20_000u32)
+            .map(|i| {
+                actual(
+                    &format!("p{i}"),
+                    0,
+                    ActualLrpState::Running,
+                    (i % 60_000) as u16 + 1,
+                )
+            })
+            .collect();
+        let table = RouteTable::from_lrps(&d, &a);
+        assert_eq!(table.len(), 40_000);
+        let pool = table.lookup("APP-19999.test", "/p/q").unwrap();
+        assert_eq!(pool.endpoints[0].process_guid, "p19999");
     }
 
     #[test]
@@ -283,7 +591,7 @@ mod tests {
         a.net_info.as_mut().unwrap().address = "::1".into();
         let table = RouteTable::from_lrps(&[desired("p1", &["v6.test"])], &[a]);
         assert_eq!(
-            table.lookup("v6.test").unwrap().endpoints[0].addr,
+            table.lookup("v6.test", "/").unwrap().endpoints[0].addr,
             "[::1]:8080"
         );
     }
@@ -297,7 +605,7 @@ mod tests {
             actual("p1", 2, ActualLrpState::Running, 3),
         ];
         let table = RouteTable::from_lrps(&d, &a);
-        let pool = table.lookup("a.test").unwrap();
+        let pool = table.lookup("a.test", "/").unwrap();
         let orders: Vec<Vec<u32>> = (0..3)
             .map(|_| pool.attempt_order().map(|e| e.index).collect())
             .collect();

@@ -148,7 +148,17 @@ async fn answer(
                 }
             }
             let json = serde_json::json!({"backend": name, "headers": headers, "received": received, "path": path});
-            hyper::Response::new(full(json.to_string()))
+            let mut response = hyper::Response::new(full(json.to_string()));
+            if path == "/session" {
+                // An app starting a session, as a Java app's JSESSIONID does.
+                response.headers_mut().insert(
+                    "set-cookie",
+                    "JSESSIONID=s1; Path=/; Secure; SameSite=Lax"
+                        .parse()
+                        .unwrap(),
+                );
+            }
+            response
         }
     }
 }
@@ -236,6 +246,7 @@ struct Fixture {
     bbs: Bbs,
     logs: Arc<LogStore>,
     router_port: u16,
+    status_port: u16,
     shutdown: CancellationToken,
     router: Option<JoinHandle<Result<(), RouterError>>>,
     http: reqwest::Client,
@@ -261,10 +272,13 @@ async fn fixture_with(config: RouterConfig) -> Fixture {
     let logs = Arc::new(LogStore::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
+    let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let status_port = status.local_addr().unwrap().port();
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(run(
         config,
         listener,
+        Some(status),
         Arc::new(bbs.clone()),
         logs.clone(),
         shutdown.clone(),
@@ -274,6 +288,7 @@ async fn fixture_with(config: RouterConfig) -> Fixture {
         bbs,
         logs,
         router_port,
+        status_port,
         shutdown,
         router: Some(router),
         http: reqwest::Client::new(),
@@ -302,10 +317,15 @@ impl Fixture {
     /// Desires `process_guid` with one instance per port and reports each
     /// RUNNING there, as a cell does after the health check passes.
     async fn app(&self, process_guid: &str, host: &str, ports: &[u16]) {
-        self.bbs
-            .desire_lrp(desired(process_guid, ports.len() as u32, host))
-            .await
-            .unwrap();
+        self.app_with_guid(&format!("app-{process_guid}"), process_guid, host, ports)
+            .await;
+    }
+
+    /// As [`Fixture::app`], for the app `app_guid`.
+    async fn app_with_guid(&self, app_guid: &str, process_guid: &str, host: &str, ports: &[u16]) {
+        let mut lrp = desired(process_guid, ports.len() as u32, host);
+        lrp.log_guid = app_guid.into();
+        self.bbs.desire_lrp(lrp).await.unwrap();
         for (index, port) in ports.iter().enumerate() {
             let (key, instance_key) = instance_keys(process_guid, index);
             let net_info = ActualLrpNetInfo {
@@ -344,6 +364,32 @@ impl Fixture {
                 Instant::now() < deadline,
                 "{host} never answered {status}, last {}",
                 response.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until instance `index` of `app_guid` is in the router's table
+    /// (`X-Cf-App-Instance` for it stops answering 404), and so every
+    /// instance desired and started before it.
+    async fn wait_for_instance(&self, host: &str, app_guid: &str, index: u32) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self
+                .http
+                .get(self.url("/"))
+                .header("Host", host)
+                .header("X-CF-App-Instance", format!("{app_guid}:{index}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status != 404 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {index} of {host} never arrived"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -398,9 +444,11 @@ async fn routes_by_host_round_robin_with_gorouter_headers() {
         backend("b").await,
         backend("other").await,
     );
-    f.app("p1", "app.test", &[a.port, b.port]).await;
+    let guid = "8a4b3c6d-1e0f-4a5b-8c43-556677889900";
+    f.app_with_guid(guid, "p1", "app.test", &[a.port, b.port])
+        .await;
     f.app("p2", "other.test", &[other.port]).await;
-    f.wait_for("app.test", 200).await;
+    f.wait_for_instance("app.test", guid, 1).await;
     f.wait_for("other.test", 200).await;
 
     let mut order = Vec::new();
@@ -426,7 +474,7 @@ async fn routes_by_host_round_robin_with_gorouter_headers() {
         let index = if backend == "a" { "0" } else { "1" };
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["x-cf-applicationid"], "app-p1");
+        assert_eq!(headers["x-cf-applicationid"], guid);
         assert_eq!(headers["x-cf-instanceindex"], index);
         assert_eq!(
             headers["x-cf-instanceid"],
@@ -511,10 +559,18 @@ async fn unknown_hosts_404_routes_without_instances_503_and_empty_host_400() {
 
 #[tokio::test]
 async fn a_refused_instance_is_retried_on_another_with_the_body_and_all_dead_is_502() {
-    let f = fixture().await;
+    let f = fixture_with(RouterConfig {
+        // No skipping, so the dead instance keeps coming first every other time.
+        retry_after_failure: Duration::ZERO,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
     let live = backend("live").await;
-    f.app("p1", "mixed.test", &[dead_port(), live.port]).await;
-    f.wait_for("mixed.test", 200).await;
+    let guid = "9b5c4d7e-2f1a-4b6c-9d54-667788990011";
+    f.app_with_guid(guid, "p1", "mixed.test", &[dead_port(), live.port])
+        .await;
+    f.wait_for_instance("mixed.test", guid, 1).await;
     // Both round-robin orders: the dead instance first every other time.
     for _ in 0..4 {
         let response = f
@@ -586,13 +642,27 @@ async fn a_request_that_reached_an_instance_is_not_resent_unless_idempotent() {
         );
     }
 
+    // Fresh instances, so nothing the POSTs left behind (a spare pooled
+    // connection, say) plays a part.
+    let get_requests = Arc::new(AtomicUsize::new(0));
+    let ports = [
+        hang_up_backend(get_requests.clone()).await,
+        hang_up_backend(get_requests.clone()).await,
+    ];
+    let guid = "5d1e0f3a-8b7c-4d2e-9f10-223344556677";
+    f.app_with_guid(guid, "p2", "hangup-get.test", &ports).await;
+    // Until instance 1 is in the table, so the request below has both
+    // instances to try.
+    f.wait_for_instance("hangup-get.test", guid, 1).await;
+    let requests = get_requests;
     requests.store(0, Ordering::SeqCst);
-    let response = f.get("hangup.test", "/").await;
+    let response = f.get("hangup-get.test", "/").await;
     assert_eq!(response.status(), 502);
     assert_eq!(
         requests.load(Ordering::SeqCst),
         2,
-        "a GET closed before any response is tried on each instance (Gorouter's idempotent retry)"
+        "a GET closed before any response is tried on each instance (Gorouter's idempotent retry); last error {:?}",
+        response.headers().get("x-cf-routererror")
     );
 }
 
@@ -609,8 +679,9 @@ async fn retries_stop_at_max_attempts() {
     for _ in 0..4 {
         ports.push(hang_up_backend(requests.clone()).await);
     }
-    f.app("p1", "many.test", &ports).await;
-    f.wait_for("many.test", 502).await;
+    let guid = "6e2f1a4b-9c8d-4e3f-8a21-334455667788";
+    f.app_with_guid(guid, "p1", "many.test", &ports).await;
+    f.wait_for_instance("many.test", guid, 3).await;
     requests.store(0, Ordering::SeqCst);
     assert_eq!(f.get("many.test", "/").await.status(), 502);
     assert_eq!(requests.load(Ordering::SeqCst), 2);
@@ -899,7 +970,24 @@ async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
     })
     .await;
 
+    let health = format!("http://127.0.0.1:{}/health", f.status_port);
+    let ok = f.http.get(&health).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "ok\n");
+    assert_eq!(
+        f.http
+            .get(format!("http://127.0.0.1:{}/other", f.status_port))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
     f.shutdown.cancel();
+    // While draining, the status port tells load balancers to stop sending.
+    let draining = f.http.get(&health).send().await.unwrap();
+    assert_eq!(draining.status(), 503);
     let port = f.router_port;
     let deadline = Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -919,4 +1007,546 @@ async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
         .expect("the router returns once drained")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn path_routes_take_the_longest_matching_prefix() {
+    let f = fixture().await;
+    let (root, api, v2) = (
+        backend("root").await,
+        backend("api").await,
+        backend("v2").await,
+    );
+    f.app("root", "shop.test", &[root.port]).await;
+    // As the API sends them: host and path apart.
+    f.app("api", "shop.test/api", &[api.port]).await;
+    f.app("v2", "shop.test/api/v2", &[v2.port]).await;
+    f.app("gone", "gone.test/only", &[]).await;
+    // Desired last, so once it is in the table the others are too.
+    let deadline = Instant::now() + WAIT;
+    while f.get("gone.test", "/only").await.status() != 503 {
+        assert!(Instant::now() < deadline, "the path routes never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for (path, expected) in [
+        ("/", "root"),
+        ("/apis", "root"),
+        ("/api", "api"),
+        ("/API/orders?id=1", "api"),
+        ("/api/v2", "v2"),
+        ("/api/v2/x/y", "v2"),
+        ("/api/v3", "api"),
+    ] {
+        let json = json(f.get("shop.test", path).await).await;
+        assert_eq!(json["backend"], expected, "{path}");
+        assert_eq!(
+            json["path"],
+            path.split('?').next().unwrap(),
+            "the path reaches the app whole"
+        );
+    }
+    let response = f.get("gone.test", "/only/x").await;
+    assert_eq!(response.status(), 503, "a path route without instances");
+    assert_eq!(f.get("gone.test", "/").await.status(), 404);
+}
+
+#[tokio::test]
+async fn x_cf_app_instance_picks_one_instance_or_says_why_not() {
+    let f = fixture().await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let guid = "0f2ab3c4-1234-4abc-9def-00112233aabb";
+    f.app_with_guid(guid, "p1", "pick.test", &[a.port, b.port])
+        .await;
+    let get = |value: String| {
+        f.http
+            .get(f.url("/"))
+            .header("Host", "pick.test")
+            .header("X-CF-App-Instance", value)
+            .send()
+    };
+    // Until instance 1 is in the table.
+    let deadline = Instant::now() + WAIT;
+    while get(format!("{guid}:1")).await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "instance 1 never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..4 {
+        let json = json(get(format!("{guid}:1")).await.unwrap()).await;
+        assert_eq!(json["backend"], "b", "always instance 1");
+    }
+
+    let invalid = get(format!("{guid}:one")).await.unwrap();
+    assert_eq!(invalid.status(), 400);
+    assert_eq!(
+        invalid.headers()["x-cf-routererror"],
+        "invalid_cf_app_instance_header"
+    );
+    assert_eq!(
+        invalid.text().await.unwrap(),
+        "400 Bad Request: Invalid X-CF-App-Instance Header\n"
+    );
+
+    let missing = get(format!("{guid}:7")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["x-cf-routererror"], "unknown_route");
+    assert_eq!(
+        missing.text().await.unwrap(),
+        format!(
+            "404 Not Found: Requested instance ('7') with guid ('{guid}') does not exist for route ('pick.test')\n"
+        )
+    );
+    let other_app = get("11111111-2222-4333-8444-555555555555:0".into())
+        .await
+        .unwrap();
+    assert_eq!(other_app.status(), 404);
+}
+
+#[tokio::test]
+async fn an_instance_that_failed_to_dial_is_skipped_for_a_while() {
+    let f = fixture_with(RouterConfig {
+        // One attempt per request, so a dial to the dead instance shows as a 502.
+        max_attempts: 1,
+        // Long enough for the requests below even on a busy machine.
+        retry_after_failure: Duration::from_millis(1500),
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let live = backend("live").await;
+    let guid = "7f3a2b5c-0d9e-4f4a-9b32-445566778899";
+    f.app_with_guid(guid, "p1", "skip.test", &[dead_port(), live.port])
+        .await;
+    f.wait_for_instance("skip.test", guid, 1).await;
+    // Round-robin reaches the dead instance within two requests...
+    f.wait_for("skip.test", 502).await;
+    // ...then leaves it out while the others take the traffic.
+    for _ in 0..6 {
+        assert_eq!(json(f.get("skip.test", "/").await).await["backend"], "live");
+    }
+    // Once the skip is over it is tried again.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(f.get("skip.test", "/").await.status().as_u16());
+    }
+    assert!(statuses.contains(&502), "tried again: {statuses:?}");
+}
+
+#[tokio::test]
+async fn an_instance_at_its_connection_limit_gets_no_more_requests() {
+    let f = fixture_with(RouterConfig {
+        max_conns_per_backend: 1,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let b = backend("only").await;
+    f.app("p1", "limit.test", &[b.port]).await;
+    f.wait_for("limit.test", 200).await;
+    let before = b.requests.load(Ordering::SeqCst);
+
+    let slow = tokio::spawn(
+        f.http
+            .get(f.url("/slow"))
+            .header("Host", "limit.test")
+            .send(),
+    );
+    poll_until("the slow request to reach the instance", || {
+        b.requests.load(Ordering::SeqCst) == before + 1
+    })
+    .await;
+    let refused = f.get("limit.test", "/").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused.headers()["x-cf-routererror"],
+        "Connection Limit Reached"
+    );
+    assert_eq!(
+        refused.text().await.unwrap(),
+        "503 Service Unavailable: Requested route ('limit.test') has reached the connection limit.\n"
+    );
+    assert_eq!(b.requests.load(Ordering::SeqCst), before + 1);
+
+    b.gate.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    // The finished request no longer counts.
+    assert_eq!(f.get("limit.test", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn sticky_sessions_pin_an_instance_and_move_when_it_is_gone() {
+    let f = fixture().await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    f.app("p1", "sticky.test", &[a.port, b.port]).await;
+    f.wait_for("sticky.test", 200).await;
+
+    let started = f.get("sticky.test", "/session").await;
+    let pins: Vec<String> = started
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .filter(|c| c.starts_with("__VCAP_ID__="))
+        .collect();
+    let first = json(started).await["backend"].as_str().unwrap().to_string();
+    let index = if first == "a" { 0 } else { 1 };
+    assert_eq!(
+        pins,
+        [format!(
+            "__VCAP_ID__=p1-ig-{index}; Path=/; HttpOnly; Secure; SameSite=Lax"
+        )]
+    );
+
+    let with_cookies = |instance: String| {
+        f.http
+            .get(f.url("/"))
+            .header("Host", "sticky.test")
+            .header("Cookie", format!("JSESSIONID=s1; __VCAP_ID__={instance}"))
+            .send()
+    };
+    for _ in 0..6 {
+        let response = with_cookies(format!("p1-ig-{index}")).await.unwrap();
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "already pinned there"
+        );
+        assert_eq!(json(response).await["backend"], first.as_str());
+    }
+
+    // The pinned instance crashes: the next request goes to the other one,
+    // which the response pins.
+    let filter = ActualLrpFilter {
+        process_guid: Some("p1".into()),
+        ..Default::default()
+    };
+    let pinned = f
+        .bbs
+        .actual_lrps(filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.key.index == index)
+        .unwrap();
+    f.bbs
+        .crash_actual_lrp(
+            &pinned.key,
+            pinned.instance_key.as_ref().unwrap(),
+            "APP/PROC/WEB: Exited with status 1",
+        )
+        .await
+        .unwrap();
+    let other = 1 - index;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = with_cookies(format!("p1-ig-{index}")).await.unwrap();
+        let pin = response
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_string());
+        let backend = json(response).await["backend"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if backend != first {
+            assert_eq!(
+                pin.as_deref(),
+                Some(format!("__VCAP_ID__=p1-ig-{other}; Path=/; HttpOnly").as_str())
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never moved off the crashed instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `raw` on a fresh connection and returns the status line of the
+/// answer (empty if the router just closed the connection).
+async fn raw_exchange(port: u16, raw: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // The router may answer and close before it read everything.
+    let _ = stream.write_all(raw).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_and_never_reach_an_instance() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "bad.test", &[b.port]).await;
+    f.wait_for("bad.test", 200).await;
+    let before = b.requests.load(Ordering::SeqCst);
+
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: bad.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1024 * 1024)
+    );
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: bad.test\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("oversized headers", huge_header.as_bytes(), "431"),
+        ("oversized URI", long_uri.as_bytes(), "414"),
+        ("a bad request line", b"NOT A REQUEST\r\n\r\n", "400"),
+        (
+            "two different Content-Lengths",
+            b"POST / HTTP/1.1\r\nHost: bad.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            "400",
+        ),
+    ];
+    for (what, raw, status) in cases {
+        let line = raw_exchange(f.router_port, raw).await;
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {line:?}"
+        );
+    }
+    assert_eq!(
+        b.requests.load(Ordering::SeqCst),
+        before,
+        "nothing reached the instance"
+    );
+
+    // Content-Length next to Transfer-Encoding: chunked, the smuggling
+    // shape. The router frames it as RFC 9112 says (chunked wins), sends the
+    // instance a request framed its own way, and closes the connection
+    // after answering, so the bytes behind it are never read as a request.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /first HTTP/1.1\r\nHost: bad.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: bad.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(
+        text.contains(r#""path":"/first""#) && text.contains(r#""received":0"#),
+        "{text}"
+    );
+    assert_eq!(b.requests.load(Ordering::SeqCst), before + 1);
+    assert_eq!(
+        b.received.load(Ordering::SeqCst),
+        0,
+        "no body bytes reached the instance"
+    );
+
+    // Other requests are unaffected.
+    assert_eq!(f.get("bad.test", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_slow_loris_client_is_cut_off() {
+    let f = fixture_with(RouterConfig {
+        header_read_timeout: Duration::from_millis(300),
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let b = backend("b").await;
+    f.app("p1", "loris.test", &[b.port]).await;
+    f.wait_for("loris.test", 200).await;
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: loris.test\r\nX-A: 1\r\n")
+        .await
+        .unwrap();
+    // Never finishes its headers: the router closes the connection.
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the router closed the connection")
+        .ok();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text:?}"
+    );
+    // Others are served (on a new connection: the timeout also ends idle
+    // keep-alive connections, such as the fixture client's).
+    let response = reqwest::Client::new()
+        .get(f.url("/"))
+        .header("Host", "loris.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// An `nc`-style instance: writes its whole response as soon as a client
+/// connects, before reading anything, then reads what came and closes (as
+/// Cloud Foundry's binary-buildpack fixtures do with `nc -l`).
+async fn early_answering_backend() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nearly\n",
+                    )
+                    .await;
+                let mut buf = [0u8; 4096];
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_response_that_arrives_before_the_request_is_read_is_delivered() {
+    let f = fixture().await;
+    let port = early_answering_backend().await;
+    f.app("p1", "early.test", &[port]).await;
+    f.wait_for("early.test", 200).await;
+    let mut failures = Vec::new();
+    for _ in 0..60 {
+        let response = f.get("early.test", "/").await;
+        let status = response.status();
+        let router_error = response
+            .headers()
+            .get("x-cf-routererror")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.text().await.unwrap();
+        if status != 200 || body != "early\n" {
+            failures.push((status, router_error, body));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 60 failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
+
+/// An instance that answers every connection with `reply` and closes.
+async fn scripted_backend(reply: &'static [u8]) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(reply).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_a_502_and_a_cut_response_ends_the_body() {
+    let f = fixture_with(RouterConfig {
+        max_attempts: 1,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let garbage = scripted_backend(b"this is not http\r\n\r\n").await;
+    let cut = scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b").await;
+    f.app("p1", "garbage.test", &[garbage]).await;
+    f.app("p2", "cut.test", &[cut]).await;
+    f.wait_for("cut.test", 200).await;
+
+    let response = f.wait_for("garbage.test", 502).await;
+    assert!(
+        response.headers()["x-cf-routererror"]
+            .to_str()
+            .unwrap()
+            .starts_with("endpoint_failure ("),
+        "{:?}",
+        response.headers()
+    );
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        response.text().await.unwrap(),
+        "502 Bad Gateway: Registered endpoint failed to handle the request.\n"
+    );
+
+    // Headers already went out: the client sees the body end early, not a
+    // made-up complete response.
+    let response = f.get("cut.test", "/").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.bytes().await.is_err(),
+        "the body must not look complete"
+    );
+
+    // Neither affects the next request.
+    let b = backend("fine").await;
+    f.app("p3", "fine.test", &[b.port]).await;
+    f.wait_for("fine.test", 200).await;
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured_and_a_client_that_leaves_mid_stream_is_logged() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "close.test", &[b.port]).await;
+    f.wait_for("close.test", 200).await;
+
+    // `Connection: close`: one answer, then the router closes.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: close.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the router closed the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+
+    // A client that goes away while the instance is still streaming: the
+    // router drops the response (and logs it) and goes on serving.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /gated HTTP/1.1\r\nHost: close.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200 OK"));
+    drop(stream);
+    // The RTR line is written once the abandoned response is dropped.
+    f.rtr_line("app-p1", |l| l.contains("\"GET /gated HTTP/1.1\" 200"))
+        .await;
+    assert_eq!(f.get("close.test", "/").await.status(), 200);
+    b.gate.notify_one();
 }

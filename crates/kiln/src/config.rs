@@ -23,6 +23,15 @@ pub struct ServerArgs {
     /// Address of the HTTP router that serves the apps
     #[arg(long, env = "KILN_ROUTER_LISTEN")]
     pub router_listen: Option<SocketAddr>,
+    /// Threads the router serves connections on (default: one per CPU)
+    #[arg(long, env = "KILN_ROUTER_WORKERS")]
+    pub router_workers: Option<usize>,
+    /// Address of the router's status port (`GET /health`; default: none)
+    #[arg(long, env = "KILN_ROUTER_STATUS_LISTEN")]
+    pub router_status_listen: Option<SocketAddr>,
+    /// Requests in flight per app instance through the router, at most; 0: no limit (default 500)
+    #[arg(long, env = "KILN_ROUTER_MAX_CONNS_PER_BACKEND")]
+    pub router_max_conns_per_backend: Option<usize>,
     /// The shared domain app routes are created in
     #[arg(long, env = "KILN_DOMAIN")]
     pub domain: Option<String>,
@@ -63,6 +72,9 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     api_listen: Option<SocketAddr>,
     router_listen: Option<SocketAddr>,
+    router_workers: Option<usize>,
+    router_status_listen: Option<SocketAddr>,
+    router_max_conns_per_backend: Option<usize>,
     domain: Option<String>,
     external_url: Option<String>,
     admin_password: Option<String>,
@@ -81,6 +93,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub router_listen: SocketAddr,
+    /// 0: one per CPU.
+    pub router_workers: usize,
+    pub router_status_listen: Option<SocketAddr>,
+    /// 0: no limit.
+    pub router_max_conns_per_backend: usize,
     pub domain: String,
     pub external_url: String,
     pub admin_password: Option<String>,
@@ -143,6 +160,12 @@ impl ServerConfig {
                 .router_listen
                 .or(file.router_listen)
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            router_workers: args.router_workers.or(file.router_workers).unwrap_or(0),
+            router_status_listen: args.router_status_listen.or(file.router_status_listen),
+            router_max_conns_per_backend: args
+                .router_max_conns_per_backend
+                .or(file.router_max_conns_per_backend)
+                .unwrap_or(500),
             domain,
             external_url,
             admin_password: args.admin_password.or(file.admin_password),

@@ -73,6 +73,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let router_listener = tokio::net::TcpListener::bind(config.router_listen)
         .await
         .with_context(|| format!("listening for the router on {}", config.router_listen))?;
+    let router_status_listener = match config.router_status_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for the router's status on {addr}"))?,
+        ),
+        None => None,
+    };
 
     let bbs_client: Arc<dyn BbsClient> = Arc::new(bbs.clone());
     let log_sink: Arc<dyn LogSink> = logs.clone();
@@ -126,18 +134,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     {
         let router_config = kiln_router::RouterConfig {
-            max_attempts: 3,
-            dial_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(900),
-            resync_interval: Duration::from_secs(20),
+            workers: config.router_workers,
+            max_conns_per_backend: config.router_max_conns_per_backend,
+            ..kiln_router::RouterConfig::default()
         };
         let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
         roles.spawn(async move {
             (
                 "router",
-                kiln_router::run(router_config, router_listener, bbs, logs, token)
-                    .await
-                    .map_err(Into::into),
+                kiln_router::run(
+                    router_config,
+                    router_listener,
+                    router_status_listener,
+                    bbs,
+                    logs,
+                    token,
+                )
+                .await
+                .map_err(Into::into),
             )
         });
     }

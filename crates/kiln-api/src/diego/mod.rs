@@ -15,7 +15,7 @@ use crate::db::{App, Buildpack, Droplet, Package, Process};
 use crate::environment;
 use crate::error::ApiResult;
 use kiln_model::bbs::{
-    DesiredLrp, DownloadAction, HealthCheck, RunAction, TaskDefinition, UploadAction,
+    DesiredLrp, DownloadAction, HealthCheck, HttpRoute, RunAction, TaskDefinition, UploadAction,
 };
 use kiln_model::{APPS_DOMAIN, LOG_SOURCE_STAGING};
 use serde_json::json;
@@ -92,10 +92,11 @@ pub fn lrp_guid(p: &Process) -> String {
     format!("{}-{}", p.guid, p.version)
 }
 
-/// The routes a process's DesiredLrp carries: `host.domain[/path]` of the
-/// routes mapped to this process type. The one place they are built.
-pub async fn lrp_routes(ctx: &Ctx, app: &App, p: &Process) -> ApiResult<Vec<String>> {
-    environment::app_uris(ctx, &app.guid, Some(&p.r#type)).await
+/// The routes a process's DesiredLrp carries: host (`host.domain`) and
+/// path of the routes mapped to this process type, apart, as the router
+/// matches them. The one place they are built.
+pub async fn lrp_routes(ctx: &Ctx, app: &App, p: &Process) -> ApiResult<Vec<HttpRoute>> {
+    environment::app_routes(ctx, &app.guid, Some(&p.r#type)).await
 }
 
 fn health_check(p: &Process) -> HealthCheck {

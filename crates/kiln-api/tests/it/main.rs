@@ -7,7 +7,7 @@ mod oneshot;
 
 use kiln_api::{Api, ApiConfig, ApiDeps};
 use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient};
-use kiln_model::bbs::{CellCapacity, CellPresence};
+use kiln_model::bbs::{CellCapacity, CellPresence, HttpRoute};
 use kiln_store::FsBlobstore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -1173,7 +1173,57 @@ async fn push_path_end_to_end() {
         .unwrap();
     assert_eq!(lrp.domain, "cf-apps");
     assert_eq!(lrp.instances, 1);
-    assert_eq!(lrp.routes, vec!["hello.localhost".to_string()]);
+    assert_eq!(lrp.routes, vec![HttpRoute::from("hello.localhost")]);
+
+    // A path route reaches the router with host and path apart.
+    let (status, api_route) = kiln
+        .post(
+            "/v3/routes",
+            json!({"host": "hello", "path": "/api", "relationships": {"space": {"data": {"guid": space}}, "domain": {"data": {"guid": domain_guid}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{api_route}");
+    assert_eq!(api_route["url"], "hello.localhost/api");
+    let api_route_guid = api_route["guid"].as_str().unwrap();
+    let (_, api_dests) = kiln
+        .post(
+            &format!("/v3/routes/{api_route_guid}/destinations"),
+            json!({"destinations": [{"app": {"guid": app_guid}}]}),
+        )
+        .await;
+    let routes = kiln
+        .bbs
+        .desired_lrp_by_process_guid(&process_guid)
+        .await
+        .unwrap()
+        .routes;
+    assert!(
+        routes.contains(&HttpRoute {
+            host: "hello.localhost".into(),
+            path: "/api".into()
+        }),
+        "{routes:?}"
+    );
+    let api_dguid = api_dests["destinations"][0]["guid"].as_str().unwrap();
+    let r = kiln
+        .http
+        .delete(format!(
+            "{}/v3/routes/{api_route_guid}/destinations/{api_dguid}",
+            kiln.url
+        ))
+        .bearer_auth(&kiln.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        kiln.bbs
+            .desired_lrp_by_process_guid(&process_guid)
+            .await
+            .unwrap()
+            .routes,
+        vec![HttpRoute::from("hello.localhost")]
+    );
     assert_eq!(lrp.log_guid, app_guid);
     assert_eq!(lrp.log_source, "APP/PROC/WEB");
     assert_eq!(lrp.rootfs, format!("preloaded:{STACK}"));
@@ -1601,7 +1651,7 @@ async fn droplet_changes_restarts_and_reconcile() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lrp = kiln.bbs.desired_lrp_by_process_guid(&second).await.unwrap();
-    assert_eq!(lrp.routes, vec!["durable.localhost".to_string()]);
+    assert_eq!(lrp.routes, vec![HttpRoute::from("durable.localhost")]);
 
     // Nothing was lost.
     let (_, app) = kiln.get(&format!("/v3/apps/{app_guid}")).await;

@@ -174,6 +174,7 @@ async fn instances_listen_on_8080_are_routed_and_reach_neither_the_host_nor_each
     tokio::spawn(kiln_router::run(
         kiln_router::RouterConfig::default(),
         router_listener,
+        None,
         Arc::new(cell.bbs.clone()),
         cell.logs.clone(),
         router_stop.clone(),

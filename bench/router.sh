@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Kiln's router against nginx as a reverse proxy, in front of the same app
+# instance, in one run (issue 16). Needs root, runc, wrk and nginx (Debian:
+# `apt-get install wrk nginx-light`; this script installs them if missing).
+#
+#   1. starts a release build of Kiln on free loopback ports in a scratch
+#      data dir, pushes an app whose instance is nginx serving a static file
+#      (keep-alive) inside its container;
+#   2. starts nginx on the host as a reverse proxy to that instance
+#      (`worker_processes auto`, upstream keepalive, access log buffered to
+#      a file — Kiln's router writes an RTR line per request too);
+#   3. runs `wrk --latency -t1 -cN -dD` straight to the instance, through
+#      nginx and through Kiln's router, alternating, ROUNDS times, at 2, 64
+#      and 1000 connections; prints the medians and the ratios
+#      kiln/nginx (throughput: higher is better; p99: lower is better);
+#   4. prints the Kiln server's RSS idle, right after the load and after
+#      SETTLE seconds.
+#
+# Build first: `cargo build --release --bin kiln` (KILN= to use another).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KILN=${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-2 64 1000}
+SETTLE=${SETTLE:-5}
+[ -x "$KILN" ] || { echo "router.sh: no $KILN; run cargo build --release --bin kiln" >&2; exit 1; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y -qq wrk nginx-light >/dev/null
+
+work=$(mktemp -d /tmp/kiln-bench-router.XXXXXX)
+server_pid= nginx_pid=
+cleanup() {
+  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+API=127.0.0.1:$(free_port)
+ROUTER=127.0.0.1:$(free_port)
+PROXY_PORT=$(free_port)
+DOMAIN=bench.test
+export KILN_HOME=$work/home
+
+echo "==> kiln server ($KILN) on api $API, router $ROUTER; data in $work"
+# No per-instance connection limit: nginx has none here either, and at
+# 1,000 connections Gorouter's default of 500 would answer 503s.
+"$KILN" server --data-dir "$work/data" --api-listen "$API" --router-listen "$ROUTER" \
+  --domain "$DOMAIN" --router-max-conns-per-backend 0 >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 150); do
+  curl -fsS "http://$API/" >/dev/null 2>&1 && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; exit 1; }
+  sleep 0.2
+done
+"$KILN" login -a "http://$API" -u admin -p "$(cat "$work/data/api/admin-password")" >/dev/null
+
+# A buildpack that runs nginx from the stack's /usr as vcap, every path
+# under /tmp, listening on $PORT.
+bp=$work/buildpack app=$work/app
+mkdir -p "$bp/bin" "$app/public"
+cat >"$bp/bin/detect" <<'SH'
+#!/usr/bin/env bash
+[ -f "$1/nginx.conf.in" ] && echo static-nginx
+SH
+cat >"$bp/bin/finalize" <<'SH'
+#!/usr/bin/env bash
+echo "-----> static nginx app"
+SH
+cat >"$bp/bin/release" <<'SH'
+#!/usr/bin/env bash
+cat <<'YAML'
+---
+default_process_types:
+  web: mkdir -p /tmp/nginx && sed "s/@PORT@/$PORT/; s#@ROOT@#$PWD/public#" nginx.conf.in >/tmp/nginx/nginx.conf && exec /usr/sbin/nginx -p /tmp/nginx -e /tmp/nginx/error.log -c /tmp/nginx/nginx.conf
+YAML
+SH
+chmod +x "$bp/bin/"*
+cat >"$app/nginx.conf.in" <<'CONF'
+daemon off;
+worker_processes 1;
+pid /tmp/nginx/nginx.pid;
+error_log /tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path /tmp/nginx/body;
+  proxy_temp_path /tmp/nginx/proxy;
+  fastcgi_temp_path /tmp/nginx/fastcgi;
+  uwsgi_temp_path /tmp/nginx/uwsgi;
+  scgi_temp_path /tmp/nginx/scgi;
+  keepalive_requests 1000000;
+  server {
+    listen @PORT@;
+    root @ROOT@;
+  }
+}
+CONF
+printf 'hello from a static file served by nginx in a kiln container\n' >"$app/public/index.html"
+"$KILN" create-buildpack static-nginx "$bp" 1 >/dev/null
+"$KILN" push static -p "$app" >"$work/push.log" 2>&1 || { cat "$work/push.log"; exit 1; }
+
+guid=$("$KILN" curl "/v3/apps?names=static" | python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"][0]["guid"])')
+process=$("$KILN" curl "/v3/apps/$guid/processes" | python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"][0]["guid"])')
+port=$("$KILN" curl "/v3/processes/$process/stats" | python3 -c 'import json,sys; r=json.load(sys.stdin)["resources"]; print([i for i in r if i["state"]=="RUNNING"][0]["instance_ports"][0]["external"])')
+DIRECT=http://127.0.0.1:$port/index.html
+HOST=static.$DOMAIN
+curl -fsS --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://$ROUTER/index.html" >/dev/null
+
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<CONF
+daemon off;
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $work/nginx/access.log combined buffer=64k flush=1s;
+  upstream app { server 127.0.0.1:$port; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$PROXY_PORT;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
+nginx_pid=$!
+curl -fsS --retry 20 --retry-delay 1 --retry-all-errors "http://127.0.0.1:$PROXY_PORT/index.html" >/dev/null
+
+rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$server_pid/status"; }
+rss_idle=$(rss)
+
+# One wrk run: prints "req_per_s p99_ms".
+measure() {
+  local conns=$1 url=$2; shift 2
+  wrk --latency -t1 -c"$conns" -d"$DURATION" "$@" "$url" | python3 -c '
+import re, sys
+out = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+sock = re.search(r"Socket errors: (.*)", out)
+if errs or sock:
+    print("wrk reported errors:", (errs.group(0) if errs else ""), (sock.group(0) if sock else ""), file=sys.stderr)
+print(f"{rps:.0f} {p99:.3f}")'
+}
+
+results=$work/results
+: >"$results"
+echo "==> wrk --latency -t1 -dDURATION=$DURATION, $ROUNDS alternating rounds, GET /index.html ($(nproc) cores)"
+for conns in $CONNS; do
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "c=$conns direct $(measure "$conns" "$DIRECT")" >>"$results"
+    echo "c=$conns nginx $(measure "$conns" "http://127.0.0.1:$PROXY_PORT/index.html")" >>"$results"
+    echo "c=$conns kiln $(measure "$conns" "http://$ROUTER/index.html" -H "Host: $HOST")" >>"$results"
+    echo "   c=$conns round $round: $(grep "^c=$conns " "$results" | tail -3 | awk '{printf "%s %s req/s p99 %s ms; ", $2, $3, $4}')"
+  done
+done
+rss_loaded=$(rss)
+sleep "$SETTLE"
+rss_settled=$(rss)
+
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print()
+print(f"{'conns':>6} {'direct req/s':>13} {'nginx req/s':>12} {'kiln req/s':>11} {'kiln/nginx':>10} | {'nginx p99':>10} {'kiln p99':>9} {'kiln/nginx':>10}")
+for c in dict.fromkeys(r[0] for r in rows):
+    med = lambda who, i: statistics.median(float(r[i]) for r in rows if r[0] == c and r[1] == who)
+    d, n, k = med("direct", 2), med("nginx", 2), med("kiln", 2)
+    np99, kp99 = med("nginx", 3), med("kiln", 3)
+    print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>11.0f} {k/n:>9.2f}x | {np99:>8.2f}ms {kp99:>7.2f}ms {kp99/np99:>9.2f}x")
+PY
+echo
+echo "kiln server RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled"
