@@ -7,6 +7,7 @@
 //! [`LifecycleType`] and a module; no handler or action changes.
 
 pub mod buildpack;
+pub mod deployment_updater;
 pub mod staging;
 pub mod sync;
 

@@ -3,6 +3,7 @@
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
+mod deployments;
 mod oneshot;
 
 use kiln_api::{Api, ApiConfig, ApiDeps};
