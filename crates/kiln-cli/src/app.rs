@@ -117,7 +117,7 @@ pub async fn print_summary(client: &mut Client, app_guid: &str) -> anyhow::Resul
     Ok(())
 }
 
-fn startup_timeout() -> Duration {
+pub fn startup_timeout() -> Duration {
     Duration::from_secs(
         std::env::var("KILN_STARTUP_TIMEOUT")
             .ok()
