@@ -296,6 +296,10 @@ fn router(ctx: Shared) -> Router {
             get(internal::buildpack_download),
         )
         .route(
+            "/internal/v4/custom_buildpacks/{id}/download",
+            get(internal::custom_buildpack_download),
+        )
+        .route(
             "/internal/v4/droplets/{guid}/download",
             get(internal::droplet_download),
         )

@@ -3,6 +3,7 @@
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
+mod custom_buildpacks;
 mod deployments;
 mod oneshot;
 
@@ -1424,7 +1425,7 @@ async fn staging_with_detection_and_no_buildpacks() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         error_of(&body).2,
-        "Buildpack \"nope\" must be an existing admin buildpack"
+        "Buildpack \"nope\" must be an existing admin buildpack or a valid git URI"
     );
 
     // Deleting an app that is staging cancels its staging Task.
