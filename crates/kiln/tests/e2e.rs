@@ -801,6 +801,19 @@ async fn rolling_push_under_traffic_and_a_cancelled_canary() {
     )
     .await;
     assert!(out.success, "push failed\n{out}\n{}", server.log());
+    // Staging headers name the buildpack by its name.
+    assert!(
+        out.stdout.contains("Running compile for e2e_legacy"),
+        "{out}"
+    );
+    // The app drains on SIGTERM, as Cloud Foundry asks of apps: the
+    // platform's part is to start new instances, route to them, and only
+    // then stop old ones; an app that dies mid-request loses that request
+    // on any platform.
+    let drain = ["set-env", "roll", "E2E_DRAIN_SECONDS", "1"];
+    assert!(cli(&home, &drain).await.success);
+    let out = cli(&home, &["restart", "roll"]).await;
+    assert!(out.success, "restart failed\n{out}\n{}", server.log());
     let first = wait_for_200(router_port, "roll.localhost", Duration::from_secs(30)).await;
     assert_eq!(first.status(), 200, "{}", server.log());
 
@@ -942,8 +955,10 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A buildpack repository whose compile stamps `mark` into the droplet:
-/// `main` stamps "git-main", branch `feature` "git-feature".
+/// A buildpack repository whose compile stamps `mark` into the droplet
+/// (with its working directory and whether staging's VCAP_APPLICATION has
+/// `application_version`): `main` stamps "git-main", branch `feature`
+/// "git-feature".
 fn custom_buildpack_repo(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.join("bin")).unwrap();
@@ -955,7 +970,10 @@ fn custom_buildpack_repo(dir: &Path) {
         std::fs::write(
             dir.join("bin/compile"),
             format!(
-                "#!/bin/sh\nset -eu\necho \"-----> custom buildpack {mark}\"\necho {mark} > \"$1/build-stamp.txt\"\n"
+                "#!/bin/sh\nset -eu\necho \"-----> custom buildpack {mark}\"\n\
+                 case \"$VCAP_APPLICATION\" in *'\"application_version\":'*) v=yes;; *) v=no;; esac\n\
+                 echo \"{mark} cwd=$(pwd) application_version=$v\" > \"$1/build-stamp.txt\"\n\
+                 touch left-in-cwd\n"
             ),
         )
         .unwrap();
@@ -1049,7 +1067,7 @@ async fn custom_buildpacks_by_git_and_zip_url() {
     assert!(out.stdout.contains("custom buildpack git-feature"), "{out}");
     assert_eq!(
         build_stamp(router_port, "gitbp.localhost").await,
-        "git-feature"
+        "git-feature cwd=/home/vcap application_version=yes"
     );
 
     // A zip by URL, served on loopback, downloaded by the staging task.
@@ -1078,7 +1096,7 @@ async fn custom_buildpacks_by_git_and_zip_url() {
     );
     assert_eq!(
         build_stamp(router_port, "zipbp.localhost").await,
-        "git-main"
+        "git-main cwd=/home/vcap application_version=yes"
     );
     served.abort();
 

@@ -113,7 +113,10 @@ pub fn staging_actions(
                 "--output-build-artifacts-cache=/tmp/output-cache".into(),
             ],
             env,
-            dir: Some("/tmp/app".into()),
+            // Diego runs the builder, and so every buildpack script, in the
+            // user's home: what a buildpack leaves in its working directory
+            // stays out of the droplet.
+            dir: Some("/home/vcap".into()),
             user: kiln_model::CONTAINER_USER.into(),
         },
         uploads: vec![

@@ -73,11 +73,13 @@ pub enum StagingBuildpack {
 }
 
 impl StagingBuildpack {
-    /// The directory under `/tmp/buildpacks` the builder finds it in, and
-    /// the key its staging result names it by.
+    /// The directory under `/tmp/buildpacks` the builder finds it in, the
+    /// key its staging result names it by, and the name its staging output
+    /// headers show: an admin buildpack's name (names are unique and
+    /// `[-\w]+`), a digest for a URL.
     pub fn key(&self) -> String {
         match self {
-            StagingBuildpack::Admin(b) => b.guid.clone(),
+            StagingBuildpack::Admin(b) => b.name.clone(),
             StagingBuildpack::Zip { url } | StagingBuildpack::Git { url, .. } => url_key(url),
         }
     }
