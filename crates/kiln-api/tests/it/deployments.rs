@@ -332,3 +332,62 @@ async fn rolling_canary_cancel_and_revisions() {
     );
     kiln.stop().await;
 }
+
+/// The deployment is in the CCDB: an API that restarts mid-deployment
+/// keeps both DesiredLrps (its reconcile on start does not undo the
+/// deployment) and its updater carries on.
+#[tokio::test]
+async fn a_deployment_survives_an_api_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let bp = kiln.create_buildpack("python", None).await;
+    let result = staging_result(bp["guid"].as_str().unwrap());
+    let app = kiln.create_app("durable-deploy", None).await;
+    let app_guid = app["guid"].as_str().unwrap().to_string();
+    let mut droplets = Vec::new();
+    for file in ["one", "two"] {
+        let pkg = kiln.new_package(&app_guid).await;
+        kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", file)])))
+            .await;
+        let build = stage(&kiln, &pkg, Ok(&result)).await;
+        droplets.push(build["droplet"]["guid"].as_str().unwrap().to_string());
+    }
+    let app_rel = json!({"app": {"data": {"guid": app_guid}}});
+    deploy(
+        &kiln,
+        json!({"droplet": {"guid": droplets[0]}, "relationships": app_rel}),
+    )
+    .await;
+    let (_, web) = kiln
+        .get(&format!("/v3/apps/{app_guid}/processes/web"))
+        .await;
+    let scale = format!(
+        "/v3/processes/{}/actions/scale",
+        web["guid"].as_str().unwrap()
+    );
+    assert!(
+        kiln.post(&scale, json!({"instances": 2}))
+            .await
+            .0
+            .is_success()
+    );
+    let first = super::web_lrp_guid(&kiln, &app_guid).await;
+    run_claimed(&kiln, &first).await;
+    let d = deploy(
+        &kiln,
+        json!({"droplet": {"guid": droplets[1]}, "relationships": app_rel}),
+    )
+    .await;
+    let guid = d["guid"].as_str().unwrap().to_string();
+    let second = super::web_lrp_guid(&kiln, &app_guid).await;
+    kiln.stop().await;
+
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let (_, d) = kiln.get(&format!("/v3/deployments/{guid}")).await;
+    assert_eq!(d["state"], "DEPLOYING", "{d}");
+    assert_eq!(desired(&kiln, &first).await, Some(2));
+    assert_eq!(desired(&kiln, &second).await, Some(1));
+    let done = drive(&kiln, &guid, &first, &second, 2, "DEPLOYING").await;
+    assert_eq!(done["state"], "DEPLOYED", "{done}");
+    kiln.stop().await;
+}
