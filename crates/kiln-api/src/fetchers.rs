@@ -420,3 +420,51 @@ async fn revision_droplet(
     let d = db::find::<Droplet>(&ctx.pool, &r.droplet_guid).await?;
     Ok((r, d))
 }
+
+/// A build, held while it is STAGING until its staging Task is gone (the
+/// result is recorded before the Task is deleted) or `wait` passed.
+pub async fn build_when_staged(
+    ctx: &Ctx,
+    guid: &str,
+    wait: std::time::Duration,
+) -> ApiResult<Build> {
+    let events = ctx.bbs.subscribe();
+    let build = db::get::<Build>(&ctx.pool, guid).await?;
+    if build.state != kiln_model::BuildState::Staging {
+        return Ok(build);
+    }
+    crate::diego::waits::until(
+        events,
+        wait,
+        |e| matches!(e, kiln_model::bbs::BbsEvent::TaskRemoved { task_guid } if task_guid == guid),
+    )
+    .await;
+    db::get::<Build>(&ctx.pool, guid).await
+}
+
+/// A process's instances, held while none is RUNNING until one of them
+/// changes state or `wait` passed (a client waiting for a start).
+pub async fn instances_when_changed(
+    ctx: &Ctx,
+    app: &App,
+    p: &Process,
+    wait: std::time::Duration,
+) -> ApiResult<Vec<kiln_model::bbs::ActualLrp>> {
+    use kiln_model::bbs::BbsEvent;
+    let events = ctx.bbs.subscribe();
+    let now = instances(ctx, app, p).await?;
+    let running = now
+        .iter()
+        .any(|a| a.state == kiln_model::ActualLrpState::Running);
+    if running || app.state != kiln_model::AppState::Started {
+        return Ok(now);
+    }
+    let lrp = crate::diego::lrp_guid(p);
+    crate::diego::waits::until(events, wait, |e| match e {
+        BbsEvent::ActualLrpChanged { actual_lrp } => actual_lrp.key.process_guid == lrp,
+        BbsEvent::ActualLrpRemoved { key } => key.process_guid == lrp,
+        _ => false,
+    })
+    .await;
+    instances(ctx, app, p).await
+}

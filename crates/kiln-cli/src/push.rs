@@ -727,14 +727,19 @@ async fn stage(
                 }
             }
         }
-        let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
+        // Held by Kiln until staging ends (at most a second, so the
+        // staging logs keep flowing); other APIs answer at once.
+        let path = format!("/v3/builds/{}", build.guid);
+        let (build, held): (Build, bool) = client.get_waiting(&path, 1).await?;
         if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
             break build;
         }
         if Instant::now() > deadline {
             bail!("staging did not finish within 15 minutes");
         }
-        pace.wait().await;
+        if !held {
+            pace.wait().await;
+        }
     };
     // Lines written just before the build finished.
     if logs_available && let Ok(lines) = follower.poll(client).await {

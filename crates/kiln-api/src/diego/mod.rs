@@ -10,6 +10,7 @@ pub mod buildpack;
 pub mod deployment_updater;
 pub mod staging;
 pub mod sync;
+pub mod waits;
 
 use crate::context::Ctx;
 use crate::db::{App, Buildpack, Droplet, Package, Process};

@@ -6,6 +6,7 @@
 mod custom_buildpacks;
 mod deployments;
 mod oneshot;
+mod waits;
 
 use kiln_api::{Api, ApiConfig, ApiDeps};
 use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient};
