@@ -2,7 +2,7 @@
 //! `push --strategy` (both create a `/v3/deployments` and follow it until
 //! DEPLOYED), `cancel-deployment` and `continue-deployment`.
 
-use crate::app::{print_summary, require_app, startup_timeout, whereabouts};
+use crate::app::{print_summary, require_app, startup_timeout, wait_until_running, whereabouts};
 use crate::client::{Body, Client, Pace};
 use crate::resources::{Process, ProcessStats};
 use anyhow::{Context, bail};
@@ -69,25 +69,29 @@ pub async fn deploy(
         return print_summary(client, app_guid).await;
     }
     println!("Waiting for app to deploy...\n");
-    wait_for_deployment(client, app_guid, name, &d.guid).await?;
+    if wait_for_deployment(client, app_guid, name, &d.guid).await? {
+        // A stopped app's deployment just starts it (DEPLOYED at once):
+        // wait for an instance as a plain start does.
+        wait_until_running(client, app_guid, name).await?;
+    }
     print_summary(client, app_guid).await
 }
 
 /// Follows a deployment: prints how many new web instances run as it
-/// changes; done when DEPLOYED, or PAUSED for a canary.
+/// changes; done when DEPLOYED (true), or PAUSED for a canary (false).
 async fn wait_for_deployment(
     client: &mut Client,
     app_guid: &str,
     name: &str,
     guid: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let deadline = Instant::now() + startup_timeout();
     let mut pace = Pace::up_to(Duration::from_millis(500));
     let mut shown = None;
     loop {
         let d: Deployment = client.get(&format!("/v3/deployments/{guid}")).await?;
         match (d.status.value.as_str(), d.status.reason.as_str()) {
-            ("FINALIZED", "DEPLOYED") => return Ok(()),
+            ("FINALIZED", "DEPLOYED") => return Ok(true),
             ("FINALIZED", reason) => bail!("Deployment of app {name} ended: {reason}"),
             ("ACTIVE", "PAUSED") => {
                 println!(
@@ -95,7 +99,7 @@ async fn wait_for_deployment(
                      TIP: Run 'kiln continue-deployment {name}' to continue, or \
                      'kiln cancel-deployment {name}' to go back.\n"
                 );
-                return Ok(());
+                return Ok(false);
             }
             _ => {}
         }
@@ -183,7 +187,9 @@ pub async fn continue_(client: &mut Client, name: &str, no_wait: bool) -> anyhow
         .await?;
     if !no_wait {
         println!("Waiting for app to deploy...\n");
-        wait_for_deployment(client, &app_guid, name, &d.guid).await?;
+        if wait_for_deployment(client, &app_guid, name, &d.guid).await? {
+            wait_until_running(client, &app_guid, name).await?;
+        }
     }
     print_summary(client, &app_guid).await
 }

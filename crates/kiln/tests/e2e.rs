@@ -934,6 +934,21 @@ async fn rolling_push_under_traffic_and_a_cancelled_canary() {
     let out = cli(&home, &["cancel-deployment", "roll"]).await;
     assert!(!out.success, "nothing is left to cancel\n{out}");
     assert!(out.stderr.contains("no active deployment"), "{out}");
+
+    // A first push with --strategy: the deployment starts the new app,
+    // and the push returns once it runs.
+    let out = cli(
+        &home,
+        &["push", "fresh", "-p", probe, "--strategy", "rolling"],
+    )
+    .await;
+    assert!(
+        out.success,
+        "first rolling push failed\n{out}\n{}",
+        server.log()
+    );
+    let response = wait_for_200(router_port, "fresh.localhost", Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
 }
 
 fn git(dir: &Path, args: &[&str]) {
