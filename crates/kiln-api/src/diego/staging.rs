@@ -103,11 +103,13 @@ async fn succeed_build(
         ));
     }
     let admin = db::all::<Buildpack>(&ctx.pool).await?;
+    let last = result.lifecycle_metadata.buildpacks.len().saturating_sub(1);
     let buildpacks: Vec<_> = result
         .lifecycle_metadata
         .buildpacks
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(i, b)| {
             // Admin buildpacks by name, custom ones by their URL.
             let custom = build
                 .buildpacks
@@ -121,7 +123,8 @@ async fn succeed_build(
                 .unwrap_or_else(|| b.key.clone());
             json!({
                 "name": name,
-                "detect_output": if result.lifecycle_metadata.detected_buildpack.is_empty() { serde_json::Value::Null } else { json!(result.lifecycle_metadata.detected_buildpack) },
+                // What detection said belongs to the final buildpack only.
+                "detect_output": if i != last || result.lifecycle_metadata.detected_buildpack.is_empty() { serde_json::Value::Null } else { json!(result.lifecycle_metadata.detected_buildpack) },
                 "buildpack_name": b.name,
                 "version": if b.version.is_empty() { serde_json::Value::Null } else { json!(b.version) },
             })

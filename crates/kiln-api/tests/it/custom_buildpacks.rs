@@ -144,8 +144,9 @@ async fn git_and_zip_buildpacks_by_url() {
         assert!(up.status().is_success());
         let result = json!({
             "lifecycle_type": "buildpack",
-            "lifecycle_metadata": {"buildpack_key": key, "detected_buildpack": "",
-                                   "buildpacks": [{"key": key, "name": "custom", "version": ""}]},
+            "lifecycle_metadata": {"buildpack_key": key, "detected_buildpack": "custom-detected",
+                                   "buildpacks": [{"key": "supply-key", "name": "supply", "version": ""},
+                                                  {"key": key, "name": "custom", "version": ""}]},
             "process_types": {"web": "python3 app.py"},
             "execution_metadata": "",
         });
@@ -163,8 +164,11 @@ async fn git_and_zip_buildpacks_by_url() {
                 staged["droplet"]["guid"].as_str().unwrap()
             ))
             .await;
-        assert_eq!(droplet["buildpacks"][0]["name"], url, "{droplet}");
-        assert_eq!(droplet["buildpacks"][0]["buildpack_name"], "custom");
+        assert_eq!(droplet["buildpacks"][1]["name"], url, "{droplet}");
+        assert_eq!(droplet["buildpacks"][1]["buildpack_name"], "custom");
+        // detect_output only on the final buildpack, as CC shows it.
+        assert_eq!(droplet["buildpacks"][0]["detect_output"], json!(null));
+        assert_eq!(droplet["buildpacks"][1]["detect_output"], "custom-detected");
         let gone = kiln.http.get(&download.from).send().await.unwrap();
         assert_eq!(gone.status(), StatusCode::NOT_FOUND, "the clone is removed");
     }
