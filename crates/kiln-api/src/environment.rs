@@ -121,6 +121,11 @@ pub async fn staging_env(
 ) -> ApiResult<Vec<EnvVar>> {
     let mut vcap = vcap_application(ctx, app, None).await?;
     vcap["limits"] = json!({"fds": 16384, "mem": memory_mb, "disk": disk_mb});
+    // As Cloud Controller's staging environment: a version of its own,
+    // under both names buildpacks read.
+    let version = crate::util::new_guid();
+    vcap["version"] = json!(version);
+    vcap["application_version"] = json!(version);
     let env = vec![
         EnvVar::new("CF_STACK", stack),
         EnvVar::new("VCAP_APPLICATION", vcap.to_string()),

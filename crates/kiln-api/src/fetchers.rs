@@ -347,3 +347,135 @@ pub fn container_metrics(
     ctx.logs
         .container_metrics(&app.guid, &crate::diego::lrp_guid(p))
 }
+
+/// Deployments with their revisions, filtered as `GET /v3/deployments`.
+pub async fn deployments(
+    ctx: &Ctx,
+    params: &ListParams,
+) -> ApiResult<Vec<(db::Deployment, Option<db::Revision>)>> {
+    let mut c = conds(
+        params,
+        &[
+            ("app_guids", "app_guid"),
+            ("guids", "guid"),
+            ("states", "state"),
+            ("status_reasons", "status_reason"),
+        ],
+    );
+    // A status value is a set of states.
+    if let Some(values) = params.list("status_values") {
+        let states = values
+            .iter()
+            .flat_map(|v| match v.as_str() {
+                "ACTIVE" => &["DEPLOYING", "PAUSED", "CANCELING"][..],
+                "FINALIZED" => &["DEPLOYED", "CANCELED"][..],
+                _ => &[][..],
+            })
+            .map(|s| s.to_string())
+            .collect();
+        c.push(Cond::In("state", states));
+    }
+    let mut out = Vec::new();
+    for d in db::list::<db::Deployment>(&ctx.pool, &c).await? {
+        out.push(deployment_revision(ctx, d).await?);
+    }
+    Ok(out)
+}
+
+/// One deployment with its revision.
+pub async fn deployment(
+    ctx: &Ctx,
+    guid: &str,
+) -> ApiResult<(db::Deployment, Option<db::Revision>)> {
+    let d = db::get::<db::Deployment>(&ctx.pool, guid).await?;
+    deployment_revision(ctx, d).await
+}
+
+async fn deployment_revision(
+    ctx: &Ctx,
+    d: db::Deployment,
+) -> ApiResult<(db::Deployment, Option<db::Revision>)> {
+    let rev = match &d.revision_guid {
+        Some(g) => db::find::<db::Revision>(&ctx.pool, g).await?,
+        None => None,
+    };
+    Ok((d, rev))
+}
+
+/// An app's revisions (`versions` filter), each with its droplet.
+pub async fn app_revisions(
+    ctx: &Ctx,
+    app_guid: &str,
+    params: &ListParams,
+) -> ApiResult<Vec<(db::Revision, Option<Droplet>)>> {
+    db::get::<App>(&ctx.pool, app_guid).await?;
+    let mut c = conds(params, &[("versions", "version")]);
+    c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
+    let mut out = Vec::new();
+    for r in db::list::<db::Revision>(&ctx.pool, &c).await? {
+        out.push(revision_droplet(ctx, r).await?);
+    }
+    Ok(out)
+}
+
+/// One revision with its droplet.
+pub async fn revision(ctx: &Ctx, guid: &str) -> ApiResult<(db::Revision, Option<Droplet>)> {
+    let r = db::get::<db::Revision>(&ctx.pool, guid).await?;
+    revision_droplet(ctx, r).await
+}
+
+async fn revision_droplet(
+    ctx: &Ctx,
+    r: db::Revision,
+) -> ApiResult<(db::Revision, Option<Droplet>)> {
+    let d = db::find::<Droplet>(&ctx.pool, &r.droplet_guid).await?;
+    Ok((r, d))
+}
+
+/// A build, held while it is STAGING until its staging Task is gone (the
+/// result is recorded before the Task is deleted) or `wait` passed.
+pub async fn build_when_staged(
+    ctx: &Ctx,
+    guid: &str,
+    wait: std::time::Duration,
+) -> ApiResult<Build> {
+    let events = ctx.bbs.subscribe();
+    let build = db::get::<Build>(&ctx.pool, guid).await?;
+    if build.state != kiln_model::BuildState::Staging {
+        return Ok(build);
+    }
+    crate::diego::waits::until(
+        events,
+        wait,
+        |e| matches!(e, kiln_model::bbs::BbsEvent::TaskRemoved { task_guid } if task_guid == guid),
+    )
+    .await;
+    db::get::<Build>(&ctx.pool, guid).await
+}
+
+/// A process's instances, held while none is RUNNING until one of them
+/// changes state or `wait` passed (a client waiting for a start).
+pub async fn instances_when_changed(
+    ctx: &Ctx,
+    app: &App,
+    p: &Process,
+    wait: std::time::Duration,
+) -> ApiResult<Vec<kiln_model::bbs::ActualLrp>> {
+    use kiln_model::bbs::BbsEvent;
+    let events = ctx.bbs.subscribe();
+    let now = instances(ctx, app, p).await?;
+    let running = now
+        .iter()
+        .any(|a| a.state == kiln_model::ActualLrpState::Running);
+    if running || app.state != kiln_model::AppState::Started {
+        return Ok(now);
+    }
+    let lrp = crate::diego::lrp_guid(p);
+    crate::diego::waits::until(events, wait, |e| match e {
+        BbsEvent::ActualLrpChanged { actual_lrp } => actual_lrp.key.process_guid == lrp,
+        BbsEvent::ActualLrpRemoved { key } => key.process_guid == lrp,
+        _ => false,
+    })
+    .await;
+    instances(ctx, app, p).await
+}

@@ -35,7 +35,8 @@ use axum::Router;
 use axum::routing::{get, post};
 use context::{Ctx, Shared};
 use controllers::{
-    apps, buildpacks, builds, catalog, internal, logcache, manifest, packages, processes, routes,
+    apps, buildpacks, builds, catalog, deployments, internal, logcache, manifest, packages,
+    processes, routes,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +107,11 @@ impl Api {
         listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), ApiError> {
-        let loops = diego::staging::spawn_loops(self.ctx.clone(), shutdown.clone());
+        let mut loops = diego::staging::spawn_loops(self.ctx.clone(), shutdown.clone());
+        loops.push(diego::deployment_updater::spawn(
+            self.ctx.clone(),
+            shutdown.clone(),
+        ));
         let app = self.router();
         let token = shutdown.clone();
         let served = axum::serve(listener, app)
@@ -166,7 +171,24 @@ fn router(ctx: Shared) -> Router {
         .route("/v3/stacks", get(catalog::list_stacks))
         .route("/v3/stacks/{guid}", get(catalog::get_stack))
         .route("/v3/jobs/{guid}", get(catalog::get_job))
-        .route("/v3/deployments", get(catalog::empty_list))
+        .route(
+            "/v3/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route("/v3/deployments/{guid}", get(deployments::get_one))
+        .route(
+            "/v3/deployments/{guid}/actions/cancel",
+            post(deployments::cancel),
+        )
+        .route(
+            "/v3/deployments/{guid}/actions/continue",
+            post(deployments::continue_),
+        )
+        .route("/v3/revisions/{guid}", get(deployments::revision))
+        .route(
+            "/v3/revisions/{guid}/environment_variables",
+            get(deployments::revision_env),
+        )
         .route("/v3/feature_flags", get(catalog::empty_list))
         // buildpacks
         .route(
@@ -209,6 +231,7 @@ fn router(ctx: Shared) -> Router {
         .route("/v3/apps/{guid}/droplets", get(apps::droplets))
         .route("/v3/apps/{guid}/builds", get(apps::builds))
         .route("/v3/apps/{guid}/env", get(apps::env))
+        .route("/v3/apps/{guid}/revisions", get(deployments::app_revisions))
         .route(
             "/v3/apps/{guid}/environment_variables",
             get(apps::get_env_vars).patch(apps::patch_env_vars),
@@ -271,6 +294,10 @@ fn router(ctx: Shared) -> Router {
         .route(
             "/internal/v4/buildpacks/{guid}/download",
             get(internal::buildpack_download),
+        )
+        .route(
+            "/internal/v4/custom_buildpacks/{id}/download",
+            get(internal::custom_buildpack_download),
         )
         .route(
             "/internal/v4/droplets/{guid}/download",

@@ -2,13 +2,13 @@
 //! (as Cloud Controller's `app/presenters`). No IO here.
 
 use crate::db::{
-    App, Build, Buildpack, Destination, Domain, Droplet, Job, Organization, Package, Process,
-    Route, Space, Stack,
+    App, Build, Buildpack, Deployment, Destination, Domain, Droplet, Job, Organization, Package,
+    Process, Revision, Route, Space, Stack,
 };
 use crate::util::{link, link_method};
 use kiln_model::bbs::ActualLrp;
 use kiln_model::logs::ContainerMetric;
-use kiln_model::{ActualLrpState, BuildState, DropletState};
+use kiln_model::{ActualLrpState, BuildState, DeploymentState, DropletState};
 use serde_json::{Value, json};
 
 pub const API_VERSION: &str = "3.180.0";
@@ -477,6 +477,83 @@ pub fn destinations_json(b: &str, route_guid: &str, dests: &[Destination]) -> Va
         "links": {
             "self": link(b, &format!("/v3/routes/{route_guid}/destinations")),
             "route": link(b, &format!("/v3/routes/{route_guid}")),
+        },
+    })
+}
+
+/// A deployment as Cloud Controller shows it: `state`, and `status` with
+/// `value` ACTIVE (deploying, paused, canceling) or FINALIZED and the
+/// `reason`.
+pub fn deployment_json(b: &str, d: &Deployment, revision: Option<&Revision>) -> Value {
+    let path = format!("/v3/deployments/{}", d.guid);
+    let value = match d.state {
+        DeploymentState::Deployed | DeploymentState::Canceled => "FINALIZED",
+        _ => "ACTIVE",
+    };
+    let mut status = json!({
+        "value": value, "reason": d.status_reason,
+        "details": {"last_successful_healthcheck": d.updated_at, "last_status_change": d.updated_at},
+    });
+    if d.strategy == "canary" {
+        let current = if d.continued || d.state == DeploymentState::Deployed {
+            1
+        } else {
+            0
+        };
+        status["canary"] = json!({"steps": {"current": current, "total": 1}});
+    }
+    json!({
+        "guid": d.guid, "created_at": d.created_at, "updated_at": d.updated_at,
+        "state": d.state, "status": status, "strategy": d.strategy,
+        "options": {"max_in_flight": d.max_in_flight},
+        "droplet": {"guid": d.droplet_guid},
+        "previous_droplet": {"guid": d.previous_droplet_guid},
+        "new_processes": [{"guid": d.process_guid, "type": "web"}],
+        "revision": revision.map(|r| json!({"guid": r.guid, "version": r.version})),
+        "relationships": {"app": {"data": {"guid": d.app_guid}}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &path),
+            "app": link(b, &format!("/v3/apps/{}", d.app_guid)),
+            "cancel": link_method(b, &format!("{path}/actions/cancel"), "POST"),
+            "continue": link_method(b, &format!("{path}/actions/continue"), "POST"),
+        },
+    })
+}
+
+/// A revision: the droplet and environment one deploy ran with.
+pub fn revision_json(b: &str, r: &Revision, process_types: Option<&Droplet>) -> Value {
+    let path = format!("/v3/revisions/{}", r.guid);
+    let processes: serde_json::Map<String, Value> = process_types
+        .map(|d| {
+            d.process_types
+                .iter()
+                .map(|(t, c)| (t.clone(), json!({"command": c})))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "guid": r.guid, "created_at": r.created_at, "updated_at": r.updated_at,
+        "version": r.version, "droplet": {"guid": r.droplet_guid},
+        "processes": processes, "sidecars": [], "description": r.description,
+        "deployable": process_types.is_some_and(|d| d.state == DropletState::Staged),
+        "relationships": {"app": {"data": {"guid": r.app_guid}}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &path),
+            "app": link(b, &format!("/v3/apps/{}", r.app_guid)),
+            "environment_variables": link(b, &format!("{path}/environment_variables")),
+        },
+    })
+}
+
+pub fn revision_env_json(b: &str, r: &Revision) -> Value {
+    json!({
+        "var": r.environment_variables,
+        "links": {
+            "self": link(b, &format!("/v3/revisions/{}/environment_variables", r.guid)),
+            "revision": link(b, &format!("/v3/revisions/{}", r.guid)),
+            "app": link(b, &format!("/v3/apps/{}", r.app_guid)),
         },
     })
 }

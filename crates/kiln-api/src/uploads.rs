@@ -25,6 +25,17 @@ pub fn buildpack_key(buildpack_guid: &str) -> String {
     format!("buildpacks/{buildpack_guid}")
 }
 
+/// A custom buildpack cloned from git for one build: its id is the build
+/// and the buildpack's place in it (`<build>-<index>`); kept until the
+/// build ends.
+pub fn custom_buildpack_id(build_guid: &str, index: usize) -> String {
+    format!("{build_guid}-{index}")
+}
+
+pub fn custom_buildpack_key(id: &str) -> String {
+    format!("custom_buildpacks/{id}")
+}
+
 /// A file of the resource cache, by its sha1.
 pub fn resource_key(sha1: &str) -> String {
     format!("resources/{sha1}")

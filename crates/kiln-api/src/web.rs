@@ -310,3 +310,47 @@ mod tests {
         assert!(ListParams::new(parse_query("page=0")).is_err());
     }
 }
+
+/// The longest a `Prefer: wait` request is held.
+pub const MAX_PREFER_WAIT_SECS: u64 = 30;
+
+/// `Prefer: wait=N` (RFC 7240): the client would rather get its answer
+/// when the resource changes, within N seconds, than at once. Kiln's CLI
+/// asks it of builds and process stats to see staging end and instances
+/// start without sleeping between polls; other clients never send it and
+/// are answered at once.
+pub fn prefer_wait(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get_all(http::header::HeaderName::from_static("prefer"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .find_map(|p| p.trim().strip_prefix("wait=")?.trim().parse::<u64>().ok())
+        .map(|n| n.min(MAX_PREFER_WAIT_SECS))
+}
+
+/// `Preference-Applied: wait=N`, telling the client the answer was held.
+pub fn preference_applied(secs: u64) -> (http::HeaderName, http::HeaderValue) {
+    (
+        http::header::HeaderName::from_static("preference-applied"),
+        http::HeaderValue::from_str(&format!("wait={secs}"))
+            .unwrap_or(http::HeaderValue::from_static("wait")),
+    )
+}
+
+#[cfg(test)]
+mod prefer_tests {
+    use super::*;
+
+    #[test]
+    fn prefer_wait_is_read_and_capped() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(prefer_wait(&h), None);
+        h.insert("prefer", "respond-async, wait=5".parse().unwrap());
+        assert_eq!(prefer_wait(&h), Some(5));
+        h.insert("prefer", "wait=600".parse().unwrap());
+        assert_eq!(prefer_wait(&h), Some(MAX_PREFER_WAIT_SECS));
+        h.insert("prefer", "wait=soon".parse().unwrap());
+        assert_eq!(prefer_wait(&h), None);
+    }
+}

@@ -117,7 +117,7 @@ pub async fn print_summary(client: &mut Client, app_guid: &str) -> anyhow::Resul
     Ok(())
 }
 
-fn startup_timeout() -> Duration {
+pub fn startup_timeout() -> Duration {
     Duration::from_secs(
         std::env::var("KILN_STARTUP_TIMEOUT")
             .ok()
@@ -143,10 +143,12 @@ pub async fn wait_until_running(
             .list(&format!("/v3/apps/{app_guid}/processes"))
             .await?;
         let mut waiting = false;
+        let mut held = false;
         for process in processes.iter().filter(|p| p.instances > 0) {
-            let stats: ProcessStats = client
-                .get(&format!("/v3/processes/{}/stats", process.guid))
-                .await?;
+            // Held by Kiln while nothing runs, until an instance changes.
+            let path = format!("/v3/processes/{}/stats", process.guid);
+            let (stats, was_held): (ProcessStats, bool) = client.get_waiting(&path, 1).await?;
+            held |= was_held;
             let instances = &stats.resources;
             if instances.iter().any(|i| i.state == "RUNNING") {
                 continue;
@@ -173,7 +175,9 @@ pub async fn wait_until_running(
                 timeout.as_secs()
             );
         }
-        pace.wait().await;
+        if !held {
+            pace.wait().await;
+        }
     }
 }
 

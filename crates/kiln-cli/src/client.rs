@@ -319,6 +319,27 @@ impl Client {
         Ok(reply)
     }
 
+    /// A GET with `Prefer: wait=secs`: Kiln holds the answer until the
+    /// resource changes (or `secs` pass). Returns whether it did
+    /// (`Preference-Applied`); a server that did not (any other Cloud
+    /// Foundry) answered at once, so the caller paces its next poll itself.
+    pub async fn get_waiting<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        secs: u64,
+    ) -> anyhow::Result<(T, bool)> {
+        let url = self.url(path);
+        let prefer = [("Prefer".to_string(), format!("wait={secs}"))];
+        let reply = self
+            .exchange(Method::GET, &url, Auth::Bearer, Body::Empty, &prefer)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(ApiError::new(reply.status, &reply.body).into());
+        }
+        let applied = reply.headers.contains_key("preference-applied");
+        Ok((decode(&reply, path)?, applied))
+    }
+
     pub async fn get<T: DeserializeOwned>(&mut self, path: &str) -> anyhow::Result<T> {
         let reply = self.call(Method::GET, path, Body::Empty).await?;
         decode(&reply, path)

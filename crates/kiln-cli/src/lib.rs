@@ -18,6 +18,7 @@ mod buildpacks;
 mod client;
 mod config;
 mod curl;
+mod deployments;
 mod env;
 mod files;
 mod login;
@@ -62,8 +63,15 @@ pub enum Command {
     Start(AppArgs),
     /// Stop an app
     Stop(AppArgs),
-    /// Stop and start an app with its current droplet
-    Restart(AppArgs),
+    /// Stop and start an app with its current droplet (`--strategy rolling`: without downtime)
+    #[command(
+        after_help = "EXAMPLES:\n   kiln restart myapp\n   kiln restart myapp --strategy rolling --max-in-flight 2"
+    )]
+    Restart(RestartArgs),
+    /// Cancel an app's deployment: its previous droplet runs again
+    CancelDeployment(AppArgs),
+    /// Continue a paused canary deployment
+    ContinueDeployment(ContinueArgs),
     /// Stage an app's newest package again, then run the new droplet
     Restage(AppArgs),
     /// Change an app's instances, memory or disk
@@ -114,6 +122,23 @@ pub enum Command {
 pub struct AppArgs {
     /// The app's name
     pub name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestartArgs {
+    /// The app's name
+    pub name: String,
+    #[command(flatten)]
+    pub deploy: deployments::StrategyArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ContinueArgs {
+    /// The app's name
+    pub name: String,
+    /// Do not wait for the deployment to finish
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -193,7 +218,8 @@ const PUSH_EXAMPLES: &str = "EXAMPLES:
    kiln push                                  # every app of ./manifest.yml
    kiln push -f deploy/manifest.yml --vars-file prod.yml --var release=42
    kiln push myapp                            # only myapp of ./manifest.yml
-   kiln push myapp -p ./build -b python -i 2 -m 512M --no-manifest";
+   kiln push myapp -p ./build -b python -i 2 -m 512M --no-manifest
+   kiln push myapp --strategy rolling         # new instances start before old ones stop";
 
 #[derive(Args, Debug, Clone)]
 pub struct LogsArgs {
@@ -223,7 +249,19 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::App(args) => app::app(&mut session(home)?, &args.name).await,
         Command::Start(args) => app::start(&mut session(home)?, &args.name).await,
         Command::Stop(args) => app::stop(&mut session(home)?, &args.name).await,
-        Command::Restart(args) => app::restart(&mut session(home)?, &args.name).await,
+        Command::Restart(args) => {
+            let mut client = session(home)?;
+            match args.deploy.strategy {
+                Some(_) => deployments::restart(&mut client, &args.name, &args.deploy).await,
+                None => app::restart(&mut client, &args.name).await,
+            }
+        }
+        Command::CancelDeployment(args) => {
+            deployments::cancel(&mut session(home)?, &args.name).await
+        }
+        Command::ContinueDeployment(a) => {
+            deployments::continue_(&mut session(home)?, &a.name, a.no_wait).await
+        }
         Command::Restage(args) => push::restage(&mut session(home)?, &args.name).await,
         Command::Scale(a) => {
             let mut client = session(home)?;
@@ -311,6 +349,40 @@ mod tests {
         );
         assert!(args.no_route && !args.no_start);
         assert!(Cli::try_parse_from(["kiln", "push", "x", "-m", "lots"]).is_err());
+        let restart = Cli::try_parse_from([
+            "kiln",
+            "restart",
+            "x",
+            "--strategy",
+            "rolling",
+            "--max-in-flight",
+            "2",
+        ])
+        .unwrap();
+        let Command::Restart(r) = restart.command else {
+            panic!("not a restart")
+        };
+        assert_eq!(r.deploy.strategy.as_deref(), Some("rolling"));
+        assert_eq!(r.deploy.max_in_flight, Some(2));
+        let push = Cli::try_parse_from(["kiln", "push", "x", "--strategy", "canary"]).unwrap();
+        assert!(
+            matches!(push.command, Command::Push(a) if a.deploy.strategy.as_deref() == Some("canary"))
+        );
+        for bad in [
+            &["kiln", "restart", "x", "--strategy", "blue-green"][..],
+            &["kiln", "restart", "x", "--max-in-flight", "2"],
+            &[
+                "kiln",
+                "push",
+                "x",
+                "--strategy",
+                "rolling",
+                "--max-in-flight",
+                "0",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
         let bp = Cli::try_parse_from(["kiln", "create-buildpack", "py", "dir", "1", "--disable"])
             .unwrap();
         assert!(matches!(bp.command, Command::CreateBuildpack(a) if a.disable && a.position == 1));
@@ -329,6 +401,8 @@ mod tests {
             "logs",
             "curl",
             "restart",
+            "cancel-deployment",
+            "continue-deployment",
             "restage",
             "scale",
             "rename",

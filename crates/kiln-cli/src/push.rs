@@ -80,6 +80,8 @@ pub struct PushArgs {
     /// Map a route with a random host name
     #[arg(long)]
     pub random_route: bool,
+    #[command(flatten)]
+    pub deploy: Box<crate::deployments::StrategyArgs>,
 }
 
 impl PushArgs {
@@ -237,7 +239,7 @@ async fn push_manifest(
             .with_context(|| format!("the manifest was applied but app {name} is missing"))?;
         println!();
         match tree {
-            Some((path, tree)) => deploy(client, &app, &path, &tree, args.no_start).await?,
+            Some((path, tree)) => deploy(client, &app, &path, &tree, args).await?,
             None => bail!("app {name} is a Docker image; Kiln cannot run Docker images yet"),
         }
     }
@@ -315,19 +317,21 @@ async fn push_flags(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
     if !args.no_route {
         map_default_route(client, &app, &space).await?;
     }
-    deploy(client, &app, &path, &tree, args.no_start).await
+    deploy(client, &app, &path, &tree, &args).await
 }
 
 /// Seed steps 4-12 for one app whose record and routes exist: upload the
 /// files the platform lacks, stage, set the droplet, restart, wait for an
-/// instance, summarise (or, with `--no-start`, upload and stop).
+/// instance, summarise (or, with `--no-start`, upload and stop; with
+/// `--strategy`, deploy the droplet without downtime instead of restarting).
 async fn deploy(
     client: &mut Client,
     app: &App,
     path: &Path,
     tree: &files::AppTree,
-    no_start: bool,
+    args: &PushArgs,
 ) -> anyhow::Result<()> {
+    let no_start = args.no_start;
     let name = app.name.clone();
     // Steps 4-5: resource match, upload only what is missing.
     let package_guid = upload_package(client, &app.guid, path, tree).await?;
@@ -345,6 +349,12 @@ async fn deploy(
 
     // Steps 6-10: stage, printing the staging output as it is written.
     let droplet_guid = stage(client, &app.guid, &name, &package_guid).await?;
+
+    if args.deploy.strategy.is_some() {
+        println!();
+        let d = Some(droplet_guid.as_str());
+        return crate::deployments::deploy(client, &app.guid, &name, d, &args.deploy).await;
+    }
 
     // Steps 11-12: run the droplet and wait for an instance.
     run_droplet(client, app, &droplet_guid).await
@@ -713,14 +723,19 @@ async fn stage(
                 }
             }
         }
-        let build: Build = client.get(&format!("/v3/builds/{}", build.guid)).await?;
+        // Held by Kiln until staging ends (at most a second, so the
+        // staging logs keep flowing); other APIs answer at once.
+        let path = format!("/v3/builds/{}", build.guid);
+        let (build, held): (Build, bool) = client.get_waiting(&path, 1).await?;
         if build.state.parse::<BuildState>().ok() != Some(BuildState::Staging) {
             break build;
         }
         if Instant::now() > deadline {
             bail!("staging did not finish within 15 minutes");
         }
-        pace.wait().await;
+        if !held {
+            pace.wait().await;
+        }
     };
     // Lines written just before the build finished.
     if logs_available && let Ok(lines) = follower.poll(client).await {

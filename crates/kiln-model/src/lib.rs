@@ -11,7 +11,8 @@ pub mod staging;
 pub mod state;
 
 pub use state::{
-    ActualLrpState, AppState, BuildState, DropletState, PackageState, TaskState, TransitionError,
+    ActualLrpState, AppState, BuildState, DeploymentState, DropletState, PackageState, TaskState,
+    TransitionError,
 };
 
 /// Domain of the Tasks that stage apps (Diego's `cf-app-staging`).

@@ -193,6 +193,43 @@ impl ActualLrpState {
     }
 }
 
+states!(
+    /// A deployment (Cloud Controller's `DeploymentModel` states): a rolling
+    /// or canary replacement of an app's web process.
+    DeploymentState, "deployment" {
+        Deploying = "DEPLOYING",
+        Paused = "PAUSED",
+        Deployed = "DEPLOYED",
+        Canceling = "CANCELING",
+        Canceled = "CANCELED",
+    }
+);
+
+impl DeploymentState {
+    /// A canary pauses and continues; an active deployment finishes
+    /// (DEPLOYED, also when a newer one supersedes it) or is cancelled
+    /// (CANCELING while the previous droplet comes back, then CANCELED).
+    pub fn transition_to(self, to: DeploymentState) -> Result<DeploymentState, TransitionError> {
+        use DeploymentState::*;
+        let ok = matches!(
+            (self, to),
+            (Deploying, Paused)
+                | (Deploying, Deployed)
+                | (Deploying, Canceling)
+                | (Paused, Deploying)
+                | (Paused, Deployed)
+                | (Paused, Canceling)
+                | (Canceling, Canceled)
+        );
+        if ok { Ok(to) } else { Err(self.illegal(to)) }
+    }
+
+    /// Deploying or paused: it still owns the app's web process.
+    pub fn is_active(self) -> bool {
+        matches!(self, DeploymentState::Deploying | DeploymentState::Paused)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +247,24 @@ mod tests {
                 assert_eq!(f(from, to).is_ok(), expected, "{from:?} -> {to:?}");
             }
         }
+    }
+
+    #[test]
+    fn deployment_transitions() {
+        use DeploymentState::*;
+        check(
+            DeploymentState::ALL,
+            &[
+                (Deploying, Paused),
+                (Deploying, Deployed),
+                (Deploying, Canceling),
+                (Paused, Deploying),
+                (Paused, Deployed),
+                (Paused, Canceling),
+                (Canceling, Canceled),
+            ],
+            |a, b| a.transition_to(b),
+        );
     }
 
     #[test]

@@ -887,3 +887,401 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| m.starts_with(&dir))
         .collect()
 }
+
+/// Requests through the router, one after another, until `stop` is set
+/// (at most `max`); returns each answer's status and `E2E_RELEASE`.
+fn steady_traffic(
+    router_port: u16,
+    host: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: usize,
+) -> tokio::task::JoinHandle<Vec<(u16, Option<String>)>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && seen.len() < max {
+            let r = route_get(router_port, host).await;
+            let status = r.status().as_u16();
+            let release = r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|p| p["e2e_env"]["E2E_RELEASE"].as_str().map(str::to_string));
+            seen.push((status, release));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    })
+}
+
+/// The app's deployments, newest last, through `kiln curl`.
+async fn deployments(home: &Path) -> Vec<serde_json::Value> {
+    let out = cli(home, &["curl", "/v3/deployments?per_page=5000"]).await;
+    assert!(out.success, "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    list["resources"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_push_under_traffic_and_a_cancelled_canary() {
+    if !runnable() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let home = scratch.path().join("home");
+    let (api_port, router_port) = (free_port(), free_port());
+    let server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
+    let api = server.api_url();
+    let login = ["login", "-a", &api, "-u", "admin", "-p", ADMIN_PASSWORD];
+    assert!(cli(&home, &login).await.success);
+    let legacy = fixture("buildpacks/legacy");
+    let out = cli(
+        &home,
+        &[
+            "create-buildpack",
+            "e2e_legacy",
+            legacy.to_str().unwrap(),
+            "1",
+        ],
+    )
+    .await;
+    assert!(out.success, "create-buildpack failed\n{out}");
+    let probe_dir = fixture("apps/envprobe");
+    let probe = probe_dir.to_str().unwrap();
+    let out = cli(
+        &home,
+        &["push", "roll", "-p", probe, "-i", "2", "-m", "128M"],
+    )
+    .await;
+    assert!(out.success, "push failed\n{out}\n{}", server.log());
+    // Staging headers name the buildpack by its name.
+    assert!(
+        out.stdout.contains("Running compile for e2e_legacy"),
+        "{out}"
+    );
+    // The app drains on SIGTERM, as Cloud Foundry asks of apps: the
+    // platform's part is to start new instances, route to them, and only
+    // then stop old ones; an app that dies mid-request loses that request
+    // on any platform.
+    let drain = ["set-env", "roll", "E2E_DRAIN_SECONDS", "1"];
+    assert!(cli(&home, &drain).await.success);
+    let out = cli(&home, &["restart", "roll"]).await;
+    assert!(out.success, "restart failed\n{out}\n{}", server.log());
+    let first = wait_for_200(router_port, "roll.localhost", Duration::from_secs(30)).await;
+    assert_eq!(first.status(), 200, "{}", server.log());
+
+    // A rolling push under steady traffic: every answer is a 200, and at
+    // the end every answer comes from the new instances.
+    assert!(
+        cli(&home, &["set-env", "roll", "E2E_RELEASE", "two"])
+            .await
+            .success
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = steady_traffic(router_port, "roll.localhost", stop.clone(), 20_000);
+    let out = cli(
+        &home,
+        &["push", "roll", "-p", probe, "--strategy", "rolling"],
+    )
+    .await;
+    assert!(out.success, "rolling push failed\n{out}\n{}", server.log());
+    assert!(out.stdout.contains("Waiting for app to deploy"), "{out}");
+    assert!(out.stdout.contains("new instances running"), "{out}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = traffic.await.unwrap();
+    let failures: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
+    if !failures.is_empty() {
+        let logs = cli(&home, &["logs", "roll", "--recent"]).await;
+        panic!(
+            "{} of {} requests failed during the rolling push: {failures:?}\n{logs}\n{}",
+            failures.len(),
+            seen.len(),
+            server.log()
+        );
+    }
+    assert!(
+        seen.len() >= 20,
+        "too little traffic to tell: {}",
+        seen.len()
+    );
+    assert_eq!(
+        seen.first().unwrap().1,
+        None,
+        "old instances answered first"
+    );
+    assert_eq!(seen.last().unwrap().1.as_deref(), Some("two"));
+    let ds = deployments(&home).await;
+    let rolled = ds.last().unwrap();
+    assert_eq!(rolled["strategy"], "rolling");
+    assert_eq!(rolled["status"]["value"], "FINALIZED", "{rolled}");
+    assert_eq!(rolled["status"]["reason"], "DEPLOYED", "{rolled}");
+
+    // A canary: one new instance beside the two old ones, paused; the
+    // router sends it traffic; cancelled, only the old ones answer.
+    assert!(
+        cli(&home, &["set-env", "roll", "E2E_RELEASE", "three"])
+            .await
+            .success
+    );
+    let out = cli(&home, &["restart", "roll", "--strategy", "canary"]).await;
+    assert!(
+        out.success,
+        "canary restart failed\n{out}\n{}",
+        server.log()
+    );
+    assert!(out.stdout.contains("is paused"), "{out}");
+    let ds = deployments(&home).await;
+    let canary = ds.last().unwrap();
+    assert_eq!(canary["status"]["value"], "ACTIVE", "{canary}");
+    assert_eq!(canary["status"]["reason"], "PAUSED", "{canary}");
+    let mut releases = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = route_get(router_port, "roll.localhost").await;
+        assert_eq!(r.status(), 200);
+        let p: serde_json::Value = r.json().await.unwrap();
+        releases.insert(
+            p["e2e_env"]["E2E_RELEASE"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+        if releases.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        releases.into_iter().collect::<Vec<_>>(),
+        ["three", "two"],
+        "old and canary instances both serve"
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = steady_traffic(router_port, "roll.localhost", stop.clone(), 20_000);
+    let out = cli(&home, &["cancel-deployment", "roll"]).await;
+    assert!(out.success, "cancel failed\n{out}");
+    let ds = deployments(&home).await;
+    let canceled = ds.last().unwrap();
+    assert_eq!(canceled["status"]["value"], "FINALIZED", "{canceled}");
+    assert_eq!(canceled["status"]["reason"], "CANCELED", "{canceled}");
+    // The canary leaves the router's table: bounded wait for 20 answers
+    // in a row from the old instances.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        assert!(Instant::now() < deadline, "the canary kept answering");
+        let r = route_get(router_port, "roll.localhost").await;
+        assert_eq!(r.status(), 200, "{}", server.log());
+        let p: serde_json::Value = r.json().await.unwrap();
+        if p["e2e_env"]["E2E_RELEASE"] == "two" {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = traffic.await.unwrap();
+    assert!(
+        seen.iter().all(|(s, _)| *s == 200),
+        "a request failed while the canary was cancelled: {seen:?}"
+    );
+    let out = cli(&home, &["cancel-deployment", "roll"]).await;
+    assert!(!out.success, "nothing is left to cancel\n{out}");
+    assert!(out.stderr.contains("no active deployment"), "{out}");
+
+    // A first push with --strategy: the deployment starts the new app,
+    // and the push returns once it runs.
+    let out = cli(
+        &home,
+        &["push", "fresh", "-p", probe, "--strategy", "rolling"],
+    )
+    .await;
+    assert!(
+        out.success,
+        "first rolling push failed\n{out}\n{}",
+        server.log()
+    );
+    let response = wait_for_200(router_port, "fresh.localhost", Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "e2e")
+        .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
+        .env("GIT_COMMITTER_NAME", "e2e")
+        .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
+        .output()
+        .expect("git must be installed (scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A buildpack repository whose compile stamps `mark` into the droplet
+/// (with its working directory and whether staging's VCAP_APPLICATION has
+/// `application_version`): `main` stamps "git-main", branch `feature`
+/// "git-feature".
+fn custom_buildpack_repo(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    let legacy = fixture("buildpacks/legacy/bin");
+    std::fs::copy(legacy.join("release"), dir.join("bin/release")).unwrap();
+    std::fs::write(dir.join("bin/detect"), "#!/bin/sh\necho custom\n").unwrap();
+    let write = |mark: &str| {
+        std::fs::write(
+            dir.join("bin/compile"),
+            format!(
+                "#!/bin/sh\nset -eu\necho \"-----> custom buildpack {mark}\"\n\
+                 case \"$VCAP_APPLICATION\" in *'\"application_version\":'*) v=yes;; *) v=no;; esac\n\
+                 echo \"{mark} cwd=$(pwd) application_version=$v\" > \"$1/build-stamp.txt\"\n\
+                 touch left-in-cwd\n"
+            ),
+        )
+        .unwrap();
+        for f in ["detect", "compile", "release"] {
+            let p = dir.join("bin").join(f);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    };
+    write("git-main");
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "main"]);
+    git(dir, &["checkout", "-q", "-b", "feature"]);
+    write("git-feature");
+    git(dir, &["commit", "-q", "-am", "feature"]);
+    git(dir, &["checkout", "-q", "main"]);
+}
+
+/// Serves `body` to every GET on 127.0.0.1 until the handle is aborted.
+async fn serve_file(body: Vec<u8>) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    (port, handle)
+}
+
+async fn build_stamp(router_port: u16, host: &str) -> String {
+    let response = wait_for_200(router_port, host, Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{host} does not answer");
+    let probe: serde_json::Value = response.json().await.unwrap();
+    probe["build_stamp"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_buildpacks_by_git_and_zip_url() {
+    if !runnable() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let home = scratch.path().join("home");
+    let (api_port, router_port) = (free_port(), free_port());
+    let server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
+    let api = server.api_url();
+    let login = ["login", "-a", &api, "-u", "admin", "-p", ADMIN_PASSWORD];
+    assert!(cli(&home, &login).await.success);
+    let repo = scratch.path().join("buildpack-repo");
+    custom_buildpack_repo(&repo);
+    let probe_dir = fixture("apps/envprobe");
+    let probe = probe_dir.to_str().unwrap();
+
+    // A git URL with #branch, cloned from a repository on this machine.
+    let git_url = format!("file://{}#feature", repo.display());
+    let out = cli(
+        &home,
+        &["push", "gitbp", "-p", probe, "-b", &git_url, "-m", "128M"],
+    )
+    .await;
+    assert!(
+        out.success,
+        "push -b {git_url} failed\n{out}\n{}",
+        server.log()
+    );
+    assert!(out.stdout.contains("custom buildpack git-feature"), "{out}");
+    assert_eq!(
+        build_stamp(router_port, "gitbp.localhost").await,
+        "git-feature cwd=/home/vcap application_version=yes"
+    );
+
+    // A zip by URL, served on loopback, downloaded by the staging task.
+    let zip = scratch.path().join("bp.zip");
+    git(
+        &repo,
+        &[
+            "archive",
+            "--format=zip",
+            "-o",
+            zip.to_str().unwrap(),
+            "main",
+        ],
+    );
+    let (port, served) = serve_file(std::fs::read(&zip).unwrap()).await;
+    let zip_url = format!("http://127.0.0.1:{port}/buildpacks/bp.zip");
+    let out = cli(
+        &home,
+        &["push", "zipbp", "-p", probe, "-b", &zip_url, "-m", "128M"],
+    )
+    .await;
+    assert!(
+        out.success,
+        "push -b {zip_url} failed\n{out}\n{}",
+        server.log()
+    );
+    assert_eq!(
+        build_stamp(router_port, "zipbp.localhost").await,
+        "git-main cwd=/home/vcap application_version=yes"
+    );
+    served.abort();
+
+    // Unreachable: the push fails with the reason.
+    let gone = format!("http://127.0.0.1:{}/bp.zip", free_port());
+    let out = cli(&home, &["push", "gonebp", "-p", probe, "-b", &gone]).await;
+    assert!(!out.success, "an unreachable buildpack must fail\n{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("bp.zip"),
+        "the error must name the buildpack\n{out}"
+    );
+    let missing = format!("file://{}/nope#main", scratch.path().display());
+    let out = cli(&home, &["push", "nobp", "-p", probe, "-b", &missing]).await;
+    assert!(!out.success, "a missing repository must fail\n{out}");
+    assert!(
+        out.stderr.contains("Failed to clone git repository"),
+        "the error must say why\n{out}"
+    );
+}

@@ -150,6 +150,8 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
     db::delete_where::<Package>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Build>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Droplet>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<db::Deployment>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<db::Revision>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<App>(&mut *tx, "guid", guid).await?;
     tx.commit().await?;
     // Its routes stay; the DesiredLrps of other apps on them change.
@@ -207,6 +209,8 @@ pub async fn start(ctx: &Ctx, guid: &str, restart: bool) -> ApiResult<App> {
         ));
     }
     if restart || app.state != AppState::Started {
+        // A restart replaces every instance at once: no deployment goes on.
+        diego::deployment_updater::end_active(ctx, guid, false).await?;
         let mut from = app.state;
         if restart && app.state == AppState::Started {
             set_state(ctx, &app, from, AppState::Stopped).await?;
@@ -221,6 +225,7 @@ pub async fn start(ctx: &Ctx, guid: &str, restart: bool) -> ApiResult<App> {
 
 pub async fn stop(ctx: &Ctx, guid: &str) -> ApiResult<App> {
     let app = db::get::<App>(&ctx.pool, guid).await?;
+    diego::deployment_updater::end_active(ctx, guid, true).await?;
     if app.state != AppState::Stopped {
         set_state(ctx, &app, app.state, AppState::Stopped).await?;
     }
@@ -257,6 +262,7 @@ pub async fn set_current_droplet(ctx: &Ctx, guid: &str, msg: SetDroplet) -> ApiR
     // A new droplet is a new version of every process: a started app's
     // DesiredLrps are replaced by ones that run it.
     if app.droplet_guid.as_deref() != Some(droplet.guid.as_str()) {
+        diego::deployment_updater::end_active(ctx, guid, false).await?;
         bump_versions(ctx, guid).await?;
         diego::sync::sync_app(ctx, guid).await?;
     }

@@ -5,9 +5,10 @@
 use crate::context::Ctx;
 use crate::context::CurrentUser;
 use crate::db::{self, App, Build, Buildpack, BuildpackState, Droplet, Package, Process, Val};
-use crate::diego::{self, StagingDetails, StagingLifecycle};
+use crate::diego::{self, CustomKind, StagingBuildpack, StagingDetails, StagingLifecycle};
 use crate::error::{ApiError, ApiResult};
 use crate::messages::CreateBuild;
+use crate::uploads::custom_buildpack_id;
 use crate::util;
 use axum::http::StatusCode;
 use kiln_model::{BuildState, DropletState, PackageState, STAGING_DOMAIN};
@@ -23,26 +24,61 @@ pub async fn ordered_buildpacks(ctx: &Ctx) -> ApiResult<Vec<Buildpack>> {
     Ok(all)
 }
 
-/// The buildpacks a build uses, and whether detection is skipped.
-async fn choose_buildpacks(ctx: &Ctx, named: &[String]) -> ApiResult<(Vec<Buildpack>, bool)> {
+/// The buildpacks a build uses, and whether detection is skipped: admin
+/// buildpacks by name, custom ones by URL (git ones are cloned later, at
+/// [`desire_staging`]).
+async fn choose_buildpacks(
+    ctx: &Ctx,
+    named: &[String],
+) -> ApiResult<(Vec<StagingBuildpack>, bool)> {
     let usable = |b: &Buildpack| b.enabled && b.state == BuildpackState::Ready;
     let all = ordered_buildpacks(ctx).await?;
     if named.is_empty() {
-        return Ok((all.into_iter().filter(usable).collect(), false));
+        let detect = all.into_iter().filter(usable).map(StagingBuildpack::Admin);
+        return Ok((detect.collect(), false));
     }
     let mut chosen = Vec::new();
     for name in named {
-        let bp = all
-            .iter()
-            .find(|b| &b.name == name && usable(b))
-            .ok_or_else(|| {
-                ApiError::unprocessable(format!(
-                    "Buildpack \"{name}\" must be an existing admin buildpack"
-                ))
-            })?;
-        chosen.push(bp.clone());
+        let bp = match diego::custom_buildpack_kind(name) {
+            Some(CustomKind::Zip) => StagingBuildpack::Zip { url: name.clone() },
+            Some(CustomKind::Git) => StagingBuildpack::Git {
+                url: name.clone(),
+                id: String::new(),
+                sha256: String::new(),
+            },
+            None => all
+                .iter()
+                .find(|b| &b.name == name && usable(b))
+                .cloned()
+                .map(StagingBuildpack::Admin)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(format!(
+                        "Buildpack \"{name}\" must be an existing admin buildpack or a valid git URI"
+                    ))
+                })?,
+        };
+        chosen.push(bp);
     }
     Ok((chosen, true))
+}
+
+/// Clones the build's git buildpacks into blobs; the first failure is the
+/// build's error.
+async fn fetch_git_buildpacks(
+    ctx: &Ctx,
+    build_guid: &str,
+    buildpacks: &mut [StagingBuildpack],
+) -> ApiResult<Result<(), String>> {
+    for (index, bp) in buildpacks.iter_mut().enumerate() {
+        if let StagingBuildpack::Git { url, id, sha256 } = bp {
+            *id = custom_buildpack_id(build_guid, index);
+            match super::custom_buildpacks::fetch_git(ctx, url, id).await? {
+                Ok(sha) => *sha256 = sha,
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// What a build stages, checked before anything is written.
@@ -51,7 +87,7 @@ struct Plan {
     package: Package,
     names: Vec<String>,
     stack: String,
-    buildpacks: Vec<Buildpack>,
+    buildpacks: Vec<StagingBuildpack>,
     skip_detect: bool,
     memory: i64,
     disk: i64,
@@ -145,12 +181,17 @@ async fn plan(ctx: &Ctx, msg: CreateBuild) -> ApiResult<Plan> {
 /// Phase 3: the staging Task desired in the BBS, or the build FAILED.
 async fn desire_staging(
     ctx: &Ctx,
-    plan: Plan,
+    mut plan: Plan,
     build_guid: &str,
     droplet_guid: &str,
 ) -> ApiResult<()> {
     if plan.buildpacks.is_empty() {
         return diego::staging::fail_build(ctx, build_guid, NO_BUILDPACKS).await;
+    }
+    if let Err(why) = fetch_git_buildpacks(ctx, build_guid, &mut plan.buildpacks).await? {
+        tracing::warn!(build_guid, error = %why, "fetching a git buildpack failed");
+        ctx.api_log(&plan.app.guid, &why);
+        return diego::staging::fail_build(ctx, build_guid, &why).await;
     }
     let details = StagingDetails {
         app: &plan.app,

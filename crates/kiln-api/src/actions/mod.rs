@@ -7,6 +7,8 @@ pub mod apps;
 pub mod bootstrap;
 pub mod buildpacks;
 pub mod builds;
+pub mod custom_buildpacks;
+pub mod deployments;
 pub mod droplets;
 pub mod jobs;
 pub mod manifest;

@@ -4,7 +4,7 @@
 use crate::context::Ctx;
 use crate::db::{self, Process, Val};
 use crate::diego;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::messages::{ScaleProcess, UpdateProcess};
 use crate::util;
 use sqlx::SqliteExecutor;
@@ -101,6 +101,14 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateProcess) -> ApiResult<Proc
 pub async fn scale(ctx: &Ctx, p: &Process, msg: ScaleProcess) -> ApiResult<Process> {
     let _ = msg.log_rate_limit_in_bytes_per_second;
     msg.validate()?;
+    if diego::sync::active_deployment(ctx, &p.app_guid)
+        .await?
+        .is_some_and(|d| d.process_guid == p.guid)
+    {
+        return Err(ApiError::unprocessable(
+            "Cannot scale this process while a deployment is in flight.",
+        ));
+    }
     db::update::<Process>(
         &ctx.pool,
         &p.guid,

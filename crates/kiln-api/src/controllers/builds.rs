@@ -7,7 +7,7 @@ use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::CreateBuild;
 use crate::presenters::{build_json, droplet_json};
-use crate::web::{CfJson, ListParams};
+use crate::web::{CfJson, ListParams, prefer_wait, preference_applied};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,12 +23,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(build_json(&ctx.base, &build))).into_response())
 }
 
+/// `GET /v3/builds/:guid`; with `Prefer: wait=N`, a STAGING build is held
+/// until it is staged or failed (see [`crate::web::prefer_wait`]).
 pub async fn get_one(
     State(ctx): State<Shared>,
     Path(guid): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let b = fetchers::one(&ctx, &guid).await?;
-    Ok(Json(build_json(&ctx.base, &b)))
+    headers: http::HeaderMap,
+) -> ApiResult<Response> {
+    let Some(secs) = prefer_wait(&headers) else {
+        let b = fetchers::one(&ctx, &guid).await?;
+        return Ok(Json(build_json(&ctx.base, &b)).into_response());
+    };
+    let wait = std::time::Duration::from_secs(secs);
+    let b = fetchers::build_when_staged(&ctx, &guid, wait).await?;
+    Ok(([preference_applied(secs)], Json(build_json(&ctx.base, &b))).into_response())
 }
 
 pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {

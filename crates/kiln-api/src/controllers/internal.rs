@@ -6,7 +6,9 @@ use crate::actions;
 use crate::context::{Ctx, Shared};
 use crate::error::{ApiError, ApiResult};
 use crate::signing;
-use crate::uploads::{body_to_scratch, build_cache_key, buildpack_key, droplet_key, package_key};
+use crate::uploads::{
+    body_to_scratch, build_cache_key, buildpack_key, custom_buildpack_key, droplet_key, package_key,
+};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, Uri};
@@ -62,6 +64,15 @@ pub async fn buildpack_download(
     uri: Uri,
 ) -> Response {
     download(&ctx, &uri, buildpack_key(&guid), "Buildpack bits").await
+}
+
+/// A git buildpack the API cloned for a build.
+pub async fn custom_buildpack_download(
+    State(ctx): State<Shared>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
+    download(&ctx, &uri, custom_buildpack_key(&id), "Buildpack bits").await
 }
 
 pub async fn droplet_download(

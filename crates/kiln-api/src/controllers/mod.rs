@@ -6,6 +6,7 @@ pub mod apps;
 pub mod buildpacks;
 pub mod builds;
 pub mod catalog;
+pub mod deployments;
 pub mod internal;
 pub mod logcache;
 pub mod manifest;

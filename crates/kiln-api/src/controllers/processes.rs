@@ -9,7 +9,7 @@ use crate::fetchers;
 use crate::messages::{ScaleProcess, UpdateProcess};
 use crate::presenters::{process_json, process_stats};
 use crate::util;
-use crate::web::{CfJson, ListParams};
+use crate::web::{CfJson, ListParams, prefer_wait, preference_applied};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -73,15 +73,32 @@ pub async fn scale_by_type(
     scaled(&ctx, p, msg).await
 }
 
-pub async fn stats(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResult<Json<Value>> {
+/// `GET /v3/processes/:guid/stats`; with `Prefer: wait=N`, held while no
+/// instance runs until one changes (see [`crate::web::prefer_wait`]).
+pub async fn stats(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    headers: http::HeaderMap,
+) -> ApiResult<Response> {
     let (app, p) = fetchers::process(&ctx, &guid).await?;
-    let actuals = fetchers::instances(&ctx, &app, &p).await?;
+    let wait = prefer_wait(&headers);
+    let actuals = match wait {
+        Some(secs) => {
+            let wait = std::time::Duration::from_secs(secs);
+            fetchers::instances_when_changed(&ctx, &app, &p, wait).await?
+        }
+        None => fetchers::instances(&ctx, &app, &p).await?,
+    };
     let metrics = fetchers::container_metrics(&ctx, &app, &p);
-    Ok(Json(process_stats(
+    let body = Json(process_stats(
         &p,
         &actuals,
         &metrics,
         util::now_nanos(),
         &util::now(),
-    )))
+    ));
+    Ok(match wait {
+        Some(secs) => ([preference_applied(secs)], body).into_response(),
+        None => body.into_response(),
+    })
 }

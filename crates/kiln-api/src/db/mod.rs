@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "suspended orgs and spaces",
         include_str!("../../migrations/0003_suspended.sql"),
     ),
+    (
+        4,
+        "deployments and revisions",
+        include_str!("../../migrations/0004_deployments.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.
@@ -63,7 +68,8 @@ macro_rules! state_machine {
 state_machine!(
     kiln_model::PackageState,
     kiln_model::BuildState,
-    kiln_model::DropletState
+    kiln_model::DropletState,
+    kiln_model::DeploymentState
 );
 
 impl StateMachine for kiln_model::AppState {
@@ -385,6 +391,19 @@ pub async fn transition<'e, T: Stateful>(
     q.push(" AND state = ");
     q.push_bind(from.as_str());
     Ok(q.build().execute(exec).await?.rows_affected() == 1)
+}
+
+/// The version an app's next revision takes (its newest plus one).
+pub async fn next_revision_version<'e>(
+    exec: impl SqliteExecutor<'e>,
+    app_guid: &str,
+) -> ApiResult<i64> {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0) + 1 FROM revisions WHERE app_guid = ?")
+            .bind(app_guid)
+            .fetch_one(exec)
+            .await?;
+    Ok(n)
 }
 
 /// Moves every buildpack at `position` or after one place down (CC's

@@ -3,7 +3,7 @@
 //! a string compared later.
 
 use super::{Record, StateMachine, Stateful};
-use kiln_model::{AppState, BuildState, DropletState, PackageState};
+use kiln_model::{AppState, BuildState, DeploymentState, DropletState, PackageState};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -156,7 +156,21 @@ record!(Destination, "route_destinations", "Destination" {
     guid: str, route_guid: str, app_guid: str, process_type: str, port: int, protocol: str,
     created_at: str, updated_at: str,
 });
+record!(Deployment, "deployments", "Deployment" {
+    guid: str, app_guid: str, state: DeploymentState, status_reason: str, strategy: str,
+    max_in_flight: int, continued: bool, droplet_guid: str, previous_droplet_guid: opt,
+    revision_guid: opt, process_guid: str, old_version: str, new_version: str,
+    target_instances: int, old_instances: int, new_instances: int, created_at: str,
+    updated_at: str,
+});
+record!(Revision, "revisions", "Revision" {
+    guid: str, app_guid: str, version: int, droplet_guid: str, environment_variables: map,
+    description: str, created_at: str, updated_at: str,
+});
 
+impl Stateful for Deployment {
+    type State = DeploymentState;
+}
 impl Stateful for App {
     type State = AppState;
 }

@@ -3,19 +3,58 @@
 //! a process from it (Cloud Foundry's `diego/buildpack/` staging action
 //! builder and desired LRP builder).
 
-use super::{LifecycleActions, StagingDetails};
+use super::{LifecycleActions, StagingBuildpack, StagingDetails};
 use crate::context::Ctx;
-use crate::db::{Buildpack, Droplet, Process};
+use crate::db::{Droplet, Process};
 use crate::signing;
 use kiln_model::LIFECYCLE_BINARY_PATH;
 use kiln_model::bbs::{ArtifactKind, Checksum, DownloadAction, EnvVar, RunAction, UploadAction};
+
+/// How the staging task gets one buildpack: admin buildpacks and cloned
+/// git ones from the blobstore over signed URLs, a zip by URL straight
+/// from where it is (no cache: its content may change under the URL).
+fn buildpack_download(ctx: &Ctx, bp: &StagingBuildpack, ttl: i64) -> DownloadAction {
+    let to = format!("/tmp/buildpacks/{}", bp.key());
+    let blob = |path: String, sha: &str, cache_key: Option<String>| DownloadAction {
+        artifact: format!("buildpack {}", bp.name()),
+        from: signing::sign(ctx, "GET", &path, ttl),
+        to: to.clone(),
+        kind: ArtifactKind::Zip,
+        cache_key,
+        checksum: Some(Checksum {
+            algorithm: "sha256".into(),
+            value: sha.to_string(),
+        }),
+        optional: false,
+    };
+    match bp {
+        StagingBuildpack::Admin(b) => {
+            let sha = b.sha256.clone().unwrap_or_default();
+            let path = format!("/internal/v4/buildpacks/{}/download", b.guid);
+            blob(path, &sha, Some(format!("buildpack-{}-{sha}", b.guid)))
+        }
+        StagingBuildpack::Git { id, sha256, .. } => {
+            let path = format!("/internal/v4/custom_buildpacks/{id}/download");
+            blob(path, sha256, None)
+        }
+        StagingBuildpack::Zip { url } => DownloadAction {
+            artifact: format!("buildpack {url}"),
+            from: url.clone(),
+            to,
+            kind: ArtifactKind::Zip,
+            cache_key: None,
+            checksum: None,
+            optional: false,
+        },
+    }
+}
 
 /// Downloads the package, the buildpacks and the build cache, runs the
 /// builder, uploads the droplet and the new build cache.
 pub fn staging_actions(
     ctx: &Ctx,
     s: &StagingDetails<'_>,
-    buildpacks: &[Buildpack],
+    buildpacks: &[StagingBuildpack],
     skip_detect: bool,
     env: Vec<EnvVar>,
 ) -> LifecycleActions {
@@ -39,24 +78,7 @@ pub fn staging_actions(
         optional: false,
     }];
     for bp in buildpacks {
-        let sha = bp.sha256.clone().unwrap_or_default();
-        downloads.push(DownloadAction {
-            artifact: format!("buildpack {}", bp.name),
-            from: signing::sign(
-                ctx,
-                "GET",
-                &format!("/internal/v4/buildpacks/{}/download", bp.guid),
-                ttl,
-            ),
-            to: format!("/tmp/buildpacks/{}", bp.guid),
-            kind: ArtifactKind::Zip,
-            cache_key: Some(format!("buildpack-{}-{sha}", bp.guid)),
-            checksum: Some(Checksum {
-                algorithm: "sha256".into(),
-                value: sha,
-            }),
-            optional: false,
-        });
+        downloads.push(buildpack_download(ctx, bp, ttl));
     }
     downloads.push(DownloadAction {
         artifact: "build artifacts cache".into(),
@@ -72,7 +94,7 @@ pub fn staging_actions(
         checksum: None,
         optional: true,
     });
-    let order: Vec<&str> = buildpacks.iter().map(|b| b.guid.as_str()).collect();
+    let order: Vec<String> = buildpacks.iter().map(StagingBuildpack::key).collect();
     LifecycleActions {
         rootfs: format!("preloaded:{}", s.stack),
         downloads,
@@ -91,7 +113,10 @@ pub fn staging_actions(
                 "--output-build-artifacts-cache=/tmp/output-cache".into(),
             ],
             env,
-            dir: Some("/tmp/app".into()),
+            // Diego runs the builder, and so every buildpack script, in the
+            // user's home: what a buildpack leaves in its working directory
+            // stays out of the droplet.
+            dir: Some("/home/vcap".into()),
             user: kiln_model::CONTAINER_USER.into(),
         },
         uploads: vec![

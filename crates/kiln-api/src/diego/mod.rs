@@ -7,8 +7,10 @@
 //! [`LifecycleType`] and a module; no handler or action changes.
 
 pub mod buildpack;
+pub mod deployment_updater;
 pub mod staging;
 pub mod sync;
+pub mod waits;
 
 use crate::context::Ctx;
 use crate::db::{App, Buildpack, Droplet, Package, Process};
@@ -48,9 +50,77 @@ pub struct StagingDetails<'a> {
 /// The lifecycle-specific inputs of a staging.
 pub enum StagingLifecycle {
     Buildpack {
-        buildpacks: Vec<Buildpack>,
+        buildpacks: Vec<StagingBuildpack>,
         skip_detect: bool,
     },
+}
+
+/// One buildpack of a staging: an admin one, or a custom one by URL.
+#[derive(Debug, Clone)]
+pub enum StagingBuildpack {
+    Admin(Buildpack),
+    /// An `http(s)://….zip` the staging task downloads itself.
+    Zip {
+        url: String,
+    },
+    /// A git repository the API cloned at build create and stored as a
+    /// zip blob (`uploads::custom_buildpack_id` `id`, with its sha256) for
+    /// the staging task to download.
+    Git {
+        url: String,
+        id: String,
+        sha256: String,
+    },
+}
+
+impl StagingBuildpack {
+    /// The directory under `/tmp/buildpacks` the builder finds it in, the
+    /// key its staging result names it by, and the name its staging output
+    /// headers show: an admin buildpack's name (names are unique and
+    /// `[-\w]+`), a digest for a URL.
+    pub fn key(&self) -> String {
+        match self {
+            StagingBuildpack::Admin(b) => b.name.clone(),
+            StagingBuildpack::Zip { url } | StagingBuildpack::Git { url, .. } => url_key(url),
+        }
+    }
+
+    /// The name a droplet shows: the admin buildpack's name, or the URL.
+    pub fn name(&self) -> &str {
+        match self {
+            StagingBuildpack::Admin(b) => &b.name,
+            StagingBuildpack::Zip { url } | StagingBuildpack::Git { url, .. } => url,
+        }
+    }
+}
+
+/// Whether a buildpack named in an app or a build is a custom one by URL
+/// (Cloud Controller: anything with a scheme), and then whether a zip.
+pub fn custom_buildpack_kind(name: &str) -> Option<CustomKind> {
+    let (scheme, _) = name.split_once("://")?;
+    let path = name.split(['#', '?']).next().unwrap_or(name);
+    let web = matches!(scheme, "http" | "https");
+    Some(if web && path.ends_with(".zip") {
+        CustomKind::Zip
+    } else {
+        CustomKind::Git
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomKind {
+    Zip,
+    Git,
+}
+
+/// A custom buildpack's directory name: the URL is no file name, so a
+/// digest of it (as CF's builder does).
+pub fn url_key(url: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "custom-{}",
+        &hex::encode(sha2::Sha256::digest(url.as_bytes()))[..32]
+    )
 }
 
 /// The lifecycle-specific part of a staging Task or a DesiredLrp.

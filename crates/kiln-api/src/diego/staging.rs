@@ -103,18 +103,28 @@ async fn succeed_build(
         ));
     }
     let admin = db::all::<Buildpack>(&ctx.pool).await?;
+    let last = result.lifecycle_metadata.buildpacks.len().saturating_sub(1);
     let buildpacks: Vec<_> = result
         .lifecycle_metadata
         .buildpacks
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(i, b)| {
+            // Admin buildpacks by name, custom ones by their URL.
+            let custom = build
+                .buildpacks
+                .iter()
+                .find(|n| super::custom_buildpack_kind(n).is_some() && super::url_key(n) == b.key);
             let name = admin
                 .iter()
                 .find(|a| a.guid == b.key || a.name == b.key)
-                .map_or_else(|| b.key.clone(), |a| a.name.clone());
+                .map(|a| a.name.clone())
+                .or_else(|| custom.cloned())
+                .unwrap_or_else(|| b.key.clone());
             json!({
                 "name": name,
-                "detect_output": if result.lifecycle_metadata.detected_buildpack.is_empty() { serde_json::Value::Null } else { json!(result.lifecycle_metadata.detected_buildpack) },
+                // What detection said belongs to the final buildpack only.
+                "detect_output": if i != last || result.lifecycle_metadata.detected_buildpack.is_empty() { serde_json::Value::Null } else { json!(result.lifecycle_metadata.detected_buildpack) },
                 "buildpack_name": b.name,
                 "version": if b.version.is_empty() { serde_json::Value::Null } else { json!(b.version) },
             })
@@ -159,6 +169,19 @@ async fn succeed_build(
     Ok(Ok(()))
 }
 
+/// The zips of a build's git buildpacks go once its staging is over.
+async fn remove_git_buildpacks(ctx: &Ctx, build: &Build) -> ApiResult<()> {
+    for (index, name) in build.buildpacks.iter().enumerate() {
+        if super::custom_buildpack_kind(name) == Some(super::CustomKind::Git) {
+            let id = crate::uploads::custom_buildpack_id(&build.guid, index);
+            ctx.blobstore
+                .delete(&crate::uploads::custom_buildpack_key(&id))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Records a completed staging Task's outcome, then deletes the Task.
 pub async fn handle_staging_task(ctx: &Ctx, task: &Task) -> ApiResult<()> {
     if task.domain != STAGING_DOMAIN || task.state != TaskState::Completed {
@@ -191,6 +214,7 @@ pub async fn handle_staging_task(ctx: &Ctx, task: &Task) -> ApiResult<()> {
                 );
             }
         }
+        remove_git_buildpacks(ctx, &build).await?;
     }
     ignore_not_found(ctx.bbs.delete_task(&task.task_guid).await)?;
     Ok(())

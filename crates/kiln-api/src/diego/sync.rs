@@ -3,7 +3,7 @@
 //! `ProcessesSync`).
 
 use crate::context::Ctx;
-use crate::db::{self, App, Droplet, Process};
+use crate::db::{self, App, Deployment, Droplet, Process};
 use crate::error::ApiResult;
 use kiln_bbs::BbsError;
 use kiln_model::bbs::DesiredLrpUpdate;
@@ -43,14 +43,27 @@ async fn sync_app_locked(ctx: &Ctx, app_guid: &str) -> ApiResult<()> {
         None => None,
     };
     let existing = ctx.bbs.desired_lrps(Some(APPS_DOMAIN)).await?;
+    let deployment = active_deployment(ctx, app_guid).await?;
     for p in db::where_eq::<Process>(&ctx.pool, "app_guid", app_guid).await? {
         let want = super::lrp_guid(&p);
         let run = app.state == AppState::Started && p.instances > 0;
+        // While a deployment replaces this process, its previous DesiredLrp
+        // keeps running at the size the deployment gives it.
+        let rolling = deployment
+            .as_ref()
+            .filter(|d| d.process_guid == p.guid && run && droplet.is_some());
+        let old = rolling.map(|d| (format!("{}-{}", p.guid, d.old_version), d.old_instances));
         let prefix = format!("{}-", p.guid);
         for lrp in existing
             .iter()
             .filter(|l| l.process_guid.starts_with(&prefix))
         {
+            if let Some((old_guid, old_instances)) = &old
+                && &lrp.process_guid == old_guid
+            {
+                resize(ctx, old_guid, lrp.instances, *old_instances).await?;
+                continue;
+            }
             if !run || droplet.is_none() || lrp.process_guid != want {
                 ignore_not_found(ctx.bbs.remove_desired_lrp(&lrp.process_guid).await)?;
                 tracing::info!(process_guid = %lrp.process_guid, app_guid, "desired lrp removed");
@@ -59,7 +72,10 @@ async fn sync_app_locked(ctx: &Ctx, app_guid: &str) -> ApiResult<()> {
         let Some(droplet) = droplet.as_ref().filter(|_| run) else {
             continue;
         };
-        let desired = super::desired_lrp(ctx, &app, &p, droplet).await?;
+        let mut desired = super::desired_lrp(ctx, &app, &p, droplet).await?;
+        if let Some(d) = rolling {
+            desired.instances = d.new_instances.max(0) as u32;
+        }
         match existing.iter().find(|l| l.process_guid == want) {
             None => match ctx.bbs.desire_lrp(desired).await {
                 Ok(()) => tracing::info!(process_guid = %want, app_guid, "desired lrp created"),
@@ -79,6 +95,31 @@ async fn sync_app_locked(ctx: &Ctx, app_guid: &str) -> ApiResult<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The app's deploying or paused deployment, if any.
+pub async fn active_deployment(ctx: &Ctx, app_guid: &str) -> ApiResult<Option<Deployment>> {
+    Ok(db::where_eq::<Deployment>(&ctx.pool, "app_guid", app_guid)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|d| d.state.is_active()))
+}
+
+/// Sets a DesiredLrp's instance count if it differs.
+async fn resize(ctx: &Ctx, lrp_guid: &str, current: u32, want: i64) -> ApiResult<()> {
+    let want = want.max(0) as u32;
+    if current == want {
+        return Ok(());
+    }
+    let update = DesiredLrpUpdate {
+        instances: Some(want),
+        routes: None,
+        annotation: None,
+    };
+    ctx.bbs.update_desired_lrp(lrp_guid, update).await?;
+    tracing::info!(process_guid = %lrp_guid, instances = want, "desired lrp resized");
     Ok(())
 }
 

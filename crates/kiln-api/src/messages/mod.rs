@@ -503,3 +503,71 @@ pub struct CreateSpace {
     #[serde(default)]
     pub metadata: Option<Value>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRelationships {
+    pub app: ToOne,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentOptions {
+    #[serde(default)]
+    pub max_in_flight: Option<i64>,
+}
+
+/// `POST /v3/deployments` (Cloud Controller's `DeploymentCreateMessage`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    pub relationships: DeploymentRelationships,
+    #[serde(default)]
+    pub droplet: Option<GuidRef>,
+    #[serde(default)]
+    pub revision: Option<GuidRef>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub options: Option<DeploymentOptions>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// The strategies Kiln deploys with.
+pub const DEPLOYMENT_STRATEGIES: [&str; 2] = ["rolling", "canary"];
+
+impl CreateDeployment {
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.droplet.is_some() && self.revision.is_some() {
+            return Err(ApiError::unprocessable(
+                "Cannot set both fields 'droplet' and 'revision'",
+            ));
+        }
+        if let Some(s) = &self.strategy
+            && !DEPLOYMENT_STRATEGIES.contains(&s.as_str())
+        {
+            return Err(ApiError::unprocessable(format!(
+                "Strategy '{s}' is not a supported deployment strategy; use 'rolling' or 'canary'"
+            )));
+        }
+        if self.max_in_flight() < 1 {
+            return Err(ApiError::unprocessable(
+                "Max in flight must be an integer greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn strategy(&self) -> &str {
+        self.strategy.as_deref().unwrap_or("rolling")
+    }
+
+    /// How many new instances start at once (CC's default is 1).
+    pub fn max_in_flight(&self) -> i64 {
+        self.options
+            .as_ref()
+            .and_then(|o| o.max_in_flight)
+            .unwrap_or(1)
+    }
+}

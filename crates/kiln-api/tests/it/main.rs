@@ -3,7 +3,10 @@
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
+mod custom_buildpacks;
+mod deployments;
 mod oneshot;
+mod waits;
 
 use kiln_api::{Api, ApiConfig, ApiDeps};
 use kiln_bbs::{ActualLrpFilter, Bbs, BbsClient};
@@ -863,7 +866,8 @@ async fn push_path_end_to_end() {
     assert_eq!(d.downloads.len(), 3);
     assert_eq!(d.downloads[0].to, "/tmp/app");
     assert_eq!(d.downloads[0].kind, kiln_model::bbs::ArtifactKind::Zip);
-    assert_eq!(d.downloads[1].to, format!("/tmp/buildpacks/{bp_guid}"));
+    // Named by the buildpack's name, so staging headers name it too.
+    assert_eq!(d.downloads[1].to, "/tmp/buildpacks/python");
     assert_eq!(
         d.downloads[1].cache_key.as_deref(),
         Some(
@@ -890,7 +894,7 @@ async fn push_path_end_to_end() {
             "builder".into(),
             "--build-dir=/tmp/app".into(),
             "--buildpacks-dir=/tmp/buildpacks".into(),
-            format!("--buildpack-order={bp_guid}"),
+            "--buildpack-order=python".into(),
             "--skip-detect=true".into(),
             "--output-droplet=/tmp/droplet".into(),
             "--output-metadata=/tmp/result.json".into(),
@@ -898,9 +902,10 @@ async fn push_path_end_to_end() {
             "--output-build-artifacts-cache=/tmp/output-cache".into(),
         ]
     );
+    // Buildpack scripts run in the user's home, as on Diego.
     assert_eq!(
         (d.run.user.as_str(), d.run.dir.as_deref()),
-        ("vcap", Some("/tmp/app"))
+        ("vcap", Some("/home/vcap"))
     );
     let env = |name: &str| {
         d.run
@@ -916,6 +921,9 @@ async fn push_path_end_to_end() {
     assert_eq!(env("GREETING").as_deref(), Some("hi"));
     let vcap: Value = serde_json::from_str(&env("VCAP_APPLICATION").unwrap()).unwrap();
     assert_eq!(vcap["application_name"], "hello");
+    let version = vcap["version"].as_str().unwrap();
+    assert_eq!(version.len(), 36, "{vcap}");
+    assert_eq!(vcap["application_version"], version);
     assert_eq!(d.uploads[0].from, "/tmp/droplet");
     assert_eq!(d.uploads[1].from, "/tmp/output-cache");
 
@@ -1439,8 +1447,8 @@ async fn staging_with_detection_and_no_buildpacks() {
     let args = &task.definition.run.args;
     assert!(args.contains(&format!(
         "--buildpack-order={},{}",
-        a["guid"].as_str().unwrap(),
-        b["guid"].as_str().unwrap()
+        a["name"].as_str().unwrap(),
+        b["name"].as_str().unwrap()
     )));
     assert!(args.contains(&"--skip-detect=false".to_string()));
 
@@ -1473,7 +1481,7 @@ async fn staging_with_detection_and_no_buildpacks() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         error_of(&body).2,
-        "Buildpack \"nope\" must be an existing admin buildpack"
+        "Buildpack \"nope\" must be an existing admin buildpack or a valid git URI"
     );
 
     // Deleting an app that is staging cancels its staging Task.
