@@ -253,6 +253,25 @@ async fn cli_in(home: &Path, dir: &Path, args: &[&str]) -> CliOutput {
     }
 }
 
+/// `kiln login` as admin against `server`.
+async fn login(home: &Path, server: &Server) {
+    let api = server.api_url();
+    let out = cli(
+        home,
+        &["login", "-a", &api, "-u", "admin", "-p", ADMIN_PASSWORD],
+    )
+    .await;
+    assert!(out.success, "login failed\n{out}");
+}
+
+/// The suite's own legacy buildpack, registered first as `e2e_legacy`.
+async fn create_legacy_buildpack(home: &Path) {
+    let legacy = fixture("buildpacks/legacy");
+    let path = legacy.to_str().unwrap();
+    let out = cli(home, &["create-buildpack", "e2e_legacy", path, "1"]).await;
+    assert!(out.success, "create-buildpack failed\n{out}");
+}
+
 async fn route_get(router_port: u16, host: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("http://127.0.0.1:{router_port}/probe?x=1"))
@@ -289,32 +308,8 @@ async fn push_stage_run_route_and_survive_a_restart() {
 
     // kiln login, then the platform's buildpacks: the suite's own legacy
     // buildpack from a directory, the example supply/finalize one too.
-    let out = cli(
-        &home,
-        &[
-            "login",
-            "-a",
-            &server.api_url(),
-            "-u",
-            "admin",
-            "-p",
-            ADMIN_PASSWORD,
-        ],
-    )
-    .await;
-    assert!(out.success, "login failed\n{out}");
-    let legacy = fixture("buildpacks/legacy");
-    let out = cli(
-        &home,
-        &[
-            "create-buildpack",
-            "e2e_legacy",
-            legacy.to_str().unwrap(),
-            "1",
-        ],
-    )
-    .await;
-    assert!(out.success, "create-buildpack failed\n{out}");
+    login(&home, &server).await;
+    create_legacy_buildpack(&home).await;
     let python = workspace_root().join("examples/buildpacks/python");
     let out = cli(
         &home,
@@ -597,32 +592,8 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     let home = scratch.path().join("home");
     let (api_port, router_port) = (free_port(), free_port());
     let mut server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
-    let out = cli(
-        &home,
-        &[
-            "login",
-            "-a",
-            &server.api_url(),
-            "-u",
-            "admin",
-            "-p",
-            ADMIN_PASSWORD,
-        ],
-    )
-    .await;
-    assert!(out.success, "login failed\n{out}");
-    let legacy = fixture("buildpacks/legacy");
-    let out = cli(
-        &home,
-        &[
-            "create-buildpack",
-            "e2e_legacy",
-            legacy.to_str().unwrap(),
-            "1",
-        ],
-    )
-    .await;
-    assert!(out.success, "create-buildpack failed\n{out}");
+    login(&home, &server).await;
+    create_legacy_buildpack(&home).await;
 
     // Two apps, each from its own `path`, with variables from a file and
     // the command line, env, explicit routes and a default one.
@@ -931,21 +902,8 @@ async fn rolling_push_under_traffic_and_a_cancelled_canary() {
     let home = scratch.path().join("home");
     let (api_port, router_port) = (free_port(), free_port());
     let server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
-    let api = server.api_url();
-    let login = ["login", "-a", &api, "-u", "admin", "-p", ADMIN_PASSWORD];
-    assert!(cli(&home, &login).await.success);
-    let legacy = fixture("buildpacks/legacy");
-    let out = cli(
-        &home,
-        &[
-            "create-buildpack",
-            "e2e_legacy",
-            legacy.to_str().unwrap(),
-            "1",
-        ],
-    )
-    .await;
-    assert!(out.success, "create-buildpack failed\n{out}");
+    login(&home, &server).await;
+    create_legacy_buildpack(&home).await;
     let probe_dir = fixture("apps/envprobe");
     let probe = probe_dir.to_str().unwrap();
     let out = cli(
@@ -1212,9 +1170,7 @@ async fn custom_buildpacks_by_git_and_zip_url() {
     let home = scratch.path().join("home");
     let (api_port, router_port) = (free_port(), free_port());
     let server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
-    let api = server.api_url();
-    let login = ["login", "-a", &api, "-u", "admin", "-p", ADMIN_PASSWORD];
-    assert!(cli(&home, &login).await.success);
+    login(&home, &server).await;
     let repo = scratch.path().join("buildpack-repo");
     custom_buildpack_repo(&repo);
     let probe_dir = fixture("apps/envprobe");
