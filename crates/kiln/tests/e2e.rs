@@ -14,6 +14,10 @@ use tokio::process::{Child, Command};
 
 const ADMIN_PASSWORD: &str = "e2e-admin-secret";
 
+/// One whole server at a time, under `cargo test` too (nextest runs each
+/// test in a process of its own and groups them: `.config/nextest.toml`).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn kiln_binary() -> &'static str {
     env!("CARGO_BIN_EXE_kiln")
 }
@@ -276,6 +280,8 @@ async fn route_get(router_port: u16, host: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("http://127.0.0.1:{router_port}/probe?x=1"))
         .header("Host", host)
+        // A request the router never answers fails the test, not CI's clock.
+        .timeout(Duration::from_secs(30))
         .send()
         .await
         .expect("request through the router")
@@ -299,6 +305,7 @@ async fn push_stage_run_route_and_survive_a_restart() {
     if !runnable() {
         return;
     }
+    let _one_at_a_time = SERIAL.lock().await;
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");
@@ -587,6 +594,7 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     if !runnable() {
         return;
     }
+    let _one_at_a_time = SERIAL.lock().await;
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");
@@ -897,6 +905,7 @@ async fn rolling_push_under_traffic_and_a_cancelled_canary() {
     if !runnable() {
         return;
     }
+    let _one_at_a_time = SERIAL.lock().await;
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");
@@ -1165,6 +1174,7 @@ async fn custom_buildpacks_by_git_and_zip_url() {
     if !runnable() {
         return;
     }
+    let _one_at_a_time = SERIAL.lock().await;
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");

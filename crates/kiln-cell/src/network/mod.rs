@@ -124,11 +124,13 @@ pub struct Attachment {
 struct State {
     pool: IpPool,
     attached: HashMap<String, Attachment>,
-    /// A listening socket on each mapped host port at the cell's address:
-    /// it keeps any other program on the host from binding the port there
-    /// and taking an instance's traffic (as docker-proxy does), and never
-    /// sees a connection itself, since DNAT takes every one first.
-    held_ports: HashMap<String, std::net::TcpListener>,
+    /// A socket bound, but not listening, on each mapped host port at the
+    /// cell's address: it keeps any other program on the host from binding
+    /// the port there and taking an instance's traffic. It must not listen:
+    /// a connection that misses DNAT (the map element already gone while a
+    /// router still dials the instance) is then refused at once and the
+    /// router tries elsewhere, instead of waiting in a backlog nobody reads.
+    held_ports: HashMap<String, tokio::net::TcpSocket>,
 }
 
 /// The cell's bridge, table, relay and attachments.
@@ -306,7 +308,11 @@ impl CellNetwork {
         }
         if let Some(port) = host_port {
             let at = self.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let held = std::net::TcpListener::bind((at, port))
+            let held = tokio::net::TcpSocket::new_v4()
+                .and_then(|socket| {
+                    socket.bind(std::net::SocketAddr::from((at, port)))?;
+                    Ok(socket)
+                })
                 .map_err(|source| NetworkError::PortTaken { port, source })?;
             state.held_ports.insert(id.into(), held);
         }
