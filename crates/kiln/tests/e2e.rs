@@ -664,23 +664,39 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     assert_eq!(probe["e2e_env"]["E2E_COUNT"], "2", "{probe}");
     let alias = wait_for_200(router_port, "alias-mf.localhost", Duration::from_secs(30)).await;
     assert_eq!(alias.status(), 200);
-    // instances: ((count)) = 2; the router alternates between them.
-    let mut indexes = std::collections::BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while indexes.len() < 2 && Instant::now() < deadline {
-        let response = route_get(router_port, "mf-one.localhost").await;
-        if response.status() == 200 {
-            let probe: serde_json::Value = response.json().await.unwrap();
-            indexes.insert(
-                probe["env"]["CF_INSTANCE_INDEX"]
+    // instances: ((count)) = 2; each answers through the router, asked for
+    // by `X-Cf-App-Instance` (round robin alone may skip an instance that
+    // briefly failed to dial, for Gorouter's 30 s).
+    let out = cli(&home, &["curl", "/v3/apps?names=mf-one"]).await;
+    let apps: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let app_guid = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    for index in ["0", "1"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let seen = loop {
+            let response = reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{router_port}/probe"))
+                .header("Host", "mf-one.localhost")
+                .header("X-Cf-App-Instance", format!("{app_guid}:{index}"))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                let probe: serde_json::Value = response.json().await.unwrap();
+                break probe["env"]["CF_INSTANCE_INDEX"]
                     .as_str()
                     .unwrap_or("")
-                    .to_string(),
+                    .to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {index} of mf-one never answered\n{}",
+                server.log()
             );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(seen, index);
     }
-    assert_eq!(indexes.len(), 2, "two instances expected, saw {indexes:?}");
 
     // The second app got the default route and its own env.
     let response = wait_for_200(router_port, "mf-two.localhost", Duration::from_secs(30)).await;
