@@ -257,6 +257,18 @@ async fn cli_in(home: &Path, dir: &Path, args: &[&str]) -> CliOutput {
     }
 }
 
+/// A server in `scratch` on free ports with a cell network of its own, and
+/// a CLI home logged in to it; returns the server, the home and the
+/// router's port.
+async fn logged_in_server(scratch: &Path) -> (Server, PathBuf, u16) {
+    let (api_port, router_port) = (free_port(), free_port());
+    let data_dir = scratch.join("data");
+    let server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
+    let home = scratch.join("home");
+    login(&home, &server).await;
+    (server, home, router_port)
+}
+
 /// `kiln login` as admin against `server`.
 async fn login(home: &Path, server: &Server) {
     let api = server.api_url();
@@ -557,6 +569,9 @@ async fn push_stage_run_route_and_survive_a_restart() {
         .output()
         .unwrap();
     assert!(!bridge.status.success(), "the bridge outlived the server");
+    // The restart swept what the killed run left, the stop the rest: no
+    // container file system is still mounted.
+    assert_eq!(mounts_under(&data_dir), Vec::<String>::new());
 }
 
 /// The cell's network namespaces and host-side veths on this machine.
@@ -596,11 +611,7 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     }
     let _one_at_a_time = SERIAL.lock().await;
     let scratch = tempfile::tempdir().unwrap();
-    let data_dir = scratch.path().join("data");
-    let home = scratch.path().join("home");
-    let (api_port, router_port) = (free_port(), free_port());
-    let mut server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
-    login(&home, &server).await;
+    let (mut server, home, router_port) = logged_in_server(scratch.path()).await;
     create_legacy_buildpack(&home).await;
 
     // Two apps, each from its own `path`, with variables from a file and
@@ -867,9 +878,8 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     server.stop().await;
-    // The restart swept what the killed run left, the stop the rest: no
-    // container file system is still mounted.
-    assert_eq!(mounts_under(&data_dir), Vec::<String>::new());
+    // The stop leaves no container file system mounted.
+    assert_eq!(mounts_under(&server.data_dir), Vec::<String>::new());
 }
 
 /// Mount points under `dir` (the cell's container file systems).
@@ -923,11 +933,7 @@ async fn rolling_push_under_traffic_and_a_cancelled_canary() {
     }
     let _one_at_a_time = SERIAL.lock().await;
     let scratch = tempfile::tempdir().unwrap();
-    let data_dir = scratch.path().join("data");
-    let home = scratch.path().join("home");
-    let (api_port, router_port) = (free_port(), free_port());
-    let server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
-    login(&home, &server).await;
+    let (server, home, router_port) = logged_in_server(scratch.path()).await;
     create_legacy_buildpack(&home).await;
     let probe_dir = fixture("apps/envprobe");
     let probe = probe_dir.to_str().unwrap();
@@ -1192,11 +1198,7 @@ async fn custom_buildpacks_by_git_and_zip_url() {
     }
     let _one_at_a_time = SERIAL.lock().await;
     let scratch = tempfile::tempdir().unwrap();
-    let data_dir = scratch.path().join("data");
-    let home = scratch.path().join("home");
-    let (api_port, router_port) = (free_port(), free_port());
-    let server = Server::start(&data_dir, api_port, router_port, &free_subnet()).await;
-    login(&home, &server).await;
+    let (server, home, router_port) = logged_in_server(scratch.path()).await;
     let repo = scratch.path().join("buildpack-repo");
     custom_buildpack_repo(&repo);
     let probe_dir = fixture("apps/envprobe");
