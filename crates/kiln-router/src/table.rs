@@ -33,7 +33,7 @@ pub struct Endpoint {
     pub instance_guid: String,
     /// Made once per table, sent with every request to this instance.
     pub(crate) wire: WireHeaders,
-    /// Kept across table rebuilds for the same address.
+    /// Kept across table rebuilds for the same address and instance.
     pub(crate) state: Arc<EndpointState>,
 }
 
@@ -269,7 +269,9 @@ impl RouteTable {
             let Some(mut endpoint) = endpoint_of(a, &by_process) else {
                 continue;
             };
-            if let Some(state) = known.get(endpoint.addr.as_str()) {
+            if let Some(state) =
+                known.get(&(endpoint.addr.as_str(), endpoint.instance_guid.as_str()))
+            {
                 endpoint.state = Arc::clone(state);
             }
             let d = by_process[a.key.process_guid.as_str()];
@@ -288,13 +290,16 @@ impl RouteTable {
         table
     }
 
-    /// Each endpoint's state, by address.
-    fn endpoint_states(&self) -> HashMap<&str, &Arc<EndpointState>> {
+    /// Each endpoint's state, by address and instance: a host port is
+    /// reused by the cell, and a new instance on it must not inherit the
+    /// failures of the one before (Gorouter replaces an endpoint whose
+    /// instance id changed).
+    fn endpoint_states(&self) -> HashMap<(&str, &str), &Arc<EndpointState>> {
         self.hosts
             .values()
             .flat_map(|routes| &routes.paths)
             .flat_map(|(_, pool)| &pool.endpoints)
-            .map(|e| (e.addr.as_str(), &e.state))
+            .map(|e| ((e.addr.as_str(), e.instance_guid.as_str()), &e.state))
             .collect()
     }
 
@@ -447,6 +452,38 @@ mod tests {
             placement_error: String::new(),
             since: 0,
         }
+    }
+
+    #[test]
+    fn a_new_instance_on_a_reused_host_port_does_not_inherit_failures() {
+        let d = desired("p", &["app.test"]);
+        let before = RouteTable::from_lrps(
+            std::slice::from_ref(&d),
+            &[actual("p", 0, ActualLrpState::Running, 61000)],
+        );
+        let failed = &before.lookup("app.test", "/").unwrap().endpoints[0];
+        failed.state.mark_failed(Duration::from_secs(30));
+        let now = clock_ms();
+
+        // The same instance again: the router still remembers it failed.
+        let same = RouteTable::rebuild(
+            std::slice::from_ref(&d),
+            &[actual("p", 0, ActualLrpState::Running, 61000)],
+            &before,
+        );
+        assert!(
+            same.lookup("app.test", "/").unwrap().endpoints[0]
+                .state
+                .recently_failed(now)
+        );
+
+        // A restarted instance the cell gave the same host port: a fresh start.
+        let mut replacement = actual("p", 0, ActualLrpState::Running, 61000);
+        replacement.instance_key.as_mut().unwrap().instance_guid = "ig-new".into();
+        let after = RouteTable::rebuild(std::slice::from_ref(&d), &[replacement], &before);
+        let endpoint = &after.lookup("app.test", "/").unwrap().endpoints[0];
+        assert_eq!(endpoint.instance_guid, "ig-new");
+        assert!(!endpoint.state.recently_failed(now));
     }
 
     #[test]
