@@ -12,8 +12,11 @@
 //! cannot interleave.
 
 pub mod auction;
+pub mod auth;
 pub mod client;
 pub mod crash;
+mod presence;
+pub mod server;
 mod store;
 
 pub use client::{ActualLrpFilter, BbsClient, BbsError};

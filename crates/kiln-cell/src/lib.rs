@@ -8,7 +8,7 @@
 //!
 //! **Architecture invariants.** The cell never touches a database or the
 //! blobstore: it talks to the scheduler only through
-//! [`kiln_bbs::BbsClient`], writes logs only through
+//! [`kiln_bbs_client::BbsClient`], writes logs only through
 //! [`kiln_logs::LogSink`], moves artifacts only over plain HTTP, and reaches
 //! runc only through [`runtime::ContainerRuntime`].
 //!
@@ -35,7 +35,7 @@ pub mod runtime;
 pub mod stack;
 mod upload;
 
-use kiln_bbs::{BbsClient, BbsError};
+use kiln_bbs_client::{BbsClient, BbsError};
 use kiln_logs::LogSink;
 use kiln_model::bbs::CellCapacity;
 use std::ops::Range;

@@ -26,7 +26,7 @@ use crate::runtime::cgroups::Cgroups;
 use crate::runtime::{ContainerRuntime, valid_id};
 use crate::{CellConfig, CellError, stack};
 use futures_util::{FutureExt, StreamExt};
-use kiln_bbs::BbsClient;
+use kiln_bbs_client::BbsClient;
 use kiln_logs::LogSink;
 use kiln_model::TaskState;
 use kiln_model::bbs::{
@@ -569,7 +569,7 @@ impl Rep {
             Ok(()) => {
                 self.unreported.remove(id);
             }
-            Err(kiln_bbs::BbsError::Unavailable(error)) => {
+            Err(kiln_bbs_client::BbsError::Unavailable(error)) => {
                 tracing::warn!(%cell_id, container = id, %error, "report failed; will retry");
                 self.unreported.insert(id.to_string(), report);
             }

@@ -11,7 +11,7 @@ use crate::table::RouteTable;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use kiln_bbs::{ActualLrpFilter, BbsClient, BbsError};
+use kiln_bbs_client::{ActualLrpFilter, BbsClient, BbsError};
 use kiln_model::bbs::BbsEvent;
 use std::sync::Arc;
 use std::time::Duration;
