@@ -41,6 +41,9 @@ impl HttpBbsClient {
     pub fn new(base_url: &str, token: &str) -> Result<HttpBbsClient, BbsError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // The BBS is Kiln's own; a proxy from the environment would
+            // only get in the way.
+            .no_proxy()
             .build()
             .map_err(|e| BbsError::Unavailable(format!("building the http client: {e}")))?;
         Ok(HttpBbsClient {
@@ -65,16 +68,18 @@ impl HttpBbsClient {
         &self.inner.base_url
     }
 
-    /// Asks the BBS to place replacements for every instance on the cell
-    /// elsewhere and to place nothing new on it (Diego's evacuation).
-    pub async fn evacuate_cell(&self, cell_id: &str) -> Result<(), BbsError> {
-        self.call(
-            wire::EVACUATE_CELL,
-            &wire::CellId {
-                cell_id: cell_id.into(),
-            },
-        )
-        .await
+    /// The same client under a given cell session (see
+    /// [`wire::CELL_SESSION_HEADER`]); a cell keeps its session across
+    /// restarts so that it takes its own id back at once.
+    pub fn with_session(self, session: String) -> HttpBbsClient {
+        HttpBbsClient {
+            inner: Arc::new(Inner {
+                base_url: self.inner.base_url.clone(),
+                token: self.inner.token.clone(),
+                http: self.inner.http.clone(),
+                session,
+            }),
+        }
     }
 
     pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -369,6 +374,29 @@ impl BbsClient for HttpBbsClient {
             reason: reason.into(),
         };
         self.call(wire::CRASH_ACTUAL_LRP, &body).await
+    }
+
+    async fn evacuate_cell(&self, cell_id: &str) -> Result<(), BbsError> {
+        let body = wire::CellId {
+            cell_id: cell_id.into(),
+        };
+        self.call(wire::EVACUATE_CELL, &body).await
+    }
+
+    async fn evacuating_lrps(&self) -> Result<Vec<ActualLrp>, BbsError> {
+        self.call(wire::EVACUATING_LRPS, &()).await
+    }
+
+    async fn remove_evacuating_lrp(
+        &self,
+        key: &ActualLrpKey,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<(), BbsError> {
+        let body = wire::RemoveEvacuatingLrp {
+            key: key.clone(),
+            instance_key: instance_key.clone(),
+        };
+        self.call(wire::REMOVE_EVACUATING_LRP, &body).await
     }
 
     /// Follows the server's event stream, reconnecting with back-off for as

@@ -112,6 +112,24 @@ pub trait BbsClient: Send + Sync {
         reason: &str,
     ) -> Result<(), BbsError>;
 
+    // --- Evacuation (Diego's evacuating rep) ---
+
+    /// The cell is going away: the BBS places a replacement elsewhere for
+    /// each of its instances and nothing new on it, while the old
+    /// instances keep running and routed ([`Self::evacuating_lrps`]) until
+    /// the cell stops them.
+    async fn evacuate_cell(&self, cell_id: &str) -> Result<(), BbsError>;
+    /// Instances still running on evacuating cells, RUNNING with their old
+    /// instance key and address, beside the ActualLrps (whose record is
+    /// their replacement's). The router routes to both.
+    async fn evacuating_lrps(&self) -> Result<Vec<ActualLrp>, BbsError>;
+    /// The evacuating cell stopped (or is about to stop) this instance.
+    async fn remove_evacuating_lrp(
+        &self,
+        key: &ActualLrpKey,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<(), BbsError>;
+
     // --- Everyone ---
 
     /// Changes as they happen. Best-effort: on `BbsEvent::Lagged` the

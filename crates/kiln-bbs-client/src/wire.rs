@@ -35,6 +35,8 @@ pub const HEARTBEAT_CELL: &str = "/v1/cells/heartbeat";
 pub const CELLS: &str = "/v1/cells/list";
 pub const CELL_WORK: &str = "/v1/cells/work";
 pub const EVACUATE_CELL: &str = "/v1/cells/evacuate";
+pub const EVACUATING_LRPS: &str = "/v1/actual_lrps/evacuating/list";
+pub const REMOVE_EVACUATING_LRP: &str = "/v1/actual_lrps/evacuating/remove";
 /// `GET`: one JSON [`BbsEvent`](kiln_model::bbs::BbsEvent) per line; an
 /// empty line every [`EVENT_KEEPALIVE_SECS`] while nothing happens.
 pub const EVENTS: &str = "/v1/events";
@@ -119,6 +121,12 @@ pub struct CrashActualLrp {
     pub key: ActualLrpKey,
     pub instance_key: ActualLrpInstanceKey,
     pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveEvacuatingLrp {
+    pub key: ActualLrpKey,
+    pub instance_key: ActualLrpInstanceKey,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

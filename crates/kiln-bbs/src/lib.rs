@@ -15,6 +15,7 @@ pub mod auction;
 pub mod auth;
 pub mod client;
 pub mod crash;
+mod evacuation;
 mod presence;
 pub mod server;
 mod store;
@@ -72,6 +73,7 @@ struct Inner {
     cells: Mutex<HashMap<String, (CellPresence, Instant)>>,
     wake: Notify,
     config: BbsConfig,
+    evacuation: evacuation::Evacuation,
 }
 
 const MIGRATIONS: &[kiln_store::MigrationStep] =
@@ -112,6 +114,7 @@ impl Bbs {
                 cells: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 config,
+                evacuation: evacuation::Evacuation::default(),
             }),
         })
     }
@@ -259,7 +262,8 @@ impl Bbs {
             }
         }
 
-        let (placed, unplaced, auction_events) = self.auction_locked(&live, now).await?;
+        let placeable = self.inner.evacuation.placeable(&live);
+        let (placed, unplaced, auction_events) = self.auction_locked(&placeable, now).await?;
         report.placed = placed;
         report.unplaced = unplaced;
         changed.extend(auction_events);
@@ -813,6 +817,22 @@ impl BbsClient for Bbs {
             self.wake_auction();
         }
         Ok(())
+    }
+
+    async fn evacuate_cell(&self, cell_id: &str) -> Result<(), BbsError> {
+        self.evacuate(cell_id).await
+    }
+
+    async fn evacuating_lrps(&self) -> Result<Vec<ActualLrp>, BbsError> {
+        Ok(self.evacuating())
+    }
+
+    async fn remove_evacuating_lrp(
+        &self,
+        key: &ActualLrpKey,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<(), BbsError> {
+        self.remove_evacuating(key, instance_key).await
     }
 
     fn subscribe(&self) -> BoxStream<'static, BbsEvent> {

@@ -85,6 +85,9 @@ pub fn router(
         .route(wire::HEARTBEAT_CELL, post(heartbeat_cell))
         .route(wire::CELLS, post(cells))
         .route(wire::CELL_WORK, post(cell_work))
+        .route(wire::EVACUATE_CELL, post(evacuate_cell))
+        .route(wire::EVACUATING_LRPS, post(evacuating_lrps))
+        .route(wire::REMOVE_EVACUATING_LRP, post(remove_evacuating_lrp))
         .route(wire::EVENTS, get(events))
         .route(wire::LOGS, post(logs_ingress))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -350,6 +353,30 @@ async fn cell_work(State(s): S, body: Bytes) -> Response {
         async {
             let r: wire::CellId = parse(&body)?;
             s.bbs.cell_work(&r.cell_id).await
+        }
+        .await,
+    )
+}
+
+async fn evacuate_cell(State(s): S, body: Bytes) -> Response {
+    answer(
+        async {
+            let r: wire::CellId = parse(&body)?;
+            s.bbs.evacuate_cell(&r.cell_id).await
+        }
+        .await,
+    )
+}
+
+async fn evacuating_lrps(State(s): S) -> Response {
+    answer(s.bbs.evacuating_lrps().await)
+}
+
+async fn remove_evacuating_lrp(State(s): S, body: Bytes) -> Response {
+    answer(
+        async {
+            let r: wire::RemoveEvacuatingLrp = parse(&body)?;
+            s.bbs.remove_evacuating_lrp(&r.key, &r.instance_key).await
         }
         .await,
     )

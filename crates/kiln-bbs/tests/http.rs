@@ -405,3 +405,122 @@ async fn next(events: &mut futures_util::stream::BoxStream<'static, BbsEvent>) -
         .expect("an event within 10 s")
         .expect("the stream stays open")
 }
+
+fn net(host_port: u16) -> ActualLrpNetInfo {
+    ActualLrpNetInfo {
+        address: "127.0.0.2".into(),
+        ports: vec![PortMapping {
+            container_port: 8080,
+            host_port,
+        }],
+        instance_address: String::new(),
+    }
+}
+
+/// Starts every instance the cell was given, as its rep would.
+async fn run_work(c: &HttpBbsClient, cell_id: &str) -> Vec<ActualLrpInstanceKey> {
+    let work = c.cell_work(cell_id).await.unwrap();
+    let mut keys = Vec::new();
+    for (i, l) in work.lrps.iter().enumerate() {
+        let ik = l.actual.instance_key.clone().unwrap();
+        c.start_actual_lrp(&l.actual.key, &ik, net(61000 + i as u16))
+            .await
+            .unwrap();
+        keys.push(ik);
+    }
+    keys
+}
+
+#[tokio::test]
+async fn an_evacuating_cell_keeps_its_instances_routable_until_replaced() {
+    let s = server(BbsConfig::default()).await;
+    let (a, b) = (s.client(), s.client());
+    a.heartbeat_cell(cell("cell-a")).await.unwrap();
+    a.desire_lrp(desired("p1", 2)).await.unwrap();
+    s.bbs.converge().await.unwrap();
+    let old = run_work(&a, "cell-a").await;
+    assert_eq!(old.len(), 2);
+    b.heartbeat_cell(cell("cell-b")).await.unwrap();
+
+    a.evacuate_cell("cell-a").await.unwrap();
+    let evacuating = a.evacuating_lrps().await.unwrap();
+    assert_eq!(evacuating.len(), 2, "the old instances stay routable");
+    assert!(
+        evacuating
+            .iter()
+            .all(|e| e.state == ActualLrpState::Running && e.net_info.is_some())
+    );
+    assert!(a.cell_work("cell-a").await.unwrap().lrps.is_empty());
+
+    // The replacements go to the other cell, never back to the evacuating one.
+    a.heartbeat_cell(cell("cell-a")).await.unwrap();
+    s.bbs.converge().await.unwrap();
+    assert_eq!(b.cell_work("cell-b").await.unwrap().lrps.len(), 2);
+    let new = run_work(&b, "cell-b").await;
+    assert!(new.iter().all(|ik| !old.contains(ik)));
+
+    // The evacuating cell stops each old instance once its replacement runs.
+    for e in &evacuating {
+        a.remove_evacuating_lrp(&e.key, e.instance_key.as_ref().unwrap())
+            .await
+            .unwrap();
+    }
+    assert!(a.evacuating_lrps().await.unwrap().is_empty());
+    let records = a.actual_lrps(ActualLrpFilter::default()).await.unwrap();
+    assert_eq!(records.len(), 2, "one record per index: no duplicates");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.instance_key.as_ref().unwrap().cell_id == "cell-b")
+    );
+    s.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_partition_shorter_than_the_ttl_changes_nothing_and_a_longer_one_no_duplicates() {
+    let ttl = Duration::from_millis(1500);
+    let s = server(BbsConfig {
+        cell_ttl: ttl,
+        ..BbsConfig::default()
+    })
+    .await;
+    let (a, b) = (s.client(), s.client());
+    a.heartbeat_cell(cell("cell-a")).await.unwrap();
+    a.desire_lrp(desired("p1", 3)).await.unwrap();
+    s.bbs.converge().await.unwrap();
+    let held = run_work(&a, "cell-a").await;
+    b.heartbeat_cell(cell("cell-b")).await.unwrap();
+
+    // cell-a is silent for less than the TTL: convergence keeps its work.
+    tokio::time::sleep(ttl / 2).await;
+    b.heartbeat_cell(cell("cell-b")).await.unwrap();
+    let report = s.bbs.converge().await.unwrap();
+    assert_eq!(report.lost_cell_reclaimed, 0);
+    a.heartbeat_cell(cell("cell-a")).await.unwrap();
+    assert_eq!(a.cell_work("cell-a").await.unwrap().lrps.len(), 3);
+    assert!(b.cell_work("cell-b").await.unwrap().lrps.is_empty());
+
+    // Silent for longer: its instances are placed on cell-b, and when
+    // cell-a comes back its work no longer lists them (its rep stops
+    // them) and its late reports are refused.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    b.heartbeat_cell(cell("cell-b")).await.unwrap();
+    let report = s.bbs.converge().await.unwrap();
+    assert_eq!(report.lost_cell_reclaimed, 3);
+    run_work(&b, "cell-b").await;
+    a.heartbeat_cell(cell("cell-a")).await.unwrap();
+    assert!(a.cell_work("cell-a").await.unwrap().lrps.is_empty());
+    let records = a.actual_lrps(ActualLrpFilter::default()).await.unwrap();
+    assert_eq!(records.len(), 3, "one record per index: no duplicates");
+    let r = &records[0];
+    let stale = held
+        .iter()
+        .find(|ik| ik.cell_id == "cell-a")
+        .unwrap()
+        .clone();
+    assert!(matches!(
+        a.start_actual_lrp(&r.key, &stale, net(61000)).await,
+        Err(BbsError::InstanceMismatch { .. })
+    ));
+    s.shutdown.cancel();
+}
