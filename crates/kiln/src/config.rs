@@ -410,6 +410,64 @@ mod tests {
     }
 
     #[test]
+    fn roles_and_what_a_joining_node_needs() {
+        let resolve = |roles: &str, credentials: Option<PathBuf>| {
+            ServerConfig::resolve(ServerArgs {
+                roles: Some(roles.split(',').map(String::from).collect()),
+                bbs_credentials: credentials,
+                runc: Some("/usr/sbin/runc".into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            resolve("api,bbs,cell,router", None).unwrap().roles,
+            Roles::ALL
+        );
+        let err = resolve("api,cel", None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown role \"cel\""),
+            "{err:#}"
+        );
+        let err = resolve("api,cell", None).unwrap_err();
+        assert!(format!("{err:#}").contains("run together"), "{err:#}");
+        let err = resolve("router", None).unwrap_err();
+        assert!(format!("{err:#}").contains("--bbs-credentials"), "{err:#}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        kiln_bbs_client::Credentials {
+            bbs_url: "http://127.0.0.1:8889/".into(),
+            token: "kbbs1.0.00".into(),
+        }
+        .write(&file)
+        .unwrap();
+        let router = resolve("router", Some(file.clone())).unwrap();
+        assert_eq!(router.remote_bbs.unwrap().url, "http://127.0.0.1:8889");
+        // A joining cell names its id and its subnet.
+        let err = resolve("cell", Some(file.clone())).unwrap_err();
+        assert!(format!("{err:#}").contains("--cell-id"), "{err:#}");
+        let err = ServerConfig::resolve(ServerArgs {
+            roles: Some(vec!["cell".into()]),
+            bbs_credentials: Some(file.clone()),
+            cell_id: Some("c1".into()),
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("--cell-network"), "{err:#}");
+        let err = ServerConfig::resolve(ServerArgs {
+            bbs_credentials: Some(file),
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("without the bbs role"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_domains_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kiln.toml");
