@@ -125,7 +125,10 @@ async fn desired_instances_are_placed_claimed_started_and_announced() {
 
     let work = bbs.cell_work("cell-a").await.unwrap();
     assert_eq!(work.lrps.len(), 2);
-    assert_eq!(work.lrps[0].desired.process_guid, "p-1");
+    // The DesiredLrp comes once, not once per instance.
+    assert_eq!(work.desired_lrps.len(), 1);
+    assert_eq!(work.desired_lrps[0].process_guid, "p-1");
+    assert!(work.lrps.iter().all(|a| a.key.process_guid == "p-1"));
     assert!(bbs.cell_work("cell-b").await.unwrap().lrps.is_empty());
 
     let a0 = &placed[0];
@@ -230,8 +233,10 @@ async fn scaling_adds_and_retires_indices_and_instances_spread() {
     )
     .await
     .unwrap();
+    // Scaling down retires the extra indices with the update itself.
+    assert_eq!(actuals(&bbs, "p-1").await.len(), 1);
     let report = bbs.converge().await.unwrap();
-    assert_eq!(report.extra_removed, 2);
+    assert_eq!(report.extra_removed, 0);
     assert_eq!(actuals(&bbs, "p-1").await.len(), 1);
 
     bbs.remove_desired_lrp("p-1").await.unwrap();
