@@ -69,6 +69,9 @@ impl Default for BbsConfig {
 /// auctioneer batches the requests that arrive while it works.
 const AUCTION_BATCH_WINDOW: Duration = Duration::from_millis(20);
 
+/// How often presence is checked for cells that stopped heartbeating.
+const PRESENCE_CHECK: Duration = Duration::from_millis(250);
+
 /// The in-process BBS. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Bbs {
@@ -166,18 +169,15 @@ impl Bbs {
             self.inner.started + self.inner.config.cell_ttl,
         ));
         self.wake_auction();
+        // A cell whose presence expires is converged on at once (Diego's
+        // BBS does so on a cell-disappeared event), not at the next tick.
+        let mut presence = tokio::time::interval(PRESENCE_CHECK);
+        presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let converge_now = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tick.tick() => {
-                    match self.converge().await {
-                        Ok(report) if report != ConvergenceReport::default() => {
-                            tracing::debug!(?report, "convergence pass")
-                        }
-                        Ok(_) => {}
-                        Err(error) => tracing::warn!(%error, "convergence pass failed"),
-                    }
-                }
+                _ = tick.tick() => true,
+                _ = presence.tick() => self.forget_expired_cells() && self.presence_settled(),
                 _ = self.inner.wake.notified() => {
                     tokio::time::sleep(AUCTION_BATCH_WINDOW).await;
                     match self.auction().await {
@@ -187,9 +187,34 @@ impl Bbs {
                         Ok(_) => {}
                         Err(error) => tracing::warn!(%error, "auction round failed"),
                     }
+                    false
+                }
+            };
+            if converge_now {
+                match self.converge().await {
+                    Ok(report) if report != ConvergenceReport::default() => {
+                        tracing::debug!(?report, "convergence pass")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "convergence pass failed"),
                 }
             }
         }
+    }
+
+    /// Drops cells whose presence expired; whether there were any.
+    fn forget_expired_cells(&self) -> bool {
+        let ttl = self.inner.config.cell_ttl;
+        let mut cells = self.inner.cells.lock().unwrap_or_else(|e| e.into_inner());
+        let before = cells.len();
+        cells.retain(|cell_id, (_, seen)| {
+            let live = seen.elapsed() <= ttl;
+            if !live {
+                tracing::info!(%cell_id, "cell presence expired");
+            }
+            live
+        });
+        cells.len() != before
     }
 
     fn emit(&self, event: BbsEvent) {
