@@ -265,3 +265,107 @@ impl Bbs {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BbsClient, BbsConfig};
+    use kiln_model::bbs::{CellCapacity, DesiredLrp, HealthCheck, RunAction};
+
+    fn desired(process_guid: &str) -> DesiredLrp {
+        DesiredLrp {
+            process_guid: process_guid.into(),
+            domain: "cf-apps".into(),
+            instances: 2,
+            rootfs: "preloaded:s".into(),
+            memory_mb: 256,
+            disk_mb: 256,
+            env: vec![],
+            setup: vec![],
+            action: RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            health_check: HealthCheck::Port,
+            start_timeout_ms: 1000,
+            routes: vec![],
+            log_guid: "l".into(),
+            log_source: "APP/PROC/WEB".into(),
+            annotation: String::new(),
+        }
+    }
+
+    fn lrp_work(index: u32) -> Work {
+        Work {
+            kind: WorkKind::Lrp {
+                process_guid: "p".into(),
+                index,
+            },
+            rootfs: "preloaded:s".into(),
+            memory_mb: 256,
+            disk_mb: 256,
+        }
+    }
+
+    /// Decisions made for a cell that vanished before they are written are
+    /// not written: the instances stay UNCLAIMED for the next round. And an
+    /// instance claimed meanwhile (here by a cell's report) is not claimed
+    /// again.
+    #[tokio::test]
+    async fn decisions_for_a_cell_gone_at_write_time_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), BbsConfig::default())
+            .await
+            .unwrap();
+        bbs.heartbeat_cell(CellPresence {
+            cell_id: "cell-live".into(),
+            address: "127.0.0.1".into(),
+            capacity: CellCapacity {
+                memory_mb: 4096,
+                disk_mb: 4096,
+                containers: 10,
+            },
+            rootfs_providers: vec!["preloaded:s".into()],
+        })
+        .await
+        .unwrap();
+        bbs.desire_lrp(desired("p")).await.unwrap();
+        // Index 1 is started by a cell's report before the round writes.
+        let key = kiln_model::bbs::ActualLrpKey {
+            process_guid: "p".into(),
+            index: 1,
+            domain: "cf-apps".into(),
+        };
+        let ik = kiln_model::bbs::ActualLrpInstanceKey {
+            instance_guid: "reported".into(),
+            cell_id: "cell-live".into(),
+        };
+        let net_info = kiln_model::bbs::ActualLrpNetInfo {
+            address: "127.0.0.1".into(),
+            ports: vec![],
+            instance_address: String::new(),
+        };
+        bbs.start_actual_lrp(&key, &ik, net_info).await.unwrap();
+
+        let cells = vec![
+            CellLoad::new("cell-gone", vec!["preloaded:s".into()], 4096, 4096, 10),
+            CellLoad::new("cell-live", vec!["preloaded:s".into()], 4096, 4096, 10),
+        ];
+        let decisions = vec![(lrp_work(0), Ok(0)), (lrp_work(1), Ok(1))];
+        let report = bbs
+            .write_decisions(&decisions, &cells, &HashMap::new())
+            .await
+            .unwrap();
+        assert_eq!(report.placed, 0);
+        let actuals = bbs
+            .actual_lrps(crate::ActualLrpFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(actuals[0].state, kiln_model::ActualLrpState::Unclaimed);
+        assert_eq!(actuals[1].state, kiln_model::ActualLrpState::Running);
+        assert_eq!(actuals[1].instance_key.as_ref(), Some(&ik));
+    }
+}

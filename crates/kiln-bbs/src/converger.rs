@@ -214,3 +214,80 @@ impl Bbs {
         Ok(failed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(guid: &str, index: u32, state: ActualLrpState, cell_id: &str) -> ActualSummary {
+        ActualSummary {
+            process_guid: guid.into(),
+            index,
+            state,
+            instance_guid: format!("{guid}-{index}"),
+            cell_id: cell_id.into(),
+            crash_count: 0,
+            since: 0,
+        }
+    }
+
+    fn snapshot(instances: u32) -> DesiredSnapshot {
+        let d = DesiredLrp {
+            process_guid: "p".into(),
+            domain: "cf-apps".into(),
+            instances,
+            rootfs: "preloaded:s".into(),
+            memory_mb: 1,
+            disk_mb: 1,
+            env: vec![],
+            setup: vec![],
+            action: kiln_model::bbs::RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            health_check: kiln_model::bbs::HealthCheck::Port,
+            start_timeout_ms: 1,
+            routes: vec![],
+            log_guid: "l".into(),
+            log_source: "s".into(),
+            annotation: String::new(),
+        };
+        HashMap::from([("p".to_string(), Arc::new(d))])
+    }
+
+    #[test]
+    fn a_pass_finds_extra_missing_and_lost_instances() {
+        let live = HashSet::from(["cell-a".to_string()]);
+        let actuals = vec![
+            summary("p", 0, ActualLrpState::Running, "cell-a"),
+            summary("p", 2, ActualLrpState::Claimed, "cell-gone"),
+            summary("p", 5, ActualLrpState::Running, "cell-a"),
+            summary("orphan", 0, ActualLrpState::Running, "cell-a"),
+        ];
+        let plan = plan(&snapshot(3), actuals, Some(&live), 0);
+        assert_eq!(
+            plan.extra,
+            vec![("p".to_string(), 5), ("orphan".to_string(), 0)]
+        );
+        assert_eq!(plan.missing.len(), 1);
+        assert_eq!(plan.missing[0].1, vec![1]);
+        assert_eq!(plan.lost.len(), 1);
+        assert_eq!(plan.lost[0].index, 2);
+    }
+
+    #[test]
+    fn before_presence_settles_no_cell_is_lost() {
+        let actuals = vec![summary(
+            "p",
+            0,
+            ActualLrpState::Running,
+            "cell-not-yet-seen",
+        )];
+        let plan = plan(&snapshot(1), actuals, None, 0);
+        assert!(plan.lost.is_empty());
+        assert!(plan.missing.is_empty() && plan.extra.is_empty());
+    }
+}
