@@ -78,13 +78,6 @@ impl From<serde_json::Error> for BbsError {
     }
 }
 
-#[cfg(feature = "sqlx")]
-impl From<sqlx::Error> for BbsError {
-    fn from(error: sqlx::Error) -> BbsError {
-        BbsError::Store(error.to_string())
-    }
-}
-
 /// The JSON form: a `code` naming the variant and its fields as strings.
 mod wire {
     use super::*;

@@ -34,6 +34,10 @@ impl Evacuation {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn is_evacuating(&self, cell_id: &str) -> bool {
+        self.state().cells.contains(cell_id)
+    }
+
     /// The live cells work may be placed on: not the evacuating ones. A
     /// cell that is no longer live is forgotten here, so that the same id
     /// coming back later is an ordinary cell again.

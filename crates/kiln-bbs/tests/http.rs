@@ -125,7 +125,7 @@ async fn every_call_crosses_the_wire_and_errors_arrive_as_they_left() {
     let work = c.cell_work("cell-a").await.unwrap();
     assert_eq!(work.lrps.len(), 2, "both instances placed on the only cell");
 
-    let a = &work.lrps[0].actual;
+    let a = &work.lrps[0];
     let ik = a.instance_key.clone().unwrap();
     let net = ActualLrpNetInfo {
         address: "127.0.0.2".into(),
@@ -422,8 +422,8 @@ async fn run_work(c: &HttpBbsClient, cell_id: &str) -> Vec<ActualLrpInstanceKey>
     let work = c.cell_work(cell_id).await.unwrap();
     let mut keys = Vec::new();
     for (i, l) in work.lrps.iter().enumerate() {
-        let ik = l.actual.instance_key.clone().unwrap();
-        c.start_actual_lrp(&l.actual.key, &ik, net(61000 + i as u16))
+        let ik = l.instance_key.clone().unwrap();
+        c.start_actual_lrp(&l.key, &ik, net(61000 + i as u16))
             .await
             .unwrap();
         keys.push(ik);

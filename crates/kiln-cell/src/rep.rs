@@ -450,7 +450,7 @@ impl Rep {
     /// The bulk sync: make the containers match the work listed here.
     async fn sync(&mut self) {
         let cell_id = self.ctx.config.cell_id.clone();
-        let work = match self.ctx.bbs.cell_work(&cell_id).await {
+        let mut work = match self.ctx.bbs.cell_work(&cell_id).await {
             Ok(work) => work,
             Err(error) => {
                 tracing::warn!(%cell_id, %error, "reading cell work failed");
@@ -459,7 +459,7 @@ impl Rep {
         };
         let mut listed: HashSet<String> = HashSet::new();
 
-        for task in work.tasks {
+        for task in std::mem::take(&mut work.tasks) {
             if task.cell_id != cell_id {
                 continue;
             }
@@ -492,8 +492,9 @@ impl Rep {
             }
         }
 
-        for assignment in work.lrps {
-            let Some(instance_key) = assignment.actual.instance_key.clone() else {
+        let desired = work.desired_by_guid();
+        for actual in &work.lrps {
+            let Some(instance_key) = actual.instance_key.clone() else {
                 continue;
             };
             if instance_key.cell_id != cell_id {
@@ -508,7 +509,13 @@ impl Rep {
                 self.report(&id, report).await;
                 continue;
             }
-            self.start_lrp(assignment);
+            let Some(&desired) = desired.get(actual.key.process_guid.as_str()) else {
+                continue;
+            };
+            self.start_lrp(LrpAssignment {
+                actual: actual.clone(),
+                desired: desired.clone(),
+            });
         }
 
         for (id, running) in &self.running {
