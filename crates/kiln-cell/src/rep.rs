@@ -102,6 +102,8 @@ struct Evacuation {
     deadline: tokio::time::Instant,
     /// Whether the BBS has taken the evacuation (it is retried until then).
     accepted: bool,
+    /// Instances already handed over, waiting out the route drain.
+    retiring: HashSet<String>,
 }
 
 /// Between telling the BBS an evacuated instance is going and stopping
@@ -225,6 +227,7 @@ pub async fn run(
                 rep.evacuation = Some(Evacuation {
                     deadline: tokio::time::Instant::now() + ctx.config.evacuation_timeout,
                     accepted: false,
+                    retiring: HashSet::new(),
                 });
                 if rep.evacuate().await {
                     break;
@@ -567,6 +570,7 @@ impl Rep {
         for (id, running) in &self.running {
             if let Work::Lrp { key, instance_key } = &running.work
                 && !running.stop.is_cancelled()
+                && !evacuation.retiring.contains(id)
             {
                 by_process
                     .entry(key.process_guid.clone())
@@ -593,6 +597,7 @@ impl Rep {
                 if !replaced {
                     continue;
                 }
+                evacuation.retiring.insert(id.clone());
                 tracing::info!(%cell_id, process_guid = %key.process_guid, index = key.index, instance_guid = %id, "replacement runs elsewhere; stopping the evacuated instance");
                 if let Err(error) = self
                     .ctx

@@ -1745,6 +1745,11 @@ async fn cells_join_die_and_evacuate() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = steady_traffic(router_port, "mc.localhost", stop.clone(), 20_000);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let on_c = instances(&home, &process_guid)
+        .await
+        .iter()
+        .filter(|(_, _, h)| h == "127.0.0.3")
+        .count();
     let evacuating = Instant::now();
     cell_c.signal("-TERM");
     let status = cell_c.wait_exit(Duration::from_secs(300)).await;
@@ -1758,7 +1763,6 @@ async fn cells_join_die_and_evacuate() {
         cell_c.log()
     );
     // Each of its instances was stopped only once its replacement ran.
-    let on_c = hosts.iter().filter(|h| *h == "127.0.0.3").count();
     assert_eq!(
         cell_c
             .log()
