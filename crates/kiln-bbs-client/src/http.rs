@@ -87,6 +87,7 @@ impl HttpBbsClient {
             .http
             .post(format!("{}{path}", self.inner.base_url))
             .bearer_auth(&self.inner.token)
+            .header(wire::CELL_SESSION_HEADER, &self.inner.session)
             .timeout(CALL_TIMEOUT)
     }
 
@@ -306,7 +307,6 @@ impl BbsClient for HttpBbsClient {
     async fn heartbeat_cell(&self, presence: CellPresence) -> Result<(), BbsError> {
         let request = self
             .post(wire::HEARTBEAT_CELL)
-            .header(wire::CELL_SESSION_HEADER, &self.inner.session)
             .json(&wire::HeartbeatCell { presence });
         self.send(request).await
     }

@@ -48,9 +48,10 @@ pub const PING: &str = "/ping";
 /// client that hears nothing for three times as long reconnects.
 pub const EVENT_KEEPALIVE_SECS: u64 = 10;
 
-/// The header a cell's heartbeat names its session in: a random value
+/// The header every request names the client's session in: a random value
 /// per cell process, so a second process under a live cell's id is told
-/// apart from the same cell heartbeating again.
+/// apart from the same cell heartbeating again, and a cell's reports are
+/// taken only from the session that holds its id.
 pub const CELL_SESSION_HEADER: &str = "x-kiln-cell-session";
 
 #[derive(Debug, Serialize, Deserialize)]

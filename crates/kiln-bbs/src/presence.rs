@@ -33,6 +33,21 @@ impl CellSessions {
     }
 }
 
+impl CellSessions {
+    /// Whether `session` may act for `cell_id` (report on its work,
+    /// evacuate it): refused only when another session holds the id. An id
+    /// no session holds yet (a BBS that just restarted) is let through.
+    pub fn check(&self, cell_id: &str, session: Option<&str>) -> Result<(), BbsError> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.get(cell_id) {
+            Some((holder, _)) if Some(holder.as_str()) != session => Err(BbsError::Unauthorized(
+                format!("cell {cell_id} is held by another cell process"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Bbs {
     /// How long a cell stays present without a heartbeat.
     pub fn cell_ttl(&self) -> Duration {

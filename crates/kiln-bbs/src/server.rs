@@ -140,6 +140,19 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, BbsError> {
 
 type S = State<Arc<ServerState>>;
 
+/// Refuses a cell's report (or evacuation) sent by a process other than
+/// the one that holds the cell's id.
+fn acting_for(s: &ServerState, headers: &HeaderMap, cell_id: &str) -> Result<(), BbsError> {
+    let session = headers
+        .get(wire::CELL_SESSION_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let checked = s.sessions.check(cell_id, session);
+    if let Err(error) = &checked {
+        tracing::warn!(cell_id, %error, "cell report refused");
+    }
+    checked
+}
+
 async fn desire_task(State(s): S, body: Bytes) -> Response {
     answer(
         async {
@@ -202,20 +215,22 @@ async fn delete_task(State(s): S, body: Bytes) -> Response {
     )
 }
 
-async fn start_task(State(s): S, body: Bytes) -> Response {
+async fn start_task(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     answer(
         async {
             let r: wire::StartTask = parse(&body)?;
+            acting_for(&s, &headers, &r.cell_id)?;
             s.bbs.start_task(&r.task_guid, &r.cell_id).await
         }
         .await,
     )
 }
 
-async fn complete_task(State(s): S, body: Bytes) -> Response {
+async fn complete_task(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     answer(
         async {
             let r: wire::CompleteTask = parse(&body)?;
+            acting_for(&s, &headers, &r.cell_id)?;
             s.bbs
                 .complete_task(
                     &r.task_guid,
@@ -290,10 +305,11 @@ async fn actual_lrps(State(s): S, body: Bytes) -> Response {
     )
 }
 
-async fn start_actual_lrp(State(s): S, body: Bytes) -> Response {
+async fn start_actual_lrp(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     answer(
         async {
             let r: wire::StartActualLrp = parse(&body)?;
+            acting_for(&s, &headers, &r.instance_key.cell_id)?;
             s.bbs
                 .start_actual_lrp(&r.key, &r.instance_key, r.net_info)
                 .await
@@ -302,10 +318,11 @@ async fn start_actual_lrp(State(s): S, body: Bytes) -> Response {
     )
 }
 
-async fn crash_actual_lrp(State(s): S, body: Bytes) -> Response {
+async fn crash_actual_lrp(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     answer(
         async {
             let r: wire::CrashActualLrp = parse(&body)?;
+            acting_for(&s, &headers, &r.instance_key.cell_id)?;
             s.bbs
                 .crash_actual_lrp(&r.key, &r.instance_key, &r.reason)
                 .await
@@ -358,10 +375,11 @@ async fn cell_work(State(s): S, body: Bytes) -> Response {
     )
 }
 
-async fn evacuate_cell(State(s): S, body: Bytes) -> Response {
+async fn evacuate_cell(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     answer(
         async {
             let r: wire::CellId = parse(&body)?;
+            acting_for(&s, &headers, &r.cell_id)?;
             s.bbs.evacuate_cell(&r.cell_id).await
         }
         .await,
@@ -372,10 +390,11 @@ async fn evacuating_lrps(State(s): S) -> Response {
     answer(s.bbs.evacuating_lrps().await)
 }
 
-async fn remove_evacuating_lrp(State(s): S, body: Bytes) -> Response {
+async fn remove_evacuating_lrp(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     answer(
         async {
             let r: wire::RemoveEvacuatingLrp = parse(&body)?;
+            acting_for(&s, &headers, &r.instance_key.cell_id)?;
             s.bbs.remove_evacuating_lrp(&r.key, &r.instance_key).await
         }
         .await,

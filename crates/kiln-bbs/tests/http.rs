@@ -276,6 +276,32 @@ async fn a_second_cell_under_a_live_cells_id_is_refused() {
         }
     );
     second.heartbeat_cell(cell("cell-b")).await.unwrap();
+    // Nor may the second report on the first's work.
+    first.desire_lrp(desired("p1", 1)).await.unwrap();
+    s.bbs.converge().await.unwrap();
+    let work = first.cell_work("cell-a").await.unwrap();
+    let a = &work.lrps[0];
+    let ik = a.instance_key.clone().unwrap();
+    let net = ActualLrpNetInfo {
+        address: "127.0.0.2".into(),
+        ports: vec![],
+        instance_address: String::new(),
+    };
+    let err = second
+        .start_actual_lrp(&a.key, &ik, net.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BbsError::Unauthorized(_)), "{err:?}");
+    assert!(matches!(
+        second.evacuate_cell("cell-a").await,
+        Err(BbsError::Unauthorized(_))
+    ));
+    assert_eq!(
+        s.bbs.actual_lrps(ActualLrpFilter::default()).await.unwrap()[0].state,
+        ActualLrpState::Claimed,
+        "the refused report changed nothing"
+    );
+    first.start_actual_lrp(&a.key, &ik, net).await.unwrap();
     // Once the first has been silent for the TTL (it died), a restarted
     // cell takes the id over.
     tokio::time::sleep(Duration::from_millis(1700)).await;

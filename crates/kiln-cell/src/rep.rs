@@ -299,10 +299,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Announces the cell with no capacity before touching anything named
+/// Announces the cell (its first heartbeat) before touching anything named
 /// after its id (containers, bridge, nft table): a BBS that knows another
 /// live cell under this id refuses, and this process stops before it
-/// could tear down that cell's network or run its work.
+/// could tear down that cell's network or run its work. Work placed now
+/// waits in `cell_work` for the first sync. (With no capacity instead, the
+/// auction would fail at once a task desired meanwhile that fits nowhere.)
 async fn claim_cell_id(
     bbs: &dyn BbsClient,
     config: &CellConfig,
@@ -311,11 +313,7 @@ async fn claim_cell_id(
     let presence = CellPresence {
         cell_id: config.cell_id.clone(),
         address: config.address.clone(),
-        capacity: kiln_model::bbs::CellCapacity {
-            memory_mb: 0,
-            disk_mb: 0,
-            containers: 0,
-        },
+        capacity: config.capacity,
         rootfs_providers: vec![stack.rootfs_provider()],
     };
     match bbs.heartbeat_cell(presence).await {

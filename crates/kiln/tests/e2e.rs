@@ -1697,6 +1697,43 @@ async fn cells_join_die_and_evacuate() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+    // A router-only node joined the same way serves the app too.
+    let remote_router_port = free_port();
+    let router_log = scratch.path().join("router-node.log");
+    let mut router_node = Command::new(kiln_binary())
+        .args(["server", "--roles", "router", "--bbs-credentials"])
+        .arg(&credentials)
+        .arg("--router-listen")
+        .arg(format!("127.0.0.1:{remote_router_port}"))
+        .arg("--data-dir")
+        .arg(scratch.path().join("router-node"))
+        .stdout(std::fs::File::create(&router_log).unwrap())
+        .stderr(std::fs::File::create(scratch.path().join("router-node.err")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let listening = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", remote_router_port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < listening,
+            "the router node never listened\n{}",
+            std::fs::read_to_string(scratch.path().join("router-node.err")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let response = wait_for_200(remote_router_port, "mc.localhost", Duration::from_secs(60)).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        std::fs::read_to_string(scratch.path().join("router-node.err")).unwrap_or_default()
+    );
+    router_node.start_kill().unwrap();
+    router_node.wait().await.unwrap();
+
     // Logs from remote cells reach the log cache.
     let out = cli(&home, &["logs", "mc", "--recent"]).await;
     assert!(out.success, "{out}");
