@@ -146,8 +146,14 @@ impl Counter {
 
     /// Seconds until `sql` counts `want` rows, or None past the limit.
     async fn wait_for(&self, sql: &str, want: u64, from: Instant) -> Option<f64> {
+        let mut report = Instant::now();
         loop {
-            if self.count(sql).await >= want {
+            let have = self.count(sql).await;
+            if report.elapsed() > Duration::from_secs(10) {
+                eprintln!("  {have}/{want} after {:.0} s: {sql}", from.elapsed().as_secs_f64());
+                report = Instant::now();
+            }
+            if have >= want {
                 return Some(from.elapsed().as_secs_f64());
             }
             if from.elapsed() > PHASE_LIMIT {
@@ -252,8 +258,13 @@ async fn main() {
             .desire_lrp(desired(format!("app-{a:06}")))
             .await
             .expect("desire");
+        if a % 500 == 499 {
+            eprintln!("  desired {} apps after {:.1} s", a + 1, start.elapsed().as_secs_f64());
+        }
     }
     let desire = start.elapsed().as_secs_f64();
+    eprintln!("  desired {instances} instances in {desire:.1} s");
+    let desired_at = Instant::now();
     let placed = counter
         .wait_for(
             "SELECT COUNT(*) FROM actual_lrps WHERE state IN ('CLAIMED', 'RUNNING')",
@@ -261,6 +272,7 @@ async fn main() {
             start,
         )
         .await;
+    let placed_after_desire = placed.map(|_| desired_at.elapsed().as_secs_f64());
     let running = counter
         .wait_for(
             "SELECT COUNT(*) FROM actual_lrps WHERE state = 'RUNNING'",
@@ -315,10 +327,11 @@ async fn main() {
         .await;
 
     println!(
-        "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} running_s={} \
+        "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} placed_after_desire_s={} running_s={} \
          converge_s={converge:.3} replaced_after_expiry_s={} rerunning_after_expiry_s={} \
          peak_rss_mb={:.0} db_mb={:.1}",
         secs(placed),
+        secs(placed_after_desire),
         secs(running),
         secs(replaced),
         secs(rerunning),

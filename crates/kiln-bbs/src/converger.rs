@@ -3,73 +3,63 @@
 //! then writes its corrections in short batches, each a compare-and-set on
 //! what the snapshot saw, and ends with an auction round.
 
-use crate::desired_cache::DesiredSnapshot;
 use crate::store::{self, ActualSummary, db};
 use crate::{Bbs, BbsError, ConvergenceReport, crash, now_nanos};
+use kiln_model::TaskState;
 use kiln_model::bbs::{BbsEvent, DesiredLrp, Nanos};
-use kiln_model::{ActualLrpState, TaskState};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Writes per transaction (and per hold of the write lock), so a cell's
 /// report waits for at most one batch.
 const WRITE_BATCH: usize = 1000;
 
-/// What a convergence pass will correct, computed from one snapshot.
+/// What a convergence pass will correct, read from one pass over the
+/// store. `live` is `None` while presence is not yet settled after a start:
+/// then no cell counts as lost.
 #[derive(Debug, Default)]
-pub(crate) struct Plan {
+struct Plan {
     /// Instances whose DesiredLrp is gone or no longer has their index.
-    pub extra: Vec<(String, u32)>,
+    extra: Vec<(String, u32)>,
     /// Indices a DesiredLrp has no ActualLrp for.
-    pub missing: Vec<(Arc<DesiredLrp>, Vec<u32>)>,
+    missing: Vec<(Arc<DesiredLrp>, Vec<u32>)>,
     /// CLAIMED or RUNNING on a cell that is not present.
-    pub lost: Vec<ActualSummary>,
+    lost: Vec<ActualSummary>,
     /// CRASHED, with the back-off over.
-    pub restart: Vec<ActualSummary>,
+    restart: Vec<ActualSummary>,
 }
 
-/// The pure part of a pass. `live` is `None` while presence is not yet
-/// settled after a start: then no cell counts as lost.
-pub(crate) fn plan(
-    desired: &DesiredSnapshot,
-    actuals: Vec<ActualSummary>,
-    live: Option<&HashSet<String>>,
-    now: Nanos,
-) -> Plan {
-    let mut plan = Plan::default();
-    let mut present: HashMap<&str, Vec<bool>> = HashMap::new();
-    for a in actuals {
-        let Some(d) = desired.get(&a.process_guid) else {
-            plan.extra.push((a.process_guid, a.index));
-            continue;
-        };
-        if a.index >= d.instances {
-            plan.extra.push((a.process_guid, a.index));
-            continue;
-        }
-        present
-            .entry(d.process_guid.as_str())
-            .or_insert_with(|| vec![false; d.instances as usize])[a.index as usize] = true;
-        let on_lost_cell = matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
-            && live.is_some_and(|live| !live.contains(&a.cell_id));
-        if on_lost_cell {
-            plan.lost.push(a);
-        } else if a.state == ActualLrpState::Crashed
-            && crash::should_restart(a.crash_count, a.since, now)
-        {
-            plan.restart.push(a);
-        }
-    }
-    for (guid, d) in desired {
-        let have = present.get(guid.as_str());
-        let missing: Vec<u32> = (0..d.instances)
-            .filter(|&i| have.is_none_or(|v| !v[i as usize]))
+impl Bbs {
+    async fn read_plan(
+        &self,
+        live: Option<&HashSet<String>>,
+        now: Nanos,
+    ) -> Result<Plan, BbsError> {
+        let pool = &self.inner.pool;
+        let extra = store::extra_instances(pool).await?;
+        let missing_indices = store::missing_instances(pool).await?;
+        let guids: Vec<&str> = missing_indices.iter().map(|(g, _)| g.as_str()).collect();
+        let desired = self.inner.desired.get_many(pool, &guids).await?;
+        let missing = missing_indices
+            .iter()
+            .filter_map(|(guid, indices)| Some((desired.get(guid)?.clone(), indices.clone())))
             .collect();
-        if !missing.is_empty() {
-            plan.missing.push((d.clone(), missing));
-        }
+        let lost = match live {
+            Some(live) => store::on_cells_other_than(pool, live).await?,
+            None => Vec::new(),
+        };
+        let restart = store::crashed(pool)
+            .await?
+            .into_iter()
+            .filter(|a| crash::should_restart(a.crash_count, a.since, now))
+            .collect();
+        Ok(Plan {
+            extra,
+            missing,
+            lost,
+            restart,
+        })
     }
-    plan
 }
 
 impl Bbs {
@@ -89,12 +79,8 @@ impl Bbs {
     async fn converge_lrps(&self) -> Result<ConvergenceReport, BbsError> {
         let pool = &self.inner.pool;
         let now = now_nanos();
-        // Snapshot: one read of each table, decoded DesiredLrps from cache.
-        let desired = self.inner.desired.all(pool).await?;
-        let actuals = store::actual_summaries(pool).await?;
         let live = self.presence_settled().then(|| self.live_cell_ids());
-        let plan = plan(&desired, actuals, live.as_ref(), now);
-        drop(desired);
+        let plan = self.read_plan(live.as_ref(), now).await?;
 
         let mut report = ConvergenceReport::default();
         for chunk in plan.extra.chunks(WRITE_BATCH) {
@@ -217,22 +203,13 @@ impl Bbs {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::{Bbs, BbsClient, BbsConfig};
+    use kiln_model::ActualLrpState;
+    use kiln_model::bbs::{CellCapacity, CellPresence, DesiredLrp, HealthCheck, RunAction};
+    use std::time::Duration;
 
-    fn summary(guid: &str, index: u32, state: ActualLrpState, cell_id: &str) -> ActualSummary {
-        ActualSummary {
-            process_guid: guid.into(),
-            index,
-            state,
-            instance_guid: format!("{guid}-{index}"),
-            cell_id: cell_id.into(),
-            crash_count: 0,
-            since: 0,
-        }
-    }
-
-    fn snapshot(instances: u32) -> DesiredSnapshot {
-        let d = DesiredLrp {
+    fn desired(instances: u32) -> DesiredLrp {
+        DesiredLrp {
             process_guid: "p".into(),
             domain: "cf-apps".into(),
             instances,
@@ -241,53 +218,80 @@ mod tests {
             disk_mb: 1,
             env: vec![],
             setup: vec![],
-            action: kiln_model::bbs::RunAction {
+            action: RunAction {
                 path: "/bin/true".into(),
                 args: vec![],
                 env: vec![],
                 dir: None,
                 user: "vcap".into(),
             },
-            health_check: kiln_model::bbs::HealthCheck::Port,
+            health_check: HealthCheck::Port,
             start_timeout_ms: 1,
             routes: vec![],
             log_guid: "l".into(),
             log_source: "s".into(),
             annotation: String::new(),
+        }
+    }
+
+    /// Rows changed behind the BBS's back (as a crash mid-write or an old
+    /// version could leave them) are found by the pass's queries alone.
+    #[tokio::test]
+    async fn a_pass_restores_missing_removes_extra_and_reclaims_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BbsConfig {
+            cell_ttl: Duration::from_millis(50),
+            ..Default::default()
         };
-        HashMap::from([("p".to_string(), Arc::new(d))])
-    }
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+            .await
+            .unwrap();
+        bbs.desire_lrp(desired(3)).await.unwrap();
+        let pool = &bbs.inner.pool;
+        sqlx::query("DELETE FROM actual_lrps WHERE instance_index = 1")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO actual_lrps (process_guid, instance_index, domain, state, since) \
+             VALUES ('p', 7, 'cf-apps', 'UNCLAIMED', 0), ('orphan', 0, 'cf-apps', 'UNCLAIMED', 0)",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE actual_lrps SET state = 'RUNNING', instance_guid = 'i', cell_id = 'cell-gone' \
+             WHERE instance_index = 2",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bbs.heartbeat_cell(CellPresence {
+            cell_id: "cell-a".into(),
+            address: "127.0.0.1".into(),
+            capacity: CellCapacity {
+                memory_mb: 100,
+                disk_mb: 100,
+                containers: 10,
+            },
+            rootfs_providers: vec!["preloaded:s".into()],
+        })
+        .await
+        .unwrap();
 
-    #[test]
-    fn a_pass_finds_extra_missing_and_lost_instances() {
-        let live = HashSet::from(["cell-a".to_string()]);
-        let actuals = vec![
-            summary("p", 0, ActualLrpState::Running, "cell-a"),
-            summary("p", 2, ActualLrpState::Claimed, "cell-gone"),
-            summary("p", 5, ActualLrpState::Running, "cell-a"),
-            summary("orphan", 0, ActualLrpState::Running, "cell-a"),
-        ];
-        let plan = plan(&snapshot(3), actuals, Some(&live), 0);
-        assert_eq!(
-            plan.extra,
-            vec![("p".to_string(), 5), ("orphan".to_string(), 0)]
-        );
-        assert_eq!(plan.missing.len(), 1);
-        assert_eq!(plan.missing[0].1, vec![1]);
-        assert_eq!(plan.lost.len(), 1);
-        assert_eq!(plan.lost[0].index, 2);
-    }
-
-    #[test]
-    fn before_presence_settles_no_cell_is_lost() {
-        let actuals = vec![summary(
-            "p",
-            0,
-            ActualLrpState::Running,
-            "cell-not-yet-seen",
-        )];
-        let plan = plan(&snapshot(1), actuals, None, 0);
-        assert!(plan.lost.is_empty());
-        assert!(plan.missing.is_empty() && plan.extra.is_empty());
+        let report = bbs.converge().await.unwrap();
+        assert_eq!(report.missing_created, 1);
+        assert_eq!(report.extra_removed, 2);
+        assert_eq!(report.lost_cell_reclaimed, 1);
+        assert_eq!(report.placed, 3);
+        let all = bbs
+            .actual_lrps(crate::ActualLrpFilter::default())
+            .await
+            .unwrap();
+        let indices: Vec<u32> = all.iter().map(|a| a.key.index).collect();
+        assert_eq!(indices, [0, 1, 2]);
+        assert!(all.iter().all(|a| a.state == ActualLrpState::Claimed
+            && a.instance_key.as_ref().unwrap().cell_id == "cell-a"));
     }
 }

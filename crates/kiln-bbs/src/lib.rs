@@ -372,20 +372,16 @@ impl BbsClient for Bbs {
         }
         let _write = self.inner.write.lock().await;
         let pool = &self.inner.pool;
-        if store::desired_lrp(pool, &desired_lrp.process_guid)
-            .await?
-            .is_some()
-        {
+        // The DesiredLrp and its UNCLAIMED instances in one transaction; the
+        // auction places them in its next round (no convergence pass).
+        let now = now_nanos();
+        let mut tx = pool.begin().await.map_err(db)?;
+        if !store::insert_desired_lrp(&mut tx, &desired_lrp, now).await? {
             return Err(BbsError::AlreadyExists {
                 kind: "desired lrp",
                 guid: desired_lrp.process_guid,
             });
         }
-        // The DesiredLrp and its UNCLAIMED instances in one transaction; the
-        // auction places them in its next round (no convergence pass).
-        let now = now_nanos();
-        let mut tx = pool.begin().await.map_err(db)?;
-        store::insert_desired_lrp(&mut tx, &desired_lrp, now).await?;
         let indices: Vec<u32> = (0..desired_lrp.instances).collect();
         let created = store::insert_unclaimed(&mut tx, &desired_lrp, &indices, now).await?;
         tx.commit().await.map_err(db)?;
@@ -610,32 +606,19 @@ impl BbsClient for Bbs {
         instance_key: &ActualLrpInstanceKey,
         net_info: ActualLrpNetInfo,
     ) -> Result<(), BbsError> {
-        let _write = self.inner.write.lock().await;
-        let mut a = self.actual_for_update(key).await?;
-        let allowed = match a.state {
-            ActualLrpState::Unclaimed => true,
-            ActualLrpState::Claimed | ActualLrpState::Running => held_by(&a, instance_key),
-            ActualLrpState::Crashed => false,
+        // One compare-and-set statement: UNCLAIMED, or CLAIMED/RUNNING by
+        // this very instance, becomes RUNNING (kiln-model allows each of
+        // these transitions). The write lock covers just this statement.
+        let started = {
+            let _write = self.inner.write.lock().await;
+            store::start_if_allowed(&self.inner.pool, key, instance_key, &net_info, now_nanos())
+                .await?
         };
-        if !allowed {
+        let Some(a) = started else {
+            // Not allowed: say why (gone, or held by another instance).
+            self.actual_for_update(key).await?;
             return Err(mismatch(key, instance_key));
-        }
-        let previous = a.state;
-        a.state = a
-            .state
-            .transition_to(ActualLrpState::Running)
-            .map_err(|source| BbsError::InvalidTransition {
-                kind: "actual lrp",
-                guid: key.process_guid.clone(),
-                source,
-            })?;
-        a.instance_key = Some(instance_key.clone());
-        a.net_info = Some(net_info);
-        a.placement_error.clear();
-        if previous != ActualLrpState::Running {
-            a.since = now_nanos();
-        }
-        store::update_actual_lrp(&self.inner.pool, &a).await?;
+        };
         tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %instance_key.instance_guid, "actual lrp running");
         self.emit(BbsEvent::ActualLrpChanged { actual_lrp: a });
         Ok(())

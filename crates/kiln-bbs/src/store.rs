@@ -8,7 +8,8 @@
 
 use crate::{ActualLrpFilter, BbsError};
 use kiln_model::bbs::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, DesiredLrp, Nanos, Task, TaskDefinition,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, DesiredLrp, Nanos, Task,
+    TaskDefinition,
 };
 use kiln_model::{ActualLrpState, TaskState, TransitionError};
 use sqlx::sqlite::SqliteRow;
@@ -287,14 +288,15 @@ pub async fn desired_lrps(
         .collect()
 }
 
+/// Inserts the DesiredLrp; false if one with its guid exists.
 pub async fn insert_desired_lrp(
     pool: &mut SqliteConnection,
     d: &DesiredLrp,
     now: Nanos,
-) -> Result<(), BbsError> {
-    sqlx::query(
+) -> Result<bool, BbsError> {
+    let done = sqlx::query(
         "INSERT INTO desired_lrps (process_guid, domain, instances, definition, created_at, updated_at, modification_tag) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
     .bind(&d.process_guid)
     .bind(&d.domain)
@@ -307,7 +309,7 @@ pub async fn insert_desired_lrp(
     .bind(now)
     .execute(pool)
     .await.map_err(db)?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Rewrites the DesiredLrp and bumps its modification tag, so cached
@@ -512,6 +514,36 @@ pub async fn update_actual_lrp(pool: &SqlitePool, a: &ActualLrp) -> Result<(), B
     Ok(())
 }
 
+/// UNCLAIMED, or CLAIMED/RUNNING under this instance key, → RUNNING with
+/// this net info, in one statement; `since` changes only when the state
+/// does. None when the instance is gone or held by another.
+pub async fn start_if_allowed(
+    pool: &SqlitePool,
+    key: &ActualLrpKey,
+    instance_key: &ActualLrpInstanceKey,
+    net_info: &ActualLrpNetInfo,
+    now: Nanos,
+) -> Result<Option<ActualLrp>, BbsError> {
+    let sql = format!(
+        "UPDATE actual_lrps SET state = 'RUNNING', instance_guid = ?1, cell_id = ?2, net_info = ?3, \
+         placement_error = '', since = CASE WHEN state = 'RUNNING' THEN since ELSE ?4 END \
+         WHERE process_guid = ?5 AND instance_index = ?6 AND (state = 'UNCLAIMED' OR \
+         (state IN ('CLAIMED', 'RUNNING') AND instance_guid = ?1 AND cell_id = ?2)) \
+         RETURNING {ACTUAL_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&instance_key.instance_guid)
+        .bind(&instance_key.cell_id)
+        .bind(serde_json::to_string(net_info).map_err(decode)?)
+        .bind(now)
+        .bind(&key.process_guid)
+        .bind(i64::from(key.index))
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(actual_from_row).transpose()
+}
+
 // ---- cells ----
 
 /// The tasks placed on a cell that are PENDING (to start) or RUNNING.
@@ -633,10 +665,32 @@ pub struct ActualSummary {
     pub since: Nanos,
 }
 
-pub async fn actual_summaries(pool: &SqlitePool) -> Result<Vec<ActualSummary>, BbsError> {
+fn summary_from_row(row: &SqliteRow) -> Result<ActualSummary, BbsError> {
+    let index: i64 = row.try_get("instance_index").map_err(db)?;
+    let crash_count: i64 = row.try_get("crash_count").map_err(db)?;
+    Ok(ActualSummary {
+        process_guid: row.try_get("process_guid").map_err(db)?,
+        index: index as u32,
+        state: decode_state(row.try_get("state").map_err(db)?)?,
+        instance_guid: row.try_get("instance_guid").map_err(db)?,
+        cell_id: row.try_get("cell_id").map_err(db)?,
+        crash_count: crash_count as u32,
+        since: row.try_get("since").map_err(db)?,
+    })
+}
+
+const SUMMARY_COLUMNS: &str =
+    "process_guid, instance_index, state, instance_guid, cell_id, crash_count, since";
+
+// Convergence asks SQLite for exactly the rows that need a correction, so a
+// pass over 250,000 instances decodes only those rows, not every one.
+
+/// Instances whose DesiredLrp is gone or no longer has their index.
+pub async fn extra_instances(pool: &SqlitePool) -> Result<Vec<(String, u32)>, BbsError> {
     let rows = sqlx::query(
-        "SELECT process_guid, instance_index, state, instance_guid, cell_id, crash_count, since \
-         FROM actual_lrps",
+        "SELECT a.process_guid, a.instance_index FROM actual_lrps a \
+         LEFT JOIN desired_lrps d ON d.process_guid = a.process_guid \
+         WHERE d.process_guid IS NULL OR a.instance_index >= d.instances",
     )
     .fetch_all(pool)
     .await
@@ -644,18 +698,66 @@ pub async fn actual_summaries(pool: &SqlitePool) -> Result<Vec<ActualSummary>, B
     rows.iter()
         .map(|row| {
             let index: i64 = row.try_get("instance_index").map_err(db)?;
-            let crash_count: i64 = row.try_get("crash_count").map_err(db)?;
-            Ok(ActualSummary {
-                process_guid: row.try_get("process_guid").map_err(db)?,
-                index: index as u32,
-                state: decode_state(row.try_get("state").map_err(db)?)?,
-                instance_guid: row.try_get("instance_guid").map_err(db)?,
-                cell_id: row.try_get("cell_id").map_err(db)?,
-                crash_count: crash_count as u32,
-                since: row.try_get("since").map_err(db)?,
-            })
+            Ok((row.try_get("process_guid").map_err(db)?, index as u32))
         })
         .collect()
+}
+
+/// For each DesiredLrp lacking ActualLrps for some of its indices: its guid
+/// and those indices.
+pub async fn missing_instances(pool: &SqlitePool) -> Result<Vec<(String, Vec<u32>)>, BbsError> {
+    let rows = sqlx::query(
+        "SELECT d.process_guid, d.instances FROM desired_lrps d WHERE d.instances > \
+         (SELECT COUNT(*) FROM actual_lrps a WHERE a.process_guid = d.process_guid \
+          AND a.instance_index < d.instances)",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    let mut missing = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let guid: String = row.try_get("process_guid").map_err(db)?;
+        let instances: i64 = row.try_get("instances").map_err(db)?;
+        let present: Vec<i64> =
+            sqlx::query_scalar("SELECT instance_index FROM actual_lrps WHERE process_guid = ?")
+                .bind(&guid)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+        let indices = (0..instances as u32)
+            .filter(|i| !present.contains(&i64::from(*i)))
+            .collect();
+        missing.push((guid, indices));
+    }
+    Ok(missing)
+}
+
+/// CLAIMED or RUNNING instances on a cell not in `live`.
+pub async fn on_cells_other_than(
+    pool: &SqlitePool,
+    live: &std::collections::HashSet<String>,
+) -> Result<Vec<ActualSummary>, BbsError> {
+    let live: Vec<&String> = live.iter().collect();
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state IN ('CLAIMED', 'RUNNING') \
+         AND cell_id NOT IN (SELECT value FROM json_each(?))"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::to_string(&live).map_err(decode)?)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(summary_from_row).collect()
+}
+
+/// CRASHED instances (the converger applies the back-off).
+pub async fn crashed(pool: &SqlitePool) -> Result<Vec<ActualSummary>, BbsError> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state = 'CRASHED'");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(summary_from_row).collect()
 }
 
 /// An UNCLAIMED instance as the auction needs it.
