@@ -7,13 +7,23 @@
 //!
 //! [`Bbs`] is the in-process implementation of [`BbsClient`] over its own
 //! SQLite database; [`Bbs::run`] drives the auction and convergence loops.
-//! Writes are serialised by one async mutex: there is one active BBS (as in
-//! Diego, which holds a lock for it), and read-check-write sequences then
-//! cannot interleave.
+//! Single-record read-check-write sequences (a cell's report, a desire) hold
+//! one async write mutex: there is one active BBS (as in Diego, which holds
+//! a lock for it). Convergence and auction rounds compute on a snapshot
+//! without it and write in short batches under it, each write a
+//! compare-and-set on what the snapshot saw, so a report that lands
+//! meanwhile is never overwritten.
 
 pub mod auction;
+mod auctioneer;
+pub mod auth;
 pub mod client;
+mod converger;
 pub mod crash;
+mod desired_cache;
+mod evacuation;
+mod presence;
+pub mod server;
 mod store;
 
 pub use client::{ActualLrpFilter, BbsClient, BbsError};
@@ -25,19 +35,21 @@ use kiln_model::bbs::{
     CellWork, DesiredLrp, DesiredLrpUpdate, Nanos, Task, TaskDefinition,
 };
 use kiln_model::{ActualLrpState, TaskState};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use store::db;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct BbsConfig {
-    /// How often convergence runs (Diego: 30 s). It also runs after every
-    /// change that needs an auction.
+    /// How often convergence runs (Diego: 30 s).
     pub convergence_interval: Duration,
     /// A cell that has not heartbeated for this long is lost (Locket's TTL).
+    /// After a start, no cell is lost before this long has passed: presence
+    /// lives in memory and the cells have not heartbeated to us yet.
     pub cell_ttl: Duration,
     /// A task not placed within this long fails (Diego: 30 min).
     pub pending_task_expiry: Duration,
@@ -56,6 +68,14 @@ impl Default for BbsConfig {
     }
 }
 
+/// How long an auction round waits after the first nudge, so a burst of
+/// desires (a push storm, a scale) is placed in one round, as Diego's
+/// auctioneer batches the requests that arrive while it works.
+const AUCTION_BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// How often presence is checked for cells that stopped heartbeating.
+const PRESENCE_CHECK: Duration = Duration::from_millis(250);
+
 /// The in-process BBS. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Bbs {
@@ -65,14 +85,21 @@ pub struct Bbs {
 struct Inner {
     pool: kiln_store::SqlitePool,
     write: tokio::sync::Mutex<()>,
+    /// One convergence pass or auction round at a time.
+    pass: tokio::sync::Mutex<()>,
     events: broadcast::Sender<BbsEvent>,
     cells: Mutex<HashMap<String, (CellPresence, Instant)>>,
     wake: Notify,
+    desired: desired_cache::DesiredCache,
+    started: Instant,
     config: BbsConfig,
+    evacuation: evacuation::Evacuation,
 }
 
-const MIGRATIONS: &[kiln_store::MigrationStep] =
-    &[(1, "bbs tables", include_str!("../migrations/0001_bbs.sql"))];
+const MIGRATIONS: &[kiln_store::MigrationStep] = &[
+    (1, "bbs tables", include_str!("../migrations/0001_bbs.sql")),
+    (2, "bbs scale", include_str!("../migrations/0002_scale.sql")),
+];
 
 pub(crate) fn now_nanos() -> Nanos {
     std::time::SystemTime::now()
@@ -92,46 +119,108 @@ pub struct ConvergenceReport {
     pub unplaced: usize,
 }
 
+/// What one auction round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AuctionReport {
+    pub placed: usize,
+    pub unplaced: usize,
+    /// Staging and other tasks failed because they fit on no cell.
+    pub tasks_failed: usize,
+}
+
 impl Bbs {
     pub async fn open(path: &Path) -> Result<Bbs, BbsError> {
         Bbs::open_with(path, BbsConfig::default()).await
     }
 
     pub async fn open_with(path: &Path, config: BbsConfig) -> Result<Bbs, BbsError> {
-        let pool = kiln_store::open_database(path, &kiln_store::migrator(MIGRATIONS))
-            .await
-            .map_err(|e| BbsError::Unavailable(e.to_string()))?;
+        // synchronous=NORMAL: a commit survives the process dying, and a
+        // power loss can lose only the last commits. ActualLrps are derived
+        // state (convergence and the cells' reports rebuild them), and Cloud
+        // Controller's periodic sync re-desires DesiredLrps; an fsync per
+        // commit would cost more than the whole placement of an instance.
+        let pool = kiln_store::open_database_with(
+            path,
+            &kiln_store::migrator(MIGRATIONS),
+            kiln_store::Durability::Normal,
+        )
+        .await
+        .map_err(|e| BbsError::Unavailable(e.to_string()))?;
         Ok(Bbs {
             inner: Arc::new(Inner {
                 pool,
                 write: tokio::sync::Mutex::new(()),
+                pass: tokio::sync::Mutex::new(()),
                 events: broadcast::channel(4096).0,
                 cells: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                desired: desired_cache::DesiredCache::default(),
+                started: Instant::now(),
                 config,
+                evacuation: evacuation::Evacuation::default(),
             }),
         })
     }
 
-    /// Runs convergence and the auction until `shutdown`: every
-    /// `convergence_interval`, and at once whenever work needs placing.
+    /// Runs convergence and the auction until `shutdown`: convergence every
+    /// `convergence_interval`, an auction round whenever work is nudged
+    /// (new instances, a crash, a cell that appears).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), BbsError> {
         let mut tick = tokio::time::interval(self.inner.config.convergence_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Presence is in memory: the first pass after a start must not see
+        // every cell as lost, so convergence waits out one TTL (the cells
+        // heartbeat well within it). The auction runs meanwhile.
+        tick.reset_at(tokio::time::Instant::from_std(
+            self.inner.started + self.inner.config.cell_ttl,
+        ));
+        self.wake_auction();
+        // A cell whose presence expires is converged on at once (Diego's
+        // BBS does so on a cell-disappeared event), not at the next tick.
+        let mut presence = tokio::time::interval(PRESENCE_CHECK);
+        presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let converge_now = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tick.tick() => {}
-                _ = self.inner.wake.notified() => {}
-            }
-            match self.converge().await {
-                Ok(report) if report != ConvergenceReport::default() => {
-                    tracing::debug!(?report, "convergence pass")
+                _ = tick.tick() => true,
+                _ = presence.tick() => self.forget_expired_cells() && self.presence_settled(),
+                _ = self.inner.wake.notified() => {
+                    tokio::time::sleep(AUCTION_BATCH_WINDOW).await;
+                    match self.auction().await {
+                        Ok(report) if report != AuctionReport::default() => {
+                            tracing::debug!(?report, "auction round")
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(%error, "auction round failed"),
+                    }
+                    false
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "convergence pass failed"),
+            };
+            if converge_now {
+                match self.converge().await {
+                    Ok(report) if report != ConvergenceReport::default() => {
+                        tracing::debug!(?report, "convergence pass")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "convergence pass failed"),
+                }
             }
         }
+    }
+
+    /// Drops cells whose presence expired; whether there were any.
+    fn forget_expired_cells(&self) -> bool {
+        let ttl = self.inner.config.cell_ttl;
+        let mut cells = self.inner.cells.lock().unwrap_or_else(|e| e.into_inner());
+        let before = cells.len();
+        cells.retain(|cell_id, (_, seen)| {
+            let live = seen.elapsed() <= ttl;
+            if !live {
+                tracing::info!(%cell_id, "cell presence expired");
+            }
+            live
+        });
+        cells.len() != before
     }
 
     fn emit(&self, event: BbsEvent) {
@@ -153,274 +242,14 @@ impl Bbs {
             .collect()
     }
 
-    /// One convergence pass followed by an auction of everything unplaced
-    /// (Diego's converger and auctioneer, in one loop).
-    pub async fn converge(&self) -> Result<ConvergenceReport, BbsError> {
-        let _write = self.inner.write.lock().await;
-        let now = now_nanos();
-        let live: Vec<CellPresence> = self.live_cells();
-        let mut report = ConvergenceReport::default();
-        let mut changed: Vec<BbsEvent> = Vec::new();
-
-        let desired = store::desired_lrps(&self.inner.pool, None).await?;
-        let desired_by_guid: HashMap<&str, &DesiredLrp> = desired
-            .iter()
-            .map(|d| (d.process_guid.as_str(), d))
-            .collect();
-        let actuals = store::actual_lrps(&self.inner.pool, &ActualLrpFilter::default()).await?;
-
-        // Orphans and extra indices: retire them (their cells stop them).
-        let mut present: HashMap<&str, Vec<u32>> = HashMap::new();
-        for a in &actuals {
-            match desired_by_guid.get(a.key.process_guid.as_str()) {
-                Some(d) if a.key.index < d.instances => present
-                    .entry(d.process_guid.as_str())
-                    .or_default()
-                    .push(a.key.index),
-                _ => {
-                    store::delete_actual_lrp(&self.inner.pool, &a.key).await?;
-                    report.extra_removed += 1;
-                    changed.push(BbsEvent::ActualLrpRemoved { key: a.key.clone() });
-                }
-            }
-        }
-        // Missing indices: create them UNCLAIMED.
-        for d in &desired {
-            let have = present.get(d.process_guid.as_str());
-            for index in 0..d.instances {
-                if have.is_none_or(|v| !v.contains(&index)) {
-                    let a = store::insert_unclaimed(&self.inner.pool, d, index, now).await?;
-                    report.missing_created += 1;
-                    changed.push(BbsEvent::ActualLrpChanged { actual_lrp: a });
-                }
-            }
-        }
-        // Crashed instances whose back-off is over, and instances on lost cells.
-        let live_ids: Vec<&str> = live.iter().map(|c| c.cell_id.as_str()).collect();
-        for a in &actuals {
-            if !desired_by_guid.contains_key(a.key.process_guid.as_str()) {
-                continue;
-            }
-            let on_lost_cell = matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
-                && a.instance_key
-                    .as_ref()
-                    .is_some_and(|ik| !live_ids.contains(&ik.cell_id.as_str()));
-            let restart = a.state == ActualLrpState::Crashed
-                && crash::should_restart(a.crash_count, a.since, now);
-            if on_lost_cell || restart {
-                let mut next = a.clone();
-                next.state =
-                    a.state
-                        .transition_to(ActualLrpState::Unclaimed)
-                        .map_err(|source| BbsError::InvalidTransition {
-                            kind: "actual lrp",
-                            guid: a.key.process_guid.clone(),
-                            source,
-                        })?;
-                next.instance_key = None;
-                next.net_info = None;
-                next.since = now;
-                store::update_actual_lrp(&self.inner.pool, &next).await?;
-                if on_lost_cell {
-                    report.lost_cell_reclaimed += 1;
-                } else {
-                    report.crashed_restarted += 1;
-                }
-                changed.push(BbsEvent::ActualLrpChanged { actual_lrp: next });
-            }
-        }
-
-        // Tasks: expire unplaced ones, fail those on lost cells, and hand
-        // back RESOLVING ones whose resolver went away.
-        let tasks = store::tasks(&self.inner.pool, None).await?;
-        let expiry = self.inner.config.pending_task_expiry.as_nanos() as Nanos;
-        let resolving_timeout = self.inner.config.resolving_timeout.as_nanos() as Nanos;
-        for t in &tasks {
-            let failure = match t.state {
-                TaskState::Pending if now - t.created_at > expiry => {
-                    Some("not started within time limit")
-                }
-                TaskState::Running if !live_ids.contains(&t.cell_id.as_str()) => {
-                    Some("cell disappeared before completion")
-                }
-                _ => None,
-            };
-            if let Some(reason) = failure {
-                let task = store::complete_task(&self.inner.pool, t, true, reason, "", now).await?;
-                report.tasks_failed += 1;
-                changed.push(BbsEvent::TaskChanged { task });
-            } else if t.state == TaskState::Resolving && now - t.updated_at > resolving_timeout {
-                let task =
-                    store::set_task_state(&self.inner.pool, t, TaskState::Completed, now).await?;
-                changed.push(BbsEvent::TaskChanged { task });
-            }
-        }
-
-        let (placed, unplaced, auction_events) = self.auction_locked(&live, now).await?;
-        report.placed = placed;
-        report.unplaced = unplaced;
-        changed.extend(auction_events);
-        for event in changed {
-            self.emit(event);
-        }
-        Ok(report)
+    fn live_cell_ids(&self) -> HashSet<String> {
+        self.live_cells().into_iter().map(|c| c.cell_id).collect()
     }
 
-    /// Places every UNCLAIMED ActualLrp and unplaced PENDING task it can.
-    /// Must be called with the write lock held.
-    async fn auction_locked(
-        &self,
-        live: &[CellPresence],
-        now: Nanos,
-    ) -> Result<(usize, usize, Vec<BbsEvent>), BbsError> {
-        use auction::{CellLoad, Work, WorkKind};
-        let pool = &self.inner.pool;
-        let desired: HashMap<String, DesiredLrp> = store::desired_lrps(pool, None)
-            .await?
-            .into_iter()
-            .map(|d| (d.process_guid.clone(), d))
-            .collect();
-        let actuals = store::actual_lrps(pool, &ActualLrpFilter::default()).await?;
-        let tasks = store::tasks(pool, None).await?;
-
-        let mut cells: Vec<CellLoad> = live
-            .iter()
-            .map(|p| CellLoad {
-                cell_id: p.cell_id.clone(),
-                rootfs_providers: p.rootfs_providers.clone(),
-                memory_mb: p.capacity.memory_mb,
-                disk_mb: p.capacity.disk_mb,
-                containers: p.capacity.containers,
-                used_memory_mb: 0,
-                used_disk_mb: 0,
-                used_containers: 0,
-                starting: 0,
-                instances_by_process: HashMap::new(),
-                tasks: 0,
-            })
-            .collect();
-        let index_of: HashMap<String, usize> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.cell_id.clone(), i))
-            .collect();
-
-        let mut batch = Vec::new();
-        for a in &actuals {
-            let Some(d) = desired.get(&a.key.process_guid) else {
-                continue;
-            };
-            match (&a.state, &a.instance_key) {
-                (ActualLrpState::Claimed | ActualLrpState::Running, Some(ik)) => {
-                    if let Some(&i) = index_of.get(&ik.cell_id) {
-                        let c = &mut cells[i];
-                        c.used_memory_mb += d.memory_mb;
-                        c.used_disk_mb += d.disk_mb;
-                        c.used_containers += 1;
-                        c.starting += u32::from(a.state == ActualLrpState::Claimed);
-                        *c.instances_by_process
-                            .entry(d.process_guid.clone())
-                            .or_default() += 1;
-                    }
-                }
-                (ActualLrpState::Unclaimed, _) => batch.push(Work {
-                    kind: WorkKind::Lrp {
-                        process_guid: d.process_guid.clone(),
-                        index: a.key.index,
-                    },
-                    rootfs: d.rootfs.clone(),
-                    memory_mb: d.memory_mb,
-                    disk_mb: d.disk_mb,
-                }),
-                _ => {}
-            }
-        }
-        for t in &tasks {
-            match t.state {
-                TaskState::Pending if t.cell_id.is_empty() => batch.push(Work {
-                    kind: WorkKind::Task {
-                        task_guid: t.task_guid.clone(),
-                    },
-                    rootfs: t.definition.rootfs.clone(),
-                    memory_mb: t.definition.memory_mb,
-                    disk_mb: t.definition.disk_mb,
-                }),
-                TaskState::Pending | TaskState::Running => {
-                    if let Some(&i) = index_of.get(&t.cell_id) {
-                        let c = &mut cells[i];
-                        c.used_memory_mb += t.definition.memory_mb;
-                        c.used_disk_mb += t.definition.disk_mb;
-                        c.used_containers += 1;
-                        c.tasks += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
-        auction::sort_batch(&mut batch);
-
-        let (mut placed, mut unplaced, mut events) = (0, 0, Vec::new());
-        for work in &batch {
-            let outcome = auction::place(&mut cells, work);
-            match (&work.kind, outcome) {
-                (
-                    WorkKind::Lrp {
-                        process_guid,
-                        index,
-                    },
-                    outcome,
-                ) => {
-                    let Some(mut a) = actuals
-                        .iter()
-                        .find(|a| a.key.process_guid == *process_guid && a.key.index == *index)
-                        .cloned()
-                    else {
-                        continue;
-                    };
-                    match outcome {
-                        Ok(i) => {
-                            a.state = a.state.transition_to(ActualLrpState::Claimed).map_err(
-                                |source| BbsError::InvalidTransition {
-                                    kind: "actual lrp",
-                                    guid: process_guid.clone(),
-                                    source,
-                                },
-                            )?;
-                            a.instance_key = Some(ActualLrpInstanceKey {
-                                instance_guid: uuid::Uuid::new_v4().to_string(),
-                                cell_id: cells[i].cell_id.clone(),
-                            });
-                            a.placement_error.clear();
-                            a.since = now;
-                            placed += 1;
-                        }
-                        Err(placement_error) => {
-                            unplaced += 1;
-                            if a.placement_error == placement_error {
-                                continue;
-                            }
-                            a.placement_error = placement_error;
-                        }
-                    }
-                    store::update_actual_lrp(&self.inner.pool, &a).await?;
-                    events.push(BbsEvent::ActualLrpChanged { actual_lrp: a });
-                }
-                (WorkKind::Task { task_guid }, Ok(i)) => {
-                    let Some(t) = tasks.iter().find(|t| t.task_guid == *task_guid) else {
-                        continue;
-                    };
-                    let task =
-                        store::place_task(&self.inner.pool, t, &cells[i].cell_id, now).await?;
-                    placed += 1;
-                    events.push(BbsEvent::TaskChanged { task });
-                }
-                (WorkKind::Task { task_guid }, Err(placement_error)) => {
-                    unplaced += 1;
-                    tracing::debug!(task_guid, placement_error, "task not placed yet");
-                }
-            }
-        }
-        Ok((placed, unplaced, events))
+    /// Whether a cell that is not present may be declared lost: only once a
+    /// full TTL has passed since this BBS started.
+    fn presence_settled(&self) -> bool {
+        self.inner.started.elapsed() > self.inner.config.cell_ttl
     }
 
     async fn actual_for_update(&self, key: &ActualLrpKey) -> Result<ActualLrp, BbsError> {
@@ -543,24 +372,27 @@ impl BbsClient for Bbs {
         }
         let _write = self.inner.write.lock().await;
         let pool = &self.inner.pool;
-        if store::desired_lrp(pool, &desired_lrp.process_guid)
-            .await?
-            .is_some()
-        {
+        // The DesiredLrp and its UNCLAIMED instances in one transaction; the
+        // auction places them in its next round (no convergence pass).
+        let now = now_nanos();
+        let mut tx = pool.begin().await.map_err(db)?;
+        if !store::insert_desired_lrp(&mut tx, &desired_lrp, now).await? {
             return Err(BbsError::AlreadyExists {
                 kind: "desired lrp",
                 guid: desired_lrp.process_guid,
             });
         }
-        let now = now_nanos();
-        store::insert_desired_lrp(pool, &desired_lrp, now).await?;
+        let indices: Vec<u32> = (0..desired_lrp.instances).collect();
+        let created = store::insert_unclaimed(&mut tx, &desired_lrp, &indices, now).await?;
+        tx.commit().await.map_err(db)?;
         let mut events = vec![BbsEvent::DesiredLrpChanged {
             desired_lrp: desired_lrp.clone(),
         }];
-        for index in 0..desired_lrp.instances {
-            let actual_lrp = store::insert_unclaimed(pool, &desired_lrp, index, now).await?;
-            events.push(BbsEvent::ActualLrpChanged { actual_lrp });
-        }
+        events.extend(
+            created
+                .into_iter()
+                .map(|actual_lrp| BbsEvent::ActualLrpChanged { actual_lrp }),
+        );
         tracing::info!(process_guid = %desired_lrp.process_guid, instances = desired_lrp.instances, "desired lrp created");
         for e in events {
             self.emit(e);
@@ -592,13 +424,32 @@ impl BbsClient for Bbs {
         if let Some(annotation) = update.annotation {
             d.annotation = annotation;
         }
-        store::update_desired_lrp(pool, &d, now_nanos()).await?;
+        // The new count's instances are created or retired with the update,
+        // in one transaction; the auction places the new ones.
+        let now = now_nanos();
+        let mut tx = pool.begin().await.map_err(db)?;
+        store::update_desired_lrp(&mut tx, &d, now).await?;
+        let (created, removed) = if d.instances > before {
+            let indices: Vec<u32> = (before..d.instances).collect();
+            let created = store::insert_unclaimed(&mut tx, &d, &indices, now).await?;
+            (created, Vec::new())
+        } else if d.instances < before {
+            let removed = store::delete_indices_from(&mut tx, &d.process_guid, d.instances).await?;
+            (Vec::new(), removed)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        tx.commit().await.map_err(db)?;
         self.emit(BbsEvent::DesiredLrpChanged {
             desired_lrp: d.clone(),
         });
-        if d.instances != before {
-            // Convergence creates the missing indices and retires the extra
-            // ones; run it now rather than at the next tick.
+        for key in removed {
+            self.emit(BbsEvent::ActualLrpRemoved { key });
+        }
+        if !created.is_empty() {
+            for actual_lrp in created {
+                self.emit(BbsEvent::ActualLrpChanged { actual_lrp });
+            }
             self.wake_auction();
         }
         Ok(())
@@ -619,6 +470,7 @@ impl BbsClient for Bbs {
         };
         let actuals = store::actual_lrps(pool, &filter).await?;
         store::delete_desired_lrp(pool, process_guid).await?;
+        self.inner.desired.forget(process_guid);
         tracing::info!(process_guid, "desired lrp removed");
         for a in actuals {
             self.emit(BbsEvent::ActualLrpRemoved { key: a.key });
@@ -674,7 +526,25 @@ impl BbsClient for Bbs {
     }
 
     async fn cell_work(&self, cell_id: &str) -> Result<CellWork, BbsError> {
-        store::cell_work(&self.inner.pool, cell_id).await
+        let pool = &self.inner.pool;
+        let tasks = store::cell_tasks(pool, cell_id).await?;
+        let mut lrps = store::cell_actuals(pool, cell_id).await?;
+        // Each DesiredLrp once, however many of its instances run here.
+        let guids: Vec<&str> = {
+            let mut seen = HashSet::new();
+            lrps.iter()
+                .map(|a| a.key.process_guid.as_str())
+                .filter(|g| seen.insert(*g))
+                .collect()
+        };
+        let desired = self.inner.desired.get_many(pool, &guids).await?;
+        lrps.retain(|a| desired.contains_key(&a.key.process_guid));
+        let desired_lrps = desired.into_values().map(|d| (*d).clone()).collect();
+        Ok(CellWork {
+            tasks,
+            desired_lrps,
+            lrps,
+        })
     }
 
     async fn start_task(&self, task_guid: &str, cell_id: &str) -> Result<bool, BbsError> {
@@ -736,32 +606,19 @@ impl BbsClient for Bbs {
         instance_key: &ActualLrpInstanceKey,
         net_info: ActualLrpNetInfo,
     ) -> Result<(), BbsError> {
-        let _write = self.inner.write.lock().await;
-        let mut a = self.actual_for_update(key).await?;
-        let allowed = match a.state {
-            ActualLrpState::Unclaimed => true,
-            ActualLrpState::Claimed | ActualLrpState::Running => held_by(&a, instance_key),
-            ActualLrpState::Crashed => false,
+        // One compare-and-set statement: UNCLAIMED, or CLAIMED/RUNNING by
+        // this very instance, becomes RUNNING (kiln-model allows each of
+        // these transitions). The write lock covers just this statement.
+        let started = {
+            let _write = self.inner.write.lock().await;
+            store::start_if_allowed(&self.inner.pool, key, instance_key, &net_info, now_nanos())
+                .await?
         };
-        if !allowed {
+        let Some(a) = started else {
+            // Not allowed: say why (gone, or held by another instance).
+            self.actual_for_update(key).await?;
             return Err(mismatch(key, instance_key));
-        }
-        let previous = a.state;
-        a.state = a
-            .state
-            .transition_to(ActualLrpState::Running)
-            .map_err(|source| BbsError::InvalidTransition {
-                kind: "actual lrp",
-                guid: key.process_guid.clone(),
-                source,
-            })?;
-        a.instance_key = Some(instance_key.clone());
-        a.net_info = Some(net_info);
-        a.placement_error.clear();
-        if previous != ActualLrpState::Running {
-            a.since = now_nanos();
-        }
-        store::update_actual_lrp(&self.inner.pool, &a).await?;
+        };
         tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %instance_key.instance_guid, "actual lrp running");
         self.emit(BbsEvent::ActualLrpChanged { actual_lrp: a });
         Ok(())
@@ -810,6 +667,22 @@ impl BbsClient for Bbs {
             self.wake_auction();
         }
         Ok(())
+    }
+
+    async fn evacuate_cell(&self, cell_id: &str) -> Result<(), BbsError> {
+        self.evacuate(cell_id).await
+    }
+
+    async fn evacuating_lrps(&self) -> Result<Vec<ActualLrp>, BbsError> {
+        Ok(self.evacuating())
+    }
+
+    async fn remove_evacuating_lrp(
+        &self,
+        key: &ActualLrpKey,
+        instance_key: &ActualLrpInstanceKey,
+    ) -> Result<(), BbsError> {
+        self.remove_evacuating(key, instance_key).await
     }
 
     fn subscribe(&self) -> BoxStream<'static, BbsEvent> {

@@ -1,15 +1,34 @@
 //! The BBS's SQL: one function per read or write, rows mapped to
 //! kiln-model types here and nowhere else. Callers hold the BBS write lock
-//! for writes; state changes are checked with kiln-model's `transition_to`.
+//! for writes; state changes are checked with kiln-model's `transition_to`,
+//! or, for the batched writes of convergence and the auction, by the
+//! statement's own compare-and-set on the state they were computed from.
+//!
+//! Storage errors become `BbsError` only through [`db`] and [`decode`].
 
 use crate::{ActualLrpFilter, BbsError};
 use kiln_model::bbs::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, CellWork, DesiredLrp, LrpAssignment, Nanos,
-    Task, TaskDefinition,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, DesiredLrp, Nanos, Task,
+    TaskDefinition,
 };
 use kiln_model::{ActualLrpState, TaskState, TransitionError};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
+
+/// The one conversion of a storage error into the BBS's error.
+pub(crate) fn db(e: sqlx::Error) -> BbsError {
+    // The error crosses the API boundary as text: no sqlx type leaves
+    // this crate.
+    BbsError::Store(e.to_string())
+}
+
+/// The one conversion of a record (de)serialisation error.
+pub(crate) fn decode(e: serde_json::Error) -> BbsError {
+    BbsError::Store(format!("record decode: {e}"))
+}
+
+/// Rows per multi-row statement: well under SQLite's bound-parameter limit.
+const ROWS_PER_STATEMENT: usize = 200;
 
 fn decode_state<S: std::str::FromStr<Err = TransitionError>>(value: &str) -> Result<S, BbsError> {
     value
@@ -33,16 +52,16 @@ const TASK_COLUMNS: &str = "task_guid, domain, definition, state, cell_id, resul
 
 fn task_from_row(row: &SqliteRow) -> Result<Task, BbsError> {
     Ok(Task {
-        task_guid: row.try_get("task_guid")?,
-        domain: row.try_get("domain")?,
-        definition: serde_json::from_str(row.try_get("definition")?)?,
-        state: decode_state(row.try_get("state")?)?,
-        cell_id: row.try_get("cell_id")?,
-        result: row.try_get("result")?,
-        failed: row.try_get("failed")?,
-        failure_reason: row.try_get("failure_reason")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        task_guid: row.try_get("task_guid").map_err(db)?,
+        domain: row.try_get("domain").map_err(db)?,
+        definition: serde_json::from_str(row.try_get("definition").map_err(db)?).map_err(decode)?,
+        state: decode_state(row.try_get("state").map_err(db)?)?,
+        cell_id: row.try_get("cell_id").map_err(db)?,
+        result: row.try_get("result").map_err(db)?,
+        failed: row.try_get("failed").map_err(db)?,
+        failure_reason: row.try_get("failure_reason").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
     })
 }
 
@@ -51,19 +70,84 @@ pub async fn task(pool: &SqlitePool, task_guid: &str) -> Result<Option<Task>, Bb
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(task_guid)
         .fetch_optional(pool)
-        .await?;
+        .await
+        .map_err(db)?;
     row.as_ref().map(task_from_row).transpose()
 }
 
 pub async fn tasks(pool: &SqlitePool, domain: Option<&str>) -> Result<Vec<Task>, BbsError> {
+    // One statement per shape, so the domain filter can use its index.
+    let rows = match domain {
+        Some(domain) => {
+            let sql =
+                format!("SELECT {TASK_COLUMNS} FROM tasks WHERE domain = ? ORDER BY created_at");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(domain)
+                .fetch_all(pool)
+                .await
+        }
+        None => {
+            let sql = format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_at");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await
+        }
+    }
+    .map_err(db)?;
+    rows.iter().map(task_from_row).collect()
+}
+
+/// Tasks still to place or running: what the auction and convergence need.
+pub async fn open_tasks(pool: &SqlitePool) -> Result<Vec<Task>, BbsError> {
     let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR domain = ?1) ORDER BY created_at"
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ('PENDING', 'RUNNING') ORDER BY created_at"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(domain)
         .fetch_all(pool)
-        .await?;
+        .await
+        .map_err(db)?;
     rows.iter().map(task_from_row).collect()
+}
+
+/// Places a PENDING task on a cell unless it changed since it was read
+/// (cancelled, or placed by another round). Whether it was placed.
+pub async fn place_task_if_pending(
+    conn: &mut SqliteConnection,
+    task_guid: &str,
+    cell_id: &str,
+    now: Nanos,
+) -> Result<Option<Task>, BbsError> {
+    let sql = format!(
+        "UPDATE tasks SET cell_id = ?, updated_at = ? \
+         WHERE task_guid = ? AND state = 'PENDING' AND cell_id = '' RETURNING {TASK_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(cell_id)
+        .bind(now)
+        .bind(task_guid)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(task_from_row).transpose()
+}
+
+/// Fails a PENDING, unplaced task (it fits on no cell).
+pub async fn fail_task_if_unplaced(
+    conn: &mut SqliteConnection,
+    task_guid: &str,
+    failure_reason: &str,
+    now: Nanos,
+) -> Result<Option<Task>, BbsError> {
+    let sql = format!(
+        "UPDATE tasks SET state = 'COMPLETED', failed = 1, failure_reason = ?, updated_at = ? \
+         WHERE task_guid = ? AND state = 'PENDING' AND cell_id = '' RETURNING {TASK_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(failure_reason)
+        .bind(now)
+        .bind(task_guid)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(task_from_row).transpose()
 }
 
 pub async fn insert_task(
@@ -90,12 +174,12 @@ pub async fn insert_task(
     )
     .bind(&task.task_guid)
     .bind(&task.domain)
-    .bind(serde_json::to_string(&task.definition)?)
+    .bind(serde_json::to_string(&task.definition).map_err(decode)?)
     .bind(task.state.as_str())
     .bind(now)
     .bind(now)
     .execute(pool)
-    .await?;
+    .await.map_err(db)?;
     Ok(task)
 }
 
@@ -111,21 +195,8 @@ async fn write_task(pool: &SqlitePool, t: &Task) -> Result<(), BbsError> {
     .bind(t.updated_at)
     .bind(&t.task_guid)
     .execute(pool)
-    .await?;
+    .await.map_err(db)?;
     Ok(())
-}
-
-pub async fn place_task(
-    pool: &SqlitePool,
-    t: &Task,
-    cell_id: &str,
-    now: Nanos,
-) -> Result<Task, BbsError> {
-    let mut next = t.clone();
-    next.cell_id = cell_id.into();
-    next.updated_at = now;
-    write_task(pool, &next).await?;
-    Ok(next)
 }
 
 pub async fn set_task_state(
@@ -170,7 +241,8 @@ pub async fn delete_task(pool: &SqlitePool, task_guid: &str) -> Result<(), BbsEr
     sqlx::query("DELETE FROM tasks WHERE task_guid = ?")
         .bind(task_guid)
         .execute(pool)
-        .await?;
+        .await
+        .map_err(db)?;
     Ok(())
 }
 
@@ -183,9 +255,12 @@ pub async fn desired_lrp(
     let row = sqlx::query("SELECT definition FROM desired_lrps WHERE process_guid = ?")
         .bind(process_guid)
         .fetch_optional(pool)
-        .await?;
+        .await
+        .map_err(db)?;
     match row {
-        Some(row) => Ok(Some(serde_json::from_str(row.try_get("definition")?)?)),
+        Some(row) => Ok(Some(
+            serde_json::from_str(row.try_get("definition").map_err(db)?).map_err(decode)?,
+        )),
         None => Ok(None),
     }
 }
@@ -194,62 +269,83 @@ pub async fn desired_lrps(
     pool: &SqlitePool,
     domain: Option<&str>,
 ) -> Result<Vec<DesiredLrp>, BbsError> {
-    let rows = sqlx::query(
-        "SELECT definition FROM desired_lrps WHERE (?1 IS NULL OR domain = ?1) ORDER BY created_at",
-    )
-    .bind(domain)
-    .fetch_all(pool)
-    .await?;
+    let rows = match domain {
+        Some(domain) => {
+            sqlx::query("SELECT definition FROM desired_lrps WHERE domain = ? ORDER BY created_at")
+                .bind(domain)
+                .fetch_all(pool)
+                .await
+        }
+        None => {
+            sqlx::query("SELECT definition FROM desired_lrps ORDER BY created_at")
+                .fetch_all(pool)
+                .await
+        }
+    }
+    .map_err(db)?;
     rows.iter()
-        .map(|row| Ok(serde_json::from_str(row.try_get("definition")?)?))
+        .map(|row| serde_json::from_str(row.try_get("definition").map_err(db)?).map_err(decode))
         .collect()
 }
 
+/// Inserts the DesiredLrp; false if one with its guid exists.
 pub async fn insert_desired_lrp(
-    pool: &SqlitePool,
+    pool: &mut SqliteConnection,
     d: &DesiredLrp,
     now: Nanos,
-) -> Result<(), BbsError> {
-    sqlx::query(
-        "INSERT INTO desired_lrps (process_guid, domain, instances, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+) -> Result<bool, BbsError> {
+    let done = sqlx::query(
+        "INSERT INTO desired_lrps (process_guid, domain, instances, definition, created_at, updated_at, modification_tag) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
     .bind(&d.process_guid)
     .bind(&d.domain)
     .bind(i64::from(d.instances))
-    .bind(serde_json::to_string(d)?)
+    .bind(serde_json::to_string(d).map_err(decode)?)
     .bind(now)
+    .bind(now)
+    // Starts at the creation time, so a DesiredLrp removed and desired
+    // again under the same guid never matches a cached older copy.
     .bind(now)
     .execute(pool)
-    .await?;
-    Ok(())
+    .await.map_err(db)?;
+    Ok(done.rows_affected() == 1)
 }
 
+/// Rewrites the DesiredLrp and bumps its modification tag, so cached
+/// decoded copies are replaced.
 pub async fn update_desired_lrp(
-    pool: &SqlitePool,
+    pool: &mut SqliteConnection,
     d: &DesiredLrp,
     now: Nanos,
 ) -> Result<(), BbsError> {
-    sqlx::query("UPDATE desired_lrps SET instances = ?, definition = ?, updated_at = ? WHERE process_guid = ?")
-        .bind(i64::from(d.instances))
-        .bind(serde_json::to_string(d)?)
-        .bind(now)
-        .bind(&d.process_guid)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE desired_lrps SET instances = ?, definition = ?, updated_at = ?, \
+         modification_tag = modification_tag + 1 WHERE process_guid = ?",
+    )
+    .bind(i64::from(d.instances))
+    .bind(serde_json::to_string(d).map_err(decode)?)
+    .bind(now)
+    .bind(&d.process_guid)
+    .execute(pool)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
 pub async fn delete_desired_lrp(pool: &SqlitePool, process_guid: &str) -> Result<(), BbsError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin().await.map_err(db)?;
     sqlx::query("DELETE FROM actual_lrps WHERE process_guid = ?")
         .bind(process_guid)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(db)?;
     sqlx::query("DELETE FROM desired_lrps WHERE process_guid = ?")
         .bind(process_guid)
         .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
     Ok(())
 }
 
@@ -258,16 +354,16 @@ pub async fn delete_desired_lrp(pool: &SqlitePool, process_guid: &str) -> Result
 const ACTUAL_COLUMNS: &str = "process_guid, instance_index, domain, state, instance_guid, cell_id, net_info, crash_count, crash_reason, placement_error, since";
 
 fn actual_from_row(row: &SqliteRow) -> Result<ActualLrp, BbsError> {
-    let instance_guid: String = row.try_get("instance_guid")?;
-    let cell_id: String = row.try_get("cell_id")?;
-    let net_info: String = row.try_get("net_info")?;
-    let index: i64 = row.try_get("instance_index")?;
-    let crash_count: i64 = row.try_get("crash_count")?;
+    let instance_guid: String = row.try_get("instance_guid").map_err(db)?;
+    let cell_id: String = row.try_get("cell_id").map_err(db)?;
+    let net_info: String = row.try_get("net_info").map_err(db)?;
+    let index: i64 = row.try_get("instance_index").map_err(db)?;
+    let crash_count: i64 = row.try_get("crash_count").map_err(db)?;
     Ok(ActualLrp {
         key: ActualLrpKey {
-            process_guid: row.try_get("process_guid")?,
+            process_guid: row.try_get("process_guid").map_err(db)?,
             index: index as u32,
-            domain: row.try_get("domain")?,
+            domain: row.try_get("domain").map_err(db)?,
         },
         instance_key: (!instance_guid.is_empty()).then_some(ActualLrpInstanceKey {
             instance_guid,
@@ -276,13 +372,13 @@ fn actual_from_row(row: &SqliteRow) -> Result<ActualLrp, BbsError> {
         net_info: if net_info.is_empty() {
             None
         } else {
-            Some(serde_json::from_str(&net_info)?)
+            Some(serde_json::from_str(&net_info).map_err(decode)?)
         },
-        state: decode_state::<ActualLrpState>(row.try_get("state")?)?,
+        state: decode_state::<ActualLrpState>(row.try_get("state").map_err(db)?)?,
         crash_count: crash_count as u32,
-        crash_reason: row.try_get("crash_reason")?,
-        placement_error: row.try_get("placement_error")?,
-        since: row.try_get("since")?,
+        crash_reason: row.try_get("crash_reason").map_err(db)?,
+        placement_error: row.try_get("placement_error").map_err(db)?,
+        since: row.try_get("since").map_err(db)?,
     })
 }
 
@@ -297,7 +393,8 @@ pub async fn actual_lrp(
         .bind(&key.process_guid)
         .bind(i64::from(key.index))
         .fetch_optional(pool)
-        .await?;
+        .await
+        .map_err(db)?;
     row.as_ref().map(actual_from_row).transpose()
 }
 
@@ -305,49 +402,85 @@ pub async fn actual_lrps(
     pool: &SqlitePool,
     filter: &ActualLrpFilter,
 ) -> Result<Vec<ActualLrp>, BbsError> {
-    let sql = format!(
-        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps \
-         WHERE (?1 IS NULL OR domain = ?1) AND (?2 IS NULL OR process_guid = ?2) AND (?3 IS NULL OR cell_id = ?3) \
-         ORDER BY process_guid, instance_index"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(filter.domain.as_deref())
-        .bind(filter.process_guid.as_deref())
-        .bind(filter.cell_id.as_deref())
-        .fetch_all(pool)
-        .await?;
+    // Only the filters given become conditions, so each can use its index.
+    let conditions: Vec<(&str, &str)> = [
+        ("domain", &filter.domain),
+        ("process_guid", &filter.process_guid),
+        ("cell_id", &filter.cell_id),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.as_deref().map(|v| (column, v)))
+    .collect();
+    let mut sql = format!("SELECT {ACTUAL_COLUMNS} FROM actual_lrps");
+    for (i, (column, _)) in conditions.iter().enumerate() {
+        sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+        sql.push_str(column);
+        sql.push_str(" = ?");
+    }
+    sql.push_str(" ORDER BY process_guid, instance_index");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (_, value) in &conditions {
+        query = query.bind(*value);
+    }
+    let rows = query.fetch_all(pool).await.map_err(db)?;
     rows.iter().map(actual_from_row).collect()
 }
 
+/// Creates UNCLAIMED ActualLrps for these indices of `d`, skipping any that
+/// exist; the ones created.
 pub async fn insert_unclaimed(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     d: &DesiredLrp,
-    index: u32,
+    indices: &[u32],
     now: Nanos,
-) -> Result<ActualLrp, BbsError> {
-    sqlx::query(
-        "INSERT INTO actual_lrps (process_guid, instance_index, domain, state, since) VALUES (?, ?, ?, ?, ?)",
+) -> Result<Vec<ActualLrp>, BbsError> {
+    let mut created = Vec::with_capacity(indices.len());
+    for chunk in indices.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO actual_lrps (process_guid, instance_index, domain, state, since) ",
+        );
+        query.push_values(chunk, |mut row, index| {
+            row.push_bind(&d.process_guid)
+                .push_bind(i64::from(*index))
+                .push_bind(&d.domain)
+                .push_bind(ActualLrpState::Unclaimed.as_str())
+                .push_bind(now);
+        });
+        query.push(" ON CONFLICT DO NOTHING RETURNING ");
+        query.push(ACTUAL_COLUMNS);
+        let rows = query.build().fetch_all(&mut *conn).await.map_err(db)?;
+        for row in &rows {
+            created.push(actual_from_row(row)?);
+        }
+    }
+    Ok(created)
+}
+
+/// Deletes the ActualLrps of `process_guid` from index `from` on (scaling
+/// down); the keys deleted.
+pub async fn delete_indices_from(
+    conn: &mut SqliteConnection,
+    process_guid: &str,
+    from: u32,
+) -> Result<Vec<ActualLrpKey>, BbsError> {
+    let rows = sqlx::query(
+        "DELETE FROM actual_lrps WHERE process_guid = ? AND instance_index >= ? \
+         RETURNING process_guid, instance_index, domain",
     )
-    .bind(&d.process_guid)
-    .bind(i64::from(index))
-    .bind(&d.domain)
-    .bind(ActualLrpState::Unclaimed.as_str())
-    .bind(now)
-    .execute(pool)
-    .await?;
-    Ok(ActualLrp {
-        key: ActualLrpKey {
-            process_guid: d.process_guid.clone(),
-            index,
-            domain: d.domain.clone(),
-        },
-        instance_key: None,
-        net_info: None,
-        state: ActualLrpState::Unclaimed,
-        crash_count: 0,
-        crash_reason: String::new(),
-        placement_error: String::new(),
-        since: now,
+    .bind(process_guid)
+    .bind(i64::from(from))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.iter().map(key_from_row).collect()
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<ActualLrpKey, BbsError> {
+    let index: i64 = row.try_get("instance_index").map_err(db)?;
+    Ok(ActualLrpKey {
+        process_guid: row.try_get("process_guid").map_err(db)?,
+        index: index as u32,
+        domain: row.try_get("domain").map_err(db)?,
     })
 }
 
@@ -359,7 +492,7 @@ pub async fn update_actual_lrp(pool: &SqlitePool, a: &ActualLrp) -> Result<(), B
             (ik.instance_guid.clone(), ik.cell_id.clone())
         });
     let net_info = match &a.net_info {
-        Some(n) => serde_json::to_string(n)?,
+        Some(n) => serde_json::to_string(n).map_err(decode)?,
         None => String::new(),
     };
     sqlx::query(
@@ -377,34 +510,57 @@ pub async fn update_actual_lrp(pool: &SqlitePool, a: &ActualLrp) -> Result<(), B
     .bind(&a.key.process_guid)
     .bind(i64::from(a.key.index))
     .execute(pool)
-    .await?;
+    .await.map_err(db)?;
     Ok(())
 }
 
-pub async fn delete_actual_lrp(pool: &SqlitePool, key: &ActualLrpKey) -> Result<(), BbsError> {
-    sqlx::query("DELETE FROM actual_lrps WHERE process_guid = ? AND instance_index = ?")
+/// UNCLAIMED, or CLAIMED/RUNNING under this instance key, → RUNNING with
+/// this net info, in one statement; `since` changes only when the state
+/// does. None when the instance is gone or held by another.
+pub async fn start_if_allowed(
+    pool: &SqlitePool,
+    key: &ActualLrpKey,
+    instance_key: &ActualLrpInstanceKey,
+    net_info: &ActualLrpNetInfo,
+    now: Nanos,
+) -> Result<Option<ActualLrp>, BbsError> {
+    let sql = format!(
+        "UPDATE actual_lrps SET state = 'RUNNING', instance_guid = ?1, cell_id = ?2, net_info = ?3, \
+         placement_error = '', since = CASE WHEN state = 'RUNNING' THEN since ELSE ?4 END \
+         WHERE process_guid = ?5 AND instance_index = ?6 AND (state = 'UNCLAIMED' OR \
+         (state IN ('CLAIMED', 'RUNNING') AND instance_guid = ?1 AND cell_id = ?2)) \
+         RETURNING {ACTUAL_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&instance_key.instance_guid)
+        .bind(&instance_key.cell_id)
+        .bind(serde_json::to_string(net_info).map_err(decode)?)
+        .bind(now)
         .bind(&key.process_guid)
         .bind(i64::from(key.index))
-        .execute(pool)
-        .await?;
-    Ok(())
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(actual_from_row).transpose()
 }
 
 // ---- cells ----
 
-pub async fn cell_work(pool: &SqlitePool, cell_id: &str) -> Result<CellWork, BbsError> {
+/// The tasks placed on a cell that are PENDING (to start) or RUNNING.
+pub async fn cell_tasks(pool: &SqlitePool, cell_id: &str) -> Result<Vec<Task>, BbsError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE cell_id = ? AND state IN ('PENDING', 'RUNNING') ORDER BY created_at"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(cell_id)
         .fetch_all(pool)
-        .await?;
-    let tasks = rows
-        .iter()
-        .map(task_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        .await
+        .map_err(db)?;
+    rows.iter().map(task_from_row).collect()
+}
 
+/// The ActualLrps CLAIMED by or RUNNING on a cell, in one query.
+pub async fn cell_actuals(pool: &SqlitePool, cell_id: &str) -> Result<Vec<ActualLrp>, BbsError> {
     let sql = format!(
         "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE cell_id = ? AND state IN ('CLAIMED', 'RUNNING') \
          ORDER BY process_guid, instance_index"
@@ -412,13 +568,363 @@ pub async fn cell_work(pool: &SqlitePool, cell_id: &str) -> Result<CellWork, Bbs
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(cell_id)
         .fetch_all(pool)
-        .await?;
-    let mut lrps = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let actual = actual_from_row(row)?;
-        if let Some(desired) = desired_lrp(pool, &actual.key.process_guid).await? {
-            lrps.push(LrpAssignment { actual, desired });
+        .await
+        .map_err(db)?;
+    rows.iter().map(actual_from_row).collect()
+}
+
+// ---- what convergence and the auction read, once per pass ----
+
+/// Every DesiredLrp's guid and modification tag: enough to tell which
+/// cached decoded copies are current.
+pub async fn desired_tags(pool: &SqlitePool) -> Result<Vec<(String, i64)>, BbsError> {
+    let rows = sqlx::query("SELECT process_guid, modification_tag FROM desired_lrps")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("process_guid").map_err(db)?,
+                row.try_get("modification_tag").map_err(db)?,
+            ))
+        })
+        .collect()
+}
+
+/// The tags of these DesiredLrps (those that exist).
+pub async fn desired_tags_of(
+    pool: &SqlitePool,
+    process_guids: &[&str],
+) -> Result<Vec<(String, i64)>, BbsError> {
+    let mut tags = Vec::with_capacity(process_guids.len());
+    for chunk in process_guids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT process_guid, modification_tag FROM desired_lrps WHERE process_guid IN (",
+        );
+        let mut list = query.separated(", ");
+        for guid in chunk {
+            list.push_bind(*guid);
+        }
+        query.push(")");
+        for row in query.build().fetch_all(pool).await.map_err(db)? {
+            tags.push((
+                row.try_get("process_guid").map_err(db)?,
+                row.try_get("modification_tag").map_err(db)?,
+            ));
         }
     }
-    Ok(CellWork { tasks, lrps })
+    Ok(tags)
+}
+
+/// Decoded DesiredLrps with their tags: these guids, or all when `None`.
+pub async fn desired_with_tags(
+    pool: &SqlitePool,
+    process_guids: Option<&[&str]>,
+) -> Result<Vec<(i64, DesiredLrp)>, BbsError> {
+    let decode_row = |row: &SqliteRow| -> Result<(i64, DesiredLrp), BbsError> {
+        let definition: &str = row.try_get("definition").map_err(db)?;
+        Ok((
+            row.try_get("modification_tag").map_err(db)?,
+            serde_json::from_str(definition).map_err(decode)?,
+        ))
+    };
+    let Some(guids) = process_guids else {
+        let rows = sqlx::query("SELECT modification_tag, definition FROM desired_lrps")
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+        return rows.iter().map(decode_row).collect();
+    };
+    let mut out = Vec::with_capacity(guids.len());
+    for chunk in guids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT modification_tag, definition FROM desired_lrps WHERE process_guid IN (",
+        );
+        let mut list = query.separated(", ");
+        for guid in chunk {
+            list.push_bind(*guid);
+        }
+        query.push(")");
+        for row in query.build().fetch_all(pool).await.map_err(db)? {
+            out.push(decode_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// What convergence needs of an ActualLrp, without decoding the rest.
+#[derive(Debug, Clone)]
+pub struct ActualSummary {
+    pub process_guid: String,
+    pub index: u32,
+    pub state: ActualLrpState,
+    pub instance_guid: String,
+    pub cell_id: String,
+    pub crash_count: u32,
+    pub since: Nanos,
+}
+
+fn summary_from_row(row: &SqliteRow) -> Result<ActualSummary, BbsError> {
+    let index: i64 = row.try_get("instance_index").map_err(db)?;
+    let crash_count: i64 = row.try_get("crash_count").map_err(db)?;
+    Ok(ActualSummary {
+        process_guid: row.try_get("process_guid").map_err(db)?,
+        index: index as u32,
+        state: decode_state(row.try_get("state").map_err(db)?)?,
+        instance_guid: row.try_get("instance_guid").map_err(db)?,
+        cell_id: row.try_get("cell_id").map_err(db)?,
+        crash_count: crash_count as u32,
+        since: row.try_get("since").map_err(db)?,
+    })
+}
+
+const SUMMARY_COLUMNS: &str =
+    "process_guid, instance_index, state, instance_guid, cell_id, crash_count, since";
+
+// Convergence asks SQLite for exactly the rows that need a correction, so a
+// pass over 250,000 instances decodes only those rows, not every one.
+
+/// Instances whose DesiredLrp is gone or no longer has their index.
+pub async fn extra_instances(pool: &SqlitePool) -> Result<Vec<(String, u32)>, BbsError> {
+    let rows = sqlx::query(
+        "SELECT a.process_guid, a.instance_index FROM actual_lrps a \
+         LEFT JOIN desired_lrps d ON d.process_guid = a.process_guid \
+         WHERE d.process_guid IS NULL OR a.instance_index >= d.instances",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let index: i64 = row.try_get("instance_index").map_err(db)?;
+            Ok((row.try_get("process_guid").map_err(db)?, index as u32))
+        })
+        .collect()
+}
+
+/// For each DesiredLrp lacking ActualLrps for some of its indices: its guid
+/// and those indices.
+pub async fn missing_instances(pool: &SqlitePool) -> Result<Vec<(String, Vec<u32>)>, BbsError> {
+    let rows = sqlx::query(
+        "SELECT d.process_guid, d.instances FROM desired_lrps d WHERE d.instances > \
+         (SELECT COUNT(*) FROM actual_lrps a WHERE a.process_guid = d.process_guid \
+          AND a.instance_index < d.instances)",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    let mut missing = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let guid: String = row.try_get("process_guid").map_err(db)?;
+        let instances: i64 = row.try_get("instances").map_err(db)?;
+        let present: Vec<i64> =
+            sqlx::query_scalar("SELECT instance_index FROM actual_lrps WHERE process_guid = ?")
+                .bind(&guid)
+                .fetch_all(pool)
+                .await
+                .map_err(db)?;
+        let indices = (0..instances as u32)
+            .filter(|i| !present.contains(&i64::from(*i)))
+            .collect();
+        missing.push((guid, indices));
+    }
+    Ok(missing)
+}
+
+/// CLAIMED or RUNNING instances on a cell not in `live`.
+pub async fn on_cells_other_than(
+    pool: &SqlitePool,
+    live: &std::collections::HashSet<String>,
+) -> Result<Vec<ActualSummary>, BbsError> {
+    let live: Vec<&String> = live.iter().collect();
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state IN ('CLAIMED', 'RUNNING') \
+         AND cell_id NOT IN (SELECT value FROM json_each(?))"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::to_string(&live).map_err(decode)?)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(summary_from_row).collect()
+}
+
+/// CRASHED instances (the converger applies the back-off).
+pub async fn crashed(pool: &SqlitePool) -> Result<Vec<ActualSummary>, BbsError> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state = 'CRASHED'");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(summary_from_row).collect()
+}
+
+/// An UNCLAIMED instance as the auction needs it.
+#[derive(Debug, Clone)]
+pub struct Unclaimed {
+    pub process_guid: String,
+    pub index: u32,
+    pub placement_error: String,
+}
+
+pub async fn unclaimed(pool: &SqlitePool) -> Result<Vec<Unclaimed>, BbsError> {
+    let rows = sqlx::query(
+        "SELECT process_guid, instance_index, placement_error FROM actual_lrps WHERE state = 'UNCLAIMED'",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let index: i64 = row.try_get("instance_index").map_err(db)?;
+            Ok(Unclaimed {
+                process_guid: row.try_get("process_guid").map_err(db)?,
+                index: index as u32,
+                placement_error: row.try_get("placement_error").map_err(db)?,
+            })
+        })
+        .collect()
+}
+
+/// How many instances of each process each cell holds, and how many of
+/// them are still starting (CLAIMED): the cells' load for the auction.
+pub struct CellProcessLoad {
+    pub cell_id: String,
+    pub process_guid: String,
+    pub instances: u32,
+    pub starting: u32,
+}
+
+pub async fn cell_process_loads(pool: &SqlitePool) -> Result<Vec<CellProcessLoad>, BbsError> {
+    let rows = sqlx::query(
+        "SELECT cell_id, process_guid, COUNT(*) AS instances, \
+         SUM(state = 'CLAIMED') AS starting FROM actual_lrps \
+         WHERE state IN ('CLAIMED', 'RUNNING') GROUP BY cell_id, process_guid",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let instances: i64 = row.try_get("instances").map_err(db)?;
+            let starting: i64 = row.try_get("starting").map_err(db)?;
+            Ok(CellProcessLoad {
+                cell_id: row.try_get("cell_id").map_err(db)?,
+                process_guid: row.try_get("process_guid").map_err(db)?,
+                instances: instances as u32,
+                starting: starting as u32,
+            })
+        })
+        .collect()
+}
+
+// ---- batched compare-and-set writes (convergence and the auction) ----
+
+/// An auction decision: this UNCLAIMED instance goes to this cell.
+pub struct Claim<'a> {
+    pub process_guid: &'a str,
+    pub index: u32,
+    pub instance_guid: String,
+    pub cell_id: &'a str,
+}
+
+/// UNCLAIMED → CLAIMED for each claim whose instance is still UNCLAIMED;
+/// the ActualLrps claimed.
+pub async fn claim_unclaimed(
+    conn: &mut SqliteConnection,
+    claims: &[Claim<'_>],
+    now: Nanos,
+) -> Result<Vec<ActualLrp>, BbsError> {
+    let mut claimed = Vec::with_capacity(claims.len());
+    for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, ig, cell) AS (");
+        query.push_values(chunk, |mut row, c| {
+            row.push_bind(c.process_guid)
+                .push_bind(i64::from(c.index))
+                .push_bind(c.instance_guid.as_str())
+                .push_bind(c.cell_id);
+        });
+        query.push(
+            ") UPDATE actual_lrps SET state = 'CLAIMED', instance_guid = v.ig, cell_id = v.cell, \
+             placement_error = '', since = ",
+        );
+        query.push_bind(now);
+        query.push(
+            " FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
+             AND actual_lrps.state = 'UNCLAIMED' RETURNING ",
+        );
+        query.push(ACTUAL_COLUMNS);
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            claimed.push(actual_from_row(&row)?);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Records why an UNCLAIMED instance could not be placed, if it still is.
+pub async fn set_placement_error(
+    conn: &mut SqliteConnection,
+    process_guid: &str,
+    index: u32,
+    placement_error: &str,
+) -> Result<Option<ActualLrp>, BbsError> {
+    let sql = format!(
+        "UPDATE actual_lrps SET placement_error = ? \
+         WHERE process_guid = ? AND instance_index = ? AND state = 'UNCLAIMED' RETURNING {ACTUAL_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(placement_error)
+        .bind(process_guid)
+        .bind(i64::from(index))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(actual_from_row).transpose()
+}
+
+/// Back to UNCLAIMED, if the instance is still as convergence read it
+/// (same state, instance guid and `since`): its cell was lost, or its
+/// crash back-off is over.
+pub async fn unclaim_if_unchanged(
+    conn: &mut SqliteConnection,
+    seen: &ActualSummary,
+    now: Nanos,
+) -> Result<Option<ActualLrp>, BbsError> {
+    let sql = format!(
+        "UPDATE actual_lrps SET state = 'UNCLAIMED', instance_guid = '', cell_id = '', net_info = '', since = ? \
+         WHERE process_guid = ? AND instance_index = ? AND state = ? AND instance_guid = ? AND since = ? \
+         RETURNING {ACTUAL_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(&seen.process_guid)
+        .bind(i64::from(seen.index))
+        .bind(seen.state.as_str())
+        .bind(&seen.instance_guid)
+        .bind(seen.since)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(actual_from_row).transpose()
+}
+
+/// Deletes an ActualLrp whose DesiredLrp is gone or no longer has its
+/// index, checked in the statement itself so a concurrent scale-up keeps it.
+pub async fn delete_if_extra(
+    conn: &mut SqliteConnection,
+    process_guid: &str,
+    index: u32,
+) -> Result<Option<ActualLrpKey>, BbsError> {
+    let row = sqlx::query(
+        "DELETE FROM actual_lrps WHERE process_guid = ?1 AND instance_index = ?2 \
+         AND NOT EXISTS (SELECT 1 FROM desired_lrps d WHERE d.process_guid = ?1 AND d.instances > ?2) \
+         RETURNING process_guid, instance_index, domain",
+    )
+    .bind(process_guid)
+    .bind(i64::from(index))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    row.as_ref().map(key_from_row).transpose()
 }

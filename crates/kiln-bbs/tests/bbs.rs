@@ -125,7 +125,10 @@ async fn desired_instances_are_placed_claimed_started_and_announced() {
 
     let work = bbs.cell_work("cell-a").await.unwrap();
     assert_eq!(work.lrps.len(), 2);
-    assert_eq!(work.lrps[0].desired.process_guid, "p-1");
+    // The DesiredLrp comes once, not once per instance.
+    assert_eq!(work.desired_lrps.len(), 1);
+    assert_eq!(work.desired_lrps[0].process_guid, "p-1");
+    assert!(work.lrps.iter().all(|a| a.key.process_guid == "p-1"));
     assert!(bbs.cell_work("cell-b").await.unwrap().lrps.is_empty());
 
     let a0 = &placed[0];
@@ -230,8 +233,10 @@ async fn scaling_adds_and_retires_indices_and_instances_spread() {
     )
     .await
     .unwrap();
+    // Scaling down retires the extra indices with the update itself.
+    assert_eq!(actuals(&bbs, "p-1").await.len(), 1);
     let report = bbs.converge().await.unwrap();
-    assert_eq!(report.extra_removed, 2);
+    assert_eq!(report.extra_removed, 0);
     assert_eq!(actuals(&bbs, "p-1").await.len(), 1);
 
     bbs.remove_desired_lrp("p-1").await.unwrap();
@@ -390,4 +395,173 @@ async fn bad_guids_are_refused() {
         bbs.desire_task("", "d", task_definition()).await,
         Err(BbsError::InvalidRequest(_))
     ));
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn desiring_many_lrps_is_placed_in_one_auction_round_spread_over_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = open(&dir, BbsConfig::default()).await;
+    for id in ["cell-a", "cell-b", "cell-c", "cell-d"] {
+        bbs.heartbeat_cell(cell(id, 64 * 1024)).await.unwrap();
+    }
+    for p in 0..20 {
+        bbs.desire_lrp(desired(&format!("p-{p}"), 4, 128))
+            .await
+            .unwrap();
+    }
+    // Desiring runs no convergence and places nothing by itself.
+    let all = bbs.actual_lrps(ActualLrpFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 80);
+    assert!(all.iter().all(|a| a.state == ActualLrpState::Unclaimed));
+
+    let report = bbs.auction().await.unwrap();
+    assert_eq!(report.placed, 80);
+    assert_eq!(report.unplaced, 0);
+    // Spread: every process has one instance on each of the four cells.
+    for p in 0..20 {
+        let mut cells: Vec<String> = actuals(&bbs, &format!("p-{p}"))
+            .await
+            .into_iter()
+            .map(|a| a.instance_key.unwrap().cell_id)
+            .collect();
+        cells.sort();
+        assert_eq!(cells, ["cell-a", "cell-b", "cell-c", "cell-d"], "p-{p}");
+    }
+    // A second round has nothing to do.
+    assert_eq!(bbs.auction().await.unwrap().placed, 0);
+}
+
+#[tokio::test]
+async fn a_staging_task_that_fits_nowhere_fails_at_once_with_diegos_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = open(&dir, BbsConfig::default()).await;
+
+    // No cell at all: the task waits for one.
+    bbs.desire_task("t-wait", "cf-app-staging", task_definition())
+        .await
+        .unwrap();
+    bbs.auction().await.unwrap();
+    assert_eq!(
+        bbs.task_by_guid("t-wait").await.unwrap().state,
+        TaskState::Pending
+    );
+
+    bbs.heartbeat_cell(cell("cell-small", 512)).await.unwrap();
+    let report = bbs.auction().await.unwrap();
+    assert_eq!(report.tasks_failed, 1);
+    let t = bbs.task_by_guid("t-wait").await.unwrap();
+    assert_eq!(t.state, TaskState::Completed);
+    assert!(t.failed);
+    assert_eq!(t.failure_reason, "insufficient resources: memory");
+
+    let mut other_stack = task_definition();
+    other_stack.rootfs = "preloaded:other".into();
+    other_stack.memory_mb = 64;
+    bbs.desire_task("t-stack", "cf-app-staging", other_stack)
+        .await
+        .unwrap();
+    bbs.auction().await.unwrap();
+    let t = bbs.task_by_guid("t-stack").await.unwrap();
+    assert!(t.failed);
+    assert_eq!(
+        t.failure_reason,
+        "found no compatible cell for required rootfs"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_fits_nowhere_is_placed_when_a_cell_with_room_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BbsConfig {
+        // Only the new cell's arrival can place it within this test.
+        convergence_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let bbs = open(&dir, config).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runner = tokio::spawn({
+        let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
+        async move { bbs.run(shutdown).await }
+    });
+    bbs.heartbeat_cell(cell("cell-small", 512)).await.unwrap();
+    bbs.desire_lrp(desired("p-big", 1, 1024)).await.unwrap();
+    wait_until("the placement error", || async {
+        actuals(&bbs, "p-big").await[0].placement_error == "insufficient resources: memory"
+    })
+    .await;
+
+    bbs.heartbeat_cell(cell("cell-big", 4096)).await.unwrap();
+    wait_until("placement on the new cell", || async {
+        let a = actuals(&bbs, "p-big").await.remove(0);
+        a.state == ActualLrpState::Claimed
+            && a.placement_error.is_empty()
+            && a.instance_key.is_some_and(|ik| ik.cell_id == "cell-big")
+    })
+    .await;
+    shutdown.cancel();
+    runner.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_bbs_reclaims_nothing_from_cells_that_report_within_a_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BbsConfig {
+        cell_ttl: Duration::from_millis(600),
+        convergence_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let running = {
+        let bbs = open(&dir, config.clone()).await;
+        bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
+        bbs.desire_lrp(desired("p-1", 2, 256)).await.unwrap();
+        bbs.converge().await.unwrap();
+        for a in actuals(&bbs, "p-1").await {
+            bbs.start_actual_lrp(&a.key, a.instance_key.as_ref().unwrap(), net_info())
+                .await
+                .unwrap();
+        }
+        actuals(&bbs, "p-1").await
+    };
+    assert!(running.iter().all(|a| a.state == ActualLrpState::Running));
+
+    // The BBS restarts: presence is empty until cell-a heartbeats again.
+    let bbs = open(&dir, config).await;
+    let report = bbs.converge().await.unwrap();
+    assert_eq!(report.lost_cell_reclaimed, 0);
+    assert_eq!(actuals(&bbs, "p-1").await, running);
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runner = tokio::spawn({
+        let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
+        async move { bbs.run(shutdown).await }
+    });
+    // cell-a heartbeats a little late but within a TTL of the start, then
+    // keeps going; convergence runs many times meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..12 {
+        bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(actuals(&bbs, "p-1").await, running, "nothing re-placed");
+    shutdown.cancel();
+    runner.await.unwrap().unwrap();
+
+    // A cell that never reports again is lost once a TTL has passed.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let report = bbs.converge().await.unwrap();
+    assert_eq!(report.lost_cell_reclaimed, 2);
 }

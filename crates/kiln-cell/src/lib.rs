@@ -8,7 +8,7 @@
 //!
 //! **Architecture invariants.** The cell never touches a database or the
 //! blobstore: it talks to the scheduler only through
-//! [`kiln_bbs::BbsClient`], writes logs only through
+//! [`kiln_bbs_client::BbsClient`], writes logs only through
 //! [`kiln_logs::LogSink`], moves artifacts only over plain HTTP, and reaches
 //! runc only through [`runtime::ContainerRuntime`].
 //!
@@ -35,7 +35,7 @@ pub mod runtime;
 pub mod stack;
 mod upload;
 
-use kiln_bbs::{BbsClient, BbsError};
+use kiln_bbs_client::{BbsClient, BbsError};
 use kiln_logs::LogSink;
 use kiln_model::bbs::CellCapacity;
 use std::ops::Range;
@@ -73,6 +73,9 @@ pub struct CellConfig {
     /// bridge); `None` runs containers in the host's network namespace,
     /// with `$PORT` a host port and no isolation (development only).
     pub network: Option<network::NetworkConfig>,
+    /// How long an evacuating cell waits for its instances' replacements
+    /// to run elsewhere before it stops them anyway (Diego: 10 minutes).
+    pub evacuation_timeout: Duration,
 }
 
 impl CellConfig {
@@ -98,9 +101,13 @@ impl CellConfig {
                     .expect("the default subnet parses"),
                 dns_servers: Vec::new(),
             }),
+            evacuation_timeout: DEFAULT_EVACUATION_TIMEOUT,
         }
     }
 }
+
+/// Diego's rep waits this long for evacuated instances to run elsewhere.
+pub const DEFAULT_EVACUATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Host ports for instances unless configured otherwise.
 pub const DEFAULT_PORT_RANGE: Range<u16> = 61000..62000;
@@ -137,11 +144,26 @@ pub async fn run(
     logs: Arc<dyn LogSink>,
     shutdown: CancellationToken,
 ) -> Result<(), CellError> {
+    run_evacuating(config, bbs, logs, CancellationToken::new(), shutdown).await
+}
+
+/// [`run`], and when `evacuate` is cancelled the cell evacuates (Diego's
+/// evacuating rep): it asks the BBS to place its instances elsewhere,
+/// keeps running each until its replacement is RUNNING (or
+/// `evacuation_timeout` has passed), stops it, and returns once nothing
+/// runs. `shutdown` still stops everything at once.
+pub async fn run_evacuating(
+    config: CellConfig,
+    bbs: Arc<dyn BbsClient>,
+    logs: Arc<dyn LogSink>,
+    evacuate: CancellationToken,
+    shutdown: CancellationToken,
+) -> Result<(), CellError> {
     let runtime = Arc::new(RuncRuntime::new(
         config.runc.clone(),
         config.data_dir.join("runc"),
     ));
-    run_with_runtime(config, runtime, bbs, logs, shutdown).await
+    rep::run(config, runtime, bbs, logs, evacuate, shutdown).await
 }
 
 /// [`run`] with another [`ContainerRuntime`] (a fake in tests of the loop).
@@ -152,5 +174,13 @@ pub async fn run_with_runtime(
     logs: Arc<dyn LogSink>,
     shutdown: CancellationToken,
 ) -> Result<(), CellError> {
-    rep::run(config, runtime, bbs, logs, shutdown).await
+    rep::run(
+        config,
+        runtime,
+        bbs,
+        logs,
+        CancellationToken::new(),
+        shutdown,
+    )
+    .await
 }

@@ -26,7 +26,7 @@ use crate::runtime::cgroups::Cgroups;
 use crate::runtime::{ContainerRuntime, valid_id};
 use crate::{CellConfig, CellError, stack};
 use futures_util::{FutureExt, StreamExt};
-use kiln_bbs::BbsClient;
+use kiln_bbs_client::{BbsClient, BbsError};
 use kiln_logs::LogSink;
 use kiln_model::TaskState;
 use kiln_model::bbs::{
@@ -94,13 +94,28 @@ struct Rep {
     running: HashMap<String, Running>,
     unreported: HashMap<String, Report>,
     finished_tx: mpsc::UnboundedSender<Finished>,
+    /// Set once the cell evacuates: it then starts nothing new.
+    evacuation: Option<Evacuation>,
 }
+
+struct Evacuation {
+    deadline: tokio::time::Instant,
+    /// Whether the BBS has taken the evacuation (it is retried until then).
+    accepted: bool,
+    /// Instances already handed over, waiting out the route drain.
+    retiring: HashSet<String>,
+}
+
+/// Between telling the BBS an evacuated instance is going and stopping
+/// it: time for routers to re-read and send new requests elsewhere.
+const EVACUATION_ROUTE_DRAIN: Duration = Duration::from_secs(2);
 
 pub async fn run(
     config: CellConfig,
     runtime: Arc<dyn ContainerRuntime>,
     bbs: Arc<dyn BbsClient>,
     logs: Arc<dyn LogSink>,
+    evacuate: CancellationToken,
     shutdown: CancellationToken,
 ) -> Result<(), CellError> {
     if config.cell_id.is_empty() {
@@ -147,6 +162,7 @@ pub async fn run(
         "stack ready"
     );
 
+    claim_cell_id(bbs.as_ref(), &config, &stack).await?;
     sweep(runtime.as_ref(), &containers_dir, &config.cell_id).await?;
     // After the sweep: a previous run's namespaces are free only once its
     // containers are gone.
@@ -197,20 +213,44 @@ pub async fn run(
         running: HashMap::new(),
         unreported: HashMap::new(),
         finished_tx,
+        evacuation: None,
     };
 
     let mut events = ctx.bbs.subscribe();
-    rep.heartbeat().await;
+    let _ = rep.heartbeat().await;
     let mut tick = tokio::time::interval(ctx.config.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                rep.heartbeat().await;
-                rep.sync().await;
+            _ = evacuate.cancelled(), if rep.evacuation.is_none() => {
+                rep.evacuation = Some(Evacuation {
+                    deadline: tokio::time::Instant::now() + ctx.config.evacuation_timeout,
+                    accepted: false,
+                    retiring: HashSet::new(),
+                });
+                if rep.evacuate().await {
+                    break;
+                }
             }
-            Some(finished) = finished_rx.recv() => rep.finished(finished).await,
+            _ = tick.tick() => {
+                if !rep.heartbeat().await {
+                    break;
+                }
+                if rep.evacuation.is_some() {
+                    if rep.evacuate().await {
+                        break;
+                    }
+                } else {
+                    rep.sync().await;
+                }
+            }
+            Some(finished) = finished_rx.recv() => {
+                rep.finished(finished).await;
+                if rep.evacuation.is_some() && rep.evacuate().await {
+                    break;
+                }
+            }
             event = events.next() => match event {
                 Some(event) => {
                     let mut relevant = rep.concerns(&event);
@@ -218,7 +258,11 @@ pub async fn run(
                     while let Some(Some(more)) = events.next().now_or_never() {
                         relevant |= rep.concerns(&more);
                     }
-                    if relevant {
+                    if relevant && rep.evacuation.is_some() {
+                        if rep.evacuate().await {
+                            break;
+                        }
+                    } else if relevant {
                         rep.sync().await;
                     }
                 }
@@ -253,6 +297,36 @@ pub async fn run(
     }
     tracing::info!(cell_id = %ctx.config.cell_id, "cell stopped");
     Ok(())
+}
+
+/// Announces the cell (its first heartbeat) before touching anything named
+/// after its id (containers, bridge, nft table): a BBS that knows another
+/// live cell under this id refuses, and this process stops before it
+/// could tear down that cell's network or run its work. Work placed now
+/// waits in `cell_work` for the first sync. (With no capacity instead, the
+/// auction would fail at once a task desired meanwhile that fits nowhere.)
+async fn claim_cell_id(
+    bbs: &dyn BbsClient,
+    config: &CellConfig,
+    stack: &stack::Stack,
+) -> Result<(), CellError> {
+    let presence = CellPresence {
+        cell_id: config.cell_id.clone(),
+        address: config.address.clone(),
+        capacity: config.capacity,
+        rootfs_providers: vec![stack.rootfs_provider()],
+    };
+    match bbs.heartbeat_cell(presence).await {
+        Err(error @ (BbsError::CellIdInUse { .. } | BbsError::Unauthorized(_))) => {
+            tracing::error!(cell_id = %config.cell_id, %error, "the bbs refused this cell");
+            Err(error.into())
+        }
+        Err(error) => {
+            tracing::warn!(cell_id = %config.cell_id, %error, "first heartbeat failed; carrying on");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Destroys every container in the runtime and every container directory
@@ -321,7 +395,10 @@ async fn sweep(
 }
 
 impl Rep {
-    async fn heartbeat(&self) {
+    /// Heartbeats; false when the BBS says another live cell holds this
+    /// id (this one was silent past its TTL and was replaced): the cell
+    /// must then stop rather than run work twice.
+    async fn heartbeat(&self) -> bool {
         let config = &self.ctx.config;
         let presence = CellPresence {
             cell_id: config.cell_id.clone(),
@@ -329,8 +406,16 @@ impl Rep {
             capacity: config.capacity,
             rootfs_providers: vec![self.ctx.stack.rootfs_provider()],
         };
-        if let Err(error) = self.ctx.bbs.heartbeat_cell(presence).await {
-            tracing::warn!(cell_id = %config.cell_id, %error, "heartbeat failed");
+        match self.ctx.bbs.heartbeat_cell(presence).await {
+            Ok(()) => true,
+            Err(error @ BbsError::CellIdInUse { .. }) => {
+                tracing::error!(cell_id = %config.cell_id, %error, "another cell holds this id now; stopping");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(cell_id = %config.cell_id, %error, "heartbeat failed");
+                true
+            }
         }
     }
 
@@ -366,7 +451,7 @@ impl Rep {
     /// The bulk sync: make the containers match the work listed here.
     async fn sync(&mut self) {
         let cell_id = self.ctx.config.cell_id.clone();
-        let work = match self.ctx.bbs.cell_work(&cell_id).await {
+        let mut work = match self.ctx.bbs.cell_work(&cell_id).await {
             Ok(work) => work,
             Err(error) => {
                 tracing::warn!(%cell_id, %error, "reading cell work failed");
@@ -375,7 +460,7 @@ impl Rep {
         };
         let mut listed: HashSet<String> = HashSet::new();
 
-        for task in work.tasks {
+        for task in std::mem::take(&mut work.tasks) {
             if task.cell_id != cell_id {
                 continue;
             }
@@ -408,8 +493,9 @@ impl Rep {
             }
         }
 
-        for assignment in work.lrps {
-            let Some(instance_key) = assignment.actual.instance_key.clone() else {
+        let desired = work.desired_by_guid();
+        for actual in &work.lrps {
+            let Some(instance_key) = actual.instance_key.clone() else {
                 continue;
             };
             if instance_key.cell_id != cell_id {
@@ -424,7 +510,13 @@ impl Rep {
                 self.report(&id, report).await;
                 continue;
             }
-            self.start_lrp(assignment);
+            let Some(&desired) = desired.get(actual.key.process_guid.as_str()) else {
+                continue;
+            };
+            self.start_lrp(LrpAssignment {
+                actual: actual.clone(),
+                desired: desired.clone(),
+            });
         }
 
         for (id, running) in &self.running {
@@ -445,6 +537,84 @@ impl Rep {
             }
         }
         self.unreported.retain(|id, _| listed.contains(id));
+    }
+
+    /// One step of the evacuation: have the BBS take it, then stop every
+    /// instance whose replacement runs elsewhere (or whose record is gone).
+    /// Returns true once the cell may stop: nothing runs, or time is up.
+    async fn evacuate(&mut self) -> bool {
+        let cell_id = self.ctx.config.cell_id.clone();
+        let Some(evacuation) = &mut self.evacuation else {
+            return false;
+        };
+        if tokio::time::Instant::now() >= evacuation.deadline {
+            tracing::warn!(%cell_id, remaining = self.running.len(), "evacuation timed out; stopping what is left");
+            return true;
+        }
+        if !evacuation.accepted {
+            match self.ctx.bbs.evacuate_cell(&cell_id).await {
+                Ok(()) => {
+                    tracing::info!(%cell_id, instances = self.running.len(), "cell evacuating");
+                    evacuation.accepted = true;
+                }
+                Err(error) => {
+                    tracing::warn!(%cell_id, %error, "evacuation not taken by the bbs; will retry");
+                    return false;
+                }
+            }
+        }
+        let mut by_process: HashMap<String, Vec<(String, ActualLrpKey, ActualLrpInstanceKey)>> =
+            HashMap::new();
+        for (id, running) in &self.running {
+            if let Work::Lrp { key, instance_key } = &running.work
+                && !running.stop.is_cancelled()
+                && !evacuation.retiring.contains(id)
+            {
+                by_process
+                    .entry(key.process_guid.clone())
+                    .or_default()
+                    .push((id.clone(), key.clone(), instance_key.clone()));
+            }
+        }
+        for (process_guid, instances) in by_process {
+            let filter = kiln_bbs_client::ActualLrpFilter {
+                process_guid: Some(process_guid),
+                ..Default::default()
+            };
+            let Ok(records) = self.ctx.bbs.actual_lrps(filter).await else {
+                continue;
+            };
+            for (id, key, instance_key) in instances {
+                let replaced = match records.iter().find(|r| r.key.index == key.index) {
+                    None => true,
+                    Some(r) => {
+                        r.state == kiln_model::ActualLrpState::Running
+                            && r.instance_key.as_ref() != Some(&instance_key)
+                    }
+                };
+                if !replaced {
+                    continue;
+                }
+                evacuation.retiring.insert(id.clone());
+                tracing::info!(%cell_id, process_guid = %key.process_guid, index = key.index, instance_guid = %id, "replacement runs elsewhere; stopping the evacuated instance");
+                if let Err(error) = self
+                    .ctx
+                    .bbs
+                    .remove_evacuating_lrp(&key, &instance_key)
+                    .await
+                {
+                    tracing::warn!(%cell_id, %error, "removing the evacuating instance");
+                }
+                if let Some(running) = self.running.get(&id) {
+                    let stop = running.stop.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(EVACUATION_ROUTE_DRAIN).await;
+                        stop.cancel();
+                    });
+                }
+            }
+        }
+        self.running.is_empty()
     }
 
     async fn start_task(&mut self, task: Task) {
@@ -524,6 +694,12 @@ impl Rep {
         let Some(running) = self.running.remove(&finished.id) else {
             return;
         };
+        if self.evacuation.is_some()
+            && let Work::Lrp { key, instance_key } = &running.work
+        {
+            // An old instance that ended by itself is no longer routable.
+            let _ = self.ctx.bbs.remove_evacuating_lrp(key, instance_key).await;
+        }
         let report = match (running.work, finished.end) {
             (Work::Task { task_guid }, End::Task(Some(outcome))) => {
                 Report::TaskCompleted { task_guid, outcome }
@@ -569,7 +745,7 @@ impl Rep {
             Ok(()) => {
                 self.unreported.remove(id);
             }
-            Err(kiln_bbs::BbsError::Unavailable(error)) => {
+            Err(kiln_bbs_client::BbsError::Unavailable(error)) => {
                 tracing::warn!(%cell_id, container = id, %error, "report failed; will retry");
                 self.unreported.insert(id.to_string(), report);
             }

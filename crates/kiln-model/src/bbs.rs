@@ -328,8 +328,22 @@ pub struct CellPresence {
 pub struct CellWork {
     /// Tasks placed on the cell that are PENDING (to start) or RUNNING.
     pub tasks: Vec<Task>,
-    /// ActualLrps CLAIMED by or RUNNING on the cell, with what to run.
-    pub lrps: Vec<LrpAssignment>,
+    /// What to run for the instances in `lrps`, each DesiredLrp once however
+    /// many of its instances the cell has.
+    pub desired_lrps: Vec<DesiredLrp>,
+    /// ActualLrps CLAIMED by or RUNNING on the cell; each one's DesiredLrp
+    /// is in `desired_lrps` (by process guid).
+    pub lrps: Vec<ActualLrp>,
+}
+
+impl CellWork {
+    /// `desired_lrps` by process guid.
+    pub fn desired_by_guid(&self) -> std::collections::HashMap<&str, &DesiredLrp> {
+        self.desired_lrps
+            .iter()
+            .map(|d| (d.process_guid.as_str(), d))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

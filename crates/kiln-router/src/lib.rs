@@ -31,7 +31,7 @@ use access_log::AccessLog;
 pub use sync::{SharedTable, load_table, sync_table};
 pub use table::{Endpoint, Pool, RouteTable, normalize_host};
 
-use kiln_bbs::BbsClient;
+use kiln_bbs_client::BbsClient;
 use kiln_logs::LogSink;
 use std::sync::Arc;
 use std::time::Duration;

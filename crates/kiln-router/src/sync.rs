@@ -11,7 +11,7 @@ use crate::table::RouteTable;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use kiln_bbs::{ActualLrpFilter, BbsClient, BbsError};
+use kiln_bbs_client::{ActualLrpFilter, BbsClient, BbsError};
 use kiln_model::bbs::BbsEvent;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +59,10 @@ pub async fn load_table(
     previous: &RouteTable,
 ) -> Result<RouteTable, BbsError> {
     let desired = bbs.desired_lrps(None).await?;
-    let actual = bbs.actual_lrps(ActualLrpFilter::default()).await?;
+    let mut actual = bbs.actual_lrps(ActualLrpFilter::default()).await?;
+    // Instances on evacuating cells keep serving until their cell stops
+    // them, beside their replacements (Diego's evacuating ActualLrps).
+    actual.extend(bbs.evacuating_lrps().await?);
     Ok(RouteTable::rebuild(&desired, &actual, previous))
 }
 

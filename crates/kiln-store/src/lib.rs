@@ -72,10 +72,30 @@ pub enum StoreError {
     },
 }
 
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a committed row survives `kill -9` and power loss.
+    Full,
+    /// `synchronous=NORMAL` (in WAL mode): a committed row survives `kill -9`;
+    /// the last commits may be lost on power loss, and the database stays
+    /// consistent. For state that is rebuilt from its owners when lost.
+    Normal,
+}
+
 /// Opens (creating if needed) the SQLite database at `path` and applies
 /// `migrations`. WAL mode with `synchronous=FULL`: a committed row survives
 /// `kill -9` and power loss, and readers do not block the writer.
 pub async fn open_database(path: &Path, migrations: &Migrator) -> Result<SqlitePool, StoreError> {
+    open_database_with(path, migrations, Durability::Full).await
+}
+
+/// [`open_database`] with a choice of [`Durability`].
+pub async fn open_database_with(
+    path: &Path,
+    migrations: &Migrator,
+    durability: Durability,
+) -> Result<SqlitePool, StoreError> {
     let url = format!("sqlite://{}", path.display());
     let options = SqliteConnectOptions::from_str(&url)
         .map_err(|source| StoreError::Database {
@@ -84,7 +104,10 @@ pub async fn open_database(path: &Path, migrations: &Migrator) -> Result<SqliteP
         })?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        })
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()

@@ -11,6 +11,26 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Default)]
 pub struct ServerArgs {
+    /// The roles this process plays, comma-separated: api, bbs, cell,
+    /// router (default: all four)
+    #[arg(long, env = "KILN_ROLES", value_delimiter = ',')]
+    pub roles: Option<Vec<String>>,
+    /// Serve the BBS over HTTP on this address, for cells and routers in
+    /// other processes (bbs role; default: not served)
+    #[arg(long, env = "KILN_BBS_LISTEN")]
+    pub bbs_listen: Option<SocketAddr>,
+    /// The BBS to join, for a process without the bbs role (default: the
+    /// URL in the credentials file)
+    #[arg(long, env = "KILN_BBS_URL")]
+    pub bbs_url: Option<String>,
+    /// The credentials file the BBS wrote (<data-dir>/bbs/credentials on
+    /// its machine), for a process without the bbs role
+    #[arg(long, env = "KILN_BBS_CREDENTIALS")]
+    pub bbs_credentials: Option<PathBuf>,
+    /// How long an evacuating cell waits for its instances' replacements
+    /// to run elsewhere before it stops them anyway, in seconds (Diego: 600)
+    #[arg(long, env = "KILN_EVACUATION_TIMEOUT")]
+    pub evacuation_timeout: Option<u64>,
     /// TOML file with any of the settings below (flags win over the file)
     #[arg(long, env = "KILN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -44,8 +64,9 @@ pub struct ServerArgs {
     /// This cell's id
     #[arg(long, env = "KILN_CELL_ID")]
     pub cell_id: Option<String>,
-    /// The address instances on this cell are reached at
-    #[arg(long, env = "KILN_CELL_ADDRESS")]
+    /// The address this cell advertises: routers and process stats reach
+    /// its instances there (CF_INSTANCE_IP)
+    #[arg(long, visible_alias = "listen", env = "KILN_CELL_ADDRESS")]
     pub cell_address: Option<String>,
     /// Memory this cell offers to instances and tasks, in MB
     #[arg(long, env = "KILN_CELL_MEMORY_MB")]
@@ -69,6 +90,11 @@ pub struct ServerArgs {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    roles: Option<Vec<String>>,
+    bbs_listen: Option<SocketAddr>,
+    bbs_url: Option<String>,
+    bbs_credentials: Option<PathBuf>,
+    evacuation_timeout: Option<u64>,
     data_dir: Option<PathBuf>,
     api_listen: Option<SocketAddr>,
     router_listen: Option<SocketAddr>,
@@ -87,9 +113,63 @@ struct FileConfig {
     staging_timeout: Option<u64>,
 }
 
+/// Which roles one process plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub bbs: bool,
+    pub cell: bool,
+    pub router: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        bbs: true,
+        cell: true,
+        router: true,
+    };
+
+    fn parse(names: &[String]) -> anyhow::Result<Roles> {
+        let mut roles = Roles::default();
+        for name in names {
+            match name.trim() {
+                "api" => roles.api = true,
+                "bbs" => roles.bbs = true,
+                "cell" => roles.cell = true,
+                "router" => roles.router = true,
+                other => anyhow::bail!(
+                    "unknown role {other:?} in --roles (the roles are api, bbs, cell, router)"
+                ),
+            }
+        }
+        anyhow::ensure!(roles != Roles::default(), "--roles names no role");
+        // The API's log cache is where remote cells' and routers' logs go,
+        // through the BBS server's ingress: the two run together.
+        anyhow::ensure!(
+            roles.api == roles.bbs,
+            "the api and bbs roles run together (remote cells send their logs through the bbs to the api's log cache)"
+        );
+        Ok(roles)
+    }
+}
+
+/// How a process without the bbs role reaches the BBS.
+#[derive(Debug, Clone)]
+pub struct RemoteBbs {
+    pub credentials: kiln_bbs_client::Credentials,
+    /// `--bbs-url`, or the credentials file's hint.
+    pub url: String,
+}
+
 /// The validated values the roles use.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    pub roles: Roles,
+    pub bbs_listen: Option<SocketAddr>,
+    /// Set exactly when the bbs role is not.
+    pub remote_bbs: Option<RemoteBbs>,
+    pub evacuation_timeout: std::time::Duration,
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub router_listen: SocketAddr,
@@ -139,18 +219,54 @@ impl ServerConfig {
                         && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')),
             "invalid domain {domain:?}"
         );
-        let cell_network = match args
-            .cell_network
-            .or(file.cell_network)
+        let network_arg = args.cell_network.or(file.cell_network);
+        let explicit_network = network_arg.is_some();
+        let cell_network = match network_arg
             .as_deref()
             .unwrap_or(kiln_cell::network::DEFAULT_SUBNET)
         {
             "none" => None,
             cidr => Some(cidr.parse().context("--cell-network")?),
         };
+        let roles = match args.roles.or(file.roles) {
+            Some(names) => Roles::parse(&names)?,
+            None => Roles::ALL,
+        };
+        let bbs_listen = args.bbs_listen.or(file.bbs_listen);
+        anyhow::ensure!(
+            roles.bbs || bbs_listen.is_none(),
+            "--bbs-listen needs the bbs role"
+        );
+        let remote_bbs = remote_bbs(
+            roles,
+            args.bbs_url.or(file.bbs_url),
+            args.bbs_credentials.or(file.bbs_credentials),
+        )?;
+        let cell_id = args.cell_id.or(file.cell_id);
+        if roles.cell && !roles.bbs {
+            // Two cells on one machine must not share a bridge subnet, and
+            // only the operator knows which subnets are free: a joining
+            // cell names its own (the all-in-one server keeps the default).
+            anyhow::ensure!(
+                cell_id.is_some(),
+                "a cell that joins a remote bbs needs --cell-id"
+            );
+            anyhow::ensure!(
+                explicit_network,
+                "a cell that joins a remote bbs needs --cell-network (a subnet no other cell on this machine uses, or none)"
+            );
+        }
         let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
         anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
         Ok(ServerConfig {
+            roles,
+            bbs_listen,
+            remote_bbs,
+            evacuation_timeout: std::time::Duration::from_secs(
+                args.evacuation_timeout
+                    .or(file.evacuation_timeout)
+                    .unwrap_or(600),
+            ),
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -169,10 +285,7 @@ impl ServerConfig {
             domain,
             external_url,
             admin_password: args.admin_password.or(file.admin_password),
-            cell_id: args
-                .cell_id
-                .or(file.cell_id)
-                .unwrap_or_else(|| "cell-0".into()),
+            cell_id: cell_id.unwrap_or_else(|| "cell-0".into()),
             cell_address: args
                 .cell_address
                 .or(file.cell_address)
@@ -184,6 +297,35 @@ impl ServerConfig {
             staging_timeout_ms: staging_timeout * 1000,
         })
     }
+}
+
+/// A process without the bbs role needs credentials; one with it must not
+/// be pointed at another BBS.
+fn remote_bbs(
+    roles: Roles,
+    url: Option<String>,
+    credentials: Option<PathBuf>,
+) -> anyhow::Result<Option<RemoteBbs>> {
+    if roles.bbs {
+        anyhow::ensure!(
+            url.is_none() && credentials.is_none(),
+            "--bbs-url and --bbs-credentials are for a process without the bbs role"
+        );
+        return Ok(None);
+    }
+    let path = credentials.context(
+        "a process without the bbs role needs --bbs-credentials FILE (the bbs writes it to <data-dir>/bbs/credentials)",
+    )?;
+    let credentials = kiln_bbs_client::Credentials::read(&path)?;
+    let url = url
+        .unwrap_or_else(|| credentials.bbs_url.clone())
+        .trim_end_matches('/')
+        .to_string();
+    anyhow::ensure!(
+        url.starts_with("http://") || url.starts_with("https://"),
+        "--bbs-url {url:?} is not an http URL"
+    );
+    Ok(Some(RemoteBbs { credentials, url }))
 }
 
 /// An absolute path for `program`: as given when it has a `/`, else the
@@ -265,6 +407,64 @@ mod tests {
         );
         let err = resolve("10.200.4.1/24").unwrap_err();
         assert!(format!("{err:#}").contains("host bits"), "{err:#}");
+    }
+
+    #[test]
+    fn roles_and_what_a_joining_node_needs() {
+        let resolve = |roles: &str, credentials: Option<PathBuf>| {
+            ServerConfig::resolve(ServerArgs {
+                roles: Some(roles.split(',').map(String::from).collect()),
+                bbs_credentials: credentials,
+                runc: Some("/usr/sbin/runc".into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            resolve("api,bbs,cell,router", None).unwrap().roles,
+            Roles::ALL
+        );
+        let err = resolve("api,cel", None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown role \"cel\""),
+            "{err:#}"
+        );
+        let err = resolve("api,cell", None).unwrap_err();
+        assert!(format!("{err:#}").contains("run together"), "{err:#}");
+        let err = resolve("router", None).unwrap_err();
+        assert!(format!("{err:#}").contains("--bbs-credentials"), "{err:#}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        kiln_bbs_client::Credentials {
+            bbs_url: "http://127.0.0.1:8889/".into(),
+            token: "kbbs1.0.00".into(),
+        }
+        .write(&file)
+        .unwrap();
+        let router = resolve("router", Some(file.clone())).unwrap();
+        assert_eq!(router.remote_bbs.unwrap().url, "http://127.0.0.1:8889");
+        // A joining cell names its id and its subnet.
+        let err = resolve("cell", Some(file.clone())).unwrap_err();
+        assert!(format!("{err:#}").contains("--cell-id"), "{err:#}");
+        let err = ServerConfig::resolve(ServerArgs {
+            roles: Some(vec!["cell".into()]),
+            bbs_credentials: Some(file.clone()),
+            cell_id: Some("c1".into()),
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("--cell-network"), "{err:#}");
+        let err = ServerConfig::resolve(ServerArgs {
+            bbs_credentials: Some(file),
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("without the bbs role"),
+            "{err:#}"
+        );
     }
 
     #[test]

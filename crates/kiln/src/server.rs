@@ -1,10 +1,13 @@
-//! `kiln server`: every role in one process, over one data directory.
+//! `kiln server`: the platform's roles, by default all in one process over
+//! one data directory.
 //!
-//! The roles are the BBS (with auctioneer and converger), the API (Cloud
-//! Controller, UAA, log cache), one cell, and the router. Each is a library
-//! `run` taking the shared cancellation token; they reach each other only
-//! through `BbsClient` and `LogSink`, the same seams a split deployment uses.
-//! The first role to stop (or fail) stops the others.
+//! The roles are the BBS (with auctioneer and converger, and its HTTP
+//! server with `--bbs-listen`), the API (Cloud Controller, UAA, log cache),
+//! one cell, and the router (`--roles` picks some). Each is a library `run`
+//! taking the shared cancellation token; they reach each other only through
+//! `BbsClient` and `LogSink`: in process when the BBS is here, over HTTP
+//! (`HttpBbsClient`, `HttpLogSink`) when it is not. The first role to stop
+//! (or fail) stops the others.
 
 use crate::config::{ServerArgs, ServerConfig};
 use anyhow::Context;
@@ -21,147 +24,67 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = ServerConfig::resolve(args)?;
-    if !is_root() {
-        anyhow::bail!("kiln server runs app containers with runc and must run as root");
+    if config.roles.cell && !is_root() {
+        anyhow::bail!("the cell role runs app containers with runc and must run as root");
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     restrict_permissions(&config.data_dir)?;
 
     let shutdown = CancellationToken::new();
-    watch_signals(shutdown.clone());
-
-    let bbs = Bbs::open(&config.data_dir.join("bbs.sqlite"))
-        .await
-        .context("opening the bbs database")?;
-    let logs = Arc::new(LogStore::default());
-    let blobstore: Arc<dyn Blobstore> = Arc::new(
-        FsBlobstore::new(config.data_dir.join("blobs"))
-            .await
-            .context("opening the blobstore")?,
-    );
-    let stack = kiln_cell::stack::host_stack_name();
-
-    let api = kiln_api::Api::open(
-        kiln_api::ApiConfig {
-            data_dir: config.data_dir.join("api"),
-            external_url: config.external_url.clone(),
-            domain: config.domain.clone(),
-            stack: stack.clone(),
-            admin_password: config.admin_password.clone(),
-            max_package_bytes: 1024 * 1024 * 1024,
-            staging_timeout_ms: config.staging_timeout_ms,
-        },
-        kiln_api::ApiDeps {
-            bbs: Arc::new(bbs.clone()),
-            blobstore,
-            logs: logs.clone(),
-        },
-    )
-    .await
-    .context("opening the api")?;
-    if let Some(password) = api.generated_admin_password() {
-        println!(
-            "Generated the admin password (shown once, kept in {}): {password}",
-            config.data_dir.join("api").join("admin-password").display()
-        );
-    }
-
-    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| format!("listening for the api on {}", config.api_listen))?;
-    let router_listener = tokio::net::TcpListener::bind(config.router_listen)
-        .await
-        .with_context(|| format!("listening for the router on {}", config.router_listen))?;
-    let router_status_listener = match config.router_status_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for the router's status on {addr}"))?,
-        ),
-        None => None,
-    };
-
-    let bbs_client: Arc<dyn BbsClient> = Arc::new(bbs.clone());
-    let log_sink: Arc<dyn LogSink> = logs.clone();
-    let lifecycle_binary = std::env::current_exe().context("locating the kiln binary")?;
+    // A cell that joined a remote BBS evacuates on the first signal; the
+    // all-in-one server has nowhere to evacuate to and stops.
+    let evacuate = (config.roles.cell && !config.roles.bbs).then(CancellationToken::new);
+    watch_signals(shutdown.clone(), evacuate.clone());
 
     let mut roles: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    {
-        let (bbs, token) = (bbs.clone(), shutdown.clone());
-        roles.spawn(async move { ("bbs", bbs.run(token).await.map_err(Into::into)) });
+    let (bbs_client, log_sink) = match &config.remote_bbs {
+        None => start_bbs_and_api(&config, &shutdown, &mut roles).await?,
+        Some(remote) => {
+            let client = kiln_bbs_client::HttpBbsClient::from_credentials(
+                &remote.credentials,
+                Some(&remote.url),
+            )?;
+            let client = match config.roles.cell {
+                true => client.with_session(cell_session(&config.data_dir)?),
+                false => client,
+            };
+            check_bbs(&client).await?;
+            let sink: Arc<dyn LogSink> =
+                Arc::new(kiln_bbs_client::HttpLogSink::new(client.clone()));
+            let bbs: Arc<dyn BbsClient> = Arc::new(client);
+            (bbs, sink)
+        }
+    };
+    if config.roles.cell {
+        start_cell(
+            &config,
+            &bbs_client,
+            &log_sink,
+            evacuate,
+            &shutdown,
+            &mut roles,
+        )?;
     }
-    {
-        let token = shutdown.clone();
-        roles.spawn(async move {
-            (
-                "api",
-                api.run(api_listener, token).await.map_err(Into::into),
-            )
-        });
-    }
-    {
-        let cell_config = kiln_cell::CellConfig {
-            cell_id: config.cell_id.clone(),
-            data_dir: config.data_dir.join("cell"),
-            address: config.cell_address.clone(),
-            capacity: kiln_model::bbs::CellCapacity {
-                memory_mb: config.cell_memory_mb,
-                disk_mb: config.cell_disk_mb,
-                containers: 250,
-            },
-            stack_name: stack.clone(),
-            lifecycle_binary,
-            runc: config.runc.clone(),
-            port_range: 61000..62000,
-            sync_interval: Duration::from_secs(2),
-            network: config
-                .cell_network
-                .map(|subnet| kiln_cell::network::NetworkConfig {
-                    subnet,
-                    dns_servers: Vec::new(),
-                }),
-        };
-        let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
-        roles.spawn(async move {
-            (
-                "cell",
-                kiln_cell::run(cell_config, bbs, logs, token)
-                    .await
-                    .map_err(Into::into),
-            )
-        });
-    }
-    {
-        let router_config = kiln_router::RouterConfig {
-            workers: config.router_workers,
-            max_conns_per_backend: config.router_max_conns_per_backend,
-            ..kiln_router::RouterConfig::default()
-        };
-        let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
-        roles.spawn(async move {
-            (
-                "router",
-                kiln_router::run(
-                    router_config,
-                    router_listener,
-                    router_status_listener,
-                    bbs,
-                    logs,
-                    token,
-                )
-                .await
-                .map_err(Into::into),
-            )
-        });
+    if config.roles.router {
+        start_router(&config, &bbs_client, &log_sink, &shutdown, &mut roles).await?;
     }
 
-    println!(
-        "Kiln is up: API {} (stack {stack}), apps at http://<app>.{}:{}",
-        config.external_url,
-        config.domain,
-        config.router_listen.port()
-    );
+    if config.roles.api {
+        println!(
+            "Kiln is up: API {} (stack {}), apps at http://<app>.{}:{}",
+            config.external_url,
+            kiln_cell::stack::host_stack_name(),
+            config.domain,
+            config.router_listen.port()
+        );
+    } else {
+        println!(
+            "Kiln {} joined the bbs at {}",
+            role_names(&config),
+            config.remote_bbs.as_ref().map_or("", |r| r.url.as_str())
+        );
+    }
 
     // The first role to return stops the rest.
     let mut failure = None;
@@ -185,6 +108,222 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 }
 
+type Seams = (Arc<dyn BbsClient>, Arc<dyn LogSink>);
+
+/// The BBS (and its HTTP server when `--bbs-listen` is set) and the API,
+/// in this process; the other roles here reach them in process.
+async fn start_bbs_and_api(
+    config: &ServerConfig,
+    shutdown: &CancellationToken,
+    roles: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
+) -> anyhow::Result<Seams> {
+    let bbs = Bbs::open(&config.data_dir.join("bbs.sqlite"))
+        .await
+        .context("opening the bbs database")?;
+    let logs = Arc::new(LogStore::default());
+    let blobstore: Arc<dyn Blobstore> = Arc::new(
+        FsBlobstore::new(config.data_dir.join("blobs"))
+            .await
+            .context("opening the blobstore")?,
+    );
+    let api = kiln_api::Api::open(
+        kiln_api::ApiConfig {
+            data_dir: config.data_dir.join("api"),
+            external_url: config.external_url.clone(),
+            domain: config.domain.clone(),
+            stack: kiln_cell::stack::host_stack_name(),
+            admin_password: config.admin_password.clone(),
+            max_package_bytes: 1024 * 1024 * 1024,
+            staging_timeout_ms: config.staging_timeout_ms,
+        },
+        kiln_api::ApiDeps {
+            bbs: Arc::new(bbs.clone()),
+            blobstore,
+            logs: logs.clone(),
+        },
+    )
+    .await
+    .context("opening the api")?;
+    if let Some(password) = api.generated_admin_password() {
+        println!(
+            "Generated the admin password (shown once, kept in {}): {password}",
+            config.data_dir.join("api").join("admin-password").display()
+        );
+    }
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("listening for the api on {}", config.api_listen))?;
+    let log_sink: Arc<dyn LogSink> = logs.clone();
+
+    if let Some(addr) = config.bbs_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for the bbs on {addr}"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let dir = config.data_dir.join("bbs");
+        let (key, _) = kiln_bbs::auth::ensure_credentials(&dir, &url)
+            .with_context(|| format!("writing the bbs credentials in {}", dir.display()))?;
+        println!(
+            "BBS listening at {url}; joining nodes need {}",
+            dir.join("credentials").display()
+        );
+        let (bbs, logs, token) = (bbs.clone(), log_sink.clone(), shutdown.clone());
+        roles.spawn(async move {
+            (
+                "bbs server",
+                kiln_bbs::server::serve(listener, bbs, logs, key, token)
+                    .await
+                    .map_err(Into::into),
+            )
+        });
+    }
+    {
+        let (bbs, token) = (bbs.clone(), shutdown.clone());
+        roles.spawn(async move { ("bbs", bbs.run(token).await.map_err(Into::into)) });
+    }
+    {
+        let token = shutdown.clone();
+        roles.spawn(async move {
+            (
+                "api",
+                api.run(api_listener, token).await.map_err(Into::into),
+            )
+        });
+    }
+    Ok((Arc::new(bbs), log_sink))
+}
+
+fn start_cell(
+    config: &ServerConfig,
+    bbs: &Arc<dyn BbsClient>,
+    logs: &Arc<dyn LogSink>,
+    evacuate: Option<CancellationToken>,
+    shutdown: &CancellationToken,
+    roles: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
+) -> anyhow::Result<()> {
+    let cell_config = kiln_cell::CellConfig {
+        cell_id: config.cell_id.clone(),
+        data_dir: config.data_dir.join("cell"),
+        address: config.cell_address.clone(),
+        capacity: kiln_model::bbs::CellCapacity {
+            memory_mb: config.cell_memory_mb,
+            disk_mb: config.cell_disk_mb,
+            containers: 250,
+        },
+        stack_name: kiln_cell::stack::host_stack_name(),
+        lifecycle_binary: std::env::current_exe().context("locating the kiln binary")?,
+        runc: config.runc.clone(),
+        port_range: 61000..62000,
+        sync_interval: Duration::from_secs(2),
+        network: config
+            .cell_network
+            .map(|subnet| kiln_cell::network::NetworkConfig {
+                subnet,
+                dns_servers: Vec::new(),
+            }),
+        evacuation_timeout: config.evacuation_timeout,
+    };
+    let (bbs, logs, token) = (bbs.clone(), logs.clone(), shutdown.clone());
+    let evacuate = evacuate.unwrap_or_default();
+    roles.spawn(async move {
+        (
+            "cell",
+            kiln_cell::run_evacuating(cell_config, bbs, logs, evacuate, token)
+                .await
+                .map_err(Into::into),
+        )
+    });
+    Ok(())
+}
+
+async fn start_router(
+    config: &ServerConfig,
+    bbs: &Arc<dyn BbsClient>,
+    logs: &Arc<dyn LogSink>,
+    shutdown: &CancellationToken,
+    roles: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
+) -> anyhow::Result<()> {
+    let router_listener = tokio::net::TcpListener::bind(config.router_listen)
+        .await
+        .with_context(|| format!("listening for the router on {}", config.router_listen))?;
+    let router_status_listener = match config.router_status_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for the router's status on {addr}"))?,
+        ),
+        None => None,
+    };
+    let router_config = kiln_router::RouterConfig {
+        workers: config.router_workers,
+        max_conns_per_backend: config.router_max_conns_per_backend,
+        ..kiln_router::RouterConfig::default()
+    };
+    let (bbs, logs, token) = (bbs.clone(), logs.clone(), shutdown.clone());
+    roles.spawn(async move {
+        (
+            "router",
+            kiln_router::run(
+                router_config,
+                router_listener,
+                router_status_listener,
+                bbs,
+                logs,
+                token,
+            )
+            .await
+            .map_err(Into::into),
+        )
+    });
+    Ok(())
+}
+
+/// One authenticated call before the roles start, so that a node with a
+/// wrong URL or refused credentials says so at once and exits.
+async fn check_bbs(client: &kiln_bbs_client::HttpBbsClient) -> anyhow::Result<()> {
+    match client.cells().await {
+        Ok(_) => Ok(()),
+        Err(error @ kiln_bbs_client::BbsError::Unauthorized(_)) => Err(anyhow::anyhow!(
+            "the bbs at {} refused this node's credentials: {error}",
+            client.base_url()
+        )),
+        Err(error) => Err(anyhow::anyhow!(
+            "cannot reach the bbs at {}: {error}",
+            client.base_url()
+        )),
+    }
+}
+
+/// The cell's session with the BBS, kept in its data dir: the same cell
+/// restarted (even after `kill -9`) takes its id back at once, while
+/// another process under the same id is refused while this one lives.
+fn cell_session(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("cell-session");
+    if let Ok(session) = std::fs::read_to_string(&path)
+        && !session.trim().is_empty()
+    {
+        return Ok(session.trim().to_string());
+    }
+    let session = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &session).with_context(|| format!("writing {}", path.display()))?;
+    Ok(session)
+}
+
+fn role_names(config: &ServerConfig) -> String {
+    let r = config.roles;
+    [
+        (r.api, "api"),
+        (r.bbs, "bbs"),
+        (r.cell, "cell"),
+        (r.router, "router"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
 fn role_outcome(
     joined: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
 ) -> Option<anyhow::Error> {
@@ -201,8 +340,10 @@ fn role_outcome(
     }
 }
 
-/// SIGTERM or SIGINT stops gracefully; a second one exits at once.
-fn watch_signals(shutdown: CancellationToken) {
+/// SIGTERM or SIGINT stops gracefully (a joined cell evacuates first); the
+/// next one stops at once (an evacuating cell stops its containers), and
+/// the one after that exits.
+fn watch_signals(shutdown: CancellationToken, evacuate: Option<CancellationToken>) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -217,11 +358,16 @@ fn watch_signals(shutdown: CancellationToken) {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            if n == 0 {
-                tracing::info!("stopping; send the signal again to exit at once");
-                shutdown.cancel();
-            } else {
-                std::process::exit(130);
+            match (n, &evacuate) {
+                (0, Some(evacuate)) => {
+                    tracing::info!("evacuating; send the signal again to stop at once");
+                    evacuate.cancel();
+                }
+                (0, None) | (1, Some(_)) => {
+                    tracing::info!("stopping; send the signal again to exit at once");
+                    shutdown.cancel();
+                }
+                _ => std::process::exit(130),
             }
         }
     });

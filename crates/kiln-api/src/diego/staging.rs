@@ -72,7 +72,17 @@ pub async fn fail_build(ctx: &Ctx, build_guid: &str, error: &str) -> ApiResult<(
     Ok(())
 }
 
+/// The build's error for a failed staging task, with Cloud Controller's
+/// error ids (its `FailureReasonSanitizer`): the auction's placement errors
+/// become `InsufficientResources` / `NoCompatibleCell`, keeping Diego's
+/// words so the user sees what was short.
 fn failure_error(reason: &str) -> String {
+    if reason.starts_with("insufficient resources") {
+        return format!("InsufficientResources - {reason}");
+    }
+    if reason.starts_with("found no compatible cell") {
+        return format!("NoCompatibleCell - {reason}");
+    }
     match reason
         .strip_prefix("Exited with status ")
         .and_then(|code| code.trim().parse::<i32>().ok())
@@ -313,4 +323,25 @@ pub fn spawn_loops(ctx: Shared, shutdown: CancellationToken) -> Vec<JoinHandle<(
         }
     });
     vec![staging, processes]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_error;
+
+    #[test]
+    fn placement_failures_get_cloud_controllers_ids() {
+        assert_eq!(
+            failure_error("insufficient resources: memory"),
+            "InsufficientResources - insufficient resources: memory"
+        );
+        assert_eq!(
+            failure_error("found no compatible cell for required rootfs"),
+            "NoCompatibleCell - found no compatible cell for required rootfs"
+        );
+        assert_eq!(
+            failure_error("not started within time limit"),
+            "StagingError - Staging error: not started within time limit"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use crate::envs::{self, InstanceEnv};
 use crate::health;
 use crate::logs::LogTarget;
 use crate::runtime::valid_id;
-use kiln_bbs::BbsError;
+use kiln_bbs_client::BbsError;
 use kiln_model::bbs::{
     ActualLrpInstanceKey, ActualLrpNetInfo, HealthCheck, LrpAssignment, PortMapping,
 };

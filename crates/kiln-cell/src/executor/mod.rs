@@ -21,7 +21,7 @@ use crate::runtime::{
 };
 use crate::stack::Stack;
 use futures_util::future::BoxFuture;
-use kiln_bbs::BbsClient;
+use kiln_bbs_client::BbsClient;
 use kiln_logs::LogSink;
 use kiln_model::bbs::RunAction;
 use kiln_model::logs::MessageType;

@@ -416,6 +416,7 @@ impl TestCell {
             port_range,
             sync_interval: Duration::from_millis(500),
             network,
+            evacuation_timeout: kiln_cell::DEFAULT_EVACUATION_TIMEOUT,
         };
         let mut cell = TestCell {
             bbs,

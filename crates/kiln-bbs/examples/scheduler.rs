@@ -1,0 +1,350 @@
+//! Scheduler benchmark: simulated cells drive a BBS the way the rep does
+//! (heartbeat, read their work, report each instance placed on them as
+//! RUNNING) through the `BbsClient` trait, and the run prints how long it
+//! takes to place and run everything, one convergence pass, and the
+//! re-placement after 10% of the cells vanish, with peak RSS and the
+//! database's size.
+//!
+//!   scheduler INSTANCES CELLS [LABEL]
+//!
+//! The same source builds against older BBS versions (bench/scheduler.sh
+//! builds it against `main` for the side-by-side figures): the cell work is
+//! read through its JSON form, which is also what crosses the wire when the
+//! cells are remote.
+
+use kiln_bbs::{Bbs, BbsClient, BbsConfig};
+use kiln_model::bbs::{
+    ActualLrp, ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, EnvVar, HealthCheck,
+    PortMapping, RunAction,
+};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const STACK: &str = "preloaded:bench";
+const INSTANCES_PER_APP: u32 = 10;
+const MEMORY_MB: u64 = 128;
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const SYNC: Duration = Duration::from_secs(2);
+const CELL_TTL: Duration = Duration::from_secs(3);
+/// No phase may take longer than this; the run then reports it as not done.
+const PHASE_LIMIT: Duration = Duration::from_secs(900);
+
+fn desired(process_guid: String) -> DesiredLrp {
+    DesiredLrp {
+        process_guid,
+        domain: "cf-apps".into(),
+        instances: INSTANCES_PER_APP,
+        rootfs: STACK.into(),
+        memory_mb: MEMORY_MB,
+        disk_mb: 256,
+        env: vec![EnvVar {
+            name: "PORT".into(),
+            value: "8080".into(),
+        }],
+        setup: vec![],
+        action: RunAction {
+            path: "/home/vcap/app/start".into(),
+            args: vec!["--serve".into()],
+            env: vec![],
+            dir: Some("/home/vcap/app".into()),
+            user: "vcap".into(),
+        },
+        health_check: HealthCheck::Port,
+        start_timeout_ms: 60_000,
+        routes: vec!["bench.localhost".into()],
+        log_guid: "bench-app".into(),
+        log_source: "APP/PROC/WEB".into(),
+        annotation: String::new(),
+    }
+}
+
+/// The ActualLrps in a cell's work, from its JSON form: older versions
+/// list `{actual, desired}` pairs, newer ones the ActualLrps themselves.
+fn actuals_in(work: &kiln_model::bbs::CellWork) -> Vec<ActualLrp> {
+    let value = serde_json::to_value(work).expect("cell work encodes");
+    value["lrps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let actual = item.get("actual").unwrap_or(item);
+            serde_json::from_value(actual.clone()).ok()
+        })
+        .collect()
+}
+
+/// One simulated rep: heartbeats, and reports every instance claimed for
+/// it as RUNNING at its next sync, as a rep does once the container is up.
+async fn cell(
+    client: Arc<dyn BbsClient>,
+    presence: CellPresence,
+    stop: CancellationToken,
+    last_heartbeat_ms: Arc<AtomicU64>,
+    epoch: Instant,
+) {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // Spread the cells' syncs over the interval, as independent reps are.
+    let offset = SYNC.mul_f64(fastrand_fraction(&presence.cell_id));
+    let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + offset, SYNC);
+    let mut reported: HashSet<String> = HashSet::new();
+    let net_info = ActualLrpNetInfo {
+        address: presence.address.clone(),
+        ports: vec![PortMapping {
+            container_port: 8080,
+            host_port: 61000,
+        }],
+        instance_address: "10.255.0.2".into(),
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = heartbeat.tick() => {
+                if client.heartbeat_cell(presence.clone()).await.is_ok() {
+                    last_heartbeat_ms.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+                }
+            }
+            _ = sync.tick() => {
+                let Ok(work) = client.cell_work(&presence.cell_id).await else { continue };
+                for a in actuals_in(&work) {
+                    let Some(ik) = a.instance_key.as_ref() else { continue };
+                    if ik.cell_id != presence.cell_id || reported.contains(&ik.instance_guid) {
+                        continue;
+                    }
+                    if client.start_actual_lrp(&a.key, ik, net_info.clone()).await.is_ok() {
+                        reported.insert(ik.instance_guid.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stable fraction in [0, 1) from a name.
+fn fastrand_fraction(name: &str) -> f64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (hash % 10_000) as f64 / 10_000.0
+}
+
+/// Counts rows in the BBS's database through a connection of its own.
+struct Counter {
+    pool: sqlx::SqlitePool,
+}
+
+impl Counter {
+    async fn count(&self, sql: &str) -> u64 {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query");
+        n as u64
+    }
+
+    /// Seconds until `sql` counts `want` rows, or None past the limit.
+    async fn wait_for(&self, sql: &str, want: u64, from: Instant) -> Option<f64> {
+        let mut report = Instant::now();
+        loop {
+            let have = self.count(sql).await;
+            if report.elapsed() > Duration::from_secs(10) {
+                eprintln!(
+                    "  {have}/{want} after {:.0} s: {sql}",
+                    from.elapsed().as_secs_f64()
+                );
+                report = Instant::now();
+            }
+            if have >= want {
+                return Some(from.elapsed().as_secs_f64());
+            }
+            if from.elapsed() > PHASE_LIMIT {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn db_size_mb(dir: &std::path::Path) -> f64 {
+    ["bbs.sqlite", "bbs.sqlite-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len() as f64)
+        .sum::<f64>()
+        / 1e6
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("not-done".into(), |s| format!("{s:.2}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let instances: u64 = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(25_000);
+    let cells: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(100);
+    let label = args.get(3).cloned().unwrap_or_else(|| "kiln".into());
+    let apps = instances / u64::from(INSTANCES_PER_APP);
+    let instances = apps * u64::from(INSTANCES_PER_APP);
+    let per_cell = instances / cells as u64 + 1;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = BbsConfig {
+        cell_ttl: CELL_TTL,
+        ..Default::default()
+    };
+    let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+        .await
+        .expect("open bbs");
+    let counter = Counter {
+        pool: sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join("bbs.sqlite"))
+                    .read_only(true),
+            )
+            .await
+            .expect("open counter"),
+    };
+    let shutdown = CancellationToken::new();
+    let runner = {
+        let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
+        tokio::spawn(async move { bbs.run(shutdown).await })
+    };
+
+    // The cells: room for twice their share, so 90% of them hold it all.
+    let client: Arc<dyn BbsClient> = Arc::new(bbs.clone());
+    let epoch = Instant::now();
+    let mut stops = Vec::new();
+    let mut beats = Vec::new();
+    for i in 0..cells {
+        let presence = CellPresence {
+            cell_id: format!("cell-{i:04}"),
+            address: "127.0.0.1".into(),
+            capacity: CellCapacity {
+                memory_mb: per_cell * MEMORY_MB * 2,
+                disk_mb: per_cell * 256 * 2,
+                containers: (per_cell * 2) as u32,
+            },
+            rootfs_providers: vec![STACK.into()],
+        };
+        let stop = shutdown.child_token();
+        let beat = Arc::new(AtomicU64::new(0));
+        tokio::spawn(cell(
+            client.clone(),
+            presence,
+            stop.clone(),
+            beat.clone(),
+            epoch,
+        ));
+        stops.push(stop);
+        beats.push(beat);
+    }
+    tokio::time::sleep(HEARTBEAT + Duration::from_millis(500)).await;
+
+    // Desire everything, then wait for placement and RUNNING.
+    let start = Instant::now();
+    for a in 0..apps {
+        client
+            .desire_lrp(desired(format!("app-{a:06}")))
+            .await
+            .expect("desire");
+        if a % 500 == 499 {
+            eprintln!(
+                "  desired {} apps after {:.1} s",
+                a + 1,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let desire = start.elapsed().as_secs_f64();
+    eprintln!("  desired {instances} instances in {desire:.1} s");
+    let desired_at = Instant::now();
+    let placed = counter
+        .wait_for(
+            "SELECT COUNT(*) FROM actual_lrps WHERE state IN ('CLAIMED', 'RUNNING')",
+            instances,
+            start,
+        )
+        .await;
+    let placed_after_desire = placed.map(|_| desired_at.elapsed().as_secs_f64());
+    let running = counter
+        .wait_for(
+            "SELECT COUNT(*) FROM actual_lrps WHERE state = 'RUNNING'",
+            instances,
+            start,
+        )
+        .await;
+
+    // One convergence pass with everything in place.
+    let pass = Instant::now();
+    let report = bbs.converge().await;
+    let converge = pass.elapsed().as_secs_f64();
+    if let Err(error) = report {
+        eprintln!("convergence pass failed: {error}");
+    }
+
+    // Lose every tenth cell; time from their presence expiring.
+    let lost: Vec<usize> = (0..cells).step_by(10).collect();
+    for &i in &lost {
+        stops[i].cancel();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let last_beat_ms = lost
+        .iter()
+        .map(|&i| beats[i].load(Ordering::SeqCst))
+        .max()
+        .unwrap_or(0);
+    let expiry = epoch + Duration::from_millis(last_beat_ms) + CELL_TTL;
+    let lost_list = lost
+        .iter()
+        .map(|i| format!("'cell-{i:04}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    tokio::time::sleep_until(tokio::time::Instant::from_std(expiry)).await;
+    let replaced = counter
+        .wait_for(
+            &format!(
+                "SELECT COUNT(*) FROM actual_lrps WHERE state IN ('CLAIMED', 'RUNNING') AND cell_id NOT IN ({lost_list})"
+            ),
+            instances,
+            expiry,
+        )
+        .await;
+    let rerunning = counter
+        .wait_for(
+            &format!(
+                "SELECT COUNT(*) FROM actual_lrps WHERE state = 'RUNNING' AND cell_id NOT IN ({lost_list})"
+            ),
+            instances,
+            expiry,
+        )
+        .await;
+
+    println!(
+        "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} placed_after_desire_s={} running_s={} \
+         converge_s={converge:.3} replaced_after_expiry_s={} rerunning_after_expiry_s={} \
+         peak_rss_mb={:.0} db_mb={:.1}",
+        secs(placed),
+        secs(placed_after_desire),
+        secs(running),
+        secs(replaced),
+        secs(rerunning),
+        peak_rss_mb(),
+        db_size_mb(dir.path()),
+    );
+    shutdown.cancel();
+    let _ = runner.await;
+}

@@ -1,0 +1,373 @@
+//! The auctioneer's round: read what is to be placed and the cells' load
+//! (indexed queries, no DesiredLrp decoded twice), decide with the pure
+//! [`crate::auction::Auction`], then write the decisions in short
+//! transactions, each a compare-and-set on the instance still being
+//! UNCLAIMED (or the task still unplaced), onto cells still present.
+
+use crate::auction::{self, Auction, CellLoad, Work, WorkKind};
+use crate::desired_cache::DesiredSnapshot;
+use crate::store::{self, CellProcessLoad, Claim, Unclaimed, db};
+use crate::{AuctionReport, Bbs, BbsError, now_nanos};
+use kiln_model::TaskState;
+use kiln_model::bbs::{BbsEvent, CellPresence, Task};
+use std::collections::HashMap;
+
+/// Writes per transaction (and per hold of the write lock).
+const WRITE_BATCH: usize = 2000;
+
+/// One item's outcome: the cell it goes to, or why it goes nowhere.
+type Decision = (Work, Result<usize, String>);
+
+/// The cells as the auction sees them: capacity from presence, load from
+/// the instances and tasks already on them.
+fn cell_loads(
+    live: &[CellPresence],
+    loads: &[CellProcessLoad],
+    desired: &DesiredSnapshot,
+    tasks: &[Task],
+) -> Vec<CellLoad> {
+    let mut cells: Vec<CellLoad> = live
+        .iter()
+        .map(|p| {
+            CellLoad::new(
+                &p.cell_id,
+                p.rootfs_providers.clone(),
+                p.capacity.memory_mb,
+                p.capacity.disk_mb,
+                p.capacity.containers,
+            )
+        })
+        .collect();
+    let index_of: HashMap<&str, usize> = live
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.cell_id.as_str(), i))
+        .collect();
+    for load in loads {
+        let (Some(&i), Some(d)) = (
+            index_of.get(load.cell_id.as_str()),
+            desired.get(&load.process_guid),
+        ) else {
+            continue;
+        };
+        let c = &mut cells[i];
+        c.used_memory_mb += d.memory_mb * u64::from(load.instances);
+        c.used_disk_mb += d.disk_mb * u64::from(load.instances);
+        c.used_containers += load.instances;
+        c.starting += load.starting;
+        c.instances_by_process
+            .insert(load.process_guid.clone(), load.instances);
+    }
+    for t in tasks {
+        let placed = matches!(t.state, TaskState::Pending | TaskState::Running);
+        if let (true, Some(&i)) = (placed, index_of.get(t.cell_id.as_str())) {
+            let c = &mut cells[i];
+            c.used_memory_mb += t.definition.memory_mb;
+            c.used_disk_mb += t.definition.disk_mb;
+            c.used_containers += 1;
+            c.tasks += 1;
+        }
+    }
+    cells
+}
+
+/// The round's work in Diego's batch order.
+fn batch(unclaimed: &[Unclaimed], desired: &DesiredSnapshot, tasks: &[Task]) -> Vec<Work> {
+    let mut batch: Vec<Work> = unclaimed
+        .iter()
+        .filter_map(|u| {
+            let d = desired.get(&u.process_guid)?;
+            (u.index < d.instances).then(|| Work {
+                kind: WorkKind::Lrp {
+                    process_guid: u.process_guid.clone(),
+                    index: u.index,
+                },
+                rootfs: d.rootfs.clone(),
+                memory_mb: d.memory_mb,
+                disk_mb: d.disk_mb,
+            })
+        })
+        .collect();
+    batch.extend(
+        tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Pending && t.cell_id.is_empty())
+            .map(|t| Work {
+                kind: WorkKind::Task {
+                    task_guid: t.task_guid.clone(),
+                },
+                rootfs: t.definition.rootfs.clone(),
+                memory_mb: t.definition.memory_mb,
+                disk_mb: t.definition.disk_mb,
+            }),
+    );
+    auction::sort_batch(&mut batch);
+    batch
+}
+
+/// Whether a task that could not be placed fails now: it fits on none of
+/// the cells there are (Diego fails it; Cloud Controller reports
+/// `InsufficientResources` or `NoCompatibleCell`). With no cell at all it
+/// waits for one.
+fn task_fails_now(placement_error: &str) -> bool {
+    placement_error.starts_with(auction::INSUFFICIENT_RESOURCES)
+        || placement_error == auction::NO_COMPATIBLE_CELL
+}
+
+impl Bbs {
+    /// One auction round: places every UNCLAIMED ActualLrp and unplaced
+    /// PENDING task it can; what fits nowhere records why.
+    pub async fn auction(&self) -> Result<AuctionReport, BbsError> {
+        let _pass = self.inner.pass.lock().await;
+        self.auction_round().await
+    }
+
+    pub(crate) async fn auction_round(&self) -> Result<AuctionReport, BbsError> {
+        let pool = &self.inner.pool;
+        let unclaimed = store::unclaimed(pool).await?;
+        let tasks = store::open_tasks(pool).await?;
+        let nothing_to_place = unclaimed.is_empty()
+            && !tasks
+                .iter()
+                .any(|t| t.state == TaskState::Pending && t.cell_id.is_empty());
+        if nothing_to_place {
+            return Ok(AuctionReport::default());
+        }
+        // Nothing new goes to an evacuating cell.
+        let live = self.inner.evacuation.placeable(&self.live_cells());
+        let desired = self.inner.desired.all(pool).await?;
+        let loads = store::cell_process_loads(pool).await?;
+
+        let batch = batch(&unclaimed, &desired, &tasks);
+        let mut auction = Auction::new(cell_loads(&live, &loads, &desired, &tasks));
+        let decisions: Vec<Decision> = batch
+            .into_iter()
+            .map(|work| {
+                let outcome = auction.place(&work);
+                (work, outcome)
+            })
+            .collect();
+        let errors_before: HashMap<(&str, u32), &str> = unclaimed
+            .iter()
+            .map(|u| {
+                (
+                    (u.process_guid.as_str(), u.index),
+                    u.placement_error.as_str(),
+                )
+            })
+            .collect();
+        self.write_decisions(&decisions, auction.cells(), &errors_before)
+            .await
+    }
+
+    async fn write_decisions(
+        &self,
+        decisions: &[Decision],
+        cells: &[CellLoad],
+        errors_before: &HashMap<(&str, u32), &str>,
+    ) -> Result<AuctionReport, BbsError> {
+        let mut report = AuctionReport::default();
+        let mut retry = false;
+        for chunk in decisions.chunks(WRITE_BATCH) {
+            let now = now_nanos();
+            let mut events = Vec::new();
+            {
+                let _write = self.inner.write.lock().await;
+                // Presence at write time: work meant for a cell that vanished
+                // since the round began stays unplaced for the next round.
+                let live_now = self.live_cell_ids();
+                let mut claims = Vec::new();
+                let mut tx = self.inner.pool.begin().await.map_err(db)?;
+                for (work, outcome) in chunk {
+                    let cell = outcome.as_ref().map(|&i| cells[i].cell_id.as_str());
+                    if let Ok(cell_id) = cell
+                        && (!live_now.contains(cell_id)
+                            || self.inner.evacuation.is_evacuating(cell_id))
+                    {
+                        retry = true;
+                        continue;
+                    }
+                    match (&work.kind, cell) {
+                        (
+                            WorkKind::Lrp {
+                                process_guid,
+                                index,
+                            },
+                            Ok(cell_id),
+                        ) => claims.push(Claim {
+                            process_guid,
+                            index: *index,
+                            instance_guid: uuid::Uuid::new_v4().to_string(),
+                            cell_id,
+                        }),
+                        (
+                            WorkKind::Lrp {
+                                process_guid,
+                                index,
+                            },
+                            Err(placement_error),
+                        ) => {
+                            report.unplaced += 1;
+                            let before = errors_before.get(&(process_guid.as_str(), *index));
+                            if before != Some(&placement_error.as_str())
+                                && let Some(actual_lrp) = store::set_placement_error(
+                                    &mut tx,
+                                    process_guid,
+                                    *index,
+                                    placement_error,
+                                )
+                                .await?
+                            {
+                                events.push(BbsEvent::ActualLrpChanged { actual_lrp });
+                            }
+                        }
+                        (WorkKind::Task { task_guid }, Ok(cell_id)) => {
+                            if let Some(task) =
+                                store::place_task_if_pending(&mut tx, task_guid, cell_id, now)
+                                    .await?
+                            {
+                                report.placed += 1;
+                                events.push(BbsEvent::TaskChanged { task });
+                            }
+                        }
+                        (WorkKind::Task { task_guid }, Err(placement_error)) => {
+                            if !task_fails_now(placement_error) {
+                                report.unplaced += 1;
+                                continue;
+                            }
+                            if let Some(task) = store::fail_task_if_unplaced(
+                                &mut tx,
+                                task_guid,
+                                placement_error,
+                                now,
+                            )
+                            .await?
+                            {
+                                tracing::info!(%task_guid, %placement_error, "task fits on no cell");
+                                report.tasks_failed += 1;
+                                events.push(BbsEvent::TaskChanged { task });
+                            }
+                        }
+                    }
+                }
+                let claimed = store::claim_unclaimed(&mut tx, &claims, now).await?;
+                tx.commit().await.map_err(db)?;
+                report.placed += claimed.len();
+                events.extend(
+                    claimed
+                        .into_iter()
+                        .map(|actual_lrp| BbsEvent::ActualLrpChanged { actual_lrp }),
+                );
+            }
+            events.into_iter().for_each(|e| self.emit(e));
+        }
+        if retry {
+            self.wake_auction();
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BbsClient, BbsConfig};
+    use kiln_model::bbs::{CellCapacity, DesiredLrp, HealthCheck, RunAction};
+
+    fn desired(process_guid: &str) -> DesiredLrp {
+        DesiredLrp {
+            process_guid: process_guid.into(),
+            domain: "cf-apps".into(),
+            instances: 2,
+            rootfs: "preloaded:s".into(),
+            memory_mb: 256,
+            disk_mb: 256,
+            env: vec![],
+            setup: vec![],
+            action: RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            health_check: HealthCheck::Port,
+            start_timeout_ms: 1000,
+            routes: vec![],
+            log_guid: "l".into(),
+            log_source: "APP/PROC/WEB".into(),
+            annotation: String::new(),
+        }
+    }
+
+    fn lrp_work(index: u32) -> Work {
+        Work {
+            kind: WorkKind::Lrp {
+                process_guid: "p".into(),
+                index,
+            },
+            rootfs: "preloaded:s".into(),
+            memory_mb: 256,
+            disk_mb: 256,
+        }
+    }
+
+    /// Decisions made for a cell that vanished before they are written are
+    /// not written: the instances stay UNCLAIMED for the next round. And an
+    /// instance claimed meanwhile (here by a cell's report) is not claimed
+    /// again.
+    #[tokio::test]
+    async fn decisions_for_a_cell_gone_at_write_time_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), BbsConfig::default())
+            .await
+            .unwrap();
+        bbs.heartbeat_cell(CellPresence {
+            cell_id: "cell-live".into(),
+            address: "127.0.0.1".into(),
+            capacity: CellCapacity {
+                memory_mb: 4096,
+                disk_mb: 4096,
+                containers: 10,
+            },
+            rootfs_providers: vec!["preloaded:s".into()],
+        })
+        .await
+        .unwrap();
+        bbs.desire_lrp(desired("p")).await.unwrap();
+        // Index 1 is started by a cell's report before the round writes.
+        let key = kiln_model::bbs::ActualLrpKey {
+            process_guid: "p".into(),
+            index: 1,
+            domain: "cf-apps".into(),
+        };
+        let ik = kiln_model::bbs::ActualLrpInstanceKey {
+            instance_guid: "reported".into(),
+            cell_id: "cell-live".into(),
+        };
+        let net_info = kiln_model::bbs::ActualLrpNetInfo {
+            address: "127.0.0.1".into(),
+            ports: vec![],
+            instance_address: String::new(),
+        };
+        bbs.start_actual_lrp(&key, &ik, net_info).await.unwrap();
+
+        let cells = vec![
+            CellLoad::new("cell-gone", vec!["preloaded:s".into()], 4096, 4096, 10),
+            CellLoad::new("cell-live", vec!["preloaded:s".into()], 4096, 4096, 10),
+        ];
+        let decisions = vec![(lrp_work(0), Ok(0)), (lrp_work(1), Ok(1))];
+        let report = bbs
+            .write_decisions(&decisions, &cells, &HashMap::new())
+            .await
+            .unwrap();
+        assert_eq!(report.placed, 0);
+        let actuals = bbs
+            .actual_lrps(crate::ActualLrpFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(actuals[0].state, kiln_model::ActualLrpState::Unclaimed);
+        assert_eq!(actuals[1].state, kiln_model::ActualLrpState::Running);
+        assert_eq!(actuals[1].instance_key.as_ref(), Some(&ik));
+    }
+}

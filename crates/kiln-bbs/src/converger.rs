@@ -1,0 +1,297 @@
+//! Convergence (Diego's `ConvergeLRPs` and task convergence): compares
+//! desired with actual state on one snapshot read without the write lock,
+//! then writes its corrections in short batches, each a compare-and-set on
+//! what the snapshot saw, and ends with an auction round.
+
+use crate::store::{self, ActualSummary, db};
+use crate::{Bbs, BbsError, ConvergenceReport, crash, now_nanos};
+use kiln_model::TaskState;
+use kiln_model::bbs::{BbsEvent, DesiredLrp, Nanos};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Writes per transaction (and per hold of the write lock), so a cell's
+/// report waits for at most one batch.
+const WRITE_BATCH: usize = 1000;
+
+/// What a convergence pass will correct, read from one pass over the
+/// store. `live` is `None` while presence is not yet settled after a start:
+/// then no cell counts as lost.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Instances whose DesiredLrp is gone or no longer has their index.
+    extra: Vec<(String, u32)>,
+    /// Indices a DesiredLrp has no ActualLrp for.
+    missing: Vec<(Arc<DesiredLrp>, Vec<u32>)>,
+    /// CLAIMED or RUNNING on a cell that is not present.
+    lost: Vec<ActualSummary>,
+    /// CRASHED, with the back-off over.
+    restart: Vec<ActualSummary>,
+}
+
+impl Bbs {
+    async fn read_plan(
+        &self,
+        live: Option<&HashSet<String>>,
+        now: Nanos,
+    ) -> Result<Plan, BbsError> {
+        let pool = &self.inner.pool;
+        let extra = store::extra_instances(pool).await?;
+        let missing_indices = store::missing_instances(pool).await?;
+        let guids: Vec<&str> = missing_indices.iter().map(|(g, _)| g.as_str()).collect();
+        let desired = self.inner.desired.get_many(pool, &guids).await?;
+        let missing = missing_indices
+            .iter()
+            .filter_map(|(guid, indices)| Some((desired.get(guid)?.clone(), indices.clone())))
+            .collect();
+        let lost = match live {
+            Some(live) => store::on_cells_other_than(pool, live).await?,
+            None => Vec::new(),
+        };
+        let restart = store::crashed(pool)
+            .await?
+            .into_iter()
+            .filter(|a| crash::should_restart(a.crash_count, a.since, now))
+            .collect();
+        Ok(Plan {
+            extra,
+            missing,
+            lost,
+            restart,
+        })
+    }
+}
+
+impl Bbs {
+    /// One convergence pass followed by an auction round (Diego's converger
+    /// and auctioneer).
+    pub async fn converge(&self) -> Result<ConvergenceReport, BbsError> {
+        let _pass = self.inner.pass.lock().await;
+        let mut report = self.converge_lrps().await?;
+        report.tasks_failed = self.converge_tasks().await?;
+        let auction = self.auction_round().await?;
+        report.placed = auction.placed;
+        report.unplaced = auction.unplaced;
+        report.tasks_failed += auction.tasks_failed;
+        Ok(report)
+    }
+
+    async fn converge_lrps(&self) -> Result<ConvergenceReport, BbsError> {
+        let pool = &self.inner.pool;
+        let now = now_nanos();
+        let live = self.presence_settled().then(|| self.live_cell_ids());
+        let plan = self.read_plan(live.as_ref(), now).await?;
+
+        let mut report = ConvergenceReport::default();
+        for chunk in plan.extra.chunks(WRITE_BATCH) {
+            let mut events = Vec::new();
+            {
+                let _write = self.inner.write.lock().await;
+                let mut tx = pool.begin().await.map_err(db)?;
+                for (guid, index) in chunk {
+                    if let Some(key) = store::delete_if_extra(&mut tx, guid, *index).await? {
+                        events.push(BbsEvent::ActualLrpRemoved { key });
+                    }
+                }
+                tx.commit().await.map_err(db)?;
+            }
+            report.extra_removed += events.len();
+            events.into_iter().for_each(|e| self.emit(e));
+        }
+        for chunk in plan.missing.chunks(WRITE_BATCH) {
+            let mut events = Vec::new();
+            {
+                let _write = self.inner.write.lock().await;
+                let mut tx = pool.begin().await.map_err(db)?;
+                for (d, indices) in chunk {
+                    for actual_lrp in store::insert_unclaimed(&mut tx, d, indices, now).await? {
+                        events.push(BbsEvent::ActualLrpChanged { actual_lrp });
+                    }
+                }
+                tx.commit().await.map_err(db)?;
+            }
+            report.missing_created += events.len();
+            events.into_iter().for_each(|e| self.emit(e));
+        }
+        for chunk in plan.lost.chunks(WRITE_BATCH) {
+            let mut events = Vec::new();
+            {
+                let _write = self.inner.write.lock().await;
+                // Presence again at write time: a cell that heartbeated since
+                // the snapshot keeps its instances.
+                let live_now = self.live_cell_ids();
+                let mut tx = pool.begin().await.map_err(db)?;
+                for seen in chunk.iter().filter(|a| !live_now.contains(&a.cell_id)) {
+                    if let Some(actual_lrp) =
+                        store::unclaim_if_unchanged(&mut tx, seen, now).await?
+                    {
+                        events.push(BbsEvent::ActualLrpChanged { actual_lrp });
+                    }
+                }
+                tx.commit().await.map_err(db)?;
+            }
+            report.lost_cell_reclaimed += events.len();
+            events.into_iter().for_each(|e| self.emit(e));
+        }
+        for chunk in plan.restart.chunks(WRITE_BATCH) {
+            let mut events = Vec::new();
+            {
+                let _write = self.inner.write.lock().await;
+                let mut tx = pool.begin().await.map_err(db)?;
+                for seen in chunk {
+                    if let Some(actual_lrp) =
+                        store::unclaim_if_unchanged(&mut tx, seen, now).await?
+                    {
+                        events.push(BbsEvent::ActualLrpChanged { actual_lrp });
+                    }
+                }
+                tx.commit().await.map_err(db)?;
+            }
+            report.crashed_restarted += events.len();
+            events.into_iter().for_each(|e| self.emit(e));
+        }
+        Ok(report)
+    }
+
+    /// Tasks: fail unplaced ones that expired and running ones whose cell
+    /// was lost, and hand back RESOLVING ones whose resolver went away.
+    /// Tasks are few; each candidate is re-read under the write lock.
+    async fn converge_tasks(&self) -> Result<usize, BbsError> {
+        let pool = &self.inner.pool;
+        let now = now_nanos();
+        let expiry = self.inner.config.pending_task_expiry.as_nanos() as Nanos;
+        let resolving_timeout = self.inner.config.resolving_timeout.as_nanos() as Nanos;
+        let settled = self.presence_settled();
+        let candidates: Vec<String> = store::tasks(pool, None)
+            .await?
+            .into_iter()
+            .filter(|t| {
+                matches!(
+                    t.state,
+                    TaskState::Pending | TaskState::Running | TaskState::Resolving
+                )
+            })
+            .map(|t| t.task_guid)
+            .collect();
+        let mut failed = 0;
+        for task_guid in candidates {
+            let _write = self.inner.write.lock().await;
+            let Some(t) = store::task(pool, &task_guid).await? else {
+                continue;
+            };
+            let cell_lost = settled && !self.live_cell_ids().contains(&t.cell_id);
+            let failure = match t.state {
+                TaskState::Pending if now - t.created_at > expiry => {
+                    Some("not started within time limit")
+                }
+                TaskState::Running if cell_lost => Some("cell disappeared before completion"),
+                _ => None,
+            };
+            let task = if let Some(reason) = failure {
+                failed += 1;
+                store::complete_task(pool, &t, true, reason, "", now).await?
+            } else if t.state == TaskState::Resolving && now - t.updated_at > resolving_timeout {
+                store::set_task_state(pool, &t, TaskState::Completed, now).await?
+            } else {
+                continue;
+            };
+            self.emit(BbsEvent::TaskChanged { task });
+        }
+        Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Bbs, BbsClient, BbsConfig};
+    use kiln_model::ActualLrpState;
+    use kiln_model::bbs::{CellCapacity, CellPresence, DesiredLrp, HealthCheck, RunAction};
+    use std::time::Duration;
+
+    fn desired(instances: u32) -> DesiredLrp {
+        DesiredLrp {
+            process_guid: "p".into(),
+            domain: "cf-apps".into(),
+            instances,
+            rootfs: "preloaded:s".into(),
+            memory_mb: 1,
+            disk_mb: 1,
+            env: vec![],
+            setup: vec![],
+            action: RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            health_check: HealthCheck::Port,
+            start_timeout_ms: 1,
+            routes: vec![],
+            log_guid: "l".into(),
+            log_source: "s".into(),
+            annotation: String::new(),
+        }
+    }
+
+    /// Rows changed behind the BBS's back (as a crash mid-write or an old
+    /// version could leave them) are found by the pass's queries alone.
+    #[tokio::test]
+    async fn a_pass_restores_missing_removes_extra_and_reclaims_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BbsConfig {
+            cell_ttl: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+            .await
+            .unwrap();
+        bbs.desire_lrp(desired(3)).await.unwrap();
+        let pool = &bbs.inner.pool;
+        sqlx::query("DELETE FROM actual_lrps WHERE instance_index = 1")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO actual_lrps (process_guid, instance_index, domain, state, since) \
+             VALUES ('p', 7, 'cf-apps', 'UNCLAIMED', 0), ('orphan', 0, 'cf-apps', 'UNCLAIMED', 0)",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE actual_lrps SET state = 'RUNNING', instance_guid = 'i', cell_id = 'cell-gone' \
+             WHERE instance_index = 2",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bbs.heartbeat_cell(CellPresence {
+            cell_id: "cell-a".into(),
+            address: "127.0.0.1".into(),
+            capacity: CellCapacity {
+                memory_mb: 100,
+                disk_mb: 100,
+                containers: 10,
+            },
+            rootfs_providers: vec!["preloaded:s".into()],
+        })
+        .await
+        .unwrap();
+
+        let report = bbs.converge().await.unwrap();
+        assert_eq!(report.missing_created, 1);
+        assert_eq!(report.extra_removed, 2);
+        assert_eq!(report.lost_cell_reclaimed, 1);
+        assert_eq!(report.placed, 3);
+        let all = bbs
+            .actual_lrps(crate::ActualLrpFilter::default())
+            .await
+            .unwrap();
+        let indices: Vec<u32> = all.iter().map(|a| a.key.index).collect();
+        assert_eq!(indices, [0, 1, 2]);
+        assert!(all.iter().all(|a| a.state == ActualLrpState::Claimed
+            && a.instance_key.as_ref().unwrap().cell_id == "cell-a"));
+    }
+}
