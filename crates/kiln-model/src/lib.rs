@@ -11,7 +11,7 @@ pub mod staging;
 pub mod state;
 
 pub use state::{
-    ActualLrpState, AppState, BuildState, DeploymentState, DropletState, PackageState, TaskState,
+    ActualLrpState, AppState, AppTaskState, BuildState, DeploymentState, DropletState, PackageState, TaskState,
     TransitionError,
 };
 
@@ -19,6 +19,8 @@ pub use state::{
 pub const STAGING_DOMAIN: &str = "cf-app-staging";
 /// Domain of the DesiredLrps that run app processes (Diego's `cf-apps`).
 pub const APPS_DOMAIN: &str = "cf-apps";
+/// Domain of the Tasks users run with `run-task` (Diego's `cf-tasks`).
+pub const TASKS_DOMAIN: &str = "cf-tasks";
 
 /// Log source type of staging output.
 pub const LOG_SOURCE_STAGING: &str = "STG";
