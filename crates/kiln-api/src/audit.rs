@@ -19,7 +19,6 @@ pub mod types {
     pub const APP_START: &str = "audit.app.start";
     pub const APP_STOP: &str = "audit.app.stop";
     pub const APP_RESTART: &str = "audit.app.restart";
-    pub const APP_RESTAGE: &str = "audit.app.restage";
     pub const APP_MAP_ROUTE: &str = "audit.app.map-route";
     pub const APP_UNMAP_ROUTE: &str = "audit.app.unmap-route";
     pub const APP_DROPLET_MAPPED: &str = "audit.app.droplet.mapped";
@@ -34,7 +33,6 @@ pub mod types {
     pub const APP_DEPLOYMENT_CREATE: &str = "audit.app.deployment.create";
     pub const APP_DEPLOYMENT_CANCEL: &str = "audit.app.deployment.cancel";
     pub const APP_DEPLOYMENT_CONTINUE: &str = "audit.app.deployment.continue";
-    pub const APP_APPLY_MANIFEST: &str = "audit.app.apply_manifest";
     pub const SPACE_CREATE: &str = "audit.space.create";
     pub const SPACE_UPDATE: &str = "audit.space.update";
     pub const SPACE_DELETE_REQUEST: &str = "audit.space.delete-request";
@@ -220,7 +218,8 @@ async fn space_org(pool: &SqlitePool, space_guid: &str) -> ApiResult<Option<Stri
         .map(|s| s.organization_guid))
 }
 
-/// Writes the event; false when its dedup key was recorded before.
+/// Writes the event, its data censored whoever built it; false when its
+/// dedup key was recorded before.
 pub async fn record<'e>(exec: impl SqliteExecutor<'e>, e: Event) -> ApiResult<bool> {
     let now = util::now();
     let values = vec![
@@ -234,7 +233,7 @@ pub async fn record<'e>(exec: impl SqliteExecutor<'e>, e: Event) -> ApiResult<bo
         ("target_name", e.target.name.into()),
         ("space_guid", e.space_guid.into()),
         ("organization_guid", e.organization_guid.into()),
-        ("data", db::json_text(&e.data)),
+        ("data", db::json_text(&censor(e.data))),
         ("dedup_key", Val::from(e.dedup_key)),
         ("created_at", now.as_str().into()),
         ("updated_at", now.into()),
