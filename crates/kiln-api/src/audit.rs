@@ -161,7 +161,12 @@ impl Event {
 }
 
 /// An event about an app, by the current actor, in the app's space and org.
-pub async fn app_event(pool: &SqlitePool, app: &App, kind: &'static str, data: Value) -> ApiResult<Event> {
+pub async fn app_event(
+    pool: &SqlitePool,
+    app: &App,
+    kind: &'static str,
+    data: Value,
+) -> ApiResult<Event> {
     let org = space_org(pool, &app.space_guid).await?;
     Ok(Event {
         kind,

@@ -654,7 +654,8 @@ pub fn task_json(b: &str, t: &Task) -> Value {
 /// space and organization are null when unknown.
 pub fn audit_event_json(b: &str, e: &AuditEvent) -> Value {
     let party = |guid: &Option<String>, kind: &Option<String>, name: &Option<String>| {
-        guid.as_ref().map(|g| json!({"guid": g, "type": kind, "name": name}))
+        guid.as_ref()
+            .map(|g| json!({"guid": g, "type": kind, "name": name}))
     };
     json!({
         "guid": e.guid, "created_at": e.created_at, "updated_at": e.updated_at,

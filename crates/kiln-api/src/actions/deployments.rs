@@ -90,7 +90,14 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
     let guid = util::new_guid();
     let new_version = util::new_guid();
     let now = util::now();
-    let mut event = deployment_event(ctx, &app, types::APP_DEPLOYMENT_CREATE, &guid, &target.droplet.guid).await?;
+    let mut event = deployment_event(
+        ctx,
+        &app,
+        types::APP_DEPLOYMENT_CREATE,
+        &guid,
+        &target.droplet.guid,
+    )
+    .await?;
     event.data["type"] = json!(msg.strategy());
     let mut tx = ctx.pool.begin().await?;
     let revision_guid = insert_revision(&mut tx, &app, &target).await?;
@@ -153,7 +160,8 @@ async fn deployment_event(
     deployment_guid: &str,
     droplet_guid: &str,
 ) -> ApiResult<audit::Event> {
-    let data = json!({"droplet_guid": droplet_guid, "deployment_guid": deployment_guid, "request": {}});
+    let data =
+        json!({"droplet_guid": droplet_guid, "deployment_guid": deployment_guid, "request": {}});
     audit::app_event(&ctx.pool, app, kind, data).await
 }
 
@@ -212,7 +220,14 @@ pub async fn cancel(ctx: &Ctx, guid: &str) -> ApiResult<()> {
         )));
     }
     let app = db::get::<App>(&ctx.pool, &d.app_guid).await?;
-    let event = deployment_event(ctx, &app, types::APP_DEPLOYMENT_CANCEL, guid, &d.droplet_guid).await?;
+    let event = deployment_event(
+        ctx,
+        &app,
+        types::APP_DEPLOYMENT_CANCEL,
+        guid,
+        &d.droplet_guid,
+    )
+    .await?;
     let mut tx = ctx.pool.begin().await?;
     let moved = db::transition::<Deployment>(
         &mut *tx,
@@ -249,7 +264,14 @@ pub async fn continue_(ctx: &Ctx, guid: &str) -> ApiResult<()> {
         ("continued", true.into()),
     ];
     let app = db::get::<App>(&ctx.pool, &d.app_guid).await?;
-    let event = deployment_event(ctx, &app, types::APP_DEPLOYMENT_CONTINUE, guid, &d.droplet_guid).await?;
+    let event = deployment_event(
+        ctx,
+        &app,
+        types::APP_DEPLOYMENT_CONTINUE,
+        guid,
+        &d.droplet_guid,
+    )
+    .await?;
     let mut tx = ctx.pool.begin().await?;
     let moved =
         db::transition::<Deployment>(&mut *tx, guid, d.state, DeploymentState::Deploying, also)

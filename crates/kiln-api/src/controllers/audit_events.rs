@@ -12,9 +12,13 @@ use serde_json::Value;
 
 pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
     let events = fetchers::audit_events(&ctx, &params).await?;
-    Ok(list_of(&ctx.base, "/v3/audit_events", &params, events, |e| {
-        audit_event_json(&ctx.base, e)
-    }))
+    Ok(list_of(
+        &ctx.base,
+        "/v3/audit_events",
+        &params,
+        events,
+        |e| audit_event_json(&ctx.base, e),
+    ))
 }
 
 pub async fn get_one(

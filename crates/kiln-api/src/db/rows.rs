@@ -3,9 +3,7 @@
 //! a string compared later.
 
 use super::{Record, StateMachine, Stateful};
-use kiln_model::{
-    AppState, AppTaskState, BuildState, DeploymentState, DropletState, PackageState,
-};
+use kiln_model::{AppState, AppTaskState, BuildState, DeploymentState, DropletState, PackageState};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;

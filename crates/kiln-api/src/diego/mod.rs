@@ -7,9 +7,9 @@
 //! [`LifecycleType`] and a module; no handler or action changes.
 
 pub mod buildpack;
+pub mod crashes;
 pub mod deployment_updater;
 pub mod staging;
-pub mod crashes;
 pub mod sync;
 pub mod task;
 pub mod waits;

@@ -287,9 +287,13 @@ pub async fn resync_staging(ctx: &Ctx) -> ApiResult<()> {
 /// with a BBS's data, or deleted before their outcome was recorded) fail,
 /// after the same grace as builds.
 async fn fail_lost_tasks(ctx: &Ctx) -> ApiResult<()> {
-    let open = [AppTaskState::Pending, AppTaskState::Running, AppTaskState::Canceling]
-        .map(|s| s.as_str().to_string())
-        .to_vec();
+    let open = [
+        AppTaskState::Pending,
+        AppTaskState::Running,
+        AppTaskState::Canceling,
+    ]
+    .map(|s| s.as_str().to_string())
+    .to_vec();
     let now = util::unix_now();
     for t in db::list::<db::Task>(&ctx.pool, &[db::Cond::In("state", open)]).await? {
         let created = util::parse_time(&t.created_at).unwrap_or(0);

@@ -628,9 +628,15 @@ impl CreateTask {
             ));
         }
         if self.command.as_deref().is_some_and(str::is_empty) {
-            return Err(ApiError::unprocessable("The task request is invalid: command presence"));
+            return Err(ApiError::unprocessable(
+                "The task request is invalid: command presence",
+            ));
         }
-        if self.command.as_ref().is_some_and(|c| c.len() > TASK_COMMAND_MAX) {
+        if self
+            .command
+            .as_ref()
+            .is_some_and(|c| c.len() > TASK_COMMAND_MAX)
+        {
             return Err(ApiError::unprocessable(format!(
                 "The task request is invalid: command must be shorter than {} characters",
                 TASK_COMMAND_MAX + 1
