@@ -11,8 +11,8 @@ pub mod staging;
 pub mod state;
 
 pub use state::{
-    ActualLrpState, AppState, AppTaskState, BuildState, DeploymentState, DropletState, PackageState, TaskState,
-    TransitionError,
+    ActualLrpState, AppState, AppTaskState, BuildState, DeploymentState, DropletState,
+    PackageState, TaskState, TransitionError,
 };
 
 /// Domain of the Tasks that stage apps (Diego's `cf-app-staging`).

@@ -1498,7 +1498,7 @@ async fn tasks_run_fail_and_cancel_and_crashes_become_events() {
         "audit.app.task.create",
         "audit.app.task.cancel",
         "audit.app.create",
-        "audit.app.start",
+        "audit.app.restart",
     ] {
         assert!(
             out.stdout.contains(kind),
