@@ -376,6 +376,16 @@ pub enum BbsEvent {
     ActualLrpRemoved {
         key: ActualLrpKey,
     },
+    /// An instance crashed (Diego's `ActualLRPCrashedEvent`): who ran it,
+    /// its crash count after this crash, the cell's reason, and when (the
+    /// ActualLrp's `since` after the crash, so one crash has one identity).
+    ActualLrpCrashed {
+        key: ActualLrpKey,
+        instance_key: ActualLrpInstanceKey,
+        crash_count: u32,
+        crash_reason: String,
+        since: Nanos,
+    },
     /// The receiver fell behind and missed events: re-read everything.
     Lagged,
 }

@@ -7,9 +7,11 @@
 //! [`LifecycleType`] and a module; no handler or action changes.
 
 pub mod buildpack;
+pub mod crashes;
 pub mod deployment_updater;
 pub mod staging;
 pub mod sync;
+pub mod task;
 pub mod waits;
 
 use crate::context::Ctx;
@@ -182,6 +184,22 @@ fn health_check(p: &Process) -> HealthCheck {
     }
 }
 
+/// What runs a process of the app with its droplet, whatever the
+/// lifecycle: the droplet's download, the launcher and the running
+/// environment. A DesiredLrp and a task (run as a one-off process) are
+/// both built from it.
+pub async fn run_actions(
+    ctx: &Ctx,
+    app: &App,
+    p: &Process,
+    droplet: &Droplet,
+) -> ApiResult<LifecycleActions> {
+    let env = environment::running_env(ctx, app, p).await?;
+    Ok(match LifecycleType::of(app) {
+        LifecycleType::Buildpack => buildpack::run_actions(ctx, p, droplet, env),
+    })
+}
+
 /// The DesiredLrp of one process, per the contract with the cell.
 pub async fn desired_lrp(
     ctx: &Ctx,
@@ -189,10 +207,7 @@ pub async fn desired_lrp(
     p: &Process,
     droplet: &Droplet,
 ) -> ApiResult<DesiredLrp> {
-    let env = environment::running_env(ctx, app, p).await?;
-    let actions = match LifecycleType::of(app) {
-        LifecycleType::Buildpack => buildpack::run_actions(ctx, p, droplet, env),
-    };
+    let actions = run_actions(ctx, app, p, droplet).await?;
     Ok(DesiredLrp {
         process_guid: lrp_guid(p),
         domain: APPS_DOMAIN.into(),
