@@ -150,7 +150,10 @@ impl Counter {
         loop {
             let have = self.count(sql).await;
             if report.elapsed() > Duration::from_secs(10) {
-                eprintln!("  {have}/{want} after {:.0} s: {sql}", from.elapsed().as_secs_f64());
+                eprintln!(
+                    "  {have}/{want} after {:.0} s: {sql}",
+                    from.elapsed().as_secs_f64()
+                );
                 report = Instant::now();
             }
             if have >= want {
@@ -259,7 +262,11 @@ async fn main() {
             .await
             .expect("desire");
         if a % 500 == 499 {
-            eprintln!("  desired {} apps after {:.1} s", a + 1, start.elapsed().as_secs_f64());
+            eprintln!(
+                "  desired {} apps after {:.1} s",
+                a + 1,
+                start.elapsed().as_secs_f64()
+            );
         }
     }
     let desire = start.elapsed().as_secs_f64();
