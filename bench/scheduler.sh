@@ -22,15 +22,21 @@ cargo build -q --release -p kiln-bbs --example scheduler
 here="$work/scheduler-kiln"
 cp "$TARGET/release/examples/scheduler" "$here"
 
-# BASE from `git archive` (no worktree), built in the same target dir so the
-# dependencies are reused; the binary is copied out before anything else.
+# BASE from `git archive` (no worktree), built in a target dir of its own
+# (the workspace crates share names and hashes with this tree's, and the
+# archive's old mtimes would pass for fresh), seeded once from this tree's
+# release build so the dependencies are not built again; the archive's
+# sources are touched so its own crates are.
+base_target="$TARGET/bench-base"
+[ -d "$base_target/release" ] || { mkdir -p "$base_target" && cp -a "$TARGET/release" "$base_target/"; }
 mkdir "$work/base"
 git archive "$BASE" | tar -x -C "$work/base"
 mkdir -p "$work/base/crates/kiln-bbs/examples"
 cp crates/kiln-bbs/examples/scheduler.rs "$work/base/crates/kiln-bbs/examples/"
-(cd "$work/base" && CARGO_TARGET_DIR="$TARGET" cargo build -q --release -p kiln-bbs --example scheduler)
+find "$work/base/crates" -type f -exec touch {} +
+(cd "$work/base" && CARGO_TARGET_DIR="$base_target" cargo build -q --release -p kiln-bbs --example scheduler)
 base="$work/scheduler-base"
-cp "$TARGET/release/examples/scheduler" "$base"
+cp "$base_target/release/examples/scheduler" "$base"
 
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.1fx", a / b; else print "-" }'; }
