@@ -16,16 +16,27 @@ BASE=${BASE:-main}
 SIZES=${SIZES:-"25000:100 250000:1000"}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 cargo build -q --release -p kiln-bbs --example scheduler
-here="$TARGET/release/examples/scheduler"
+here="$work/scheduler-kiln"
+cp "$TARGET/release/examples/scheduler" "$here"
 
-base_src=$(mktemp -d)
-trap 'rm -rf "$base_src"' EXIT
-git archive "$BASE" | tar -x -C "$base_src"
-mkdir -p "$base_src/crates/kiln-bbs/examples"
-cp crates/kiln-bbs/examples/scheduler.rs "$base_src/crates/kiln-bbs/examples/"
-(cd "$base_src" && CARGO_TARGET_DIR="$TARGET/bench-base" cargo build -q --release -p kiln-bbs --example scheduler)
-base="$TARGET/bench-base/release/examples/scheduler"
+# BASE from `git archive` (no worktree), built in a target dir of its own
+# (the workspace crates share names and hashes with this tree's, and the
+# archive's old mtimes would pass for fresh), seeded once from this tree's
+# release build so the dependencies are not built again; the archive's
+# sources are touched so its own crates are.
+base_target="$TARGET/bench-base"
+[ -d "$base_target/release" ] || { mkdir -p "$base_target" && cp -a "$TARGET/release" "$base_target/"; }
+mkdir "$work/base"
+git archive "$BASE" | tar -x -C "$work/base"
+mkdir -p "$work/base/crates/kiln-bbs/examples"
+cp crates/kiln-bbs/examples/scheduler.rs "$work/base/crates/kiln-bbs/examples/"
+find "$work/base/crates" -type f -exec touch {} +
+(cd "$work/base" && CARGO_TARGET_DIR="$base_target" cargo build -q --release -p kiln-bbs --example scheduler)
+base="$work/scheduler-base"
+cp "$base_target/release/examples/scheduler" "$base"
 
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.1fx", a / b; else print "-" }'; }

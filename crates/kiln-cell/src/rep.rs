@@ -218,6 +218,8 @@ pub async fn run(
 
     let mut events = ctx.bbs.subscribe();
     let _ = rep.heartbeat().await;
+    // Set when another process now holds this cell's id.
+    let mut replaced = false;
     let mut tick = tokio::time::interval(ctx.config.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -235,6 +237,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 if !rep.heartbeat().await {
+                    replaced = true;
                     break;
                 }
                 if rep.evacuation.is_some() {
@@ -292,6 +295,13 @@ pub async fn run(
         &ctx.config.cell_id,
     )
     .await?;
+    if replaced {
+        // The bridge and nft table are named after the id, which another
+        // process holds now: they are its, not ours to remove.
+        return Err(CellError::Bbs(BbsError::CellIdInUse {
+            cell_id: ctx.config.cell_id.clone(),
+        }));
+    }
     if let Some(network) = &ctx.network {
         network.teardown().await;
     }
