@@ -85,7 +85,25 @@ async fn cell(
     last_heartbeat_ms: Arc<AtomicU64>,
     epoch: Instant,
 ) {
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // The rep heartbeats from a loop of its own: a slow sync must not make
+    // the cell look lost.
+    tokio::spawn({
+        let (client, presence, stop) = (client.clone(), presence.clone(), stop.clone());
+        async move {
+            let mut heartbeat = tokio::time::interval(HEARTBEAT);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = heartbeat.tick() => {
+                        if client.heartbeat_cell(presence.clone()).await.is_ok() {
+                            last_heartbeat_ms
+                                .store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }
+    });
     // Spread the cells' syncs over the interval, as independent reps are.
     let offset = SYNC.mul_f64(fastrand_fraction(&presence.cell_id));
     let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + offset, SYNC);
@@ -101,11 +119,6 @@ async fn cell(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = heartbeat.tick() => {
-                if client.heartbeat_cell(presence.clone()).await.is_ok() {
-                    last_heartbeat_ms.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
-                }
-            }
             _ = sync.tick() => {
                 let Ok(work) = client.cell_work(&presence.cell_id).await else { continue };
                 for a in actuals_in(&work) {
