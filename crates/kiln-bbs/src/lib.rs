@@ -179,14 +179,21 @@ impl Bbs {
         // BBS does so on a cell-disappeared event), not at the next tick.
         let mut presence = tokio::time::interval(PRESENCE_CHECK);
         presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_round = Duration::ZERO;
         loop {
             let converge_now = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => true,
                 _ = presence.tick() => self.forget_expired_cells() && self.presence_settled(),
                 _ = self.inner.wake.notified() => {
-                    tokio::time::sleep(AUCTION_BATCH_WINDOW).await;
-                    match self.auction().await {
+                    // A round's reads grow with what is placed: during a push
+                    // storm, wait at least as long as the last round took so
+                    // rounds never take more than half the BBS's time.
+                    tokio::time::sleep(AUCTION_BATCH_WINDOW.max(last_round)).await;
+                    let round = Instant::now();
+                    let result = self.auction().await;
+                    last_round = round.elapsed();
+                    match result {
                         Ok(report) if report != AuctionReport::default() => {
                             tracing::debug!(?report, "auction round")
                         }
