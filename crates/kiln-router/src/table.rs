@@ -446,6 +446,7 @@ mod tests {
             crash_reason: String::new(),
             placement_error: String::new(),
             since: 0,
+            presence: Default::default(),
         }
     }
 
