@@ -658,6 +658,7 @@ mod usage_tests {
             crash_reason: String::new(),
             placement_error: String::new(),
             since: 0,
+            presence: Default::default(),
         };
         let found = instance_metric(&metrics, &actual(ActualLrpState::Running), 0).unwrap();
         assert_eq!(

@@ -5,8 +5,8 @@
 
 use crate::store::{self, ActualSummary, db};
 use crate::{Bbs, BbsError, ConvergenceReport, crash, now_nanos};
-use kiln_model::TaskState;
 use kiln_model::bbs::{BbsEvent, DesiredLrp, Nanos};
+use kiln_model::{ActualLrpState, TaskState};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -68,6 +68,7 @@ impl Bbs {
     pub async fn converge(&self) -> Result<ConvergenceReport, BbsError> {
         let _pass = self.inner.pass.lock().await;
         let mut report = self.converge_lrps().await?;
+        report.suspect_removed = self.settle_suspects().await?;
         report.tasks_failed = self.converge_tasks().await?;
         let auction = self.auction_round().await?;
         report.placed = auction.placed;
@@ -121,14 +122,29 @@ impl Bbs {
                 // the snapshot keeps its instances.
                 let live_now = self.live_cell_ids();
                 let mut tx = pool.begin().await.map_err(db)?;
+                let mut suspects = Vec::new();
                 for seen in chunk.iter().filter(|a| !live_now.contains(&a.cell_id)) {
+                    // A RUNNING instance on a lost cell may still serve (the
+                    // cell may only be cut off from the BBS): it stays
+                    // listed and routed as SUSPECT until its replacement runs.
+                    let before = match seen.state {
+                        ActualLrpState::Running => {
+                            store::actual_lrp_in(&mut tx, &seen.process_guid, seen.index).await?
+                        }
+                        _ => None,
+                    };
                     if let Some(actual_lrp) =
                         store::unclaim_if_unchanged(&mut tx, seen, now).await?
                     {
+                        suspects.extend(before);
                         events.push(BbsEvent::ActualLrpChanged { actual_lrp });
                     }
                 }
                 tx.commit().await.map_err(db)?;
+                report.suspect += suspects.len();
+                suspects
+                    .into_iter()
+                    .for_each(|s| self.inner.suspects.keep(s));
             }
             report.lost_cell_reclaimed += events.len();
             events.into_iter().for_each(|e| self.emit(e));
@@ -205,7 +221,9 @@ impl Bbs {
 mod tests {
     use crate::{Bbs, BbsClient, BbsConfig};
     use kiln_model::ActualLrpState;
-    use kiln_model::bbs::{CellCapacity, CellPresence, DesiredLrp, HealthCheck, RunAction};
+    use kiln_model::bbs::{
+        ActualLrpPresence, CellCapacity, CellPresence, DesiredLrp, HealthCheck, RunAction,
+    };
     use std::time::Duration;
 
     fn desired(instances: u32) -> DesiredLrp {
@@ -291,7 +309,15 @@ mod tests {
             .unwrap();
         let indices: Vec<u32> = all.iter().map(|a| a.key.index).collect();
         assert_eq!(indices, [0, 1, 2]);
-        assert!(all.iter().all(|a| a.state == ActualLrpState::Claimed
+        assert!(all[..2].iter().all(|a| a.state == ActualLrpState::Claimed
             && a.instance_key.as_ref().unwrap().cell_id == "cell-a"));
+        // The lost RUNNING instance is still listed, SUSPECT, until its
+        // replacement (CLAIMED on cell-a) runs.
+        assert_eq!(report.suspect, 1);
+        assert_eq!(all[2].state, ActualLrpState::Running);
+        assert_eq!(all[2].presence, ActualLrpPresence::Suspect);
+        assert_eq!(all[2].instance_key.as_ref().unwrap().cell_id, "cell-gone");
+        let work = bbs.cell_work("cell-a").await.unwrap();
+        assert_eq!(work.lrps.len(), 3);
     }
 }

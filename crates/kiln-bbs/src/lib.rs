@@ -25,6 +25,7 @@ mod evacuation;
 mod presence;
 pub mod server;
 mod store;
+mod suspect;
 
 pub use client::{ActualLrpFilter, BbsClient, BbsError};
 
@@ -94,6 +95,7 @@ struct Inner {
     started: Instant,
     config: BbsConfig,
     evacuation: evacuation::Evacuation,
+    suspects: suspect::Suspects,
 }
 
 const MIGRATIONS: &[kiln_store::MigrationStep] = &[
@@ -114,6 +116,10 @@ pub struct ConvergenceReport {
     pub extra_removed: usize,
     pub crashed_restarted: usize,
     pub lost_cell_reclaimed: usize,
+    /// Of those, RUNNING ones kept routed as SUSPECT until replaced.
+    pub suspect: usize,
+    /// Suspect instances whose replacement runs (or whose index went).
+    pub suspect_removed: usize,
     pub tasks_failed: usize,
     pub placed: usize,
     pub unplaced: usize,
@@ -158,6 +164,7 @@ impl Bbs {
                 started: Instant::now(),
                 config,
                 evacuation: evacuation::Evacuation::default(),
+                suspects: suspect::Suspects::default(),
             }),
         })
     }
@@ -267,6 +274,21 @@ impl Bbs {
                 guid: format!("{}/{}", key.process_guid, key.index),
             })
     }
+}
+
+/// Whether `a` passes `filter` (the store's conditions, for instances held
+/// in memory).
+fn filter_matches(filter: &ActualLrpFilter, a: &ActualLrp) -> bool {
+    let cell_id = a.instance_key.as_ref().map(|ik| ik.cell_id.as_str());
+    filter.domain.as_ref().is_none_or(|d| *d == a.key.domain)
+        && filter
+            .process_guid
+            .as_ref()
+            .is_none_or(|g| *g == a.key.process_guid)
+        && filter
+            .cell_id
+            .as_ref()
+            .is_none_or(|c| Some(c.as_str()) == cell_id)
 }
 
 fn held_by(actual: &ActualLrp, instance_key: &ActualLrpInstanceKey) -> bool {
@@ -505,7 +527,18 @@ impl BbsClient for Bbs {
     }
 
     async fn actual_lrps(&self, filter: ActualLrpFilter) -> Result<Vec<ActualLrp>, BbsError> {
-        store::actual_lrps(&self.inner.pool, &filter).await
+        let mut listed = store::actual_lrps(&self.inner.pool, &filter).await?;
+        // A suspect instance stands for its index until the replacement runs.
+        let wanted = |a: &ActualLrp| filter_matches(&filter, a);
+        self.inner.suspects.overlay(&mut listed, wanted);
+        let extra = self.inner.suspects.missing_from(&listed, wanted);
+        if !extra.is_empty() {
+            listed.extend(extra);
+            listed.sort_by(|a, b| {
+                (&a.key.process_guid, a.key.index).cmp(&(&b.key.process_guid, b.key.index))
+            });
+        }
+        Ok(listed)
     }
 
     async fn heartbeat_cell(&self, presence: CellPresence) -> Result<(), BbsError> {
@@ -523,6 +556,7 @@ impl BbsClient for Bbs {
         };
         if is_new {
             tracing::info!(cell_id = %presence.cell_id, "cell present");
+            self.cell_back(&presence.cell_id).await?;
             self.wake_auction();
         }
         Ok(())
@@ -613,6 +647,11 @@ impl BbsClient for Bbs {
         instance_key: &ActualLrpInstanceKey,
         net_info: ActualLrpNetInfo,
     ) -> Result<(), BbsError> {
+        // A suspect instance's cell reports only on that instance; it is
+        // already listed RUNNING.
+        if self.inner.suspects.is_suspect(key, instance_key) {
+            return Ok(());
+        }
         // One compare-and-set statement: UNCLAIMED, or CLAIMED/RUNNING by
         // this very instance, becomes RUNNING (kiln-model allows each of
         // these transitions). The write lock covers just this statement.
@@ -627,7 +666,13 @@ impl BbsClient for Bbs {
             return Err(mismatch(key, instance_key));
         };
         tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %instance_key.instance_guid, "actual lrp running");
-        self.emit(BbsEvent::ActualLrpChanged { actual_lrp: a });
+        // The replacement runs: the suspect instance it replaces goes.
+        match self.inner.suspects.at(key) {
+            Some(suspect) => {
+                self.suspect_gone(key, &suspect, Some(a));
+            }
+            None => self.emit(BbsEvent::ActualLrpChanged { actual_lrp: a }),
+        }
         Ok(())
     }
 
@@ -639,6 +684,12 @@ impl BbsClient for Bbs {
     ) -> Result<(), BbsError> {
         let _write = self.inner.write.lock().await;
         let mut a = self.actual_for_update(key).await?;
+        // A suspect instance that crashed is simply gone; its record is the
+        // replacement's.
+        if self.inner.suspects.is_suspect(key, instance_key) {
+            self.suspect_gone(key, instance_key, Some(a));
+            return Ok(());
+        }
         if !matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)
             || !held_by(&a, instance_key)
         {

@@ -379,6 +379,7 @@ fn actual_from_row(row: &SqliteRow) -> Result<ActualLrp, BbsError> {
         crash_reason: row.try_get("crash_reason").map_err(db)?,
         placement_error: row.try_get("placement_error").map_err(db)?,
         since: row.try_get("since").map_err(db)?,
+        presence: Default::default(),
     })
 }
 
@@ -393,6 +394,25 @@ pub async fn actual_lrp(
         .bind(&key.process_guid)
         .bind(i64::from(key.index))
         .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(actual_from_row).transpose()
+}
+
+/// One ActualLrp, read inside a transaction (what a batch is about to
+/// change).
+pub async fn actual_lrp_in(
+    conn: &mut SqliteConnection,
+    process_guid: &str,
+    index: u32,
+) -> Result<Option<ActualLrp>, BbsError> {
+    let sql = format!(
+        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE process_guid = ? AND instance_index = ?"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(process_guid)
+        .bind(i64::from(index))
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db)?;
     row.as_ref().map(actual_from_row).transpose()

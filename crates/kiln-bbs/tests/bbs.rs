@@ -600,3 +600,156 @@ async fn a_restarted_bbs_reclaims_nothing_from_cells_that_report_within_a_ttl() 
     let report = bbs.converge().await.unwrap();
     assert_eq!(report.lost_cell_reclaimed, 2);
 }
+
+/// Starts every instance placed on `cell_id`, as its rep would.
+async fn start_work(bbs: &Bbs, cell_id: &str) -> Vec<ActualLrpInstanceKey> {
+    let work = bbs.cell_work(cell_id).await.unwrap();
+    let mut keys = Vec::new();
+    for l in &work.lrps {
+        let ik = l.instance_key.clone().unwrap();
+        bbs.start_actual_lrp(&l.key, &ik, net_info()).await.unwrap();
+        keys.push(ik);
+    }
+    keys
+}
+
+/// Two RUNNING instances on cell-a, whose presence then expires while
+/// cell-b heartbeats; one convergence pass.
+async fn lose_cell_a(bbs: &Bbs) -> Vec<ActualLrpInstanceKey> {
+    bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
+    bbs.desire_lrp(desired("p-1", 2, 256)).await.unwrap();
+    bbs.converge().await.unwrap();
+    let held = start_work(bbs, "cell-a").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    bbs.heartbeat_cell(cell("cell-b", 4096)).await.unwrap();
+    let report = bbs.converge().await.unwrap();
+    assert_eq!(report.lost_cell_reclaimed, 2);
+    assert_eq!(report.suspect, 2);
+    held
+}
+
+fn short_ttl() -> BbsConfig {
+    BbsConfig {
+        cell_ttl: Duration::from_millis(300),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_lost_cells_instances_stay_running_as_suspect_until_their_replacements_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = open(&dir, short_ttl()).await;
+    let held = lose_cell_a(&bbs).await;
+
+    // Still listed RUNNING on cell-a with its address (so routed), SUSPECT.
+    let listed = actuals(&bbs, "p-1").await;
+    assert_eq!(listed.len(), 2);
+    for (a, ik) in listed.iter().zip(&held) {
+        assert_eq!(a.state, ActualLrpState::Running);
+        assert_eq!(a.presence, ActualLrpPresence::Suspect);
+        assert_eq!(a.instance_key.as_ref(), Some(ik));
+        assert!(a.net_info.is_some());
+    }
+    let on_a = ActualLrpFilter {
+        cell_id: Some("cell-a".into()),
+        ..Default::default()
+    };
+    assert_eq!(bbs.actual_lrps(on_a.clone()).await.unwrap().len(), 2);
+    // Their replacements are placed on cell-b.
+    let work_b = bbs.cell_work("cell-b").await.unwrap();
+    assert_eq!(work_b.lrps.len(), 2);
+    assert!(
+        work_b
+            .lrps
+            .iter()
+            .all(|l| l.state == ActualLrpState::Claimed)
+    );
+
+    // The first replacement runs: its suspect goes, the other stays.
+    let first = &work_b.lrps[0];
+    bbs.start_actual_lrp(&first.key, first.instance_key.as_ref().unwrap(), net_info())
+        .await
+        .unwrap();
+    let listed = actuals(&bbs, "p-1").await;
+    assert_eq!(listed.len(), 2, "one instance per index");
+    let by_cell: Vec<(&str, ActualLrpPresence)> = listed
+        .iter()
+        .map(|a| {
+            (
+                a.instance_key.as_ref().unwrap().cell_id.as_str(),
+                a.presence,
+            )
+        })
+        .collect();
+    assert!(by_cell.contains(&("cell-b", ActualLrpPresence::Ordinary)));
+    assert!(by_cell.contains(&("cell-a", ActualLrpPresence::Suspect)));
+
+    // The second runs too: nothing suspect is left, nothing on cell-a.
+    start_work(&bbs, "cell-b").await;
+    let listed = actuals(&bbs, "p-1").await;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|a| a.state == ActualLrpState::Running
+        && a.presence == ActualLrpPresence::Ordinary
+        && a.instance_key.as_ref().unwrap().cell_id == "cell-b"));
+    assert!(bbs.actual_lrps(on_a).await.unwrap().is_empty());
+    // cell-a's late report on its old instance is refused.
+    let old = &held[0];
+    let key = listed
+        .iter()
+        .find(|a| a.key.index == 0)
+        .map(|a| a.key.clone())
+        .unwrap();
+    assert!(matches!(
+        bbs.start_actual_lrp(&key, old, net_info()).await,
+        Err(BbsError::InstanceMismatch { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_lost_cell_back_before_its_replacements_run_keeps_its_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = open(&dir, short_ttl()).await;
+    let held = lose_cell_a(&bbs).await;
+    let work_b = bbs.cell_work("cell-b").await.unwrap();
+    assert_eq!(work_b.lrps.len(), 2);
+
+    // cell-a heartbeats again: its instances are ordinary again and the
+    // replacements are retired from cell-b's work.
+    bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
+    let listed = actuals(&bbs, "p-1").await;
+    assert_eq!(listed.len(), 2, "one instance per index");
+    for (a, ik) in listed.iter().zip(&held) {
+        assert_eq!(a.state, ActualLrpState::Running);
+        assert_eq!(a.presence, ActualLrpPresence::Ordinary);
+        assert_eq!(a.instance_key.as_ref(), Some(ik));
+    }
+    assert_eq!(bbs.cell_work("cell-a").await.unwrap().lrps.len(), 2);
+    assert!(bbs.cell_work("cell-b").await.unwrap().lrps.is_empty());
+    // A replacement that was about to start is refused.
+    let late = &work_b.lrps[0];
+    assert!(matches!(
+        bbs.start_actual_lrp(&late.key, late.instance_key.as_ref().unwrap(), net_info())
+            .await,
+        Err(BbsError::InstanceMismatch { .. })
+    ));
+    // Further passes change nothing.
+    let report = bbs.converge().await.unwrap();
+    assert_eq!(report.lost_cell_reclaimed, 0);
+    assert_eq!(actuals(&bbs, "p-1").await, listed);
+}
+
+#[tokio::test]
+async fn a_suspect_instance_that_crashes_is_gone_and_its_replacement_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = open(&dir, short_ttl()).await;
+    let held = lose_cell_a(&bbs).await;
+    let key = actuals(&bbs, "p-1").await[0].key.clone();
+
+    bbs.crash_actual_lrp(&key, &held[0], "killed")
+        .await
+        .unwrap();
+    let a = actuals(&bbs, "p-1").await.remove(0);
+    assert_eq!(a.state, ActualLrpState::Claimed);
+    assert_eq!(a.instance_key.unwrap().cell_id, "cell-b");
+    assert_eq!(a.crash_count, 0, "the replacement does not inherit a crash");
+}

@@ -557,3 +557,45 @@ async fn a_partition_shorter_than_the_ttl_changes_nothing_and_a_longer_one_no_du
     ));
     s.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn over_http_a_lost_cells_instances_are_suspect_and_its_return_leaves_one_per_index() {
+    let ttl = Duration::from_millis(800);
+    let s = server(BbsConfig {
+        cell_ttl: ttl,
+        ..BbsConfig::default()
+    })
+    .await;
+    let (a, b) = (s.client(), s.client());
+    a.heartbeat_cell(cell("cell-a")).await.unwrap();
+    a.desire_lrp(desired("p1", 2)).await.unwrap();
+    s.bbs.converge().await.unwrap();
+    let held = run_work(&a, "cell-a").await;
+    assert_eq!(held.len(), 2);
+
+    // cell-a is cut off for longer than the TTL: still listed RUNNING
+    // (routable) as SUSPECT, replacements placed on cell-b.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    b.heartbeat_cell(cell("cell-b")).await.unwrap();
+    let report = s.bbs.converge().await.unwrap();
+    assert_eq!(report.suspect, 2);
+    let listed = b.actual_lrps(ActualLrpFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|l| l.state == ActualLrpState::Running
+        && l.presence == ActualLrpPresence::Suspect
+        && l.net_info.is_some()
+        && held.contains(l.instance_key.as_ref().unwrap())));
+    assert_eq!(b.cell_work("cell-b").await.unwrap().lrps.len(), 2);
+
+    // cell-a heartbeats again with its session before the replacements
+    // run: its instances are ordinary again, cell-b's work is empty.
+    a.heartbeat_cell(cell("cell-a")).await.unwrap();
+    let listed = b.actual_lrps(ActualLrpFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 2, "one instance per index");
+    assert!(listed.iter().all(|l| l.state == ActualLrpState::Running
+        && l.presence == ActualLrpPresence::Ordinary
+        && held.contains(l.instance_key.as_ref().unwrap())));
+    assert!(b.cell_work("cell-b").await.unwrap().lrps.is_empty());
+    assert_eq!(a.cell_work("cell-a").await.unwrap().lrps.len(), 2);
+    s.shutdown.cancel();
+}

@@ -302,6 +302,26 @@ pub struct ActualLrp {
     pub placement_error: String,
     /// When the state last changed.
     pub since: Nanos,
+    /// Diego's ActualLRP presence: SUSPECT while its cell's presence has
+    /// expired and its replacement is not yet RUNNING.
+    #[serde(default, skip_serializing_if = "ActualLrpPresence::is_ordinary")]
+    pub presence: ActualLrpPresence,
+}
+
+/// Diego's ActualLRP presence (Kiln keeps evacuating instances apart, see
+/// `evacuating_lrps`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ActualLrpPresence {
+    #[default]
+    Ordinary,
+    Suspect,
+}
+
+impl ActualLrpPresence {
+    pub fn is_ordinary(&self) -> bool {
+        *self == Self::Ordinary
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

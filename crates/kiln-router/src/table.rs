@@ -451,6 +451,7 @@ mod tests {
             crash_reason: String::new(),
             placement_error: String::new(),
             since: 0,
+            presence: Default::default(),
         }
     }
 

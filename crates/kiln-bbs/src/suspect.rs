@@ -1,0 +1,204 @@
+//! Diego's SUSPECT ActualLRPs: a cell whose presence expired may only be
+//! cut off from the BBS, its instances still serving. Each RUNNING instance
+//! on it stays listed RUNNING (presence SUSPECT, still routed) while its
+//! record goes back to the auction for a replacement; the suspect instance
+//! goes once the replacement is RUNNING, and becomes ordinary again (the
+//! replacement retired) if its cell heartbeats first.
+//!
+//! Diego keeps the suspect row beside the ordinary one. Kiln keeps the
+//! record for the replacement and the suspect instance in memory, as it
+//! does evacuating ones: it matters only until the replacement runs, and a
+//! BBS restart meanwhile costs at most its routes until then.
+
+use crate::{Bbs, BbsError, store};
+use kiln_model::ActualLrpState;
+use kiln_model::bbs::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpPresence, BbsEvent};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub(crate) struct Suspects {
+    /// Suspect instances by process guid and index (one per index: the
+    /// record holds the replacement).
+    instances: Mutex<HashMap<(String, u32), ActualLrp>>,
+}
+
+fn slot(key: &ActualLrpKey) -> (String, u32) {
+    (key.process_guid.clone(), key.index)
+}
+
+impl Suspects {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), ActualLrp>> {
+        self.instances.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps a RUNNING instance whose cell was lost. Called under the
+    /// write lock, before its record is sent back to the auction.
+    pub(crate) fn keep(&self, mut actual: ActualLrp) {
+        actual.presence = ActualLrpPresence::Suspect;
+        self.lock().insert(slot(&actual.key), actual);
+    }
+
+    /// Shows the suspect instance in place of a record that is not RUNNING
+    /// (Diego's resolution of an ActualLRP group): one instance per index.
+    pub(crate) fn overlay(&self, listed: &mut [ActualLrp], wanted: impl Fn(&ActualLrp) -> bool) {
+        let suspects = self.lock();
+        if suspects.is_empty() {
+            return;
+        }
+        for a in listed.iter_mut() {
+            if a.state == ActualLrpState::Running {
+                continue;
+            }
+            if let Some(s) = suspects.get(&slot(&a.key))
+                && wanted(s)
+            {
+                *a = s.clone();
+            }
+        }
+    }
+
+    /// Suspect instances matching `wanted` whose record is not in `listed`
+    /// (a filter by the lost cell's id does not find the record).
+    pub(crate) fn missing_from(
+        &self,
+        listed: &[ActualLrp],
+        wanted: impl Fn(&ActualLrp) -> bool,
+    ) -> Vec<ActualLrp> {
+        let suspects = self.lock();
+        suspects
+            .values()
+            .filter(|s| wanted(s) && !listed.iter().any(|a| a.key == s.key))
+            .cloned()
+            .collect()
+    }
+
+    fn on_cell(&self, cell_id: &str) -> Vec<ActualLrp> {
+        self.lock()
+            .values()
+            .filter(|s| cell_of(s) == Some(cell_id))
+            .cloned()
+            .collect()
+    }
+
+    fn all(&self) -> Vec<ActualLrp> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Forgets the suspect instance at `key` if it is still `instance_key`.
+    fn forget(&self, key: &ActualLrpKey, instance_key: &ActualLrpInstanceKey) -> bool {
+        let mut suspects = self.lock();
+        let k = slot(key);
+        match suspects.get(&k) {
+            Some(s) if s.instance_key.as_ref() == Some(instance_key) => {
+                suspects.remove(&k);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn is_suspect(&self, key: &ActualLrpKey, ik: &ActualLrpInstanceKey) -> bool {
+        self.lock()
+            .get(&slot(key))
+            .is_some_and(|s| s.instance_key.as_ref() == Some(ik))
+    }
+
+    /// The instance key of the suspect instance at `key`, if any.
+    pub(crate) fn at(&self, key: &ActualLrpKey) -> Option<ActualLrpInstanceKey> {
+        self.lock()
+            .get(&slot(key))
+            .and_then(|s| s.instance_key.clone())
+    }
+}
+
+fn cell_of(a: &ActualLrp) -> Option<&str> {
+    a.instance_key.as_ref().map(|ik| ik.cell_id.as_str())
+}
+
+impl Bbs {
+    /// The cell heartbeats again before its suspect instances were
+    /// replaced: each becomes ordinary again and takes its record back from
+    /// the replacement (not yet RUNNING); the replacement's cell no longer
+    /// finds it in its work and stops it.
+    pub(crate) async fn cell_back(&self, cell_id: &str) -> Result<(), BbsError> {
+        let suspects = self.inner.suspects.on_cell(cell_id);
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        {
+            let _write = self.inner.write.lock().await;
+            for s in suspects {
+                let Some(ik) = s.instance_key.clone() else {
+                    continue;
+                };
+                if !self.inner.suspects.forget(&s.key, &ik) {
+                    continue;
+                }
+                let record = store::actual_lrp(&self.inner.pool, &s.key).await?;
+                // Gone (scaled down) or already replaced: nothing to restore.
+                if record
+                    .as_ref()
+                    .is_none_or(|r| r.state == ActualLrpState::Running)
+                {
+                    continue;
+                }
+                let mut restored = s;
+                restored.presence = ActualLrpPresence::Ordinary;
+                store::update_actual_lrp(&self.inner.pool, &restored).await?;
+                events.push(BbsEvent::ActualLrpChanged {
+                    actual_lrp: restored,
+                });
+            }
+        }
+        tracing::info!(
+            cell_id,
+            instances = events.len(),
+            "cell back: its suspect instances are ordinary again"
+        );
+        events.into_iter().for_each(|e| self.emit(e));
+        Ok(())
+    }
+
+    /// Forgets suspect instances whose replacement is RUNNING or whose
+    /// record is gone; the router re-reads on the event.
+    pub(crate) async fn settle_suspects(&self) -> Result<usize, BbsError> {
+        let mut removed = 0;
+        for s in self.inner.suspects.all() {
+            let Some(ik) = s.instance_key.as_ref() else {
+                continue;
+            };
+            let record = store::actual_lrp(&self.inner.pool, &s.key).await?;
+            if record
+                .as_ref()
+                .is_some_and(|r| r.state != ActualLrpState::Running)
+            {
+                continue;
+            }
+            if self.suspect_gone(&s.key, ik, record) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Forgets one suspect instance (its replacement runs, its record is
+    /// gone, or its cell reported it crashed) and tells subscribers.
+    pub(crate) fn suspect_gone(
+        &self,
+        key: &ActualLrpKey,
+        instance_key: &ActualLrpInstanceKey,
+        record: Option<ActualLrp>,
+    ) -> bool {
+        if !self.inner.suspects.forget(key, instance_key) {
+            return false;
+        }
+        tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %instance_key.instance_guid, "suspect actual lrp removed");
+        self.emit(match record {
+            Some(actual_lrp) => BbsEvent::ActualLrpChanged { actual_lrp },
+            None => BbsEvent::ActualLrpRemoved { key: key.clone() },
+        });
+        true
+    }
+}
