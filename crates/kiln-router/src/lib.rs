@@ -39,6 +39,7 @@ use kiln_bbs::BbsClient;
 use kiln_logs::LogSink;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use workers::Workers;
@@ -171,9 +172,20 @@ pub async fn run_with_tls(
     let stop_health = CancellationToken::new();
     let health = status
         .map(|status| tokio::spawn(health::serve(status, shutdown.clone(), stop_health.clone())));
-    let reload = tls
-        .as_ref()
-        .map(|tls| tokio::spawn(reload_on_hangup(tls.certs.clone(), stop_sync.clone())));
+    // Watched from here, before the first connection is served, so that a
+    // SIGHUP never meets the default action (which ends the process).
+    let reload = match (&tls, signal(SignalKind::hangup())) {
+        (None, _) => None,
+        (Some(tls), Ok(hangups)) => Some(tokio::spawn(reload_on_hangup(
+            tls.certs.clone(),
+            hangups,
+            stop_sync.clone(),
+        ))),
+        (Some(_), Err(error)) => {
+            tracing::warn!(%error, "router cannot watch SIGHUP; certificates will not be reloaded");
+            None
+        }
+    };
     let result = serve_with_tls(config, listener, tls, table, logs, shutdown).await;
     stop_sync.cancel();
     stop_health.cancel();
@@ -308,15 +320,7 @@ async fn accept_tls(
 
 /// Reads the certificate files again on each SIGHUP until `stop`; a set
 /// that does not load is logged and the old one kept.
-async fn reload_on_hangup(certs: Arc<CertStore>, stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::warn!(%error, "router cannot watch SIGHUP; certificates will not be reloaded");
-            return;
-        }
-    };
+async fn reload_on_hangup(certs: Arc<CertStore>, mut hangups: Signal, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

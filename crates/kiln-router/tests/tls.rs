@@ -485,6 +485,32 @@ async fn reload_swaps_certificates_for_new_connections_and_a_bad_one_keeps_the_o
     );
 }
 
+/// The binary's way: the files are rotated, then SIGHUP (this test runs
+/// in a process of its own under nextest; the router watches SIGHUP from
+/// its start, so the signal never ends the process).
+#[tokio::test]
+async fn sighup_rereads_the_certificate_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = make_cert(dir.path(), "apps", &["*.apps.test"]);
+    let pair = first.pair.clone();
+    let f = fixture(dir, vec![pair.clone()], None, "app.apps.test").await;
+    wait_routed(f.tls_port, "app.apps.test").await;
+    let second = make_cert(pair.cert.parent().unwrap(), "apps", &["*.apps.test"]);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while served_cert(f.tls_port, Some("app.apps.test")).await != second.der {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn bad_certificate_files_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
