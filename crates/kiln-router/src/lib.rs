@@ -174,14 +174,15 @@ pub async fn run_with_tls(
         .map(|status| tokio::spawn(health::serve(status, shutdown.clone(), stop_health.clone())));
     // Watched from here, before the first connection is served, so that a
     // SIGHUP never meets the default action (which ends the process).
-    let reload = match (&tls, signal(SignalKind::hangup())) {
-        (None, _) => None,
-        (Some(tls), Ok(hangups)) => Some(tokio::spawn(reload_on_hangup(
+    // Without TLS, SIGHUP is left alone.
+    let reload = match tls.as_ref().map(|tls| (tls, signal(SignalKind::hangup()))) {
+        None => None,
+        Some((tls, Ok(hangups))) => Some(tokio::spawn(reload_on_hangup(
             tls.certs.clone(),
             hangups,
             stop_sync.clone(),
         ))),
-        (Some(_), Err(error)) => {
+        Some((_, Err(error))) => {
             tracing::warn!(%error, "router cannot watch SIGHUP; certificates will not be reloaded");
             None
         }
