@@ -11,6 +11,8 @@
 //! - `access_log`: one `RTR` line per request into the app's log stream,
 //!   written by a task of its own.
 //! - `workers`: the threads connections are served on.
+//! - [`tls`]: the HTTPS listener's certificates (chosen by SNI, reloadable)
+//!   and HSTS.
 //! - [`run`] wires them: the `kiln` binary's router role. [`serve`] is the
 //!   proxy alone over a table the caller fills.
 //!
@@ -25,16 +27,19 @@ mod proxy;
 mod sticky;
 mod sync;
 pub mod table;
+pub mod tls;
 mod workers;
 
 use access_log::AccessLog;
 pub use sync::{SharedTable, load_table, sync_table};
 pub use table::{Endpoint, Pool, RouteTable, normalize_host};
+pub use tls::{CertKeyPair, CertStore, Hsts, TlsError};
 
 use kiln_bbs_client::BbsClient;
 use kiln_logs::LogSink;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use workers::Workers;
@@ -71,6 +76,13 @@ pub struct RouterConfig {
     /// Response cookies that start a sticky session (Gorouter's
     /// `sticky_session_cookie_names`: `JSESSIONID`).
     pub sticky_session_cookies: Vec<String>,
+    /// `Strict-Transport-Security` added to responses over HTTPS that lack
+    /// one (Gorouter: `http_rewrite.responses.add_headers_if_not_present`).
+    pub hsts: Option<Hsts>,
+    /// Replace a client's `X-Forwarded-Proto` with the scheme the request
+    /// came in by (Gorouter's `sanitize_forwarded_proto`, default off: a
+    /// client's value is kept, as a load balancer in front sets it).
+    pub sanitize_forwarded_proto: bool,
 }
 
 impl Default for RouterConfig {
@@ -85,6 +97,8 @@ impl Default for RouterConfig {
             retry_after_failure: Duration::from_secs(30),
             max_conns_per_backend: 500,
             sticky_session_cookies: vec!["JSESSIONID".to_string()],
+            hsts: None,
+            sanitize_forwarded_proto: false,
         }
     }
 }
@@ -93,6 +107,15 @@ impl Default for RouterConfig {
 pub enum RouterError {
     #[error("router listener: {0}")]
     Listener(#[from] std::io::Error),
+    #[error("router TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// The router's HTTPS listener and its certificates. Plain HTTP keeps a
+/// listener of its own.
+pub struct TlsListener {
+    pub listener: tokio::net::TcpListener,
+    pub certs: Arc<CertStore>,
 }
 
 /// The router role: reads the routes from `bbs`, then serves on `listener`
@@ -103,6 +126,19 @@ pub enum RouterError {
 pub async fn run(
     config: RouterConfig,
     listener: tokio::net::TcpListener,
+    status: Option<tokio::net::TcpListener>,
+    bbs: Arc<dyn BbsClient>,
+    logs: Arc<dyn LogSink>,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
+    run_with_tls(config, listener, None, status, bbs, logs, shutdown).await
+}
+
+/// [`run`], also serving HTTPS on `tls` if given.
+pub async fn run_with_tls(
+    config: RouterConfig,
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsListener>,
     status: Option<tokio::net::TcpListener>,
     bbs: Arc<dyn BbsClient>,
     logs: Arc<dyn LogSink>,
@@ -136,10 +172,28 @@ pub async fn run(
     let stop_health = CancellationToken::new();
     let health = status
         .map(|status| tokio::spawn(health::serve(status, shutdown.clone(), stop_health.clone())));
-    let result = serve(config, listener, table, logs, shutdown).await;
+    // Watched from here, before the first connection is served, so that a
+    // SIGHUP never meets the default action (which ends the process).
+    // Without TLS, SIGHUP is left alone.
+    let reload = match tls.as_ref().map(|tls| (tls, signal(SignalKind::hangup()))) {
+        None => None,
+        Some((tls, Ok(hangups))) => Some(tokio::spawn(reload_on_hangup(
+            tls.certs.clone(),
+            hangups,
+            stop_sync.clone(),
+        ))),
+        Some((_, Err(error))) => {
+            tracing::warn!(%error, "router cannot watch SIGHUP; certificates will not be reloaded");
+            None
+        }
+    };
+    let result = serve_with_tls(config, listener, tls, table, logs, shutdown).await;
     stop_sync.cancel();
     stop_health.cancel();
     let _ = sync.await;
+    if let Some(reload) = reload {
+        let _ = reload.await;
+    }
     if let Some(health) = health {
         let _ = health.await;
     }
@@ -160,16 +214,39 @@ pub async fn serve(
     logs: Arc<dyn LogSink>,
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
+    serve_with_tls(config, listener, None, table, logs, shutdown).await
+}
+
+/// [`serve`], also serving HTTPS on `tls` if given: the TLS handshake and
+/// the connection (HTTP/1.1 or HTTP/2, as ALPN agreed) run on the worker
+/// the connection is given to, like plain ones.
+pub async fn serve_with_tls(
+    config: RouterConfig,
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsListener>,
+    table: SharedTable,
+    logs: Arc<dyn LogSink>,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
     let addr = listener.local_addr()?;
+    let tls = match tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.certs.server_config()?);
+            tracing::info!(addr = %tls.listener.local_addr()?, "router listening for HTTPS");
+            Some((tls.listener, acceptor))
+        }
+        None => None,
+    };
     let hard_stop = CancellationToken::new();
     let workers = Workers::start(&config, &table, &AccessLog::start(logs), &hard_stop)?;
     let connections = TaskTracker::new();
     tracing::info!(%addr, workers = workers.len(), "router listening");
     loop {
-        let accepted = tokio::select! {
+        let (accepted, acceptor) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept() => (accepted, None),
+            (accepted, acceptor) = accept_tls(tls.as_ref()) => (accepted, Some(acceptor)),
         };
         match accepted {
             Ok((stream, client_addr)) => {
@@ -179,12 +256,19 @@ pub async fn serve(
                 connections.spawn_on(
                     async move {
                         // Registered with the worker's reactor, on its thread.
-                        match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => {
-                                proxy.serve_connection(stream, client_addr, shutdown).await
-                            }
+                        let stream = match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => stream,
                             Err(error) => {
-                                tracing::warn!(%error, "router could not adopt a connection")
+                                tracing::warn!(%error, "router could not adopt a connection");
+                                return;
+                            }
+                        };
+                        match acceptor {
+                            None => proxy.serve_connection(stream, client_addr, shutdown).await,
+                            Some(acceptor) => {
+                                proxy
+                                    .serve_tls_connection(stream, client_addr, acceptor, shutdown)
+                                    .await
                             }
                         }
                     },
@@ -203,6 +287,7 @@ pub async fn serve(
     }
     // New connections are refused from here on.
     drop(listener);
+    drop(tls);
     connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
@@ -219,4 +304,34 @@ pub async fn serve(
     workers.stop().await;
     tracing::info!(%addr, "router stopped");
     Ok(())
+}
+
+/// The next connection on the HTTPS listener; never, without one.
+async fn accept_tls(
+    tls: Option<&(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> (
+    std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+    tokio_rustls::TlsAcceptor,
+) {
+    match tls {
+        Some((listener, acceptor)) => (listener.accept().await, acceptor.clone()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the certificate files again on each SIGHUP until `stop`; a set
+/// that does not load is logged and the old one kept.
+async fn reload_on_hangup(certs: Arc<CertStore>, mut hangups: Signal, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            received = hangups.recv() => if received.is_none() { return },
+        }
+        match certs.reload() {
+            Ok(()) => tracing::info!("router certificates reloaded"),
+            Err(error) => {
+                tracing::warn!(%error, "router certificates not reloaded; the previous ones stay in use")
+            }
+        }
+    }
 }

@@ -128,6 +128,44 @@ impl Proxy {
         }
     }
 
+    /// The service answering a connection's requests.
+    fn service(
+        self: &Arc<Self>,
+        client_addr: SocketAddr,
+        tls: bool,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        // Made once per connection, not per request.
+        let client_ip = Arc::new(header_value(&client_addr.ip().to_string()));
+        let proxy = self.clone();
+        let hsts = tls
+            .then(|| self.config.hsts.as_ref().map(|h| h.header_value()))
+            .flatten();
+        hyper::service::service_fn(move |request| {
+            let proxy = proxy.clone();
+            let client_ip = client_ip.clone();
+            let hsts = hsts.clone();
+            async move {
+                let mut response = proxy.handle(request, client_addr, &client_ip, tls).await;
+                if let Some(hsts) = hsts {
+                    // An app's own policy wins, as with Gorouter's
+                    // add_headers_if_not_present.
+                    response
+                        .headers_mut()
+                        .entry(header::STRICT_TRANSPORT_SECURITY)
+                        .or_insert(hsts);
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
+    }
+
     /// Serves one client connection (HTTP/1.1 with keep-alive) until it
     /// closes. On `shutdown` the request in flight is finished first, unless
     /// the drain runs out.
@@ -138,14 +176,7 @@ impl Proxy {
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        // Made once per connection, not per request.
-        let client_ip = Arc::new(header_value(&client_addr.ip().to_string()));
-        let proxy = self.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let proxy = proxy.clone();
-            let client_ip = client_ip.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, client_addr, &client_ip).await) }
-        });
+        let service = self.service(client_addr, false);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.header_read_timeout)
@@ -167,11 +198,69 @@ impl Proxy {
         }
     }
 
+    /// Serves one HTTPS client connection: the TLS handshake (bounded by
+    /// the header read timeout, so a silent client is cut off), then
+    /// HTTP/2 if ALPN agreed on `h2`, HTTP/1.1 otherwise. Drains as
+    /// [`Proxy::serve_connection`] does.
+    pub(crate) async fn serve_tls_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client_addr: SocketAddr,
+        acceptor: tokio_rustls::TlsAcceptor,
+        shutdown: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let handshake = tokio::select! {
+            handshake = tokio::time::timeout(self.config.header_read_timeout, acceptor.accept(stream)) => handshake,
+            _ = shutdown.cancelled() => return,
+        };
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %client_addr, "router TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client_addr, "router TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let service = self.service(client_addr, true);
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let builder = if h2 {
+            builder.http2_only()
+        } else {
+            builder.http1_only()
+        };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = connection.as_mut() => result,
+                    _ = self.hard_stop.cancelled() => return,
+                }
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, %client_addr, h2, "router HTTPS client connection ended with an error");
+        }
+    }
+
     pub(crate) async fn handle(
         &self,
         mut request: Request<Incoming>,
         client_addr: SocketAddr,
         client_ip: &HeaderValue,
+        tls: bool,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let received_at = SystemTime::now();
@@ -210,6 +299,10 @@ impl Proxy {
             client_ip,
             &request_id,
             upgrade.as_ref().map(|(protocol, _)| protocol),
+            ForwardedProto {
+                tls,
+                sanitize: self.config.sanitize_forwarded_proto,
+            },
         );
         let record = AccessRecord {
             host: raw_host,
@@ -743,6 +836,14 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
+/// How `X-Forwarded-Proto` is set: the scheme the request came by, unless
+/// the client sent one and the operator did not ask to replace it.
+#[derive(Debug, Clone, Copy)]
+struct ForwardedProto {
+    tls: bool,
+    sanitize: bool,
+}
+
 /// Turns the client's headers into what every instance receives:
 /// Gorouter's additions, the client's claims about instances removed. The
 /// per-instance headers are added by [`outgoing_request`].
@@ -752,6 +853,7 @@ fn forwarded_headers(
     client_ip: &HeaderValue,
     request_id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
+    proto: ForwardedProto,
 ) {
     strip_hop_by_hop(headers);
     for name in [X_CF_APPLICATION_ID, X_CF_INSTANCE_ID, X_CF_INSTANCE_INDEX] {
@@ -764,8 +866,9 @@ fn forwarded_headers(
     headers.insert(header::HOST, raw_host.clone());
     let forwarded_for = forwarded_for(headers, client_ip);
     headers.insert(X_FORWARDED_FOR, forwarded_for);
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if proto.sanitize || !headers.contains_key(X_FORWARDED_PROTO) {
+        let scheme = if proto.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     }
     if !headers.contains_key(X_REQUEST_START) {
         let ms = SystemTime::now()
@@ -956,6 +1059,10 @@ mod tests {
             &HeaderValue::from_static("192.0.2.7"),
             &HeaderValue::from_static("rid"),
             upgrade,
+            ForwardedProto {
+                tls: false,
+                sanitize: false,
+            },
         );
         headers
     }
@@ -999,6 +1106,36 @@ mod tests {
                 .parse::<u64>()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn forwarded_proto_follows_the_connection_and_gorouters_sanitize_option() {
+        let proto = |client: &[(&str, &str)], tls, sanitize| {
+            let mut headers = map(client);
+            forwarded_headers(
+                &mut headers,
+                &HeaderValue::from_static("a.test"),
+                &HeaderValue::from_static("192.0.2.7"),
+                &HeaderValue::from_static("rid"),
+                None,
+                ForwardedProto { tls, sanitize },
+            );
+            let all: Vec<_> = headers.get_all(X_FORWARDED_PROTO).iter().cloned().collect();
+            assert_eq!(all.len(), 1);
+            all[0].to_str().unwrap().to_string()
+        };
+        assert_eq!(proto(&[], true, false), "https");
+        assert_eq!(proto(&[], false, false), "http");
+        // A client's (a load balancer's) value is kept unless sanitizing.
+        assert_eq!(
+            proto(&[("x-forwarded-proto", "https")], false, false),
+            "https"
+        );
+        assert_eq!(
+            proto(&[("x-forwarded-proto", "https")], false, true),
+            "http"
+        );
+        assert_eq!(proto(&[("x-forwarded-proto", "http")], true, true), "https");
     }
 
     #[test]

@@ -52,6 +52,36 @@ pub struct ServerArgs {
     /// Requests in flight per app instance through the router, at most; 0: no limit (default 500)
     #[arg(long, env = "KILN_ROUTER_MAX_CONNS_PER_BACKEND")]
     pub router_max_conns_per_backend: Option<usize>,
+    /// Address of the router's HTTPS listener (default: none; needs --router-tls-cert)
+    #[arg(long, env = "KILN_ROUTER_TLS_LISTEN")]
+    pub router_tls_listen: Option<SocketAddr>,
+    /// A PEM certificate chain and its key, as CERT_FILE:KEY_FILE; repeat for
+    /// several (chosen by SNI, the first is the default). Reread on SIGHUP
+    #[arg(
+        long = "router-tls-cert",
+        env = "KILN_ROUTER_TLS_CERTS",
+        value_delimiter = ','
+    )]
+    pub router_tls_certs: Vec<kiln_router::CertKeyPair>,
+    /// Send Strict-Transport-Security with this max-age (seconds) on HTTPS responses
+    #[arg(long, env = "KILN_ROUTER_HSTS_MAX_AGE")]
+    pub router_hsts_max_age: Option<u64>,
+    /// Add includeSubDomains to Strict-Transport-Security
+    #[arg(long, env = "KILN_ROUTER_HSTS_INCLUDE_SUBDOMAINS")]
+    pub router_hsts_include_subdomains: bool,
+    /// Add preload to Strict-Transport-Security
+    #[arg(long, env = "KILN_ROUTER_HSTS_PRELOAD")]
+    pub router_hsts_preload: bool,
+    /// Replace a client's X-Forwarded-Proto with the scheme it connected by
+    #[arg(long, env = "KILN_ROUTER_SANITIZE_FORWARDED_PROTO")]
+    pub router_sanitize_forwarded_proto: bool,
+    /// A session cookie name that starts a sticky session; repeat for several (default JSESSIONID)
+    #[arg(
+        long = "router-sticky-cookie",
+        env = "KILN_ROUTER_STICKY_COOKIES",
+        value_delimiter = ','
+    )]
+    pub router_sticky_cookies: Vec<String>,
     /// The shared domain app routes are created in
     #[arg(long, env = "KILN_DOMAIN")]
     pub domain: Option<String>,
@@ -101,6 +131,14 @@ struct FileConfig {
     router_workers: Option<usize>,
     router_status_listen: Option<SocketAddr>,
     router_max_conns_per_backend: Option<usize>,
+    router_tls_listen: Option<SocketAddr>,
+    /// `CERT_FILE:KEY_FILE` each.
+    router_tls_certs: Option<Vec<String>>,
+    router_hsts_max_age: Option<u64>,
+    router_hsts_include_subdomains: Option<bool>,
+    router_hsts_preload: Option<bool>,
+    router_sanitize_forwarded_proto: Option<bool>,
+    router_sticky_cookies: Option<Vec<String>>,
     domain: Option<String>,
     external_url: Option<String>,
     admin_password: Option<String>,
@@ -178,6 +216,11 @@ pub struct ServerConfig {
     pub router_status_listen: Option<SocketAddr>,
     /// 0: no limit.
     pub router_max_conns_per_backend: usize,
+    /// The HTTPS listener and its certificates, if configured.
+    pub router_tls: Option<(SocketAddr, Vec<kiln_router::CertKeyPair>)>,
+    pub router_hsts: Option<kiln_router::Hsts>,
+    pub router_sanitize_forwarded_proto: bool,
+    pub router_sticky_cookies: Vec<String>,
     pub domain: String,
     pub external_url: String,
     pub admin_password: Option<String>,
@@ -197,6 +240,9 @@ impl ServerConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let router_tls = router_tls(&args, &file)?;
+        let router_hsts = router_hsts(&args, &file)?;
+        let router_sticky_cookies = router_sticky_cookies(&args, &file)?;
         let api_listen = args
             .api_listen
             .or(file.api_listen)
@@ -282,6 +328,11 @@ impl ServerConfig {
                 .router_max_conns_per_backend
                 .or(file.router_max_conns_per_backend)
                 .unwrap_or(500),
+            router_tls,
+            router_hsts,
+            router_sanitize_forwarded_proto: args.router_sanitize_forwarded_proto
+                || file.router_sanitize_forwarded_proto.unwrap_or(false),
+            router_sticky_cookies,
             domain,
             external_url,
             admin_password: args.admin_password.or(file.admin_password),
@@ -326,6 +377,78 @@ fn remote_bbs(
         "--bbs-url {url:?} is not an http URL"
     );
     Ok(Some(RemoteBbs { credentials, url }))
+}
+
+/// The router's HTTPS listener: an address and at least one certificate,
+/// or neither.
+fn router_tls(
+    args: &ServerArgs,
+    file: &FileConfig,
+) -> anyhow::Result<Option<(SocketAddr, Vec<kiln_router::CertKeyPair>)>> {
+    let certs = if args.router_tls_certs.is_empty() {
+        file.router_tls_certs
+            .iter()
+            .flatten()
+            .map(|pair| pair.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("router_tls_certs")?
+    } else {
+        args.router_tls_certs.clone()
+    };
+    match (
+        args.router_tls_listen.or(file.router_tls_listen),
+        certs.is_empty(),
+    ) {
+        (None, true) => Ok(None),
+        (Some(addr), false) => Ok(Some((addr, certs))),
+        (Some(_), true) => {
+            anyhow::bail!("--router-tls-listen needs at least one --router-tls-cert")
+        }
+        (None, false) => anyhow::bail!("--router-tls-cert needs --router-tls-listen"),
+    }
+}
+
+/// `Strict-Transport-Security`, when a max-age is given.
+fn router_hsts(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Option<kiln_router::Hsts>> {
+    let include_subdomains =
+        args.router_hsts_include_subdomains || file.router_hsts_include_subdomains.unwrap_or(false);
+    let preload = args.router_hsts_preload || file.router_hsts_preload.unwrap_or(false);
+    match args.router_hsts_max_age.or(file.router_hsts_max_age) {
+        Some(max_age_secs) => Ok(Some(kiln_router::Hsts {
+            max_age_secs,
+            include_subdomains,
+            preload,
+        })),
+        None if include_subdomains || preload => {
+            anyhow::bail!(
+                "--router-hsts-include-subdomains and --router-hsts-preload need --router-hsts-max-age"
+            )
+        }
+        None => Ok(None),
+    }
+}
+
+/// The session cookie names of sticky sessions (default `JSESSIONID`).
+fn router_sticky_cookies(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Vec<String>> {
+    let names = if args.router_sticky_cookies.is_empty() {
+        file.router_sticky_cookies.clone().unwrap_or_default()
+    } else {
+        args.router_sticky_cookies.clone()
+    };
+    if names.is_empty() {
+        return Ok(vec!["JSESSIONID".to_string()]);
+    }
+    // A cookie name is an RFC 6265 token.
+    for name in &names {
+        anyhow::ensure!(
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&c)),
+            "invalid sticky session cookie name {name:?}"
+        );
+    }
+    Ok(names)
 }
 
 /// An absolute path for `program`: as given when it has a `/`, else the
@@ -484,5 +607,71 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("invalid domain"));
+    }
+
+    #[test]
+    fn router_tls_hsts_and_sticky_cookies() {
+        let base = || ServerArgs {
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        };
+        let config = ServerConfig::resolve(base()).unwrap();
+        assert!(config.router_tls.is_none() && config.router_hsts.is_none());
+        assert_eq!(config.router_sticky_cookies, ["JSESSIONID"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kiln.toml");
+        std::fs::write(
+            &file,
+            "router_tls_listen = \"127.0.0.1:8443\"\nrouter_tls_certs = [\"/c.pem:/k.pem\"]\n\
+             router_hsts_max_age = 60\nrouter_hsts_preload = true\n\
+             router_sticky_cookies = [\"SESSION\", \"JSESSIONID\"]\n",
+        )
+        .unwrap();
+        let config = ServerConfig::resolve(ServerArgs {
+            config: Some(file),
+            ..base()
+        })
+        .unwrap();
+        let (addr, certs) = config.router_tls.unwrap();
+        assert_eq!(addr.port(), 8443);
+        assert_eq!(certs, ["/c.pem:/k.pem".parse().unwrap()]);
+        let hsts = config.router_hsts.unwrap();
+        assert!(hsts.max_age_secs == 60 && hsts.preload && !hsts.include_subdomains);
+        assert_eq!(config.router_sticky_cookies, ["SESSION", "JSESSIONID"]);
+
+        for (args, why) in [
+            (
+                ServerArgs {
+                    router_tls_listen: Some(([127, 0, 0, 1], 8443).into()),
+                    ..base()
+                },
+                "needs at least one",
+            ),
+            (
+                ServerArgs {
+                    router_tls_certs: vec!["/c:/k".parse().unwrap()],
+                    ..base()
+                },
+                "needs --router-tls-listen",
+            ),
+            (
+                ServerArgs {
+                    router_hsts_preload: true,
+                    ..base()
+                },
+                "need --router-hsts-max-age",
+            ),
+            (
+                ServerArgs {
+                    router_sticky_cookies: vec!["a;b".into()],
+                    ..base()
+                },
+                "invalid sticky",
+            ),
+        ] {
+            let err = ServerConfig::resolve(args).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{err:#}");
+        }
     }
 }

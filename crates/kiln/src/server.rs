@@ -254,18 +254,32 @@ async fn start_router(
         ),
         None => None,
     };
+    let router_tls = match &config.router_tls {
+        Some((addr, pairs)) => Some(kiln_router::TlsListener {
+            listener: tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for the router's HTTPS on {addr}"))?,
+            certs: kiln_router::CertStore::load(pairs.clone())
+                .context("loading the router's certificates")?,
+        }),
+        None => None,
+    };
     let router_config = kiln_router::RouterConfig {
         workers: config.router_workers,
         max_conns_per_backend: config.router_max_conns_per_backend,
+        hsts: config.router_hsts.clone(),
+        sanitize_forwarded_proto: config.router_sanitize_forwarded_proto,
+        sticky_session_cookies: config.router_sticky_cookies.clone(),
         ..kiln_router::RouterConfig::default()
     };
     let (bbs, logs, token) = (bbs.clone(), logs.clone(), shutdown.clone());
     roles.spawn(async move {
         (
             "router",
-            kiln_router::run(
+            kiln_router::run_with_tls(
                 router_config,
                 router_listener,
+                router_tls,
                 router_status_listener,
                 bbs,
                 logs,
