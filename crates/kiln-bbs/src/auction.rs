@@ -6,13 +6,14 @@
 //! qualifying cell with the lowest score, and the cell's picture is updated
 //! so later items in the batch see the reservation.
 
+use kiln_model::rootfs::{RootFs, RootFsProvider};
 use std::collections::HashMap;
 
 /// What a cell has and what is placed on it, as the auction sees it.
 #[derive(Debug, Clone)]
 pub struct CellLoad {
     pub cell_id: String,
-    pub rootfs_providers: Vec<String>,
+    pub rootfs_providers: Vec<RootFsProvider>,
     pub memory_mb: u64,
     pub disk_mb: u64,
     pub containers: u32,
@@ -34,7 +35,7 @@ pub enum WorkKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Work {
     pub kind: WorkKind,
-    pub rootfs: String,
+    pub rootfs: RootFs,
     pub memory_mb: u64,
     pub disk_mb: u64,
 }
@@ -62,7 +63,7 @@ pub fn place(cells: &mut [CellLoad], work: &Work) -> Result<usize, String> {
         return Err("unable to communicate to compatible cells".into());
     }
     let compatible: Vec<usize> = (0..cells.len())
-        .filter(|&i| cells[i].rootfs_providers.contains(&work.rootfs))
+        .filter(|&i| work.rootfs.runs_on(&cells[i].rootfs_providers))
         .collect();
     if compatible.is_empty() {
         return Err("found no compatible cell for required rootfs".into());
@@ -147,7 +148,7 @@ mod tests {
     fn cell(id: &str, memory_mb: u64) -> CellLoad {
         CellLoad {
             cell_id: id.into(),
-            rootfs_providers: vec!["preloaded:s".into()],
+            rootfs_providers: vec![RootFsProvider::preloaded("s")],
             memory_mb,
             disk_mb: 100_000,
             containers: 250,
@@ -166,7 +167,7 @@ mod tests {
                 process_guid: process_guid.into(),
                 index,
             },
-            rootfs: "preloaded:s".into(),
+            rootfs: RootFs::preloaded("s"),
             memory_mb,
             disk_mb: 1024,
         }
@@ -212,7 +213,7 @@ mod tests {
             "insufficient resources: memory",
         );
         let mut other_stack = vec![cell("a", 4096)];
-        other_stack[0].rootfs_providers = vec!["preloaded:other".into()];
+        other_stack[0].rootfs_providers = vec![RootFsProvider::preloaded("other")];
         check(
             &mut other_stack,
             lrp("p", 0, 256),
@@ -234,7 +235,7 @@ mod tests {
             kind: WorkKind::Task {
                 task_guid: "t".into(),
             },
-            rootfs: "preloaded:s".into(),
+            rootfs: RootFs::preloaded("s"),
             memory_mb: 1024,
             disk_mb: 0,
         };

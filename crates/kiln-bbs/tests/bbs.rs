@@ -24,7 +24,10 @@ fn desired(process_guid: &str, instances: u32, memory_mb: u64) -> DesiredLrp {
         process_guid: process_guid.into(),
         domain: "cf-apps".into(),
         instances,
-        rootfs: STACK.into(),
+        rootfs: STACK.parse().unwrap(),
+        image_username: String::new(),
+        image_password: Default::default(),
+        ports: vec![],
         memory_mb,
         disk_mb: 1024,
         env: vec![],
@@ -48,13 +51,14 @@ fn cell(cell_id: &str, memory_mb: u64) -> CellPresence {
             disk_mb: 100_000,
             containers: 250,
         },
-        rootfs_providers: vec![STACK.into()],
+        rootfs_providers: vec![STACK.to_string().try_into().unwrap()],
     }
 }
 
 fn task_definition() -> TaskDefinition {
     TaskDefinition {
-        rootfs: STACK.into(),
+        rootfs: STACK.parse().unwrap(),
+        resolve_image: None,
         log_guid: "app-guid".into(),
         log_source: "STG".into(),
         memory_mb: 1024,

@@ -327,7 +327,10 @@ impl Rep {
             cell_id: config.cell_id.clone(),
             address: config.address.clone(),
             capacity: config.capacity,
-            rootfs_providers: vec![self.ctx.stack.rootfs_provider()],
+            rootfs_providers: vec![
+                self.ctx.stack.rootfs_provider(),
+                kiln_model::rootfs::RootFsProvider::Docker,
+            ],
         };
         if let Err(error) = self.ctx.bbs.heartbeat_cell(presence).await {
             tracing::warn!(cell_id = %config.cell_id, %error, "heartbeat failed");

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "deployments and revisions",
         include_str!("../../migrations/0004_deployments.sql"),
     ),
+    (
+        5,
+        "docker lifecycle",
+        include_str!("../../migrations/0005_docker.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.
