@@ -104,11 +104,16 @@ async fn execute(
     let cell_log = log.cell();
     let cell_id = &ctx.config.cell_id;
     let created = std::time::Instant::now();
+    let app_port = desired
+        .ports
+        .first()
+        .copied()
+        .unwrap_or(crate::network::CONTAINER_PORT);
     // The disk and the network do not depend on each other: both are made
     // at once, so a start waits for the slower only.
     let (disk, net) = tokio::join!(
         ctx.create_container_dir(dir, desired.disk_mb),
-        ctx.attach_network(id, Some(port)),
+        ctx.attach_network(id, Some(port), app_port),
     );
     let (disk, net) = match (disk, net) {
         (Ok(disk), Ok(net)) => (disk, net),
@@ -145,11 +150,12 @@ async fn execute(
     }
 
     let address = ctx.config.address.as_str();
-    // With a network of its own the app listens on 8080 at its own
+    // With a network of its own the app listens on its port (8080, or a
+    // docker image's first exposed one) at its own
     // address, which health checks probe directly; without, on the host
     // port at the cell's address.
     let (internal_ip, container_port) = match &net {
-        Some(net) => (net.ip.to_string(), crate::network::CONTAINER_PORT),
+        Some(net) => (net.ip.to_string(), app_port),
         None => (address.to_string(), port),
     };
     let env = envs::build(

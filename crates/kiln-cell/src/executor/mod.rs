@@ -138,19 +138,20 @@ impl CellCtx {
     }
 
     /// Gives the container its network namespace (and, with `host_port`,
-    /// the mapping to its `PORT`); `None` when the cell runs containers in
-    /// the host's network.
+    /// the mapping to its `PORT`, `container_port`); `None` when the cell
+    /// runs containers in the host's network.
     pub async fn attach_network(
         &self,
         id: &str,
         host_port: Option<u16>,
+        container_port: u16,
     ) -> Result<Option<Attachment>, String> {
         let Some(network) = &self.network else {
             return Ok(None);
         };
         let started = Instant::now();
         let attachment = network
-            .attach(id, host_port)
+            .attach_to_port(id, host_port, container_port)
             .await
             .map_err(|e| format!("creating container network: {e}"))?;
         tracing::debug!(

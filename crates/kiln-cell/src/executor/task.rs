@@ -119,7 +119,10 @@ async fn execute(
     }
     // Staging needs the outside (buildpacks fetch dependencies) but no
     // inbound port.
-    if let Err(reason) = ctx.attach_network(id, None).await {
+    if let Err(reason) = ctx
+        .attach_network(id, None, crate::network::CONTAINER_PORT)
+        .await
+    {
         return Ok(TaskOutcome::failed(reason));
     }
 
