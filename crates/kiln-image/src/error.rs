@@ -15,7 +15,9 @@ pub enum ImageError {
         repository: String,
     },
 
-    #[error("manifest unknown: no tag or digest {reference} in registry {registry}")]
+    #[error(
+        "manifest unknown: {reference} not found in registry {registry} (no such tag or digest)"
+    )]
     ManifestUnknown { registry: String, reference: String },
 
     #[error("blob {digest} of image {repository} not found in registry {registry}")]

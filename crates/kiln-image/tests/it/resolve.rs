@@ -437,3 +437,31 @@ mod bearer {
         assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
     }
 }
+
+#[tokio::test]
+async fn tls_unless_loopback_or_listed_as_insecure() {
+    if !registry_available("tls_unless_loopback_or_listed_as_insecure") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    registry.push("app", "v1", &app_image()).await;
+    let port = registry.host().rsplit_once(':').unwrap().1;
+    // 127.0.0.1 written as one decimal number (URLs read it as that
+    // address): the same socket, but not a loopback name, so Kiln must speak
+    // TLS to it (and fail against this plain HTTP registry) unless the
+    // operator lists it as insecure.
+    let host = format!("2130706433:{port}");
+    let reference = format!("{host}/app:v1");
+
+    let err = client().resolve(&reference, None).await.unwrap_err();
+    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("https://"), "{err}");
+
+    let insecure = kiln_image::Registry::new(kiln_image::RegistryConfig {
+        insecure_registries: vec![host.clone()],
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    });
+    let resolved = insecure.resolve(&reference, None).await.unwrap();
+    assert_eq!(resolved.registry, host);
+}
