@@ -62,6 +62,9 @@ pub enum ImageError {
         why: String,
     },
 
+    #[error("user {user:?} of the image: {why}")]
+    UnknownUser { user: String, why: String },
+
     #[error("registry {registry} error: {detail}")]
     Registry { registry: String, detail: String },
 

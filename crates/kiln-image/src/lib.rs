@@ -8,7 +8,8 @@
 //! - [`LayerCache`] keeps unpacked layers on a cell, one directory per layer
 //!   digest shared by every container and app, pulled and unpacked once;
 //!   [`mount_overlay`] assembles a container's root from them; [`LayerCache::gc`]
-//!   removes what nothing uses.
+//!   removes what nothing uses; [`lookup_user`] turns the image's `USER`
+//!   into a uid and gid from the image's own `/etc/passwd`.
 //!
 //! The registry protocol is oci-client's (maintained by the ORAS project,
 //! rustls, no OpenSSL); see `registry.rs` for what Kiln adds to it and why.
@@ -22,10 +23,12 @@ mod overlay;
 mod reference;
 mod registry;
 mod unpack;
+mod user;
 
 pub use cache::{CacheStats, GcReport, LayerCache};
 pub use overlay::{MAX_LOWERS, mount_overlay, unmount};
 pub use unpack::{UnpackOptions, UnpackStats, unpack_layer};
+pub use user::{ImageUser, lookup_user};
 
 pub use error::ImageError;
 pub use reference::ImageReference;
