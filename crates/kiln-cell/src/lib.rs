@@ -27,6 +27,7 @@ mod envs;
 mod executor;
 mod extract;
 mod health;
+pub mod image;
 mod logs;
 pub mod network;
 mod ports;
@@ -73,6 +74,8 @@ pub struct CellConfig {
     /// bridge); `None` runs containers in the host's network namespace,
     /// with `$PORT` a host port and no isolation (development only).
     pub network: Option<network::NetworkConfig>,
+    /// Docker images: registries, the layer cache's size, limits.
+    pub images: image::ImageSettings,
 }
 
 impl CellConfig {
@@ -98,6 +101,7 @@ impl CellConfig {
                     .expect("the default subnet parses"),
                 dns_servers: Vec::new(),
             }),
+            images: image::ImageSettings::default(),
         }
     }
 }
@@ -123,6 +127,8 @@ pub enum CellError {
     Network(#[from] network::NetworkError),
     #[error("cell config: {0}")]
     Config(String),
+    #[error("cell image cache: {0}")]
+    Images(#[from] kiln_image::ImageError),
 }
 
 /// Runs the cell until `shutdown`, with runc as the container runtime.

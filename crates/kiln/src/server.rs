@@ -121,6 +121,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                     subnet,
                     dns_servers: Vec::new(),
                 }),
+            images: config.images.clone(),
         };
         let (bbs, logs, token) = (bbs_client.clone(), log_sink.clone(), shutdown.clone());
         roles.spawn(async move {

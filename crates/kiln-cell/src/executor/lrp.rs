@@ -148,6 +148,17 @@ async fn execute(
     if let Err(reason) = ctx.finish_container_dir(id, dir, &desired.action) {
         return LrpEnd::Crashed(reason);
     }
+    let root = tokio::select! {
+        _ = stop.cancelled() => return LrpEnd::Stopped,
+        root = ctx.prepare_root(desired, dir, &cell_log) => root,
+    };
+    let root = match root {
+        Ok(root) => root,
+        Err(reason) => {
+            cell_log.err(reason.clone());
+            return LrpEnd::Crashed(reason);
+        }
+    };
 
     let address = ctx.config.address.as_str();
     // With a network of its own the app listens on its port (8080, or a
@@ -170,7 +181,7 @@ async fn execute(
             container_port,
         }),
     );
-    let spec = match ctx.spec(id, dir, &desired.action, env, desired.memory_mb) {
+    let spec = match ctx.spec(id, dir, &desired.action, env, desired.memory_mb, &root) {
         Ok(spec) => spec,
         Err(reason) => return LrpEnd::Crashed(reason),
     };

@@ -420,6 +420,7 @@ impl TestCell {
             port_range,
             sync_interval: Duration::from_millis(500),
             network,
+            images: Default::default(),
         };
         let mut cell = TestCell {
             bbs,
