@@ -247,10 +247,13 @@ pub async fn require_token(State(ctx): State<Shared>, mut req: Request, next: Ne
             None => return ApiError::invalid_token().into_response(),
         },
     };
-    req.extensions_mut().insert(CurrentUser {
+    let user = CurrentUser {
         guid: claims.user_id,
         name: claims.user_name,
         email: claims.email,
-    });
-    next.run(req).await
+    };
+    req.extensions_mut().insert(user.clone());
+    crate::context::REQUEST_USER
+        .scope(user, next.run(req))
+        .await
 }

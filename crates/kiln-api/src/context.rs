@@ -37,6 +37,15 @@ pub struct CurrentUser {
     pub email: String,
 }
 
+tokio::task_local! {
+    /// The caller of the request being served, set around each
+    /// authenticated request by `auth::require_token`. Audit events name
+    /// their actor from it, so actions deep in a chain (apply_manifest →
+    /// app update → scale) need not each carry the user; outside a request
+    /// (the loops) it is unset and the actor is the system.
+    pub static REQUEST_USER: CurrentUser;
+}
+
 /// Reads a secret file, or writes a new one with mode 0600. Returns the
 /// secret and whether it was created now.
 pub async fn read_or_create_secret(

@@ -5,8 +5,8 @@
 
 use crate::context::Ctx;
 use crate::db::{
-    self, App, Build, Buildpack, Cond, Destination, Domain, Droplet, Organization, Package,
-    Process, Route, Space, Stack,
+    self, App, AuditEvent, Build, Buildpack, Cond, Destination, Domain, Droplet, Organization,
+    Package, Process, Route, Space, Stack, Task,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::web::ListParams;
@@ -478,4 +478,81 @@ pub async fn instances_when_changed(
     })
     .await;
     instances(ctx, app, p).await
+}
+
+/// Conditions through an app's space and org, for resources that belong
+/// to an app (`space_guids`, `organization_guids`).
+async fn app_scope(ctx: &Ctx, params: &ListParams, c: &mut Vec<Cond>) -> ApiResult<()> {
+    let in_spaces = |values| Cond::Via {
+        column: "app_guid",
+        table: "apps",
+        pick: "guid",
+        by: "space_guid",
+        values,
+    };
+    if let Some(spaces) = params.list("space_guids") {
+        c.push(in_spaces(spaces));
+    }
+    if let Some(orgs) = params.list("organization_guids") {
+        let spaces = db::list::<Space>(&ctx.pool, &[Cond::In("organization_guid", orgs)]).await?;
+        c.push(in_spaces(spaces.into_iter().map(|s| s.guid).collect()));
+    }
+    Ok(())
+}
+
+/// Tasks (`GET /v3/tasks`, and of one app when `app_guid` is given, which
+/// must exist): `guids`, `names`, `states`, `app_guids`, `space_guids`,
+/// `organization_guids`, and `sequence_ids` on an app's list.
+pub async fn tasks(ctx: &Ctx, app_guid: Option<&str>, params: &ListParams) -> ApiResult<Vec<Task>> {
+    let mut c = conds(
+        params,
+        &[("guids", "guid"), ("names", "name"), ("states", "state")],
+    );
+    match app_guid {
+        Some(app) => {
+            db::get::<App>(&ctx.pool, app).await?;
+            c.push(Cond::In("app_guid", vec![app.to_string()]));
+            c.extend(conds(params, &[("sequence_ids", "sequence_id")]));
+        }
+        None => {
+            c.extend(conds(params, &[("app_guids", "app_guid")]));
+            app_scope(ctx, params, &mut c).await?;
+        }
+    }
+    db::list(&ctx.pool, &c).await
+}
+
+/// `created_ats` and its `[lt]`, `[lte]`, `[gt]`, `[gte]` forms, as Cloud
+/// Controller filters timestamps.
+fn created_ats(params: &ListParams, c: &mut Vec<Cond>) -> ApiResult<()> {
+    if let Some(values) = params.list("created_ats") {
+        c.push(Cond::In("created_at", values));
+    }
+    for (suffix, op) in [("lt", "<"), ("lte", "<="), ("gt", ">"), ("gte", ">=")] {
+        if let Some(value) = params.get(&format!("created_ats[{suffix}]")) {
+            if crate::util::parse_time(value).is_none() {
+                return Err(ApiError::bad_query(format!(
+                    "created_ats[{suffix}] must be a timestamp such as 2026-01-02T03:04:05Z"
+                )));
+            }
+            c.push(Cond::Cmp("created_at", op, value.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Audit events (`GET /v3/audit_events`): `types`, `target_guids`,
+/// `space_guids`, `organization_guids`, `created_ats`.
+pub async fn audit_events(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<AuditEvent>> {
+    let mut c = conds(
+        params,
+        &[
+            ("types", "type"),
+            ("target_guids", "target_guid"),
+            ("space_guids", "space_guid"),
+            ("organization_guids", "organization_guid"),
+        ],
+    );
+    created_ats(params, &mut c)?;
+    db::list(&ctx.pool, &c).await
 }

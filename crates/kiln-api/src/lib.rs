@@ -3,7 +3,8 @@
 //! bridge to the BBS (staging Tasks, app DesiredLrps).
 //!
 //! It owns the CCDB (`<data_dir>/ccdb.sqlite`): orgs, spaces, apps,
-//! processes, packages, builds, droplets, buildpacks, routes. Bits live in the
+//! processes, packages, builds, droplets, buildpacks, routes, tasks, audit
+//! events. Bits live in the
 //! blobstore; cells fetch and store them through signed `/internal/v4` URLs
 //! and never see the database. [`Api::run`] serves HTTP and runs the staging
 //! completion and process sync loops.
@@ -12,6 +13,7 @@
 // order is in ARCHITECTURE.md, and `tests/layers.rs` checks every `crate::`
 // path against it.
 mod actions;
+mod audit;
 mod auth;
 mod config;
 mod context;
@@ -35,8 +37,8 @@ use axum::Router;
 use axum::routing::{get, post};
 use context::{Ctx, Shared};
 use controllers::{
-    apps, buildpacks, builds, catalog, deployments, internal, logcache, manifest, packages,
-    processes, routes,
+    apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
+    packages, processes, routes, tasks,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -276,6 +278,18 @@ fn router(ctx: Shared) -> Router {
             "/v3/routes/{guid}/destinations/{dguid}",
             axum::routing::delete(routes::remove_destination),
         )
+        // tasks
+        .route(
+            "/v3/apps/{guid}/tasks",
+            get(tasks::app_tasks).post(tasks::create),
+        )
+        .route("/v3/tasks", get(tasks::list))
+        .route("/v3/tasks/{guid}", get(tasks::get_one))
+        .route("/v3/tasks/{guid}/actions/cancel", post(tasks::cancel))
+        .route("/v3/tasks/{guid}/cancel", axum::routing::put(tasks::cancel))
+        // audit events
+        .route("/v3/audit_events", get(audit_events::list))
+        .route("/v3/audit_events/{guid}", get(audit_events::get_one))
         // log cache reads
         .route("/api/v1/read/{source_id}", get(logcache::read))
         .route_layer(from_fn_with_state(ctx.clone(), auth::require_token));

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["context"],
     &["signing", "uploads", "web"],
     &["db"],
-    &["messages", "presenters"],
+    &["audit", "messages", "presenters"],
     &["environment"],
     &["diego"],
     &["actions", "fetchers"],

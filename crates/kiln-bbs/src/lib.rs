@@ -805,6 +805,15 @@ impl BbsClient for Bbs {
         a.since = now;
         store::update_actual_lrp(&self.inner.pool, &a).await?;
         tracing::info!(process_guid = %key.process_guid, index = key.index, crash_count = a.crash_count, reason, "actual lrp crashed");
+        // Diego's ActualLRPCrashedEvent: Cloud Controller records it as an
+        // audit event; the change event below is for everyone else.
+        self.emit(BbsEvent::ActualLrpCrashed {
+            key: key.clone(),
+            instance_key: instance_key.clone(),
+            crash_count: a.crash_count,
+            crash_reason: a.crash_reason.clone(),
+            since: a.since,
+        });
         self.emit(BbsEvent::ActualLrpChanged { actual_lrp: a });
         if to == ActualLrpState::Unclaimed {
             self.wake_auction();

@@ -59,6 +59,8 @@ fn task_definition() -> TaskDefinition {
     TaskDefinition {
         rootfs: STACK.parse().unwrap(),
         resolve_image: None,
+        image_username: String::new(),
+        image_password: Default::default(),
         log_guid: "app-guid".into(),
         log_source: "STG".into(),
         memory_mb: 1024,
@@ -196,6 +198,41 @@ async fn crashes_restart_twice_at_once_then_back_off() {
     // The third crash waits 30 s: convergence does not restart it yet.
     bbs.converge().await.unwrap();
     assert_eq!(actuals(&bbs, "p-1").await[0].state, ActualLrpState::Crashed);
+}
+
+#[tokio::test]
+async fn a_crash_is_announced_with_who_ran_it_and_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = open(&dir, BbsConfig::default()).await;
+    bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
+    bbs.desire_lrp(desired("p-1", 1, 256)).await.unwrap();
+    bbs.converge().await.unwrap();
+    let a = actuals(&bbs, "p-1").await.remove(0);
+    let ik = a.instance_key.clone().unwrap();
+    let mut events = bbs.subscribe();
+    bbs.crash_actual_lrp(&a.key, &ik, "Exited with status 3")
+        .await
+        .unwrap();
+    let after = actuals(&bbs, "p-1").await.remove(0);
+    let crashed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(e @ BbsEvent::ActualLrpCrashed { .. }) = events.next().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("no crashed event");
+    assert_eq!(
+        crashed,
+        BbsEvent::ActualLrpCrashed {
+            key: a.key.clone(),
+            instance_key: ik,
+            crash_count: 1,
+            crash_reason: "Exited with status 3".into(),
+            since: after.since,
+        }
+    );
 }
 
 #[tokio::test]

@@ -387,7 +387,8 @@ impl Rep {
             BbsEvent::DesiredLrpRemoved { process_guid } => self.running.values().any(
                 |r| matches!(&r.work, Work::Lrp { key, .. } if key.process_guid == *process_guid),
             ),
-            BbsEvent::DesiredLrpChanged { .. } => false,
+            // A crash comes with the ActualLrp's change, matched above.
+            BbsEvent::DesiredLrpChanged { .. } | BbsEvent::ActualLrpCrashed { .. } => false,
             BbsEvent::Lagged => true,
         }
     }

@@ -1,7 +1,7 @@
 //! `kiln`'s user verbs: the cf CLI's everyday commands (login, target,
 //! push, apps, app, start, stop, restart, restage, scale, rename, delete,
 //! env, set-env, unset-env, routes, map-route, domains, stacks, logs, curl,
-//! ...) against a Cloud Foundry v3 API.
+//! run-task, tasks, terminate-task, events, ...) against a Cloud Foundry v3 API.
 //!
 //! Architecture invariant: only the public HTTP API is used (`GET /`,
 //! `/v3/...`, `{login}/oauth/token`, `{log_cache}/api/v1/read`), with the
@@ -30,12 +30,14 @@ mod push;
 mod resources;
 mod routes;
 mod summary;
+mod tasks;
 
 pub use buildpacks::CreateBuildpackArgs;
 pub use curl::CurlArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
 pub use routes::RouteArgs;
+pub use tasks::{RunTaskArgs, TerminateTaskArgs};
 
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -112,6 +114,18 @@ pub enum Command {
     Spaces,
     /// Print the client's version
     Version,
+    /// Run a one-off task with an app's droplet and environment
+    #[command(
+        after_help = "EXAMPLES:\n   kiln run-task myapp --command \"bundle exec rake db:migrate\" --name migrate\n   kiln run-task myapp --process web -m 512M"
+    )]
+    RunTask(RunTaskArgs),
+    /// List an app's tasks
+    Tasks(AppArgs),
+    /// Cancel a running task of an app
+    #[command(after_help = "EXAMPLE:\n   kiln terminate-task myapp 3")]
+    TerminateTask(TerminateTaskArgs),
+    /// Show an app's recent events (audit events)
+    Events(AppArgs),
     /// Show an app's logs (follows them until Ctrl-C unless --recent)
     Logs(LogsArgs),
     /// Make an authenticated request to the API and print the answer
@@ -289,6 +303,10 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
             platform::version();
             Ok(())
         }
+        Command::RunTask(args) => tasks::run_task(&mut session(home)?, args).await,
+        Command::Tasks(args) => tasks::tasks(&mut session(home)?, &args.name).await,
+        Command::TerminateTask(args) => tasks::terminate(&mut session(home)?, args).await,
+        Command::Events(args) => tasks::events(&mut session(home)?, &args.name).await,
         Command::Logs(args) => app::show_logs(&mut session(home)?, &args.name, args.recent).await,
         Command::Curl(args) => curl::curl(&mut session(home)?, args).await,
     }
@@ -383,6 +401,33 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
+        let task = Cli::try_parse_from([
+            "kiln",
+            "run-task",
+            "x",
+            "--command",
+            "rake",
+            "--name",
+            "m",
+            "-m",
+            "1G",
+            "-k",
+            "512M",
+        ])
+        .unwrap();
+        let Command::RunTask(t) = task.command else {
+            panic!("not a run-task")
+        };
+        assert_eq!(
+            (
+                t.command.as_deref(),
+                t.task_name.as_deref(),
+                t.memory,
+                t.disk
+            ),
+            (Some("rake"), Some("m"), Some(1024), Some(512))
+        );
+        assert!(Cli::try_parse_from(["kiln", "terminate-task", "x"]).is_err());
         let bp = Cli::try_parse_from(["kiln", "create-buildpack", "py", "dir", "1", "--disable"])
             .unwrap();
         assert!(matches!(bp.command, Command::CreateBuildpack(a) if a.disable && a.position == 1));
@@ -419,6 +464,10 @@ mod tests {
             "orgs",
             "spaces",
             "version",
+            "run-task",
+            "tasks",
+            "terminate-task",
+            "events",
         ] {
             let help = Cli::try_parse_from(["kiln", verb, "--help"]).err().unwrap();
             assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp, "{verb}");

@@ -112,6 +112,11 @@ pub struct TaskDefinition {
     /// downloads, no run, no uploads (the cell refuses a Task with both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_image: Option<ResolveImageAction>,
+    /// Registry credentials for a Docker rootfs (a docker app's task).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_username: String,
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
+    pub image_password: Secret,
     pub log_guid: String,
     pub log_source: String,
     pub memory_mb: u64,
@@ -390,6 +395,16 @@ pub enum BbsEvent {
     },
     ActualLrpRemoved {
         key: ActualLrpKey,
+    },
+    /// An instance crashed (Diego's `ActualLRPCrashedEvent`): who ran it,
+    /// its crash count after this crash, the cell's reason, and when (the
+    /// ActualLrp's `since` after the crash, so one crash has one identity).
+    ActualLrpCrashed {
+        key: ActualLrpKey,
+        instance_key: ActualLrpInstanceKey,
+        crash_count: u32,
+        crash_reason: String,
+        since: Nanos,
     },
     /// The receiver fell behind and missed events: re-read everything.
     Lagged,

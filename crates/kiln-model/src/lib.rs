@@ -12,14 +12,16 @@ pub mod staging;
 pub mod state;
 
 pub use state::{
-    ActualLrpState, AppState, BuildState, DeploymentState, DropletState, PackageState, TaskState,
-    TransitionError,
+    ActualLrpState, AppState, AppTaskState, BuildState, DeploymentState, DropletState,
+    PackageState, TaskState, TransitionError,
 };
 
 /// Domain of the Tasks that stage apps (Diego's `cf-app-staging`).
 pub const STAGING_DOMAIN: &str = "cf-app-staging";
 /// Domain of the DesiredLrps that run app processes (Diego's `cf-apps`).
 pub const APPS_DOMAIN: &str = "cf-apps";
+/// Domain of the Tasks users run with `run-task` (Diego's `cf-tasks`).
+pub const TASKS_DOMAIN: &str = "cf-tasks";
 
 /// Log source type of staging output.
 pub const LOG_SOURCE_STAGING: &str = "STG";

@@ -194,6 +194,38 @@ impl ActualLrpState {
 }
 
 states!(
+    /// A task as Cloud Controller shows it (`TaskModel`'s states), apart
+    /// from the BBS Task that runs it.
+    AppTaskState, "task" {
+        Pending = "PENDING",
+        Running = "RUNNING",
+        Canceling = "CANCELING",
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
+    }
+);
+
+impl AppTaskState {
+    /// RUNNING once the BBS has it; a cancel passes CANCELING; the BBS's
+    /// outcome ends it, whichever state it reaches first (a task may
+    /// complete before the API marks it running, or while cancelling).
+    pub fn transition_to(self, to: AppTaskState) -> Result<AppTaskState, TransitionError> {
+        use AppTaskState::*;
+        let ok = matches!(
+            (self, to),
+            (Pending, Running | Canceling | Succeeded | Failed)
+                | (Running, Canceling | Succeeded | Failed)
+                | (Canceling, Succeeded | Failed)
+        );
+        if ok { Ok(to) } else { Err(self.illegal(to)) }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, AppTaskState::Succeeded | AppTaskState::Failed)
+    }
+}
+
+states!(
     /// A deployment (Cloud Controller's `DeploymentModel` states): a rolling
     /// or canary replacement of an app's web process.
     DeploymentState, "deployment" {
@@ -247,6 +279,26 @@ mod tests {
                 assert_eq!(f(from, to).is_ok(), expected, "{from:?} -> {to:?}");
             }
         }
+    }
+
+    #[test]
+    fn app_task_transitions() {
+        use AppTaskState::*;
+        check(
+            AppTaskState::ALL,
+            &[
+                (Pending, Running),
+                (Pending, Canceling),
+                (Pending, Succeeded),
+                (Pending, Failed),
+                (Running, Canceling),
+                (Running, Succeeded),
+                (Running, Failed),
+                (Canceling, Succeeded),
+                (Canceling, Failed),
+            ],
+            |a, b| a.transition_to(b),
+        );
     }
 
     #[test]

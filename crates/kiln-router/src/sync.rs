@@ -79,7 +79,10 @@ pub async fn sync_table(
 /// Whether an event can change the route table. Task events cannot.
 fn affects_routes(event: &BbsEvent) -> bool {
     match event {
-        BbsEvent::TaskChanged { .. } | BbsEvent::TaskRemoved { .. } => false,
+        // A crash also changes its ActualLrp, which that event carries.
+        BbsEvent::TaskChanged { .. }
+        | BbsEvent::TaskRemoved { .. }
+        | BbsEvent::ActualLrpCrashed { .. } => false,
         BbsEvent::DesiredLrpChanged { .. }
         | BbsEvent::DesiredLrpRemoved { .. }
         | BbsEvent::ActualLrpChanged { .. }

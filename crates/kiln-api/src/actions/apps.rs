@@ -3,6 +3,7 @@
 //! environment variables.
 
 use super::processes;
+use crate::audit::{self, types};
 use crate::context::Ctx;
 use crate::db::{self, App, Build, Destination, Droplet, Package, Process, Space, Stack, Val};
 use crate::diego::{self, LifecycleType};
@@ -11,7 +12,31 @@ use crate::messages::{CreateApp, Lifecycle, PatchEnv, SetDroplet, UpdateApp, env
 use crate::uploads::{build_cache_key, droplet_key, package_key};
 use crate::util;
 use kiln_model::{AppState, BuildState, DropletState};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
+
+/// The request an app event keeps: what changed, secrets censored.
+fn app_request(name: Option<&str>, lifecycle: &AppLifecycle, env_given: bool) -> Value {
+    let mut request = json!({
+        "lifecycle": match lifecycle.kind {
+            LifecycleType::Docker => json!({"type": "docker", "data": {}}),
+            LifecycleType::Buildpack => json!({"type": "buildpack", "data": {"buildpacks": lifecycle.buildpacks, "stack": lifecycle.stack}}),
+        },
+    });
+    if let Some(name) = name {
+        request["name"] = json!(name);
+    }
+    if env_given {
+        request["environment_variables"] = json!(audit::PRIVATE_DATA_HIDDEN);
+    }
+    json!({ "request": request })
+}
+
+/// An app event by the current actor, made before the transaction that
+/// records it opens (its space's org is read from the pool).
+async fn event(ctx: &Ctx, app: &App, kind: &'static str, data: Value) -> ApiResult<audit::Event> {
+    audit::app_event(&ctx.pool, app, kind, data).await
+}
 
 /// An app's lifecycle columns: its type, buildpacks and stack.
 struct AppLifecycle {
@@ -91,6 +116,7 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
         stack: ctx.config.stack.clone(),
     };
     let lifecycle = resolve_lifecycle(ctx, msg.lifecycle, defaults, false).await?;
+    let env_given = msg.environment_variables.is_some();
     let env: BTreeMap<String, String> = msg
         .environment_variables
         .unwrap_or_default()
@@ -99,6 +125,21 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
         .collect();
     let guid = util::new_guid();
     let now = util::now();
+    let request = app_request(Some(&msg.name), &lifecycle, env_given);
+    let target = App {
+        guid: guid.clone(),
+        name: msg.name.clone(),
+        space_guid: space_guid.clone(),
+        state: AppState::Stopped,
+        buildpacks: Vec::new(),
+        stack: String::new(),
+        environment_variables: BTreeMap::new(),
+        droplet_guid: None,
+        created_at: String::new(),
+        updated_at: String::new(),
+        lifecycle_type: lifecycle.kind.as_str().into(),
+    };
+    let created = event(ctx, &target, types::APP_CREATE, request).await?;
     let mut tx = ctx.pool.begin().await?;
     let inserted = db::insert::<App>(
         &mut *tx,
@@ -121,6 +162,7 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
         format!("App with the name '{}' already exists.", msg.name)
     })?;
     processes::insert(&mut *tx, &guid, "web", 1, None).await?;
+    audit::record(&mut *tx, created).await?;
     tx.commit().await?;
     let app = db::get::<App>(&ctx.pool, &guid).await?;
     tracing::info!(app_guid = %guid, name = %app.name, "app created");
@@ -139,8 +181,15 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
         stack: app.stack.clone(),
     };
     let lifecycle = resolve_lifecycle(ctx, msg.lifecycle, current, true).await?;
+    let request = app_request(Some(&name), &lifecycle, false);
+    let renamed = App {
+        name: name.clone(),
+        ..app
+    };
+    let updated_event = event(ctx, &renamed, types::APP_UPDATE, request).await?;
+    let mut tx = ctx.pool.begin().await?;
     let updated = db::update::<App>(
-        &ctx.pool,
+        &mut *tx,
         guid,
         vec![
             ("name", name.as_str().into()),
@@ -152,6 +201,8 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
     db::unique_or_taken(updated, || {
         format!("App with the name '{name}' already exists.")
     })?;
+    audit::record(&mut *tx, updated_event).await?;
+    tx.commit().await?;
     db::get::<App>(&ctx.pool, guid).await
 }
 
@@ -178,7 +229,21 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
         ctx.blobstore.delete(&package_key(&p.guid)).await?;
     }
     ctx.blobstore.delete(&build_cache_key(guid)).await?;
+    // Its tasks stop with it (CC cancels them as it deletes the app).
+    for t in db::where_eq::<db::Task>(&ctx.pool, "app_guid", guid).await? {
+        if !t.state.is_terminal() {
+            match ctx.bbs.cancel_task(&t.guid).await {
+                Ok(()) | Err(kiln_bbs::BbsError::NotFound { .. }) => {}
+                Err(kiln_bbs::BbsError::InvalidTransition { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let data = json!({"request": {"recursive": true}});
+    let deleted = event(ctx, &app, types::APP_DELETE_REQUEST, data).await?;
     let mut tx = ctx.pool.begin().await?;
+    audit::record(&mut *tx, deleted).await?;
+    db::delete_where::<db::Task>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Destination>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Process>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Package>(&mut *tx, "app_guid", guid).await?;
@@ -198,10 +263,20 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
 /// Any move is legal, so a lost race (another request moved it first) is
 /// retried from the state found, and the last request wins, as in Cloud
 /// Controller; a request that finds the app already in `to` is done.
-async fn set_state(ctx: &Ctx, app: &App, from: AppState, to: AppState) -> ApiResult<()> {
+async fn set_state(
+    ctx: &Ctx,
+    app: &App,
+    from: AppState,
+    to: AppState,
+    event: &'static str,
+) -> ApiResult<()> {
     let mut from = from;
+    let changed = self::event(ctx, app, event, json!({})).await?;
     for _ in 0..3 {
-        if db::transition::<App>(&ctx.pool, &app.guid, from, to, Vec::new()).await? {
+        let mut tx = ctx.pool.begin().await?;
+        if db::transition::<App>(&mut *tx, &app.guid, from, to, Vec::new()).await? {
+            audit::record(&mut *tx, changed.clone()).await?;
+            tx.commit().await?;
             let change = format!("{{\"state\"=>\"{}\"}}", to.as_str());
             ctx.api_log(
                 &app.guid,
@@ -247,11 +322,16 @@ pub async fn start(ctx: &Ctx, guid: &str, restart: bool) -> ApiResult<App> {
         diego::deployment_updater::end_active(ctx, guid, false).await?;
         let mut from = app.state;
         if restart && app.state == AppState::Started {
-            set_state(ctx, &app, from, AppState::Stopped).await?;
+            set_state(ctx, &app, from, AppState::Stopped, types::APP_STOP).await?;
             from = AppState::Stopped;
         }
         bump_versions(ctx, guid).await?;
-        set_state(ctx, &app, from, AppState::Started).await?;
+        let event = if restart {
+            types::APP_RESTART
+        } else {
+            types::APP_START
+        };
+        set_state(ctx, &app, from, AppState::Started, event).await?;
     }
     diego::sync::sync_app(ctx, guid).await?;
     db::get::<App>(&ctx.pool, guid).await
@@ -261,7 +341,7 @@ pub async fn stop(ctx: &Ctx, guid: &str) -> ApiResult<App> {
     let app = db::get::<App>(&ctx.pool, guid).await?;
     diego::deployment_updater::end_active(ctx, guid, true).await?;
     if app.state != AppState::Stopped {
-        set_state(ctx, &app, app.state, AppState::Stopped).await?;
+        set_state(ctx, &app, app.state, AppState::Stopped, types::APP_STOP).await?;
     }
     diego::sync::sync_app(ctx, guid).await?;
     db::get::<App>(&ctx.pool, guid).await
@@ -280,12 +360,17 @@ pub async fn set_current_droplet(ctx: &Ctx, guid: &str, msg: SetDroplet) -> ApiR
         .await?
         .filter(|d| d.app_guid == guid && d.state == DropletState::Staged)
         .ok_or_else(unable)?;
+    let data = json!({"request": {"droplet_guid": droplet.guid}});
+    let mapped = event(ctx, &app, types::APP_DROPLET_MAPPED, data).await?;
+    let mut tx = ctx.pool.begin().await?;
     db::update::<App>(
-        &ctx.pool,
+        &mut *tx,
         guid,
         vec![("droplet_guid", droplet.guid.as_str().into())],
     )
     .await?;
+    audit::record(&mut *tx, mapped).await?;
+    tx.commit().await?;
     // Process types the droplet brings that the app lacks appear with 0 instances.
     let existing = db::where_eq::<Process>(&ctx.pool, "app_guid", guid).await?;
     for ptype in droplet.process_types.keys() {
@@ -317,11 +402,16 @@ pub async fn merge_env_vars(ctx: &Ctx, guid: &str, msg: PatchEnv) -> ApiResult<A
             }
         }
     }
+    let data = json!({"request": {"environment_variables": audit::PRIVATE_DATA_HIDDEN}});
+    let updated = event(ctx, &app, types::APP_UPDATE, data).await?;
+    let mut tx = ctx.pool.begin().await?;
     db::update::<App>(
-        &ctx.pool,
+        &mut *tx,
         guid,
         vec![("environment_variables", db::json_text(&env))],
     )
     .await?;
+    audit::record(&mut *tx, updated).await?;
+    tx.commit().await?;
     db::get::<App>(&ctx.pool, guid).await
 }

@@ -249,6 +249,10 @@ async fn record(
 ) -> ApiResult<()> {
     let (app, package, stack) = (&plan.app, &plan.package, plan.stack.as_str());
     let now = util::now();
+    let data = serde_json::json!({"build_guid": build_guid, "package_guid": package.guid});
+    let event =
+        crate::audit::app_event(&ctx.pool, app, crate::audit::types::APP_BUILD_CREATE, data)
+            .await?;
     let mut tx = ctx.pool.begin().await?;
     db::insert::<Build>(
         &mut *tx,
@@ -292,6 +296,7 @@ async fn record(
         ],
     )
     .await?;
+    crate::audit::record(&mut *tx, event).await?;
     tx.commit().await?;
     Ok(())
 }

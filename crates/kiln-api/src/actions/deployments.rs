@@ -3,6 +3,7 @@
 //! replacement of the web process with a new droplet, recorded as a
 //! revision. The batches themselves are `diego::deployment_updater`'s.
 
+use crate::audit::{self, types};
 use crate::context::Ctx;
 use crate::db::{self, App, Deployment, Droplet, Process, Revision, Val};
 use crate::diego::{deployment_updater, sync};
@@ -10,6 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::messages::CreateDeployment;
 use crate::util;
 use kiln_model::{AppState, DeploymentState, DropletState};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// What a deployment deploys: a droplet, with the environment of the
@@ -88,8 +90,18 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
     let guid = util::new_guid();
     let new_version = util::new_guid();
     let now = util::now();
+    let mut event = deployment_event(
+        ctx,
+        &app,
+        types::APP_DEPLOYMENT_CREATE,
+        &guid,
+        &target.droplet.guid,
+    )
+    .await?;
+    event.data["type"] = json!(msg.strategy());
     let mut tx = ctx.pool.begin().await?;
     let revision_guid = insert_revision(&mut tx, &app, &target).await?;
+    event.data["revision_guid"] = json!(revision_guid);
     let mut app_sets = vec![("droplet_guid", target.droplet.guid.as_str().into())];
     if let Some(env) = &target.env {
         app_sets.push(("environment_variables", db::json_text(env)));
@@ -129,6 +141,7 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
         ],
     )
     .await?;
+    audit::record(&mut *tx, event).await?;
     tx.commit().await?;
     tracing::info!(deployment_guid = %guid, app_guid = %app.guid, strategy = msg.strategy(), "deployment created");
     if running {
@@ -137,6 +150,19 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
         super::apps::start(ctx, &app.guid, false).await?;
     }
     db::get::<Deployment>(&ctx.pool, &guid).await
+}
+
+/// A deployment event (CC's `DeploymentEventRepository`).
+async fn deployment_event(
+    ctx: &Ctx,
+    app: &App,
+    kind: &'static str,
+    deployment_guid: &str,
+    droplet_guid: &str,
+) -> ApiResult<audit::Event> {
+    let data =
+        json!({"droplet_guid": droplet_guid, "deployment_guid": deployment_guid, "request": {}});
+    audit::app_event(&ctx.pool, app, kind, data).await
 }
 
 /// Records the droplet and environment being deployed as the app's next
@@ -193,14 +219,28 @@ pub async fn cancel(ctx: &Ctx, guid: &str) -> ApiResult<()> {
             status_words(&d)
         )));
     }
+    let app = db::get::<App>(&ctx.pool, &d.app_guid).await?;
+    let event = deployment_event(
+        ctx,
+        &app,
+        types::APP_DEPLOYMENT_CANCEL,
+        guid,
+        &d.droplet_guid,
+    )
+    .await?;
+    let mut tx = ctx.pool.begin().await?;
     let moved = db::transition::<Deployment>(
-        &ctx.pool,
+        &mut *tx,
         guid,
         d.state,
         DeploymentState::Canceling,
         vec![("status_reason", "CANCELING".into())],
     )
     .await?;
+    if moved {
+        audit::record(&mut *tx, event).await?;
+    }
+    tx.commit().await?;
     if !moved {
         return Err(ApiError::unprocessable(
             "The deployment changed while it was being canceled; try again.",
@@ -223,9 +263,24 @@ pub async fn continue_(ctx: &Ctx, guid: &str) -> ApiResult<()> {
         ("status_reason", "DEPLOYING".into()),
         ("continued", true.into()),
     ];
-    if !db::transition::<Deployment>(&ctx.pool, guid, d.state, DeploymentState::Deploying, also)
-        .await?
-    {
+    let app = db::get::<App>(&ctx.pool, &d.app_guid).await?;
+    let event = deployment_event(
+        ctx,
+        &app,
+        types::APP_DEPLOYMENT_CONTINUE,
+        guid,
+        &d.droplet_guid,
+    )
+    .await?;
+    let mut tx = ctx.pool.begin().await?;
+    let moved =
+        db::transition::<Deployment>(&mut *tx, guid, d.state, DeploymentState::Deploying, also)
+            .await?;
+    if moved {
+        audit::record(&mut *tx, event).await?;
+    }
+    tx.commit().await?;
+    if !moved {
         return Err(ApiError::unprocessable(
             "The deployment changed while it was being continued; try again.",
         ));

@@ -16,3 +16,4 @@ pub mod packages;
 pub mod processes;
 pub mod routes;
 pub mod spaces;
+pub mod tasks;

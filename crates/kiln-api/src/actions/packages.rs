@@ -4,6 +4,7 @@
 //! the resource cache), resource matching, and failing uploads a crash
 //! interrupted.
 
+use crate::audit;
 use crate::context::Ctx;
 use crate::db::{self, App, Package, Val};
 use crate::diego::LifecycleType;
@@ -47,8 +48,12 @@ pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
     };
     let docker = docker.unwrap_or_default();
     let text = |v: Option<String>| Val::Text(v.filter(|s| !s.is_empty()));
+    // The request is kept without its data: a docker password stays out.
+    let data = serde_json::json!({"package_guid": guid, "request": {"type": msg.kind, "relationships": {"app": {"data": {"guid": app_guid}}}}});
+    let event = audit::app_event(&ctx.pool, &app, audit::types::APP_PACKAGE_CREATE, data).await?;
+    let mut tx = ctx.pool.begin().await?;
     db::insert::<Package>(
-        &ctx.pool,
+        &mut *tx,
         vec![
             ("guid", guid.as_str().into()),
             ("app_guid", app_guid.into()),
@@ -67,6 +72,8 @@ pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
         ],
     )
     .await?;
+    audit::record(&mut *tx, event).await?;
+    tx.commit().await?;
     db::get::<Package>(&ctx.pool, &guid).await
 }
 
@@ -208,8 +215,16 @@ async fn cache_resources(ctx: &Ctx, files: Vec<(String, PathBuf)>) -> ApiResult<
 async fn claim_and_store(ctx: &Ctx, package: &Package, zip: &Path) -> ApiResult<()> {
     let guid = &package.guid;
     let processing = PackageState::ProcessingUpload;
+    let app = db::get::<App>(&ctx.pool, &package.app_guid).await?;
+    let data = serde_json::json!({"package_guid": guid});
+    let event = audit::app_event(&ctx.pool, &app, audit::types::APP_PACKAGE_UPLOAD, data).await?;
+    let mut tx = ctx.pool.begin().await?;
     let claimed =
-        db::transition::<Package>(&ctx.pool, guid, package.state, processing, Vec::new()).await?;
+        db::transition::<Package>(&mut *tx, guid, package.state, processing, Vec::new()).await?;
+    if claimed {
+        audit::record(&mut *tx, event).await?;
+    }
+    tx.commit().await?;
     if !claimed {
         let _ = tokio::fs::remove_file(zip).await;
         return Err(ApiError::unprocessable(

@@ -1,13 +1,28 @@
 //! Process actions: create one for an app, change its command and health
 //! check, scale it.
 
+use crate::audit::{self, types};
 use crate::context::Ctx;
-use crate::db::{self, Process, Val};
+use crate::db::{self, App, Process, Val};
 use crate::diego;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{ScaleProcess, UpdateProcess};
 use crate::util;
+use serde_json::{Value, json};
 use sqlx::SqliteExecutor;
+
+/// A process event (CC's `ProcessEventRepository`): about the app, naming
+/// the process, with the request; the `API` log line CC writes with it.
+async fn process_event(
+    ctx: &Ctx,
+    p: &Process,
+    kind: &'static str,
+    request: Value,
+) -> ApiResult<audit::Event> {
+    let app = db::get::<App>(&ctx.pool, &p.app_guid).await?;
+    let data = json!({"process_guid": p.guid, "process_type": p.r#type, "request": request});
+    audit::app_event(&ctx.pool, &app, kind, data).await
+}
 
 /// Creates a process of `ptype` for an app (web: port check); returns its guid.
 pub async fn insert<'e>(
@@ -81,8 +96,17 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateProcess) -> ApiResult<Proc
             p.health_check_invocation_timeout,
         ),
     };
+    let mut request = json!({});
+    if command != p.command {
+        request["command"] = json!(audit::PRIVATE_DATA_HIDDEN);
+    }
+    if hc_type != p.health_check_type {
+        request["health_check"] = json!({"type": hc_type});
+    }
+    let event = process_event(ctx, &p, types::APP_PROCESS_UPDATE, request).await?;
+    let mut tx = ctx.pool.begin().await?;
     db::update::<Process>(
-        &ctx.pool,
+        &mut *tx,
         guid,
         vec![
             ("command", command.into()),
@@ -93,6 +117,9 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateProcess) -> ApiResult<Proc
         ],
     )
     .await?;
+    audit::record(&mut *tx, event).await?;
+    tx.commit().await?;
+    ctx.api_log(&p.app_guid, &format!("Updating process: \"{}\"", p.r#type));
     db::get::<Process>(&ctx.pool, guid).await
 }
 
@@ -109,8 +136,20 @@ pub async fn scale(ctx: &Ctx, p: &Process, msg: ScaleProcess) -> ApiResult<Proce
             "Cannot scale this process while a deployment is in flight.",
         ));
     }
+    let mut request = serde_json::Map::new();
+    for (key, value) in [
+        ("instances", msg.instances),
+        ("memory_in_mb", msg.memory_in_mb),
+        ("disk_in_mb", msg.disk_in_mb),
+    ] {
+        if let Some(v) = value {
+            request.insert(key.into(), json!(v));
+        }
+    }
+    let event = process_event(ctx, p, types::APP_PROCESS_SCALE, Value::Object(request)).await?;
+    let mut tx = ctx.pool.begin().await?;
     db::update::<Process>(
-        &ctx.pool,
+        &mut *tx,
         &p.guid,
         vec![
             ("instances", msg.instances.unwrap_or(p.instances).into()),
@@ -122,6 +161,9 @@ pub async fn scale(ctx: &Ctx, p: &Process, msg: ScaleProcess) -> ApiResult<Proce
         ],
     )
     .await?;
+    audit::record(&mut *tx, event).await?;
+    tx.commit().await?;
+    ctx.api_log(&p.app_guid, &format!("Scaling process: \"{}\"", p.r#type));
     diego::sync::sync_app(ctx, &p.app_guid).await?;
     db::get::<Process>(&ctx.pool, &p.guid).await
 }

@@ -2,12 +2,14 @@
 //! (destinations). A change to destinations updates the routes of the
 //! affected DesiredLrps.
 
+use crate::audit;
 use crate::context::Ctx;
 use crate::db::{self, App, Destination, Domain, Route, Space};
 use crate::diego;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{AddDestinations, CreateRoute};
 use crate::util;
+use serde_json::{Value, json};
 
 /// Creates a route (`POST /v3/routes`, and apply_manifest); returns it.
 pub async fn create(ctx: &Ctx, msg: CreateRoute) -> ApiResult<Route> {
@@ -61,6 +63,14 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     diego::sync::reconcile(ctx).await
 }
 
+/// A map-route or unmap-route event's data (CC's `record_map_route`).
+fn destination_data(route: &str, dguid: &str, ptype: &str, port: i64, protocol: &str) -> Value {
+    json!({
+        "route_guid": route, "app_port": port, "route_mapping_guid": dguid,
+        "destination_guid": dguid, "process_type": ptype, "weight": null, "protocol": protocol,
+    })
+}
+
 /// Maps app processes to a route and updates their DesiredLrps' routes
 /// (`POST /v3/routes/:guid/destinations`, and apply_manifest).
 pub async fn add_destinations(ctx: &Ctx, guid: &str, msg: AddDestinations) -> ApiResult<()> {
@@ -97,10 +107,14 @@ pub async fn add_destinations(ctx: &Ctx, guid: &str, msg: AddDestinations) -> Ap
             continue;
         }
         let now = util::now();
+        let dguid = util::new_guid();
+        let data = destination_data(guid, &dguid, &ptype, port, &protocol);
+        let event = audit::app_event(&ctx.pool, &app, audit::types::APP_MAP_ROUTE, data).await?;
+        let mut tx = ctx.pool.begin().await?;
         db::insert::<Destination>(
-            &ctx.pool,
+            &mut *tx,
             vec![
-                ("guid", util::new_guid().into()),
+                ("guid", dguid.as_str().into()),
                 ("route_guid", guid.into()),
                 ("app_guid", app.guid.as_str().into()),
                 ("process_type", ptype.into()),
@@ -111,6 +125,8 @@ pub async fn add_destinations(ctx: &Ctx, guid: &str, msg: AddDestinations) -> Ap
             ],
         )
         .await?;
+        audit::record(&mut *tx, event).await?;
+        tx.commit().await?;
         touched.push(app.guid);
     }
     for app_guid in touched {
@@ -127,6 +143,18 @@ pub async fn remove_destination(ctx: &Ctx, guid: &str, dguid: &str) -> ApiResult
         .await?
         .filter(|d| d.route_guid == guid)
         .ok_or_else(|| ApiError::not_found("Destination"))?;
-    db::delete_where::<Destination>(&ctx.pool, "guid", dguid).await?;
+    let event = match db::find::<App>(&ctx.pool, &d.app_guid).await? {
+        Some(app) => {
+            let data = destination_data(guid, dguid, &d.process_type, d.port, &d.protocol);
+            Some(audit::app_event(&ctx.pool, &app, audit::types::APP_UNMAP_ROUTE, data).await?)
+        }
+        None => None,
+    };
+    let mut tx = ctx.pool.begin().await?;
+    if let Some(event) = event {
+        audit::record(&mut *tx, event).await?;
+    }
+    db::delete_where::<Destination>(&mut *tx, "guid", dguid).await?;
+    tx.commit().await?;
     diego::sync::sync_app(ctx, &d.app_guid).await
 }

@@ -4,19 +4,36 @@
 //! `organization_update.rb`, `space_update.rb`, `space_delete.rb`).
 
 use super::{apps, routes};
+use crate::audit::{self, types};
 use crate::context::Ctx;
 use crate::db::{self, App, Organization, Route, Space, Val};
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{CreateOrganization, CreateSpace, UpdateNamed, validate_name};
 use crate::util;
+use serde_json::{Value, json};
+
+/// The request an org or space event keeps.
+fn named_request(name: Option<&str>, suspended: Option<bool>) -> Value {
+    let mut request = json!({});
+    if let Some(name) = name {
+        request["name"] = json!(name);
+    }
+    if let Some(suspended) = suspended {
+        request["suspended"] = json!(suspended);
+    }
+    json!({ "request": request })
+}
 
 pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organization> {
     let _ = &msg.metadata;
     validate_name(&msg.name)?;
     let guid = util::new_guid();
     let now = util::now();
+    let data = named_request(Some(&msg.name), msg.suspended);
+    let event = audit::org_event(&guid, &msg.name, types::ORGANIZATION_CREATE, data);
+    let mut tx = ctx.pool.begin().await?;
     let inserted = db::insert::<Organization>(
-        &ctx.pool,
+        &mut *tx,
         vec![
             ("guid", guid.as_str().into()),
             ("name", msg.name.as_str().into()),
@@ -29,6 +46,8 @@ pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organiz
     db::unique_or_taken(inserted, || {
         format!("Organization '{}' already exists.", msg.name)
     })?;
+    audit::record(&mut *tx, event).await?;
+    tx.commit().await?;
     tracing::info!(org_guid = %guid, name = %msg.name, "organization created");
     db::get::<Organization>(&ctx.pool, &guid).await
 }
@@ -46,21 +65,30 @@ fn named_sets(msg: &UpdateNamed) -> Vec<(&'static str, Val)> {
 
 pub async fn update_org(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<Organization> {
     let _ = &msg.metadata;
-    db::get::<Organization>(&ctx.pool, guid).await?;
+    let org = db::get::<Organization>(&ctx.pool, guid).await?;
     msg.validate()?;
-    let updated = db::update::<Organization>(&ctx.pool, guid, named_sets(&msg)).await;
+    let data = named_request(msg.name.as_deref(), msg.suspended);
+    let name = msg.name.as_deref().unwrap_or(&org.name);
+    let event = audit::org_event(guid, name, types::ORGANIZATION_UPDATE, data);
+    let mut tx = ctx.pool.begin().await?;
+    let updated = db::update::<Organization>(&mut *tx, guid, named_sets(&msg)).await;
     db::unique_or_taken(updated, || {
         format!(
             "Organization name '{}' is already taken.",
             msg.name.clone().unwrap_or_default()
         )
     })?;
+    audit::record(&mut *tx, event).await?;
+    tx.commit().await?;
     db::get::<Organization>(&ctx.pool, guid).await
 }
 
 /// Deletes an organization and every space in it.
 pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     let org = db::get::<Organization>(&ctx.pool, guid).await?;
+    let data = json!({"request": {"recursive": true}});
+    let event = audit::org_event(guid, &org.name, types::ORGANIZATION_DELETE_REQUEST, data);
+    audit::record(&ctx.pool, event).await?;
     for space in db::where_eq::<Space>(&ctx.pool, "organization_guid", guid).await? {
         delete_space(ctx, &space.guid).await?;
     }
@@ -82,8 +110,19 @@ pub async fn create_space(ctx: &Ctx, msg: CreateSpace) -> ApiResult<Space> {
         })?;
     let guid = util::new_guid();
     let now = util::now();
+    let target = Space {
+        guid: guid.clone(),
+        name: msg.name.clone(),
+        organization_guid: org_guid.clone(),
+        suspended: false,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    let data = named_request(Some(&msg.name), msg.suspended);
+    let event = audit::space_event(&target, types::SPACE_CREATE, data);
+    let mut tx = ctx.pool.begin().await?;
     let inserted = db::insert::<Space>(
-        &ctx.pool,
+        &mut *tx,
         vec![
             ("guid", guid.as_str().into()),
             ("name", msg.name.as_str().into()),
@@ -95,6 +134,8 @@ pub async fn create_space(ctx: &Ctx, msg: CreateSpace) -> ApiResult<Space> {
     )
     .await;
     db::unique_or_taken(inserted, || "Name must be unique per organization".into())?;
+    audit::record(&mut *tx, event).await?;
+    tx.commit().await?;
     tracing::info!(space_guid = %guid, name = %msg.name, "space created");
     db::get::<Space>(&ctx.pool, &guid).await
 }
@@ -104,7 +145,14 @@ pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<
     let space = db::get::<Space>(&ctx.pool, guid).await?;
     msg.validate()?;
     let org = db::get::<Organization>(&ctx.pool, &space.organization_guid).await?;
-    let updated = db::update::<Space>(&ctx.pool, guid, named_sets(&msg)).await;
+    let data = named_request(msg.name.as_deref(), msg.suspended);
+    let renamed = Space {
+        name: msg.name.clone().unwrap_or(space.name.clone()),
+        ..space
+    };
+    let event = audit::space_event(&renamed, types::SPACE_UPDATE, data);
+    let mut tx = ctx.pool.begin().await?;
+    let updated = db::update::<Space>(&mut *tx, guid, named_sets(&msg)).await;
     db::unique_or_taken(updated, || {
         format!(
             "Organization '{}' already contains a space with name '{}'.",
@@ -112,6 +160,8 @@ pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<
             msg.name.clone().unwrap_or_default()
         )
     })?;
+    audit::record(&mut *tx, event).await?;
+    tx.commit().await?;
     db::get::<Space>(&ctx.pool, guid).await
 }
 
@@ -119,6 +169,9 @@ pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<
 /// DesiredLrps) and routes.
 pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     let space = db::get::<Space>(&ctx.pool, guid).await?;
+    let data = json!({"request": {"recursive": true}});
+    let event = audit::space_event(&space, types::SPACE_DELETE_REQUEST, data);
+    audit::record(&ctx.pool, event).await?;
     for app in db::where_eq::<App>(&ctx.pool, "space_guid", guid).await? {
         apps::delete(ctx, &app.guid).await?;
     }

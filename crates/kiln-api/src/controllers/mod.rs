@@ -3,6 +3,7 @@
 //! `app/controllers`). No SQL, no state rules here.
 
 pub mod apps;
+pub mod audit_events;
 pub mod buildpacks;
 pub mod builds;
 pub mod catalog;
@@ -13,6 +14,7 @@ pub mod manifest;
 pub mod packages;
 pub mod processes;
 pub mod routes;
+pub mod tasks;
 
 use crate::web::{ListParams, paginate};
 use axum::Json;

@@ -36,8 +36,13 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
     ),
     (
         5,
+        "tasks and audit events",
+        include_str!("../../migrations/0005_tasks_audit_events.sql"),
+    ),
+    (
+        6,
         "docker lifecycle",
-        include_str!("../../migrations/0005_docker.sql"),
+        include_str!("../../migrations/0006_docker.sql"),
     ),
 ];
 
@@ -74,7 +79,8 @@ state_machine!(
     kiln_model::PackageState,
     kiln_model::BuildState,
     kiln_model::DropletState,
-    kiln_model::DeploymentState
+    kiln_model::DeploymentState,
+    kiln_model::AppTaskState
 );
 
 impl StateMachine for kiln_model::AppState {
@@ -162,6 +168,9 @@ pub enum Cond {
         by: &'static str,
         values: Vec<String>,
     },
+    /// `column op value`, op one of `<`, `<=`, `>`, `>=` (timestamp
+    /// filters such as `created_ats[gt]`).
+    Cmp(&'static str, &'static str, String),
 }
 
 fn push_in(q: &mut QueryBuilder<Sqlite>, values: &[String]) {
@@ -199,6 +208,11 @@ pub async fn list<T: Record>(pool: &SqlitePool, conds: &[Cond]) -> ApiResult<Vec
                 ));
                 push_in(&mut q, values);
                 q.push(")");
+            }
+            Cond::Cmp(column, op, value) => {
+                debug_assert!(["<", "<=", ">", ">="].contains(op));
+                q.push(format!("{column} {op} "));
+                q.push_bind(value.clone());
             }
         }
     }
@@ -405,6 +419,20 @@ pub async fn next_revision_version<'e>(
 ) -> ApiResult<i64> {
     let (n,): (i64,) =
         sqlx::query_as("SELECT COALESCE(MAX(version), 0) + 1 FROM revisions WHERE app_guid = ?")
+            .bind(app_guid)
+            .fetch_one(exec)
+            .await?;
+    Ok(n)
+}
+
+/// The sequence id an app's next task takes (its newest plus one; CC
+/// starts at 1).
+pub async fn next_task_sequence_id<'e>(
+    exec: impl SqliteExecutor<'e>,
+    app_guid: &str,
+) -> ApiResult<i64> {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM tasks WHERE app_guid = ?")
             .bind(app_guid)
             .fetch_one(exec)
             .await?;

@@ -3,7 +3,7 @@
 //! a string compared later.
 
 use super::{Record, StateMachine, Stateful};
-use kiln_model::{AppState, BuildState, DeploymentState, DropletState, PackageState};
+use kiln_model::{AppState, AppTaskState, BuildState, DeploymentState, DropletState, PackageState};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -172,6 +172,20 @@ record!(Revision, "revisions", "Revision" {
     description: str, created_at: str, updated_at: str,
 });
 
+record!(Task, "tasks", "Task" {
+    guid: str, app_guid: str, name: str, command: str, state: AppTaskState, memory_in_mb: int,
+    disk_in_mb: int, droplet_guid: str, sequence_id: int, failure_reason: opt, created_at: str,
+    updated_at: str,
+});
+record!(AuditEvent, "audit_events", "Event" {
+    guid: str, r#type: str, actor_guid: opt, actor_type: opt, actor_name: opt, target_guid: opt,
+    target_type: opt, target_name: opt, space_guid: opt, organization_guid: opt, data: value,
+    dedup_key: opt, created_at: str, updated_at: str,
+});
+
+impl Stateful for Task {
+    type State = AppTaskState;
+}
 impl Stateful for Deployment {
     type State = DeploymentState;
 }

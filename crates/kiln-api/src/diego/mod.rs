@@ -7,10 +7,12 @@
 //! [`LifecycleType`] and a module; no handler or action branches on it.
 
 pub mod buildpack;
+pub mod crashes;
 pub mod deployment_updater;
 pub mod docker;
 pub mod staging;
 pub mod sync;
+pub mod task;
 pub mod waits;
 
 use crate::context::Ctx;
@@ -196,6 +198,8 @@ pub async fn staging_task(ctx: &Ctx, s: &StagingDetails<'_>) -> ApiResult<TaskDe
     Ok(TaskDefinition {
         rootfs: actions.rootfs,
         resolve_image: actions.resolve_image,
+        image_username: String::new(),
+        image_password: Secret::default(),
         log_guid: s.app.guid.clone(),
         log_source: LOG_SOURCE_STAGING.into(),
         memory_mb: s.memory_mb as u64,
@@ -235,6 +239,23 @@ fn health_check(p: &Process) -> HealthCheck {
     }
 }
 
+/// What runs a process of the app with its droplet, whatever the
+/// lifecycle: the droplet's download, the launcher and the running
+/// environment. A DesiredLrp and a task (run as a one-off process) are
+/// both built from it.
+pub async fn run_actions(
+    ctx: &Ctx,
+    app: &App,
+    p: &Process,
+    droplet: &Droplet,
+) -> ApiResult<LifecycleActions> {
+    let env = environment::running_env(ctx, app, p).await?;
+    Ok(match LifecycleType::of(app) {
+        LifecycleType::Buildpack => buildpack::run_actions(ctx, p, droplet, env),
+        LifecycleType::Docker => docker::run_actions(ctx, p, droplet, env).await?,
+    })
+}
+
 /// The DesiredLrp of one process, per the contract with the cell.
 pub async fn desired_lrp(
     ctx: &Ctx,
@@ -242,11 +263,7 @@ pub async fn desired_lrp(
     p: &Process,
     droplet: &Droplet,
 ) -> ApiResult<DesiredLrp> {
-    let env = environment::running_env(ctx, app, p).await?;
-    let actions = match LifecycleType::of(app) {
-        LifecycleType::Buildpack => buildpack::run_actions(ctx, p, droplet, env),
-        LifecycleType::Docker => docker::run_actions(ctx, p, droplet, env).await?,
-    };
+    let actions = run_actions(ctx, app, p, droplet).await?;
     Ok(DesiredLrp {
         process_guid: lrp_guid(p),
         domain: APPS_DOMAIN.into(),

@@ -1,7 +1,8 @@
-//! Staging completion: a completed staging Task's outcome recorded on its
-//! build and droplet (Cloud Controller's staging completion handler), with
-//! a periodic resync so no build stays STAGING forever; and the loops that
-//! run it and process sync.
+//! Task completion: a completed staging Task's outcome recorded on its
+//! build and droplet (Cloud Controller's staging completion handler), a
+//! task's (`cf run-task`) on the task, through one resolve → record →
+//! delete path, with a periodic resync so no build or task waits forever;
+//! and the loops that run it, crash events and process sync.
 
 use super::sync::{ignore_not_found, reconcile};
 use crate::context::{Ctx, Shared};
@@ -13,7 +14,7 @@ use futures_util::StreamExt;
 use kiln_bbs::BbsError;
 use kiln_model::bbs::{BbsEvent, Task};
 use kiln_model::staging::{StagingFailure, StagingResult};
-use kiln_model::{BuildState, DropletState, STAGING_DOMAIN, TaskState};
+use kiln_model::{AppTaskState, BuildState, DropletState, STAGING_DOMAIN, TASKS_DOMAIN, TaskState};
 use serde_json::json;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -193,10 +194,50 @@ async fn remove_git_buildpacks(ctx: &Ctx, build: &Build) -> ApiResult<()> {
     Ok(())
 }
 
-/// Records a completed staging Task's outcome, then deletes the Task.
-pub async fn handle_staging_task(ctx: &Ctx, task: &Task) -> ApiResult<()> {
-    if task.domain != STAGING_DOMAIN || task.state != TaskState::Completed {
+/// Records a completed staging Task's outcome on its build and droplet.
+async fn record_staging(ctx: &Ctx, task: &Task) -> ApiResult<()> {
+    let Some(build) = db::find::<Build>(&ctx.pool, &task.task_guid).await? else {
         return Ok(());
+    };
+    if build.state != BuildState::Staging {
+        return Ok(());
+    }
+    if task.failed {
+        fail_build(ctx, &build.guid, &failure_error(&task.failure_reason)).await?;
+    } else {
+        let outcome = match serde_json::from_str::<StagingResult>(&task.result) {
+            Ok(result) => succeed_build(ctx, &build, &result).await?,
+            Err(e) => Err(format!(
+                "StagingError - Staging error: malformed staging result: {e}"
+            )),
+        };
+        if let Err(error) = outcome {
+            fail_build(ctx, &build.guid, &error).await?;
+        } else {
+            ctx.api_log(
+                &build.app_guid,
+                &format!("Staging complete for build {}", build.guid),
+            );
+        }
+    }
+    remove_git_buildpacks(ctx, &build).await
+}
+
+/// A BBS Task of the API's changed: a completed staging Task or task is
+/// taken over (COMPLETED → RESOLVING, so exactly one resolver records
+/// it), its outcome recorded, and the Task deleted, as Diego's
+/// resolving/delete protocol has it; a task that started is marked so.
+pub async fn handle_task(ctx: &Ctx, task: &Task) -> ApiResult<()> {
+    let ours = task.domain == STAGING_DOMAIN || task.domain == TASKS_DOMAIN;
+    if !ours {
+        return Ok(());
+    }
+    if task.state != TaskState::Completed {
+        return if task.domain == TASKS_DOMAIN {
+            super::task::follow(ctx, task).await
+        } else {
+            Ok(())
+        };
     }
     match ctx.bbs.resolving_task(&task.task_guid).await {
         Ok(()) => {}
@@ -204,28 +245,10 @@ pub async fn handle_staging_task(ctx: &Ctx, task: &Task) -> ApiResult<()> {
         Err(BbsError::InvalidTransition { .. } | BbsError::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e.into()),
     }
-    if let Some(build) = db::find::<Build>(&ctx.pool, &task.task_guid).await?
-        && build.state == BuildState::Staging
-    {
-        if task.failed {
-            fail_build(ctx, &build.guid, &failure_error(&task.failure_reason)).await?;
-        } else {
-            let outcome = match serde_json::from_str::<StagingResult>(&task.result) {
-                Ok(result) => succeed_build(ctx, &build, &result).await?,
-                Err(e) => Err(format!(
-                    "StagingError - Staging error: malformed staging result: {e}"
-                )),
-            };
-            if let Err(error) = outcome {
-                fail_build(ctx, &build.guid, &error).await?;
-            } else {
-                ctx.api_log(
-                    &build.app_guid,
-                    &format!("Staging complete for build {}", build.guid),
-                );
-            }
-        }
-        remove_git_buildpacks(ctx, &build).await?;
+    if task.domain == STAGING_DOMAIN {
+        record_staging(ctx, task).await?;
+    } else {
+        super::task::record_outcome(ctx, task).await?;
     }
     ignore_not_found(ctx.bbs.delete_task(&task.task_guid).await)?;
     Ok(())
@@ -240,12 +263,14 @@ pub const LOST_TASK_GRACE_SECS: i64 = 60;
 /// interrupted them), or older than [`LOST_TASK_GRACE_SECS`] (the BBS lost
 /// it). A build is never left STAGING forever.
 pub async fn resync_staging(ctx: &Ctx) -> ApiResult<()> {
-    let tasks = ctx.bbs.tasks(Some(STAGING_DOMAIN)).await?;
-    for task in &tasks {
-        if let Err(error) = handle_staging_task(ctx, task).await {
-            tracing::warn!(task_guid = %task.task_guid, %error, "recording a staging result failed");
+    for domain in [STAGING_DOMAIN, TASKS_DOMAIN] {
+        for task in &ctx.bbs.tasks(Some(domain)).await? {
+            if let Err(error) = handle_task(ctx, task).await {
+                tracing::warn!(task_guid = %task.task_guid, %error, "recording a task result failed");
+            }
         }
     }
+    fail_lost_tasks(ctx).await?;
     let now = util::unix_now();
     for build in db::where_eq::<Build>(&ctx.pool, "state", BuildState::Staging.as_str()).await? {
         let created = util::parse_time(&build.created_at).unwrap_or(0);
@@ -269,14 +294,83 @@ pub async fn resync_staging(ctx: &Ctx) -> ApiResult<()> {
     Ok(())
 }
 
+/// Tasks the API still shows as not ended whose BBS Task is gone (lost
+/// with a BBS's data, or deleted before their outcome was recorded) fail,
+/// after the same grace as builds.
+async fn fail_lost_tasks(ctx: &Ctx) -> ApiResult<()> {
+    let open = [
+        AppTaskState::Pending,
+        AppTaskState::Running,
+        AppTaskState::Canceling,
+    ]
+    .map(|s| s.as_str().to_string())
+    .to_vec();
+    let now = util::unix_now();
+    for t in db::list::<db::Task>(&ctx.pool, &[db::Cond::In("state", open)]).await? {
+        let created = util::parse_time(&t.created_at).unwrap_or(0);
+        if now - created < LOST_TASK_GRACE_SECS {
+            continue;
+        }
+        match ctx.bbs.task_by_guid(&t.guid).await {
+            Err(BbsError::NotFound { .. }) => {
+                tracing::warn!(task_guid = %t.guid, "task's bbs task is gone");
+                let reason = Some(super::task::LOST_TASK_REASON);
+                super::task::move_task(ctx, &t.guid, AppTaskState::Failed, reason).await?;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Everything the event loop does again when it may have missed events.
+async fn resync(ctx: &Ctx) {
+    if let Err(error) = resync_staging(ctx).await {
+        tracing::warn!(%error, "staging resync failed");
+    }
+    if let Err(error) = super::crashes::resync(ctx).await {
+        tracing::warn!(%error, "crash resync failed");
+    }
+}
+
+async fn on_event(ctx: &Ctx, event: BbsEvent) {
+    match event {
+        BbsEvent::TaskChanged { task } => {
+            if let Err(error) = handle_task(ctx, &task).await {
+                tracing::warn!(task_guid = %task.task_guid, %error, "recording a task result failed");
+            }
+        }
+        BbsEvent::ActualLrpCrashed {
+            key,
+            instance_key,
+            crash_count,
+            crash_reason,
+            since,
+        } => {
+            let crash = super::crashes::Crash {
+                key: &key,
+                instance_guid: &instance_key.instance_guid,
+                cell_id: &instance_key.cell_id,
+                crash_count,
+                reason: &crash_reason,
+                since,
+            };
+            if let Err(error) = super::crashes::record(ctx, &crash).await {
+                tracing::warn!(process_guid = %key.process_guid, %error, "recording a crash failed");
+            }
+        }
+        BbsEvent::Lagged => resync(ctx).await,
+        _ => {}
+    }
+}
+
 pub fn spawn_loops(ctx: Shared, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
     let staging = {
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut events = ctx.bbs.subscribe();
-            if let Err(error) = resync_staging(&ctx).await {
-                tracing::warn!(%error, "staging resync failed");
-            }
+            resync(&ctx).await;
             let mut tick = tokio::time::interval(STAGING_RESYNC);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -288,21 +382,12 @@ pub fn spawn_loops(ctx: Shared, shutdown: CancellationToken) -> Vec<JoinHandle<(
                         }
                     }
                     event = events.next() => match event {
-                        Some(BbsEvent::TaskChanged { task }) => {
-                            if let Err(error) = handle_staging_task(&ctx, &task).await {
-                                tracing::warn!(task_guid = %task.task_guid, %error, "recording a staging result failed");
-                            }
-                        }
-                        Some(BbsEvent::Lagged) => {
-                            if let Err(error) = resync_staging(&ctx).await {
-                                tracing::warn!(%error, "staging resync failed");
-                            }
-                        }
-                        Some(_) => {}
+                        Some(event) => on_event(&ctx, event).await,
                         None => {
                             // The stream ended (BBS restarting?): resubscribe after a pause.
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             events = ctx.bbs.subscribe();
+                            resync(&ctx).await;
                         }
                     },
                 }

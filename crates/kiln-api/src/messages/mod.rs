@@ -620,3 +620,85 @@ impl CreateDeployment {
             .unwrap_or(1)
     }
 }
+
+/// `template` of a task: run as (a copy of) this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTemplate {
+    pub process: GuidRef,
+}
+
+/// `POST /v3/apps/:guid/tasks` (Cloud Controller's `TaskCreateMessage`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub memory_in_mb: Option<i64>,
+    #[serde(default)]
+    pub disk_in_mb: Option<i64>,
+    #[serde(default)]
+    pub log_rate_limit_in_bytes_per_second: Option<i64>,
+    #[serde(default)]
+    pub droplet_guid: Option<String>,
+    #[serde(default)]
+    pub template: Option<TaskTemplate>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// Cloud Controller's `TaskModel::COMMAND_MAX_LENGTH`.
+pub const TASK_COMMAND_MAX: usize = 4096;
+/// Cloud Controller's default `maximum_app_disk_in_mb`.
+pub const TASK_DISK_MAX_MB: i64 = 2048;
+
+impl CreateTask {
+    /// The checks Cloud Controller's message and model make, with its words.
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.memory_in_mb.is_some_and(|m| m < 1) {
+            return Err(ApiError::unprocessable(
+                "Memory in mb must be greater than 0",
+            ));
+        }
+        if self.disk_in_mb.is_some_and(|d| d < 1) {
+            return Err(ApiError::unprocessable("Disk in mb must be greater than 0"));
+        }
+        if self.disk_in_mb.is_some_and(|d| d > TASK_DISK_MAX_MB) {
+            return Err(ApiError::unprocessable(format!(
+                "Cannot request disk_in_mb greater than {TASK_DISK_MAX_MB}"
+            )));
+        }
+        if self.command.is_none() && self.template.is_none() {
+            return Err(ApiError::unprocessable(
+                "Command No command or template provided",
+            ));
+        }
+        if self.command.as_deref().is_some_and(str::is_empty) {
+            return Err(ApiError::unprocessable(
+                "The task request is invalid: command presence",
+            ));
+        }
+        if self
+            .command
+            .as_ref()
+            .is_some_and(|c| c.len() > TASK_COMMAND_MAX)
+        {
+            return Err(ApiError::unprocessable(format!(
+                "The task request is invalid: command must be shorter than {} characters",
+                TASK_COMMAND_MAX + 1
+            )));
+        }
+        if let Some(name) = &self.name {
+            let printable = !name.is_empty() && !name.chars().any(char::is_control);
+            if !printable || name.len() > 255 {
+                return Err(ApiError::unprocessable(
+                    "The task request is invalid: name format",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

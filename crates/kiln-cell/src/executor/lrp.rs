@@ -150,7 +150,12 @@ async fn execute(
     }
     let root = tokio::select! {
         _ = stop.cancelled() => return LrpEnd::Stopped,
-        root = ctx.prepare_root(desired, dir, &cell_log) => root,
+        root = ctx.prepare_root(
+            &desired.rootfs,
+            (&desired.image_username, &desired.image_password),
+            dir,
+            &cell_log,
+        ) => root,
     };
     let root = match root {
         Ok(root) => root,

@@ -267,18 +267,19 @@ impl CellCtx {
     /// (pulled once per cell, then cached) assembled in `dir`.
     pub async fn prepare_root(
         &self,
-        desired: &kiln_model::bbs::DesiredLrp,
+        rootfs: &kiln_model::rootfs::RootFs,
+        (username, password): (&str, &kiln_model::rootfs::Secret),
         dir: &ContainerDir,
         log: &LogTarget,
     ) -> Result<Root, String> {
-        let Some(image) = desired.rootfs.image() else {
+        let Some(image) = rootfs.image() else {
             return Ok(Root::Stack);
         };
         let started = Instant::now();
         let before = self.images.cache_stats();
         let lowers = self
             .images
-            .layers(image, &desired.image_username, &desired.image_password)
+            .layers(image, username, password)
             .await
             .map_err(|e| format!("Docker image {image}: {e}"))?;
         let pulled = self.images.cache_stats().pulls - before.pulls;

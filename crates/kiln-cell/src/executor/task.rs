@@ -197,8 +197,20 @@ async fn execute(
     if let Err(reason) = ctx.finish_container_dir(id, dir, &def.run) {
         return Ok(TaskOutcome::failed(reason));
     }
+    // A docker app's task runs in its image.
+    let creds = (def.image_username.as_str(), &def.image_password);
+    let root = match bounded(
+        ctx.prepare_root(&def.rootfs, creds, dir, log),
+        deadline,
+        stop,
+    )
+    .await?
+    {
+        Ok(root) => root,
+        Err(reason) => return Ok(TaskOutcome::failed(reason)),
+    };
     let env = envs::build(&def.env, &def.run.env, None);
-    let spec = match ctx.spec(id, dir, &def.run, env, def.memory_mb, &super::Root::Stack) {
+    let spec = match ctx.spec(id, dir, &def.run, env, def.memory_mb, &root) {
         Ok(spec) => spec,
         Err(reason) => return Ok(TaskOutcome::failed(reason)),
     };

@@ -296,6 +296,8 @@ pub fn task_definition(stack: &str, log_guid: &str, run: RunAction) -> TaskDefin
     TaskDefinition {
         rootfs: kiln_model::rootfs::RootFs::preloaded(stack),
         resolve_image: None,
+        image_username: String::new(),
+        image_password: Default::default(),
         log_guid: log_guid.into(),
         log_source: "STG".into(),
         memory_mb: 256,
