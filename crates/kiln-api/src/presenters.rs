@@ -587,6 +587,47 @@ pub fn revision_env_json(b: &str, r: &Revision) -> Value {
     })
 }
 
+/// A task (Cloud Controller's `TaskPresenter`); `command` only for those
+/// who may read the app's secrets (every Kiln user today).
+pub fn task_json(b: &str, t: &Task) -> Value {
+    let path = format!("/v3/tasks/{}", t.guid);
+    json!({
+        "guid": t.guid, "created_at": t.created_at, "updated_at": t.updated_at,
+        "sequence_id": t.sequence_id, "name": t.name, "command": t.command, "user": "vcap",
+        "state": t.state, "memory_in_mb": t.memory_in_mb, "disk_in_mb": t.disk_in_mb,
+        "log_rate_limit_in_bytes_per_second": -1,
+        "result": {"failure_reason": t.failure_reason},
+        "droplet_guid": t.droplet_guid,
+        "relationships": {"app": {"data": {"guid": t.app_guid}}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &path),
+            "app": link(b, &format!("/v3/apps/{}", t.app_guid)),
+            "cancel": link_method(b, &format!("{path}/actions/cancel"), "POST"),
+            "droplet": link(b, &format!("/v3/droplets/{}", t.droplet_guid)),
+        },
+    })
+}
+
+/// An audit event (Cloud Controller's `EventPresenter`): actor, target,
+/// space and organization are null when unknown.
+pub fn audit_event_json(b: &str, e: &AuditEvent) -> Value {
+    let party = |guid: &Option<String>, kind: &Option<String>, name: &Option<String>| {
+        guid.as_ref()
+            .map(|g| json!({"guid": g, "type": kind, "name": name}))
+    };
+    json!({
+        "guid": e.guid, "created_at": e.created_at, "updated_at": e.updated_at,
+        "type": e.r#type,
+        "actor": party(&e.actor_guid, &e.actor_type, &e.actor_name),
+        "target": party(&e.target_guid, &e.target_type, &e.target_name),
+        "data": e.data,
+        "space": e.space_guid.as_ref().map(|g| json!({"guid": g})),
+        "organization": e.organization_guid.as_ref().map(|g| json!({"guid": g})),
+        "links": {"self": link(b, &format!("/v3/audit_events/{}", e.guid))},
+    })
+}
+
 #[cfg(test)]
 mod usage_tests {
     use super::*;
@@ -653,45 +694,4 @@ mod usage_tests {
         assert!(instance_metric(&metrics, &actual(ActualLrpState::Crashed), 0).is_none());
         assert!(instance_metric(&metrics, &actual(ActualLrpState::Running), 2).is_none());
     }
-}
-
-/// A task (Cloud Controller's `TaskPresenter`); `command` only for those
-/// who may read the app's secrets (every Kiln user today).
-pub fn task_json(b: &str, t: &Task) -> Value {
-    let path = format!("/v3/tasks/{}", t.guid);
-    json!({
-        "guid": t.guid, "created_at": t.created_at, "updated_at": t.updated_at,
-        "sequence_id": t.sequence_id, "name": t.name, "command": t.command, "user": "vcap",
-        "state": t.state, "memory_in_mb": t.memory_in_mb, "disk_in_mb": t.disk_in_mb,
-        "log_rate_limit_in_bytes_per_second": -1,
-        "result": {"failure_reason": t.failure_reason},
-        "droplet_guid": t.droplet_guid,
-        "relationships": {"app": {"data": {"guid": t.app_guid}}},
-        "metadata": metadata(),
-        "links": {
-            "self": link(b, &path),
-            "app": link(b, &format!("/v3/apps/{}", t.app_guid)),
-            "cancel": link_method(b, &format!("{path}/actions/cancel"), "POST"),
-            "droplet": link(b, &format!("/v3/droplets/{}", t.droplet_guid)),
-        },
-    })
-}
-
-/// An audit event (Cloud Controller's `EventPresenter`): actor, target,
-/// space and organization are null when unknown.
-pub fn audit_event_json(b: &str, e: &AuditEvent) -> Value {
-    let party = |guid: &Option<String>, kind: &Option<String>, name: &Option<String>| {
-        guid.as_ref()
-            .map(|g| json!({"guid": g, "type": kind, "name": name}))
-    };
-    json!({
-        "guid": e.guid, "created_at": e.created_at, "updated_at": e.updated_at,
-        "type": e.r#type,
-        "actor": party(&e.actor_guid, &e.actor_type, &e.actor_name),
-        "target": party(&e.target_guid, &e.target_type, &e.target_name),
-        "data": e.data,
-        "space": e.space_guid.as_ref().map(|g| json!({"guid": g})),
-        "organization": e.organization_guid.as_ref().map(|g| json!({"guid": g})),
-        "links": {"self": link(b, &format!("/v3/audit_events/{}", e.guid))},
-    })
 }

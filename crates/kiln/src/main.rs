@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the platform: API, BBS, cell, router and logs, in one process
-    Server(config::ServerArgs),
+    Server(Box<config::ServerArgs>),
     /// Programs that run inside containers (builder, launcher)
     #[command(subcommand, hide = true)]
     Lifecycle(kiln_lifecycle::LifecycleCommand),
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => {
             init_tracing("info");
-            let result = runtime().and_then(|rt| rt.block_on(server::run(args)));
+            let result = runtime().and_then(|rt| rt.block_on(server::run(*args)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
