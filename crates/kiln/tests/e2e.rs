@@ -1378,7 +1378,10 @@ async fn docker_images_push_by_tag_and_digest_and_fail_clearly() {
         "hello from an image\n"
     );
     let id = route_text(router_port, "dimg.localhost", "/id.txt").await;
-    assert!(id.starts_with("uid=1234(app) gid=1234(app)"), "USER app: {id}");
+    assert!(
+        id.starts_with("uid=1234(app) gid=1234(app)"),
+        "USER app: {id}"
+    );
     let pwd = route_text(router_port, "dimg.localhost", "/pwd.txt").await;
     assert_eq!(pwd.trim(), "/www", "WORKDIR");
     let env = route_text(router_port, "dimg.localhost", "/env.txt").await;

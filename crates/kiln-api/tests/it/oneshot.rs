@@ -560,8 +560,10 @@ async fn docker_apps_packages_and_builds_keep_the_password_to_themselves() {
         .send(
             "POST",
             "/v3/apps",
-            Some(json!({"name": "img", "relationships": {"space": {"data": {"guid": space}}},
-                        "lifecycle": {"type": "docker", "data": {}}})),
+            Some(
+                json!({"name": "img", "relationships": {"space": {"data": {"guid": space}}},
+                        "lifecycle": {"type": "docker", "data": {}}}),
+            ),
         )
         .await;
     assert_eq!(app.status, StatusCode::CREATED, "{}", app.body);
@@ -582,8 +584,10 @@ async fn docker_apps_packages_and_builds_keep_the_password_to_themselves() {
             .send(
                 "POST",
                 "/v3/apps",
-                Some(json!({"name": "x", "relationships": {"space": {"data": {"guid": space}}},
-                            "lifecycle": {"type": "docker", "data": {"stack": "s"}}})),
+                Some(
+                    json!({"name": "x", "relationships": {"space": {"data": {"guid": space}}},
+                            "lifecycle": {"type": "docker", "data": {"stack": "s"}}}),
+                ),
             )
             .await,
     );
@@ -593,14 +597,26 @@ async fn docker_apps_packages_and_builds_keep_the_password_to_themselves() {
     let package = |body: Value| admin.send("POST", "/v3/packages", Some(body));
     let rel = json!({"app": {"data": {"guid": app_guid}}});
     for (body, why) in [
-        (json!({"type": "bits", "relationships": rel}), "Type must be 'docker'"),
-        (json!({"type": "docker", "data": {}, "relationships": rel}), "image"),
-        (json!({"type": "docker", "data": {"image": " "}, "relationships": rel}), "Image required"),
+        (
+            json!({"type": "bits", "relationships": rel}),
+            "Type must be 'docker'",
+        ),
+        (
+            json!({"type": "docker", "data": {}, "relationships": rel}),
+            "image",
+        ),
+        (
+            json!({"type": "docker", "data": {"image": " "}, "relationships": rel}),
+            "Image required",
+        ),
         (
             json!({"type": "docker", "data": {"image": "r/i", "username": "u"}, "relationships": rel}),
             "both",
         ),
-        (json!({"type": "oci", "relationships": rel}), "Type must be one of"),
+        (
+            json!({"type": "oci", "relationships": rel}),
+            "Type must be one of",
+        ),
     ] {
         let detail = unprocessable(&package(body.clone()).await);
         assert!(detail.contains(why), "{body}: {detail}");
@@ -630,18 +646,31 @@ async fn docker_apps_packages_and_builds_keep_the_password_to_themselves() {
         )
         .await;
     assert_eq!(build.status, StatusCode::CREATED, "{}", build.body);
-    assert_eq!(build.body["lifecycle"], json!({"type": "docker", "data": {}}));
+    assert_eq!(
+        build.body["lifecycle"],
+        json!({"type": "docker", "data": {}})
+    );
     let build_guid = build.body["guid"].as_str().unwrap();
     let task = bbs.task_by_guid(build_guid).await.unwrap();
-    let resolve = task.definition.resolve_image.clone().expect("a resolve step");
+    let resolve = task
+        .definition
+        .resolve_image
+        .clone()
+        .expect("a resolve step");
     assert_eq!(resolve.image, "127.0.0.1:5000/team/app:v1");
-    assert_eq!((resolve.username.as_str(), resolve.password.expose()), ("user", SECRET));
+    assert_eq!(
+        (resolve.username.as_str(), resolve.password.expose()),
+        ("user", SECRET)
+    );
     assert_eq!(
         task.definition.rootfs.to_string(),
         "docker://127.0.0.1:5000/team/app#v1"
     );
     assert!(task.definition.run.path.is_empty() && task.definition.downloads.is_empty());
-    assert!(!format!("{task:?}").contains(SECRET), "Debug shows the password");
+    assert!(
+        !format!("{task:?}").contains(SECRET),
+        "Debug shows the password"
+    );
 
     // No answer of the API carries the password.
     for path in [
