@@ -4,8 +4,11 @@
 # network: namespaces, veths, bridge, DNAT), python3 (the sample app's
 # interpreter, taken from the host's /usr into the stack), curl (the quick
 # start's check), mkfs.ext4 (each container's disk quota is an ext4 file
-# system of its own) and git (the API clones custom buildpacks given by git
-# URL).
+# system of its own), git (the API clones custom buildpacks given by git
+# URL), and for Docker images (issue 12): docker-registry (the tests' real
+# registry on 127.0.0.1), apache2-utils (its htpasswd users), busybox-static
+# (a statically linked payload for test images), skopeo and umoci (the
+# benchmark's floor: copy an image and unpack it for a bare runc run).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -16,6 +19,12 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v git >/dev/null 2>&1 || need+=(git)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+# Static: the test images hold nothing else (Debian's plain busybox is dynamic).
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

@@ -170,12 +170,35 @@ pub fn buildpack_json(b: &str, bp: &Buildpack) -> Value {
     })
 }
 
+/// An app's or a build's `lifecycle`: a docker one has empty data.
+fn lifecycle_json(kind: &str, buildpacks: &[String], stack: &str) -> Value {
+    if kind == "docker" {
+        json!({"type": "docker", "data": {}})
+    } else {
+        json!({"type": "buildpack", "data": {"buildpacks": buildpacks, "stack": stack}})
+    }
+}
+
+/// A package's `data`: a docker package's image and user, its password
+/// never (`***` when there is one, as Cloud Controller shows it).
+fn package_data(p: &Package) -> Value {
+    if p.r#type == "docker" {
+        json!({
+            "image": p.docker_image,
+            "username": p.docker_username,
+            "password": p.docker_password.as_ref().map(|_| "***"),
+        })
+    } else {
+        json!({"error": p.error, "checksum": {"type": "sha256", "value": p.sha256}})
+    }
+}
+
 pub fn app_json(b: &str, a: &App) -> Value {
     let p = format!("/v3/apps/{}", a.guid);
     json!({
         "guid": a.guid, "created_at": a.created_at, "updated_at": a.updated_at,
         "name": a.name, "state": a.state,
-        "lifecycle": {"type": "buildpack", "data": {"buildpacks": a.buildpacks, "stack": a.stack}},
+        "lifecycle": lifecycle_json(&a.lifecycle_type, &a.buildpacks, &a.stack),
         "relationships": {
             "space": {"data": {"guid": a.space_guid}},
             "current_droplet": {"data": {"guid": a.droplet_guid}},
@@ -371,7 +394,7 @@ pub fn package_json(b: &str, p: &Package) -> Value {
     json!({
         "guid": p.guid, "created_at": p.created_at, "updated_at": p.updated_at,
         "type": p.r#type,
-        "data": {"error": p.error, "checksum": {"type": "sha256", "value": p.sha256}},
+        "data": package_data(p),
         "state": p.state,
         "relationships": {"app": {"data": {"guid": p.app_guid}}},
         "metadata": metadata(),
@@ -403,7 +426,7 @@ pub fn build_json(b: &str, build: &Build) -> Value {
         "staging_disk_in_mb": build.staging_disk_in_mb,
         "staging_log_rate_limit_bytes_per_second": -1,
         "error": build.error,
-        "lifecycle": {"type": "buildpack", "data": {"buildpacks": build.buildpacks, "stack": build.stack}},
+        "lifecycle": lifecycle_json(&build.lifecycle_type, &build.buildpacks, &build.stack),
         "package": {"guid": build.package_guid},
         "droplet": staged.map(|d| json!({"guid": d})),
         "created_by": {"guid": build.created_by_guid, "name": build.created_by_name, "email": build.created_by_email},
@@ -414,13 +437,17 @@ pub fn build_json(b: &str, build: &Build) -> Value {
 }
 
 pub fn droplet_json(b: &str, d: &Droplet) -> Value {
+    // A docker droplet is its image: no checksum, buildpacks or stack.
+    let docker = d.lifecycle_type == "docker";
+    let staged = d.state == DropletState::Staged && !docker;
     json!({
         "guid": d.guid, "created_at": d.created_at, "updated_at": d.updated_at,
         "state": d.state, "error": d.error,
-        "lifecycle": {"type": "buildpack", "data": {}},
-        "checksum": if d.state == DropletState::Staged { json!({"type": "sha256", "value": d.sha256}) } else { Value::Null },
-        "buildpacks": d.buildpacks,
-        "stack": d.stack, "image": null,
+        "lifecycle": {"type": d.lifecycle_type, "data": {}},
+        "checksum": if staged { json!({"type": "sha256", "value": d.sha256}) } else { Value::Null },
+        "buildpacks": if docker { Value::Null } else { d.buildpacks.clone() },
+        "stack": if docker { Value::Null } else { json!(d.stack) },
+        "image": d.docker_image,
         "execution_metadata": d.execution_metadata,
         "process_types": d.process_types,
         "relationships": {"app": {"data": {"guid": d.app_guid}}},

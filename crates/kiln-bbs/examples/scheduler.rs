@@ -37,7 +37,10 @@ fn desired(process_guid: String) -> DesiredLrp {
         process_guid,
         domain: "cf-apps".into(),
         instances: INSTANCES_PER_APP,
-        rootfs: STACK.into(),
+        rootfs: STACK.parse().expect("a rootfs"),
+        image_username: String::new(),
+        image_password: Default::default(),
+        ports: vec![],
         memory_mb: MEMORY_MB,
         disk_mb: 256,
         env: vec![EnvVar {
@@ -251,7 +254,7 @@ async fn main() {
                 disk_mb: per_cell * 256 * 2,
                 containers: (per_cell * 2) as u32,
             },
-            rootfs_providers: vec![STACK.into()],
+            rootfs_providers: vec![STACK.to_string().try_into().expect("a provider")],
         };
         let stop = shutdown.child_token();
         let beat = Arc::new(AtomicU64::new(0));

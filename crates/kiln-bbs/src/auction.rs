@@ -13,14 +13,15 @@
 //! cells from the emptiest and stops at the first cell without the process
 //! that no later cell can beat, instead of scoring every cell per item.
 
+use kiln_model::rootfs::{RootFs, RootFsProvider};
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// What a cell has and what is placed on it, as the auction sees it.
 #[derive(Debug, Clone)]
 pub struct CellLoad {
     pub cell_id: String,
-    pub rootfs_providers: Vec<String>,
+    pub rootfs_providers: Vec<RootFsProvider>,
     pub memory_mb: u64,
     pub disk_mb: u64,
     pub containers: u32,
@@ -37,7 +38,7 @@ impl CellLoad {
     /// An empty cell with this capacity.
     pub fn new(
         cell_id: &str,
-        rootfs_providers: Vec<String>,
+        rootfs_providers: Vec<RootFsProvider>,
         memory_mb: u64,
         disk_mb: u64,
         containers: u32,
@@ -97,7 +98,7 @@ pub enum WorkKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Work {
     pub kind: WorkKind,
-    pub rootfs: String,
+    pub rootfs: RootFs,
     pub memory_mb: u64,
     pub disk_mb: u64,
 }
@@ -148,10 +149,11 @@ pub struct Auction {
     order: BTreeSet<(Score, usize)>,
     /// Instances of each process per cell position (sparse).
     same: HashMap<String, HashMap<usize, u32>>,
-    rootfs: HashSet<String>,
+    /// What any cell of the round can run.
+    rootfs: Vec<RootFsProvider>,
     /// Shapes that fitted nowhere this round, with their error: the cells
     /// only fill up within a round, so anything at least as big fails too.
-    failed: Vec<(String, u64, u64, String)>,
+    failed: Vec<(RootFs, u64, u64, String)>,
 }
 
 /// How a candidate cell ranks for one item: fewer of the same work first.
@@ -170,10 +172,12 @@ impl Auction {
             .enumerate()
             .map(|(i, c)| (Score(c.base_score()), i))
             .collect();
-        let rootfs = cells
+        let mut rootfs: Vec<RootFsProvider> = cells
             .iter()
             .flat_map(|c| c.rootfs_providers.iter().cloned())
             .collect();
+        rootfs.sort_by_key(|p| p.to_string());
+        rootfs.dedup();
         Auction {
             cells,
             order,
@@ -209,7 +213,7 @@ impl Auction {
         if self.cells.is_empty() {
             return Err(NO_CELLS.into());
         }
-        if !self.rootfs.contains(&work.rootfs) {
+        if !work.rootfs.runs_on(&self.rootfs) {
             return Err(NO_COMPATIBLE_CELL.into());
         }
         if let Some((.., error)) = self.failed.iter().find(|(rootfs, memory, disk, _)| {
@@ -245,7 +249,7 @@ impl Auction {
                 break;
             }
             let c = &self.cells[i];
-            if !c.rootfs_providers.contains(&work.rootfs) {
+            if !work.rootfs.runs_on(&c.rootfs_providers) {
                 continue;
             }
             let memory_ok = c.used_memory_mb + work.memory_mb <= c.memory_mb;
@@ -312,7 +316,13 @@ mod tests {
     use super::*;
 
     fn cell(id: &str, memory_mb: u64) -> CellLoad {
-        CellLoad::new(id, vec!["preloaded:s".into()], memory_mb, 100_000, 250)
+        CellLoad::new(
+            id,
+            vec![RootFsProvider::preloaded("s")],
+            memory_mb,
+            100_000,
+            250,
+        )
     }
 
     fn lrp(process_guid: &str, index: u32, memory_mb: u64) -> Work {
@@ -321,7 +331,7 @@ mod tests {
                 process_guid: process_guid.into(),
                 index,
             },
-            rootfs: "preloaded:s".into(),
+            rootfs: RootFs::preloaded("s"),
             memory_mb,
             disk_mb: 1024,
         }
@@ -378,7 +388,7 @@ mod tests {
             "insufficient resources: memory",
         );
         let mut other_stack = cell("a", 4096);
-        other_stack.rootfs_providers = vec!["preloaded:other".into()];
+        other_stack.rootfs_providers = vec![RootFsProvider::preloaded("other")];
         check(vec![other_stack], lrp("p", 0, 256), NO_COMPATIBLE_CELL);
         let mut full = cell("a", 4096);
         full.used_containers = 250;
@@ -408,7 +418,7 @@ mod tests {
             kind: WorkKind::Task {
                 task_guid: "t".into(),
             },
-            rootfs: "preloaded:s".into(),
+            rootfs: RootFs::preloaded("s"),
             memory_mb: 1024,
             disk_mb: 0,
         };
@@ -430,7 +440,7 @@ mod tests {
     fn place_by_scanning(cells: &mut [CellLoad], work: &Work) -> Option<usize> {
         let mut best: Option<(usize, f64)> = None;
         for (i, c) in cells.iter().enumerate() {
-            let fits = c.rootfs_providers.contains(&work.rootfs)
+            let fits = work.rootfs.runs_on(&c.rootfs_providers)
                 && c.used_memory_mb + work.memory_mb <= c.memory_mb
                 && c.used_disk_mb + work.disk_mb <= c.disk_mb
                 && c.used_containers < c.containers;
@@ -484,7 +494,7 @@ mod tests {
                 let mut c = cell(&format!("c{i}"), [2048, 4096, 8192][i % 3]);
                 c.containers = 8 + (i as u32 % 5);
                 if i % 4 == 0 {
-                    c.rootfs_providers.push("preloaded:other".into());
+                    c.rootfs_providers.push(RootFsProvider::preloaded("other"));
                 }
                 c
             })
@@ -496,7 +506,7 @@ mod tests {
             for index in 0..instances {
                 let mut work = lrp(&format!("p{p}"), index, memory_mb);
                 if p % 7 == 0 {
-                    work.rootfs = "preloaded:other".into();
+                    work.rootfs = RootFs::preloaded("other");
                 }
                 batch.push(work);
             }

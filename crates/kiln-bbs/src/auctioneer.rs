@@ -279,7 +279,10 @@ mod tests {
             process_guid: process_guid.into(),
             domain: "cf-apps".into(),
             instances: 2,
-            rootfs: "preloaded:s".into(),
+            rootfs: "preloaded:s".parse().unwrap(),
+            image_username: String::new(),
+            image_password: Default::default(),
+            ports: vec![],
             memory_mb: 256,
             disk_mb: 256,
             env: vec![],
@@ -306,7 +309,7 @@ mod tests {
                 process_guid: "p".into(),
                 index,
             },
-            rootfs: "preloaded:s".into(),
+            rootfs: "preloaded:s".parse().unwrap(),
             memory_mb: 256,
             disk_mb: 256,
         }
@@ -330,7 +333,7 @@ mod tests {
                 disk_mb: 4096,
                 containers: 10,
             },
-            rootfs_providers: vec!["preloaded:s".into()],
+            rootfs_providers: vec!["preloaded:s".to_string().try_into().unwrap()],
         })
         .await
         .unwrap();
@@ -353,8 +356,20 @@ mod tests {
         bbs.start_actual_lrp(&key, &ik, net_info).await.unwrap();
 
         let cells = vec![
-            CellLoad::new("cell-gone", vec!["preloaded:s".into()], 4096, 4096, 10),
-            CellLoad::new("cell-live", vec!["preloaded:s".into()], 4096, 4096, 10),
+            CellLoad::new(
+                "cell-gone",
+                vec!["preloaded:s".to_string().try_into().unwrap()],
+                4096,
+                4096,
+                10,
+            ),
+            CellLoad::new(
+                "cell-live",
+                vec!["preloaded:s".to_string().try_into().unwrap()],
+                4096,
+                4096,
+                10,
+            ),
         ];
         let decisions = vec![(lrp_work(0), Ok(0)), (lrp_work(1), Ok(1))];
         let report = bbs

@@ -231,7 +231,10 @@ mod tests {
             process_guid: "p".into(),
             domain: "cf-apps".into(),
             instances,
-            rootfs: "preloaded:s".into(),
+            rootfs: "preloaded:s".parse().unwrap(),
+            image_username: String::new(),
+            image_password: Default::default(),
+            ports: vec![],
             memory_mb: 1,
             disk_mb: 1,
             env: vec![],
@@ -293,7 +296,7 @@ mod tests {
                 disk_mb: 100,
                 containers: 10,
             },
-            rootfs_providers: vec!["preloaded:s".into()],
+            rootfs_providers: vec!["preloaded:s".to_string().try_into().unwrap()],
         })
         .await
         .unwrap();

@@ -24,7 +24,10 @@ fn desired(process_guid: &str, instances: u32, memory_mb: u64) -> DesiredLrp {
         process_guid: process_guid.into(),
         domain: "cf-apps".into(),
         instances,
-        rootfs: STACK.into(),
+        rootfs: STACK.parse().unwrap(),
+        image_username: String::new(),
+        image_password: Default::default(),
+        ports: vec![],
         memory_mb,
         disk_mb: 1024,
         env: vec![],
@@ -48,13 +51,16 @@ fn cell(cell_id: &str, memory_mb: u64) -> CellPresence {
             disk_mb: 100_000,
             containers: 250,
         },
-        rootfs_providers: vec![STACK.into()],
+        rootfs_providers: vec![STACK.to_string().try_into().unwrap()],
     }
 }
 
 fn task_definition() -> TaskDefinition {
     TaskDefinition {
-        rootfs: STACK.into(),
+        rootfs: STACK.parse().unwrap(),
+        resolve_image: None,
+        image_username: String::new(),
+        image_password: Default::default(),
         log_guid: "app-guid".into(),
         log_source: "STG".into(),
         memory_mb: 1024,
@@ -504,7 +510,7 @@ async fn a_staging_task_that_fits_nowhere_fails_at_once_with_diegos_words() {
     assert_eq!(t.failure_reason, "insufficient resources: memory");
 
     let mut other_stack = task_definition();
-    other_stack.rootfs = "preloaded:other".into();
+    other_stack.rootfs = "preloaded:other".parse().unwrap();
     other_stack.memory_mb = 64;
     bbs.desire_task("t-stack", "cf-app-staging", other_stack)
         .await

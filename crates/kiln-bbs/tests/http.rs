@@ -22,7 +22,10 @@ fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
         process_guid: process_guid.into(),
         domain: "cf-apps".into(),
         instances,
-        rootfs: STACK.into(),
+        rootfs: STACK.parse().unwrap(),
+        image_username: String::new(),
+        image_password: Default::default(),
+        ports: vec![],
         memory_mb: 256,
         disk_mb: 1024,
         env: vec![],
@@ -52,7 +55,7 @@ fn cell(cell_id: &str) -> CellPresence {
             disk_mb: 100_000,
             containers: 250,
         },
-        rootfs_providers: vec![STACK.into()],
+        rootfs_providers: vec![STACK.to_string().try_into().unwrap()],
     }
 }
 
@@ -175,7 +178,10 @@ async fn every_call_crosses_the_wire_and_errors_arrive_as_they_left() {
 
     // Tasks: desire, place, start, complete, resolve, delete.
     let definition = TaskDefinition {
-        rootfs: STACK.into(),
+        rootfs: STACK.parse().unwrap(),
+        resolve_image: None,
+        image_username: String::new(),
+        image_password: Default::default(),
         log_guid: "app-guid".into(),
         log_source: "STG".into(),
         memory_mb: 256,

@@ -26,6 +26,7 @@ fn spec(dir: &Path, rootfs: &Path, id: &str, network: Option<PathBuf>) -> Contai
         id: id.into(),
         bundle: dir.join("bundles").join(id),
         rootfs: rootfs.to_path_buf(),
+        writable_root: false,
         hostname: id.into(),
         process: ProcessSpec {
             args: vec!["/bin/true".into()],

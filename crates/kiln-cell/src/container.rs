@@ -177,6 +177,16 @@ impl ContainerDir {
         ]
     }
 
+    /// An image's container gets its own `/etc/hosts` only (resolv.conf
+    /// is the network's); its `/` is the image, writable.
+    pub fn image_mounts(&self) -> Vec<BindMount> {
+        vec![BindMount {
+            source: self.root.join("hosts"),
+            destination: "/etc/hosts".into(),
+            read_only: true,
+        }]
+    }
+
     /// Opens a regular file the container wrote, refusing symlinks in any
     /// component below the writable root. Safe once the container's
     /// processes are gone (nothing can swap a component meanwhile).

@@ -27,6 +27,7 @@ mod envs;
 mod executor;
 mod extract;
 mod health;
+pub mod image;
 mod logs;
 pub mod network;
 mod ports;
@@ -76,6 +77,8 @@ pub struct CellConfig {
     /// How long an evacuating cell waits for its instances' replacements
     /// to run elsewhere before it stops them anyway (Diego: 10 minutes).
     pub evacuation_timeout: Duration,
+    /// Docker images: registries, the layer cache's size, limits.
+    pub images: image::ImageSettings,
 }
 
 impl CellConfig {
@@ -102,6 +105,7 @@ impl CellConfig {
                 dns_servers: Vec::new(),
             }),
             evacuation_timeout: DEFAULT_EVACUATION_TIMEOUT,
+            images: image::ImageSettings::default(),
         }
     }
 }
@@ -130,6 +134,8 @@ pub enum CellError {
     Network(#[from] network::NetworkError),
     #[error("cell config: {0}")]
     Config(String),
+    #[error("cell image cache: {0}")]
+    Images(#[from] kiln_image::ImageError),
 }
 
 /// Runs the cell until `shutdown`, with runc as the container runtime.

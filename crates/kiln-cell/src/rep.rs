@@ -193,7 +193,9 @@ pub async fn run(
         .read_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| CellError::Config(format!("http client: {e}")))?;
+    let images = crate::image::Images::open(&config.data_dir, &config.images)?;
     let ctx = Arc::new(CellCtx {
+        images,
         downloader: Downloader::new(http.clone(), cache_dir),
         ports: PortAllocator::new(config.port_range.clone()),
         http,
@@ -222,9 +224,12 @@ pub async fn run(
     let mut replaced = false;
     let mut tick = tokio::time::interval(ctx.config.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gc_tick = tokio::time::interval(IMAGE_GC_INTERVAL);
+    gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = gc_tick.tick() => collect_image_garbage(&ctx),
             _ = evacuate.cancelled(), if rep.evacuation.is_none() => {
                 rep.evacuation = Some(Evacuation {
                     deadline: tokio::time::Instant::now() + ctx.config.evacuation_timeout,
@@ -404,6 +409,27 @@ async fn sweep(
     Ok(())
 }
 
+/// How often the layer cache is collected (the first at start).
+pub const IMAGE_GC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Collects the layer cache off the loop's thread: layers no container
+/// mounts and none used in the cache's grace period go, then the least
+/// recently used until the cache is under `--image-cache-mb`.
+fn collect_image_garbage(ctx: &Arc<CellCtx>) {
+    let images = ctx.images.clone();
+    tokio::task::spawn_blocking(move || {
+        let report = images.gc();
+        if !report.removed.is_empty() {
+            tracing::info!(
+                removed = report.removed.len(),
+                freed_bytes = report.freed_bytes,
+                kept_bytes = report.kept_bytes,
+                "image layers collected"
+            );
+        }
+    });
+}
+
 impl Rep {
     /// Heartbeats; false when the BBS says another live cell holds this
     /// id (this one was silent past its TTL and was replaced): the cell
@@ -414,7 +440,10 @@ impl Rep {
             cell_id: config.cell_id.clone(),
             address: config.address.clone(),
             capacity: config.capacity,
-            rootfs_providers: vec![self.ctx.stack.rootfs_provider()],
+            rootfs_providers: vec![
+                self.ctx.stack.rootfs_provider(),
+                kiln_model::rootfs::RootFsProvider::Docker,
+            ],
         };
         match self.ctx.bbs.heartbeat_cell(presence).await {
             Ok(()) => true,

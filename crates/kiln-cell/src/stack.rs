@@ -27,9 +27,9 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// The rootfs string a Task or DesiredLrp names to run on this stack.
-    pub fn rootfs_provider(&self) -> String {
-        format!("preloaded:{}", self.name)
+    /// The provider a Task or DesiredLrp names to run on this stack.
+    pub fn rootfs_provider(&self) -> kiln_model::rootfs::RootFsProvider {
+        kiln_model::rootfs::RootFsProvider::preloaded(&self.name)
     }
 }
 
@@ -378,7 +378,10 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("stack");
         let stack = build_stack_from(&dir, "debian12-host", h).unwrap();
-        assert_eq!(stack.rootfs_provider(), "preloaded:debian12-host");
+        assert_eq!(
+            stack.rootfs_provider().to_string(),
+            "preloaded:debian12-host"
+        );
         // A stale secret from an older build is removed on rebuild.
         fs::write(dir.join("etc/shadow"), "stale").unwrap();
         build_stack_from(&dir, "debian12-host", h).unwrap();

@@ -56,7 +56,7 @@ pub enum Command {
     Buildpacks,
     /// Push apps from manifest.yml or flags: upload, stage, start, wait until they run
     #[command(after_help = PUSH_EXAMPLES)]
-    Push(PushArgs),
+    Push(Box<PushArgs>),
     /// List the apps in the targeted space
     Apps,
     /// Show an app's state, routes, droplet and instances
@@ -258,7 +258,7 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::Target(args) => login::target(&mut session(home)?, args).await,
         Command::CreateBuildpack(args) => buildpacks::create(&mut session(home)?, args).await,
         Command::Buildpacks => buildpacks::list(&mut session(home)?).await,
-        Command::Push(args) => push::push(&mut session(home)?, args).await,
+        Command::Push(args) => push::push(&mut session(home)?, *args).await,
         Command::Apps => app::apps(&mut session(home)?).await,
         Command::App(args) => app::app(&mut session(home)?, &args.name).await,
         Command::Start(args) => app::start(&mut session(home)?, &args.name).await,
@@ -367,6 +367,23 @@ mod tests {
         );
         assert!(args.no_route && !args.no_start);
         assert!(Cli::try_parse_from(["kiln", "push", "x", "-m", "lots"]).is_err());
+        let docker =
+            Cli::try_parse_from(["kiln", "push", "x", "-o", "r/i:1", "--docker-username", "u"])
+                .unwrap();
+        let Command::Push(d) = docker.command else {
+            panic!("not a push")
+        };
+        assert_eq!(
+            (d.docker_image.as_deref(), d.docker_username.as_deref()),
+            (Some("r/i:1"), Some("u"))
+        );
+        for bad in [
+            &["kiln", "push", "x", "-o", "i", "-p", "."][..],
+            &["kiln", "push", "x", "-o", "i", "-b", "python"],
+            &["kiln", "push", "x", "--docker-username", "u"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
         let restart = Cli::try_parse_from([
             "kiln",
             "restart",

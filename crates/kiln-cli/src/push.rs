@@ -29,8 +29,21 @@ pub struct PushArgs {
     /// The app's name; with a manifest, the one app of it to push
     pub name: Option<String>,
     /// The app directory
-    #[arg(short = 'p', long = "path")]
+    #[arg(short = 'p', long = "path", conflicts_with = "docker_image")]
     pub path: Option<PathBuf>,
+    /// A Docker image to run instead of app files (`registry/repo:tag`,
+    /// `repo@sha256:…`)
+    #[arg(short = 'o', long = "docker-image", value_name = "IMAGE",
+          conflicts_with_all = ["buildpacks", "stack"])]
+    pub docker_image: Option<String>,
+    /// The user of a private registry; the password is read from
+    /// CF_DOCKER_PASSWORD
+    #[arg(
+        long = "docker-username",
+        value_name = "USER",
+        requires = "docker_image"
+    )]
+    pub docker_username: Option<String>,
     /// The manifest (default: manifest.yml in the current directory)
     #[arg(short = 'f', long = "manifest", conflicts_with = "no_manifest")]
     pub manifest: Option<PathBuf>,
@@ -108,8 +121,8 @@ impl PushArgs {
             timeout: self.timeout,
             no_route: self.no_route,
             random_route: self.random_route,
-            docker_image: None,
-            docker_username: None,
+            docker_image: self.docker_image.clone(),
+            docker_username: self.docker_username.clone(),
         }
     }
 
@@ -212,14 +225,21 @@ async fn push_manifest(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let docker = app.get("docker").is_some_and(|d| !d.is_null());
-        let tree = if docker {
-            None
-        } else {
-            let path = manifest.app_path(app);
-            Some((path.clone(), scan_app_dir(&path)?))
+        let source = match app.get("docker").filter(|d| !d.is_null()) {
+            Some(docker) => Source::docker(
+                docker
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                docker.get("username").and_then(Value::as_str),
+            )?,
+            None => {
+                let path = manifest.app_path(app);
+                let tree = scan_app_dir(&path)?;
+                Source::Bits { path, tree }
+            }
         };
-        bits.push((name, tree));
+        bits.push((name, source));
     }
     println!("Applying manifest...");
     let reply = client
@@ -233,17 +253,50 @@ async fn push_manifest(
         .location()
         .context("apply_manifest answered without a job location")?;
     client.wait_for_job(&location).await?;
-    for (name, tree) in bits {
+    for (name, source) in bits {
         let app = find_app(client, &name)
             .await?
             .with_context(|| format!("the manifest was applied but app {name} is missing"))?;
         println!();
-        match tree {
-            Some((path, tree)) => deploy(client, &app, &path, &tree, args).await?,
-            None => bail!("app {name} is a Docker image; Kiln cannot run Docker images yet"),
-        }
+        deploy(client, &app, &source, args).await?;
     }
     Ok(())
+}
+
+/// What an app runs: files from a directory, staged with buildpacks, or a
+/// Docker image.
+enum Source {
+    Bits {
+        path: PathBuf,
+        tree: files::AppTree,
+    },
+    Docker {
+        image: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+impl Source {
+    /// A Docker image, with the password from `CF_DOCKER_PASSWORD` when
+    /// a user is given (as the cf CLI reads it).
+    fn docker(image: &str, username: Option<&str>) -> anyhow::Result<Source> {
+        anyhow::ensure!(!image.trim().is_empty(), "the Docker image is empty");
+        let password = match username {
+            Some(_) => Some(
+                std::env::var("CF_DOCKER_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .context("Environment variable CF_DOCKER_PASSWORD not set.")?,
+            ),
+            None => None,
+        };
+        Ok(Source::Docker {
+            image: image.to_string(),
+            username: username.map(str::to_string),
+            password,
+        })
+    }
 }
 
 /// The app directory's files, or why they cannot be pushed.
@@ -269,7 +322,6 @@ async fn push_flags(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
         .name
         .clone()
         .context("Incorrect Usage: the app name is required when there is no manifest")?;
-    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
     println!(
         "Pushing app {name} to org {} / space {} as {}...",
         client.config.org_name(),
@@ -278,15 +330,26 @@ async fn push_flags(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
     );
     // The files first: a link out of the directory is refused before
     // anything changes on the platform.
-    let tree = scan_app_dir(&path)?;
+    let source = match &args.docker_image {
+        Some(image) => Source::docker(image, args.docker_username.as_deref())?,
+        None => {
+            let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+            let tree = scan_app_dir(&path)?;
+            Source::Bits { path, tree }
+        }
+    };
 
     // Steps 2-3: the app record.
     println!("Getting app info...");
     let buildpacks = requested_buildpacks(&args.buildpacks);
     let stack = args.stack.clone().map_or(Value::Null, Value::String);
     // `stack: null`: the platform's default stack.
-    let lifecycle =
-        json!({"type": "buildpack", "data": {"buildpacks": buildpacks, "stack": stack}});
+    let lifecycle = match &source {
+        Source::Docker { .. } => json!({"type": "docker", "data": {}}),
+        Source::Bits { .. } => {
+            json!({"type": "buildpack", "data": {"buildpacks": buildpacks, "stack": stack}})
+        }
+    };
     let app: App = match find_app(client, &name).await? {
         Some(app) if args.buildpacks.is_empty() && args.stack.is_none() => app,
         Some(app) => {
@@ -317,7 +380,7 @@ async fn push_flags(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
     if !args.no_route {
         map_default_route(client, &app, &space).await?;
     }
-    deploy(client, &app, &path, &tree, &args).await
+    deploy(client, &app, &source, &args).await
 }
 
 /// Seed steps 4-12 for one app whose record and routes exist: upload the
@@ -327,14 +390,21 @@ async fn push_flags(client: &mut Client, args: PushArgs) -> anyhow::Result<()> {
 async fn deploy(
     client: &mut Client,
     app: &App,
-    path: &Path,
-    tree: &files::AppTree,
+    source: &Source,
     args: &PushArgs,
 ) -> anyhow::Result<()> {
     let no_start = args.no_start;
     let name = app.name.clone();
-    // Steps 4-5: resource match, upload only what is missing.
-    let package_guid = upload_package(client, &app.guid, path, tree).await?;
+    // Steps 4-5: resource match, upload only what is missing; or the
+    // image's package.
+    let package_guid = match source {
+        Source::Bits { path, tree } => upload_package(client, &app.guid, path, tree).await?,
+        Source::Docker {
+            image,
+            username,
+            password,
+        } => docker_package(client, &app.guid, image, username, password).await?,
+    };
 
     if no_start {
         if app.state.parse::<AppState>().ok() == Some(AppState::Started) {
@@ -557,6 +627,29 @@ async fn match_resources(client: &mut Client, files: &[AppFile]) -> HashSet<(Str
 
 /// Creates a package, uploads the zip of unmatched files with the list of
 /// matched ones, and waits until the package is READY.
+/// A docker package for `image` (READY at once: nothing to upload).
+async fn docker_package(
+    client: &mut Client,
+    app_guid: &str,
+    image: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+) -> anyhow::Result<String> {
+    let mut data = json!({"image": image});
+    if let (Some(u), Some(p)) = (username, password) {
+        data["username"] = json!(u);
+        data["password"] = json!(p);
+    }
+    let package: Package = client
+        .post(
+            "/v3/packages",
+            json!({"type": "docker", "data": data, "relationships": {"app": {"data": {"guid": app_guid}}}}),
+        )
+        .await?;
+    anyhow::ensure!(!package.guid.is_empty(), "the API returned no package guid");
+    Ok(package.guid)
+}
+
 async fn upload_package(
     client: &mut Client,
     app_guid: &str,

@@ -540,7 +540,7 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
     args.buildpacks = vec!["python".into()];
     args.instances = Some(2);
     args.memory = Some(256);
-    kiln_cli::run_with_home(Command::Push(args), &home)
+    kiln_cli::run_with_home(Command::Push(Box::new(args)), &home)
         .await
         .unwrap();
     {
@@ -644,7 +644,7 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
 
     // A second push finds the app, its route and its mapping.
     fake.lock().unwrap().calls.clear();
-    kiln_cli::run_with_home(Command::Push(push_args("hello", &app_dir)), &home)
+    kiln_cli::run_with_home(Command::Push(Box::new(push_args("hello", &app_dir))), &home)
         .await
         .unwrap();
     {
@@ -665,9 +665,12 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
     }
 
     // A build that fails says why, with the hint for undetected apps.
-    let error = kiln_cli::run_with_home(Command::Push(push_args("nothing", &app_dir)), &home)
-        .await
-        .unwrap_err();
+    let error = kiln_cli::run_with_home(
+        Command::Push(Box::new(push_args("nothing", &app_dir))),
+        &home,
+    )
+    .await
+    .unwrap_err();
     let message = format!("{error:#}");
     assert!(message.contains("NoAppDetectedError"), "{message}");
     assert!(message.contains("kiln buildpacks"), "{message}");

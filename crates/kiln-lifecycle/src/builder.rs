@@ -653,6 +653,7 @@ fn staging_result(
             buildpack_key: last.key,
             detected_buildpack: last.name,
             buildpacks,
+            docker_image: String::new(),
         },
         process_types,
         execution_metadata: String::new(),

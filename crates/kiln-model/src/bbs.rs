@@ -8,6 +8,7 @@
 //! is exactly the shape Cloud Controller builds for staging and for app
 //! instances, without a general tree interpreter.
 
+use crate::rootfs::{RootFs, RootFsProvider, Secret};
 use crate::state::{ActualLrpState, TaskState};
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +77,7 @@ pub struct UploadAction {
 }
 
 /// Diego's `RunAction`: one process in the container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunAction {
     pub path: String,
     #[serde(default)]
@@ -89,11 +90,33 @@ pub struct RunAction {
     pub user: String,
 }
 
+/// Staging a Docker image: the cell asks the image's registry, on the
+/// host side (containers reach no loopback registry), what the reference
+/// names, and the Task's result is the [`crate::staging::StagingResult`]
+/// with the pinned digest and the image's execution metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveImageAction {
+    /// The reference as the user gave it (`registry/repo:tag`, `repo@sha256:…`).
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
+    pub password: Secret,
+}
+
 /// What a Task does, as submitted to the BBS (`TaskDefinition`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskDefinition {
-    /// `preloaded:<stack name>`.
-    pub rootfs: String,
+    pub rootfs: RootFs,
+    /// When set, the Task is this host-side step alone: no container, no
+    /// downloads, no run, no uploads (the cell refuses a Task with both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_image: Option<ResolveImageAction>,
+    /// Registry credentials for a Docker rootfs (a docker app's task).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_username: String,
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
+    pub image_password: Secret,
     pub log_guid: String,
     pub log_source: String,
     pub memory_mb: u64,
@@ -153,7 +176,14 @@ pub struct DesiredLrp {
     pub process_guid: String,
     pub domain: String,
     pub instances: u32,
-    pub rootfs: String,
+    /// A stack, or the image pinned by digest at staging.
+    pub rootfs: RootFs,
+    /// Registry credentials for a Docker rootfs (Diego's `image_username`,
+    /// `image_password`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_username: String,
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
+    pub image_password: Secret,
     pub memory_mb: u64,
     pub disk_mb: u64,
     #[serde(default)]
@@ -162,6 +192,10 @@ pub struct DesiredLrp {
     #[serde(default)]
     pub setup: Vec<DownloadAction>,
     pub action: RunAction,
+    /// The ports the app listens on inside its container (Diego's
+    /// `ports`); empty means 8080. The first is `PORT` and the one mapped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
     pub health_check: HealthCheck,
     pub start_timeout_ms: u64,
     /// The routes the router sends to this process's instances.
@@ -339,8 +373,8 @@ pub struct CellPresence {
     /// Where instances on this cell are reached (`CF_INSTANCE_IP`).
     pub address: String,
     pub capacity: CellCapacity,
-    /// `preloaded:<stack>` root filesystems this cell can run.
-    pub rootfs_providers: Vec<String>,
+    /// The stacks (`preloaded:<stack>`) and `docker` this cell can run.
+    pub rootfs_providers: Vec<RootFsProvider>,
 }
 
 /// The work placed on one cell, as its bulk sync reads it.

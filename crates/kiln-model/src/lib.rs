@@ -7,6 +7,7 @@
 
 pub mod bbs;
 pub mod logs;
+pub mod rootfs;
 pub mod staging;
 pub mod state;
 

@@ -22,6 +22,55 @@ pub struct LifecycleMetadata {
     pub detected_buildpack: String,
     #[serde(default)]
     pub buildpacks: Vec<BuildpackMetadata>,
+    /// The docker lifecycle's image, pinned by digest
+    /// (`registry/repo@sha256:…`), as Diego's docker stager reports it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub docker_image: String,
+}
+
+/// One port an image exposes (`EXPOSE 8080/tcp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposedPort {
+    pub port: u16,
+    pub protocol: String,
+}
+
+/// A docker droplet's `execution_metadata`: what the image's config says
+/// about running it (Diego's docker lifecycle writes the same fields, plus
+/// `env` and the digest, which Kiln's cell needs to run without a
+/// launcher inside the image).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerExecutionMetadata {
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub ports: Vec<ExposedPort>,
+    #[serde(default)]
+    pub digest: String,
+}
+
+impl DockerExecutionMetadata {
+    /// The port the app listens on: the first exposed TCP port, else 8080
+    /// (Cloud Controller's rule for docker apps).
+    pub fn app_port(&self) -> u16 {
+        self.ports
+            .iter()
+            .find(|p| p.protocol.eq_ignore_ascii_case("tcp"))
+            .map_or(8080, |p| p.port)
+    }
+
+    /// ENTRYPOINT followed by CMD: the image's own start command.
+    pub fn start_args(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
 }
 
 /// The content of `/tmp/result.json` after a buildpack staging.

@@ -114,6 +114,19 @@ pub struct ServerArgs {
     /// Staging time limit in seconds (Cloud Foundry: 900)
     #[arg(long, env = "KILN_STAGING_TIMEOUT")]
     pub staging_timeout: Option<u64>,
+    /// Docker registries (`host[:port]`, comma-separated) spoken to over
+    /// plain HTTP; loopback ones always are
+    #[arg(long, env = "KILN_INSECURE_DOCKER_REGISTRIES", value_delimiter = ',')]
+    pub insecure_docker_registries: Option<Vec<String>>,
+    /// Size the cell's image layer cache is kept under, in MB (default 10240)
+    #[arg(long, env = "KILN_IMAGE_CACHE_MB")]
+    pub image_cache_mb: Option<u64>,
+    /// The largest image layer a cell pulls, compressed, in MB (default 2048)
+    #[arg(long, env = "KILN_IMAGE_MAX_LAYER_MB")]
+    pub image_max_layer_mb: Option<u64>,
+    /// Seconds a registry may take to answer (or stall a layer) (default 60)
+    #[arg(long, env = "KILN_DOCKER_REGISTRY_TIMEOUT")]
+    pub docker_registry_timeout: Option<u64>,
 }
 
 /// The same settings as a TOML file holds them.
@@ -149,6 +162,10 @@ struct FileConfig {
     cell_network: Option<String>,
     runc: Option<PathBuf>,
     staging_timeout: Option<u64>,
+    insecure_docker_registries: Option<Vec<String>>,
+    image_cache_mb: Option<u64>,
+    image_max_layer_mb: Option<u64>,
+    docker_registry_timeout: Option<u64>,
 }
 
 /// Which roles one process plays.
@@ -232,6 +249,8 @@ pub struct ServerConfig {
     pub cell_network: Option<kiln_cell::network::Subnet>,
     pub runc: PathBuf,
     pub staging_timeout_ms: u64,
+    /// The cell's docker image settings.
+    pub images: kiln_cell::image::ImageSettings,
 }
 
 impl ServerConfig {
@@ -243,6 +262,7 @@ impl ServerConfig {
         let router_tls = router_tls(&args, &file)?;
         let router_hsts = router_hsts(&args, &file)?;
         let router_sticky_cookies = router_sticky_cookies(&args, &file)?;
+        let images = image_settings(&args, &file)?;
         let api_listen = args
             .api_listen
             .or(file.api_listen)
@@ -346,6 +366,7 @@ impl ServerConfig {
             cell_network,
             runc: find_program(&args.runc.or(file.runc).unwrap_or_else(|| "runc".into()))?,
             staging_timeout_ms: staging_timeout * 1000,
+            images,
         })
     }
 }
@@ -449,6 +470,54 @@ fn router_sticky_cookies(args: &ServerArgs, file: &FileConfig) -> anyhow::Result
         );
     }
     Ok(names)
+}
+
+/// The docker image settings, checked: registries are `host[:port]`,
+/// sizes and the time-out positive.
+fn image_settings(
+    args: &ServerArgs,
+    file: &FileConfig,
+) -> anyhow::Result<kiln_cell::image::ImageSettings> {
+    const MB: u64 = 1 << 20;
+    let registries: Vec<String> = args
+        .insecure_docker_registries
+        .clone()
+        .or(file.insecure_docker_registries.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    for r in &registries {
+        anyhow::ensure!(
+            !r.contains('/') && !r.contains("://") && !r.contains(char::is_whitespace),
+            "--insecure-docker-registries: {r:?} is not host[:port]"
+        );
+    }
+    let positive = |v: Option<u64>, default: u64, flag: &str| -> anyhow::Result<u64> {
+        let v = v.unwrap_or(default);
+        anyhow::ensure!(v > 0, "{flag} must be positive");
+        Ok(v)
+    };
+    Ok(kiln_cell::image::ImageSettings {
+        insecure_registries: registries,
+        cache_max_bytes: positive(
+            args.image_cache_mb.or(file.image_cache_mb),
+            10240,
+            "--image-cache-mb",
+        )? * MB,
+        max_layer_bytes: positive(
+            args.image_max_layer_mb.or(file.image_max_layer_mb),
+            2048,
+            "--image-max-layer-mb",
+        )? * MB,
+        timeout: std::time::Duration::from_secs(positive(
+            args.docker_registry_timeout
+                .or(file.docker_registry_timeout),
+            60,
+            "--docker-registry-timeout",
+        )?),
+    })
 }
 
 /// An absolute path for `program`: as given when it has a `/`, else the

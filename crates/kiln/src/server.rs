@@ -222,6 +222,7 @@ fn start_cell(
                 dns_servers: Vec::new(),
             }),
         evacuation_timeout: config.evacuation_timeout,
+        images: config.images.clone(),
     };
     let (bbs, logs, token) = (bbs.clone(), logs.clone(), shutdown.clone());
     let evacuate = evacuate.unwrap_or_default();

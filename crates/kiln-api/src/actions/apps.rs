@@ -6,7 +6,7 @@ use super::processes;
 use crate::audit::{self, types};
 use crate::context::Ctx;
 use crate::db::{self, App, Build, Destination, Droplet, Package, Process, Space, Stack, Val};
-use crate::diego;
+use crate::diego::{self, LifecycleType};
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{CreateApp, Lifecycle, PatchEnv, SetDroplet, UpdateApp, env_string};
 use crate::uploads::{build_cache_key, droplet_key, package_key};
@@ -16,9 +16,12 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// The request an app event keeps: what changed, secrets censored.
-fn app_request(name: Option<&str>, buildpacks: &[String], stack: &str, env_given: bool) -> Value {
+fn app_request(name: Option<&str>, lifecycle: &AppLifecycle, env_given: bool) -> Value {
     let mut request = json!({
-        "lifecycle": {"type": "buildpack", "data": {"buildpacks": buildpacks, "stack": stack}},
+        "lifecycle": match lifecycle.kind {
+            LifecycleType::Docker => json!({"type": "docker", "data": {}}),
+            LifecycleType::Buildpack => json!({"type": "buildpack", "data": {"buildpacks": lifecycle.buildpacks, "stack": lifecycle.stack}}),
+        },
     });
     if let Some(name) = name {
         request["name"] = json!(name);
@@ -35,25 +38,50 @@ async fn event(ctx: &Ctx, app: &App, kind: &'static str, data: Value) -> ApiResu
     audit::app_event(&ctx.pool, app, kind, data).await
 }
 
-/// Checks a lifecycle and returns (buildpacks, stack) with the app's
-/// current values as defaults.
+/// An app's lifecycle columns: its type, buildpacks and stack.
+struct AppLifecycle {
+    kind: LifecycleType,
+    buildpacks: Vec<String>,
+    stack: String,
+}
+
+/// Checks a lifecycle against the app's `current` one (a new app's
+/// defaults): its type is known and, as in Cloud Controller, never changes
+/// on an existing app; a buildpack app's stack exists; a docker app has no
+/// buildpacks.
 async fn resolve_lifecycle(
     ctx: &Ctx,
     lifecycle: Option<Lifecycle>,
-    current: (Vec<String>, String),
-) -> ApiResult<(Vec<String>, String)> {
+    current: AppLifecycle,
+    existing: bool,
+) -> ApiResult<AppLifecycle> {
     let Some(l) = lifecycle else {
         return Ok(current);
     };
-    if l.kind != "buildpack" {
-        return Err(ApiError::unprocessable(format!(
-            "Lifecycle type '{}' is not supported; Kiln stages with buildpacks",
+    let kind = LifecycleType::parse(&l.kind).ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "Lifecycle type '{}' is not supported; use 'buildpack' or 'docker'",
             l.kind
-        )));
+        ))
+    })?;
+    if existing && kind != current.kind {
+        return Err(ApiError::unprocessable("Lifecycle type cannot be changed"));
     }
     let data = l.data.unwrap_or_default();
-    let buildpacks = data.buildpacks.unwrap_or(current.0);
-    let stack = data.stack.unwrap_or(current.1);
+    if kind == LifecycleType::Docker {
+        if data.buildpacks.is_some() || data.stack.is_some() {
+            return Err(ApiError::unprocessable(
+                "Lifecycle data must be empty for a docker app",
+            ));
+        }
+        return Ok(AppLifecycle {
+            kind,
+            buildpacks: Vec::new(),
+            stack: current.stack,
+        });
+    }
+    let buildpacks = data.buildpacks.unwrap_or(current.buildpacks);
+    let stack = data.stack.unwrap_or(current.stack);
     if db::first_where::<Stack>(&ctx.pool, &[("name", &stack)])
         .await?
         .is_none()
@@ -62,7 +90,11 @@ async fn resolve_lifecycle(
             "Stack '{stack}' does not exist"
         )));
     }
-    Ok((buildpacks, stack))
+    Ok(AppLifecycle {
+        kind,
+        buildpacks,
+        stack,
+    })
 }
 
 /// Creates an app and its web process (`POST /v3/apps`, and apply_manifest
@@ -78,8 +110,12 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
                 "Invalid space. Ensure that the space exists and you have access to it.",
             )
         })?;
-    let (buildpacks, stack) =
-        resolve_lifecycle(ctx, msg.lifecycle, (Vec::new(), ctx.config.stack.clone())).await?;
+    let defaults = AppLifecycle {
+        kind: LifecycleType::Buildpack,
+        buildpacks: Vec::new(),
+        stack: ctx.config.stack.clone(),
+    };
+    let lifecycle = resolve_lifecycle(ctx, msg.lifecycle, defaults, false).await?;
     let env_given = msg.environment_variables.is_some();
     let env: BTreeMap<String, String> = msg
         .environment_variables
@@ -89,7 +125,7 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
         .collect();
     let guid = util::new_guid();
     let now = util::now();
-    let request = app_request(Some(&msg.name), &buildpacks, &stack, env_given);
+    let request = app_request(Some(&msg.name), &lifecycle, env_given);
     let target = App {
         guid: guid.clone(),
         name: msg.name.clone(),
@@ -101,6 +137,7 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
         droplet_guid: None,
         created_at: String::new(),
         updated_at: String::new(),
+        lifecycle_type: lifecycle.kind.as_str().into(),
     };
     let created = event(ctx, &target, types::APP_CREATE, request).await?;
     let mut tx = ctx.pool.begin().await?;
@@ -111,8 +148,9 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
             ("name", msg.name.as_str().into()),
             ("space_guid", space_guid.as_str().into()),
             ("state", AppState::Stopped.as_str().into()),
-            ("buildpacks", db::json_text(&buildpacks)),
-            ("stack", stack.into()),
+            ("buildpacks", db::json_text(&lifecycle.buildpacks)),
+            ("stack", lifecycle.stack.into()),
+            ("lifecycle_type", lifecycle.kind.as_str().into()),
             ("environment_variables", db::json_text(&env)),
             ("droplet_guid", Val::Text(None)),
             ("created_at", now.as_str().into()),
@@ -137,13 +175,13 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
     let _ = &msg.metadata;
     let app = db::get::<App>(&ctx.pool, guid).await?;
     let name = msg.name.unwrap_or(app.name.clone());
-    let (buildpacks, stack) = resolve_lifecycle(
-        ctx,
-        msg.lifecycle,
-        (app.buildpacks.clone(), app.stack.clone()),
-    )
-    .await?;
-    let request = app_request(Some(&name), &buildpacks, &stack, false);
+    let current = AppLifecycle {
+        kind: LifecycleType::of(&app),
+        buildpacks: app.buildpacks.clone(),
+        stack: app.stack.clone(),
+    };
+    let lifecycle = resolve_lifecycle(ctx, msg.lifecycle, current, true).await?;
+    let request = app_request(Some(&name), &lifecycle, false);
     let renamed = App {
         name: name.clone(),
         ..app
@@ -155,8 +193,8 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
         guid,
         vec![
             ("name", name.as_str().into()),
-            ("buildpacks", db::json_text(&buildpacks)),
-            ("stack", stack.into()),
+            ("buildpacks", db::json_text(&lifecycle.buildpacks)),
+            ("stack", lifecycle.stack.into()),
         ],
     )
     .await;

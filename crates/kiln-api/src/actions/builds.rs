@@ -5,7 +5,9 @@
 use crate::context::Ctx;
 use crate::context::CurrentUser;
 use crate::db::{self, App, Build, Buildpack, BuildpackState, Droplet, Package, Process, Val};
-use crate::diego::{self, CustomKind, StagingBuildpack, StagingDetails, StagingLifecycle};
+use crate::diego::{
+    self, CustomKind, LifecycleType, StagingBuildpack, StagingDetails, StagingLifecycle,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::messages::CreateBuild;
 use crate::uploads::custom_buildpack_id;
@@ -87,8 +89,8 @@ struct Plan {
     package: Package,
     names: Vec<String>,
     stack: String,
-    buildpacks: Vec<StagingBuildpack>,
-    skip_detect: bool,
+    kind: LifecycleType,
+    lifecycle: StagingLifecycle,
     memory: i64,
     disk: i64,
 }
@@ -140,13 +142,18 @@ async fn plan(ctx: &Ctx, msg: CreateBuild) -> ApiResult<Plan> {
             "Only one build can be STAGING at a time per application.",
         ));
     }
+    let kind = LifecycleType::of_package(&package);
+    if let Some(l) = &msg.lifecycle
+        && l.kind != kind.as_str()
+    {
+        return Err(ApiError::unprocessable(format!(
+            "Lifecycle type must be '{}' to stage a {} package",
+            kind.as_str(),
+            package.r#type
+        )));
+    }
     let (names, stack) = match msg.lifecycle {
         Some(l) => {
-            if l.kind != "buildpack" {
-                return Err(ApiError::unprocessable(
-                    "Kiln stages with the buildpack lifecycle only",
-                ));
-            }
             let data = l.data.unwrap_or_default();
             (
                 data.buildpacks.unwrap_or(app.buildpacks.clone()),
@@ -155,7 +162,16 @@ async fn plan(ctx: &Ctx, msg: CreateBuild) -> ApiResult<Plan> {
         }
         None => (app.buildpacks.clone(), app.stack.clone()),
     };
-    let (buildpacks, skip_detect) = choose_buildpacks(ctx, &names).await?;
+    let lifecycle = match kind {
+        LifecycleType::Buildpack => {
+            let (buildpacks, skip_detect) = choose_buildpacks(ctx, &names).await?;
+            StagingLifecycle::Buildpack {
+                buildpacks,
+                skip_detect,
+            }
+        }
+        LifecycleType::Docker => StagingLifecycle::Docker,
+    };
     let web =
         db::first_where::<Process>(&ctx.pool, &[("app_guid", &app.guid), ("type", "web")]).await?;
     let memory = msg
@@ -171,8 +187,8 @@ async fn plan(ctx: &Ctx, msg: CreateBuild) -> ApiResult<Plan> {
         package,
         names,
         stack,
-        buildpacks,
-        skip_detect,
+        kind,
+        lifecycle,
         memory,
         disk,
     })
@@ -185,13 +201,15 @@ async fn desire_staging(
     build_guid: &str,
     droplet_guid: &str,
 ) -> ApiResult<()> {
-    if plan.buildpacks.is_empty() {
-        return diego::staging::fail_build(ctx, build_guid, NO_BUILDPACKS).await;
-    }
-    if let Err(why) = fetch_git_buildpacks(ctx, build_guid, &mut plan.buildpacks).await? {
-        tracing::warn!(build_guid, error = %why, "fetching a git buildpack failed");
-        ctx.api_log(&plan.app.guid, &why);
-        return diego::staging::fail_build(ctx, build_guid, &why).await;
+    if let StagingLifecycle::Buildpack { buildpacks, .. } = &mut plan.lifecycle {
+        if buildpacks.is_empty() {
+            return diego::staging::fail_build(ctx, build_guid, NO_BUILDPACKS).await;
+        }
+        if let Err(why) = fetch_git_buildpacks(ctx, build_guid, buildpacks).await? {
+            tracing::warn!(build_guid, error = %why, "fetching a git buildpack failed");
+            ctx.api_log(&plan.app.guid, &why);
+            return diego::staging::fail_build(ctx, build_guid, &why).await;
+        }
     }
     let details = StagingDetails {
         app: &plan.app,
@@ -200,10 +218,7 @@ async fn desire_staging(
         stack: &plan.stack,
         memory_mb: plan.memory,
         disk_mb: plan.disk,
-        lifecycle: StagingLifecycle::Buildpack {
-            buildpacks: plan.buildpacks.clone(),
-            skip_detect: plan.skip_detect,
-        },
+        lifecycle: plan.lifecycle,
     };
     let definition = diego::staging_task(ctx, &details).await?;
     match ctx
@@ -257,6 +272,7 @@ async fn record(
             ("created_by_email", user.email.as_str().into()),
             ("created_at", now.as_str().into()),
             ("updated_at", now.as_str().into()),
+            ("lifecycle_type", plan.kind.as_str().into()),
         ],
     )
     .await?;
@@ -276,6 +292,7 @@ async fn record(
             ("stack", stack.into()),
             ("created_at", now.as_str().into()),
             ("updated_at", now.as_str().into()),
+            ("lifecycle_type", plan.kind.as_str().into()),
         ],
     )
     .await?;

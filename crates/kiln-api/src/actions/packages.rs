@@ -7,6 +7,7 @@
 use crate::audit;
 use crate::context::Ctx;
 use crate::db::{self, App, Package, Val};
+use crate::diego::LifecycleType;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{CreatePackage, MatchBody, ResourceEntry, parse_resource, parse_resources};
 use crate::uploads::{package_key, resource_key};
@@ -18,18 +19,37 @@ use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// `POST /v3/packages`: a bits package awaits its upload; a docker
+/// package names its image and is READY at once. The package's type must
+/// be the one its app's lifecycle stages.
 pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
-    let _ = (&msg.data, &msg.metadata);
+    let _ = &msg.metadata;
     msg.validate()?;
-    let app_guid = msg.relationships.app.data.guid;
+    let docker = msg.docker_data()?;
+    let app_guid = msg.relationships.app.data.guid.clone();
     let app = db::find::<App>(&ctx.pool, &app_guid)
         .await?
         .ok_or_else(|| {
             ApiError::unprocessable("App is invalid. Ensure it exists and you have access to it.")
         })?;
+    let lifecycle = LifecycleType::of(&app);
+    if lifecycle.package_type() != msg.kind {
+        return Err(ApiError::unprocessable(format!(
+            "Type must be '{}' for an app with the {} lifecycle",
+            lifecycle.package_type(),
+            lifecycle.as_str()
+        )));
+    }
     let guid = util::new_guid();
     let now = util::now();
-    let data = serde_json::json!({"package_guid": guid, "request": {"type": "bits", "relationships": {"app": {"data": {"guid": app_guid}}}}});
+    let state = match docker {
+        Some(_) => PackageState::Ready,
+        None => PackageState::AwaitingUpload,
+    };
+    let docker = docker.unwrap_or_default();
+    let text = |v: Option<String>| Val::Text(v.filter(|s| !s.is_empty()));
+    // The request is kept without its data: a docker password stays out.
+    let data = serde_json::json!({"package_guid": guid, "request": {"type": msg.kind, "relationships": {"app": {"data": {"guid": app_guid}}}}});
     let event = audit::app_event(&ctx.pool, &app, audit::types::APP_PACKAGE_CREATE, data).await?;
     let mut tx = ctx.pool.begin().await?;
     db::insert::<Package>(
@@ -37,12 +57,18 @@ pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
         vec![
             ("guid", guid.as_str().into()),
             ("app_guid", app_guid.into()),
-            ("type", "bits".into()),
-            ("state", PackageState::AwaitingUpload.as_str().into()),
+            ("type", msg.kind.as_str().into()),
+            ("state", state.as_str().into()),
             ("sha256", Val::Text(None)),
             ("error", Val::Text(None)),
             ("created_at", now.as_str().into()),
             ("updated_at", now.into()),
+            ("docker_image", text(Some(docker.image))),
+            ("docker_username", text(docker.username)),
+            (
+                "docker_password",
+                text(docker.password.map(|p| p.expose().to_string())),
+            ),
         ],
     )
     .await?;

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "tasks and audit events",
         include_str!("../../migrations/0005_tasks_audit_events.sql"),
     ),
+    (
+        6,
+        "docker lifecycle",
+        include_str!("../../migrations/0006_docker.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

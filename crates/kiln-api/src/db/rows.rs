@@ -44,10 +44,12 @@ macro_rules! record {
     (@ty list) => { Vec<String> };
     (@ty map) => { BTreeMap<String, String> };
     (@ty value) => { serde_json::Value };
+    (@ty secret) => { Option<kiln_model::rootfs::Secret> };
     (@ty $state:ident) => { $state };
     (@get $row:ident, $field:ident, list) => { json_col($row, stringify!($field).trim_start_matches("r#"))? };
     (@get $row:ident, $field:ident, map) => { json_col($row, stringify!($field).trim_start_matches("r#"))? };
     (@get $row:ident, $field:ident, value) => { json_col($row, stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, secret) => { $row.try_get::<Option<String>, _>(stringify!($field))?.map(kiln_model::rootfs::Secret) };
     (@get $row:ident, $field:ident, str) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
     (@get $row:ident, $field:ident, opt) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
     (@get $row:ident, $field:ident, int) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
@@ -126,6 +128,7 @@ record!(Job, "jobs", "Job" {
 record!(App, "apps", "App" {
     guid: str, name: str, space_guid: str, state: AppState, buildpacks: list, stack: str,
     environment_variables: map, droplet_guid: opt, created_at: str, updated_at: str,
+    lifecycle_type: str,
 });
 record!(Process, "processes", "Process" {
     guid: str, app_guid: str, r#type: str, command: opt, instances: int, memory_in_mb: int,
@@ -135,18 +138,19 @@ record!(Process, "processes", "Process" {
 });
 record!(Package, "packages", "Package" {
     guid: str, app_guid: str, r#type: str, state: PackageState, sha256: opt, error: opt,
-    created_at: str, updated_at: str,
+    created_at: str, updated_at: str, docker_image: opt, docker_username: opt,
+    docker_password: secret,
 });
 record!(Build, "builds", "Build" {
     guid: str, app_guid: str, package_guid: str, droplet_guid: opt, state: BuildState,
     error: opt, buildpacks: list, stack: str, staging_memory_in_mb: int,
     staging_disk_in_mb: int, created_by_guid: str, created_by_name: str,
-    created_by_email: str, created_at: str, updated_at: str,
+    created_by_email: str, created_at: str, updated_at: str, lifecycle_type: str,
 });
 record!(Droplet, "droplets", "Droplet" {
     guid: str, app_guid: str, package_guid: str, build_guid: str, state: DropletState,
     error: opt, process_types: map, buildpacks: value, execution_metadata: str, sha256: opt,
-    stack: str, created_at: str, updated_at: str,
+    stack: str, created_at: str, updated_at: str, lifecycle_type: str, docker_image: opt,
 });
 record!(Route, "routes", "Route" {
     guid: str, host: str, path: str, domain_guid: str, space_guid: str,

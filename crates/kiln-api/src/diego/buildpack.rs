@@ -9,6 +9,7 @@ use crate::db::{Droplet, Process};
 use crate::signing;
 use kiln_model::LIFECYCLE_BINARY_PATH;
 use kiln_model::bbs::{ArtifactKind, Checksum, DownloadAction, EnvVar, RunAction, UploadAction};
+use kiln_model::rootfs::{RootFs, Secret};
 
 /// How the staging task gets one buildpack: admin buildpacks and cloned
 /// git ones from the blobstore over signed URLs, a zip by URL straight
@@ -96,7 +97,11 @@ pub fn staging_actions(
     });
     let order: Vec<String> = buildpacks.iter().map(StagingBuildpack::key).collect();
     LifecycleActions {
-        rootfs: format!("preloaded:{}", s.stack),
+        rootfs: RootFs::preloaded(s.stack),
+        resolve_image: None,
+        image_username: String::new(),
+        image_password: Secret::default(),
+        ports: Vec::new(),
         downloads,
         run: RunAction {
             path: LIFECYCLE_BINARY_PATH.into(),
@@ -162,7 +167,11 @@ pub fn run_actions(
             .unwrap_or_default(),
     };
     LifecycleActions {
-        rootfs: format!("preloaded:{}", droplet.stack),
+        rootfs: RootFs::preloaded(&droplet.stack),
+        resolve_image: None,
+        image_username: String::new(),
+        image_password: Secret::default(),
+        ports: Vec::new(),
         downloads: vec![DownloadAction {
             artifact: "droplet".into(),
             from: signing::sign(

@@ -3,12 +3,13 @@
 //! around the actions, their environment and routes) live here; what a
 //! lifecycle does differently (rootfs, downloads, the builder or launcher
 //! run, uploads) is one plain-data value per lifecycle, built in its module
-//! ([`buildpack`] today). A second lifecycle adds a variant to
-//! [`LifecycleType`] and a module; no handler or action changes.
+//! ([`buildpack`] and [`docker`]). A lifecycle is a variant of
+//! [`LifecycleType`] and a module; no handler or action branches on it.
 
 pub mod buildpack;
 pub mod crashes;
 pub mod deployment_updater;
+pub mod docker;
 pub mod staging;
 pub mod sync;
 pub mod task;
@@ -19,22 +20,63 @@ use crate::db::{App, Buildpack, Droplet, Package, Process};
 use crate::environment;
 use crate::error::ApiResult;
 use kiln_model::bbs::{
-    DesiredLrp, DownloadAction, HealthCheck, HttpRoute, RunAction, TaskDefinition, UploadAction,
+    DesiredLrp, DownloadAction, HealthCheck, HttpRoute, ResolveImageAction, RunAction,
+    TaskDefinition, UploadAction,
 };
+use kiln_model::rootfs::{RootFs, Secret};
 use kiln_model::{APPS_DOMAIN, LOG_SOURCE_STAGING};
 use serde_json::json;
 
-/// How an app is staged and run.
+/// How an app is staged and run (Cloud Controller's `lifecycle.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifecycleType {
     Buildpack,
+    Docker,
 }
 
 impl LifecycleType {
-    /// Every Kiln app is a buildpack app today (the CCDB has no column for
-    /// the type yet).
-    pub fn of(_app: &App) -> LifecycleType {
-        LifecycleType::Buildpack
+    pub fn parse(s: &str) -> Option<LifecycleType> {
+        match s {
+            "buildpack" => Some(LifecycleType::Buildpack),
+            "docker" => Some(LifecycleType::Docker),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleType::Buildpack => "buildpack",
+            LifecycleType::Docker => "docker",
+        }
+    }
+
+    /// The app's lifecycle (a stored value no variant knows is read as
+    /// buildpack, the column's default).
+    pub fn of(app: &App) -> LifecycleType {
+        LifecycleType::parse(&app.lifecycle_type).unwrap_or(LifecycleType::Buildpack)
+    }
+
+    /// The lifecycle a package stages with: a docker package names an
+    /// image, a bits package holds files for buildpacks.
+    pub fn of_package(package: &Package) -> LifecycleType {
+        if package.r#type == "docker" {
+            LifecycleType::Docker
+        } else {
+            LifecycleType::Buildpack
+        }
+    }
+
+    /// The droplet's lifecycle.
+    pub fn of_droplet(droplet: &Droplet) -> LifecycleType {
+        LifecycleType::parse(&droplet.lifecycle_type).unwrap_or(LifecycleType::Buildpack)
+    }
+
+    /// The package type an app of this lifecycle takes.
+    pub fn package_type(self) -> &'static str {
+        match self {
+            LifecycleType::Buildpack => "bits",
+            LifecycleType::Docker => "docker",
+        }
     }
 }
 
@@ -55,6 +97,8 @@ pub enum StagingLifecycle {
         buildpacks: Vec<StagingBuildpack>,
         skip_detect: bool,
     },
+    /// The package's image, resolved on the cell.
+    Docker,
 }
 
 /// One buildpack of a staging: an admin one, or a custom one by URL.
@@ -127,10 +171,17 @@ pub fn url_key(url: &str) -> String {
 
 /// The lifecycle-specific part of a staging Task or a DesiredLrp.
 pub struct LifecycleActions {
-    pub rootfs: String,
+    pub rootfs: RootFs,
     pub downloads: Vec<DownloadAction>,
     pub run: RunAction,
     pub uploads: Vec<UploadAction>,
+    /// Staging a docker image: the cell's host-side resolution, alone.
+    pub resolve_image: Option<ResolveImageAction>,
+    /// Registry credentials for running a docker image.
+    pub image_username: String,
+    pub image_password: Secret,
+    /// Where the app listens (empty: 8080).
+    pub ports: Vec<u16>,
 }
 
 /// The staging Task for a build, per the contract the cell and the
@@ -142,9 +193,13 @@ pub async fn staging_task(ctx: &Ctx, s: &StagingDetails<'_>) -> ApiResult<TaskDe
             buildpacks,
             skip_detect,
         } => buildpack::staging_actions(ctx, s, buildpacks, *skip_detect, env),
+        StagingLifecycle::Docker => docker::staging_actions(s),
     };
     Ok(TaskDefinition {
         rootfs: actions.rootfs,
+        resolve_image: actions.resolve_image,
+        image_username: String::new(),
+        image_password: Secret::default(),
         log_guid: s.app.guid.clone(),
         log_source: LOG_SOURCE_STAGING.into(),
         memory_mb: s.memory_mb as u64,
@@ -197,6 +252,7 @@ pub async fn run_actions(
     let env = environment::running_env(ctx, app, p).await?;
     Ok(match LifecycleType::of(app) {
         LifecycleType::Buildpack => buildpack::run_actions(ctx, p, droplet, env),
+        LifecycleType::Docker => docker::run_actions(ctx, p, droplet, env).await?,
     })
 }
 
@@ -213,6 +269,9 @@ pub async fn desired_lrp(
         domain: APPS_DOMAIN.into(),
         instances: p.instances.max(0) as u32,
         rootfs: actions.rootfs,
+        image_username: actions.image_username,
+        image_password: actions.image_password,
+        ports: actions.ports,
         memory_mb: p.memory_in_mb.max(0) as u64,
         disk_mb: p.disk_in_mb.max(0) as u64,
         env: Vec::new(),

@@ -108,7 +108,17 @@ async fn succeed_build(
             "StagingError - Staging error: the droplet no longer exists".into(),
         ));
     };
-    if droplet.sha256.is_none() || !ctx.blobstore.exists(&droplet_key(droplet_guid)).await? {
+    // A docker droplet is the image, pinned: nothing is uploaded.
+    let docker = super::LifecycleType::of_droplet(&droplet) == super::LifecycleType::Docker;
+    let image = &result.lifecycle_metadata.docker_image;
+    if docker && image.is_empty() {
+        return Ok(Err(
+            "StagingError - Staging error: the staging result names no image".into(),
+        ));
+    }
+    if !docker
+        && (droplet.sha256.is_none() || !ctx.blobstore.exists(&droplet_key(droplet_guid)).await?)
+    {
         return Ok(Err(
             "StagingError - Staging error: the droplet was not uploaded".into(),
         ));
@@ -167,6 +177,7 @@ async fn succeed_build(
                 "execution_metadata",
                 result.execution_metadata.as_str().into(),
             ),
+            ("docker_image", Val::Text(docker.then(|| image.clone()))),
         ],
     )
     .await?;

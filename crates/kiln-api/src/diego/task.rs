@@ -46,6 +46,9 @@ pub async fn definition(
     let actions = super::run_actions(ctx, app, &as_process(t), droplet).await?;
     Ok(TaskDefinition {
         rootfs: actions.rootfs,
+        resolve_image: None,
+        image_username: actions.image_username,
+        image_password: actions.image_password,
         log_guid: app.guid.clone(),
         log_source: log_source(&t.name),
         memory_mb: t.memory_in_mb.max(0) as u64,

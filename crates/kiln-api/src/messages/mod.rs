@@ -130,15 +130,64 @@ pub struct CreatePackage {
     pub metadata: Option<Value>,
 }
 
+/// A docker package's `data` (Cloud Controller's `PackageCreateMessage`):
+/// the image, and registry credentials given both or neither.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerData {
+    pub image: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<kiln_model::rootfs::Secret>,
+}
+
 impl CreatePackage {
     pub fn validate(&self) -> ApiResult<()> {
-        if self.kind != "bits" {
+        if self.kind != "bits" && self.kind != "docker" {
             return Err(ApiError::unprocessable(format!(
-                "Package type '{}' is not supported; Kiln stages bits packages",
+                "Type must be one of 'bits', 'docker', not '{}'",
                 self.kind
             )));
         }
+        if self.kind == "bits" && self.data.as_ref().is_some_and(|d| !d.is_null()) {
+            return Err(ApiError::unprocessable(
+                "Data must be empty if provided for bits packages",
+            ));
+        }
         Ok(())
+    }
+
+    /// The docker data of a docker package, checked.
+    pub fn docker_data(&self) -> ApiResult<Option<DockerData>> {
+        if self.kind != "docker" {
+            return Ok(None);
+        }
+        let data = self.data.clone().unwrap_or(Value::Null);
+        let data: DockerData = serde_json::from_value(data).map_err(|e| {
+            ApiError::unprocessable(format!("Data is invalid for a docker package: {e}"))
+        })?;
+        if data.image.trim().is_empty() {
+            return Err(ApiError::unprocessable("Image required"));
+        }
+        if data
+            .image
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ApiError::unprocessable(format!(
+                "Image '{}' is not a valid image reference",
+                data.image
+            )));
+        }
+        let has_user = data.username.as_deref().is_some_and(|u| !u.is_empty());
+        let has_password = data.password.as_ref().is_some_and(|p| !p.is_empty());
+        if has_user != has_password {
+            return Err(ApiError::unprocessable(
+                "Username and password must both be given for a private registry, or neither",
+            ));
+        }
+        Ok(Some(data))
     }
 }
 

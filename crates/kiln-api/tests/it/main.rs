@@ -754,7 +754,7 @@ fn cell() -> CellPresence {
             disk_mb: 64 * 1024,
             containers: 100,
         },
-        rootfs_providers: vec![format!("preloaded:{STACK}")],
+        rootfs_providers: vec![kiln_model::rootfs::RootFsProvider::preloaded(STACK)],
     }
 }
 
@@ -855,7 +855,7 @@ async fn push_path_end_to_end() {
     let task = kiln.bbs.task_by_guid(&build_guid).await.unwrap();
     assert_eq!(task.domain, "cf-app-staging");
     let d = &task.definition;
-    assert_eq!(d.rootfs, format!("preloaded:{STACK}"));
+    assert_eq!(d.rootfs.to_string(), format!("preloaded:{STACK}"));
     assert_eq!(d.log_guid, app_guid);
     assert_eq!(d.log_source, "STG");
     assert_eq!(
@@ -1235,7 +1235,7 @@ async fn push_path_end_to_end() {
     );
     assert_eq!(lrp.log_guid, app_guid);
     assert_eq!(lrp.log_source, "APP/PROC/WEB");
-    assert_eq!(lrp.rootfs, format!("preloaded:{STACK}"));
+    assert_eq!(lrp.rootfs.to_string(), format!("preloaded:{STACK}"));
     assert_eq!(lrp.setup[0].to, "/home/vcap");
     assert_eq!(
         lrp.setup[0].cache_key.as_deref(),

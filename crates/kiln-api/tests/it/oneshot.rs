@@ -520,3 +520,168 @@ async fn orgs_and_spaces_are_created_renamed_and_deleted_with_cf_rules() {
         .await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn docker_apps_packages_and_builds_keep_the_password_to_themselves() {
+    use kiln_bbs::BbsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = Arc::new(Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap());
+    let blobstore = Arc::new(FsBlobstore::new(dir.path().join("blobs")).await.unwrap());
+    let api = Api::open(
+        ApiConfig {
+            data_dir: dir.path().join("api"),
+            external_url: BASE.into(),
+            domain: "localhost".into(),
+            stack: STACK.into(),
+            admin_password: Some(PASSWORD.into()),
+            max_package_bytes: 1 << 20,
+            staging_timeout_ms: 60_000,
+        },
+        ApiDeps {
+            bbs: bbs.clone(),
+            blobstore,
+            logs: Arc::new(kiln_logs::LogStore::default()),
+        },
+    )
+    .await
+    .unwrap()
+    .router();
+    let tokens = call(&api, token_request(&password_grant(PASSWORD), Some("cf:"))).await;
+    let admin = Admin {
+        api,
+        bearer: format!("bearer {}", tokens.body["access_token"].as_str().unwrap()),
+    };
+    let spaces = admin.send("GET", "/v3/spaces?names=dev", None).await;
+    let space = spaces.body["resources"][0]["guid"].clone();
+    const SECRET: &str = "s3cr3t-registry-password";
+
+    // An app with the docker lifecycle shows empty lifecycle data.
+    let app = admin
+        .send(
+            "POST",
+            "/v3/apps",
+            Some(
+                json!({"name": "img", "relationships": {"space": {"data": {"guid": space}}},
+                        "lifecycle": {"type": "docker", "data": {}}}),
+            ),
+        )
+        .await;
+    assert_eq!(app.status, StatusCode::CREATED, "{}", app.body);
+    assert_eq!(app.body["lifecycle"], json!({"type": "docker", "data": {}}));
+    let app_guid = app.body["guid"].as_str().unwrap().to_string();
+    let detail = unprocessable(
+        &admin
+            .send(
+                "PATCH",
+                &format!("/v3/apps/{app_guid}"),
+                Some(json!({"lifecycle": {"type": "buildpack", "data": {}}})),
+            )
+            .await,
+    );
+    assert_eq!(detail, "Lifecycle type cannot be changed");
+    let detail = unprocessable(
+        &admin
+            .send(
+                "POST",
+                "/v3/apps",
+                Some(
+                    json!({"name": "x", "relationships": {"space": {"data": {"guid": space}}},
+                            "lifecycle": {"type": "docker", "data": {"stack": "s"}}}),
+                ),
+            )
+            .await,
+    );
+    assert!(detail.contains("empty"), "{detail}");
+
+    // Bad packages change nothing.
+    let package = |body: Value| admin.send("POST", "/v3/packages", Some(body));
+    let rel = json!({"app": {"data": {"guid": app_guid}}});
+    for (body, why) in [
+        (
+            json!({"type": "bits", "relationships": rel}),
+            "Type must be 'docker'",
+        ),
+        (
+            json!({"type": "docker", "data": {}, "relationships": rel}),
+            "image",
+        ),
+        (
+            json!({"type": "docker", "data": {"image": " "}, "relationships": rel}),
+            "Image required",
+        ),
+        (
+            json!({"type": "docker", "data": {"image": "r/i", "username": "u"}, "relationships": rel}),
+            "both",
+        ),
+        (
+            json!({"type": "oci", "relationships": rel}),
+            "Type must be one of",
+        ),
+    ] {
+        let detail = unprocessable(&package(body.clone()).await);
+        assert!(detail.contains(why), "{body}: {detail}");
+    }
+    let listed = admin.send("GET", "/v3/packages", None).await;
+    assert_eq!(listed.body["pagination"]["total_results"], 0);
+
+    // A docker package is READY at once; its password is stored, shown as ***.
+    let created = package(json!({"type": "docker", "relationships": rel,
+        "data": {"image": "127.0.0.1:5000/team/app:v1", "username": "user", "password": SECRET}}))
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["state"], "READY");
+    assert_eq!(
+        created.body["data"],
+        json!({"image": "127.0.0.1:5000/team/app:v1", "username": "user", "password": "***"})
+    );
+    let package_guid = created.body["guid"].as_str().unwrap().to_string();
+
+    // Its build is a docker build whose staging Task resolves the image on
+    // the cell with the credentials, and prints none of them.
+    let build = admin
+        .send(
+            "POST",
+            "/v3/builds",
+            Some(json!({"package": {"guid": package_guid}})),
+        )
+        .await;
+    assert_eq!(build.status, StatusCode::CREATED, "{}", build.body);
+    assert_eq!(
+        build.body["lifecycle"],
+        json!({"type": "docker", "data": {}})
+    );
+    let build_guid = build.body["guid"].as_str().unwrap();
+    let task = bbs.task_by_guid(build_guid).await.unwrap();
+    let resolve = task
+        .definition
+        .resolve_image
+        .clone()
+        .expect("a resolve step");
+    assert_eq!(resolve.image, "127.0.0.1:5000/team/app:v1");
+    assert_eq!(
+        (resolve.username.as_str(), resolve.password.expose()),
+        ("user", SECRET)
+    );
+    assert_eq!(
+        task.definition.rootfs.to_string(),
+        "docker://127.0.0.1:5000/team/app#v1"
+    );
+    assert!(task.definition.run.path.is_empty() && task.definition.downloads.is_empty());
+    assert!(
+        !format!("{task:?}").contains(SECRET),
+        "Debug shows the password"
+    );
+
+    // No answer of the API carries the password.
+    for path in [
+        format!("/v3/packages/{package_guid}"),
+        "/v3/packages".into(),
+        format!("/v3/apps/{app_guid}/packages"),
+        format!("/v3/builds/{build_guid}"),
+        "/v3/audit_events".into(),
+    ] {
+        let answer = admin.send("GET", &path, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+        assert!(!answer.body.to_string().contains(SECRET), "{path} shows it");
+    }
+}

@@ -104,11 +104,16 @@ async fn execute(
     let cell_log = log.cell();
     let cell_id = &ctx.config.cell_id;
     let created = std::time::Instant::now();
+    let app_port = desired
+        .ports
+        .first()
+        .copied()
+        .unwrap_or(crate::network::CONTAINER_PORT);
     // The disk and the network do not depend on each other: both are made
     // at once, so a start waits for the slower only.
     let (disk, net) = tokio::join!(
         ctx.create_container_dir(dir, desired.disk_mb),
-        ctx.attach_network(id, Some(port)),
+        ctx.attach_network(id, Some(port), app_port),
     );
     let (disk, net) = match (disk, net) {
         (Ok(disk), Ok(net)) => (disk, net),
@@ -143,13 +148,30 @@ async fn execute(
     if let Err(reason) = ctx.finish_container_dir(id, dir, &desired.action) {
         return LrpEnd::Crashed(reason);
     }
+    let root = tokio::select! {
+        _ = stop.cancelled() => return LrpEnd::Stopped,
+        root = ctx.prepare_root(
+            &desired.rootfs,
+            (&desired.image_username, &desired.image_password),
+            dir,
+            &cell_log,
+        ) => root,
+    };
+    let root = match root {
+        Ok(root) => root,
+        Err(reason) => {
+            cell_log.err(reason.clone());
+            return LrpEnd::Crashed(reason);
+        }
+    };
 
     let address = ctx.config.address.as_str();
-    // With a network of its own the app listens on 8080 at its own
+    // With a network of its own the app listens on its port (8080, or a
+    // docker image's first exposed one) at its own
     // address, which health checks probe directly; without, on the host
     // port at the cell's address.
     let (internal_ip, container_port) = match &net {
-        Some(net) => (net.ip.to_string(), crate::network::CONTAINER_PORT),
+        Some(net) => (net.ip.to_string(), app_port),
         None => (address.to_string(), port),
     };
     let env = envs::build(
@@ -164,7 +186,7 @@ async fn execute(
             container_port,
         }),
     );
-    let spec = match ctx.spec(id, dir, &desired.action, env, desired.memory_mb) {
+    let spec = match ctx.spec(id, dir, &desired.action, env, desired.memory_mb, &root) {
         Ok(spec) => spec,
         Err(reason) => return LrpEnd::Crashed(reason),
     };

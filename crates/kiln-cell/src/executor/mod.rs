@@ -60,6 +60,7 @@ done"#;
 /// Everything an executor needs, shared by all of them.
 pub struct CellCtx {
     pub config: CellConfig,
+    pub images: crate::image::Images,
     pub stack: Stack,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub bbs: Arc<dyn BbsClient>,
@@ -86,7 +87,7 @@ impl CellCtx {
         }
     }
 
-    /// The container spec for running `run` in `dir`.
+    /// The container spec for running `run` in `dir` on `root`.
     pub fn spec(
         &self,
         id: &str,
@@ -94,14 +95,34 @@ impl CellCtx {
         run: &RunAction,
         env: Vec<String>,
         memory_mb: u64,
+        root: &Root,
     ) -> Result<ContainerSpec, String> {
-        let (uid, gid) = user_ids(&run.user)?;
-        let mut args: Vec<String> = ["/bin/sh", "-c", INIT_SCRIPT, "kiln-init"]
-            .map(String::from)
-            .into();
+        let (uid, gid) = match root {
+            Root::Stack => user_ids(&run.user)?,
+            Root::Image(image) => crate::image::user_ids(&image.path, &run.user)?,
+        };
+        if run.path.is_empty() {
+            return Err("the process has no command (an image without ENTRYPOINT or CMD needs a start command)".into());
+        }
+        // An image without a shell runs its command as pid 1: TERM reaches
+        // it only if it handles TERM, else the stop's KILL ends it.
+        let wrapped = match root {
+            Root::Stack => true,
+            Root::Image(image) => image.has_shell,
+        };
+        let mut args: Vec<String> = if wrapped {
+            ["/bin/sh", "-c", INIT_SCRIPT, "kiln-init"]
+                .map(String::from)
+                .into()
+        } else {
+            Vec::new()
+        };
         args.push(run.path.clone());
         args.extend(run.args.iter().cloned());
-        let mut mounts = dir.mounts(&self.stack.usr, &self.config.lifecycle_binary);
+        let mut mounts = match root {
+            Root::Stack => dir.mounts(&self.stack.usr, &self.config.lifecycle_binary),
+            Root::Image(_) => dir.image_mounts(),
+        };
         let attachment = self.network.as_ref().and_then(|n| n.attachment(id));
         if let Some(network) = &self.network {
             // The stack's resolv.conf names the host's resolvers, which a
@@ -116,12 +137,19 @@ impl CellCtx {
         Ok(ContainerSpec {
             id: id.into(),
             bundle: dir.root.clone(),
-            rootfs: self.stack.rootfs.clone(),
+            rootfs: match root {
+                Root::Stack => self.stack.rootfs.clone(),
+                Root::Image(image) => image.path.clone(),
+            },
+            writable_root: matches!(root, Root::Image(_)),
             hostname: hostname(id),
             process: ProcessSpec {
                 args,
                 env,
-                cwd: run.dir.clone().unwrap_or_else(|| "/home/vcap".into()),
+                cwd: run.dir.clone().unwrap_or_else(|| match root {
+                    Root::Stack => "/home/vcap".into(),
+                    Root::Image(_) => "/".into(),
+                }),
                 uid,
                 gid,
                 nofile: NOFILE,
@@ -138,19 +166,20 @@ impl CellCtx {
     }
 
     /// Gives the container its network namespace (and, with `host_port`,
-    /// the mapping to its `PORT`); `None` when the cell runs containers in
-    /// the host's network.
+    /// the mapping to its `PORT`, `container_port`); `None` when the cell
+    /// runs containers in the host's network.
     pub async fn attach_network(
         &self,
         id: &str,
         host_port: Option<u16>,
+        container_port: u16,
     ) -> Result<Option<Attachment>, String> {
         let Some(network) = &self.network else {
             return Ok(None);
         };
         let started = Instant::now();
         let attachment = network
-            .attach(id, host_port)
+            .attach_to_port(id, host_port, container_port)
             .await
             .map_err(|e| format!("creating container network: {e}"))?;
         tracing::debug!(
@@ -221,6 +250,48 @@ impl CellCtx {
         if let Ok(Err(error)) = removed {
             tracing::warn!(container = id, %error, "removing container directory");
         }
+    }
+}
+
+/// What a container's `/` is.
+#[derive(Debug, Clone)]
+pub enum Root {
+    /// The cell's stack (read-only, with `/usr`, `/tmp`, `/home/vcap`).
+    Stack,
+    /// A docker image's overlay.
+    Image(crate::image::ImageRoot),
+}
+
+impl CellCtx {
+    /// The root an instance runs on: the stack, or its image's layers
+    /// (pulled once per cell, then cached) assembled in `dir`.
+    pub async fn prepare_root(
+        &self,
+        rootfs: &kiln_model::rootfs::RootFs,
+        (username, password): (&str, &kiln_model::rootfs::Secret),
+        dir: &ContainerDir,
+        log: &LogTarget,
+    ) -> Result<Root, String> {
+        let Some(image) = rootfs.image() else {
+            return Ok(Root::Stack);
+        };
+        let started = Instant::now();
+        let before = self.images.cache_stats();
+        let lowers = self
+            .images
+            .layers(image, username, password)
+            .await
+            .map_err(|e| format!("Docker image {image}: {e}"))?;
+        let pulled = self.images.cache_stats().pulls - before.pulls;
+        let dir = dir.clone();
+        let root = tokio::task::spawn_blocking(move || crate::image::mount_root(&dir, &lowers))
+            .await
+            .map_err(|e| format!("assembling the image's root: {e}"))??;
+        log.out(format!(
+            "Image {image} ready ({pulled} layers pulled) in {} ms",
+            started.elapsed().as_millis()
+        ));
+        Ok(Root::Image(root))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::logs::LogTarget;
 use crate::runtime::valid_id;
 use crate::upload;
 use futures_util::future::join_all;
-use kiln_model::bbs::Task;
+use kiln_model::bbs::{ResolveImageAction, Task};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,8 +66,15 @@ pub async fn run(ctx: Arc<CellCtx>, task: Task, stop: CancellationToken) -> Opti
     };
     let started = std::time::Instant::now();
     tracing::info!("task starting");
-    let outcome = execute(&ctx, &task, &dir, &log, deadline, &stop).await;
-    ctx.destroy(&id, &dir).await;
+    let outcome = match &task.definition.resolve_image {
+        // No container: nothing to destroy.
+        Some(action) => resolve_image(&ctx, &task, action, &log, deadline, &stop).await,
+        None => {
+            let outcome = execute(&ctx, &task, &dir, &log, deadline, &stop).await;
+            ctx.destroy(&id, &dir).await;
+            outcome
+        }
+    };
     let outcome = match outcome {
         Ok(outcome) => Some(outcome),
         Err(Stop::Stopped) => None,
@@ -104,6 +111,47 @@ async fn bounded<T>(
     }
 }
 
+/// A docker staging Task: the image resolved on the host, its staging
+/// result the Task's result. A failure's reason is the registry client's
+/// message, which says which failure it is (not found, unauthorized,
+/// unreachable, another platform, a digest mismatch, a time-out).
+async fn resolve_image(
+    ctx: &CellCtx,
+    task: &Task,
+    action: &ResolveImageAction,
+    log: &LogTarget,
+    deadline: Option<Instant>,
+    stop: &CancellationToken,
+) -> Result<TaskOutcome, Stop> {
+    let def = &task.definition;
+    if !def.downloads.is_empty() || !def.uploads.is_empty() || !def.run.path.is_empty() {
+        return Ok(TaskOutcome::failed(
+            "a Task that resolves an image does nothing else",
+        ));
+    }
+    log.out("Staging...");
+    match bounded(ctx.images.stage(action), deadline, stop).await? {
+        Ok(image) => {
+            log.out(format!(
+                "Docker image {} resolved to {}",
+                action.image, image.digest
+            ));
+            let result = crate::image::staging_result(&image);
+            log.out("Staging complete");
+            Ok(TaskOutcome {
+                failed: false,
+                failure_reason: String::new(),
+                result: serde_json::to_string(&result).expect("staging result serializes"),
+            })
+        }
+        Err(e) => {
+            let reason = format!("Docker image {}: {e}", action.image);
+            log.err(format!("Staging failed: {reason}"));
+            Ok(TaskOutcome::failed(reason))
+        }
+    }
+}
+
 async fn execute(
     ctx: &CellCtx,
     task: &Task,
@@ -119,7 +167,10 @@ async fn execute(
     }
     // Staging needs the outside (buildpacks fetch dependencies) but no
     // inbound port.
-    if let Err(reason) = ctx.attach_network(id, None).await {
+    if let Err(reason) = ctx
+        .attach_network(id, None, crate::network::CONTAINER_PORT)
+        .await
+    {
         return Ok(TaskOutcome::failed(reason));
     }
 
@@ -146,8 +197,20 @@ async fn execute(
     if let Err(reason) = ctx.finish_container_dir(id, dir, &def.run) {
         return Ok(TaskOutcome::failed(reason));
     }
+    // A docker app's task runs in its image.
+    let creds = (def.image_username.as_str(), &def.image_password);
+    let root = match bounded(
+        ctx.prepare_root(&def.rootfs, creds, dir, log),
+        deadline,
+        stop,
+    )
+    .await?
+    {
+        Ok(root) => root,
+        Err(reason) => return Ok(TaskOutcome::failed(reason)),
+    };
     let env = envs::build(&def.env, &def.run.env, None);
-    let spec = match ctx.spec(id, dir, &def.run, env, def.memory_mb) {
+    let spec = match ctx.spec(id, dir, &def.run, env, def.memory_mb, &root) {
         Ok(spec) => spec,
         Err(reason) => return Ok(TaskOutcome::failed(reason)),
     };

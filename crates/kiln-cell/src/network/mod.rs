@@ -115,7 +115,7 @@ pub struct Attachment {
     /// The namespace file runc joins.
     pub netns: PathBuf,
     pub ip: Ipv4Addr,
-    /// The host port mapped to [`CONTAINER_PORT`] (instances only).
+    /// The host port mapped to the app's port (instances only).
     pub host_port: Option<u16>,
     veth: String,
     index: u32,
@@ -264,6 +264,17 @@ impl CellNetwork {
         id: &str,
         host_port: Option<u16>,
     ) -> Result<Attachment, NetworkError> {
+        self.attach_to_port(id, host_port, CONTAINER_PORT).await
+    }
+
+    /// [`CellNetwork::attach`] with the port the app listens on inside
+    /// (a docker image's first exposed port).
+    pub async fn attach_to_port(
+        &self,
+        id: &str,
+        host_port: Option<u16>,
+        container_port: u16,
+    ) -> Result<Attachment, NetworkError> {
         let attachment = self.reserve(id, host_port)?;
         let names = &self.names;
         let ns = names.netns(id);
@@ -287,7 +298,7 @@ impl CellNetwork {
         };
         let mapping = async {
             match host_port {
-                Some(port) => nft(&nft::add_port(names, port, attachment.ip, CONTAINER_PORT))
+                Some(port) => nft(&nft::add_port(names, port, attachment.ip, container_port))
                     .await
                     .map(drop),
                 None => Ok(()),

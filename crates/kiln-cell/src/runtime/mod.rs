@@ -81,8 +81,11 @@ pub struct ContainerSpec {
     /// A directory owned by this container; the runtime writes its bundle
     /// (`config.json`) here.
     pub bundle: PathBuf,
-    /// The stack directory, mounted read-only as `/`.
+    /// The stack directory, mounted read-only as `/`, or an image's
+    /// overlay (writable, on the container's disk).
     pub rootfs: PathBuf,
+    /// Whether `/` is writable (an image's root; a stack's never is).
+    pub writable_root: bool,
     pub hostname: String,
     pub process: ProcessSpec,
     /// Applied in order, after the standard kernel filesystems.

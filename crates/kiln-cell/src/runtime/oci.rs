@@ -91,7 +91,7 @@ pub fn config_json(spec: &ContainerSpec) -> Value {
             }],
             "noNewPrivileges": true,
         },
-        "root": {"path": spec.rootfs, "readonly": true},
+        "root": {"path": spec.rootfs, "readonly": !spec.writable_root},
         "hostname": spec.hostname,
         "mounts": mounts,
         "linux": {
@@ -123,6 +123,7 @@ mod tests {
             id: "abc".into(),
             bundle: PathBuf::from("/data/containers/abc"),
             rootfs: PathBuf::from("/data/stacks/s"),
+            writable_root: false,
             hostname: "abc".into(),
             process: ProcessSpec {
                 args: vec!["/bin/sh".into()],

@@ -425,6 +425,7 @@ fn true_spec(dir: &Path, rootfs: &Path, id: &str, netns: &Path) -> ContainerSpec
         id: id.into(),
         bundle: dir.join(id),
         rootfs: rootfs.to_path_buf(),
+        writable_root: false,
         hostname: id.into(),
         process: ProcessSpec {
             args: vec!["/bin/true".into()],

@@ -13,6 +13,7 @@ fn spec(dir: &Path, rootfs: &Path, id: &str, args: &[&str]) -> ContainerSpec {
         id: id.into(),
         bundle: dir.join("containers").join(id),
         rootfs: rootfs.to_path_buf(),
+        writable_root: false,
         hostname: id.into(),
         process: ProcessSpec {
             args: args.iter().map(|s| s.to_string()).collect(),

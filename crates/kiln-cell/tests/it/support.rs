@@ -294,7 +294,10 @@ pub fn sh(script: &str) -> RunAction {
 
 pub fn task_definition(stack: &str, log_guid: &str, run: RunAction) -> TaskDefinition {
     TaskDefinition {
-        rootfs: format!("preloaded:{stack}"),
+        rootfs: kiln_model::rootfs::RootFs::preloaded(stack),
+        resolve_image: None,
+        image_username: String::new(),
+        image_password: Default::default(),
         log_guid: log_guid.into(),
         log_source: "STG".into(),
         memory_mb: 256,
@@ -313,7 +316,10 @@ pub fn desired_lrp(stack: &str, process_guid: &str, action: RunAction) -> Desire
         process_guid: process_guid.into(),
         domain: "cf-apps".into(),
         instances: 1,
-        rootfs: format!("preloaded:{stack}"),
+        rootfs: kiln_model::rootfs::RootFs::preloaded(stack),
+        image_username: String::new(),
+        image_password: Default::default(),
+        ports: vec![],
         memory_mb: 256,
         disk_mb: 1024,
         env: vec![],
@@ -417,6 +423,7 @@ impl TestCell {
             sync_interval: Duration::from_millis(500),
             network,
             evacuation_timeout: kiln_cell::DEFAULT_EVACUATION_TIMEOUT,
+            images: Default::default(),
         };
         let mut cell = TestCell {
             bbs,

@@ -351,6 +351,7 @@ async fn a_restarted_cell_sweeps_leftovers_and_fails_tasks_it_lost() {
         id: "leftover".into(),
         bundle: leftover_dir.clone(),
         rootfs: stack_dir,
+        writable_root: false,
         hostname: "leftover".into(),
         process: kiln_cell::runtime::ProcessSpec {
             args: vec!["/bin/sleep".into(), "600".into()],

@@ -1,0 +1,293 @@
+//! `LayerCache` against a real registry: pulled once, unpacked once,
+//! verified, mounted as an overlay, collected.
+
+use super::client;
+use kiln_image::testing::{
+    LayerBuilder, TestImage, TestRegistry, is_root, registry_available, skip_or_fail,
+};
+use kiln_image::{ImageError, LayerCache, ResolvedImage, mount_overlay, unmount};
+use std::collections::HashSet;
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Three layers: a base, one that deletes a file and makes a dir opaque,
+/// one that adds a file.
+fn layered_image() -> TestImage {
+    TestImage::new(vec![
+        LayerBuilder::new()
+            .file("etc/keep", b"keep")
+            .file("etc/gone", b"gone")
+            .file("var/cache/old", b"old")
+            .gzip(),
+        LayerBuilder::new()
+            .whiteout("etc/gone")
+            .opaque("var/cache")
+            .file("var/cache/new", b"new")
+            .gzip(),
+        LayerBuilder::new().file("app/top", b"top").gzip(),
+    ])
+}
+
+async fn pushed(registry: &TestRegistry, repo: &str, image: &TestImage) -> ResolvedImage {
+    registry.push(repo, "v1", image).await;
+    client()
+        .resolve(&registry.reference(repo, "v1"), None)
+        .await
+        .unwrap()
+}
+
+fn cache_at(dir: &std::path::Path) -> LayerCache {
+    LayerCache::new(dir.join("cache"), 64 << 20, 0).unwrap()
+}
+
+#[tokio::test]
+async fn a_second_rootfs_is_served_from_disk_without_the_registry() {
+    if !registry_available("a_second_rootfs_is_served_from_disk") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let image = TestImage::new(vec![
+        LayerBuilder::new().file("a", b"a").gzip(),
+        LayerBuilder::new().file("b", b"b").gzip(),
+    ]);
+    let resolved = pushed(&registry, "app", &image).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_at(tmp.path());
+
+    let first = cache.rootfs(&client(), &resolved, None).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(fs::read_to_string(first[0].join("a")).unwrap(), "a");
+    assert_eq!(fs::read_to_string(first[1].join("b")).unwrap(), "b");
+    let blob_requests = registry.requests("/blobs/");
+    assert_eq!(cache.stats().pulls, 2);
+
+    let second = cache.rootfs(&client(), &resolved, None).await.unwrap();
+    assert_eq!(second, first);
+    assert_eq!(
+        registry.requests("/blobs/"),
+        blob_requests,
+        "no blob requested again"
+    );
+    assert_eq!(cache.stats().pulls, 2);
+    assert_eq!(cache.stats().unpacks, 2);
+
+    // By pinned reference: the manifest seen before is not asked for again.
+    let manifest_requests = registry.requests("/manifests/");
+    let pinned = cache
+        .rootfs_pinned(&client(), &resolved.pinned, None)
+        .await
+        .unwrap();
+    assert_eq!(pinned, first);
+    assert_eq!(registry.requests("/manifests/"), manifest_requests);
+
+    // A new cache on the same directory (a cell restart) finds them too.
+    drop(cache);
+    let reopened = cache_at(tmp.path());
+    reopened.rootfs(&client(), &resolved, None).await.unwrap();
+    assert_eq!(reopened.stats().pulls, 0);
+}
+
+#[tokio::test]
+async fn concurrent_rootfs_of_one_image_pulls_and_unpacks_each_layer_once() {
+    if !registry_available("concurrent_rootfs_of_one_image") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let image = TestImage::new(vec![
+        LayerBuilder::new()
+            .file("big", &vec![1u8; 256 << 10])
+            .gzip(),
+        LayerBuilder::new().file("small", b"s").gzip(),
+    ]);
+    let resolved = Arc::new(pushed(&registry, "app", &image).await);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = Arc::new(cache_at(tmp.path()));
+
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (cache, resolved) = (cache.clone(), resolved.clone());
+            tokio::spawn(async move { cache.rootfs(&client(), &resolved, None).await.unwrap() })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(cache.stats().unpacks, 2);
+    assert_eq!(cache.stats().pulls, 2);
+    assert_eq!(
+        registry.requests("/blobs/sha256:") - 1,
+        2,
+        "config once, each layer once"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupted_layer_is_refused_and_leaves_nothing_in_the_cache() {
+    if !registry_available("a_corrupted_layer_is_refused") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let image = TestImage::new(vec![LayerBuilder::new().file("a", b"a").gzip()]);
+    let resolved = pushed(&registry, "app", &image).await;
+    let layer = &resolved.layers[0];
+    fs::write(
+        registry.blob_path(&layer.digest),
+        vec![0u8; layer.size as usize],
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_at(tmp.path());
+
+    let err = cache.rootfs(&client(), &resolved, None).await.unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert!(!cache.layer_dir(&layer.digest).exists());
+    assert_eq!(fs::read_dir(cache.root().join("tmp")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_layer_with_an_escaping_path_fails_the_pull() {
+    if !registry_available("a_layer_with_an_escaping_path_fails_the_pull") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let image = TestImage::new(vec![LayerBuilder::new().file("../x", b"x").gzip()]);
+    let resolved = pushed(&registry, "evil", &image).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_at(tmp.path());
+    let err = cache.rootfs(&client(), &resolved, None).await.unwrap_err();
+    assert!(matches!(err, ImageError::BadLayer { .. }), "{err}");
+    assert!(!cache.layer_dir(&resolved.layers[0].digest).exists());
+    assert!(!cache.root().join("x").exists() && !tmp.path().join("x").exists());
+}
+
+#[tokio::test]
+async fn the_overlay_shows_the_merged_view_with_whiteouts_applied() {
+    let test = "the_overlay_shows_the_merged_view_with_whiteouts_applied";
+    if !registry_available(test) {
+        return;
+    }
+    if !is_root() {
+        skip_or_fail(test, "not root (overlay mounts, whiteouts)");
+        return;
+    }
+    let registry = TestRegistry::start();
+    let resolved = pushed(&registry, "layered", &layered_image()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_at(tmp.path());
+    let lowers = cache.rootfs(&client(), &resolved, None).await.unwrap();
+    let (upper, work, target) = (
+        tmp.path().join("upper"),
+        tmp.path().join("work"),
+        tmp.path().join("rootfs"),
+    );
+    for dir in [&upper, &work, &target] {
+        fs::create_dir(dir).unwrap();
+    }
+
+    mount_overlay(&lowers, &upper, &work, &target).unwrap();
+    let merged = || {
+        assert_eq!(fs::read_to_string(target.join("etc/keep")).unwrap(), "keep");
+        assert!(
+            !target.join("etc/gone").exists(),
+            "whiteout hides the lower file"
+        );
+        assert!(
+            !target.join("var/cache/old").exists(),
+            "opaque dir hides lower content"
+        );
+        assert_eq!(
+            fs::read_to_string(target.join("var/cache/new")).unwrap(),
+            "new"
+        );
+        assert_eq!(fs::read_to_string(target.join("app/top")).unwrap(), "top");
+        // Writes go to the container's upper, never to a shared layer.
+        fs::write(target.join("etc/keep"), "changed").unwrap();
+        assert_eq!(
+            fs::read_to_string(lowers[0].join("etc/keep")).unwrap(),
+            "keep"
+        );
+        assert_eq!(
+            fs::read_to_string(upper.join("etc/keep")).unwrap(),
+            "changed"
+        );
+
+        // A mounted layer is never collected, whatever the caller says.
+        let cache = LayerCache::new(cache.root().to_path_buf(), 0, 0)
+            .unwrap()
+            .with_gc_grace(Duration::ZERO);
+        let report = cache.gc(&HashSet::new());
+        assert!(report.removed.is_empty(), "{report:?}");
+        assert_eq!(report.kept_busy.len(), 3);
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(merged));
+    unmount(&target).unwrap();
+    assert!(!fs::read_dir(&target).unwrap().any(|_| true), "unmounted");
+    unmount(&target).unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn gc_removes_unreferenced_layers_then_the_least_recently_used() {
+    if !registry_available("gc_removes_unreferenced_layers") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let one = TestImage::new(vec![
+        LayerBuilder::new().file("one", &vec![1u8; 1000]).gzip(),
+    ]);
+    let two = TestImage::new(vec![
+        LayerBuilder::new().file("two", &vec![2u8; 1000]).gzip(),
+    ]);
+    let three = TestImage::new(vec![
+        LayerBuilder::new().file("three", &vec![3u8; 1000]).gzip(),
+    ]);
+    let (one, two, three) = (
+        pushed(&registry, "one", &one).await,
+        pushed(&registry, "two", &two).await,
+        pushed(&registry, "three", &three).await,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    {
+        let cache = LayerCache::new(root.clone(), 1 << 20, 0).unwrap();
+        for image in [&one, &two, &three] {
+            cache.rootfs(&client(), image, None).await.unwrap();
+        }
+        // Within the grace period nothing goes.
+        let report = cache.gc(&HashSet::new());
+        assert!(report.removed.is_empty(), "{report:?}");
+    }
+    // Room for two layers of 1000 bytes.
+    let cache = LayerCache::new(root, 2500, 0)
+        .unwrap()
+        .with_gc_grace(Duration::ZERO);
+    let digest = |image: &ResolvedImage| image.layers[0].digest.clone();
+    // `one` is used last, so `two` is the least recently used.
+    cache.rootfs(&client(), &two, None).await.unwrap();
+    cache.rootfs(&client(), &three, None).await.unwrap();
+    cache.rootfs(&client(), &one, None).await.unwrap();
+
+    let in_use: HashSet<String> = [digest(&one), digest(&two), digest(&three)].into();
+    let report = cache.gc(&in_use);
+    assert_eq!(
+        report.removed,
+        vec![digest(&two)],
+        "over the limit: least recently used"
+    );
+    assert_eq!(report.kept_bytes, 2000);
+    assert!(!cache.layer_dir(&digest(&two)).exists());
+
+    let report = cache.gc(&[digest(&one)].into());
+    assert_eq!(report.removed, vec![digest(&three)], "unreferenced");
+    assert!(cache.layer_dir(&digest(&one)).exists());
+    assert_eq!(report.freed_bytes, 1000);
+
+    // A collected layer comes back when asked for.
+    cache.rootfs(&client(), &two, None).await.unwrap();
+    assert!(cache.layer_dir(&digest(&two)).exists());
+}
