@@ -144,21 +144,21 @@ async fn basic_auth_right_wrong_and_missing_credentials() {
     registry.push("private", "v1", &app_image()).await;
     let reference = registry.reference("private", "v1");
 
+    // One client for all three: a right login must not let a later wrong
+    // or missing one through.
+    let client = client();
     let right = Credentials {
         username: "alice".into(),
         password: "s3cret".into(),
     };
-    let resolved = client().resolve(&reference, Some(&right)).await.unwrap();
+    let resolved = client.resolve(&reference, Some(&right)).await.unwrap();
     assert_eq!(resolved.layers.len(), 2);
 
     let wrong = Credentials {
         username: "alice".into(),
         password: "nope".into(),
     };
-    let err = client()
-        .resolve(&reference, Some(&wrong))
-        .await
-        .unwrap_err();
+    let err = client.resolve(&reference, Some(&wrong)).await.unwrap_err();
     assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("credentials"), "{err}");
     assert!(
@@ -166,7 +166,7 @@ async fn basic_auth_right_wrong_and_missing_credentials() {
         "the password never shows: {err}"
     );
 
-    let err = client().resolve(&reference, None).await.unwrap_err();
+    let err = client.resolve(&reference, None).await.unwrap_err();
     assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("anonymous"), "{err}");
 }
@@ -416,24 +416,22 @@ mod bearer {
         let host = start(image.config_bytes()).await;
         let reference = format!("{host}/app:v1");
 
+        let client = client();
         let right = Credentials {
             username: "alice".into(),
             password: "s3cret".into(),
         };
-        let resolved = client().resolve(&reference, Some(&right)).await.unwrap();
+        let resolved = client.resolve(&reference, Some(&right)).await.unwrap();
         assert_eq!(resolved.config.cmd, vec!["/bin/app"]);
 
         let wrong = Credentials {
             username: "alice".into(),
             password: "wrong".into(),
         };
-        let err = client()
-            .resolve(&reference, Some(&wrong))
-            .await
-            .unwrap_err();
+        let err = client.resolve(&reference, Some(&wrong)).await.unwrap_err();
         assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
 
-        let err = client().resolve(&reference, None).await.unwrap_err();
+        let err = client.resolve(&reference, None).await.unwrap_err();
         assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
     }
 }
