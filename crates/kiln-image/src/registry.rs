@@ -696,7 +696,7 @@ impl Session {
             why: if self.has_credentials {
                 "the credentials given (wrong username or password?)".into()
             } else {
-                "anonymous access; the image needs credentials".into()
+                "anonymous access: the image does not exist there or needs credentials".into()
             },
         };
         match e {

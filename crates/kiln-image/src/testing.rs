@@ -391,7 +391,7 @@ impl TestImage {
 fn uncompressed(blob: &[u8]) -> Vec<u8> {
     if blob.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(blob), &mut out)
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(blob), &mut out)
             .map(|_| out)
             .unwrap_or_default()
     } else {
