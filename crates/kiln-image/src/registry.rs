@@ -32,7 +32,7 @@
 
 use crate::{ImageError, ImageReference};
 use futures_util::StreamExt;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -745,10 +745,17 @@ impl Session {
                 registry,
                 reason: error_chain(&e),
             },
-            OciDistributionError::DigestError(e) => ImageError::DigestMismatch {
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => ImageError::DigestMismatch {
                 what: format!("manifest {}", manifest.unwrap_or(&self.image)),
-                expected: String::new(),
-                actual: e.to_string(),
+                expected,
+                actual,
+            },
+            OciDistributionError::DigestError(e) => ImageError::BadManifest {
+                reference: manifest.unwrap_or(&self.image).to_string(),
+                why: format!("its digest header: {e}"),
             },
             other => ImageError::Registry {
                 registry,

@@ -216,6 +216,36 @@ async fn a_corrupted_config_blob_is_a_digest_mismatch() {
 }
 
 #[tokio::test]
+async fn a_corrupted_manifest_is_a_digest_mismatch_by_tag_and_by_digest() {
+    if !registry_available("a_corrupted_manifest_is_a_digest_mismatch") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let digest = registry.push("app", "v1", &app_image()).await;
+    let path = registry.blob_path(&digest);
+    let mut manifest = std::fs::read(&path).unwrap();
+    // Still valid JSON of the same length: only the digest can tell.
+    let at = manifest.iter().position(|b| *b == b'2').unwrap();
+    manifest[at] = b'3';
+    std::fs::write(&path, manifest).unwrap();
+
+    for reference in [
+        registry.reference("app", "v1"),
+        format!("{}/app@{digest}", registry.host()),
+    ] {
+        let err = client().resolve(&reference, None).await.unwrap_err();
+        assert!(
+            matches!(err, ImageError::DigestMismatch { .. }),
+            "{reference}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&digest),
+            "names the expected digest: {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn layers_and_manifests_over_the_limits_are_refused() {
     if !registry_available("layers_and_manifests_over_the_limits_are_refused") {
         return;
