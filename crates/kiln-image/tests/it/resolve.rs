@@ -2,7 +2,9 @@
 //! bearer tokens and stalls).
 
 use super::{client, registry_client};
-use kiln_image::testing::{LayerBuilder, TestImage, TestRegistry, registry_available};
+use kiln_image::testing::{
+    LayerBuilder, ManifestFormat, TestImage, TestRegistry, registry_available,
+};
 use kiln_image::{Credentials, ImageError};
 use std::time::Duration;
 
@@ -105,6 +107,43 @@ async fn an_index_resolves_to_its_linux_amd64_image() {
     assert_ne!(resolved.digest, index, "the index itself is not what runs");
     assert_eq!(resolved.digest, amd_digest);
     assert_eq!(resolved.layers.len(), 1);
+}
+
+#[tokio::test]
+async fn docker_schema_2_manifests_and_manifest_lists_resolve_too() {
+    if !registry_available("docker_schema_2_manifests_and_manifest_lists_resolve_too") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let image = app_image();
+    let digest = registry
+        .push_as("docker", "v1", &image, ManifestFormat::Docker)
+        .await;
+    let resolved = client()
+        .resolve(&registry.reference("docker", "v1"), None)
+        .await
+        .unwrap();
+    assert_eq!(resolved.digest, digest);
+    assert_eq!(resolved.config.exposed_ports, vec![8080, 9090]);
+
+    let mut arm = image.clone();
+    arm.architecture = "arm64".into();
+    registry
+        .push_index_as(
+            "dockerlist",
+            "v1",
+            &[("linux", "arm64", &arm), ("linux", "amd64", &image)],
+            ManifestFormat::Docker,
+        )
+        .await;
+    let resolved = client()
+        .resolve(&registry.reference("dockerlist", "v1"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.digest, digest,
+        "the amd64 entry, the same manifest"
+    );
 }
 
 #[tokio::test]
