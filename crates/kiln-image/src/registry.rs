@@ -6,9 +6,10 @@
 //! `WWW-Authenticate: Bearer realm=…` challenge with the user's credentials
 //! sent to the realm, basic auth, the digest header). This module adds what
 //! it leaves to its callers:
-//! - **Plain HTTP per registry**: loopback registries (`127.0.0.0/8`,
-//!   `localhost`, `[::1]`) and the operator's `insecure_registries`; TLS for
-//!   every other.
+//! - **Plain HTTP per registry**: loopback registries (`127.0.0.0/8` as
+//!   dotted addresses, `localhost`; Docker's reference grammar has no IPv6
+//!   hosts) and the operator's `insecure_registries`; TLS for every other,
+//!   including other spellings of a loopback address.
 //! - **Platform choice with a clear error**: an image index or manifest list
 //!   is read here so that "no linux/amd64 image" names the platforms there
 //!   are, and a single-platform image built for another platform is refused
