@@ -41,7 +41,9 @@ use std::time::{Duration, SystemTime};
 /// How long after its last use a layer is safe from garbage collection.
 const DEFAULT_GC_GRACE: Duration = Duration::from_secs(600);
 
-/// Unpacked layers on a cell. Share one per cache root (clone the `Arc`).
+/// Unpacked layers on a cell. One per cache root in a process, shared
+/// behind an `Arc`: opening a cache empties its `tmp/`, and the per-digest
+/// locks only order the fetches of one instance.
 #[derive(Debug)]
 pub struct LayerCache {
     root: PathBuf,
@@ -291,7 +293,8 @@ impl LayerCache {
     /// Removes every cached layer not in `in_use` (layer digests), then the
     /// least recently used ones until the cache is under its size; never a
     /// layer an overlay mounts, one being fetched, or one used within the
-    /// grace period.
+    /// grace period. Blocking file system work: call it from
+    /// `spawn_blocking` in async code.
     pub fn gc(&self, in_use: &HashSet<String>) -> GcReport {
         let mut layers = self.cached_layers();
         layers.sort_by_key(|l| l.last_used);

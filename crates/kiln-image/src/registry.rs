@@ -6,9 +6,10 @@
 //! `WWW-Authenticate: Bearer realm=…` challenge with the user's credentials
 //! sent to the realm, basic auth, the digest header). This module adds what
 //! it leaves to its callers:
-//! - **Plain HTTP per registry**: loopback registries (`127.0.0.0/8`,
-//!   `localhost`, `[::1]`) and the operator's `insecure_registries`; TLS for
-//!   every other.
+//! - **Plain HTTP per registry**: loopback registries (`127.0.0.0/8` as
+//!   dotted addresses, `localhost`; Docker's reference grammar has no IPv6
+//!   hosts) and the operator's `insecure_registries`; TLS for every other,
+//!   including other spellings of a loopback address.
 //! - **Platform choice with a clear error**: an image index or manifest list
 //!   is read here so that "no linux/amd64 image" names the platforms there
 //!   are, and a single-platform image built for another platform is refused
@@ -22,18 +23,23 @@
 //!   and parsed, not what is received).
 //! - **Foreign layer URLs are ignored**: a descriptor's `urls` would send
 //!   requests to hosts the image author chose; only the registry is asked.
-//! - **One oci-client `Client` per operation**: its credential store keeps
-//!   the first credentials it saw for a registry, so a shared client would
-//!   let a later push with wrong credentials ride on an earlier right login.
+//! - **One oci-client `Client` per registry and credentials**: its
+//!   credential store keeps the first credentials it saw for a registry, so
+//!   a client shared across credentials would let a later push with wrong
+//!   credentials ride on an earlier right login. Clients are kept (keyed by
+//!   a hash of the credentials, never the password itself) because building
+//!   one costs tens of milliseconds (its TLS set-up), and its token cache
+//!   saves a token round trip per blob.
 
 use crate::{ImageError, ImageReference};
 use futures_util::StreamExt;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -156,16 +162,32 @@ pub struct LayerDescriptor {
     pub media_type: String,
 }
 
-/// Resolves references and streams blobs. Cheap to share; it holds no
-/// connection or credential between calls.
-#[derive(Debug, Clone)]
+/// Resolves references and streams blobs. Cheap to clone (clones share
+/// their clients).
+#[derive(Clone)]
 pub struct Registry {
     config: RegistryConfig,
+    /// oci-client clients by registry and credentials (see the module
+    /// comment); cleared when it grows past [`MAX_CLIENTS`].
+    clients: Arc<Mutex<HashMap<String, oci_client::Client>>>,
+}
+
+const MAX_CLIENTS: usize = 64;
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl Registry {
     pub fn new(config: RegistryConfig) -> Registry {
-        Registry { config }
+        Registry {
+            config,
+            clients: Arc::default(),
+        }
     }
 
     pub fn config(&self) -> &RegistryConfig {
@@ -225,6 +247,45 @@ impl Registry {
         image: &ImageReference,
         credentials: Option<&Credentials>,
     ) -> Result<Session, ImageError> {
+        let key = match credentials {
+            Some(c) => format!(
+                "{} {}",
+                image.registry(),
+                sha256_digest(format!("{}\0{}", c.username, c.password).as_bytes())
+            ),
+            None => format!("{} anonymous", image.registry()),
+        };
+        let cached = self.lock_clients().get(&key).cloned();
+        let client = match cached {
+            Some(client) => client,
+            None => {
+                let client = self.client_for(image)?;
+                let mut clients = self.lock_clients();
+                if clients.len() >= MAX_CLIENTS {
+                    clients.clear();
+                }
+                clients.entry(key).or_insert(client).clone()
+            }
+        };
+        let auth = match credentials {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        Ok(Session {
+            client,
+            auth,
+            image: image.clone(),
+            has_credentials: credentials.is_some(),
+            timeout: self.config.timeout,
+            max_manifest_bytes: self.config.max_manifest_bytes,
+        })
+    }
+
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, oci_client::Client>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn client_for(&self, image: &ImageReference) -> Result<oci_client::Client, ImageError> {
         let protocol = if self.is_plain_http(image.registry()) {
             oci_client::client::ClientProtocol::Http
         } else {
@@ -239,21 +300,9 @@ impl Registry {
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        let client = oci_client::Client::try_from(config).map_err(|e| ImageError::Registry {
+        oci_client::Client::try_from(config).map_err(|e| ImageError::Registry {
             registry: image.registry().to_string(),
             detail: format!("building the client: {e}"),
-        })?;
-        let auth = match credentials {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        };
-        Ok(Session {
-            client,
-            auth,
-            image: image.clone(),
-            has_credentials: credentials.is_some(),
-            timeout: self.config.timeout,
-            max_manifest_bytes: self.config.max_manifest_bytes,
         })
     }
 
@@ -322,7 +371,7 @@ impl Registry {
     }
 }
 
-/// One operation against one registry, with its own oci-client `Client`.
+/// One operation against one registry, with the client for its credentials.
 struct Session {
     client: oci_client::Client,
     auth: RegistryAuth,
@@ -648,7 +697,7 @@ impl Session {
             why: if self.has_credentials {
                 "the credentials given (wrong username or password?)".into()
             } else {
-                "anonymous access; the image needs credentials".into()
+                "anonymous access: the image does not exist there or needs credentials".into()
             },
         };
         match e {
@@ -697,10 +746,17 @@ impl Session {
                 registry,
                 reason: error_chain(&e),
             },
-            OciDistributionError::DigestError(e) => ImageError::DigestMismatch {
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => ImageError::DigestMismatch {
                 what: format!("manifest {}", manifest.unwrap_or(&self.image)),
-                expected: String::new(),
-                actual: e.to_string(),
+                expected,
+                actual,
+            },
+            OciDistributionError::DigestError(e) => ImageError::BadManifest {
+                reference: manifest.unwrap_or(&self.image).to_string(),
+                why: format!("its digest header: {e}"),
             },
             other => ImageError::Registry {
                 registry,
@@ -882,5 +938,38 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
+
+#[cfg(test)]
+mod client_cache_tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_shared_per_registry_and_credentials_only() {
+        let registry = Registry::new(RegistryConfig::default());
+        let image: ImageReference = "example.com/app:v1".parse().unwrap();
+        let other: ImageReference = "example.org/app:v1".parse().unwrap();
+        let alice = Credentials {
+            username: "alice".into(),
+            password: "right".into(),
+        };
+        let wrong = Credentials {
+            password: "wrong".into(),
+            ..alice.clone()
+        };
+        registry.session(&image, None).unwrap();
+        registry.session(&image, None).unwrap();
+        registry.session(&image, Some(&alice)).unwrap();
+        registry.session(&image, Some(&alice)).unwrap();
+        registry.session(&image, Some(&wrong)).unwrap();
+        registry.session(&other, Some(&alice)).unwrap();
+        let clients = registry.lock_clients();
+        assert_eq!(clients.len(), 4);
+        assert!(
+            clients
+                .keys()
+                .all(|k| !k.contains("right") && !k.contains("wrong"))
+        );
     }
 }

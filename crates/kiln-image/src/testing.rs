@@ -181,10 +181,24 @@ impl TestRegistry {
             .join("data")
     }
 
-    /// Pushes `image` as `repository:tag`; returns the manifest's digest.
+    /// Pushes `image` as `repository:tag` (an OCI manifest); returns the
+    /// manifest's digest.
     pub async fn push(&self, repository: &str, tag: &str, image: &TestImage) -> String {
-        let manifest = self.push_blobs(repository, image).await;
-        self.put_manifest(repository, tag, OCI_MANIFEST, &manifest)
+        self.push_as(repository, tag, image, ManifestFormat::Oci)
+            .await
+    }
+
+    /// Pushes `image` as `repository:tag` in `format`; returns the
+    /// manifest's digest.
+    pub async fn push_as(
+        &self,
+        repository: &str,
+        tag: &str,
+        image: &TestImage,
+        format: ManifestFormat,
+    ) -> String {
+        let manifest = self.push_blobs(repository, image, format).await;
+        self.put_manifest(repository, tag, format.manifest(), &manifest)
             .await
     }
 
@@ -196,14 +210,26 @@ impl TestRegistry {
         tag: &str,
         entries: &[(&str, &str, &TestImage)],
     ) -> String {
+        self.push_index_as(repository, tag, entries, ManifestFormat::Oci)
+            .await
+    }
+
+    /// [`TestRegistry::push_index`] in `format` (Docker: a manifest list).
+    pub async fn push_index_as(
+        &self,
+        repository: &str,
+        tag: &str,
+        entries: &[(&str, &str, &TestImage)],
+        format: ManifestFormat,
+    ) -> String {
         let mut manifests = Vec::new();
         for (os, architecture, image) in entries {
-            let manifest = self.push_blobs(repository, image).await;
+            let manifest = self.push_blobs(repository, image, format).await;
             let digest = sha256_digest(&manifest);
-            self.put_manifest(repository, &digest, OCI_MANIFEST, &manifest)
+            self.put_manifest(repository, &digest, format.manifest(), &manifest)
                 .await;
             manifests.push(json!({
-                "mediaType": OCI_MANIFEST,
+                "mediaType": format.manifest(),
                 "digest": digest,
                 "size": manifest.len(),
                 "platform": {"os": os, "architecture": architecture},
@@ -211,15 +237,21 @@ impl TestRegistry {
         }
         let index = serde_json::to_vec(&json!({
             "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
+            "mediaType": format.index(),
             "manifests": manifests,
         }))
         .unwrap();
-        self.put_manifest(repository, tag, OCI_INDEX, &index).await
+        self.put_manifest(repository, tag, format.index(), &index)
+            .await
     }
 
     /// Uploads the config and layers; returns the manifest's bytes.
-    async fn push_blobs(&self, repository: &str, image: &TestImage) -> Vec<u8> {
+    async fn push_blobs(
+        &self,
+        repository: &str,
+        image: &TestImage,
+        format: ManifestFormat,
+    ) -> Vec<u8> {
         let config = image.config_bytes();
         self.put_blob(repository, &config).await;
         let mut layers = Vec::new();
@@ -233,9 +265,9 @@ impl TestRegistry {
         }
         serde_json::to_vec(&json!({
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
+            "mediaType": format.manifest(),
             "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "mediaType": format.config(),
                 "digest": sha256_digest(&config),
                 "size": config.len(),
             },
@@ -321,8 +353,37 @@ impl Drop for TestRegistry {
     }
 }
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// The media types an image is pushed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFormat {
+    /// OCI image manifest, config and index.
+    Oci,
+    /// Docker schema 2 manifest, container config and manifest list.
+    Docker,
+}
+
+impl ManifestFormat {
+    fn manifest(self) -> &'static str {
+        match self {
+            ManifestFormat::Oci => "application/vnd.oci.image.manifest.v1+json",
+            ManifestFormat::Docker => "application/vnd.docker.distribution.manifest.v2+json",
+        }
+    }
+
+    fn index(self) -> &'static str {
+        match self {
+            ManifestFormat::Oci => "application/vnd.oci.image.index.v1+json",
+            ManifestFormat::Docker => "application/vnd.docker.distribution.manifest.list.v2+json",
+        }
+    }
+
+    fn config(self) -> &'static str {
+        match self {
+            ManifestFormat::Oci => "application/vnd.oci.image.config.v1+json",
+            ManifestFormat::Docker => "application/vnd.docker.container.image.v1+json",
+        }
+    }
+}
 
 /// One layer's blob as pushed.
 #[derive(Debug, Clone)]
@@ -391,7 +452,7 @@ impl TestImage {
 fn uncompressed(blob: &[u8]) -> Vec<u8> {
     if blob.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(blob), &mut out)
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(blob), &mut out)
             .map(|_| out)
             .unwrap_or_default()
     } else {

@@ -75,8 +75,11 @@ pub fn unpack_layer(
         let head = io::BufRead::fill_buf(&mut reader).map_err(ImageError::io("reading", blob))?;
         head.starts_with(&[0x1f, 0x8b])
     };
+    // Multi-member: parallel compressors (pigz, Go's pgzip) write several
+    // gzip members one after the other, and a single-member decoder would
+    // stop silently after the first.
     let input: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(reader))
+        Box::new(flate2::read::MultiGzDecoder::new(reader))
     } else {
         Box::new(reader)
     };

@@ -291,3 +291,56 @@ async fn gc_removes_unreferenced_layers_then_the_least_recently_used() {
     cache.rootfs(&client(), &two, None).await.unwrap();
     assert!(cache.layer_dir(&digest(&two)).exists());
 }
+
+/// A registry that sends the first bytes of a layer and then nothing: the
+/// pull must end with a time-out, not hang, and leave nothing behind.
+#[tokio::test]
+async fn a_layer_that_stalls_mid_stream_times_out() {
+    use axum::routing::get;
+    use futures_util::StreamExt;
+    let content = vec![5u8; 4096];
+    let digest = format!("sha256:{}", {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&content))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/v2/", get(|| async { "{}" }))
+        .route(
+            "/v2/app/blobs/{digest}",
+            get(|| async {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[5u8; 16]))
+                });
+                let stalled = first.chain(futures_util::stream::pending());
+                axum::body::Body::from_stream(stalled)
+            }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let image = ResolvedImage {
+        reference: format!("{addr}/app@{digest}"),
+        registry: addr.to_string(),
+        repository: "app".into(),
+        digest: digest.clone(),
+        pinned: format!("{addr}/app@{digest}"),
+        config: Default::default(),
+        layers: vec![kiln_image::LayerDescriptor {
+            digest: digest.clone(),
+            size: content.len() as u64,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        }],
+    };
+    let registry = kiln_image::Registry::new(kiln_image::RegistryConfig {
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_at(tmp.path());
+
+    let err = cache.rootfs(&registry, &image, None).await.unwrap_err();
+    assert!(matches!(err, ImageError::Timeout { .. }), "{err}");
+    assert!(!cache.layer_dir(&digest).exists());
+    assert_eq!(fs::read_dir(cache.root().join("tmp")).unwrap().count(), 0);
+    server.abort();
+}

@@ -2,7 +2,9 @@
 //! bearer tokens and stalls).
 
 use super::{client, registry_client};
-use kiln_image::testing::{LayerBuilder, TestImage, TestRegistry, registry_available};
+use kiln_image::testing::{
+    LayerBuilder, ManifestFormat, TestImage, TestRegistry, registry_available,
+};
 use kiln_image::{Credentials, ImageError};
 use std::time::Duration;
 
@@ -108,6 +110,43 @@ async fn an_index_resolves_to_its_linux_amd64_image() {
 }
 
 #[tokio::test]
+async fn docker_schema_2_manifests_and_manifest_lists_resolve_too() {
+    if !registry_available("docker_schema_2_manifests_and_manifest_lists_resolve_too") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let image = app_image();
+    let digest = registry
+        .push_as("docker", "v1", &image, ManifestFormat::Docker)
+        .await;
+    let resolved = client()
+        .resolve(&registry.reference("docker", "v1"), None)
+        .await
+        .unwrap();
+    assert_eq!(resolved.digest, digest);
+    assert_eq!(resolved.config.exposed_ports, vec![8080, 9090]);
+
+    let mut arm = image.clone();
+    arm.architecture = "arm64".into();
+    registry
+        .push_index_as(
+            "dockerlist",
+            "v1",
+            &[("linux", "arm64", &arm), ("linux", "amd64", &image)],
+            ManifestFormat::Docker,
+        )
+        .await;
+    let resolved = client()
+        .resolve(&registry.reference("dockerlist", "v1"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.digest, digest,
+        "the amd64 entry, the same manifest"
+    );
+}
+
+#[tokio::test]
 async fn an_image_for_another_platform_only_is_refused() {
     if !registry_available("an_image_for_another_platform_only_is_refused") {
         return;
@@ -144,21 +183,21 @@ async fn basic_auth_right_wrong_and_missing_credentials() {
     registry.push("private", "v1", &app_image()).await;
     let reference = registry.reference("private", "v1");
 
+    // One client for all three: a right login must not let a later wrong
+    // or missing one through.
+    let client = client();
     let right = Credentials {
         username: "alice".into(),
         password: "s3cret".into(),
     };
-    let resolved = client().resolve(&reference, Some(&right)).await.unwrap();
+    let resolved = client.resolve(&reference, Some(&right)).await.unwrap();
     assert_eq!(resolved.layers.len(), 2);
 
     let wrong = Credentials {
         username: "alice".into(),
         password: "nope".into(),
     };
-    let err = client()
-        .resolve(&reference, Some(&wrong))
-        .await
-        .unwrap_err();
+    let err = client.resolve(&reference, Some(&wrong)).await.unwrap_err();
     assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("credentials"), "{err}");
     assert!(
@@ -166,7 +205,7 @@ async fn basic_auth_right_wrong_and_missing_credentials() {
         "the password never shows: {err}"
     );
 
-    let err = client().resolve(&reference, None).await.unwrap_err();
+    let err = client.resolve(&reference, None).await.unwrap_err();
     assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("anonymous"), "{err}");
 }
@@ -213,6 +252,36 @@ async fn a_corrupted_config_blob_is_a_digest_mismatch() {
         .await
         .unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_corrupted_manifest_is_a_digest_mismatch_by_tag_and_by_digest() {
+    if !registry_available("a_corrupted_manifest_is_a_digest_mismatch") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let digest = registry.push("app", "v1", &app_image()).await;
+    let path = registry.blob_path(&digest);
+    let mut manifest = std::fs::read(&path).unwrap();
+    // Still valid JSON of the same length: only the digest can tell.
+    let at = manifest.iter().position(|b| *b == b'2').unwrap();
+    manifest[at] = b'3';
+    std::fs::write(&path, manifest).unwrap();
+
+    for reference in [
+        registry.reference("app", "v1"),
+        format!("{}/app@{digest}", registry.host()),
+    ] {
+        let err = client().resolve(&reference, None).await.unwrap_err();
+        assert!(
+            matches!(err, ImageError::DigestMismatch { .. }),
+            "{reference}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&digest),
+            "names the expected digest: {err}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -416,24 +485,22 @@ mod bearer {
         let host = start(image.config_bytes()).await;
         let reference = format!("{host}/app:v1");
 
+        let client = client();
         let right = Credentials {
             username: "alice".into(),
             password: "s3cret".into(),
         };
-        let resolved = client().resolve(&reference, Some(&right)).await.unwrap();
+        let resolved = client.resolve(&reference, Some(&right)).await.unwrap();
         assert_eq!(resolved.config.cmd, vec!["/bin/app"]);
 
         let wrong = Credentials {
             username: "alice".into(),
             password: "wrong".into(),
         };
-        let err = client()
-            .resolve(&reference, Some(&wrong))
-            .await
-            .unwrap_err();
+        let err = client.resolve(&reference, Some(&wrong)).await.unwrap_err();
         assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
 
-        let err = client().resolve(&reference, None).await.unwrap_err();
+        let err = client.resolve(&reference, None).await.unwrap_err();
         assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
     }
 }

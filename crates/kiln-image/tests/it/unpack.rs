@@ -211,3 +211,32 @@ fn garbage_is_bad_layer_content() {
     let err = unpack(tmp.path(), &layer, OPTIONS).unwrap_err();
     assert!(matches!(err, ImageError::BadLayer { .. }), "{err}");
 }
+
+#[test]
+fn a_gzip_of_several_members_unpacks_whole() {
+    use std::io::Write;
+    // Two files, the tar split across two gzip members as parallel
+    // compressors write it.
+    let tar = LayerBuilder::new()
+        .file("first", &vec![1u8; 4096])
+        .file("second", b"after the first member")
+        .plain()
+        .blob;
+    let (a, b) = tar.split_at(tar.len() / 2);
+    let mut blob = Vec::new();
+    for part in [a, b] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(part).unwrap();
+        blob.extend(gz.finish().unwrap());
+    }
+    let layer = TestLayer {
+        blob,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+    };
+    let tmp = prepared();
+    unpack(tmp.path(), &layer, OPTIONS).unwrap();
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("root/layer/second")).unwrap(),
+        "after the first member"
+    );
+}
