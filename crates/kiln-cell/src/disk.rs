@@ -205,6 +205,31 @@ pub fn used_bytes(path: &Path) -> io::Result<u64> {
     Ok(st.f_blocks.saturating_sub(st.f_bfree) * st.f_frsize)
 }
 
+/// MiB an unprivileged writer may still use on the file system of `path`
+/// (what a new container's image can grow into).
+pub fn free_mb(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize) / (1024 * 1024))
+}
+
+/// Refuses a container of `disk_mb` when the file system holding the
+/// containers has less free: its image would fail to fill part-way (or
+/// cannot even be made) with an obscure error. Worded as Diego's placement
+/// errors, so Cloud Controller reports `InsufficientResources`.
+pub fn check_room(containers_dir: &Path, disk_mb: u64) -> Result<(), String> {
+    if disk_mb == 0 {
+        return Ok(());
+    }
+    let free = free_mb(containers_dir)
+        .map_err(|e| format!("creating container: reading free disk: {e}"))?;
+    if free < disk_mb {
+        return Err(format!(
+            "insufficient resources: disk (cell has {free} MB free, container needs {disk_mb} MB)"
+        ));
+    }
+    Ok(())
+}
+
 /// Mount points at or below `dir`, deepest first (the order to unmount
 /// them in), from `/proc/self/mountinfo`.
 pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -254,6 +279,40 @@ pub fn available() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The executor's own check (a task placed before the cell's presence
+    /// showed the disk full) on a filled tmpfs. Needs root to mount.
+    #[test]
+    fn a_full_file_system_has_no_room_and_says_so_in_diegos_words() {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self belongs to the effective user.
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            assert!(
+                std::env::var("KILN_REQUIRE_RUNC").as_deref() != Ok("1"),
+                "KILN_REQUIRE_RUNC=1 but not root"
+            );
+            eprintln!("\n!!!!!!!! SKIPPING a_full_file_system_has_no_room: not root !!!!!!!!\n");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = tool("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "kiln-test"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        let free = free_mb(dir.path()).unwrap();
+        assert!((7..=8).contains(&free), "{free}");
+        assert_eq!(check_room(dir.path(), 4), Ok(()));
+        let _ = std::fs::write(dir.path().join("filler"), vec![0u8; 9 * 1024 * 1024]);
+        let refused = check_room(dir.path(), 4);
+        let _ = tool("umount").arg(dir.path()).status();
+        assert_eq!(
+            refused,
+            Err("insufficient resources: disk (cell has 0 MB free, container needs 4 MB)".into())
+        );
+        assert_eq!(check_room(dir.path(), 0), Ok(()));
+    }
 
     const MOUNTINFO: &str = "\
 22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw

@@ -30,7 +30,7 @@ use kiln_bbs_client::{BbsClient, BbsError};
 use kiln_logs::LogSink;
 use kiln_model::TaskState;
 use kiln_model::bbs::{
-    ActualLrpInstanceKey, ActualLrpKey, BbsEvent, CellPresence, LrpAssignment, Task,
+    ActualLrpInstanceKey, ActualLrpKey, BbsEvent, CellCapacity, CellPresence, LrpAssignment, Task,
 };
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -60,6 +60,8 @@ enum Work {
 
 struct Running {
     work: Work,
+    /// The container's disk quota, counted against the cell's disk.
+    disk_mb: u64,
     stop: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -162,7 +164,7 @@ pub async fn run(
         "stack ready"
     );
 
-    claim_cell_id(bbs.as_ref(), &config, &stack).await?;
+    claim_cell_id(bbs.as_ref(), &config, &containers_dir, &stack).await?;
     sweep(runtime.as_ref(), &containers_dir, &config.cell_id).await?;
     // After the sweep: a previous run's namespaces are free only once its
     // containers are gone.
@@ -320,15 +322,38 @@ pub async fn run(
 /// could tear down that cell's network or run its work. Work placed now
 /// waits in `cell_work` for the first sync. (With no capacity instead, the
 /// auction would fail at once a task desired meanwhile that fits nowhere.)
+/// The configured capacity, its disk no more than the containers' file
+/// system can give: what is free there plus the quotas of the containers
+/// running (images are sparse, so their unwritten quota still shows as
+/// free, and the auction subtracts those quotas from the capacity). A full
+/// disk thus stops the auction from placing more here.
+fn measured_capacity(
+    config: &CellConfig,
+    containers_dir: &std::path::Path,
+    allocated_mb: u64,
+) -> CellCapacity {
+    let mut capacity = config.capacity;
+    match crate::disk::free_mb(containers_dir) {
+        Ok(free) => {
+            capacity.disk_mb = capacity.disk_mb.min(free.saturating_add(allocated_mb));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reading free disk failed; reporting the configured disk")
+        }
+    }
+    capacity
+}
+
 async fn claim_cell_id(
     bbs: &dyn BbsClient,
     config: &CellConfig,
+    containers_dir: &std::path::Path,
     stack: &stack::Stack,
 ) -> Result<(), CellError> {
     let presence = CellPresence {
         cell_id: config.cell_id.clone(),
         address: config.address.clone(),
-        capacity: config.capacity,
+        capacity: measured_capacity(config, containers_dir, 0),
         rootfs_providers: vec![stack.rootfs_provider()],
     };
     match bbs.heartbeat_cell(presence).await {
@@ -436,10 +461,11 @@ impl Rep {
     /// must then stop rather than run work twice.
     async fn heartbeat(&self) -> bool {
         let config = &self.ctx.config;
+        let allocated_mb = self.running.values().map(|r| r.disk_mb).sum();
         let presence = CellPresence {
             cell_id: config.cell_id.clone(),
             address: config.address.clone(),
-            capacity: config.capacity,
+            capacity: measured_capacity(config, &self.ctx.containers_dir, allocated_mb),
             rootfs_providers: vec![
                 self.ctx.stack.rootfs_provider(),
                 kiln_model::rootfs::RootFsProvider::Docker,
@@ -672,7 +698,8 @@ impl Rep {
             task_guid: id.clone(),
         };
         let ctx = self.ctx.clone();
-        self.spawn(id, work, move |stop| async move {
+        let disk_mb = task.definition.disk_mb;
+        self.spawn(id, work, disk_mb, move |stop| async move {
             End::Task(task::run(ctx, task, stop).await)
         });
     }
@@ -691,12 +718,13 @@ impl Rep {
             instance_key,
         };
         let ctx = self.ctx.clone();
-        self.spawn(id, work, move |stop| async move {
+        let disk_mb = assignment.desired.disk_mb;
+        self.spawn(id, work, disk_mb, move |stop| async move {
             End::Lrp(lrp::run(ctx, assignment, stop).await)
         });
     }
 
-    fn spawn<F, Fut>(&mut self, id: String, work: Work, executor: F)
+    fn spawn<F, Fut>(&mut self, id: String, work: Work, disk_mb: u64, executor: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = End> + Send + 'static,
@@ -727,7 +755,15 @@ impl Rep {
                 end,
             });
         });
-        self.running.insert(id, Running { work, stop, handle });
+        self.running.insert(
+            id,
+            Running {
+                work,
+                disk_mb,
+                stop,
+                handle,
+            },
+        );
     }
 
     async fn finished(&mut self, finished: Finished) {

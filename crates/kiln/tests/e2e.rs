@@ -1745,7 +1745,11 @@ async fn cells_join_die_and_evacuate() {
         );
     }
 
-    // SIGKILL cell-b: its instances run again on the others.
+    // SIGKILL cell-b: its instances run again on the others. Its
+    // containers outlive it, and they stay routed (SUSPECT once its
+    // presence expires) until their replacements run: no request fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = steady_traffic(router_port, "mc.localhost", stop.clone(), 20_000);
     let killed = Instant::now();
     cell_b.kill_hard().await;
     let no_b = |hosts: &[String]| hosts.iter().all(|h| h != "127.0.0.2");
@@ -1759,9 +1763,20 @@ async fn cells_join_die_and_evacuate() {
         &all_logs,
     )
     .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = traffic.await.unwrap();
+    let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
     println!(
-        "all 6 instances RUNNING again {:.1} s after SIGKILL of a cell (cell TTL 15 s)",
-        killed.elapsed().as_secs_f64()
+        "all 6 instances RUNNING again {:.1} s after SIGKILL of a cell (cell TTL 15 s); \
+         {} requests through the router meanwhile, {} failed",
+        killed.elapsed().as_secs_f64(),
+        seen.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "requests failed while a killed cell's instances were re-placed: {failed:?}\n{}",
+        all_logs()
     );
 
     // cell-b restarted with the same id after kill -9: it destroys its

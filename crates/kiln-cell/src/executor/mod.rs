@@ -199,10 +199,14 @@ impl CellCtx {
         disk_mb: u64,
     ) -> Result<Option<Disk>, String> {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || dir.create(disk_mb))
-            .await
-            .map_err(|e| format!("creating container: {e}"))?
-            .map_err(|e| format!("creating container: {e}"))
+        let containers_dir = self.containers_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::disk::check_room(&containers_dir, disk_mb)?;
+            dir.create(disk_mb)
+                .map_err(|e| format!("creating container: {e}"))
+        })
+        .await
+        .map_err(|e| format!("creating container: {e}"))?
     }
 
     /// Diego's description of a process exit, with "(out of memory)" when

@@ -246,7 +246,7 @@ async fn a_busy_instance_reports_cpu_memory_and_disk_usage() {
     assert!(m.disk_bytes >= 5 * 1024 * 1024, "{m:?}");
     assert!(m.disk_bytes < 64 * 1024 * 1024, "{m:?}");
     assert_eq!(m.memory_bytes_quota, 256 * 1024 * 1024);
-    assert_eq!(m.disk_bytes_quota, 1024 * 1024 * 1024);
+    assert_eq!(m.disk_bytes_quota, 256 * 1024 * 1024);
 
     // The cgroup has the limits: memory, swap (where accounted), CPU
     // shares from Diego's weight for 256 MB (3 → 30 shares), pids.

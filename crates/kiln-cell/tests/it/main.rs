@@ -4,6 +4,7 @@
 //! need root and runc skip loudly without them, or fail when
 //! `KILN_REQUIRE_RUNC=1`.
 
+mod full_disk;
 mod limits;
 mod lrps;
 mod network;

@@ -292,6 +292,8 @@ pub fn sh(script: &str) -> RunAction {
     }
 }
 
+/// Disk quotas are small: a cell's presence caps its disk at what the
+/// machine has free, and tests desire many at once.
 pub fn task_definition(stack: &str, log_guid: &str, run: RunAction) -> TaskDefinition {
     TaskDefinition {
         rootfs: kiln_model::rootfs::RootFs::preloaded(stack),
@@ -301,7 +303,7 @@ pub fn task_definition(stack: &str, log_guid: &str, run: RunAction) -> TaskDefin
         log_guid: log_guid.into(),
         log_source: "STG".into(),
         memory_mb: 256,
-        disk_mb: 1024,
+        disk_mb: 256,
         env: vec![],
         downloads: vec![],
         run,
@@ -321,7 +323,7 @@ pub fn desired_lrp(stack: &str, process_guid: &str, action: RunAction) -> Desire
         image_password: Default::default(),
         ports: vec![],
         memory_mb: 256,
-        disk_mb: 1024,
+        disk_mb: 256,
         env: vec![],
         setup: vec![],
         action,
