@@ -192,11 +192,12 @@ fn refuses_unsafe_entries_and_writes_nothing_outside() {
 #[test]
 fn a_layer_unpacking_past_the_limit_is_too_large() {
     let tmp = prepared();
-    // Compresses to a few hundred bytes, unpacks to 2 MiB.
+    // Compresses to a small fraction (how small depends on the deflate
+    // backend cargo unifies for the workspace), unpacks to 2 MiB.
     let layer = LayerBuilder::new()
         .file("zeros", &vec![0u8; 2 << 20])
         .gzip();
-    assert!(layer.blob.len() < 16 << 10);
+    assert!(layer.blob.len() < (2 << 20) / 16, "{}", layer.blob.len());
     let err = unpack(tmp.path(), &layer, OPTIONS).unwrap_err();
     assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
 }
