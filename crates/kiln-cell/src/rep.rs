@@ -344,6 +344,15 @@ fn measured_capacity(
     capacity
 }
 
+/// What the cell runs: its stack, and docker images. One list for every
+/// heartbeat, so the first one does not offer less than the later ones.
+fn rootfs_providers(stack: &stack::Stack) -> Vec<kiln_model::rootfs::RootFsProvider> {
+    vec![
+        stack.rootfs_provider(),
+        kiln_model::rootfs::RootFsProvider::Docker,
+    ]
+}
+
 async fn claim_cell_id(
     bbs: &dyn BbsClient,
     config: &CellConfig,
@@ -354,7 +363,7 @@ async fn claim_cell_id(
         cell_id: config.cell_id.clone(),
         address: config.address.clone(),
         capacity: measured_capacity(config, containers_dir, 0),
-        rootfs_providers: vec![stack.rootfs_provider()],
+        rootfs_providers: rootfs_providers(stack),
     };
     match bbs.heartbeat_cell(presence).await {
         Err(error @ (BbsError::CellIdInUse { .. } | BbsError::Unauthorized(_))) => {
@@ -466,10 +475,7 @@ impl Rep {
             cell_id: config.cell_id.clone(),
             address: config.address.clone(),
             capacity: measured_capacity(config, &self.ctx.containers_dir, allocated_mb),
-            rootfs_providers: vec![
-                self.ctx.stack.rootfs_provider(),
-                kiln_model::rootfs::RootFsProvider::Docker,
-            ],
+            rootfs_providers: rootfs_providers(&self.ctx.stack),
         };
         match self.ctx.bbs.heartbeat_cell(presence).await {
             Ok(()) => true,
