@@ -203,32 +203,44 @@ impl Drop for Server {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
-        // Last resort after a failed test: no container may outlive it.
-        let runc_root = self.data_dir.join("cell").join("runc");
-        if let Ok(out) = std::process::Command::new("runc")
+        clean_up_cell(&self.data_dir, &self.cell_id);
+    }
+}
+
+/// Last resort after a failed test: no container of a cell that ran with
+/// `data_dir` may outlive it, nor its network, nor a container's file
+/// system stay mounted (its loop device goes with it).
+fn clean_up_cell(data_dir: &Path, cell_id: &str) {
+    let runc_root = data_dir.join("cell").join("runc");
+    for id in runc_ids(&runc_root) {
+        let _ = std::process::Command::new("runc")
             .arg("--root")
             .arg(&runc_root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        // ... nor its network.
-        kiln_cell::network::remove_leftovers_blocking(&self.cell_id);
-        // Nor may a container's file system stay mounted (its loop device
-        // goes with it).
-        for mount in mounts_under(&self.data_dir) {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", &mount])
-                .output();
-        }
+            .args(["delete", "--force", &id])
+            .output();
     }
+    kiln_cell::network::remove_leftovers_blocking(cell_id);
+    for mount in mounts_under(data_dir) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", &mount])
+            .output();
+    }
+}
+
+/// The ids of the containers runc lists under `root`.
+fn runc_ids(root: &Path) -> Vec<String> {
+    std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 struct CliOutput {
@@ -1402,13 +1414,7 @@ impl CellNode {
 }
 
 fn runc_containers(root: &Path) -> usize {
-    std::process::Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
-        .unwrap_or(0)
+    runc_ids(root).len()
 }
 
 impl Drop for CellNode {
@@ -1416,27 +1422,7 @@ impl Drop for CellNode {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
-        let runc_root = self.data_dir.join("cell").join("runc");
-        if let Ok(out) = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        kiln_cell::network::remove_leftovers_blocking(&self.cell_id);
-        for mount in mounts_under(&self.data_dir) {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", &mount])
-                .output();
-        }
+        clean_up_cell(&self.data_dir, &self.cell_id);
     }
 }
 
