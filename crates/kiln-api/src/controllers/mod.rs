@@ -12,7 +12,9 @@ pub mod logcache;
 pub mod manifest;
 pub mod packages;
 pub mod processes;
+pub mod roles;
 pub mod routes;
+pub mod users;
 
 use crate::web::{ListParams, paginate};
 use axum::Json;

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "deployments and revisions",
         include_str!("../../migrations/0004_deployments.sql"),
     ),
+    (
+        5,
+        "users, cc users and roles",
+        include_str!("../../migrations/0005_users_roles.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.
