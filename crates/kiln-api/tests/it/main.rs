@@ -6,6 +6,7 @@
 mod custom_buildpacks;
 mod deployments;
 mod oneshot;
+mod roles;
 mod waits;
 
 use kiln_api::{Api, ApiConfig, ApiDeps};
