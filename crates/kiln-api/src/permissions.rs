@@ -473,3 +473,51 @@ pub fn check_global(perms: &Permissions, need: Need) -> ApiResult<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(global: Global) -> Permissions {
+        Permissions {
+            user_guid: "u".into(),
+            global,
+            roles: Vec::new(),
+            spaces: Vec::new(),
+            orgs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn admin_read_only_reads_everything_and_changes_nothing() {
+        let ro = caller(Global::AdminReadOnly);
+        assert_eq!(ro.readable_spaces(), None);
+        assert_eq!(ro.readable_orgs(), None);
+        for need in [Need::Read, Need::Secrets] {
+            assert!(check(&ro, need, Kind::App, "o", Some("s")).is_ok());
+        }
+        for need in [
+            Need::Write,
+            Need::Operate,
+            Need::ManageSpace,
+            Need::ManageOrg,
+            Need::Admin,
+        ] {
+            let e = check(&ro, need, Kind::App, "o", Some("s")).unwrap_err();
+            assert!(
+                matches!(e, ApiError::Cf { code: 10003, .. }),
+                "{need:?}: {e}"
+            );
+        }
+        assert!(check_global(&ro, Need::Admin).is_err());
+        assert!(!ro.can_grant("o", None));
+    }
+
+    #[test]
+    fn no_role_sees_nothing() {
+        let nobody = caller(Global::None);
+        assert_eq!(nobody.readable_spaces(), Some(Vec::new()));
+        let e = check(&nobody, Need::Read, Kind::Route, "o", Some("s")).unwrap_err();
+        assert_eq!(e.to_string(), "CF-ResourceNotFound: Route not found");
+    }
+}

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// A request as the holder of `token`, through the router.
-async fn call(
+pub(super) async fn call(
     kiln: &Kiln,
     token: &str,
     method: &str,
@@ -45,7 +45,7 @@ async fn call(
     (status, v)
 }
 
-async fn token_for(kiln: &Kiln, username: &str, password: &str) -> (StatusCode, Value) {
+pub(super) async fn token_for(kiln: &Kiln, username: &str, password: &str) -> (StatusCode, Value) {
     let r = kiln
         .http
         .post(format!("{}/oauth/token", kiln.url))
@@ -63,7 +63,7 @@ async fn token_for(kiln: &Kiln, username: &str, password: &str) -> (StatusCode, 
 }
 
 /// A new UAA user and CC user; returns its guid and an access token.
-async fn new_user(kiln: &Kiln, name: &str) -> (String, String) {
+pub(super) async fn new_user(kiln: &Kiln, name: &str) -> (String, String) {
     let (status, u) = call(
         kiln,
         &kiln.token,
@@ -88,7 +88,7 @@ async fn new_user(kiln: &Kiln, name: &str) -> (String, String) {
     (guid, t["access_token"].as_str().unwrap().to_string())
 }
 
-async fn grant(
+pub(super) async fn grant(
     kiln: &Kiln,
     token: &str,
     kind: &str,
@@ -102,7 +102,7 @@ async fn grant(
     call(kiln, token, "POST", "/v3/roles", Some(body)).await
 }
 
-async fn admin_post(kiln: &Kiln, path: &str, body: Value) -> Value {
+pub(super) async fn admin_post(kiln: &Kiln, path: &str, body: Value) -> Value {
     let (status, v) = call(kiln, &kiln.token, "POST", path, Some(body)).await;
     assert!(status.is_success(), "{path}: {status} {v}");
     v
@@ -112,11 +112,11 @@ fn guid(v: &Value) -> String {
     v["guid"].as_str().unwrap().to_string()
 }
 
-async fn new_org(kiln: &Kiln, name: &str) -> String {
+pub(super) async fn new_org(kiln: &Kiln, name: &str) -> String {
     guid(&admin_post(kiln, "/v3/organizations", json!({"name": name})).await)
 }
 
-async fn new_space(kiln: &Kiln, org: &str, name: &str) -> String {
+pub(super) async fn new_space(kiln: &Kiln, org: &str, name: &str) -> String {
     guid(
         &admin_post(
             kiln,
@@ -127,7 +127,7 @@ async fn new_space(kiln: &Kiln, org: &str, name: &str) -> String {
     )
 }
 
-async fn new_app(kiln: &Kiln, space: &str, name: &str) -> String {
+pub(super) async fn new_app(kiln: &Kiln, space: &str, name: &str) -> String {
     guid(
         &admin_post(
             kiln,
