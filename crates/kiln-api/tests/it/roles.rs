@@ -496,6 +496,25 @@ async fn roles_follow_cloud_controllers_rules() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _) = call(&kiln, &admin, "GET", &format!("/v3/roles/{dev_role}"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A deleted space takes its roles with it.
+    let (status, _) = call(
+        &kiln,
+        &admin,
+        "DELETE",
+        &format!("/v3/spaces/{space}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, left) = call(
+        &kiln,
+        &admin,
+        "GET",
+        &format!("/v3/roles?space_guids={space}"),
+        None,
+    )
+    .await;
+    assert_eq!(left["pagination"]["total_results"], 0, "{left}");
     kiln.stop().await;
 }
 
