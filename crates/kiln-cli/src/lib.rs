@@ -30,12 +30,14 @@ mod push;
 mod resources;
 mod routes;
 mod summary;
+mod users;
 
 pub use buildpacks::CreateBuildpackArgs;
 pub use curl::CurlArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
 pub use routes::RouteArgs;
+pub use users::{CreateUserArgs, SetOrgRoleArgs, SetSpaceRoleArgs, SpaceUsersArgs};
 
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -110,6 +112,14 @@ pub enum Command {
     Orgs,
     /// List the spaces of the targeted org
     Spaces,
+    /// Create a user (UAA and Cloud Controller)
+    CreateUser(CreateUserArgs),
+    /// Give a user a role in an org
+    SetOrgRole(SetOrgRoleArgs),
+    /// Give a user a role in a space (and membership of its org)
+    SetSpaceRole(SetSpaceRoleArgs),
+    /// List a space's users by role
+    SpaceUsers(SpaceUsersArgs),
     /// Print the client's version
     Version,
     /// Show an app's logs (follows them until Ctrl-C unless --recent)
@@ -285,6 +295,10 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::Stacks => platform::stacks(&mut session(home)?).await,
         Command::Orgs => platform::orgs(&mut session(home)?).await,
         Command::Spaces => platform::spaces(&mut session(home)?).await,
+        Command::CreateUser(a) => users::create_user(&mut session(home)?, a).await,
+        Command::SetOrgRole(a) => users::set_org_role(&mut session(home)?, a).await,
+        Command::SetSpaceRole(a) => users::set_space_role(&mut session(home)?, a).await,
+        Command::SpaceUsers(a) => users::space_users(&mut session(home)?, a).await,
         Command::Version => {
             platform::version();
             Ok(())
