@@ -9,6 +9,8 @@
 # registry on 127.0.0.1), apache2-utils (its htpasswd users), busybox-static
 # (a statically linked payload for test images), skopeo and umoci (the
 # benchmark's floor: copy an image and unpack it for a bare runc run).
+# For the S3 blobstore (issue 15): python3-venv, and moto's S3 server from
+# PyPI in the venv /opt/kiln-py (Debian has no S3-compatible server).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -25,6 +27,7 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
+[ -x /opt/kiln-py/bin/python ] || dpkg-query -W -f="${Status}" python3-venv 2>/dev/null | grep -q "ok installed" || need+=(python3-venv)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
@@ -34,4 +37,14 @@ if ((${#need[@]})); then
   echo "install-deps: installing ${need[*]} from Debian"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The venv's packages, pinned; only what is missing.
+if [ ! -x /opt/kiln-py/bin/moto_server ]; then
+  if [ "$(id -u)" != 0 ] && [ ! -w /opt ]; then
+    echo "install-deps: /opt/kiln-py missing; run as root (sudo) to create it" >&2
+    exit 1
+  fi
+  echo "install-deps: installing moto[server] into /opt/kiln-py"
+  [ -x /opt/kiln-py/bin/python ] || /usr/bin/python3 -m venv /opt/kiln-py
+  /opt/kiln-py/bin/pip install -q 'moto[server]==5.1.22'
 fi

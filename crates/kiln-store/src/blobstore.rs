@@ -48,20 +48,8 @@ impl FsBlobstore {
         Ok(FsBlobstore { root, scratch })
     }
 
-    /// Keys are relative paths of plain segments (`droplets/<guid>`); anything
-    /// that could leave the root is refused.
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
-        let valid = !key.is_empty()
-            && key.split('/').all(|seg| {
-                !seg.is_empty()
-                    && seg != "."
-                    && seg != ".."
-                    && !seg.starts_with('.')
-                    && seg
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            });
-        if valid {
+        if valid_key(key) {
             Ok(self.root.join(key))
         } else {
             Err(StoreError::InvalidKey {
@@ -69,6 +57,19 @@ impl FsBlobstore {
             })
         }
     }
+}
+
+/// Keys are relative paths of plain segments (`droplets/<guid>`); anything
+/// that could leave a directory root, or name a hidden file, is refused.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && !seg.starts_with('.')
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
 }
 
 async fn sha256_of(path: &Path) -> std::io::Result<BlobInfo> {

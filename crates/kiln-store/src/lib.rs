@@ -5,18 +5,26 @@
 //!   with that component's migrations applied. SQLite is the embedded
 //!   default; the component owns its schema and queries.
 //! - [`Blobstore`]: packages, droplets, buildpacks and the resource cache,
-//!   addressed by key. [`FsBlobstore`] keeps them in a directory.
+//!   addressed by key. [`FsBlobstore`] keeps them in a directory (the
+//!   default), [`S3Blobstore`] in an S3-compatible bucket; [`open_blobstore`]
+//!   picks one from `--blobstore-url`.
 //!
 //! Architecture invariant: this crate knows nothing about HTTP, apps or
 //! scheduling. It stores rows and bytes for the crates that do.
 
 mod blobstore;
+mod s3;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
+pub(crate) use blobstore::valid_key;
 pub use blobstore::{BlobInfo, Blobstore, FsBlobstore};
+pub use s3::{MULTIPART_THRESHOLD, S3Blobstore, S3Location};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use sqlx::SqlitePool;
@@ -58,6 +66,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("blobstore URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("blobstore: could not {op} {key}: {message}")]
+    ObjectStore {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("database {url}: {source}")]
     Database {
         url: String,
@@ -70,6 +86,41 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+}
+
+/// The blobstore a `--blobstore-url` names: `s3://BUCKET?endpoint=URL&region=R`,
+/// `file:///PATH` or a plain path; `None` is the embedded default,
+/// `<data_dir>/blobs`.
+pub async fn open_blobstore(
+    url: Option<&str>,
+    data_dir: &Path,
+) -> Result<Arc<dyn Blobstore>, StoreError> {
+    Ok(match url {
+        None => Arc::new(FsBlobstore::new(data_dir.join("blobs")).await?),
+        Some(u) if u.starts_with("s3:") => {
+            let location = S3Location::parse(u)?;
+            Arc::new(S3Blobstore::new(&location, data_dir.join("blob-scratch")).await?)
+        }
+        Some(u) if u.starts_with("file://") => {
+            let path = url::Url::parse(u)
+                .ok()
+                .filter(|p| p.host_str().is_none_or(str::is_empty))
+                .and_then(|p| p.to_file_path().ok())
+                .ok_or_else(|| StoreError::InvalidUrl {
+                    url: u.to_string(),
+                    reason: "a file URL is file:///ABSOLUTE/PATH".to_string(),
+                })?;
+            Arc::new(FsBlobstore::new(path).await?)
+        }
+        Some(u) if u.contains("://") => {
+            return Err(StoreError::InvalidUrl {
+                url: u.to_string(),
+                reason: "Kiln keeps blobs in a directory (file:// or a path) or S3 (s3://)"
+                    .to_string(),
+            });
+        }
+        Some(path) => Arc::new(FsBlobstore::new(path).await?),
+    })
 }
 
 /// How hard a commit waits for the disk.

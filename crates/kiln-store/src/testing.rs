@@ -1,0 +1,129 @@
+//! Test support: a real S3-compatible server (moto's, from PyPI) on
+//! 127.0.0.1, started per test and killed on drop. Enabled by the
+//! `test-support` feature.
+
+use crate::{S3Blobstore, S3Location, StoreError};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Any key and secret: moto checks neither.
+pub const ACCESS_KEY_ID: &str = "kiln-test";
+pub const SECRET_ACCESS_KEY: &str = "kiln-test-secret";
+
+/// Where `install-deps.sh` puts moto; `KILN_MOTO_SERVER` overrides it.
+fn moto_server() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("KILN_MOTO_SERVER").map(PathBuf::from),
+        Some(PathBuf::from("/opt/kiln-py/bin/moto_server")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+/// A moto S3 server on a loopback port of its own.
+pub struct MotoS3 {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl MotoS3 {
+    /// `None`, loudly, when moto is not installed — unless the run
+    /// requires everything (`KILN_REQUIRE_RUNC=1`, as CI sets), then it
+    /// panics.
+    pub async fn start() -> Option<MotoS3> {
+        let Some(bin) = moto_server() else {
+            let msg =
+                "moto_server not found (run scripts/install-deps.sh, or set KILN_MOTO_SERVER)";
+            if std::env::var("KILN_REQUIRE_RUNC").as_deref() == Ok("1") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPING the S3 part of this test: {msg}");
+            return None;
+        };
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut moto = MotoS3 {
+            child: None,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        };
+        moto.child = Some(moto.spawn(&bin));
+        moto.wait_ready().await;
+        Some(moto)
+    }
+
+    fn spawn(&self, bin: &std::path::Path) -> Child {
+        Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server")
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("moto_server did not listen on {} within 15 s", self.addr);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The `--blobstore-url` of `bucket` on this server.
+    pub fn url(&self, bucket: &str) -> String {
+        format!(
+            "s3://{bucket}?endpoint={}&region=us-east-1",
+            self.endpoint()
+        )
+    }
+
+    /// Creates `bucket` (S3's `PUT /BUCKET`; moto needs no signature).
+    pub async fn create_bucket(&self, bucket: &str) {
+        let mut conn = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let req = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "create bucket: {answer}"
+        );
+    }
+
+    /// A blobstore on `bucket` (created here) with the test credentials.
+    pub async fn blobstore(
+        &self,
+        bucket: &str,
+        scratch: PathBuf,
+    ) -> Result<S3Blobstore, StoreError> {
+        self.create_bucket(bucket).await;
+        let location = S3Location::parse(&self.url(bucket))?;
+        S3Blobstore::with_credentials(&location, ACCESS_KEY_ID, SECRET_ACCESS_KEY, scratch).await
+    }
+
+    /// Kills the server (its objects are in memory: they are gone).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MotoS3 {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
