@@ -24,7 +24,7 @@ pub enum ApiError {
     },
     #[error("ccdb: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("opening ccdb: {0}")]
+    #[error("storage: {0}")]
     Store(#[from] kiln_store::StoreError),
     #[error("bbs: {0}")]
     Bbs(#[from] kiln_bbs::BbsError),
@@ -192,6 +192,15 @@ impl IntoResponse for ApiError {
                 *status,
                 serde_json::json!({"error": error, "error_description": description}),
             ),
+            // CC's answer when its blobstore does not answer; the cause is
+            // logged, not shown.
+            ApiError::Store(kiln_store::StoreError::ObjectStore { .. }) => {
+                tracing::error!(error = %self, "blobstore unavailable");
+                (
+                    StatusCode::BAD_GATEWAY,
+                    serde_json::json!({"errors": [{"code": 150007, "title": "CF-BlobstoreUnavailable", "detail": "Failed to perform blobstore operation after three retries."}]}),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "request failed");
                 (

@@ -37,6 +37,12 @@ pub struct ServerArgs {
     /// Where the databases, blobs, stack and containers live
     #[arg(long, env = "KILN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where packages, droplets and buildpacks live: a directory (a path or
+    /// file:///PATH; default DATA_DIR/blobs) or an S3 bucket
+    /// (s3://BUCKET?endpoint=URL&region=REGION, credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)
+    #[arg(long, env = "KILN_BLOBSTORE_URL")]
+    pub blobstore_url: Option<String>,
     /// Address of the Cloud Controller API (and UAA and log cache)
     #[arg(long, env = "KILN_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
@@ -139,6 +145,7 @@ struct FileConfig {
     bbs_credentials: Option<PathBuf>,
     evacuation_timeout: Option<u64>,
     data_dir: Option<PathBuf>,
+    blobstore_url: Option<String>,
     api_listen: Option<SocketAddr>,
     router_listen: Option<SocketAddr>,
     router_workers: Option<usize>,
@@ -226,6 +233,8 @@ pub struct ServerConfig {
     pub remote_bbs: Option<RemoteBbs>,
     pub evacuation_timeout: std::time::Duration,
     pub data_dir: PathBuf,
+    /// `None`: DATA_DIR/blobs.
+    pub blobstore_url: Option<String>,
     pub api_listen: SocketAddr,
     pub router_listen: SocketAddr,
     /// 0: one per CPU.
@@ -337,6 +346,7 @@ impl ServerConfig {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| "/var/lib/kiln".into()),
+            blobstore_url: args.blobstore_url.or(file.blobstore_url),
             api_listen,
             router_listen: args
                 .router_listen

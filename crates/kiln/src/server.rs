@@ -13,7 +13,7 @@ use crate::config::{ServerArgs, ServerConfig};
 use anyhow::Context;
 use kiln_bbs::{Bbs, BbsClient};
 use kiln_logs::{LogSink, LogStore};
-use kiln_store::{Blobstore, FsBlobstore};
+use kiln_store::Blobstore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -121,11 +121,10 @@ async fn start_bbs_and_api(
         .await
         .context("opening the bbs database")?;
     let logs = Arc::new(LogStore::default());
-    let blobstore: Arc<dyn Blobstore> = Arc::new(
-        FsBlobstore::new(config.data_dir.join("blobs"))
+    let blobstore: Arc<dyn Blobstore> =
+        kiln_store::open_blobstore(config.blobstore_url.as_deref(), &config.data_dir)
             .await
-            .context("opening the blobstore")?,
-    );
+            .context("opening the blobstore")?;
     let api = kiln_api::Api::open(
         kiln_api::ApiConfig {
             data_dir: config.data_dir.join("api"),

@@ -108,6 +108,18 @@ impl Server {
         cell_network: &str,
         extra: &[String],
     ) -> Server {
+        Server::start_with_env(data_dir, api_port, router_port, cell_network, extra, &[]).await
+    }
+
+    /// [`Server::start_with`] with more environment variables.
+    async fn start_with_env(
+        data_dir: &Path,
+        api_port: u16,
+        router_port: u16,
+        cell_network: &str,
+        extra: &[String],
+        env: &[(&str, &str)],
+    ) -> Server {
         let cell_id = format!("e2e-cell-{api_port}");
         let log_path = data_dir.with_extension(format!("server-{}.log", free_port()));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -127,6 +139,7 @@ impl Server {
             .arg(format!("127.0.0.1:{router_port}"))
             .args(["--cell-id", &cell_id, "--cell-network", cell_network])
             .args(extra)
+            .envs(env.iter().copied())
             .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
@@ -2262,4 +2275,83 @@ async fn docker_images_push_by_tag_and_digest_and_fail_clearly() {
         text.contains("unreachable"),
         "the reason must say which\n{out}"
     );
+}
+
+/// Packages, droplets and buildpacks in an S3 bucket (a real moto server on
+/// 127.0.0.1): a push stages and runs with nothing in the blob directory;
+/// with the store down, a push fails with CC's error and the running app
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_with_an_s3_blobstore() {
+    if !runnable() {
+        return;
+    }
+    let Some(mut moto) = kiln_store::testing::MotoS3::start().await else {
+        return;
+    };
+    let _one_at_a_time = SERIAL.lock().await;
+    moto.create_bucket("kiln-e2e").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let home = scratch.path().join("home");
+    let (api_port, router_port) = (free_port(), free_port());
+    let server = Server::start_with_env(
+        &data_dir,
+        api_port,
+        router_port,
+        &free_subnet(),
+        &["--blobstore-url".to_string(), moto.url("kiln-e2e")],
+        &[
+            ("AWS_ACCESS_KEY_ID", kiln_store::testing::ACCESS_KEY_ID),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                kiln_store::testing::SECRET_ACCESS_KEY,
+            ),
+        ],
+    )
+    .await;
+    login(&home, &server).await;
+    create_legacy_buildpack(&home).await;
+    let probe_dir = fixture("apps/envprobe");
+    let out = cli(
+        &home,
+        &["push", "s3probe", "-p", probe_dir.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        out.success,
+        "push failed\n{out}\n--- server log ---\n{}",
+        server.log()
+    );
+    let response = wait_for_200(router_port, "s3probe.localhost", Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
+    let local_blobs = data_dir.join("blobs");
+    assert!(
+        !local_blobs.exists() || std::fs::read_dir(&local_blobs).unwrap().count() == 0,
+        "blobs went to the directory, not the bucket"
+    );
+
+    // The store goes away: a new push fails with CC's error, not a hang or
+    // a panic; what runs keeps running.
+    moto.kill();
+    let started = Instant::now();
+    let out = cli(
+        &home,
+        &["push", "s3probe2", "-p", probe_dir.to_str().unwrap()],
+    )
+    .await;
+    assert!(!out.success, "a push without a blobstore succeeded\n{out}");
+    assert!(
+        out.stderr.contains("blobstore"),
+        "the failure does not say why\n{out}"
+    );
+    eprintln!(
+        "push with the blobstore down failed in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        route_get(router_port, "s3probe.localhost").await.status(),
+        200
+    );
+    drop(server);
 }
