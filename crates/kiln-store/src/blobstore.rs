@@ -39,12 +39,7 @@ impl FsBlobstore {
     pub async fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         let scratch = root.join(".scratch");
-        tokio::fs::create_dir_all(&scratch)
-            .await
-            .map_err(|source| StoreError::Io {
-                path: scratch.clone(),
-                source,
-            })?;
+        create_dir(&scratch).await?;
         Ok(FsBlobstore { root, scratch })
     }
 
@@ -57,6 +52,15 @@ impl FsBlobstore {
             })
         }
     }
+}
+
+pub(crate) async fn create_dir(path: &Path) -> Result<(), StoreError> {
+    tokio::fs::create_dir_all(path)
+        .await
+        .map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Keys are relative paths of plain segments (`droplets/<guid>`); anything

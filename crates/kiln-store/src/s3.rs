@@ -105,12 +105,7 @@ impl S3Blobstore {
         secret_access_key: &str,
         scratch: PathBuf,
     ) -> Result<Self, StoreError> {
-        tokio::fs::create_dir_all(&scratch)
-            .await
-            .map_err(|source| StoreError::Io {
-                path: scratch.clone(),
-                source,
-            })?;
+        crate::blobstore::create_dir(&scratch).await?;
         let mut builder = AmazonS3Builder::from_env()
             .with_access_key_id(access_key_id)
             .with_secret_access_key(secret_access_key)

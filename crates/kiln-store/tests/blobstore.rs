@@ -97,16 +97,22 @@ async fn a_directory_keeps_the_contract() {
     contract(&store).await;
 }
 
-#[tokio::test]
-async fn an_s3_bucket_keeps_the_contract() {
-    let Some(moto) = MotoS3::start().await else {
-        return;
-    };
+/// A fresh bucket on `moto`, with its scratch directory.
+async fn bucket(moto: &MotoS3) -> (tempfile::TempDir, kiln_store::S3Blobstore) {
     let dir = tempfile::tempdir().unwrap();
     let store = moto
         .blobstore("kiln-blobs", dir.path().join("scratch"))
         .await
         .unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn an_s3_bucket_keeps_the_contract() {
+    let Some(moto) = MotoS3::start().await else {
+        return;
+    };
+    let (_dir, store) = bucket(&moto).await;
     contract(&store).await;
 }
 
@@ -115,11 +121,7 @@ async fn an_s3_store_that_is_down_fails_clearly_and_keeps_the_source() {
     let Some(mut moto) = MotoS3::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = moto
-        .blobstore("kiln-blobs", dir.path().join("scratch"))
-        .await
-        .unwrap();
+    let (_dir, store) = bucket(&moto).await;
     moto.kill();
     for len in [100, 9 * 1024 * 1024] {
         let (src, _) = staged(&store, "upload", len, 3).await;
