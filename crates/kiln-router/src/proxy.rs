@@ -18,6 +18,7 @@
 use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
 use crate::backend_io::Connector;
+use crate::client_conn::{Activity, ClientBody, Timed, Timeouts};
 use crate::sticky;
 use crate::sync::SharedTable;
 use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
@@ -128,16 +129,20 @@ impl Proxy {
         }
     }
 
-    /// The service answering a connection's requests.
+    /// The service answering a connection's requests. Each request counts
+    /// as in progress on `activity` until its response body is dropped.
     fn service(
         self: &Arc<Self>,
         client_addr: SocketAddr,
         tls: bool,
+        activity: Arc<Activity>,
     ) -> impl hyper::service::Service<
         Request<Incoming>,
-        Response = Response<ProxyBody>,
+        Response = Response<ClientBody<ProxyBody>>,
         Error = Infallible,
-        Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+        Future = impl Future<Output = Result<Response<ClientBody<ProxyBody>>, Infallible>>
+                 + Send
+                 + 'static,
     > + Clone
     + Send
     + 'static {
@@ -151,6 +156,8 @@ impl Proxy {
             let proxy = proxy.clone();
             let client_ip = client_ip.clone();
             let hsts = hsts.clone();
+            let in_progress = activity.start_request();
+            let activity = activity.clone();
             async move {
                 let mut response = proxy.handle(request, client_addr, &client_ip, tls).await;
                 if let Some(hsts) = hsts {
@@ -161,7 +168,10 @@ impl Proxy {
                         .entry(header::STRICT_TRANSPORT_SECURITY)
                         .or_insert(hsts);
                 }
-                Ok::<_, Infallible>(response)
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    activity.upgraded();
+                }
+                Ok::<_, Infallible>(response.map(|body| ClientBody::new(body, in_progress)))
             }
         })
     }
@@ -176,10 +186,12 @@ impl Proxy {
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let service = self.service(client_addr, false);
+        let stream = Timed::new(stream, self.timeouts());
+        let service = self.service(client_addr, false, stream.activity());
         let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout)
+            // `Timed` keeps the header read and idle timeouts apart; hyper's
+            // would also end idle connections after the header read timeout.
+            .header_read_timeout(None)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         tokio::pin!(connection);
@@ -210,11 +222,13 @@ impl Proxy {
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
+        let stream = Timed::new(stream, self.timeouts());
+        let activity = stream.activity();
         let handshake = tokio::select! {
             handshake = tokio::time::timeout(self.config.header_read_timeout, acceptor.accept(stream)) => handshake,
             _ = shutdown.cancelled() => return,
         };
-        let stream = match handshake {
+        let mut stream = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::debug!(%error, %client_addr, "router TLS handshake failed");
@@ -226,12 +240,12 @@ impl Proxy {
             }
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        let service = self.service(client_addr, true);
+        if h2 {
+            stream.get_mut().0.set_h2();
+        }
+        let service = self.service(client_addr, true, activity);
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout);
+        builder.http1().header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
         let builder = if h2 {
             builder.http2_only()
@@ -252,6 +266,13 @@ impl Proxy {
         };
         if let Err(error) = result {
             tracing::debug!(%error, %client_addr, h2, "router HTTPS client connection ended with an error");
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header_read: self.config.header_read_timeout,
+            idle: self.config.client_idle_timeout,
         }
     }
 
