@@ -7,6 +7,7 @@
 //! behind, records are dropped and counted rather than slowing requests
 //! (Gorouter's access log writer drops too when its buffer is full).
 
+use crate::backend_io::Lease;
 use crate::table::{Endpoint, InFlight};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri, Version};
@@ -212,6 +213,9 @@ pub(crate) struct LoggedBody {
     log: AccessLog,
     /// The request counts against the instance's limit until its response is done.
     _in_flight: InFlight,
+    /// The connection the response came on, given back to the pool once
+    /// the whole body went through.
+    lease: Option<Lease>,
 }
 
 impl LoggedBody {
@@ -221,6 +225,7 @@ impl LoggedBody {
         record: AccessRecord,
         log: AccessLog,
         in_flight: InFlight,
+        lease: Option<Lease>,
     ) -> LoggedBody {
         LoggedBody {
             inner,
@@ -229,6 +234,7 @@ impl LoggedBody {
             record: Some(record),
             log,
             _in_flight: in_flight,
+            lease,
         }
     }
 }
@@ -261,6 +267,13 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        // A body dropped before its end leaves its connection mid-response:
+        // that one is closed, not reused.
+        if let (Some(lease), Some(record)) = (self.lease.take(), &self.record)
+            && self.inner.is_end_stream()
+        {
+            lease.give_back(&record.endpoint.addr);
+        }
         if let Some(record) = self.record.take() {
             self.log.emit(record, self.status, self.sent);
         }
