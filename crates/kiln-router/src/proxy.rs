@@ -388,7 +388,9 @@ impl Proxy {
                     break;
                 }
             };
-            let in_flight = endpoint.state.start_request();
+            let in_flight = endpoint
+                .state
+                .start_request(self.config.max_conns_per_backend);
             let error = match tokio::time::timeout(
                 self.config.request_timeout,
                 self.backends.send(&endpoint.addr, outgoing),

@@ -70,7 +70,7 @@ impl Workers {
             let proxy = Arc::new(Proxy::new(
                 config.clone(),
                 table.clone(),
-                log.clone(),
+                log.for_worker(),
                 hard_stop.clone(),
             ));
             handle.spawn(sweep_idle_backends(proxy.clone()));
