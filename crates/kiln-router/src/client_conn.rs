@@ -167,13 +167,28 @@ impl<S> Timed<S> {
 
     /// Why the wait for a read is over, if it is; arms the timer for the
     /// deadline.
+    ///
+    /// The timer is moved only to an earlier deadline. A later one (each
+    /// request moves the idle deadline on) is left for when the timer
+    /// fires early, so a kept-alive connection does not reset its timer at
+    /// every request.
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
         let (deadline, why) = self.deadline()?;
-        if self.armed != Some(deadline) {
-            self.sleep.as_mut().reset(deadline);
-            self.armed = Some(deadline);
+        if self.armed.is_none_or(|armed| armed > deadline) {
+            self.arm(deadline);
         }
-        self.sleep.as_mut().poll(cx).is_ready().then_some(why)
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Some(why);
+            }
+            self.arm(deadline);
+        }
+        None
+    }
+
+    fn arm(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.armed = Some(deadline);
     }
 }
 
