@@ -126,16 +126,17 @@ impl Backends {
         }
     }
 
-    /// The connection to `addr` given back last that is still open.
+    /// The connection to `addr` given back last that can take a request
+    /// now. One still sending a request body its response did not wait
+    /// for is left alone; closed ones met on the way are dropped.
     fn take_idle(&self, addr: &str) -> Option<Sender> {
         let mut idle = self.idle();
         let list = idle.get_mut(addr)?;
-        while let Some(entry) = list.pop_back() {
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
-            }
+        while list.back().is_some_and(|entry| entry.sender.is_closed()) {
+            list.pop_back();
         }
-        None
+        let ready = list.iter().rposition(|entry| entry.sender.is_ready())?;
+        list.remove(ready).map(|entry| entry.sender)
     }
 
     fn give_back(&self, addr: &str, sender: Sender) {
