@@ -41,7 +41,7 @@ fn desired(i: usize) -> DesiredLrp {
         health_check: HealthCheck::Port,
         start_timeout_ms: 60_000,
         // Every tenth app also has a path route, as some do.
-        routes: if i % 10 == 0 {
+        routes: if i.is_multiple_of(10) {
             vec![
                 host(i).as_str().into(),
                 format!("{}/api", host(i)).as_str().into(),
@@ -106,7 +106,7 @@ fn queries(apps: usize) -> Vec<(String, &'static str)> {
             state ^= state >> 7;
             state ^= state << 17;
             let i = state as usize % apps;
-            let path = if i % 10 == 0 {
+            let path = if i.is_multiple_of(10) {
                 "/api/v1/items"
             } else {
                 "/index.html"
