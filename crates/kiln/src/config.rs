@@ -694,6 +694,34 @@ mod tests {
     }
 
     #[test]
+    fn the_router_client_idle_timeout_is_gorouters_by_default_and_never_zero() {
+        let base = || ServerArgs {
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        };
+        let config = ServerConfig::resolve(base()).unwrap();
+        assert_eq!(
+            config.router_client_idle_timeout,
+            std::time::Duration::from_secs(900)
+        );
+        let config = ServerConfig::resolve(ServerArgs {
+            router_client_idle_timeout: Some(30),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(
+            config.router_client_idle_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let err = ServerConfig::resolve(ServerArgs {
+            router_client_idle_timeout: Some(0),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("idle timeout"), "{err:#}");
+    }
+
+    #[test]
     fn router_tls_hsts_and_sticky_cookies() {
         let base = || ServerArgs {
             runc: Some("/usr/sbin/runc".into()),
