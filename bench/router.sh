@@ -14,7 +14,8 @@
 #      and 1000 connections; prints the medians and the ratios
 #      kiln/nginx (throughput: higher is better; p99: lower is better);
 #   4. prints the Kiln server's RSS idle, right after the load and after
-#      SETTLE seconds.
+#      SETTLE seconds (default 10: the router closes instance connections
+#      opened for a burst after 5 s idle, sweeping every second).
 #
 # Build first: `cargo build --release --bin kiln` (KILN= to use another).
 set -euo pipefail
@@ -23,7 +24,7 @@ KILN=${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-2 64 1000}
-SETTLE=${SETTLE:-5}
+SETTLE=${SETTLE:-10}
 [ -x "$KILN" ] || { echo "router.sh: no $KILN; run cargo build --release --bin kiln" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y -qq wrk nginx-light >/dev/null
 

@@ -7,6 +7,7 @@
 //! behind, records are dropped and counted rather than slowing requests
 //! (Gorouter's access log writer drops too when its buffer is full).
 
+use crate::backend_io::Lease;
 use crate::table::{Endpoint, InFlight};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri, Version};
@@ -14,10 +15,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use kiln_logs::LogSink;
 use kiln_model::LOG_SOURCE_ROUTER;
 use kiln_model::logs::{LogEnvelope, MessageType};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -62,42 +64,59 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
+    /// Gorouter's access line, written into one string.
     pub fn line(&self) -> String {
         let r = &self.record;
+        let e = &r.endpoint;
+        let mut out = String::with_capacity(512);
         let t = time::OffsetDateTime::from(r.received_at);
-        let received = format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        push_text(&mut out, &r.host);
+        let _ = write!(
+            out,
+            " - [{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z] \"{} ",
             t.year(),
             u8::from(t.month()),
             t.day(),
             t.hour(),
             t.minute(),
             t.second(),
-            t.nanosecond()
+            t.nanosecond(),
+            r.method,
         );
-        let e = &r.endpoint;
-        format!(
-            "{host} - [{received}] {request} {status} {req_bytes} {body_bytes_sent} {referer} {agent} {client} {backend} \
-             x_forwarded_for:{xff} x_forwarded_proto:{xfp} vcap_request_id:{id} response_time:{rt:.6} \
-             app_id:{app} app_index:{index} instance_id:{instance} x_cf_routererror:{router_error}",
-            host = text(&r.host),
-            request = quote(&format!("{} {} {:?}", r.method, r.uri, r.version)),
-            status = self.status,
-            req_bytes = r.request_bytes.load(Ordering::Relaxed),
-            body_bytes_sent = self.body_bytes_sent,
-            referer = quote_or_dash(r.referer.as_ref().map(text).as_deref()),
-            agent = quote_or_dash(r.user_agent.as_ref().map(text).as_deref()),
-            client = quote(&r.client_addr.to_string()),
-            backend = quote(&e.addr),
-            xff = quote(&r.x_forwarded_for.as_ref().map(text).unwrap_or_default()),
-            xfp = quote(&r.x_forwarded_proto.as_ref().map(text).unwrap_or_default()),
-            id = quote(&text(&r.request_id)),
-            rt = self.response_time.as_secs_f64(),
-            app = quote(&e.app_guid),
-            index = quote(&e.index.to_string()),
-            instance = quote(&e.instance_guid),
-            router_error = quote_or_dash(r.router_error.as_deref()),
-        )
+        push_escaped(&mut out, &r.uri.to_string());
+        let _ = write!(
+            out,
+            " {:?}\" {} {} {} ",
+            r.version,
+            self.status,
+            r.request_bytes.load(Ordering::Relaxed),
+            self.body_bytes_sent
+        );
+        push_quoted_or_dash(&mut out, r.referer.as_ref());
+        out.push(' ');
+        push_quoted_or_dash(&mut out, r.user_agent.as_ref());
+        let _ = write!(out, " \"{}\" ", r.client_addr);
+        push_quoted(&mut out, &e.addr);
+        out.push_str(" x_forwarded_for:");
+        push_quoted_value(&mut out, r.x_forwarded_for.as_ref());
+        out.push_str(" x_forwarded_proto:");
+        push_quoted_value(&mut out, r.x_forwarded_proto.as_ref());
+        out.push_str(" vcap_request_id:");
+        push_quoted_value(&mut out, Some(&r.request_id));
+        let _ = write!(
+            out,
+            " response_time:{:.6} app_id:",
+            self.response_time.as_secs_f64()
+        );
+        push_quoted(&mut out, &e.app_guid);
+        let _ = write!(out, " app_index:\"{}\" instance_id:", e.index);
+        push_quoted(&mut out, &e.instance_guid);
+        out.push_str(" x_cf_routererror:");
+        match r.router_error.as_deref() {
+            Some(error) if !error.is_empty() => push_quoted(&mut out, error),
+            _ => out.push_str("\"-\""),
+        }
+        out
     }
 
     fn envelope(&self) -> LogEnvelope {
@@ -117,34 +136,61 @@ impl Finished {
 pub(crate) struct AccessLog {
     queue: mpsc::Sender<Finished>,
     dropped: Arc<AtomicU64>,
+    /// Every queue's receiving end, which the writer drains.
+    queues: Arc<Mutex<Vec<mpsc::Receiver<Finished>>>>,
 }
 
 impl AccessLog {
     /// Starts the writer task on the current runtime; it ends when every
-    /// `AccessLog` is gone and the queue is empty.
+    /// `AccessLog` is gone and the queues are empty.
     ///
-    /// The writer drains the queue on a short tick instead of waiting on
-    /// it: a receiver that waits must be woken by every send, which is a
+    /// The writer drains the queues on a short tick instead of waiting on
+    /// them: a receiver that waits must be woken by every send, which is a
     /// cross-thread wake-up (a system call) per request on the workers.
     pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
-        let (queue, mut receiver) = mpsc::channel::<Finished>(QUEUE);
+        let (queue, receiver) = mpsc::channel::<Finished>(QUEUE);
+        let queues = Arc::new(Mutex::new(vec![receiver]));
+        let drained = queues.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(WRITER_TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                loop {
-                    match receiver.try_recv() {
-                        Ok(finished) => logs.emit(finished.envelope()),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => return,
-                    }
+                let mut finished = Vec::new();
+                let open = {
+                    let mut queues = drained.lock().unwrap_or_else(|e| e.into_inner());
+                    queues.retain_mut(|queue| drain(queue, &mut finished));
+                    !queues.is_empty()
+                };
+                // Written outside the lock, so a new worker never waits on it.
+                for finished in finished {
+                    logs.emit(finished.envelope());
+                }
+                if !open {
+                    return;
                 }
             }
         });
         AccessLog {
             queue,
             dropped: Arc::default(),
+            queues,
+        }
+    }
+
+    /// A queue of its own for one worker thread to the same writer: each
+    /// worker then writes only to memory its own core holds, where one
+    /// shared queue would move between the cores at every request.
+    pub fn for_worker(&self) -> AccessLog {
+        let (queue, receiver) = mpsc::channel::<Finished>(QUEUE);
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(receiver);
+        AccessLog {
+            queue,
+            dropped: self.dropped.clone(),
+            queues: self.queues.clone(),
         }
     }
 
@@ -165,17 +211,31 @@ impl AccessLog {
     }
 }
 
-/// Header text for the log; bytes that are not visible ASCII are escaped.
-fn text(value: &HeaderValue) -> String {
-    match value.to_str() {
-        Ok(s) => s.to_string(),
-        Err(_) => value.as_bytes().escape_ascii().to_string(),
+/// Moves what `queue` holds into `into`; false once the queue is closed
+/// and empty.
+fn drain(queue: &mut mpsc::Receiver<Finished>, into: &mut Vec<Finished>) -> bool {
+    loop {
+        match queue.try_recv() {
+            Ok(finished) => into.push(finished),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
     }
 }
 
-fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
+/// Header text for the log; bytes that are not visible ASCII are escaped.
+fn push_text(out: &mut String, value: &HeaderValue) {
+    match value.to_str() {
+        Ok(s) => out.push_str(s),
+        Err(_) => {
+            let _ = write!(out, "{}", value.as_bytes().escape_ascii());
+        }
+    }
+}
+
+/// Text inside a quoted field: quotes and backslashes escaped, control
+/// characters spelled out.
+fn push_escaped(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -184,14 +244,31 @@ fn quote(value: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
-    out
 }
 
-fn quote_or_dash(value: Option<&str>) -> String {
+fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    push_escaped(out, value);
+    out.push('"');
+}
+
+/// A header's text quoted; nothing between the quotes without it.
+fn push_quoted_value(out: &mut String, value: Option<&HeaderValue>) {
+    out.push('"');
+    if let Some(value) = value {
+        match value.to_str() {
+            Ok(s) => push_escaped(out, s),
+            Err(_) => push_escaped(out, &value.as_bytes().escape_ascii().to_string()),
+        }
+    }
+    out.push('"');
+}
+
+/// A header's text quoted, or `"-"` without it (or when it is empty).
+fn push_quoted_or_dash(out: &mut String, value: Option<&HeaderValue>) {
     match value {
-        Some(v) if !v.is_empty() => quote(v),
-        _ => "\"-\"".to_string(),
+        Some(value) if !value.is_empty() => push_quoted_value(out, Some(value)),
+        _ => out.push_str("\"-\""),
     }
 }
 
@@ -212,6 +289,9 @@ pub(crate) struct LoggedBody {
     log: AccessLog,
     /// The request counts against the instance's limit until its response is done.
     _in_flight: InFlight,
+    /// The connection the response came on, given back to the pool once
+    /// the whole body went through.
+    lease: Option<Lease>,
 }
 
 impl LoggedBody {
@@ -221,6 +301,7 @@ impl LoggedBody {
         record: AccessRecord,
         log: AccessLog,
         in_flight: InFlight,
+        lease: Option<Lease>,
     ) -> LoggedBody {
         LoggedBody {
             inner,
@@ -229,6 +310,7 @@ impl LoggedBody {
             record: Some(record),
             log,
             _in_flight: in_flight,
+            lease,
         }
     }
 }
@@ -261,6 +343,13 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        // A body dropped before its end leaves its connection mid-response:
+        // that one is closed, not reused.
+        if let (Some(lease), Some(record)) = (self.lease.take(), &self.record)
+            && self.inner.is_end_stream()
+        {
+            lease.give_back(&record.endpoint.addr);
+        }
         if let Some(record) = self.record.take() {
             self.log.emit(record, self.status, self.sent);
         }

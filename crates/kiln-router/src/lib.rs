@@ -22,6 +22,7 @@
 
 mod access_log;
 mod backend_io;
+mod client_conn;
 mod health;
 mod proxy;
 mod sticky;
@@ -57,11 +58,14 @@ pub struct RouterConfig {
     /// How long an instance may take to answer a request with its response
     /// headers (Gorouter: 900 s).
     pub request_timeout: Duration,
-    /// How long a client may take to send a request's headers (a slow-loris
-    /// client is cut off after it). hyper also applies it to a kept-alive
-    /// connection waiting for its next request, so it is the idle timeout
-    /// too (nginx: 60 s for headers, 75 s idle).
+    /// How long a client may take to send a request's headers, from the
+    /// connection's start or a later request's first byte (a slow-loris
+    /// client is cut off after it; nginx: 60 s).
     pub header_read_timeout: Duration,
+    /// How long a kept-alive client connection may wait for its next
+    /// request before it is closed (Gorouter's `frontend_idle_timeout`:
+    /// 900 s).
+    pub client_idle_timeout: Duration,
     /// Full re-read of the BBS, in case events were missed (Gorouter's
     /// routes are re-registered every 20 s).
     pub resync_interval: Duration,
@@ -92,6 +96,7 @@ impl Default for RouterConfig {
             dial_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(900),
             header_read_timeout: Duration::from_secs(60),
+            client_idle_timeout: Duration::from_secs(900),
             resync_interval: Duration::from_secs(20),
             workers: 0,
             retry_after_failure: Duration::from_secs(30),

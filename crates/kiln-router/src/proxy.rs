@@ -17,22 +17,20 @@
 
 use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
-use crate::backend_io::Connector;
+use crate::backend_io::{BackendError, Backends, Lease};
+use crate::client_conn::{Activity, ClientBody, Timed, Timeouts};
 use crate::sticky;
 use crate::sync::SharedTable;
 use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -70,21 +68,13 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Idle connections to instances are closed after this (Go's transport default).
-const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per instance and worker. Gorouter's BOSH template
-/// keeps 100; with more clients in flight than that, every request beyond
-/// it would open and close a connection of its own, so the pool holds as
-/// many as a busy worker uses.
-const BACKEND_MAX_IDLE: usize = 1024;
-
 /// The proxy of one worker thread: a table to route by, its own pool of
 /// connections to instances, and the access log.
 pub struct Proxy {
     config: RouterConfig,
     table: SharedTable,
     log: AccessLog,
-    client: Client<Connector, ForwardBody>,
+    backends: Arc<Backends>,
     /// Cancelled when the drain after shutdown is over: ends connections and
     /// tunnels that are still open.
     hard_stop: CancellationToken,
@@ -109,35 +99,34 @@ impl Proxy {
         log: AccessLog,
         hard_stop: CancellationToken,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.dial_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(BACKEND_MAX_IDLE)
-            // The client's own Host header is forwarded, never the instance's address.
-            .set_host(false)
-            .build(Connector(connector));
         Proxy {
+            backends: Backends::new(config.dial_timeout),
             config,
             table,
             log,
-            client,
             hard_stop,
         }
     }
 
-    /// The service answering a connection's requests.
+    /// Closes the worker's connections to instances that were idle too long.
+    pub(crate) fn sweep_idle_backends(&self) {
+        self.backends.sweep();
+    }
+
+    /// The service answering a connection's requests. Each request counts
+    /// as in progress on `activity` until its response body is dropped.
     fn service(
         self: &Arc<Self>,
         client_addr: SocketAddr,
         tls: bool,
+        activity: Arc<Activity>,
     ) -> impl hyper::service::Service<
         Request<Incoming>,
-        Response = Response<ProxyBody>,
+        Response = Response<ClientBody<ProxyBody>>,
         Error = Infallible,
-        Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+        Future = impl Future<Output = Result<Response<ClientBody<ProxyBody>>, Infallible>>
+                 + Send
+                 + 'static,
     > + Clone
     + Send
     + 'static {
@@ -151,6 +140,8 @@ impl Proxy {
             let proxy = proxy.clone();
             let client_ip = client_ip.clone();
             let hsts = hsts.clone();
+            let in_progress = activity.start_request();
+            let activity = activity.clone();
             async move {
                 let mut response = proxy.handle(request, client_addr, &client_ip, tls).await;
                 if let Some(hsts) = hsts {
@@ -161,7 +152,10 @@ impl Proxy {
                         .entry(header::STRICT_TRANSPORT_SECURITY)
                         .or_insert(hsts);
                 }
-                Ok::<_, Infallible>(response)
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    activity.upgraded();
+                }
+                Ok::<_, Infallible>(response.map(|body| ClientBody::new(body, in_progress)))
             }
         })
     }
@@ -176,10 +170,12 @@ impl Proxy {
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let service = self.service(client_addr, false);
+        let stream = Timed::new(stream, self.timeouts());
+        let service = self.service(client_addr, false, stream.activity());
         let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout)
+            // `Timed` keeps the header read and idle timeouts apart; hyper's
+            // would also end idle connections after the header read timeout.
+            .header_read_timeout(None)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         tokio::pin!(connection);
@@ -210,11 +206,13 @@ impl Proxy {
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
+        let stream = Timed::new(stream, self.timeouts());
+        let activity = stream.activity();
         let handshake = tokio::select! {
             handshake = tokio::time::timeout(self.config.header_read_timeout, acceptor.accept(stream)) => handshake,
             _ = shutdown.cancelled() => return,
         };
-        let stream = match handshake {
+        let mut stream = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::debug!(%error, %client_addr, "router TLS handshake failed");
@@ -226,12 +224,12 @@ impl Proxy {
             }
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        let service = self.service(client_addr, true);
+        if h2 {
+            stream.get_mut().0.set_h2();
+        }
+        let service = self.service(client_addr, true, activity);
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout);
+        builder.http1().header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
         let builder = if h2 {
             builder.http2_only()
@@ -252,6 +250,13 @@ impl Proxy {
         };
         if let Err(error) = result {
             tracing::debug!(%error, %client_addr, h2, "router HTTPS client connection ended with an error");
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header_read: self.config.header_read_timeout,
+            idle: self.config.client_idle_timeout,
         }
     }
 
@@ -383,16 +388,25 @@ impl Proxy {
                     break;
                 }
             };
-            let in_flight = endpoint.state.start_request();
+            let in_flight = endpoint
+                .state
+                .start_request(self.config.max_conns_per_backend);
             let error = match tokio::time::timeout(
                 self.config.request_timeout,
-                self.client.request(outgoing),
+                self.backends.send(&endpoint.addr, outgoing),
             )
             .await
             {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, lease))) => {
                     record.endpoint = endpoint.clone();
-                    return self.respond(response, upgrade, record, in_flight, sticky.as_deref());
+                    return self.respond(
+                        response,
+                        lease,
+                        upgrade,
+                        record,
+                        in_flight,
+                        sticky.as_deref(),
+                    );
                 }
                 Ok(Err(error)) => error,
                 Err(_) => {
@@ -406,7 +420,8 @@ impl Proxy {
                 }
             };
             drop(in_flight);
-            if error.is_connect() {
+            let connect_failed = matches!(error, BackendError::Connect(_));
+            if connect_failed {
                 endpoint.state.mark_failed(self.config.retry_after_failure);
             }
             let why = describe(&error, endpoint);
@@ -421,8 +436,8 @@ impl Proxy {
             // timed out) and whose body was never read. Either way the body
             // must be back in `slot`, or there is nothing to resend.
             let body_back = slot.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-            let retryable = body_back
-                && (error.is_connect() || (idempotent && is_closed_before_response(&error)));
+            let retryable =
+                body_back && (connect_failed || (idempotent && is_closed_before_response(&error)));
             tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable, "instance failed the request");
             failure = Some((endpoint.clone(), why));
             if !retryable {
@@ -518,6 +533,7 @@ impl Proxy {
     fn respond(
         &self,
         mut response: Response<Incoming>,
+        lease: Lease,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         record: AccessRecord,
         in_flight: InFlight,
@@ -556,9 +572,11 @@ impl Proxy {
             );
         }
         let status = head.status.as_u16();
+        // An upgraded connection is the tunnel's now, never the pool's.
+        let lease = (!switching).then_some(lease);
         Response::from_parts(
             head,
-            LoggedBody::new(body, status, record, self.log.clone(), in_flight).boxed(),
+            LoggedBody::new(body, status, record, self.log.clone(), in_flight, lease).boxed(),
         )
     }
 
@@ -906,17 +924,14 @@ fn outgoing_request(
     endpoint: &Endpoint,
     body: ForwardBody,
 ) -> Result<Request<ForwardBody>, String> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority =
-        Some(
-            endpoint.wire.authority.clone().ok_or_else(|| {
-                format!("request target for {}: not a host and port", endpoint.addr)
-            })?,
-        );
-    parts.path_and_query = Some(path.clone());
-    let uri =
-        Uri::from_parts(parts).map_err(|e| format!("request target for {}: {e}", endpoint.addr))?;
+    if endpoint.wire.authority.is_none() {
+        return Err(format!(
+            "request target for {}: not a host and port",
+            endpoint.addr
+        ));
+    }
+    // Origin form: the connection is the instance's already.
+    let uri = Uri::from(path.clone());
     headers.insert(X_CF_APPLICATION_ID, endpoint.wire.app_id.clone());
     headers.insert(X_CF_INSTANCE_ID, endpoint.wire.instance_id.clone());
     headers.insert(X_CF_INSTANCE_INDEX, endpoint.wire.index.clone());
@@ -940,28 +955,25 @@ fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// The instance closed the connection before sending any response.
-fn is_closed_before_response(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            return hyper_error.is_incomplete_message() || hyper_error.is_canceled();
-        }
-        source = cause.source();
+fn is_closed_before_response(error: &BackendError) -> bool {
+    match error {
+        BackendError::Connect(_) => false,
+        BackendError::Request(error) => error.is_incomplete_message() || error.is_canceled(),
     }
-    false
 }
 
 /// A short description for `X-Cf-Routererror: endpoint_failure (...)`, in
 /// the spirit of Go's error strings (`dial tcp 10.0.0.1:61001: ...`).
-fn describe(error: &hyper_util::client::legacy::Error, endpoint: &Endpoint) -> String {
-    let mut innermost: &dyn std::error::Error = error;
-    while let Some(cause) = innermost.source() {
-        innermost = cause;
-    }
-    if error.is_connect() {
-        format!("dial tcp {}: {innermost}", endpoint.addr)
-    } else {
-        format!("{}: {innermost}", endpoint.addr)
+fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
+    match error {
+        BackendError::Connect(error) => format!("dial tcp {}: {error}", endpoint.addr),
+        BackendError::Request(error) => {
+            let mut innermost: &dyn std::error::Error = error;
+            while let Some(cause) = innermost.source() {
+                innermost = cause;
+            }
+            format!("{}: {innermost}", endpoint.addr)
+        }
     }
 }
 

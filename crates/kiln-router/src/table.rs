@@ -67,20 +67,28 @@ impl EndpointState {
         limit != 0 && self.in_flight.load(Ordering::Relaxed) >= limit
     }
 
-    /// Counts a request in flight until the guard is dropped.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    /// Counts a request in flight until the guard is dropped, if there is
+    /// a `limit` to count against (0: none). Without one nothing is
+    /// counted: the counter is shared by every worker, and each count
+    /// would move its cache line between cores.
+    pub fn start_request(self: &Arc<Self>, limit: usize) -> InFlight {
+        if limit == 0 {
+            return InFlight(None);
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight(Some(self.clone()))
     }
 }
 
 /// One request in flight to an endpoint.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<EndpointState>);
+pub(crate) struct InFlight(Option<Arc<EndpointState>>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(state) = &self.0 {
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

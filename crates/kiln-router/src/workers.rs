@@ -9,6 +9,7 @@ use crate::proxy::Proxy;
 use crate::sync::SharedTable;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,19 @@ struct Worker {
 pub(crate) struct Workers {
     workers: Vec<Worker>,
     next: AtomicUsize,
+}
+
+/// How often a worker closes the instance connections idle too long.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs until the worker's runtime is dropped.
+async fn sweep_idle_backends(proxy: Arc<Proxy>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        proxy.sweep_idle_backends();
+    }
 }
 
 impl Workers {
@@ -56,9 +70,10 @@ impl Workers {
             let proxy = Arc::new(Proxy::new(
                 config.clone(),
                 table.clone(),
-                log.clone(),
+                log.for_worker(),
                 hard_stop.clone(),
             ));
+            handle.spawn(sweep_idle_backends(proxy.clone()));
             workers.push(Worker {
                 proxy,
                 runtime: handle,

@@ -1386,8 +1386,7 @@ async fn a_slow_loris_client_is_cut_off() {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text:?}"
     );
-    // Others are served (on a new connection: the timeout also ends idle
-    // keep-alive connections, such as the fixture client's).
+    // Others are served.
     let response = reqwest::Client::new()
         .get(f.url("/"))
         .header("Host", "loris.test")
@@ -1395,6 +1394,104 @@ async fn a_slow_loris_client_is_cut_off() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// Reads one response with a `Content-Length` body off `stream`; returns
+/// its status line.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "connection closed before a whole response");
+        data.extend_from_slice(&buf[..n]);
+        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&data[..end]).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap())
+            })
+            .expect("a content-length");
+        if data.len() >= end + 4 + length {
+            assert_eq!(data.len(), end + 4 + length, "nothing after the response");
+            return head.lines().next().unwrap().to_string();
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_close_after_the_idle_timeout_not_the_header_timeout() {
+    let header_read = Duration::from_millis(300);
+    let idle = Duration::from_secs(4);
+    let f = fixture_with(RouterConfig {
+        header_read_timeout: header_read,
+        client_idle_timeout: idle,
+        resync_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let b = backend("b").await;
+    f.app("p1", "idle.test", &[b.port]).await;
+    f.wait_for("idle.test", 200).await;
+    let request = b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n";
+
+    // A gap longer than the header read timeout (and shorter than the idle
+    // timeout) between two requests on one connection.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(header_read * 3).await;
+    stream.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+
+    // Then nothing: the router closes it once the idle timeout is over.
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(idle + WAIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("the router closed the idle connection")
+        .ok();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= idle - Duration::from_millis(200),
+        "closed after {waited:?}, before the idle timeout"
+    );
+
+    // A request whose head stalls after an idle gap is cut off by the
+    // header read timeout, counted from its first byte, long before the
+    // idle timeout would end the connection.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(header_read * 2).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: idle.test\r\n")
+        .await
+        .unwrap();
+    let stalled_from = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("the router closed the stalled connection")
+        .ok();
+    let waited = stalled_from.elapsed();
+    assert!(
+        waited < idle - header_read * 2,
+        "a stalled head was cut off only after {waited:?}"
+    );
 }
 
 /// An `nc`-style instance: writes its whole response as soon as a client

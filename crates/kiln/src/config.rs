@@ -58,6 +58,10 @@ pub struct ServerArgs {
     /// Requests in flight per app instance through the router, at most; 0: no limit (default 500)
     #[arg(long, env = "KILN_ROUTER_MAX_CONNS_PER_BACKEND")]
     pub router_max_conns_per_backend: Option<usize>,
+    /// Seconds a kept-alive client connection to the router may wait for its
+    /// next request before it is closed (Gorouter's frontend_idle_timeout: 900)
+    #[arg(long, env = "KILN_ROUTER_CLIENT_IDLE_TIMEOUT")]
+    pub router_client_idle_timeout: Option<u64>,
     /// Address of the router's HTTPS listener (default: none; needs --router-tls-cert)
     #[arg(long, env = "KILN_ROUTER_TLS_LISTEN")]
     pub router_tls_listen: Option<SocketAddr>,
@@ -151,6 +155,7 @@ struct FileConfig {
     router_workers: Option<usize>,
     router_status_listen: Option<SocketAddr>,
     router_max_conns_per_backend: Option<usize>,
+    router_client_idle_timeout: Option<u64>,
     router_tls_listen: Option<SocketAddr>,
     /// `CERT_FILE:KEY_FILE` each.
     router_tls_certs: Option<Vec<String>>,
@@ -242,6 +247,7 @@ pub struct ServerConfig {
     pub router_status_listen: Option<SocketAddr>,
     /// 0: no limit.
     pub router_max_conns_per_backend: usize,
+    pub router_client_idle_timeout: std::time::Duration,
     /// The HTTPS listener and its certificates, if configured.
     pub router_tls: Option<(SocketAddr, Vec<kiln_router::CertKeyPair>)>,
     pub router_hsts: Option<kiln_router::Hsts>,
@@ -331,6 +337,14 @@ impl ServerConfig {
                 "a cell that joins a remote bbs needs --cell-network (a subnet no other cell on this machine uses, or none)"
             );
         }
+        let router_client_idle_timeout = args
+            .router_client_idle_timeout
+            .or(file.router_client_idle_timeout)
+            .unwrap_or(900);
+        anyhow::ensure!(
+            router_client_idle_timeout > 0,
+            "router client idle timeout must be positive"
+        );
         let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
         anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
         Ok(ServerConfig {
@@ -358,6 +372,7 @@ impl ServerConfig {
                 .router_max_conns_per_backend
                 .or(file.router_max_conns_per_backend)
                 .unwrap_or(500),
+            router_client_idle_timeout: std::time::Duration::from_secs(router_client_idle_timeout),
             router_tls,
             router_hsts,
             router_sanitize_forwarded_proto: args.router_sanitize_forwarded_proto
@@ -686,6 +701,34 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("invalid domain"));
+    }
+
+    #[test]
+    fn the_router_client_idle_timeout_is_gorouters_by_default_and_never_zero() {
+        let base = || ServerArgs {
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        };
+        let config = ServerConfig::resolve(base()).unwrap();
+        assert_eq!(
+            config.router_client_idle_timeout,
+            std::time::Duration::from_secs(900)
+        );
+        let config = ServerConfig::resolve(ServerArgs {
+            router_client_idle_timeout: Some(30),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(
+            config.router_client_idle_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let err = ServerConfig::resolve(ServerArgs {
+            router_client_idle_timeout: Some(0),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("idle timeout"), "{err:#}");
     }
 
     #[test]

@@ -267,6 +267,7 @@ async fn start_router(
     let router_config = kiln_router::RouterConfig {
         workers: config.router_workers,
         max_conns_per_backend: config.router_max_conns_per_backend,
+        client_idle_timeout: config.router_client_idle_timeout,
         hsts: config.router_hsts.clone(),
         sanitize_forwarded_proto: config.router_sanitize_forwarded_proto,
         sticky_session_cookies: config.router_sticky_cookies.clone(),

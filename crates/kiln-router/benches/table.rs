@@ -1,0 +1,229 @@
+//! The route table at 1,000, 10,000 and 100,000 routes: what a lookup costs
+//! (it should not grow with the table), what a rebuild costs, and what
+//! lookups see while the table is rebuilt and swapped in over and over
+//! (they should not stall). Run by `bench/router-table.sh`.
+//!
+//! A harness of its own (no bench framework): each figure is the median of
+//! a few rounds, printed with the ratio to the smallest table.
+
+use kiln_model::ActualLrpState;
+use kiln_model::bbs::*;
+use kiln_router::{RouteTable, SharedTable};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+const LOOKUPS: usize = 1_000_000;
+const ROUNDS: usize = 5;
+
+fn desired(i: usize) -> DesiredLrp {
+    DesiredLrp {
+        process_guid: format!("process-{i}"),
+        domain: "cf-apps".into(),
+        instances: 2,
+        rootfs: kiln_model::rootfs::RootFs::preloaded("s"),
+        image_username: String::new(),
+        image_password: Default::default(),
+        ports: vec![],
+        memory_mb: 64,
+        disk_mb: 64,
+        env: vec![],
+        setup: vec![],
+        action: RunAction {
+            path: "x".into(),
+            args: vec![],
+            env: vec![],
+            dir: None,
+            user: "vcap".into(),
+        },
+        health_check: HealthCheck::Port,
+        start_timeout_ms: 60_000,
+        // Every tenth app also has a path route, as some do.
+        routes: if i.is_multiple_of(10) {
+            vec![
+                host(i).as_str().into(),
+                format!("{}/api", host(i)).as_str().into(),
+            ]
+        } else {
+            vec![host(i).as_str().into()]
+        },
+        log_guid: format!("app-{i}"),
+        log_source: "APP/PROC/WEB".into(),
+        annotation: String::new(),
+    }
+}
+
+fn actual(i: usize, index: u32) -> ActualLrp {
+    let port = 20_000 + (i % 40_000) as u16;
+    ActualLrp {
+        key: ActualLrpKey {
+            process_guid: format!("process-{i}"),
+            index,
+            domain: "cf-apps".into(),
+        },
+        instance_key: Some(ActualLrpInstanceKey {
+            instance_guid: format!("instance-{i}-{index}"),
+            cell_id: "cell".into(),
+        }),
+        net_info: Some(ActualLrpNetInfo {
+            address: "10.0.0.1".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: port,
+            }],
+            instance_address: String::new(),
+        }),
+        state: ActualLrpState::Running,
+        crash_count: 0,
+        crash_reason: String::new(),
+        placement_error: String::new(),
+        since: 0,
+        presence: Default::default(),
+    }
+}
+
+fn host(i: usize) -> String {
+    format!("app-{i}.apps.example.com")
+}
+
+fn lrps(apps: usize) -> (Vec<DesiredLrp>, Vec<ActualLrp>) {
+    let desired = (0..apps).map(desired).collect();
+    let actual = (0..apps)
+        .flat_map(|i| [actual(i, 0), actual(i, 1)])
+        .collect();
+    (desired, actual)
+}
+
+/// The hosts lookups ask for, in a scattered order (so caches do not flatter
+/// the big table), with the `:port` and paths requests carry.
+fn queries(apps: usize) -> Vec<(String, &'static str)> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let i = state as usize % apps;
+            let path = if i.is_multiple_of(10) {
+                "/api/v1/items"
+            } else {
+                "/index.html"
+            };
+            (format!("{}:443", host(i)), path)
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Nanoseconds per lookup (snapshot plus lookup, as a request does).
+fn lookup_ns(table: &SharedTable, queries: &[(String, &'static str)]) -> f64 {
+    let started = Instant::now();
+    for n in 0..LOOKUPS {
+        let (host, path) = &queries[n % queries.len()];
+        let snapshot = table.snapshot();
+        black_box(snapshot.lookup(host, path).map(|pool| pool.endpoints.len()));
+    }
+    started.elapsed().as_nanos() as f64 / LOOKUPS as f64
+}
+
+/// Each lookup's own time, in nanoseconds, sorted.
+fn lookup_latencies(table: &SharedTable, queries: &[(String, &'static str)]) -> Vec<u64> {
+    let mut times = Vec::with_capacity(LOOKUPS);
+    for n in 0..LOOKUPS {
+        let (host, path) = &queries[n % queries.len()];
+        let started = Instant::now();
+        let snapshot = table.snapshot();
+        black_box(snapshot.lookup(host, path).map(|pool| pool.endpoints.len()));
+        drop(snapshot);
+        times.push(started.elapsed().as_nanos() as u64);
+    }
+    times.sort_unstable();
+    times
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+fn main() {
+    println!("route table: {LOOKUPS} lookups per round, median of {ROUNDS} rounds");
+    println!(
+        "{:>8} {:>12} {:>10} {:>12}",
+        "routes", "lookup ns", "vs 1k", "rebuild ms"
+    );
+    let mut first = None;
+    let mut biggest = None;
+    for apps in SIZES {
+        let (desired, actual) = lrps(apps);
+        let mut rebuilds = Vec::new();
+        let mut table = RouteTable::default();
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            table = RouteTable::rebuild(&desired, &actual, &table);
+            rebuilds.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let routes = table.len();
+        let shared = SharedTable::new(table);
+        let queries = queries(apps);
+        let ns = median((0..ROUNDS).map(|_| lookup_ns(&shared, &queries)).collect());
+        let base = *first.get_or_insert(ns);
+        println!(
+            "{routes:>8} {ns:>12.1} {:>9.2}x {:>12.1}",
+            ns / base,
+            median(rebuilds)
+        );
+        biggest = Some((shared, desired, actual, queries, routes));
+    }
+
+    // Lookups on the biggest table, alone and while another thread rebuilds
+    // it from the LRPs and swaps it in, back to back.
+    let (shared, desired, actual, queries, routes) = biggest.expect("a table");
+    let quiet = lookup_latencies(&shared, &queries);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let updater = {
+        let (shared, stop, swaps) = (shared.clone(), stop.clone(), swaps.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let next = RouteTable::rebuild(&desired, &actual, &shared.snapshot());
+                shared.replace(next);
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Let the first swap land before measuring.
+    while swaps.load(Ordering::Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let busy = lookup_latencies(&shared, &queries);
+    stop.store(true, Ordering::Relaxed);
+    updater.join().expect("the updater");
+    println!();
+    println!(
+        "{routes} routes, per-lookup latency in ns ({} swaps of a rebuilt table during the second row)",
+        swaps.load(Ordering::Relaxed)
+    );
+    println!(
+        "{:>18} {:>8} {:>8} {:>8} {:>10}",
+        "", "p50", "p99", "p99.99", "max"
+    );
+    for (name, times) in [("quiet", &quiet), ("while swapping", &busy)] {
+        println!(
+            "{name:>18} {:>8} {:>8} {:>8} {:>10}",
+            percentile(times, 0.5),
+            percentile(times, 0.99),
+            percentile(times, 0.9999),
+            times[times.len() - 1]
+        );
+    }
+    println!(
+        "p99 while swapping / quiet: {:.2}x",
+        percentile(&busy, 0.99) as f64 / percentile(&quiet, 0.99).max(1) as f64
+    );
+}

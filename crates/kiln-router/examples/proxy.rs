@@ -1,0 +1,96 @@
+//! The router's proxy alone, in front of one instance at a fixed address:
+//! for profiling the request path without a whole Kiln server.
+//!
+//!   cargo run --release -p kiln-router --example proxy -- LISTEN INSTANCE HOST
+//!
+//! serves `LISTEN` (e.g. 127.0.0.1:8081), routing `HOST` to `INSTANCE`
+//! (e.g. 127.0.0.1:8082), until interrupted.
+
+use kiln_model::ActualLrpState;
+use kiln_model::bbs::*;
+use kiln_router::{RouteTable, RouterConfig, SharedTable};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, instance, host] = args.as_slice() else {
+        return Err("usage: proxy LISTEN INSTANCE HOST".into());
+    };
+    let (address, port) = instance
+        .rsplit_once(':')
+        .ok_or("INSTANCE is ADDRESS:PORT")?;
+    let desired = DesiredLrp {
+        process_guid: "process".into(),
+        domain: "cf-apps".into(),
+        instances: 1,
+        rootfs: kiln_model::rootfs::RootFs::preloaded("s"),
+        image_username: String::new(),
+        image_password: Default::default(),
+        ports: vec![],
+        memory_mb: 64,
+        disk_mb: 64,
+        env: vec![],
+        setup: vec![],
+        action: RunAction {
+            path: "x".into(),
+            args: vec![],
+            env: vec![],
+            dir: None,
+            user: "vcap".into(),
+        },
+        health_check: HealthCheck::Port,
+        start_timeout_ms: 60_000,
+        routes: vec![host.as_str().into()],
+        log_guid: "app".into(),
+        log_source: "APP/PROC/WEB".into(),
+        annotation: String::new(),
+    };
+    let actual = ActualLrp {
+        key: ActualLrpKey {
+            process_guid: "process".into(),
+            index: 0,
+            domain: "cf-apps".into(),
+        },
+        instance_key: Some(ActualLrpInstanceKey {
+            instance_guid: "instance".into(),
+            cell_id: "cell".into(),
+        }),
+        net_info: Some(ActualLrpNetInfo {
+            address: address.into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: port.parse()?,
+            }],
+            instance_address: String::new(),
+        }),
+        state: ActualLrpState::Running,
+        crash_count: 0,
+        crash_reason: String::new(),
+        placement_error: String::new(),
+        since: 0,
+        presence: Default::default(),
+    };
+    let table = SharedTable::new(RouteTable::from_lrps(&[desired], &[actual]));
+    let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    let config = RouterConfig {
+        max_conns_per_backend: 0,
+        ..RouterConfig::default()
+    };
+    kiln_router::serve(
+        config,
+        listener,
+        table,
+        Arc::new(kiln_logs::LogStore::default()),
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
