@@ -5,7 +5,7 @@
 
 use crate::store::{self, ActualSummary, db};
 use crate::{Bbs, BbsError, ConvergenceReport, crash, now_nanos};
-use kiln_model::bbs::{BbsEvent, DesiredLrp, Nanos};
+use kiln_model::bbs::{ActualLrpPresence, BbsEvent, DesiredLrp, Nanos};
 use kiln_model::{ActualLrpState, TaskState};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -136,7 +136,13 @@ impl Bbs {
                     if let Some(actual_lrp) =
                         store::unclaim_if_unchanged(&mut tx, seen, now).await?
                     {
-                        suspects.extend(before);
+                        // Kept in the same transaction: a restart before the
+                        // replacement runs still lists and routes it.
+                        if let Some(mut suspect) = before {
+                            suspect.presence = ActualLrpPresence::Suspect;
+                            store::keep_instance(&mut tx, store::Kept::Suspect, &suspect).await?;
+                            suspects.push(suspect);
+                        }
                         events.push(BbsEvent::ActualLrpChanged { actual_lrp });
                     }
                 }

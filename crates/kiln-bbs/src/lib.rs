@@ -101,6 +101,11 @@ struct Inner {
 const MIGRATIONS: &[kiln_store::MigrationStep] = &[
     (1, "bbs tables", include_str!("../migrations/0001_bbs.sql")),
     (2, "bbs scale", include_str!("../migrations/0002_scale.sql")),
+    (
+        3,
+        "bbs kept instances",
+        include_str!("../migrations/0003_kept_instances.sql"),
+    ),
 ];
 
 pub(crate) fn now_nanos() -> Nanos {
@@ -152,7 +157,7 @@ impl Bbs {
         )
         .await
         .map_err(|e| BbsError::Unavailable(e.to_string()))?;
-        Ok(Bbs {
+        let bbs = Bbs {
             inner: Arc::new(Inner {
                 pool,
                 write: tokio::sync::Mutex::new(()),
@@ -166,7 +171,32 @@ impl Bbs {
                 evacuation: evacuation::Evacuation::default(),
                 suspects: suspect::Suspects::default(),
             }),
-        })
+        };
+        bbs.restore_kept().await?;
+        Ok(bbs)
+    }
+
+    /// Reloads the suspect and evacuating instances (and evacuating cells)
+    /// a previous run kept: they stay listed and routed across a restart.
+    async fn restore_kept(&self) -> Result<(), BbsError> {
+        let pool = &self.inner.pool;
+        let mut evacuating = Vec::new();
+        for (kept, actual) in store::kept_instances(pool).await? {
+            match kept {
+                store::Kept::Suspect => self.inner.suspects.keep(actual),
+                store::Kept::Evacuating => evacuating.push(actual),
+            }
+        }
+        let cells = store::evacuating_cells(pool).await?;
+        if !cells.is_empty() || !evacuating.is_empty() {
+            tracing::info!(
+                cells = cells.len(),
+                instances = evacuating.len(),
+                "evacuation restored from the database"
+            );
+        }
+        self.inner.evacuation.restore(cells, evacuating);
+        Ok(())
     }
 
     /// Runs convergence and the auction until `shutdown`: convergence every
@@ -669,7 +699,7 @@ impl BbsClient for Bbs {
         // The replacement runs: the suspect instance it replaces goes.
         match self.inner.suspects.at(key) {
             Some(suspect) => {
-                self.suspect_gone(key, &suspect, Some(a));
+                self.suspect_gone(key, &suspect, Some(a)).await?;
             }
             None => self.emit(BbsEvent::ActualLrpChanged { actual_lrp: a }),
         }
@@ -687,7 +717,7 @@ impl BbsClient for Bbs {
         // A suspect instance that crashed is simply gone; its record is the
         // replacement's.
         if self.inner.suspects.is_suspect(key, instance_key) {
-            self.suspect_gone(key, instance_key, Some(a));
+            self.suspect_gone(key, instance_key, Some(a)).await?;
             return Ok(());
         }
         if !matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)

@@ -504,7 +504,10 @@ fn key_from_row(row: &SqliteRow) -> Result<ActualLrpKey, BbsError> {
     })
 }
 
-pub async fn update_actual_lrp(pool: &SqlitePool, a: &ActualLrp) -> Result<(), BbsError> {
+pub async fn update_actual_lrp<'e, E>(executor: E, a: &ActualLrp) -> Result<(), BbsError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
     let (instance_guid, cell_id) = a
         .instance_key
         .as_ref()
@@ -529,7 +532,7 @@ pub async fn update_actual_lrp(pool: &SqlitePool, a: &ActualLrp) -> Result<(), B
     .bind(a.since)
     .bind(&a.key.process_guid)
     .bind(i64::from(a.key.index))
-    .execute(pool)
+    .execute(executor)
     .await.map_err(db)?;
     Ok(())
 }
@@ -947,4 +950,138 @@ pub async fn delete_if_extra(
     .await
     .map_err(db)?;
     row.as_ref().map(key_from_row).transpose()
+}
+
+// ---- suspect and evacuating instances kept beside their records ----
+
+/// Why an instance is kept routable beside its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    Suspect,
+    Evacuating,
+}
+
+impl Kept {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kept::Suspect => "SUSPECT",
+            Kept::Evacuating => "EVACUATING",
+        }
+    }
+}
+
+/// Records a kept instance; a suspect replaces any earlier suspect of its
+/// index (one per index).
+pub async fn keep_instance(
+    conn: &mut SqliteConnection,
+    kept: Kept,
+    a: &ActualLrp,
+) -> Result<(), BbsError> {
+    let Some(ik) = a.instance_key.as_ref() else {
+        return Ok(());
+    };
+    if kept == Kept::Suspect {
+        sqlx::query(
+            "DELETE FROM kept_actual_lrps WHERE process_guid = ? AND instance_index = ? AND presence = 'SUSPECT'",
+        )
+        .bind(&a.key.process_guid)
+        .bind(i64::from(a.key.index))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    sqlx::query(
+        "INSERT INTO kept_actual_lrps (instance_guid, process_guid, instance_index, presence, cell_id, record) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (instance_guid) DO UPDATE SET \
+         process_guid = ?2, instance_index = ?3, presence = ?4, cell_id = ?5, record = ?6",
+    )
+    .bind(&ik.instance_guid)
+    .bind(&a.key.process_guid)
+    .bind(i64::from(a.key.index))
+    .bind(kept.as_str())
+    .bind(&ik.cell_id)
+    .bind(serde_json::to_string(a).map_err(decode)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Forgets kept instances by instance guid.
+pub async fn forget_kept(
+    conn: &mut SqliteConnection,
+    instance_guids: &[&str],
+) -> Result<(), BbsError> {
+    for chunk in instance_guids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "DELETE FROM kept_actual_lrps WHERE instance_guid IN (",
+        );
+        let mut list = query.separated(", ");
+        for guid in chunk {
+            list.push_bind(*guid);
+        }
+        query.push(")");
+        query.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Every kept instance, as recorded.
+pub async fn kept_instances(pool: &SqlitePool) -> Result<Vec<(Kept, ActualLrp)>, BbsError> {
+    let rows = sqlx::query("SELECT presence, record FROM kept_actual_lrps")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let presence: &str = row.try_get("presence").map_err(db)?;
+            let kept = match presence {
+                "SUSPECT" => Kept::Suspect,
+                "EVACUATING" => Kept::Evacuating,
+                other => {
+                    return Err(BbsError::Store(format!(
+                        "kept instance with unknown presence {other:?}"
+                    )));
+                }
+            };
+            let record: &str = row.try_get("record").map_err(db)?;
+            Ok((kept, serde_json::from_str(record).map_err(decode)?))
+        })
+        .collect()
+}
+
+pub async fn add_evacuating_cell(
+    conn: &mut SqliteConnection,
+    cell_id: &str,
+) -> Result<(), BbsError> {
+    sqlx::query("INSERT INTO evacuating_cells (cell_id) VALUES (?) ON CONFLICT DO NOTHING")
+        .bind(cell_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub async fn remove_evacuating_cells(
+    conn: &mut SqliteConnection,
+    cell_ids: &[&str],
+) -> Result<(), BbsError> {
+    for chunk in cell_ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM evacuating_cells WHERE cell_id IN (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+pub async fn evacuating_cells(pool: &SqlitePool) -> Result<Vec<String>, BbsError> {
+    sqlx::query_scalar("SELECT cell_id FROM evacuating_cells")
+        .fetch_all(pool)
+        .await
+        .map_err(db)
 }
