@@ -23,6 +23,7 @@ pub mod crash;
 mod desired_cache;
 mod evacuation;
 mod presence;
+mod reports;
 pub mod server;
 mod store;
 mod suspect;
@@ -96,6 +97,7 @@ struct Inner {
     config: BbsConfig,
     evacuation: evacuation::Evacuation,
     suspects: suspect::Suspects,
+    reports: reports::PendingStarts,
 }
 
 const MIGRATIONS: &[kiln_store::MigrationStep] = &[
@@ -170,6 +172,7 @@ impl Bbs {
                 config,
                 evacuation: evacuation::Evacuation::default(),
                 suspects: suspect::Suspects::default(),
+                reports: reports::PendingStarts::default(),
             }),
         };
         bbs.restore_kept().await?;
@@ -682,15 +685,10 @@ impl BbsClient for Bbs {
         if self.inner.suspects.is_suspect(key, instance_key) {
             return Ok(());
         }
-        // One compare-and-set statement: UNCLAIMED, or CLAIMED/RUNNING by
-        // this very instance, becomes RUNNING (kiln-model allows each of
-        // these transitions). The write lock covers just this statement.
-        let started = {
-            let _write = self.inner.write.lock().await;
-            store::start_if_allowed(&self.inner.pool, key, instance_key, &net_info, now_nanos())
-                .await?
-        };
-        let Some(a) = started else {
+        // A compare-and-set: UNCLAIMED, or CLAIMED/RUNNING by this very
+        // instance, becomes RUNNING (kiln-model allows each of these
+        // transitions), batched with the reports that arrive meanwhile.
+        let Some(a) = self.start_batched(key, instance_key, net_info).await? else {
             // Not allowed: say why (gone, or held by another instance).
             self.actual_for_update(key).await?;
             return Err(mismatch(key, instance_key));

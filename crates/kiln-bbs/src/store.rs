@@ -8,8 +8,7 @@
 
 use crate::{ActualLrpFilter, BbsError};
 use kiln_model::bbs::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, DesiredLrp, Nanos, Task,
-    TaskDefinition,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, DesiredLrp, Nanos, Task, TaskDefinition,
 };
 use kiln_model::{ActualLrpState, TaskState, TransitionError};
 use sqlx::sqlite::SqliteRow;
@@ -537,34 +536,52 @@ where
     Ok(())
 }
 
-/// UNCLAIMED, or CLAIMED/RUNNING under this instance key, → RUNNING with
-/// this net info, in one statement; `since` changes only when the state
-/// does. None when the instance is gone or held by another.
-pub async fn start_if_allowed(
-    pool: &SqlitePool,
-    key: &ActualLrpKey,
-    instance_key: &ActualLrpInstanceKey,
-    net_info: &ActualLrpNetInfo,
+/// One cell's report that an instance runs, for [`start_many`].
+pub struct StartReport<'a> {
+    pub key: &'a ActualLrpKey,
+    pub instance_key: &'a ActualLrpInstanceKey,
+    pub net_info: String,
+}
+
+/// UNCLAIMED, or CLAIMED/RUNNING under the reporting instance key, →
+/// RUNNING with its net info (`since` changes only when the state does),
+/// for many reports in one statement per [`ROWS_PER_STATEMENT`]: the
+/// ActualLrps that became (or stayed) RUNNING
+/// under the reporting instance. Reports for one index by two instances
+/// are resolved by the statement (one wins); the caller matches rows to
+/// reports by key and instance key.
+pub async fn start_many(
+    conn: &mut SqliteConnection,
+    reports: &[StartReport<'_>],
     now: Nanos,
-) -> Result<Option<ActualLrp>, BbsError> {
-    let sql = format!(
-        "UPDATE actual_lrps SET state = 'RUNNING', instance_guid = ?1, cell_id = ?2, net_info = ?3, \
-         placement_error = '', since = CASE WHEN state = 'RUNNING' THEN since ELSE ?4 END \
-         WHERE process_guid = ?5 AND instance_index = ?6 AND (state = 'UNCLAIMED' OR \
-         (state IN ('CLAIMED', 'RUNNING') AND instance_guid = ?1 AND cell_id = ?2)) \
-         RETURNING {ACTUAL_COLUMNS}"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&instance_key.instance_guid)
-        .bind(&instance_key.cell_id)
-        .bind(serde_json::to_string(net_info).map_err(decode)?)
-        .bind(now)
-        .bind(&key.process_guid)
-        .bind(i64::from(key.index))
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?;
-    row.as_ref().map(actual_from_row).transpose()
+) -> Result<Vec<ActualLrp>, BbsError> {
+    let mut started = Vec::with_capacity(reports.len());
+    for chunk in reports.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, ig, cell, net) AS (");
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(r.key.process_guid.as_str())
+                .push_bind(i64::from(r.key.index))
+                .push_bind(r.instance_key.instance_guid.as_str())
+                .push_bind(r.instance_key.cell_id.as_str())
+                .push_bind(r.net_info.as_str());
+        });
+        query.push(
+            ") UPDATE actual_lrps SET state = 'RUNNING', instance_guid = v.ig, cell_id = v.cell, \
+             net_info = v.net, placement_error = '', \
+             since = CASE WHEN actual_lrps.state = 'RUNNING' THEN actual_lrps.since ELSE ",
+        );
+        query.push_bind(now);
+        query.push(
+            " END FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
+             AND (actual_lrps.state = 'UNCLAIMED' OR (actual_lrps.state IN ('CLAIMED', 'RUNNING') \
+             AND actual_lrps.instance_guid = v.ig AND actual_lrps.cell_id = v.cell)) RETURNING ",
+        );
+        query.push(ACTUAL_COLUMNS);
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            started.push(actual_from_row(&row)?);
+        }
+    }
+    Ok(started)
 }
 
 // ---- cells ----
