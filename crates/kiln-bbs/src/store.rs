@@ -949,6 +949,65 @@ pub async fn unclaim_if_unchanged(
     row.as_ref().map(actual_from_row).transpose()
 }
 
+/// [`unclaim_if_unchanged`] for many instances, one statement per
+/// [`ROWS_PER_STATEMENT`]: each goes back to UNCLAIMED only if still as
+/// seen. Returns, per instance sent back, the record as it was (to keep a
+/// RUNNING one as suspect) and as it is now.
+pub async fn unclaim_many_if_unchanged(
+    conn: &mut SqliteConnection,
+    seen: &[&ActualSummary],
+    now: Nanos,
+) -> Result<Vec<(ActualLrp, ActualLrp)>, BbsError> {
+    let mut changed = Vec::with_capacity(seen.len());
+    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
+        // The records before, read in the same transaction: what a
+        // suspect instance keeps (its address and ports).
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("SELECT ");
+        query.push(ACTUAL_COLUMNS);
+        query.push(" FROM actual_lrps WHERE (process_guid, instance_index) IN (VALUES ");
+        let mut list = query.separated(", ");
+        for a in chunk {
+            list.push("(");
+            list.push_bind_unseparated(a.process_guid.as_str());
+            list.push_unseparated(", ");
+            list.push_bind_unseparated(i64::from(a.index));
+            list.push_unseparated(")");
+        }
+        query.push(")");
+        let mut before = std::collections::HashMap::new();
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            let a = actual_from_row(&row)?;
+            before.insert((a.key.process_guid.clone(), a.key.index), a);
+        }
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, st, ig, since) AS (");
+        query.push_values(chunk, |mut row, a| {
+            row.push_bind(a.process_guid.as_str())
+                .push_bind(i64::from(a.index))
+                .push_bind(a.state.as_str())
+                .push_bind(a.instance_guid.as_str())
+                .push_bind(a.since);
+        });
+        query.push(
+            ") UPDATE actual_lrps SET state = 'UNCLAIMED', instance_guid = '', cell_id = '', \
+             net_info = '', since = ",
+        );
+        query.push_bind(now);
+        query.push(
+            " FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
+             AND actual_lrps.state = v.st AND actual_lrps.instance_guid = v.ig \
+             AND actual_lrps.since = v.since RETURNING ",
+        );
+        query.push(ACTUAL_COLUMNS);
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            let now = actual_from_row(&row)?;
+            if let Some(was) = before.remove(&(now.key.process_guid.clone(), now.key.index)) {
+                changed.push((was, now));
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Deletes an ActualLrp whose DesiredLrp is gone or no longer has its
 /// index, checked in the statement itself so a concurrent scale-up keeps it.
 pub async fn delete_if_extra(
@@ -1021,6 +1080,55 @@ pub async fn keep_instance(
     .execute(&mut *conn)
     .await
     .map_err(db)?;
+    Ok(())
+}
+
+/// [`keep_instance`] for many suspect instances at once.
+pub async fn keep_suspects(
+    conn: &mut SqliteConnection,
+    suspects: &[ActualLrp],
+) -> Result<(), BbsError> {
+    let rows: Vec<(&ActualLrp, &ActualLrpInstanceKey, String)> = suspects
+        .iter()
+        .filter_map(|a| {
+            let ik = a.instance_key.as_ref()?;
+            Some(serde_json::to_string(a).map(|json| (a, ik, json)))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(decode)?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        // One suspect per index: an earlier one of the same index goes.
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "DELETE FROM kept_actual_lrps WHERE presence = 'SUSPECT' AND (process_guid, instance_index) IN (VALUES ",
+        );
+        let mut list = query.separated(", ");
+        for (a, _, _) in chunk {
+            list.push("(");
+            list.push_bind_unseparated(a.key.process_guid.as_str());
+            list.push_unseparated(", ");
+            list.push_bind_unseparated(i64::from(a.key.index));
+            list.push_unseparated(")");
+        }
+        query.push(")");
+        query.build().execute(&mut *conn).await.map_err(db)?;
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO kept_actual_lrps (instance_guid, process_guid, instance_index, presence, cell_id, record) ",
+        );
+        query.push_values(chunk, |mut row, (a, ik, json)| {
+            row.push_bind(ik.instance_guid.as_str())
+                .push_bind(a.key.process_guid.as_str())
+                .push_bind(i64::from(a.key.index))
+                .push_bind(Kept::Suspect.as_str())
+                .push_bind(ik.cell_id.as_str())
+                .push_bind(json.as_str());
+        });
+        query.push(
+            " ON CONFLICT (instance_guid) DO UPDATE SET process_guid = excluded.process_guid, \
+             instance_index = excluded.instance_index, presence = excluded.presence, \
+             cell_id = excluded.cell_id, record = excluded.record",
+        );
+        query.build().execute(&mut *conn).await.map_err(db)?;
+    }
     Ok(())
 }
 
