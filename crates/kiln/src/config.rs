@@ -821,4 +821,43 @@ mod tests {
             assert!(format!("{err:#}").contains(why), "{err:#}");
         }
     }
+
+    #[test]
+    fn bbs_issue_token_and_rotate_key_work_on_a_bbs_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("bbs");
+        let output = dir.path().join("cell-2.credentials");
+        let issue = |cell_id: &str| BbsCommand::IssueToken {
+            data_dir: dir.path().into(),
+            cell_id: cell_id.into(),
+            ttl: std::time::Duration::from_secs(60),
+            output: output.clone(),
+        };
+        // No BBS has run here: a clear error, nothing written.
+        let err = issue("cell-2").run().unwrap_err();
+        assert!(format!("{err:#}").contains("issuing a token"), "{err:#}");
+        assert!(!output.exists());
+
+        kiln_bbs::auth::ensure_credentials(&keys, "http://127.0.0.1:1").unwrap();
+        issue("cell-2").run().unwrap();
+        let credentials = kiln_bbs_client::Credentials::read(&output).unwrap();
+        let ring = kiln_bbs::auth::Keys::from_dir(&keys).unwrap();
+        let now = kiln_bbs::auth::unix_now();
+        let verified = ring.verify(&credentials.token, now).unwrap();
+        assert_eq!(verified.subject.as_deref(), Some("cell-2"));
+        assert!(verified.expires > now && verified.expires <= now + 60);
+        assert!(issue("not/a cell").run().is_err());
+
+        BbsCommand::RotateKey {
+            data_dir: dir.path().into(),
+            grace: std::time::Duration::from_secs(60),
+        }
+        .run()
+        .unwrap();
+        assert!(ring.verify(&credentials.token, now).is_ok(), "in grace");
+        assert_eq!(
+            ring.verify(&credentials.token, now + 3600).unwrap_err(),
+            kiln_bbs::auth::Refusal::KeyRetired
+        );
+    }
 }
