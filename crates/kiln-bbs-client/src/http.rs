@@ -11,7 +11,8 @@ use kiln_model::bbs::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -30,7 +31,10 @@ pub struct HttpBbsClient {
 
 struct Inner {
     base_url: String,
-    token: String,
+    /// Replaced when the credentials file holds a newer one (see
+    /// [`HttpBbsClient::with_credentials_file`]).
+    token: RwLock<String>,
+    credentials_file: Option<PathBuf>,
     http: reqwest::Client,
     /// A random value per client: the BBS tells two cells heartbeating
     /// under one id apart by it.
@@ -49,7 +53,8 @@ impl HttpBbsClient {
         Ok(HttpBbsClient {
             inner: Arc::new(Inner {
                 base_url: base_url.trim_end_matches('/').to_string(),
-                token: token.to_string(),
+                token: RwLock::new(token.to_string()),
+                credentials_file: None,
                 http,
                 session: uuid::Uuid::new_v4().to_string(),
             }),
@@ -75,18 +80,65 @@ impl HttpBbsClient {
         HttpBbsClient {
             inner: Arc::new(Inner {
                 base_url: self.inner.base_url.clone(),
-                token: self.inner.token.clone(),
+                token: RwLock::new(self.token()),
+                credentials_file: self.inner.credentials_file.clone(),
                 http: self.inner.http.clone(),
                 session,
             }),
         }
     }
 
+    /// The same client, reading `path` again when the BBS refuses its
+    /// token: an operator replaces an expiring token (or one signed by a
+    /// rotated-out key) by writing new credentials there, and the node
+    /// carries on without a restart.
+    pub fn with_credentials_file(self, path: PathBuf) -> HttpBbsClient {
+        HttpBbsClient {
+            inner: Arc::new(Inner {
+                base_url: self.inner.base_url.clone(),
+                token: RwLock::new(self.token()),
+                credentials_file: Some(path),
+                http: self.inner.http.clone(),
+                session: self.inner.session.clone(),
+            }),
+        }
+    }
+
+    fn token(&self) -> String {
+        self.inner
+            .token
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes the token in the credentials file if it differs from the one
+    /// refused; whether it did.
+    fn reread_token(&self) -> bool {
+        let Some(path) = &self.inner.credentials_file else {
+            return false;
+        };
+        let fresh = match Credentials::read(path) {
+            Ok(c) => c.token,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the bbs credentials again");
+                return false;
+            }
+        };
+        let mut token = self.inner.token.write().unwrap_or_else(|e| e.into_inner());
+        if *token == fresh {
+            return false;
+        }
+        *token = fresh;
+        tracing::info!(path = %path.display(), "bbs credentials re-read: using the new token");
+        true
+    }
+
     pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.inner
             .http
             .post(format!("{}{path}", self.inner.base_url))
-            .bearer_auth(&self.inner.token)
+            .bearer_auth(self.token())
             .header(wire::CELL_SESSION_HEADER, &self.inner.session)
             .timeout(CALL_TIMEOUT)
     }
@@ -96,7 +148,18 @@ impl HttpBbsClient {
         path: &str,
         body: &Req,
     ) -> Result<Resp, BbsError> {
-        self.send(self.post(path).json(body)).await
+        match self.send(self.post(path).json(body)).await {
+            Err(BbsError::Unauthorized(_)) if self.reread_token() => {
+                self.send(self.post(path).json(body)).await
+            }
+            Err(BbsError::Unauthorized(reason)) => {
+                // Said loudly: nothing will work until the node gets new
+                // credentials.
+                tracing::error!(%reason, "the bbs refused this node's credentials");
+                Err(BbsError::Unauthorized(reason))
+            }
+            other => other,
+        }
     }
 
     async fn send<Resp: DeserializeOwned>(
@@ -120,7 +183,7 @@ impl HttpBbsClient {
             .inner
             .http
             .get(format!("{}{}", self.inner.base_url, wire::EVENTS))
-            .bearer_auth(&self.inner.token);
+            .bearer_auth(self.token());
         let response = match request.send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
@@ -305,10 +368,8 @@ impl BbsClient for HttpBbsClient {
     }
 
     async fn heartbeat_cell(&self, presence: CellPresence) -> Result<(), BbsError> {
-        let request = self
-            .post(wire::HEARTBEAT_CELL)
-            .json(&wire::HeartbeatCell { presence });
-        self.send(request).await
+        self.call(wire::HEARTBEAT_CELL, &wire::HeartbeatCell { presence })
+            .await
     }
 
     async fn cells(&self) -> Result<Vec<CellPresence>, BbsError> {

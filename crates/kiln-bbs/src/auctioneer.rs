@@ -134,6 +134,7 @@ impl Bbs {
             return Ok(AuctionReport::default());
         }
         // Nothing new goes to an evacuating cell.
+        self.prune_evacuation().await?;
         let live = self.inner.evacuation.placeable(&self.live_cells());
         let desired = self.inner.desired.all(pool).await?;
         let loads = store::cell_process_loads(pool).await?;

@@ -5,7 +5,7 @@
 
 use crate::store::{self, ActualSummary, db};
 use crate::{Bbs, BbsError, ConvergenceReport, crash, now_nanos};
-use kiln_model::bbs::{BbsEvent, DesiredLrp, Nanos};
+use kiln_model::bbs::{ActualLrpPresence, BbsEvent, DesiredLrp, Nanos};
 use kiln_model::{ActualLrpState, TaskState};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -122,24 +122,26 @@ impl Bbs {
                 // the snapshot keeps its instances.
                 let live_now = self.live_cell_ids();
                 let mut tx = pool.begin().await.map_err(db)?;
+                let still_lost: Vec<&ActualSummary> = chunk
+                    .iter()
+                    .filter(|a| !live_now.contains(&a.cell_id))
+                    .collect();
+                let changed = store::unclaim_many_if_unchanged(&mut tx, &still_lost, now).await?;
+                // A RUNNING instance on a lost cell may still serve (the
+                // cell may only be cut off from the BBS): it stays listed
+                // and routed as SUSPECT until its replacement runs, and is
+                // kept in the same transaction, so a restart meanwhile
+                // still lists and routes it.
                 let mut suspects = Vec::new();
-                for seen in chunk.iter().filter(|a| !live_now.contains(&a.cell_id)) {
-                    // A RUNNING instance on a lost cell may still serve (the
-                    // cell may only be cut off from the BBS): it stays
-                    // listed and routed as SUSPECT until its replacement runs.
-                    let before = match seen.state {
-                        ActualLrpState::Running => {
-                            store::actual_lrp_in(&mut tx, &seen.process_guid, seen.index).await?
-                        }
-                        _ => None,
-                    };
-                    if let Some(actual_lrp) =
-                        store::unclaim_if_unchanged(&mut tx, seen, now).await?
-                    {
-                        suspects.extend(before);
-                        events.push(BbsEvent::ActualLrpChanged { actual_lrp });
+                for (before, actual_lrp) in changed {
+                    if before.state == ActualLrpState::Running {
+                        let mut suspect = before;
+                        suspect.presence = ActualLrpPresence::Suspect;
+                        suspects.push(suspect);
                     }
+                    events.push(BbsEvent::ActualLrpChanged { actual_lrp });
                 }
+                store::keep_suspects(&mut tx, &suspects).await?;
                 tx.commit().await.map_err(db)?;
                 report.suspect += suspects.len();
                 suspects

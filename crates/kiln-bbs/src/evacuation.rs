@@ -6,12 +6,14 @@
 //! is auctioned to another cell) and holds the old instance, RUNNING with
 //! its old instance key and address, in memory here: the router routes to
 //! both, and the evacuating cell stops the old one once the replacement is
-//! RUNNING (`remove_evacuating_lrp`). Memory is enough: an evacuating
-//! instance lives only as long as its cell heartbeats, and a BBS restart
-//! during an evacuation costs at most the old instance's routes for the
-//! rest of it. Nothing new is placed on an evacuating cell.
+//! RUNNING (`remove_evacuating_lrp`). The old instances and the evacuating
+//! cells are also kept in the database (written in the transaction that
+//! sends the records back to the auction) and reloaded on start, so a BBS
+//! restart during an evacuation keeps them routed. Nothing new is placed on
+//! an evacuating cell.
 
-use crate::{Bbs, BbsError, store};
+use crate::store::{self, db};
+use crate::{Bbs, BbsError};
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, BbsEvent, CellPresence};
 use std::collections::{HashMap, HashSet};
@@ -38,22 +40,54 @@ impl Evacuation {
         self.state().cells.contains(cell_id)
     }
 
-    /// The live cells work may be placed on: not the evacuating ones. A
-    /// cell that is no longer live is forgotten here, so that the same id
-    /// coming back later is an ordinary cell again.
+    /// The live cells work may be placed on: not the evacuating ones.
     pub(crate) fn placeable(&self, live: &[CellPresence]) -> Vec<CellPresence> {
-        let mut state = self.state();
-        let live_ids: HashSet<&str> = live.iter().map(|c| c.cell_id.as_str()).collect();
-        state.cells.retain(|c| live_ids.contains(c.as_str()));
-        state.instances.retain(|_, a| {
-            a.instance_key
-                .as_ref()
-                .is_some_and(|ik| live_ids.contains(ik.cell_id.as_str()))
-        });
+        let state = self.state();
         live.iter()
             .filter(|c| !state.cells.contains(&c.cell_id))
             .cloned()
             .collect()
+    }
+
+    /// Drops the cells that are no longer live, and their old instances,
+    /// so that the same id coming back later is an ordinary cell again.
+    /// What was dropped: (cell ids, instance guids).
+    fn prune(&self, live: &HashSet<String>) -> (Vec<String>, Vec<String>) {
+        let mut state = self.state();
+        let cells: Vec<String> = state
+            .cells
+            .iter()
+            .filter(|c| !live.contains(*c))
+            .cloned()
+            .collect();
+        let instances: Vec<String> = state
+            .instances
+            .iter()
+            .filter(|(_, a)| {
+                a.instance_key
+                    .as_ref()
+                    .is_none_or(|ik| !live.contains(&ik.cell_id))
+            })
+            .map(|(guid, _)| guid.clone())
+            .collect();
+        for c in &cells {
+            state.cells.remove(c);
+        }
+        for guid in &instances {
+            state.instances.remove(guid);
+        }
+        (cells, instances)
+    }
+
+    /// What the database kept, on start.
+    pub(crate) fn restore(&self, cells: Vec<String>, instances: Vec<ActualLrp>) {
+        let mut state = self.state();
+        state.cells.extend(cells);
+        for a in instances {
+            if let Some(ik) = a.instance_key.as_ref() {
+                state.instances.insert(ik.instance_guid.clone(), a);
+            }
+        }
     }
 }
 
@@ -70,9 +104,13 @@ impl Bbs {
             ..Default::default()
         };
         let on_cell = store::actual_lrps(&self.inner.pool, &filter).await?;
-        self.inner.evacuation.state().cells.insert(cell_id.into());
         let now = crate::now_nanos();
         let mut events = Vec::new();
+        let mut kept = Vec::new();
+        // The cell, its old instances and their records going back to the
+        // auction, in one transaction; memory follows once committed.
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        store::add_evacuating_cell(&mut tx, cell_id).await?;
         for a in on_cell {
             let Some(ik) = a.instance_key.clone() else {
                 continue;
@@ -83,11 +121,8 @@ impl Bbs {
                 continue;
             }
             if a.state == ActualLrpState::Running {
-                self.inner
-                    .evacuation
-                    .state()
-                    .instances
-                    .insert(ik.instance_guid.clone(), a.clone());
+                store::keep_instance(&mut tx, store::Kept::Evacuating, &a).await?;
+                kept.push(a.clone());
             }
             let mut next = a.clone();
             next.state = a
@@ -101,9 +136,13 @@ impl Bbs {
             next.instance_key = None;
             next.net_info = None;
             next.since = now;
-            store::update_actual_lrp(&self.inner.pool, &next).await?;
+            store::update_actual_lrp(&mut *tx, &next).await?;
             events.push(BbsEvent::ActualLrpChanged { actual_lrp: next });
         }
+        tx.commit().await.map_err(db)?;
+        self.inner
+            .evacuation
+            .restore(vec![cell_id.to_string()], kept);
         tracing::info!(
             cell_id,
             instances = events.len(),
@@ -113,6 +152,28 @@ impl Bbs {
             self.emit(event);
         }
         self.wake_auction();
+        Ok(())
+    }
+
+    /// Forgets evacuating cells that are no longer live, and their old
+    /// instances, in memory and in the database. Only once presence has
+    /// settled after a start: until then no cell has heartbeated to us.
+    pub(crate) async fn prune_evacuation(&self) -> Result<(), BbsError> {
+        if !self.presence_settled() {
+            return Ok(());
+        }
+        let _write = self.inner.write.lock().await;
+        let live = self.live_cell_ids();
+        let (cells, instances) = self.inner.evacuation.prune(&live);
+        if cells.is_empty() && instances.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        let instances: Vec<&str> = instances.iter().map(String::as_str).collect();
+        store::remove_evacuating_cells(&mut tx, &cells).await?;
+        store::forget_kept(&mut tx, &instances).await?;
+        tx.commit().await.map_err(db)?;
         Ok(())
     }
 
@@ -147,9 +208,22 @@ impl Bbs {
                 _ => None,
             }
         };
-        if removed.is_none() {
+        let Some(removed) = removed else {
             return Ok(());
+        };
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        if let Err(error) =
+            store::forget_kept(&mut conn, &[instance_key.instance_guid.as_str()]).await
+        {
+            // Still kept: memory and the database say the same.
+            self.inner
+                .evacuation
+                .state()
+                .instances
+                .insert(instance_key.instance_guid.clone(), removed);
+            return Err(error);
         }
+        drop(conn);
         // Subscribers re-read on any ActualLrp event; the record itself is
         // the replacement's and did not change.
         let event = match store::actual_lrp(&self.inner.pool, key).await? {

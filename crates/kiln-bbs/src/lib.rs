@@ -23,6 +23,7 @@ pub mod crash;
 mod desired_cache;
 mod evacuation;
 mod presence;
+mod reports;
 pub mod server;
 mod store;
 mod suspect;
@@ -96,11 +97,17 @@ struct Inner {
     config: BbsConfig,
     evacuation: evacuation::Evacuation,
     suspects: suspect::Suspects,
+    reports: reports::PendingStarts,
 }
 
 const MIGRATIONS: &[kiln_store::MigrationStep] = &[
     (1, "bbs tables", include_str!("../migrations/0001_bbs.sql")),
     (2, "bbs scale", include_str!("../migrations/0002_scale.sql")),
+    (
+        3,
+        "bbs kept instances",
+        include_str!("../migrations/0003_kept_instances.sql"),
+    ),
 ];
 
 pub(crate) fn now_nanos() -> Nanos {
@@ -152,7 +159,7 @@ impl Bbs {
         )
         .await
         .map_err(|e| BbsError::Unavailable(e.to_string()))?;
-        Ok(Bbs {
+        let bbs = Bbs {
             inner: Arc::new(Inner {
                 pool,
                 write: tokio::sync::Mutex::new(()),
@@ -165,8 +172,34 @@ impl Bbs {
                 config,
                 evacuation: evacuation::Evacuation::default(),
                 suspects: suspect::Suspects::default(),
+                reports: reports::PendingStarts::default(),
             }),
-        })
+        };
+        bbs.restore_kept().await?;
+        Ok(bbs)
+    }
+
+    /// Reloads the suspect and evacuating instances (and evacuating cells)
+    /// a previous run kept: they stay listed and routed across a restart.
+    async fn restore_kept(&self) -> Result<(), BbsError> {
+        let pool = &self.inner.pool;
+        let mut evacuating = Vec::new();
+        for (kept, actual) in store::kept_instances(pool).await? {
+            match kept {
+                store::Kept::Suspect => self.inner.suspects.keep(actual),
+                store::Kept::Evacuating => evacuating.push(actual),
+            }
+        }
+        let cells = store::evacuating_cells(pool).await?;
+        if !cells.is_empty() || !evacuating.is_empty() {
+            tracing::info!(
+                cells = cells.len(),
+                instances = evacuating.len(),
+                "evacuation restored from the database"
+            );
+        }
+        self.inner.evacuation.restore(cells, evacuating);
+        Ok(())
     }
 
     /// Runs convergence and the auction until `shutdown`: convergence every
@@ -652,15 +685,10 @@ impl BbsClient for Bbs {
         if self.inner.suspects.is_suspect(key, instance_key) {
             return Ok(());
         }
-        // One compare-and-set statement: UNCLAIMED, or CLAIMED/RUNNING by
-        // this very instance, becomes RUNNING (kiln-model allows each of
-        // these transitions). The write lock covers just this statement.
-        let started = {
-            let _write = self.inner.write.lock().await;
-            store::start_if_allowed(&self.inner.pool, key, instance_key, &net_info, now_nanos())
-                .await?
-        };
-        let Some(a) = started else {
+        // A compare-and-set: UNCLAIMED, or CLAIMED/RUNNING by this very
+        // instance, becomes RUNNING (kiln-model allows each of these
+        // transitions), batched with the reports that arrive meanwhile.
+        let Some(a) = self.start_batched(key, instance_key, net_info).await? else {
             // Not allowed: say why (gone, or held by another instance).
             self.actual_for_update(key).await?;
             return Err(mismatch(key, instance_key));
@@ -669,7 +697,7 @@ impl BbsClient for Bbs {
         // The replacement runs: the suspect instance it replaces goes.
         match self.inner.suspects.at(key) {
             Some(suspect) => {
-                self.suspect_gone(key, &suspect, Some(a));
+                self.suspect_gone(key, &suspect, Some(a)).await?;
             }
             None => self.emit(BbsEvent::ActualLrpChanged { actual_lrp: a }),
         }
@@ -687,7 +715,7 @@ impl BbsClient for Bbs {
         // A suspect instance that crashed is simply gone; its record is the
         // replacement's.
         if self.inner.suspects.is_suspect(key, instance_key) {
-            self.suspect_gone(key, instance_key, Some(a));
+            self.suspect_gone(key, instance_key, Some(a)).await?;
             return Ok(());
         }
         if !matches!(a.state, ActualLrpState::Claimed | ActualLrpState::Running)

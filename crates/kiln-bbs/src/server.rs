@@ -4,7 +4,7 @@
 //! Every request but `/ping` must carry a token signed by the BBS's key
 //! ([`crate::auth`]); anything else is answered 401 with the reason.
 
-use crate::auth::{BbsKey, Refusal};
+use crate::auth::{Keys, Refusal, Verified};
 use crate::presence::CellSessions;
 use crate::{Bbs, BbsClient, BbsError};
 use axum::Router;
@@ -30,7 +30,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 struct ServerState {
     bbs: Bbs,
     logs: Arc<dyn LogSink>,
-    key: BbsKey,
+    keys: Keys,
     sessions: CellSessions,
     shutdown: CancellationToken,
 }
@@ -40,10 +40,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     bbs: Bbs,
     logs: Arc<dyn LogSink>,
-    key: BbsKey,
+    keys: impl Into<Keys>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(bbs, logs, key, shutdown.clone());
+    let app = router(bbs, logs, keys, shutdown.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -52,13 +52,13 @@ pub async fn serve(
 pub fn router(
     bbs: Bbs,
     logs: Arc<dyn LogSink>,
-    key: BbsKey,
+    keys: impl Into<Keys>,
     shutdown: CancellationToken,
 ) -> Router {
     let state = Arc::new(ServerState {
         bbs,
         logs,
-        key,
+        keys: keys.into(),
         sessions: CellSessions::default(),
         shutdown,
     });
@@ -101,8 +101,8 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    match check_token(&state.key, request.headers()) {
-        Ok(()) => next.run(request).await,
+    match check_token(&state.keys, request.headers()) {
+        Ok(_) => next.run(request).await,
         Err(refusal) => {
             tracing::warn!(path = %request.uri().path(), %refusal, "bbs request refused");
             answer::<()>(Err(BbsError::Unauthorized(refusal.to_string())))
@@ -110,17 +110,14 @@ async fn authenticate(
     }
 }
 
-fn check_token(key: &BbsKey, headers: &HeaderMap) -> Result<(), Refusal> {
+fn check_token(keys: &Keys, headers: &HeaderMap) -> Result<Verified, Refusal> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(Refusal::Missing)?
         .to_str()
         .map_err(|_| Refusal::Malformed)?;
     let token = value.strip_prefix("Bearer ").ok_or(Refusal::Malformed)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    key.verify(token, now)
+    keys.verify(token, crate::auth::unix_now())
 }
 
 fn answer<T: Serialize>(result: Result<T, BbsError>) -> Response {
@@ -140,9 +137,31 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, BbsError> {
 
 type S = State<Arc<ServerState>>;
 
+/// Refuses a cell's heartbeat or report made with a token issued for
+/// another cell (a token for any node may act for any cell). The token was
+/// verified by [`authenticate`]; only its subject is read here.
+fn token_names(headers: &HeaderMap, cell_id: &str) -> Result<(), BbsError> {
+    let subject = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::token_subject);
+    match subject {
+        Some(subject) if subject != cell_id => {
+            tracing::warn!(cell_id, token_for = subject, "cell request refused");
+            Err(BbsError::Unauthorized(format!(
+                "{}: it names {subject}, not {cell_id}",
+                Refusal::WrongCell
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a cell's report (or evacuation) sent by a process other than
 /// the one that holds the cell's id.
 fn acting_for(s: &ServerState, headers: &HeaderMap, cell_id: &str) -> Result<(), BbsError> {
+    token_names(headers, cell_id)?;
     let session = headers
         .get(wire::CELL_SESSION_HEADER)
         .and_then(|v| v.to_str().ok());
@@ -348,6 +367,7 @@ async fn heartbeat_cell(State(s): S, headers: HeaderMap, body: Bytes) -> Respons
             if r.presence.cell_id.is_empty() {
                 return Err(BbsError::InvalidRequest("empty cell id".into()));
             }
+            token_names(&headers, &r.presence.cell_id)?;
             if let Err(error) = s
                 .sessions
                 .claim(&r.presence.cell_id, session, s.bbs.cell_ttl())

@@ -8,8 +8,7 @@
 
 use crate::{ActualLrpFilter, BbsError};
 use kiln_model::bbs::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, DesiredLrp, Nanos, Task,
-    TaskDefinition,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, DesiredLrp, Nanos, Task, TaskDefinition,
 };
 use kiln_model::{ActualLrpState, TaskState, TransitionError};
 use sqlx::sqlite::SqliteRow;
@@ -504,7 +503,10 @@ fn key_from_row(row: &SqliteRow) -> Result<ActualLrpKey, BbsError> {
     })
 }
 
-pub async fn update_actual_lrp(pool: &SqlitePool, a: &ActualLrp) -> Result<(), BbsError> {
+pub async fn update_actual_lrp<'e, E>(executor: E, a: &ActualLrp) -> Result<(), BbsError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
     let (instance_guid, cell_id) = a
         .instance_key
         .as_ref()
@@ -529,39 +531,57 @@ pub async fn update_actual_lrp(pool: &SqlitePool, a: &ActualLrp) -> Result<(), B
     .bind(a.since)
     .bind(&a.key.process_guid)
     .bind(i64::from(a.key.index))
-    .execute(pool)
+    .execute(executor)
     .await.map_err(db)?;
     Ok(())
 }
 
-/// UNCLAIMED, or CLAIMED/RUNNING under this instance key, → RUNNING with
-/// this net info, in one statement; `since` changes only when the state
-/// does. None when the instance is gone or held by another.
-pub async fn start_if_allowed(
-    pool: &SqlitePool,
-    key: &ActualLrpKey,
-    instance_key: &ActualLrpInstanceKey,
-    net_info: &ActualLrpNetInfo,
+/// One cell's report that an instance runs, for [`start_many`].
+pub struct StartReport<'a> {
+    pub key: &'a ActualLrpKey,
+    pub instance_key: &'a ActualLrpInstanceKey,
+    pub net_info: String,
+}
+
+/// UNCLAIMED, or CLAIMED/RUNNING under the reporting instance key, →
+/// RUNNING with its net info (`since` changes only when the state does),
+/// for many reports in one statement per [`ROWS_PER_STATEMENT`]: the
+/// ActualLrps that became (or stayed) RUNNING
+/// under the reporting instance. Reports for one index by two instances
+/// are resolved by the statement (one wins); the caller matches rows to
+/// reports by key and instance key.
+pub async fn start_many(
+    conn: &mut SqliteConnection,
+    reports: &[StartReport<'_>],
     now: Nanos,
-) -> Result<Option<ActualLrp>, BbsError> {
-    let sql = format!(
-        "UPDATE actual_lrps SET state = 'RUNNING', instance_guid = ?1, cell_id = ?2, net_info = ?3, \
-         placement_error = '', since = CASE WHEN state = 'RUNNING' THEN since ELSE ?4 END \
-         WHERE process_guid = ?5 AND instance_index = ?6 AND (state = 'UNCLAIMED' OR \
-         (state IN ('CLAIMED', 'RUNNING') AND instance_guid = ?1 AND cell_id = ?2)) \
-         RETURNING {ACTUAL_COLUMNS}"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&instance_key.instance_guid)
-        .bind(&instance_key.cell_id)
-        .bind(serde_json::to_string(net_info).map_err(decode)?)
-        .bind(now)
-        .bind(&key.process_guid)
-        .bind(i64::from(key.index))
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?;
-    row.as_ref().map(actual_from_row).transpose()
+) -> Result<Vec<ActualLrp>, BbsError> {
+    let mut started = Vec::with_capacity(reports.len());
+    for chunk in reports.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, ig, cell, net) AS (");
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(r.key.process_guid.as_str())
+                .push_bind(i64::from(r.key.index))
+                .push_bind(r.instance_key.instance_guid.as_str())
+                .push_bind(r.instance_key.cell_id.as_str())
+                .push_bind(r.net_info.as_str());
+        });
+        query.push(
+            ") UPDATE actual_lrps SET state = 'RUNNING', instance_guid = v.ig, cell_id = v.cell, \
+             net_info = v.net, placement_error = '', \
+             since = CASE WHEN actual_lrps.state = 'RUNNING' THEN actual_lrps.since ELSE ",
+        );
+        query.push_bind(now);
+        query.push(
+            " END FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
+             AND (actual_lrps.state = 'UNCLAIMED' OR (actual_lrps.state IN ('CLAIMED', 'RUNNING') \
+             AND actual_lrps.instance_guid = v.ig AND actual_lrps.cell_id = v.cell)) RETURNING ",
+        );
+        query.push(ACTUAL_COLUMNS);
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            started.push(actual_from_row(&row)?);
+        }
+    }
+    Ok(started)
 }
 
 // ---- cells ----
@@ -929,6 +949,65 @@ pub async fn unclaim_if_unchanged(
     row.as_ref().map(actual_from_row).transpose()
 }
 
+/// [`unclaim_if_unchanged`] for many instances, one statement per
+/// [`ROWS_PER_STATEMENT`]: each goes back to UNCLAIMED only if still as
+/// seen. Returns, per instance sent back, the record as it was (to keep a
+/// RUNNING one as suspect) and as it is now.
+pub async fn unclaim_many_if_unchanged(
+    conn: &mut SqliteConnection,
+    seen: &[&ActualSummary],
+    now: Nanos,
+) -> Result<Vec<(ActualLrp, ActualLrp)>, BbsError> {
+    let mut changed = Vec::with_capacity(seen.len());
+    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
+        // The records before, read in the same transaction: what a
+        // suspect instance keeps (its address and ports).
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("SELECT ");
+        query.push(ACTUAL_COLUMNS);
+        query.push(" FROM actual_lrps WHERE (process_guid, instance_index) IN (VALUES ");
+        let mut list = query.separated(", ");
+        for a in chunk {
+            list.push("(");
+            list.push_bind_unseparated(a.process_guid.as_str());
+            list.push_unseparated(", ");
+            list.push_bind_unseparated(i64::from(a.index));
+            list.push_unseparated(")");
+        }
+        query.push(")");
+        let mut before = std::collections::HashMap::new();
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            let a = actual_from_row(&row)?;
+            before.insert((a.key.process_guid.clone(), a.key.index), a);
+        }
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, st, ig, since) AS (");
+        query.push_values(chunk, |mut row, a| {
+            row.push_bind(a.process_guid.as_str())
+                .push_bind(i64::from(a.index))
+                .push_bind(a.state.as_str())
+                .push_bind(a.instance_guid.as_str())
+                .push_bind(a.since);
+        });
+        query.push(
+            ") UPDATE actual_lrps SET state = 'UNCLAIMED', instance_guid = '', cell_id = '', \
+             net_info = '', since = ",
+        );
+        query.push_bind(now);
+        query.push(
+            " FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
+             AND actual_lrps.state = v.st AND actual_lrps.instance_guid = v.ig \
+             AND actual_lrps.since = v.since RETURNING ",
+        );
+        query.push(ACTUAL_COLUMNS);
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            let now = actual_from_row(&row)?;
+            if let Some(was) = before.remove(&(now.key.process_guid.clone(), now.key.index)) {
+                changed.push((was, now));
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Deletes an ActualLrp whose DesiredLrp is gone or no longer has its
 /// index, checked in the statement itself so a concurrent scale-up keeps it.
 pub async fn delete_if_extra(
@@ -947,4 +1026,187 @@ pub async fn delete_if_extra(
     .await
     .map_err(db)?;
     row.as_ref().map(key_from_row).transpose()
+}
+
+// ---- suspect and evacuating instances kept beside their records ----
+
+/// Why an instance is kept routable beside its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    Suspect,
+    Evacuating,
+}
+
+impl Kept {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kept::Suspect => "SUSPECT",
+            Kept::Evacuating => "EVACUATING",
+        }
+    }
+}
+
+/// Records a kept instance; a suspect replaces any earlier suspect of its
+/// index (one per index).
+pub async fn keep_instance(
+    conn: &mut SqliteConnection,
+    kept: Kept,
+    a: &ActualLrp,
+) -> Result<(), BbsError> {
+    let Some(ik) = a.instance_key.as_ref() else {
+        return Ok(());
+    };
+    if kept == Kept::Suspect {
+        sqlx::query(
+            "DELETE FROM kept_actual_lrps WHERE process_guid = ? AND instance_index = ? AND presence = 'SUSPECT'",
+        )
+        .bind(&a.key.process_guid)
+        .bind(i64::from(a.key.index))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    sqlx::query(
+        "INSERT INTO kept_actual_lrps (instance_guid, process_guid, instance_index, presence, cell_id, record) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (instance_guid) DO UPDATE SET \
+         process_guid = ?2, instance_index = ?3, presence = ?4, cell_id = ?5, record = ?6",
+    )
+    .bind(&ik.instance_guid)
+    .bind(&a.key.process_guid)
+    .bind(i64::from(a.key.index))
+    .bind(kept.as_str())
+    .bind(&ik.cell_id)
+    .bind(serde_json::to_string(a).map_err(decode)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// [`keep_instance`] for many suspect instances at once.
+pub async fn keep_suspects(
+    conn: &mut SqliteConnection,
+    suspects: &[ActualLrp],
+) -> Result<(), BbsError> {
+    let rows: Vec<(&ActualLrp, &ActualLrpInstanceKey, String)> = suspects
+        .iter()
+        .filter_map(|a| {
+            let ik = a.instance_key.as_ref()?;
+            Some(serde_json::to_string(a).map(|json| (a, ik, json)))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(decode)?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        // One suspect per index: an earlier one of the same index goes.
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "DELETE FROM kept_actual_lrps WHERE presence = 'SUSPECT' AND (process_guid, instance_index) IN (VALUES ",
+        );
+        let mut list = query.separated(", ");
+        for (a, _, _) in chunk {
+            list.push("(");
+            list.push_bind_unseparated(a.key.process_guid.as_str());
+            list.push_unseparated(", ");
+            list.push_bind_unseparated(i64::from(a.key.index));
+            list.push_unseparated(")");
+        }
+        query.push(")");
+        query.build().execute(&mut *conn).await.map_err(db)?;
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO kept_actual_lrps (instance_guid, process_guid, instance_index, presence, cell_id, record) ",
+        );
+        query.push_values(chunk, |mut row, (a, ik, json)| {
+            row.push_bind(ik.instance_guid.as_str())
+                .push_bind(a.key.process_guid.as_str())
+                .push_bind(i64::from(a.key.index))
+                .push_bind(Kept::Suspect.as_str())
+                .push_bind(ik.cell_id.as_str())
+                .push_bind(json.as_str());
+        });
+        query.push(
+            " ON CONFLICT (instance_guid) DO UPDATE SET process_guid = excluded.process_guid, \
+             instance_index = excluded.instance_index, presence = excluded.presence, \
+             cell_id = excluded.cell_id, record = excluded.record",
+        );
+        query.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Forgets kept instances by instance guid.
+pub async fn forget_kept(
+    conn: &mut SqliteConnection,
+    instance_guids: &[&str],
+) -> Result<(), BbsError> {
+    for chunk in instance_guids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+            "DELETE FROM kept_actual_lrps WHERE instance_guid IN (",
+        );
+        let mut list = query.separated(", ");
+        for guid in chunk {
+            list.push_bind(*guid);
+        }
+        query.push(")");
+        query.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Every kept instance, as recorded.
+pub async fn kept_instances(pool: &SqlitePool) -> Result<Vec<(Kept, ActualLrp)>, BbsError> {
+    let rows = sqlx::query("SELECT presence, record FROM kept_actual_lrps")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let presence: &str = row.try_get("presence").map_err(db)?;
+            let kept = match presence {
+                "SUSPECT" => Kept::Suspect,
+                "EVACUATING" => Kept::Evacuating,
+                other => {
+                    return Err(BbsError::Store(format!(
+                        "kept instance with unknown presence {other:?}"
+                    )));
+                }
+            };
+            let record: &str = row.try_get("record").map_err(db)?;
+            Ok((kept, serde_json::from_str(record).map_err(decode)?))
+        })
+        .collect()
+}
+
+pub async fn add_evacuating_cell(
+    conn: &mut SqliteConnection,
+    cell_id: &str,
+) -> Result<(), BbsError> {
+    sqlx::query("INSERT INTO evacuating_cells (cell_id) VALUES (?) ON CONFLICT DO NOTHING")
+        .bind(cell_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub async fn remove_evacuating_cells(
+    conn: &mut SqliteConnection,
+    cell_ids: &[&str],
+) -> Result<(), BbsError> {
+    for chunk in cell_ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM evacuating_cells WHERE cell_id IN (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+pub async fn evacuating_cells(pool: &SqlitePool) -> Result<Vec<String>, BbsError> {
+    sqlx::query_scalar("SELECT cell_id FROM evacuating_cells")
+        .fetch_all(pool)
+        .await
+        .map_err(db)
 }

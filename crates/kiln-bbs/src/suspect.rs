@@ -6,11 +6,13 @@
 //! replacement retired) if its cell heartbeats first.
 //!
 //! Diego keeps the suspect row beside the ordinary one. Kiln keeps the
-//! record for the replacement and the suspect instance in memory, as it
-//! does evacuating ones: it matters only until the replacement runs, and a
-//! BBS restart meanwhile costs at most its routes until then.
+//! record for the replacement and the suspect instance beside it, in memory
+//! for reads and in `kept_actual_lrps` (written in the transaction that
+//! sends the record back to the auction), so a BBS restart before the
+//! replacement runs still lists and routes it.
 
-use crate::{Bbs, BbsError, store};
+use crate::store::{self, db};
+use crate::{Bbs, BbsError};
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpPresence, BbsEvent};
 use std::collections::HashMap;
@@ -129,14 +131,21 @@ impl Bbs {
         let mut events = Vec::new();
         {
             let _write = self.inner.write.lock().await;
+            // The kept rows go in the transaction that restores the records;
+            // memory follows once it is committed.
+            let mut tx = self.inner.pool.begin().await.map_err(db)?;
+            let mut forgotten = Vec::new();
             for s in suspects {
                 let Some(ik) = s.instance_key.clone() else {
                     continue;
                 };
-                if !self.inner.suspects.forget(&s.key, &ik) {
+                if !self.inner.suspects.is_suspect(&s.key, &ik) {
                     continue;
                 }
-                let record = store::actual_lrp(&self.inner.pool, &s.key).await?;
+                store::forget_kept(&mut tx, &[ik.instance_guid.as_str()]).await?;
+                forgotten.push((s.key.clone(), ik));
+                let record =
+                    store::actual_lrp_in(&mut tx, &s.key.process_guid, s.key.index).await?;
                 // Gone (scaled down) or already replaced: nothing to restore.
                 if record
                     .as_ref()
@@ -146,10 +155,14 @@ impl Bbs {
                 }
                 let mut restored = s;
                 restored.presence = ActualLrpPresence::Ordinary;
-                store::update_actual_lrp(&self.inner.pool, &restored).await?;
+                store::update_actual_lrp(&mut *tx, &restored).await?;
                 events.push(BbsEvent::ActualLrpChanged {
                     actual_lrp: restored,
                 });
+            }
+            tx.commit().await.map_err(db)?;
+            for (key, ik) in forgotten {
+                self.inner.suspects.forget(&key, &ik);
             }
         }
         tracing::info!(
@@ -176,7 +189,7 @@ impl Bbs {
             {
                 continue;
             }
-            if self.suspect_gone(&s.key, ik, record) {
+            if self.suspect_gone(&s.key, ik, record).await? {
                 removed += 1;
             }
         }
@@ -185,20 +198,28 @@ impl Bbs {
 
     /// Forgets one suspect instance (its replacement runs, its record is
     /// gone, or its cell reported it crashed) and tells subscribers.
-    pub(crate) fn suspect_gone(
+    /// Its kept row goes with it (a row left by a crash in between is
+    /// settled again after the next start).
+    pub(crate) async fn suspect_gone(
         &self,
         key: &ActualLrpKey,
         instance_key: &ActualLrpInstanceKey,
         record: Option<ActualLrp>,
-    ) -> bool {
+    ) -> Result<bool, BbsError> {
+        if !self.inner.suspects.is_suspect(key, instance_key) {
+            return Ok(false);
+        }
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        store::forget_kept(&mut conn, &[instance_key.instance_guid.as_str()]).await?;
+        drop(conn);
         if !self.inner.suspects.forget(key, instance_key) {
-            return false;
+            return Ok(false);
         }
         tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %instance_key.instance_guid, "suspect actual lrp removed");
         self.emit(match record {
             Some(actual_lrp) => BbsEvent::ActualLrpChanged { actual_lrp },
             None => BbsEvent::ActualLrpRemoved { key: key.clone() },
         });
-        true
+        Ok(true)
     }
 }

@@ -759,3 +759,46 @@ async fn a_suspect_instance_that_crashes_is_gone_and_its_replacement_stays() {
     assert_eq!(a.instance_key.unwrap().cell_id, "cell-b");
     assert_eq!(a.crash_count, 0, "the replacement does not inherit a crash");
 }
+
+/// Reports arriving together are written in one batch; each still gets
+/// its own answer: the holder's (repeated) reports succeed, reports by an
+/// instance that does not hold the index are refused, and reports for
+/// other indices in the same batch are unaffected.
+#[tokio::test]
+async fn concurrent_reports_are_batched_and_each_answered_as_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbs = open(&dir, BbsConfig::default()).await;
+    bbs.heartbeat_cell(cell("cell-a", 100_000)).await.unwrap();
+    bbs.desire_lrp(desired("p-1", 40, 256)).await.unwrap();
+    bbs.converge().await.unwrap();
+    let work = bbs.cell_work("cell-a").await.unwrap();
+    assert_eq!(work.lrps.len(), 40);
+    let mut reports = Vec::new();
+    for l in &work.lrps {
+        let held = l.instance_key.clone().unwrap();
+        let intruder = ActualLrpInstanceKey {
+            instance_guid: format!("intruder-{}", l.key.index),
+            cell_id: "cell-b".into(),
+        };
+        for ik in [held.clone(), intruder, held] {
+            let (bbs, key) = (bbs.clone(), l.key.clone());
+            let holder = ik.cell_id == "cell-a";
+            reports.push(tokio::spawn(async move {
+                (holder, bbs.start_actual_lrp(&key, &ik, net_info()).await)
+            }));
+        }
+    }
+    for report in reports {
+        match report.await.unwrap() {
+            (true, result) => result.unwrap(),
+            (false, result) => assert!(
+                matches!(result, Err(BbsError::InstanceMismatch { .. })),
+                "{result:?}"
+            ),
+        }
+    }
+    let all = actuals(&bbs, "p-1").await;
+    assert_eq!(all.len(), 40);
+    assert!(all.iter().all(|a| a.state == ActualLrpState::Running
+        && a.instance_key.as_ref().unwrap().cell_id == "cell-a"));
+}

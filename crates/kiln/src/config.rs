@@ -9,6 +9,78 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// `kiln bbs ...`: the BBS's credentials, run on the BBS's machine.
+#[derive(clap::Subcommand, Debug)]
+pub enum BbsCommand {
+    /// Write credentials for one cell, valid for a limited time: the token
+    /// names the cell, and a cell may act only for the id it names
+    IssueToken {
+        /// The BBS's data directory (its keys are in <data-dir>/bbs)
+        #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
+        data_dir: PathBuf,
+        /// The cell the token is for (its --cell-id)
+        #[arg(long)]
+        cell_id: String,
+        /// How long the token is valid: 30s, 90m, 24h, 7d
+        #[arg(long, default_value = "24h", value_parser = kiln_bbs::auth::parse_duration)]
+        ttl: std::time::Duration,
+        /// Where to write the credentials file (mode 0600; the cell's
+        /// --bbs-credentials)
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Replace the BBS's signing key; tokens signed by the old one stay
+    /// accepted for the grace period, so running cells are not cut off
+    /// while they are given new credentials. A running BBS picks the new
+    /// key up at once; <data-dir>/bbs/credentials is re-issued.
+    RotateKey {
+        #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
+        data_dir: PathBuf,
+        /// How long the old key stays accepted: 30s, 90m, 24h, 7d
+        #[arg(long, default_value = "1h", value_parser = kiln_bbs::auth::parse_duration)]
+        grace: std::time::Duration,
+    },
+}
+
+impl BbsCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            BbsCommand::IssueToken {
+                data_dir,
+                cell_id,
+                ttl,
+                output,
+            } => {
+                let dir = data_dir.join("bbs");
+                let credentials = kiln_bbs::auth::issue_credentials(&dir, &cell_id, ttl)
+                    .with_context(|| {
+                        format!("issuing a token with the keys in {}", dir.display())
+                    })?;
+                credentials
+                    .write(&output)
+                    .with_context(|| format!("writing {}", output.display()))?;
+                println!(
+                    "Wrote credentials for cell {cell_id}, valid for {} s, to {}",
+                    ttl.as_secs(),
+                    output.display()
+                );
+            }
+            BbsCommand::RotateKey { data_dir, grace } => {
+                let dir = data_dir.join("bbs");
+                kiln_bbs::auth::rotate_key(&dir, grace)
+                    .with_context(|| format!("rotating the key in {}", dir.display()))?;
+                println!(
+                    "Rotated the BBS key in {}; the old key is accepted for {} s more. \
+                     Re-issue cells' credentials within that time.",
+                    dir.display(),
+                    grace.as_secs()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Args, Debug, Default)]
 pub struct ServerArgs {
     /// The roles this process plays, comma-separated: api, bbs, cell,
@@ -225,6 +297,8 @@ impl Roles {
 #[derive(Debug, Clone)]
 pub struct RemoteBbs {
     pub credentials: kiln_bbs_client::Credentials,
+    /// Read again when the BBS refuses the token (a re-issued one).
+    pub credentials_file: PathBuf,
     /// `--bbs-url`, or the credentials file's hint.
     pub url: String,
 }
@@ -422,7 +496,11 @@ fn remote_bbs(
         url.starts_with("http://") || url.starts_with("https://"),
         "--bbs-url {url:?} is not an http URL"
     );
-    Ok(Some(RemoteBbs { credentials, url }))
+    Ok(Some(RemoteBbs {
+        credentials,
+        url,
+        credentials_file: path,
+    }))
 }
 
 /// The router's HTTPS listener: an address and at least one certificate,
@@ -795,5 +873,44 @@ mod tests {
             let err = ServerConfig::resolve(args).unwrap_err();
             assert!(format!("{err:#}").contains(why), "{err:#}");
         }
+    }
+
+    #[test]
+    fn bbs_issue_token_and_rotate_key_work_on_a_bbs_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("bbs");
+        let output = dir.path().join("cell-2.credentials");
+        let issue = |cell_id: &str| BbsCommand::IssueToken {
+            data_dir: dir.path().into(),
+            cell_id: cell_id.into(),
+            ttl: std::time::Duration::from_secs(60),
+            output: output.clone(),
+        };
+        // No BBS has run here: a clear error, nothing written.
+        let err = issue("cell-2").run().unwrap_err();
+        assert!(format!("{err:#}").contains("issuing a token"), "{err:#}");
+        assert!(!output.exists());
+
+        kiln_bbs::auth::ensure_credentials(&keys, "http://127.0.0.1:1").unwrap();
+        issue("cell-2").run().unwrap();
+        let credentials = kiln_bbs_client::Credentials::read(&output).unwrap();
+        let ring = kiln_bbs::auth::Keys::from_dir(&keys).unwrap();
+        let now = kiln_bbs::auth::unix_now();
+        let verified = ring.verify(&credentials.token, now).unwrap();
+        assert_eq!(verified.subject.as_deref(), Some("cell-2"));
+        assert!(verified.expires > now && verified.expires <= now + 60);
+        assert!(issue("not/a cell").run().is_err());
+
+        BbsCommand::RotateKey {
+            data_dir: dir.path().into(),
+            grace: std::time::Duration::from_secs(60),
+        }
+        .run()
+        .unwrap();
+        assert!(ring.verify(&credentials.token, now).is_ok(), "in grace");
+        assert_eq!(
+            ring.verify(&credentials.token, now + 3600).unwrap_err(),
+            kiln_bbs::auth::Refusal::KeyRetired
+        );
     }
 }

@@ -29,6 +29,9 @@ enum Command {
     /// Run the platform: API, BBS, cell, router and logs, in one process
     /// (or some of these roles, joining the others)
     Server(Box<config::ServerArgs>),
+    /// The BBS's credentials: tokens for cells, key rotation
+    #[command(subcommand)]
+    Bbs(config::BbsCommand),
     /// Programs that run inside containers (builder, launcher)
     #[command(subcommand, hide = true)]
     Lifecycle(kiln_lifecycle::LifecycleCommand),
@@ -54,6 +57,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bbs(command) => match command.run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("kiln bbs: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::User(command) => {
             die_quietly_on_broken_pipe();
             init_tracing("warn");

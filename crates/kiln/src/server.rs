@@ -44,7 +44,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             let client = kiln_bbs_client::HttpBbsClient::from_credentials(
                 &remote.credentials,
                 Some(&remote.url),
-            )?;
+            )?
+            .with_credentials_file(remote.credentials_file.clone());
             let client = match config.roles.cell {
                 true => client.with_session(cell_session(&config.data_dir)?),
                 false => client,
@@ -160,8 +161,12 @@ async fn start_bbs_and_api(
             .with_context(|| format!("listening for the bbs on {addr}"))?;
         let url = format!("http://{}", listener.local_addr()?);
         let dir = config.data_dir.join("bbs");
-        let (key, _) = kiln_bbs::auth::ensure_credentials(&dir, &url)
+        kiln_bbs::auth::ensure_credentials(&dir, &url)
             .with_context(|| format!("writing the bbs credentials in {}", dir.display()))?;
+        // Read again whenever they change: `kiln bbs rotate-key` takes
+        // effect without a restart.
+        let keys = kiln_bbs::auth::Keys::from_dir(&dir)
+            .with_context(|| format!("reading the bbs keys in {}", dir.display()))?;
         println!(
             "BBS listening at {url}; joining nodes need {}",
             dir.join("credentials").display()
@@ -170,7 +175,7 @@ async fn start_bbs_and_api(
         roles.spawn(async move {
             (
                 "bbs server",
-                kiln_bbs::server::serve(listener, bbs, logs, key, token)
+                kiln_bbs::server::serve(listener, bbs, logs, keys, token)
                     .await
                     .map_err(Into::into),
             )
