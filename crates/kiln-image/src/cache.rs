@@ -28,7 +28,7 @@
 
 use crate::overlay::mounted_lowers;
 use crate::registry::sha256_digest;
-use crate::unpack::{UnpackOptions, unpack_layer};
+use crate::unpack::{UnpackOptions, UnpackStats, unpack_layer};
 use crate::{Credentials, ImageError, ImageReference, LayerDescriptor, Registry, ResolvedImage};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -145,12 +145,19 @@ impl LayerCache {
         image: &ResolvedImage,
         credentials: Option<&Credentials>,
     ) -> Result<Vec<PathBuf>, ImageError> {
-        self.remember(image)?;
         let fetches = image
             .layers
             .iter()
             .map(|layer| self.layer(registry, image, layer, credentials));
-        futures_util::future::try_join_all(fetches).await
+        // Every fetch runs to its end even when one fails, so a failed
+        // rootfs leaves no layer half-way through its pull behind it.
+        let layers = futures_util::future::join_all(fetches)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Remembered only once whole: a failed image is not "seen".
+        self.remember(image)?;
+        Ok(layers)
     }
 
     /// Like [`LayerCache::rootfs`] for a pinned reference
@@ -224,7 +231,10 @@ impl LayerCache {
     }
 
     /// Pull phase (blob to `tmp/`, digest verified while it streams), then
-    /// unpack phase (into `tmp/`, renamed into place when complete).
+    /// unpack phase (into `tmp/`, renamed into place when complete). The
+    /// scratch directory goes whatever happens: with this future if it is
+    /// dropped while pulling, with the unpacking thread (which outlives a
+    /// dropped future) once that ends.
     async fn fetch(
         &self,
         registry: &Registry,
@@ -233,38 +243,44 @@ impl LayerCache {
         credentials: Option<&Credentials>,
         dir: &Path,
     ) -> Result<(), ImageError> {
-        let scratch = tempfile_in(&self.root.join("tmp"), &hex_of(&layer.digest))?;
-        let blob = scratch.join("blob");
-        let result: Result<(), ImageError> = async {
-            self.pull(registry, image, layer, credentials, &blob).await?;
-            let unpacked = scratch.join("layer");
-            let options = UnpackOptions {
-                id_offset: self.id_offset,
-                max_bytes: self.max_bytes,
-            };
-            let digest = layer.digest.clone();
-            let (from, to) = (blob.clone(), unpacked.clone());
-            let stats = tokio::task::spawn_blocking(move || unpack_layer(&from, &digest, &to, options))
-                .await
-                .map_err(|e| ImageError::Io {
-                    action: "unpacking",
-                    path: unpacked.clone(),
-                    source: std::io::Error::other(e),
-                })??;
-            self.unpacks.fetch_add(1, Ordering::Relaxed);
+        let scratch = Scratch(tempfile_in(&self.root.join("tmp"), &hex_of(&layer.digest))?);
+        let blob = scratch.0.join("blob");
+        self.pull(registry, image, layer, credentials, &blob)
+            .await?;
+        let unpacked = scratch.0.join("layer");
+        let options = UnpackOptions {
+            id_offset: self.id_offset,
+            max_bytes: self.max_bytes,
+        };
+        let (tmp, digest, dir_owned) = (
+            self.root.join("tmp"),
+            layer.digest.clone(),
+            dir.to_path_buf(),
+        );
+        let into_place = move || -> Result<UnpackStats, ImageError> {
+            let scratch = scratch;
+            let stats = unpack_layer(&blob, &digest, &unpacked, options)?;
             let meta = serde_json::to_vec(&LayerMeta {
-                digest: layer.digest.clone(),
+                digest,
                 bytes: stats.bytes,
             })
             .unwrap_or_default();
-            write_atomically(&self.root.join("tmp"), &meta_path(dir), &meta)?;
-            fs::rename(&unpacked, dir).map_err(ImageError::io("moving layer into place", dir))?;
-            tracing::info!(digest = %layer.digest, files = stats.files, bytes = stats.bytes, "layer unpacked");
-            Ok(())
-        }
-        .await;
-        let _ = remove_tree(&scratch);
-        result
+            write_atomically(&tmp, &meta_path(&dir_owned), &meta)?;
+            fs::rename(&unpacked, &dir_owned)
+                .map_err(ImageError::io("moving layer into place", &dir_owned))?;
+            drop(scratch);
+            Ok(stats)
+        };
+        let stats = tokio::task::spawn_blocking(into_place)
+            .await
+            .map_err(|e| ImageError::Io {
+                action: "unpacking",
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??;
+        self.unpacks.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(digest = %layer.digest, files = stats.files, bytes = stats.bytes, "layer unpacked");
+        Ok(())
     }
 
     async fn pull(
@@ -400,6 +416,17 @@ impl LayerCache {
                 })
             })
             .collect()
+    }
+}
+
+/// A scratch directory under `tmp/`, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "removing scratch");
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Every bad image must end in a FAILED build whose `error` says which
 //! failure it was (Cloud Controller's `StagingError - …`), leave no
-//! droplet and no partial file in the cell's layer cache, and a good push
+//! staged droplet and no partial file in the cell's layer cache, and a good push
 //! afterwards must work. A registry password must never show up in an API
 //! answer, a log line, an audit event or the staging log.
 //!
@@ -101,7 +101,7 @@ impl Server {
             .arg("--router-listen")
             .arg(format!("127.0.0.1:{router_port}"))
             .args(["--cell-id", &cell_id, "--cell-network", &free_subnet()])
-            .args(["--image-max-layer-mb", "1"])
+            .args(["--image-max-layer-mb", "2"])
             .args(["--docker-registry-timeout", &REGISTRY_TIMEOUT_S.to_string()])
             .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "info")
@@ -356,7 +356,7 @@ impl Drop for SilentRegistry {
 /// Pushes `image` (with `password` as `CF_DOCKER_PASSWORD` if given) and
 /// checks the failure: the CLI fails saying `want`, the app's build is
 /// FAILED with Cloud Controller's `StagingError - ` error naming it, the
-/// app has no droplet, and the layer cache holds no scratch. Returns the
+/// app has no staged droplet, and the layer cache holds no scratch. Returns the
 /// CLI's output.
 async fn push_fails(
     server: &Server,
@@ -386,11 +386,21 @@ async fn push_fails(
         error.starts_with("StagingError - ") && error.contains(want),
         "{app}: the build's error must be CC's shape and say {want:?}: {error:?}"
     );
+    // Cloud Controller keeps the build's droplet, FAILED; nothing staged.
     let droplets = server.get(&format!("/v3/apps/{guid}/droplets")).await;
-    assert_eq!(
-        droplets["resources"].as_array().map(Vec::len),
-        Some(0),
-        "{app}: a failed build leaves no droplet: {droplets}"
+    for droplet in droplets["resources"].as_array().unwrap() {
+        assert_eq!(droplet["state"], "FAILED", "{app}: {droplet}");
+        assert!(
+            droplet["image"].is_null(),
+            "{app}: no image pinned: {droplet}"
+        );
+    }
+    let current = server
+        .cli(&["curl", &format!("/v3/apps/{guid}/droplets/current")])
+        .await;
+    assert!(
+        current.text().contains("CF-ResourceNotFound") || current.text().contains("10010"),
+        "{app}: no current droplet\n{current}"
     );
     assert_eq!(
         server.cache_scratch(),
@@ -516,9 +526,9 @@ async fn docker_builds_fail_clearly_and_leave_nothing_behind() {
         outputs.push(out);
     }
 
-    // A layer over `--image-max-layer-mb 1`: incompressible bytes.
+    // A layer over `--image-max-layer-mb 2` (busybox alone is 1.3 MB): incompressible bytes.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..1_600_000)
+    let noise: Vec<u8> = (0..2_600_000)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;

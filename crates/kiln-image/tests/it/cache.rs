@@ -153,14 +153,26 @@ async fn a_layer_with_an_escaping_path_fails_the_pull() {
         return;
     }
     let registry = TestRegistry::start();
-    let image = TestImage::new(vec![LayerBuilder::new().file("../x", b"x").gzip()]);
+    // A good layer of 1 MB beside the bad one: its pull is under way when
+    // the bad one fails, and must not be left half-done.
+    let image = TestImage::new(vec![
+        LayerBuilder::new().file("big", &vec![9u8; 1 << 20]).plain(),
+        LayerBuilder::new().file("../x", b"x").gzip(),
+    ]);
     let resolved = pushed(&registry, "evil", &image).await;
     let tmp = tempfile::tempdir().unwrap();
     let cache = cache_at(tmp.path());
     let err = cache.rootfs(&client(), &resolved, None).await.unwrap_err();
     assert!(matches!(err, ImageError::BadLayer { .. }), "{err}");
-    assert!(!cache.layer_dir(&resolved.layers[0].digest).exists());
+    assert!(!cache.layer_dir(&resolved.layers[1].digest).exists());
     assert!(!cache.root().join("x").exists() && !tmp.path().join("x").exists());
+    let scratch: Vec<_> = fs::read_dir(cache.root().join("tmp")).unwrap().collect();
+    assert!(scratch.is_empty(), "no scratch left: {scratch:?}");
+    assert_eq!(
+        cache.layers_of(&resolved.digest),
+        None,
+        "a failed image is not remembered"
+    );
 }
 
 #[tokio::test]
