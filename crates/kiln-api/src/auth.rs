@@ -1,10 +1,14 @@
 //! UAA's part: users with argon2 password hashes, the `/login` prompts, the
 //! `/oauth/token` password and refresh grants issuing HS256 JWTs with UAA's
-//! claim names, and the bearer-token check in front of `/v3` and log reads.
+//! claim names and each user's scopes, the bearer-token check in front of
+//! `/v3` and log reads (a token of an older token generation, or of a
+//! deleted user, is revoked), and [`authorize`], which holds every
+//! authenticated route to its rule in `permissions`.
 
 use crate::context::{CurrentUser, Shared};
 use crate::db::{self, User};
 use crate::error::{ApiError, ApiResult};
+use crate::permissions::{self, Need, Permissions, Target};
 use crate::util;
 use axum::Json;
 use axum::extract::{Request, State};
@@ -18,11 +22,6 @@ use std::collections::HashMap;
 
 pub const ACCESS_TOKEN_SECONDS: i64 = 1199;
 pub const REFRESH_TOKEN_SECONDS: i64 = 30 * 24 * 3600;
-const SCOPES: [&str; 3] = [
-    "cloud_controller.admin",
-    "cloud_controller.read",
-    "cloud_controller.write",
-];
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -44,6 +43,14 @@ struct Claims {
     aud: Vec<String>,
     /// `access` or `refresh`: a refresh token is never accepted as access.
     kiln_token: String,
+    /// The user's token generation when issued: a password change bumps
+    /// it, revoking every token issued before.
+    #[serde(default)]
+    kiln_gen: i64,
+}
+
+fn scopes_of(user: &User) -> Vec<String> {
+    user.scopes.split_whitespace().map(str::to_string).collect()
 }
 
 fn issue(ctx: &Shared, user: &User, grant_type: &str, kind: &str) -> ApiResult<(String, String)> {
@@ -67,7 +74,7 @@ fn issue(ctx: &Shared, user: &User, grant_type: &str, kind: &str) -> ApiResult<(
         email: user.email.clone(),
         exp: now + lifetime,
         iat: now,
-        scope: SCOPES.iter().map(|s| s.to_string()).collect(),
+        scope: scopes_of(user),
         client_id: "cf".into(),
         cid: "cf".into(),
         azp: "cf".into(),
@@ -79,6 +86,7 @@ fn issue(ctx: &Shared, user: &User, grant_type: &str, kind: &str) -> ApiResult<(
             .map(|s| s.to_string())
             .collect(),
         kiln_token: kind.into(),
+        kiln_gen: user.token_generation,
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -193,7 +201,12 @@ pub async fn token(
             })?;
             db::find::<User>(&ctx.pool, &claims.user_id)
                 .await?
-                .ok_or_else(bad_credentials)?
+                .filter(|u| u.token_generation == claims.kiln_gen)
+                .ok_or_else(|| ApiError::Uaa {
+                    status: StatusCode::UNAUTHORIZED,
+                    error: "invalid_token",
+                    description: "Invalid refresh token".into(),
+                })?
         }
         other => {
             return Err(ApiError::Uaa {
@@ -210,7 +223,7 @@ pub async fn token(
         "token_type": "bearer",
         "refresh_token": refresh,
         "expires_in": ACCESS_TOKEN_SECONDS,
-        "scope": SCOPES.join(" "),
+        "scope": user.scopes,
         "jti": jti,
     }))
     .into_response())
@@ -247,13 +260,107 @@ pub async fn require_token(State(ctx): State<Shared>, mut req: Request, next: Ne
             None => return ApiError::invalid_token().into_response(),
         },
     };
+    match db::find::<User>(&ctx.pool, &claims.user_id).await {
+        Ok(Some(u)) if u.token_generation == claims.kiln_gen => {}
+        Ok(_) => return ApiError::invalid_token().into_response(),
+        Err(e) => return e.into_response(),
+    }
     let user = CurrentUser {
         guid: claims.user_id,
         name: claims.user_name,
         email: claims.email,
+        scopes: claims.scope,
     };
     req.extensions_mut().insert(user.clone());
     crate::context::REQUEST_USER
         .scope(user, next.run(req))
         .await
+}
+
+/// Middleware after [`require_token`]: the caller's [`Permissions`] into
+/// the request, and the route's rule checked against them before the
+/// handler runs (a route with no rule is for admins only).
+pub async fn authorize(
+    State(ctx): State<Shared>,
+    matched: axum::extract::MatchedPath,
+    req: Request,
+    next: Next,
+) -> Response {
+    match authorized(&ctx, matched.as_str(), req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authorized(ctx: &Shared, route: &str, req: Request) -> ApiResult<Request> {
+    let user = req
+        .extensions()
+        .get::<CurrentUser>()
+        .cloned()
+        .ok_or_else(ApiError::not_authenticated)?;
+    let perms = Permissions::of(ctx, &user).await?;
+    let Some(policy) = permissions::policy(req.method().as_str(), route) else {
+        permissions::check_global(&perms, Need::Admin)?;
+        return Ok(with_perms(req, perms));
+    };
+    let req = match policy.target {
+        Target::None => {
+            permissions::check_global(&perms, policy.need)?;
+            req
+        }
+        Target::Path(kind) => {
+            let guid = first_param(route, req.uri().path()).unwrap_or_default();
+            if let Some((org, space)) = permissions::owner(ctx, kind, &guid).await? {
+                permissions::check(&perms, policy.need, kind, &org, space.as_deref())?;
+            } else if !perms.is_admin() && route.starts_with("/api/v1/read/") {
+                // Only an app's logs are read through here.
+                return Err(ApiError::not_found(kind.resource()));
+            }
+            req
+        }
+        Target::Body(kind, pointer) => {
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, 1024 * 1024)
+                .await
+                .map_err(|_| ApiError::parse_error())?;
+            let guid = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.pointer(pointer)
+                        .and_then(|g| g.as_str())
+                        .map(str::to_string)
+                });
+            if let Some(guid) = guid
+                && let Some((org, space)) = permissions::owner(ctx, kind, &guid).await?
+            {
+                // CC answers a create naming what the caller cannot see
+                // with 422 (it cannot tell missing from hidden).
+                match permissions::check(&perms, policy.need, kind, &org, space.as_deref()) {
+                    Err(ApiError::Cf { code: 10010, .. }) => {
+                        let what = kind.resource().to_lowercase();
+                        return Err(ApiError::unprocessable(format!(
+                            "Invalid {what}. Ensure that the {what} exists and you have access to it."
+                        )));
+                    }
+                    other => other?,
+                }
+            }
+            Request::from_parts(parts, axum::body::Body::from(bytes))
+        }
+    };
+    Ok(with_perms(req, perms))
+}
+
+fn with_perms(mut req: Request, perms: Permissions) -> Request {
+    req.extensions_mut().insert(perms);
+    req
+}
+
+/// The value of a route template's first `{param}` in `path`.
+fn first_param(route: &str, path: &str) -> Option<String> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(t, _)| t.starts_with('{'))
+        .map(|(_, v)| v.to_string())
 }

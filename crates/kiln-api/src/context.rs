@@ -37,6 +37,8 @@ pub struct CurrentUser {
     pub guid: String,
     pub name: String,
     pub email: String,
+    /// The token's scopes (`cloud_controller.admin` makes an admin).
+    pub scopes: Vec<String>,
 }
 
 tokio::task_local! {

@@ -1,7 +1,9 @@
 //! Fetchers: what a list or a read returns, with the list's filters turned
 //! into SQL conditions (Cloud Controller's `app/fetchers`) instead of rows
-//! filtered in memory. Visibility joins here when users and roles arrive:
-//! today every valid token acts as admin and sees everything.
+//! filtered in memory. Every list takes the caller's [`Permissions`] and
+//! narrows to what it may see in the same SQL ([`in_visible_spaces`],
+//! [`of_visible_apps`]); a single resource was checked by `auth::authorize`
+//! before its handler ran.
 
 use crate::context::Ctx;
 use crate::db::{
@@ -9,7 +11,27 @@ use crate::db::{
     Package, Process, Route, Space, Stack, Task,
 };
 use crate::error::{ApiError, ApiResult};
+use crate::permissions::Permissions;
 use crate::web::ListParams;
+
+/// Rows whose `column` is a space the caller reads (`None`: it reads all).
+/// Space-scoped resources list through this (tasks, audit events too).
+pub fn in_visible_spaces(perms: &Permissions, column: &'static str) -> Option<Cond> {
+    perms
+        .readable_spaces()
+        .map(|spaces| Cond::In(column, spaces))
+}
+
+/// Rows whose `app_guid` is an app in a space the caller reads.
+pub fn of_visible_apps(perms: &Permissions) -> Option<Cond> {
+    perms.readable_spaces().map(|spaces| Cond::Via {
+        column: "app_guid",
+        table: "apps",
+        pick: "guid",
+        by: "space_guid",
+        values: spaces,
+    })
+}
 
 /// `column IN (values)` for each of `filters` (query parameter → column)
 /// the request gives.
@@ -25,13 +47,18 @@ pub async fn one<T: db::Record>(ctx: &Ctx, guid: &str) -> ApiResult<T> {
     db::get::<T>(&ctx.pool, guid).await
 }
 
-pub async fn orgs(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Organization>> {
-    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+pub async fn orgs(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<Organization>> {
+    let mut c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    c.extend(perms.readable_orgs().map(|orgs| Cond::In("guid", orgs)));
     db::list(&ctx.pool, &c).await
 }
 
-pub async fn spaces(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Space>> {
-    let c = conds(
+pub async fn spaces(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiResult<Vec<Space>> {
+    let mut c = conds(
         params,
         &[
             ("names", "name"),
@@ -39,6 +66,7 @@ pub async fn spaces(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Space>> {
             ("organization_guids", "organization_guid"),
         ],
     );
+    c.extend(in_visible_spaces(perms, "guid"));
     db::list(&ctx.pool, &c).await
 }
 
@@ -80,7 +108,7 @@ pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Buildpa
     Ok(list)
 }
 
-pub async fn apps(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<App>> {
+pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiResult<Vec<App>> {
     let mut c = conds(
         params,
         &[
@@ -99,11 +127,16 @@ pub async fn apps(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<App>> {
             values: orgs,
         });
     }
+    c.extend(in_visible_spaces(perms, "space_guid"));
     db::list(&ctx.pool, &c).await
 }
 
 /// Processes with their apps (a process's JSON links its app's space).
-pub async fn processes(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<(App, Process)>> {
+pub async fn processes(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<(App, Process)>> {
     let mut c = conds(
         params,
         &[
@@ -121,6 +154,7 @@ pub async fn processes(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<(App, Pr
             values: spaces,
         });
     }
+    c.extend(of_visible_apps(perms));
     with_apps(ctx, db::list(&ctx.pool, &c).await?).await
 }
 
@@ -169,6 +203,7 @@ pub async fn process_by_type(ctx: &Ctx, app_guid: &str, ptype: &str) -> ApiResul
 /// Packages, optionally of one app (which must exist).
 pub async fn packages(
     ctx: &Ctx,
+    perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Package>> {
@@ -183,12 +218,14 @@ pub async fn packages(
             &[("app_guids", "app_guid"), ("guids", "guid")],
         )),
     }
+    c.extend(of_visible_apps(perms));
     db::list(&ctx.pool, &c).await
 }
 
 /// Builds, optionally of one app (which must exist).
 pub async fn builds(
     ctx: &Ctx,
+    perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Build>> {
@@ -207,6 +244,7 @@ pub async fn builds(
             ],
         )),
     }
+    c.extend(of_visible_apps(perms));
     db::list(&ctx.pool, &c).await
 }
 
@@ -214,6 +252,7 @@ pub async fn builds(
 /// keeps only its current droplet).
 pub async fn droplets(
     ctx: &Ctx,
+    perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Droplet>> {
@@ -235,6 +274,7 @@ pub async fn droplets(
             ],
         )),
     }
+    c.extend(of_visible_apps(perms));
     db::list(&ctx.pool, &c).await
 }
 
@@ -254,6 +294,7 @@ pub type RouteView = (Route, Domain, Vec<Destination>);
 /// mapped to one app (which must exist).
 pub async fn routes(
     ctx: &Ctx,
+    perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<RouteView>> {
@@ -281,6 +322,7 @@ pub async fn routes(
     if let Some(apps) = params.list("app_guids") {
         c.push(mapped_to(apps));
     }
+    c.extend(in_visible_spaces(perms, "space_guid"));
     let routes: Vec<Route> = db::list(&ctx.pool, &c).await?;
     with_destinations(ctx, routes).await
 }
@@ -351,6 +393,7 @@ pub fn container_metrics(
 /// Deployments with their revisions, filtered as `GET /v3/deployments`.
 pub async fn deployments(
     ctx: &Ctx,
+    perms: &Permissions,
     params: &ListParams,
 ) -> ApiResult<Vec<(db::Deployment, Option<db::Revision>)>> {
     let mut c = conds(
@@ -375,6 +418,7 @@ pub async fn deployments(
             .collect();
         c.push(Cond::In("state", states));
     }
+    c.extend(of_visible_apps(perms));
     let mut out = Vec::new();
     for d in db::list::<db::Deployment>(&ctx.pool, &c).await? {
         out.push(deployment_revision(ctx, d).await?);
@@ -503,11 +547,17 @@ async fn app_scope(ctx: &Ctx, params: &ListParams, c: &mut Vec<Cond>) -> ApiResu
 /// Tasks (`GET /v3/tasks`, and of one app when `app_guid` is given, which
 /// must exist): `guids`, `names`, `states`, `app_guids`, `space_guids`,
 /// `organization_guids`, and `sequence_ids` on an app's list.
-pub async fn tasks(ctx: &Ctx, app_guid: Option<&str>, params: &ListParams) -> ApiResult<Vec<Task>> {
+pub async fn tasks(
+    ctx: &Ctx,
+    perms: &Permissions,
+    app_guid: Option<&str>,
+    params: &ListParams,
+) -> ApiResult<Vec<Task>> {
     let mut c = conds(
         params,
         &[("guids", "guid"), ("names", "name"), ("states", "state")],
     );
+    c.extend(of_visible_apps(perms));
     match app_guid {
         Some(app) => {
             db::get::<App>(&ctx.pool, app).await?;
@@ -542,8 +592,13 @@ fn created_ats(params: &ListParams, c: &mut Vec<Cond>) -> ApiResult<()> {
 }
 
 /// Audit events (`GET /v3/audit_events`): `types`, `target_guids`,
-/// `space_guids`, `organization_guids`, `created_ats`.
-pub async fn audit_events(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<AuditEvent>> {
+/// `space_guids`, `organization_guids`, `created_ats`. A user who is not
+/// an admin reads the events of the spaces it reads.
+pub async fn audit_events(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<AuditEvent>> {
     let mut c = conds(
         params,
         &[
@@ -554,5 +609,131 @@ pub async fn audit_events(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Audit
         ],
     );
     created_ats(params, &mut c)?;
+    c.extend(in_visible_spaces(perms, "space_guid"));
     db::list(&ctx.pool, &c).await
+}
+
+/// Roles the caller sees (those in orgs and spaces it reads), filtered as
+/// `GET /v3/roles`.
+pub async fn roles(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<db::Role>> {
+    let mut c = conds(
+        params,
+        &[
+            ("guids", "guid"),
+            ("types", "type"),
+            ("user_guids", "user_guid"),
+            ("space_guids", "space_guid"),
+            ("organization_guids", "organization_guid"),
+        ],
+    );
+    // A role's scope is its space or its org (guids never collide).
+    if let (Some(spaces), Some(orgs)) = (perms.readable_spaces(), perms.readable_orgs()) {
+        c.push(Cond::In(
+            "scope_guid",
+            spaces.into_iter().chain(orgs).collect(),
+        ));
+    }
+    db::list(&ctx.pool, &c).await
+}
+
+/// The guids of the users the caller sees: itself and those with a role in
+/// an org it reads (`None`: all).
+async fn visible_user_guids(ctx: &Ctx, perms: &Permissions) -> ApiResult<Option<Vec<String>>> {
+    let Some(orgs) = perms.readable_orgs() else {
+        return Ok(None);
+    };
+    let roles: Vec<db::Role> = db::list(&ctx.pool, &[Cond::In("organization_guid", orgs)]).await?;
+    let mut guids: Vec<String> = roles.into_iter().map(|r| r.user_guid).collect();
+    guids.push(perms.user_guid.clone());
+    guids.sort();
+    guids.dedup();
+    Ok(Some(guids))
+}
+
+/// A CC user with its UAA user (when UAA knows the guid).
+pub type UserView = (db::CcUser, Option<db::User>);
+
+async fn with_uaa(ctx: &Ctx, users: Vec<db::CcUser>) -> ApiResult<Vec<UserView>> {
+    let guids = users.iter().map(|u| u.guid.clone()).collect();
+    let uaa: Vec<db::User> = db::list(&ctx.pool, &[Cond::In("guid", guids)]).await?;
+    Ok(users
+        .into_iter()
+        .map(|u| {
+            let found = uaa.iter().find(|x| x.guid == u.guid).cloned();
+            (u, found)
+        })
+        .collect())
+}
+
+/// `GET /v3/users` (filters `guids`, `usernames`).
+pub async fn users(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<UserView>> {
+    let mut c = conds(params, &[("guids", "guid")]);
+    if let Some(names) = params.list("usernames") {
+        c.push(Cond::Via {
+            column: "guid",
+            table: "users",
+            pick: "guid",
+            by: "username",
+            values: names,
+        });
+    }
+    if let Some(visible) = visible_user_guids(ctx, perms).await? {
+        c.push(Cond::In("guid", visible));
+    }
+    with_uaa(ctx, db::list(&ctx.pool, &c).await?).await
+}
+
+/// `GET /v3/users/:guid`: 404 unless the caller sees the user.
+pub async fn user(ctx: &Ctx, perms: &Permissions, guid: &str) -> ApiResult<UserView> {
+    let visible = visible_user_guids(ctx, perms).await?;
+    if visible.is_some_and(|v| !v.iter().any(|g| g == guid)) {
+        return Err(ApiError::not_found("User"));
+    }
+    let user = db::get::<db::CcUser>(&ctx.pool, guid).await?;
+    Ok(with_uaa(ctx, vec![user]).await?.remove(0))
+}
+
+/// What `include=user,space,organization` adds to a list of roles.
+pub async fn role_includes(
+    ctx: &Ctx,
+    roles: &[db::Role],
+    include: &[String],
+) -> ApiResult<(Vec<UserView>, Vec<Space>, Vec<Organization>)> {
+    let wants = |k: &str| include.iter().any(|i| i == k);
+    let pick = |f: fn(&db::Role) -> Option<String>| {
+        let mut v: Vec<String> = roles.iter().filter_map(f).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let users = if wants("user") {
+        let guids = pick(|r| Some(r.user_guid.clone()));
+        with_uaa(ctx, db::list(&ctx.pool, &[Cond::In("guid", guids)]).await?).await?
+    } else {
+        Vec::new()
+    };
+    let spaces = if wants("space") {
+        db::list(
+            &ctx.pool,
+            &[Cond::In("guid", pick(|r| r.space_guid.clone()))],
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let orgs = if wants("organization") {
+        let guids = pick(|r| r.space_guid.is_none().then(|| r.organization_guid.clone()));
+        db::list(&ctx.pool, &[Cond::In("guid", guids)]).await?
+    } else {
+        Vec::new()
+    };
+    Ok((users, spaces, orgs))
 }

@@ -25,6 +25,7 @@ mod environment;
 mod error;
 mod fetchers;
 mod messages;
+mod permissions;
 mod presenters;
 mod signing;
 mod uploads;
@@ -35,11 +36,11 @@ pub use config::{ApiConfig, ApiDeps, DEFAULT_MAX_PACKAGE_BYTES};
 pub use error::ApiError;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use context::{Ctx, Shared};
 use controllers::{
     apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    packages, processes, routes, tasks,
+    packages, processes, roles, routes, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -310,12 +311,27 @@ fn router(ctx: Shared) -> Router {
         .route("/v3/tasks", get(tasks::list))
         .route("/v3/tasks/{guid}", get(tasks::get_one))
         .route("/v3/tasks/{guid}/actions/cancel", post(tasks::cancel))
-        .route("/v3/tasks/{guid}/cancel", axum::routing::put(tasks::cancel))
+        .route("/v3/tasks/{guid}/cancel", put(tasks::cancel))
         // audit events
         .route("/v3/audit_events", get(audit_events::list))
         .route("/v3/audit_events/{guid}", get(audit_events::get_one))
+        // users and roles (UAA's SCIM `/Users` too: the `uaa` link is here)
+        .route("/Users", post(users::scim_create))
+        .route("/Users/{guid}/password", put(users::scim_password))
+        .route("/v3/users", get(users::list).post(users::create))
+        .route(
+            "/v3/users/{guid}",
+            get(users::get_one).delete(users::delete),
+        )
+        .route("/v3/roles", get(roles::list).post(roles::create))
+        .route(
+            "/v3/roles/{guid}",
+            get(roles::get_one).delete(roles::delete),
+        )
         // log cache reads
         .route("/api/v1/read/{source_id}", get(logcache::read))
+        // Innermost: every route's rule, once the token is known.
+        .route_layer(from_fn_with_state(ctx.clone(), auth::authorize))
         .route_layer(from_fn_with_state(ctx.clone(), auth::require_token));
 
     let open = Router::new()

@@ -3,7 +3,7 @@
 
 use crate::db::{
     App, AuditEvent, Build, Buildpack, Deployment, Destination, Domain, Droplet, Job, Organization,
-    Package, Process, Revision, Route, Space, Stack, Task,
+    Package, Process, Revision, Role, Route, Space, Stack, Task, User,
 };
 use crate::util::{link, link_method};
 use kiln_model::bbs::ActualLrp;
@@ -56,8 +56,10 @@ pub fn v3_root(b: &str) -> Value {
         "resource_matches",
         "routes",
         "spaces",
+        "roles",
         "stacks",
         "tasks",
+        "users",
     ] {
         links.insert(name.into(), link(b, &format!("/v3/{name}")));
     }
@@ -625,6 +627,76 @@ pub fn audit_event_json(b: &str, e: &AuditEvent) -> Value {
         "space": e.space_guid.as_ref().map(|g| json!({"guid": g})),
         "organization": e.organization_guid.as_ref().map(|g| json!({"guid": g})),
         "links": {"self": link(b, &format!("/v3/audit_events/{}", e.guid))},
+    })
+}
+
+/// UAA's SCIM user document.
+pub fn scim_user_json(u: &User) -> Value {
+    json!({
+        "id": u.guid,
+        "externalId": "",
+        "meta": {"version": u.token_generation, "created": u.created_at, "lastModified": u.updated_at},
+        "userName": u.username,
+        "name": {},
+        "emails": [{"value": u.email, "primary": false}],
+        "groups": u.scopes.split_whitespace().map(|s| json!({"value": s, "display": s, "type": "DIRECT"})).collect::<Vec<_>>(),
+        "approvals": [],
+        "active": true,
+        "verified": true,
+        "origin": u.origin,
+        "zoneId": "uaa",
+        "passwordLastModified": u.updated_at,
+        "schemas": ["urn:scim:schemas:core:1.0"],
+    })
+}
+
+/// A Cloud Controller user; its name and origin come from UAA when UAA
+/// knows the guid (CC shows the guid as the name otherwise).
+pub fn user_json(
+    b: &str,
+    guid: &str,
+    created_at: &str,
+    updated_at: &str,
+    uaa: Option<&User>,
+) -> Value {
+    json!({
+        "guid": guid,
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "username": uaa.map(|u| u.username.as_str()),
+        "presentation_name": uaa.map_or(guid, |u| u.username.as_str()),
+        "origin": uaa.map(|u| u.origin.as_str()),
+        "metadata": metadata(),
+        "links": {"self": link(b, &format!("/v3/users/{guid}"))},
+    })
+}
+
+pub fn role_json(b: &str, r: &Role) -> Value {
+    let data = |g: Option<&str>| g.map_or(Value::Null, |g| json!({"guid": g}));
+    let (org, space) = match &r.space_guid {
+        Some(s) => (None, Some(s.as_str())),
+        None => (Some(r.organization_guid.as_str()), None),
+    };
+    let mut links = json!({
+        "self": link(b, &format!("/v3/roles/{}", r.guid)),
+        "user": link(b, &format!("/v3/users/{}", r.user_guid)),
+    });
+    match (org, space) {
+        (Some(o), _) => links["organization"] = link(b, &format!("/v3/organizations/{o}")),
+        (_, Some(s)) => links["space"] = link(b, &format!("/v3/spaces/{s}")),
+        _ => {}
+    }
+    json!({
+        "guid": r.guid,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "type": r.r#type,
+        "relationships": {
+            "user": {"data": {"guid": r.user_guid}},
+            "organization": {"data": data(org)},
+            "space": {"data": data(space)},
+        },
+        "links": links,
     })
 }
 

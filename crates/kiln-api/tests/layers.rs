@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["audit", "messages", "presenters"],
     &["environment"],
     &["diego"],
+    &["permissions"],
     &["actions", "fetchers"],
     &["auth", "controllers"],
 ];

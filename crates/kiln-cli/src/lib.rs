@@ -31,6 +31,7 @@ mod resources;
 mod routes;
 mod summary;
 mod tasks;
+mod users;
 
 pub use buildpacks::CreateBuildpackArgs;
 pub use curl::CurlArgs;
@@ -38,6 +39,7 @@ pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
 pub use routes::RouteArgs;
 pub use tasks::{RunTaskArgs, TerminateTaskArgs};
+pub use users::{CreateUserArgs, SetOrgRoleArgs, SetSpaceRoleArgs, SpaceUsersArgs};
 
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -112,6 +114,14 @@ pub enum Command {
     Orgs,
     /// List the spaces of the targeted org
     Spaces,
+    /// Create a user (UAA and Cloud Controller)
+    CreateUser(CreateUserArgs),
+    /// Give a user a role in an org
+    SetOrgRole(SetOrgRoleArgs),
+    /// Give a user a role in a space (and membership of its org)
+    SetSpaceRole(SetSpaceRoleArgs),
+    /// List a space's users by role
+    SpaceUsers(SpaceUsersArgs),
     /// Print the client's version
     Version,
     /// Run a one-off task with an app's droplet and environment
@@ -299,6 +309,10 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::Stacks => platform::stacks(&mut session(home)?).await,
         Command::Orgs => platform::orgs(&mut session(home)?).await,
         Command::Spaces => platform::spaces(&mut session(home)?).await,
+        Command::CreateUser(a) => users::create_user(&mut session(home)?, a).await,
+        Command::SetOrgRole(a) => users::set_org_role(&mut session(home)?, a).await,
+        Command::SetSpaceRole(a) => users::set_space_role(&mut session(home)?, a).await,
+        Command::SpaceUsers(a) => users::space_users(&mut session(home)?, a).await,
         Command::Version => {
             platform::version();
             Ok(())

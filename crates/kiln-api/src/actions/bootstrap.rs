@@ -8,6 +8,8 @@ use crate::util;
 
 pub const DEFAULT_ORG: &str = "kiln";
 pub const DEFAULT_SPACE: &str = "dev";
+/// The admin's UAA groups.
+pub const ADMIN_SCOPES: &str = "cloud_controller.admin cloud_controller.read cloud_controller.write openid uaa.admin scim.write scim.read";
 
 /// Returns the admin password when it was generated now.
 pub async fn bootstrap(ctx: &Ctx) -> ApiResult<Option<String>> {
@@ -109,7 +111,9 @@ async fn admin(ctx: &Ctx, now: &str) -> ApiResult<Option<String>> {
                     ("username", "admin".into()),
                     ("email", "admin".into()),
                     ("password_hash", hash.into()),
+                    ("scopes", ADMIN_SCOPES.into()),
                     ("created_at", now.into()),
+                    ("updated_at", now.into()),
                 ],
             )
             .await?;

@@ -14,6 +14,8 @@ pub mod jobs;
 pub mod manifest;
 pub mod packages;
 pub mod processes;
+pub mod roles;
 pub mod routes;
 pub mod spaces;
 pub mod tasks;
+pub mod users;

@@ -6,7 +6,7 @@
 use super::{apps, routes};
 use crate::audit::{self, types};
 use crate::context::Ctx;
-use crate::db::{self, App, Organization, Route, Space, Val};
+use crate::db::{self, App, Organization, Role, Route, Space, Val};
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{CreateOrganization, CreateSpace, UpdateNamed, validate_name};
 use crate::util;
@@ -92,6 +92,8 @@ pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     for space in db::where_eq::<Space>(&ctx.pool, "organization_guid", guid).await? {
         delete_space(ctx, &space.guid).await?;
     }
+    // Its roles go with it (a role names the org it is in).
+    db::delete_where::<Role>(&ctx.pool, "organization_guid", guid).await?;
     db::delete_where::<Organization>(&ctx.pool, "guid", guid).await?;
     tracing::info!(org_guid = %guid, name = %org.name, "organization deleted");
     Ok(())
@@ -178,6 +180,7 @@ pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     for route in db::where_eq::<Route>(&ctx.pool, "space_guid", guid).await? {
         routes::delete(ctx, &route.guid).await?;
     }
+    db::delete_where::<Role>(&ctx.pool, "space_guid", guid).await?;
     db::delete_where::<Space>(&ctx.pool, "guid", guid).await?;
     tracing::info!(space_guid = %guid, name = %space.name, "space deleted");
     Ok(())

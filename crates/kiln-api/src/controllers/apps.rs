@@ -7,8 +7,10 @@ use crate::environment;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::{CreateApp, PatchEnv, SetDroplet, UpdateApp};
+use crate::permissions::Permissions;
 use crate::presenters::{self as p, app_json};
 use crate::web::{CfJson, ListParams};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,8 +25,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(app_json(&ctx.base, &app))).into_response())
 }
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let apps = fetchers::apps(&ctx, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let apps = fetchers::apps(&ctx, &perms, &params).await?;
     Ok(list_of(&ctx.base, "/v3/apps", &params, apps, |a| {
         app_json(&ctx.base, a)
     }))
@@ -126,10 +132,11 @@ pub async fn process_by_type(
 
 pub async fn routes(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(guid): Path<String>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let routes = fetchers::routes(&ctx, Some(&guid), &params).await?;
+    let routes = fetchers::routes(&ctx, &perms, Some(&guid), &params).await?;
     let path = format!("/v3/apps/{guid}/routes");
     Ok(list_of(&ctx.base, &path, &params, routes, |(r, d, ds)| {
         p::route_json(&ctx.base, r, d, ds)
@@ -138,10 +145,11 @@ pub async fn routes(
 
 pub async fn packages(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(guid): Path<String>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let packages = fetchers::packages(&ctx, Some(&guid), &params).await?;
+    let packages = fetchers::packages(&ctx, &perms, Some(&guid), &params).await?;
     let path = format!("/v3/apps/{guid}/packages");
     Ok(list_of(&ctx.base, &path, &params, packages, |pk| {
         p::package_json(&ctx.base, pk)
@@ -150,10 +158,11 @@ pub async fn packages(
 
 pub async fn droplets(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(guid): Path<String>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let droplets = fetchers::droplets(&ctx, Some(&guid), &params).await?;
+    let droplets = fetchers::droplets(&ctx, &perms, Some(&guid), &params).await?;
     let path = format!("/v3/apps/{guid}/droplets");
     Ok(list_of(&ctx.base, &path, &params, droplets, |d| {
         p::droplet_json(&ctx.base, d)
@@ -162,10 +171,11 @@ pub async fn droplets(
 
 pub async fn builds(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(guid): Path<String>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let builds = fetchers::builds(&ctx, Some(&guid), &params).await?;
+    let builds = fetchers::builds(&ctx, &perms, Some(&guid), &params).await?;
     let path = format!("/v3/apps/{guid}/builds");
     Ok(list_of(&ctx.base, &path, &params, builds, |b| {
         p::build_json(&ctx.base, b)

@@ -4,14 +4,19 @@ use super::list_of;
 use crate::context::Shared;
 use crate::error::ApiResult;
 use crate::fetchers;
+use crate::permissions::Permissions;
 use crate::presenters::audit_event_json;
 use crate::web::ListParams;
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde_json::Value;
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let events = fetchers::audit_events(&ctx, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let events = fetchers::audit_events(&ctx, &perms, &params).await?;
     Ok(list_of(
         &ctx.base,
         "/v3/audit_events",

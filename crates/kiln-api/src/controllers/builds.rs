@@ -6,6 +6,7 @@ use crate::context::{CurrentUser, Shared};
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::CreateBuild;
+use crate::permissions::Permissions;
 use crate::presenters::{build_json, droplet_json};
 use crate::web::{CfJson, ListParams, prefer_wait, preference_applied};
 use axum::extract::{Path, State};
@@ -39,8 +40,12 @@ pub async fn get_one(
     Ok(([preference_applied(secs)], Json(build_json(&ctx.base, &b))).into_response())
 }
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let builds = fetchers::builds(&ctx, None, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let builds = fetchers::builds(&ctx, &perms, None, &params).await?;
     Ok(list_of(&ctx.base, "/v3/builds", &params, builds, |b| {
         build_json(&ctx.base, b)
     }))
@@ -48,9 +53,10 @@ pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Js
 
 pub async fn list_droplets(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let droplets = fetchers::droplets(&ctx, None, &params).await?;
+    let droplets = fetchers::droplets(&ctx, &perms, None, &params).await?;
     Ok(list_of(&ctx.base, "/v3/droplets", &params, droplets, |d| {
         droplet_json(&ctx.base, d)
     }))

@@ -7,8 +7,10 @@ use crate::context::Shared;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::{CreateOrganization, CreateSpace, UpdateNamed};
+use crate::permissions::Permissions;
 use crate::presenters as p;
 use crate::web::{CfJson, ListParams, paginate};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,8 +29,12 @@ pub async fn info(State(ctx): State<Shared>) -> Json<Value> {
     Json(p::info(&ctx.base))
 }
 
-pub async fn list_orgs(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let orgs = fetchers::orgs(&ctx, &params).await?;
+pub async fn list_orgs(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let orgs = fetchers::orgs(&ctx, &perms, &params).await?;
     Ok(list_of(
         &ctx.base,
         "/v3/organizations",
@@ -94,8 +100,12 @@ pub async fn org_default_domain(
     Ok(Json(p::domain_json(&ctx.base, &d)))
 }
 
-pub async fn list_spaces(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let spaces = fetchers::spaces(&ctx, &params).await?;
+pub async fn list_spaces(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let spaces = fetchers::spaces(&ctx, &perms, &params).await?;
     Ok(list_of(&ctx.base, "/v3/spaces", &params, spaces, |s| {
         p::space_json(&ctx.base, s)
     }))

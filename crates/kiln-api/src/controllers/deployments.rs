@@ -6,8 +6,10 @@ use crate::context::Shared;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::CreateDeployment;
+use crate::permissions::Permissions;
 use crate::presenters::{deployment_json, revision_env_json, revision_json};
 use crate::web::{CfJson, ListParams};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,8 +26,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let ds = fetchers::deployments(&ctx, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let ds = fetchers::deployments(&ctx, &perms, &params).await?;
     Ok(list_of(
         &ctx.base,
         "/v3/deployments",

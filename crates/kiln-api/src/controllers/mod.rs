@@ -13,8 +13,10 @@ pub mod logcache;
 pub mod manifest;
 pub mod packages;
 pub mod processes;
+pub mod roles;
 pub mod routes;
 pub mod tasks;
+pub mod users;
 
 use crate::web::{ListParams, paginate};
 use axum::Json;

@@ -6,9 +6,11 @@ use crate::context::Shared;
 use crate::error::{ApiError, ApiResult, Limit};
 use crate::fetchers;
 use crate::messages::{CreatePackage, MatchBody};
+use crate::permissions::Permissions;
 use crate::presenters::package_json;
 use crate::uploads::stream_to_scratch;
 use crate::web::{CfJson, CfMultipart, ListParams, multipart_error};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,8 +26,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(package_json(&ctx.base, &p))).into_response())
 }
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let packages = fetchers::packages(&ctx, None, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let packages = fetchers::packages(&ctx, &perms, None, &params).await?;
     Ok(list_of(&ctx.base, "/v3/packages", &params, packages, |p| {
         package_json(&ctx.base, p)
     }))

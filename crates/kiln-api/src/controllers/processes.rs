@@ -7,17 +7,23 @@ use crate::db::Process;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::{ScaleProcess, UpdateProcess};
+use crate::permissions::Permissions;
 use crate::presenters::{process_json, process_stats};
 use crate::util;
 use crate::web::{CfJson, ListParams, prefer_wait, preference_applied};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let processes = fetchers::processes(&ctx, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let processes = fetchers::processes(&ctx, &perms, &params).await?;
     Ok(list_of(
         &ctx.base,
         "/v3/processes",

@@ -6,16 +6,22 @@ use crate::context::Shared;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::{AddDestinations, CreateRoute};
+use crate::permissions::Permissions;
 use crate::presenters::{destinations_json, route_json};
 use crate::web::{CfJson, ListParams};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let routes = fetchers::routes(&ctx, None, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let routes = fetchers::routes(&ctx, &perms, None, &params).await?;
     Ok(list_of(
         &ctx.base,
         "/v3/routes",

@@ -6,12 +6,13 @@ use crate::context::Shared;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::CreateTask;
+use crate::permissions::Permissions;
 use crate::presenters::task_json;
 use crate::web::{CfJson, ListParams};
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::Value;
 
 pub async fn create(
@@ -23,8 +24,12 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(task_json(&ctx.base, &t))).into_response())
 }
 
-pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let tasks = fetchers::tasks(&ctx, None, &params).await?;
+pub async fn list(
+    State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let tasks = fetchers::tasks(&ctx, &perms, None, &params).await?;
     Ok(list_of(&ctx.base, "/v3/tasks", &params, tasks, |t| {
         task_json(&ctx.base, t)
     }))
@@ -32,10 +37,11 @@ pub async fn list(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Js
 
 pub async fn app_tasks(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(app_guid): Path<String>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let tasks = fetchers::tasks(&ctx, Some(&app_guid), &params).await?;
+    let tasks = fetchers::tasks(&ctx, &perms, Some(&app_guid), &params).await?;
     let path = format!("/v3/apps/{app_guid}/tasks");
     Ok(list_of(&ctx.base, &path, &params, tasks, |t| {
         task_json(&ctx.base, t)

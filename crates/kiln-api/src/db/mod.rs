@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "docker lifecycle",
         include_str!("../../migrations/0006_docker.sql"),
     ),
+    (
+        7,
+        "users, cc users and roles",
+        include_str!("../../migrations/0007_users_roles.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

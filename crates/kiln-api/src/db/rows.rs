@@ -102,7 +102,15 @@ impl StateMachine for BuildpackState {
 }
 
 record!(User, "users", "User" {
-    guid: str, username: str, email: str, password_hash: str, created_at: str,
+    guid: str, username: str, email: str, password_hash: str, origin: str, scopes: str,
+    token_generation: int, created_at: str, updated_at: str,
+});
+record!(CcUser, "cc_users", "User" {
+    guid: str, created_at: str, updated_at: str,
+});
+record!(Role, "roles", "Role" {
+    guid: str, r#type: str, user_guid: str, organization_guid: str, space_guid: opt,
+    scope_guid: str, created_at: str, updated_at: str,
 });
 record!(Organization, "organizations", "Organization" {
     guid: str, name: str, suspended: bool, created_at: str, updated_at: str,

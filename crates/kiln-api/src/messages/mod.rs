@@ -702,3 +702,203 @@ impl CreateTask {
         Ok(())
     }
 }
+
+/// One of a SCIM user's emails.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScimEmail {
+    pub value: String,
+    #[serde(default)]
+    pub primary: Option<bool>,
+}
+
+/// UAA's `POST /Users` body (SCIM). UAA ignores the SCIM attributes it does
+/// not store, so unknown fields are not refused here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimUser {
+    #[serde(default)]
+    pub user_name: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub emails: Vec<ScimEmail>,
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+impl ScimUser {
+    /// UAA's checks, with its words; returns the email to keep.
+    pub fn validate(&self) -> ApiResult<String> {
+        let invalid = |d: &str| ApiError::Uaa {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            error: "invalid_scim_resource",
+            description: d.into(),
+        };
+        if self.user_name.trim().is_empty() {
+            return Err(invalid("A username must be provided."));
+        }
+        if self.user_name.chars().count() > 255 || self.user_name.chars().any(char::is_control) {
+            return Err(invalid(
+                "Username must be at most 255 printable characters.",
+            ));
+        }
+        if self.password.as_deref().unwrap_or("").is_empty() {
+            return Err(invalid("A password must be provided."));
+        }
+        if self.origin.as_deref().is_some_and(|o| o != "uaa") {
+            return Err(invalid("Only the uaa origin is supported."));
+        }
+        let email = self
+            .emails
+            .iter()
+            .find(|e| e.primary == Some(true))
+            .or(self.emails.first())
+            .map(|e| e.value.clone())
+            .unwrap_or_else(|| self.user_name.clone());
+        Ok(email)
+    }
+}
+
+/// UAA's `PUT /Users/:id/password`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimPassword {
+    #[serde(default)]
+    pub old_password: Option<String>,
+    pub password: String,
+}
+
+/// `POST /v3/users`: a UAA user id, or a username and origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    #[serde(default)]
+    pub guid: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl CreateUser {
+    pub fn validate(&self) -> ApiResult<()> {
+        match (&self.guid, &self.username, &self.origin) {
+            (Some(g), None, None) if !g.is_empty() && g.len() <= 250 => Ok(()),
+            (Some(_), None, None) => Err(ApiError::unprocessable(
+                "Guid must be between 1 and 250 characters",
+            )),
+            (None, Some(_), Some(_)) => Ok(()),
+            (Some(_), _, _) => Err(ApiError::unprocessable(
+                "'guid' cannot be provided with 'username' or 'origin'",
+            )),
+            _ => Err(ApiError::unprocessable(
+                "'username' and 'origin' must be provided together, or 'guid' alone",
+            )),
+        }
+    }
+}
+
+/// The user of a role: by guid, or by username (and origin).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleUserData {
+    #[serde(default)]
+    pub guid: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleUser {
+    pub data: RoleUserData,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRelationships {
+    pub user: RoleUser,
+    #[serde(default)]
+    pub organization: Option<ToOne>,
+    #[serde(default)]
+    pub space: Option<ToOne>,
+}
+
+/// Cloud Controller's role types: the org ones, then the space ones.
+pub const ORG_ROLE_TYPES: [&str; 4] = [
+    "organization_user",
+    "organization_auditor",
+    "organization_manager",
+    "organization_billing_manager",
+];
+pub const SPACE_ROLE_TYPES: [&str; 4] = [
+    "space_auditor",
+    "space_developer",
+    "space_manager",
+    "space_supporter",
+];
+
+/// `POST /v3/roles`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub relationships: RoleRelationships,
+}
+
+/// What a role is in, once the message is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleTarget {
+    Organization(String),
+    Space(String),
+}
+
+impl CreateRole {
+    /// CC's RoleCreateMessage checks; returns what the role is in.
+    pub fn validate(&self) -> ApiResult<RoleTarget> {
+        let all: Vec<&str> = ORG_ROLE_TYPES
+            .iter()
+            .chain(SPACE_ROLE_TYPES.iter())
+            .copied()
+            .collect();
+        if !all.contains(&self.kind.as_str()) {
+            return Err(ApiError::unprocessable(format!(
+                "Type must be one of the allowed types {all:?}"
+            )));
+        }
+        let r = &self.relationships;
+        let user = &r.user.data;
+        match (&user.guid, &user.username) {
+            (Some(_), None) | (None, Some(_)) => {}
+            (Some(_), Some(_)) => {
+                return Err(ApiError::unprocessable(
+                    "User cannot pass both 'guid' and 'username'",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::unprocessable(
+                    "User must provide a 'guid' or a 'username'",
+                ));
+            }
+        }
+        let is_space = SPACE_ROLE_TYPES.contains(&self.kind.as_str());
+        match (&r.organization, &r.space, is_space) {
+            (Some(o), None, false) => Ok(RoleTarget::Organization(o.data.guid.clone())),
+            (None, Some(s), true) => Ok(RoleTarget::Space(s.data.guid.clone())),
+            (Some(_), Some(_), _) => Err(ApiError::unprocessable(
+                "Relationships cannot contain both an organization and a space",
+            )),
+            (_, _, true) => Err(ApiError::unprocessable(
+                "Relationships must contain a space for a space role",
+            )),
+            (_, _, false) => Err(ApiError::unprocessable(
+                "Relationships must contain an organization for an organization role",
+            )),
+        }
+    }
+}

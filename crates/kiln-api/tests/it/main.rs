@@ -3,9 +3,11 @@
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
+mod authz_table;
 mod custom_buildpacks;
 mod deployments;
 mod oneshot;
+mod roles;
 mod tasks;
 mod waits;
 
