@@ -2,7 +2,8 @@
 # `kiln push APP -o IMAGE` of a small image (static busybox httpd), from the
 # command to the first HTTP 200 through the router: cold (a new image each
 # round, so its layer is not cached) and warm (the same image again under
-# another app name: layers cached, staging only resolves the manifest),
+# another app name: layers cached, staging resolves the manifest and finds
+# every layer in the cache),
 # side by side with the floor, the same image by hand: `skopeo copy` from
 # the registry, `umoci unpack`, a bare `runc run` on the host network, first
 # 200. Then a second instance's start (`kiln scale -i 2` until two run).

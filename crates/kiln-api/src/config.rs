@@ -28,6 +28,10 @@ pub struct ApiConfig {
     /// The staging Task's `timeout_ms`; 0 means
     /// [`kiln_model::DEFAULT_STAGING_TIMEOUT_MS`] (15 minutes).
     pub staging_timeout_ms: u64,
+    /// Cloud Controller's `db_encryption_key`: a file whose content keys
+    /// the CCDB's secrets at rest; `None` uses `<data_dir>/db-encryption-key`,
+    /// generated (0600) on first start.
+    pub db_encryption_key_file: Option<PathBuf>,
 }
 
 pub fn staging_timeout_ms(config: &ApiConfig) -> u64 {

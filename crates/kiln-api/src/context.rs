@@ -20,6 +20,8 @@ pub struct Ctx {
     pub logs: Arc<LogStore>,
     /// HS256 key for tokens and signed URLs.
     pub signing_key: Vec<u8>,
+    /// Seals and opens the CCDB's secrets (docker passwords).
+    pub cipher: crate::encryption::DbCipher,
     /// Serialises process sync (handlers and the reconcile loop).
     pub sync_lock: tokio::sync::Mutex<()>,
     /// Builds that were STAGING when this Api opened: if their Task is

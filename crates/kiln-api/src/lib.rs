@@ -20,6 +20,7 @@ mod context;
 mod controllers;
 mod db;
 mod diego;
+mod encryption;
 mod environment;
 mod error;
 mod fetchers;
@@ -43,6 +44,26 @@ use controllers::{
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// The CCDB's key: the operator's file, which must exist, or one
+/// generated in the data dir on first start.
+async fn open_db_cipher(config: &ApiConfig) -> Result<encryption::DbCipher, ApiError> {
+    let material = match &config.db_encryption_key_file {
+        Some(path) => tokio::fs::read_to_string(path).await.map_err(|e| {
+            ApiError::io(
+                format!("reading the db encryption key {}", path.display()),
+                e,
+            )
+        })?,
+        None => {
+            let path = config.data_dir.join("db-encryption-key");
+            context::read_or_create_secret(&path, || hex::encode(util::random_bytes(32)))
+                .await?
+                .0
+        }
+    };
+    encryption::DbCipher::new(&material)
+}
 
 pub struct Api {
     ctx: Shared,
@@ -68,6 +89,7 @@ impl Api {
             })
             .await?
             .0;
+        let cipher = open_db_cipher(&config).await?;
         let base = config.external_url.trim_end_matches('/').to_string();
         let inherited_staging =
             db::where_eq::<db::Build>(&pool, "state", kiln_model::BuildState::Staging.as_str())
@@ -82,12 +104,14 @@ impl Api {
             blobstore: deps.blobstore,
             logs: deps.logs,
             signing_key: signing_key.into_bytes(),
+            cipher,
             sync_lock: tokio::sync::Mutex::new(()),
             inherited_staging,
             config,
         });
         let generated_password = actions::bootstrap::bootstrap(&ctx).await?;
         actions::packages::fail_interrupted_uploads(&ctx).await?;
+        actions::packages::encrypt_plaintext_docker_passwords(&ctx).await?;
         Ok(Api {
             ctx,
             generated_password,

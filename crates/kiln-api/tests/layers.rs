@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first (ARCHITECTURE.md shows the same order).
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["config", "util"],
+    &["config", "util", "encryption"],
     &["context"],
     &["signing", "uploads", "web"],
     &["db"],

@@ -84,6 +84,23 @@ impl Images {
         self.registry.resolve(&action.image, creds.as_ref()).await
     }
 
+    /// Staging's second half: every layer of `image` pulled, its digest
+    /// verified and unpacked into the cache (bad content, a digest that
+    /// does not match, a layer too large fail the build, not the first
+    /// instance; the instances on this cell then find them cached).
+    pub async fn pull(
+        &self,
+        image: &ResolvedImage,
+        action: &ResolveImageAction,
+    ) -> Result<usize, ImageError> {
+        let creds = credentials(&action.username, &action.password);
+        let layers = self
+            .cache
+            .rootfs(&self.registry, image, creds.as_ref())
+            .await?;
+        Ok(layers.len())
+    }
+
     /// The unpacked layers of a pinned image, bottom first, pulled once
     /// per cell (a second instance finds them cached).
     pub async fn layers(
@@ -98,11 +115,19 @@ impl Images {
             .await
     }
 
-    /// Removes layers no running container mounts and nothing used within
-    /// the cache's grace period, then the least recently used until the
-    /// cache is under its size (blocking: run off the async threads).
-    pub fn gc(&self) -> kiln_image::GcReport {
-        self.cache.gc(&HashSet::new())
+    /// Collects the layer cache, keeping every layer of `needed` (pinned
+    /// references, `registry/repo@sha256:…`, of the images desired work
+    /// runs) whether or not a container mounts it now; see
+    /// [`LayerCache::gc`] for the rest (blocking: run off the async
+    /// threads).
+    pub fn gc(&self, needed: &[String]) -> kiln_image::GcReport {
+        let layers: HashSet<String> = needed
+            .iter()
+            .filter_map(|pinned| pinned.rsplit_once('@'))
+            .filter_map(|(_, digest)| self.cache.layers_of(digest))
+            .flatten()
+            .collect();
+        self.cache.gc(&layers)
     }
 
     pub fn cache_stats(&self) -> kiln_image::CacheStats {

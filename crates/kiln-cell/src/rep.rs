@@ -446,13 +446,25 @@ async fn sweep(
 /// How often the layer cache is collected (the first at start).
 pub const IMAGE_GC_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Collects the layer cache off the loop's thread: layers no container
-/// mounts and none used in the cache's grace period go, then the least
-/// recently used until the cache is under `--image-cache-mb`.
+/// Collects the layer cache off the loop's thread. Layers of any image a
+/// DesiredLrp or a task on this cell uses stay (an instance restarting
+/// after a crash mounts nothing meanwhile but must not pull again); other
+/// layers go once unused for the cache's grace period, or sooner while
+/// the cache is over `--image-cache-mb`. When the BBS cannot say what is
+/// desired, nothing is collected this time.
 fn collect_image_garbage(ctx: &Arc<CellCtx>) {
-    let images = ctx.images.clone();
-    tokio::task::spawn_blocking(move || {
-        let report = images.gc();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let needed = match desired_images(&ctx).await {
+            Ok(needed) => needed,
+            Err(error) => {
+                tracing::warn!(%error, "not collecting image layers: desired work unknown");
+                return;
+            }
+        };
+        let images = ctx.images.clone();
+        let report = tokio::task::spawn_blocking(move || images.gc(&needed)).await;
+        let Ok(report) = report else { return };
         if !report.removed.is_empty() {
             tracing::info!(
                 removed = report.removed.len(),
@@ -461,7 +473,28 @@ fn collect_image_garbage(ctx: &Arc<CellCtx>) {
                 "image layers collected"
             );
         }
+        if report.over_limit {
+            tracing::warn!(
+                kept_bytes = report.kept_bytes,
+                limit_bytes = ctx.config.images.cache_max_bytes,
+                "image layers that desired work needs exceed --image-cache-mb"
+            );
+        }
     });
+}
+
+/// The images of every DesiredLrp (any cell may be asked to run one) and
+/// of the tasks placed on this cell.
+async fn desired_images(ctx: &CellCtx) -> Result<Vec<String>, BbsError> {
+    let lrps = ctx.bbs.desired_lrps(None).await?;
+    let work = ctx.bbs.cell_work(&ctx.config.cell_id).await?;
+    let images = lrps
+        .iter()
+        .map(|lrp| &lrp.rootfs)
+        .chain(work.tasks.iter().map(|task| &task.definition.rootfs))
+        .filter_map(|rootfs| rootfs.image().map(str::to_string))
+        .collect();
+    Ok(images)
 }
 
 impl Rep {

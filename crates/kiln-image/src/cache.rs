@@ -17,18 +17,18 @@
 //! directory in place. A layer appears under `layers/` only by a rename of a
 //! complete unpack, so a reader never sees half a layer.
 //!
-//! **Garbage** ([`LayerCache::gc`]): the cell should call it after each
-//! container it destroys and once at start, with the layers of the images
-//! of every LRP and task placed on it. It removes every other layer, then,
-//! while the cache is still over its size, the least recently used layers
-//! that no overlay has mounted. A layer mounted by any overlay (read from
-//! `/proc/self/mountinfo`), being fetched, or used within the grace period
-//! (the time between [`LayerCache::rootfs`] and the container's mount) is
-//! never removed.
+//! **Garbage** ([`LayerCache::gc`]): the cell calls it on a schedule with
+//! the layers of every image desired work uses ([`LayerCache::layers_of`]
+//! the images of all DesiredLrps and of its tasks). Those are never
+//! removed, nor a layer mounted by any overlay (read from
+//! `/proc/self/mountinfo`) or being fetched. Every other layer goes once
+//! unused for the grace period (the time between [`LayerCache::rootfs`]
+//! and a container's mount), or sooner, least recently used first, while
+//! the cache is over its size.
 
 use crate::overlay::mounted_lowers;
 use crate::registry::sha256_digest;
-use crate::unpack::{UnpackOptions, unpack_layer};
+use crate::unpack::{UnpackOptions, UnpackStats, unpack_layer};
 use crate::{Credentials, ImageError, ImageReference, LayerDescriptor, Registry, ResolvedImage};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -74,9 +74,12 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Size of the layers kept.
     pub kept_bytes: u64,
-    /// Layers kept only because an overlay mounts them, they were being
-    /// fetched or were used within the grace period.
+    /// Layers kept because desired work needs them, an overlay mounts
+    /// them, they were being fetched or were used within the grace period.
     pub kept_busy: Vec<String>,
+    /// The layers kept still exceed the cache's size: what desired work
+    /// needs (or what runs) is more than the operator allowed.
+    pub over_limit: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -142,12 +145,19 @@ impl LayerCache {
         image: &ResolvedImage,
         credentials: Option<&Credentials>,
     ) -> Result<Vec<PathBuf>, ImageError> {
-        self.remember(image)?;
         let fetches = image
             .layers
             .iter()
             .map(|layer| self.layer(registry, image, layer, credentials));
-        futures_util::future::try_join_all(fetches).await
+        // Every fetch runs to its end even when one fails, so a failed
+        // rootfs leaves no layer half-way through its pull behind it.
+        let layers = futures_util::future::join_all(fetches)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Remembered only once whole: a failed image is not "seen".
+        self.remember(image)?;
+        Ok(layers)
     }
 
     /// Like [`LayerCache::rootfs`] for a pinned reference
@@ -221,7 +231,10 @@ impl LayerCache {
     }
 
     /// Pull phase (blob to `tmp/`, digest verified while it streams), then
-    /// unpack phase (into `tmp/`, renamed into place when complete).
+    /// unpack phase (into `tmp/`, renamed into place when complete). The
+    /// scratch directory goes whatever happens: with this future if it is
+    /// dropped while pulling, with the unpacking thread (which outlives a
+    /// dropped future) once that ends.
     async fn fetch(
         &self,
         registry: &Registry,
@@ -230,38 +243,44 @@ impl LayerCache {
         credentials: Option<&Credentials>,
         dir: &Path,
     ) -> Result<(), ImageError> {
-        let scratch = tempfile_in(&self.root.join("tmp"), &hex_of(&layer.digest))?;
-        let blob = scratch.join("blob");
-        let result: Result<(), ImageError> = async {
-            self.pull(registry, image, layer, credentials, &blob).await?;
-            let unpacked = scratch.join("layer");
-            let options = UnpackOptions {
-                id_offset: self.id_offset,
-                max_bytes: self.max_bytes,
-            };
-            let digest = layer.digest.clone();
-            let (from, to) = (blob.clone(), unpacked.clone());
-            let stats = tokio::task::spawn_blocking(move || unpack_layer(&from, &digest, &to, options))
-                .await
-                .map_err(|e| ImageError::Io {
-                    action: "unpacking",
-                    path: unpacked.clone(),
-                    source: std::io::Error::other(e),
-                })??;
-            self.unpacks.fetch_add(1, Ordering::Relaxed);
+        let scratch = Scratch(tempfile_in(&self.root.join("tmp"), &hex_of(&layer.digest))?);
+        let blob = scratch.0.join("blob");
+        self.pull(registry, image, layer, credentials, &blob)
+            .await?;
+        let unpacked = scratch.0.join("layer");
+        let options = UnpackOptions {
+            id_offset: self.id_offset,
+            max_bytes: self.max_bytes,
+        };
+        let (tmp, digest, dir_owned) = (
+            self.root.join("tmp"),
+            layer.digest.clone(),
+            dir.to_path_buf(),
+        );
+        let into_place = move || -> Result<UnpackStats, ImageError> {
+            let scratch = scratch;
+            let stats = unpack_layer(&blob, &digest, &unpacked, options)?;
             let meta = serde_json::to_vec(&LayerMeta {
-                digest: layer.digest.clone(),
+                digest,
                 bytes: stats.bytes,
             })
             .unwrap_or_default();
-            write_atomically(&self.root.join("tmp"), &meta_path(dir), &meta)?;
-            fs::rename(&unpacked, dir).map_err(ImageError::io("moving layer into place", dir))?;
-            tracing::info!(digest = %layer.digest, files = stats.files, bytes = stats.bytes, "layer unpacked");
-            Ok(())
-        }
-        .await;
-        let _ = remove_tree(&scratch);
-        result
+            write_atomically(&tmp, &meta_path(&dir_owned), &meta)?;
+            fs::rename(&unpacked, &dir_owned)
+                .map_err(ImageError::io("moving layer into place", &dir_owned))?;
+            drop(scratch);
+            Ok(stats)
+        };
+        let stats = tokio::task::spawn_blocking(into_place)
+            .await
+            .map_err(|e| ImageError::Io {
+                action: "unpacking",
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??;
+        self.unpacks.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(digest = %layer.digest, files = stats.files, bytes = stats.bytes, "layer unpacked");
+        Ok(())
     }
 
     async fn pull(
@@ -290,12 +309,24 @@ impl LayerCache {
         }
     }
 
-    /// Removes every cached layer not in `in_use` (layer digests), then the
-    /// least recently used ones until the cache is under its size; never a
-    /// layer an overlay mounts, one being fetched, or one used within the
-    /// grace period. Blocking file system work: call it from
-    /// `spawn_blocking` in async code.
-    pub fn gc(&self, in_use: &HashSet<String>) -> GcReport {
+    /// The layer digests of the image with manifest `digest` (bottom
+    /// first), when this cache has seen that image; `None` otherwise (then
+    /// none of its layers can be here on its account).
+    pub fn layers_of(&self, digest: &str) -> Option<Vec<String>> {
+        let image = self.remembered(digest)?;
+        Some(image.layers.into_iter().map(|l| l.digest).collect())
+    }
+
+    /// Collects the cache. `needed` holds the layer digests of every image
+    /// that desired work uses (see [`LayerCache::layers_of`]): those are
+    /// never removed, mounted or not, since an instance restarting must
+    /// find them. Of the others, a layer no overlay mounts and nobody is
+    /// fetching goes once it is unused for the grace period, and, while the
+    /// cache is still over its size, sooner (least recently used first).
+    /// If the needed, mounted and fetched layers alone exceed the size, the
+    /// cache stays over it ([`GcReport::over_limit`]). Blocking file system
+    /// work: call it from `spawn_blocking` in async code.
+    pub fn gc(&self, needed: &HashSet<String>) -> GcReport {
         let mut layers = self.cached_layers();
         layers.sort_by_key(|l| l.last_used);
         let mounted: HashSet<String> = mounted_lowers()
@@ -305,25 +336,32 @@ impl LayerCache {
         let now = SystemTime::now();
         let mut report = GcReport::default();
         let mut total: u64 = layers.iter().map(|l| l.bytes).sum();
-        // Unreferenced first, then (still over the limit) referenced ones,
-        // each pass oldest first.
-        let (unreferenced, referenced): (Vec<_>, Vec<_>) = layers
-            .into_iter()
-            .partition(|l| !in_use.contains(&l.digest));
-        for (layer, always) in unreferenced
+        let (mut stale, mut recent) = (Vec::new(), Vec::new());
+        for layer in layers {
+            let used_lately = layer.last_used > now
+                || now
+                    .duration_since(layer.last_used)
+                    .is_ok_and(|age| age < self.gc_grace);
+            if needed.contains(&layer.digest) || mounted.contains(&hex_of(&layer.digest)) {
+                report.kept_busy.push(layer.digest);
+            } else if used_lately {
+                recent.push(layer);
+            } else {
+                stale.push(layer);
+            }
+        }
+        // Stale garbage always goes; recently used garbage only while the
+        // cache is over its size, oldest first.
+        let candidates = stale
             .iter()
             .map(|l| (l, true))
-            .chain(referenced.iter().map(|l| (l, false)))
-        {
+            .chain(recent.iter().map(|l| (l, false)));
+        for (layer, always) in candidates {
             if !always && total <= self.max_bytes {
-                break;
+                report.kept_busy.push(layer.digest.clone());
+                continue;
             }
-            let recent = now
-                .duration_since(layer.last_used)
-                .is_ok_and(|age| age < self.gc_grace)
-                || layer.last_used > now;
-            let busy = recent || mounted.contains(&hex_of(&layer.digest));
-            if busy || !self.remove_layer(&layer.digest) {
+            if !self.remove_layer(&layer.digest) {
                 report.kept_busy.push(layer.digest.clone());
                 continue;
             }
@@ -332,6 +370,7 @@ impl LayerCache {
             report.removed.push(layer.digest.clone());
         }
         report.kept_bytes = total;
+        report.over_limit = total > self.max_bytes;
         report
     }
 
@@ -377,6 +416,17 @@ impl LayerCache {
                 })
             })
             .collect()
+    }
+}
+
+/// A scratch directory under `tmp/`, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "removing scratch");
+        }
     }
 }
 

@@ -209,6 +209,11 @@ pub struct ServerArgs {
     /// Seconds a registry may take to answer (or stall a layer) (default 60)
     #[arg(long, env = "KILN_DOCKER_REGISTRY_TIMEOUT")]
     pub docker_registry_timeout: Option<u64>,
+    /// A file whose content keys the CCDB's secrets at rest (Cloud
+    /// Controller's db_encryption_key); default: <data-dir>/api/db-encryption-key,
+    /// generated on first start
+    #[arg(long, env = "KILN_DB_ENCRYPTION_KEY_FILE")]
+    pub db_encryption_key_file: Option<PathBuf>,
 }
 
 /// The same settings as a TOML file holds them.
@@ -250,6 +255,7 @@ struct FileConfig {
     image_cache_mb: Option<u64>,
     image_max_layer_mb: Option<u64>,
     docker_registry_timeout: Option<u64>,
+    db_encryption_key_file: Option<PathBuf>,
 }
 
 /// Which roles one process plays.
@@ -338,6 +344,8 @@ pub struct ServerConfig {
     pub cell_network: Option<kiln_cell::network::Subnet>,
     pub runc: PathBuf,
     pub staging_timeout_ms: u64,
+    /// `None`: the API's generated key in its data dir.
+    pub db_encryption_key_file: Option<PathBuf>,
     /// The cell's docker image settings.
     pub images: kiln_cell::image::ImageSettings,
 }
@@ -465,6 +473,7 @@ impl ServerConfig {
             cell_network,
             runc: find_program(&args.runc.or(file.runc).unwrap_or_else(|| "runc".into()))?,
             staging_timeout_ms: staging_timeout * 1000,
+            db_encryption_key_file: args.db_encryption_key_file.or(file.db_encryption_key_file),
             images,
         })
     }

@@ -135,6 +135,7 @@ async fn start_bbs_and_api(
             admin_password: config.admin_password.clone(),
             max_package_bytes: 1024 * 1024 * 1024,
             staging_timeout_ms: config.staging_timeout_ms,
+            db_encryption_key_file: config.db_encryption_key_file.clone(),
         },
         kiln_api::ApiDeps {
             bbs: Arc::new(bbs.clone()),

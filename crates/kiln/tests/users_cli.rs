@@ -26,6 +26,7 @@ async fn api(dir: &std::path::Path) -> (String, tokio_util::sync::CancellationTo
             admin_password: Some("admin-pw".into()),
             max_package_bytes: 1 << 20,
             staging_timeout_ms: 60_000,
+            db_encryption_key_file: None,
         },
         kiln_api::ApiDeps {
             bbs: Arc::new(bbs),

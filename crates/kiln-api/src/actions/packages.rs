@@ -1,8 +1,8 @@
 //! Package actions: create, the bits upload (every zip entry checked: no
 //! absolute paths, no `..`, no symlink leaving the app; the stored package
 //! is the uploaded entries plus the files the client only listed, read from
-//! the resource cache), resource matching, and failing uploads a crash
-//! interrupted.
+//! the resource cache), resource matching, failing uploads a crash
+//! interrupted, and sealing docker passwords stored before they were.
 
 use crate::audit;
 use crate::context::Ctx;
@@ -67,7 +67,9 @@ pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
             ("docker_username", text(docker.username)),
             (
                 "docker_password",
-                text(docker.password.map(|p| p.expose().to_string())),
+                // Sealed at rest; opened only where a staging Task or a
+                // DesiredLrp is built.
+                text(docker.password.map(|p| ctx.cipher.encrypt(&guid, &p))),
             ),
         ],
     )
@@ -481,6 +483,37 @@ pub async fn fail_interrupted_uploads(ctx: &Ctx) -> ApiResult<()> {
         )
         .await?;
         tracing::warn!(package_guid = %p.guid, "package upload was interrupted");
+    }
+    Ok(())
+}
+
+/// Seals every docker password still stored in plain text (written before
+/// the CCDB encrypted them). Idempotent: sealed values are left alone.
+pub async fn encrypt_plaintext_docker_passwords(ctx: &Ctx) -> ApiResult<()> {
+    let docker = db::where_eq::<Package>(&ctx.pool, "type", "docker").await?;
+    let mut sealed = 0;
+    for p in docker {
+        let Some(password) = p.docker_password.filter(|pw| !pw.expose().is_empty()) else {
+            continue;
+        };
+        if crate::encryption::DbCipher::is_encrypted(password.expose()) {
+            continue;
+        }
+        let stored = ctx.cipher.encrypt(&p.guid, &password);
+        db::update_where::<Package>(
+            &ctx.pool,
+            "guid",
+            &p.guid,
+            vec![("docker_password", stored.into())],
+        )
+        .await?;
+        sealed += 1;
+    }
+    if sealed > 0 {
+        tracing::info!(
+            packages = sealed,
+            "sealed docker passwords stored in plain text"
+        );
     }
     Ok(())
 }

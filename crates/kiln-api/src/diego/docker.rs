@@ -16,12 +16,23 @@ fn image_of(package: &Package) -> String {
     package.docker_image.clone().unwrap_or_default()
 }
 
+/// The package's registry password, opened from its sealed column (the
+/// only place besides its migration where the CCDB's key is used to read).
+fn password_of(ctx: &Ctx, package: &Package) -> ApiResult<Secret> {
+    match &package.docker_password {
+        Some(stored) if !stored.expose().is_empty() => {
+            ctx.cipher.decrypt(&package.guid, stored.expose())
+        }
+        _ => Ok(Secret::default()),
+    }
+}
+
 /// The staging Task resolves the image and nothing else: no container
 /// runs (the registry may be on the cell's loopback, which containers
 /// cannot reach), and the Task's result is the staging result.
-pub fn staging_actions(s: &StagingDetails<'_>) -> LifecycleActions {
+pub fn staging_actions(ctx: &Ctx, s: &StagingDetails<'_>) -> ApiResult<LifecycleActions> {
     let image = image_of(s.package);
-    LifecycleActions {
+    Ok(LifecycleActions {
         rootfs: RootFs::docker(&image),
         downloads: Vec::new(),
         run: RunAction::default(),
@@ -29,12 +40,12 @@ pub fn staging_actions(s: &StagingDetails<'_>) -> LifecycleActions {
         resolve_image: Some(ResolveImageAction {
             image,
             username: s.package.docker_username.clone().unwrap_or_default(),
-            password: s.package.docker_password.clone().unwrap_or_default(),
+            password: password_of(ctx, s.package)?,
         }),
         image_username: String::new(),
         image_password: Secret::default(),
         ports: Vec::new(),
-    }
+    })
 }
 
 /// The droplet's execution metadata (written by staging completion).
@@ -79,14 +90,13 @@ pub async fn run_actions(
     let meta = execution_metadata(droplet)?;
     let image = droplet.docker_image.clone().unwrap_or_default();
     let package = db::find::<Package>(&ctx.pool, &droplet.package_guid).await?;
-    let (username, password) = package
-        .map(|p| {
-            (
-                p.docker_username.unwrap_or_default(),
-                p.docker_password.unwrap_or_default(),
-            )
-        })
-        .unwrap_or_default();
+    let (username, password) = match package {
+        Some(p) => (
+            p.docker_username.clone().unwrap_or_default(),
+            password_of(ctx, &p)?,
+        ),
+        None => Default::default(),
+    };
     let mut args = start_args(p, &meta).into_iter();
     Ok(LifecycleActions {
         rootfs: RootFs::docker(image),

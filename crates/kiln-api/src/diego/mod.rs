@@ -193,7 +193,7 @@ pub async fn staging_task(ctx: &Ctx, s: &StagingDetails<'_>) -> ApiResult<TaskDe
             buildpacks,
             skip_detect,
         } => buildpack::staging_actions(ctx, s, buildpacks, *skip_detect, env),
-        StagingLifecycle::Docker => docker::staging_actions(s),
+        StagingLifecycle::Docker => docker::staging_actions(ctx, s)?,
     };
     Ok(TaskDefinition {
         rootfs: actions.rootfs,

@@ -51,6 +51,7 @@ async fn start(dir: &Path, max_package_bytes: u64, password: Option<&str>) -> Ki
             admin_password: password.map(str::to_string),
             max_package_bytes,
             staging_timeout_ms: 60_000,
+            db_encryption_key_file: None,
         },
         ApiDeps {
             bbs: Arc::new(bbs.clone()),

@@ -28,6 +28,7 @@ async fn router(dir: &Path) -> axum::Router {
             admin_password: Some(PASSWORD.into()),
             max_package_bytes: 1 << 20,
             staging_timeout_ms: 60_000,
+            db_encryption_key_file: None,
         },
         ApiDeps {
             bbs: Arc::new(bbs),
@@ -536,6 +537,7 @@ async fn docker_apps_packages_and_builds_keep_the_password_to_themselves() {
             admin_password: Some(PASSWORD.into()),
             max_package_bytes: 1 << 20,
             staging_timeout_ms: 60_000,
+            db_encryption_key_file: None,
         },
         ApiDeps {
             bbs: bbs.clone(),
@@ -684,4 +686,133 @@ async fn docker_apps_packages_and_builds_keep_the_password_to_themselves() {
         assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
         assert!(!answer.body.to_string().contains(SECRET), "{path} shows it");
     }
+
+    // At rest it is sealed: the raw row holds no plain text, nor does any
+    // byte of the database's files.
+    let ccdb = dir.path().join("api/ccdb.sqlite");
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", ccdb.display()))
+        .await
+        .unwrap();
+    let stored: String = sqlx::query_scalar("SELECT docker_password FROM packages WHERE guid = ?")
+        .bind(&package_guid)
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("kiln-enc:v1:"), "{stored}");
+    assert!(!stored.contains(SECRET));
+    for file in ["ccdb.sqlite", "ccdb.sqlite-wal"] {
+        let bytes = std::fs::read(dir.path().join("api").join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{file} holds the password"
+        );
+    }
+    let key = dir.path().join("api/db-encryption-key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the generated key is private");
+
+    // A password stored in plain text before (an older CCDB) is sealed
+    // when the API opens, and staging still gets it (another app: the
+    // first one's build is still staging).
+    let app = admin
+        .send(
+            "POST",
+            "/v3/apps",
+            Some(
+                json!({"name": "img2", "relationships": {"space": {"data": {"guid": space}}},
+                        "lifecycle": {"type": "docker", "data": {}}}),
+            ),
+        )
+        .await;
+    let rel = json!({"app": {"data": {"guid": app.body["guid"]}}});
+    let created = admin
+        .send(
+            "POST",
+            "/v3/packages",
+            Some(json!({"type": "docker", "relationships": rel,
+                "data": {"image": "127.0.0.1:5000/team/app:v1", "username": "user", "password": "x"}})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let package_guid = created.body["guid"].as_str().unwrap().to_string();
+    const OLD: &str = "plain-text-from-before";
+    sqlx::query("UPDATE packages SET docker_password = ? WHERE guid = ?")
+        .bind(OLD)
+        .bind(&package_guid)
+        .execute(&raw)
+        .await
+        .unwrap();
+    let reopened = Api::open(
+        ApiConfig {
+            data_dir: dir.path().join("api"),
+            external_url: BASE.into(),
+            domain: "localhost".into(),
+            stack: STACK.into(),
+            admin_password: Some(PASSWORD.into()),
+            max_package_bytes: 1 << 20,
+            staging_timeout_ms: 60_000,
+            db_encryption_key_file: None,
+        },
+        ApiDeps {
+            bbs: bbs.clone(),
+            blobstore: Arc::new(FsBlobstore::new(dir.path().join("blobs")).await.unwrap()),
+            logs: Arc::new(kiln_logs::LogStore::default()),
+        },
+    )
+    .await
+    .unwrap()
+    .router();
+    let stored: String = sqlx::query_scalar("SELECT docker_password FROM packages WHERE guid = ?")
+        .bind(&package_guid)
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with("kiln-enc:v1:") && !stored.contains(OLD),
+        "{stored}"
+    );
+    let admin = Admin {
+        api: reopened,
+        bearer: admin.bearer,
+    };
+    let build = admin
+        .send(
+            "POST",
+            "/v3/builds",
+            Some(json!({"package": {"guid": package_guid}})),
+        )
+        .await;
+    assert_eq!(build.status, StatusCode::CREATED, "{}", build.body);
+    let task = bbs
+        .task_by_guid(build.body["guid"].as_str().unwrap())
+        .await
+        .unwrap();
+    let resolve = task.definition.resolve_image.expect("a resolve step");
+    assert_eq!(resolve.password.expose(), OLD);
+
+    // An operator's key file that is not there stops the API opening.
+    let missing = Api::open(
+        ApiConfig {
+            data_dir: dir.path().join("api"),
+            external_url: BASE.into(),
+            domain: "localhost".into(),
+            stack: STACK.into(),
+            admin_password: Some(PASSWORD.into()),
+            max_package_bytes: 1 << 20,
+            staging_timeout_ms: 60_000,
+            db_encryption_key_file: Some(dir.path().join("no-such-key")),
+        },
+        ApiDeps {
+            bbs: bbs.clone(),
+            blobstore: Arc::new(FsBlobstore::new(dir.path().join("blobs")).await.unwrap()),
+            logs: Arc::new(kiln_logs::LogStore::default()),
+        },
+    )
+    .await;
+    let err = missing
+        .err()
+        .expect("a missing key file is an error")
+        .to_string();
+    assert!(err.contains("db encryption key"), "{err}");
 }

@@ -13,6 +13,7 @@ use crate::logs::LogTarget;
 use crate::runtime::valid_id;
 use crate::upload;
 use futures_util::future::join_all;
+use kiln_image::ImageError;
 use kiln_model::bbs::{ResolveImageAction, Task};
 use std::io::Read;
 use std::sync::Arc;
@@ -111,8 +112,9 @@ async fn bounded<T>(
     }
 }
 
-/// A docker staging Task: the image resolved on the host, its staging
-/// result the Task's result. A failure's reason is the registry client's
+/// A docker staging Task: the image resolved on the host and its layers
+/// pulled and verified into the cell's cache, its staging result the
+/// Task's result. A failure's reason is the registry client's
 /// message, which says which failure it is (not found, unauthorized,
 /// unreachable, another platform, a digest mismatch, a time-out).
 async fn resolve_image(
@@ -130,26 +132,30 @@ async fn resolve_image(
         ));
     }
     log.out("Staging...");
-    match bounded(ctx.images.stage(action), deadline, stop).await? {
-        Ok(image) => {
-            log.out(format!(
-                "Docker image {} resolved to {}",
-                action.image, image.digest
-            ));
-            let result = crate::image::staging_result(&image);
-            log.out("Staging complete");
-            Ok(TaskOutcome {
-                failed: false,
-                failure_reason: String::new(),
-                result: serde_json::to_string(&result).expect("staging result serializes"),
-            })
-        }
-        Err(e) => {
-            let reason = format!("Docker image {}: {e}", action.image);
-            log.err(format!("Staging failed: {reason}"));
-            Ok(TaskOutcome::failed(reason))
-        }
+    let failed = |e: ImageError| {
+        let reason = format!("Docker image {}: {e}", action.image);
+        log.err(format!("Staging failed: {reason}"));
+        Ok(TaskOutcome::failed(reason))
+    };
+    let image = match bounded(ctx.images.stage(action), deadline, stop).await? {
+        Ok(image) => image,
+        Err(e) => return failed(e),
+    };
+    log.out(format!(
+        "Docker image {} resolved to {}",
+        action.image, image.digest
+    ));
+    match bounded(ctx.images.pull(&image, action), deadline, stop).await? {
+        Ok(layers) => log.out(format!("Docker image layers verified ({layers})")),
+        Err(e) => return failed(e),
     }
+    let result = crate::image::staging_result(&image);
+    log.out("Staging complete");
+    Ok(TaskOutcome {
+        failed: false,
+        failure_reason: String::new(),
+        result: serde_json::to_string(&result).expect("staging result serializes"),
+    })
 }
 
 async fn execute(

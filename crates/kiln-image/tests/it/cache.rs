@@ -153,14 +153,26 @@ async fn a_layer_with_an_escaping_path_fails_the_pull() {
         return;
     }
     let registry = TestRegistry::start();
-    let image = TestImage::new(vec![LayerBuilder::new().file("../x", b"x").gzip()]);
+    // A good layer of 1 MB beside the bad one: its pull is under way when
+    // the bad one fails, and must not be left half-done.
+    let image = TestImage::new(vec![
+        LayerBuilder::new().file("big", &vec![9u8; 1 << 20]).plain(),
+        LayerBuilder::new().file("../x", b"x").gzip(),
+    ]);
     let resolved = pushed(&registry, "evil", &image).await;
     let tmp = tempfile::tempdir().unwrap();
     let cache = cache_at(tmp.path());
     let err = cache.rootfs(&client(), &resolved, None).await.unwrap_err();
     assert!(matches!(err, ImageError::BadLayer { .. }), "{err}");
-    assert!(!cache.layer_dir(&resolved.layers[0].digest).exists());
+    assert!(!cache.layer_dir(&resolved.layers[1].digest).exists());
     assert!(!cache.root().join("x").exists() && !tmp.path().join("x").exists());
+    let scratch: Vec<_> = fs::read_dir(cache.root().join("tmp")).unwrap().collect();
+    assert!(scratch.is_empty(), "no scratch left: {scratch:?}");
+    assert_eq!(
+        cache.layers_of(&resolved.digest),
+        None,
+        "a failed image is not remembered"
+    );
 }
 
 #[tokio::test]
@@ -232,60 +244,67 @@ async fn the_overlay_shows_the_merged_view_with_whiteouts_applied() {
 }
 
 #[tokio::test]
-async fn gc_removes_unreferenced_layers_then_the_least_recently_used() {
-    if !registry_available("gc_removes_unreferenced_layers") {
+async fn gc_keeps_what_desired_work_needs_and_honours_the_limit_otherwise() {
+    if !registry_available("gc_keeps_what_desired_work_needs") {
         return;
     }
     let registry = TestRegistry::start();
-    let one = TestImage::new(vec![
-        LayerBuilder::new().file("one", &vec![1u8; 1000]).gzip(),
-    ]);
-    let two = TestImage::new(vec![
-        LayerBuilder::new().file("two", &vec![2u8; 1000]).gzip(),
-    ]);
-    let three = TestImage::new(vec![
-        LayerBuilder::new().file("three", &vec![3u8; 1000]).gzip(),
-    ]);
+    let layer = |name: &str, byte: u8| LayerBuilder::new().file(name, &vec![byte; 1000]).gzip();
     let (one, two, three) = (
-        pushed(&registry, "one", &one).await,
-        pushed(&registry, "two", &two).await,
-        pushed(&registry, "three", &three).await,
+        pushed(&registry, "one", &TestImage::new(vec![layer("one", 1)])).await,
+        pushed(&registry, "two", &TestImage::new(vec![layer("two", 2)])).await,
+        pushed(&registry, "three", &TestImage::new(vec![layer("three", 3)])).await,
     );
+    let digest = |image: &ResolvedImage| image.layers[0].digest.clone();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("cache");
+
+    // Recently used, under the limit: nothing goes. Over the limit: the
+    // least recently used unneeded layer goes, and only as many as needed.
     {
         let cache = LayerCache::new(root.clone(), 1 << 20, 0).unwrap();
-        for image in [&one, &two, &three] {
+        for image in [&two, &three, &one] {
             cache.rootfs(&client(), image, None).await.unwrap();
         }
-        // Within the grace period nothing goes.
         let report = cache.gc(&HashSet::new());
         assert!(report.removed.is_empty(), "{report:?}");
+        assert!(!report.over_limit);
     }
-    // Room for two layers of 1000 bytes.
-    let cache = LayerCache::new(root, 2500, 0)
+    {
+        let cache = LayerCache::new(root.clone(), 2500, 0).unwrap();
+        let report = cache.gc(&HashSet::new());
+        assert_eq!(report.removed, vec![digest(&two)], "least recently used");
+        assert_eq!(report.kept_bytes, 2000);
+        cache.rootfs(&client(), &two, None).await.unwrap();
+    }
+
+    // What desired work needs stays, even mounted by nothing, unused past
+    // the grace period and over the limit (an instance restarting).
+    let cache = LayerCache::new(root, 1500, 0)
         .unwrap()
         .with_gc_grace(Duration::ZERO);
-    let digest = |image: &ResolvedImage| image.layers[0].digest.clone();
-    // `one` is used last, so `two` is the least recently used.
-    cache.rootfs(&client(), &two, None).await.unwrap();
-    cache.rootfs(&client(), &three, None).await.unwrap();
-    cache.rootfs(&client(), &one, None).await.unwrap();
+    assert_eq!(cache.layers_of(&one.digest), Some(vec![digest(&one)]));
+    assert_eq!(cache.layers_of(&format!("sha256:{}", "0".repeat(64))), None);
+    let needed: HashSet<String> = [&one, &two, &three]
+        .iter()
+        .flat_map(|image| cache.layers_of(&image.digest).unwrap())
+        .collect();
+    let report = cache.gc(&needed);
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(report.kept_bytes, 3000);
+    assert!(report.over_limit, "needed layers exceed the limit");
 
-    let in_use: HashSet<String> = [digest(&one), digest(&two), digest(&three)].into();
-    let report = cache.gc(&in_use);
-    assert_eq!(
-        report.removed,
-        vec![digest(&two)],
-        "over the limit: least recently used"
-    );
-    assert_eq!(report.kept_bytes, 2000);
-    assert!(!cache.layer_dir(&digest(&two)).exists());
-
-    let report = cache.gc(&[digest(&one)].into());
-    assert_eq!(report.removed, vec![digest(&three)], "unreferenced");
+    // Once `two` and `three` are no longer desired they are garbage.
+    let needed: HashSet<String> = cache.layers_of(&one.digest).unwrap().into_iter().collect();
+    let mut report = cache.gc(&needed);
+    report.removed.sort();
+    let mut expected = vec![digest(&two), digest(&three)];
+    expected.sort();
+    assert_eq!(report.removed, expected);
+    assert_eq!(report.freed_bytes, 2000);
+    assert!(!report.over_limit);
     assert!(cache.layer_dir(&digest(&one)).exists());
-    assert_eq!(report.freed_bytes, 1000);
+    assert!(!cache.layer_dir(&digest(&two)).exists());
 
     // A collected layer comes back when asked for.
     cache.rootfs(&client(), &two, None).await.unwrap();
