@@ -3,7 +3,7 @@
 //! (`respond`). Each request is streamed: the client's body goes to the
 //! instance as it arrives and the instance's response goes back as it is
 //! produced; nothing is buffered whole. Connections to instances are kept
-//! alive and reused (hyper-util's pooled client; one per worker thread, so a
+//! alive and reused (`backend_io::Backends`, one per worker thread, so a
 //! request and its instance connection stay on one thread). WebSocket (and
 //! other `Upgrade`) requests are tunnelled once the instance answers
 //! `101 Switching Protocols`.
