@@ -41,6 +41,9 @@ cp "$base_target/release/examples/scheduler" "$base"
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
+# The machine's load, printed with the figures: on a shared machine they
+# mean little without it.
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 for size in $SIZES; do
     instances=${size%:*}
     cells=${size#*:}

@@ -36,6 +36,13 @@ impl Evacuation {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Nothing evacuating: an auction round need not take the write lock
+    /// to prune.
+    fn is_empty(&self) -> bool {
+        let state = self.state();
+        state.cells.is_empty() && state.instances.is_empty()
+    }
+
     pub(crate) fn is_evacuating(&self, cell_id: &str) -> bool {
         self.state().cells.contains(cell_id)
     }
@@ -159,7 +166,7 @@ impl Bbs {
     /// instances, in memory and in the database. Only once presence has
     /// settled after a start: until then no cell has heartbeated to us.
     pub(crate) async fn prune_evacuation(&self) -> Result<(), BbsError> {
-        if !self.presence_settled() {
+        if !self.presence_settled() || self.inner.evacuation.is_empty() {
             return Ok(());
         }
         let _write = self.inner.write.lock().await;

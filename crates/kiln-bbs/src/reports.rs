@@ -57,14 +57,22 @@ impl Bbs {
                 .map_err(|e| BbsError::InvalidRequest(format!("net info: {e}")))?,
             answer,
         });
-        {
-            // The lock is fair: reports queued while a batch is written go
-            // in the next holder's batch; a report already written finds an
-            // empty queue here.
-            let _write = self.inner.write.lock().await;
-            let batch = self.inner.reports.take();
-            if !batch.is_empty() {
-                self.write_starts(batch).await;
+        let mut answered = answered;
+        tokio::select! {
+            // Written by another holder of the lock meanwhile: done, without
+            // waiting for the lock in turn.
+            biased;
+            answer = &mut answered => {
+                return answer.map_err(|_| BbsError::Unavailable("the report was dropped".into()))?;
+            }
+            write = self.inner.write.lock() => {
+                // The lock is fair: reports queued while a batch is written
+                // go in the next holder's batch.
+                let batch = self.inner.reports.take();
+                if !batch.is_empty() {
+                    self.write_starts(batch).await;
+                }
+                drop(write);
             }
         }
         answered
