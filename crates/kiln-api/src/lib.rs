@@ -39,7 +39,8 @@ use axum::routing::{get, post, put};
 use context::{Ctx, Shared};
 use controllers::{
     apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    packages, processes, roles, routes, tasks, users,
+    packages, processes, roles, routes, service_credential_bindings, service_instances, tasks,
+    users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -306,6 +307,37 @@ fn router(ctx: Shared) -> Router {
         )
         // log cache reads
         .route("/api/v1/read/{source_id}", get(logcache::read))
+        // services: user-provided instances and app credential bindings
+        .route(
+            "/v3/service_instances",
+            get(service_instances::list).post(service_instances::create),
+        )
+        .route(
+            "/v3/service_instances/{guid}",
+            get(service_instances::get_one)
+                .patch(service_instances::update)
+                .delete(service_instances::delete),
+        )
+        .route(
+            "/v3/service_instances/{guid}/credentials",
+            get(service_instances::credentials),
+        )
+        .route(
+            "/v3/service_credential_bindings",
+            get(service_credential_bindings::list).post(service_credential_bindings::create),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}",
+            get(service_credential_bindings::get_one).delete(service_credential_bindings::delete),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}/details",
+            get(service_credential_bindings::details),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}/parameters",
+            get(service_credential_bindings::parameters),
+        )
         // Innermost: every route's rule, once the token is known.
         .route_layer(from_fn_with_state(ctx.clone(), auth::authorize))
         .route_layer(from_fn_with_state(ctx.clone(), auth::require_token));

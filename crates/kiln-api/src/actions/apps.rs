@@ -244,6 +244,7 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
     let mut tx = ctx.pool.begin().await?;
     audit::record(&mut *tx, deleted).await?;
     db::delete_where::<db::Task>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<db::ServiceBinding>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Destination>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Process>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Package>(&mut *tx, "app_guid", guid).await?;

@@ -16,6 +16,8 @@ pub mod packages;
 pub mod processes;
 pub mod roles;
 pub mod routes;
+pub mod service_bindings;
+pub mod service_instances;
 pub mod spaces;
 pub mod tasks;
 pub mod users;

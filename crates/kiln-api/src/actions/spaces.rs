@@ -168,7 +168,7 @@ pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<
 }
 
 /// Deletes a space with its apps (their processes, packages, droplets,
-/// DesiredLrps) and routes.
+/// DesiredLrps, service bindings), routes and service instances.
 pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     let space = db::get::<Space>(&ctx.pool, guid).await?;
     let data = json!({"request": {"recursive": true}});
@@ -179,6 +179,9 @@ pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     }
     for route in db::where_eq::<Route>(&ctx.pool, "space_guid", guid).await? {
         routes::delete(ctx, &route.guid).await?;
+    }
+    for si in db::where_eq::<db::ServiceInstance>(&ctx.pool, "space_guid", guid).await? {
+        super::service_instances::delete(ctx, &si.guid).await?;
     }
     db::delete_where::<Role>(&ctx.pool, "space_guid", guid).await?;
     db::delete_where::<Space>(&ctx.pool, "guid", guid).await?;

@@ -15,6 +15,8 @@ pub mod packages;
 pub mod processes;
 pub mod roles;
 pub mod routes;
+pub mod service_credential_bindings;
+pub mod service_instances;
 pub mod tasks;
 pub mod users;
 

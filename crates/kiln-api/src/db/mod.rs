@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "users, cc users and roles",
         include_str!("../../migrations/0007_users_roles.sql"),
     ),
+    (
+        8,
+        "services and quotas",
+        include_str!("../../migrations/0008_services_quotas.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

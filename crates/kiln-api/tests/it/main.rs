@@ -8,6 +8,7 @@ mod custom_buildpacks;
 mod deployments;
 mod oneshot;
 mod roles;
+mod services;
 mod tasks;
 mod waits;
 
