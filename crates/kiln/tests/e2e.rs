@@ -497,6 +497,61 @@ async fn push_stage_run_route_and_survive_a_restart() {
         "router headers missing: {probe}"
     );
 
+    // A user-provided service, bound: it reaches the instance when the app
+    // restarts (as on CF, not before), in CF's VCAP_SERVICES shape.
+    assert_eq!(env["VCAP_SERVICES"], "{}", "{probe}");
+    let creds = r#"{"user":"e2e","password":"s3cret"}"#;
+    let out = cli(&home, &["cups", "e2e-db", "-p", creds, "-t", "pg,sql"]).await;
+    assert!(out.success, "cups failed\n{out}");
+    let out = cli(&home, &["bind-service", "envprobe", "e2e-db"]).await;
+    assert!(out.success, "bind-service failed\n{out}");
+    assert!(out.stdout.contains("kiln restage envprobe"), "{out}");
+    let before: serde_json::Value = route_get(router_port, "envprobe.localhost")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        before["env"]["VCAP_SERVICES"], "{}",
+        "bound before a restart: {before}"
+    );
+    let out = cli(&home, &["restart", "envprobe"]).await;
+    assert!(out.success, "restart failed\n{out}\n{}", server.log());
+    let response = wait_for_200(router_port, "envprobe.localhost", Duration::from_secs(30)).await;
+    let after: serde_json::Value = response.json().await.unwrap();
+    let services: serde_json::Value =
+        serde_json::from_str(after["env"]["VCAP_SERVICES"].as_str().unwrap()).unwrap();
+    let entry = &services["user-provided"][0];
+    assert_eq!(entry["label"], "user-provided", "{services}");
+    assert_eq!(entry["name"], "e2e-db", "{services}");
+    assert_eq!(entry["instance_name"], "e2e-db", "{services}");
+    assert_eq!(
+        entry["tags"],
+        serde_json::json!(["pg", "sql"]),
+        "{services}"
+    );
+    assert_eq!(
+        entry["credentials"],
+        serde_json::json!({"user": "e2e", "password": "s3cret"}),
+        "{services}"
+    );
+    assert_eq!(
+        entry["binding_guid"].as_str().map(str::len),
+        Some(36),
+        "{services}"
+    );
+    let out = cli(&home, &["services"]).await;
+    assert!(out.success, "services failed\n{out}");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("e2e-db"))
+        .unwrap_or("");
+    assert!(
+        row.contains("user-provided") && row.contains("envprobe"),
+        "{out}"
+    );
+
     // An unknown host gets Gorouter's 404.
     let response = route_get(router_port, "nobody.localhost").await;
     assert_eq!(response.status(), 404);
