@@ -4,7 +4,7 @@
 //!
 //! It owns the CCDB (`<data_dir>/ccdb.sqlite`): orgs, spaces, apps,
 //! processes, packages, builds, droplets, buildpacks, routes, tasks, audit
-//! events. Bits live in the
+//! events, user-provided service instances and bindings. Bits live in the
 //! blobstore; cells fetch and store them through signed `/internal/v4` URLs
 //! and never see the database. [`Api::run`] serves HTTP and runs the staging
 //! completion and process sync loops.
