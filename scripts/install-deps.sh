@@ -8,7 +8,9 @@
 # URL), and for Docker images (issue 12): docker-registry (the tests' real
 # registry on 127.0.0.1), apache2-utils (its htpasswd users), busybox-static
 # (a statically linked payload for test images), skopeo and umoci (the
-# benchmark's floor: copy an image and unpack it for a bare runc run).
+# benchmark's floor: copy an image and unpack it for a bare runc run), and
+# python3-venv with the pinned PyPI cloudfoundry-client in /opt/kiln-compat
+# (the compatibility suite: the e2e test drives Kiln with it).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -25,6 +27,7 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
@@ -34,4 +37,13 @@ if ((${#need[@]})); then
   echo "install-deps: installing ${need[*]} from Debian"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The compatibility suite's client, unmodified from PyPI and pinned, in a
+# venv of its own (KILN_CF_PYTHON overrides where the test looks for it).
+CF_CLIENT_VERSION=1.40.4
+compat=/opt/kiln-compat
+if ! "$compat/bin/pip" show cloudfoundry-client 2>/dev/null | grep -qx "Version: $CF_CLIENT_VERSION"; then
+  echo "install-deps: installing cloudfoundry-client $CF_CLIENT_VERSION into $compat"
+  /usr/bin/python3 -m venv "$compat"
+  "$compat/bin/pip" install -q "cloudfoundry-client==$CF_CLIENT_VERSION"
 fi
