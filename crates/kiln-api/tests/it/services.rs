@@ -414,6 +414,33 @@ async fn bindings_reach_vcap_services_on_the_next_start() {
     assert_eq!(e[1]["type"], "audit.service_binding.delete");
     assert_eq!(e[1]["data"]["request"]["service_instance_guid"], si_guid);
 
+    // Deleting an app takes its bindings with it, each with its event.
+    let doomed = guid(&kiln.create_app("doomed", None).await);
+    let (_, doomed_b) = bind(&kiln, &doomed, &si_guid, None).await;
+    let r = call(
+        &kiln,
+        &kiln.token,
+        "DELETE",
+        &format!("/v3/apps/{doomed}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::ACCEPTED, "{}", r.1);
+    let (status, _) = kiln
+        .get(&format!(
+            "/v3/service_credential_bindings/{}",
+            guid(&doomed_b)
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, events) = kiln
+        .get(&format!(
+            "/v3/audit_events?target_guids={}&types=audit.service_binding.delete",
+            guid(&doomed_b)
+        ))
+        .await;
+    assert_eq!(events["pagination"]["total_results"], 1, "{events}");
+
     // Deleting an instance takes its bindings with it.
     let (status, b2) = bind(&kiln, &app, &si_guid, None).await;
     assert_eq!(status, StatusCode::CREATED, "{b2}");
