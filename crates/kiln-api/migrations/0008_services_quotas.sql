@@ -36,3 +36,23 @@ CREATE TABLE service_bindings (
 );
 CREATE INDEX service_bindings_app ON service_bindings (app_guid);
 CREATE INDEX service_bindings_instance ON service_bindings (service_instance_guid);
+-- Organization quotas (CC's quota_definitions): the limits as CC presents
+-- them (apps, services, routes, domains; null = unlimited) in one JSON
+-- column; each org's quota in organization_quota_assignments (guid = the
+-- org's guid), so an org has exactly one.
+CREATE TABLE organization_quotas (
+    guid TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    limits TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE organization_quota_assignments (
+    guid TEXT PRIMARY KEY,
+    quota_guid TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX organization_quota_assignments_quota ON organization_quota_assignments (quota_guid);

@@ -816,3 +816,42 @@ pub async fn service_bindings(
     c.extend(of_visible_apps(perms));
     db::list(&ctx.pool, &c).await
 }
+
+/// Organization quotas (`GET /v3/organization_quotas`): `names`, `guids`,
+/// `organization_guids`; with the orgs each is applied to, narrowed to
+/// the orgs the caller sees.
+pub async fn org_quotas(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<(db::OrganizationQuota, Vec<String>)>> {
+    let mut c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    if let Some(orgs) = params.list("organization_guids") {
+        c.push(Cond::Via {
+            column: "guid",
+            table: "organization_quota_assignments",
+            pick: "quota_guid",
+            by: "guid",
+            values: orgs,
+        });
+    }
+    let quotas = db::list::<db::OrganizationQuota>(&ctx.pool, &c).await?;
+    let mut out = Vec::with_capacity(quotas.len());
+    for q in quotas {
+        let orgs = org_quota_orgs(ctx, perms, &q.guid).await?;
+        out.push((q, orgs));
+    }
+    Ok(out)
+}
+
+/// The orgs a quota is applied to that the caller sees.
+pub async fn org_quota_orgs(ctx: &Ctx, perms: &Permissions, quota: &str) -> ApiResult<Vec<String>> {
+    Ok(
+        db::where_eq::<db::QuotaAssignment>(&ctx.pool, "quota_guid", quota)
+            .await?
+            .into_iter()
+            .map(|a| a.guid)
+            .filter(|org| perms.can_read_org(org))
+            .collect(),
+    )
+}

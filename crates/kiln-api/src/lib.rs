@@ -39,8 +39,8 @@ use axum::routing::{get, post, put};
 use context::{Ctx, Shared};
 use controllers::{
     apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    packages, processes, roles, routes, service_credential_bindings, service_instances, tasks,
-    users,
+    organization_quotas, packages, processes, roles, routes, service_credential_bindings,
+    service_instances, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -337,6 +337,21 @@ fn router(ctx: Shared) -> Router {
         .route(
             "/v3/service_credential_bindings/{guid}/parameters",
             get(service_credential_bindings::parameters),
+        )
+        // organization quotas
+        .route(
+            "/v3/organization_quotas",
+            get(organization_quotas::list).post(organization_quotas::create),
+        )
+        .route(
+            "/v3/organization_quotas/{guid}",
+            get(organization_quotas::get_one)
+                .patch(organization_quotas::update)
+                .delete(organization_quotas::delete),
+        )
+        .route(
+            "/v3/organization_quotas/{guid}/relationships/organizations",
+            post(organization_quotas::apply),
         )
         // Innermost: every route's rule, once the token is known.
         .route_layer(from_fn_with_state(ctx.clone(), auth::authorize))

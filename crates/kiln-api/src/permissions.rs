@@ -367,6 +367,17 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
             rule(P(ServiceBinding), Read)
         }
         ("DELETE", "/v3/service_credential_bindings/{guid}") => rule(P(ServiceBinding), Write),
+        // Quotas: anyone reads them (each shows only the orgs the caller
+        // sees); admins make, change and apply them.
+        ("GET", "/v3/organization_quotas") | ("GET", "/v3/organization_quotas/{guid}") => {
+            rule(Nothing, Token)
+        }
+        ("POST", "/v3/organization_quotas")
+        | ("PATCH", "/v3/organization_quotas/{guid}")
+        | ("DELETE", "/v3/organization_quotas/{guid}")
+        | ("POST", "/v3/organization_quotas/{guid}/relationships/organizations") => {
+            rule(Nothing, Admin)
+        }
         ("POST", "/Users") => rule(Nothing, Admin),
         ("PUT", "/Users/{guid}/password") => rule(Nothing, Token),
         _ => None,

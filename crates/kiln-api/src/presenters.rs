@@ -3,8 +3,8 @@
 
 use crate::db::{
     App, AuditEvent, Build, Buildpack, Deployment, Destination, Domain, Droplet, Job, Organization,
-    Package, Process, Revision, Role, Route, ServiceBinding, ServiceInstance, Space, Stack, Task,
-    User,
+    OrganizationQuota, Package, Process, Revision, Role, Route, ServiceBinding, ServiceInstance,
+    Space, Stack, Task, User,
 };
 use crate::util::{link, link_method};
 use kiln_model::bbs::ActualLrp;
@@ -767,6 +767,20 @@ pub fn binding_details_json(sb: &ServiceBinding) -> Value {
     }
     details["volume_mounts"] = json!([]);
     details
+}
+
+/// An organization quota (Cloud Controller's `OrganizationQuotaPresenter`):
+/// its limits by group and the orgs that have it.
+pub fn org_quota_json(b: &str, q: &OrganizationQuota, orgs: &[String]) -> Value {
+    let mut doc = json!({
+        "guid": q.guid, "created_at": q.created_at, "updated_at": q.updated_at, "name": q.name,
+    });
+    for group in ["apps", "services", "routes", "domains"] {
+        doc[group] = q.limits[group].clone();
+    }
+    doc["relationships"] = json!({"organizations": {"data": orgs.iter().map(|g| json!({"guid": g})).collect::<Vec<_>>()}});
+    doc["links"] = json!({"self": link(b, &format!("/v3/organization_quotas/{}", q.guid))});
+    doc
 }
 
 #[cfg(test)]

@@ -326,6 +326,9 @@ pub async fn start(ctx: &Ctx, guid: &str, restart: bool) -> ApiResult<App> {
             "Assign a droplet before starting this app.",
         ));
     }
+    if app.state != AppState::Started {
+        super::quotas::check_start(ctx, &app).await?;
+    }
     if restart || app.state != AppState::Started {
         // A restart replaces every instance at once: no deployment goes on.
         diego::deployment_updater::end_active(ctx, guid, false).await?;

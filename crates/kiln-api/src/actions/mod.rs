@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod manifest;
 pub mod packages;
 pub mod processes;
+pub mod quotas;
 pub mod roles;
 pub mod routes;
 pub mod service_bindings;

@@ -46,6 +46,9 @@ pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organiz
     db::unique_or_taken(inserted, || {
         format!("Organization '{}' already exists.", msg.name)
     })?;
+    // A new org has the default quota, as in CC.
+    let quota = super::quotas::default_quota(ctx).await?;
+    super::quotas::assign(&mut tx, &guid, &quota.guid).await?;
     audit::record(&mut *tx, event).await?;
     tx.commit().await?;
     tracing::info!(org_guid = %guid, name = %msg.name, "organization created");
@@ -94,6 +97,7 @@ pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     }
     // Its roles go with it (a role names the org it is in).
     db::delete_where::<Role>(&ctx.pool, "organization_guid", guid).await?;
+    db::delete_where::<db::QuotaAssignment>(&ctx.pool, "guid", guid).await?;
     db::delete_where::<Organization>(&ctx.pool, "guid", guid).await?;
     tracing::info!(org_guid = %guid, name = %org.name, "organization deleted");
     Ok(())

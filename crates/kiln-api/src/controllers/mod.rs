@@ -11,6 +11,7 @@ pub mod deployments;
 pub mod internal;
 pub mod logcache;
 pub mod manifest;
+pub mod organization_quotas;
 pub mod packages;
 pub mod processes;
 pub mod roles;

@@ -201,6 +201,13 @@ record!(ServiceBinding, "service_bindings", "Service credential binding" {
     guid: str, name: opt, r#type: str, app_guid: str, service_instance_guid: str,
     credentials: value, syslog_drain_url: opt, created_at: str, updated_at: str,
 });
+// Organization quotas and which org has which (`guid` = the org's).
+record!(OrganizationQuota, "organization_quotas", "Organization quota" {
+    guid: str, name: str, limits: value, created_at: str, updated_at: str,
+});
+record!(QuotaAssignment, "organization_quota_assignments", "Organization quota" {
+    guid: str, quota_guid: str, created_at: str, updated_at: str,
+});
 
 impl Stateful for Task {
     type State = AppTaskState;

@@ -203,6 +203,17 @@ const TABLE: &[(&str, &str, &str, char)] = &[
         "YYYYD",
         'D',
     ),
+    ("GET", "/v3/organization_quotas", "YYYYY", 'Y'),
+    ("POST", "/v3/organization_quotas", "FFFFF", 'F'),
+    ("GET", "/v3/organization_quotas/{guid}", "YYYYY", 'Y'),
+    ("PATCH", "/v3/organization_quotas/{guid}", "FFFFF", 'F'),
+    ("DELETE", "/v3/organization_quotas/{guid}", "FFFFF", 'F'),
+    (
+        "POST",
+        "/v3/organization_quotas/{guid}/relationships/organizations",
+        "FFFFF",
+        'F',
+    ),
     ("POST", "/Users", "FFFFF", 'F'),
     ("PUT", "/Users/{guid}/password", "FFFFF", 'F'),
     ("GET", "/v3/users", "YYYYY", 'Y'),
@@ -424,6 +435,15 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
             r["guid"].as_str().unwrap().to_string()
         }
         "service_instances" => new_instance(kiln, space, &format!("fresh-{n}")).await,
+        "organization_quotas" => {
+            let (_, q) = kiln
+                .post(
+                    "/v3/organization_quotas",
+                    json!({"name": format!("fresh-{n}")}),
+                )
+                .await;
+            q["guid"].as_str().unwrap().to_string()
+        }
         "service_credential_bindings" => {
             let app = new_app(kiln, space, &format!("fresh-{n}")).await;
             let si = new_instance(kiln, space, &format!("fresh-{n}")).await;
@@ -479,6 +499,7 @@ fn resource_of(route: &str) -> &'static str {
         "audit_events" => "Event",
         "service_instances" => "Service instance",
         "service_credential_bindings" => "Service credential binding",
+        "organization_quotas" => "Organization quota",
         _ => "-",
     }
 }
@@ -545,6 +566,15 @@ async fn every_route_answers_each_role_as_the_table_says() {
     );
     shared.insert("buildpacks", bp["guid"].as_str().unwrap().to_string());
     shared.insert("jobs", job);
+    // An unused quota: an admin's allowed delete removes it.
+    let (status, quota) = kiln
+        .post("/v3/organization_quotas", json!({"name": "probe-quota"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{quota}");
+    shared.insert(
+        "organization_quotas",
+        quota["guid"].as_str().unwrap().to_string(),
+    );
 
     // The callers, each with one role on the own side.
     let mut callers = Vec::new();
