@@ -28,6 +28,7 @@ mod manifest;
 mod platform;
 mod progress;
 mod push;
+mod quotas;
 mod resources;
 mod routes;
 mod services;
@@ -39,6 +40,7 @@ pub use buildpacks::CreateBuildpackArgs;
 pub use curl::CurlArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
+pub use quotas::{CreateOrgQuotaArgs, SetOrgQuotaArgs};
 pub use routes::RouteArgs;
 pub use services::{BindArgs, DeleteServiceArgs, ServiceArgs, UnbindArgs, UserProvidedArgs};
 pub use tasks::{RunTaskArgs, TerminateTaskArgs};
@@ -166,6 +168,13 @@ pub enum Command {
     /// Delete a service instance and its bindings
     #[command(visible_alias = "ds")]
     DeleteService(DeleteServiceArgs),
+    /// Define a new quota for organizations
+    #[command(after_help = "EXAMPLE:\n   kiln create-org-quota small -m 2G -i 512M -r 10 -a 8")]
+    CreateOrgQuota(CreateOrgQuotaArgs),
+    /// List the organization quotas
+    OrgQuotas,
+    /// Assign a quota to an org
+    SetOrgQuota(SetOrgQuotaArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -356,6 +365,9 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::BindService(a) => services::bind(&mut session(home)?, a).await,
         Command::UnbindService(a) => services::unbind(&mut session(home)?, a).await,
         Command::DeleteService(a) => services::delete(&mut session(home)?, a).await,
+        Command::CreateOrgQuota(a) => quotas::create(&mut session(home)?, a).await,
+        Command::OrgQuotas => quotas::list(&mut session(home)?).await,
+        Command::SetOrgQuota(a) => quotas::set(&mut session(home)?, a).await,
     }
 }
 

@@ -552,6 +552,27 @@ async fn push_stage_run_route_and_survive_a_restart() {
         "{out}"
     );
 
+    // Org quotas: the default one, and one of our own set on the org.
+    let out = cli(
+        &home,
+        &["create-org-quota", "roomy", "-m", "100G", "-r", "50"],
+    )
+    .await;
+    assert!(out.success, "create-org-quota failed\n{out}");
+    let out = cli(&home, &["set-org-quota", "kiln", "roomy"]).await;
+    assert!(out.success, "set-org-quota failed\n{out}");
+    let out = cli(&home, &["org-quotas"]).await;
+    assert!(out.success, "org-quotas failed\n{out}");
+    let quota_row = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(quota_row("default").contains("10G"), "{out}");
+    assert!(quota_row("roomy").contains("100G"), "{out}");
+
     // An unknown host gets Gorouter's 404.
     let response = route_get(router_port, "nobody.localhost").await;
     assert_eq!(response.status(), 404);
