@@ -8,9 +8,11 @@
 # URL), and for Docker images (issue 12): docker-registry (the tests' real
 # registry on 127.0.0.1), apache2-utils (its htpasswd users), busybox-static
 # (a statically linked payload for test images), skopeo and umoci (the
-# benchmark's floor: copy an image and unpack it for a bare runc run).
-# For the S3 blobstore (issue 15): python3-venv, and moto's S3 server from
-# PyPI in the venv /opt/kiln-py (Debian has no S3-compatible server).
+# benchmark's floor: copy an image and unpack it for a bare runc run), and
+# python3-venv for two venvs of pinned PyPI packages: the cloudfoundry-client
+# in /opt/kiln-compat (the compatibility suite: an e2e test drives Kiln with
+# it) and moto's S3 server in /opt/kiln-py (the S3 blobstore's tests; Debian
+# has no S3-compatible server).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -27,7 +29,7 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
-[ -x /opt/kiln-py/bin/python ] || dpkg-query -W -f="${Status}" python3-venv 2>/dev/null | grep -q "ok installed" || need+=(python3-venv)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
@@ -38,12 +40,17 @@ if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# The venv's packages, pinned; only what is missing.
+# The compatibility suite's client, unmodified from PyPI and pinned, in a
+# venv of its own (KILN_CF_PYTHON overrides where the test looks for it).
+CF_CLIENT_VERSION=1.40.4
+compat=/opt/kiln-compat
+if ! "$compat/bin/pip" show cloudfoundry-client 2>/dev/null | grep -qx "Version: $CF_CLIENT_VERSION"; then
+  echo "install-deps: installing cloudfoundry-client $CF_CLIENT_VERSION into $compat"
+  /usr/bin/python3 -m venv "$compat"
+  "$compat/bin/pip" install -q "cloudfoundry-client==$CF_CLIENT_VERSION"
+fi
+# moto's S3 server for the S3 blobstore's tests, pinned.
 if [ ! -x /opt/kiln-py/bin/moto_server ]; then
-  if [ "$(id -u)" != 0 ] && [ ! -w /opt ]; then
-    echo "install-deps: /opt/kiln-py missing; run as root (sudo) to create it" >&2
-    exit 1
-  fi
   echo "install-deps: installing moto[server] into /opt/kiln-py"
   [ -x /opt/kiln-py/bin/python ] || /usr/bin/python3 -m venv /opt/kiln-py
   /opt/kiln-py/bin/pip install -q 'moto[server]==5.1.22'

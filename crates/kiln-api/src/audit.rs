@@ -39,6 +39,14 @@ pub mod types {
     pub const ORGANIZATION_CREATE: &str = "audit.organization.create";
     pub const ORGANIZATION_UPDATE: &str = "audit.organization.update";
     pub const ORGANIZATION_DELETE_REQUEST: &str = "audit.organization.delete-request";
+    pub const USER_PROVIDED_SERVICE_INSTANCE_CREATE: &str =
+        "audit.user_provided_service_instance.create";
+    pub const USER_PROVIDED_SERVICE_INSTANCE_UPDATE: &str =
+        "audit.user_provided_service_instance.update";
+    pub const USER_PROVIDED_SERVICE_INSTANCE_DELETE: &str =
+        "audit.user_provided_service_instance.delete";
+    pub const SERVICE_BINDING_CREATE: &str = "audit.service_binding.create";
+    pub const SERVICE_BINDING_DELETE: &str = "audit.service_binding.delete";
 }
 
 /// What Cloud Controller shows in place of a censored value.
@@ -215,6 +223,27 @@ pub fn org_event(guid: &str, name: &str, kind: &'static str, data: Value) -> Eve
         data,
         dedup_key: None,
     }
+}
+
+/// An event about a thing in a space that is neither an app nor the space
+/// (a service instance, a binding): `target` as CC names its actee.
+pub async fn in_space_event(
+    pool: &SqlitePool,
+    space_guid: &str,
+    kind: &'static str,
+    target: Target,
+    data: Value,
+) -> ApiResult<Event> {
+    let org = space_org(pool, space_guid).await?;
+    Ok(Event {
+        kind,
+        actor: Actor::current(),
+        target,
+        space_guid: Some(space_guid.to_string()),
+        organization_guid: org,
+        data,
+        dedup_key: None,
+    })
 }
 
 async fn space_org(pool: &SqlitePool, space_guid: &str) -> ApiResult<Option<String>> {

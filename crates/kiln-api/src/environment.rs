@@ -5,7 +5,10 @@
 //! and `app_model_environment` helpers).
 
 use crate::context::Ctx;
-use crate::db::{self, App, Destination, Domain, Organization, Process, Route, Space};
+use crate::db::{
+    self, App, Destination, Domain, Organization, Process, Route, ServiceBinding, ServiceInstance,
+    Space,
+};
 use crate::error::ApiResult;
 use crate::presenters::route_url;
 use kiln_model::bbs::EnvVar;
@@ -13,10 +16,51 @@ use kiln_model::bbs::HttpRoute;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// `VCAP_SERVICES`: the app's service bindings by label. Kiln has no
-/// services yet, so it is the empty object everywhere.
-pub fn vcap_services(_app: &App) -> Value {
-    json!({})
+/// `VCAP_SERVICES`: the app's service bindings by label, in the order they
+/// were made (CC's `SystemEnvPresenter`). Kiln's instances are all
+/// user-provided, so the one label is `user-provided`; each entry is CC's
+/// binding hash over its instance hash (the binding's name, when it has
+/// one, is the entry's `name`). No bindings: `{}`.
+pub async fn vcap_services(ctx: &Ctx, app: &App) -> ApiResult<Value> {
+    let bindings = db::where_eq::<ServiceBinding>(&ctx.pool, "app_guid", &app.guid).await?;
+    if bindings.is_empty() {
+        return Ok(json!({}));
+    }
+    let guids = bindings
+        .iter()
+        .map(|b| b.service_instance_guid.clone())
+        .collect();
+    let instances = db::list::<ServiceInstance>(&ctx.pool, &[db::Cond::In("guid", guids)]).await?;
+    let entries: Vec<Value> = bindings
+        .iter()
+        .filter_map(|b| {
+            let si = instances
+                .iter()
+                .find(|i| i.guid == b.service_instance_guid)?;
+            Some(service_entry(b, si))
+        })
+        .collect();
+    let mut by_label = serde_json::Map::new();
+    by_label.insert(USER_PROVIDED.into(), Value::Array(entries));
+    Ok(Value::Object(by_label))
+}
+
+/// The label CC gives every user-provided instance.
+const USER_PROVIDED: &str = "user-provided";
+
+fn service_entry(b: &ServiceBinding, si: &ServiceInstance) -> Value {
+    json!({
+        "label": USER_PROVIDED,
+        "name": b.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| si.name.clone()),
+        "tags": si.tags,
+        "instance_guid": si.guid,
+        "instance_name": si.name,
+        "binding_guid": b.guid,
+        "binding_name": b.name,
+        "credentials": b.credentials,
+        "syslog_drain_url": b.syslog_drain_url,
+        "volume_mounts": [],
+    })
 }
 
 /// The running and staging environment variable groups (platform-wide
@@ -129,7 +173,7 @@ pub async fn staging_env(
     let env = vec![
         EnvVar::new("CF_STACK", stack),
         EnvVar::new("VCAP_APPLICATION", vcap.to_string()),
-        EnvVar::new("VCAP_SERVICES", vcap_services(app).to_string()),
+        EnvVar::new("VCAP_SERVICES", vcap_services(ctx, app).await?.to_string()),
         EnvVar::new("MEMORY_LIMIT", format!("{memory_mb}m")),
         EnvVar::new("LANG", "en_US.UTF-8"),
     ];
@@ -149,7 +193,7 @@ pub async fn running_env(ctx: &Ctx, app: &App, p: &Process) -> ApiResult<Vec<Env
     let env = vec![
         EnvVar::new("VCAP_APPLICATION", vcap.to_string()),
         EnvVar::new("MEMORY_LIMIT", format!("{}m", p.memory_in_mb)),
-        EnvVar::new("VCAP_SERVICES", vcap_services(app).to_string()),
+        EnvVar::new("VCAP_SERVICES", vcap_services(ctx, app).await?.to_string()),
         EnvVar::new("LANG", "en_US.UTF-8"),
         EnvVar::new("VCAP_APP_HOST", "0.0.0.0"),
     ];
@@ -162,7 +206,7 @@ pub async fn env_document(ctx: &Ctx, app: &App) -> ApiResult<Value> {
         "environment_variables": app.environment_variables,
         "staging_env_json": staging_group(),
         "running_env_json": running_group(),
-        "system_env_json": {"VCAP_SERVICES": vcap_services(app)},
+        "system_env_json": {"VCAP_SERVICES": vcap_services(ctx, app).await?},
         "application_env_json": {"VCAP_APPLICATION": vcap_application(ctx, app, None).await?},
     }))
 }

@@ -737,3 +737,121 @@ pub async fn role_includes(
     };
     Ok((users, spaces, orgs))
 }
+
+/// Service instances the caller sees (`GET /v3/service_instances`):
+/// `names`, `guids`, `space_guids`, `organization_guids`, `type`.
+pub async fn service_instances(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<db::ServiceInstance>> {
+    if let Some(t) = params.get("type")
+        && t != "managed"
+        && t != "user-provided"
+    {
+        return Err(ApiError::bad_query(
+            "Type must be one of 'managed', 'user-provided'",
+        ));
+    }
+    let mut c = conds(
+        params,
+        &[
+            ("names", "name"),
+            ("guids", "guid"),
+            ("space_guids", "space_guid"),
+            ("type", "type"),
+        ],
+    );
+    if let Some(orgs) = params.list("organization_guids") {
+        c.push(Cond::Via {
+            column: "space_guid",
+            table: "spaces",
+            pick: "guid",
+            by: "organization_guid",
+            values: orgs,
+        });
+    }
+    c.extend(in_visible_spaces(perms, "space_guid"));
+    db::list(&ctx.pool, &c).await
+}
+
+/// Credential bindings the caller sees (those of apps it sees), filtered
+/// as `GET /v3/service_credential_bindings`: `names`, `guids`, `type`,
+/// `app_guids`, `app_names`, `service_instance_guids`,
+/// `service_instance_names`.
+pub async fn service_bindings(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<db::ServiceBinding>> {
+    if let Some(t) = params.get("type")
+        && t != "app"
+        && t != "key"
+    {
+        return Err(ApiError::bad_query("Type must be one of 'app', 'key'"));
+    }
+    let mut c = conds(
+        params,
+        &[
+            ("names", "name"),
+            ("guids", "guid"),
+            ("type", "type"),
+            ("app_guids", "app_guid"),
+            ("service_instance_guids", "service_instance_guid"),
+        ],
+    );
+    let by_name = |column, table, values| Cond::Via {
+        column,
+        table,
+        pick: "guid",
+        by: "name",
+        values,
+    };
+    if let Some(names) = params.list("service_instance_names") {
+        c.push(by_name("service_instance_guid", "service_instances", names));
+    }
+    if let Some(names) = params.list("app_names") {
+        c.push(by_name("app_guid", "apps", names));
+    }
+    c.extend(of_visible_apps(perms));
+    db::list(&ctx.pool, &c).await
+}
+
+/// Organization quotas (`GET /v3/organization_quotas`): `names`, `guids`,
+/// `organization_guids`; with the orgs each is applied to, narrowed to
+/// the orgs the caller sees.
+pub async fn org_quotas(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<(db::OrganizationQuota, Vec<String>)>> {
+    let mut c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    if let Some(orgs) = params.list("organization_guids") {
+        c.push(Cond::Via {
+            column: "guid",
+            table: "organization_quota_assignments",
+            pick: "quota_guid",
+            by: "guid",
+            values: orgs,
+        });
+    }
+    let quotas = db::list::<db::OrganizationQuota>(&ctx.pool, &c).await?;
+    let mut out = Vec::with_capacity(quotas.len());
+    for q in quotas {
+        let orgs = org_quota_orgs(ctx, perms, &q.guid).await?;
+        out.push((q, orgs));
+    }
+    Ok(out)
+}
+
+/// The orgs a quota is applied to that the caller sees.
+pub async fn org_quota_orgs(ctx: &Ctx, perms: &Permissions, quota: &str) -> ApiResult<Vec<String>> {
+    Ok(
+        db::where_eq::<db::QuotaAssignment>(&ctx.pool, "quota_guid", quota)
+            .await?
+            .into_iter()
+            .map(|a| a.guid)
+            .filter(|org| perms.can_read_org(org))
+            .collect(),
+    )
+}

@@ -4,7 +4,7 @@
 //!
 //! It owns the CCDB (`<data_dir>/ccdb.sqlite`): orgs, spaces, apps,
 //! processes, packages, builds, droplets, buildpacks, routes, tasks, audit
-//! events. Bits live in the
+//! events, user-provided service instances and bindings. Bits live in the
 //! blobstore; cells fetch and store them through signed `/internal/v4` URLs
 //! and never see the database. [`Api::run`] serves HTTP and runs the staging
 //! completion and process sync loops.
@@ -40,7 +40,8 @@ use axum::routing::{get, post, put};
 use context::{Ctx, Shared};
 use controllers::{
     apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    packages, processes, roles, routes, tasks, users,
+    organization_quotas, packages, processes, roles, routes, service_credential_bindings,
+    service_instances, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -330,6 +331,52 @@ fn router(ctx: Shared) -> Router {
         )
         // log cache reads
         .route("/api/v1/read/{source_id}", get(logcache::read))
+        // services: user-provided instances and app credential bindings
+        .route(
+            "/v3/service_instances",
+            get(service_instances::list).post(service_instances::create),
+        )
+        .route(
+            "/v3/service_instances/{guid}",
+            get(service_instances::get_one)
+                .patch(service_instances::update)
+                .delete(service_instances::delete),
+        )
+        .route(
+            "/v3/service_instances/{guid}/credentials",
+            get(service_instances::credentials),
+        )
+        .route(
+            "/v3/service_credential_bindings",
+            get(service_credential_bindings::list).post(service_credential_bindings::create),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}",
+            get(service_credential_bindings::get_one).delete(service_credential_bindings::delete),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}/details",
+            get(service_credential_bindings::details),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}/parameters",
+            get(service_credential_bindings::parameters),
+        )
+        // organization quotas
+        .route(
+            "/v3/organization_quotas",
+            get(organization_quotas::list).post(organization_quotas::create),
+        )
+        .route(
+            "/v3/organization_quotas/{guid}",
+            get(organization_quotas::get_one)
+                .patch(organization_quotas::update)
+                .delete(organization_quotas::delete),
+        )
+        .route(
+            "/v3/organization_quotas/{guid}/relationships/organizations",
+            post(organization_quotas::apply),
+        )
         // Innermost: every route's rule, once the token is known.
         .route_layer(from_fn_with_state(ctx.clone(), auth::authorize))
         .route_layer(from_fn_with_state(ctx.clone(), auth::require_token));

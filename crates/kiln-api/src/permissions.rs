@@ -168,6 +168,8 @@ pub enum Kind {
     Role,
     Task,
     AuditEvent,
+    ServiceInstance,
+    ServiceBinding,
 }
 
 impl Kind {
@@ -187,6 +189,8 @@ impl Kind {
             Kind::Role => "Role",
             Kind::Task => "Task",
             Kind::AuditEvent => "Event",
+            Kind::ServiceInstance => "Service instance",
+            Kind::ServiceBinding => "Service credential binding",
         }
     }
 }
@@ -339,6 +343,41 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
             rule(P(Task), Write)
         }
         ("GET", "/v3/audit_events/{guid}") => rule(P(AuditEvent), Read),
+        // Services: user-provided instances in a space, and their app
+        // bindings (in the app's space). Credentials are secrets.
+        ("GET", "/v3/service_instances") | ("GET", "/v3/service_credential_bindings") => {
+            rule(Nothing, Token)
+        }
+        ("POST", "/v3/service_instances") => {
+            rule(Body(Space, "/relationships/space/data/guid"), Write)
+        }
+        ("GET", "/v3/service_instances/{guid}") => rule(P(ServiceInstance), Read),
+        ("PATCH", "/v3/service_instances/{guid}") | ("DELETE", "/v3/service_instances/{guid}") => {
+            rule(P(ServiceInstance), Write)
+        }
+        ("GET", "/v3/service_instances/{guid}/credentials") => rule(P(ServiceInstance), Secrets),
+        ("POST", "/v3/service_credential_bindings") => {
+            rule(Body(App, "/relationships/app/data/guid"), Write)
+        }
+        // `details` is a 404 to who may not read secrets (CC's words): its
+        // handler asks.
+        ("GET", "/v3/service_credential_bindings/{guid}")
+        | ("GET", "/v3/service_credential_bindings/{guid}/details")
+        | ("GET", "/v3/service_credential_bindings/{guid}/parameters") => {
+            rule(P(ServiceBinding), Read)
+        }
+        ("DELETE", "/v3/service_credential_bindings/{guid}") => rule(P(ServiceBinding), Write),
+        // Quotas: anyone reads them (each shows only the orgs the caller
+        // sees); admins make, change and apply them.
+        ("GET", "/v3/organization_quotas") | ("GET", "/v3/organization_quotas/{guid}") => {
+            rule(Nothing, Token)
+        }
+        ("POST", "/v3/organization_quotas")
+        | ("PATCH", "/v3/organization_quotas/{guid}")
+        | ("DELETE", "/v3/organization_quotas/{guid}")
+        | ("POST", "/v3/organization_quotas/{guid}/relationships/organizations") => {
+            rule(Nothing, Admin)
+        }
         ("POST", "/Users") => rule(Nothing, Admin),
         ("PUT", "/Users/{guid}/password") => rule(Nothing, Token),
         _ => None,
@@ -376,6 +415,18 @@ pub async fn owner(
                 db::find::<db::Task>(&ctx.pool, guid)
                     .await?
                     .map(|t| t.app_guid),
+            )
+            .await?
+        }
+        Kind::ServiceInstance => db::find::<db::ServiceInstance>(&ctx.pool, guid)
+            .await?
+            .map(|si| si.space_guid),
+        Kind::ServiceBinding => {
+            app_space(
+                ctx,
+                db::find::<db::ServiceBinding>(&ctx.pool, guid)
+                    .await?
+                    .map(|b| b.app_guid),
             )
             .await?
         }

@@ -3,7 +3,8 @@
 
 use crate::db::{
     App, AuditEvent, Build, Buildpack, Deployment, Destination, Domain, Droplet, Job, Organization,
-    Package, Process, Revision, Role, Route, Space, Stack, Task, User,
+    OrganizationQuota, Package, Process, Revision, Role, Route, ServiceBinding, ServiceInstance,
+    Space, Stack, Task, User,
 };
 use crate::util::{link, link_method};
 use kiln_model::bbs::ActualLrp;
@@ -698,6 +699,88 @@ pub fn role_json(b: &str, r: &Role) -> Value {
         },
         "links": links,
     })
+}
+
+// Services: user-provided instances and their credential bindings (Cloud
+// Controller's `ServiceInstancePresenter`, `ServiceCredentialBindingPresenter`
+// and its details presenter). Credentials never appear here but in
+// `binding_details_json`.
+
+/// A user-provided instance's last operation: its create or update, which
+/// succeeded at once.
+fn succeeded_operation(kind: &str, created_at: &str, updated_at: &str) -> Value {
+    json!({
+        "type": kind, "state": "succeeded", "description": "Operation succeeded",
+        "created_at": created_at, "updated_at": updated_at,
+    })
+}
+
+pub fn service_instance_json(b: &str, si: &ServiceInstance) -> Value {
+    let path = format!("/v3/service_instances/{}", si.guid);
+    json!({
+        "guid": si.guid, "created_at": si.created_at, "updated_at": si.updated_at,
+        "name": si.name, "tags": si.tags,
+        "last_operation": succeeded_operation(&si.last_operation_type, &si.created_at, &si.updated_at),
+        "type": si.r#type,
+        "syslog_drain_url": si.syslog_drain_url,
+        "route_service_url": si.route_service_url,
+        "relationships": {"space": {"data": {"guid": si.space_guid}}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(b, &path),
+            "space": link(b, &format!("/v3/spaces/{}", si.space_guid)),
+            "service_credential_bindings": link(b, &format!("/v3/service_credential_bindings?service_instance_guids={}", si.guid)),
+            "service_route_bindings": link(b, &format!("/v3/service_route_bindings?service_instance_guids={}", si.guid)),
+            "credentials": link(b, &format!("{path}/credentials")),
+        },
+    })
+}
+
+pub fn service_binding_json(b: &str, sb: &ServiceBinding) -> Value {
+    let path = format!("/v3/service_credential_bindings/{}", sb.guid);
+    json!({
+        "guid": sb.guid, "created_at": sb.created_at, "updated_at": sb.updated_at,
+        "name": sb.name, "type": sb.r#type,
+        "last_operation": {
+            "type": "create", "state": "succeeded", "description": "",
+            "created_at": sb.created_at, "updated_at": sb.updated_at,
+        },
+        "metadata": metadata(),
+        "relationships": {
+            "service_instance": {"data": {"guid": sb.service_instance_guid}},
+            "app": {"data": {"guid": sb.app_guid}},
+        },
+        "links": {
+            "self": link(b, &path),
+            "details": link(b, &format!("{path}/details")),
+            "service_instance": link(b, &format!("/v3/service_instances/{}", sb.service_instance_guid)),
+            "app": link(b, &format!("/v3/apps/{}", sb.app_guid)),
+        },
+    })
+}
+
+/// `GET /v3/service_credential_bindings/:guid/details`.
+pub fn binding_details_json(sb: &ServiceBinding) -> Value {
+    let mut details = json!({"credentials": sb.credentials});
+    if let Some(url) = &sb.syslog_drain_url {
+        details["syslog_drain_url"] = json!(url);
+    }
+    details["volume_mounts"] = json!([]);
+    details
+}
+
+/// An organization quota (Cloud Controller's `OrganizationQuotaPresenter`):
+/// its limits by group and the orgs that have it.
+pub fn org_quota_json(b: &str, q: &OrganizationQuota, orgs: &[String]) -> Value {
+    let mut doc = json!({
+        "guid": q.guid, "created_at": q.created_at, "updated_at": q.updated_at, "name": q.name,
+    });
+    for group in ["apps", "services", "routes", "domains"] {
+        doc[group] = q.limits[group].clone();
+    }
+    doc["relationships"] = json!({"organizations": {"data": orgs.iter().map(|g| json!({"guid": g})).collect::<Vec<_>>()}});
+    doc["links"] = json!({"self": link(b, &format!("/v3/organization_quotas/{}", q.guid))});
+    doc
 }
 
 #[cfg(test)]

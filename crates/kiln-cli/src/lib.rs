@@ -1,7 +1,8 @@
 //! `kiln`'s user verbs: the cf CLI's everyday commands (login, target,
 //! push, apps, app, start, stop, restart, restage, scale, rename, delete,
 //! env, set-env, unset-env, routes, map-route, domains, stacks, logs, curl,
-//! run-task, tasks, terminate-task, events, ...) against a Cloud Foundry v3 API.
+//! run-task, tasks, terminate-task, events, cups, services, bind-service, ...)
+//! against a Cloud Foundry v3 API.
 //!
 //! Architecture invariant: only the public HTTP API is used (`GET /`,
 //! `/v3/...`, `{login}/oauth/token`, `{log_cache}/api/v1/read`), with the
@@ -27,8 +28,10 @@ mod manifest;
 mod platform;
 mod progress;
 mod push;
+mod quotas;
 mod resources;
 mod routes;
+mod services;
 mod summary;
 mod tasks;
 mod users;
@@ -37,7 +40,9 @@ pub use buildpacks::CreateBuildpackArgs;
 pub use curl::CurlArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
+pub use quotas::{CreateOrgQuotaArgs, SetOrgQuotaArgs};
 pub use routes::RouteArgs;
+pub use services::{BindArgs, DeleteServiceArgs, ServiceArgs, UnbindArgs, UserProvidedArgs};
 pub use tasks::{RunTaskArgs, TerminateTaskArgs};
 pub use users::{CreateUserArgs, SetOrgRoleArgs, SetSpaceRoleArgs, SpaceUsersArgs};
 
@@ -140,6 +145,36 @@ pub enum Command {
     Logs(LogsArgs),
     /// Make an authenticated request to the API and print the answer
     Curl(CurlArgs),
+    /// Make a user-provided service instance available to apps
+    #[command(
+        visible_alias = "cups",
+        after_help = "EXAMPLES:\n   kiln cups mydb -p '{\"user\":\"admin\",\"password\":\"s3cret\"}' -t pg,sql\n   kiln cups mydb -p host,port   # prompts for each\n   kiln cups logs -l syslog://logs.example.com:514"
+    )]
+    CreateUserProvidedService(UserProvidedArgs),
+    /// Update a user-provided service instance (restage bound apps to apply)
+    #[command(visible_alias = "uups")]
+    UpdateUserProvidedService(UserProvidedArgs),
+    /// List the service instances in the targeted space
+    #[command(visible_alias = "s")]
+    Services,
+    /// Show a service instance and the apps bound to it
+    Service(ServiceArgs),
+    /// Bind a service instance to an app (restage or restart it to apply)
+    #[command(visible_alias = "bs")]
+    BindService(BindArgs),
+    /// Unbind a service instance from an app
+    #[command(visible_alias = "us")]
+    UnbindService(UnbindArgs),
+    /// Delete a service instance and its bindings
+    #[command(visible_alias = "ds")]
+    DeleteService(DeleteServiceArgs),
+    /// Define a new quota for organizations
+    #[command(after_help = "EXAMPLE:\n   kiln create-org-quota small -m 2G -i 512M -r 10 -a 8")]
+    CreateOrgQuota(CreateOrgQuotaArgs),
+    /// List the organization quotas
+    OrgQuotas,
+    /// Assign a quota to an org
+    SetOrgQuota(SetOrgQuotaArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -323,6 +358,16 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::Events(args) => tasks::events(&mut session(home)?, &args.name).await,
         Command::Logs(args) => app::show_logs(&mut session(home)?, &args.name, args.recent).await,
         Command::Curl(args) => curl::curl(&mut session(home)?, args).await,
+        Command::CreateUserProvidedService(a) => services::create(&mut session(home)?, a).await,
+        Command::UpdateUserProvidedService(a) => services::update(&mut session(home)?, a).await,
+        Command::Services => services::list(&mut session(home)?).await,
+        Command::Service(a) => services::show(&mut session(home)?, &a.name).await,
+        Command::BindService(a) => services::bind(&mut session(home)?, a).await,
+        Command::UnbindService(a) => services::unbind(&mut session(home)?, a).await,
+        Command::DeleteService(a) => services::delete(&mut session(home)?, a).await,
+        Command::CreateOrgQuota(a) => quotas::create(&mut session(home)?, a).await,
+        Command::OrgQuotas => quotas::list(&mut session(home)?).await,
+        Command::SetOrgQuota(a) => quotas::set(&mut session(home)?, a).await,
     }
 }
 

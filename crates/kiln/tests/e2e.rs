@@ -510,6 +510,82 @@ async fn push_stage_run_route_and_survive_a_restart() {
         "router headers missing: {probe}"
     );
 
+    // A user-provided service, bound: it reaches the instance when the app
+    // restarts (as on CF, not before), in CF's VCAP_SERVICES shape.
+    assert_eq!(env["VCAP_SERVICES"], "{}", "{probe}");
+    let creds = r#"{"user":"e2e","password":"s3cret"}"#;
+    let out = cli(&home, &["cups", "e2e-db", "-p", creds, "-t", "pg,sql"]).await;
+    assert!(out.success, "cups failed\n{out}");
+    let out = cli(&home, &["bind-service", "envprobe", "e2e-db"]).await;
+    assert!(out.success, "bind-service failed\n{out}");
+    assert!(out.stdout.contains("kiln restage envprobe"), "{out}");
+    let before: serde_json::Value = route_get(router_port, "envprobe.localhost")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        before["env"]["VCAP_SERVICES"], "{}",
+        "bound before a restart: {before}"
+    );
+    let out = cli(&home, &["restart", "envprobe"]).await;
+    assert!(out.success, "restart failed\n{out}\n{}", server.log());
+    let response = wait_for_200(router_port, "envprobe.localhost", Duration::from_secs(30)).await;
+    let after: serde_json::Value = response.json().await.unwrap();
+    let services: serde_json::Value =
+        serde_json::from_str(after["env"]["VCAP_SERVICES"].as_str().unwrap()).unwrap();
+    let entry = &services["user-provided"][0];
+    assert_eq!(entry["label"], "user-provided", "{services}");
+    assert_eq!(entry["name"], "e2e-db", "{services}");
+    assert_eq!(entry["instance_name"], "e2e-db", "{services}");
+    assert_eq!(
+        entry["tags"],
+        serde_json::json!(["pg", "sql"]),
+        "{services}"
+    );
+    assert_eq!(
+        entry["credentials"],
+        serde_json::json!({"user": "e2e", "password": "s3cret"}),
+        "{services}"
+    );
+    assert_eq!(
+        entry["binding_guid"].as_str().map(str::len),
+        Some(36),
+        "{services}"
+    );
+    let out = cli(&home, &["services"]).await;
+    assert!(out.success, "services failed\n{out}");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("e2e-db"))
+        .unwrap_or("");
+    assert!(
+        row.contains("user-provided") && row.contains("envprobe"),
+        "{out}"
+    );
+
+    // Org quotas: the default one, and one of our own set on the org.
+    let out = cli(
+        &home,
+        &["create-org-quota", "roomy", "-m", "100G", "-r", "50"],
+    )
+    .await;
+    assert!(out.success, "create-org-quota failed\n{out}");
+    let out = cli(&home, &["set-org-quota", "kiln", "roomy"]).await;
+    assert!(out.success, "set-org-quota failed\n{out}");
+    let out = cli(&home, &["org-quotas"]).await;
+    assert!(out.success, "org-quotas failed\n{out}");
+    let quota_row = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(quota_row("default").contains("10G"), "{out}");
+    assert!(quota_row("roomy").contains("100G"), "{out}");
+
     // An unknown host gets Gorouter's 404.
     let response = route_get(router_port, "nobody.localhost").await;
     assert_eq!(response.status(), 404);
@@ -2354,4 +2430,68 @@ async fn push_with_an_s3_blobstore() {
         200
     );
     drop(server);
+}
+
+/// The interpreter of the compatibility suite's venv (`scripts/install-deps.sh`
+/// puts the pinned PyPI `cloudfoundry-client` there); `None` when it is not
+/// installed, which fails the test where it must run (KILN_REQUIRE_RUNC=1).
+fn cf_python() -> Option<PathBuf> {
+    let python = std::env::var_os("KILN_CF_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/kiln-compat/bin/python"));
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import cloudfoundry_client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let why = format!("{} cannot import cloudfoundry_client", python.display());
+    if std::env::var("KILN_REQUIRE_RUNC").as_deref() == Ok("1") {
+        panic!(
+            "the compatibility suite must run here (KILN_REQUIRE_RUNC=1) but cannot: {why}; run scripts/install-deps.sh"
+        );
+    }
+    eprintln!("\n\n*** SKIPPING the cloudfoundry-client suite: {why} ***\n\n");
+    None
+}
+
+/// The unmodified PyPI `cloudfoundry-client` drives a real server
+/// (`tests/compat/cf_python_client.py`): org, spaces, user and roles, a push
+/// through the raw v3 calls, a user-provided service bound and read from
+/// inside the instance, audit events, and a developer of another space who
+/// sees and changes none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_cloudfoundry_client_drives_kiln() {
+    if !runnable() {
+        return;
+    }
+    let Some(python) = cf_python() else {
+        return;
+    };
+    let _one_at_a_time = SERIAL.lock().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (mut server, home, router_port) = logged_in_server(scratch.path()).await;
+    create_legacy_buildpack(&home).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/cf_python_client.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .env("KILN_API", server.api_url())
+        .env("KILN_ROUTER", format!("127.0.0.1:{router_port}"))
+        .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("KILN_APP_DIR", fixture("apps/envprobe"))
+        .env("KILN_SCRATCH", scratch.path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running the compatibility script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("compat: OK"),
+        "the cloudfoundry-client suite failed\n{stdout}\n{stderr}\n--- server log ---\n{}",
+        server.log()
+    );
+    eprintln!("{stdout}");
+    server.stop().await;
 }

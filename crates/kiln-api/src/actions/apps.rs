@@ -241,9 +241,18 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
     }
     let data = json!({"request": {"recursive": true}});
     let deleted = event(ctx, &app, types::APP_DELETE_REQUEST, data).await?;
+    // Its service bindings go with it, each with its event (as in CC).
+    let mut unbound = Vec::new();
+    for b in db::where_eq::<db::ServiceBinding>(&ctx.pool, "app_guid", guid).await? {
+        unbound.push(super::service_bindings::delete_event(ctx, &b).await?);
+    }
     let mut tx = ctx.pool.begin().await?;
     audit::record(&mut *tx, deleted).await?;
+    for e in unbound {
+        audit::record(&mut *tx, e).await?;
+    }
     db::delete_where::<db::Task>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<db::ServiceBinding>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Destination>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Process>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Package>(&mut *tx, "app_guid", guid).await?;
@@ -316,6 +325,9 @@ pub async fn start(ctx: &Ctx, guid: &str, restart: bool) -> ApiResult<App> {
         return Err(ApiError::unprocessable(
             "Assign a droplet before starting this app.",
         ));
+    }
+    if app.state != AppState::Started {
+        super::quotas::check_start(ctx, &app).await?;
     }
     if restart || app.state != AppState::Started {
         // A restart replaces every instance at once: no deployment goes on.

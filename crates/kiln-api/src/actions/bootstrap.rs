@@ -25,6 +25,7 @@ pub async fn bootstrap(ctx: &Ctx) -> ApiResult<Option<String>> {
         ],
     )
     .await?;
+    super::quotas::ensure_default(ctx).await?;
     let org = db::first_where::<Organization>(&ctx.pool, &[("name", DEFAULT_ORG)])
         .await?
         .ok_or_else(|| crate::error::ApiError::not_found("Organization"))?;

@@ -136,6 +136,11 @@ pub async fn scale(ctx: &Ctx, p: &Process, msg: ScaleProcess) -> ApiResult<Proce
             "Cannot scale this process while a deployment is in flight.",
         ));
     }
+    let (instances, memory) = (
+        msg.instances.unwrap_or(p.instances),
+        msg.memory_in_mb.unwrap_or(p.memory_in_mb),
+    );
+    super::quotas::check_scale(ctx, p, instances, memory).await?;
     let mut request = serde_json::Map::new();
     for (key, value) in [
         ("instances", msg.instances),

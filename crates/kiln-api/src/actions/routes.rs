@@ -29,6 +29,7 @@ pub async fn create(ctx: &Ctx, msg: CreateRoute) -> ApiResult<Route> {
                 "Invalid domain. Ensure that the domain exists and you have access to it.",
             )
         })?;
+    super::quotas::check_route(ctx, &space).await?;
     let guid = util::new_guid();
     let now = util::now();
     let inserted = db::insert::<Route>(

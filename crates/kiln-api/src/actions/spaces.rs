@@ -46,6 +46,9 @@ pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organiz
     db::unique_or_taken(inserted, || {
         format!("Organization '{}' already exists.", msg.name)
     })?;
+    // A new org has the default quota, as in CC.
+    let quota = super::quotas::default_quota(ctx).await?;
+    super::quotas::assign(&mut tx, &guid, &quota.guid).await?;
     audit::record(&mut *tx, event).await?;
     tx.commit().await?;
     tracing::info!(org_guid = %guid, name = %msg.name, "organization created");
@@ -94,6 +97,7 @@ pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     }
     // Its roles go with it (a role names the org it is in).
     db::delete_where::<Role>(&ctx.pool, "organization_guid", guid).await?;
+    db::delete_where::<db::QuotaAssignment>(&ctx.pool, "guid", guid).await?;
     db::delete_where::<Organization>(&ctx.pool, "guid", guid).await?;
     tracing::info!(org_guid = %guid, name = %org.name, "organization deleted");
     Ok(())
@@ -168,7 +172,7 @@ pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<
 }
 
 /// Deletes a space with its apps (their processes, packages, droplets,
-/// DesiredLrps) and routes.
+/// DesiredLrps, service bindings), routes and service instances.
 pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     let space = db::get::<Space>(&ctx.pool, guid).await?;
     let data = json!({"request": {"recursive": true}});
@@ -179,6 +183,9 @@ pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     }
     for route in db::where_eq::<Route>(&ctx.pool, "space_guid", guid).await? {
         routes::delete(ctx, &route.guid).await?;
+    }
+    for si in db::where_eq::<db::ServiceInstance>(&ctx.pool, "space_guid", guid).await? {
+        super::service_instances::delete(ctx, &si.guid).await?;
     }
     db::delete_where::<Role>(&ctx.pool, "space_guid", guid).await?;
     db::delete_where::<Space>(&ctx.pool, "guid", guid).await?;

@@ -11,10 +11,13 @@ pub mod deployments;
 pub mod internal;
 pub mod logcache;
 pub mod manifest;
+pub mod organization_quotas;
 pub mod packages;
 pub mod processes;
 pub mod roles;
 pub mod routes;
+pub mod service_credential_bindings;
+pub mod service_instances;
 pub mod tasks;
 pub mod users;
 

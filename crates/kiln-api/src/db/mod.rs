@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "users, cc users and roles",
         include_str!("../../migrations/0007_users_roles.sql"),
     ),
+    (
+        8,
+        "services and quotas",
+        include_str!("../../migrations/0008_services_quotas.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.
@@ -455,6 +460,38 @@ pub async fn shift_buildpacks_from<'e>(
         .execute(exec)
         .await?;
     Ok(())
+}
+
+/// Memory (instances × MB) and instances of the started apps' processes in
+/// an org, leaving out the processes of `except_app` (whose new figures the
+/// caller adds).
+pub async fn org_usage<'e>(
+    exec: impl SqliteExecutor<'e>,
+    org_guid: &str,
+    except_app: &str,
+) -> ApiResult<(i64, i64)> {
+    let (memory, instances): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(p.instances * p.memory_in_mb), 0), COALESCE(SUM(p.instances), 0) \
+         FROM processes p JOIN apps a ON a.guid = p.app_guid JOIN spaces s ON s.guid = a.space_guid \
+         WHERE s.organization_guid = ? AND a.state = 'STARTED' AND a.guid <> ?",
+    )
+    .bind(org_guid)
+    .bind(except_app)
+    .fetch_one(exec)
+    .await?;
+    Ok((memory, instances))
+}
+
+/// How many routes the spaces of an org hold.
+pub async fn org_routes<'e>(exec: impl SqliteExecutor<'e>, org_guid: &str) -> ApiResult<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM routes r JOIN spaces s ON s.guid = r.space_guid \
+         WHERE s.organization_guid = ?",
+    )
+    .bind(org_guid)
+    .fetch_one(exec)
+    .await?;
+    Ok(n)
 }
 
 #[cfg(test)]

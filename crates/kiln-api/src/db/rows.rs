@@ -191,6 +191,24 @@ record!(AuditEvent, "audit_events", "Event" {
     dedup_key: opt, created_at: str, updated_at: str,
 });
 
+// Services: user-provided instances and their app bindings.
+record!(ServiceInstance, "service_instances", "Service instance" {
+    guid: str, name: str, r#type: str, space_guid: str, credentials: value,
+    syslog_drain_url: opt, route_service_url: opt, tags: list, last_operation_type: str,
+    created_at: str, updated_at: str,
+});
+record!(ServiceBinding, "service_bindings", "Service credential binding" {
+    guid: str, name: opt, r#type: str, app_guid: str, service_instance_guid: str,
+    credentials: value, syslog_drain_url: opt, created_at: str, updated_at: str,
+});
+// Organization quotas and which org has which (`guid` = the org's).
+record!(OrganizationQuota, "organization_quotas", "Organization quota" {
+    guid: str, name: str, limits: value, created_at: str, updated_at: str,
+});
+record!(QuotaAssignment, "organization_quota_assignments", "Organization quota" {
+    guid: str, quota_guid: str, created_at: str, updated_at: str,
+});
+
 impl Stateful for Task {
     type State = AppTaskState;
 }

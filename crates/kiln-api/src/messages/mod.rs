@@ -4,6 +4,8 @@
 //! builds them directly from the manifest.
 
 pub mod manifest;
+pub mod quotas;
+pub mod services;
 
 use crate::error::{ApiError, ApiResult};
 use serde::Deserialize;

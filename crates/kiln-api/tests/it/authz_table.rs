@@ -166,6 +166,54 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("PUT", "/v3/tasks/{guid}/cancel", "YFFFD", 'D'),
     ("GET", "/v3/audit_events", "YYYYY", 'Y'),
     ("GET", "/v3/audit_events/{guid}", "YYYYD", 'D'),
+    ("GET", "/v3/service_instances", "YYYYY", 'Y'),
+    ("POST", "/v3/service_instances", "YFFFU", 'U'),
+    ("GET", "/v3/service_instances/{guid}", "YYYYD", 'D'),
+    ("PATCH", "/v3/service_instances/{guid}", "YFFFD", 'D'),
+    ("DELETE", "/v3/service_instances/{guid}", "YFFFD", 'D'),
+    (
+        "GET",
+        "/v3/service_instances/{guid}/credentials",
+        "YFFFD",
+        'D',
+    ),
+    ("GET", "/v3/service_credential_bindings", "YYYYY", 'Y'),
+    ("POST", "/v3/service_credential_bindings", "YFFFU", 'U'),
+    (
+        "GET",
+        "/v3/service_credential_bindings/{guid}",
+        "YYYYD",
+        'D',
+    ),
+    (
+        "DELETE",
+        "/v3/service_credential_bindings/{guid}",
+        "YFFFD",
+        'D',
+    ),
+    (
+        "GET",
+        "/v3/service_credential_bindings/{guid}/details",
+        "YDDDD",
+        'D',
+    ),
+    (
+        "GET",
+        "/v3/service_credential_bindings/{guid}/parameters",
+        "YYYYD",
+        'D',
+    ),
+    ("GET", "/v3/organization_quotas", "YYYYY", 'Y'),
+    ("POST", "/v3/organization_quotas", "FFFFF", 'F'),
+    ("GET", "/v3/organization_quotas/{guid}", "YYYYY", 'Y'),
+    ("PATCH", "/v3/organization_quotas/{guid}", "FFFFF", 'F'),
+    ("DELETE", "/v3/organization_quotas/{guid}", "FFFFF", 'F'),
+    (
+        "POST",
+        "/v3/organization_quotas/{guid}/relationships/organizations",
+        "FFFFF",
+        'F',
+    ),
     ("POST", "/Users", "FFFFF", 'F'),
     ("PUT", "/Users/{guid}/password", "FFFFF", 'F'),
     ("GET", "/v3/users", "YYYYY", 'Y'),
@@ -285,6 +333,8 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
     )
     .await;
     let (_, role) = grant(kiln, &kiln.token, "space_auditor", &user, ("space", &space)).await;
+    let instance = new_instance(kiln, &space, &format!("{name}-db")).await;
+    let binding = new_binding(kiln, &app, &instance).await;
     let s = |v: &Value| v["guid"].as_str().unwrap().to_string();
     BTreeMap::from([
         ("organizations", org),
@@ -306,7 +356,35 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
         ("audit_events", event),
         ("users", user.clone()),
         ("Users", user),
+        ("service_instances", instance),
+        ("service_credential_bindings", binding),
     ])
+}
+
+/// A user-provided service instance in `space`, made by the admin.
+async fn new_instance(kiln: &Kiln, space: &str, name: &str) -> String {
+    let (status, si) = kiln
+        .post(
+            "/v3/service_instances",
+            json!({"type": "user-provided", "name": name, "credentials": {"k": "v"},
+                "relationships": {"space": {"data": {"guid": space}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{si}");
+    si["guid"].as_str().unwrap().to_string()
+}
+
+/// A binding of `instance` to `app`, made by the admin.
+async fn new_binding(kiln: &Kiln, app: &str, instance: &str) -> String {
+    let (status, b) = kiln
+        .post(
+            "/v3/service_credential_bindings",
+            json!({"type": "app", "relationships": {"app": {"data": {"guid": app}},
+                "service_instance": {"data": {"guid": instance}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    b["guid"].as_str().unwrap().to_string()
 }
 
 /// The collection a route's `{guid}` belongs to.
@@ -356,6 +434,21 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
             let (_, r) = grant(kiln, &kiln.token, "space_auditor", &user, ("space", space)).await;
             r["guid"].as_str().unwrap().to_string()
         }
+        "service_instances" => new_instance(kiln, space, &format!("fresh-{n}")).await,
+        "organization_quotas" => {
+            let (_, q) = kiln
+                .post(
+                    "/v3/organization_quotas",
+                    json!({"name": format!("fresh-{n}")}),
+                )
+                .await;
+            q["guid"].as_str().unwrap().to_string()
+        }
+        "service_credential_bindings" => {
+            let app = new_app(kiln, space, &format!("fresh-{n}")).await;
+            let si = new_instance(kiln, space, &format!("fresh-{n}")).await;
+            new_binding(kiln, &app, &si).await
+        }
         other => panic!("no fresh {other}"),
     }
 }
@@ -370,8 +463,10 @@ fn body(method: &str, route: &str, s: &Side) -> Option<Value> {
         |k: &str, g: &str| json!({"relationships": {k: {"data": {"guid": g}}}, "kiln_probe": true});
     Some(match route {
         "/v3/spaces" => rel("organization", &s["organizations"]),
-        "/v3/apps" | "/v3/routes" => rel("space", &s["spaces"]),
-        "/v3/packages" | "/v3/deployments" => rel("app", &s["apps"]),
+        "/v3/apps" | "/v3/routes" | "/v3/service_instances" => rel("space", &s["spaces"]),
+        "/v3/packages" | "/v3/deployments" | "/v3/service_credential_bindings" => {
+            rel("app", &s["apps"])
+        }
         "/v3/builds" => json!({"package": {"guid": s["packages"]}, "kiln_probe": true}),
         "/Users/{guid}/password" => json!({"oldPassword": "pw-1", "password": "pw-2"}),
         _ => json!({"kiln_probe": true}),
@@ -402,6 +497,9 @@ fn resource_of(route: &str) -> &'static str {
         "users" => "User",
         "tasks" => "Task",
         "audit_events" => "Event",
+        "service_instances" => "Service instance",
+        "service_credential_bindings" => "Service credential binding",
+        "organization_quotas" => "Organization quota",
         _ => "-",
     }
 }
@@ -468,6 +566,15 @@ async fn every_route_answers_each_role_as_the_table_says() {
     );
     shared.insert("buildpacks", bp["guid"].as_str().unwrap().to_string());
     shared.insert("jobs", job);
+    // An unused quota: an admin's allowed delete removes it.
+    let (status, quota) = kiln
+        .post("/v3/organization_quotas", json!({"name": "probe-quota"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{quota}");
+    shared.insert(
+        "organization_quotas",
+        quota["guid"].as_str().unwrap().to_string(),
+    );
 
     // The callers, each with one role on the own side.
     let mut callers = Vec::new();

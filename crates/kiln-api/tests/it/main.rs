@@ -7,7 +7,9 @@ mod authz_table;
 mod custom_buildpacks;
 mod deployments;
 mod oneshot;
+mod quotas;
 mod roles;
+mod services;
 mod tasks;
 mod waits;
 
