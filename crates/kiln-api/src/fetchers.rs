@@ -34,8 +34,21 @@ pub fn of_visible_apps(perms: &Permissions) -> Option<Cond> {
 }
 
 /// `column IN (values)` for each of `filters` (query parameter → column)
-/// the request gives.
-fn conds(params: &ListParams, filters: &[(&str, &'static str)]) -> Vec<Cond> {
+/// the request gives, and its `label_selector` on the listed table (every
+/// list goes through here, so every list takes a selector).
+fn conds(params: &ListParams, filters: &[(&str, &'static str)]) -> ApiResult<Vec<Cond>> {
+    let mut c: Vec<Cond> = filters
+        .iter()
+        .filter_map(|(param, column)| params.list(param).map(|v| Cond::In(column, v)))
+        .collect();
+    let selector = crate::messages::metadata::label_selector(params.get("label_selector"))?;
+    c.extend(selector.into_iter().map(Cond::Label));
+    Ok(c)
+}
+
+/// The filters only (a second set on a list that already has its
+/// selector).
+fn more_conds(params: &ListParams, filters: &[(&str, &'static str)]) -> Vec<Cond> {
     filters
         .iter()
         .filter_map(|(param, column)| params.list(param).map(|v| Cond::In(column, v)))
@@ -52,7 +65,7 @@ pub async fn orgs(
     perms: &Permissions,
     params: &ListParams,
 ) -> ApiResult<Vec<Organization>> {
-    let mut c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    let mut c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     c.extend(perms.readable_orgs().map(|orgs| Cond::In("guid", orgs)));
     db::list(&ctx.pool, &c).await
 }
@@ -65,20 +78,20 @@ pub async fn spaces(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiR
             ("guids", "guid"),
             ("organization_guids", "organization_guid"),
         ],
-    );
+    )?;
     c.extend(in_visible_spaces(perms, "guid"));
     db::list(&ctx.pool, &c).await
 }
 
 pub async fn domains(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Domain>> {
-    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    let c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     db::list(&ctx.pool, &c).await
 }
 
 /// The domains an org may use (every domain is shared).
 pub async fn org_domains(ctx: &Ctx, org_guid: &str, params: &ListParams) -> ApiResult<Vec<Domain>> {
     db::get::<Organization>(&ctx.pool, org_guid).await?;
-    let c = conds(params, &[("names", "name")]);
+    let c = conds(params, &[("names", "name")])?;
     db::list(&ctx.pool, &c).await
 }
 
@@ -93,7 +106,7 @@ pub async fn org_default_domain(ctx: &Ctx, org_guid: &str) -> ApiResult<Domain> 
 }
 
 pub async fn stacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Stack>> {
-    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    let c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     db::list(&ctx.pool, &c).await
 }
 
@@ -102,7 +115,7 @@ pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Buildpa
     let c = conds(
         params,
         &[("names", "name"), ("guids", "guid"), ("stacks", "stack")],
-    );
+    )?;
     let mut list: Vec<Buildpack> = db::list(&ctx.pool, &c).await?;
     list.sort_by_key(|b| b.position);
     Ok(list)
@@ -117,7 +130,7 @@ pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiRes
             ("space_guids", "space_guid"),
             ("stacks", "stack"),
         ],
-    );
+    )?;
     if let Some(orgs) = params.list("organization_guids") {
         c.push(Cond::Via {
             column: "space_guid",
@@ -144,7 +157,7 @@ pub async fn processes(
             ("guids", "guid"),
             ("types", "type"),
         ],
-    );
+    )?;
     if let Some(spaces) = params.list("space_guids") {
         c.push(Cond::Via {
             column: "app_guid",
@@ -179,7 +192,7 @@ pub async fn app_processes(
     params: &ListParams,
 ) -> ApiResult<(App, Vec<Process>)> {
     let app = db::get::<App>(&ctx.pool, app_guid).await?;
-    let mut c = conds(params, &[("types", "type"), ("guids", "guid")]);
+    let mut c = conds(params, &[("types", "type"), ("guids", "guid")])?;
     c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
     Ok((app, db::list(&ctx.pool, &c).await?))
 }
@@ -207,13 +220,13 @@ pub async fn packages(
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Package>> {
-    let mut c = conds(params, &[("states", "state"), ("types", "type")]);
+    let mut c = conds(params, &[("states", "state"), ("types", "type")])?;
     match app_guid {
         Some(app) => {
             db::get::<App>(&ctx.pool, app).await?;
             c.push(Cond::In("app_guid", vec![app.to_string()]));
         }
-        None => c.extend(conds(
+        None => c.extend(more_conds(
             params,
             &[("app_guids", "app_guid"), ("guids", "guid")],
         )),
@@ -229,13 +242,13 @@ pub async fn builds(
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Build>> {
-    let mut c = conds(params, &[("states", "state")]);
+    let mut c = conds(params, &[("states", "state")])?;
     match app_guid {
         Some(app) => {
             db::get::<App>(&ctx.pool, app).await?;
             c.push(Cond::In("app_guid", vec![app.to_string()]));
         }
-        None => c.extend(conds(
+        None => c.extend(more_conds(
             params,
             &[
                 ("app_guids", "app_guid"),
@@ -256,7 +269,7 @@ pub async fn droplets(
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Droplet>> {
-    let mut c = conds(params, &[("states", "state")]);
+    let mut c = conds(params, &[("states", "state")])?;
     match app_guid {
         Some(app_guid) => {
             let app = db::get::<App>(&ctx.pool, app_guid).await?;
@@ -265,7 +278,7 @@ pub async fn droplets(
                 c.push(Cond::In("guid", app.droplet_guid.into_iter().collect()));
             }
         }
-        None => c.extend(conds(
+        None => c.extend(more_conds(
             params,
             &[
                 ("app_guids", "app_guid"),
@@ -307,7 +320,7 @@ pub async fn routes(
             ("domain_guids", "domain_guid"),
             ("space_guids", "space_guid"),
         ],
-    );
+    )?;
     let mapped_to = |values: Vec<String>| Cond::Via {
         column: "guid",
         table: "route_destinations",
@@ -404,7 +417,7 @@ pub async fn deployments(
             ("states", "state"),
             ("status_reasons", "status_reason"),
         ],
-    );
+    )?;
     // A status value is a set of states.
     if let Some(values) = params.list("status_values") {
         let states = values
@@ -453,7 +466,7 @@ pub async fn app_revisions(
     params: &ListParams,
 ) -> ApiResult<Vec<(db::Revision, Option<Droplet>)>> {
     db::get::<App>(&ctx.pool, app_guid).await?;
-    let mut c = conds(params, &[("versions", "version")]);
+    let mut c = conds(params, &[("versions", "version")])?;
     c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
     let mut out = Vec::new();
     for r in db::list::<db::Revision>(&ctx.pool, &c).await? {
@@ -556,16 +569,16 @@ pub async fn tasks(
     let mut c = conds(
         params,
         &[("guids", "guid"), ("names", "name"), ("states", "state")],
-    );
+    )?;
     c.extend(of_visible_apps(perms));
     match app_guid {
         Some(app) => {
             db::get::<App>(&ctx.pool, app).await?;
             c.push(Cond::In("app_guid", vec![app.to_string()]));
-            c.extend(conds(params, &[("sequence_ids", "sequence_id")]));
+            c.extend(more_conds(params, &[("sequence_ids", "sequence_id")]));
         }
         None => {
-            c.extend(conds(params, &[("app_guids", "app_guid")]));
+            c.extend(more_conds(params, &[("app_guids", "app_guid")]));
             app_scope(ctx, params, &mut c).await?;
         }
     }
@@ -607,7 +620,7 @@ pub async fn audit_events(
             ("space_guids", "space_guid"),
             ("organization_guids", "organization_guid"),
         ],
-    );
+    )?;
     created_ats(params, &mut c)?;
     c.extend(in_visible_spaces(perms, "space_guid"));
     db::list(&ctx.pool, &c).await
@@ -629,7 +642,7 @@ pub async fn roles(
             ("space_guids", "space_guid"),
             ("organization_guids", "organization_guid"),
         ],
-    );
+    )?;
     // A role's scope is its space or its org (guids never collide).
     if let (Some(spaces), Some(orgs)) = (perms.readable_spaces(), perms.readable_orgs()) {
         c.push(Cond::In(
@@ -675,7 +688,7 @@ pub async fn users(
     perms: &Permissions,
     params: &ListParams,
 ) -> ApiResult<Vec<UserView>> {
-    let mut c = conds(params, &[("guids", "guid")]);
+    let mut c = conds(params, &[("guids", "guid")])?;
     if let Some(names) = params.list("usernames") {
         c.push(Cond::Via {
             column: "guid",
@@ -736,4 +749,20 @@ pub async fn role_includes(
         Vec::new()
     };
     Ok((users, spaces, orgs))
+}
+
+/// The labels and annotations of each of `guids` that has any.
+pub async fn metadata(
+    ctx: &Ctx,
+    guids: &[String],
+) -> ApiResult<std::collections::HashMap<String, db::metadata::Metadata>> {
+    db::metadata::read(&ctx.pool, guids).await
+}
+
+/// What is in use, platform-wide or in one org (which must exist).
+pub async fn usage(ctx: &Ctx, org: Option<&str>) -> ApiResult<db::settings::Usage> {
+    if let Some(org) = org {
+        db::get::<Organization>(&ctx.pool, org).await?;
+    }
+    db::settings::usage(&ctx.pool, org).await
 }

@@ -35,11 +35,11 @@ pub use config::{ApiConfig, ApiDeps, DEFAULT_MAX_PACKAGE_BYTES};
 pub use error::ApiError;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use context::{Ctx, Shared};
 use controllers::{
     apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    packages, processes, roles, routes, tasks, users,
+    metadata, packages, processes, roles, routes, settings, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -192,7 +192,6 @@ fn router(ctx: Shared) -> Router {
             "/v3/revisions/{guid}/environment_variables",
             get(deployments::revision_env),
         )
-        .route("/v3/feature_flags", get(catalog::empty_list))
         // buildpacks
         .route(
             "/v3/buildpacks",
@@ -306,6 +305,34 @@ fn router(ctx: Shared) -> Router {
         )
         // log cache reads
         .route("/api/v1/read/{source_id}", get(logcache::read))
+        // labels and annotations, feature flags, environment variable
+        // groups, usage summaries
+        .route("/v3/packages/{guid}", patch(metadata::patch_package))
+        .route("/v3/builds/{guid}", patch(metadata::patch_build))
+        .route("/v3/droplets/{guid}", patch(metadata::patch_droplet))
+        .route("/v3/routes/{guid}", patch(metadata::patch_route))
+        .route("/v3/domains/{guid}", patch(metadata::patch_domain))
+        .route("/v3/stacks/{guid}", patch(metadata::patch_stack))
+        .route("/v3/buildpacks/{guid}", patch(metadata::patch_buildpack))
+        .route("/v3/deployments/{guid}", patch(metadata::patch_deployment))
+        .route("/v3/revisions/{guid}", patch(metadata::patch_revision))
+        .route("/v3/tasks/{guid}", patch(metadata::patch_task))
+        .route("/v3/feature_flags", get(settings::list_feature_flags))
+        .route(
+            "/v3/feature_flags/{name}",
+            get(settings::get_feature_flag).patch(settings::update_feature_flag),
+        )
+        .route(
+            "/v3/environment_variable_groups/{name}",
+            get(settings::get_env_group).patch(settings::update_env_group),
+        )
+        .route("/v3/info/usage_summary", get(settings::usage_summary))
+        .route(
+            "/v3/organizations/{guid}/usage_summary",
+            get(settings::org_usage_summary),
+        )
+        // Every answer's labels and annotations.
+        .route_layer(from_fn_with_state(ctx.clone(), metadata::present))
         // Innermost: every route's rule, once the token is known.
         .route_layer(from_fn_with_state(ctx.clone(), auth::authorize))
         .route_layer(from_fn_with_state(ctx.clone(), auth::require_token));

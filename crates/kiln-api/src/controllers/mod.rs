@@ -11,10 +11,12 @@ pub mod deployments;
 pub mod internal;
 pub mod logcache;
 pub mod manifest;
+pub mod metadata;
 pub mod packages;
 pub mod processes;
 pub mod roles;
 pub mod routes;
+pub mod settings;
 pub mod tasks;
 pub mod users;
 

@@ -5,7 +5,9 @@
 //! takes. The SQL is written so PostgreSQL accepts it too: no `rowid` (rows
 //! carry a `seq`), no `INSERT OR IGNORE` (`ON CONFLICT DO NOTHING`).
 
+pub mod metadata;
 mod rows;
+pub mod settings;
 
 pub use rows::*;
 
@@ -48,6 +50,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         7,
         "users, cc users and roles",
         include_str!("../../migrations/0007_users_roles.sql"),
+    ),
+    (
+        9,
+        "metadata, environment variable groups, feature flags",
+        include_str!("../../migrations/0009_metadata_flags_domains.sql"),
     ),
 ];
 
@@ -176,6 +183,8 @@ pub enum Cond {
     /// `column op value`, op one of `<`, `<=`, `>`, `>=` (timestamp
     /// filters such as `created_ats[gt]`).
     Cmp(&'static str, &'static str, String),
+    /// A `label_selector` requirement on the listed table's `guid`.
+    Label(metadata::LabelRequirement),
 }
 
 fn push_in(q: &mut QueryBuilder<Sqlite>, values: &[String]) {
@@ -219,6 +228,7 @@ pub async fn list<T: Record>(pool: &SqlitePool, conds: &[Cond]) -> ApiResult<Vec
                 q.push(format!("{column} {op} "));
                 q.push_bind(value.clone());
             }
+            Cond::Label(r) => metadata::push_requirement(&mut q, r),
         }
     }
     q.push(" ORDER BY seq");

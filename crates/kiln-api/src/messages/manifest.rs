@@ -128,6 +128,7 @@ fn parse_app(v: &Value) -> ApiResult<AppManifest> {
         let env = v
             .as_object()
             .ok_or_else(|| ApiError::unprocessable("Env must be an object of keys and values"))?;
+        super::metadata::env_keys_error("Env", env.keys())?;
         m.env = Some(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     }
     read_process(&a, &mut m)?;
