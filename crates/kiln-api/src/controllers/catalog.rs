@@ -57,12 +57,14 @@ pub async fn get_org(
 pub async fn create_org(
     State(ctx): State<Shared>,
     axum::Extension(perms): axum::Extension<crate::permissions::Permissions>,
-    CfJson(msg): CfJson<CreateOrganization>,
+    body: Result<CfJson<CreateOrganization>, crate::error::ApiError>,
 ) -> ApiResult<Response> {
+    // Who may create is answered before what the body says.
     let by_user = !perms.is_admin();
     if by_user && !actions::settings::enabled(&ctx, "user_org_creation").await? {
         return Err(crate::error::ApiError::not_authorized());
     }
+    let CfJson(msg) = body?;
     let o = actions::spaces::create_org(&ctx, msg).await?;
     if by_user {
         actions::roles::grant_org_creator(&ctx, &o.guid, &perms.user_guid).await?;

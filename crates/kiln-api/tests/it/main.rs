@@ -6,6 +6,7 @@
 mod authz_table;
 mod custom_buildpacks;
 mod deployments;
+mod metadata;
 mod oneshot;
 mod roles;
 mod tasks;
