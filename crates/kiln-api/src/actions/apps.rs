@@ -205,7 +205,7 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
         format!("App with the name '{name}' already exists.")
     })?;
     audit::record(&mut *tx, updated_event).await?;
-    db::metadata::apply(&mut tx, &guid, &meta).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     db::get::<App>(&ctx.pool, guid).await
 }

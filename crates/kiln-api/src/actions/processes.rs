@@ -119,7 +119,7 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateProcess) -> ApiResult<Proc
     )
     .await?;
     audit::record(&mut *tx, event).await?;
-    db::metadata::apply(&mut tx, &guid, &meta).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     ctx.api_log(&p.app_guid, &format!("Updating process: \"{}\"", p.r#type));
     db::get::<Process>(&ctx.pool, guid).await

@@ -80,7 +80,7 @@ pub async fn update_org(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<Or
         )
     })?;
     audit::record(&mut *tx, event).await?;
-    db::metadata::apply(&mut tx, &guid, &meta).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     db::get::<Organization>(&ctx.pool, guid).await
 }
@@ -166,7 +166,7 @@ pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<
         )
     })?;
     audit::record(&mut *tx, event).await?;
-    db::metadata::apply(&mut tx, &guid, &meta).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     db::get::<Space>(&ctx.pool, guid).await
 }
