@@ -766,3 +766,54 @@ pub async fn usage(ctx: &Ctx, org: Option<&str>) -> ApiResult<db::settings::Usag
     }
     db::settings::usage(&ctx.pool, org).await
 }
+
+/// Whether the domain (which must exist) has a route with the `host` and
+/// `path` the query gives (CC's check-route).
+pub async fn route_reserved(ctx: &Ctx, domain_guid: &str, params: &ListParams) -> ApiResult<bool> {
+    db::get::<Domain>(&ctx.pool, domain_guid).await?;
+    let mut c = vec![Cond::In("domain_guid", vec![domain_guid.to_string()])];
+    for (param, column) in [("host", "host"), ("path", "path")] {
+        if let Some(v) = params.get(param) {
+            c.push(Cond::In(column, vec![v.to_string()]));
+        }
+    }
+    Ok(!db::list::<Route>(&ctx.pool, &c).await?.is_empty())
+}
+
+/// A package whose bits can be downloaded: a READY bits package.
+pub async fn downloadable_package(ctx: &Ctx, guid: &str) -> ApiResult<Package> {
+    let p = db::get::<Package>(&ctx.pool, guid).await?;
+    if p.state != kiln_model::PackageState::Ready || p.r#type != "bits" {
+        return Err(ApiError::unprocessable(
+            "Package type must be bits and its state READY to download it.",
+        ));
+    }
+    Ok(p)
+}
+
+/// The revisions an app (which must exist) runs: while started, the newest
+/// revision of its current droplet.
+pub async fn deployed_revisions(
+    ctx: &Ctx,
+    app_guid: &str,
+) -> ApiResult<Vec<(db::Revision, Option<Droplet>)>> {
+    let app = db::get::<App>(&ctx.pool, app_guid).await?;
+    let Some(droplet) = app
+        .droplet_guid
+        .filter(|_| app.state == kiln_model::AppState::Started)
+    else {
+        return Ok(Vec::new());
+    };
+    let revs: Vec<db::Revision> = db::list(
+        &ctx.pool,
+        &[
+            Cond::In("app_guid", vec![app_guid.to_string()]),
+            Cond::In("droplet_guid", vec![droplet]),
+        ],
+    )
+    .await?;
+    match revs.into_iter().last() {
+        Some(r) => Ok(vec![revision_droplet(ctx, r).await?]),
+        None => Ok(Vec::new()),
+    }
+}

@@ -38,8 +38,8 @@ use axum::Router;
 use axum::routing::{get, patch, post, put};
 use context::{Ctx, Shared};
 use controllers::{
-    apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    metadata, packages, processes, roles, routes, settings, tasks, users,
+    apps, audit_events, buildpacks, builds, catalog, deployments, internal, links, logcache,
+    manifest, metadata, packages, processes, roles, routes, settings, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -330,6 +330,19 @@ fn router(ctx: Shared) -> Router {
         .route(
             "/v3/organizations/{guid}/usage_summary",
             get(settings::org_usage_summary),
+        )
+        .route(
+            "/v3/domains/{guid}/route_reservations",
+            get(links::route_reservations),
+        )
+        .route("/v3/packages/{guid}/download", get(links::package_download))
+        .route(
+            "/v3/apps/{guid}/revisions/deployed",
+            get(links::deployed_revisions),
+        )
+        .route(
+            "/v3/apps/{guid}/actions/clear_buildpack_cache",
+            post(links::clear_buildpack_cache),
         )
         // Every answer's labels and annotations.
         .route_layer(from_fn_with_state(ctx.clone(), metadata::present))

@@ -343,6 +343,10 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
             rule(Nothing, Token)
         }
         ("GET", "/v3/organizations/{guid}/usage_summary") => rule(P(Org), Read),
+        ("GET", "/v3/domains/{guid}/route_reservations") => rule(Nothing, Token),
+        ("GET", "/v3/packages/{guid}/download") => rule(P(Package), Secrets),
+        ("GET", "/v3/apps/{guid}/revisions/deployed") => rule(P(App), Read),
+        ("POST", "/v3/apps/{guid}/actions/clear_buildpack_cache") => rule(P(App), Write),
         // Users: CC's and UAA's. Who may see a user, and who may grant or
         // revoke a role, depends on more than the route: the fetchers and
         // actions ask this module.

@@ -420,3 +420,12 @@ pub async fn merge_env_vars(ctx: &Ctx, guid: &str, msg: PatchEnv) -> ApiResult<A
     tx.commit().await?;
     db::get::<App>(&ctx.pool, guid).await
 }
+
+/// `POST /v3/apps/:guid/actions/clear_buildpack_cache`: drops the app's
+/// build cache blob (absent is fine).
+pub async fn clear_buildpack_cache(ctx: &Ctx, guid: &str) -> ApiResult<()> {
+    db::get::<App>(&ctx.pool, guid).await?;
+    ctx.blobstore.delete(&build_cache_key(guid)).await?;
+    tracing::info!(app_guid = guid, "buildpack cache cleared");
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub mod builds;
 pub mod catalog;
 pub mod deployments;
 pub mod internal;
+pub mod links;
 pub mod logcache;
 pub mod manifest;
 pub mod metadata;

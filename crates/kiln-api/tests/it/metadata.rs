@@ -485,6 +485,19 @@ async fn usage_summaries_count_what_runs() {
         .await;
     assert_eq!(status, StatusCode::OK, "{u}");
     assert_eq!(u["usage_summary"]["routes"], 1);
+    // CC's check-route.
+    let domain = domains["resources"][0]["guid"].as_str().unwrap();
+    for (query, taken) in [
+        ("host=use", true),
+        ("host=free", false),
+        ("host=use&path=/x", false),
+    ] {
+        let (status, v) = kiln
+            .get(&format!("/v3/domains/{domain}/route_reservations?{query}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v, json!({"matching_route": taken}), "{query}");
+    }
     let (status, _) = kiln
         .get("/v3/organizations/00000000-0000-0000-0000-000000000000/usage_summary")
         .await;
@@ -513,12 +526,7 @@ fn hrefs(v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-// Fails today and says which links: route_reservations, app and space
-// features (s20-push), packages' download, revisions/deployed,
-// clear_buildpack_cache, and /v3's jobs and resource_matches (GET). Run it
-// with `--run-ignored all` until those are served.
 #[tokio::test]
-#[ignore = "advertised links not yet served; see the comment above"]
 async fn every_advertised_link_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
@@ -536,6 +544,12 @@ async fn every_advertised_link_is_served() {
             .unwrap_or_else(|| panic!("a link off this server: {href}"));
         let path = if path.is_empty() { "/" } else { path }.to_string();
         if !seen.insert((method.clone(), path.clone())) || seen.len() > 400 {
+            continue;
+        }
+        // CC's `/v3` links `resource_matches`, which only takes POST. The
+        // app and space `features` links are served on branch s20-push
+        // (app features, ssh): drop this skip when it merges.
+        if path == "/v3/resource_matches" || path.ends_with("/features") {
             continue;
         }
         let body = (method != "GET").then(|| json!({"kiln_probe": true}));
