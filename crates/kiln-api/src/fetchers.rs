@@ -817,3 +817,46 @@ pub async fn deployed_revisions(
         None => Ok(Vec::new()),
     }
 }
+
+/// An app (which must exist) as a manifest entry.
+pub async fn app_manifest(ctx: &Ctx, app_guid: &str) -> ApiResult<serde_json::Value> {
+    let app = db::get::<App>(&ctx.pool, app_guid).await?;
+    let processes: Vec<Process> =
+        db::list(&ctx.pool, &[Cond::In("app_guid", vec![app.guid.clone()])]).await?;
+    let uris = crate::environment::app_uris(ctx, &app.guid, None).await?;
+    let image = match &app.droplet_guid {
+        Some(d) => db::find::<Droplet>(&ctx.pool, d)
+            .await?
+            .and_then(|d| d.docker_image),
+        None => None,
+    };
+    let meta = db::metadata::read(&ctx.pool, std::slice::from_ref(&app.guid)).await?;
+    Ok(crate::presenters::manifest::app_manifest(
+        &app,
+        &processes,
+        &uris,
+        image.as_deref(),
+        meta.get(&app.guid),
+    ))
+}
+
+/// The manifest entries of the space's apps named `names` (absent: none).
+pub async fn space_app_manifests(
+    ctx: &Ctx,
+    space_guid: &str,
+    names: Vec<String>,
+) -> ApiResult<std::collections::HashMap<String, serde_json::Value>> {
+    let apps: Vec<App> = db::list(
+        &ctx.pool,
+        &[
+            Cond::In("space_guid", vec![space_guid.to_string()]),
+            Cond::In("name", names),
+        ],
+    )
+    .await?;
+    let mut out = std::collections::HashMap::new();
+    for a in apps {
+        out.insert(a.name.clone(), app_manifest(ctx, &a.guid).await?);
+    }
+    Ok(out)
+}

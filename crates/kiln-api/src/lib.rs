@@ -344,6 +344,7 @@ fn router(ctx: Shared) -> Router {
             "/v3/apps/{guid}/actions/clear_buildpack_cache",
             post(links::clear_buildpack_cache),
         )
+        .route("/v3/apps/{guid}/manifest", get(manifest::app_manifest))
         // Every answer's labels and annotations.
         .route_layer(from_fn_with_state(ctx.clone(), metadata::present))
         // Innermost: every route's rule, once the token is known.

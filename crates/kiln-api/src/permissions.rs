@@ -346,6 +346,7 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("GET", "/v3/domains/{guid}/route_reservations") => rule(Nothing, Token),
         ("GET", "/v3/packages/{guid}/download") => rule(P(Package), Secrets),
         ("GET", "/v3/apps/{guid}/revisions/deployed") => rule(P(App), Read),
+        ("GET", "/v3/apps/{guid}/manifest") => rule(P(App), Secrets),
         ("POST", "/v3/apps/{guid}/actions/clear_buildpack_cache") => rule(P(App), Write),
         // Users: CC's and UAA's. Who may see a user, and who may grant or
         // revoke a role, depends on more than the route: the fetchers and

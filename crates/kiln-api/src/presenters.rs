@@ -11,6 +11,7 @@ use kiln_model::logs::ContainerMetric;
 use kiln_model::{ActualLrpState, BuildState, DeploymentState, DropletState};
 use serde_json::{Value, json};
 
+pub mod manifest;
 pub mod settings;
 
 pub const API_VERSION: &str = "3.180.0";

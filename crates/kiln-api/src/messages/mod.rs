@@ -4,6 +4,7 @@
 //! builds them directly from the manifest.
 
 pub mod manifest;
+pub mod manifest_diff;
 pub mod metadata;
 
 use crate::error::{ApiError, ApiResult};

@@ -193,6 +193,7 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/domains/{guid}/route_reservations", "YYYYY", 'Y'),
     ("GET", "/v3/packages/{guid}/download", "YFFFD", 'D'),
     ("GET", "/v3/apps/{guid}/revisions/deployed", "YYYYD", 'D'),
+    ("GET", "/v3/apps/{guid}/manifest", "YFFFD", 'D'),
     (
         "POST",
         "/v3/apps/{guid}/actions/clear_buildpack_cache",
