@@ -317,6 +317,7 @@ fn router(ctx: Shared) -> Router {
         .route("/v3/deployments/{guid}", patch(metadata::patch_deployment))
         .route("/v3/revisions/{guid}", patch(metadata::patch_revision))
         .route("/v3/tasks/{guid}", patch(metadata::patch_task))
+        .route("/v3/users/{guid}", patch(metadata::patch_user))
         .route("/v3/feature_flags", get(settings::list_feature_flags))
         .route(
             "/v3/feature_flags/{name}",

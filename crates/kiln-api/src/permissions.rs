@@ -336,6 +336,7 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("PATCH", "/v3/domains/{guid}")
         | ("PATCH", "/v3/stacks/{guid}")
         | ("PATCH", "/v3/buildpacks/{guid}")
+        | ("PATCH", "/v3/users/{guid}")
         | ("PATCH", "/v3/feature_flags/{name}")
         | ("PATCH", "/v3/environment_variable_groups/{name}")
         | ("GET", "/v3/info/usage_summary") => rule(Nothing, Admin),

@@ -131,3 +131,15 @@ pub async fn patch_build(
     );
     answer.await
 }
+
+/// `PATCH /v3/users/:guid` (admins): a user's labels and annotations.
+pub async fn patch_user(
+    State(ctx): State<Shared>,
+    perms: axum::Extension<crate::permissions::Permissions>,
+    axum::extract::Path(guid): axum::extract::Path<String>,
+    crate::web::CfJson(msg): crate::web::CfJson<crate::messages::UpdateMetadata>,
+) -> crate::error::ApiResult<Response> {
+    crate::actions::metadata::update::<crate::db::CcUser>(&ctx, &guid, msg).await?;
+    let answer = super::users::get_one(State(ctx), perms, axum::extract::Path(guid));
+    Ok(answer.await?.into_response())
+}

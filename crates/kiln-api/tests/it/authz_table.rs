@@ -169,6 +169,7 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("PATCH", "/v3/domains/{guid}", "FFFFF", 'F'),
     ("PATCH", "/v3/stacks/{guid}", "FFFFF", 'F'),
     ("PATCH", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
+    ("PATCH", "/v3/users/{guid}", "FFFFF", 'F'),
     ("GET", "/v3/feature_flags/{name}", "YYYYY", 'Y'),
     ("PATCH", "/v3/feature_flags/{name}", "FFFFF", 'F'),
     (

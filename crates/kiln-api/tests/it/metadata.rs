@@ -108,6 +108,17 @@ async fn labels_persist_merge_and_select_in_sql() {
         .await;
     assert_eq!(status, StatusCode::OK, "{st}");
     assert_eq!(st["metadata"]["annotations"]["note"], "default");
+    let (user, _) = new_user(&kiln, "labeled-user").await;
+    let (status, u) = kiln
+        .patch(
+            &format!("/v3/users/{user}"),
+            json!({"metadata": {"labels": {"team": "core"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{u}");
+    let (_, users) = kiln.get("/v3/users?label_selector=team=core").await;
+    assert_eq!(users["resources"][0]["guid"], user.as_str());
+    assert_eq!(users["pagination"]["total_results"], 1);
     let (_, web) = kiln.get(&format!("/v3/apps/{a_guid}/processes/web")).await;
     let (status, p) = kiln
         .patch(
