@@ -63,14 +63,14 @@ fn service_entry(b: &ServiceBinding, si: &ServiceInstance) -> Value {
     })
 }
 
-/// The running and staging environment variable groups (platform-wide
-/// variables every app gets). None are configurable yet.
-pub fn running_group() -> BTreeMap<String, String> {
-    BTreeMap::new()
+/// The running and staging environment variable groups: platform-wide
+/// variables every app gets, set by an admin.
+pub async fn running_group(ctx: &Ctx) -> ApiResult<BTreeMap<String, String>> {
+    Ok(db::settings::env_group(&ctx.pool, "running").await?.vars)
 }
 
-pub fn staging_group() -> BTreeMap<String, String> {
-    BTreeMap::new()
+pub async fn staging_group(ctx: &Ctx) -> ApiResult<BTreeMap<String, String>> {
+    Ok(db::settings::env_group(&ctx.pool, "staging").await?.vars)
 }
 
 /// `host.domain[/path]` of the routes mapped to an app (optionally to one
@@ -145,11 +145,16 @@ pub async fn vcap_application(
     }))
 }
 
+/// The platform's variables, then the group's and the app's: an app
+/// variable overrides the group's (CC's precedence). Later variables win in
+/// the container, so a user variable may replace `LANG` as in CF, but never
+/// a `VCAP_` one (refused on input too; this guards rows older than that).
 fn with_app_vars(mut env: Vec<EnvVar>, app: &App, group: BTreeMap<String, String>) -> Vec<EnvVar> {
-    env.extend(group.iter().map(|(k, v)| EnvVar::new(k, v)));
+    let mut user = group;
+    user.extend(app.environment_variables.clone());
     env.extend(
-        app.environment_variables
-            .iter()
+        user.iter()
+            .filter(|(k, _)| !k.to_ascii_uppercase().starts_with("VCAP_"))
             .map(|(k, v)| EnvVar::new(k, v)),
     );
     env
@@ -177,7 +182,7 @@ pub async fn staging_env(
         EnvVar::new("MEMORY_LIMIT", format!("{memory_mb}m")),
         EnvVar::new("LANG", "en_US.UTF-8"),
     ];
-    Ok(with_app_vars(env, app, staging_group()))
+    Ok(with_app_vars(env, app, staging_group(ctx).await?))
 }
 
 /// The environment of one process's instances: the app-level
@@ -197,15 +202,15 @@ pub async fn running_env(ctx: &Ctx, app: &App, p: &Process) -> ApiResult<Vec<Env
         EnvVar::new("LANG", "en_US.UTF-8"),
         EnvVar::new("VCAP_APP_HOST", "0.0.0.0"),
     ];
-    Ok(with_app_vars(env, app, running_group()))
+    Ok(with_app_vars(env, app, running_group(ctx).await?))
 }
 
 /// `GET /v3/apps/:guid/env`.
 pub async fn env_document(ctx: &Ctx, app: &App) -> ApiResult<Value> {
     Ok(json!({
         "environment_variables": app.environment_variables,
-        "staging_env_json": staging_group(),
-        "running_env_json": running_group(),
+        "staging_env_json": staging_group(ctx).await?,
+        "running_env_json": running_group(ctx).await?,
         "system_env_json": {"VCAP_SERVICES": vcap_services(ctx, app).await?},
         "application_env_json": {"VCAP_APPLICATION": vcap_application(ctx, app, None).await?},
     }))

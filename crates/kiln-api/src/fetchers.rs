@@ -34,8 +34,21 @@ pub fn of_visible_apps(perms: &Permissions) -> Option<Cond> {
 }
 
 /// `column IN (values)` for each of `filters` (query parameter → column)
-/// the request gives.
-fn conds(params: &ListParams, filters: &[(&str, &'static str)]) -> Vec<Cond> {
+/// the request gives, and its `label_selector` on the listed table (every
+/// list goes through here, so every list takes a selector).
+fn conds(params: &ListParams, filters: &[(&str, &'static str)]) -> ApiResult<Vec<Cond>> {
+    let mut c: Vec<Cond> = filters
+        .iter()
+        .filter_map(|(param, column)| params.list(param).map(|v| Cond::In(column, v)))
+        .collect();
+    let selector = crate::messages::metadata::label_selector(params.get("label_selector"))?;
+    c.extend(selector.into_iter().map(Cond::Label));
+    Ok(c)
+}
+
+/// The filters only (a second set on a list that already has its
+/// selector).
+fn more_conds(params: &ListParams, filters: &[(&str, &'static str)]) -> Vec<Cond> {
     filters
         .iter()
         .filter_map(|(param, column)| params.list(param).map(|v| Cond::In(column, v)))
@@ -52,7 +65,7 @@ pub async fn orgs(
     perms: &Permissions,
     params: &ListParams,
 ) -> ApiResult<Vec<Organization>> {
-    let mut c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    let mut c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     c.extend(perms.readable_orgs().map(|orgs| Cond::In("guid", orgs)));
     db::list(&ctx.pool, &c).await
 }
@@ -65,20 +78,20 @@ pub async fn spaces(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiR
             ("guids", "guid"),
             ("organization_guids", "organization_guid"),
         ],
-    );
+    )?;
     c.extend(in_visible_spaces(perms, "guid"));
     db::list(&ctx.pool, &c).await
 }
 
 pub async fn domains(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Domain>> {
-    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    let c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     db::list(&ctx.pool, &c).await
 }
 
 /// The domains an org may use (every domain is shared).
 pub async fn org_domains(ctx: &Ctx, org_guid: &str, params: &ListParams) -> ApiResult<Vec<Domain>> {
     db::get::<Organization>(&ctx.pool, org_guid).await?;
-    let c = conds(params, &[("names", "name")]);
+    let c = conds(params, &[("names", "name")])?;
     db::list(&ctx.pool, &c).await
 }
 
@@ -93,7 +106,7 @@ pub async fn org_default_domain(ctx: &Ctx, org_guid: &str) -> ApiResult<Domain> 
 }
 
 pub async fn stacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Stack>> {
-    let c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    let c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     db::list(&ctx.pool, &c).await
 }
 
@@ -102,7 +115,7 @@ pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Buildpa
     let c = conds(
         params,
         &[("names", "name"), ("guids", "guid"), ("stacks", "stack")],
-    );
+    )?;
     let mut list: Vec<Buildpack> = db::list(&ctx.pool, &c).await?;
     list.sort_by_key(|b| b.position);
     Ok(list)
@@ -117,7 +130,7 @@ pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiRes
             ("space_guids", "space_guid"),
             ("stacks", "stack"),
         ],
-    );
+    )?;
     if let Some(orgs) = params.list("organization_guids") {
         c.push(Cond::Via {
             column: "space_guid",
@@ -144,7 +157,7 @@ pub async fn processes(
             ("guids", "guid"),
             ("types", "type"),
         ],
-    );
+    )?;
     if let Some(spaces) = params.list("space_guids") {
         c.push(Cond::Via {
             column: "app_guid",
@@ -179,7 +192,7 @@ pub async fn app_processes(
     params: &ListParams,
 ) -> ApiResult<(App, Vec<Process>)> {
     let app = db::get::<App>(&ctx.pool, app_guid).await?;
-    let mut c = conds(params, &[("types", "type"), ("guids", "guid")]);
+    let mut c = conds(params, &[("types", "type"), ("guids", "guid")])?;
     c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
     Ok((app, db::list(&ctx.pool, &c).await?))
 }
@@ -207,13 +220,13 @@ pub async fn packages(
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Package>> {
-    let mut c = conds(params, &[("states", "state"), ("types", "type")]);
+    let mut c = conds(params, &[("states", "state"), ("types", "type")])?;
     match app_guid {
         Some(app) => {
             db::get::<App>(&ctx.pool, app).await?;
             c.push(Cond::In("app_guid", vec![app.to_string()]));
         }
-        None => c.extend(conds(
+        None => c.extend(more_conds(
             params,
             &[("app_guids", "app_guid"), ("guids", "guid")],
         )),
@@ -229,13 +242,13 @@ pub async fn builds(
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Build>> {
-    let mut c = conds(params, &[("states", "state")]);
+    let mut c = conds(params, &[("states", "state")])?;
     match app_guid {
         Some(app) => {
             db::get::<App>(&ctx.pool, app).await?;
             c.push(Cond::In("app_guid", vec![app.to_string()]));
         }
-        None => c.extend(conds(
+        None => c.extend(more_conds(
             params,
             &[
                 ("app_guids", "app_guid"),
@@ -256,7 +269,7 @@ pub async fn droplets(
     app_guid: Option<&str>,
     params: &ListParams,
 ) -> ApiResult<Vec<Droplet>> {
-    let mut c = conds(params, &[("states", "state")]);
+    let mut c = conds(params, &[("states", "state")])?;
     match app_guid {
         Some(app_guid) => {
             let app = db::get::<App>(&ctx.pool, app_guid).await?;
@@ -265,7 +278,7 @@ pub async fn droplets(
                 c.push(Cond::In("guid", app.droplet_guid.into_iter().collect()));
             }
         }
-        None => c.extend(conds(
+        None => c.extend(more_conds(
             params,
             &[
                 ("app_guids", "app_guid"),
@@ -307,7 +320,7 @@ pub async fn routes(
             ("domain_guids", "domain_guid"),
             ("space_guids", "space_guid"),
         ],
-    );
+    )?;
     let mapped_to = |values: Vec<String>| Cond::Via {
         column: "guid",
         table: "route_destinations",
@@ -404,7 +417,7 @@ pub async fn deployments(
             ("states", "state"),
             ("status_reasons", "status_reason"),
         ],
-    );
+    )?;
     // A status value is a set of states.
     if let Some(values) = params.list("status_values") {
         let states = values
@@ -453,7 +466,7 @@ pub async fn app_revisions(
     params: &ListParams,
 ) -> ApiResult<Vec<(db::Revision, Option<Droplet>)>> {
     db::get::<App>(&ctx.pool, app_guid).await?;
-    let mut c = conds(params, &[("versions", "version")]);
+    let mut c = conds(params, &[("versions", "version")])?;
     c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
     let mut out = Vec::new();
     for r in db::list::<db::Revision>(&ctx.pool, &c).await? {
@@ -556,16 +569,16 @@ pub async fn tasks(
     let mut c = conds(
         params,
         &[("guids", "guid"), ("names", "name"), ("states", "state")],
-    );
+    )?;
     c.extend(of_visible_apps(perms));
     match app_guid {
         Some(app) => {
             db::get::<App>(&ctx.pool, app).await?;
             c.push(Cond::In("app_guid", vec![app.to_string()]));
-            c.extend(conds(params, &[("sequence_ids", "sequence_id")]));
+            c.extend(more_conds(params, &[("sequence_ids", "sequence_id")]));
         }
         None => {
-            c.extend(conds(params, &[("app_guids", "app_guid")]));
+            c.extend(more_conds(params, &[("app_guids", "app_guid")]));
             app_scope(ctx, params, &mut c).await?;
         }
     }
@@ -607,7 +620,7 @@ pub async fn audit_events(
             ("space_guids", "space_guid"),
             ("organization_guids", "organization_guid"),
         ],
-    );
+    )?;
     created_ats(params, &mut c)?;
     c.extend(in_visible_spaces(perms, "space_guid"));
     db::list(&ctx.pool, &c).await
@@ -629,7 +642,7 @@ pub async fn roles(
             ("space_guids", "space_guid"),
             ("organization_guids", "organization_guid"),
         ],
-    );
+    )?;
     // A role's scope is its space or its org (guids never collide).
     if let (Some(spaces), Some(orgs)) = (perms.readable_spaces(), perms.readable_orgs()) {
         c.push(Cond::In(
@@ -675,7 +688,7 @@ pub async fn users(
     perms: &Permissions,
     params: &ListParams,
 ) -> ApiResult<Vec<UserView>> {
-    let mut c = conds(params, &[("guids", "guid")]);
+    let mut c = conds(params, &[("guids", "guid")])?;
     if let Some(names) = params.list("usernames") {
         c.push(Cond::Via {
             column: "guid",
@@ -761,7 +774,7 @@ pub async fn service_instances(
             ("space_guids", "space_guid"),
             ("type", "type"),
         ],
-    );
+    )?;
     if let Some(orgs) = params.list("organization_guids") {
         c.push(Cond::Via {
             column: "space_guid",
@@ -799,7 +812,7 @@ pub async fn service_bindings(
             ("app_guids", "app_guid"),
             ("service_instance_guids", "service_instance_guid"),
         ],
-    );
+    )?;
     let by_name = |column, table, values| Cond::Via {
         column,
         table,
@@ -825,7 +838,7 @@ pub async fn org_quotas(
     perms: &Permissions,
     params: &ListParams,
 ) -> ApiResult<Vec<(db::OrganizationQuota, Vec<String>)>> {
-    let mut c = conds(params, &[("names", "name"), ("guids", "guid")]);
+    let mut c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     if let Some(orgs) = params.list("organization_guids") {
         c.push(Cond::Via {
             column: "guid",
@@ -854,4 +867,114 @@ pub async fn org_quota_orgs(ctx: &Ctx, perms: &Permissions, quota: &str) -> ApiR
             .filter(|org| perms.can_read_org(org))
             .collect(),
     )
+}
+
+/// The labels and annotations of each of `guids` that has any.
+pub async fn metadata(
+    ctx: &Ctx,
+    guids: &[String],
+) -> ApiResult<std::collections::HashMap<String, db::metadata::Metadata>> {
+    db::metadata::read(&ctx.pool, guids).await
+}
+
+/// What is in use, platform-wide or in one org (which must exist).
+pub async fn usage(ctx: &Ctx, org: Option<&str>) -> ApiResult<db::settings::Usage> {
+    if let Some(org) = org {
+        db::get::<Organization>(&ctx.pool, org).await?;
+    }
+    db::settings::usage(&ctx.pool, org).await
+}
+
+/// Whether the domain (which must exist) has a route with the `host` and
+/// `path` the query gives (CC's check-route).
+pub async fn route_reserved(ctx: &Ctx, domain_guid: &str, params: &ListParams) -> ApiResult<bool> {
+    db::get::<Domain>(&ctx.pool, domain_guid).await?;
+    let mut c = vec![Cond::In("domain_guid", vec![domain_guid.to_string()])];
+    for (param, column) in [("host", "host"), ("path", "path")] {
+        if let Some(v) = params.get(param) {
+            c.push(Cond::In(column, vec![v.to_string()]));
+        }
+    }
+    Ok(!db::list::<Route>(&ctx.pool, &c).await?.is_empty())
+}
+
+/// A package whose bits can be downloaded: a READY bits package.
+pub async fn downloadable_package(ctx: &Ctx, guid: &str) -> ApiResult<Package> {
+    let p = db::get::<Package>(&ctx.pool, guid).await?;
+    if p.state != kiln_model::PackageState::Ready || p.r#type != "bits" {
+        return Err(ApiError::unprocessable(
+            "Package type must be bits and its state READY to download it.",
+        ));
+    }
+    Ok(p)
+}
+
+/// The revisions an app (which must exist) runs: while started, the newest
+/// revision of its current droplet.
+pub async fn deployed_revisions(
+    ctx: &Ctx,
+    app_guid: &str,
+) -> ApiResult<Vec<(db::Revision, Option<Droplet>)>> {
+    let app = db::get::<App>(&ctx.pool, app_guid).await?;
+    let Some(droplet) = app
+        .droplet_guid
+        .filter(|_| app.state == kiln_model::AppState::Started)
+    else {
+        return Ok(Vec::new());
+    };
+    let revs: Vec<db::Revision> = db::list(
+        &ctx.pool,
+        &[
+            Cond::In("app_guid", vec![app_guid.to_string()]),
+            Cond::In("droplet_guid", vec![droplet]),
+        ],
+    )
+    .await?;
+    match revs.into_iter().last() {
+        Some(r) => Ok(vec![revision_droplet(ctx, r).await?]),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// An app (which must exist) as a manifest entry.
+pub async fn app_manifest(ctx: &Ctx, app_guid: &str) -> ApiResult<serde_json::Value> {
+    let app = db::get::<App>(&ctx.pool, app_guid).await?;
+    let processes: Vec<Process> =
+        db::list(&ctx.pool, &[Cond::In("app_guid", vec![app.guid.clone()])]).await?;
+    let uris = crate::environment::app_uris(ctx, &app.guid, None).await?;
+    let image = match &app.droplet_guid {
+        Some(d) => db::find::<Droplet>(&ctx.pool, d)
+            .await?
+            .and_then(|d| d.docker_image),
+        None => None,
+    };
+    let meta = db::metadata::read(&ctx.pool, std::slice::from_ref(&app.guid)).await?;
+    Ok(crate::presenters::manifest::app_manifest(
+        &app,
+        &processes,
+        &uris,
+        image.as_deref(),
+        meta.get(&app.guid),
+    ))
+}
+
+/// The manifest entries of the space's apps named `names` (absent: none).
+pub async fn space_app_manifests(
+    ctx: &Ctx,
+    space_guid: &str,
+    names: Vec<String>,
+) -> ApiResult<std::collections::HashMap<String, serde_json::Value>> {
+    let apps: Vec<App> = db::list(
+        &ctx.pool,
+        &[
+            Cond::In("space_guid", vec![space_guid.to_string()]),
+            Cond::In("name", names),
+        ],
+    )
+    .await?;
+    let mut out = std::collections::HashMap::new();
+    for a in apps {
+        out.insert(a.name.clone(), app_manifest(ctx, &a.guid).await?);
+    }
+    Ok(out)
 }

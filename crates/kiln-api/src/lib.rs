@@ -36,12 +36,12 @@ pub use config::{ApiConfig, ApiDeps, DEFAULT_MAX_PACKAGE_BYTES};
 pub use error::ApiError;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use context::{Ctx, Shared};
 use controllers::{
-    apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    organization_quotas, packages, processes, roles, routes, service_credential_bindings,
-    service_instances, tasks, users,
+    apps, audit_events, buildpacks, builds, catalog, deployments, internal, links, logcache,
+    manifest, metadata, organization_quotas, packages, processes, roles, routes,
+    service_credential_bindings, service_instances, settings, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -217,7 +217,6 @@ fn router(ctx: Shared) -> Router {
             "/v3/revisions/{guid}/environment_variables",
             get(deployments::revision_env),
         )
-        .route("/v3/feature_flags", get(catalog::empty_list))
         // buildpacks
         .route(
             "/v3/buildpacks",
@@ -377,6 +376,49 @@ fn router(ctx: Shared) -> Router {
             "/v3/organization_quotas/{guid}/relationships/organizations",
             post(organization_quotas::apply),
         )
+        // labels and annotations, feature flags, environment variable
+        // groups, usage summaries
+        .route("/v3/packages/{guid}", patch(metadata::patch_package))
+        .route("/v3/builds/{guid}", patch(metadata::patch_build))
+        .route("/v3/droplets/{guid}", patch(metadata::patch_droplet))
+        .route("/v3/routes/{guid}", patch(metadata::patch_route))
+        .route("/v3/domains/{guid}", patch(metadata::patch_domain))
+        .route("/v3/stacks/{guid}", patch(metadata::patch_stack))
+        .route("/v3/buildpacks/{guid}", patch(metadata::patch_buildpack))
+        .route("/v3/deployments/{guid}", patch(metadata::patch_deployment))
+        .route("/v3/revisions/{guid}", patch(metadata::patch_revision))
+        .route("/v3/tasks/{guid}", patch(metadata::patch_task))
+        .route("/v3/users/{guid}", patch(metadata::patch_user))
+        .route("/v3/feature_flags", get(settings::list_feature_flags))
+        .route(
+            "/v3/feature_flags/{name}",
+            get(settings::get_feature_flag).patch(settings::update_feature_flag),
+        )
+        .route(
+            "/v3/environment_variable_groups/{name}",
+            get(settings::get_env_group).patch(settings::update_env_group),
+        )
+        .route("/v3/info/usage_summary", get(settings::usage_summary))
+        .route(
+            "/v3/organizations/{guid}/usage_summary",
+            get(settings::org_usage_summary),
+        )
+        .route(
+            "/v3/domains/{guid}/route_reservations",
+            get(links::route_reservations),
+        )
+        .route("/v3/packages/{guid}/download", get(links::package_download))
+        .route(
+            "/v3/apps/{guid}/revisions/deployed",
+            get(links::deployed_revisions),
+        )
+        .route(
+            "/v3/apps/{guid}/actions/clear_buildpack_cache",
+            post(links::clear_buildpack_cache),
+        )
+        .route("/v3/apps/{guid}/manifest", get(manifest::app_manifest))
+        // Every answer's labels and annotations.
+        .route_layer(from_fn_with_state(ctx.clone(), metadata::present))
         // Innermost: every route's rule, once the token is known.
         .route_layer(from_fn_with_state(ctx.clone(), auth::authorize))
         .route_layer(from_fn_with_state(ctx.clone(), auth::require_token));

@@ -246,8 +246,9 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
     use Target::{Body, None as Nothing, Path as P};
     match (method, route) {
         ("GET", "/v3/organizations") => rule(Nothing, Token),
-        // CC's user_org_creation feature flag is off: admins create orgs.
-        ("POST", "/v3/organizations") => rule(Nothing, Admin),
+        // Admins, or anyone while the user_org_creation flag is on (its
+        // handler asks).
+        ("POST", "/v3/organizations") => rule(Nothing, Token),
         ("GET", "/v3/organizations/{guid}")
         | ("GET", "/v3/organizations/{guid}/domains")
         | ("GET", "/v3/organizations/{guid}/domains/default") => rule(P(Org), Read),
@@ -328,6 +329,30 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("DELETE", "/v3/routes/{guid}")
         | ("POST", "/v3/routes/{guid}/destinations")
         | ("DELETE", "/v3/routes/{guid}/destinations/{dguid}") => rule(P(Route), Write),
+        // Labels and annotations, settings, usage (issue 14).
+        ("PATCH", "/v3/packages/{guid}") => rule(P(Package), Write),
+        ("PATCH", "/v3/builds/{guid}") => rule(P(Build), Write),
+        ("PATCH", "/v3/droplets/{guid}") => rule(P(Droplet), Write),
+        ("PATCH", "/v3/routes/{guid}") => rule(P(Route), Write),
+        ("PATCH", "/v3/deployments/{guid}") => rule(P(Deployment), Write),
+        ("PATCH", "/v3/revisions/{guid}") => rule(P(Revision), Write),
+        ("PATCH", "/v3/tasks/{guid}") => rule(P(Task), Write),
+        ("PATCH", "/v3/domains/{guid}")
+        | ("PATCH", "/v3/stacks/{guid}")
+        | ("PATCH", "/v3/buildpacks/{guid}")
+        | ("PATCH", "/v3/users/{guid}")
+        | ("PATCH", "/v3/feature_flags/{name}")
+        | ("PATCH", "/v3/environment_variable_groups/{name}")
+        | ("GET", "/v3/info/usage_summary") => rule(Nothing, Admin),
+        ("GET", "/v3/feature_flags/{name}") | ("GET", "/v3/environment_variable_groups/{name}") => {
+            rule(Nothing, Token)
+        }
+        ("GET", "/v3/organizations/{guid}/usage_summary") => rule(P(Org), Read),
+        ("GET", "/v3/domains/{guid}/route_reservations") => rule(Nothing, Token),
+        ("GET", "/v3/packages/{guid}/download") => rule(P(Package), Secrets),
+        ("GET", "/v3/apps/{guid}/revisions/deployed") => rule(P(App), Read),
+        ("GET", "/v3/apps/{guid}/manifest") => rule(P(App), Secrets),
+        ("POST", "/v3/apps/{guid}/actions/clear_buildpack_cache") => rule(P(App), Write),
         // Users: CC's and UAA's. Who may see a user, and who may grant or
         // revoke a role, depends on more than the route: the fetchers and
         // actions ask this module.

@@ -12,9 +12,13 @@ use kiln_model::logs::ContainerMetric;
 use kiln_model::{ActualLrpState, BuildState, DeploymentState, DropletState};
 use serde_json::{Value, json};
 
+pub mod manifest;
+pub mod settings;
+
 pub const API_VERSION: &str = "3.180.0";
 
-/// Labels and annotations (not kept yet: accepted and presented empty).
+/// Labels and annotations: the empty shape every resource has here;
+/// `controllers::metadata::present` fills it from the metadata tables.
 pub fn metadata() -> Value {
     json!({"labels": {}, "annotations": {}})
 }
@@ -49,8 +53,8 @@ pub fn v3_root(b: &str) -> Value {
         "deployments",
         "domains",
         "droplets",
+        "feature_flags",
         "info",
-        "jobs",
         "organizations",
         "packages",
         "processes",

@@ -69,6 +69,7 @@ async fn resolve_lifecycle(
     }
     let data = l.data.unwrap_or_default();
     if kind == LifecycleType::Docker {
+        super::settings::require(ctx, None, "diego_docker").await?;
         if data.buildpacks.is_some() || data.stack.is_some() {
             return Err(ApiError::unprocessable(
                 "Lifecycle data must be empty for a docker app",
@@ -100,7 +101,7 @@ async fn resolve_lifecycle(
 /// Creates an app and its web process (`POST /v3/apps`, and apply_manifest
 /// for an app the space lacks).
 pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     msg.validate()?;
     let space_guid = msg.relationships.space.data.guid;
     db::find::<Space>(&ctx.pool, &space_guid)
@@ -163,16 +164,18 @@ pub async fn create(ctx: &Ctx, msg: CreateApp) -> ApiResult<App> {
     })?;
     processes::insert(&mut *tx, &guid, "web", 1, None).await?;
     audit::record(&mut *tx, created).await?;
+    db::metadata::apply(&mut tx, &guid, &meta).await?;
     tx.commit().await?;
     let app = db::get::<App>(&ctx.pool, &guid).await?;
     tracing::info!(app_guid = %guid, name = %app.name, "app created");
+    super::metadata::apply(ctx, &app.guid, &meta).await?;
     Ok(app)
 }
 
 /// Renames an app or changes its lifecycle (`PATCH /v3/apps/:guid`, and
 /// apply_manifest for an existing app).
 pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let app = db::get::<App>(&ctx.pool, guid).await?;
     let name = msg.name.unwrap_or(app.name.clone());
     let current = AppLifecycle {
@@ -202,6 +205,7 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateApp) -> ApiResult<App> {
         format!("App with the name '{name}' already exists.")
     })?;
     audit::record(&mut *tx, updated_event).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     db::get::<App>(&ctx.pool, guid).await
 }
@@ -402,6 +406,7 @@ pub async fn set_current_droplet(ctx: &Ctx, guid: &str, msg: SetDroplet) -> ApiR
 
 /// Merges variables into an app's environment (a null value removes one).
 pub async fn merge_env_vars(ctx: &Ctx, guid: &str, msg: PatchEnv) -> ApiResult<App> {
+    msg.validate("Var")?;
     let app = db::get::<App>(&ctx.pool, guid).await?;
     let mut env = app.environment_variables.clone();
     for (k, v) in msg.var.unwrap_or_default() {
@@ -426,4 +431,13 @@ pub async fn merge_env_vars(ctx: &Ctx, guid: &str, msg: PatchEnv) -> ApiResult<A
     audit::record(&mut *tx, updated).await?;
     tx.commit().await?;
     db::get::<App>(&ctx.pool, guid).await
+}
+
+/// `POST /v3/apps/:guid/actions/clear_buildpack_cache`: drops the app's
+/// build cache blob (absent is fine).
+pub async fn clear_buildpack_cache(ctx: &Ctx, guid: &str) -> ApiResult<()> {
+    db::get::<App>(&ctx.pool, guid).await?;
+    ctx.blobstore.delete(&build_cache_key(guid)).await?;
+    tracing::info!(app_guid = guid, "buildpack cache cleared");
+    Ok(())
 }

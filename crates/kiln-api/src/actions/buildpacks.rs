@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use std::path::PathBuf;
 
 pub async fn create(ctx: &Ctx, msg: CreateBuildpack) -> ApiResult<Buildpack> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     msg.validate()?;
     let taken = || {
         format!(
@@ -62,6 +62,7 @@ pub async fn create(ctx: &Ctx, msg: CreateBuildpack) -> ApiResult<Buildpack> {
     )
     .await;
     db::unique_or_taken(inserted, taken)?;
+    db::metadata::apply(&mut tx, &guid, &meta).await?;
     tx.commit().await?;
     db::get::<Buildpack>(&ctx.pool, &guid).await
 }

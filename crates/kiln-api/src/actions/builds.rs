@@ -93,6 +93,7 @@ struct Plan {
     lifecycle: StagingLifecycle,
     memory: i64,
     disk: i64,
+    meta: crate::db::metadata::Patch,
 }
 
 /// `POST /v3/builds`: returns the build, STAGING, or FAILED when it cannot
@@ -102,6 +103,7 @@ pub async fn create(ctx: &Ctx, user: &CurrentUser, msg: CreateBuild) -> ApiResul
     let build_guid = util::new_guid();
     let droplet_guid = util::new_guid();
     record(ctx, user, &plan, (&build_guid, &droplet_guid)).await?;
+    super::metadata::apply(ctx, &build_guid, &plan.meta).await?;
     ctx.api_log(
         &plan.app.guid,
         &format!("Creating build for app with guid {}", plan.app.guid),
@@ -113,7 +115,8 @@ pub async fn create(ctx: &Ctx, user: &CurrentUser, msg: CreateBuild) -> ApiResul
 /// Phase 1: the package is READY, the app is not staging already, the
 /// lifecycle and buildpacks resolve, staging memory and disk are chosen.
 async fn plan(ctx: &Ctx, msg: CreateBuild) -> ApiResult<Plan> {
-    let _ = (&msg.metadata, msg.staging_log_rate_limit_bytes_per_second);
+    let _ = msg.staging_log_rate_limit_bytes_per_second;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let package = db::find::<Package>(&ctx.pool, &msg.package.guid)
         .await?
         .ok_or_else(|| {
@@ -191,6 +194,7 @@ async fn plan(ctx: &Ctx, msg: CreateBuild) -> ApiResult<Plan> {
         lifecycle,
         memory,
         disk,
+        meta,
     })
 }
 

@@ -59,7 +59,7 @@ async fn resolve_target(ctx: &Ctx, app: &App, msg: &CreateDeployment) -> ApiResu
 /// beside the old one; on a stopped app the app simply starts and the
 /// deployment is DEPLOYED at once, as in Cloud Controller.
 pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     msg.validate()?;
     let app = db::find::<App>(&ctx.pool, &msg.relationships.app.data.guid)
         .await?
@@ -142,6 +142,7 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
     )
     .await?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, &guid, &meta).await?;
     tx.commit().await?;
     tracing::info!(deployment_guid = %guid, app_guid = %app.guid, strategy = msg.strategy(), "deployment created");
     if running {

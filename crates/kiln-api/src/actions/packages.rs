@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 /// package names its image and is READY at once. The package's type must
 /// be the one its app's lifecycle stages.
 pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     msg.validate()?;
     let docker = msg.docker_data()?;
     let app_guid = msg.relationships.app.data.guid.clone();
@@ -75,6 +75,7 @@ pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
     )
     .await?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, &guid, &meta).await?;
     tx.commit().await?;
     db::get::<Package>(&ctx.pool, &guid).await
 }

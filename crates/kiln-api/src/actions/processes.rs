@@ -70,7 +70,8 @@ pub async fn web_process(ctx: &Ctx, app_guid: &str) -> ApiResult<Process> {
 
 /// Changes a process's command and health check (`PATCH /v3/processes/:guid`).
 pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateProcess) -> ApiResult<Process> {
-    let _ = (&msg.readiness_health_check, &msg.metadata);
+    let _ = &msg.readiness_health_check;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let p = db::get::<Process>(&ctx.pool, guid).await?;
     msg.validate()?;
     let command = match msg.command {
@@ -118,6 +119,7 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateProcess) -> ApiResult<Proc
     )
     .await?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     ctx.api_log(&p.app_guid, &format!("Updating process: \"{}\"", p.r#type));
     db::get::<Process>(&ctx.pool, guid).await

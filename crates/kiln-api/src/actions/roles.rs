@@ -7,7 +7,7 @@
 
 use super::users;
 use crate::context::Ctx;
-use crate::db::{self, CcUser, Organization, Role, Space, User};
+use crate::db::{self, CcUser, Organization, Role, Space, User, Val};
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{CreateRole, RoleTarget};
 use crate::permissions::Permissions;
@@ -124,6 +124,32 @@ pub async fn create(ctx: &Ctx, perms: &Permissions, msg: CreateRole) -> ApiResul
     })?;
     tracing::info!(role_guid = %guid, kind = %msg.kind, user_guid = %user.guid, "role created");
     db::get::<Role>(&ctx.pool, &guid).await
+}
+
+/// Makes the user who created an org (with `user_org_creation` on) its
+/// user and manager, as CC does.
+pub async fn grant_org_creator(ctx: &Ctx, org: &str, user_guid: &str) -> ApiResult<()> {
+    super::users::ensure_cc_user(ctx, user_guid).await?;
+    let now = util::now();
+    let mut tx = ctx.pool.begin().await?;
+    for kind in ["organization_user", "organization_manager"] {
+        db::insert::<Role>(
+            &mut *tx,
+            vec![
+                ("guid", util::new_guid().into()),
+                ("type", kind.into()),
+                ("user_guid", user_guid.into()),
+                ("organization_guid", org.into()),
+                ("space_guid", Val::Text(None)),
+                ("scope_guid", org.into()),
+                ("created_at", now.as_str().into()),
+                ("updated_at", now.as_str().into()),
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `DELETE /v3/roles/:guid` (the caller sees the role: checked before).

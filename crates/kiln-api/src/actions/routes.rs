@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 /// Creates a route (`POST /v3/routes`, and apply_manifest); returns it.
 pub async fn create(ctx: &Ctx, msg: CreateRoute) -> ApiResult<Route> {
-    let _ = (&msg.options, &msg.metadata);
+    let _ = &msg.options;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let (host, path) = msg.validate()?;
     let space = db::find::<Space>(&ctx.pool, &msg.relationships.space.data.guid)
         .await?
@@ -51,6 +52,7 @@ pub async fn create(ctx: &Ctx, msg: CreateRoute) -> ApiResult<Route> {
             domain.name
         )
     })?;
+    super::metadata::apply(ctx, &guid, &meta).await?;
     db::get::<Route>(&ctx.pool, &guid).await
 }
 

@@ -25,7 +25,7 @@ fn named_request(name: Option<&str>, suspended: Option<bool>) -> Value {
 }
 
 pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organization> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     validate_name(&msg.name)?;
     let guid = util::new_guid();
     let now = util::now();
@@ -50,6 +50,7 @@ pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organiz
     let quota = super::quotas::default_quota(ctx).await?;
     super::quotas::assign(&mut tx, &guid, &quota.guid).await?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, &guid, &meta).await?;
     tx.commit().await?;
     tracing::info!(org_guid = %guid, name = %msg.name, "organization created");
     db::get::<Organization>(&ctx.pool, &guid).await
@@ -67,7 +68,7 @@ fn named_sets(msg: &UpdateNamed) -> Vec<(&'static str, Val)> {
 }
 
 pub async fn update_org(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<Organization> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let org = db::get::<Organization>(&ctx.pool, guid).await?;
     msg.validate()?;
     let data = named_request(msg.name.as_deref(), msg.suspended);
@@ -82,6 +83,7 @@ pub async fn update_org(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<Or
         )
     })?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     db::get::<Organization>(&ctx.pool, guid).await
 }
@@ -104,7 +106,7 @@ pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
 }
 
 pub async fn create_space(ctx: &Ctx, msg: CreateSpace) -> ApiResult<Space> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     validate_name(&msg.name)?;
     let org_guid = msg.relationships.organization.data.guid;
     db::find::<Organization>(&ctx.pool, &org_guid)
@@ -141,13 +143,14 @@ pub async fn create_space(ctx: &Ctx, msg: CreateSpace) -> ApiResult<Space> {
     .await;
     db::unique_or_taken(inserted, || "Name must be unique per organization".into())?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, &guid, &meta).await?;
     tx.commit().await?;
     tracing::info!(space_guid = %guid, name = %msg.name, "space created");
     db::get::<Space>(&ctx.pool, &guid).await
 }
 
 pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<Space> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let space = db::get::<Space>(&ctx.pool, guid).await?;
     msg.validate()?;
     let org = db::get::<Organization>(&ctx.pool, &space.organization_guid).await?;
@@ -167,6 +170,7 @@ pub async fn update_space(ctx: &Ctx, guid: &str, msg: UpdateNamed) -> ApiResult<
         )
     })?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, guid, &meta).await?;
     tx.commit().await?;
     db::get::<Space>(&ctx.pool, guid).await
 }

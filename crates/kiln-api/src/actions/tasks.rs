@@ -63,7 +63,8 @@ fn random_name() -> String {
 
 /// Creates a task and desires its BBS Task (`POST /v3/apps/:guid/tasks`).
 pub async fn create(ctx: &Ctx, app_guid: &str, msg: CreateTask) -> ApiResult<Task> {
-    let _ = (&msg.metadata, msg.log_rate_limit_in_bytes_per_second);
+    let _ = msg.log_rate_limit_in_bytes_per_second;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let app = db::get::<App>(&ctx.pool, app_guid).await?;
     msg.validate()?;
     let droplet = task_droplet(ctx, &app, msg.droplet_guid.as_deref()).await?;
@@ -118,6 +119,7 @@ pub async fn create(ctx: &Ctx, app_guid: &str, msg: CreateTask) -> ApiResult<Tas
     )
     .await?;
     audit::record(&mut *tx, event).await?;
+    db::metadata::apply(&mut tx, &guid, &meta).await?;
     tx.commit().await?;
     let task = db::get::<Task>(&ctx.pool, &guid).await?;
     submit(ctx, &app, &task, &droplet).await?;

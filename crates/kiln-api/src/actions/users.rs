@@ -136,7 +136,7 @@ pub async fn ensure_cc_user(ctx: &Ctx, guid: &str) -> ApiResult<CcUser> {
 
 /// `POST /v3/users`.
 pub async fn create(ctx: &Ctx, msg: CreateUser) -> ApiResult<CcUser> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     msg.validate()?;
     let guid = match (&msg.guid, &msg.username, &msg.origin) {
         (Some(guid), _, _) => guid.clone(),
@@ -155,7 +155,9 @@ pub async fn create(ctx: &Ctx, msg: CreateUser) -> ApiResult<CcUser> {
             "User with guid '{guid}' already exists."
         )));
     }
-    ensure_cc_user(ctx, &guid).await
+    let user = ensure_cc_user(ctx, &guid).await?;
+    super::metadata::apply(ctx, &guid, &meta).await?;
+    Ok(user)
 }
 
 /// `DELETE /v3/users/:guid`: the user's roles and record (UAA's user stays,

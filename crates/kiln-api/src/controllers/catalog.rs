@@ -52,11 +52,23 @@ pub async fn get_org(
     Ok(Json(p::org_json(&ctx.base, &o)))
 }
 
+/// `POST /v3/organizations`: admins, or anyone while `user_org_creation`
+/// is on (the creator then manages the org).
 pub async fn create_org(
     State(ctx): State<Shared>,
-    CfJson(msg): CfJson<CreateOrganization>,
+    axum::Extension(perms): axum::Extension<crate::permissions::Permissions>,
+    body: Result<CfJson<CreateOrganization>, crate::error::ApiError>,
 ) -> ApiResult<Response> {
+    // Who may create is answered before what the body says.
+    let by_user = !perms.is_admin();
+    if by_user && !actions::settings::enabled(&ctx, "user_org_creation").await? {
+        return Err(crate::error::ApiError::not_authorized());
+    }
+    let CfJson(msg) = body?;
     let o = actions::spaces::create_org(&ctx, msg).await?;
+    if by_user {
+        actions::roles::grant_org_creator(&ctx, &o.guid, &perms.user_guid).await?;
+    }
     Ok((StatusCode::CREATED, Json(p::org_json(&ctx.base, &o))).into_response())
 }
 

@@ -21,7 +21,7 @@ fn forbidden() -> Response {
 
 /// Streams a blob; an absent one is a 404 (which cells read as "absent",
 /// fine only for optional downloads such as the build cache).
-async fn serve_blob(ctx: &Ctx, key: &str, resource: &str) -> ApiResult<Response> {
+pub(super) async fn serve_blob(ctx: &Ctx, key: &str, resource: &str) -> ApiResult<Response> {
     match ctx.blobstore.open(key).await {
         Ok(file) => {
             let len = file.metadata().await.map(|m| m.len()).ok();

@@ -9,8 +9,10 @@ pub mod builds;
 pub mod catalog;
 pub mod deployments;
 pub mod internal;
+pub mod links;
 pub mod logcache;
 pub mod manifest;
+pub mod metadata;
 pub mod organization_quotas;
 pub mod packages;
 pub mod processes;
@@ -18,6 +20,7 @@ pub mod roles;
 pub mod routes;
 pub mod service_credential_bindings;
 pub mod service_instances;
+pub mod settings;
 pub mod tasks;
 pub mod users;
 

@@ -63,18 +63,22 @@ async fn scaled(ctx: &Ctx, p: Process, msg: ScaleProcess) -> ApiResult<Response>
 
 pub async fn scale(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(guid): Path<String>,
     CfJson(msg): CfJson<ScaleProcess>,
 ) -> ApiResult<Response> {
+    actions::settings::require(&ctx, Some(&perms), "app_scaling").await?;
     let (_, p) = fetchers::process(&ctx, &guid).await?;
     scaled(&ctx, p, msg).await
 }
 
 pub async fn scale_by_type(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path((app_guid, ptype)): Path<(String, String)>,
     CfJson(msg): CfJson<ScaleProcess>,
 ) -> ApiResult<Response> {
+    actions::settings::require(&ctx, Some(&perms), "app_scaling").await?;
     let (_, p) = fetchers::process_by_type(&ctx, &app_guid, &ptype).await?;
     scaled(&ctx, p, msg).await
 }

@@ -17,9 +17,11 @@ use serde_json::Value;
 
 pub async fn create(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(app_guid): Path<String>,
     CfJson(msg): CfJson<CreateTask>,
 ) -> ApiResult<Response> {
+    actions::settings::require(&ctx, Some(&perms), "task_creation").await?;
     let t = actions::tasks::create(&ctx, &app_guid, msg).await?;
     Ok((StatusCode::ACCEPTED, Json(task_json(&ctx.base, &t))).into_response())
 }

@@ -5,7 +5,9 @@
 //! takes. The SQL is written so PostgreSQL accepts it too: no `rowid` (rows
 //! carry a `seq`), no `INSERT OR IGNORE` (`ON CONFLICT DO NOTHING`).
 
+pub mod metadata;
 mod rows;
+pub mod settings;
 
 pub use rows::*;
 
@@ -53,6 +55,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         8,
         "services and quotas",
         include_str!("../../migrations/0008_services_quotas.sql"),
+    ),
+    (
+        9,
+        "metadata, environment variable groups, feature flags",
+        include_str!("../../migrations/0009_metadata_flags_domains.sql"),
     ),
 ];
 
@@ -181,6 +188,8 @@ pub enum Cond {
     /// `column op value`, op one of `<`, `<=`, `>`, `>=` (timestamp
     /// filters such as `created_ats[gt]`).
     Cmp(&'static str, &'static str, String),
+    /// A `label_selector` requirement on the listed table's `guid`.
+    Label(metadata::LabelRequirement),
 }
 
 fn push_in(q: &mut QueryBuilder<Sqlite>, values: &[String]) {
@@ -224,6 +233,7 @@ pub async fn list<T: Record>(pool: &SqlitePool, conds: &[Cond]) -> ApiResult<Vec
                 q.push(format!("{column} {op} "));
                 q.push_bind(value.clone());
             }
+            Cond::Label(r) => metadata::push_requirement(&mut q, r),
         }
     }
     q.push(" ORDER BY seq");

@@ -128,6 +128,7 @@ fn parse_app(v: &Value) -> ApiResult<AppManifest> {
         let env = v
             .as_object()
             .ok_or_else(|| ApiError::unprocessable("Env must be an object of keys and values"))?;
+        super::metadata::env_keys_error("Env", env.keys())?;
         m.env = Some(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     }
     read_process(&a, &mut m)?;
@@ -243,7 +244,7 @@ fn flag(a: &Map<String, Value>, key: &str) -> ApiResult<bool> {
 }
 
 /// A manifest size (`256M`, `1G`, `1024MB`, `512` = megabytes) in megabytes.
-fn megabytes(v: &Value, what: &str) -> ApiResult<i64> {
+pub(super) fn megabytes(v: &Value, what: &str) -> ApiResult<i64> {
     let invalid = || {
         ApiError::unprocessable(format!(
             "{what} must use a supported unit: B, K, KB, M, MB, G, GB, T, or TB (got {v})"
@@ -386,6 +387,14 @@ pub fn random_words() -> String {
         ADJECTIVES[r[0] as usize % ADJECTIVES.len()],
         NOUNS[r[1] as usize % NOUNS.len()]
     )
+}
+
+/// The `applications` of a manifest that [`parse_manifest`] accepted, as
+/// given (for `manifest_diff`).
+pub fn applications(body: &[u8]) -> ApiResult<Vec<Value>> {
+    parse_manifest(body)?;
+    let doc: Value = serde_saphyr::from_slice(body).map_err(|_| ApiError::parse_error())?;
+    Ok(doc["applications"].as_array().cloned().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! builds them directly from the manifest.
 
 pub mod manifest;
+pub mod manifest_diff;
+pub mod metadata;
 pub mod quotas;
 pub mod services;
 
@@ -68,7 +70,7 @@ pub struct CreateApp {
     #[serde(default)]
     pub environment_variables: Option<BTreeMap<String, Value>>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 impl CreateApp {
@@ -76,7 +78,8 @@ impl CreateApp {
         if self.name.trim().is_empty() {
             return Err(ApiError::unprocessable("Name can't be blank"));
         }
-        Ok(())
+        let keys = self.environment_variables.iter().flat_map(|v| v.keys());
+        metadata::env_keys_error("Environment variables", keys)
     }
 }
 
@@ -88,7 +91,7 @@ pub struct UpdateApp {
     #[serde(default)]
     pub lifecycle: Option<Lifecycle>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +105,72 @@ pub struct SetDroplet {
 pub struct PatchEnv {
     #[serde(default)]
     pub var: Option<BTreeMap<String, Value>>,
+}
+
+impl PatchEnv {
+    /// CC's variable name rules; `attribute` starts the message ("Var" for
+    /// the PATCH, "Env" for a manifest).
+    pub fn validate(&self, attribute: &str) -> ApiResult<()> {
+        metadata::env_keys_error(attribute, self.var.iter().flat_map(|v| v.keys()))
+    }
+}
+
+/// `PATCH /v3/environment_variable_groups/:name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEnvGroup {
+    #[serde(default)]
+    pub var: Option<BTreeMap<String, Value>>,
+}
+
+impl UpdateEnvGroup {
+    /// The changes (`None` removes), or CC's 422: names as for apps, and
+    /// only string or null values.
+    pub fn validate(self) -> ApiResult<Vec<(String, Option<String>)>> {
+        let var = self.var.unwrap_or_default();
+        metadata::env_keys_error("Var", var.keys())?;
+        var.into_iter()
+            .map(|(k, v)| match v {
+                Value::Null => Ok((k, None)),
+                Value::String(s) => Ok((k, Some(s))),
+                other => Err(ApiError::unprocessable(format!(
+                    "Non-string value in environment variable for key '{k}', value '{other}'"
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// `PATCH /v3/feature_flags/:name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFeatureFlag {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Absent: unchanged; null: cleared.
+    #[serde(default, deserialize_with = "present")]
+    pub custom_error_message: Option<Option<String>>,
+}
+
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl UpdateFeatureFlag {
+    pub fn validate(&self) -> ApiResult<()> {
+        if let Some(Some(m)) = &self.custom_error_message
+            && m.trim().is_empty()
+        {
+            return Err(ApiError::unprocessable(
+                "Custom error message is too short (minimum is 1 character)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An environment variable's value as stored: strings as they are, other
@@ -129,7 +198,7 @@ pub struct CreatePackage {
     #[serde(default)]
     pub data: Option<Value>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 /// A docker package's `data` (Cloud Controller's `PackageCreateMessage`):
@@ -270,7 +339,7 @@ pub struct CreateBuild {
     #[serde(default)]
     pub staging_log_rate_limit_bytes_per_second: Option<i64>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -312,7 +381,7 @@ pub struct UpdateProcess {
     #[serde(default)]
     pub readiness_health_check: Option<Value>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 impl UpdateProcess {
@@ -375,7 +444,7 @@ pub struct CreateRoute {
     #[serde(default)]
     pub options: Option<Value>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 fn valid_host(host: &str) -> bool {
@@ -476,7 +545,7 @@ pub struct CreateBuildpack {
     #[serde(default)]
     pub lifecycle: Option<String>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 impl CreateBuildpack {
@@ -517,7 +586,7 @@ pub struct CreateOrganization {
     #[serde(default)]
     pub suspended: Option<bool>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 /// `PATCH /v3/organizations/:guid` and `PATCH /v3/spaces/:guid`.
@@ -529,7 +598,7 @@ pub struct UpdateNamed {
     #[serde(default)]
     pub suspended: Option<bool>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 impl UpdateNamed {
@@ -552,7 +621,7 @@ pub struct CreateSpace {
     #[serde(default)]
     pub suspended: Option<bool>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -582,7 +651,7 @@ pub struct CreateDeployment {
     #[serde(default)]
     pub options: Option<DeploymentOptions>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 /// The strategies Kiln deploys with.
@@ -649,7 +718,7 @@ pub struct CreateTask {
     #[serde(default)]
     pub template: Option<TaskTemplate>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 /// Cloud Controller's `TaskModel::COMMAND_MAX_LENGTH`.
@@ -781,7 +850,7 @@ pub struct CreateUser {
     #[serde(default)]
     pub origin: Option<String>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<metadata::MetadataPatch>,
 }
 
 impl CreateUser {
@@ -903,4 +972,12 @@ impl CreateRole {
             )),
         }
     }
+}
+
+/// The body of a `PATCH` that changes only labels and annotations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMetadata {
+    #[serde(default)]
+    pub metadata: Option<metadata::MetadataPatch>,
 }

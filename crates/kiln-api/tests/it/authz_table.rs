@@ -158,6 +158,49 @@ const TABLE: &[(&str, &str, &str, char)] = &[
         "YFFFD",
         'D',
     ),
+    // Labels and annotations, settings, usage (issue 14).
+    ("PATCH", "/v3/packages/{guid}", "YFFFD", 'D'),
+    ("PATCH", "/v3/builds/{guid}", "YFFFD", 'D'),
+    ("PATCH", "/v3/droplets/{guid}", "YFFFD", 'D'),
+    ("PATCH", "/v3/routes/{guid}", "YFFFD", 'D'),
+    ("PATCH", "/v3/deployments/{guid}", "YFFFD", 'D'),
+    ("PATCH", "/v3/revisions/{guid}", "YFFFD", 'D'),
+    ("PATCH", "/v3/tasks/{guid}", "YFFFD", 'D'),
+    ("PATCH", "/v3/domains/{guid}", "FFFFF", 'F'),
+    ("PATCH", "/v3/stacks/{guid}", "FFFFF", 'F'),
+    ("PATCH", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
+    ("PATCH", "/v3/users/{guid}", "FFFFF", 'F'),
+    ("GET", "/v3/feature_flags/{name}", "YYYYY", 'Y'),
+    ("PATCH", "/v3/feature_flags/{name}", "FFFFF", 'F'),
+    (
+        "GET",
+        "/v3/environment_variable_groups/{name}",
+        "YYYYY",
+        'Y',
+    ),
+    (
+        "PATCH",
+        "/v3/environment_variable_groups/{name}",
+        "FFFFF",
+        'F',
+    ),
+    ("GET", "/v3/info/usage_summary", "FFFFF", 'F'),
+    (
+        "GET",
+        "/v3/organizations/{guid}/usage_summary",
+        "YYYYY",
+        'D',
+    ),
+    ("GET", "/v3/domains/{guid}/route_reservations", "YYYYY", 'Y'),
+    ("GET", "/v3/packages/{guid}/download", "YFFFD", 'D'),
+    ("GET", "/v3/apps/{guid}/revisions/deployed", "YYYYD", 'D'),
+    ("GET", "/v3/apps/{guid}/manifest", "YFFFD", 'D'),
+    (
+        "POST",
+        "/v3/apps/{guid}/actions/clear_buildpack_cache",
+        "YFFFD",
+        'D',
+    ),
     ("GET", "/v3/apps/{guid}/tasks", "YYYYD", 'D'),
     ("POST", "/v3/apps/{guid}/tasks", "YFFFD", 'D'),
     ("GET", "/v3/tasks", "YYYYY", 'Y'),
@@ -477,6 +520,7 @@ fn path_of(route: &str, guid: &str) -> String {
     route
         .replacen("{guid}", guid, 1)
         .replacen("{source_id}", guid, 1)
+        .replacen("{name}", guid, 1)
         .replace("{ptype}", "web")
         .replace("{dguid}", "00000000-0000-0000-0000-000000000000")
 }
@@ -575,6 +619,8 @@ async fn every_route_answers_each_role_as_the_table_says() {
         "organization_quotas",
         quota["guid"].as_str().unwrap().to_string(),
     );
+    shared.insert("feature_flags", "app_scaling".into());
+    shared.insert("environment_variable_groups", "running".into());
 
     // The callers, each with one role on the own side.
     let mut callers = Vec::new();

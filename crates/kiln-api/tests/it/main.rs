@@ -6,6 +6,7 @@
 mod authz_table;
 mod custom_buildpacks;
 mod deployments;
+mod metadata;
 mod oneshot;
 mod quotas;
 mod roles;
@@ -1758,7 +1759,7 @@ async fn manifest_diff_and_apply_manifest() {
     let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
     let space = kiln.space_guid().await;
 
-    // manifest_diff: CF's real diff is only displayed by the CLI.
+    // manifest_diff: a new app is all additions.
     let diff_path = format!("/v3/spaces/{space}/manifest_diff");
     let (status, diff) = kiln
         .send(
@@ -1769,7 +1770,10 @@ async fn manifest_diff_and_apply_manifest() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{diff}");
-    assert_eq!(diff, json!({"diff": []}));
+    assert_eq!(
+        diff,
+        json!({"diff": [{"op": "add", "path": "/applications/0/name", "value": "web-app"}]})
+    );
     let (status, err) = kiln
         .post("/v3/spaces/no-such-space/manifest_diff", json!({}))
         .await;
@@ -1831,6 +1835,41 @@ applications:
         json!({"GREETING": "hello", "COUNT": "3", "DEBUG": "true"})
     );
     assert_eq!(kiln.route_urls(&app_guid).await, ["shop.localhost"]);
+
+    // The app as a manifest, and a diff against it: only what changes.
+    let r = kiln
+        .http
+        .get(format!("{}/v3/apps/{app_guid}/manifest", kiln.url))
+        .bearer_auth(&kiln.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/x-yaml");
+    let yaml = r.text().await.unwrap();
+    for line in [
+        "name: web-app",
+        "route: shop.localhost",
+        "memory: 512M",
+        "disk_quota: 1024M",
+        "instances: 2",
+        "GREETING: hello",
+    ] {
+        assert!(yaml.contains(line), "{line} not in {yaml}");
+    }
+    let (status, diff) = kiln
+        .send(
+            kiln.http
+                .post(format!("{}{diff_path}", kiln.url))
+                .header("content-type", "application/x-yaml")
+                .body("applications:\n- name: web-app\n  instances: 3\n  memory: 512M\n  disk-quota: 1G\n"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{diff}");
+    assert_eq!(
+        diff["diff"],
+        json!([{"op": "replace", "path": "/applications/0/processes/0/instances", "was": 2, "value": 3}])
+    );
 
     // Applying again updates the same app; env merges.
     let job = kiln
