@@ -198,7 +198,12 @@ fn router(ctx: Shared) -> Router {
             "/v3/buildpacks",
             get(buildpacks::list).post(buildpacks::create),
         )
-        .route("/v3/buildpacks/{guid}", get(buildpacks::get_one))
+        .route(
+            "/v3/buildpacks/{guid}",
+            get(buildpacks::get_one)
+                .patch(buildpacks::update)
+                .delete(buildpacks::delete),
+        )
         .route(
             "/v3/buildpacks/{guid}/upload",
             post(buildpacks::upload).layer(DefaultBodyLimit::max(upload_limit)),

@@ -3,7 +3,10 @@
 //! Cloud Controller's `app/messages`. Actions take these types; apply_manifest
 //! builds them directly from the manifest.
 
+mod buildpack_update;
 pub mod manifest;
+
+pub use buildpack_update::UpdateBuildpack;
 
 use crate::error::{ApiError, ApiResult};
 use serde::Deserialize;

@@ -87,6 +87,8 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/buildpacks", "YYYYY", 'Y'),
     ("POST", "/v3/buildpacks", "FFFFF", 'F'),
     ("GET", "/v3/buildpacks/{guid}", "YYYYY", 'Y'),
+    ("PATCH", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
+    ("DELETE", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
     ("POST", "/v3/buildpacks/{guid}/upload", "FFFFF", 'F'),
     ("GET", "/v3/apps", "YYYYY", 'Y'),
     ("POST", "/v3/apps", "YFFFU", 'U'),
@@ -355,6 +357,12 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
             .await;
             let (_, r) = grant(kiln, &kiln.token, "space_auditor", &user, ("space", space)).await;
             r["guid"].as_str().unwrap().to_string()
+        }
+        "buildpacks" => {
+            let (_, b) = kiln
+                .post("/v3/buildpacks", json!({"name": format!("fresh-{n}")}))
+                .await;
+            b["guid"].as_str().unwrap().to_string()
         }
         other => panic!("no fresh {other}"),
     }

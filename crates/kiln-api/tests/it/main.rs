@@ -4,6 +4,7 @@
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
 mod authz_table;
+mod buildpack_update;
 mod custom_buildpacks;
 mod deployments;
 mod oneshot;
