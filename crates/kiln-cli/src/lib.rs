@@ -33,7 +33,7 @@ mod summary;
 mod tasks;
 mod users;
 
-pub use buildpacks::CreateBuildpackArgs;
+pub use buildpacks::{CreateBuildpackArgs, DeleteBuildpackArgs, UpdateBuildpackArgs};
 pub use curl::CurlArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
@@ -56,6 +56,14 @@ pub enum Command {
     CreateBuildpack(CreateBuildpackArgs),
     /// List the admin buildpacks
     Buildpacks,
+    /// Change an admin buildpack: its zip, place, name, stack, enabled or locked
+    #[command(
+        after_help = "EXAMPLES:\n   kiln update-buildpack python -i 1 --enable\n   kiln update-buildpack python -p ./python_buildpack.zip --unlock\n   kiln update-buildpack python --rename python_v2 --assign-stack cflinuxfs4"
+    )]
+    UpdateBuildpack(UpdateBuildpackArgs),
+    /// Delete an admin buildpack
+    #[command(after_help = "EXAMPLE:\n   kiln delete-buildpack python -f")]
+    DeleteBuildpack(DeleteBuildpackArgs),
     /// Push apps from manifest.yml or flags: upload, stage, start, wait until they run
     #[command(after_help = PUSH_EXAMPLES)]
     Push(Box<PushArgs>),
@@ -268,6 +276,8 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::Target(args) => login::target(&mut session(home)?, args).await,
         Command::CreateBuildpack(args) => buildpacks::create(&mut session(home)?, args).await,
         Command::Buildpacks => buildpacks::list(&mut session(home)?).await,
+        Command::UpdateBuildpack(a) => buildpacks::update(&mut session(home)?, a).await,
+        Command::DeleteBuildpack(a) => buildpacks::delete(&mut session(home)?, a).await,
         Command::Push(args) => push::push(&mut session(home)?, *args).await,
         Command::Apps => app::apps(&mut session(home)?).await,
         Command::App(args) => app::app(&mut session(home)?, &args.name).await,
@@ -462,12 +472,50 @@ mod tests {
         let bp = Cli::try_parse_from(["kiln", "create-buildpack", "py", "dir", "1", "--disable"])
             .unwrap();
         assert!(matches!(bp.command, Command::CreateBuildpack(a) if a.disable && a.position == 1));
+        let up = Cli::try_parse_from([
+            "kiln",
+            "update-buildpack",
+            "py",
+            "-i",
+            "2",
+            "--disable",
+            "--lock",
+            "--rename",
+            "py2",
+        ])
+        .unwrap();
+        let Command::UpdateBuildpack(u) = up.command else {
+            panic!("not an update-buildpack")
+        };
+        assert_eq!(
+            (u.position, u.disable, u.lock, u.rename.as_deref()),
+            (Some(2), true, true, Some("py2"))
+        );
+        for bad in [
+            &["kiln", "update-buildpack", "py", "--enable", "--disable"][..],
+            &["kiln", "update-buildpack", "py", "--lock", "--unlock"],
+            &[
+                "kiln",
+                "update-buildpack",
+                "py",
+                "-s",
+                "a",
+                "--assign-stack",
+                "b",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let del = Cli::try_parse_from(["kiln", "delete-buildpack", "py", "-f"]).unwrap();
+        assert!(matches!(del.command, Command::DeleteBuildpack(a) if a.force));
         for verb in [
             "login",
             "logout",
             "target",
             "create-buildpack",
             "buildpacks",
+            "update-buildpack",
+            "delete-buildpack",
             "push",
             "apps",
             "app",
