@@ -38,8 +38,8 @@ use axum::Router;
 use axum::routing::{get, post, put};
 use context::{Ctx, Shared};
 use controllers::{
-    apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache, manifest,
-    packages, processes, roles, routes, tasks, users,
+    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, internal, logcache,
+    manifest, packages, processes, roles, routes, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -207,6 +207,16 @@ fn router(ctx: Shared) -> Router {
         .route(
             "/v3/buildpacks/{guid}/upload",
             post(buildpacks::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        // app features (ssh, revisions)
+        .route("/v3/apps/{guid}/features", get(app_features::list))
+        .route(
+            "/v3/apps/{guid}/features/{name}",
+            get(app_features::get_one).patch(app_features::update),
+        )
+        .route(
+            "/v3/apps/{guid}/ssh_enabled",
+            get(app_features::ssh_enabled),
         )
         // apps
         .route("/v3/apps", get(apps::list).post(apps::create))

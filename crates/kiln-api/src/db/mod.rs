@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "users, cc users and roles",
         include_str!("../../migrations/0007_users_roles.sql"),
     ),
+    (
+        10,
+        "app features (ssh, revisions)",
+        include_str!("../../migrations/0010_app_features.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

@@ -89,6 +89,10 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/buildpacks/{guid}", "YYYYY", 'Y'),
     ("PATCH", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
     ("DELETE", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
+    ("GET", "/v3/apps/{guid}/features", "YYYYD", 'D'),
+    ("GET", "/v3/apps/{guid}/features/{name}", "YYYYD", 'D'),
+    ("PATCH", "/v3/apps/{guid}/features/{name}", "YFFFD", 'D'),
+    ("GET", "/v3/apps/{guid}/ssh_enabled", "YYYYD", 'D'),
     ("POST", "/v3/buildpacks/{guid}/upload", "FFFFF", 'F'),
     ("GET", "/v3/apps", "YYYYY", 'Y'),
     ("POST", "/v3/apps", "YFFFU", 'U'),
@@ -391,6 +395,7 @@ fn path_of(route: &str, guid: &str) -> String {
         .replacen("{guid}", guid, 1)
         .replacen("{source_id}", guid, 1)
         .replace("{ptype}", "web")
+        .replace("{name}", "ssh")
         .replace("{dguid}", "00000000-0000-0000-0000-000000000000")
 }
 

@@ -3,6 +3,7 @@
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
+mod app_features;
 mod authz_table;
 mod buildpack_update;
 mod custom_buildpacks;
