@@ -1,7 +1,8 @@
 //! `kiln`'s user verbs: the cf CLI's everyday commands (login, target,
 //! push, apps, app, start, stop, restart, restage, scale, rename, delete,
 //! env, set-env, unset-env, routes, map-route, domains, stacks, logs, curl,
-//! run-task, tasks, terminate-task, events, ...) against a Cloud Foundry v3 API.
+//! run-task, tasks, terminate-task, events, update-buildpack, delete-buildpack,
+//! ssh-enabled, enable-ssh, disable-ssh, ...) against a Cloud Foundry v3 API.
 //!
 //! Architecture invariant: only the public HTTP API is used (`GET /`,
 //! `/v3/...`, `{login}/oauth/token`, `{log_cache}/api/v1/read`), with the
@@ -29,6 +30,7 @@ mod progress;
 mod push;
 mod resources;
 mod routes;
+mod ssh;
 mod summary;
 mod tasks;
 mod users;
@@ -130,6 +132,12 @@ pub enum Command {
     SetSpaceRole(SetSpaceRoleArgs),
     /// List a space's users by role
     SpaceUsers(SpaceUsersArgs),
+    /// Say whether an app can be reached over SSH (Kiln runs no SSH proxy: never)
+    SshEnabled(AppArgs),
+    /// Turn an app's ssh feature on
+    EnableSsh(AppArgs),
+    /// Turn an app's ssh feature off
+    DisableSsh(AppArgs),
     /// Print the client's version
     Version,
     /// Run a one-off task with an app's droplet and environment
@@ -323,6 +331,9 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::SetOrgRole(a) => users::set_org_role(&mut session(home)?, a).await,
         Command::SetSpaceRole(a) => users::set_space_role(&mut session(home)?, a).await,
         Command::SpaceUsers(a) => users::space_users(&mut session(home)?, a).await,
+        Command::SshEnabled(a) => ssh::ssh_enabled(&mut session(home)?, &a.name).await,
+        Command::EnableSsh(a) => ssh::set(&mut session(home)?, &a.name, true).await,
+        Command::DisableSsh(a) => ssh::set(&mut session(home)?, &a.name, false).await,
         Command::Version => {
             platform::version();
             Ok(())
@@ -543,6 +554,9 @@ mod tests {
             "orgs",
             "spaces",
             "version",
+            "ssh-enabled",
+            "enable-ssh",
+            "disable-ssh",
             "run-task",
             "tasks",
             "terminate-task",
