@@ -481,6 +481,15 @@ async fn push_stage_run_route_and_survive_a_restart() {
         probe["host_repo_visible"], false,
         "host files leak into the container: {probe}"
     );
+    // What buildpacks and apps read on cflinuxfs4, as far as the host has it.
+    for (path, there) in probe["stack_files"].as_object().unwrap() {
+        assert_eq!(
+            there.as_bool(),
+            Some(Path::new(path).exists()),
+            "{path} in the container vs on the host: {probe}"
+        );
+    }
+    assert_eq!(probe["app_link"], "/home/vcap/app", "{probe}");
     let headers = probe["headers"].as_object().unwrap();
     let header = |name: &str| {
         headers
@@ -545,6 +554,58 @@ async fn push_stage_run_route_and_survive_a_restart() {
     .await;
     assert!(!out.success, "a push no buildpack detects must fail\n{out}");
     assert!(format!("{out}").contains("NoAppDetectedError"), "{out}");
+
+    // ssh: a feature stored per app; Kiln runs no SSH proxy, so never on.
+    let out = cli(&home, &["ssh-enabled", "envprobe"]).await;
+    assert!(
+        out.success
+            && out
+                .stdout
+                .contains("ssh support is disabled for app 'envprobe'.\nssh is disabled globally"),
+        "{out}"
+    );
+    let out = cli(&home, &["disable-ssh", "envprobe"]).await;
+    assert!(out.success, "{out}");
+    let ssh = stats(format!("/v3/apps/{app_guid}/features/ssh")).await;
+    assert_eq!(ssh["enabled"], false, "{ssh}");
+    let out = cli(&home, &["enable-ssh", "envprobe"]).await;
+    assert!(
+        out.success && out.stdout.contains("TIP: Ensure ssh is also enabled"),
+        "{out}"
+    );
+
+    // update-buildpack and delete-buildpack, as an admin runs them.
+    let out = cli(
+        &home,
+        &[
+            "update-buildpack",
+            "python",
+            "-i",
+            "1",
+            "--disable",
+            "--lock",
+        ],
+    )
+    .await;
+    assert!(out.success, "update-buildpack failed\n{out}");
+    let out = cli(&home, &["buildpacks"]).await;
+    let first = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with('1'))
+        .unwrap_or("");
+    let cells: Vec<&str> = first.split_whitespace().collect();
+    assert!(
+        cells.starts_with(&["1", "python"]) && cells.contains(&"false") && cells.contains(&"true"),
+        "python first, disabled and locked\n{out}"
+    );
+    let out = cli(&home, &["delete-buildpack", "python", "-f"]).await;
+    assert!(out.success, "delete-buildpack failed\n{out}");
+    let out = cli(&home, &["buildpacks"]).await;
+    assert!(
+        !out.stdout.contains("python") && out.stdout.contains("e2e_legacy"),
+        "{out}"
+    );
 
     // kill -9 and start again: apps, packages and droplets are all there,
     // and the instances come back behind their routes.
