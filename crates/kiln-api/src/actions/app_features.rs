@@ -46,11 +46,7 @@ pub async fn list(ctx: &Ctx, app_guid: &str) -> ApiResult<Vec<Feature>> {
 pub async fn get(ctx: &Ctx, app_guid: &str, name: &str) -> ApiResult<Feature> {
     db::get::<App>(&ctx.pool, app_guid).await?;
     let (name, col, description) = column(name)?;
-    let sql = format!("SELECT {col} FROM apps WHERE guid = ?");
-    let (enabled,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(app_guid)
-        .fetch_one(&ctx.pool)
-        .await?;
+    let enabled = db::app_feature(&ctx.pool, app_guid, col).await?;
     Ok(Feature {
         name,
         description,
@@ -70,9 +66,5 @@ pub async fn revisions_enabled(
     exec: impl sqlx::SqliteExecutor<'_>,
     app_guid: &str,
 ) -> ApiResult<bool> {
-    let (enabled,): (bool,) = sqlx::query_as("SELECT revisions_enabled FROM apps WHERE guid = ?")
-        .bind(app_guid)
-        .fetch_one(exec)
-        .await?;
-    Ok(enabled)
+    db::app_feature(exec, app_guid, "revisions_enabled").await
 }

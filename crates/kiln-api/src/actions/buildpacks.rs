@@ -241,22 +241,14 @@ fn name_taken(name: &str, stack: Option<&str>) -> String {
 /// Moves `bp` to `target` (clamped to the last position), shifting the
 /// buildpacks between its old and new place by one.
 async fn move_to(tx: &mut sqlx::SqliteConnection, bp: &Buildpack, target: i64) -> ApiResult<()> {
-    let (last,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(position), 1) FROM buildpacks")
-        .fetch_one(&mut *tx)
-        .await?;
-    let target = target.min(last);
+    let target = target.min(db::last_buildpack_position(&mut *tx).await?);
     let from = bp.position;
     let (shift, low, high) = match target.cmp(&from) {
         std::cmp::Ordering::Equal => return Ok(()),
         std::cmp::Ordering::Less => (1, target, from - 1),
         std::cmp::Ordering::Greater => (-1, from + 1, target),
     };
-    sqlx::query("UPDATE buildpacks SET position = position + ? WHERE position BETWEEN ? AND ?")
-        .bind(shift)
-        .bind(low)
-        .bind(high)
-        .execute(&mut *tx)
-        .await?;
+    db::shift_buildpacks_between(&mut *tx, shift, low, high).await?;
     db::update::<Buildpack>(&mut *tx, &bp.guid, vec![("position", target.into())]).await?;
     Ok(())
 }
@@ -267,10 +259,7 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     let bp = db::get::<Buildpack>(&ctx.pool, guid).await?;
     let mut tx = ctx.pool.begin().await?;
     db::delete_where::<Buildpack>(&mut *tx, "guid", guid).await?;
-    sqlx::query("UPDATE buildpacks SET position = position - 1 WHERE position > ?")
-        .bind(bp.position)
-        .execute(&mut *tx)
-        .await?;
+    db::close_buildpack_gap(&mut *tx, bp.position).await?;
     tx.commit().await?;
     ctx.blobstore.delete(&buildpack_key(guid)).await?;
     tracing::info!(buildpack = %bp.name, "buildpack deleted");
