@@ -710,7 +710,8 @@ async fn push_two_apps_from_a_manifest_with_variables() {
          - name: ((prefix))-one\n  path: one\n  buildpacks: [e2e_legacy]\n  instances: ((count))\n  memory: 128M\n\
          \x20 env:\n    E2E_GREETING: ((greeting))\n    E2E_COUNT: ((count))\n\
          \x20 routes:\n  - route: ((prefix))-one.localhost\n  - route: alias-((prefix)).localhost\n\
-         - name: ((prefix))-two\n  path: two\n  memory: 128M\n  env: {E2E_ROLE: second}\n",
+         - name: ((prefix))-two\n  path: two\n  memory: 128M\n  env: {E2E_ROLE: second}\n\
+         \x20 processes:\n  - type: web\n  - type: worker\n    command: sleep 3600\n    instances: 1\n    memory: 64M\n    health-check-type: process\n",
     )
     .unwrap();
     std::fs::write(project.join("vars.yml"), "prefix: mf\ncount: 2\n").unwrap();
@@ -793,6 +794,35 @@ async fn push_two_apps_from_a_manifest_with_variables() {
         };
         assert_eq!(seen, index);
     }
+
+    // The second app's worker process, from `processes:`, runs with its
+    // own command and memory.
+    let out = cli(&home, &["curl", "/v3/apps?names=mf-two"]).await;
+    let apps: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let two = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    let out = cli(
+        &home,
+        &["curl", &format!("/v3/apps/{two}/processes/worker")],
+    )
+    .await;
+    let worker: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&worker["command"], &worker["memory_in_mb"]),
+        (&serde_json::json!("sleep 3600"), &serde_json::json!(64)),
+        "{worker}"
+    );
+    let worker_guid = worker["guid"].as_str().unwrap().to_string();
+    let logs = || server.log();
+    wait_running(
+        &home,
+        &worker_guid,
+        1,
+        Duration::from_secs(60),
+        |_| true,
+        "the manifest's worker process",
+        &logs,
+    )
+    .await;
 
     // The second app got the default route and its own env.
     let response = wait_for_200(router_port, "mf-two.localhost", Duration::from_secs(30)).await;

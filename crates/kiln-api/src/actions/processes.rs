@@ -58,11 +58,6 @@ pub async fn insert<'e>(
     Ok(guid)
 }
 
-/// The app's web process, created if it has none (apply_manifest).
-pub async fn web_process(ctx: &Ctx, app_guid: &str) -> ApiResult<Process> {
-    process_of_type(ctx, app_guid, "web").await
-}
-
 /// The app's process of `ptype`, created if it has none (CC's
 /// apply_manifest: web with one instance, the others with none until the
 /// manifest scales them).
