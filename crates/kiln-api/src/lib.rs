@@ -39,8 +39,8 @@ use axum::Router;
 use axum::routing::{get, patch, post, put};
 use context::{Ctx, Shared};
 use controllers::{
-    apps, audit_events, buildpacks, builds, catalog, deployments, internal, links, logcache,
-    manifest, metadata, organization_quotas, packages, processes, roles, routes,
+    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, internal, links,
+    logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
     service_credential_bindings, service_instances, settings, tasks, users,
 };
 use std::sync::Arc;
@@ -222,10 +222,25 @@ fn router(ctx: Shared) -> Router {
             "/v3/buildpacks",
             get(buildpacks::list).post(buildpacks::create),
         )
-        .route("/v3/buildpacks/{guid}", get(buildpacks::get_one))
+        .route(
+            "/v3/buildpacks/{guid}",
+            get(buildpacks::get_one)
+                .patch(buildpacks::update)
+                .delete(buildpacks::delete),
+        )
         .route(
             "/v3/buildpacks/{guid}/upload",
             post(buildpacks::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        // app features (ssh, revisions)
+        .route("/v3/apps/{guid}/features", get(app_features::list))
+        .route(
+            "/v3/apps/{guid}/features/{name}",
+            get(app_features::get_one).patch(app_features::update),
+        )
+        .route(
+            "/v3/apps/{guid}/ssh_enabled",
+            get(app_features::ssh_enabled),
         )
         // apps
         .route("/v3/apps", get(apps::list).post(apps::create))

@@ -273,9 +273,14 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         | ("GET", "/v3/buildpacks")
         | ("GET", "/v3/buildpacks/{guid}")
         | ("POST", "/v3/resource_matches") => rule(Nothing, Token),
-        ("POST", "/v3/buildpacks") | ("POST", "/v3/buildpacks/{guid}/upload") => {
-            rule(Nothing, Admin)
-        }
+        ("POST", "/v3/buildpacks")
+        | ("POST", "/v3/buildpacks/{guid}/upload")
+        | ("PATCH", "/v3/buildpacks/{guid}")
+        | ("DELETE", "/v3/buildpacks/{guid}") => rule(Nothing, Admin),
+        ("GET", "/v3/apps/{guid}/features")
+        | ("GET", "/v3/apps/{guid}/features/{name}")
+        | ("GET", "/v3/apps/{guid}/ssh_enabled") => rule(P(App), Read),
+        ("PATCH", "/v3/apps/{guid}/features/{name}") => rule(P(App), Write),
         ("GET", "/v3/deployments") => rule(Nothing, Token),
         ("POST", "/v3/deployments") => rule(Body(App, "/relationships/app/data/guid"), Operate),
         ("GET", "/v3/deployments/{guid}") => rule(P(Deployment), Read),

@@ -228,10 +228,13 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gc_tick = tokio::time::interval(IMAGE_GC_INTERVAL);
     gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stack_tick = tokio::time::interval(STACK_REFRESH_INTERVAL);
+    stack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = gc_tick.tick() => collect_image_garbage(&ctx),
+            _ = stack_tick.tick() => refresh_stack(&ctx).await,
             _ = evacuate.cancelled(), if rep.evacuation.is_none() => {
                 rep.evacuation = Some(Evacuation {
                     deadline: tokio::time::Instant::now() + ctx.config.evacuation_timeout,
@@ -445,6 +448,21 @@ async fn sweep(
 
 /// How often the layer cache is collected (the first at start).
 pub const IMAGE_GC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How often the stack's copies of host files (alternatives, apt sources,
+/// dpkg's package list, ...) are brought up to date, so a tool installed on
+/// the host after the cell started is visible to apps within this time.
+pub const STACK_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rebuilds the stack in place (idempotent, milliseconds; files and links
+/// are replaced by rename, so containers starting meanwhile see no gap).
+async fn refresh_stack(ctx: &Arc<CellCtx>) {
+    let (dir, name) = (ctx.stack.rootfs.clone(), ctx.stack.name.clone());
+    let built = tokio::task::spawn_blocking(move || stack::build_host_stack(&dir, &name)).await;
+    if let Ok(Err(e)) = built {
+        tracing::warn!(error = %e, "stack refresh failed");
+    }
+}
 
 /// Collects the layer cache off the loop's thread. Layers of any image a
 /// DesiredLrp or a task on this cell uses stay (an instance restarting

@@ -67,7 +67,19 @@ pub const ETC_ALLOWED: &[&str] = &[
     "alternatives",
     "localtime",
     "mtab",
+    "apt",
+    "mime.types",
+    "timezone",
 ];
+
+/// Host files that buildpacks and apps commonly read on cflinuxfs4, copied
+/// as they are (none holds a secret): package sources and their keys, the
+/// MIME table, the time zone's name, OpenSSL's configuration.
+const HOST_ETC_FILES: &[&str] = &["mime.types", "timezone", "ssl/openssl.cnf"];
+
+/// Host directories under `/etc/apt` copied whole (apt's `auth.conf.d`,
+/// which holds credentials, is not among them).
+const HOST_APT_DIRS: &[&str] = &["sources.list.d", "trusted.gpg.d"];
 
 /// Empty directories the runtime mounts onto, or that programs expect.
 const MOUNTPOINTS: &[&str] = &[
@@ -214,14 +226,15 @@ fn build_stack_from(dir: &Path, name: &str, host_root: &Path) -> Result<Stack, S
         ensure_symlink(&etc.join("localtime"), &target)?;
     }
     // CA certificates: /etc/ssl/certs (the bundle, and the hash symlinks
-    // that point into /usr/share/ca-certificates). The rest of /etc/ssl
-    // (private keys, openssl.cnf) stays on the host.
+    // that point into /usr/share/ca-certificates) and openssl.cnf. The rest
+    // of /etc/ssl (private keys) stays on the host.
     mirror_tree(
         &host_root.join("etc/ssl/certs"),
         &etc.join("ssl/certs"),
         &|_| true,
     )?;
-    prune_except(&etc.join("ssl"), &["certs"])?;
+    prune_except(&etc.join("ssl"), &["certs", "openssl.cnf"])?;
+    copy_host_files(dir, host_root)?;
     // Debian's alternatives are symlinks only (`python3` → …); files there
     // would be host configuration, so only symlinks are copied.
     mirror_tree(
@@ -230,11 +243,55 @@ fn build_stack_from(dir: &Path, name: &str, host_root: &Path) -> Result<Stack, S
         &|m| m.file_type().is_symlink(),
     )?;
 
+    // cflinuxfs4 links /app to the app's directory; some start commands
+    // and buildpacks name it.
+    ensure_symlink(&dir.join("app"), Path::new("/home/vcap/app"))?;
+
     Ok(Stack {
         name: name.into(),
         rootfs: dir.to_path_buf(),
         usr,
     })
+}
+
+/// The host files of [`HOST_ETC_FILES`], apt's sources and keys, and
+/// dpkg's list of installed packages (buildpacks such as apt's read it to
+/// know what the stack has); each removed when the host has none.
+fn copy_host_files(dir: &Path, host_root: &Path) -> Result<(), StackError> {
+    let etc = dir.join("etc");
+    let copy = |from: PathBuf, to: PathBuf| -> Result<(), StackError> {
+        match fs::read(&from) {
+            Ok(content) => {
+                if let Some(parent) = to.parent() {
+                    create_dir(parent, 0o755)?;
+                }
+                write_if_changed(&to, &content)
+            }
+            Err(_) => remove_any(&to),
+        }
+    };
+    for file in HOST_ETC_FILES {
+        copy(host_root.join("etc").join(file), etc.join(file))?;
+    }
+    copy(
+        host_root.join("etc/apt/sources.list"),
+        etc.join("apt/sources.list"),
+    )?;
+    for sub in HOST_APT_DIRS {
+        mirror_tree(
+            &host_root.join("etc/apt").join(sub),
+            &etc.join("apt").join(sub),
+            &|_| true,
+        )?;
+    }
+    prune_except(
+        &etc.join("apt"),
+        &["sources.list", "sources.list.d", "trusted.gpg.d"],
+    )?;
+    copy(
+        host_root.join("var/lib/dpkg/status"),
+        dir.join("var/lib/dpkg/status"),
+    )
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), StackError> {
@@ -261,8 +318,15 @@ fn ensure_symlink(link: &Path, target: &Path) -> Result<(), StackError> {
     if fs::read_link(link).is_ok_and(|t| t == target) {
         return Ok(());
     }
-    remove_any(link)?;
-    symlink(target, link).map_err(io_err(link))
+    // A new link renamed over the old one: a rebuild while containers
+    // start never shows the link missing.
+    let tmp = link.with_extension("kiln-tmp");
+    remove_any(&tmp)?;
+    symlink(target, &tmp).map_err(io_err(&tmp))?;
+    if fs::symlink_metadata(link).is_ok_and(|m| m.is_dir()) {
+        remove_any(link)?;
+    }
+    fs::rename(&tmp, link).map_err(io_err(link))
 }
 
 fn write_if_changed(path: &Path, content: &[u8]) -> Result<(), StackError> {
@@ -415,5 +479,81 @@ mod tests {
         );
         assert!(dir.join("home/vcap").is_dir());
         assert!(build_stack_from(&dir, "../x", h).is_err());
+    }
+
+    /// What buildpacks and apps read on cflinuxfs4 is there, apt's
+    /// credentials are not, and a rebuild follows the host's changes.
+    #[test]
+    fn has_what_buildpacks_read_and_follows_the_host() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        for d in [
+            "usr/bin",
+            "etc/ssl/certs",
+            "etc/alternatives",
+            "etc/apt/sources.list.d",
+            "etc/apt/trusted.gpg.d",
+            "etc/apt/auth.conf.d",
+            "var/lib/dpkg",
+        ] {
+            fs::create_dir_all(h.join(d)).unwrap();
+        }
+        let files = [
+            (
+                "etc/apt/sources.list",
+                "deb http://deb.debian.org/debian bookworm main\n",
+            ),
+            ("etc/apt/sources.list.d/debian.sources", "Types: deb\n"),
+            ("etc/apt/trusted.gpg.d/debian.asc", "KEY"),
+            ("etc/apt/auth.conf.d/private.conf", "login secret"),
+            ("etc/mime.types", "text/html html htm\n"),
+            ("etc/timezone", "Etc/UTC\n"),
+            ("etc/ssl/openssl.cnf", "openssl_conf = default_conf\n"),
+            (
+                "var/lib/dpkg/status",
+                "Package: bash\nStatus: install ok installed\n",
+            ),
+        ];
+        for (path, text) in files {
+            fs::write(h.join(path), text).unwrap();
+        }
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("stack");
+        build_stack_from(&dir, "debian12-host", h).unwrap();
+        for (path, text) in files {
+            let copied = fs::read_to_string(dir.join(path)).ok();
+            if path.contains("auth.conf.d") {
+                assert_eq!(copied, None, "{path} must stay on the host");
+            } else {
+                assert_eq!(copied.as_deref(), Some(text), "{path}");
+            }
+        }
+        assert!(!dir.join("etc/apt/auth.conf.d").exists());
+        assert_eq!(
+            fs::read_link(dir.join("app")).unwrap(),
+            Path::new("/home/vcap/app")
+        );
+
+        // The host changes: a tool installed, a package listed, a file gone.
+        symlink("/usr/bin/node22", h.join("etc/alternatives/node")).unwrap();
+        fs::write(h.join("var/lib/dpkg/status"), "Package: nodejs\n").unwrap();
+        fs::remove_file(h.join("etc/timezone")).unwrap();
+        build_stack_from(&dir, "debian12-host", h).unwrap();
+        assert_eq!(
+            fs::read_link(dir.join("etc/alternatives/node")).unwrap(),
+            Path::new("/usr/bin/node22")
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("var/lib/dpkg/status")).unwrap(),
+            "Package: nodejs\n"
+        );
+        assert!(!dir.join("etc/timezone").exists());
+        // No scratch files left behind by the renames.
+        let leftovers: Vec<_> = fs::read_dir(dir.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains("kiln-tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

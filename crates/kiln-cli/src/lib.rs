@@ -1,8 +1,9 @@
 //! `kiln`'s user verbs: the cf CLI's everyday commands (login, target,
 //! push, apps, app, start, stop, restart, restage, scale, rename, delete,
 //! env, set-env, unset-env, routes, map-route, domains, stacks, logs, curl,
-//! run-task, tasks, terminate-task, events, cups, services, bind-service, ...)
-//! against a Cloud Foundry v3 API.
+//! run-task, tasks, terminate-task, events, cups, services, bind-service,
+//! update-buildpack, delete-buildpack, ssh-enabled, ...) against a Cloud
+//! Foundry v3 API.
 //!
 //! Architecture invariant: only the public HTTP API is used (`GET /`,
 //! `/v3/...`, `{login}/oauth/token`, `{log_cache}/api/v1/read`), with the
@@ -32,11 +33,12 @@ mod quotas;
 mod resources;
 mod routes;
 mod services;
+mod ssh;
 mod summary;
 mod tasks;
 mod users;
 
-pub use buildpacks::CreateBuildpackArgs;
+pub use buildpacks::{CreateBuildpackArgs, DeleteBuildpackArgs, UpdateBuildpackArgs};
 pub use curl::CurlArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
@@ -61,6 +63,14 @@ pub enum Command {
     CreateBuildpack(CreateBuildpackArgs),
     /// List the admin buildpacks
     Buildpacks,
+    /// Change an admin buildpack: its zip, place, name, stack, enabled or locked
+    #[command(
+        after_help = "EXAMPLES:\n   kiln update-buildpack python -i 1 --enable\n   kiln update-buildpack python -p ./python_buildpack.zip --unlock\n   kiln update-buildpack python --rename python_v2 --assign-stack cflinuxfs4"
+    )]
+    UpdateBuildpack(UpdateBuildpackArgs),
+    /// Delete an admin buildpack
+    #[command(after_help = "EXAMPLE:\n   kiln delete-buildpack python -f")]
+    DeleteBuildpack(DeleteBuildpackArgs),
     /// Push apps from manifest.yml or flags: upload, stage, start, wait until they run
     #[command(after_help = PUSH_EXAMPLES)]
     Push(Box<PushArgs>),
@@ -127,6 +137,12 @@ pub enum Command {
     SetSpaceRole(SetSpaceRoleArgs),
     /// List a space's users by role
     SpaceUsers(SpaceUsersArgs),
+    /// Say whether an app can be reached over SSH (Kiln runs no SSH proxy: never)
+    SshEnabled(AppArgs),
+    /// Turn an app's ssh feature on
+    EnableSsh(AppArgs),
+    /// Turn an app's ssh feature off
+    DisableSsh(AppArgs),
     /// Print the client's version
     Version,
     /// Run a one-off task with an app's droplet and environment
@@ -303,6 +319,8 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::Target(args) => login::target(&mut session(home)?, args).await,
         Command::CreateBuildpack(args) => buildpacks::create(&mut session(home)?, args).await,
         Command::Buildpacks => buildpacks::list(&mut session(home)?).await,
+        Command::UpdateBuildpack(a) => buildpacks::update(&mut session(home)?, a).await,
+        Command::DeleteBuildpack(a) => buildpacks::delete(&mut session(home)?, a).await,
         Command::Push(args) => push::push(&mut session(home)?, *args).await,
         Command::Apps => app::apps(&mut session(home)?).await,
         Command::App(args) => app::app(&mut session(home)?, &args.name).await,
@@ -348,6 +366,9 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::SetOrgRole(a) => users::set_org_role(&mut session(home)?, a).await,
         Command::SetSpaceRole(a) => users::set_space_role(&mut session(home)?, a).await,
         Command::SpaceUsers(a) => users::space_users(&mut session(home)?, a).await,
+        Command::SshEnabled(a) => ssh::ssh_enabled(&mut session(home)?, &a.name).await,
+        Command::EnableSsh(a) => ssh::set(&mut session(home)?, &a.name, true).await,
+        Command::DisableSsh(a) => ssh::set(&mut session(home)?, &a.name, false).await,
         Command::Version => {
             platform::version();
             Ok(())
@@ -507,12 +528,50 @@ mod tests {
         let bp = Cli::try_parse_from(["kiln", "create-buildpack", "py", "dir", "1", "--disable"])
             .unwrap();
         assert!(matches!(bp.command, Command::CreateBuildpack(a) if a.disable && a.position == 1));
+        let up = Cli::try_parse_from([
+            "kiln",
+            "update-buildpack",
+            "py",
+            "-i",
+            "2",
+            "--disable",
+            "--lock",
+            "--rename",
+            "py2",
+        ])
+        .unwrap();
+        let Command::UpdateBuildpack(u) = up.command else {
+            panic!("not an update-buildpack")
+        };
+        assert_eq!(
+            (u.position, u.disable, u.lock, u.rename.as_deref()),
+            (Some(2), true, true, Some("py2"))
+        );
+        for bad in [
+            &["kiln", "update-buildpack", "py", "--enable", "--disable"][..],
+            &["kiln", "update-buildpack", "py", "--lock", "--unlock"],
+            &[
+                "kiln",
+                "update-buildpack",
+                "py",
+                "-s",
+                "a",
+                "--assign-stack",
+                "b",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let del = Cli::try_parse_from(["kiln", "delete-buildpack", "py", "-f"]).unwrap();
+        assert!(matches!(del.command, Command::DeleteBuildpack(a) if a.force));
         for verb in [
             "login",
             "logout",
             "target",
             "create-buildpack",
             "buildpacks",
+            "update-buildpack",
+            "delete-buildpack",
             "push",
             "apps",
             "app",
@@ -540,6 +599,9 @@ mod tests {
             "orgs",
             "spaces",
             "version",
+            "ssh-enabled",
+            "enable-ssh",
+            "disable-ssh",
             "run-task",
             "tasks",
             "terminate-task",

@@ -852,6 +852,30 @@ async fn stage(
 mod tests {
     use super::*;
 
+    /// A folder that is missing, holds nothing to push, or has a file
+    /// that cannot be read fails with a message naming it (root reads any
+    /// mode, so a dangling link stands for the unreadable file).
+    #[test]
+    fn push_folders_that_cannot_be_pushed_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = |p: &Path| format!("{:#}", scan_app_dir(p).unwrap_err());
+        let missing = dir.path().join("nowhere");
+        assert!(error(&missing).contains("nowhere is not a directory"));
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(empty.join("sub")).unwrap();
+        std::fs::write(empty.join(".cfignore"), "").unwrap();
+        std::fs::write(empty.join("manifest.yml"), "applications: []").unwrap();
+        assert!(error(&empty).contains("empty has no files to push"));
+        let broken = dir.path().join("broken");
+        std::fs::create_dir(&broken).unwrap();
+        std::fs::write(broken.join("app.py"), "x").unwrap();
+        std::os::unix::fs::symlink(broken.join("gone"), broken.join("data")).unwrap();
+        assert!(error(&broken).contains("data is a symbolic link whose target cannot be read"));
+        let file = dir.path().join("file.txt");
+        std::fs::write(&file, "x").unwrap();
+        assert!(error(&file).contains("is not a directory"));
+    }
+
     #[test]
     fn sizes_in_megabytes() {
         for (text, expected) in [

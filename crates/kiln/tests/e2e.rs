@@ -494,6 +494,15 @@ async fn push_stage_run_route_and_survive_a_restart() {
         probe["host_repo_visible"], false,
         "host files leak into the container: {probe}"
     );
+    // What buildpacks and apps read on cflinuxfs4, as far as the host has it.
+    for (path, there) in probe["stack_files"].as_object().unwrap() {
+        assert_eq!(
+            there.as_bool(),
+            Some(Path::new(path).exists()),
+            "{path} in the container vs on the host: {probe}"
+        );
+    }
+    assert_eq!(probe["app_link"], "/home/vcap/app", "{probe}");
     let headers = probe["headers"].as_object().unwrap();
     let header = |name: &str| {
         headers
@@ -635,6 +644,58 @@ async fn push_stage_run_route_and_survive_a_restart() {
     assert!(!out.success, "a push no buildpack detects must fail\n{out}");
     assert!(format!("{out}").contains("NoAppDetectedError"), "{out}");
 
+    // ssh: a feature stored per app; Kiln runs no SSH proxy, so never on.
+    let out = cli(&home, &["ssh-enabled", "envprobe"]).await;
+    assert!(
+        out.success
+            && out
+                .stdout
+                .contains("ssh support is disabled for app 'envprobe'.\nssh is disabled globally"),
+        "{out}"
+    );
+    let out = cli(&home, &["disable-ssh", "envprobe"]).await;
+    assert!(out.success, "{out}");
+    let ssh = stats(format!("/v3/apps/{app_guid}/features/ssh")).await;
+    assert_eq!(ssh["enabled"], false, "{ssh}");
+    let out = cli(&home, &["enable-ssh", "envprobe"]).await;
+    assert!(
+        out.success && out.stdout.contains("TIP: Ensure ssh is also enabled"),
+        "{out}"
+    );
+
+    // update-buildpack and delete-buildpack, as an admin runs them.
+    let out = cli(
+        &home,
+        &[
+            "update-buildpack",
+            "python",
+            "-i",
+            "1",
+            "--disable",
+            "--lock",
+        ],
+    )
+    .await;
+    assert!(out.success, "update-buildpack failed\n{out}");
+    let out = cli(&home, &["buildpacks"]).await;
+    let first = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with('1'))
+        .unwrap_or("");
+    let cells: Vec<&str> = first.split_whitespace().collect();
+    assert!(
+        cells.starts_with(&["1", "python"]) && cells.contains(&"false") && cells.contains(&"true"),
+        "python first, disabled and locked\n{out}"
+    );
+    let out = cli(&home, &["delete-buildpack", "python", "-f"]).await;
+    assert!(out.success, "delete-buildpack failed\n{out}");
+    let out = cli(&home, &["buildpacks"]).await;
+    assert!(
+        !out.stdout.contains("python") && out.stdout.contains("e2e_legacy"),
+        "{out}"
+    );
+
     // kill -9 and start again: apps, packages and droplets are all there,
     // and the instances come back behind their routes.
     server.kill_hard().await;
@@ -738,7 +799,8 @@ async fn push_two_apps_from_a_manifest_with_variables() {
          - name: ((prefix))-one\n  path: one\n  buildpacks: [e2e_legacy]\n  instances: ((count))\n  memory: 128M\n\
          \x20 env:\n    E2E_GREETING: ((greeting))\n    E2E_COUNT: ((count))\n\
          \x20 routes:\n  - route: ((prefix))-one.localhost\n  - route: alias-((prefix)).localhost\n\
-         - name: ((prefix))-two\n  path: two\n  memory: 128M\n  env: {E2E_ROLE: second}\n",
+         - name: ((prefix))-two\n  path: two\n  memory: 128M\n  env: {E2E_ROLE: second}\n\
+         \x20 processes:\n  - type: web\n  - type: worker\n    command: sleep 3600\n    instances: 1\n    memory: 64M\n    health-check-type: process\n",
     )
     .unwrap();
     std::fs::write(project.join("vars.yml"), "prefix: mf\ncount: 2\n").unwrap();
@@ -821,6 +883,35 @@ async fn push_two_apps_from_a_manifest_with_variables() {
         };
         assert_eq!(seen, index);
     }
+
+    // The second app's worker process, from `processes:`, runs with its
+    // own command and memory.
+    let out = cli(&home, &["curl", "/v3/apps?names=mf-two"]).await;
+    let apps: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let two = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    let out = cli(
+        &home,
+        &["curl", &format!("/v3/apps/{two}/processes/worker")],
+    )
+    .await;
+    let worker: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&worker["command"], &worker["memory_in_mb"]),
+        (&serde_json::json!("sleep 3600"), &serde_json::json!(64)),
+        "{worker}"
+    );
+    let worker_guid = worker["guid"].as_str().unwrap().to_string();
+    let logs = || server.log();
+    wait_running(
+        &home,
+        &worker_guid,
+        1,
+        Duration::from_secs(60),
+        |_| true,
+        "the manifest's worker process",
+        &logs,
+    )
+    .await;
 
     // The second app got the default route and its own env.
     let response = wait_for_200(router_port, "mf-two.localhost", Duration::from_secs(30)).await;

@@ -4,7 +4,7 @@
 use crate::context::Ctx;
 use crate::db::{self, Buildpack, BuildpackState, StateMachine, Val};
 use crate::error::{ApiError, ApiResult};
-use crate::messages::CreateBuildpack;
+use crate::messages::{CreateBuildpack, UpdateBuildpack};
 use crate::uploads::buildpack_key;
 use crate::util;
 use axum::http::StatusCode;
@@ -177,4 +177,92 @@ fn check_buildpack_zip(path: &std::path::Path) -> Result<(), String> {
         return Ok(());
     }
     Err("the zip has no bin/detect, bin/supply, bin/finalize, bin/compile or bin/release at its top or in its one top-level directory".into())
+}
+
+/// CC's BuildpackUpdate: name, stack (only from unassigned), enabled,
+/// locked, and a move within the order (Sequel's list `move_to`: past the
+/// end means last; the ones between shift by one). One transaction.
+pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateBuildpack) -> ApiResult<Buildpack> {
+    // Kiln keeps no labels or annotations (as for create).
+    let _ = &msg.metadata;
+    msg.validate()?;
+    let bp = db::get::<Buildpack>(&ctx.pool, guid).await?;
+    let name = msg.name.clone().unwrap_or_else(|| bp.name.clone());
+    let stack = match &msg.stack {
+        Some(requested) => requested.clone().filter(|s| !s.is_empty()),
+        None => bp.stack.clone(),
+    };
+    check_stack_change(ctx, &bp, stack.as_deref()).await?;
+    let mut tx = ctx.pool.begin().await?;
+    if let Some(target) = msg.position {
+        move_to(&mut tx, &bp, target).await?;
+    }
+    let mut sets = vec![
+        ("name", name.as_str().into()),
+        ("stack", stack.as_deref().into()),
+    ];
+    if let Some(enabled) = msg.enabled {
+        sets.push(("enabled", enabled.into()));
+    }
+    if let Some(locked) = msg.locked {
+        sets.push(("locked", locked.into()));
+    }
+    let updated = db::update::<Buildpack>(&mut *tx, guid, sets).await;
+    db::unique_or_taken(updated, || name_taken(&name, stack.as_deref()))?;
+    tx.commit().await?;
+    db::get::<Buildpack>(&ctx.pool, guid).await
+}
+
+/// CC's Buildpack model: a stack is set once (from unassigned), and only to
+/// a stack that exists.
+async fn check_stack_change(ctx: &Ctx, bp: &Buildpack, stack: Option<&str>) -> ApiResult<()> {
+    if bp.stack.is_some() && bp.stack.as_deref() != stack {
+        return Err(ApiError::unprocessable("Buildpack stack cannot be changed"));
+    }
+    if let Some(stack) = stack {
+        let known: Vec<db::Stack> = db::where_eq(&ctx.pool, "name", stack).await?;
+        if known.is_empty() {
+            return Err(ApiError::unprocessable(format!(
+                "Stack '{stack}' does not exist"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn name_taken(name: &str, stack: Option<&str>) -> String {
+    match stack {
+        None => format!("Buildpack with name '{name}' and an unassigned stack already exists"),
+        Some(stack) => format!(
+            "Buildpack with name '{name}', stack '{stack}' and lifecycle 'buildpack' already exists"
+        ),
+    }
+}
+
+/// Moves `bp` to `target` (clamped to the last position), shifting the
+/// buildpacks between its old and new place by one.
+async fn move_to(tx: &mut sqlx::SqliteConnection, bp: &Buildpack, target: i64) -> ApiResult<()> {
+    let target = target.min(db::last_buildpack_position(&mut *tx).await?);
+    let from = bp.position;
+    let (shift, low, high) = match target.cmp(&from) {
+        std::cmp::Ordering::Equal => return Ok(()),
+        std::cmp::Ordering::Less => (1, target, from - 1),
+        std::cmp::Ordering::Greater => (-1, from + 1, target),
+    };
+    db::shift_buildpacks_between(&mut *tx, shift, low, high).await?;
+    db::update::<Buildpack>(&mut *tx, &bp.guid, vec![("position", target.into())]).await?;
+    Ok(())
+}
+
+/// CC's BuildpackDelete: the record goes (the ones after it move up, as
+/// Sequel's list plugin closes the gap), then its zip.
+pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<()> {
+    let bp = db::get::<Buildpack>(&ctx.pool, guid).await?;
+    let mut tx = ctx.pool.begin().await?;
+    db::delete_where::<Buildpack>(&mut *tx, "guid", guid).await?;
+    db::close_buildpack_gap(&mut *tx, bp.position).await?;
+    tx.commit().await?;
+    ctx.blobstore.delete(&buildpack_key(guid)).await?;
+    tracing::info!(buildpack = %bp.name, "buildpack deleted");
+    Ok(())
 }

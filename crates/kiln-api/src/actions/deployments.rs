@@ -100,7 +100,12 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
     .await?;
     event.data["type"] = json!(msg.strategy());
     let mut tx = ctx.pool.begin().await?;
-    let revision_guid = insert_revision(&mut tx, &app, &target).await?;
+    // An app with its revisions feature off records none (CC's rule).
+    let revision_guid = if super::app_features::revisions_enabled(&mut *tx, &app.guid).await? {
+        Some(insert_revision(&mut tx, &app, &target).await?)
+    } else {
+        None
+    };
     event.data["revision_guid"] = json!(revision_guid);
     let mut app_sets = vec![("droplet_guid", target.droplet.guid.as_str().into())];
     if let Some(env) = &target.env {

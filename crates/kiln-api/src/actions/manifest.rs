@@ -82,14 +82,23 @@ async fn apply_app(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiR
         };
         apps::merge_env_vars(ctx, &app.guid, msg).await?;
     }
-    let web = processes::web_process(ctx, &app.guid).await?;
-    if let Some(scale) = m.scale() {
-        processes::scale(ctx, &web, scale).await?;
-    }
-    if let Some(update) = m.process_update(&web) {
-        processes::update(ctx, &web.guid, update).await?;
+    apply_process(ctx, &app.guid, "web", m).await?;
+    for (ptype, p) in &m.other_processes {
+        apply_process(ctx, &app.guid, ptype, p).await?;
     }
     apply_routes(ctx, space, app, m).await
+}
+
+/// One process's scale, command and health check from the manifest.
+async fn apply_process(ctx: &Ctx, app_guid: &str, ptype: &str, m: &AppManifest) -> ApiResult<()> {
+    let process = processes::process_of_type(ctx, app_guid, ptype).await?;
+    if let Some(scale) = m.scale() {
+        processes::scale(ctx, &process, scale).await?;
+    }
+    if let Some(update) = m.process_update(&process) {
+        processes::update(ctx, &process.guid, update).await?;
+    }
+    Ok(())
 }
 
 /// `app_apply_manifest.rb#update_routes`: no-route unmaps all; routes are

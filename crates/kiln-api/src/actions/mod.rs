@@ -3,6 +3,7 @@
 //! messages, check what needs the database, write through `db` (several
 //! rows in one transaction) and tell the BBS through `diego`.
 
+pub mod app_features;
 pub mod apps;
 pub mod bootstrap;
 pub mod buildpacks;

@@ -58,13 +58,16 @@ pub async fn insert<'e>(
     Ok(guid)
 }
 
-/// The app's web process, created if it has none (apply_manifest).
-pub async fn web_process(ctx: &Ctx, app_guid: &str) -> ApiResult<Process> {
-    let web = [("app_guid", app_guid), ("type", "web")];
-    if let Some(p) = db::first_where::<Process>(&ctx.pool, &web).await? {
+/// The app's process of `ptype`, created if it has none (CC's
+/// apply_manifest: web with one instance, the others with none until the
+/// manifest scales them).
+pub async fn process_of_type(ctx: &Ctx, app_guid: &str, ptype: &str) -> ApiResult<Process> {
+    let found = [("app_guid", app_guid), ("type", ptype)];
+    if let Some(p) = db::first_where::<Process>(&ctx.pool, &found).await? {
         return Ok(p);
     }
-    let guid = insert(&ctx.pool, app_guid, "web", 1, None).await?;
+    let instances = i64::from(ptype == "web");
+    let guid = insert(&ctx.pool, app_guid, ptype, instances, None).await?;
     db::get::<Process>(&ctx.pool, &guid).await
 }
 

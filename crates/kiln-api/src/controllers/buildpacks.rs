@@ -1,12 +1,12 @@
 //! `/v3/buildpacks`.
 
-use super::list_of;
+use super::{accepted, list_of};
 use crate::actions;
 use crate::actions::buildpacks::too_large;
 use crate::context::Shared;
 use crate::error::{ApiError, ApiResult, Limit};
 use crate::fetchers;
-use crate::messages::CreateBuildpack;
+use crate::messages::{CreateBuildpack, UpdateBuildpack};
 use crate::presenters::{buildpack_json, job_location};
 use crate::uploads::stream_to_scratch;
 use crate::web::{CfJson, CfMultipart, ListParams, multipart_error};
@@ -81,4 +81,21 @@ pub async fn upload(
         Json(buildpack_json(&ctx.base, &bp)),
     )
         .into_response())
+}
+
+/// `PATCH /v3/buildpacks/:guid`.
+pub async fn update(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    CfJson(msg): CfJson<UpdateBuildpack>,
+) -> ApiResult<Json<Value>> {
+    let bp = actions::buildpacks::update(&ctx, &guid, msg).await?;
+    Ok(Json(buildpack_json(&ctx.base, &bp)))
+}
+
+/// `DELETE /v3/buildpacks/:guid`: done inline, answered as CC's job.
+pub async fn delete(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResult<Response> {
+    actions::buildpacks::delete(&ctx, &guid).await?;
+    let job = actions::jobs::completed(&ctx, "buildpack.delete", "buildpack", &guid).await?;
+    Ok(accepted(&ctx.base, &job))
 }

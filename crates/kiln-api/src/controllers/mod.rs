@@ -2,6 +2,7 @@
 //! fetcher or action, and presents the result (Cloud Controller's
 //! `app/controllers`). No SQL, no state rules here.
 
+pub mod app_features;
 pub mod apps;
 pub mod audit_events;
 pub mod buildpacks;

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "metadata, environment variable groups, feature flags",
         include_str!("../../migrations/0009_metadata_flags_domains.sql"),
     ),
+    (
+        10,
+        "app features (ssh, revisions)",
+        include_str!("../../migrations/0010_app_features.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.
@@ -502,6 +507,59 @@ pub async fn org_routes<'e>(exec: impl SqliteExecutor<'e>, org_guid: &str) -> Ap
     .fetch_one(exec)
     .await?;
     Ok(n)
+}
+
+/// The last buildpack position (1 when there are none).
+pub async fn last_buildpack_position<'e>(exec: impl SqliteExecutor<'e>) -> ApiResult<i64> {
+    let (last,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(position), 1) FROM buildpacks")
+        .fetch_one(exec)
+        .await?;
+    Ok(last)
+}
+
+/// Moves the buildpacks at positions `low..=high` by `shift` (a move
+/// within the order; CC's `move_to`).
+pub async fn shift_buildpacks_between<'e>(
+    exec: impl SqliteExecutor<'e>,
+    shift: i64,
+    low: i64,
+    high: i64,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE buildpacks SET position = position + ? WHERE position BETWEEN ? AND ?")
+        .bind(shift)
+        .bind(low)
+        .bind(high)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// Closes the gap a deleted buildpack at `position` left.
+pub async fn close_buildpack_gap<'e>(
+    exec: impl SqliteExecutor<'e>,
+    position: i64,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE buildpacks SET position = position - 1 WHERE position > ?")
+        .bind(position)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// An app feature's flag; `column` is one of the feature columns
+/// (`enable_ssh`, `revisions_enabled`), never user input.
+pub async fn app_feature<'e>(
+    exec: impl SqliteExecutor<'e>,
+    app_guid: &str,
+    column: &'static str,
+) -> ApiResult<bool> {
+    debug_assert!(["enable_ssh", "revisions_enabled"].contains(&column));
+    let sql = format!("SELECT {column} FROM apps WHERE guid = ?");
+    let (enabled,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_guid)
+        .fetch_one(exec)
+        .await?;
+    Ok(enabled)
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub struct AppManifest {
     pub no_route: bool,
     pub default_route: bool,
     pub random_route: bool,
+    /// The `processes:` entries other than `web`, by type, each read as the
+    /// web process is (only its process attributes are set).
+    pub other_processes: Vec<(String, AppManifest)>,
 }
 
 pub fn parse_manifest(body: &[u8]) -> ApiResult<Vec<AppManifest>> {
@@ -136,8 +139,21 @@ fn parse_app(v: &Value) -> ApiResult<AppManifest> {
     if let Some(Value::Array(processes)) = field("processes") {
         for p in processes.iter().filter_map(Value::as_object) {
             let p = underscored(p);
-            if p.get("type").and_then(Value::as_str) == Some("web") {
-                read_process(&p, &mut m)?;
+            match p.get("type").and_then(Value::as_str).map(str::trim) {
+                Some("web") => read_process(&p, &mut m)?,
+                Some(kind) if !kind.is_empty() => {
+                    let mut other = AppManifest {
+                        name: m.name.clone(),
+                        ..AppManifest::default()
+                    };
+                    read_process(&p, &mut other)?;
+                    m.other_processes.push((kind.to_string(), other));
+                }
+                _ => {
+                    return Err(ApiError::unprocessable(
+                        "Processes must each have a type, a string",
+                    ));
+                }
             }
         }
     }

@@ -3,11 +3,16 @@
 //! Cloud Controller's `app/messages`. Actions take these types; apply_manifest
 //! builds them directly from the manifest.
 
+mod app_feature;
+mod buildpack_update;
 pub mod manifest;
 pub mod manifest_diff;
 pub mod metadata;
 pub mod quotas;
 pub mod services;
+
+pub use app_feature::UpdateAppFeature;
+pub use buildpack_update::UpdateBuildpack;
 
 use crate::error::{ApiError, ApiResult};
 use serde::Deserialize;

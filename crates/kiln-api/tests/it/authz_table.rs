@@ -87,6 +87,12 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/buildpacks", "YYYYY", 'Y'),
     ("POST", "/v3/buildpacks", "FFFFF", 'F'),
     ("GET", "/v3/buildpacks/{guid}", "YYYYY", 'Y'),
+    ("PATCH", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
+    ("DELETE", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
+    ("GET", "/v3/apps/{guid}/features", "YYYYD", 'D'),
+    ("GET", "/v3/apps/{guid}/features/{name}", "YYYYD", 'D'),
+    ("PATCH", "/v3/apps/{guid}/features/{name}", "YFFFD", 'D'),
+    ("GET", "/v3/apps/{guid}/ssh_enabled", "YYYYD", 'D'),
     ("POST", "/v3/buildpacks/{guid}/upload", "FFFFF", 'F'),
     ("GET", "/v3/apps", "YYYYY", 'Y'),
     ("POST", "/v3/apps", "YFFFU", 'U'),
@@ -492,6 +498,12 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
             let si = new_instance(kiln, space, &format!("fresh-{n}")).await;
             new_binding(kiln, &app, &si).await
         }
+        "buildpacks" => {
+            let (_, b) = kiln
+                .post("/v3/buildpacks", json!({"name": format!("fresh-{n}")}))
+                .await;
+            b["guid"].as_str().unwrap().to_string()
+        }
         other => panic!("no fresh {other}"),
     }
 }
@@ -522,6 +534,7 @@ fn path_of(route: &str, guid: &str) -> String {
         .replacen("{source_id}", guid, 1)
         .replacen("{name}", guid, 1)
         .replace("{ptype}", "web")
+        .replace("{name}", "ssh")
         .replace("{dguid}", "00000000-0000-0000-0000-000000000000")
 }
 

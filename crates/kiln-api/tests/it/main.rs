@@ -3,9 +3,12 @@
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 
+mod app_features;
 mod authz_table;
+mod buildpack_update;
 mod custom_buildpacks;
 mod deployments;
+mod manifest_processes;
 mod metadata;
 mod oneshot;
 mod quotas;
