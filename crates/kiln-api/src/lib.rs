@@ -399,7 +399,6 @@ fn router(ctx: Shared) -> Router {
         .route("/v3/routes/{guid}", patch(metadata::patch_route))
         .route("/v3/domains/{guid}", patch(metadata::patch_domain))
         .route("/v3/stacks/{guid}", patch(metadata::patch_stack))
-        .route("/v3/buildpacks/{guid}", patch(metadata::patch_buildpack))
         .route("/v3/deployments/{guid}", patch(metadata::patch_deployment))
         .route("/v3/revisions/{guid}", patch(metadata::patch_revision))
         .route("/v3/tasks/{guid}", patch(metadata::patch_task))

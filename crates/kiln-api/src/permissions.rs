@@ -344,7 +344,6 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("PATCH", "/v3/tasks/{guid}") => rule(P(Task), Write),
         ("PATCH", "/v3/domains/{guid}")
         | ("PATCH", "/v3/stacks/{guid}")
-        | ("PATCH", "/v3/buildpacks/{guid}")
         | ("PATCH", "/v3/users/{guid}")
         | ("PATCH", "/v3/feature_flags/{name}")
         | ("PATCH", "/v3/environment_variable_groups/{name}")

@@ -183,9 +183,8 @@ fn check_buildpack_zip(path: &std::path::Path) -> Result<(), String> {
 /// locked, and a move within the order (Sequel's list `move_to`: past the
 /// end means last; the ones between shift by one). One transaction.
 pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateBuildpack) -> ApiResult<Buildpack> {
-    // Kiln keeps no labels or annotations (as for create).
-    let _ = &msg.metadata;
     msg.validate()?;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let bp = db::get::<Buildpack>(&ctx.pool, guid).await?;
     let name = msg.name.clone().unwrap_or_else(|| bp.name.clone());
     let stack = match &msg.stack {
@@ -210,6 +209,7 @@ pub async fn update(ctx: &Ctx, guid: &str, msg: UpdateBuildpack) -> ApiResult<Bu
     let updated = db::update::<Buildpack>(&mut *tx, guid, sets).await;
     db::unique_or_taken(updated, || name_taken(&name, stack.as_deref()))?;
     tx.commit().await?;
+    super::metadata::apply(ctx, guid, &meta).await?;
     db::get::<Buildpack>(&ctx.pool, guid).await
 }
 

@@ -112,7 +112,6 @@ metadata_patch!(
     patch_route: crate::db::Route => super::routes::get_one,
     patch_domain: crate::db::Domain => super::catalog::get_domain,
     patch_stack: crate::db::Stack => super::catalog::get_stack,
-    patch_buildpack: crate::db::Buildpack => super::buildpacks::get_one,
     patch_deployment: crate::db::Deployment => super::deployments::get_one,
     patch_revision: crate::db::Revision => super::deployments::revision,
     patch_task: crate::db::Task => super::tasks::get_one,

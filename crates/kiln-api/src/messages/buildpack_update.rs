@@ -2,7 +2,6 @@
 
 use crate::error::{ApiError, ApiResult};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
 
 /// CC's limits on a buildpack's name and stack.
 const MAX_NAME_LENGTH: usize = 250;
@@ -23,7 +22,7 @@ pub struct UpdateBuildpack {
     #[serde(default)]
     pub locked: Option<bool>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<crate::messages::metadata::MetadataPatch>,
 }
 
 /// A present field, even `null`, is requested (CC's `requested?`).
@@ -68,7 +67,7 @@ impl UpdateBuildpack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn msg(v: Value) -> Result<UpdateBuildpack, String> {
         let m: UpdateBuildpack = serde_json::from_value(v).map_err(|e| e.to_string())?;

@@ -174,7 +174,6 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("PATCH", "/v3/tasks/{guid}", "YFFFD", 'D'),
     ("PATCH", "/v3/domains/{guid}", "FFFFF", 'F'),
     ("PATCH", "/v3/stacks/{guid}", "FFFFF", 'F'),
-    ("PATCH", "/v3/buildpacks/{guid}", "FFFFF", 'F'),
     ("PATCH", "/v3/users/{guid}", "FFFFF", 'F'),
     ("GET", "/v3/feature_flags/{name}", "YYYYY", 'Y'),
     ("PATCH", "/v3/feature_flags/{name}", "FFFFF", 'F'),
