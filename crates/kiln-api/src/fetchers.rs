@@ -22,6 +22,17 @@ pub fn in_visible_spaces(perms: &Permissions, column: &'static str) -> Option<Co
         .map(|spaces| Cond::In(column, spaces))
 }
 
+/// `organization_guids` for rows that have a `space_guid`.
+fn in_orgs(params: &ListParams) -> Option<Cond> {
+    params.list("organization_guids").map(|orgs| Cond::Via {
+        column: "space_guid",
+        table: "spaces",
+        pick: "guid",
+        by: "organization_guid",
+        values: orgs,
+    })
+}
+
 /// Rows whose `app_guid` is an app in a space the caller reads.
 pub fn of_visible_apps(perms: &Permissions) -> Option<Cond> {
     perms.readable_spaces().map(|spaces| Cond::Via {
@@ -131,15 +142,7 @@ pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiRes
             ("stacks", "stack"),
         ],
     )?;
-    if let Some(orgs) = params.list("organization_guids") {
-        c.push(Cond::Via {
-            column: "space_guid",
-            table: "spaces",
-            pick: "guid",
-            by: "organization_guid",
-            values: orgs,
-        });
-    }
+    c.extend(in_orgs(params));
     c.extend(in_visible_spaces(perms, "space_guid"));
     db::list(&ctx.pool, &c).await
 }
@@ -775,15 +778,7 @@ pub async fn service_instances(
             ("type", "type"),
         ],
     )?;
-    if let Some(orgs) = params.list("organization_guids") {
-        c.push(Cond::Via {
-            column: "space_guid",
-            table: "spaces",
-            pick: "guid",
-            by: "organization_guid",
-            values: orgs,
-        });
-    }
+    c.extend(in_orgs(params));
     c.extend(in_visible_spaces(perms, "space_guid"));
     db::list(&ctx.pool, &c).await
 }

@@ -67,7 +67,7 @@ pub async fn create(
     perms: &Permissions,
     msg: CreateBinding,
 ) -> ApiResult<ServiceBinding> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let app_guid = msg.validate()?;
     let si = visible_instance(ctx, perms, &msg.relationships.service_instance.data.guid).await?;
     if msg.parameters.is_some() {
@@ -125,6 +125,7 @@ pub async fn create(
     })?;
     audit::record(&mut *tx, event).await?;
     tx.commit().await?;
+    super::metadata::apply(ctx, &guid, &meta).await?;
     tracing::info!(binding_guid = %guid, app_guid = %app.guid, service_instance_guid = %si.guid, "service binding created");
     db::get::<ServiceBinding>(&ctx.pool, &guid).await
 }

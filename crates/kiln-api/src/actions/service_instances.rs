@@ -45,7 +45,7 @@ fn audit_request(up: &UserProvided, space_guid: &str) -> Value {
 /// `POST /v3/service_instances` (the space was checked: the caller
 /// develops in it).
 pub async fn create(ctx: &Ctx, msg: CreateServiceInstance) -> ApiResult<ServiceInstance> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let space_guid = msg.space_guid().to_string();
     let up = match msg.validate()? {
         InstanceRequest::UserProvided(up) => up,
@@ -93,6 +93,7 @@ pub async fn create(ctx: &Ctx, msg: CreateServiceInstance) -> ApiResult<ServiceI
     db::unique_or_taken(inserted, || name_taken(&up.name))?;
     audit::record(&mut *tx, event).await?;
     tx.commit().await?;
+    super::metadata::apply(ctx, &guid, &meta).await?;
     tracing::info!(service_instance_guid = %guid, space_guid, "user-provided service instance created");
     db::get::<ServiceInstance>(&ctx.pool, &guid).await
 }
@@ -136,7 +137,7 @@ pub async fn update(
     guid: &str,
     msg: UpdateServiceInstance,
 ) -> ApiResult<ServiceInstance> {
-    let _ = &msg.metadata;
+    let meta = crate::messages::metadata::patch_of(&msg.metadata);
     let si = db::get::<ServiceInstance>(&ctx.pool, guid).await?;
     let changes = msg.validate()?;
     let request = json!({"request": {
@@ -162,6 +163,7 @@ pub async fn update(
     }
     audit::record(&mut *tx, event).await?;
     tx.commit().await?;
+    super::metadata::apply(ctx, guid, &meta).await?;
     tracing::info!(
         service_instance_guid = guid,
         "user-provided service instance updated"

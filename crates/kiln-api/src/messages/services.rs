@@ -42,7 +42,7 @@ pub struct CreateServiceInstance {
     #[serde(default)]
     pub parameters: Option<Value>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<crate::messages::metadata::MetadataPatch>,
 }
 
 /// A user-provided instance's fields, checked.
@@ -116,7 +116,7 @@ pub struct UpdateServiceInstance {
     #[serde(default, deserialize_with = "present")]
     pub route_service_url: Option<Value>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<crate::messages::metadata::MetadataPatch>,
 }
 
 /// The changes of an update, checked: `None` = not asked for.
@@ -243,7 +243,7 @@ pub struct CreateBinding {
     #[serde(default)]
     pub strategy: Option<String>,
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<crate::messages::metadata::MetadataPatch>,
 }
 
 impl CreateBinding {

@@ -60,11 +60,17 @@ async fn user_provided_instances_follow_cloud_controller() {
         &space,
         json!({"type": "user-provided", "name": "db", "credentials": {"user": "u", "password": "p"},
             "tags": ["sql"], "syslog_drain_url": "syslog://logs.example:514",
-            "route_service_url": "https://rs.example"}),
+            "route_service_url": "https://rs.example", "metadata": {"labels": {"tier": "db"}}}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{si}");
     let si_guid = guid(&si);
+    // Labels are kept and selectable, as on every resource.
+    assert_eq!(si["metadata"]["labels"]["tier"], "db", "{si}");
+    assert_eq!(
+        count(&kiln, "/v3/service_instances?label_selector=tier=db").await,
+        1
+    );
     assert_eq!(si["type"], "user-provided");
     assert_eq!(si["name"], "db");
     assert_eq!(si["tags"], json!(["sql"]));
