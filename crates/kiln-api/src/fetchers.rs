@@ -294,6 +294,20 @@ pub async fn droplets(
     db::list(&ctx.pool, &c).await
 }
 
+/// The droplets staged from a package (which must exist and be visible:
+/// its route's rule checked that): `GET /v3/packages/:guid/droplets`,
+/// filters `guids` and `states`.
+pub async fn package_droplets(
+    ctx: &Ctx,
+    package_guid: &str,
+    params: &ListParams,
+) -> ApiResult<Vec<Droplet>> {
+    db::get::<Package>(&ctx.pool, package_guid).await?;
+    let mut c = conds(params, &[("states", "state"), ("guids", "guid")])?;
+    c.push(Cond::In("package_guid", vec![package_guid.to_string()]));
+    db::list(&ctx.pool, &c).await
+}
+
 /// An app's current droplet.
 pub async fn current_droplet(ctx: &Ctx, app_guid: &str) -> ApiResult<Droplet> {
     let app = db::get::<App>(&ctx.pool, app_guid).await?;

@@ -290,6 +290,7 @@ fn router(ctx: Shared) -> Router {
         // packages
         .route("/v3/packages", get(packages::list).post(packages::create))
         .route("/v3/packages/{guid}", get(packages::get_one))
+        .route("/v3/packages/{guid}/droplets", get(packages::droplets))
         .route(
             "/v3/packages/{guid}/upload",
             post(packages::upload).layer(DefaultBodyLimit::max(upload_limit)),

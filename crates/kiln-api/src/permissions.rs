@@ -320,7 +320,9 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("POST", "/v3/processes/{guid}/actions/scale") => rule(P(Process), Operate),
         ("GET", "/v3/packages") => rule(Nothing, Token),
         ("POST", "/v3/packages") => rule(Body(App, "/relationships/app/data/guid"), Write),
-        ("GET", "/v3/packages/{guid}") => rule(P(Package), Read),
+        ("GET", "/v3/packages/{guid}") | ("GET", "/v3/packages/{guid}/droplets") => {
+            rule(P(Package), Read)
+        }
         ("POST", "/v3/packages/{guid}/upload") => rule(P(Package), Write),
         ("GET", "/v3/builds") | ("GET", "/v3/droplets") => rule(Nothing, Token),
         ("POST", "/v3/builds") => rule(Body(Package, "/package/guid"), Operate),

@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult, Limit};
 use crate::fetchers;
 use crate::messages::{CreatePackage, MatchBody};
 use crate::permissions::Permissions;
-use crate::presenters::package_json;
+use crate::presenters::{droplet_json, package_json};
 use crate::uploads::stream_to_scratch;
 use crate::web::{CfJson, CfMultipart, ListParams, multipart_error};
 use axum::Extension;
@@ -98,4 +98,18 @@ pub async fn upload(
     let read = read_upload(&ctx, &mut multipart, &mut bits).await;
     let p = actions::packages::upload(&ctx, package, read, bits).await?;
     Ok(Json(package_json(&ctx.base, &p)))
+}
+
+/// `GET /v3/packages/:guid/droplets`: what `cf start`, `restart` and
+/// `restage` look up after staging a package.
+pub async fn droplets(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    params: ListParams,
+) -> ApiResult<Json<Value>> {
+    let droplets = fetchers::package_droplets(&ctx, &guid, &params).await?;
+    let path = format!("/v3/packages/{guid}/droplets");
+    Ok(list_of(&ctx.base, &path, &params, droplets, |d| {
+        droplet_json(&ctx.base, d)
+    }))
 }

@@ -145,6 +145,7 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/packages", "YYYYY", 'Y'),
     ("POST", "/v3/packages", "YFFFU", 'U'),
     ("GET", "/v3/packages/{guid}", "YYYYD", 'D'),
+    ("GET", "/v3/packages/{guid}/droplets", "YYYYD", 'D'),
     ("POST", "/v3/packages/{guid}/upload", "YFFFD", 'D'),
     ("POST", "/v3/resource_matches", "YYYYY", 'Y'),
     ("GET", "/v3/builds", "YYYYY", 'Y'),

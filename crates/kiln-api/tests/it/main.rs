@@ -1055,6 +1055,13 @@ async fn push_path_end_to_end() {
     let (_, droplet) = kiln.get(&format!("/v3/droplets/{droplet_guid}")).await;
     assert_eq!(droplet["state"], "STAGED");
     assert_eq!(droplet["process_types"], json!({"web": "python app.py"}));
+    // The package's droplets, as `cf restart` looks them up.
+    let (status, of_pkg) = kiln.get(&format!("/v3/packages/{pkg}/droplets")).await;
+    assert_eq!(status, StatusCode::OK, "{of_pkg}");
+    assert_eq!(of_pkg["pagination"]["total_results"], 1, "{of_pkg}");
+    assert_eq!(of_pkg["resources"][0]["guid"], json!(droplet_guid));
+    let (status, e) = kiln.get("/v3/packages/nope/droplets").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
     assert_eq!(droplet["checksum"]["type"], "sha256");
     assert_eq!(droplet["buildpacks"][0]["name"], "python");
     assert_eq!(droplet["buildpacks"][0]["version"], "1.0.0");

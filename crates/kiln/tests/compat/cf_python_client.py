@@ -94,6 +94,10 @@ build = admin.post(API + "/v3/builds", json={"package": {"guid": package["guid"]
 staged = wait_for("build STAGED", lambda: (
     lambda b: b if b["state"] in ("STAGED", "FAILED") else None)(admin.get(API + "/v3/builds/" + build["guid"]).json()))
 check(staged["state"] == "STAGED", "build %s" % staged)
+# The package's droplets, as `cf restart` finds the one to run.
+of_package = admin.get(API + "/v3/packages/%s/droplets" % package["guid"]).json()
+check([d["guid"] for d in of_package["resources"]] == [staged["droplet"]["guid"]],
+      "package droplets %s" % of_package)
 admin.patch(API + "/v3/apps/%s/relationships/current_droplet" % app["guid"],
             json={"data": {"guid": staged["droplet"]["guid"]}})
 domain = next(iter(v3.domains.list()))
