@@ -55,12 +55,16 @@ impl FsBlobstore {
 }
 
 pub(crate) async fn create_dir(path: &Path) -> Result<(), StoreError> {
-    tokio::fs::create_dir_all(path)
-        .await
-        .map_err(|source| StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    tokio::fs::create_dir_all(path).await.map_err(io(path))
+}
+
+/// An io error on `path`, as both stores report it.
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + use<> {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    }
 }
 
 /// Keys are relative paths of plain segments (`droplets/<guid>`); anything
@@ -99,10 +103,6 @@ async fn sha256_of(path: &Path) -> std::io::Result<BlobInfo> {
 impl Blobstore for FsBlobstore {
     async fn put_file(&self, key: &str, src: &Path) -> Result<BlobInfo, StoreError> {
         let dest = self.path_of(key)?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
         let info = sha256_of(src).await.map_err(io(src))?;
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent)

@@ -6,7 +6,7 @@
 //! into a scratch file that is unlinked once open, so callers keep reading
 //! a plain file and no blob is ever held in memory.
 
-use crate::blobstore::{BlobInfo, Blobstore};
+use crate::blobstore::{BlobInfo, Blobstore, io};
 use crate::{StoreError, valid_key};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -171,8 +171,9 @@ impl S3Blobstore {
         &self,
         path: &ObjectPath,
         key: &str,
-        mut file: tokio::fs::File,
+        src: &Path,
     ) -> Result<BlobInfo, StoreError> {
+        let mut file = tokio::fs::File::open(src).await.map_err(io(src))?;
         let upload = self
             .store
             .put_multipart(path)
@@ -189,10 +190,7 @@ impl S3Blobstore {
                     .wait_for_capacity(2)
                     .await
                     .map_err(self.failed("upload", key))?;
-                let n = file.read(&mut buf).await.map_err(|source| StoreError::Io {
-                    path: PathBuf::from(key),
-                    source,
-                })?;
+                let n = file.read(&mut buf).await.map_err(io(src))?;
                 if n == 0 {
                     return Ok(());
                 }
@@ -217,14 +215,6 @@ impl S3Blobstore {
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError {
-    let path = path.to_path_buf();
-    move |source| StoreError::Io {
-        path: path.clone(),
-        source,
-    }
-}
-
 #[async_trait]
 impl Blobstore for S3Blobstore {
     async fn put_file(&self, key: &str, src: &Path) -> Result<BlobInfo, StoreError> {
@@ -242,8 +232,7 @@ impl Blobstore for S3Blobstore {
                 .map_err(self.failed("upload", key))?;
             info
         } else {
-            let file = tokio::fs::File::open(src).await.map_err(io(src))?;
-            self.put_multipart(&path, key, file).await?
+            self.put_multipart(&path, key, src).await?
         };
         // The contract: the source is taken over.
         tokio::fs::remove_file(src).await.map_err(io(src))?;
