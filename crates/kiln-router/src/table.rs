@@ -1,7 +1,8 @@
 //! The routing table: which instances serve which route.
 //!
 //! Built whole from the BBS's view, never patched, so it is always a
-//! consistent picture of one moment. A route whose processes have no RUNNING
+//! consistent picture of one moment; a rebuild reuses the previous table's
+//! unchanged endpoints, so it costs little beyond one pass over the LRPs. A route whose processes have no RUNNING
 //! instance stays in the table with no endpoints, so the router can tell
 //! "no such route" (404) from "no instance up" (503), as Gorouter does.
 //!
@@ -15,7 +16,8 @@ use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, DesiredLrp, HttpRoute};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::fmt::Write as _;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -129,7 +131,8 @@ impl Endpoint {
 }
 
 /// The endpoints of one route, with the round-robin position. Endpoints are
-/// shared (`Arc`) so a request can keep the one it uses without copying it.
+/// shared (`Arc`) so a request can keep the one it uses without copying it,
+/// and a rebuild reuses the ones that did not change.
 #[derive(Debug)]
 pub struct Pool {
     pub endpoints: Vec<Arc<Endpoint>>,
@@ -137,15 +140,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new() -> Pool {
-        // A random start, so that instance 0 does not get the first request
-        // after every table rebuild (a rebuild resets the position).
-        let start = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish() as usize;
+    fn starting_at(next: usize) -> Pool {
         Pool {
             endpoints: Vec::new(),
-            next: AtomicUsize::new(start),
+            next: AtomicUsize::new(next),
         }
     }
 
@@ -162,19 +160,49 @@ impl Pool {
     }
 }
 
-/// The routes of one host: `(path prefix, pool)`, longest prefix first; the
-/// host's own route, if mapped, has the empty prefix and comes last.
+/// The routes of one host. Most hosts have only their own route, kept
+/// inline in the table's slot (no pointer to follow on a lookup); path
+/// routes, if any, are a short list, longest prefix first.
 #[derive(Debug, Default)]
 struct HostRoutes {
-    paths: Vec<(String, Pool)>,
+    /// The host's own route (empty path), if mapped.
+    root: Option<Pool>,
+    /// `(path prefix, pool)`, longest first.
+    paths: Vec<(Box<str>, Pool)>,
 }
 
 impl HostRoutes {
+    fn pool(&self, path: &str) -> Option<&Pool> {
+        if path.is_empty() {
+            return self.root.as_ref();
+        }
+        self.paths
+            .iter()
+            .find(|(p, _)| &**p == path)
+            .map(|(_, pool)| pool)
+    }
+
     fn pool_mut(&mut self, path: &str) -> Option<&mut Pool> {
+        if path.is_empty() {
+            return self.root.as_mut();
+        }
         self.paths
             .iter_mut()
-            .find(|(p, _)| p == path)
+            .find(|(p, _)| &**p == path)
             .map(|(_, pool)| pool)
+    }
+
+    /// Adds the route at `path` unless it is there; whether it was added.
+    fn add(&mut self, path: &str, next: usize) -> bool {
+        if self.pool(path).is_some() {
+            return false;
+        }
+        if path.is_empty() {
+            self.root = Some(Pool::starting_at(next));
+        } else {
+            self.paths.push((path.into(), Pool::starting_at(next)));
+        }
+        true
     }
 
     /// Gorouter's rule: the longest matching prefix that has endpoints;
@@ -190,17 +218,24 @@ impl HostRoutes {
             }
             empty_match.get_or_insert(pool);
         }
-        empty_match
+        match &self.root {
+            Some(root) if !root.endpoints.is_empty() || empty_match.is_none() => Some(root),
+            _ => empty_match,
+        }
+    }
+
+    fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.root
+            .iter()
+            .chain(self.paths.iter().map(|(_, pool)| pool))
     }
 }
 
-/// Whether `prefix` (lower case, no trailing `/`) is a whole-segment prefix
-/// of the request's path: `/a` matches `/a`, `/a/`, `/a/b` and `/a?q`, not
-/// `/ab`. Compared without regard to case, as Gorouter lower-cases its key.
+/// Whether `prefix` (lower case, no trailing `/`, not empty) is a
+/// whole-segment prefix of the request's path: `/a` matches `/a`, `/a/`,
+/// `/a/b` and `/a?q`, not `/ab`. Compared without regard to case, as
+/// Gorouter lower-cases its key.
 fn path_has_prefix(request_path: &str, prefix: &str) -> bool {
-    if prefix.is_empty() {
-        return true;
-    }
     let (path, rest) = match request_path.get(..prefix.len()) {
         Some(head) => (head, &request_path[prefix.len()..]),
         None => return false,
@@ -217,9 +252,13 @@ fn normalize_path(path: &str) -> String {
 
 /// Route → pool. Immutable once built; the router swaps in a new one on
 /// every change.
+///
+/// One open-addressing hash map by host with a fast seeded hash
+/// (`foldhash`, random per process, so a client cannot pick colliding
+/// hosts ahead of time), each slot holding the host's routes inline.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    hosts: HashMap<String, HostRoutes>,
+    hosts: HashMap<Box<str>, HostRoutes, foldhash::fast::RandomState>,
     routes: usize,
 }
 
@@ -256,71 +295,94 @@ impl RouteTable {
 
     /// As [`RouteTable::from_lrps`], keeping from `previous` what the router
     /// learned: each route's round-robin position and each instance's
-    /// failures and requests in flight.
+    /// failures and requests in flight. An instance that did not change is
+    /// the same `Endpoint` as in `previous` (shared, not rebuilt), so a
+    /// rebuild allocates only for what changed and costs time linear in
+    /// the number of routes and instances.
     pub fn rebuild(
         desired: &[DesiredLrp],
         actual: &[ActualLrp],
         previous: &RouteTable,
     ) -> RouteTable {
-        let known = previous.endpoint_states();
-        let by_process: HashMap<&str, &DesiredLrp> = desired
+        let known = previous.endpoints_by_instance();
+        let (mut table, keys) = RouteTable::routes_of(desired, previous);
+        let by_process: HashMap<&str, usize, foldhash::fast::RandomState> = desired
             .iter()
-            .map(|d| (d.process_guid.as_str(), d))
+            .enumerate()
+            .map(|(i, d)| (d.process_guid.as_str(), i))
             .collect();
-        let mut table = RouteTable::default();
-        for d in desired {
-            for route in &d.routes {
-                table.add_route(route);
-            }
-        }
+        let mut addr = String::new();
         for a in actual {
-            let Some(mut endpoint) = endpoint_of(a, &by_process) else {
+            let Some(&i) = by_process.get(a.key.process_guid.as_str()) else {
                 continue;
             };
-            if let Some(state) =
-                known.get(&(endpoint.addr.as_str(), endpoint.instance_guid.as_str()))
-            {
-                endpoint.state = Arc::clone(state);
-            }
-            let d = by_process[a.key.process_guid.as_str()];
-            let mut keys: Vec<(String, String)> = d.routes.iter().map(route_key).collect();
-            keys.sort();
-            keys.dedup();
-            let endpoint = Arc::new(endpoint);
-            for (host, path) in keys {
-                if let Some(pool) = table.hosts.get_mut(&host).and_then(|h| h.pool_mut(&path)) {
+            let Some(endpoint) = endpoint_of(a, &desired[i], &known, &mut addr) else {
+                continue;
+            };
+            for (host, path) in &keys[i] {
+                if let Some(pool) = table.hosts.get_mut(&**host).and_then(|h| h.pool_mut(path)) {
                     pool.endpoints.push(endpoint.clone());
                 }
             }
         }
         table.settle();
-        table.carry_positions_from(previous);
         table
     }
 
-    /// Each endpoint's state, by address and instance: a host port is
-    /// reused by the cell, and a new instance on it must not inherit the
-    /// failures of the one before (Gorouter replaces an endpoint whose
-    /// instance id changed).
-    fn endpoint_states(&self) -> HashMap<(&str, &str), &Arc<EndpointState>> {
-        self.hosts
-            .values()
-            .flat_map(|routes| &routes.paths)
-            .flat_map(|(_, pool)| &pool.endpoints)
-            .map(|e| ((e.addr.as_str(), e.instance_guid.as_str()), &e.state))
-            .collect()
+    /// Every route of `desired`, with no endpoints yet, each starting
+    /// round-robin where `previous` was; and each DesiredLrp's route keys.
+    fn routes_of(
+        desired: &[DesiredLrp],
+        previous: &RouteTable,
+    ) -> (RouteTable, Vec<Vec<(Box<str>, String)>>) {
+        let mut table = RouteTable::default();
+        table.hosts.reserve(previous.hosts.len().max(desired.len()));
+        // A fresh route starts at a random place, so that instance 0 does
+        // not take the first request of every new route.
+        let mut fresh_start =
+            foldhash::fast::RandomState::default().hash_one(desired.len()) as usize;
+        let keys = desired
+            .iter()
+            .map(|d| {
+                let mut keys: Vec<(Box<str>, String)> = d
+                    .routes
+                    .iter()
+                    .map(route_key)
+                    .filter(|(host, _)| !host.is_empty())
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                for (host, path) in &keys {
+                    let next = previous
+                        .hosts
+                        .get(&**host)
+                        .and_then(|routes| routes.pool(path))
+                        .map(|pool| pool.next.load(Ordering::Relaxed))
+                        .unwrap_or_else(|| {
+                            fresh_start = fresh_start
+                                .wrapping_mul(6_364_136_223_846_793_005)
+                                .wrapping_add(1);
+                            fresh_start >> 16
+                        });
+                    let routes = table.hosts.entry(host.clone()).or_default();
+                    if routes.add(path, next) {
+                        table.routes += 1;
+                    }
+                }
+                keys
+            })
+            .collect();
+        (table, keys)
     }
 
-    fn add_route(&mut self, route: &HttpRoute) {
-        let (host, path) = route_key(route);
-        if host.is_empty() {
-            return;
-        }
-        let routes = self.hosts.entry(host).or_default();
-        if routes.pool_mut(&path).is_none() {
-            routes.paths.push((path, Pool::new()));
-            self.routes += 1;
-        }
+    /// Each endpoint of the table by its instance guid.
+    fn endpoints_by_instance(&self) -> HashMap<&str, &Arc<Endpoint>, foldhash::fast::RandomState> {
+        self.hosts
+            .values()
+            .flat_map(HostRoutes::pools)
+            .flat_map(|pool| &pool.endpoints)
+            .map(|e| (e.instance_guid.as_str(), e))
+            .collect()
     }
 
     /// Orders what lookups and round-robin rely on.
@@ -330,11 +392,17 @@ impl RouteTable {
             routes
                 .paths
                 .sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+            routes.paths.shrink_to_fit();
             // A stable order, so round-robin walks the instances the same way
             // whatever order the BBS listed them in.
-            for (_, pool) in &mut routes.paths {
-                pool.endpoints
-                    .sort_by(|a, b| (&a.process_guid, a.index).cmp(&(&b.process_guid, b.index)));
+            for pool in routes
+                .root
+                .iter_mut()
+                .chain(routes.paths.iter_mut().map(|(_, p)| p))
+            {
+                pool.endpoints.sort_unstable_by(|a, b| {
+                    (&a.process_guid, a.index).cmp(&(&b.process_guid, b.index))
+                });
             }
         }
     }
@@ -344,23 +412,6 @@ impl RouteTable {
     /// matching path route of that host, as Gorouter matches.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Pool> {
         self.hosts.get(normalize_host(host).as_ref())?.lookup(path)
-    }
-
-    /// Keeps each route's round-robin position from the table this one
-    /// replaces, so a rebuild does not send the next requests back to the
-    /// same instance.
-    fn carry_positions_from(&self, old: &RouteTable) {
-        for (host, routes) in &self.hosts {
-            let Some(old_routes) = old.hosts.get(host) else {
-                continue;
-            };
-            for (path, pool) in &routes.paths {
-                if let Some((_, old_pool)) = old_routes.paths.iter().find(|(p, _)| p == path) {
-                    pool.next
-                        .store(old_pool.next.load(Ordering::Relaxed), Ordering::Relaxed);
-                }
-            }
-        }
     }
 
     /// How many routes (host plus path) the table has.
@@ -374,35 +425,59 @@ impl RouteTable {
 }
 
 /// `(host, path)` of a route as the table keys it.
-fn route_key(route: &HttpRoute) -> (String, String) {
+fn route_key(route: &HttpRoute) -> (Box<str>, String) {
     (
-        normalize_host(&route.host).into_owned(),
+        normalize_host(&route.host).into(),
         normalize_path(&route.path),
     )
 }
 
-/// The endpoint an ActualLrp is, if it is RUNNING with a port and its
-/// DesiredLrp is known.
-fn endpoint_of(a: &ActualLrp, by_process: &HashMap<&str, &DesiredLrp>) -> Option<Endpoint> {
+/// The endpoint an ActualLrp of `d` is, if it is RUNNING with a port: the
+/// one `known` has for its instance if nothing about it changed, else a new
+/// one, which keeps the known one's state if it is the same instance at the
+/// same address (a host port is reused by the cell, and a new instance on
+/// it must not inherit the failures of the one before, as Gorouter replaces
+/// an endpoint whose instance id changed). `addr` is scratch space.
+fn endpoint_of(
+    a: &ActualLrp,
+    d: &DesiredLrp,
+    known: &HashMap<&str, &Arc<Endpoint>, foldhash::fast::RandomState>,
+    addr: &mut String,
+) -> Option<Arc<Endpoint>> {
     if a.state != ActualLrpState::Running {
         return None;
     }
-    let d = by_process.get(a.key.process_guid.as_str())?;
     let net = a.net_info.as_ref()?;
     let ik = a.instance_key.as_ref()?;
     let port = net.ports.first()?;
-    let address = if net.address.contains(':') && !net.address.starts_with('[') {
-        format!("[{}]", net.address)
+    addr.clear();
+    let bracket = net.address.contains(':') && !net.address.starts_with('[');
+    let _ = if bracket {
+        write!(addr, "[{}]:{}", net.address, port.host_port)
     } else {
-        net.address.clone()
+        write!(addr, "{}:{}", net.address, port.host_port)
     };
-    Some(Endpoint::new(
-        format!("{address}:{}", port.host_port),
+    let before = known
+        .get(ik.instance_guid.as_str())
+        .filter(|e| e.addr == *addr);
+    if let Some(before) = before
+        && before.process_guid == d.process_guid
+        && before.index == a.key.index
+        && before.app_guid == d.log_guid
+    {
+        return Some(Arc::clone(before));
+    }
+    let mut endpoint = Endpoint::new(
+        addr.clone(),
         d.log_guid.clone(),
         d.process_guid.clone(),
         a.key.index,
         ik.instance_guid.clone(),
-    ))
+    );
+    if let Some(before) = before {
+        endpoint.state = Arc::clone(&before.state);
+    }
+    Some(Arc::new(endpoint))
 }
 #[cfg(test)]
 mod tests {
@@ -496,6 +571,42 @@ mod tests {
         let endpoint = &after.lookup("app.test", "/").unwrap().endpoints[0];
         assert_eq!(endpoint.instance_guid, "ig-new");
         assert!(!endpoint.state.recently_failed(now));
+    }
+
+    #[test]
+    fn a_rebuild_reuses_unchanged_instances_and_keeps_round_robin() {
+        let d = [desired("p1", &["a.test", "a.test/api"])];
+        let a = [
+            actual("p1", 0, ActualLrpState::Running, 1),
+            actual("p1", 1, ActualLrpState::Running, 2),
+        ];
+        let before = RouteTable::from_lrps(&d, &a);
+        let old = before.lookup("a.test", "/").unwrap();
+        let first = old.attempt_order().next().unwrap().index;
+
+        let mut moved = a.clone();
+        moved[1].net_info.as_mut().unwrap().ports[0].host_port = 3;
+        let after = RouteTable::rebuild(&d, &moved, &before);
+        let new = after.lookup("a.test", "/").unwrap();
+        assert!(
+            Arc::ptr_eq(&new.endpoints[0], &old.endpoints[0]),
+            "unchanged: shared"
+        );
+        assert!(
+            !Arc::ptr_eq(&new.endpoints[1], &old.endpoints[1]),
+            "moved: new"
+        );
+        assert_eq!(new.endpoints[1].addr, "127.0.0.1:3");
+        let path = after.lookup("a.test", "/api/x").unwrap();
+        assert!(
+            Arc::ptr_eq(&path.endpoints[0], &new.endpoints[0]),
+            "one endpoint per instance"
+        );
+        assert_ne!(
+            new.attempt_order().next().unwrap().index,
+            first,
+            "round-robin goes on from where the old table was"
+        );
     }
 
     #[test]

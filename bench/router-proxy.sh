@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The router's proxy alone (no Kiln server, no container) against nginx as a
+# reverse proxy, in front of the same nginx serving a static file on the
+# host, in one run (issue 16). For profiling and for the proxy's own memory:
+# bench/router.sh is the whole-platform comparison.
+#
+#   1. starts nginx on 127.0.0.1 as the "instance" (one worker, keep-alive,
+#      a static file), nginx as a reverse proxy to it (`worker_processes
+#      auto`, upstream keepalive, buffered access log) and
+#      `kiln-router --example proxy` routing a host to it;
+#   2. runs `wrk --latency -t1 -cN -dD` straight to the instance, through
+#      nginx and through the router, alternating, ROUNDS times, at each of
+#      CONNS; prints the medians and the ratios router/nginx, with the load
+#      average (the machine is shared: compare only figures of one run);
+#   3. prints the proxy's RSS idle, right after the load and SETTLE seconds
+#      later.
+#
+# Needs wrk and nginx (`apt-get install wrk nginx-light`; installed if
+# missing). Builds the example in release unless PROXY= names a binary.
+#
+#   bench/router-proxy.sh            # CONNS="2 64 1000" ROUNDS=3 DURATION=5s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-2 64 1000}
+SETTLE=${SETTLE:-10}
+command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y -qq wrk nginx-light >/dev/null
+if [ -z "${PROXY:-}" ]; then
+  cargo build -q --release -p kiln-router --example proxy
+  PROXY=${CARGO_TARGET_DIR:-target}/release/examples/proxy
+fi
+
+work=$(mktemp -d /tmp/kiln-bench-router-proxy.XXXXXX)
+# nginx's workers run unprivileged and read the static file from here.
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+APP_PORT=$(free_port) NGINX_PORT=$(free_port) ROUTER_PORT=$(free_port)
+HOST=static.bench.test
+mkdir -p "$work/app/public" "$work/nginx"
+printf 'hello from a static file served by nginx\n' >"$work/app/public/index.html"
+
+cat >"$work/app/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $work/app/nginx.pid;
+error_log $work/app/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$APP_PORT; root $work/app/public; }
+}
+CONF
+cat >"$work/nginx/nginx.conf" <<CONF
+daemon off;
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $work/nginx/access.log combined buffer=64k flush=1s;
+  upstream app { server 127.0.0.1:$APP_PORT; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+nginx -p "$work/app" -e "$work/app/error.log" -c "$work/app/nginx.conf" &
+pids+=($!)
+nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+"$PROXY" "127.0.0.1:$ROUTER_PORT" "127.0.0.1:$APP_PORT" "$HOST" >"$work/proxy.log" 2>&1 &
+proxy_pid=$!
+pids+=($proxy_pid)
+DIRECT=http://127.0.0.1:$APP_PORT/index.html
+VIA_NGINX=http://127.0.0.1:$NGINX_PORT/index.html
+VIA_ROUTER=http://127.0.0.1:$ROUTER_PORT/index.html
+for url in "$DIRECT" "$VIA_NGINX"; do
+  curl -fsS --retry 20 --retry-delay 1 --retry-all-errors "$url" >/dev/null
+done
+curl -fsS --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "$VIA_ROUTER" >/dev/null
+
+rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$proxy_pid/status"; }
+rss_idle=$(rss)
+
+# One wrk run: prints "req_per_s p99_ms".
+measure() {
+  local conns=$1 url=$2; shift 2
+  wrk --latency -t1 -c"$conns" -d"$DURATION" "$@" "$url" | python3 -c '
+import re, sys
+out = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+sock = re.search(r"Socket errors: (.*)", out)
+if errs or sock:
+    print("wrk reported errors:", (errs.group(0) if errs else ""), (sock.group(0) if sock else ""), file=sys.stderr)
+print(f"{rps:.0f} {p99:.3f}")'
+}
+
+results=$work/results
+: >"$results"
+echo "==> wrk --latency -t1 -d$DURATION, $ROUNDS alternating rounds, GET /index.html ($(nproc) cores)"
+for conns in $CONNS; do
+  for round in $(seq 1 "$ROUNDS"); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "c=$conns direct $(measure "$conns" "$DIRECT")" >>"$results"
+    echo "c=$conns nginx $(measure "$conns" "$VIA_NGINX")" >>"$results"
+    echo "c=$conns router $(measure "$conns" "$VIA_ROUTER" -H "Host: $HOST")" >>"$results"
+    echo "   c=$conns round $round (load $load): $(grep "^c=$conns " "$results" | tail -3 | awk '{printf "%s %s req/s p99 %s ms; ", $2, $3, $4}')"
+  done
+done
+rss_loaded=$(rss)
+sleep "$SETTLE"
+rss_settled=$(rss)
+
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print()
+print(f"{'conns':>6} {'direct req/s':>13} {'nginx req/s':>12} {'router req/s':>13} {'router/nginx':>12} | {'nginx p99':>10} {'router p99':>11} {'router/nginx':>12}")
+for c in dict.fromkeys(r[0] for r in rows):
+    med = lambda who, i: statistics.median(float(r[i]) for r in rows if r[0] == c and r[1] == who)
+    d, n, k = med("direct", 2), med("nginx", 2), med("router", 2)
+    np99, kp99 = med("nginx", 3), med("router", 3)
+    print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>13.0f} {k/n:>11.2f}x | {np99:>8.2f}ms {kp99:>9.2f}ms {kp99/np99:>11.2f}x")
+PY
+echo
+echo "router proxy RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled (load now $(cut -d' ' -f1-3 /proc/loadavg))"
