@@ -41,7 +41,7 @@ use context::{Ctx, Shared};
 use controllers::{
     app_features, apps, audit_events, buildpacks, builds, catalog, deployments, internal, links,
     logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
-    service_credential_bindings, service_instances, settings, tasks, users,
+    service_credential_bindings, service_instances, settings, sidecars, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -286,7 +286,20 @@ fn router(ctx: Shared) -> Router {
         )
         .route("/v3/processes/{guid}/stats", get(processes::stats))
         .route("/v3/processes/{guid}/actions/scale", post(processes::scale))
-        .route("/v3/processes/{guid}/sidecars", get(catalog::empty_list))
+        .route(
+            "/v3/processes/{guid}/sidecars",
+            get(sidecars::process_sidecars),
+        )
+        .route(
+            "/v3/apps/{guid}/sidecars",
+            get(sidecars::app_sidecars).post(sidecars::create),
+        )
+        .route(
+            "/v3/sidecars/{guid}",
+            get(sidecars::get_one)
+                .patch(sidecars::update)
+                .delete(sidecars::delete),
+        )
         // packages
         .route("/v3/packages", get(packages::list).post(packages::create))
         .route("/v3/packages/{guid}", get(packages::get_one))

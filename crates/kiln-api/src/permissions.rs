@@ -170,6 +170,7 @@ pub enum Kind {
     AuditEvent,
     ServiceInstance,
     ServiceBinding,
+    Sidecar,
 }
 
 impl Kind {
@@ -191,6 +192,7 @@ impl Kind {
             Kind::AuditEvent => "Event",
             Kind::ServiceInstance => "Service instance",
             Kind::ServiceBinding => "Service credential binding",
+            Kind::Sidecar => "Sidecar",
         }
     }
 }
@@ -409,6 +411,13 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         | ("POST", "/v3/organization_quotas/{guid}/relationships/organizations") => {
             rule(Nothing, Admin)
         }
+        // Sidecars: read with the app, changed by its space's developers.
+        ("GET", "/v3/apps/{guid}/sidecars") => rule(P(App), Read),
+        ("POST", "/v3/apps/{guid}/sidecars") => rule(P(App), Write),
+        ("GET", "/v3/sidecars/{guid}") => rule(P(Sidecar), Read),
+        ("PATCH", "/v3/sidecars/{guid}") | ("DELETE", "/v3/sidecars/{guid}") => {
+            rule(P(Sidecar), Write)
+        }
         ("POST", "/Users") => rule(Nothing, Admin),
         ("PUT", "/Users/{guid}/password") => rule(Nothing, Token),
         _ => None,
@@ -458,6 +467,15 @@ pub async fn owner(
                 db::find::<db::ServiceBinding>(&ctx.pool, guid)
                     .await?
                     .map(|b| b.app_guid),
+            )
+            .await?
+        }
+        Kind::Sidecar => {
+            app_space(
+                ctx,
+                db::find::<db::Sidecar>(&ctx.pool, guid)
+                    .await?
+                    .map(|s| s.app_guid),
             )
             .await?
         }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 pub mod manifest;
 pub mod settings;
+pub mod sidecar;
 
 pub const API_VERSION: &str = "3.180.0";
 

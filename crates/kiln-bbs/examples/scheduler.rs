@@ -55,6 +55,7 @@ fn desired(process_guid: String) -> DesiredLrp {
             dir: Some("/home/vcap/app".into()),
             user: "vcap".into(),
         },
+        sidecars: Vec::new(),
         health_check: HealthCheck::Port,
         start_timeout_ms: 60_000,
         routes: vec!["bench.localhost".into()],

@@ -295,6 +295,7 @@ mod tests {
                 dir: None,
                 user: "vcap".into(),
             },
+            sidecars: Vec::new(),
             health_check: HealthCheck::Port,
             start_timeout_ms: 1000,
             routes: vec![],

@@ -248,6 +248,7 @@ mod tests {
                 dir: None,
                 user: "vcap".into(),
             },
+            sidecars: Vec::new(),
             health_check: HealthCheck::Port,
             start_timeout_ms: 1,
             routes: vec![],

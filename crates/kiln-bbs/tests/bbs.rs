@@ -33,6 +33,7 @@ fn desired(process_guid: &str, instances: u32, memory_mb: u64) -> DesiredLrp {
         env: vec![],
         setup: vec![],
         action: run_action(),
+        sidecars: Vec::new(),
         health_check: HealthCheck::Port,
         start_timeout_ms: 60_000,
         routes: vec!["app.localhost".into()],

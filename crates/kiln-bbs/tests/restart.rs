@@ -37,6 +37,7 @@ fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
             dir: None,
             user: "vcap".into(),
         },
+        sidecars: Vec::new(),
         health_check: HealthCheck::Port,
         start_timeout_ms: 60_000,
         routes: vec![ROUTE.into()],

@@ -24,6 +24,10 @@ pub struct Stack {
     pub rootfs: PathBuf,
     /// The host directory bind-mounted read-only at `/usr`.
     pub usr: PathBuf,
+    /// Mounted read-only over `/usr/lib/locale`: the host's locales plus
+    /// the one `LANG` names ([`LOCALE`]); `None` when it could not be built
+    /// (then the host's directory shows and programs fall back to C).
+    pub locales: Option<PathBuf>,
 }
 
 impl Stack {
@@ -247,11 +251,83 @@ fn build_stack_from(dir: &Path, name: &str, host_root: &Path) -> Result<Stack, S
     // and buildpacks name it.
     ensure_symlink(&dir.join("app"), Path::new("/home/vcap/app"))?;
 
+    let locales = build_locales(dir, host_root)?;
+
     Ok(Stack {
         name: name.into(),
         rootfs: dir.to_path_buf(),
         usr,
+        locales,
     })
+}
+
+/// The locale Kiln's `LANG` names in every container (as CF sets it).
+pub const LOCALE: &str = "en_US.UTF-8";
+/// Its directory name as glibc looks it up (the codeset normalized).
+const LOCALE_DIR: &str = "en_US.utf8";
+
+/// The stack's locale directory, beside its root filesystem: the host's
+/// `/usr/lib/locale` copied (never pruned, so the compiled locale stays)
+/// and [`LOCALE`] compiled once with `localedef` from the host's locale
+/// sources (Debian's `locales`). Without the sources or `localedef` the
+/// stack has no directory of its own and a warning says why.
+fn build_locales(dir: &Path, host_root: &Path) -> Result<Option<PathBuf>, StackError> {
+    let mut out = dir.as_os_str().to_owned();
+    out.push(".locales");
+    let out = PathBuf::from(out);
+    create_dir(&out, 0o755)?;
+    let host = host_root.join("usr/lib/locale");
+    if let Ok(entries) = fs::read_dir(&host) {
+        for entry in entries {
+            let entry = entry.map_err(io_err(&host))?;
+            let (src, dst) = (entry.path(), out.join(entry.file_name()));
+            let meta = fs::symlink_metadata(&src).map_err(io_err(&src))?;
+            if meta.file_type().is_symlink() {
+                ensure_symlink(&dst, &fs::read_link(&src).map_err(io_err(&src))?)?;
+            } else if meta.is_dir() {
+                mirror_tree(&src, &dst, &|_| true)?;
+            } else if meta.is_file() {
+                write_if_changed(&dst, &fs::read(&src).map_err(io_err(&src))?)?;
+            }
+        }
+    }
+    if !out.join(LOCALE_DIR).join("LC_CTYPE").is_file()
+        && let Err(reason) = compile_locale(&out, host_root)
+    {
+        tracing::warn!(%reason, locale = LOCALE, "the stack has no {LOCALE} locale: programs will fall back to C");
+        return Ok(None);
+    }
+    ensure_symlink(&out.join(LOCALE), Path::new(LOCALE_DIR))?;
+    Ok(Some(out))
+}
+
+/// `localedef -i en_US -f UTF-8 OUT/en_US.utf8`, from the host's sources.
+fn compile_locale(out: &Path, host_root: &Path) -> Result<(), String> {
+    let i18n = host_root.join("usr/share/i18n");
+    let localedef = host_root.join("usr/bin/localedef");
+    if !i18n.join("locales/en_US").is_file() || !localedef.is_file() {
+        return Err(format!(
+            "{} or {} is missing (Debian's locales package)",
+            i18n.join("locales/en_US").display(),
+            localedef.display()
+        ));
+    }
+    let target = out.join(LOCALE_DIR);
+    let result = std::process::Command::new(&localedef)
+        .env("I18NPATH", &i18n)
+        .args(["-i", "en_US", "-f", "UTF-8"])
+        .arg(&target)
+        .output()
+        .map_err(|e| format!("running {}: {e}", localedef.display()))?;
+    // localedef exits 1 for warnings with the output written.
+    if target.join("LC_CTYPE").is_file() {
+        return Ok(());
+    }
+    Err(format!(
+        "localedef failed ({}): {}",
+        result.status,
+        String::from_utf8_lossy(&result.stderr).trim()
+    ))
 }
 
 /// The host files of [`HOST_ETC_FILES`], apt's sources and keys, and

@@ -90,6 +90,16 @@ pub struct RunAction {
     pub user: String,
 }
 
+/// One sidecar's command in a DesiredLrp: a program and its arguments,
+/// named for the logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarAction {
+    pub name: String,
+    pub path: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
 /// Staging a Docker image: the cell asks the image's registry, on the
 /// host side (containers reach no loopback registry), what the reference
 /// names, and the Task's result is the [`crate::staging::StagingResult`]
@@ -192,6 +202,12 @@ pub struct DesiredLrp {
     #[serde(default)]
     pub setup: Vec<DownloadAction>,
     pub action: RunAction,
+    /// More commands run in the same container beside `action` (CC's
+    /// sidecars; Diego's codependent run actions): each as `action`'s user,
+    /// in its directory, with its environment. If any of them or `action`
+    /// exits, the instance has crashed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<SidecarAction>,
     /// The ports the app listens on inside its container (Diego's
     /// `ports`); empty means 8080. The first is `PORT` and the one mapped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

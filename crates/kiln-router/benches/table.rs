@@ -38,6 +38,7 @@ fn desired(i: usize) -> DesiredLrp {
             dir: None,
             user: "vcap".into(),
         },
+        sidecars: Vec::new(),
         health_check: HealthCheck::Port,
         start_timeout_ms: 60_000,
         // Every tenth app also has a path route, as some do.

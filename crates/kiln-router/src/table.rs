@@ -504,6 +504,7 @@ mod tests {
                 dir: None,
                 user: "vcap".into(),
             },
+            sidecars: Vec::new(),
             health_check: HealthCheck::Port,
             start_timeout_ms: 60_000,
             routes: routes.iter().map(|r| HttpRoute::from(*r)).collect(),

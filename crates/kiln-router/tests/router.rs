@@ -235,6 +235,7 @@ fn desired(process_guid: &str, instances: u32, host: &str) -> DesiredLrp {
             dir: None,
             user: "vcap".into(),
         },
+        sidecars: Vec::new(),
         health_check: HealthCheck::Port,
         start_timeout_ms: 60_000,
         routes: vec![host.into()],

@@ -121,6 +121,7 @@ async fn fixture(
             dir: None,
             user: "vcap".into(),
         },
+        sidecars: Vec::new(),
         health_check: HealthCheck::Port,
         start_timeout_ms: 60_000,
         routes: vec![host.into()],

@@ -799,8 +799,11 @@ async fn push_two_apps_from_a_manifest_with_variables() {
          - name: ((prefix))-one\n  path: one\n  buildpacks: [e2e_legacy]\n  instances: ((count))\n  memory: 128M\n\
          \x20 env:\n    E2E_GREETING: ((greeting))\n    E2E_COUNT: ((count))\n\
          \x20 routes:\n  - route: ((prefix))-one.localhost\n  - route: alias-((prefix)).localhost\n\
+         \x20 services: [e2e-db]\n\
          - name: ((prefix))-two\n  path: two\n  memory: 128M\n  env: {E2E_ROLE: second}\n\
-         \x20 processes:\n  - type: web\n  - type: worker\n    command: sleep 3600\n    instances: 1\n    memory: 64M\n    health-check-type: process\n",
+         \x20 processes:\n  - type: web\n  - type: worker\n    command: sleep 3600\n    instances: 1\n    memory: 64M\n    health-check-type: process\n\
+         \x20 sidecars:\n  - name: stamper\n    process_types: [web]\n    memory: 16M\n\
+         \x20   command: 'mkdir -p /home/vcap/tmp && echo \"sidecar $E2E_ROLE $CF_INSTANCE_INDEX\" > /home/vcap/tmp/sidecar-stamp.txt && exec sleep 3600'\n",
     )
     .unwrap();
     std::fs::write(project.join("vars.yml"), "prefix: mf\ncount: 2\n").unwrap();
@@ -825,6 +828,13 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     assert!(!out.success, "a missing variable must fail\n{out}");
     assert!(out.stderr.contains("greeting"), "{out}");
 
+    // The service the manifest names exists; an unknown one fails the push.
+    let out = cli(
+        &home,
+        &["cups", "e2e-db", "-p", r#"{"uri":"postgres://e2e"}"#],
+    )
+    .await;
+    assert!(out.success, "{out}");
     let out = cli_in(
         &home,
         &project,
@@ -848,6 +858,13 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     let probe: serde_json::Value = response.json().await.unwrap();
     assert_eq!(probe["e2e_env"]["E2E_GREETING"], "hello-there", "{probe}");
     assert_eq!(probe["e2e_env"]["E2E_COUNT"], "2", "{probe}");
+    // The manifest's service is bound before the app started.
+    let services: serde_json::Value =
+        serde_json::from_str(probe["env"]["VCAP_SERVICES"].as_str().unwrap_or("{}")).unwrap();
+    assert_eq!(
+        services["user-provided"][0]["credentials"]["uri"], "postgres://e2e",
+        "{probe}"
+    );
     let alias = wait_for_200(router_port, "alias-mf.localhost", Duration::from_secs(30)).await;
     assert_eq!(alias.status(), 200);
     // instances: ((count)) = 2; each answers through the router, asked for
@@ -919,6 +936,8 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     let probe: serde_json::Value = response.json().await.unwrap();
     assert_eq!(probe["e2e_env"]["E2E_ROLE"], "second", "{probe}");
     assert!(probe["e2e_env"].get("E2E_GREETING").is_none(), "{probe}");
+    // Its sidecar runs in the same container, with the app's environment.
+    assert_eq!(probe["sidecar_stamp"], "sidecar second 0\n", "{probe}");
 
     // `kiln push NAME` pushes only that app of the manifest; flags
     // override it (a second push of mf-two scaled to 2 instances).

@@ -257,6 +257,7 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<App> {
     }
     db::delete_where::<db::Task>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<db::ServiceBinding>(&mut *tx, "app_guid", guid).await?;
+    db::delete_where::<db::Sidecar>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Destination>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Process>(&mut *tx, "app_guid", guid).await?;
     db::delete_where::<Package>(&mut *tx, "app_guid", guid).await?;

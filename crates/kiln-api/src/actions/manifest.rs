@@ -2,30 +2,46 @@
 //! synchronously (as Cloud Controller does before answering 202), then each
 //! app's manifest is applied through the same actions the app, process and
 //! route endpoints use, so the BBS sees exactly what those would do. The job
-//! is recorded finished.
+//! is recorded finished. Service instances a manifest names are looked up
+//! before anything changes, so an unknown one fails the request whole.
 
-use super::{apps, jobs, processes, routes};
+use super::{apps, jobs, processes, routes, service_bindings, sidecars};
 use crate::context::Ctx;
-use crate::db::{self, App, Destination, Domain, Route, Space};
+use crate::db::{self, App, Destination, Domain, Route, ServiceBinding, ServiceInstance, Space};
 use crate::error::{ApiError, ApiResult};
-use crate::messages::manifest::{AppManifest, random_words, split_route};
+use crate::messages::manifest::{AppManifest, ManifestService, random_words, split_route};
+use crate::messages::services::{BindingRelationships, CreateBinding};
 use crate::messages::{
     AddDestinations, CreateApp, CreateRoute, NewDestination, PatchEnv, RouteRelationships,
     SpaceRelationship, ToOne, UpdateApp,
 };
+use crate::permissions::Permissions;
 use crate::presenters::route_url;
 use serde_json::{Value, json};
 
 /// Applies a parsed manifest to a space; returns the job guid.
-pub async fn apply(ctx: &Ctx, space: &Space, manifests: Vec<AppManifest>) -> ApiResult<String> {
+pub async fn apply(
+    ctx: &Ctx,
+    perms: &Permissions,
+    space: &Space,
+    manifests: Vec<AppManifest>,
+) -> ApiResult<String> {
+    let mut instances = Vec::new();
+    for m in &manifests {
+        instances.push(service_instances(ctx, space, m).await?);
+    }
     // Find or create every app first: creation errors are the request's.
     let mut apps = Vec::new();
     for m in &manifests {
         apps.push(find_or_create(ctx, space, m).await?);
     }
     let mut errors = Vec::new();
-    for (m, app) in manifests.iter().zip(&apps) {
-        if let Err(e) = apply_app(ctx, space, app, m).await {
+    for ((m, app), instances) in manifests.iter().zip(&apps).zip(&instances) {
+        let applied = match apply_app(ctx, space, app, m).await {
+            Ok(()) => bind_services(ctx, perms, app, instances).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = applied {
             tracing::warn!(app_guid = %app.guid, error = %e, "applying manifest failed");
             errors.push(job_error(e));
             break;
@@ -86,7 +102,72 @@ async fn apply_app(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> ApiR
     for (ptype, p) in &m.other_processes {
         apply_process(ctx, &app.guid, ptype, p).await?;
     }
+    // After the processes: a sidecar's memory is checked against theirs.
+    for s in &m.sidecars {
+        sidecars::apply_manifest(ctx, &app.guid, s.clone()).await?;
+    }
     apply_routes(ctx, space, app, m).await
+}
+
+/// The space's instances a manifest's `services:` names, checked as
+/// `app_apply_manifest.rb` checks them (an unknown name is an error naming
+/// it; user-provided instances take no parameters), before anything changes.
+async fn service_instances(
+    ctx: &Ctx,
+    space: &Space,
+    m: &AppManifest,
+) -> ApiResult<Vec<(ServiceInstance, ManifestService)>> {
+    let mut found = Vec::new();
+    for s in &m.services {
+        let si = db::first_where::<ServiceInstance>(
+            &ctx.pool,
+            &[("space_guid", &space.guid), ("name", &s.name)],
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "For application '{}': Service instance '{}' not found",
+                m.name, s.name
+            ))
+        })?;
+        if s.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(ApiError::unprocessable(format!(
+                "For application '{}': Binding parameters are not supported for user-provided service instances",
+                m.name
+            )));
+        }
+        found.push((si, s.clone()));
+    }
+    Ok(found)
+}
+
+/// Binds what is not bound yet (an existing binding is left as it is,
+/// whatever its name), through the bind endpoint's action.
+async fn bind_services(
+    ctx: &Ctx,
+    perms: &Permissions,
+    app: &App,
+    instances: &[(ServiceInstance, ManifestService)],
+) -> ApiResult<()> {
+    let bound = db::where_eq::<ServiceBinding>(&ctx.pool, "app_guid", &app.guid).await?;
+    for (si, s) in instances {
+        if bound.iter().any(|b| b.service_instance_guid == si.guid) {
+            continue;
+        }
+        let msg = CreateBinding {
+            kind: "app".into(),
+            name: s.binding_name.clone(),
+            relationships: BindingRelationships {
+                service_instance: ToOne::to(&si.guid),
+                app: Some(ToOne::to(&app.guid)),
+            },
+            parameters: None,
+            strategy: None,
+            metadata: None,
+        };
+        service_bindings::create(ctx, perms, msg).await?;
+    }
+    Ok(())
 }
 
 /// One process's scale, command and health check from the manifest.

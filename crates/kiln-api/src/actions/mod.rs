@@ -22,6 +22,7 @@ pub mod routes;
 pub mod service_bindings;
 pub mod service_instances;
 pub mod settings;
+pub mod sidecars;
 pub mod spaces;
 pub mod tasks;
 pub mod users;

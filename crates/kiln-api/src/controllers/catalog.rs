@@ -9,7 +9,7 @@ use crate::fetchers;
 use crate::messages::{CreateOrganization, CreateSpace, UpdateNamed};
 use crate::permissions::Permissions;
 use crate::presenters as p;
-use crate::web::{CfJson, ListParams, paginate};
+use crate::web::{CfJson, ListParams};
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -194,17 +194,4 @@ pub async fn get_job(
 ) -> ApiResult<Json<Value>> {
     let j = fetchers::one(&ctx, &guid).await?;
     Ok(Json(p::job_json(&ctx.base, &j)))
-}
-
-/// Lists Kiln does not keep anything in yet (deployments, sidecars, …).
-pub async fn empty_list(
-    State(ctx): State<Shared>,
-    uri: axum::http::Uri,
-    params: ListParams,
-) -> Json<Value> {
-    Json(paginate(
-        &format!("{}{}", ctx.base, uri.path()),
-        &params,
-        Vec::new(),
-    ))
 }

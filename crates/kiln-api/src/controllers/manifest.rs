@@ -8,10 +8,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::fetchers;
 use crate::messages::manifest::{applications, is_yaml, parse_manifest};
 use crate::messages::manifest_diff;
-use axum::Json;
+use crate::permissions::Permissions;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -53,6 +54,7 @@ pub async fn app_manifest(
 /// validated whole before anything changes.
 pub async fn apply(
     State(ctx): State<Shared>,
+    Extension(perms): Extension<Permissions>,
     Path(space_guid): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -62,6 +64,6 @@ pub async fn apply(
     }
     let space = fetchers::one::<Space>(&ctx, &space_guid).await?;
     let manifests = parse_manifest(&body)?;
-    let job = actions::manifest::apply(&ctx, &space, manifests).await?;
+    let job = actions::manifest::apply(&ctx, &perms, &space, manifests).await?;
     Ok(accepted(&ctx.base, &job))
 }

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "app features (ssh, revisions)",
         include_str!("../../migrations/0010_app_features.sql"),
     ),
+    (
+        12,
+        "sidecars",
+        include_str!("../../migrations/0012_sidecars.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

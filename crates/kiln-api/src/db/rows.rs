@@ -201,6 +201,11 @@ record!(ServiceBinding, "service_bindings", "Service credential binding" {
     guid: str, name: opt, r#type: str, app_guid: str, service_instance_guid: str,
     credentials: value, syslog_drain_url: opt, created_at: str, updated_at: str,
 });
+// Sidecars: extra commands in the containers of an app's processes.
+record!(Sidecar, "sidecars", "Sidecar" {
+    guid: str, name: str, command: str, app_guid: str, process_types: list,
+    memory_in_mb: optint, origin: str, created_at: str, updated_at: str,
+});
 // Organization quotas and which org has which (`guid` = the org's).
 record!(OrganizationQuota, "organization_quotas", "Organization quota" {
     guid: str, name: str, limits: value, created_at: str, updated_at: str,

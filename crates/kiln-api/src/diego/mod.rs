@@ -16,15 +16,15 @@ pub mod task;
 pub mod waits;
 
 use crate::context::Ctx;
-use crate::db::{App, Buildpack, Droplet, Package, Process};
+use crate::db::{self, App, Buildpack, Droplet, Package, Process};
 use crate::environment;
 use crate::error::ApiResult;
 use kiln_model::bbs::{
     DesiredLrp, DownloadAction, HealthCheck, HttpRoute, ResolveImageAction, RunAction,
-    TaskDefinition, UploadAction,
+    SidecarAction, TaskDefinition, UploadAction,
 };
 use kiln_model::rootfs::{RootFs, Secret};
-use kiln_model::{APPS_DOMAIN, LOG_SOURCE_STAGING};
+use kiln_model::{APPS_DOMAIN, LIFECYCLE_BINARY_PATH, LOG_SOURCE_STAGING};
 use serde_json::json;
 
 /// How an app is staged and run (Cloud Controller's `lifecycle.type`).
@@ -256,6 +256,39 @@ pub async fn run_actions(
     })
 }
 
+/// The app's sidecars that run beside processes of `ptype`.
+pub async fn sidecars_of(ctx: &Ctx, app_guid: &str, ptype: &str) -> ApiResult<Vec<db::Sidecar>> {
+    let all = db::where_eq::<db::Sidecar>(&ctx.pool, "app_guid", app_guid).await?;
+    Ok(all
+        .into_iter()
+        .filter(|s| s.process_types.iter().any(|t| t == ptype))
+        .collect())
+}
+
+/// How a sidecar's command runs, as CC's `sidecar_actions`: through the
+/// launcher (so the droplet's profile scripts apply) for buildpack apps;
+/// through the image's shell for docker ones.
+fn sidecar_action(app: &App, s: &db::Sidecar) -> SidecarAction {
+    let (path, args) = match LifecycleType::of(app) {
+        LifecycleType::Buildpack => (
+            LIFECYCLE_BINARY_PATH.to_string(),
+            vec![
+                "lifecycle".into(),
+                "launcher".into(),
+                "app".into(),
+                s.command.clone(),
+                String::new(),
+            ],
+        ),
+        LifecycleType::Docker => ("/bin/sh".to_string(), vec!["-c".into(), s.command.clone()]),
+    };
+    SidecarAction {
+        name: s.name.clone(),
+        path,
+        args,
+    }
+}
+
 /// The DesiredLrp of one process, per the contract with the cell.
 pub async fn desired_lrp(
     ctx: &Ctx,
@@ -264,6 +297,7 @@ pub async fn desired_lrp(
     droplet: &Droplet,
 ) -> ApiResult<DesiredLrp> {
     let actions = run_actions(ctx, app, p, droplet).await?;
+    let sidecars = sidecars_of(ctx, &app.guid, &p.r#type).await?;
     Ok(DesiredLrp {
         process_guid: lrp_guid(p),
         domain: APPS_DOMAIN.into(),
@@ -277,6 +311,7 @@ pub async fn desired_lrp(
         env: Vec::new(),
         setup: actions.downloads,
         action: actions.run,
+        sidecars: sidecars.iter().map(|s| sidecar_action(app, s)).collect(),
         health_check: health_check(p),
         start_timeout_ms: p
             .health_check_timeout

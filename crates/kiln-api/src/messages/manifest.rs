@@ -2,6 +2,7 @@
 //! validated whole before anything changes, and turned into the same
 //! request messages the single-resource endpoints take.
 
+use super::sidecars::SidecarBody;
 use super::{
     HealthCheckBody, HealthCheckData, Lifecycle, LifecycleData, ScaleProcess, UpdateProcess,
 };
@@ -49,6 +50,19 @@ pub struct AppManifest {
     /// The `processes:` entries other than `web`, by type, each read as the
     /// web process is (only its process attributes are set).
     pub other_processes: Vec<(String, AppManifest)>,
+    /// `services:`, the existing instances (by name) to bind.
+    pub services: Vec<ManifestService>,
+    /// `sidecars:`, each made or updated by name, checked as the sidecar
+    /// endpoints check them.
+    pub sidecars: Vec<SidecarBody>,
+}
+
+/// One `services:` entry: a name, or `{name, parameters, binding_name}`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ManifestService {
+    pub name: String,
+    pub binding_name: Option<String>,
+    pub parameters: Option<Map<String, Value>>,
 }
 
 pub fn parse_manifest(body: &[u8]) -> ApiResult<Vec<AppManifest>> {
@@ -174,6 +188,12 @@ fn parse_app(v: &Value) -> ApiResult<AppManifest> {
         }
         m.routes = Some(routes);
     }
+    if let Some(v) = field("services") {
+        m.services = services(v)?;
+    }
+    if let Some(v) = field("sidecars") {
+        m.sidecars = sidecars(v)?;
+    }
     m.no_route = flag(&a, "no_route")?;
     m.default_route = flag(&a, "default_route")?;
     m.random_route = flag(&a, "random_route")?;
@@ -183,6 +203,117 @@ fn parse_app(v: &Value) -> ApiResult<AppManifest> {
         ));
     }
     Ok(m)
+}
+
+/// `ManifestServiceBindingCreateMessage`'s shape: a list of instance
+/// names or of maps with a name.
+fn services(v: &Value) -> ApiResult<Vec<ManifestService>> {
+    let invalid = || {
+        ApiError::unprocessable(
+            "Services must be a list of service instance names or of objects, each with a name",
+        )
+    };
+    let list = v.as_array().ok_or_else(invalid)?;
+    let mut out = Vec::new();
+    for entry in list {
+        let service = match entry {
+            Value::String(name) => ManifestService {
+                name: name.clone(),
+                ..ManifestService::default()
+            },
+            Value::Object(o) => {
+                let o = underscored(o);
+                let name = o.get("name").and_then(Value::as_str).ok_or_else(invalid)?;
+                let binding_name = match o.get("binding_name") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(b)) => Some(b.clone()),
+                    Some(_) => {
+                        return Err(ApiError::unprocessable("Binding name must be a string"));
+                    }
+                };
+                let parameters = match o.get("parameters") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Object(p)) => Some(p.clone()),
+                    Some(_) => {
+                        return Err(ApiError::unprocessable(
+                            "Service parameters must be an object",
+                        ));
+                    }
+                };
+                ManifestService {
+                    name: name.to_string(),
+                    binding_name,
+                    parameters,
+                }
+            }
+            _ => return Err(invalid()),
+        };
+        if service.name.trim().is_empty() {
+            return Err(invalid());
+        }
+        out.push(service);
+    }
+    Ok(out)
+}
+
+/// `ManifestSidecarsMessage`: a list of `{name, command, process_types,
+/// memory}`, names unique.
+fn sidecars(v: &Value) -> ApiResult<Vec<SidecarBody>> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| ApiError::unprocessable("Sidecars must be a list of sidecar objects"))?;
+    let mut out: Vec<SidecarBody> = Vec::new();
+    for entry in list {
+        let Value::Object(o) = entry else {
+            return Err(ApiError::unprocessable(
+                "Sidecars must be a list of sidecar objects",
+            ));
+        };
+        let o = underscored(o);
+        let text = |key: &str, what: &str| -> ApiResult<Option<String>> {
+            o.get(key)
+                .filter(|v| !v.is_null())
+                .map(|v| string_of(v, what))
+                .transpose()
+        };
+        let process_types = match o.get("process_types") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(types)) if types.iter().all(Value::is_string) => Some(
+                types
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "Sidecar process types must be a list of strings",
+                ));
+            }
+        };
+        let sidecar = SidecarBody {
+            name: text("name", "Sidecar name")?,
+            command: text("command", "Sidecar command")?,
+            process_types,
+            memory_in_mb: o
+                .get("memory")
+                .filter(|v| !v.is_null())
+                .map(|v| megabytes(v, "Sidecar memory"))
+                .transpose()?,
+        };
+        sidecar.validate_create().map_err(|e| match e {
+            ApiError::Cf { detail, .. } => ApiError::unprocessable(format!("Sidecar: {detail}")),
+            other => other,
+        })?;
+        if out.iter().any(|s| s.name == sidecar.name) {
+            return Err(ApiError::unprocessable(format!(
+                "Sidecar names must be unique: {:?} appears twice",
+                sidecar.name.unwrap_or_default()
+            )));
+        }
+        out.push(sidecar);
+    }
+    Ok(out)
 }
 
 /// The web process attributes, from the app's top level or a `web` entry;
@@ -454,6 +585,50 @@ mod tests {
         assert_eq!(a.disk_mb, Some(1024));
         assert_eq!(a.instances, Some(3));
         assert!(a.no_route);
+    }
+
+    #[test]
+    fn services_are_names_or_maps_with_a_name() {
+        let apps = parse_manifest(
+            b"applications:\n- name: a\n  services:\n  - db\n  - name: cache\n    binding-name: c\n    parameters: {x: 1}\n",
+        )
+        .unwrap();
+        let s = &apps[0].services;
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].name.as_str(), &s[0].binding_name), ("db", &None));
+        assert_eq!(
+            (s[1].name.as_str(), s[1].binding_name.as_deref()),
+            ("cache", Some("c"))
+        );
+        assert_eq!(s[1].parameters.as_ref().unwrap()["x"], 1);
+        for bad in [
+            "applications:\n- name: a\n  services: db\n",
+            "applications:\n- name: a\n  services: [{binding_name: x}]\n",
+            "applications:\n- name: a\n  services: [{name: db, parameters: [1]}]\n",
+            "applications:\n- name: a\n  services: [\"\"]\n",
+            "applications:\n- name: a\n  services: [3]\n",
+        ] {
+            assert!(parse_manifest(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sidecars_need_a_name_a_command_and_process_types() {
+        let apps = parse_manifest(
+            b"applications:\n- name: a\n  sidecars:\n  - name: s\n    process_types: [web]\n    command: ./s\n    memory: 64M\n",
+        )
+        .unwrap();
+        let s = &apps[0].sidecars[0];
+        assert_eq!((s.name.as_deref(), s.memory_in_mb), (Some("s"), Some(64)));
+        for bad in [
+            "applications:\n- name: a\n  sidecars: [{name: s, command: x}]\n",
+            "applications:\n- name: a\n  sidecars: [{name: s, process_types: [web]}]\n",
+            "applications:\n- name: a\n  sidecars: [{name: s, command: x, process_types: web}]\n",
+            "applications:\n- name: a\n  sidecars: [{name: s, command: x, process_types: [web], memory: lots}]\n",
+            "applications:\n- name: a\n  sidecars: [{name: s, command: x, process_types: [web]}, {name: s, command: y, process_types: [web]}]\n",
+        ] {
+            assert!(parse_manifest(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod manifest_diff;
 pub mod metadata;
 pub mod quotas;
 pub mod services;
+pub mod sidecars;
 
 pub use app_feature::UpdateAppFeature;
 pub use buildpack_update::UpdateBuildpack;

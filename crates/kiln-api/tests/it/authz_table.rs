@@ -142,6 +142,11 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/processes/{guid}/stats", "YYYYD", 'D'),
     ("POST", "/v3/processes/{guid}/actions/scale", "YFYFD", 'D'),
     ("GET", "/v3/processes/{guid}/sidecars", "YYYYD", 'D'),
+    ("GET", "/v3/apps/{guid}/sidecars", "YYYYD", 'D'),
+    ("POST", "/v3/apps/{guid}/sidecars", "YFFFD", 'D'),
+    ("GET", "/v3/sidecars/{guid}", "YYYYD", 'D'),
+    ("PATCH", "/v3/sidecars/{guid}", "YFFFD", 'D'),
+    ("DELETE", "/v3/sidecars/{guid}", "YFFFD", 'D'),
     ("GET", "/v3/packages", "YYYYY", 'Y'),
     ("POST", "/v3/packages", "YFFFU", 'U'),
     ("GET", "/v3/packages/{guid}", "YYYYD", 'D'),
@@ -384,6 +389,7 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
     let (_, role) = grant(kiln, &kiln.token, "space_auditor", &user, ("space", &space)).await;
     let instance = new_instance(kiln, &space, &format!("{name}-db")).await;
     let binding = new_binding(kiln, &app, &instance).await;
+    let sidecar = new_sidecar(kiln, &app, &format!("{name}-sidecar")).await;
     let s = |v: &Value| v["guid"].as_str().unwrap().to_string();
     BTreeMap::from([
         ("organizations", org),
@@ -407,7 +413,20 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
         ("Users", user),
         ("service_instances", instance),
         ("service_credential_bindings", binding),
+        ("sidecars", sidecar),
     ])
+}
+
+/// A sidecar of `app`'s web processes, made by the admin.
+async fn new_sidecar(kiln: &Kiln, app: &str, name: &str) -> String {
+    let (status, s) = kiln
+        .post(
+            &format!("/v3/apps/{app}/sidecars"),
+            json!({"name": name, "command": "true", "process_types": ["web"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    s["guid"].as_str().unwrap().to_string()
 }
 
 /// A user-provided service instance in `space`, made by the admin.
@@ -484,6 +503,10 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
             r["guid"].as_str().unwrap().to_string()
         }
         "service_instances" => new_instance(kiln, space, &format!("fresh-{n}")).await,
+        "sidecars" => {
+            let app = new_app(kiln, space, &format!("fresh-{n}")).await;
+            new_sidecar(kiln, &app, &format!("fresh-{n}")).await
+        }
         "organization_quotas" => {
             let (_, q) = kiln
                 .post(
@@ -557,6 +580,7 @@ fn resource_of(route: &str) -> &'static str {
         "service_instances" => "Service instance",
         "service_credential_bindings" => "Service credential binding",
         "organization_quotas" => "Organization quota",
+        "sidecars" => "Sidecar",
         _ => "-",
     }
 }

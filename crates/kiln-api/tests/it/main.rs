@@ -9,11 +9,13 @@ mod buildpack_update;
 mod custom_buildpacks;
 mod deployments;
 mod manifest_processes;
+mod manifest_services;
 mod metadata;
 mod oneshot;
 mod quotas;
 mod roles;
 mod services;
+mod sidecars;
 mod tasks;
 mod waits;
 
@@ -1797,7 +1799,15 @@ async fn manifest_diff_and_apply_manifest() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
-    // A new app with processes, env, a command and a route.
+    // A new app with processes, env, a command, a route and a service.
+    let (status, si) = kiln
+        .post(
+            "/v3/service_instances",
+            json!({"type": "user-provided", "name": "shop-db",
+                "relationships": {"space": {"data": {"guid": space}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{si}");
     let manifest = "---
 applications:
 - name: web-app
@@ -1809,7 +1819,7 @@ applications:
   health-check-http-endpoint: /health
   timeout: 90
   path: ./ignored
-  services: [ignored]
+  services: [shop-db]
   env:
     GREETING: hello
     COUNT: 3

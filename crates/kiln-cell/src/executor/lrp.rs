@@ -186,7 +186,13 @@ async fn execute(
             container_port,
         }),
     );
-    let spec = match ctx.spec(id, dir, &desired.action, env, desired.memory_mb, &root) {
+    let spec = ctx
+        .spec(id, dir, &desired.action, env, desired.memory_mb, &root)
+        .and_then(|mut spec| {
+            super::sidecars::add(&mut spec, &desired.sidecars)?;
+            Ok(spec)
+        });
+    let spec = match spec {
         Ok(spec) => spec,
         Err(reason) => return LrpEnd::Crashed(reason),
     };

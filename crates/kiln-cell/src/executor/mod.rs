@@ -6,6 +6,7 @@
 
 pub mod lrp;
 pub mod metrics;
+pub mod sidecars;
 pub mod task;
 
 use crate::CellConfig;
@@ -123,6 +124,17 @@ impl CellCtx {
             Root::Stack => dir.mounts(&self.stack.usr, &self.config.lifecycle_binary),
             Root::Image(_) => dir.image_mounts(),
         };
+        // After `/usr`, which it lies under (and must have the mountpoint,
+        // being read-only): the locale `LANG` names.
+        if let (Root::Stack, Some(locales)) = (root, &self.stack.locales)
+            && self.stack.usr.join("lib/locale").is_dir()
+        {
+            mounts.push(BindMount {
+                source: locales.clone(),
+                destination: "/usr/lib/locale".into(),
+                read_only: true,
+            });
+        }
         let attachment = self.network.as_ref().and_then(|n| n.attachment(id));
         if let Some(network) = &self.network {
             // The stack's resolv.conf names the host's resolvers, which a

@@ -271,3 +271,87 @@ async fn instances_that_exit_or_never_become_healthy_crash_with_diegos_reasons()
     .await;
     cell.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_share_the_container_and_their_exit_crashes_the_instance() {
+    let test = "sidecars_share_the_container_and_their_exit_crashes_the_instance";
+    if !runc_available(test) || !python_available(test) {
+        return;
+    }
+    let cell = TestCell::start(61220..61230).await;
+    let stack = cell.stack.clone();
+    // The sidecar writes what it sees into the directory the app serves:
+    // same filesystem, same environment.
+    let mut served = desired_lrp(
+        &stack,
+        "with-sidecar",
+        sh("mkdir -p /tmp/www && cd /tmp/www && exec python3 -m http.server $PORT"),
+    );
+    served.env = vec![
+        EnvVar::new("E2E_SHARED", "from-the-lrp"),
+        EnvVar::new("LANG", "en_US.UTF-8"),
+    ];
+    served.sidecars = vec![SidecarAction {
+        name: "stamper".into(),
+        path: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            concat!(
+                "mkdir -p /tmp/www; ",
+                // Python sets the stack's locale for LANG, with no warning.
+                "l=$(python3 -c 'import locale; print(locale.setlocale(locale.LC_ALL, \"\"))' 2>&1); ",
+                "echo \"$E2E_SHARED $CF_INSTANCE_INDEX $(id -un) $l\" > /tmp/www/stamp.txt; exec sleep 600"
+            )
+            .into(),
+        ],
+    }];
+    cell.bbs.desire_lrp(served).await.unwrap();
+    let mut quitter = desired_lrp(&stack, "sidecar-quits", sh("exec sleep 600"));
+    quitter.health_check = HealthCheck::Process;
+    quitter.sidecars = vec![SidecarAction {
+        name: "quitter".into(),
+        path: "/bin/sh".into(),
+        args: vec!["-c".into(), "sleep 1; exit 4".into()],
+    }];
+    cell.bbs.desire_lrp(quitter).await.unwrap();
+
+    let actual = running(&cell, "with-sidecar").await;
+    let port = actual.net_info.unwrap().ports[0].host_port;
+    let stamp = eventually("the sidecar's stamp", Duration::from_secs(10), || async {
+        let (status, body) = get(&format!("http://127.0.0.1:{port}/stamp.txt")).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(stamp, "from-the-lrp 0 vcap en_US.UTF-8\n");
+
+    let a = eventually(
+        "sidecar-quits to crash",
+        Duration::from_secs(30),
+        || async {
+            cell.actual_lrp("sidecar-quits")
+                .await
+                .filter(|a| a.crash_count >= 1)
+        },
+    )
+    .await;
+    assert_eq!(a.crash_reason, "APP/PROC/WEB: Exited with status 1");
+    assert!(
+        cell.logs.has(
+            "sidecar-quits-app",
+            "APP/PROC/WEB|ERR|Sidecar quitter exited with status 4"
+        ),
+        "the sidecar's exit is in the app's log"
+    );
+    // The instance with the running sidecar was never disturbed.
+    let a = cell.actual_lrp("with-sidecar").await.unwrap();
+    assert_eq!(a.crash_count, 0);
+
+    for guid in ["with-sidecar", "sidecar-quits"] {
+        cell.bbs.remove_desired_lrp(guid).await.unwrap();
+    }
+    eventually("all containers gone", Duration::from_secs(15), || async {
+        cell.containers().await.is_empty().then_some(())
+    })
+    .await;
+    cell.shutdown().await;
+}

@@ -327,6 +327,7 @@ pub fn desired_lrp(stack: &str, process_guid: &str, action: RunAction) -> Desire
         env: vec![],
         setup: vec![],
         action,
+        sidecars: Vec::new(),
         health_check: HealthCheck::Port,
         start_timeout_ms: 30_000,
         routes: vec![],

@@ -30,6 +30,8 @@ test -x /tmp/lifecycle/kiln && echo lifecycle-present
 touch /tmp/lifecycle/kiln 2>/dev/null && echo lifecycle-writable || echo lifecycle-read-only
 getent hosts "$(cat /proc/sys/kernel/hostname)" >/dev/null && echo hostname-resolves
 echo to-stderr >&2
+locale charmap
+perl -e 'print "perl-ok\n"'
 printf '{"ok":true}' > /tmp/result.json
 tar -czf /tmp/droplet -C /tmp/app .
 "#;
@@ -83,6 +85,9 @@ tar -czf /tmp/droplet -C /tmp/app .
         "STG|OUT|lifecycle-read-only",
         "STG|OUT|hostname-resolves",
         "STG|ERR|to-stderr",
+        // The stack has the locale LANG names: no fallback, no warning.
+        "STG|OUT|UTF-8",
+        "STG|OUT|perl-ok",
         "STG|OUT|Uploading droplet...",
         "STG|OUT|Uploading complete",
     ] {
@@ -94,6 +99,12 @@ tar -czf /tmp/droplet -C /tmp/app .
     assert!(
         lines.iter().all(|l| !l.contains("secret")),
         "signed URLs must not reach logs: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("Setting locale failed") && !l.contains("Cannot set")),
+        "no locale warnings: {lines:#?}"
     );
     assert!(
         cell.logs

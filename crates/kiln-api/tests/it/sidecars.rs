@@ -1,0 +1,203 @@
+//! Sidecars: CC's shapes, rules and words on `/v3/apps/:guid/sidecars`,
+//! `/v3/sidecars/:guid` and `/v3/processes/:guid/sidecars`; `sidecars:` in
+//! a manifest; and the sidecar in the DesiredLrp of the next start, run
+//! through the launcher.
+
+use super::roles::call;
+use super::{PASSWORD, error_of, stage, staging_result, start, zip_of};
+use kiln_bbs::BbsClient;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn assert_422(status: StatusCode, v: &Value, detail: &str) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(error_of(v).2, detail, "{v}");
+}
+
+#[tokio::test]
+async fn sidecars_follow_cloud_controller_and_reach_the_desired_lrp() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let space = kiln.space_guid().await;
+    let bp = kiln.create_buildpack("python", None).await;
+    let app = kiln.create_app("car", None).await["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, web) = kiln.get(&format!("/v3/apps/{app}/processes/web")).await;
+    let web_memory = web["memory_in_mb"].as_i64().unwrap();
+    let sidecars = format!("/v3/apps/{app}/sidecars");
+
+    let (status, v) = kiln
+        .post(
+            &sidecars,
+            json!({"name": "big", "command": "x", "process_types": ["web"], "memory_in_mb": web_memory}),
+        )
+        .await;
+    assert_422(
+        status,
+        &v,
+        "The memory allocation defined is too large to run with the dependent \"web\" process",
+    );
+    let (status, v) = kiln
+        .post(&sidecars, json!({"name": "x", "process_types": ["web"]}))
+        .await;
+    assert_422(status, &v, "Command can't be blank");
+
+    let (status, s) = kiln
+        .post(
+            &sidecars,
+            json!({"name": "proxy", "command": "./proxy --port 9000",
+                "process_types": ["worker", "web"], "memory_in_mb": 64}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let guid = s["guid"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            &s["name"],
+            &s["command"],
+            &s["process_types"],
+            &s["memory_in_mb"],
+            &s["origin"],
+            &s["relationships"]["app"]["data"]["guid"]
+        ),
+        (
+            &json!("proxy"),
+            &json!("./proxy --port 9000"),
+            &json!(["web", "worker"]),
+            &json!(64),
+            &json!("user"),
+            &json!(app)
+        ),
+        "{s}"
+    );
+    let (status, v) = kiln
+        .post(
+            &sidecars,
+            json!({"name": "proxy", "command": "y", "process_types": ["web"]}),
+        )
+        .await;
+    assert_422(
+        status,
+        &v,
+        "Sidecar with name 'proxy' already exists for given app",
+    );
+    // Together the web sidecars must stay below web's memory.
+    let (status, v) = kiln
+        .post(
+            &sidecars,
+            json!({"name": "second", "command": "y", "process_types": ["web"], "memory_in_mb": web_memory - 64}),
+        )
+        .await;
+    assert_422(
+        status,
+        &v,
+        "The memory allocation defined is too large to run with the dependent \"web\" process",
+    );
+
+    let (_, list) = kiln.get(&sidecars).await;
+    assert_eq!(list["pagination"]["total_results"], 1, "{list}");
+    let (_, list) = kiln
+        .get(&format!(
+            "/v3/processes/{}/sidecars",
+            web["guid"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(list["resources"][0]["guid"], json!(guid), "{list}");
+    let (status, one) = kiln.get(&format!("/v3/sidecars/{guid}")).await;
+    assert_eq!((status, &one["name"]), (StatusCode::OK, &json!("proxy")));
+    let (status, one) = kiln
+        .patch(
+            &format!("/v3/sidecars/{guid}"),
+            json!({"command": "./proxy --port 9001", "process_types": ["web"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(
+        (&one["command"], &one["process_types"], &one["memory_in_mb"]),
+        (&json!("./proxy --port 9001"), &json!(["web"]), &json!(64))
+    );
+
+    // A manifest's sidecar is made, and one of the same name updated.
+    let job = kiln
+        .applied(
+            &space,
+            "applications:\n- name: car\n  sidecars:\n  - name: proxy\n    process_types: [web]\n    command: ./proxy --port 9002\n  - name: logger\n    process_types: [web]\n    command: ./log\n    memory: 32M\n",
+        )
+        .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let (_, list) = kiln.get(&sidecars).await;
+    let mut got: Vec<(String, String)> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["command"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("logger".to_string(), "./log".to_string()),
+            ("proxy".to_string(), "./proxy --port 9002".to_string())
+        ]
+    );
+
+    // The next start carries both, through the launcher.
+    let pkg = kiln.new_package(&app).await;
+    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "x")])))
+        .await;
+    let build = stage(
+        &kiln,
+        &pkg,
+        Ok(&staging_result(bp["guid"].as_str().unwrap())),
+    )
+    .await;
+    let droplet = build["droplet"]["guid"].as_str().unwrap();
+    let (status, v) = kiln
+        .patch(
+            &format!("/v3/apps/{app}/relationships/current_droplet"),
+            json!({"data": {"guid": droplet}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = kiln
+        .post(&format!("/v3/apps/{app}/actions/start"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let lrp_guid = super::web_lrp_guid(&kiln, &app).await;
+    let lrp = kiln
+        .bbs
+        .desired_lrp_by_process_guid(&lrp_guid)
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = lrp.sidecars.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["logger", "proxy"]);
+    let proxy = lrp.sidecars.iter().find(|s| s.name == "proxy").unwrap();
+    assert_eq!(proxy.path, lrp.action.path);
+    assert_eq!(
+        proxy.args,
+        ["lifecycle", "launcher", "app", "./proxy --port 9002", ""]
+    );
+
+    // Delete: 204, then 404; the app's delete takes the rest.
+    let (status, _) = call(
+        &kiln,
+        &kiln.token,
+        "DELETE",
+        &format!("/v3/sidecars/{guid}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = kiln.get(&format!("/v3/sidecars/{guid}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(error_of(&v).2, "Sidecar not found");
+    kiln.stop().await;
+}
