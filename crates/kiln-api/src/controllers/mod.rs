@@ -9,6 +9,7 @@ pub mod buildpacks;
 pub mod builds;
 pub mod catalog;
 pub mod deployments;
+pub mod domains;
 pub mod internal;
 pub mod links;
 pub mod logcache;
@@ -22,6 +23,7 @@ pub mod routes;
 pub mod service_credential_bindings;
 pub mod service_instances;
 pub mod settings;
+pub mod space_features;
 pub mod tasks;
 pub mod users;
 

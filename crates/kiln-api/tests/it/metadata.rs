@@ -557,10 +557,8 @@ async fn every_advertised_link_is_served() {
         if !seen.insert((method.clone(), path.clone())) || seen.len() > 400 {
             continue;
         }
-        // CC's `/v3` links `resource_matches`, which only takes POST. A
-        // space's `features` (space-wide ssh) is not served yet.
-        let space_features = path.starts_with("/v3/spaces/") && path.ends_with("/features");
-        if path == "/v3/resource_matches" || space_features {
+        // CC's `/v3` links `resource_matches`, which only takes POST.
+        if path == "/v3/resource_matches" {
             continue;
         }
         let body = (method != "GET").then(|| json!({"kiln_probe": true}));
