@@ -160,7 +160,10 @@ pub async fn create(ctx: &Ctx, perms: &Permissions, msg: DomainCreate) -> ApiRes
             if o.suspended && !perms.is_admin() {
                 return Err(ApiError::not_authorized());
             }
-            super::settings::require(ctx, Some(perms), "private_domain_creation").await?;
+            // Admins create private domains whatever the flag says (CC).
+            if !perms.is_admin() {
+                super::settings::require(ctx, Some(perms), "private_domain_creation").await?;
+            }
             check_share_targets(ctx, perms, org, &msg.shared_organizations).await?;
         }
     }

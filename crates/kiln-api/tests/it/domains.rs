@@ -427,6 +427,13 @@ async fn private_domains_are_seen_shared_routed_and_deleted_by_their_orgs() {
         s,
         &v,
         StatusCode::UNPROCESSABLE_ENTITY,
+        "does not exist or you do not have access to it.",
+    );
+    let (s, v) = call(&kiln, &kiln.token, "DELETE", &unshare, None).await;
+    assert_error(
+        s,
+        &v,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "Delete the routes before unsharing.",
     );
     let (s, v) = call(&kiln, mgr, "DELETE", &format!("/v3/domains/{domain}"), None).await;
@@ -461,7 +468,7 @@ async fn private_domains_are_seen_shared_routed_and_deleted_by_their_orgs() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "Ensure the domain is shared to this organization.",
     );
-    let (s, v) = call(&kiln, mgr, "DELETE", &unshare, None).await;
+    let (s, v) = call(&kiln, &kiln.token, "DELETE", &unshare, None).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let (s, _) = call(
         &kiln,
