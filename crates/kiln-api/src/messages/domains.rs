@@ -107,8 +107,11 @@ pub struct DomainCreate {
 impl CreateDomain {
     pub fn validate(self) -> ApiResult<DomainCreate> {
         let mut errors = name_errors(&self.name);
+        // Relationships of nulls (as the Python client sends for a shared
+        // domain) scope nothing.
         let rels = self.relationships.clone().unwrap_or_default();
-        if self.internal == Some(true) && self.relationships.is_some() {
+        let scoped = rels.organization.is_some();
+        if self.internal == Some(true) && scoped {
             errors.push("Cannot associate an internal domain with an organization".into());
         }
         if rels.shared_organizations.is_some() && rels.organization.is_none() {
@@ -117,7 +120,7 @@ impl CreateDomain {
                     .into(),
             );
         }
-        if self.relationships.is_some() && self.router_group.is_some() {
+        if scoped && self.router_group.is_some() {
             errors.push(
                 "Domains scoped to an organization cannot be associated to a router group.".into(),
             );
