@@ -496,6 +496,16 @@ async fn usage_summaries_count_what_runs() {
         .await;
     assert_eq!(status, StatusCode::OK, "{u}");
     assert_eq!(u["usage_summary"]["routes"], 1);
+    assert_eq!(u["usage_summary"]["domains"], 0);
+    // An org's domains are the private ones it owns.
+    let private = json!({"name": "usage.example.test",
+        "relationships": {"organization": {"data": {"guid": org}}}});
+    let (status, d) = kiln.post("/v3/domains", private).await;
+    assert_eq!(status, StatusCode::CREATED, "{d}");
+    let (_, u) = kiln
+        .get(&format!("/v3/organizations/{org}/usage_summary"))
+        .await;
+    assert_eq!(u["usage_summary"]["domains"], 1);
     // CC's check-route.
     let domain = domains["resources"][0]["guid"].as_str().unwrap();
     for (query, taken) in [
