@@ -7,8 +7,8 @@
 
 use crate::context::Ctx;
 use crate::db::{
-    self, App, AuditEvent, Build, Buildpack, Cond, Destination, Domain, Droplet, Organization,
-    Package, Process, Route, Space, Stack, Task,
+    self, App, AuditEvent, Build, Buildpack, Cond, Destination, Domain, DomainShare, Droplet,
+    Organization, Package, Process, Route, Space, Stack, Task,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::permissions::Permissions;
@@ -94,26 +94,116 @@ pub async fn spaces(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiR
     db::list(&ctx.pool, &c).await
 }
 
-pub async fn domains(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Domain>> {
-    let c = conds(params, &[("names", "name"), ("guids", "guid")])?;
-    db::list(&ctx.pool, &c).await
+/// A domain with the orgs it is shared with that the caller sees (CC's
+/// presenter shows only those).
+pub type DomainView = (Domain, Vec<String>);
+
+/// The shared orgs of each domain, narrowed to the orgs the caller reads.
+async fn with_shares(
+    ctx: &Ctx,
+    perms: &Permissions,
+    domains: Vec<Domain>,
+) -> ApiResult<Vec<DomainView>> {
+    let guids: Vec<String> = domains.iter().map(|d| d.guid.clone()).collect();
+    let mut c = vec![Cond::In("domain_guid", guids)];
+    c.extend(
+        perms
+            .readable_orgs()
+            .map(|orgs| Cond::In("organization_guid", orgs)),
+    );
+    let shares: Vec<DomainShare> = db::list(&ctx.pool, &c).await?;
+    Ok(domains
+        .into_iter()
+        .map(|d| {
+            let orgs = shares
+                .iter()
+                .filter(|s| s.domain_guid == d.guid)
+                .map(|s| s.organization_guid.clone())
+                .collect();
+            (d, orgs)
+        })
+        .collect())
 }
 
-/// The domains an org may use (every domain is shared).
-pub async fn org_domains(ctx: &Ctx, org_guid: &str, params: &ListParams) -> ApiResult<Vec<Domain>> {
-    db::get::<Organization>(&ctx.pool, org_guid).await?;
-    let c = conds(params, &[("names", "name")])?;
-    db::list(&ctx.pool, &c).await
+/// Domains the caller sees: shared ones, and private ones of (or shared
+/// with) the orgs it reads.
+pub async fn domains(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<DomainView>> {
+    let mut c = conds(
+        params,
+        &[
+            ("names", "name"),
+            ("guids", "guid"),
+            ("organization_guids", "owning_organization_guid"),
+        ],
+    )?;
+    c.extend(perms.readable_orgs().map(db::domains_of_orgs));
+    with_shares(ctx, perms, db::list(&ctx.pool, &c).await?).await
 }
 
-/// The org's default domain: the oldest shared domain.
-pub async fn org_default_domain(ctx: &Ctx, org_guid: &str) -> ApiResult<Domain> {
-    db::get::<Organization>(&ctx.pool, org_guid).await?;
-    db::all::<Domain>(&ctx.pool)
-        .await?
+/// One domain the caller sees, else `Domain not found`.
+pub async fn domain(ctx: &Ctx, perms: &Permissions, guid: &str) -> ApiResult<DomainView> {
+    let mut c = vec![Cond::In("guid", vec![guid.to_string()])];
+    c.extend(perms.readable_orgs().map(db::domains_of_orgs));
+    let found = with_shares(ctx, perms, db::list(&ctx.pool, &c).await?).await?;
+    found
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::not_found("Domain"))
+}
+
+/// The orgs a domain the caller sees is shared with (those it reads).
+pub async fn domain_shared_orgs(
+    ctx: &Ctx,
+    perms: &Permissions,
+    guid: &str,
+) -> ApiResult<Vec<String>> {
+    Ok(domain(ctx, perms, guid).await?.1)
+}
+
+/// The domains an org may use: shared ones, its own and those shared
+/// with it (the caller reads the org: the route's rule checked it).
+pub async fn org_domains(
+    ctx: &Ctx,
+    perms: &Permissions,
+    org_guid: &str,
+    params: &ListParams,
+) -> ApiResult<Vec<DomainView>> {
+    db::get::<Organization>(&ctx.pool, org_guid).await?;
+    let mut c = conds(params, &[("names", "name"), ("guids", "guid")])?;
+    c.push(db::domains_of_orgs(vec![org_guid.to_string()]));
+    with_shares(ctx, perms, db::list(&ctx.pool, &c).await?).await
+}
+
+/// The org's default domain: the oldest shared, non-internal domain, else
+/// its oldest private one (CC's `Organization#default_domain`).
+pub async fn org_default_domain(
+    ctx: &Ctx,
+    perms: &Permissions,
+    org_guid: &str,
+) -> ApiResult<DomainView> {
+    db::get::<Organization>(&ctx.pool, org_guid).await?;
+    let shared: Vec<Domain> = db::list(
+        &ctx.pool,
+        &[
+            Cond::Null("owning_organization_guid"),
+            Cond::In("internal", vec!["0".into()]),
+        ],
+    )
+    .await?;
+    let domain = match shared.into_iter().next() {
+        Some(d) => d,
+        None => db::where_eq::<Domain>(&ctx.pool, "owning_organization_guid", org_guid)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found("Domain"))?,
+    };
+    let mut found = with_shares(ctx, perms, vec![domain]).await?;
+    Ok(found.remove(0))
 }
 
 pub async fn stacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Stack>> {
@@ -896,8 +986,13 @@ pub async fn usage(ctx: &Ctx, org: Option<&str>) -> ApiResult<db::settings::Usag
 
 /// Whether the domain (which must exist) has a route with the `host` and
 /// `path` the query gives (CC's check-route).
-pub async fn route_reserved(ctx: &Ctx, domain_guid: &str, params: &ListParams) -> ApiResult<bool> {
-    db::get::<Domain>(&ctx.pool, domain_guid).await?;
+pub async fn route_reserved(
+    ctx: &Ctx,
+    perms: &Permissions,
+    domain_guid: &str,
+    params: &ListParams,
+) -> ApiResult<bool> {
+    domain(ctx, perms, domain_guid).await?;
     let mut c = vec![Cond::In("domain_guid", vec![domain_guid.to_string()])];
     for (param, column) in [("host", "host"), ("path", "path")] {
         if let Some(v) = params.get(param) {

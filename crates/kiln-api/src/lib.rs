@@ -39,9 +39,9 @@ use axum::Router;
 use axum::routing::{get, patch, post, put};
 use context::{Ctx, Shared};
 use controllers::{
-    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, internal, links,
-    logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
-    service_credential_bindings, service_instances, settings, sidecars, tasks, users,
+    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, domains, internal,
+    links, logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
+    service_credential_bindings, service_instances, settings, sidecars, space_features, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -171,13 +171,10 @@ fn router(ctx: Shared) -> Router {
                 .patch(catalog::update_org)
                 .delete(catalog::delete_org),
         )
-        .route(
-            "/v3/organizations/{guid}/domains",
-            get(catalog::org_domains),
-        )
+        .route("/v3/organizations/{guid}/domains", get(domains::of_org))
         .route(
             "/v3/organizations/{guid}/domains/default",
-            get(catalog::org_default_domain),
+            get(domains::default_of_org),
         )
         .route(
             "/v3/spaces",
@@ -189,13 +186,29 @@ fn router(ctx: Shared) -> Router {
                 .patch(catalog::update_space)
                 .delete(catalog::delete_space),
         )
+        .route("/v3/spaces/{guid}/features", get(space_features::list))
+        .route(
+            "/v3/spaces/{guid}/features/{name}",
+            get(space_features::get_one).patch(space_features::update),
+        )
         .route("/v3/spaces/{guid}/manifest_diff", post(manifest::diff))
         .route(
             "/v3/spaces/{guid}/actions/apply_manifest",
             post(manifest::apply),
         )
-        .route("/v3/domains", get(catalog::list_domains))
-        .route("/v3/domains/{guid}", get(catalog::get_domain))
+        .route("/v3/domains", get(domains::list).post(domains::create))
+        .route(
+            "/v3/domains/{guid}",
+            get(domains::get_one).delete(domains::delete),
+        )
+        .route(
+            "/v3/domains/{guid}/relationships/shared_organizations",
+            get(domains::shared_orgs).post(domains::share),
+        )
+        .route(
+            "/v3/domains/{guid}/relationships/shared_organizations/{org_guid}",
+            axum::routing::delete(domains::unshare),
+        )
         .route("/v3/stacks", get(catalog::list_stacks))
         .route("/v3/stacks/{guid}", get(catalog::get_stack))
         .route("/v3/jobs/{guid}", get(catalog::get_job))

@@ -141,6 +141,22 @@ impl Permissions {
         self.can_manage_org(org) || self.has("space_manager", space)
     }
 
+    /// A private domain is seen by who reads its org or an org it is
+    /// shared with; a shared domain by everyone (CC's
+    /// `readable_org_ids_for_domains`).
+    pub fn can_read_domain(&self, owner: Option<&str>, shared: &[String]) -> bool {
+        match owner {
+            None => true,
+            Some(org) => self.can_read_org(org) || shared.iter().any(|s| self.can_read_org(s)),
+        }
+    }
+
+    /// Shared domains are changed by admins, private ones by their org's
+    /// managers too (CC's `can_write_to_active_org`).
+    pub fn can_write_domain(&self, owner: Option<&str>) -> bool {
+        owner.map_or(self.is_admin(), |org| self.can_manage_org(org))
+    }
+
     /// Who may grant or revoke a role (CC's RoleCreate/RoleDelete rules):
     /// admins any; org managers any role in their org; space managers the
     /// space roles of their space.
@@ -261,11 +277,29 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
             Body(Org, "/relationships/organization/data/guid"),
             ManageOrg,
         ),
-        ("GET", "/v3/spaces/{guid}") => rule(P(Space), Read),
+        ("GET", "/v3/spaces/{guid}")
+        | ("GET", "/v3/spaces/{guid}/features")
+        | ("GET", "/v3/spaces/{guid}/features/{name}") => rule(P(Space), Read),
+        // CC's can_update_active_space: space and org managers.
+        ("PATCH", "/v3/spaces/{guid}/features/{name}") => rule(P(Space), ManageSpace),
         ("PATCH", "/v3/spaces/{guid}") => rule(P(Space), ManageSpace),
         ("DELETE", "/v3/spaces/{guid}") => rule(P(Space), ManageOrg),
         ("POST", "/v3/spaces/{guid}/manifest_diff")
         | ("POST", "/v3/spaces/{guid}/actions/apply_manifest") => rule(P(Space), Write),
+        // A private domain is for its org's managers; shared ones for
+        // admins (the handler asks when the body names no org).
+        ("POST", "/v3/domains") => rule(
+            Body(Org, "/relationships/organization/data/guid"),
+            ManageOrg,
+        ),
+        // Who sees a private domain depends on its owner and the orgs it
+        // is shared with: the fetchers and actions ask this module.
+        ("DELETE", "/v3/domains/{guid}")
+        | ("GET", "/v3/domains/{guid}/relationships/shared_organizations")
+        | ("POST", "/v3/domains/{guid}/relationships/shared_organizations")
+        | ("DELETE", "/v3/domains/{guid}/relationships/shared_organizations/{org_guid}") => {
+            rule(Nothing, Token)
+        }
         ("GET", "/v3/domains")
         | ("GET", "/v3/domains/{guid}")
         | ("GET", "/v3/stacks")

@@ -118,18 +118,40 @@ pub fn space_json(b: &str, s: &Space) -> Value {
     })
 }
 
-pub fn domain_json(b: &str, d: &Domain) -> Value {
+/// A domain; `shared` are the orgs it is shared with that the caller
+/// sees. A private domain links its org and its shared orgs, as CC's.
+pub fn domain_json(b: &str, d: &Domain, shared: &[String]) -> Value {
+    let org = d
+        .owning_organization_guid
+        .as_ref()
+        .map(|o| json!({ "guid": o }));
+    let mut links = json!({
+        "self": link(b, &format!("/v3/domains/{}", d.guid)),
+        "route_reservations": link(b, &format!("/v3/domains/{}/route_reservations", d.guid)),
+    });
+    if let Some(o) = &d.owning_organization_guid {
+        links["organization"] = link(b, &format!("/v3/organizations/{o}"));
+        links["shared_organizations"] = link(
+            b,
+            &format!("/v3/domains/{}/relationships/shared_organizations", d.guid),
+        );
+    }
     json!({
         "guid": d.guid, "created_at": d.created_at, "updated_at": d.updated_at,
-        "name": d.name, "internal": false, "router_group": null,
+        "name": d.name, "internal": d.internal, "router_group": null,
         "supported_protocols": ["http"],
-        "relationships": {"organization": {"data": null}, "shared_organizations": {"data": []}},
-        "metadata": metadata(),
-        "links": {
-            "self": link(b, &format!("/v3/domains/{}", d.guid)),
-            "route_reservations": link(b, &format!("/v3/domains/{}/route_reservations", d.guid)),
+        "relationships": {
+            "organization": {"data": org},
+            "shared_organizations": {"data": guid_refs(shared)},
         },
+        "metadata": metadata(),
+        "links": links,
     })
+}
+
+/// `[{"guid": …}, …]`, a to-many relationship's data.
+pub fn guid_refs(guids: &[String]) -> Value {
+    guids.iter().map(|g| json!({ "guid": g })).collect()
 }
 
 pub fn stack_json(b: &str, s: &Stack) -> Value {

@@ -21,6 +21,7 @@ mod client;
 mod config;
 mod curl;
 mod deployments;
+mod domains;
 mod env;
 mod files;
 mod login;
@@ -40,6 +41,7 @@ mod users;
 
 pub use buildpacks::{CreateBuildpackArgs, DeleteBuildpackArgs, UpdateBuildpackArgs};
 pub use curl::CurlArgs;
+pub use domains::{CheckRouteArgs, CreateSharedDomainArgs, DeleteDomainArgs, OrgDomainArgs};
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
 pub use quotas::{CreateOrgQuotaArgs, SetOrgQuotaArgs};
@@ -191,6 +193,24 @@ pub enum Command {
     OrgQuotas,
     /// Assign a quota to an org
     SetOrgQuota(SetOrgQuotaArgs),
+    /// Create a private domain for an org
+    #[command(after_help = "EXAMPLE:\n   kiln create-private-domain my-org example.com")]
+    CreatePrivateDomain(OrgDomainArgs),
+    /// Create a domain every org can use (admins)
+    #[command(after_help = "EXAMPLE:\n   kiln create-shared-domain example.com")]
+    CreateSharedDomain(CreateSharedDomainArgs),
+    /// Delete a private domain (and its routes)
+    DeletePrivateDomain(DeleteDomainArgs),
+    /// Delete a shared domain (and its routes)
+    DeleteSharedDomain(DeleteDomainArgs),
+    /// Share a private domain with another org
+    #[command(after_help = "EXAMPLE:\n   kiln share-private-domain other-org example.com")]
+    SharePrivateDomain(OrgDomainArgs),
+    /// Stop sharing a private domain with an org
+    UnsharePrivateDomain(OrgDomainArgs),
+    /// Say whether a route exists
+    #[command(after_help = "EXAMPLE:\n   kiln check-route shop example.com --path /api")]
+    CheckRoute(CheckRouteArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -389,6 +409,13 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::CreateOrgQuota(a) => quotas::create(&mut session(home)?, a).await,
         Command::OrgQuotas => quotas::list(&mut session(home)?).await,
         Command::SetOrgQuota(a) => quotas::set(&mut session(home)?, a).await,
+        Command::CreatePrivateDomain(a) => domains::create_private(&mut session(home)?, a).await,
+        Command::CreateSharedDomain(a) => domains::create_shared(&mut session(home)?, a).await,
+        Command::DeletePrivateDomain(a) => domains::delete(&mut session(home)?, a, true).await,
+        Command::DeleteSharedDomain(a) => domains::delete(&mut session(home)?, a, false).await,
+        Command::SharePrivateDomain(a) => domains::share(&mut session(home)?, a).await,
+        Command::UnsharePrivateDomain(a) => domains::unshare(&mut session(home)?, a).await,
+        Command::CheckRoute(a) => domains::check_route(&mut session(home)?, a).await,
     }
 }
 
@@ -595,6 +622,13 @@ mod tests {
             "map-route",
             "unmap-route",
             "domains",
+            "create-private-domain",
+            "create-shared-domain",
+            "delete-private-domain",
+            "delete-shared-domain",
+            "share-private-domain",
+            "unshare-private-domain",
+            "check-route",
             "stacks",
             "orgs",
             "spaces",

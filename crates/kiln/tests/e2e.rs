@@ -1059,6 +1059,67 @@ async fn push_two_apps_from_a_manifest_with_variables() {
     let out = cli(&home, &["routes"]).await;
     assert!(!out.stdout.contains("extra"), "{out}");
 
+    // A private domain of the org: listed as private, routed by the router,
+    // seen by check-route, and deleted with its route.
+    let out = cli(
+        &home,
+        &["create-private-domain", "kiln", "shop.private.test"],
+    )
+    .await;
+    assert!(out.success && out.stdout.contains("OK"), "{out}");
+    let out = cli(&home, &["domains"]).await;
+    let line = out.stdout.lines().find(|l| l.contains("shop.private.test"));
+    assert!(line.is_some_and(|l| l.contains("private")), "{out}");
+    let out = cli(
+        &home,
+        &[
+            "map-route",
+            "mf-two",
+            "shop.private.test",
+            "--hostname",
+            "www",
+        ],
+    )
+    .await;
+    assert!(out.success, "{out}");
+    assert_eq!(
+        wait_for_200(
+            router_port,
+            "www.shop.private.test",
+            Duration::from_secs(30)
+        )
+        .await
+        .status(),
+        200
+    );
+    let out = cli(&home, &["check-route", "www", "shop.private.test"]).await;
+    assert!(
+        out.stdout
+            .contains("Route 'www.shop.private.test' does exist."),
+        "{out}"
+    );
+    let out = cli(&home, &["check-route", "nope", "shop.private.test"]).await;
+    assert!(out.stdout.contains("does not exist."), "{out}");
+    let out = cli(&home, &["delete-shared-domain", "shop.private.test", "-f"]).await;
+    assert!(!out.success, "{out}");
+    let out = cli(&home, &["delete-private-domain", "shop.private.test", "-f"]).await;
+    assert!(out.success, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while route_get(router_port, "www.shop.private.test")
+        .await
+        .status()
+        != 404
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        route_get(router_port, "www.shop.private.test")
+            .await
+            .status(),
+        404
+    );
+
     let out = cli(&home, &["rename", "mf-two", "mf-second"]).await;
     assert!(out.success, "{out}");
     let out = cli(&home, &["apps"]).await;

@@ -192,7 +192,7 @@ async fn apply_routes(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> A
         }
         return Ok(());
     }
-    let domains = db::all::<Domain>(&ctx.pool).await?;
+    let domains = super::domains::usable_domains(ctx, &space.organization_guid).await?;
     if let Some(wanted) = &m.routes {
         for r in wanted {
             let (host, domain, path) = split_route(r, &domains)?;
@@ -201,9 +201,13 @@ async fn apply_routes(ctx: &Ctx, space: &Space, app: &App, m: &AppManifest) -> A
         return Ok(());
     }
     if mapped.is_empty() && (m.default_route || m.random_route) {
-        // The oldest shared domain is the org's default domain.
-        let domain = domains
-            .first()
+        // The org's default domain: the oldest shared one, else its oldest
+        // private one (CC's `Organization#default_domain`).
+        let shared = domains
+            .iter()
+            .find(|d| d.owning_organization_guid.is_none() && !d.internal);
+        let domain = shared
+            .or(domains.first())
             .ok_or_else(|| ApiError::unprocessable("No default domains available"))?;
         let host = if m.random_route {
             format!("{}-{}", app.name, random_words())

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 pub async fn create(ctx: &Ctx, msg: CreateRoute) -> ApiResult<Route> {
     let _ = &msg.options;
     let meta = crate::messages::metadata::patch_of(&msg.metadata);
-    let (host, path) = msg.validate()?;
     let space = db::find::<Space>(&ctx.pool, &msg.relationships.space.data.guid)
         .await?
         .ok_or_else(|| {
@@ -23,13 +22,20 @@ pub async fn create(ctx: &Ctx, msg: CreateRoute) -> ApiResult<Route> {
                 "Invalid space. Ensure that the space exists and you have access to it.",
             )
         })?;
+    // A private domain the space's org may not use is answered as one that
+    // does not exist, so its name does not leak to other orgs.
+    let invalid_domain = || {
+        ApiError::unprocessable(
+            "Invalid domain. Ensure that the domain exists and you have access to it.",
+        )
+    };
     let domain = db::find::<Domain>(&ctx.pool, &msg.relationships.domain.data.guid)
         .await?
-        .ok_or_else(|| {
-            ApiError::unprocessable(
-                "Invalid domain. Ensure that the domain exists and you have access to it.",
-            )
-        })?;
+        .ok_or_else(invalid_domain)?;
+    if !super::domains::usable_by(ctx, &domain, &space.organization_guid).await? {
+        return Err(invalid_domain());
+    }
+    let (host, path) = msg.validate(domain.owning_organization_guid.is_none())?;
     super::quotas::check_route(ctx, &space).await?;
     let guid = util::new_guid();
     let now = util::now();

@@ -97,6 +97,7 @@ pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     for space in db::where_eq::<Space>(&ctx.pool, "organization_guid", guid).await? {
         delete_space(ctx, &space.guid).await?;
     }
+    super::domains::remove_org(ctx, guid).await?;
     // Its roles go with it (a role names the org it is in).
     db::delete_where::<Role>(&ctx.pool, "organization_guid", guid).await?;
     db::delete_where::<db::QuotaAssignment>(&ctx.pool, "guid", guid).await?;
@@ -125,6 +126,7 @@ pub async fn create_space(ctx: &Ctx, msg: CreateSpace) -> ApiResult<Space> {
         suspended: false,
         created_at: String::new(),
         updated_at: String::new(),
+        allow_ssh: true,
     };
     let data = named_request(Some(&msg.name), msg.suspended);
     let event = audit::space_event(&target, types::SPACE_CREATE, data);

@@ -1,5 +1,5 @@
 //! The platform's fixed furniture: the root and info documents,
-//! organizations, spaces, domains, stacks and jobs.
+//! organizations, spaces, stacks and jobs (domains: `domains.rs`).
 
 use super::{accepted, list_of};
 use crate::actions;
@@ -92,26 +92,6 @@ pub async fn delete_org(
     Ok(accepted(&ctx.base, &job))
 }
 
-pub async fn org_domains(
-    State(ctx): State<Shared>,
-    Path(guid): Path<String>,
-    params: ListParams,
-) -> ApiResult<Json<Value>> {
-    let domains = fetchers::org_domains(&ctx, &guid, &params).await?;
-    let path = format!("/v3/organizations/{guid}/domains");
-    Ok(list_of(&ctx.base, &path, &params, domains, |d| {
-        p::domain_json(&ctx.base, d)
-    }))
-}
-
-pub async fn org_default_domain(
-    State(ctx): State<Shared>,
-    Path(guid): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let d = fetchers::org_default_domain(&ctx, &guid).await?;
-    Ok(Json(p::domain_json(&ctx.base, &d)))
-}
-
 pub async fn list_spaces(
     State(ctx): State<Shared>,
     Extension(perms): Extension<Permissions>,
@@ -156,21 +136,6 @@ pub async fn delete_space(
     actions::spaces::delete_space(&ctx, &guid).await?;
     let job = actions::jobs::completed(&ctx, "space.delete", "space", &guid).await?;
     Ok(accepted(&ctx.base, &job))
-}
-
-pub async fn list_domains(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {
-    let domains = fetchers::domains(&ctx, &params).await?;
-    Ok(list_of(&ctx.base, "/v3/domains", &params, domains, |d| {
-        p::domain_json(&ctx.base, d)
-    }))
-}
-
-pub async fn get_domain(
-    State(ctx): State<Shared>,
-    Path(guid): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let d = fetchers::one(&ctx, &guid).await?;
-    Ok(Json(p::domain_json(&ctx.base, &d)))
 }
 
 pub async fn list_stacks(State(ctx): State<Shared>, params: ListParams) -> ApiResult<Json<Value>> {

@@ -19,10 +19,11 @@ use serde_json::{Value, json};
 /// with that host and path exists on the domain (in any space).
 pub async fn route_reservations(
     State(ctx): State<Shared>,
+    axum::Extension(perms): axum::Extension<crate::permissions::Permissions>,
     Path(guid): Path<String>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let matching = fetchers::route_reserved(&ctx, &guid, &params).await?;
+    let matching = fetchers::route_reserved(&ctx, &perms, &guid, &params).await?;
     Ok(Json(json!({ "matching_route": matching })))
 }
 

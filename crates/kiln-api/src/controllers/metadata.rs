@@ -110,7 +110,6 @@ metadata_patch!(
     patch_package: crate::db::Package => super::packages::get_one,
     patch_droplet: crate::db::Droplet => super::builds::get_droplet,
     patch_route: crate::db::Route => super::routes::get_one,
-    patch_domain: crate::db::Domain => super::catalog::get_domain,
     patch_stack: crate::db::Stack => super::catalog::get_stack,
     patch_deployment: crate::db::Deployment => super::deployments::get_one,
     patch_revision: crate::db::Revision => super::deployments::revision,
@@ -129,6 +128,18 @@ pub async fn patch_build(
         http::HeaderMap::new(),
     );
     answer.await
+}
+
+/// `PATCH /v3/domains/:guid` (admins): a domain's labels and annotations.
+pub async fn patch_domain(
+    State(ctx): State<Shared>,
+    perms: axum::Extension<crate::permissions::Permissions>,
+    axum::extract::Path(guid): axum::extract::Path<String>,
+    crate::web::CfJson(msg): crate::web::CfJson<crate::messages::UpdateMetadata>,
+) -> crate::error::ApiResult<Response> {
+    crate::actions::metadata::update::<crate::db::Domain>(&ctx, &guid, msg).await?;
+    let answer = super::domains::get_one(State(ctx), perms, axum::extract::Path(guid));
+    Ok(answer.await?.into_response())
 }
 
 /// `PATCH /v3/users/:guid` (admins): a user's labels and annotations.

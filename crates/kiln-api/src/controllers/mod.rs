@@ -9,6 +9,7 @@ pub mod buildpacks;
 pub mod builds;
 pub mod catalog;
 pub mod deployments;
+pub mod domains;
 pub mod internal;
 pub mod links;
 pub mod logcache;
@@ -23,6 +24,7 @@ pub mod service_credential_bindings;
 pub mod service_instances;
 pub mod settings;
 pub mod sidecars;
+pub mod space_features;
 pub mod tasks;
 pub mod users;
 

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         include_str!("../../migrations/0010_app_features.sql"),
     ),
     (
+        11,
+        "private domains and their shared organizations, space ssh",
+        include_str!("../../migrations/0011_private_domains.sql"),
+    ),
+    (
         12,
         "sidecars",
         include_str!("../../migrations/0012_sidecars.sql"),
@@ -200,6 +205,10 @@ pub enum Cond {
     Cmp(&'static str, &'static str, String),
     /// A `label_selector` requirement on the listed table's `guid`.
     Label(metadata::LabelRequirement),
+    /// `column IS NULL`.
+    Null(&'static str),
+    /// Any one of the conditions holds (an empty list: none does).
+    Any(Vec<Cond>),
 }
 
 fn push_in(q: &mut QueryBuilder<Sqlite>, values: &[String]) {
@@ -215,40 +224,77 @@ fn push_in(q: &mut QueryBuilder<Sqlite>, values: &[String]) {
     q.push(")");
 }
 
+fn push_cond(q: &mut QueryBuilder<Sqlite>, c: &Cond) {
+    match c {
+        Cond::In(column, values) => {
+            q.push(column);
+            push_in(q, values);
+        }
+        Cond::Via {
+            column,
+            table,
+            pick,
+            by,
+            values,
+        } => {
+            q.push(format!(
+                "{column} IN (SELECT {pick} FROM {table} WHERE {by}"
+            ));
+            push_in(q, values);
+            q.push(")");
+        }
+        Cond::Cmp(column, op, value) => {
+            debug_assert!(["<", "<=", ">", ">="].contains(op));
+            q.push(format!("{column} {op} "));
+            q.push_bind(value.clone());
+        }
+        Cond::Label(r) => metadata::push_requirement(q, r),
+        Cond::Null(column) => {
+            q.push(format!("{column} IS NULL"));
+        }
+        Cond::Any(any) => {
+            q.push("(");
+            if any.is_empty() {
+                q.push("1 = 0");
+            }
+            for (i, c) in any.iter().enumerate() {
+                if i > 0 {
+                    q.push(" OR ");
+                }
+                push_cond(q, c);
+            }
+            q.push(")");
+        }
+    }
+}
+
 /// Rows matching every condition, oldest first.
 pub async fn list<T: Record>(pool: &SqlitePool, conds: &[Cond]) -> ApiResult<Vec<T>> {
     let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT * FROM {}", T::TABLE));
     for (i, c) in conds.iter().enumerate() {
         q.push(if i == 0 { " WHERE " } else { " AND " });
-        match c {
-            Cond::In(column, values) => {
-                q.push(column);
-                push_in(&mut q, values);
-            }
-            Cond::Via {
-                column,
-                table,
-                pick,
-                by,
-                values,
-            } => {
-                q.push(format!(
-                    "{column} IN (SELECT {pick} FROM {table} WHERE {by}"
-                ));
-                push_in(&mut q, values);
-                q.push(")");
-            }
-            Cond::Cmp(column, op, value) => {
-                debug_assert!(["<", "<=", ">", ">="].contains(op));
-                q.push(format!("{column} {op} "));
-                q.push_bind(value.clone());
-            }
-            Cond::Label(r) => metadata::push_requirement(&mut q, r),
-        }
+        push_cond(&mut q, c);
     }
     q.push(" ORDER BY seq");
     let rows = q.build().fetch_all(pool).await?;
     Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+}
+
+/// Domains that orgs `orgs` may see and use: every shared domain (no
+/// owner), those they own and those shared with them (CC's
+/// `DomainFetcher.fetch_all_for_orgs`).
+pub fn domains_of_orgs(orgs: Vec<String>) -> Cond {
+    Cond::Any(vec![
+        Cond::Null("owning_organization_guid"),
+        Cond::In("owning_organization_guid", orgs.clone()),
+        Cond::Via {
+            column: "guid",
+            table: "domain_shared_organizations",
+            pick: "domain_guid",
+            by: "organization_guid",
+            values: orgs,
+        },
+    ])
 }
 
 /// The outcome of a write on a table with a unique name: a unique-constraint
@@ -414,6 +460,22 @@ pub async fn delete_where<'e, T: Record>(
         .execute(exec)
         .await?
         .rows_affected())
+}
+
+/// Stops sharing a private domain with an org.
+pub async fn delete_share<'e>(
+    exec: impl SqliteExecutor<'e>,
+    domain_guid: &str,
+    org_guid: &str,
+) -> ApiResult<()> {
+    sqlx::query(
+        "DELETE FROM domain_shared_organizations WHERE domain_guid = $1 AND organization_guid = $2",
+    )
+    .bind(domain_guid)
+    .bind(org_guid)
+    .execute(exec)
+    .await?;
+    Ok(())
 }
 
 /// The one compare-and-set path for a state change: moves the row `guid`

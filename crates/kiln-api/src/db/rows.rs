@@ -117,10 +117,15 @@ record!(Organization, "organizations", "Organization" {
 });
 record!(Space, "spaces", "Space" {
     guid: str, name: str, organization_guid: str, suspended: bool, created_at: str,
-    updated_at: str,
+    updated_at: str, allow_ssh: bool,
 });
 record!(Domain, "domains", "Domain" {
-    guid: str, name: str, created_at: str, updated_at: str,
+    guid: str, name: str, created_at: str, updated_at: str, owning_organization_guid: opt,
+    internal: bool,
+});
+// An org a private domain is shared with.
+record!(DomainShare, "domain_shared_organizations", "Domain" {
+    domain_guid: str, organization_guid: str, created_at: str,
 });
 record!(Stack, "stacks", "Stack" {
     guid: str, name: str, description: str, is_default: bool, created_at: str, updated_at: str,

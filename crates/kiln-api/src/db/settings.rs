@@ -128,14 +128,19 @@ pub async fn usage(pool: &SqlitePool, org: Option<&str>) -> ApiResult<Usage> {
     .bind(org)
     .fetch_one(pool)
     .await?;
-    // Every domain is shared: an org owns none.
+    // An org's domains are the private ones it owns.
     let (domains,): (i64,) = match org {
         None => {
             sqlx::query_as("SELECT COUNT(*) FROM domains")
                 .fetch_one(pool)
                 .await?
         }
-        Some(_) => (0,),
+        Some(org) => {
+            sqlx::query_as("SELECT COUNT(*) FROM domains WHERE owning_organization_guid = $1")
+                .bind(org)
+                .fetch_one(pool)
+                .await?
+        }
     };
     Ok(Usage {
         started_instances,

@@ -638,6 +638,8 @@ mod tests {
             name: name.into(),
             created_at: String::new(),
             updated_at: String::new(),
+            owning_organization_guid: None,
+            internal: false,
         };
         let domains = [d("localhost"), d("apps.localhost")];
         let (host, domain, path) = split_route("a.apps.localhost/x", &domains).unwrap();

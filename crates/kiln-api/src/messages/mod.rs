@@ -5,6 +5,7 @@
 
 mod app_feature;
 mod buildpack_update;
+pub mod domains;
 pub mod manifest;
 pub mod manifest_diff;
 pub mod metadata;
@@ -462,20 +463,21 @@ fn valid_host(host: &str) -> bool {
 
 impl CreateRoute {
     /// The checked (host, path): host lowercased, both defaulting to "".
-    pub fn validate(&self) -> ApiResult<(String, String)> {
+    /// A route on a shared domain needs a host; on a private one it may be
+    /// the bare domain.
+    pub fn validate(&self, shared_domain: bool) -> ApiResult<(String, String)> {
         if self.port.is_some() {
             return Err(ApiError::unprocessable(
                 "Ports are only supported on TCP domains; Kiln has none",
             ));
         }
         let host = self.host.clone().unwrap_or_default().to_ascii_lowercase();
-        // Every Kiln domain is shared, and CC requires a host on shared domains.
-        if host.is_empty() {
+        if host.is_empty() && shared_domain {
             return Err(ApiError::unprocessable(
                 "Missing host. Routes in shared domains must have a host defined.",
             ));
         }
-        if !valid_host(&host) {
+        if !host.is_empty() && !valid_host(&host) {
             return Err(ApiError::unprocessable(
                 "Host must be a valid DNS label of letters, digits and hyphens",
             ));

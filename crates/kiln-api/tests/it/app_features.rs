@@ -97,3 +97,40 @@ async fn features_are_stored_and_revisions_off_records_none() {
     assert_eq!(revisions["resources"], json!([]));
     kiln.stop().await;
 }
+
+/// `/v3/spaces/:guid/features`: the space's `ssh`, on by default, changed
+/// by a PATCH with CC's body and refusals.
+#[tokio::test]
+async fn a_space_ssh_feature_is_stored_and_shown_as_cc_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let space = kiln.space_guid().await;
+    let (status, list) = kiln.get(&format!("/v3/spaces/{space}/features")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let on = json!({"name": "ssh", "description": "Enable SSHing into apps in the space.", "enabled": true});
+    assert_eq!(list["resources"], json!([on]));
+    let ssh = format!("/v3/spaces/{space}/features/ssh");
+    let (status, v) = kiln.patch(&ssh, json!({"enabled": false})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["enabled"], false);
+    let (_, v) = kiln.get(&ssh).await;
+    assert_eq!(v["enabled"], false);
+    // Refusals change nothing.
+    for (body, detail) in [
+        (json!({"enabled": "yes"}), "invalid type"),
+        (json!({"enabled": true, "x": 1}), "Unknown field(s): 'x'"),
+        (json!({}), "missing field `enabled`"),
+    ] {
+        let (status, v) = kiln.patch(&ssh, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(error_of(&v).2.contains(detail), "{v}");
+    }
+    let (status, v) = kiln.get(&format!("/v3/spaces/{space}/features/gpu")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(error_of(&v).2, "Feature not found");
+    let (status, v) = kiln.get("/v3/spaces/no-such-space/features").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let (_, v) = kiln.get(&ssh).await;
+    assert_eq!(v["enabled"], false);
+    kiln.stop().await;
+}

@@ -47,6 +47,9 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/spaces", "YYYYY", 'Y'),
     ("POST", "/v3/spaces", "FFFYF", 'U'),
     ("GET", "/v3/spaces/{guid}", "YYYYD", 'D'),
+    ("GET", "/v3/spaces/{guid}/features", "YYYYD", 'D'),
+    ("GET", "/v3/spaces/{guid}/features/{name}", "YYYYD", 'D'),
+    ("PATCH", "/v3/spaces/{guid}/features/{name}", "FFFYD", 'D'),
     ("PATCH", "/v3/spaces/{guid}", "FFFYD", 'D'),
     ("DELETE", "/v3/spaces/{guid}", "FFFYD", 'D'),
     ("POST", "/v3/spaces/{guid}/manifest_diff", "YFFFD", 'D'),
@@ -57,7 +60,28 @@ const TABLE: &[(&str, &str, &str, char)] = &[
         'D',
     ),
     ("GET", "/v3/domains", "YYYYY", 'Y'),
-    ("GET", "/v3/domains/{guid}", "YYYYY", 'Y'),
+    // A side's domain is a private domain of its org.
+    ("POST", "/v3/domains", "FFFYF", 'U'),
+    ("GET", "/v3/domains/{guid}", "YYYYY", 'D'),
+    ("DELETE", "/v3/domains/{guid}", "FFFYF", 'D'),
+    (
+        "GET",
+        "/v3/domains/{guid}/relationships/shared_organizations",
+        "YYYYY",
+        'D',
+    ),
+    (
+        "POST",
+        "/v3/domains/{guid}/relationships/shared_organizations",
+        "FFFYF",
+        'D',
+    ),
+    (
+        "DELETE",
+        "/v3/domains/{guid}/relationships/shared_organizations/{org_guid}",
+        "FFFYF",
+        'D',
+    ),
     ("GET", "/v3/stacks", "YYYYY", 'Y'),
     ("GET", "/v3/stacks/{guid}", "YYYYY", 'Y'),
     ("GET", "/v3/jobs/{guid}", "YYYYY", 'Y'),
@@ -202,7 +226,7 @@ const TABLE: &[(&str, &str, &str, char)] = &[
         "YYYYY",
         'D',
     ),
-    ("GET", "/v3/domains/{guid}/route_reservations", "YYYYY", 'Y'),
+    ("GET", "/v3/domains/{guid}/route_reservations", "YYYYY", 'D'),
     ("GET", "/v3/packages/{guid}/download", "YFFFD", 'D'),
     ("GET", "/v3/apps/{guid}/revisions/deployed", "YYYYD", 'D'),
     ("GET", "/v3/apps/{guid}/manifest", "YFFFD", 'D'),
@@ -390,8 +414,10 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
     let instance = new_instance(kiln, &space, &format!("{name}-db")).await;
     let binding = new_binding(kiln, &app, &instance).await;
     let sidecar = new_sidecar(kiln, &app, &format!("{name}-sidecar")).await;
+    let private = new_private_domain(kiln, &org, &format!("{name}.private.test")).await;
     let s = |v: &Value| v["guid"].as_str().unwrap().to_string();
     BTreeMap::from([
+        ("domains", private),
         ("organizations", org),
         ("spaces", space),
         ("apps", app.clone()),
@@ -427,6 +453,18 @@ async fn new_sidecar(kiln: &Kiln, app: &str, name: &str) -> String {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{s}");
     s["guid"].as_str().unwrap().to_string()
+}
+
+/// A private domain of `org`, made by the admin.
+async fn new_private_domain(kiln: &Kiln, org: &str, name: &str) -> String {
+    let (status, d) = kiln
+        .post(
+            "/v3/domains",
+            json!({"name": name, "relationships": {"organization": {"data": {"guid": org}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{d}");
+    d["guid"].as_str().unwrap().to_string()
 }
 
 /// A user-provided service instance in `space`, made by the admin.
@@ -507,6 +545,10 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
             let app = new_app(kiln, space, &format!("fresh-{n}")).await;
             new_sidecar(kiln, &app, &format!("fresh-{n}")).await
         }
+        "domains" => {
+            let name = format!("fresh-{n}.own.test");
+            new_private_domain(kiln, &own["organizations"], &name).await
+        }
         "organization_quotas" => {
             let (_, q) = kiln
                 .post(
@@ -540,7 +582,7 @@ fn body(method: &str, route: &str, s: &Side) -> Option<Value> {
     let rel =
         |k: &str, g: &str| json!({"relationships": {k: {"data": {"guid": g}}}, "kiln_probe": true});
     Some(match route {
-        "/v3/spaces" => rel("organization", &s["organizations"]),
+        "/v3/spaces" | "/v3/domains" => rel("organization", &s["organizations"]),
         "/v3/apps" | "/v3/routes" | "/v3/service_instances" => rel("space", &s["spaces"]),
         "/v3/packages" | "/v3/deployments" | "/v3/service_credential_bindings" => {
             rel("app", &s["apps"])
@@ -577,6 +619,7 @@ fn resource_of(route: &str) -> &'static str {
         "users" => "User",
         "tasks" => "Task",
         "audit_events" => "Event",
+        "domains" => "Domain",
         "service_instances" => "Service instance",
         "service_credential_bindings" => "Service credential binding",
         "organization_quotas" => "Organization quota",
@@ -709,7 +752,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
                 &kiln,
                 token,
                 method,
-                &path_of(route, &target),
+                &path_of(route, &target).replace("{org_guid}", &own["organizations"]),
                 body(method, route, &own),
             )
             .await;
@@ -725,7 +768,8 @@ async fn every_route_answers_each_role_as_the_table_says() {
                 &kiln,
                 token,
                 method,
-                &path_of(route, &guid_of(&foreign, route)),
+                &path_of(route, &guid_of(&foreign, route))
+                    .replace("{org_guid}", &foreign["organizations"]),
                 body(method, route, &foreign),
             )
             .await;

@@ -8,6 +8,7 @@ mod authz_table;
 mod buildpack_update;
 mod custom_buildpacks;
 mod deployments;
+mod domains;
 mod manifest_processes;
 mod manifest_services;
 mod metadata;

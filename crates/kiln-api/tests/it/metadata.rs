@@ -496,6 +496,16 @@ async fn usage_summaries_count_what_runs() {
         .await;
     assert_eq!(status, StatusCode::OK, "{u}");
     assert_eq!(u["usage_summary"]["routes"], 1);
+    assert_eq!(u["usage_summary"]["domains"], 0);
+    // An org's domains are the private ones it owns.
+    let private = json!({"name": "usage.example.test",
+        "relationships": {"organization": {"data": {"guid": org}}}});
+    let (status, d) = kiln.post("/v3/domains", private).await;
+    assert_eq!(status, StatusCode::CREATED, "{d}");
+    let (_, u) = kiln
+        .get(&format!("/v3/organizations/{org}/usage_summary"))
+        .await;
+    assert_eq!(u["usage_summary"]["domains"], 1);
     // CC's check-route.
     let domain = domains["resources"][0]["guid"].as_str().unwrap();
     for (query, taken) in [
@@ -557,10 +567,8 @@ async fn every_advertised_link_is_served() {
         if !seen.insert((method.clone(), path.clone())) || seen.len() > 400 {
             continue;
         }
-        // CC's `/v3` links `resource_matches`, which only takes POST. A
-        // space's `features` (space-wide ssh) is not served yet.
-        let space_features = path.starts_with("/v3/spaces/") && path.ends_with("/features");
-        if path == "/v3/resource_matches" || space_features {
+        // CC's `/v3` links `resource_matches`, which only takes POST.
+        if path == "/v3/resource_matches" {
             continue;
         }
         let body = (method != "GET").then(|| json!({"kiln_probe": true}));

@@ -15,6 +15,7 @@ import zipfile
 
 from cloudfoundry_client.client import CloudFoundryClient
 from cloudfoundry_client.errors import InvalidStatusCode
+from cloudfoundry_client.v3.entities import ToOneRelationship
 
 API = os.environ["KILN_API"]
 ROUTER = os.environ["KILN_ROUTER"]
@@ -66,6 +67,16 @@ space = v3.spaces.create("compat-space", org["guid"])
 other_space = v3.spaces.create("other-space", org["guid"])
 check(v3.spaces.get(space["guid"])["name"] == "compat-space", "space read back")
 step("org and spaces created")
+
+# A private domain of the org, through the domains manager.
+private = v3.domains.create("compat.private.test", organization=ToOneRelationship(org["guid"]))
+check(private["relationships"]["organization"]["data"]["guid"] == org["guid"], "private %s" % private)
+of_org = [d["name"] for d in v3.domains.list_domains_for_org(org["guid"])]
+check("compat.private.test" in of_org, "org domains %s" % of_org)
+v3.domains.remove(private["guid"])
+left = [d["name"] for d in v3.domains.list()]
+check("compat.private.test" not in left, "domains after remove %s" % left)
+step("private domain created, listed for its org and removed")
 
 # A user in UAA (SCIM), known to Cloud Controller, developer of the other space.
 scim = admin.post(API + "/Users", json={
