@@ -20,7 +20,11 @@ use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
 use std::time::{Duration, Instant};
+
+/// One DesiredLrp's route keys: (host, path).
+type RouteKeys = Vec<(Box<str>, String)>;
 
 /// One RUNNING instance the router may send a request to (Gorouter's
 /// endpoint, as the route emitter registers it).
@@ -334,7 +338,7 @@ impl RouteTable {
     fn routes_of(
         desired: &[DesiredLrp],
         previous: &RouteTable,
-    ) -> (RouteTable, Vec<Vec<(Box<str>, String)>>) {
+    ) -> (RouteTable, Vec<RouteKeys>) {
         let mut table = RouteTable::default();
         table.hosts.reserve(previous.hosts.len().max(desired.len()));
         // A fresh route starts at a random place, so that instance 0 does
