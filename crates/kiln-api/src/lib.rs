@@ -41,7 +41,8 @@ use context::{Ctx, Shared};
 use controllers::{
     app_features, apps, audit_events, buildpacks, builds, catalog, deployments, domains, internal,
     links, logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
-    service_credential_bindings, service_instances, settings, sidecars, space_features, tasks, users,
+    service_credential_bindings, service_instances, settings, sidecars, space_features, tasks,
+    users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

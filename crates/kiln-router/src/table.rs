@@ -20,7 +20,6 @@ use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-
 use std::time::{Duration, Instant};
 
 /// One DesiredLrp's route keys: (host, path).
@@ -335,10 +334,7 @@ impl RouteTable {
 
     /// Every route of `desired`, with no endpoints yet, each starting
     /// round-robin where `previous` was; and each DesiredLrp's route keys.
-    fn routes_of(
-        desired: &[DesiredLrp],
-        previous: &RouteTable,
-    ) -> (RouteTable, Vec<RouteKeys>) {
+    fn routes_of(desired: &[DesiredLrp], previous: &RouteTable) -> (RouteTable, Vec<RouteKeys>) {
         let mut table = RouteTable::default();
         table.hosts.reserve(previous.hosts.len().max(desired.len()));
         // A fresh route starts at a random place, so that instance 0 does
