@@ -95,6 +95,8 @@ async fn cell(
     // Spread the cells' syncs over the interval, as independent reps are.
     let offset = SYNC.mul_f64(fastrand_fraction(&presence.cell_id));
     let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + offset, SYNC);
+    // As the rep: a late sync does not bring a burst of syncs after it.
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: HashSet<String> = HashSet::new();
     let net_info = ActualLrpNetInfo {
         address: presence.address.clone(),

@@ -30,11 +30,14 @@ pub(crate) struct Mirror {
     state: Mutex<State>,
 }
 
+/// Records are shared between the indexes and copied out of the lock: a
+/// cell's work is read without a lookup per instance, and the copying that
+/// an owned `CellWork` needs does not hold up writers.
 #[derive(Default)]
 struct State {
-    actuals: BTreeMap<Slot, ActualLrp>,
+    actuals: BTreeMap<Slot, Arc<ActualLrp>>,
     /// CLAIMED or RUNNING instances by cell.
-    by_cell: HashMap<String, BTreeSet<Slot>>,
+    by_cell: HashMap<String, BTreeMap<Slot, Arc<ActualLrp>>>,
     unclaimed: BTreeSet<Slot>,
     desired: HashMap<String, Arc<DesiredLrp>>,
 }
@@ -64,12 +67,12 @@ impl State {
         self.unclaimed.remove(slot);
     }
 
-    fn index(&mut self, slot: &Slot, a: &ActualLrp) {
+    fn index(&mut self, slot: &Slot, a: &Arc<ActualLrp>) {
         if let Some(cell) = placed_on(a) {
             self.by_cell
                 .entry(cell.to_string())
                 .or_default()
-                .insert(slot.clone());
+                .insert(slot.clone(), a.clone());
         }
         if a.state == ActualLrpState::Unclaimed {
             self.unclaimed.insert(slot.clone());
@@ -77,6 +80,7 @@ impl State {
     }
 
     fn put(&mut self, a: ActualLrp) {
+        let a = Arc::new(a);
         let slot = slot(&a.key);
         if let Some(old) = self.actuals.remove(&slot) {
             self.unindex(&slot, &old);
@@ -162,28 +166,30 @@ impl Mirror {
     /// The ActualLrps CLAIMED by or RUNNING on a cell that have a
     /// DesiredLrp, in slot order, and those DesiredLrps once each.
     pub(crate) fn cell_lrps(&self, cell_id: &str) -> (Vec<ActualLrp>, Vec<DesiredLrp>) {
-        let state = self.lock();
-        let Some(slots) = state.by_cell.get(cell_id) else {
-            return (Vec::new(), Vec::new());
-        };
-        let mut lrps = Vec::with_capacity(slots.len());
-        let mut desired: Vec<DesiredLrp> = Vec::new();
-        for slot in slots {
-            let Some(d) = state.desired.get(&slot.0) else {
-                continue;
+        let (lrps, desired) = {
+            let state = self.lock();
+            let Some(on_cell) = state.by_cell.get(cell_id) else {
+                return (Vec::new(), Vec::new());
             };
-            // Slots are ordered by process guid: a new guid is a new one.
-            if desired
-                .last()
-                .is_none_or(|last| last.process_guid != slot.0)
-            {
-                desired.push((**d).clone());
-            }
-            if let Some(a) = state.actuals.get(slot) {
+            let mut lrps = Vec::with_capacity(on_cell.len());
+            let mut desired: Vec<Arc<DesiredLrp>> = Vec::new();
+            for (slot, a) in on_cell {
+                // Slots are ordered by process guid: a new guid is a new one.
+                let same_guid = desired.last().is_some_and(|d| d.process_guid == slot.0);
+                if !same_guid {
+                    let Some(d) = state.desired.get(&slot.0) else {
+                        continue;
+                    };
+                    desired.push(d.clone());
+                }
                 lrps.push(a.clone());
             }
-        }
-        (lrps, desired)
+            (lrps, desired)
+        };
+        (
+            lrps.iter().map(|a| (**a).clone()).collect(),
+            desired.iter().map(|d| (**d).clone()).collect(),
+        )
     }
 
     /// Every UNCLAIMED instance, with its last placement error.
@@ -209,11 +215,8 @@ impl Mirror {
         for (cell_id, slots) in &state.by_cell {
             // Slots are ordered by process guid: count runs of one guid.
             let mut current: Option<CellProcessLoad> = None;
-            for slot in slots {
-                let starting = state
-                    .actuals
-                    .get(slot)
-                    .is_some_and(|a| a.state == ActualLrpState::Claimed);
+            for (slot, a) in slots {
+                let starting = a.state == ActualLrpState::Claimed;
                 match current.as_mut() {
                     Some(load) if load.process_guid == slot.0 => {
                         load.instances += 1;
@@ -386,7 +389,12 @@ mod agrees_with_the_tables {
         let all = store::actual_lrps(pool, &ActualLrpFilter::default())
             .await
             .unwrap();
-        let got: Vec<_> = mirror.lock().actuals.values().cloned().collect();
+        let got: Vec<_> = mirror
+            .lock()
+            .actuals
+            .values()
+            .map(|a| (**a).clone())
+            .collect();
         assert_eq!(got, all, "every ActualLrp");
     }
 
