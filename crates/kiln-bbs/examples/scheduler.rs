@@ -7,15 +7,15 @@
 //!
 //!   scheduler INSTANCES CELLS [LABEL]
 //!
-//! The same source builds against older BBS versions (bench/scheduler.sh
-//! builds it against `main` for the side-by-side figures): the cell work is
-//! read through its JSON form, which is also what crosses the wire when the
-//! cells are remote.
+//! The same source builds against `main` (bench/scheduler.sh runs both
+//! side by side). The cells read their work as the in-process rep does,
+//! typed: turning every cell's work into JSON and back cost more CPU than
+//! the BBS itself, on the same two cores, and measured only serde.
 
 use kiln_bbs::{Bbs, BbsClient, BbsConfig};
 use kiln_model::bbs::{
-    ActualLrp, ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, EnvVar, HealthCheck,
-    PortMapping, RunAction,
+    ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, EnvVar, HealthCheck, PortMapping,
+    RunAction,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -65,21 +65,6 @@ fn desired(process_guid: String) -> DesiredLrp {
     }
 }
 
-/// The ActualLrps in a cell's work, from its JSON form: older versions
-/// list `{actual, desired}` pairs, newer ones the ActualLrps themselves.
-fn actuals_in(work: &kiln_model::bbs::CellWork) -> Vec<ActualLrp> {
-    let value = serde_json::to_value(work).expect("cell work encodes");
-    value["lrps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| {
-            let actual = item.get("actual").unwrap_or(item);
-            serde_json::from_value(actual.clone()).ok()
-        })
-        .collect()
-}
-
 /// One simulated rep: heartbeats, and reports every instance claimed for
 /// it as RUNNING at its next sync, as a rep does once the container is up.
 async fn cell(
@@ -111,6 +96,8 @@ async fn cell(
     // Spread the cells' syncs over the interval, as independent reps are.
     let offset = SYNC.mul_f64(fastrand_fraction(&presence.cell_id));
     let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + offset, SYNC);
+    // As the rep: a late sync does not bring a burst of syncs after it.
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: HashSet<String> = HashSet::new();
     let net_info = ActualLrpNetInfo {
         address: presence.address.clone(),
@@ -125,7 +112,7 @@ async fn cell(
             _ = stop.cancelled() => return,
             _ = sync.tick() => {
                 let Ok(work) = client.cell_work(&presence.cell_id).await else { continue };
-                for a in actuals_in(&work) {
+                for a in &work.lrps {
                     let Some(ik) = a.instance_key.as_ref() else { continue };
                     if ik.cell_id != presence.cell_id || reported.contains(&ik.instance_guid) {
                         continue;

@@ -124,7 +124,7 @@ impl Bbs {
 
     pub(crate) async fn auction_round(&self) -> Result<AuctionReport, BbsError> {
         let pool = &self.inner.pool;
-        let unclaimed = store::unclaimed(pool).await?;
+        let unclaimed = self.inner.mirror.unclaimed();
         let tasks = store::open_tasks(pool).await?;
         let nothing_to_place = unclaimed.is_empty()
             && !tasks
@@ -136,8 +136,8 @@ impl Bbs {
         // Nothing new goes to an evacuating cell.
         self.prune_evacuation().await?;
         let live = self.inner.evacuation.placeable(&self.live_cells());
-        let desired = self.inner.desired.all(pool).await?;
-        let loads = store::cell_process_loads(pool).await?;
+        let desired = self.inner.mirror.desired();
+        let loads = self.inner.mirror.cell_process_loads();
 
         let batch = batch(&unclaimed, &desired, &tasks);
         let mut auction = Auction::new(cell_loads(&live, &loads, &desired, &tasks));
@@ -259,6 +259,7 @@ impl Bbs {
                         .into_iter()
                         .map(|actual_lrp| BbsEvent::ActualLrpChanged { actual_lrp }),
                 );
+                self.inner.mirror.apply(&events);
             }
             events.into_iter().for_each(|e| self.emit(e));
         }

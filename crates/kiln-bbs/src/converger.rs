@@ -95,6 +95,7 @@ impl Bbs {
                     }
                 }
                 tx.commit().await.map_err(db)?;
+                self.inner.mirror.apply(&events);
             }
             report.extra_removed += events.len();
             events.into_iter().for_each(|e| self.emit(e));
@@ -110,6 +111,7 @@ impl Bbs {
                     }
                 }
                 tx.commit().await.map_err(db)?;
+                self.inner.mirror.apply(&events);
             }
             report.missing_created += events.len();
             events.into_iter().for_each(|e| self.emit(e));
@@ -143,6 +145,7 @@ impl Bbs {
                 }
                 store::keep_suspects(&mut tx, &suspects).await?;
                 tx.commit().await.map_err(db)?;
+                self.inner.mirror.apply(&events);
                 report.suspect += suspects.len();
                 suspects
                     .into_iter()
@@ -164,6 +167,7 @@ impl Bbs {
                     }
                 }
                 tx.commit().await.map_err(db)?;
+                self.inner.mirror.apply(&events);
             }
             report.crashed_restarted += events.len();
             events.into_iter().for_each(|e| self.emit(e));

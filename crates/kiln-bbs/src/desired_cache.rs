@@ -20,18 +20,6 @@ pub struct DesiredCache {
 pub type DesiredSnapshot = HashMap<String, Arc<DesiredLrp>>;
 
 impl DesiredCache {
-    /// Every DesiredLrp, current as of this call; entries of removed ones
-    /// are dropped.
-    pub async fn all(&self, pool: &SqlitePool) -> Result<DesiredSnapshot, BbsError> {
-        let tags = store::desired_tags(pool).await?;
-        self.refresh(pool, &tags, true).await?;
-        let entries = self.lock();
-        Ok(tags
-            .into_iter()
-            .filter_map(|(guid, _)| entries.get(&guid).map(|(_, d)| (guid, d.clone())))
-            .collect())
-    }
-
     /// These DesiredLrps (the ones that exist), current as of this call.
     pub async fn get_many(
         &self,

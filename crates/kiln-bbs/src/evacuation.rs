@@ -147,6 +147,7 @@ impl Bbs {
             events.push(BbsEvent::ActualLrpChanged { actual_lrp: next });
         }
         tx.commit().await.map_err(db)?;
+        self.inner.mirror.apply(&events);
         self.inner
             .evacuation
             .restore(vec![cell_id.to_string()], kept);

@@ -22,6 +22,7 @@ mod converger;
 pub mod crash;
 mod desired_cache;
 mod evacuation;
+mod mirror;
 mod presence;
 mod reports;
 pub mod server;
@@ -98,6 +99,9 @@ struct Inner {
     evacuation: evacuation::Evacuation,
     suspects: suspect::Suspects,
     reports: reports::PendingStarts,
+    /// ActualLrps and DesiredLrps in memory for cells' work and the
+    /// auction (see `mirror.rs` for why it equals the tables).
+    mirror: mirror::Mirror,
 }
 
 const MIGRATIONS: &[kiln_store::MigrationStep] = &[
@@ -159,6 +163,7 @@ impl Bbs {
         )
         .await
         .map_err(|e| BbsError::Unavailable(e.to_string()))?;
+        let mirror = mirror::Mirror::load(&pool).await?;
         let bbs = Bbs {
             inner: Arc::new(Inner {
                 pool,
@@ -173,6 +178,7 @@ impl Bbs {
                 evacuation: evacuation::Evacuation::default(),
                 suspects: suspect::Suspects::default(),
                 reports: reports::PendingStarts::default(),
+                mirror,
             }),
         };
         bbs.restore_kept().await?;
@@ -447,6 +453,8 @@ impl BbsClient for Bbs {
         let indices: Vec<u32> = (0..desired_lrp.instances).collect();
         let created = store::insert_unclaimed(&mut tx, &desired_lrp, &indices, now).await?;
         tx.commit().await.map_err(db)?;
+        self.inner.mirror.put_desired(&desired_lrp);
+        self.inner.mirror.put(&created);
         let mut events = vec![BbsEvent::DesiredLrpChanged {
             desired_lrp: desired_lrp.clone(),
         }];
@@ -502,6 +510,9 @@ impl BbsClient for Bbs {
             (Vec::new(), Vec::new())
         };
         tx.commit().await.map_err(db)?;
+        self.inner.mirror.put_desired(&d);
+        self.inner.mirror.put(&created);
+        self.inner.mirror.remove(&removed);
         self.emit(BbsEvent::DesiredLrpChanged {
             desired_lrp: d.clone(),
         });
@@ -532,6 +543,7 @@ impl BbsClient for Bbs {
         };
         let actuals = store::actual_lrps(pool, &filter).await?;
         store::delete_desired_lrp(pool, process_guid).await?;
+        self.inner.mirror.remove_desired(process_guid);
         self.inner.desired.forget(process_guid);
         tracing::info!(process_guid, "desired lrp removed");
         for a in actuals {
@@ -600,20 +612,9 @@ impl BbsClient for Bbs {
     }
 
     async fn cell_work(&self, cell_id: &str) -> Result<CellWork, BbsError> {
-        let pool = &self.inner.pool;
-        let tasks = store::cell_tasks(pool, cell_id).await?;
-        let mut lrps = store::cell_actuals(pool, cell_id).await?;
+        let tasks = store::cell_tasks(&self.inner.pool, cell_id).await?;
         // Each DesiredLrp once, however many of its instances run here.
-        let guids: Vec<&str> = {
-            let mut seen = HashSet::new();
-            lrps.iter()
-                .map(|a| a.key.process_guid.as_str())
-                .filter(|g| seen.insert(*g))
-                .collect()
-        };
-        let desired = self.inner.desired.get_many(pool, &guids).await?;
-        lrps.retain(|a| desired.contains_key(&a.key.process_guid));
-        let desired_lrps = desired.into_values().map(|d| (*d).clone()).collect();
+        let (lrps, desired_lrps) = self.inner.mirror.cell_lrps(cell_id);
         Ok(CellWork {
             tasks,
             desired_lrps,
@@ -747,6 +748,7 @@ impl BbsClient for Bbs {
         a.net_info = None;
         a.since = now;
         store::update_actual_lrp(&self.inner.pool, &a).await?;
+        self.inner.mirror.put([&a]);
         tracing::info!(process_guid = %key.process_guid, index = key.index, crash_count = a.crash_count, reason, "actual lrp crashed");
         // Diego's ActualLRPCrashedEvent: Cloud Controller records it as an
         // audit event; the change event below is for everyone else.

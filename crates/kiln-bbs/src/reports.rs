@@ -93,6 +93,7 @@ impl Bbs {
             let mut tx = self.inner.pool.begin().await.map_err(db)?;
             let started = store::start_many(&mut tx, &reports, now_nanos()).await?;
             tx.commit().await.map_err(db)?;
+            self.inner.mirror.put(&started);
             Ok::<_, BbsError>(started)
         }
         .await;

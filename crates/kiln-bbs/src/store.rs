@@ -600,6 +600,7 @@ pub async fn cell_tasks(pool: &SqlitePool, cell_id: &str) -> Result<Vec<Task>, B
 }
 
 /// The ActualLrps CLAIMED by or RUNNING on a cell, in one query.
+#[cfg(test)]
 pub async fn cell_actuals(pool: &SqlitePool, cell_id: &str) -> Result<Vec<ActualLrp>, BbsError> {
     let sql = format!(
         "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE cell_id = ? AND state IN ('CLAIMED', 'RUNNING') \
@@ -614,23 +615,6 @@ pub async fn cell_actuals(pool: &SqlitePool, cell_id: &str) -> Result<Vec<Actual
 }
 
 // ---- what convergence and the auction read, once per pass ----
-
-/// Every DesiredLrp's guid and modification tag: enough to tell which
-/// cached decoded copies are current.
-pub async fn desired_tags(pool: &SqlitePool) -> Result<Vec<(String, i64)>, BbsError> {
-    let rows = sqlx::query("SELECT process_guid, modification_tag FROM desired_lrps")
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("process_guid").map_err(db)?,
-                row.try_get("modification_tag").map_err(db)?,
-            ))
-        })
-        .collect()
-}
 
 /// The tags of these DesiredLrps (those that exist).
 pub async fn desired_tags_of(
@@ -808,6 +792,7 @@ pub struct Unclaimed {
     pub placement_error: String,
 }
 
+#[cfg(test)]
 pub async fn unclaimed(pool: &SqlitePool) -> Result<Vec<Unclaimed>, BbsError> {
     let rows = sqlx::query(
         "SELECT process_guid, instance_index, placement_error FROM actual_lrps WHERE state = 'UNCLAIMED'",
@@ -836,6 +821,7 @@ pub struct CellProcessLoad {
     pub starting: u32,
 }
 
+#[cfg(test)]
 pub async fn cell_process_loads(pool: &SqlitePool) -> Result<Vec<CellProcessLoad>, BbsError> {
     let rows = sqlx::query(
         "SELECT cell_id, process_guid, COUNT(*) AS instances, \

@@ -161,6 +161,7 @@ impl Bbs {
                 });
             }
             tx.commit().await.map_err(db)?;
+            self.inner.mirror.apply(&events);
             for (key, ik) in forgotten {
                 self.inner.suspects.forget(&key, &ik);
             }
