@@ -340,6 +340,7 @@ mod agrees_with_the_tables {
             log_guid: "l".into(),
             log_source: "APP/PROC/WEB".into(),
             annotation: String::new(),
+            sidecars: Vec::new(),
         }
     }
 
