@@ -5,7 +5,7 @@
 use crate::BbsError;
 use crate::store;
 use kiln_model::bbs::DesiredLrp;
-use sqlx::SqlitePool;
+use kiln_store::Pool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +22,7 @@ pub type DesiredSnapshot = HashMap<String, Arc<DesiredLrp>>;
 impl DesiredCache {
     /// Every DesiredLrp, current as of this call; entries of removed ones
     /// are dropped.
-    pub async fn all(&self, pool: &SqlitePool) -> Result<DesiredSnapshot, BbsError> {
+    pub async fn all(&self, pool: &Pool) -> Result<DesiredSnapshot, BbsError> {
         let tags = store::desired_tags(pool).await?;
         self.refresh(pool, &tags, true).await?;
         let entries = self.lock();
@@ -35,7 +35,7 @@ impl DesiredCache {
     /// These DesiredLrps (the ones that exist), current as of this call.
     pub async fn get_many(
         &self,
-        pool: &SqlitePool,
+        pool: &Pool,
         process_guids: &[&str],
     ) -> Result<DesiredSnapshot, BbsError> {
         let tags = store::desired_tags_of(pool, process_guids).await?;
@@ -53,7 +53,7 @@ impl DesiredCache {
 
     async fn refresh(
         &self,
-        pool: &SqlitePool,
+        pool: &Pool,
         tags: &[(String, i64)],
         complete: bool,
     ) -> Result<(), BbsError> {

@@ -9,7 +9,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::messages::{ScaleProcess, UpdateProcess};
 use crate::util;
 use serde_json::{Value, json};
-use sqlx::SqliteExecutor;
+use kiln_store::Executor;
 
 /// A process event (CC's `ProcessEventRepository`): about the app, naming
 /// the process, with the request; the `API` log line CC writes with it.
@@ -26,7 +26,7 @@ async fn process_event(
 
 /// Creates a process of `ptype` for an app (web: port check); returns its guid.
 pub async fn insert<'e>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     app_guid: &str,
     ptype: &str,
     instances: i64,
