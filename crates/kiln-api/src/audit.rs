@@ -8,8 +8,8 @@ use crate::context::{CurrentUser, REQUEST_USER};
 use crate::db::{self, App, AuditEvent, Space, Val};
 use crate::error::ApiResult;
 use crate::util;
-use serde_json::{Value, json};
 use kiln_store::{Executor, Pool};
+use serde_json::{Value, json};
 
 /// Cloud Controller's event type strings (`repositories/event_types.rb`).
 pub mod types {

@@ -247,10 +247,7 @@ pub async fn delete_task(pool: &Pool, task_guid: &str) -> Result<(), BbsError> {
 
 // ---- desired lrps ----
 
-pub async fn desired_lrp(
-    pool: &Pool,
-    process_guid: &str,
-) -> Result<Option<DesiredLrp>, BbsError> {
+pub async fn desired_lrp(pool: &Pool, process_guid: &str) -> Result<Option<DesiredLrp>, BbsError> {
     let row = sqlx::query("SELECT definition FROM desired_lrps WHERE process_guid = $1")
         .bind(process_guid)
         .fetch_optional(pool)
@@ -264,10 +261,7 @@ pub async fn desired_lrp(
     }
 }
 
-pub async fn desired_lrps(
-    pool: &Pool,
-    domain: Option<&str>,
-) -> Result<Vec<DesiredLrp>, BbsError> {
+pub async fn desired_lrps(pool: &Pool, domain: Option<&str>) -> Result<Vec<DesiredLrp>, BbsError> {
     let rows = match domain {
         Some(domain) => {
             sqlx::query("SELECT definition FROM desired_lrps WHERE domain = $1 ORDER BY created_at")
@@ -382,10 +376,7 @@ fn actual_from_row(row: &DbRow) -> Result<ActualLrp, BbsError> {
     })
 }
 
-pub async fn actual_lrp(
-    pool: &Pool,
-    key: &ActualLrpKey,
-) -> Result<Option<ActualLrp>, BbsError> {
+pub async fn actual_lrp(pool: &Pool, key: &ActualLrpKey) -> Result<Option<ActualLrp>, BbsError> {
     let sql = format!(
         "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE process_guid = $1 AND instance_index = $2"
     );
@@ -722,7 +713,7 @@ fn summary_from_row(row: &DbRow) -> Result<ActualSummary, BbsError> {
 const SUMMARY_COLUMNS: &str =
     "process_guid, instance_index, state, instance_guid, cell_id, crash_count, since";
 
-// Convergence asks SQLite for exactly the rows that need a correction, so a
+// Convergence asks the database for exactly the rows that need a correction, so a
 // pass over 250,000 instances decodes only those rows, not every one.
 
 /// Instances whose DesiredLrp is gone or no longer has their index.
@@ -843,7 +834,8 @@ pub struct CellProcessLoad {
 pub async fn cell_process_loads(pool: &Pool) -> Result<Vec<CellProcessLoad>, BbsError> {
     let rows = sqlx::query(
         "SELECT cell_id, process_guid, COUNT(*) AS instances, \
-         SUM(state = 'CLAIMED') AS starting FROM actual_lrps \
+         CAST(SUM(CASE WHEN state = 'CLAIMED' THEN 1 ELSE 0 END) AS BIGINT) AS starting \
+         FROM actual_lrps \
          WHERE state IN ('CLAIMED', 'RUNNING') GROUP BY cell_id, process_guid",
     )
     .fetch_all(pool)
@@ -1088,10 +1080,7 @@ pub async fn keep_instance(
 }
 
 /// [`keep_instance`] for many suspect instances at once.
-pub async fn keep_suspects(
-    conn: &mut Connection,
-    suspects: &[ActualLrp],
-) -> Result<(), BbsError> {
+pub async fn keep_suspects(conn: &mut Connection, suspects: &[ActualLrp]) -> Result<(), BbsError> {
     let rows: Vec<(&ActualLrp, &ActualLrpInstanceKey, String)> = suspects
         .iter()
         .filter_map(|a| {
@@ -1137,14 +1126,9 @@ pub async fn keep_suspects(
 }
 
 /// Forgets kept instances by instance guid.
-pub async fn forget_kept(
-    conn: &mut Connection,
-    instance_guids: &[&str],
-) -> Result<(), BbsError> {
+pub async fn forget_kept(conn: &mut Connection, instance_guids: &[&str]) -> Result<(), BbsError> {
     for chunk in instance_guids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::new(
-            "DELETE FROM kept_actual_lrps WHERE instance_guid IN (",
-        );
+        let mut query = QueryBuilder::new("DELETE FROM kept_actual_lrps WHERE instance_guid IN (");
         let mut list = query.separated(", ");
         for guid in chunk {
             list.push_bind(*guid);
@@ -1179,10 +1163,7 @@ pub async fn kept_instances(pool: &Pool) -> Result<Vec<(Kept, ActualLrp)>, BbsEr
         .collect()
 }
 
-pub async fn add_evacuating_cell(
-    conn: &mut Connection,
-    cell_id: &str,
-) -> Result<(), BbsError> {
+pub async fn add_evacuating_cell(conn: &mut Connection, cell_id: &str) -> Result<(), BbsError> {
     sqlx::query("INSERT INTO evacuating_cells (cell_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(cell_id)
         .execute(&mut *conn)
@@ -1196,8 +1177,7 @@ pub async fn remove_evacuating_cells(
     cell_ids: &[&str],
 ) -> Result<(), BbsError> {
     for chunk in cell_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut query =
-            QueryBuilder::new("DELETE FROM evacuating_cells WHERE cell_id IN (");
+        let mut query = QueryBuilder::new("DELETE FROM evacuating_cells WHERE cell_id IN (");
         let mut list = query.separated(", ");
         for id in chunk {
             list.push_bind(*id);

@@ -15,8 +15,8 @@
 
 mod blobstore;
 mod db;
-mod sql;
 mod s3;
+mod sql;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use db::{
-    Connection, DEFAULT_MAX_CONNECTIONS, connection_engine, Database, DatabaseUrl, Db, Durability, Engine, Executor,
-    MigrationStep, OpenOptions, Pool, Row, engine, engine_specific, is_unavailable, migrator, open,
-    open_database,
+    Connection, DEFAULT_MAX_CONNECTIONS, Database, DatabaseUrl, Db, Durability, Engine, Executor,
+    MigrationStep, OpenOptions, Pool, Row, connection_engine, engine, engine_specific,
+    is_unavailable, migrator, open, open_database,
 };
 pub use sql::{Arg, Query, Separated, Sql, Sql as QueryBuilder};
 pub use sqlx::migrate::Migrator;

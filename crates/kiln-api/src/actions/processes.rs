@@ -8,8 +8,8 @@ use crate::diego;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{ScaleProcess, UpdateProcess};
 use crate::util;
-use serde_json::{Value, json};
 use kiln_store::Executor;
+use serde_json::{Value, json};
 
 /// A process event (CC's `ProcessEventRepository`): about the app, naming
 /// the process, with the request; the `API` log line CC writes with it.

@@ -2,8 +2,8 @@
 //! `metadata_annotations`, keyed by the resource's guid), and label
 //! selectors as SQL conditions on a listed table's `guid`.
 
-use crate::error::ApiResult;
 use super::Sql;
+use crate::error::ApiResult;
 use kiln_store::{Connection, Pool};
 use std::collections::{BTreeMap, HashMap};
 

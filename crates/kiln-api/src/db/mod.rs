@@ -490,10 +490,7 @@ pub async fn next_task_sequence_id(
 
 /// Moves every buildpack at `position` or after one place down (CC's
 /// BuildpackCreate makes room this way).
-pub async fn shift_buildpacks_from<'e>(
-    exec: impl Executor<'e>,
-    position: i64,
-) -> ApiResult<()> {
+pub async fn shift_buildpacks_from<'e>(exec: impl Executor<'e>, position: i64) -> ApiResult<()> {
     sqlx::query("UPDATE buildpacks SET position = position + 1 WHERE position >= $1")
         .bind(position)
         .execute(exec)
@@ -561,10 +558,7 @@ pub async fn shift_buildpacks_between<'e>(
 }
 
 /// Closes the gap a deleted buildpack at `position` left.
-pub async fn close_buildpack_gap<'e>(
-    exec: impl Executor<'e>,
-    position: i64,
-) -> ApiResult<()> {
+pub async fn close_buildpack_gap<'e>(exec: impl Executor<'e>, position: i64) -> ApiResult<()> {
     sqlx::query("UPDATE buildpacks SET position = position - 1 WHERE position > $1")
         .bind(position)
         .execute(exec)

@@ -4,8 +4,8 @@
 
 use super::{Record, StateMachine, Stateful};
 use kiln_model::{AppState, AppTaskState, BuildState, DeploymentState, DropletState, PackageState};
-use serde::Serialize;
 use kiln_store::Row;
+use serde::Serialize;
 use sqlx::Row as _;
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -78,8 +78,7 @@ impl Postgres {
     /// ([`Postgres::fresh_database`]). A watcher stops it and removes its
     /// files when the process exits, however it exits.
     pub async fn shared() -> Option<&'static Postgres> {
-        static SHARED: tokio::sync::OnceCell<Option<Postgres>> =
-            tokio::sync::OnceCell::const_new();
+        static SHARED: tokio::sync::OnceCell<Option<Postgres>> = tokio::sync::OnceCell::const_new();
         SHARED.get_or_init(Postgres::start).await.as_ref()
     }
 
