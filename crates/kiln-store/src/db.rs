@@ -294,11 +294,17 @@ pub mod engine_specific {
     /// Migrations are written in SQLite's dialect, which PostgreSQL accepts
     /// but for the column types: INTEGER is 32 bits there (the BBS stores
     /// nanosecond timestamps) and BOOLEAN is a type of its own (Kiln's
-    /// flags are integers 0/1 on both engines). Translated word by word.
+    /// flags are integers 0/1 on both engines). And the CCDB's migration 2
+    /// numbered existing rows by SQLite's `rowid`: a PostgreSQL database
+    /// starts empty, so there is nothing to number (`0`). Translated word
+    /// by word.
     pub fn ddl(engine: Engine, sql: &str) -> String {
         match engine {
             Engine::Sqlite => sql.to_string(),
-            Engine::Postgres => replace_words(sql, &[("INTEGER", "BIGINT"), ("BOOLEAN", "BIGINT")]),
+            Engine::Postgres => replace_words(
+                sql,
+                &[("INTEGER", "BIGINT"), ("BOOLEAN", "BIGINT"), ("ROWID", "0")],
+            ),
         }
     }
 
