@@ -73,13 +73,13 @@ async fn start(dir: &Path, max_package_bytes: u64, password: Option<&str>) -> Ki
 }
 
 async fn start_on(
-    url: &kiln_store::DatabaseUrl,
+    databases: &kiln_store::DatabaseUrl,
     dir: &Path,
     max_package_bytes: u64,
     password: Option<&str>,
 ) -> Kiln {
     let bbs = Bbs::open_on(
-        &url.component("bbs.sqlite", "bbs"),
+        &databases.component("bbs.sqlite", "bbs"),
         kiln_store::DEFAULT_MAX_CONNECTIONS,
         Default::default(),
     )
@@ -89,7 +89,7 @@ async fn start_on(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let api = Api::open_on(
-        &url.component("api/ccdb.sqlite", "ccdb"),
+        &databases.component("api/ccdb.sqlite", "ccdb"),
         kiln_store::OpenOptions::default(),
         ApiConfig {
             data_dir: dir.join("api"),
