@@ -975,7 +975,7 @@ pub async fn unclaim_many_if_unchanged(
             let a = actual_from_row(&row)?;
             before.insert((a.key.process_guid.clone(), a.key.index), a);
         }
-        let mut query = QueryBuilder::new("WITH v(pg, ix, st, ig, since) AS (");
+        let mut query = QueryBuilder::new("WITH v(pg, ix, st, ig, sn) AS (");
         query.push_values(chunk, |mut row, a| {
             row.push_bind(a.process_guid.as_str())
                 .push_bind(i64::from(a.index))
@@ -991,7 +991,7 @@ pub async fn unclaim_many_if_unchanged(
         query.push(
             " FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
              AND actual_lrps.state = v.st AND actual_lrps.instance_guid = v.ig \
-             AND actual_lrps.since = v.since RETURNING ",
+             AND actual_lrps.since = v.sn RETURNING ",
         );
         query.push(ACTUAL_COLUMNS);
         for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
