@@ -216,6 +216,9 @@ fn push_in(q: &mut Sql, values: &[String]) {
     q.push(")");
 }
 
+/// Integer columns that list filters (`?versions=`, `?sequence_ids=`) name.
+const INTEGER_FILTER_COLUMNS: [&str; 2] = ["version", "sequence_id"];
+
 /// Rows matching every condition, oldest first.
 pub async fn list<T: Record>(pool: &Pool, conds: &[Cond]) -> ApiResult<Vec<T>> {
     let mut q = Sql::new(format!("SELECT * FROM {}", T::TABLE));
@@ -223,7 +226,14 @@ pub async fn list<T: Record>(pool: &Pool, conds: &[Cond]) -> ApiResult<Vec<T>> {
         q.push(if i == 0 { " WHERE " } else { " AND " });
         match c {
             Cond::In(column, values) => {
-                q.push(column);
+                // Filter values arrive as text; PostgreSQL compares an
+                // integer column (a revision's version, a task's sequence
+                // id) with text only as text.
+                if INTEGER_FILTER_COLUMNS.contains(column) {
+                    q.push(&format!("CAST({column} AS TEXT)"));
+                } else {
+                    q.push(column);
+                }
                 push_in(&mut q, values);
             }
             Cond::Via {
