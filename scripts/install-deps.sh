@@ -12,8 +12,11 @@
 # python3-venv for two venvs of pinned PyPI packages: the cloudfoundry-client
 # in /opt/kiln-compat (the compatibility suite: an e2e test drives Kiln with
 # it) and moto's S3 server in /opt/kiln-py (the S3 blobstore's tests; Debian
-# has no S3-compatible server), and locales (its sources and localedef: the
-# cell compiles the en_US.UTF-8 locale Kiln's LANG names into the stack).
+# has no S3-compatible server), locales (its sources and localedef: the
+# cell compiles the en_US.UTF-8 locale Kiln's LANG names into the stack),
+# and postgresql (issue 15: the tests start their own clusters from its
+# initdb and pg_ctl, on 127.0.0.1; the package's own cluster on 5432, if it
+# starts one, is not used).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -32,6 +35,7 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ -e /usr/share/i18n/locales/en_US ] || need+=(locales)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

@@ -8,8 +8,8 @@ use crate::context::{CurrentUser, REQUEST_USER};
 use crate::db::{self, App, AuditEvent, Space, Val};
 use crate::error::ApiResult;
 use crate::util;
+use kiln_store::{Executor, Pool};
 use serde_json::{Value, json};
-use sqlx::{SqliteExecutor, SqlitePool};
 
 /// Cloud Controller's event type strings (`repositories/event_types.rb`).
 pub mod types {
@@ -170,7 +170,7 @@ impl Event {
 
 /// An event about an app, by the current actor, in the app's space and org.
 pub async fn app_event(
-    pool: &SqlitePool,
+    pool: &Pool,
     app: &App,
     kind: &'static str,
     data: Value,
@@ -228,7 +228,7 @@ pub fn org_event(guid: &str, name: &str, kind: &'static str, data: Value) -> Eve
 /// An event about a thing in a space that is neither an app nor the space
 /// (a service instance, a binding): `target` as CC names its actee.
 pub async fn in_space_event(
-    pool: &SqlitePool,
+    pool: &Pool,
     space_guid: &str,
     kind: &'static str,
     target: Target,
@@ -246,7 +246,7 @@ pub async fn in_space_event(
     })
 }
 
-async fn space_org(pool: &SqlitePool, space_guid: &str) -> ApiResult<Option<String>> {
+async fn space_org(pool: &Pool, space_guid: &str) -> ApiResult<Option<String>> {
     Ok(db::find::<Space>(pool, space_guid)
         .await?
         .map(|s| s.organization_guid))
@@ -254,7 +254,7 @@ async fn space_org(pool: &SqlitePool, space_guid: &str) -> ApiResult<Option<Stri
 
 /// Writes the event, its data censored whoever built it; false when its
 /// dedup key was recorded before.
-pub async fn record<'e>(exec: impl SqliteExecutor<'e>, e: Event) -> ApiResult<bool> {
+pub async fn record<'e>(exec: impl Executor<'e>, e: Event) -> ApiResult<bool> {
     let now = util::now();
     let values = vec![
         ("guid", util::new_guid().into()),

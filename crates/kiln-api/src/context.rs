@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use kiln_bbs::BbsClient;
 use kiln_logs::LogStore;
 use kiln_store::Blobstore;
-use sqlx::SqlitePool;
+use kiln_store::Pool;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ pub struct Ctx {
     pub config: ApiConfig,
     /// `external_url` without a trailing slash.
     pub base: String,
-    pub pool: SqlitePool,
+    pub pool: Pool,
     pub bbs: Arc<dyn BbsClient>,
     pub blobstore: Arc<dyn Blobstore>,
     pub logs: Arc<LogStore>,

@@ -201,6 +201,15 @@ impl IntoResponse for ApiError {
                     serde_json::json!({"errors": [{"code": 150007, "title": "CF-BlobstoreUnavailable", "detail": "Failed to perform blobstore operation after three retries."}]}),
                 )
             }
+            // The CCDB is away (restarting, unreachable, its pool
+            // exhausted): CC's 503; the same request succeeds once it is back.
+            ApiError::Database(e) if kiln_store::is_unavailable(e) => {
+                tracing::warn!(error = %self, "database unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"errors": [{"code": 10015, "title": "CF-ServiceUnavailable", "detail": "The database is unavailable; retry the request."}]}),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "request failed");
                 (

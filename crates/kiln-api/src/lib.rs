@@ -77,14 +77,22 @@ impl Api {
     /// bootstraps the admin user, signing key, org `kiln`, space `dev`, the
     /// shared domain and the stack. Idempotent.
     pub async fn open(config: ApiConfig, deps: ApiDeps) -> Result<Api, ApiError> {
+        let ccdb = kiln_store::Database::Sqlite(config.data_dir.join("ccdb.sqlite"));
+        Api::open_on(&ccdb, kiln_store::OpenOptions::default(), config, deps).await
+    }
+
+    /// [`Api::open`] with the CCDB in `ccdb` (SQLite or PostgreSQL); the
+    /// data dir still holds the signing and encryption keys.
+    pub async fn open_on(
+        ccdb: &kiln_store::Database,
+        options: kiln_store::OpenOptions,
+        config: ApiConfig,
+        deps: ApiDeps,
+    ) -> Result<Api, ApiError> {
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .map_err(|e| ApiError::io(format!("creating {}", config.data_dir.display()), e))?;
-        let pool = kiln_store::open_database(
-            &config.data_dir.join("ccdb.sqlite"),
-            &kiln_store::migrator(db::MIGRATIONS),
-        )
-        .await?;
+        let pool = kiln_store::open(ccdb, db::MIGRATIONS, options).await?;
         let signing_key =
             context::read_or_create_secret(&config.data_dir.join("signing-key"), || {
                 hex::encode(util::random_bytes(32))

@@ -5,7 +5,7 @@
 use crate::BbsError;
 use crate::store;
 use kiln_model::bbs::DesiredLrp;
-use sqlx::SqlitePool;
+use kiln_store::Pool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +23,7 @@ impl DesiredCache {
     /// These DesiredLrps (the ones that exist), current as of this call.
     pub async fn get_many(
         &self,
-        pool: &SqlitePool,
+        pool: &Pool,
         process_guids: &[&str],
     ) -> Result<DesiredSnapshot, BbsError> {
         let tags = store::desired_tags_of(pool, process_guids).await?;
@@ -41,7 +41,7 @@ impl DesiredCache {
 
     async fn refresh(
         &self,
-        pool: &SqlitePool,
+        pool: &Pool,
         tags: &[(String, i64)],
         complete: bool,
     ) -> Result<(), BbsError> {

@@ -86,7 +86,7 @@ pub struct Bbs {
 }
 
 struct Inner {
-    pool: kiln_store::SqlitePool,
+    pool: kiln_store::Pool,
     write: tokio::sync::Mutex<()>,
     /// One convergence pass or auction round at a time.
     pass: tokio::sync::Mutex<()>,
@@ -151,18 +151,30 @@ impl Bbs {
     }
 
     pub async fn open_with(path: &Path, config: BbsConfig) -> Result<Bbs, BbsError> {
-        // synchronous=NORMAL: a commit survives the process dying, and a
-        // power loss can lose only the last commits. ActualLrps are derived
-        // state (convergence and the cells' reports rebuild them), and Cloud
-        // Controller's periodic sync re-desires DesiredLrps; an fsync per
-        // commit would cost more than the whole placement of an instance.
-        let pool = kiln_store::open_database_with(
-            path,
-            &kiln_store::migrator(MIGRATIONS),
-            kiln_store::Durability::Normal,
-        )
-        .await
-        .map_err(|e| BbsError::Unavailable(e.to_string()))?;
+        let database = kiln_store::Database::Sqlite(path.to_path_buf());
+        Bbs::open_on(&database, kiln_store::DEFAULT_MAX_CONNECTIONS, config).await
+    }
+
+    /// [`Bbs::open_with`] on `database` (SQLite or PostgreSQL), its pool
+    /// limited to `max_connections`.
+    pub async fn open_on(
+        database: &kiln_store::Database,
+        max_connections: u32,
+        config: BbsConfig,
+    ) -> Result<Bbs, BbsError> {
+        // synchronous=NORMAL (SQLite): a commit survives the process dying,
+        // and a power loss can lose only the last commits. ActualLrps are
+        // derived state (convergence and the cells' reports rebuild them),
+        // and Cloud Controller's periodic sync re-desires DesiredLrps; an
+        // fsync per commit would cost more than the whole placement of an
+        // instance.
+        let options = kiln_store::OpenOptions {
+            durability: kiln_store::Durability::Normal,
+            max_connections,
+        };
+        let pool = kiln_store::open(database, MIGRATIONS, options)
+            .await
+            .map_err(|e| BbsError::Unavailable(e.to_string()))?;
         let mirror = mirror::Mirror::load(&pool).await?;
         let bbs = Bbs {
             inner: Arc::new(Inner {

@@ -18,7 +18,7 @@ use crate::desired_cache::DesiredSnapshot;
 use crate::store::{self, CellProcessLoad, Unclaimed};
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, ActualLrpKey, BbsEvent, DesiredLrp};
-use sqlx::SqlitePool;
+use kiln_store::Pool;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -98,7 +98,7 @@ impl State {
 
 impl Mirror {
     /// The tables as they are now (at open, before anything writes).
-    pub(crate) async fn load(pool: &SqlitePool) -> Result<Mirror, BbsError> {
+    pub(crate) async fn load(pool: &Pool) -> Result<Mirror, BbsError> {
         let mirror = Mirror::default();
         let actuals = store::actual_lrps(pool, &crate::ActualLrpFilter::default()).await?;
         let desired = store::desired_lrps(pool, None).await?;

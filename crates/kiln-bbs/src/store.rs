@@ -11,8 +11,8 @@ use kiln_model::bbs::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpKey, DesiredLrp, Nanos, Task, TaskDefinition,
 };
 use kiln_model::{ActualLrpState, TaskState, TransitionError};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
+use kiln_store::{Connection, Pool, QueryBuilder, Row as DbRow};
+use sqlx::Row as _;
 
 /// The one conversion of a storage error into the BBS's error.
 pub(crate) fn db(e: sqlx::Error) -> BbsError {
@@ -49,7 +49,7 @@ fn task_transition(t: &Task, to: TaskState) -> Result<TaskState, BbsError> {
 
 const TASK_COLUMNS: &str = "task_guid, domain, definition, state, cell_id, result, failed, failure_reason, created_at, updated_at";
 
-fn task_from_row(row: &SqliteRow) -> Result<Task, BbsError> {
+fn task_from_row(row: &DbRow) -> Result<Task, BbsError> {
     Ok(Task {
         task_guid: row.try_get("task_guid").map_err(db)?,
         domain: row.try_get("domain").map_err(db)?,
@@ -57,15 +57,15 @@ fn task_from_row(row: &SqliteRow) -> Result<Task, BbsError> {
         state: decode_state(row.try_get("state").map_err(db)?)?,
         cell_id: row.try_get("cell_id").map_err(db)?,
         result: row.try_get("result").map_err(db)?,
-        failed: row.try_get("failed").map_err(db)?,
+        failed: row.try_get::<i64, _>("failed").map_err(db)? != 0,
         failure_reason: row.try_get("failure_reason").map_err(db)?,
         created_at: row.try_get("created_at").map_err(db)?,
         updated_at: row.try_get("updated_at").map_err(db)?,
     })
 }
 
-pub async fn task(pool: &SqlitePool, task_guid: &str) -> Result<Option<Task>, BbsError> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_guid = ?");
+pub async fn task(pool: &Pool, task_guid: &str) -> Result<Option<Task>, BbsError> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_guid = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(task_guid)
         .fetch_optional(pool)
@@ -74,12 +74,12 @@ pub async fn task(pool: &SqlitePool, task_guid: &str) -> Result<Option<Task>, Bb
     row.as_ref().map(task_from_row).transpose()
 }
 
-pub async fn tasks(pool: &SqlitePool, domain: Option<&str>) -> Result<Vec<Task>, BbsError> {
+pub async fn tasks(pool: &Pool, domain: Option<&str>) -> Result<Vec<Task>, BbsError> {
     // One statement per shape, so the domain filter can use its index.
     let rows = match domain {
         Some(domain) => {
             let sql =
-                format!("SELECT {TASK_COLUMNS} FROM tasks WHERE domain = ? ORDER BY created_at");
+                format!("SELECT {TASK_COLUMNS} FROM tasks WHERE domain = $1 ORDER BY created_at");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(domain)
                 .fetch_all(pool)
@@ -95,7 +95,7 @@ pub async fn tasks(pool: &SqlitePool, domain: Option<&str>) -> Result<Vec<Task>,
 }
 
 /// Tasks still to place or running: what the auction and convergence need.
-pub async fn open_tasks(pool: &SqlitePool) -> Result<Vec<Task>, BbsError> {
+pub async fn open_tasks(pool: &Pool) -> Result<Vec<Task>, BbsError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ('PENDING', 'RUNNING') ORDER BY created_at"
     );
@@ -109,14 +109,14 @@ pub async fn open_tasks(pool: &SqlitePool) -> Result<Vec<Task>, BbsError> {
 /// Places a PENDING task on a cell unless it changed since it was read
 /// (cancelled, or placed by another round). Whether it was placed.
 pub async fn place_task_if_pending(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     task_guid: &str,
     cell_id: &str,
     now: Nanos,
 ) -> Result<Option<Task>, BbsError> {
     let sql = format!(
-        "UPDATE tasks SET cell_id = ?, updated_at = ? \
-         WHERE task_guid = ? AND state = 'PENDING' AND cell_id = '' RETURNING {TASK_COLUMNS}"
+        "UPDATE tasks SET cell_id = $1, updated_at = $2 \
+         WHERE task_guid = $3 AND state = 'PENDING' AND cell_id = '' RETURNING {TASK_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(cell_id)
@@ -130,14 +130,14 @@ pub async fn place_task_if_pending(
 
 /// Fails a PENDING, unplaced task (it fits on no cell).
 pub async fn fail_task_if_unplaced(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     task_guid: &str,
     failure_reason: &str,
     now: Nanos,
 ) -> Result<Option<Task>, BbsError> {
     let sql = format!(
-        "UPDATE tasks SET state = 'COMPLETED', failed = 1, failure_reason = ?, updated_at = ? \
-         WHERE task_guid = ? AND state = 'PENDING' AND cell_id = '' RETURNING {TASK_COLUMNS}"
+        "UPDATE tasks SET state = 'COMPLETED', failed = 1, failure_reason = $1, updated_at = $2 \
+         WHERE task_guid = $3 AND state = 'PENDING' AND cell_id = '' RETURNING {TASK_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(failure_reason)
@@ -150,7 +150,7 @@ pub async fn fail_task_if_unplaced(
 }
 
 pub async fn insert_task(
-    pool: &SqlitePool,
+    pool: &Pool,
     task_guid: &str,
     domain: &str,
     definition: TaskDefinition,
@@ -169,7 +169,7 @@ pub async fn insert_task(
         updated_at: now,
     };
     sqlx::query(
-        "INSERT INTO tasks (task_guid, domain, definition, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO tasks (task_guid, domain, definition, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&task.task_guid)
     .bind(&task.domain)
@@ -182,14 +182,14 @@ pub async fn insert_task(
     Ok(task)
 }
 
-async fn write_task(pool: &SqlitePool, t: &Task) -> Result<(), BbsError> {
+async fn write_task(pool: &Pool, t: &Task) -> Result<(), BbsError> {
     sqlx::query(
-        "UPDATE tasks SET state = ?, cell_id = ?, result = ?, failed = ?, failure_reason = ?, updated_at = ? WHERE task_guid = ?",
+        "UPDATE tasks SET state = $1, cell_id = $2, result = $3, failed = $4, failure_reason = $5, updated_at = $6 WHERE task_guid = $7",
     )
     .bind(t.state.as_str())
     .bind(&t.cell_id)
     .bind(&t.result)
-    .bind(t.failed)
+    .bind(i64::from(t.failed))
     .bind(&t.failure_reason)
     .bind(t.updated_at)
     .bind(&t.task_guid)
@@ -199,7 +199,7 @@ async fn write_task(pool: &SqlitePool, t: &Task) -> Result<(), BbsError> {
 }
 
 pub async fn set_task_state(
-    pool: &SqlitePool,
+    pool: &Pool,
     t: &Task,
     to: TaskState,
     now: Nanos,
@@ -212,7 +212,7 @@ pub async fn set_task_state(
 }
 
 pub async fn complete_task(
-    pool: &SqlitePool,
+    pool: &Pool,
     t: &Task,
     failed: bool,
     failure_reason: &str,
@@ -236,8 +236,8 @@ pub async fn complete_task(
     Ok(next)
 }
 
-pub async fn delete_task(pool: &SqlitePool, task_guid: &str) -> Result<(), BbsError> {
-    sqlx::query("DELETE FROM tasks WHERE task_guid = ?")
+pub async fn delete_task(pool: &Pool, task_guid: &str) -> Result<(), BbsError> {
+    sqlx::query("DELETE FROM tasks WHERE task_guid = $1")
         .bind(task_guid)
         .execute(pool)
         .await
@@ -247,11 +247,8 @@ pub async fn delete_task(pool: &SqlitePool, task_guid: &str) -> Result<(), BbsEr
 
 // ---- desired lrps ----
 
-pub async fn desired_lrp(
-    pool: &SqlitePool,
-    process_guid: &str,
-) -> Result<Option<DesiredLrp>, BbsError> {
-    let row = sqlx::query("SELECT definition FROM desired_lrps WHERE process_guid = ?")
+pub async fn desired_lrp(pool: &Pool, process_guid: &str) -> Result<Option<DesiredLrp>, BbsError> {
+    let row = sqlx::query("SELECT definition FROM desired_lrps WHERE process_guid = $1")
         .bind(process_guid)
         .fetch_optional(pool)
         .await
@@ -264,13 +261,10 @@ pub async fn desired_lrp(
     }
 }
 
-pub async fn desired_lrps(
-    pool: &SqlitePool,
-    domain: Option<&str>,
-) -> Result<Vec<DesiredLrp>, BbsError> {
+pub async fn desired_lrps(pool: &Pool, domain: Option<&str>) -> Result<Vec<DesiredLrp>, BbsError> {
     let rows = match domain {
         Some(domain) => {
-            sqlx::query("SELECT definition FROM desired_lrps WHERE domain = ? ORDER BY created_at")
+            sqlx::query("SELECT definition FROM desired_lrps WHERE domain = $1 ORDER BY created_at")
                 .bind(domain)
                 .fetch_all(pool)
                 .await
@@ -289,13 +283,13 @@ pub async fn desired_lrps(
 
 /// Inserts the DesiredLrp; false if one with its guid exists.
 pub async fn insert_desired_lrp(
-    pool: &mut SqliteConnection,
+    pool: &mut Connection,
     d: &DesiredLrp,
     now: Nanos,
 ) -> Result<bool, BbsError> {
     let done = sqlx::query(
         "INSERT INTO desired_lrps (process_guid, domain, instances, definition, created_at, updated_at, modification_tag) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
     )
     .bind(&d.process_guid)
     .bind(&d.domain)
@@ -314,13 +308,13 @@ pub async fn insert_desired_lrp(
 /// Rewrites the DesiredLrp and bumps its modification tag, so cached
 /// decoded copies are replaced.
 pub async fn update_desired_lrp(
-    pool: &mut SqliteConnection,
+    pool: &mut Connection,
     d: &DesiredLrp,
     now: Nanos,
 ) -> Result<(), BbsError> {
     sqlx::query(
-        "UPDATE desired_lrps SET instances = ?, definition = ?, updated_at = ?, \
-         modification_tag = modification_tag + 1 WHERE process_guid = ?",
+        "UPDATE desired_lrps SET instances = $1, definition = $2, updated_at = $3, \
+         modification_tag = modification_tag + 1 WHERE process_guid = $4",
     )
     .bind(i64::from(d.instances))
     .bind(serde_json::to_string(d).map_err(decode)?)
@@ -332,14 +326,14 @@ pub async fn update_desired_lrp(
     Ok(())
 }
 
-pub async fn delete_desired_lrp(pool: &SqlitePool, process_guid: &str) -> Result<(), BbsError> {
+pub async fn delete_desired_lrp(pool: &Pool, process_guid: &str) -> Result<(), BbsError> {
     let mut tx = pool.begin().await.map_err(db)?;
-    sqlx::query("DELETE FROM actual_lrps WHERE process_guid = ?")
+    sqlx::query("DELETE FROM actual_lrps WHERE process_guid = $1")
         .bind(process_guid)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    sqlx::query("DELETE FROM desired_lrps WHERE process_guid = ?")
+    sqlx::query("DELETE FROM desired_lrps WHERE process_guid = $1")
         .bind(process_guid)
         .execute(&mut *tx)
         .await
@@ -352,7 +346,7 @@ pub async fn delete_desired_lrp(pool: &SqlitePool, process_guid: &str) -> Result
 
 const ACTUAL_COLUMNS: &str = "process_guid, instance_index, domain, state, instance_guid, cell_id, net_info, crash_count, crash_reason, placement_error, since";
 
-fn actual_from_row(row: &SqliteRow) -> Result<ActualLrp, BbsError> {
+fn actual_from_row(row: &DbRow) -> Result<ActualLrp, BbsError> {
     let instance_guid: String = row.try_get("instance_guid").map_err(db)?;
     let cell_id: String = row.try_get("cell_id").map_err(db)?;
     let net_info: String = row.try_get("net_info").map_err(db)?;
@@ -382,12 +376,9 @@ fn actual_from_row(row: &SqliteRow) -> Result<ActualLrp, BbsError> {
     })
 }
 
-pub async fn actual_lrp(
-    pool: &SqlitePool,
-    key: &ActualLrpKey,
-) -> Result<Option<ActualLrp>, BbsError> {
+pub async fn actual_lrp(pool: &Pool, key: &ActualLrpKey) -> Result<Option<ActualLrp>, BbsError> {
     let sql = format!(
-        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE process_guid = ? AND instance_index = ?"
+        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE process_guid = $1 AND instance_index = $2"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&key.process_guid)
@@ -401,12 +392,12 @@ pub async fn actual_lrp(
 /// One ActualLrp, read inside a transaction (what a batch is about to
 /// change).
 pub async fn actual_lrp_in(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     process_guid: &str,
     index: u32,
 ) -> Result<Option<ActualLrp>, BbsError> {
     let sql = format!(
-        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE process_guid = ? AND instance_index = ?"
+        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE process_guid = $1 AND instance_index = $2"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(process_guid)
@@ -418,7 +409,7 @@ pub async fn actual_lrp_in(
 }
 
 pub async fn actual_lrps(
-    pool: &SqlitePool,
+    pool: &Pool,
     filter: &ActualLrpFilter,
 ) -> Result<Vec<ActualLrp>, BbsError> {
     // Only the filters given become conditions, so each can use its index.
@@ -434,7 +425,7 @@ pub async fn actual_lrps(
     for (i, (column, _)) in conditions.iter().enumerate() {
         sql.push_str(if i == 0 { " WHERE " } else { " AND " });
         sql.push_str(column);
-        sql.push_str(" = ?");
+        sql.push_str(&format!(" = ${}", i + 1));
     }
     sql.push_str(" ORDER BY process_guid, instance_index");
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -448,14 +439,14 @@ pub async fn actual_lrps(
 /// Creates UNCLAIMED ActualLrps for these indices of `d`, skipping any that
 /// exist; the ones created.
 pub async fn insert_unclaimed(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     d: &DesiredLrp,
     indices: &[u32],
     now: Nanos,
 ) -> Result<Vec<ActualLrp>, BbsError> {
     let mut created = Vec::with_capacity(indices.len());
     for chunk in indices.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+        let mut query = QueryBuilder::new(
             "INSERT INTO actual_lrps (process_guid, instance_index, domain, state, since) ",
         );
         query.push_values(chunk, |mut row, index| {
@@ -478,12 +469,12 @@ pub async fn insert_unclaimed(
 /// Deletes the ActualLrps of `process_guid` from index `from` on (scaling
 /// down); the keys deleted.
 pub async fn delete_indices_from(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     process_guid: &str,
     from: u32,
 ) -> Result<Vec<ActualLrpKey>, BbsError> {
     let rows = sqlx::query(
-        "DELETE FROM actual_lrps WHERE process_guid = ? AND instance_index >= ? \
+        "DELETE FROM actual_lrps WHERE process_guid = $1 AND instance_index >= $2 \
          RETURNING process_guid, instance_index, domain",
     )
     .bind(process_guid)
@@ -494,7 +485,7 @@ pub async fn delete_indices_from(
     rows.iter().map(key_from_row).collect()
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<ActualLrpKey, BbsError> {
+fn key_from_row(row: &DbRow) -> Result<ActualLrpKey, BbsError> {
     let index: i64 = row.try_get("instance_index").map_err(db)?;
     Ok(ActualLrpKey {
         process_guid: row.try_get("process_guid").map_err(db)?,
@@ -505,7 +496,7 @@ fn key_from_row(row: &SqliteRow) -> Result<ActualLrpKey, BbsError> {
 
 pub async fn update_actual_lrp<'e, E>(executor: E, a: &ActualLrp) -> Result<(), BbsError>
 where
-    E: sqlx::Executor<'e, Database = Sqlite>,
+    E: sqlx::Executor<'e, Database = kiln_store::Db>,
 {
     let (instance_guid, cell_id) = a
         .instance_key
@@ -518,8 +509,8 @@ where
         None => String::new(),
     };
     sqlx::query(
-        "UPDATE actual_lrps SET state = ?, instance_guid = ?, cell_id = ?, net_info = ?, crash_count = ?, \
-         crash_reason = ?, placement_error = ?, since = ? WHERE process_guid = ? AND instance_index = ?",
+        "UPDATE actual_lrps SET state = $1, instance_guid = $2, cell_id = $3, net_info = $4, crash_count = $5, \
+         crash_reason = $6, placement_error = $7, since = $8 WHERE process_guid = $9 AND instance_index = $10",
     )
     .bind(a.state.as_str())
     .bind(instance_guid)
@@ -551,13 +542,13 @@ pub struct StartReport<'a> {
 /// are resolved by the statement (one wins); the caller matches rows to
 /// reports by key and instance key.
 pub async fn start_many(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     reports: &[StartReport<'_>],
     now: Nanos,
 ) -> Result<Vec<ActualLrp>, BbsError> {
     let mut started = Vec::with_capacity(reports.len());
     for chunk in reports.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, ig, cell, net) AS (");
+        let mut query = QueryBuilder::new("WITH v(pg, ix, ig, cell, net) AS (");
         query.push_values(chunk, |mut row, r| {
             row.push_bind(r.key.process_guid.as_str())
                 .push_bind(i64::from(r.key.index))
@@ -587,9 +578,9 @@ pub async fn start_many(
 // ---- cells ----
 
 /// The tasks placed on a cell that are PENDING (to start) or RUNNING.
-pub async fn cell_tasks(pool: &SqlitePool, cell_id: &str) -> Result<Vec<Task>, BbsError> {
+pub async fn cell_tasks(pool: &Pool, cell_id: &str) -> Result<Vec<Task>, BbsError> {
     let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE cell_id = ? AND state IN ('PENDING', 'RUNNING') ORDER BY created_at"
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE cell_id = $1 AND state IN ('PENDING', 'RUNNING') ORDER BY created_at"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(cell_id)
@@ -601,9 +592,9 @@ pub async fn cell_tasks(pool: &SqlitePool, cell_id: &str) -> Result<Vec<Task>, B
 
 /// The ActualLrps CLAIMED by or RUNNING on a cell, in one query.
 #[cfg(test)]
-pub async fn cell_actuals(pool: &SqlitePool, cell_id: &str) -> Result<Vec<ActualLrp>, BbsError> {
+pub async fn cell_actuals(pool: &Pool, cell_id: &str) -> Result<Vec<ActualLrp>, BbsError> {
     let sql = format!(
-        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE cell_id = ? AND state IN ('CLAIMED', 'RUNNING') \
+        "SELECT {ACTUAL_COLUMNS} FROM actual_lrps WHERE cell_id = $1 AND state IN ('CLAIMED', 'RUNNING') \
          ORDER BY process_guid, instance_index"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -618,12 +609,12 @@ pub async fn cell_actuals(pool: &SqlitePool, cell_id: &str) -> Result<Vec<Actual
 
 /// The tags of these DesiredLrps (those that exist).
 pub async fn desired_tags_of(
-    pool: &SqlitePool,
+    pool: &Pool,
     process_guids: &[&str],
 ) -> Result<Vec<(String, i64)>, BbsError> {
     let mut tags = Vec::with_capacity(process_guids.len());
     for chunk in process_guids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+        let mut query = QueryBuilder::new(
             "SELECT process_guid, modification_tag FROM desired_lrps WHERE process_guid IN (",
         );
         let mut list = query.separated(", ");
@@ -643,10 +634,10 @@ pub async fn desired_tags_of(
 
 /// Decoded DesiredLrps with their tags: these guids, or all when `None`.
 pub async fn desired_with_tags(
-    pool: &SqlitePool,
+    pool: &Pool,
     process_guids: Option<&[&str]>,
 ) -> Result<Vec<(i64, DesiredLrp)>, BbsError> {
-    let decode_row = |row: &SqliteRow| -> Result<(i64, DesiredLrp), BbsError> {
+    let decode_row = |row: &DbRow| -> Result<(i64, DesiredLrp), BbsError> {
         let definition: &str = row.try_get("definition").map_err(db)?;
         Ok((
             row.try_get("modification_tag").map_err(db)?,
@@ -662,7 +653,7 @@ pub async fn desired_with_tags(
     };
     let mut out = Vec::with_capacity(guids.len());
     for chunk in guids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+        let mut query = QueryBuilder::new(
             "SELECT modification_tag, definition FROM desired_lrps WHERE process_guid IN (",
         );
         let mut list = query.separated(", ");
@@ -689,7 +680,7 @@ pub struct ActualSummary {
     pub since: Nanos,
 }
 
-fn summary_from_row(row: &SqliteRow) -> Result<ActualSummary, BbsError> {
+fn summary_from_row(row: &DbRow) -> Result<ActualSummary, BbsError> {
     let index: i64 = row.try_get("instance_index").map_err(db)?;
     let crash_count: i64 = row.try_get("crash_count").map_err(db)?;
     Ok(ActualSummary {
@@ -706,11 +697,11 @@ fn summary_from_row(row: &SqliteRow) -> Result<ActualSummary, BbsError> {
 const SUMMARY_COLUMNS: &str =
     "process_guid, instance_index, state, instance_guid, cell_id, crash_count, since";
 
-// Convergence asks SQLite for exactly the rows that need a correction, so a
+// Convergence asks the database for exactly the rows that need a correction, so a
 // pass over 250,000 instances decodes only those rows, not every one.
 
 /// Instances whose DesiredLrp is gone or no longer has their index.
-pub async fn extra_instances(pool: &SqlitePool) -> Result<Vec<(String, u32)>, BbsError> {
+pub async fn extra_instances(pool: &Pool) -> Result<Vec<(String, u32)>, BbsError> {
     let rows = sqlx::query(
         "SELECT a.process_guid, a.instance_index FROM actual_lrps a \
          LEFT JOIN desired_lrps d ON d.process_guid = a.process_guid \
@@ -729,7 +720,7 @@ pub async fn extra_instances(pool: &SqlitePool) -> Result<Vec<(String, u32)>, Bb
 
 /// For each DesiredLrp lacking ActualLrps for some of its indices: its guid
 /// and those indices.
-pub async fn missing_instances(pool: &SqlitePool) -> Result<Vec<(String, Vec<u32>)>, BbsError> {
+pub async fn missing_instances(pool: &Pool) -> Result<Vec<(String, Vec<u32>)>, BbsError> {
     let rows = sqlx::query(
         "SELECT d.process_guid, d.instances FROM desired_lrps d WHERE d.instances > \
          (SELECT COUNT(*) FROM actual_lrps a WHERE a.process_guid = d.process_guid \
@@ -743,7 +734,7 @@ pub async fn missing_instances(pool: &SqlitePool) -> Result<Vec<(String, Vec<u32
         let guid: String = row.try_get("process_guid").map_err(db)?;
         let instances: i64 = row.try_get("instances").map_err(db)?;
         let present: Vec<i64> =
-            sqlx::query_scalar("SELECT instance_index FROM actual_lrps WHERE process_guid = ?")
+            sqlx::query_scalar("SELECT instance_index FROM actual_lrps WHERE process_guid = $1")
                 .bind(&guid)
                 .fetch_all(pool)
                 .await
@@ -758,24 +749,28 @@ pub async fn missing_instances(pool: &SqlitePool) -> Result<Vec<(String, Vec<u32
 
 /// CLAIMED or RUNNING instances on a cell not in `live`.
 pub async fn on_cells_other_than(
-    pool: &SqlitePool,
+    pool: &Pool,
     live: &std::collections::HashSet<String>,
 ) -> Result<Vec<ActualSummary>, BbsError> {
-    let live: Vec<&String> = live.iter().collect();
-    let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state IN ('CLAIMED', 'RUNNING') \
-         AND cell_id NOT IN (SELECT value FROM json_each(?))"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(serde_json::to_string(&live).map_err(decode)?)
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state IN ('CLAIMED', 'RUNNING')"
+    ));
+    // `NOT IN ()` is not SQL (and `NOT IN (NULL)` matches nothing): with no
+    // live cell, every placed instance is on a cell other than a live one.
+    if !live.is_empty() {
+        query.push(" AND cell_id NOT IN (");
+        let mut list = query.separated(", ");
+        for cell in live {
+            list.push_bind(cell);
+        }
+        query.push(")");
+    }
+    let rows = query.build().fetch_all(pool).await.map_err(db)?;
     rows.iter().map(summary_from_row).collect()
 }
 
 /// CRASHED instances (the converger applies the back-off).
-pub async fn crashed(pool: &SqlitePool) -> Result<Vec<ActualSummary>, BbsError> {
+pub async fn crashed(pool: &Pool) -> Result<Vec<ActualSummary>, BbsError> {
     let sql = format!("SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state = 'CRASHED'");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(pool)
@@ -793,7 +788,7 @@ pub struct Unclaimed {
 }
 
 #[cfg(test)]
-pub async fn unclaimed(pool: &SqlitePool) -> Result<Vec<Unclaimed>, BbsError> {
+pub async fn unclaimed(pool: &Pool) -> Result<Vec<Unclaimed>, BbsError> {
     let rows = sqlx::query(
         "SELECT process_guid, instance_index, placement_error FROM actual_lrps WHERE state = 'UNCLAIMED'",
     )
@@ -822,10 +817,11 @@ pub struct CellProcessLoad {
 }
 
 #[cfg(test)]
-pub async fn cell_process_loads(pool: &SqlitePool) -> Result<Vec<CellProcessLoad>, BbsError> {
+pub async fn cell_process_loads(pool: &Pool) -> Result<Vec<CellProcessLoad>, BbsError> {
     let rows = sqlx::query(
         "SELECT cell_id, process_guid, COUNT(*) AS instances, \
-         SUM(state = 'CLAIMED') AS starting FROM actual_lrps \
+         CAST(SUM(CASE WHEN state = 'CLAIMED' THEN 1 ELSE 0 END) AS BIGINT) AS starting \
+         FROM actual_lrps \
          WHERE state IN ('CLAIMED', 'RUNNING') GROUP BY cell_id, process_guid",
     )
     .fetch_all(pool)
@@ -858,13 +854,13 @@ pub struct Claim<'a> {
 /// UNCLAIMED → CLAIMED for each claim whose instance is still UNCLAIMED;
 /// the ActualLrps claimed.
 pub async fn claim_unclaimed(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     claims: &[Claim<'_>],
     now: Nanos,
 ) -> Result<Vec<ActualLrp>, BbsError> {
     let mut claimed = Vec::with_capacity(claims.len());
     for chunk in claims.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, ig, cell) AS (");
+        let mut query = QueryBuilder::new("WITH v(pg, ix, ig, cell) AS (");
         query.push_values(chunk, |mut row, c| {
             row.push_bind(c.process_guid)
                 .push_bind(i64::from(c.index))
@@ -890,14 +886,14 @@ pub async fn claim_unclaimed(
 
 /// Records why an UNCLAIMED instance could not be placed, if it still is.
 pub async fn set_placement_error(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     process_guid: &str,
     index: u32,
     placement_error: &str,
 ) -> Result<Option<ActualLrp>, BbsError> {
     let sql = format!(
-        "UPDATE actual_lrps SET placement_error = ? \
-         WHERE process_guid = ? AND instance_index = ? AND state = 'UNCLAIMED' RETURNING {ACTUAL_COLUMNS}"
+        "UPDATE actual_lrps SET placement_error = $1 \
+         WHERE process_guid = $2 AND instance_index = $3 AND state = 'UNCLAIMED' RETURNING {ACTUAL_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(placement_error)
@@ -913,13 +909,13 @@ pub async fn set_placement_error(
 /// (same state, instance guid and `since`): its cell was lost, or its
 /// crash back-off is over.
 pub async fn unclaim_if_unchanged(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     seen: &ActualSummary,
     now: Nanos,
 ) -> Result<Option<ActualLrp>, BbsError> {
     let sql = format!(
-        "UPDATE actual_lrps SET state = 'UNCLAIMED', instance_guid = '', cell_id = '', net_info = '', since = ? \
-         WHERE process_guid = ? AND instance_index = ? AND state = ? AND instance_guid = ? AND since = ? \
+        "UPDATE actual_lrps SET state = 'UNCLAIMED', instance_guid = '', cell_id = '', net_info = '', since = $1 \
+         WHERE process_guid = $2 AND instance_index = $3 AND state = $4 AND instance_guid = $5 AND since = $6 \
          RETURNING {ACTUAL_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -940,7 +936,7 @@ pub async fn unclaim_if_unchanged(
 /// seen. Returns, per instance sent back, the record as it was (to keep a
 /// RUNNING one as suspect) and as it is now.
 pub async fn unclaim_many_if_unchanged(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     seen: &[&ActualSummary],
     now: Nanos,
 ) -> Result<Vec<(ActualLrp, ActualLrp)>, BbsError> {
@@ -948,7 +944,7 @@ pub async fn unclaim_many_if_unchanged(
     for chunk in seen.chunks(ROWS_PER_STATEMENT) {
         // The records before, read in the same transaction: what a
         // suspect instance keeps (its address and ports).
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new("SELECT ");
+        let mut query = QueryBuilder::new("SELECT ");
         query.push(ACTUAL_COLUMNS);
         query.push(" FROM actual_lrps WHERE (process_guid, instance_index) IN (VALUES ");
         let mut list = query.separated(", ");
@@ -965,7 +961,7 @@ pub async fn unclaim_many_if_unchanged(
             let a = actual_from_row(&row)?;
             before.insert((a.key.process_guid.clone(), a.key.index), a);
         }
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new("WITH v(pg, ix, st, ig, since) AS (");
+        let mut query = QueryBuilder::new("WITH v(pg, ix, st, ig, sn) AS (");
         query.push_values(chunk, |mut row, a| {
             row.push_bind(a.process_guid.as_str())
                 .push_bind(i64::from(a.index))
@@ -981,7 +977,7 @@ pub async fn unclaim_many_if_unchanged(
         query.push(
             " FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
              AND actual_lrps.state = v.st AND actual_lrps.instance_guid = v.ig \
-             AND actual_lrps.since = v.since RETURNING ",
+             AND actual_lrps.since = v.sn RETURNING ",
         );
         query.push(ACTUAL_COLUMNS);
         for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
@@ -997,13 +993,13 @@ pub async fn unclaim_many_if_unchanged(
 /// Deletes an ActualLrp whose DesiredLrp is gone or no longer has its
 /// index, checked in the statement itself so a concurrent scale-up keeps it.
 pub async fn delete_if_extra(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     process_guid: &str,
     index: u32,
 ) -> Result<Option<ActualLrpKey>, BbsError> {
     let row = sqlx::query(
-        "DELETE FROM actual_lrps WHERE process_guid = ?1 AND instance_index = ?2 \
-         AND NOT EXISTS (SELECT 1 FROM desired_lrps d WHERE d.process_guid = ?1 AND d.instances > ?2) \
+        "DELETE FROM actual_lrps WHERE process_guid = $1 AND instance_index = $2 \
+         AND NOT EXISTS (SELECT 1 FROM desired_lrps d WHERE d.process_guid = $1 AND d.instances > $2) \
          RETURNING process_guid, instance_index, domain",
     )
     .bind(process_guid)
@@ -1035,7 +1031,7 @@ impl Kept {
 /// Records a kept instance; a suspect replaces any earlier suspect of its
 /// index (one per index).
 pub async fn keep_instance(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     kept: Kept,
     a: &ActualLrp,
 ) -> Result<(), BbsError> {
@@ -1044,7 +1040,7 @@ pub async fn keep_instance(
     };
     if kept == Kept::Suspect {
         sqlx::query(
-            "DELETE FROM kept_actual_lrps WHERE process_guid = ? AND instance_index = ? AND presence = 'SUSPECT'",
+            "DELETE FROM kept_actual_lrps WHERE process_guid = $1 AND instance_index = $2 AND presence = 'SUSPECT'",
         )
         .bind(&a.key.process_guid)
         .bind(i64::from(a.key.index))
@@ -1054,8 +1050,8 @@ pub async fn keep_instance(
     }
     sqlx::query(
         "INSERT INTO kept_actual_lrps (instance_guid, process_guid, instance_index, presence, cell_id, record) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (instance_guid) DO UPDATE SET \
-         process_guid = ?2, instance_index = ?3, presence = ?4, cell_id = ?5, record = ?6",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (instance_guid) DO UPDATE SET \
+         process_guid = $2, instance_index = $3, presence = $4, cell_id = $5, record = $6",
     )
     .bind(&ik.instance_guid)
     .bind(&a.key.process_guid)
@@ -1070,10 +1066,7 @@ pub async fn keep_instance(
 }
 
 /// [`keep_instance`] for many suspect instances at once.
-pub async fn keep_suspects(
-    conn: &mut SqliteConnection,
-    suspects: &[ActualLrp],
-) -> Result<(), BbsError> {
+pub async fn keep_suspects(conn: &mut Connection, suspects: &[ActualLrp]) -> Result<(), BbsError> {
     let rows: Vec<(&ActualLrp, &ActualLrpInstanceKey, String)> = suspects
         .iter()
         .filter_map(|a| {
@@ -1084,7 +1077,7 @@ pub async fn keep_suspects(
         .map_err(decode)?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         // One suspect per index: an earlier one of the same index goes.
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+        let mut query = QueryBuilder::new(
             "DELETE FROM kept_actual_lrps WHERE presence = 'SUSPECT' AND (process_guid, instance_index) IN (VALUES ",
         );
         let mut list = query.separated(", ");
@@ -1097,7 +1090,7 @@ pub async fn keep_suspects(
         }
         query.push(")");
         query.build().execute(&mut *conn).await.map_err(db)?;
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+        let mut query = QueryBuilder::new(
             "INSERT INTO kept_actual_lrps (instance_guid, process_guid, instance_index, presence, cell_id, record) ",
         );
         query.push_values(chunk, |mut row, (a, ik, json)| {
@@ -1119,14 +1112,9 @@ pub async fn keep_suspects(
 }
 
 /// Forgets kept instances by instance guid.
-pub async fn forget_kept(
-    conn: &mut SqliteConnection,
-    instance_guids: &[&str],
-) -> Result<(), BbsError> {
+pub async fn forget_kept(conn: &mut Connection, instance_guids: &[&str]) -> Result<(), BbsError> {
     for chunk in instance_guids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
-            "DELETE FROM kept_actual_lrps WHERE instance_guid IN (",
-        );
+        let mut query = QueryBuilder::new("DELETE FROM kept_actual_lrps WHERE instance_guid IN (");
         let mut list = query.separated(", ");
         for guid in chunk {
             list.push_bind(*guid);
@@ -1138,7 +1126,7 @@ pub async fn forget_kept(
 }
 
 /// Every kept instance, as recorded.
-pub async fn kept_instances(pool: &SqlitePool) -> Result<Vec<(Kept, ActualLrp)>, BbsError> {
+pub async fn kept_instances(pool: &Pool) -> Result<Vec<(Kept, ActualLrp)>, BbsError> {
     let rows = sqlx::query("SELECT presence, record FROM kept_actual_lrps")
         .fetch_all(pool)
         .await
@@ -1161,11 +1149,8 @@ pub async fn kept_instances(pool: &SqlitePool) -> Result<Vec<(Kept, ActualLrp)>,
         .collect()
 }
 
-pub async fn add_evacuating_cell(
-    conn: &mut SqliteConnection,
-    cell_id: &str,
-) -> Result<(), BbsError> {
-    sqlx::query("INSERT INTO evacuating_cells (cell_id) VALUES (?) ON CONFLICT DO NOTHING")
+pub async fn add_evacuating_cell(conn: &mut Connection, cell_id: &str) -> Result<(), BbsError> {
+    sqlx::query("INSERT INTO evacuating_cells (cell_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(cell_id)
         .execute(&mut *conn)
         .await
@@ -1174,12 +1159,11 @@ pub async fn add_evacuating_cell(
 }
 
 pub async fn remove_evacuating_cells(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     cell_ids: &[&str],
 ) -> Result<(), BbsError> {
     for chunk in cell_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut query =
-            sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM evacuating_cells WHERE cell_id IN (");
+        let mut query = QueryBuilder::new("DELETE FROM evacuating_cells WHERE cell_id IN (");
         let mut list = query.separated(", ");
         for id in chunk {
             list.push_bind(*id);
@@ -1190,7 +1174,7 @@ pub async fn remove_evacuating_cells(
     Ok(())
 }
 
-pub async fn evacuating_cells(pool: &SqlitePool) -> Result<Vec<String>, BbsError> {
+pub async fn evacuating_cells(pool: &Pool) -> Result<Vec<String>, BbsError> {
     sqlx::query_scalar("SELECT cell_id FROM evacuating_cells")
         .fetch_all(pool)
         .await

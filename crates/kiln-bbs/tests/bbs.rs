@@ -75,8 +75,22 @@ fn task_definition() -> TaskDefinition {
     }
 }
 
+/// This file is the root of two test binaries: `bbs` keeps the
+/// BBS database in a SQLite file, `bbs_pg` (bbs_pg.rs) in a fresh database per test on
+/// a real PostgreSQL server (SQLite after a loud skip when it is missing).
 async fn open(dir: &tempfile::TempDir, config: BbsConfig) -> Bbs {
-    Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+    let sqlite = kiln_store::Database::Sqlite(dir.path().join("bbs.sqlite"));
+    let database = match env!("CARGO_CRATE_NAME") {
+        "bbs_pg" => match kiln_store::testing::Postgres::shared().await {
+            Some(pg) => pg
+                .database_for(dir.path())
+                .await
+                .component("bbs.sqlite", "bbs"),
+            None => sqlite,
+        },
+        _ => sqlite,
+    };
+    Bbs::open_on(&database, kiln_store::DEFAULT_MAX_CONNECTIONS, config)
         .await
         .unwrap()
 }

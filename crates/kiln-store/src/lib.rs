@@ -1,9 +1,10 @@
 //! Kiln's two storage seams.
 //!
-//! - [`open_database`]: a SQL pool for one component's database (Cloud
+//! - [`open`]: a SQL pool ([`Pool`]) for one component's database (Cloud
 //!   Controller's CCDB and Diego's BBS each own one, as in Cloud Foundry),
 //!   with that component's migrations applied. SQLite is the embedded
-//!   default; the component owns its schema and queries.
+//!   default, PostgreSQL the shared one; the component owns its schema and
+//!   queries, written once for both engines.
 //! - [`Blobstore`]: packages, droplets, buildpacks and the resource cache,
 //!   addressed by key. [`FsBlobstore`] keeps them in a directory (the
 //!   default), [`S3Blobstore`] in an S3-compatible bucket; [`open_blobstore`]
@@ -13,7 +14,9 @@
 //! scheduling. It stores rows and bytes for the crates that do.
 
 mod blobstore;
+mod db;
 mod s3;
+mod sql;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -21,38 +24,16 @@ pub(crate) use blobstore::valid_key;
 pub use blobstore::{BlobInfo, Blobstore, FsBlobstore};
 pub use s3::{MULTIPART_THRESHOLD, S3Blobstore, S3Location};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-pub use sqlx::SqlitePool;
+pub use db::{
+    Connection, DEFAULT_MAX_CONNECTIONS, Database, DatabaseUrl, Db, Durability, Engine, Executor,
+    MigrationStep, OpenOptions, Pool, Row, connection_engine, engine, engine_specific,
+    is_unavailable, migrator, open, open_database,
+};
+pub use sql::{Arg, Query, Separated, Sql, Sql as QueryBuilder};
 pub use sqlx::migrate::Migrator;
-
-/// One schema step: version, description, SQL (embedded with `include_str!`).
-pub type MigrationStep = (i64, &'static str, &'static str);
-
-/// Builds a migrator from SQL embedded in the binary, so the one `kiln`
-/// binary carries every component's schema and needs no files beside it.
-pub fn migrator(steps: &[MigrationStep]) -> Migrator {
-    use sqlx::SqlSafeStr;
-    use sqlx::migrate::{Migration, MigrationType};
-    Migrator::with_migrations(
-        steps
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -68,6 +49,8 @@ pub enum StoreError {
     },
     #[error("blobstore URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    #[error("database URL {url:?}: {reason}")]
+    InvalidDatabaseUrl { url: String, reason: String },
     #[error("blobstore: could not {op} {key}: {message}")]
     ObjectStore {
         op: &'static str,
@@ -121,57 +104,4 @@ pub async fn open_blobstore(
         }
         Some(path) => Arc::new(FsBlobstore::new(path).await?),
     })
-}
-
-/// How hard a commit waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=FULL`: a committed row survives `kill -9` and power loss.
-    Full,
-    /// `synchronous=NORMAL` (in WAL mode): a committed row survives `kill -9`;
-    /// the last commits may be lost on power loss, and the database stays
-    /// consistent. For state that is rebuilt from its owners when lost.
-    Normal,
-}
-
-/// Opens (creating if needed) the SQLite database at `path` and applies
-/// `migrations`. WAL mode with `synchronous=FULL`: a committed row survives
-/// `kill -9` and power loss, and readers do not block the writer.
-pub async fn open_database(path: &Path, migrations: &Migrator) -> Result<SqlitePool, StoreError> {
-    open_database_with(path, migrations, Durability::Full).await
-}
-
-/// [`open_database`] with a choice of [`Durability`].
-pub async fn open_database_with(
-    path: &Path,
-    migrations: &Migrator,
-    durability: Durability,
-) -> Result<SqlitePool, StoreError> {
-    let url = format!("sqlite://{}", path.display());
-    let options = SqliteConnectOptions::from_str(&url)
-        .map_err(|source| StoreError::Database {
-            url: url.clone(),
-            source,
-        })?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match durability {
-            Durability::Full => SqliteSynchronous::Full,
-            Durability::Normal => SqliteSynchronous::Normal,
-        })
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .map_err(|source| StoreError::Database {
-            url: url.clone(),
-            source,
-        })?;
-    migrations
-        .run(&pool)
-        .await
-        .map_err(|source| StoreError::Migrate { url, source })?;
-    Ok(pool)
 }

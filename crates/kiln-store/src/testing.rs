@@ -1,6 +1,9 @@
-//! Test support: a real S3-compatible server (moto's, from PyPI) on
-//! 127.0.0.1, started per test and killed on drop. Enabled by the
-//! `test-support` feature.
+//! Test support: a real S3-compatible server (moto's, from PyPI) and a
+//! real PostgreSQL server ([`Postgres`]) on 127.0.0.1, started per test and
+//! stopped on drop. Enabled by the `test-support` feature.
+
+mod postgres;
+pub use postgres::{PASSWORD as PG_PASSWORD, Postgres, USER as PG_USER, wait_until_answering};
 
 use crate::{S3Blobstore, S3Location, StoreError};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

@@ -115,6 +115,16 @@ pub struct ServerArgs {
     /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)
     #[arg(long, env = "KILN_BLOBSTORE_URL")]
     pub blobstore_url: Option<String>,
+    /// Where the CCDB and the BBS database live: SQLite files in a
+    /// directory (sqlite://DIR: DIR/ccdb.sqlite and DIR/bbs.sqlite; default:
+    /// the data dir's) or one PostgreSQL database
+    /// (postgres://USER:PASS@HOST:PORT/DB; the CCDB in schema ccdb, the BBS
+    /// in schema bbs)
+    #[arg(long, env = "KILN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Connections each database pool (CCDB, BBS) opens at most (default 8)
+    #[arg(long, env = "KILN_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
     /// Address of the Cloud Controller API (and UAA and log cache)
     #[arg(long, env = "KILN_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
@@ -227,6 +237,8 @@ struct FileConfig {
     evacuation_timeout: Option<u64>,
     data_dir: Option<PathBuf>,
     blobstore_url: Option<String>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
     api_listen: Option<SocketAddr>,
     router_listen: Option<SocketAddr>,
     router_workers: Option<usize>,
@@ -320,6 +332,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `None`: DATA_DIR/blobs.
     pub blobstore_url: Option<String>,
+    /// `None`: SQLite files in the data dir (DATA_DIR/api/ccdb.sqlite,
+    /// DATA_DIR/bbs.sqlite).
+    pub database_url: Option<kiln_store::DatabaseUrl>,
+    pub database_max_connections: u32,
     pub api_listen: SocketAddr,
     pub router_listen: SocketAddr,
     /// 0: one per CPU.
@@ -427,6 +443,20 @@ impl ServerConfig {
             router_client_idle_timeout > 0,
             "router client idle timeout must be positive"
         );
+        let database_url = args
+            .database_url
+            .or(file.database_url)
+            .map(|u| kiln_store::DatabaseUrl::parse(&u))
+            .transpose()
+            .context("--database-url")?;
+        let database_max_connections = args
+            .database_max_connections
+            .or(file.database_max_connections)
+            .unwrap_or(kiln_store::DEFAULT_MAX_CONNECTIONS);
+        anyhow::ensure!(
+            database_max_connections > 0,
+            "--database-max-connections must be positive"
+        );
         let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
         anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
         Ok(ServerConfig {
@@ -443,6 +473,8 @@ impl ServerConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| "/var/lib/kiln".into()),
             blobstore_url: args.blobstore_url.or(file.blobstore_url),
+            database_url,
+            database_max_connections,
             api_listen,
             router_listen: args
                 .router_listen

@@ -113,20 +113,46 @@ type Seams = (Arc<dyn BbsClient>, Arc<dyn LogSink>);
 
 /// The BBS (and its HTTP server when `--bbs-listen` is set) and the API,
 /// in this process; the other roles here reach them in process.
+/// Where the CCDB and the BBS database are: `--database-url`, or SQLite
+/// files in the data dir where they always were.
+fn databases(config: &ServerConfig) -> (kiln_store::Database, kiln_store::Database) {
+    match &config.database_url {
+        Some(url) => (
+            url.component("ccdb.sqlite", "ccdb"),
+            url.component("bbs.sqlite", "bbs"),
+        ),
+        None => (
+            kiln_store::Database::Sqlite(config.data_dir.join("api").join("ccdb.sqlite")),
+            kiln_store::Database::Sqlite(config.data_dir.join("bbs.sqlite")),
+        ),
+    }
+}
+
 async fn start_bbs_and_api(
     config: &ServerConfig,
     shutdown: &CancellationToken,
     roles: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
 ) -> anyhow::Result<Seams> {
-    let bbs = Bbs::open(&config.data_dir.join("bbs.sqlite"))
-        .await
-        .context("opening the bbs database")?;
+    let (ccdb, bbs_db) = databases(config);
+    tracing::info!(ccdb = %ccdb.redacted(), bbs = %bbs_db.redacted(), "databases");
+    let bbs = Bbs::open_on(
+        &bbs_db,
+        config.database_max_connections,
+        kiln_bbs::BbsConfig::default(),
+    )
+    .await
+    .context("opening the bbs database")?;
     let logs = Arc::new(LogStore::default());
     let blobstore: Arc<dyn Blobstore> =
         kiln_store::open_blobstore(config.blobstore_url.as_deref(), &config.data_dir)
             .await
             .context("opening the blobstore")?;
-    let api = kiln_api::Api::open(
+    let api = kiln_api::Api::open_on(
+        &ccdb,
+        kiln_store::OpenOptions {
+            max_connections: config.database_max_connections,
+            ..Default::default()
+        },
         kiln_api::ApiConfig {
             data_dir: config.data_dir.join("api"),
             external_url: config.external_url.clone(),

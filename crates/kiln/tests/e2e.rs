@@ -2603,6 +2603,106 @@ async fn push_with_an_s3_blobstore() {
     drop(server);
 }
 
+/// Issue 15: the same binary on PostgreSQL and S3 (moto). A push through
+/// the CLI stores its rows in PostgreSQL (no SQLite file in the data dir)
+/// and its blobs in the bucket; the database going away turns requests
+/// into CC's 503 `CF-ServiceUnavailable`, and once it is back the same
+/// request succeeds and the app is still there and still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_on_postgres_and_s3_and_the_database_restarting() {
+    if !runnable() {
+        return;
+    }
+    let Some(pg) = kiln_store::testing::Postgres::start().await else {
+        return;
+    };
+    let Some(moto) = kiln_store::testing::MotoS3::start().await else {
+        return;
+    };
+    let _one_at_a_time = SERIAL.lock().await;
+    moto.create_bucket("kiln-e2e-pg").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let home = scratch.path().join("home");
+    let (api_port, router_port) = (free_port(), free_port());
+    let server = Server::start_with_env(
+        &data_dir,
+        api_port,
+        router_port,
+        &free_subnet(),
+        &[
+            "--blobstore-url".to_string(),
+            moto.url("kiln-e2e-pg"),
+            "--database-url".to_string(),
+            pg.url(),
+            "--database-max-connections".to_string(),
+            "4".to_string(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", kiln_store::testing::ACCESS_KEY_ID),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                kiln_store::testing::SECRET_ACCESS_KEY,
+            ),
+        ],
+    )
+    .await;
+    login(&home, &server).await;
+    create_legacy_buildpack(&home).await;
+    let probe_dir = fixture("apps/envprobe");
+    let out = cli(
+        &home,
+        &["push", "pgprobe", "-p", probe_dir.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        out.success,
+        "push failed\n{out}\n--- server log ---\n{}",
+        server.log()
+    );
+    let response = wait_for_200(router_port, "pgprobe.localhost", Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
+    for file in ["bbs.sqlite", "api/ccdb.sqlite"] {
+        assert!(
+            !data_dir.join(file).exists(),
+            "{file} was written: the database is PostgreSQL"
+        );
+    }
+
+    // The database goes away: a request gets CC's 503, not a 500 or a hang.
+    tokio::task::block_in_place(|| pg.stop());
+    let down = cli(&home, &["curl", "-i", "/v3/apps?names=pgprobe"]).await;
+    assert!(
+        down.stdout.contains("503") && down.stdout.contains("CF-ServiceUnavailable"),
+        "with the database down\n{down}\n--- server log ---\n{}",
+        server.log()
+    );
+    // The app keeps being served: the router's table is in memory.
+    assert_eq!(
+        route_get(router_port, "pgprobe.localhost").await.status(),
+        200
+    );
+
+    // Back: the same request succeeds on the reconnected pool.
+    tokio::task::block_in_place(|| pg.pg_ctl_start());
+    let mut back = None;
+    for _ in 0..40 {
+        let out = cli(&home, &["curl", "-i", "/v3/apps?names=pgprobe"]).await;
+        if out.stdout.contains("HTTP/1.1 200") {
+            back = Some(out);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let back = back.unwrap_or_else(|| panic!("no 200 after the restart\n{}", server.log()));
+    assert!(back.stdout.contains("\"pgprobe\""), "{back}");
+    assert_eq!(
+        route_get(router_port, "pgprobe.localhost").await.status(),
+        200
+    );
+    drop(server);
+}
+
 /// The interpreter of the compatibility suite's venv (`scripts/install-deps.sh`
 /// puts the pinned PyPI `cloudfoundry-client` there); `None` when it is not
 /// installed, which fails the test where it must run (KILN_REQUIRE_RUNC=1).

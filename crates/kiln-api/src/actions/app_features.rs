@@ -63,7 +63,7 @@ pub async fn set(ctx: &Ctx, app_guid: &str, name: &str, enabled: bool) -> ApiRes
 
 /// Whether a deployment of the app records a revision.
 pub async fn revisions_enabled(
-    exec: impl sqlx::SqliteExecutor<'_>,
+    exec: impl kiln_store::Executor<'_>,
     app_guid: &str,
 ) -> ApiResult<bool> {
     db::app_feature(exec, app_guid, "revisions_enabled").await

@@ -241,7 +241,7 @@ fn name_taken(name: &str, stack: Option<&str>) -> String {
 
 /// Moves `bp` to `target` (clamped to the last position), shifting the
 /// buildpacks between its old and new place by one.
-async fn move_to(tx: &mut sqlx::SqliteConnection, bp: &Buildpack, target: i64) -> ApiResult<()> {
+async fn move_to(tx: &mut kiln_store::Connection, bp: &Buildpack, target: i64) -> ApiResult<()> {
     let target = target.min(db::last_buildpack_position(&mut *tx).await?);
     let from = bp.position;
     let (shift, low, high) = match target.cmp(&from) {

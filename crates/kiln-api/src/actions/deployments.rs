@@ -174,7 +174,7 @@ async fn deployment_event(
 /// Records the droplet and environment being deployed as the app's next
 /// revision; returns its guid.
 async fn insert_revision(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut kiln_store::Connection,
     app: &App,
     target: &Target,
 ) -> ApiResult<String> {

@@ -196,7 +196,7 @@ pub async fn create(ctx: &Ctx, perms: &Permissions, msg: DomainCreate) -> ApiRes
 }
 
 async fn share_row(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut kiln_store::Connection,
     domain: &str,
     org: &str,
     now: &str,

@@ -8,8 +8,8 @@ use crate::diego;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{ScaleProcess, UpdateProcess};
 use crate::util;
+use kiln_store::Executor;
 use serde_json::{Value, json};
-use sqlx::SqliteExecutor;
 
 /// A process event (CC's `ProcessEventRepository`): about the app, naming
 /// the process, with the request; the `API` log line CC writes with it.
@@ -26,7 +26,7 @@ async fn process_event(
 
 /// Creates a process of `ptype` for an app (web: port check); returns its guid.
 pub async fn insert<'e>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     app_guid: &str,
     ptype: &str,
     instances: i64,

@@ -29,7 +29,7 @@ fn default_limits() -> Value {
 
 /// Gives `org` the quota `quota_guid` (its only one).
 pub async fn assign(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut kiln_store::Connection,
     org: &str,
     quota_guid: &str,
 ) -> ApiResult<()> {

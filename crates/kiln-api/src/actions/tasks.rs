@@ -99,7 +99,7 @@ pub async fn create(ctx: &Ctx, app_guid: &str, msg: CreateTask) -> ApiResult<Tas
     )
     .await?;
     let mut tx = ctx.pool.begin().await?;
-    let sequence_id = db::next_task_sequence_id(&mut *tx, app_guid).await?;
+    let sequence_id = db::next_task_sequence_id(&mut tx, app_guid).await?;
     db::insert::<Task>(
         &mut *tx,
         vec![

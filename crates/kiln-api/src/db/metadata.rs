@@ -2,8 +2,9 @@
 //! `metadata_annotations`, keyed by the resource's guid), and label
 //! selectors as SQL conditions on a listed table's `guid`.
 
+use super::Sql;
 use crate::error::ApiResult;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use kiln_store::{Connection, Pool};
 use std::collections::{BTreeMap, HashMap};
 
 /// One key of a metadata patch: `value` `None` deletes the key.
@@ -53,14 +54,14 @@ const TABLES: [&str; 2] = ["metadata_labels", "metadata_annotations"];
 
 /// Applies a patch to the resource `guid`: sets the keys with a value,
 /// deletes those with none.
-pub async fn apply(conn: &mut SqliteConnection, guid: &str, patch: &Patch) -> ApiResult<()> {
+pub async fn apply(conn: &mut Connection, guid: &str, patch: &Patch) -> ApiResult<()> {
     for (table, entries) in TABLES.iter().zip([&patch.labels, &patch.annotations]) {
         for e in entries {
             match &e.value {
                 Some(value) => {
                     let sql = format!(
                         "INSERT INTO {table} (resource_guid, key_prefix, key_name, value) \
-                         VALUES (?, ?, ?, ?) ON CONFLICT (resource_guid, key_prefix, key_name) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (resource_guid, key_prefix, key_name) \
                          DO UPDATE SET value = excluded.value"
                     );
                     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -73,7 +74,7 @@ pub async fn apply(conn: &mut SqliteConnection, guid: &str, patch: &Patch) -> Ap
                 }
                 None => {
                     let sql = format!(
-                        "DELETE FROM {table} WHERE resource_guid = ? AND key_prefix = ? AND key_name = ?"
+                        "DELETE FROM {table} WHERE resource_guid = $1 AND key_prefix = $2 AND key_name = $3"
                     );
                     sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(guid)
@@ -97,25 +98,27 @@ fn spelled(prefix: &str, name: &str) -> String {
 }
 
 /// The metadata of each of `guids` that has any.
-pub async fn read(pool: &SqlitePool, guids: &[String]) -> ApiResult<HashMap<String, Metadata>> {
+pub async fn read(pool: &Pool, guids: &[String]) -> ApiResult<HashMap<String, Metadata>> {
     let mut out: HashMap<String, Metadata> = HashMap::new();
     if guids.is_empty() {
         return Ok(out);
     }
     for (i, table) in TABLES.iter().enumerate() {
-        // SQLite binds at most 32766 parameters; a page holds at most 5000.
+        // SQLite binds at most 32766 parameters, PostgreSQL 65535; a page
+        // holds at most 5000.
         for chunk in guids.chunks(5000) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT resource_guid, key_prefix, key_name, value FROM {table} WHERE resource_guid IN ("
+            let mut q = Sql::new(format!(
+                "SELECT resource_guid, key_prefix, key_name, value FROM {table} WHERE resource_guid"
             ));
-            let mut list = q.separated(", ");
-            for g in chunk {
-                list.push_bind(g.clone());
-            }
-            q.push(") ORDER BY key_prefix, key_name");
-            let rows: Vec<(String, String, String, String)> =
-                q.build_query_as().fetch_all(pool).await?;
-            for (guid, prefix, name, value) in rows {
+            super::push_in(&mut q, chunk);
+            q.push(" ORDER BY key_prefix, key_name");
+            let rows = q.query().fetch_all(pool).await?;
+            for row in rows {
+                use sqlx::Row as _;
+                let guid: String = row.try_get(0)?;
+                let prefix: String = row.try_get(1)?;
+                let name: String = row.try_get(2)?;
+                let value: String = row.try_get(3)?;
                 let m = out.entry(guid).or_default();
                 let map = if i == 0 {
                     &mut m.labels
@@ -130,13 +133,13 @@ pub async fn read(pool: &SqlitePool, guids: &[String]) -> ApiResult<HashMap<Stri
 }
 
 /// `guid [NOT] IN (resources with the label [and one of the values])`.
-pub(super) fn push_requirement(q: &mut QueryBuilder<Sqlite>, r: &LabelRequirement) {
+pub(super) fn push_requirement(q: &mut Sql, r: &LabelRequirement) {
     let negated = matches!(r.op, LabelOp::NotIn | LabelOp::NotExists);
     q.push(if negated { "guid NOT IN" } else { "guid IN" });
     q.push(" (SELECT resource_guid FROM metadata_labels WHERE key_prefix = ");
-    q.push_bind(r.prefix.clone());
+    q.bind(&r.prefix);
     q.push(" AND key_name = ");
-    q.push_bind(r.name.clone());
+    q.bind(&r.name);
     if matches!(r.op, LabelOp::In | LabelOp::NotIn) {
         q.push(" AND value");
         super::push_in(q, &r.values);

@@ -12,8 +12,7 @@ pub mod settings;
 pub use rows::*;
 
 use crate::error::{ApiError, ApiResult};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, SqlitePool};
+use kiln_store::{Executor, Pool, Row};
 
 pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
     (
@@ -83,7 +82,7 @@ pub trait Record: Sized + Send + Unpin {
     const TABLE: &'static str;
     /// The name used in `<Resource> not found`.
     const RESOURCE: &'static str;
-    fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error>;
+    fn from_row(row: &Row) -> Result<Self, sqlx::Error>;
 }
 
 /// A row with a `state` column whose moves `kiln-model` rules.
@@ -179,12 +178,17 @@ pub fn json_text<T: serde::Serialize>(v: &T) -> Val {
     Val::Text(Some(serde_json::to_string(v).unwrap_or_default()))
 }
 
-fn push_val(q: &mut QueryBuilder<Sqlite>, v: Val) {
-    match v {
-        Val::Text(t) => q.push_bind(t),
-        Val::Int(i) => q.push_bind(i),
-        Val::Bool(b) => q.push_bind(b),
-    };
+pub(crate) use kiln_store::Sql;
+
+impl From<Val> for kiln_store::Arg {
+    fn from(v: Val) -> Self {
+        match v {
+            Val::Text(t) => kiln_store::Arg::Text(t),
+            Val::Int(i) => kiln_store::Arg::Int(i),
+            // Flags are integers 0/1 on both engines.
+            Val::Bool(b) => kiln_store::Arg::Int(Some(i64::from(b))),
+        }
+    }
 }
 
 /// A list filter, always on a column of the listed table: the column's
@@ -211,23 +215,35 @@ pub enum Cond {
     Any(Vec<Cond>),
 }
 
-fn push_in(q: &mut QueryBuilder<Sqlite>, values: &[String]) {
+fn push_in(q: &mut Sql, values: &[String]) {
     q.push(" IN (");
-    let mut list = q.separated(", ");
-    for v in values {
-        list.push_bind(v.clone());
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.bind(v);
     }
     // `IN ()` is not SQL: an empty filter matches nothing.
     if values.is_empty() {
-        list.push("NULL");
+        q.push("NULL");
     }
     q.push(")");
 }
 
-fn push_cond(q: &mut QueryBuilder<Sqlite>, c: &Cond) {
+/// Integer columns that list filters (`?versions=`, `?sequence_ids=`) name.
+const INTEGER_FILTER_COLUMNS: [&str; 2] = ["version", "sequence_id"];
+
+fn push_cond(q: &mut Sql, c: &Cond) {
     match c {
         Cond::In(column, values) => {
-            q.push(column);
+            // Filter values arrive as text; PostgreSQL compares an integer
+            // column (a revision's version, a task's sequence id) with text
+            // only as text.
+            if INTEGER_FILTER_COLUMNS.contains(column) {
+                q.push(&format!("CAST({column} AS TEXT)"));
+            } else {
+                q.push(column);
+            }
             push_in(q, values);
         }
         Cond::Via {
@@ -237,7 +253,7 @@ fn push_cond(q: &mut QueryBuilder<Sqlite>, c: &Cond) {
             by,
             values,
         } => {
-            q.push(format!(
+            q.push(&format!(
                 "{column} IN (SELECT {pick} FROM {table} WHERE {by}"
             ));
             push_in(q, values);
@@ -245,12 +261,12 @@ fn push_cond(q: &mut QueryBuilder<Sqlite>, c: &Cond) {
         }
         Cond::Cmp(column, op, value) => {
             debug_assert!(["<", "<=", ">", ">="].contains(op));
-            q.push(format!("{column} {op} "));
-            q.push_bind(value.clone());
+            q.push(&format!("{column} {op} "));
+            q.bind(value);
         }
         Cond::Label(r) => metadata::push_requirement(q, r),
         Cond::Null(column) => {
-            q.push(format!("{column} IS NULL"));
+            q.push(&format!("{column} IS NULL"));
         }
         Cond::Any(any) => {
             q.push("(");
@@ -269,14 +285,14 @@ fn push_cond(q: &mut QueryBuilder<Sqlite>, c: &Cond) {
 }
 
 /// Rows matching every condition, oldest first.
-pub async fn list<T: Record>(pool: &SqlitePool, conds: &[Cond]) -> ApiResult<Vec<T>> {
-    let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT * FROM {}", T::TABLE));
+pub async fn list<T: Record>(pool: &Pool, conds: &[Cond]) -> ApiResult<Vec<T>> {
+    let mut q = Sql::new(format!("SELECT * FROM {}", T::TABLE));
     for (i, c) in conds.iter().enumerate() {
         q.push(if i == 0 { " WHERE " } else { " AND " });
         push_cond(&mut q, c);
     }
     q.push(" ORDER BY seq");
-    let rows = q.build().fetch_all(pool).await?;
+    let rows = q.query().fetch_all(pool).await?;
     Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
 }
 
@@ -312,8 +328,8 @@ pub fn unique_or_taken<T>(
     }
 }
 
-pub async fn find<T: Record>(pool: &SqlitePool, guid: &str) -> ApiResult<Option<T>> {
-    let sql = format!("SELECT * FROM {} WHERE guid = ?", T::TABLE);
+pub async fn find<T: Record>(pool: &Pool, guid: &str) -> ApiResult<Option<T>> {
+    let sql = format!("SELECT * FROM {} WHERE guid = $1", T::TABLE);
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(guid)
         .fetch_optional(pool)
@@ -321,20 +337,20 @@ pub async fn find<T: Record>(pool: &SqlitePool, guid: &str) -> ApiResult<Option<
     Ok(row.as_ref().map(T::from_row).transpose()?)
 }
 
-pub async fn get<T: Record>(pool: &SqlitePool, guid: &str) -> ApiResult<T> {
+pub async fn get<T: Record>(pool: &Pool, guid: &str) -> ApiResult<T> {
     find(pool, guid)
         .await?
         .ok_or_else(|| ApiError::not_found(T::RESOURCE))
 }
 
 /// Every row, oldest first.
-pub async fn all<T: Record>(pool: &SqlitePool) -> ApiResult<Vec<T>> {
+pub async fn all<T: Record>(pool: &Pool) -> ApiResult<Vec<T>> {
     list(pool, &[]).await
 }
 
 /// Rows whose `column` equals `value`, oldest first.
 pub async fn where_eq<T: Record>(
-    pool: &SqlitePool,
+    pool: &Pool,
     column: &'static str,
     value: &str,
 ) -> ApiResult<Vec<T>> {
@@ -343,7 +359,7 @@ pub async fn where_eq<T: Record>(
 
 /// The first row whose columns equal the values, oldest first.
 pub async fn first_where<T: Record>(
-    pool: &SqlitePool,
+    pool: &Pool,
     eq: &[(&'static str, &str)],
 ) -> ApiResult<Option<T>> {
     let conds: Vec<Cond> = eq
@@ -353,7 +369,7 @@ pub async fn first_where<T: Record>(
     Ok(list(pool, &conds).await?.into_iter().next())
 }
 
-pub async fn count<'e, T: Record>(exec: impl SqliteExecutor<'e>) -> ApiResult<i64> {
+pub async fn count<'e, T: Record>(exec: impl Executor<'e>) -> ApiResult<i64> {
     let sql = format!("SELECT COUNT(*) FROM {}", T::TABLE);
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_one(exec)
@@ -361,20 +377,17 @@ pub async fn count<'e, T: Record>(exec: impl SqliteExecutor<'e>) -> ApiResult<i6
     Ok(n)
 }
 
-fn insert_sql<T: Record>(values: Vec<(&'static str, Val)>) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO {} (", T::TABLE));
-    let mut cols = q.separated(", ");
-    for (c, _) in &values {
-        cols.push(*c);
-    }
+fn insert_sql<T: Record>(values: Vec<(&'static str, Val)>) -> Sql {
+    let columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
+    let mut q = Sql::new(format!("INSERT INTO {} ({}", T::TABLE, columns.join(", ")));
     q.push(", seq) VALUES (");
     for (i, (_, v)) in values.into_iter().enumerate() {
         if i > 0 {
             q.push(", ");
         }
-        push_val(&mut q, v);
+        q.bind(v);
     }
-    q.push(format!(
+    q.push(&format!(
         ", (SELECT COALESCE(MAX(seq), 0) + 1 FROM {}))",
         T::TABLE
     ));
@@ -383,64 +396,64 @@ fn insert_sql<T: Record>(values: Vec<(&'static str, Val)>) -> QueryBuilder<Sqlit
 
 /// Inserts one row (its `seq` follows the newest).
 pub async fn insert<'e, T: Record>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     values: Vec<(&'static str, Val)>,
 ) -> ApiResult<()> {
-    insert_sql::<T>(values).build().execute(exec).await?;
+    insert_sql::<T>(values).query().execute(exec).await?;
     Ok(())
 }
 
 /// Inserts one row unless it would break a unique constraint; returns
 /// whether it was inserted.
 pub async fn insert_if_absent<'e, T: Record>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     values: Vec<(&'static str, Val)>,
 ) -> ApiResult<bool> {
     let mut q = insert_sql::<T>(values);
     q.push(" ON CONFLICT DO NOTHING");
-    Ok(q.build().execute(exec).await?.rows_affected() == 1)
+    Ok(q.query().execute(exec).await?.rows_affected() == 1)
 }
 
-fn push_sets(q: &mut QueryBuilder<Sqlite>, sets: Vec<(&'static str, Val)>) {
+fn push_sets(q: &mut Sql, sets: Vec<(&'static str, Val)>) {
     for (i, (c, v)) in sets.into_iter().enumerate() {
         if i > 0 {
             q.push(", ");
         }
-        q.push(format!("{c} = "));
-        push_val(q, v);
+        q.push(&format!("{c} = "));
+        q.bind(v);
     }
 }
 
 /// Sets columns of the rows whose `column` equals `value`; returns how many
 /// rows changed. Never a state column: those move through [`transition`].
 pub async fn update_where<'e, T: Record>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     column: &'static str,
     value: &str,
     sets: Vec<(&'static str, Val)>,
 ) -> ApiResult<u64> {
     debug_assert!(sets.iter().all(|(c, _)| *c != "state"));
-    let mut q = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", T::TABLE));
+    let mut q = Sql::new(format!("UPDATE {} SET ", T::TABLE));
     push_sets(&mut q, sets);
-    q.push(format!(" WHERE {column} = "));
-    q.push_bind(value.to_string());
-    Ok(q.build().execute(exec).await?.rows_affected())
+    q.push(&format!(" WHERE {column} = "));
+    q.bind(value);
+    Ok(q.query().execute(exec).await?.rows_affected())
 }
 
 /// Sets columns of every row. Never a state column.
 pub async fn update_all<'e, T: Record>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     sets: Vec<(&'static str, Val)>,
 ) -> ApiResult<u64> {
     debug_assert!(sets.iter().all(|(c, _)| *c != "state"));
-    let mut q = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET ", T::TABLE));
+    let mut q = Sql::new(format!("UPDATE {} SET ", T::TABLE));
     push_sets(&mut q, sets);
-    Ok(q.build().execute(exec).await?.rows_affected())
+    Ok(q.query().execute(exec).await?.rows_affected())
 }
 
 /// Sets columns of one row (by guid), with `updated_at` now.
 pub async fn update<'e, T: Record>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     guid: &str,
     mut sets: Vec<(&'static str, Val)>,
 ) -> ApiResult<u64> {
@@ -450,11 +463,11 @@ pub async fn update<'e, T: Record>(
 
 /// Deletes the rows whose `column` equals `value`.
 pub async fn delete_where<'e, T: Record>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     column: &'static str,
     value: &str,
 ) -> ApiResult<u64> {
-    let sql = format!("DELETE FROM {} WHERE {column} = ?", T::TABLE);
+    let sql = format!("DELETE FROM {} WHERE {column} = $1", T::TABLE);
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(value)
         .execute(exec)
@@ -464,7 +477,7 @@ pub async fn delete_where<'e, T: Record>(
 
 /// Stops sharing a private domain with an org.
 pub async fn delete_share<'e>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     domain_guid: &str,
     org_guid: &str,
 ) -> ApiResult<()> {
@@ -484,60 +497,78 @@ pub async fn delete_share<'e>(
 /// Returns whether this call made the move (false: another writer moved the
 /// row first, or it is gone).
 pub async fn transition<'e, T: Stateful>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     guid: &str,
     from: T::State,
     to: T::State,
     also: Vec<(&'static str, Val)>,
 ) -> ApiResult<bool> {
     let to = from.check(to)?;
-    let mut q = QueryBuilder::<Sqlite>::new(format!("UPDATE {} SET state = ", T::TABLE));
-    q.push_bind(to.as_str());
+    let mut q = Sql::new(format!("UPDATE {} SET state = ", T::TABLE));
+    q.bind(to.as_str());
     q.push(", ");
     let mut sets = also;
     sets.push(("updated_at", crate::util::now().into()));
     push_sets(&mut q, sets);
     q.push(" WHERE guid = ");
-    q.push_bind(guid.to_string());
+    q.bind(guid);
     q.push(" AND state = ");
-    q.push_bind(from.as_str());
-    Ok(q.build().execute(exec).await?.rows_affected() == 1)
+    q.bind(from.as_str());
+    Ok(q.query().execute(exec).await?.rows_affected() == 1)
 }
 
-/// The version an app's next revision takes (its newest plus one).
-pub async fn next_revision_version<'e>(
-    exec: impl SqliteExecutor<'e>,
+/// Locks the app's row until the transaction `conn` is in ends, so a
+/// counter read from the app's rows and then written (the next task
+/// sequence id, the next revision) is taken by one transaction at a time.
+/// PostgreSQL: `SELECT … FOR UPDATE` (READ COMMITTED lets two transactions
+/// read the same maximum otherwise). SQLite: nothing to lock, its write
+/// transactions are serial.
+async fn lock_app(conn: &mut kiln_store::Connection, app_guid: &str) -> ApiResult<()> {
+    let lock = kiln_store::engine_specific::for_update(kiln_store::connection_engine(conn));
+    if !lock.is_empty() {
+        let sql = format!("SELECT guid FROM apps WHERE guid = $1{lock}");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(app_guid)
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The version an app's next revision takes (its newest plus one), the
+/// app's row locked until `conn`'s transaction ends.
+pub async fn next_revision_version(
+    conn: &mut kiln_store::Connection,
     app_guid: &str,
 ) -> ApiResult<i64> {
+    lock_app(conn, app_guid).await?;
     let (n,): (i64,) =
-        sqlx::query_as("SELECT COALESCE(MAX(version), 0) + 1 FROM revisions WHERE app_guid = ?")
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0) + 1 FROM revisions WHERE app_guid = $1")
             .bind(app_guid)
-            .fetch_one(exec)
+            .fetch_one(&mut *conn)
             .await?;
     Ok(n)
 }
 
 /// The sequence id an app's next task takes (its newest plus one; CC
-/// starts at 1).
-pub async fn next_task_sequence_id<'e>(
-    exec: impl SqliteExecutor<'e>,
+/// starts at 1), the app's row locked until `conn`'s transaction ends.
+pub async fn next_task_sequence_id(
+    conn: &mut kiln_store::Connection,
     app_guid: &str,
 ) -> ApiResult<i64> {
+    lock_app(conn, app_guid).await?;
     let (n,): (i64,) =
-        sqlx::query_as("SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM tasks WHERE app_guid = ?")
+        sqlx::query_as("SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM tasks WHERE app_guid = $1")
             .bind(app_guid)
-            .fetch_one(exec)
+            .fetch_one(&mut *conn)
             .await?;
     Ok(n)
 }
 
 /// Moves every buildpack at `position` or after one place down (CC's
 /// BuildpackCreate makes room this way).
-pub async fn shift_buildpacks_from<'e>(
-    exec: impl SqliteExecutor<'e>,
-    position: i64,
-) -> ApiResult<()> {
-    sqlx::query("UPDATE buildpacks SET position = position + 1 WHERE position >= ?")
+pub async fn shift_buildpacks_from<'e>(exec: impl Executor<'e>, position: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE buildpacks SET position = position + 1 WHERE position >= $1")
         .bind(position)
         .execute(exec)
         .await?;
@@ -548,14 +579,16 @@ pub async fn shift_buildpacks_from<'e>(
 /// an org, leaving out the processes of `except_app` (whose new figures the
 /// caller adds).
 pub async fn org_usage<'e>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     org_guid: &str,
     except_app: &str,
 ) -> ApiResult<(i64, i64)> {
     let (memory, instances): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(p.instances * p.memory_in_mb), 0), COALESCE(SUM(p.instances), 0) \
+        // CAST: PostgreSQL's SUM of BIGINTs is a NUMERIC.
+        "SELECT CAST(COALESCE(SUM(p.instances * p.memory_in_mb), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(p.instances), 0) AS BIGINT) \
          FROM processes p JOIN apps a ON a.guid = p.app_guid JOIN spaces s ON s.guid = a.space_guid \
-         WHERE s.organization_guid = ? AND a.state = 'STARTED' AND a.guid <> ?",
+         WHERE s.organization_guid = $1 AND a.state = 'STARTED' AND a.guid <> $2",
     )
     .bind(org_guid)
     .bind(except_app)
@@ -565,10 +598,10 @@ pub async fn org_usage<'e>(
 }
 
 /// How many routes the spaces of an org hold.
-pub async fn org_routes<'e>(exec: impl SqliteExecutor<'e>, org_guid: &str) -> ApiResult<i64> {
+pub async fn org_routes<'e>(exec: impl Executor<'e>, org_guid: &str) -> ApiResult<i64> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM routes r JOIN spaces s ON s.guid = r.space_guid \
-         WHERE s.organization_guid = ?",
+         WHERE s.organization_guid = $1",
     )
     .bind(org_guid)
     .fetch_one(exec)
@@ -577,7 +610,7 @@ pub async fn org_routes<'e>(exec: impl SqliteExecutor<'e>, org_guid: &str) -> Ap
 }
 
 /// The last buildpack position (1 when there are none).
-pub async fn last_buildpack_position<'e>(exec: impl SqliteExecutor<'e>) -> ApiResult<i64> {
+pub async fn last_buildpack_position<'e>(exec: impl Executor<'e>) -> ApiResult<i64> {
     let (last,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(position), 1) FROM buildpacks")
         .fetch_one(exec)
         .await?;
@@ -587,12 +620,12 @@ pub async fn last_buildpack_position<'e>(exec: impl SqliteExecutor<'e>) -> ApiRe
 /// Moves the buildpacks at positions `low..=high` by `shift` (a move
 /// within the order; CC's `move_to`).
 pub async fn shift_buildpacks_between<'e>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     shift: i64,
     low: i64,
     high: i64,
 ) -> ApiResult<()> {
-    sqlx::query("UPDATE buildpacks SET position = position + ? WHERE position BETWEEN ? AND ?")
+    sqlx::query("UPDATE buildpacks SET position = position + $1 WHERE position BETWEEN $2 AND $3")
         .bind(shift)
         .bind(low)
         .bind(high)
@@ -602,11 +635,8 @@ pub async fn shift_buildpacks_between<'e>(
 }
 
 /// Closes the gap a deleted buildpack at `position` left.
-pub async fn close_buildpack_gap<'e>(
-    exec: impl SqliteExecutor<'e>,
-    position: i64,
-) -> ApiResult<()> {
-    sqlx::query("UPDATE buildpacks SET position = position - 1 WHERE position > ?")
+pub async fn close_buildpack_gap<'e>(exec: impl Executor<'e>, position: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE buildpacks SET position = position - 1 WHERE position > $1")
         .bind(position)
         .execute(exec)
         .await?;
@@ -616,17 +646,17 @@ pub async fn close_buildpack_gap<'e>(
 /// An app feature's flag; `column` is one of the feature columns
 /// (`enable_ssh`, `revisions_enabled`), never user input.
 pub async fn app_feature<'e>(
-    exec: impl SqliteExecutor<'e>,
+    exec: impl Executor<'e>,
     app_guid: &str,
     column: &'static str,
 ) -> ApiResult<bool> {
     debug_assert!(["enable_ssh", "revisions_enabled"].contains(&column));
-    let sql = format!("SELECT {column} FROM apps WHERE guid = ?");
-    let (enabled,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let sql = format!("SELECT {column} FROM apps WHERE guid = $1");
+    let (enabled,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(app_guid)
         .fetch_one(exec)
         .await?;
-    Ok(enabled)
+    Ok(enabled != 0)
 }
 
 #[cfg(test)]
@@ -634,16 +664,13 @@ mod tests {
     use super::*;
     use kiln_model::PackageState;
 
-    async fn ccdb(dir: &tempfile::TempDir) -> SqlitePool {
-        kiln_store::open_database(
-            &dir.path().join("ccdb.sqlite"),
-            &kiln_store::migrator(MIGRATIONS),
-        )
-        .await
-        .unwrap()
+    async fn ccdb(dir: &tempfile::TempDir) -> Pool {
+        kiln_store::open_database(&dir.path().join("ccdb.sqlite"), MIGRATIONS)
+            .await
+            .unwrap()
     }
 
-    async fn package(pool: &SqlitePool, guid: &str, app: &str, state: PackageState) {
+    async fn package(pool: &Pool, guid: &str, app: &str, state: PackageState) {
         insert::<Package>(
             pool,
             vec![
@@ -792,12 +819,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ccdb.sqlite");
         // A CCDB written before `seq` existed, rows inserted in this order.
-        let old = kiln_store::open_database(&path, &kiln_store::migrator(&MIGRATIONS[..1]))
+        let old = kiln_store::open_database(&path, &MIGRATIONS[..1])
             .await
             .unwrap();
         for name in ["zeta", "alpha", "mid"] {
             sqlx::query(
-                "INSERT INTO domains (guid, name, created_at, updated_at) VALUES (?, ?, 't', 't')",
+                "INSERT INTO domains (guid, name, created_at, updated_at) VALUES ($1, $2, 't', 't')",
             )
             .bind(name)
             .bind(name)

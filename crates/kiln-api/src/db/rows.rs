@@ -4,18 +4,24 @@
 
 use super::{Record, StateMachine, Stateful};
 use kiln_model::{AppState, AppTaskState, BuildState, DeploymentState, DropletState, PackageState};
+use kiln_store::Row;
 use serde::Serialize;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-fn json_col<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, sqlx::Error> {
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row, col: &str) -> Result<T, sqlx::Error> {
     let text: String = row.try_get(col)?;
     serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn enum_col<T: FromStr>(row: &SqliteRow, col: &str) -> Result<T, sqlx::Error>
+/// A flag: an integer 0/1 on both engines.
+fn flag_col(row: &Row, col: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = row.try_get(col)?;
+    Ok(n != 0)
+}
+
+fn enum_col<T: FromStr>(row: &Row, col: &str) -> Result<T, sqlx::Error>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
@@ -31,7 +37,7 @@ macro_rules! record {
         impl Record for $ty {
             const TABLE: &'static str = $table;
             const RESOURCE: &'static str = $resource;
-            fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
+            fn from_row(row: &Row) -> Result<Self, sqlx::Error> {
                 Ok($ty { $($field: record!(@get row, $field, $kind)),+ })
             }
         }
@@ -54,7 +60,7 @@ macro_rules! record {
     (@get $row:ident, $field:ident, opt) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
     (@get $row:ident, $field:ident, int) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
     (@get $row:ident, $field:ident, optint) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
-    (@get $row:ident, $field:ident, bool) => { $row.try_get(stringify!($field).trim_start_matches("r#"))? };
+    (@get $row:ident, $field:ident, bool) => { flag_col($row, stringify!($field).trim_start_matches("r#"))? };
     (@get $row:ident, $field:ident, $state:ident) => { enum_col::<$state>($row, stringify!($field))? };
 }
 

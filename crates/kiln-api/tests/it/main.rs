@@ -1,7 +1,11 @@
-//! kiln-api with a real SQLite CCDB, an FsBlobstore and an in-process
+//! kiln-api with a real CCDB, an FsBlobstore and an in-process
 //! `kiln_bbs::Bbs` in a temp dir. The API serves on loopback (its loops run
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
+//!
+//! This file is the root of two test binaries: `it` keeps the
+//! CCDB and the BBS database in SQLite files, `it_pg` (../it_pg.rs) in a fresh database
+//! per test on a real PostgreSQL server, so every test runs on both.
 
 mod app_features;
 mod authz_table;
@@ -46,12 +50,50 @@ struct Kiln {
     generated_password: Option<String>,
 }
 
+/// Where this binary keeps the CCDB and the BBS database: SQLite files in
+/// `dir` (`it`), or a fresh PostgreSQL database (`it_pg`; the test is
+/// skipped, loudly, when PostgreSQL is missing).
+async fn databases(dir: &Path) -> Option<kiln_store::DatabaseUrl> {
+    if env!("CARGO_CRATE_NAME") != "it_pg" {
+        return Some(kiln_store::DatabaseUrl::SqliteDir(dir.to_path_buf()));
+    }
+    let pg = kiln_store::testing::Postgres::shared().await?;
+    Some(pg.database_for(dir).await)
+}
+
 async fn start(dir: &Path, max_package_bytes: u64, password: Option<&str>) -> Kiln {
-    let bbs = Bbs::open(&dir.join("bbs.sqlite")).await.unwrap();
+    let Some(url) = databases(dir).await else {
+        // Without PostgreSQL (and not required), run on SQLite after all.
+        return start_on(
+            &kiln_store::DatabaseUrl::SqliteDir(dir.to_path_buf()),
+            dir,
+            max_package_bytes,
+            password,
+        )
+        .await;
+    };
+    start_on(&url, dir, max_package_bytes, password).await
+}
+
+async fn start_on(
+    databases: &kiln_store::DatabaseUrl,
+    dir: &Path,
+    max_package_bytes: u64,
+    password: Option<&str>,
+) -> Kiln {
+    let bbs = Bbs::open_on(
+        &databases.component("bbs.sqlite", "bbs"),
+        kiln_store::DEFAULT_MAX_CONNECTIONS,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let blobstore = Arc::new(FsBlobstore::new(dir.join("blobs")).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let api = Api::open(
+    let api = Api::open_on(
+        &databases.component("api/ccdb.sqlite", "ccdb"),
+        kiln_store::OpenOptions::default(),
         ApiConfig {
             data_dir: dir.join("api"),
             external_url: url.clone(),

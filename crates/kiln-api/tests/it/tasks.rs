@@ -634,9 +634,15 @@ async fn a_crash_missed_while_the_api_was_down_is_recorded_once() {
     kiln.stop().await;
 
     // The API is down; the BBS records three crashes (the last CRASHED).
-    let bbs = kiln_bbs::Bbs::open(&dir.path().join("bbs.sqlite"))
-        .await
-        .unwrap();
+    // The same BBS database the API used (SQLite file or PostgreSQL).
+    let databases = super::databases(dir.path()).await.unwrap();
+    let bbs = kiln_bbs::Bbs::open_on(
+        &databases.component("bbs.sqlite", "bbs"),
+        kiln_store::DEFAULT_MAX_CONNECTIONS,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     bbs.heartbeat_cell(super::cell()).await.unwrap();
     for _ in 0..3 {
         crash_once(&bbs, &lrp, "Exited with status 7").await;

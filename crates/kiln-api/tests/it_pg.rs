@@ -1,0 +1,6 @@
+//! The integration suite of `tests/it` again, with the CCDB and the BBS
+//! database on a real PostgreSQL server (a fresh database per test) instead
+//! of SQLite files: `it/main.rs` tells the two binaries apart by crate name.
+
+#[path = "it/main.rs"]
+mod it;
