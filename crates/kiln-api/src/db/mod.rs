@@ -230,8 +230,9 @@ fn push_in(q: &mut Sql, values: &[String]) {
     q.push(")");
 }
 
-/// Integer columns that list filters (`?versions=`, `?sequence_ids=`) name.
-const INTEGER_FILTER_COLUMNS: [&str; 2] = ["version", "sequence_id"];
+/// Integer columns that `Cond::In` compares with text: list filters
+/// (`?versions=`, `?sequence_ids=`) and the `internal` flag of domains.
+const INTEGER_FILTER_COLUMNS: [&str; 3] = ["version", "sequence_id", "internal"];
 
 fn push_cond(q: &mut Sql, c: &Cond) {
     match c {
