@@ -338,6 +338,32 @@ async fn route_get(router_port: u16, host: &str) -> reqwest::Response {
 
 /// Retries until the router answers 200 for `host` (routes follow the BBS
 /// asynchronously), for at most `within`.
+/// moto's credentials, which the S3 blobstore reads from the environment.
+const MOTO_CREDENTIALS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", kiln_store::testing::ACCESS_KEY_ID),
+    (
+        "AWS_SECRET_ACCESS_KEY",
+        kiln_store::testing::SECRET_ACCESS_KEY,
+    ),
+];
+
+/// Logs in, creates the legacy buildpack, pushes the envprobe fixture as
+/// `name` and waits for its first 200 through the router.
+async fn push_envprobe(home: &Path, server: &Server, name: &str, router_port: u16) {
+    login(home, server).await;
+    create_legacy_buildpack(home).await;
+    let probe_dir = fixture("apps/envprobe");
+    let out = cli(home, &["push", name, "-p", probe_dir.to_str().unwrap()]).await;
+    assert!(
+        out.success,
+        "push failed\n{out}\n--- server log ---\n{}",
+        server.log()
+    );
+    let host = format!("{name}.localhost");
+    let response = wait_for_200(router_port, &host, Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
+}
+
 async fn wait_for_200(router_port: u16, host: &str, within: Duration) -> reqwest::Response {
     let deadline = Instant::now() + within;
     loop {
@@ -2548,30 +2574,11 @@ async fn push_with_an_s3_blobstore() {
         router_port,
         &free_subnet(),
         &["--blobstore-url".to_string(), moto.url("kiln-e2e")],
-        &[
-            ("AWS_ACCESS_KEY_ID", kiln_store::testing::ACCESS_KEY_ID),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                kiln_store::testing::SECRET_ACCESS_KEY,
-            ),
-        ],
+        &MOTO_CREDENTIALS,
     )
     .await;
-    login(&home, &server).await;
-    create_legacy_buildpack(&home).await;
+    push_envprobe(&home, &server, "s3probe", router_port).await;
     let probe_dir = fixture("apps/envprobe");
-    let out = cli(
-        &home,
-        &["push", "s3probe", "-p", probe_dir.to_str().unwrap()],
-    )
-    .await;
-    assert!(
-        out.success,
-        "push failed\n{out}\n--- server log ---\n{}",
-        server.log()
-    );
-    let response = wait_for_200(router_port, "s3probe.localhost", Duration::from_secs(30)).await;
-    assert_eq!(response.status(), 200, "{}", server.log());
     let local_blobs = data_dir.join("blobs");
     assert!(
         !local_blobs.exists() || std::fs::read_dir(&local_blobs).unwrap().count() == 0,
@@ -2638,30 +2645,10 @@ async fn push_on_postgres_and_s3_and_the_database_restarting() {
             "--database-max-connections".to_string(),
             "4".to_string(),
         ],
-        &[
-            ("AWS_ACCESS_KEY_ID", kiln_store::testing::ACCESS_KEY_ID),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                kiln_store::testing::SECRET_ACCESS_KEY,
-            ),
-        ],
+        &MOTO_CREDENTIALS,
     )
     .await;
-    login(&home, &server).await;
-    create_legacy_buildpack(&home).await;
-    let probe_dir = fixture("apps/envprobe");
-    let out = cli(
-        &home,
-        &["push", "pgprobe", "-p", probe_dir.to_str().unwrap()],
-    )
-    .await;
-    assert!(
-        out.success,
-        "push failed\n{out}\n--- server log ---\n{}",
-        server.log()
-    );
-    let response = wait_for_200(router_port, "pgprobe.localhost", Duration::from_secs(30)).await;
-    assert_eq!(response.status(), 200, "{}", server.log());
+    push_envprobe(&home, &server, "pgprobe", router_port).await;
     for file in ["bbs.sqlite", "api/ccdb.sqlite"] {
         assert!(
             !data_dir.join(file).exists(),
