@@ -146,6 +146,9 @@ pub async fn scale(ctx: &Ctx, p: &Process, msg: ScaleProcess) -> ApiResult<Proce
         msg.memory_in_mb.unwrap_or(p.memory_in_mb),
     );
     super::quotas::check_scale(ctx, p, instances, memory).await?;
+    if msg.memory_in_mb.is_some() {
+        super::sidecars::check_scaled_memory(ctx, p, memory).await?;
+    }
     let mut request = serde_json::Map::new();
     for (key, value) in [
         ("instances", msg.instances),

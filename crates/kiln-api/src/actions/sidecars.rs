@@ -91,6 +91,23 @@ pub async fn apply_manifest(ctx: &Ctx, app_guid: &str, msg: SidecarBody) -> ApiR
     }
 }
 
+/// The other side of CC's rule, when a process is scaled: its sidecars
+/// together must stay below the memory it is scaled to.
+pub async fn check_scaled_memory(ctx: &Ctx, p: &Process, memory_in_mb: i64) -> ApiResult<()> {
+    let sidecars: i64 = db::where_eq::<Sidecar>(&ctx.pool, "app_guid", &p.app_guid)
+        .await?
+        .iter()
+        .filter(|s| s.process_types.contains(&p.r#type))
+        .filter_map(|s| s.memory_in_mb)
+        .sum();
+    if sidecars > 0 && sidecars >= memory_in_mb {
+        return Err(ApiError::unprocessable(
+            "The requested memory allocation is not large enough to run all of your sidecar processes",
+        ));
+    }
+    Ok(())
+}
+
 /// CC's `SidecarMemoryLessThanProcessMemory`: for each process of a type
 /// the sidecar joins, all its sidecars' memory (this one's as it would be)
 /// stays below the process's.

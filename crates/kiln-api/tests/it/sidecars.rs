@@ -53,6 +53,22 @@ async fn sidecars_follow_cloud_controller_and_reach_the_desired_lrp() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{s}");
     let guid = s["guid"].as_str().unwrap().to_string();
+    // Scaling web to no more than its sidecars' memory is refused, and
+    // changes nothing.
+    let web_guid = web["guid"].as_str().unwrap();
+    let (status, v) = kiln
+        .post(
+            &format!("/v3/processes/{web_guid}/actions/scale"),
+            json!({"memory_in_mb": 64}),
+        )
+        .await;
+    assert_422(
+        status,
+        &v,
+        "The requested memory allocation is not large enough to run all of your sidecar processes",
+    );
+    let (_, after) = kiln.get(&format!("/v3/processes/{web_guid}")).await;
+    assert_eq!(after["memory_in_mb"], json!(web_memory), "{after}");
     assert_eq!(
         (
             &s["name"],
