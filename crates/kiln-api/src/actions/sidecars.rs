@@ -94,18 +94,25 @@ pub async fn apply_manifest(ctx: &Ctx, app_guid: &str, msg: SidecarBody) -> ApiR
 /// The other side of CC's rule, when a process is scaled: its sidecars
 /// together must stay below the memory it is scaled to.
 pub async fn check_scaled_memory(ctx: &Ctx, p: &Process, memory_in_mb: i64) -> ApiResult<()> {
-    let sidecars: i64 = db::where_eq::<Sidecar>(&ctx.pool, "app_guid", &p.app_guid)
-        .await?
-        .iter()
-        .filter(|s| s.process_types.contains(&p.r#type))
-        .filter_map(|s| s.memory_in_mb)
-        .sum();
+    let sidecars = db::where_eq::<Sidecar>(&ctx.pool, "app_guid", &p.app_guid).await?;
+    let sidecars = memory_of(&sidecars, &p.r#type, None);
     if sidecars > 0 && sidecars >= memory_in_mb {
         return Err(ApiError::unprocessable(
             "The requested memory allocation is not large enough to run all of your sidecar processes",
         ));
     }
     Ok(())
+}
+
+/// The memory the sidecars of `process_type` use together, leaving out
+/// `except` (a sidecar whose memory is about to change).
+fn memory_of(sidecars: &[Sidecar], process_type: &str, except: Option<&str>) -> i64 {
+    sidecars
+        .iter()
+        .filter(|s| Some(s.guid.as_str()) != except)
+        .filter(|s| s.process_types.iter().any(|t| t == process_type))
+        .filter_map(|s| s.memory_in_mb)
+        .sum()
 }
 
 /// CC's `SidecarMemoryLessThanProcessMemory`: for each process of a type
@@ -124,12 +131,7 @@ async fn check_memory(
     let processes = db::where_eq::<Process>(&ctx.pool, "app_guid", app_guid).await?;
     let sidecars = db::where_eq::<Sidecar>(&ctx.pool, "app_guid", app_guid).await?;
     for p in processes.iter().filter(|p| types.contains(&p.r#type)) {
-        let others: i64 = sidecars
-            .iter()
-            .filter(|s| Some(s.guid.as_str()) != this)
-            .filter(|s| s.process_types.contains(&p.r#type))
-            .filter_map(|s| s.memory_in_mb)
-            .sum();
+        let others = memory_of(&sidecars, &p.r#type, this);
         if others + memory_in_mb >= p.memory_in_mb {
             return Err(ApiError::unprocessable(format!(
                 "The memory allocation defined is too large to run with the dependent \"{}\" process",
