@@ -144,11 +144,21 @@ impl Api {
         listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), ApiError> {
-        let mut loops = diego::staging::spawn_loops(self.ctx.clone(), shutdown.clone());
-        loops.push(diego::deployment_updater::spawn(
-            self.ctx.clone(),
-            shutdown.clone(),
-        ));
+        self.run_singletons_while(listener, shutdown, None).await
+    }
+
+    /// [`Api::run`] on a cluster node: the background loops (staging
+    /// completion, process reconcile, deployment updater, crash events)
+    /// run only while `leader` is true, so that one node of the cluster
+    /// applies each BBS event and each periodic sync (the node whose BBS
+    /// holds the lock); every node serves HTTP.
+    pub async fn run_singletons_while(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+        leader: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<(), ApiError> {
+        let loops = tokio::spawn(run_loops(self.ctx.clone(), shutdown.clone(), leader));
         let app = self.router();
         let token = shutdown.clone();
         let served = axum::serve(listener, app)
@@ -156,10 +166,49 @@ impl Api {
             .await
             .map_err(|e| ApiError::io("serving the api", e));
         shutdown.cancel();
+        let _ = loops.await;
+        served
+    }
+}
+
+/// The background loops until `shutdown`, started and stopped as `leader`
+/// turns true and false (always on without one).
+async fn run_loops(
+    ctx: Shared,
+    shutdown: CancellationToken,
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    let start = |token: CancellationToken| {
+        let mut loops = diego::staging::spawn_loops(ctx.clone(), token.clone());
+        loops.push(diego::deployment_updater::spawn(ctx.clone(), token));
+        loops
+    };
+    let Some(mut leader) = leader else {
+        for handle in start(shutdown) {
+            let _ = handle.await;
+        }
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = leader.wait_for(|on| *on) => if changed.is_err() { return },
+        }
+        tracing::info!("api background loops started on this node");
+        let token = shutdown.child_token();
+        let loops = start(token.clone());
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = leader.wait_for(|on| !*on) => {}
+        }
+        token.cancel();
         for handle in loops {
             let _ = handle.await;
         }
-        served
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::info!("api background loops stopped on this node");
     }
 }
 

@@ -22,10 +22,12 @@ mod converger;
 pub mod crash;
 mod desired_cache;
 mod evacuation;
+pub mod lock;
 mod mirror;
 mod presence;
 mod reports;
 pub mod server;
+pub mod standby;
 mod store;
 mod suspect;
 
@@ -111,6 +113,11 @@ const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         3,
         "bbs kept instances",
         include_str!("../migrations/0003_kept_instances.sql"),
+    ),
+    (
+        4,
+        "bbs lock and cluster secrets",
+        include_str!("../migrations/0004_lock.sql"),
     ),
 ];
 

@@ -384,6 +384,16 @@ pub mod engine_specific {
         }
     }
 
+    /// The database server's clock as unix milliseconds, as an SQL
+    /// expression. Leases (the BBS lock) are compared against this clock
+    /// only, so nodes whose clocks disagree still agree on who holds one.
+    pub fn now_millis(engine: Engine) -> &'static str {
+        match engine {
+            Engine::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Engine::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
     /// SQLSTATEs (PostgreSQL) that mean the server is going away or not
     /// accepting work: class 08 (connection exception), 57P01..57P03
     /// (admin shutdown, crash shutdown, cannot connect now). SQLite's codes

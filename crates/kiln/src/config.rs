@@ -91,6 +91,11 @@ pub struct ServerArgs {
     /// other processes (bbs role; default: not served)
     #[arg(long, env = "KILN_BBS_LISTEN")]
     pub bbs_listen: Option<SocketAddr>,
+    /// The URL other nodes reach this node's BBS at, on a cluster
+    /// (PostgreSQL): written in the BBS lock row while this node is
+    /// active, so standbys forward there (default: http://<--bbs-listen>)
+    #[arg(long, env = "KILN_BBS_ADVERTISE_URL")]
+    pub bbs_advertise_url: Option<String>,
     /// The BBS to join, for a process without the bbs role (default: the
     /// URL in the credentials file)
     #[arg(long, env = "KILN_BBS_URL")]
@@ -232,6 +237,7 @@ pub struct ServerArgs {
 struct FileConfig {
     roles: Option<Vec<String>>,
     bbs_listen: Option<SocketAddr>,
+    bbs_advertise_url: Option<String>,
     bbs_url: Option<String>,
     bbs_credentials: Option<PathBuf>,
     evacuation_timeout: Option<u64>,
@@ -326,6 +332,8 @@ pub struct RemoteBbs {
 pub struct ServerConfig {
     pub roles: Roles,
     pub bbs_listen: Option<SocketAddr>,
+    /// `--bbs-advertise-url`: how other nodes reach this node's BBS.
+    pub bbs_advertise_url: Option<String>,
     /// Set exactly when the bbs role is not.
     pub remote_bbs: Option<RemoteBbs>,
     pub evacuation_timeout: std::time::Duration,
@@ -416,6 +424,13 @@ impl ServerConfig {
             roles.bbs || bbs_listen.is_none(),
             "--bbs-listen needs the bbs role"
         );
+        let bbs_advertise_url = args.bbs_advertise_url.or(file.bbs_advertise_url);
+        if let Some(url) = &bbs_advertise_url {
+            anyhow::ensure!(
+                roles.bbs && (url.starts_with("http://") || url.starts_with("https://")),
+                "--bbs-advertise-url needs the bbs role and an http:// URL, not {url:?}"
+            );
+        }
         let remote_bbs = remote_bbs(
             roles,
             args.bbs_url.or(file.bbs_url),
@@ -462,6 +477,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             roles,
             bbs_listen,
+            bbs_advertise_url,
             remote_bbs,
             evacuation_timeout: std::time::Duration::from_secs(
                 args.evacuation_timeout

@@ -19,6 +19,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod cluster;
+
 /// How long roles get to finish in-flight work after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -38,7 +40,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     watch_signals(shutdown.clone(), evacuate.clone());
 
     let mut roles: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    // A cluster node's cell heartbeats under a session of its own, as a
+    // joined cell does (see `cell_session`).
+    let mut cell_bbs: Option<Arc<dyn BbsClient>> = None;
     let (bbs_client, log_sink) = match &config.remote_bbs {
+        None if cluster::is_cluster(&config) => {
+            let (client, sink) = cluster::start(&config, &shutdown, &mut roles).await?;
+            if config.roles.cell {
+                let session = cell_session(&config.data_dir)?;
+                cell_bbs = Some(Arc::new(client.clone().with_session(session)));
+            }
+            let bbs: Arc<dyn BbsClient> = Arc::new(client);
+            (bbs, sink)
+        }
         None => start_bbs_and_api(&config, &shutdown, &mut roles).await?,
         Some(remote) => {
             let client = kiln_bbs_client::HttpBbsClient::from_credentials(
@@ -60,7 +74,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if config.roles.cell {
         start_cell(
             &config,
-            &bbs_client,
+            cell_bbs.as_ref().unwrap_or(&bbs_client),
             &log_sink,
             evacuate,
             &shutdown,
@@ -128,6 +142,20 @@ fn databases(config: &ServerConfig) -> (kiln_store::Database, kiln_store::Databa
     }
 }
 
+/// The API's settings, the same on every kind of node.
+fn api_config(config: &ServerConfig) -> kiln_api::ApiConfig {
+    kiln_api::ApiConfig {
+        data_dir: config.data_dir.join("api"),
+        external_url: config.external_url.clone(),
+        domain: config.domain.clone(),
+        stack: kiln_cell::stack::host_stack_name(),
+        admin_password: config.admin_password.clone(),
+        max_package_bytes: 1024 * 1024 * 1024,
+        staging_timeout_ms: config.staging_timeout_ms,
+        db_encryption_key_file: config.db_encryption_key_file.clone(),
+    }
+}
+
 async fn start_bbs_and_api(
     config: &ServerConfig,
     shutdown: &CancellationToken,
@@ -153,16 +181,7 @@ async fn start_bbs_and_api(
             max_connections: config.database_max_connections,
             ..Default::default()
         },
-        kiln_api::ApiConfig {
-            data_dir: config.data_dir.join("api"),
-            external_url: config.external_url.clone(),
-            domain: config.domain.clone(),
-            stack: kiln_cell::stack::host_stack_name(),
-            admin_password: config.admin_password.clone(),
-            max_package_bytes: 1024 * 1024 * 1024,
-            staging_timeout_ms: config.staging_timeout_ms,
-            db_encryption_key_file: config.db_encryption_key_file.clone(),
-        },
+        api_config(config),
         kiln_api::ApiDeps {
             bbs: Arc::new(bbs.clone()),
             blobstore,
