@@ -258,7 +258,10 @@ impl BbsLock {
 
     fn log_unreachable(&self, held_until: Option<Instant>, error: &str) {
         if held_until.is_some() {
-            tracing::error!(error, "bbs lock lost: the lease could not be renewed in time");
+            tracing::error!(
+                error,
+                "bbs lock lost: the lease could not be renewed in time"
+            );
         } else {
             tracing::debug!(error, "bbs lock: database unreachable");
         }

@@ -128,7 +128,9 @@ impl ClusterBbs {
         }
         match server.await {
             Ok(result) => result.map_err(|e| BbsError::Unavailable(e.to_string())),
-            Err(e) => Err(BbsError::Unavailable(format!("the bbs server panicked: {e}"))),
+            Err(e) => Err(BbsError::Unavailable(format!(
+                "the bbs server panicked: {e}"
+            ))),
         }
     }
 

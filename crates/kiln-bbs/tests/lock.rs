@@ -45,7 +45,10 @@ async fn one_holder_at_a_time(database: &Database) {
     let until = Instant::now() + TTL + Duration::from_millis(500);
     while Instant::now() < until {
         assert!(a.try_acquire().await.unwrap(), "the holder renews");
-        assert!(!b.try_acquire().await.unwrap(), "b never gets a renewed lease");
+        assert!(
+            !b.try_acquire().await.unwrap(),
+            "b never gets a renewed lease"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
@@ -112,7 +115,12 @@ async fn two_lease_tasks_take_turns() {
     } else {
         (stop_b, _task_b, lease_a)
     };
-    assert!(matches!(other.state(), LockState::Standby { holder_url: Some(_) }));
+    assert!(matches!(
+        other.state(),
+        LockState::Standby {
+            holder_url: Some(_)
+        }
+    ));
     winner_stop.cancel();
     winner_task.await.unwrap();
     let released = Instant::now();
@@ -153,7 +161,10 @@ async fn a_holder_cut_off_from_the_database_stops_within_its_lease() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("holder stopped {:?} after losing the database", cut.elapsed());
+    println!(
+        "holder stopped {:?} after losing the database",
+        cut.elapsed()
+    );
     stop.cancel();
 }
 

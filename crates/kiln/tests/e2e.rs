@@ -2753,3 +2753,219 @@ async fn the_python_cloudfoundry_client_drives_kiln() {
     eprintln!("{stdout}");
     server.stop().await;
 }
+
+/// The node whose BBS holds the cluster's lock, by its log.
+fn bbs_active(server: &Server) -> bool {
+    server.log().contains("bbs active on this node")
+}
+
+/// `kiln curl PATH` through `home`'s API as JSON.
+async fn curl_json(home: &Path, path: &str) -> serde_json::Value {
+    let out = cli(home, &["curl", path]).await;
+    assert!(out.success, "curl {path}\n{out}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("curl {path}: {e}\n{out}"))
+}
+
+/// Two nodes on one PostgreSQL and one S3 bucket, started at once on an
+/// empty database, are one platform: one BBS active (the lock), an app
+/// pushed through the active node's API is served through the other
+/// node's router; the active node is killed with SIGKILL (its containers
+/// and network go with it, as with a machine that dies), the other node's
+/// BBS takes over, the app runs again on the surviving cell and is served
+/// through its router, and nothing is lost. The second node's wall clock
+/// runs 30 s ahead (libfaketime) the whole time: the lease is compared on
+/// the database's clock only, so it neither steals the live lease nor
+/// waits longer to take over a dead one. Prints the failover times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
+    if !runnable() {
+        return;
+    }
+    let Some(pg) = kiln_store::testing::Postgres::start().await else {
+        return;
+    };
+    let Some(moto) = kiln_store::testing::MotoS3::start().await else {
+        return;
+    };
+    let Some(skewed) = faketime_env("+30s") else {
+        return;
+    };
+    let _one_at_a_time = SERIAL.lock().await;
+    moto.create_bucket("kiln-e2e-cluster").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let key_file = scratch.path().join("db-encryption-key");
+    std::fs::write(&key_file, "cluster-test-db-encryption-key-0123456789").unwrap();
+    let common = [
+        "--blobstore-url".to_string(),
+        moto.url("kiln-e2e-cluster"),
+        "--database-url".to_string(),
+        pg.url(),
+        "--database-max-connections".to_string(),
+        "4".to_string(),
+        "--db-encryption-key-file".to_string(),
+        key_file.display().to_string(),
+    ];
+    let (api1, router1, bbs1) = (free_port(), free_port(), free_port());
+    let (api2, router2, bbs2) = (free_port(), free_port(), free_port());
+    let net1 = free_subnet();
+    let net2 = another_subnet(&[&net1]);
+    let mut flags1 = common.to_vec();
+    flags1.extend(["--bbs-listen".into(), format!("127.0.0.1:{bbs1}")]);
+    let mut flags2 = common.to_vec();
+    flags2.extend([
+        "--bbs-listen".into(),
+        format!("127.0.0.2:{bbs2}"),
+        "--cell-address".into(),
+        "127.0.0.2".into(),
+    ]);
+    let mut env2: Vec<(&str, &str)> = MOTO_CREDENTIALS.to_vec();
+    env2.extend(skewed.iter().map(|(k, v)| (*k, v.as_str())));
+    // Both at once on the empty database: migrations, the lock and the
+    // shared secrets are each settled once.
+    let (data1, data2) = (scratch.path().join("data1"), scratch.path().join("data2"));
+    let (n1, n2) = tokio::join!(
+        Server::start_with_env(&data1, api1, router1, &net1, &flags1, &MOTO_CREDENTIALS,),
+        Server::start_with_env(&data2, api2, router2, &net2, &flags2, &env2,),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(bbs_active(&n1) || bbs_active(&n2)) {
+        assert!(
+            Instant::now() < deadline,
+            "no node's bbs became active\n--- node 1 ---\n{}\n--- node 2 ---\n{}",
+            n1.log(),
+            n2.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // "Node 1" is the active one from here on, whichever started first.
+    let (mut active, active_router, standby, standby_router) = if bbs_active(&n1) {
+        (n1, router1, n2, router2)
+    } else {
+        (n2, router2, n1, router1)
+    };
+    let logs = || {
+        format!(
+            "--- active ---\n{}\n--- standby ---\n{}",
+            active.log(),
+            standby.log()
+        )
+    };
+    assert!(!bbs_active(&standby), "two active bbs\n{}", logs());
+    for file in ["api/signing-key", "bbs/key"] {
+        assert_eq!(
+            std::fs::read_to_string(active.data_dir.join(file)).unwrap(),
+            std::fs::read_to_string(standby.data_dir.join(file)).unwrap(),
+            "{file} differs between the nodes"
+        );
+    }
+
+    // Pushed through the active node, served through both routers.
+    let home = scratch.path().join("home1");
+    push_envprobe(&home, &active, "clusterprobe", active_router).await;
+    let host = "clusterprobe.localhost";
+    let through_standby = wait_for_200(standby_router, host, Duration::from_secs(30)).await;
+    assert_eq!(through_standby.status(), 200, "{}", logs());
+    let home2 = scratch.path().join("home2");
+    login(&home2, &standby).await;
+    let apps = curl_json(&home2, "/v3/apps?names=clusterprobe").await;
+    let app_guid = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    assert!(!bbs_active(&standby), "the standby took over\n{}", logs());
+
+    // The active node dies with its containers.
+    let data_dir = active.data_dir.clone();
+    let cell_id = active.cell_id.clone();
+    active.kill_hard().await;
+    clean_up_cell(&data_dir, &cell_id);
+    let killed = Instant::now();
+    let failover = loop {
+        if bbs_active(&standby) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the standby did not take over\n{}",
+            standby.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("BBS failover: node 2's BBS active {failover:?} after SIGKILL of node 1");
+    let standby_log = || standby.log();
+    wait_running(
+        &home2,
+        &app_guid,
+        1,
+        Duration::from_secs(120),
+        |hosts| hosts.iter().all(|h| h == "127.0.0.2"),
+        "the instance back on the surviving cell",
+        &standby_log,
+    )
+    .await;
+    let served = wait_for_200(standby_router, host, Duration::from_secs(60)).await;
+    assert_eq!(served.status(), 200, "{}", standby.log());
+    println!(
+        "App served again through node 2's router {:?} after SIGKILL of node 1",
+        killed.elapsed()
+    );
+
+    // Nothing lost, as node 2's API lists it.
+    let listed = |v: &serde_json::Value| v["resources"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        listed(&curl_json(&home2, "/v3/apps?names=clusterprobe").await),
+        1
+    );
+    let app_q = format!("app_guids={app_guid}");
+    assert!(listed(&curl_json(&home2, &format!("/v3/packages?{app_q}")).await) >= 1);
+    assert!(listed(&curl_json(&home2, &format!("/v3/droplets?{app_q}")).await) >= 1);
+    assert_eq!(
+        listed(&curl_json(&home2, "/v3/routes?hosts=clusterprobe").await),
+        1
+    );
+    assert!(listed(&curl_json(&home2, "/v3/roles").await) >= 1);
+    assert!(listed(&curl_json(&home2, "/v3/buildpacks?names=e2e_legacy").await) >= 1);
+
+    // And the surviving BBS takes writes: a scale through node 2.
+    let out = cli(&home2, &["scale", "clusterprobe", "-i", "2"]).await;
+    assert!(
+        out.success,
+        "scale through node 2\n{out}\n{}",
+        standby.log()
+    );
+    wait_running(
+        &home2,
+        &app_guid,
+        2,
+        Duration::from_secs(120),
+        |_| true,
+        "two instances after the scale",
+        &standby_log,
+    )
+    .await;
+}
+
+/// The environment that runs a process with its wall clock `offset`
+/// (libfaketime; the monotonic clock stays true, as on a machine whose
+/// clock is merely set wrong). `None`, loudly, without libfaketime, unless
+/// the run requires everything (`KILN_REQUIRE_RUNC=1`).
+fn faketime_env(offset: &str) -> Option<Vec<(&'static str, String)>> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file());
+    let Some(lib) = lib else {
+        let why =
+            "libfaketime is not installed (apt-get install faketime; scripts/install-deps.sh)";
+        if std::env::var("KILN_REQUIRE_RUNC").as_deref() == Ok("1") {
+            panic!("the cluster test must run here (KILN_REQUIRE_RUNC=1) but cannot: {why}");
+        }
+        eprintln!("\n\n*** SKIPPING the cluster test: {why} ***\n\n");
+        return None;
+    };
+    Some(vec![
+        ("LD_PRELOAD", lib.to_string()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ("FAKETIME_DONT_RESET", "1".to_string()),
+    ])
+}

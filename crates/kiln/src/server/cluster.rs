@@ -98,9 +98,7 @@ pub async fn start(
 
 /// This node's BBS listener (`--bbs-listen`, or a loopback port of its
 /// own) and the URL other nodes reach it at.
-async fn bbs_listener(
-    config: &ServerConfig,
-) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+async fn bbs_listener(config: &ServerConfig) -> anyhow::Result<(tokio::net::TcpListener, String)> {
     let addr = config
         .bbs_listen
         .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
