@@ -11,7 +11,8 @@ INSERT INTO bbs_lock (id, owner, url, expires_ms) VALUES (1, '', '', 0);
 
 -- Secrets every node of a cluster must agree on (the API's token signing
 -- key, the BBS's key): the first node to start writes them, the others
--- read them.
+-- read them. A row named `mutex:<what>` is a cluster-wide mutex instead
+-- (locked FOR UPDATE while one node does <what>).
 CREATE TABLE cluster_secrets (
     name  TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL

@@ -330,3 +330,35 @@ async fn read_secret(pool: &Pool, name: &str) -> Result<Option<String>, BbsError
         .map_err(db)?;
     row.map(|r| r.try_get("value").map_err(db)).transpose()
 }
+
+/// Runs `work` while this node holds the row lock on `name` in the
+/// database, so that nodes starting at once do one at a time what would
+/// race otherwise (the API's first bootstrap: the admin user, the org).
+/// The lock is a transaction's: a node that dies lets the next one in.
+pub async fn one_node_at_a_time<F: std::future::Future>(
+    pool: &Pool,
+    name: &str,
+    work: F,
+) -> Result<F::Output, BbsError> {
+    let row = format!("mutex:{name}");
+    sqlx::query(
+        "INSERT INTO cluster_secrets (name, value) VALUES ($1, '') ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&row)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    let mut tx = pool.begin().await.map_err(db)?;
+    let sql = format!(
+        "SELECT value FROM cluster_secrets WHERE name = $1{}",
+        engine_specific::for_update(kiln_store::engine(pool))
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&row)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+    let output = work.await;
+    tx.commit().await.map_err(db)?;
+    Ok(output)
+}

@@ -2795,7 +2795,15 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     let scratch = tempfile::tempdir().unwrap();
     let key_file = scratch.path().join("db-encryption-key");
     std::fs::write(&key_file, "cluster-test-db-encryption-key-0123456789").unwrap();
+    let (api1, router1, bbs1) = (free_port(), free_port(), free_port());
+    let (api2, router2, bbs2) = (free_port(), free_port(), free_port());
+    // Cells fetch droplets from the API URL baked into each DesiredLrp: a
+    // cluster's --external-url is a load balancer in front of every node's
+    // API, as Cloud Controller's is.
+    let (balancer, _balancer) = failover_balancer(vec![api1, api2]).await;
     let common = [
+        "--external-url".to_string(),
+        format!("http://127.0.0.1:{balancer}"),
         "--blobstore-url".to_string(),
         moto.url("kiln-e2e-cluster"),
         "--database-url".to_string(),
@@ -2805,8 +2813,6 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
         "--db-encryption-key-file".to_string(),
         key_file.display().to_string(),
     ];
-    let (api1, router1, bbs1) = (free_port(), free_port(), free_port());
-    let (api2, router2, bbs2) = (free_port(), free_port(), free_port());
     let net1 = free_subnet();
     let net2 = another_subnet(&[&net1]);
     let mut flags1 = common.to_vec();
@@ -2838,10 +2844,10 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // "Node 1" is the active one from here on, whichever started first.
-    let (mut active, active_router, standby, standby_router) = if bbs_active(&n1) {
-        (n1, router1, n2, router2)
+    let (mut active, active_router, standby, standby_router, standby_host) = if bbs_active(&n1) {
+        (n1, router1, n2, router2, "127.0.0.2")
     } else {
-        (n2, router2, n1, router1)
+        (n2, router2, n1, router1, "127.0.0.1")
     };
     let logs = || {
         format!(
@@ -2862,6 +2868,19 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     // Pushed through the active node, served through both routers.
     let home = scratch.path().join("home1");
     push_envprobe(&home, &active, "clusterprobe", active_router).await;
+    for args in [
+        &["create-user", "cluster-dev", "cluster-dev-secret"][..],
+        &[
+            "set-space-role",
+            "cluster-dev",
+            "kiln",
+            "dev",
+            "SpaceDeveloper",
+        ][..],
+    ] {
+        let out = cli(&home, args).await;
+        assert!(out.success, "{args:?}\n{out}");
+    }
     let host = "clusterprobe.localhost";
     let through_standby = wait_for_200(standby_router, host, Duration::from_secs(30)).await;
     assert_eq!(through_standby.status(), 200, "{}", logs());
@@ -2869,6 +2888,11 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     login(&home2, &standby).await;
     let apps = curl_json(&home2, "/v3/apps?names=clusterprobe").await;
     let app_guid = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    let processes = curl_json(&home2, &format!("/v3/apps/{app_guid}/processes")).await;
+    let process_guid = processes["resources"][0]["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(!bbs_active(&standby), "the standby took over\n{}", logs());
 
     // The active node dies with its containers.
@@ -2888,14 +2912,16 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    println!("BBS failover: node 2's BBS active {failover:?} after SIGKILL of node 1");
+    println!(
+        "BBS failover: the standby's BBS active {failover:?} after SIGKILL of the active node"
+    );
     let standby_log = || standby.log();
     wait_running(
         &home2,
-        &app_guid,
+        &process_guid,
         1,
         Duration::from_secs(120),
-        |hosts| hosts.iter().all(|h| h == "127.0.0.2"),
+        |hosts| hosts.iter().all(|h| h == standby_host),
         "the instance back on the surviving cell",
         &standby_log,
     )
@@ -2903,7 +2929,7 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     let served = wait_for_200(standby_router, host, Duration::from_secs(60)).await;
     assert_eq!(served.status(), 200, "{}", standby.log());
     println!(
-        "App served again through node 2's router {:?} after SIGKILL of node 1",
+        "App served again through the surviving node's router {:?} after SIGKILL of the active node",
         killed.elapsed()
     );
 
@@ -2920,7 +2946,8 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
         listed(&curl_json(&home2, "/v3/routes?hosts=clusterprobe").await),
         1
     );
-    assert!(listed(&curl_json(&home2, "/v3/roles").await) >= 1);
+    let roles = curl_json(&home2, "/v3/roles?types=space_developer").await;
+    assert!(listed(&roles) >= 1, "{roles}");
     assert!(listed(&curl_json(&home2, "/v3/buildpacks?names=e2e_legacy").await) >= 1);
 
     // And the surviving BBS takes writes: a scale through node 2.
@@ -2932,7 +2959,7 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     );
     wait_running(
         &home2,
-        &app_guid,
+        &process_guid,
         2,
         Duration::from_secs(120),
         |_| true,
@@ -2968,4 +2995,27 @@ fn faketime_env(offset: &str) -> Option<Vec<(&'static str, String)>> {
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
         ("FAKETIME_DONT_RESET", "1".to_string()),
     ])
+}
+
+/// A TCP load balancer on a loopback port of its own: each connection goes
+/// to the first of `ports` (on 127.0.0.1) that accepts it.
+async fn failover_balancer(ports: Vec<u16>) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let ports = ports.clone();
+            tokio::spawn(async move {
+                for port in ports {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
 }

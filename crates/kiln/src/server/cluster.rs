@@ -48,6 +48,7 @@ pub async fn start(
         .await
         .context("opening the bbs lock")?;
     share_secrets(lock.pool(), config).await?;
+    let lock_pool = &lock.pool().clone();
     let dir = config.data_dir.join("bbs");
     let (_, credentials) = kiln_bbs::auth::ensure_credentials(&dir, &url)
         .with_context(|| format!("writing the bbs credentials in {}", dir.display()))?;
@@ -79,7 +80,16 @@ pub async fn start(
             ("bbs", served.map_err(Into::into))
         });
     }
-    let api = open_api(config, &ccdb, Arc::new(client.clone()), logs).await?;
+    // Nodes starting at once on an empty database would each bootstrap the
+    // admin user and the default org: one at a time, the later ones find
+    // them.
+    let api = kiln_bbs::lock::one_node_at_a_time(
+        lock_pool,
+        "api-bootstrap",
+        open_api(config, &ccdb, Arc::new(client.clone()), logs),
+    )
+    .await
+    .context("waiting for other nodes' api to open")??;
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("listening for the api on {}", config.api_listen))?;
