@@ -762,6 +762,28 @@ mod tests {
     }
 
     #[test]
+    fn the_bbs_advertise_url_is_an_http_url_of_a_bbs_node() {
+        let resolve = |roles: &str, url: &str| {
+            ServerConfig::resolve(ServerArgs {
+                roles: Some(roles.split(',').map(String::from).collect()),
+                bbs_advertise_url: Some(url.into()),
+                bbs_credentials: Some("/nonexistent/credentials".into()),
+                runc: Some("/usr/sbin/runc".into()),
+                ..Default::default()
+            })
+        };
+        let ok = resolve("api,bbs,cell,router", "http://10.0.0.1:8889").unwrap();
+        assert_eq!(
+            ok.bbs_advertise_url.as_deref(),
+            Some("http://10.0.0.1:8889")
+        );
+        let err = resolve("api,bbs", "10.0.0.1:8889").unwrap_err();
+        assert!(err.to_string().contains("--bbs-advertise-url"), "{err}");
+        let err = resolve("router", "http://10.0.0.1:8889").unwrap_err();
+        assert!(err.to_string().contains("--bbs-advertise-url"), "{err}");
+    }
+
+    #[test]
     fn roles_and_what_a_joining_node_needs() {
         let resolve = |roles: &str, credentials: Option<PathBuf>| {
             ServerConfig::resolve(ServerArgs {
