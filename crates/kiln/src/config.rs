@@ -764,10 +764,11 @@ mod tests {
     #[test]
     fn the_bbs_advertise_url_is_an_http_url_of_a_bbs_node() {
         let resolve = |roles: &str, url: &str| {
+            let joins = !roles.contains("bbs");
             ServerConfig::resolve(ServerArgs {
                 roles: Some(roles.split(',').map(String::from).collect()),
                 bbs_advertise_url: Some(url.into()),
-                bbs_credentials: Some("/nonexistent/credentials".into()),
+                bbs_credentials: joins.then(|| "/nonexistent/credentials".into()),
                 runc: Some("/usr/sbin/runc".into()),
                 ..Default::default()
             })
