@@ -7,7 +7,11 @@
 # answers 200 again through the surviving node's router. The floor is the
 # lease TTL (5 s, `kiln_bbs::lock::LEASE_TTL`): a standby cannot take over
 # before the dead holder's lease ends; the ratio to it is printed. There is
-# no Diego here to compare with (Locket's TTL is 15 s).
+# no Diego here to compare with (Locket's TTL is 15 s). The second time
+# depends on where the auction put the app: on the surviving cell it is the
+# BBS failover plus a stats read (~5 s); on the killed node's cell the new
+# BBS first waits one cell TTL (15 s) before it declares that cell lost and
+# starts the instance again (~21 s).
 # Needs what the e2e suite needs (root, runc, postgresql, moto, faketime).
 # Usage: bench/failover.sh [RUNS]   (default 3)
 set -euo pipefail
