@@ -43,6 +43,30 @@ impl FsBlobstore {
         Ok(FsBlobstore { root, scratch })
     }
 
+    /// Every blob's key, sorted (hidden entries, the scratch directory
+    /// among them, are not blobs).
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut dirs = vec![(self.root.clone(), String::new())];
+        while let Some((dir, prefix)) = dirs.pop() {
+            let mut entries = tokio::fs::read_dir(&dir).await.map_err(io(&dir))?;
+            while let Some(entry) = entries.next_entry().await.map_err(io(&dir))? {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let key = format!("{prefix}{name}");
+                let kind = entry.file_type().await.map_err(io(&entry.path()))?;
+                if kind.is_dir() && !name.starts_with('.') {
+                    dirs.push((entry.path(), format!("{key}/")));
+                } else if kind.is_file() && valid_key(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         if valid_key(key) {
             Ok(self.root.join(key))
