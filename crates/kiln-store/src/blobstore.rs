@@ -24,6 +24,19 @@ pub trait Blobstore: Send + Sync {
     async fn open(&self, key: &str) -> Result<tokio::fs::File, StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// A URL that fetches the blob with a plain `GET` for `ttl`, signed
+    /// by the store itself, so that a cell downloads it from the store and
+    /// not through the API. `None`: the store cannot sign (a directory),
+    /// and the API serves the bytes. Signing checks nothing: a missing
+    /// blob is the store's 404 when the URL is fetched.
+    async fn download_url(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
     /// A directory for temporary files that will later be `put_file`d
     /// (same filesystem, so the move is a rename).
     fn scratch_dir(&self) -> &Path;
