@@ -2,9 +2,9 @@
 # Kiln on its embedded stores (SQLite files, a blob directory) against Kiln
 # on shared ones (PostgreSQL, an S3 bucket served by moto), side by side in
 # one run: two all-in-one servers on 127.0.0.1, each with its own cell and
-# router. Per store: ROUNDS pushes of a new app (examples/hello), each timed
-# from `kiln push` to the first HTTP 200 through the router, alternating
-# between the two; then APPS more apps are created and `GET /v3/apps` is
+# router. Per store: one warm-up push, then ROUNDS pushes of a new app
+# (examples/hello), each timed from `kiln push` to the first HTTP 200
+# through the router, alternating between the two; then APPS more apps are created and `GET /v3/apps` is
 # loaded with wrk for SECS seconds (CONNS connections). Prints each push,
 # the medians, the p50/p99 latencies and the ratios shared/embedded.
 #   bench/storage.sh                          # the debug build
@@ -37,20 +37,24 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# A /24 under 10.0.0.0/8 that no interface here uses.
-free_subnet() {
-    local taken; taken=$(ip -4 -o addr show | awk '{print $4}')
+# COUNT /24s under 10.0.0.0/8 that no interface here uses, chosen before
+# either cell starts (a cell's bridge appears only once it runs).
+free_subnets() { # COUNT
+    local taken found=0; taken=$(ip -4 -o addr show | awk '{print $4}')
     for n in $(seq 0 500); do
         local net="10.$((120 + n / 256)).$((n % 256))"
-        grep -q "^$net\." <<<"$taken" || { echo "$net.0/24"; return; }
+        grep -q "^$net\." <<<"$taken" && continue
+        echo "$net.0/24"; found=$((found + 1))
+        [ "$found" = "$1" ] && return
     done
 }
+read -r -d '' subnet_embedded subnet_shared < <(free_subnets 2) || true
 
 echo "==> PostgreSQL (Debian's, defaults but for the port) and moto on 127.0.0.1"
 pg_port=$(free_port)
 install -d -o postgres "$work/pg" "$work/pgsock"
 su postgres -s /bin/sh -c "$PG_BIN/initdb -D $work/pg -U kiln --auth=trust" >/dev/null
-su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $work/pg -l $work/pg.log -w -o '-p $pg_port -c listen_addresses=127.0.0.1 -k $work/pgsock' start" >/dev/null
+su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $work/pg -l $work/pgsock/pg.log -w -o '-p $pg_port -c listen_addresses=127.0.0.1 -k $work/pgsock' start" >/dev/null
 moto_port=$(free_port)
 "$MOTO" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
 pids+=($!)
@@ -59,12 +63,12 @@ curl -fs -o /dev/null -X PUT "http://127.0.0.1:$moto_port/kiln-bench"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 
 declare -A api router
-start() { # NAME EXTRA-FLAGS...
-    local name=$1; shift
+start() { # NAME SUBNET EXTRA-FLAGS...
+    local name=$1 subnet=$2; shift 2
     api[$name]=$(free_port) router[$name]=$(free_port)
     KILN_ADMIN_PASSWORD=bench-pw "$KILN" server --data-dir "$work/$name" --domain localhost \
         --api-listen "127.0.0.1:${api[$name]}" --router-listen "127.0.0.1:${router[$name]}" \
-        --cell-id "bench-$name-$$" --cell-network "$(free_subnet)" "$@" >"$work/$name.log" 2>&1 &
+        --cell-id "bench-$name-$$" --cell-network "$subnet" "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 300); do curl -fs -o /dev/null "http://127.0.0.1:${api[$name]}/" && break; sleep 0.2; done
     curl -fs -o /dev/null "http://127.0.0.1:${api[$name]}/" || { cat "$work/$name.log"; exit 1; }
@@ -72,8 +76,8 @@ start() { # NAME EXTRA-FLAGS...
     KILN_HOME=$work/$name-home "$KILN" create-buildpack python examples/buildpacks/python 1 >/dev/null
 }
 echo "==> two Kiln servers: embedded (SQLite + directory), shared (PostgreSQL + S3)"
-start embedded
-start shared --database-url "postgres://kiln@127.0.0.1:$pg_port/postgres" \
+start embedded "$subnet_embedded"
+start shared "$subnet_shared" --database-url "postgres://kiln@127.0.0.1:$pg_port/postgres" \
     --blobstore-url "s3://kiln-bench?endpoint=http://127.0.0.1:$moto_port&region=us-east-1"
 # The cell of the server started first now competes for the same cores:
 # the rounds alternate so that neither always goes first.
@@ -86,6 +90,9 @@ push_ms() { # NAME APP -> ms from `kiln push` to the first 200
     until curl -fs -o /dev/null -H "Host: $2.localhost" "http://127.0.0.1:${router[$1]}/"; do sleep 0.01; done
     echo $(( $(now_ms) - t ))
 }
+# One push each first, not counted: the first staging on a cell prepares
+# its stack and caches the buildpack.
+for name in embedded shared; do echo "warm-up push on $name: $(push_ms "$name" warmup) ms"; done
 declare -A pushes=([embedded]="" [shared]="")
 for round in $(seq 1 "$ROUNDS"); do
     order="embedded shared"; [ $((round % 2)) = 0 ] && order="shared embedded"
