@@ -174,6 +174,13 @@ fn blob_target(url: &str) -> anyhow::Result<String> {
         bail!("--blobs-to {url:?}: Kiln moves blobs to S3 (s3://BUCKET?endpoint=URL&region=R)");
     }
     kiln_store::S3Location::parse(url)?;
+    // Checked here too, so that a missing credential stops the run before
+    // any database is touched.
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+        if !std::env::var(var).is_ok_and(|v| !v.is_empty()) {
+            bail!("--blobs-to: set {var} (the bucket's credentials)");
+        }
+    }
     Ok(url.to_string())
 }
 
