@@ -38,6 +38,8 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 [ -e /usr/share/i18n/locales/en_US ] || need+=(locales)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need+=(faketime)
+# wrk: bench/storage.sh's load on GET /v3/apps.
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

@@ -33,6 +33,9 @@ mod util;
 mod web;
 
 pub use config::{ApiConfig, ApiDeps, DEFAULT_MAX_PACKAGE_BYTES};
+/// The CCDB's schema steps, for tools that prepare a database for the API
+/// without serving it (`kiln migrate`).
+pub use db::MIGRATIONS;
 pub use error::ApiError;
 
 use axum::Router;

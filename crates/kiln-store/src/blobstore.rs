@@ -24,6 +24,19 @@ pub trait Blobstore: Send + Sync {
     async fn open(&self, key: &str) -> Result<tokio::fs::File, StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// A URL that fetches the blob with a plain `GET` for `ttl`, signed
+    /// by the store itself, so that a cell downloads it from the store and
+    /// not through the API. `None`: the store cannot sign (a directory),
+    /// and the API serves the bytes. Signing checks nothing: a missing
+    /// blob is the store's 404 when the URL is fetched.
+    async fn download_url(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
     /// A directory for temporary files that will later be `put_file`d
     /// (same filesystem, so the move is a rename).
     fn scratch_dir(&self) -> &Path;
@@ -41,6 +54,30 @@ impl FsBlobstore {
         let scratch = root.join(".scratch");
         create_dir(&scratch).await?;
         Ok(FsBlobstore { root, scratch })
+    }
+
+    /// Every blob's key, sorted (hidden entries, the scratch directory
+    /// among them, are not blobs).
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut dirs = vec![(self.root.clone(), String::new())];
+        while let Some((dir, prefix)) = dirs.pop() {
+            let mut entries = tokio::fs::read_dir(&dir).await.map_err(io(&dir))?;
+            while let Some(entry) = entries.next_entry().await.map_err(io(&dir))? {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let key = format!("{prefix}{name}");
+                let kind = entry.file_type().await.map_err(io(&entry.path()))?;
+                if kind.is_dir() && !name.starts_with('.') {
+                    dirs.push((entry.path(), format!("{key}/")));
+                } else if kind.is_file() && valid_key(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {

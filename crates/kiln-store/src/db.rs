@@ -224,6 +224,20 @@ pub async fn open_database(path: &Path, steps: &[MigrationStep]) -> Result<Pool,
     .await
 }
 
+/// Opens `database`'s pool as it is, applying no migration: for tools
+/// (`kiln migrate`) that read or fill a database whose owner has already
+/// migrated it.
+pub async fn connect(database: &Database, options: OpenOptions) -> Result<Pool, StoreError> {
+    sqlx::any::install_default_drivers();
+    engine_specific::pool_options(database, options)
+        .connect(&engine_specific::connect_url(database))
+        .await
+        .map_err(|source| StoreError::Database {
+            url: database.redacted(),
+            source,
+        })
+}
+
 /// Opens `database`'s pool and applies `steps`. Safe when several nodes
 /// open one empty PostgreSQL database at once: the migrator holds
 /// PostgreSQL's advisory lock while it runs, so each step runs once.

@@ -14,6 +14,7 @@
 //! scheduling. It stores rows and bytes for the crates that do.
 
 mod blobstore;
+pub mod copy;
 mod db;
 mod s3;
 mod sql;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 pub use db::{
     Connection, DEFAULT_MAX_CONNECTIONS, Database, DatabaseUrl, Db, Durability, Engine, Executor,
-    MigrationStep, OpenOptions, Pool, Row, connection_engine, engine, engine_specific,
+    MigrationStep, OpenOptions, Pool, Row, connect, connection_engine, engine, engine_specific,
     is_unavailable, migrator, open, open_database,
 };
 pub use sql::{Arg, Query, Separated, Sql, Sql as QueryBuilder};
@@ -57,6 +58,8 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    #[error("copying {what}: {reason}")]
+    Copy { what: String, reason: String },
     #[error("database {url}: {source}")]
     Database {
         url: String,

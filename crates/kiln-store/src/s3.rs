@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
 use object_store::{ClientOptions, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -284,6 +285,16 @@ impl Blobstore for S3Blobstore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed("delete", key)(e)),
         }
+    }
+
+    async fn download_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
+        let path = self.path_of(key)?;
+        let url = self
+            .store
+            .signed_url(object_store::signer::Method::GET, &path, ttl)
+            .await
+            .map_err(self.failed("sign a download of", key))?;
+        Ok(Some(url.to_string()))
     }
 
     fn scratch_dir(&self) -> &Path {

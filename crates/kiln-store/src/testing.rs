@@ -130,3 +130,87 @@ impl Drop for MotoS3 {
         self.kill();
     }
 }
+
+/// A loopback TCP relay in front of a server, which a test can cut (new
+/// connections are refused, open ones dropped) and restore on the same
+/// port: a store that goes away and comes back with its contents, as a
+/// restarted S3 endpoint would (moto keeps objects in memory only).
+pub struct Relay {
+    addr: SocketAddr,
+    to: SocketAddr,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// A relay to `to` on a free loopback port.
+    pub async fn start(to: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("a loopback port for the relay");
+        let addr = listener.local_addr().expect("the relay's address");
+        let mut relay = Relay {
+            addr,
+            to,
+            running: None,
+        };
+        relay.running = Some(tokio::spawn(relay_loop(listener, to)));
+        relay
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// New connections are refused and open ones are dropped.
+    pub async fn cut(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listening again, on the same port.
+    pub async fn restore(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("the relay's port again");
+        self.running = Some(tokio::spawn(relay_loop(listener, self.to)));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts and pipes connections; aborting it drops every pipe with it.
+async fn relay_loop(listener: tokio::net::TcpListener, to: SocketAddr) {
+    let mut pipes = tokio::task::JoinSet::new();
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        pipes.spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+impl MotoS3 {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `--blobstore-url` of `bucket` reached through `relay`.
+    pub fn url_through(&self, relay: &Relay, bucket: &str) -> String {
+        format!(
+            "s3://{bucket}?endpoint=http://{}&region=us-east-1",
+            relay.addr()
+        )
+    }
+}

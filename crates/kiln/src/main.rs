@@ -8,6 +8,7 @@
 //! otherwise builds one tokio runtime for the server or the CLI.
 
 mod config;
+mod migrate;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,9 @@ enum Command {
     /// Run the platform: API, BBS, cell, router and logs, in one process
     /// (or some of these roles, joining the others)
     Server(Box<config::ServerArgs>),
+    /// Move a single-machine platform's databases and blobs to PostgreSQL
+    /// and S3 (with the server stopped)
+    Migrate(migrate::MigrateArgs),
     /// The BBS's credentials: tokens for cells, key rotation
     #[command(subcommand)]
     Bbs(config::BbsCommand),
@@ -53,6 +57,17 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("kiln server: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Migrate(args) => {
+            init_tracing("warn");
+            let result = runtime().and_then(|rt| rt.block_on(migrate::run(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("kiln migrate: {error:#}");
                     ExitCode::FAILURE
                 }
             }

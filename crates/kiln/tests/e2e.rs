@@ -2690,6 +2690,149 @@ async fn push_on_postgres_and_s3_and_the_database_restarting() {
     drop(server);
 }
 
+/// How many apps, packages, droplets, routes and roles the API lists.
+async fn platform_counts(home: &Path) -> Vec<(&'static str, u64)> {
+    let mut counts = Vec::new();
+    for path in [
+        "/v3/apps",
+        "/v3/packages",
+        "/v3/droplets",
+        "/v3/routes",
+        "/v3/roles",
+    ] {
+        let out = cli(home, &["curl", path]).await;
+        assert!(out.success, "{path}\n{out}");
+        let body: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let total = body["pagination"]["total_results"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{path}: no total_results\n{out}"));
+        counts.push((path, total));
+    }
+    counts
+}
+
+/// `kiln migrate` with `args`, its output.
+async fn migrate(args: &[&str]) -> CliOutput {
+    let out = Command::new(kiln_binary())
+        .arg("migrate")
+        .args(args)
+        .envs(MOTO_CREDENTIALS)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running kiln migrate");
+    CliOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// Issue 15: a single-machine platform (SQLite, blob directory) with a
+/// pushed app is stopped, moved with `kiln migrate` to PostgreSQL and S3
+/// (moto), and started on those: the app answers 200 through the router
+/// again and the API lists as many apps, packages, droplets, routes and
+/// roles as before. Bad input changes nothing: an unknown scheme, an
+/// unreachable database, and a target that already holds a platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_machine_platform_migrates_to_postgres_and_s3() {
+    if !runnable() {
+        return;
+    }
+    let Some(pg) = kiln_store::testing::Postgres::start().await else {
+        return;
+    };
+    let Some(moto) = kiln_store::testing::MotoS3::start().await else {
+        return;
+    };
+    let _one_at_a_time = SERIAL.lock().await;
+    moto.create_bucket("kiln-e2e-migrated").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let home = scratch.path().join("home");
+    let (api_port, router_port) = (free_port(), free_port());
+    let subnet = free_subnet();
+    let mut server = Server::start(&data_dir, api_port, router_port, &subnet).await;
+    push_envprobe(&home, &server, "movedprobe", router_port).await;
+    for args in [
+        &["create-user", "mover", "mover-pw"][..],
+        &["set-space-role", "mover", "kiln", "dev", "SpaceDeveloper"],
+    ] {
+        let out = cli(&home, args).await;
+        assert!(out.success, "{args:?}\n{out}");
+    }
+    let before = platform_counts(&home).await;
+    server.stop().await;
+
+    let data = data_dir.to_str().unwrap();
+    let blobs_to = moto.url("kiln-e2e-migrated");
+    let unreachable = format!(
+        "postgres://{}:{}@127.0.0.1:{}/kiln",
+        kiln_store::testing::PG_USER,
+        kiln_store::testing::PG_PASSWORD,
+        free_port()
+    );
+    for (args, says) in [
+        (
+            vec!["--data-dir", data, "--to", "mysql://u:p@127.0.0.1/db"],
+            "PostgreSQL",
+        ),
+        (vec!["--data-dir", data, "--blobs-to", "gs://bucket"], "S3"),
+        (
+            vec!["--data-dir", data, "--to", &unreachable],
+            "opening the target",
+        ),
+    ] {
+        let out = migrate(&args).await;
+        assert!(!out.success && out.stderr.contains(says), "{args:?}\n{out}");
+    }
+
+    let out = migrate(&[
+        "--data-dir",
+        data,
+        "--to",
+        &pg.url(),
+        "--blobs-to",
+        &blobs_to,
+    ])
+    .await;
+    assert!(out.success, "migrate failed\n{out}");
+    assert!(out.stdout.contains("the same count in each table"), "{out}");
+    eprintln!("{}", out.stdout);
+
+    // Again: the target now holds a platform, and is left alone.
+    let again = migrate(&["--data-dir", data, "--to", &pg.url()]).await;
+    assert!(
+        !again.success && again.stderr.contains("not empty"),
+        "a second migrate was not refused\n{again}"
+    );
+
+    // The blob directory goes, so the app can only come from the bucket.
+    std::fs::rename(data_dir.join("blobs"), scratch.path().join("old-blobs")).unwrap();
+    let server = Server::start_with_env(
+        &data_dir,
+        api_port,
+        router_port,
+        &subnet,
+        &[
+            "--blobstore-url".to_string(),
+            blobs_to.clone(),
+            "--database-url".to_string(),
+            pg.url(),
+        ],
+        &MOTO_CREDENTIALS,
+    )
+    .await;
+    let response = wait_for_200(router_port, "movedprobe.localhost", Duration::from_secs(90)).await;
+    assert_eq!(response.status(), 200, "{}", server.log());
+    assert_eq!(platform_counts(&home).await, before);
+    assert!(
+        before.iter().all(|(_, n)| *n > 0),
+        "the platform was empty: {before:?}"
+    );
+    drop(server);
+}
+
 /// The interpreter of the compatibility suite's venv (`scripts/install-deps.sh`
 /// puts the pinned PyPI `cloudfoundry-client` there); `None` when it is not
 /// installed, which fails the test where it must run (KILN_REQUIRE_RUNC=1).

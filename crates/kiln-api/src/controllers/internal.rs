@@ -43,11 +43,31 @@ pub(super) async fn serve_blob(ctx: &Ctx, key: &str, resource: &str) -> ApiResul
     }
 }
 
+/// How long a blobstore's own signed URL lives: the cell follows the
+/// redirect at once, and asks the API again for any later download.
+const BLOBSTORE_URL_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A signed download: a redirect to the blobstore's own short-lived URL
+/// when it can sign one (S3), so the bytes go from the store to the cell
+/// directly; otherwise the API streams them.
 async fn download(ctx: &Ctx, uri: &Uri, key: String, resource: &str) -> Response {
     if !signing::verify(ctx, "GET", uri.path(), uri.query()) {
         return forbidden();
     }
-    serve_blob(ctx, &key, resource).await.into_response()
+    match ctx.blobstore.download_url(&key, BLOBSTORE_URL_TTL).await {
+        Ok(Some(url)) => match http::HeaderValue::from_str(&url) {
+            Ok(location) => {
+                let mut response = StatusCode::FOUND.into_response();
+                response
+                    .headers_mut()
+                    .insert(http::header::LOCATION, location);
+                response
+            }
+            Err(_) => ApiError::from(StoreError::InvalidKey { key }).into_response(),
+        },
+        Ok(None) => serve_blob(ctx, &key, resource).await.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 pub async fn package_download(

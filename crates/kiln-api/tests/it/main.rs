@@ -19,6 +19,7 @@ mod metadata;
 mod oneshot;
 mod quotas;
 mod roles;
+mod s3;
 mod services;
 mod sidecars;
 mod tasks;
@@ -81,6 +82,18 @@ async fn start_on(
     max_package_bytes: u64,
     password: Option<&str>,
 ) -> Kiln {
+    let blobstore = Arc::new(FsBlobstore::new(dir.join("blobs")).await.unwrap());
+    start_with_blobstore(databases, dir, max_package_bytes, password, blobstore).await
+}
+
+/// [`start_on`] with blobs in `blobstore`.
+async fn start_with_blobstore(
+    databases: &kiln_store::DatabaseUrl,
+    dir: &Path,
+    max_package_bytes: u64,
+    password: Option<&str>,
+    blobstore: Arc<dyn kiln_store::Blobstore>,
+) -> Kiln {
     let bbs = Bbs::open_on(
         &databases.component("bbs.sqlite", "bbs"),
         kiln_store::DEFAULT_MAX_CONNECTIONS,
@@ -88,7 +101,6 @@ async fn start_on(
     )
     .await
     .unwrap();
-    let blobstore = Arc::new(FsBlobstore::new(dir.join("blobs")).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let api = Api::open_on(
