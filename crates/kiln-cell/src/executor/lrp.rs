@@ -189,10 +189,10 @@ async fn execute(
     let spec = ctx
         .spec(id, dir, &desired.action, env, desired.memory_mb, &root)
         .and_then(|mut spec| {
-            super::sidecars::add(&mut spec, &desired.sidecars)?;
-            Ok(spec)
+            let logs = super::sidecars::add(&mut spec, &desired.sidecars, log)?;
+            Ok((spec, logs))
         });
-    let spec = match spec {
+    let (spec, sidecar_logs) = match spec {
         Ok(spec) => spec,
         Err(reason) => return LrpEnd::Crashed(reason),
     };
@@ -200,6 +200,7 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return LrpEnd::Crashed(format!("starting container: {e}")),
     };
+    process.pump_sidecar_logs(sidecar_logs);
     // Diego's words for an exit, in the app's log, the cell's (for an OOM
     // kill) and the crash reason.
     let cell_log = &cell_log;
