@@ -133,12 +133,10 @@ pub async fn finish_cancel(ctx: &Ctx, d: &Deployment) -> ApiResult<()> {
     // their name meanwhile).
     let sidecars = match &d.previous_droplet_guid {
         Some(previous) => match db::find::<Droplet>(&ctx.pool, previous).await? {
-            Some(droplet) => {
-                crate::actions::sidecars::plan_from_droplet(ctx, &d.app_guid, &droplet)
-                    .await
-                    .inspect_err(|error| tracing::warn!(%error, "previous droplet's sidecars"))
-                    .ok()
-            }
+            Some(droplet) => super::droplet_sidecars::plan_from_droplet(ctx, &d.app_guid, &droplet)
+                .await
+                .inspect_err(|error| tracing::warn!(%error, "previous droplet's sidecars"))
+                .ok(),
             None => None,
         },
         None => None,
@@ -164,7 +162,7 @@ pub async fn finish_cancel(ctx: &Ctx, d: &Deployment) -> ApiResult<()> {
         .await?;
     }
     if let Some(sidecars) = sidecars {
-        crate::actions::sidecars::apply_from_droplet(&mut tx, sidecars).await?;
+        super::droplet_sidecars::apply_from_droplet(&mut tx, sidecars).await?;
     }
     for p in processes {
         let version = if p.guid == d.process_guid {

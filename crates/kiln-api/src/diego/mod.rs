@@ -10,6 +10,7 @@ pub mod buildpack;
 pub mod crashes;
 pub mod deployment_updater;
 pub mod docker;
+pub mod droplet_sidecars;
 pub mod staging;
 pub mod sync;
 pub mod task;
