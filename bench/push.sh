@@ -2,13 +2,17 @@
 # A warm, no-change `kiln push` of the sample app, from the command to the
 # first HTTP 200 through the router, against the same work done by hand
 # (bench/bare-push.sh), alternating, ROUNDS rounds in one run; prints each
-# time, the medians and their ratio. Run `make up` first (a release build
-# measures what users run: `cargo build --release --bin kiln`, then
-# `make down; KILN=target/release/kiln scripts/up.sh`). Needs root, runc,
-# zip, unzip, curl.
+# time, the medians and their ratio. Run `make up` first, with the same
+# KILN. Debug or release: the baseline's work is all in programs Kiln runs
+# too (zip, unzip, runc, tar, python, the buildpack's scripts), so a debug
+# Kiln only adds its own slower orchestration, and its ratio is an upper
+# bound of a release build's (what users run: `cargo build --release --bin
+# kiln`, then `make down; KILN=target/release/kiln scripts/up.sh`). The
+# binary measured is printed. Needs root, runc, zip, unzip, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KILN=${KILN:-target/release/kiln}
+KILN=${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}
+echo "measuring $KILN (a ${KILN%/kiln} build; ${ROUNDS:-3} rounds)"
 DATA_DIR=${KILN_DATA_DIR:-$PWD/.kiln-data}
 export KILN_HOME=${KILN_HOME:-$DATA_DIR/home}
 ROUTER=${KILN_ROUTER_LISTEN:-127.0.0.1:8080}

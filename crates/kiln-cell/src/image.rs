@@ -166,6 +166,7 @@ pub fn staging_result(image: &ResolvedImage) -> StagingResult {
         },
         process_types,
         execution_metadata: serde_json::to_string(&meta).expect("metadata serializes"),
+        sidecars: Vec::new(),
     }
 }
 

@@ -13,7 +13,9 @@ use crate::buildpack::{Buildpack, deps_index, supply_cache_name};
 use crate::console::{Console, ScriptError, Stdout, run_script};
 use crate::env::database_url;
 use crate::process_types::{self, ProcessTypes, YamlError};
-use kiln_model::staging::{BuildpackMetadata, LifecycleMetadata, StagingFailure, StagingResult};
+use kiln_model::staging::{
+    BuildpackMetadata, BuildpackSidecar, LifecycleMetadata, StagingFailure, StagingResult,
+};
 use serde::Serialize;
 use std::fs;
 use std::io;
@@ -302,11 +304,12 @@ pub fn build(args: &BuilderArgs, console: &Console) -> Result<StagingResult, Bui
 
     let compiled = compile(&staging, &final_buildpack).and_then(|()| {
         let process_types = process_types(&staging, &final_buildpack)?;
+        let sidecars = sidecars(&staging, &process_types)?;
         let (buildpacks, entrypoint_prefix) =
             buildpacks_metadata(&staging, &used_keys, &detect_output);
-        Ok((process_types, buildpacks, entrypoint_prefix))
+        Ok((process_types, sidecars, buildpacks, entrypoint_prefix))
     });
-    let (process_types, buildpacks, entrypoint_prefix) = match compiled {
+    let (process_types, sidecars, buildpacks, entrypoint_prefix) = match compiled {
         Ok(compiled) => compiled,
         Err(error) => {
             // Like Cloud Foundry, record which buildpacks ran even when the
@@ -314,7 +317,7 @@ pub fn build(args: &BuilderArgs, console: &Console) -> Result<StagingResult, Bui
             let (buildpacks, _) = buildpacks_metadata(&staging, &used_keys, &detect_output);
             let _ = write_result(
                 &output_metadata,
-                &staging_result(buildpacks, ProcessTypes::new()),
+                &staging_result(buildpacks, ProcessTypes::new(), Vec::new()),
             );
             return Err(error);
         }
@@ -339,7 +342,7 @@ pub fn build(args: &BuilderArgs, console: &Console) -> Result<StagingResult, Bui
 
     package(&staging, &output_droplet, &output_cache)?;
 
-    let result = staging_result(buildpacks, process_types);
+    let result = staging_result(buildpacks, process_types, sidecars);
     write_result(&output_metadata, &result)?;
     Ok(result)
 }
@@ -545,10 +548,10 @@ fn compile(staging: &Staging, buildpack: &Buildpack) -> Result<(), BuilderError>
     }
 }
 
-fn read_yaml_file(
+fn read_yaml_file<T>(
     path: &Path,
-    parse: fn(&str) -> Result<ProcessTypes, YamlError>,
-) -> Result<Option<ProcessTypes>, BuilderError> {
+    parse: fn(&str) -> Result<T, YamlError>,
+) -> Result<Option<T>, BuilderError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -593,6 +596,35 @@ fn process_types(
         types.extend(found);
     }
     Ok(types)
+}
+
+/// Sidecars the buildpacks' `launch.yml` files declare, in buildpack order,
+/// a later one replacing an earlier one of the same name (as
+/// buildpackapplifecycle merges processes by type); one whose name is also
+/// a process type of the droplet (a `Procfile` entry, say) is a process.
+fn sidecars(
+    staging: &Staging,
+    process_types: &ProcessTypes,
+) -> Result<Vec<BuildpackSidecar>, BuilderError> {
+    let mut indexes: Vec<usize> = (0..staging.supply_keys().len()).collect();
+    indexes.push(staging.final_index());
+    indexes.dedup();
+    let mut sidecars: Vec<BuildpackSidecar> = Vec::new();
+    for index in indexes {
+        let path = staging
+            .deps_dir()
+            .join(staging.deps_index(index))
+            .join("launch.yml");
+        let Some(found) = read_yaml_file(&path, process_types::sidecars_from_launch_yml)? else {
+            continue;
+        };
+        for sidecar in found {
+            sidecars.retain(|s| s.name != sidecar.name);
+            sidecars.push(sidecar);
+        }
+    }
+    sidecars.retain(|s| !process_types.contains_key(&s.name));
+    Ok(sidecars)
 }
 
 fn release(staging: &Staging, buildpack: &Buildpack) -> Result<ProcessTypes, BuilderError> {
@@ -645,6 +677,7 @@ fn buildpacks_metadata(
 fn staging_result(
     buildpacks: Vec<BuildpackMetadata>,
     process_types: ProcessTypes,
+    sidecars: Vec<BuildpackSidecar>,
 ) -> StagingResult {
     let last = buildpacks.last().cloned().unwrap_or_default();
     StagingResult {
@@ -657,6 +690,7 @@ fn staging_result(
         },
         process_types,
         execution_metadata: String::new(),
+        sidecars,
     }
 }
 

@@ -3,6 +3,7 @@
 //! (`default_process_types`), the app's `Procfile`, and the buildpack's
 //! `deps/<i>/config.yml` (its name and version).
 
+use kiln_model::staging::BuildpackSidecar;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -27,6 +28,15 @@ struct LaunchProcess {
     command: String,
     #[serde(default)]
     platforms: Platforms,
+    #[serde(default)]
+    limits: Limits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Limits {
+    /// MB; 0 or absent means none of its own.
+    #[serde(default)]
+    memory: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,9 +82,26 @@ fn into_process_types(map: Option<BTreeMap<String, Scalar>>) -> ProcessTypes {
         .collect()
 }
 
+/// Sidecars a `launch.yml` declares: its processes with
+/// `platforms.cloudfoundry.sidecar_for`, named by their type.
+pub fn sidecars_from_launch_yml(text: &str) -> Result<Vec<BuildpackSidecar>, YamlError> {
+    let launch: LaunchYml = parse(text)?;
+    Ok(launch
+        .processes
+        .into_iter()
+        .filter(|process| !process.platforms.cloudfoundry.sidecar_for.is_empty())
+        .map(|process| BuildpackSidecar {
+            name: process.process_type,
+            process_types: process.platforms.cloudfoundry.sidecar_for,
+            command: process.command,
+            memory: process.limits.memory.filter(|&mb| mb > 0),
+        })
+        .collect())
+}
+
 /// Process types a `launch.yml` declares. Sidecar entries
-/// (`platforms.cloudfoundry.sidecar_for`) are left out: Kiln has no
-/// sidecars.
+/// (`platforms.cloudfoundry.sidecar_for`) are left out: see
+/// [`sidecars_from_launch_yml`].
 pub fn from_launch_yml(text: &str) -> Result<ProcessTypes, YamlError> {
     let launch: LaunchYml = parse(text)?;
     Ok(launch
@@ -198,6 +225,32 @@ mod tests {
             from_launch_yml(text).unwrap(),
             types(&[("web", "./web"), ("worker", "./worker")])
         );
+    }
+
+    #[test]
+    fn launch_yml_sidecars_have_their_targets_and_memory() {
+        let text = "processes:\n\
+            - type: web\n  command: ./web\n\
+            - type: proxy\n  command: ./proxy --fast\n  limits:\n    memory: 64\n  platforms:\n    cloudfoundry:\n      sidecar_for: [web, worker]\n\
+            - type: agent\n  command: ./agent\n  platforms:\n    cloudfoundry:\n      sidecar_for: [web]\n";
+        assert_eq!(
+            sidecars_from_launch_yml(text).unwrap(),
+            [
+                BuildpackSidecar {
+                    name: "proxy".into(),
+                    process_types: vec!["web".into(), "worker".into()],
+                    command: "./proxy --fast".into(),
+                    memory: Some(64),
+                },
+                BuildpackSidecar {
+                    name: "agent".into(),
+                    process_types: vec!["web".into()],
+                    command: "./agent".into(),
+                    memory: None,
+                },
+            ]
+        );
+        assert!(sidecars_from_launch_yml("processes: {\n").is_err());
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct SidecarAction {
     pub path: String,
     #[serde(default)]
     pub args: Vec<String>,
+    /// The source type its output is logged with (CC's
+    /// `APP/PROC/WEB/SIDECAR/NAME`); empty means the LRP's own.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub log_source: String,
 }
 
 /// Staging a Docker image: the cell asks the image's registry, on the

@@ -82,6 +82,23 @@ pub struct StagingResult {
     pub process_types: BTreeMap<String, String>,
     #[serde(default)]
     pub execution_metadata: String,
+    /// Sidecars the buildpacks declared in their `launch.yml`; the API makes
+    /// them the app's `origin: buildpack` sidecars when the droplet becomes
+    /// current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<BuildpackSidecar>,
+}
+
+/// A sidecar a buildpack declared (buildpackapplifecycle's `Sidecar`): a
+/// `launch.yml` process with `platforms.cloudfoundry.sidecar_for`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildpackSidecar {
+    pub name: String,
+    pub process_types: Vec<String>,
+    pub command: String,
+    /// `limits.memory`, in MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
 }
 
 /// Staging failures, with Cloud Foundry's error names and the lifecycle

@@ -1580,6 +1580,97 @@ async fn custom_buildpacks_by_git_and_zip_url() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildpack_sidecars_run_and_log_under_their_own_name() {
+    if !runnable() {
+        return;
+    }
+    let _one_at_a_time = SERIAL.lock().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (server, home, router_port) = logged_in_server(scratch.path()).await;
+    let bp = fixture("buildpacks/sidecar");
+    let out = cli(
+        &home,
+        &["create-buildpack", "e2e_sidecar", bp.to_str().unwrap(), "1"],
+    )
+    .await;
+    assert!(out.success, "create-buildpack failed\n{out}");
+    let app_dir = scratch.path().join("site");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    std::fs::write(app_dir.join("index.html"), "hi\n").unwrap();
+
+    // The buildpack's launch.yml declares the sidecar; nothing else does.
+    let out = cli(
+        &home,
+        &[
+            "push",
+            "bpsidecar",
+            "-p",
+            app_dir.to_str().unwrap(),
+            "-b",
+            "e2e_sidecar",
+            "-m",
+            "128M",
+        ],
+    )
+    .await;
+    assert!(out.success, "push failed\n{out}\n{}", server.log());
+    // It runs in the app's container, as the app's user.
+    assert_eq!(
+        route_text(router_port, "bpsidecar.localhost", "/ticker.txt").await,
+        "tock from vcap\n"
+    );
+    let out = cli(&home, &["curl", "/v3/apps?names=bpsidecar"]).await;
+    let apps: serde_json::Value = serde_json::from_str(&out.stdout).expect("apps JSON");
+    let guid = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    let out = cli(&home, &["curl", &format!("/v3/apps/{guid}/sidecars")]).await;
+    let sidecars: serde_json::Value = serde_json::from_str(&out.stdout).expect("sidecars JSON");
+    let ticker = &sidecars["resources"][0];
+    assert_eq!(
+        (
+            &ticker["name"],
+            &ticker["origin"],
+            &ticker["process_types"],
+            &ticker["memory_in_mb"]
+        ),
+        (
+            &serde_json::json!("ticker"),
+            &serde_json::json!("buildpack"),
+            &serde_json::json!(["web"]),
+            &serde_json::json!(16)
+        ),
+        "{sidecars}"
+    );
+
+    // Its lines are the sidecar's in `kiln logs`, stdout and stderr.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let logs = cli(&home, &["logs", "bpsidecar", "--recent"]).await;
+        let has = |what: &str| {
+            logs.stdout
+                .lines()
+                .any(|l| l.contains("[APP/PROC/WEB/SIDECAR/TICKER/0]") && l.ends_with(what))
+        };
+        if (has("OUT ticker up") && has("ERR ticker warns")) || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let tagged = |what: &str| {
+        logs.stdout
+            .lines()
+            .any(|l| l.contains("[APP/PROC/WEB/SIDECAR/TICKER/0]") && l.ends_with(what))
+    };
+    assert!(
+        tagged("OUT ticker up") && tagged("ERR ticker warns"),
+        "the sidecar's lines under its own source\n{logs}"
+    );
+    assert!(
+        !logs.stdout.contains("[APP/PROC/WEB/0] OUT ticker up"),
+        "{logs}"
+    );
+}
+
 /// A `kiln server --roles cell` process joined to a server's BBS, with its
 /// own data dir, address and subnet.
 struct CellNode {

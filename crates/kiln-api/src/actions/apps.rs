@@ -377,6 +377,7 @@ pub async fn set_current_droplet(ctx: &Ctx, guid: &str, msg: SetDroplet) -> ApiR
         .await?
         .filter(|d| d.app_guid == guid && d.state == DropletState::Staged)
         .ok_or_else(unable)?;
+    let sidecars = diego::droplet_sidecars::plan_from_droplet(ctx, guid, &droplet).await?;
     let data = json!({"request": {"droplet_guid": droplet.guid}});
     let mapped = event(ctx, &app, types::APP_DROPLET_MAPPED, data).await?;
     let mut tx = ctx.pool.begin().await?;
@@ -386,6 +387,7 @@ pub async fn set_current_droplet(ctx: &Ctx, guid: &str, msg: SetDroplet) -> ApiR
         vec![("droplet_guid", droplet.guid.as_str().into())],
     )
     .await?;
+    diego::droplet_sidecars::apply_from_droplet(&mut tx, sidecars).await?;
     audit::record(&mut *tx, mapped).await?;
     tx.commit().await?;
     // Process types the droplet brings that the app lacks appear with 0 instances.

@@ -69,6 +69,8 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
             )
         })?;
     let target = resolve_target(ctx, &app, &msg).await?;
+    let sidecars =
+        crate::diego::droplet_sidecars::plan_from_droplet(ctx, &app.guid, &target.droplet).await?;
     let processes = db::where_eq::<Process>(&ctx.pool, "app_guid", &app.guid).await?;
     let web = processes
         .iter()
@@ -112,6 +114,7 @@ pub async fn create(ctx: &Ctx, msg: CreateDeployment) -> ApiResult<Deployment> {
         app_sets.push(("environment_variables", db::json_text(env)));
     }
     db::update::<App>(&mut *tx, &app.guid, app_sets).await?;
+    crate::diego::droplet_sidecars::apply_from_droplet(&mut tx, sidecars).await?;
     // Every process runs the new droplet: web through the deployment, the
     // others replaced at once.
     for p in &processes {

@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "sidecars",
         include_str!("../../migrations/0012_sidecars.sql"),
     ),
+    (
+        15,
+        "droplets' buildpack sidecars",
+        include_str!("../../migrations/0015_droplet_sidecars.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

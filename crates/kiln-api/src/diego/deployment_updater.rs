@@ -7,7 +7,7 @@
 
 use super::sync::sync_app;
 use crate::context::{Ctx, Shared};
-use crate::db::{self, App, Deployment, Process, Val};
+use crate::db::{self, App, Deployment, Droplet, Process, Val};
 use crate::error::ApiResult;
 use crate::util;
 use futures_util::StreamExt;
@@ -128,6 +128,19 @@ async fn transition(
 /// previous DesiredLrp back and removes the new one.
 pub async fn finish_cancel(ctx: &Ctx, d: &Deployment) -> ApiResult<()> {
     let processes = db::where_eq::<Process>(&ctx.pool, "app_guid", &d.app_guid).await?;
+    // The previous droplet's buildpack sidecars come back with it; a cancel
+    // goes on without them if they no longer fit (a user's sidecar took
+    // their name meanwhile).
+    let sidecars = match &d.previous_droplet_guid {
+        Some(previous) => match db::find::<Droplet>(&ctx.pool, previous).await? {
+            Some(droplet) => super::droplet_sidecars::plan_from_droplet(ctx, &d.app_guid, &droplet)
+                .await
+                .inspect_err(|error| tracing::warn!(%error, "previous droplet's sidecars"))
+                .ok(),
+            None => None,
+        },
+        None => None,
+    };
     let mut tx = ctx.pool.begin().await?;
     let moved = db::transition::<Deployment>(
         &mut *tx,
@@ -147,6 +160,9 @@ pub async fn finish_cancel(ctx: &Ctx, d: &Deployment) -> ApiResult<()> {
             vec![("droplet_guid", previous.as_str().into())],
         )
         .await?;
+    }
+    if let Some(sidecars) = sidecars {
+        super::droplet_sidecars::apply_from_droplet(&mut tx, sidecars).await?;
     }
     for p in processes {
         let version = if p.guid == d.process_guid {

@@ -10,6 +10,7 @@ pub mod buildpack;
 pub mod crashes;
 pub mod deployment_updater;
 pub mod docker;
+pub mod droplet_sidecars;
 pub mod staging;
 pub mod sync;
 pub mod task;
@@ -268,7 +269,7 @@ pub async fn sidecars_of(ctx: &Ctx, app_guid: &str, ptype: &str) -> ApiResult<Ve
 /// How a sidecar's command runs, as CC's `sidecar_actions`: through the
 /// launcher (so the droplet's profile scripts apply) for buildpack apps;
 /// through the image's shell for docker ones.
-fn sidecar_action(app: &App, s: &db::Sidecar) -> SidecarAction {
+fn sidecar_action(app: &App, p: &Process, s: &db::Sidecar) -> SidecarAction {
     let (path, args) = match LifecycleType::of(app) {
         LifecycleType::Buildpack => (
             LIFECYCLE_BINARY_PATH.to_string(),
@@ -286,6 +287,11 @@ fn sidecar_action(app: &App, s: &db::Sidecar) -> SidecarAction {
         name: s.name.clone(),
         path,
         args,
+        log_source: format!(
+            "APP/PROC/{}/SIDECAR/{}",
+            p.r#type.to_uppercase(),
+            s.name.to_uppercase()
+        ),
     }
 }
 
@@ -311,7 +317,7 @@ pub async fn desired_lrp(
         env: Vec::new(),
         setup: actions.downloads,
         action: actions.run,
-        sidecars: sidecars.iter().map(|s| sidecar_action(app, s)).collect(),
+        sidecars: sidecars.iter().map(|s| sidecar_action(app, p, s)).collect(),
         health_check: health_check(p),
         start_timeout_ms: p
             .health_check_timeout

@@ -178,6 +178,7 @@ async fn succeed_build(
                 result.execution_metadata.as_str().into(),
             ),
             ("docker_image", Val::Text(docker.then(|| image.clone()))),
+            ("sidecars", db::json_text(&result.sidecars)),
         ],
     )
     .await?;

@@ -343,6 +343,9 @@ pub struct Process {
     exit: BoxFuture<'static, Result<i32, RuntimeError>>,
     code: Option<i32>,
     pumps: Vec<JoinHandle<()>>,
+    /// The cell's writers of sidecars' log FIFOs, dropped once the
+    /// process ended so their readers see the end.
+    fifo_writers: Vec<tokio::net::unix::pipe::Sender>,
     pub started: Instant,
 }
 
@@ -366,8 +369,16 @@ impl Process {
             exit,
             code: None,
             pumps,
+            fifo_writers: Vec::new(),
             started,
         })
+    }
+
+    /// Also copies the sidecars' output, each with its own source type.
+    pub fn pump_sidecar_logs(&mut self, logs: sidecars::SidecarLogs) {
+        let (pumps, writers) = logs.pump();
+        self.pumps.extend(pumps);
+        self.fifo_writers.extend(writers);
     }
 
     /// Waits for the exit status. Cancel-safe: usable in `select!`.
@@ -389,6 +400,7 @@ impl Process {
     /// Waits until the output has been copied (bounded: a stray holder of
     /// the pipes must not hang the cell).
     pub async fn drain_logs(&mut self) {
+        self.fifo_writers.clear();
         for pump in self.pumps.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
         }

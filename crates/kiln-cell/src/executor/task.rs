@@ -1,6 +1,8 @@
 //! A Task's life on the cell: create the container directory, download
 //! (in parallel), run the one process, read the result file, upload (in
-//! parallel), destroy the container. The whole of it runs under the task's
+//! parallel), report the outcome, destroy the container (after the
+//! report, as Diego's rep completes a task before deleting its container:
+//! a staging build is not kept waiting on the cleanup). The whole of it runs under the task's
 //! `timeout_ms`; on expiry the process gets TERM, then KILL, and the task
 //! fails with `exceeded <N>s timeout`. Failure reasons use the contracts'
 //! wording, since Cloud Controller turns them into build errors.
@@ -48,8 +50,9 @@ enum Stop {
     TimedOut,
 }
 
-/// Runs `task` to its end. `None` when it was stopped: then nothing is
-/// reported (the BBS already knows, or the cell is going away).
+/// Runs `task` to its end. `None` when there is nothing left to report:
+/// it was stopped (the BBS already knows, or the cell is going away), or
+/// its completion was reported here, before the container was destroyed.
 #[tracing::instrument(name = "task", skip_all, fields(task_guid = %task.task_guid))]
 pub async fn run(ctx: Arc<CellCtx>, task: Task, stop: CancellationToken) -> Option<TaskOutcome> {
     let id = task.task_guid.clone();
@@ -69,15 +72,18 @@ pub async fn run(ctx: Arc<CellCtx>, task: Task, stop: CancellationToken) -> Opti
     tracing::info!("task starting");
     let outcome = match &task.definition.resolve_image {
         // No container: nothing to destroy.
-        Some(action) => resolve_image(&ctx, &task, action, &log, deadline, &stop).await,
+        Some(action) => resolve_image(&ctx, &task, action, &log, deadline, &stop)
+            .await
+            .map(Some),
         None => {
             let outcome = execute(&ctx, &task, &dir, &log, deadline, &stop).await;
+            let outcome = report_early(&ctx, &id, outcome, timeout_ms).await;
             ctx.destroy(&id, &dir).await;
             outcome
         }
     };
     let outcome = match outcome {
-        Ok(outcome) => Some(outcome),
+        Ok(outcome) => outcome,
         Err(Stop::Stopped) => None,
         Err(Stop::TimedOut) => Some(TaskOutcome::failed(format!(
             "exceeded {} timeout",
@@ -91,6 +97,46 @@ pub async fn run(ctx: Arc<CellCtx>, task: Task, stop: CancellationToken) -> Opti
         "task finished"
     );
     outcome
+}
+
+/// Completes the task on the BBS before its container is destroyed. What
+/// the BBS could not take (it is away) is left for the rep, which retries;
+/// `Ok(None)` when it was taken, or refused for good (the task moved on).
+async fn report_early(
+    ctx: &CellCtx,
+    task_guid: &str,
+    outcome: Result<TaskOutcome, Stop>,
+    timeout_ms: u64,
+) -> Result<Option<TaskOutcome>, Stop> {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(Stop::TimedOut) => {
+            TaskOutcome::failed(format!("exceeded {} timeout", human_duration(timeout_ms)))
+        }
+        Err(Stop::Stopped) => return Err(Stop::Stopped),
+    };
+    if ctx.shutdown.is_cancelled() {
+        return Ok(Some(outcome));
+    }
+    let cell_id = &ctx.config.cell_id;
+    let reported = ctx
+        .bbs
+        .complete_task(
+            task_guid,
+            cell_id,
+            outcome.failed,
+            &outcome.failure_reason,
+            &outcome.result,
+        )
+        .await;
+    match reported {
+        Ok(()) => Ok(None),
+        Err(kiln_bbs_client::BbsError::Unavailable(_)) => Ok(Some(outcome)),
+        Err(error) => {
+            tracing::info!(%cell_id, %error, "task completion not taken");
+            Ok(None)
+        }
+    }
 }
 
 /// Waits for `work` unless the deadline passes or the task is stopped.

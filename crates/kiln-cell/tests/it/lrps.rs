@@ -300,10 +300,12 @@ async fn sidecars_share_the_container_and_their_exit_crashes_the_instance() {
                 "mkdir -p /tmp/www; ",
                 // Python sets the stack's locale for LANG, with no warning.
                 "l=$(python3 -c 'import locale; print(locale.setlocale(locale.LC_ALL, \"\"))' 2>&1); ",
-                "echo \"$E2E_SHARED $CF_INSTANCE_INDEX $(id -un) $l\" > /tmp/www/stamp.txt; exec sleep 600"
+                "echo \"$E2E_SHARED $CF_INSTANCE_INDEX $(id -un) $l\" > /tmp/www/stamp.txt; ",
+                "echo stamped; echo 'stamp warning' >&2; exec sleep 600"
             )
             .into(),
         ],
+        log_source: "APP/PROC/WEB/SIDECAR/STAMPER".into(),
     }];
     cell.bbs.desire_lrp(served).await.unwrap();
     let mut quitter = desired_lrp(&stack, "sidecar-quits", sh("exec sleep 600"));
@@ -312,6 +314,7 @@ async fn sidecars_share_the_container_and_their_exit_crashes_the_instance() {
         name: "quitter".into(),
         path: "/bin/sh".into(),
         args: vec!["-c".into(), "sleep 1; exit 4".into()],
+        log_source: "APP/PROC/WEB/SIDECAR/QUITTER".into(),
     }];
     cell.bbs.desire_lrp(quitter).await.unwrap();
 
@@ -323,6 +326,28 @@ async fn sidecars_share_the_container_and_their_exit_crashes_the_instance() {
     })
     .await;
     assert_eq!(stamp, "from-the-lrp 0 vcap en_US.UTF-8\n");
+    // Its output is logged under its own source type, not the app's.
+    eventually(
+        "the sidecar's log lines",
+        Duration::from_secs(10),
+        || async {
+            let logs = &cell.logs;
+            (logs.has(
+                "with-sidecar-app",
+                "APP/PROC/WEB/SIDECAR/STAMPER|OUT|stamped",
+            ) && logs.has(
+                "with-sidecar-app",
+                "APP/PROC/WEB/SIDECAR/STAMPER|ERR|stamp warning",
+            ))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !cell
+            .logs
+            .has("with-sidecar-app", "APP/PROC/WEB|OUT|stamped")
+    );
 
     let a = eventually(
         "sidecar-quits to crash",

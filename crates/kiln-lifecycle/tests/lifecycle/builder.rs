@@ -4,7 +4,7 @@
 
 use crate::support::{Entry, SharedBuf, Staging, file_content, read_tar_gz, wait_for};
 use kiln_lifecycle::{Console, LifecycleCommand};
-use kiln_model::staging::{BuildpackMetadata, StagingFailure};
+use kiln_model::staging::{BuildpackMetadata, BuildpackSidecar, StagingFailure};
 use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
@@ -255,6 +255,77 @@ fn failed_compile_still_records_the_buildpack_metadata() {
     assert_eq!(result.lifecycle_metadata.buildpack_key, "bp");
     assert_eq!(result.lifecycle_metadata.detected_buildpack, "Thing");
     assert!(result.process_types.is_empty());
+}
+
+#[test]
+fn buildpack_sidecars_from_launch_yml_reach_the_staging_result() {
+    let staging = Staging::new();
+    staging.app_file("Procfile", "web: ./serve\nshadow: ./not-a-sidecar\n");
+    // Supply declares two sidecars; the final buildpack replaces one of
+    // them by name, and the Procfile turns another into a process.
+    staging.buildpack(
+        "first",
+        &[(
+            "supply",
+            r#"cat > "$3/$4/launch.yml" <<'YML'
+processes:
+- type: agent
+  command: ./agent --old
+  platforms:
+    cloudfoundry:
+      sidecar_for: [web]
+- type: shadow
+  command: ./shadow
+  platforms:
+    cloudfoundry:
+      sidecar_for: [web]
+YML"#,
+        )],
+    );
+    staging.buildpack(
+        "second",
+        &[
+            ("supply", "true"),
+            (
+                "finalize",
+                r#"cat > "$3/$4/launch.yml" <<'YML'
+processes:
+- type: web
+  command: ./start
+- type: agent
+  command: ./agent --port 9000
+  limits:
+    memory: 32
+  platforms:
+    cloudfoundry:
+      sidecar_for: [web, worker]
+YML"#,
+            ),
+        ],
+    );
+
+    let outcome = staging.stage(&["first", "second"], true);
+    let result = outcome.result.expect("staging succeeds");
+    assert_eq!(
+        result.process_types,
+        types(&[("web", "./serve"), ("shadow", "./not-a-sidecar")])
+    );
+    assert_eq!(
+        result.sidecars,
+        [BuildpackSidecar {
+            name: "agent".into(),
+            process_types: vec!["web".into(), "worker".into()],
+            command: "./agent --port 9000".into(),
+            memory: Some(32),
+        }]
+    );
+    // The result.json says it as buildpackapplifecycle does.
+    let json = serde_json::to_value(&result).unwrap();
+    assert_eq!(
+        json["sidecars"][0],
+        serde_json::json!({"name": "agent", "process_types": ["web", "worker"],
+                           "command": "./agent --port 9000", "memory": 32})
+    );
 }
 
 #[test]
