@@ -12,8 +12,8 @@
 #      nginx and through the router, alternating, ROUNDS times, at each of
 #      CONNS; prints the medians and the ratios router/nginx, with the load
 #      average (the machine is shared: compare only figures of one run);
-#   3. prints the proxy's RSS idle, right after the load and SETTLE seconds
-#      later.
+#   3. prints the proxy's RSS idle, right after the load, and SETTLE and
+#      2×SETTLE seconds later (the example uses jemalloc, as `kiln` does).
 #
 # Needs wrk and nginx (`apt-get install wrk nginx-light`; installed if
 # missing). Builds the example in release unless PROXY= names a binary.
@@ -94,6 +94,8 @@ done
 rss_loaded=$(rss)
 sleep "$SETTLE"
 rss_settled=$(rss)
+sleep "$SETTLE"
+rss_later=$(rss)
 
 python3 - "$results" <<'PY'
 import statistics, sys
@@ -107,4 +109,4 @@ for c in dict.fromkeys(r[0] for r in rows):
     print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>13.0f} {k/n:>11.2f}x | {np99:>8.2f}ms {kp99:>9.2f}ms {kp99/np99:>11.2f}x")
 PY
 echo
-echo "router proxy RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled (load now $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "router proxy RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled, $((2 * SETTLE))s later $rss_later (load now $(cut -d' ' -f1-3 /proc/loadavg))"

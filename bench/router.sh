@@ -14,9 +14,11 @@
 #      nginx and through Kiln's router, alternating, ROUNDS times, at 2, 64
 #      and 1000 connections; prints the medians and the ratios
 #      kiln/nginx (throughput: higher is better; p99: lower is better);
-#   4. prints the Kiln server's RSS idle, right after the load and after
-#      SETTLE seconds (default 10: the router closes instance connections
-#      opened for a burst after 5 s idle, sweeping every second).
+#   4. prints the Kiln server's RSS idle, right after the load, and SETTLE
+#      and 2×SETTLE seconds later (default 10: the router closes instance
+#      connections opened for a burst after 5 s idle, sweeping every
+#      second, and jemalloc's background thread returns the freed memory
+#      to the system over about ten seconds).
 #
 # Build first: `cargo build --release --bin kiln` (KILN= to use another).
 set -euo pipefail
@@ -135,6 +137,8 @@ done
 rss_loaded=$(rss)
 sleep "$SETTLE"
 rss_settled=$(rss)
+sleep "$SETTLE"
+rss_later=$(rss)
 
 python3 - "$results" <<'PY'
 import statistics, sys
@@ -148,4 +152,4 @@ for c in dict.fromkeys(r[0] for r in rows):
     print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>11.0f} {k/n:>9.2f}x | {np99:>8.2f}ms {kp99:>7.2f}ms {kp99/np99:>9.2f}x")
 PY
 echo
-echo "kiln server RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled"
+echo "kiln server RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled, $((2 * SETTLE))s later $rss_later"

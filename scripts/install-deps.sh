@@ -16,7 +16,8 @@
 # cell compiles the en_US.UTF-8 locale Kiln's LANG names into the stack),
 # and postgresql (issue 15: the tests start their own clusters from its
 # initdb and pg_ctl, on 127.0.0.1; the package's own cluster on 5432, if it
-# starts one, is not used).
+# starts one, is not used), and make and gcc (issue 16: jemalloc, the kiln
+# binary's allocator, is built from its C source by tikv-jemalloc-sys).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -36,6 +37,8 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ -e /usr/share/i18n/locales/en_US ] || need+=(locales)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
