@@ -19,7 +19,8 @@
 //!
 //! Architecture invariant: the request path never queries the BBS or a
 //! database and never waits on a lock; it reads an immutable snapshot of
-//! the table, swapped whole (`arc-swap`) when the table is rebuilt.
+//! the table, swapped whole (`arc-swap`) when it changes; a change makes a
+//! new table that shares what did not change with the old one.
 
 mod access_log;
 mod backend_io;
