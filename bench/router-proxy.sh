@@ -12,8 +12,8 @@
 #      nginx and through the router, alternating, ROUNDS times, at each of
 #      CONNS; prints the medians and the ratios router/nginx, with the load
 #      average (the machine is shared: compare only figures of one run);
-#   3. prints the proxy's RSS idle, right after the load and SETTLE seconds
-#      later.
+#   3. prints the proxy's RSS idle, right after the load, and SETTLE and
+#      2×SETTLE seconds later (the example uses jemalloc, as `kiln` does).
 #
 # Needs wrk and nginx (`apt-get install wrk nginx-light`; installed if
 # missing). Builds the example in release unless PROXY= names a binary.
@@ -25,7 +25,7 @@ DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-2 64 1000}
 SETTLE=${SETTLE:-10}
-command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y -qq wrk nginx-light >/dev/null
+. bench/router-nginx.sh
 if [ -z "${PROXY:-}" ]; then
   cargo build -q --release -p kiln-router --example proxy
   PROXY=${CARGO_TARGET_DIR:-target}/release/examples/proxy
@@ -45,7 +45,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 APP_PORT=$(free_port) NGINX_PORT=$(free_port) ROUTER_PORT=$(free_port)
 HOST=static.bench.test
-mkdir -p "$work/app/public" "$work/nginx"
+mkdir -p "$work/app/public"
 printf 'hello from a static file served by nginx\n' >"$work/app/public/index.html"
 
 cat >"$work/app/nginx.conf" <<CONF
@@ -60,32 +60,10 @@ http {
   server { listen 127.0.0.1:$APP_PORT; root $work/app/public; }
 }
 CONF
-cat >"$work/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log $work/nginx/access.log combined buffer=64k flush=1s;
-  upstream app { server 127.0.0.1:$APP_PORT; keepalive 128; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    keepalive_requests 1000000;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
 nginx -p "$work/app" -e "$work/app/error.log" -c "$work/app/nginx.conf" &
 pids+=($!)
-nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
-pids+=($!)
+start_nginx_proxy "$work/nginx" "$NGINX_PORT" "$APP_PORT"
+pids+=("$nginx_pid")
 "$PROXY" "127.0.0.1:$ROUTER_PORT" "127.0.0.1:$APP_PORT" "$HOST" >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 pids+=($proxy_pid)
@@ -100,21 +78,6 @@ curl -fsS --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "$VIA_R
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$proxy_pid/status"; }
 rss_idle=$(rss)
 
-# One wrk run: prints "req_per_s p99_ms".
-measure() {
-  local conns=$1 url=$2; shift 2
-  wrk --latency -t1 -c"$conns" -d"$DURATION" "$@" "$url" | python3 -c '
-import re, sys
-out = sys.stdin.read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-sock = re.search(r"Socket errors: (.*)", out)
-if errs or sock:
-    print("wrk reported errors:", (errs.group(0) if errs else ""), (sock.group(0) if sock else ""), file=sys.stderr)
-print(f"{rps:.0f} {p99:.3f}")'
-}
 
 results=$work/results
 : >"$results"
@@ -131,6 +94,8 @@ done
 rss_loaded=$(rss)
 sleep "$SETTLE"
 rss_settled=$(rss)
+sleep "$SETTLE"
+rss_later=$(rss)
 
 python3 - "$results" <<'PY'
 import statistics, sys
@@ -144,4 +109,4 @@ for c in dict.fromkeys(r[0] for r in rows):
     print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>13.0f} {k/n:>11.2f}x | {np99:>8.2f}ms {kp99:>9.2f}ms {kp99/np99:>11.2f}x")
 PY
 echo
-echo "router proxy RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled (load now $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "router proxy RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled, $((2 * SETTLE))s later $rss_later (load now $(cut -d' ' -f1-3 /proc/loadavg))"

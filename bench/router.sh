@@ -7,15 +7,18 @@
 #      data dir, pushes an app whose instance is nginx serving a static file
 #      (keep-alive) inside its container;
 #   2. starts nginx on the host as a reverse proxy to that instance
-#      (`worker_processes auto`, upstream keepalive, access log buffered to
-#      a file — Kiln's router writes an RTR line per request too);
+#      (bench/router-nginx.sh: `worker_processes auto`, upstream keepalive,
+#      access log buffered to a file — Kiln's router writes an RTR line per
+#      request too);
 #   3. runs `wrk --latency -t1 -cN -dD` straight to the instance, through
 #      nginx and through Kiln's router, alternating, ROUNDS times, at 2, 64
 #      and 1000 connections; prints the medians and the ratios
 #      kiln/nginx (throughput: higher is better; p99: lower is better);
-#   4. prints the Kiln server's RSS idle, right after the load and after
-#      SETTLE seconds (default 10: the router closes instance connections
-#      opened for a burst after 5 s idle, sweeping every second).
+#   4. prints the Kiln server's RSS idle, right after the load, and SETTLE
+#      and 2×SETTLE seconds later (default 10: the router closes instance
+#      connections opened for a burst after 5 s idle, sweeping every
+#      second, and jemalloc's background thread returns the freed memory
+#      to the system over about ten seconds).
 #
 # Build first: `cargo build --release --bin kiln` (KILN= to use another).
 set -euo pipefail
@@ -26,7 +29,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-2 64 1000}
 SETTLE=${SETTLE:-10}
 [ -x "$KILN" ] || { echo "router.sh: no $KILN; run cargo build --release --bin kiln" >&2; exit 1; }
-command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y -qq wrk nginx-light >/dev/null
+. bench/router-nginx.sh
 
 work=$(mktemp -d /tmp/kiln-bench-router.XXXXXX)
 server_pid= nginx_pid=
@@ -112,66 +115,30 @@ DIRECT=http://127.0.0.1:$port/index.html
 HOST=static.$DOMAIN
 curl -fsS --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://$ROUTER/index.html" >/dev/null
 
-mkdir -p "$work/nginx"
-cat >"$work/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log $work/nginx/access.log combined buffer=64k flush=1s;
-  upstream app { server 127.0.0.1:$port; keepalive 128; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$PROXY_PORT;
-    keepalive_requests 1000000;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
-nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
-nginx_pid=$!
+start_nginx_proxy "$work/nginx" "$PROXY_PORT" "$port"
 curl -fsS --retry 20 --retry-delay 1 --retry-all-errors "http://127.0.0.1:$PROXY_PORT/index.html" >/dev/null
 
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$server_pid/status"; }
 rss_idle=$(rss)
 
-# One wrk run: prints "req_per_s p99_ms".
-measure() {
-  local conns=$1 url=$2; shift 2
-  wrk --latency -t1 -c"$conns" -d"$DURATION" "$@" "$url" | python3 -c '
-import re, sys
-out = sys.stdin.read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-sock = re.search(r"Socket errors: (.*)", out)
-if errs or sock:
-    print("wrk reported errors:", (errs.group(0) if errs else ""), (sock.group(0) if sock else ""), file=sys.stderr)
-print(f"{rps:.0f} {p99:.3f}")'
-}
 
 results=$work/results
 : >"$results"
 echo "==> wrk --latency -t1 -dDURATION=$DURATION, $ROUNDS alternating rounds, GET /index.html ($(nproc) cores)"
 for conns in $CONNS; do
   for round in $(seq 1 "$ROUNDS"); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
     echo "c=$conns direct $(measure "$conns" "$DIRECT")" >>"$results"
     echo "c=$conns nginx $(measure "$conns" "http://127.0.0.1:$PROXY_PORT/index.html")" >>"$results"
     echo "c=$conns kiln $(measure "$conns" "http://$ROUTER/index.html" -H "Host: $HOST")" >>"$results"
-    echo "   c=$conns round $round: $(grep "^c=$conns " "$results" | tail -3 | awk '{printf "%s %s req/s p99 %s ms; ", $2, $3, $4}')"
+    echo "   c=$conns round $round (load $load): $(grep "^c=$conns " "$results" | tail -3 | awk '{printf "%s %s req/s p99 %s ms; ", $2, $3, $4}')"
   done
 done
 rss_loaded=$(rss)
 sleep "$SETTLE"
 rss_settled=$(rss)
+sleep "$SETTLE"
+rss_later=$(rss)
 
 python3 - "$results" <<'PY'
 import statistics, sys
@@ -185,4 +152,4 @@ for c in dict.fromkeys(r[0] for r in rows):
     print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>11.0f} {k/n:>9.2f}x | {np99:>8.2f}ms {kp99:>7.2f}ms {kp99/np99:>9.2f}x")
 PY
 echo
-echo "kiln server RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled"
+echo "kiln server RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled, $((2 * SETTLE))s later $rss_later"

@@ -17,7 +17,9 @@
 # and postgresql (issue 15: the tests start their own clusters from its
 # initdb and pg_ctl, on 127.0.0.1; the package's own cluster on 5432, if it
 # starts one, is not used), and faketime (the cluster test runs one node
-# with its wall clock 30 s ahead through libfaketime's LD_PRELOAD).
+# with its wall clock 30 s ahead through libfaketime's LD_PRELOAD), and make
+# and gcc (issue 16: jemalloc, the kiln binary's allocator, is built from its
+# C source by tikv-jemalloc-sys).
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -40,6 +42,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need+=(faketime)
 # wrk: bench/storage.sh's load on GET /v3/apps.
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v losetup >/dev/null 2>&1 || [ -x /usr/sbin/losetup ] || [ -x /sbin/losetup ] || need+=(mount)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

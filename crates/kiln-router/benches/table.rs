@@ -1,6 +1,8 @@
 //! The route table at 1,000, 10,000 and 100,000 routes: what a lookup costs
-//! (it should not grow with the table), what a rebuild costs, and what
-//! lookups see while the table is rebuilt and swapped in over and over
+//! (it should not grow with the table), what a full rebuild costs, what a
+//! patch for one changed process costs (what the router does on a BBS
+//! event; it should not grow with the table either), and what lookups see
+//! while the table is patched, or rebuilt, and swapped in over and over
 //! (they should not stall). Run by `bench/router-table.sh`.
 //!
 //! A harness of its own (no bench framework): each figure is the median of
@@ -8,7 +10,7 @@
 
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::*;
-use kiln_router::{RouteTable, SharedTable};
+use kiln_router::{RouteIndex, RouteTable, SharedTable};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -172,10 +174,17 @@ fn main() {
             .unwrap_or("?")
     );
     println!(
-        "{:>8} {:>12} {:>10} {:>16} {:>17}",
-        "routes", "lookup ns", "vs 1k", "rebuild cpu ms", "rebuild wall ms"
+        "{:>8} {:>12} {:>10} {:>16} {:>17} {:>14} {:>10}",
+        "routes",
+        "lookup ns",
+        "vs 1k",
+        "rebuild cpu ms",
+        "rebuild wall ms",
+        "patch cpu us",
+        "vs 1k"
     );
     let mut first = None;
+    let mut first_patch = None;
     let mut biggest = None;
     for apps in SIZES {
         let (desired, actual) = lrps(apps);
@@ -188,52 +197,64 @@ fn main() {
             rebuilds_cpu.push((cpu_ns() - started_cpu) as f64 / 1e6);
         }
         let routes = table.len();
+        let (mut index, table) = RouteIndex::build(&desired, &actual, &table);
+        let patch = median(
+            (0..ROUNDS)
+                .map(|_| patch_us(&mut index, &table, &desired, &actual))
+                .collect(),
+        );
         let shared = SharedTable::new(table);
         let queries = queries(apps);
         let ns = median((0..ROUNDS).map(|_| lookup_ns(&shared, &queries)).collect());
         let base = *first.get_or_insert(ns);
+        let patch_base = *first_patch.get_or_insert(patch);
         println!(
-            "{routes:>8} {ns:>12.1} {:>9.2}x {:>16.1} {:>17.1}",
+            "{routes:>8} {ns:>12.1} {:>9.2}x {:>16.1} {:>17.1} {patch:>14.1} {:>9.2}x",
             ns / base,
             median(rebuilds_cpu),
-            median(rebuilds)
+            median(rebuilds),
+            patch / patch_base,
         );
         biggest = Some((shared, desired, actual, queries, routes));
     }
 
-    // Lookups on the biggest table, alone and while another thread rebuilds
-    // it from the LRPs and swaps it in, back to back.
+    // Lookups on the biggest table, alone, while another thread patches
+    // one process after another into it (what BBS events do), and while
+    // it rebuilds it whole from the LRPs (the resync), back to back.
     let (shared, desired, actual, queries, routes) = biggest.expect("a table");
+    let desired = Arc::new(desired);
+    let actual = Arc::new(actual);
     let quiet = lookup_latencies(&shared, &queries);
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicUsize::new(0));
-    let updater = {
-        let (shared, stop, swaps) = (shared.clone(), stop.clone(), swaps.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let next = RouteTable::rebuild(&desired, &actual, &shared.snapshot());
-                shared.replace(next);
-                swaps.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    // Let the first swap land before measuring.
-    while swaps.load(Ordering::Relaxed) == 0 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let busy = lookup_latencies(&shared, &queries);
-    stop.store(true, Ordering::Relaxed);
-    updater.join().expect("the updater");
+    let (patching, patches) = while_updating(&shared, &queries, {
+        let (desired, actual) = (desired.clone(), actual.clone());
+        let (mut index, _) = RouteIndex::build(&desired, &actual, &shared.snapshot());
+        let mut n = 0;
+        move |shared: &SharedTable| {
+            n = (n + 7919) % desired.len();
+            let hosts = index.set_process(
+                &desired[n].process_guid,
+                Some(&desired[n]),
+                &actual[2 * n..2 * n + 2],
+            );
+            shared.replace(index.apply(&shared.snapshot(), &hosts));
+        }
+    });
+    let (rebuilding, rebuilds) = while_updating(&shared, &queries, move |shared: &SharedTable| {
+        shared.replace(RouteTable::rebuild(&desired, &actual, &shared.snapshot()));
+    });
     println!();
     println!(
-        "{routes} routes, per-lookup latency in ns ({} swaps of a rebuilt table during the second row)",
-        swaps.load(Ordering::Relaxed)
+        "{routes} routes, per-lookup latency in ns ({patches} patched tables swapped in during the second row, {rebuilds} rebuilt ones during the third)"
     );
     println!(
         "{:>18} {:>8} {:>8} {:>8} {:>10}",
         "", "p50", "p99", "p99.99", "max"
     );
-    for (name, times) in [("quiet", &quiet), ("while swapping", &busy)] {
+    for (name, times) in [
+        ("quiet", &quiet),
+        ("while patching", &patching),
+        ("while rebuilding", &rebuilding),
+    ] {
         println!(
             "{name:>18} {:>8} {:>8} {:>8} {:>10}",
             percentile(times, 0.5),
@@ -242,8 +263,61 @@ fn main() {
             times[times.len() - 1]
         );
     }
-    println!(
-        "p99 while swapping / quiet: {:.2}x",
-        percentile(&busy, 0.99) as f64 / percentile(&quiet, 0.99).max(1) as f64
-    );
+    for (name, times) in [("patching", &patching), ("rebuilding", &rebuilding)] {
+        println!(
+            "p99 while {name} / quiet: {:.2}x",
+            percentile(times, 0.99) as f64 / percentile(&quiet, 0.99).max(1) as f64
+        );
+    }
+}
+
+/// CPU microseconds to patch one process (its DesiredLrp and two
+/// instances, unchanged) into the table, as a BBS event does: re-record the
+/// process, recompute its hosts, copy their shards.
+fn patch_us(
+    index: &mut RouteIndex,
+    table: &RouteTable,
+    desired: &[DesiredLrp],
+    actual: &[ActualLrp],
+) -> f64 {
+    const PATCHES: usize = 1000;
+    let started = cpu_ns();
+    for n in 0..PATCHES {
+        let i = (n * 7919) % desired.len();
+        let hosts = index.set_process(
+            &desired[i].process_guid,
+            Some(&desired[i]),
+            &actual[2 * i..2 * i + 2],
+        );
+        black_box(index.apply(table, &hosts));
+    }
+    (cpu_ns() - started) as f64 / PATCHES as f64 / 1000.0
+}
+
+/// Lookup latencies while another thread runs `update` back to back; and
+/// how many updates it made meanwhile.
+fn while_updating(
+    shared: &SharedTable,
+    queries: &[(String, &'static str)],
+    mut update: impl FnMut(&SharedTable) + Send + 'static,
+) -> (Vec<u64>, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let updater = {
+        let (shared, stop, swaps) = (shared.clone(), stop.clone(), swaps.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                update(&shared);
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Let the first swap land before measuring.
+    while swaps.load(Ordering::Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let times = lookup_latencies(shared, queries);
+    stop.store(true, Ordering::Relaxed);
+    updater.join().expect("the updater");
+    (times, swaps.load(Ordering::Relaxed))
 }

@@ -12,6 +12,11 @@ use kiln_router::{RouteTable, RouterConfig, SharedTable};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// As the `kiln` binary: jemalloc, whose background thread hands memory
+/// freed after a burst back to the system.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

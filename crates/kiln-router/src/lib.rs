@@ -3,8 +3,9 @@
 //! - [`table`]: route (host and optional path) → RUNNING instances, built
 //!   from the BBS's DesiredLrps (their `routes`) and ActualLrps (their
 //!   `net_info`).
-//! - `sync`: keeps the table current from BBS events (re-read after each
-//!   burst of LRP events or a `Lagged`) and a periodic full resync.
+//! - `sync`: keeps the table current from BBS events (after each burst of
+//!   LRP events, re-reads the processes they name and patches the hosts
+//!   those map) and a periodic full resync.
 //! - `proxy`: the request path — look the route up, pick an instance
 //!   round-robin, stream the request there and the response back, with
 //!   Gorouter's headers, retries and error responses.
@@ -18,7 +19,8 @@
 //!
 //! Architecture invariant: the request path never queries the BBS or a
 //! database and never waits on a lock; it reads an immutable snapshot of
-//! the table, swapped whole (`arc-swap`) when the table is rebuilt.
+//! the table, swapped whole (`arc-swap`) when it changes; a change makes a
+//! new table that shares what did not change with the old one.
 
 mod access_log;
 mod backend_io;
@@ -32,8 +34,8 @@ pub mod tls;
 mod workers;
 
 use access_log::AccessLog;
-pub use sync::{SharedTable, load_table, sync_table};
-pub use table::{Endpoint, Pool, RouteTable, normalize_host};
+pub use sync::{SharedTable, load_index, load_table, sync_table};
+pub use table::{Endpoint, Pool, RouteIndex, RouteTable, normalize_host};
 pub use tls::{CertKeyPair, CertStore, Hsts, TlsError};
 
 use kiln_bbs_client::BbsClient;
@@ -154,15 +156,15 @@ pub async fn run_with_tls(
     let table = SharedTable::default();
     // The table is filled before the first request is answered (Gorouter
     // waits for its table at start too); connections queue meanwhile.
-    let loaded = match load_table(bbs.as_ref(), &RouteTable::default()).await {
-        Ok(initial) => {
+    let index = match load_index(bbs.as_ref(), &RouteTable::default()).await {
+        Ok((index, initial)) => {
             tracing::info!(routes = initial.len(), "router table loaded");
             table.replace(initial);
-            true
+            Some(index)
         }
         Err(error) => {
             tracing::warn!(%error, "router could not read routes at start; retrying shortly");
-            false
+            None
         }
     };
     let stop_sync = shutdown.child_token();
@@ -171,7 +173,7 @@ pub async fn run_with_tls(
         bbs,
         events,
         config.resync_interval,
-        loaded,
+        index,
         stop_sync.clone(),
     ));
     let stop_health = CancellationToken::new();

@@ -1,18 +1,23 @@
 //! Keeping the route table current: the router's route emitter.
 //!
 //! Diego's route emitter turns BBS events into NATS registrations and
-//! re-emits everything every 20 s; Kiln's router reads the BBS directly. It
-//! re-reads all LRPs after every burst of LRP events (or a `Lagged`), and
-//! every `resync_interval` regardless, so a missed event costs at most one
-//! interval. A re-read builds a whole new [`RouteTable`] and swaps it in;
+//! re-emits everything every 20 s; Kiln's router reads the BBS directly.
+//! After a burst of LRP events it re-reads only the processes they name
+//! (one DesiredLrp and its ActualLrps each) and patches the table: the
+//! hosts those processes map are recomputed, every other part of the new
+//! table is shared with the old. A `Lagged`, a burst naming more than
+//! [`MAX_PATCHED`] processes, a failed read and every `resync_interval`
+//! re-read everything and rebuild the table whole, so a missed event costs
+//! at most one interval. Either way the new table is swapped in whole;
 //! requests keep the snapshot they started with.
 
-use crate::table::RouteTable;
+use crate::table::{RouteIndex, RouteTable};
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use kiln_bbs_client::{ActualLrpFilter, BbsClient, BbsError};
 use kiln_model::bbs::BbsEvent;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 /// Events arriving this soon after the first are folded into one re-read
 /// (a scale to 10 instances is 10 events at once).
 const DEBOUNCE: Duration = Duration::from_millis(20);
+/// More changed processes than this in one burst are re-read whole.
+const MAX_PATCHED: usize = 1000;
 /// After a failed read, try again this soon rather than a full interval later.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 /// How often replaced tables still held by requests are looked at again.
@@ -85,12 +92,20 @@ pub async fn load_table(
     bbs: &dyn BbsClient,
     previous: &RouteTable,
 ) -> Result<RouteTable, BbsError> {
+    Ok(load_index(bbs, previous).await?.1)
+}
+
+/// [`load_table`], with the index that later changes are applied to.
+pub async fn load_index(
+    bbs: &dyn BbsClient,
+    previous: &RouteTable,
+) -> Result<(RouteIndex, RouteTable), BbsError> {
     let desired = bbs.desired_lrps(None).await?;
     let mut actual = bbs.actual_lrps(ActualLrpFilter::default()).await?;
     // Instances on evacuating cells keep serving until their cell stops
     // them, beside their replacements (Diego's evacuating ActualLrps).
     actual.extend(bbs.evacuating_lrps().await?);
-    Ok(RouteTable::rebuild(&desired, &actual, previous))
+    Ok(RouteIndex::build(&desired, &actual, previous))
 }
 
 /// Reads the table now, then keeps it current until `shutdown`.
@@ -102,75 +117,189 @@ pub async fn sync_table(
 ) {
     // Subscribe before the first read, so that no change falls between them.
     let events = bbs.subscribe();
-    let ok = reload(&table, bbs.as_ref()).await.is_ok();
-    follow(table, bbs, events, resync_interval, ok, shutdown).await;
+    let index = reload(&table, bbs.as_ref()).await;
+    follow(table, bbs, events, resync_interval, index, shutdown).await;
 }
 
-/// Whether an event can change the route table. Task events cannot.
-fn affects_routes(event: &BbsEvent) -> bool {
-    match event {
-        // A crash also changes its ActualLrp, which that event carries.
-        BbsEvent::TaskChanged { .. }
-        | BbsEvent::TaskRemoved { .. }
-        | BbsEvent::ActualLrpCrashed { .. } => false,
-        BbsEvent::DesiredLrpChanged { .. }
-        | BbsEvent::DesiredLrpRemoved { .. }
-        | BbsEvent::ActualLrpChanged { .. }
-        | BbsEvent::ActualLrpRemoved { .. }
-        | BbsEvent::Lagged => true,
+/// What a burst of events asks to re-read.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Changes {
+    #[default]
+    None,
+    /// These processes (their DesiredLrp, ActualLrps or both) changed.
+    Processes(BTreeSet<String>),
+    /// Everything: events were missed, or the periodic resync is due.
+    All,
+}
+
+impl Changes {
+    /// Notes what `event` changed; whether it can change the route table.
+    fn note(&mut self, event: &BbsEvent) -> bool {
+        let process_guid = match event {
+            // A crash also changes its ActualLrp, which that event carries.
+            BbsEvent::TaskChanged { .. }
+            | BbsEvent::TaskRemoved { .. }
+            | BbsEvent::ActualLrpCrashed { .. } => return false,
+            BbsEvent::DesiredLrpChanged { desired_lrp } => &desired_lrp.process_guid,
+            BbsEvent::DesiredLrpRemoved { process_guid } => process_guid,
+            BbsEvent::ActualLrpChanged { actual_lrp } => &actual_lrp.key.process_guid,
+            BbsEvent::ActualLrpRemoved { key } => &key.process_guid,
+            BbsEvent::Lagged => {
+                *self = Changes::All;
+                return true;
+            }
+        };
+        match self {
+            Changes::All => {}
+            Changes::Processes(processes) if processes.len() >= MAX_PATCHED => {
+                *self = Changes::All;
+            }
+            Changes::Processes(processes) => {
+                processes.insert(process_guid.clone());
+            }
+            Changes::None => {
+                *self = Changes::Processes(BTreeSet::from([process_guid.clone()]));
+            }
+        }
+        true
     }
 }
 
-async fn reload(table: &SharedTable, bbs: &dyn BbsClient) -> Result<(), BbsError> {
-    match load_table(bbs, &table.snapshot()).await {
-        Ok(fresh) => {
+/// A full re-read: the new table swapped in and its index, or `None` if
+/// the BBS could not be read (the current table stays).
+async fn reload(table: &SharedTable, bbs: &dyn BbsClient) -> Option<RouteIndex> {
+    match load_index(bbs, &table.snapshot()).await {
+        Ok((index, fresh)) => {
             tracing::debug!(routes = fresh.len(), "router table rebuilt");
             table.replace(fresh);
-            Ok(())
+            Some(index)
         }
         Err(error) => {
             tracing::warn!(%error, "router could not read routes from the bbs; keeping the current table");
-            Err(error)
+            None
         }
     }
 }
 
-/// The loop after the first read. `last_ok` says whether that read worked.
+/// Re-reads only `processes` (one DesiredLrp and its ActualLrps each, and
+/// the evacuating instances once) and swaps in the table with the hosts
+/// they map recomputed; every other part of the table is shared with the
+/// current one. On an error `index` may be part-updated: the caller drops
+/// it and re-reads everything.
+async fn patch(
+    table: &SharedTable,
+    index: &mut RouteIndex,
+    bbs: &dyn BbsClient,
+    processes: &BTreeSet<String>,
+) -> Result<(), BbsError> {
+    let evacuating = bbs.evacuating_lrps().await?;
+    let mut hosts = Vec::new();
+    for process_guid in processes {
+        let desired = match bbs.desired_lrp_by_process_guid(process_guid).await {
+            Ok(desired) => Some(desired),
+            Err(BbsError::NotFound { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        let mut actual = match desired {
+            Some(_) => {
+                let filter = ActualLrpFilter {
+                    process_guid: Some(process_guid.clone()),
+                    ..ActualLrpFilter::default()
+                };
+                bbs.actual_lrps(filter).await?
+            }
+            None => Vec::new(),
+        };
+        actual.extend(
+            evacuating
+                .iter()
+                .filter(|a| a.key.process_guid == *process_guid)
+                .cloned(),
+        );
+        hosts.extend(index.set_process(process_guid, desired.as_ref(), &actual));
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    let next = index.apply(&table.snapshot(), &hosts);
+    tracing::debug!(
+        processes = processes.len(),
+        hosts = hosts.len(),
+        routes = next.len(),
+        "router table patched"
+    );
+    table.replace(next);
+    Ok(())
+}
+
+/// Applies `changes`: a patch if there is an index and only some
+/// processes changed, else a full re-read. The index to go on with, if the
+/// table is known to match it.
+async fn update(
+    table: &SharedTable,
+    bbs: &dyn BbsClient,
+    index: Option<RouteIndex>,
+    changes: Changes,
+) -> Option<RouteIndex> {
+    match (index, changes) {
+        (Some(index), Changes::None) => Some(index),
+        (Some(mut index), Changes::Processes(processes)) => {
+            match patch(table, &mut index, bbs, &processes).await {
+                Ok(()) => Some(index),
+                Err(error) => {
+                    tracing::warn!(%error, "router could not read changed routes from the bbs; re-reading all shortly");
+                    None
+                }
+            }
+        }
+        _ => reload(table, bbs).await,
+    }
+}
+
+/// The loop after the first read. `index` is that read's, if it worked.
 pub(crate) async fn follow(
     table: SharedTable,
     bbs: Arc<dyn BbsClient>,
     mut events: BoxStream<'static, BbsEvent>,
     resync_interval: Duration,
-    mut last_ok: bool,
+    mut index: Option<RouteIndex>,
     shutdown: CancellationToken,
 ) {
-    let mut last_took = Duration::ZERO;
+    let mut last_full = Duration::ZERO;
     let mut held = false;
     loop {
-        let wait = if last_ok {
+        let wait = if index.is_some() {
             resync_interval
         } else {
             resync_interval.min(RETRY_AFTER_ERROR)
         };
         let resync_at = Instant::now() + wait;
+        let mut changes = Changes::None;
         // Wait for a reason to re-read: a relevant event or the resync.
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(resync_at) => break,
+                _ = tokio::time::sleep_until(resync_at) => {
+                    changes = Changes::All;
+                    break;
+                }
                 _ = tokio::time::sleep(REAP_EVERY), if held => held = table.reap(),
                 event = events.next() => match event {
-                    Some(event) if affects_routes(&event) => {
-                        // Fold the rest of the burst into this re-read. A slow
-                        // re-read (a big table) widens the window, so the
-                        // router never spends most of its time rebuilding.
-                        let quiet_until = Instant::now() + DEBOUNCE.max(last_took * 2);
+                    Some(event) if changes.note(&event) => {
+                        // Fold the rest of the burst into this update. A
+                        // slow full re-read (a big table) widens the
+                        // window, so the router never spends most of its
+                        // time rebuilding; a patch is quick.
+                        let window = if index.is_some() { DEBOUNCE } else { DEBOUNCE.max(last_full * 2) };
+                        let quiet_until = Instant::now() + window;
                         loop {
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
                                 _ = tokio::time::sleep_until(quiet_until) => break,
-                                more = events.next() => if more.is_none() {
-                                    events = Box::pin(futures_util::stream::pending());
+                                more = events.next() => match more {
+                                    Some(more) => {
+                                        changes.note(&more);
+                                    }
+                                    None => events = Box::pin(futures_util::stream::pending()),
                                 },
                             }
                         }
@@ -184,9 +313,12 @@ pub(crate) async fn follow(
                 },
             }
         }
+        let full = index.is_none() || changes == Changes::All;
         let started = Instant::now();
-        last_ok = reload(&table, bbs.as_ref()).await.is_ok();
-        last_took = started.elapsed();
+        index = update(&table, bbs.as_ref(), index, changes).await;
+        if full {
+            last_full = started.elapsed();
+        }
         held = table.reap();
     }
 }
@@ -212,13 +344,37 @@ mod tests {
     }
 
     #[test]
-    fn only_lrp_events_and_lag_trigger_a_reread() {
-        assert!(affects_routes(&BbsEvent::Lagged));
-        assert!(affects_routes(&BbsEvent::DesiredLrpRemoved {
-            process_guid: "p".into()
-        }));
-        assert!(!affects_routes(&BbsEvent::TaskRemoved {
+    fn lrp_events_name_their_process_and_lag_asks_for_everything() {
+        let mut changes = Changes::None;
+        assert!(!changes.note(&BbsEvent::TaskRemoved {
             task_guid: "t".into()
         }));
+        assert_eq!(changes, Changes::None);
+        for process_guid in ["p", "q", "p"] {
+            assert!(changes.note(&BbsEvent::DesiredLrpRemoved {
+                process_guid: process_guid.into()
+            }));
+        }
+        assert_eq!(
+            changes,
+            Changes::Processes(BTreeSet::from(["p".into(), "q".into()]))
+        );
+        assert!(changes.note(&BbsEvent::Lagged));
+        assert_eq!(changes, Changes::All);
+        assert!(changes.note(&BbsEvent::DesiredLrpRemoved {
+            process_guid: "r".into()
+        }));
+        assert_eq!(changes, Changes::All, "stays whole");
+    }
+
+    #[test]
+    fn a_burst_of_too_many_processes_is_read_whole() {
+        let mut changes = Changes::None;
+        for i in 0..=MAX_PATCHED {
+            changes.note(&BbsEvent::DesiredLrpRemoved {
+                process_guid: format!("p{i}"),
+            });
+        }
+        assert_eq!(changes, Changes::All);
     }
 }

@@ -1,15 +1,26 @@
 //! The routing table: which instances serve which route.
 //!
-//! Built whole from the BBS's view, never patched, so it is always a
-//! consistent picture of one moment; a rebuild reuses the previous table's
-//! unchanged endpoints, so it costs little beyond one pass over the LRPs. A route whose processes have no RUNNING
-//! instance stays in the table with no endpoints, so the router can tell
-//! "no such route" (404) from "no instance up" (503), as Gorouter does.
+//! Two halves. [`RouteTable`] is what requests read: immutable, shared
+//! behind `arc-swap`, a lookup is one hash of the host and one probe.
+//! [`RouteIndex`] is the writer's: what each process contributes (its
+//! route keys and RUNNING instances), so that a change to one process
+//! recomputes only the hosts it maps and makes a new table that shares
+//! every other part with the old one (copy-on-write by shard). A full
+//! rebuild from the BBS's view is kept for the start and the periodic
+//! resync, and reuses the previous table's unchanged endpoints.
 //!
-//! A route is a host plus an optional path prefix. A lookup is one hash
-//! lookup by host and then a scan of that host's few paths, so its cost does
-//! not grow with the number of routes in the table.
+//! A route whose processes have no RUNNING instance stays in the table
+//! with no endpoints, so the router can tell "no such route" (404) from
+//! "no instance up" (503), as Gorouter does.
+//!
+//! A route is a host plus an optional path prefix. A lookup hashes the
+//! normalised host once (no allocation), picks the shard by that hash, and
+//! probes the shard's open-addressing table with it; the slot holds the
+//! hash and, for hosts up to [`INLINE_HOST`] bytes, the name itself, then
+//! the host's own route, so a hit reads one slot. Path routes are a short
+//! list in that slot, longest first.
 
+use hashbrown::HashTable;
 use http::HeaderValue;
 use http::uri::Authority;
 use kiln_model::ActualLrpState;
@@ -142,6 +153,15 @@ pub struct Pool {
     next: AtomicUsize,
 }
 
+impl Clone for Pool {
+    fn clone(&self) -> Pool {
+        Pool {
+            endpoints: self.endpoints.clone(),
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 impl Pool {
     fn starting_at(next: usize) -> Pool {
         Pool {
@@ -166,7 +186,7 @@ impl Pool {
 /// The routes of one host. Most hosts have only their own route, kept
 /// inline in the table's slot (no pointer to follow on a lookup); path
 /// routes, if any, are a short list, longest prefix first.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct HostRoutes {
     /// The host's own route (empty path), if mapped.
     root: Option<Pool>,
@@ -185,27 +205,25 @@ impl HostRoutes {
             .map(|(_, pool)| pool)
     }
 
-    fn pool_mut(&mut self, path: &str) -> Option<&mut Pool> {
+    /// The pool at `path`, added (starting round-robin at `next()`) if
+    /// it is not there yet.
+    fn pool_or_add(&mut self, path: &str, next: impl FnOnce() -> usize) -> &mut Pool {
         if path.is_empty() {
-            return self.root.as_mut();
+            return self.root.get_or_insert_with(|| Pool::starting_at(next()));
         }
-        self.paths
-            .iter_mut()
-            .find(|(p, _)| &**p == path)
-            .map(|(_, pool)| pool)
+        let at = match self.paths.iter().position(|(p, _)| &**p == path) {
+            Some(at) => at,
+            None => {
+                self.paths.push((path.into(), Pool::starting_at(next())));
+                self.paths.len() - 1
+            }
+        };
+        &mut self.paths[at].1
     }
 
-    /// Adds the route at `path` unless it is there; whether it was added.
-    fn add(&mut self, path: &str, next: usize) -> bool {
-        if self.pool(path).is_some() {
-            return false;
-        }
-        if path.is_empty() {
-            self.root = Some(Pool::starting_at(next));
-        } else {
-            self.paths.push((path.into(), Pool::starting_at(next)));
-        }
-        true
+    /// How many routes (the host's own and its paths) this is.
+    fn len(&self) -> usize {
+        usize::from(self.root.is_some()) + self.paths.len()
     }
 
     /// Gorouter's rule: the longest matching prefix that has endpoints;
@@ -232,6 +250,26 @@ impl HostRoutes {
             .iter()
             .chain(self.paths.iter().map(|(_, pool)| pool))
     }
+
+    /// Orders what lookups and round-robin rely on.
+    fn settle(&mut self) {
+        // Longest first, so the first match is the longest prefix.
+        self.paths
+            .sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        self.paths.shrink_to_fit();
+        // A stable order, so round-robin walks the instances the same way
+        // whatever order the BBS listed them in.
+        for pool in self
+            .root
+            .iter_mut()
+            .chain(self.paths.iter_mut().map(|(_, p)| p))
+        {
+            pool.endpoints.sort_unstable_by(|a, b| {
+                (&a.process_guid, a.index).cmp(&(&b.process_guid, b.index))
+            });
+            pool.endpoints.shrink_to_fit();
+        }
+    }
 }
 
 /// Whether `prefix` (lower case, no trailing `/`, not empty) is a
@@ -253,22 +291,98 @@ fn normalize_path(path: &str) -> String {
     path.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
+/// Host names up to this many bytes are kept in the table's slot itself, so
+/// comparing one on a lookup follows no pointer. App routes on a shared
+/// domain (`my-app-name.apps.example.com`) fit.
+pub const INLINE_HOST: usize = 46;
+
+/// A normalised host name as a slot keeps it.
+#[derive(Debug, Clone)]
+enum HostName {
+    Inline { len: u8, bytes: [u8; INLINE_HOST] },
+    Heap(Box<[u8]>),
+}
+
+impl HostName {
+    fn new(name: &[u8]) -> HostName {
+        if name.len() <= INLINE_HOST {
+            let mut bytes = [0; INLINE_HOST];
+            bytes[..name.len()].copy_from_slice(name);
+            HostName::Inline {
+                len: name.len() as u8,
+                bytes,
+            }
+        } else {
+            HostName::Heap(name.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            HostName::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            HostName::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// One host's slot: its hash (compared before the name), name and routes.
+#[derive(Debug, Clone)]
+struct HostEntry {
+    hash: u64,
+    name: HostName,
+    routes: HostRoutes,
+}
+
+/// Part of the table's hosts, chosen by hash. A change copies only the
+/// shards it touches; the new table shares all the others with the old.
+#[derive(Debug, Default, Clone)]
+struct Shard {
+    hosts: HashTable<HostEntry>,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, name: &[u8]) -> Option<&HostEntry> {
+        self.hosts
+            .find(hash, |e| e.hash == hash && e.name.as_bytes() == name)
+    }
+}
+
+/// About this many hosts per shard: a change to one host copies that many.
+const HOSTS_PER_SHARD: usize = 32;
+
 /// Route → pool. Immutable once built; the router swaps in a new one on
-/// every change.
+/// every change, which shares the shards the change did not touch.
 ///
-/// One open-addressing hash map by host with a fast seeded hash
-/// (`foldhash`, random per process, so a client cannot pick colliding
-/// hosts ahead of time), each slot holding the host's routes inline.
-#[derive(Debug, Default)]
+/// The hash is foldhash's, seeded at random per process (so a client cannot
+/// pick colliding hosts ahead of time); every table an index derives from
+/// another keeps its seed, so shards can be shared between them.
+#[derive(Debug, Clone)]
 pub struct RouteTable {
-    hosts: HashMap<Box<str>, HostRoutes, foldhash::fast::RandomState>,
+    shards: Box<[Arc<Shard>]>,
+    hasher: foldhash::fast::RandomState,
     routes: usize,
+}
+
+impl Default for RouteTable {
+    fn default() -> RouteTable {
+        RouteTable::with_shards(1, foldhash::fast::RandomState::default())
+    }
 }
 
 /// Lower-cases a host and strips a `:port` and a trailing dot: routes are
 /// matched without them (Gorouter strips the port and lower-cases the key).
 /// Borrows when the host is already in that form (the common case).
 pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let bare = strip_host(host);
+    if bare.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(bare.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bare)
+    }
+}
+
+/// The host without spaces, `:port`, IPv6 brackets and a trailing dot.
+fn strip_host(host: &str) -> &str {
     let host = host.trim();
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // An IPv6 literal, `[::1]:8080`.
@@ -279,15 +393,22 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
             _ => host,
         }
     };
-    let bare = without_port.trim_end_matches('.');
-    if bare.bytes().any(|c| c.is_ascii_uppercase()) {
-        Cow::Owned(bare.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(bare)
-    }
+    without_port.trim_end_matches('.')
 }
 
+/// Longest host name a lookup lower-cases on the stack (DNS allows 253).
+const MAX_HOST: usize = 255;
+
 impl RouteTable {
+    fn with_shards(count: usize, hasher: foldhash::fast::RandomState) -> RouteTable {
+        let count = count.max(1).next_power_of_two();
+        RouteTable {
+            shards: (0..count).map(|_| Arc::default()).collect(),
+            hasher,
+            routes: 0,
+        }
+    }
+
     /// The table for this set of LRPs: every route of every DesiredLrp is a
     /// route; its endpoints are the RUNNING ActualLrps of those DesiredLrps
     /// that have a port. Several processes may share a route; their
@@ -299,119 +420,46 @@ impl RouteTable {
     /// As [`RouteTable::from_lrps`], keeping from `previous` what the router
     /// learned: each route's round-robin position and each instance's
     /// failures and requests in flight. An instance that did not change is
-    /// the same `Endpoint` as in `previous` (shared, not rebuilt), so a
-    /// rebuild allocates only for what changed and costs time linear in
-    /// the number of routes and instances.
+    /// the same `Endpoint` as in `previous` (shared, not rebuilt).
     pub fn rebuild(
         desired: &[DesiredLrp],
         actual: &[ActualLrp],
         previous: &RouteTable,
     ) -> RouteTable {
-        let known = previous.endpoints_by_instance();
-        let (mut table, keys) = RouteTable::routes_of(desired, previous);
-        let by_process: HashMap<&str, usize, foldhash::fast::RandomState> = desired
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.process_guid.as_str(), i))
-            .collect();
-        let mut addr = String::new();
-        for a in actual {
-            let Some(&i) = by_process.get(a.key.process_guid.as_str()) else {
-                continue;
-            };
-            let Some(endpoint) = endpoint_of(a, &desired[i], &known, &mut addr) else {
-                continue;
-            };
-            for (host, path) in &keys[i] {
-                if let Some(pool) = table.hosts.get_mut(&**host).and_then(|h| h.pool_mut(path)) {
-                    pool.endpoints.push(endpoint.clone());
-                }
-            }
-        }
-        table.settle();
-        table
+        RouteIndex::build(desired, actual, previous).1
     }
 
-    /// Every route of `desired`, with no endpoints yet, each starting
-    /// round-robin where `previous` was; and each DesiredLrp's route keys.
-    fn routes_of(desired: &[DesiredLrp], previous: &RouteTable) -> (RouteTable, Vec<RouteKeys>) {
-        let mut table = RouteTable::default();
-        table.hosts.reserve(previous.hosts.len().max(desired.len()));
-        // A fresh route starts at a random place, so that instance 0 does
-        // not take the first request of every new route.
-        let mut fresh_start =
-            foldhash::fast::RandomState::default().hash_one(desired.len()) as usize;
-        let keys = desired
-            .iter()
-            .map(|d| {
-                let mut keys: Vec<(Box<str>, String)> = d
-                    .routes
-                    .iter()
-                    .map(route_key)
-                    .filter(|(host, _)| !host.is_empty())
-                    .collect();
-                keys.sort_unstable();
-                keys.dedup();
-                for (host, path) in &keys {
-                    let next = previous
-                        .hosts
-                        .get(&**host)
-                        .and_then(|routes| routes.pool(path))
-                        .map(|pool| pool.next.load(Ordering::Relaxed))
-                        .unwrap_or_else(|| {
-                            fresh_start = fresh_start
-                                .wrapping_mul(6_364_136_223_846_793_005)
-                                .wrapping_add(1);
-                            fresh_start >> 16
-                        });
-                    let routes = table.hosts.entry(host.clone()).or_default();
-                    if routes.add(path, next) {
-                        table.routes += 1;
-                    }
-                }
-                keys
-            })
-            .collect();
-        (table, keys)
+    fn hash(&self, name: &[u8]) -> u64 {
+        self.hasher.hash_one(name)
     }
 
-    /// Each endpoint of the table by its instance guid.
-    fn endpoints_by_instance(&self) -> HashMap<&str, &Arc<Endpoint>, foldhash::fast::RandomState> {
-        self.hosts
-            .values()
-            .flat_map(HostRoutes::pools)
-            .flat_map(|pool| &pool.endpoints)
-            .map(|e| (e.instance_guid.as_str(), e))
-            .collect()
+    /// The shard a hash falls in. Its middle bits: the shard's own table
+    /// uses the low bits for the slot and the top ones for its tags.
+    fn shard_of(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & (self.shards.len() - 1)
     }
 
-    /// Orders what lookups and round-robin rely on.
-    fn settle(&mut self) {
-        for routes in self.hosts.values_mut() {
-            // Longest first, so the first match is the longest prefix.
-            routes
-                .paths
-                .sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-            routes.paths.shrink_to_fit();
-            // A stable order, so round-robin walks the instances the same way
-            // whatever order the BBS listed them in.
-            for pool in routes
-                .root
-                .iter_mut()
-                .chain(routes.paths.iter_mut().map(|(_, p)| p))
-            {
-                pool.endpoints.sort_unstable_by(|a, b| {
-                    (&a.process_guid, a.index).cmp(&(&b.process_guid, b.index))
-                });
-            }
-        }
+    fn entry(&self, name: &[u8]) -> Option<&HostEntry> {
+        let hash = self.hash(name);
+        self.shards[self.shard_of(hash)].find(hash, name)
     }
 
     /// The pool for a request to `host` (any case, with or without a port)
     /// at `path` (the request target's path, query allowed): the longest
-    /// matching path route of that host, as Gorouter matches.
+    /// matching path route of that host, as Gorouter matches. Allocates
+    /// nothing.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Pool> {
-        self.hosts.get(normalize_host(host).as_ref())?.lookup(path)
+        let bare = strip_host(host).as_bytes();
+        let entry = if bare.iter().any(u8::is_ascii_uppercase) {
+            let mut lower = [0u8; MAX_HOST];
+            let lower = lower.get_mut(..bare.len())?;
+            lower.copy_from_slice(bare);
+            lower.make_ascii_lowercase();
+            self.entry(lower)?
+        } else {
+            self.entry(bare)?
+        };
+        entry.routes.lookup(path)
     }
 
     /// How many routes (host plus path) the table has.
@@ -422,6 +470,259 @@ impl RouteTable {
     pub fn is_empty(&self) -> bool {
         self.routes == 0
     }
+
+    fn entries(&self) -> impl Iterator<Item = &HostEntry> {
+        self.shards.iter().flat_map(|shard| shard.hosts.iter())
+    }
+
+    /// Each endpoint of the table by its instance guid.
+    fn endpoints_by_instance(&self) -> HashMap<&str, &Arc<Endpoint>, foldhash::fast::RandomState> {
+        self.entries()
+            .flat_map(|entry| entry.routes.pools())
+            .flat_map(|pool| &pool.endpoints)
+            .map(|e| (e.instance_guid.as_str(), e))
+            .collect()
+    }
+
+    /// Puts `routes` in as `name`'s (`None`: removes the host), copying
+    /// the shard first if another table shares it.
+    fn set_host(&mut self, name: &[u8], routes: Option<HostRoutes>) {
+        let hash = self.hash(name);
+        let at = self.shard_of(hash);
+        let shard = Arc::make_mut(&mut self.shards[at]);
+        let eq = |e: &HostEntry| e.hash == hash && e.name.as_bytes() == name;
+        match (shard.hosts.find_entry(hash, eq), routes) {
+            (Ok(mut slot), Some(routes)) => {
+                self.routes = self.routes - slot.get().routes.len() + routes.len();
+                slot.get_mut().routes = routes;
+            }
+            (Ok(slot), None) => {
+                self.routes -= slot.get().routes.len();
+                slot.remove();
+            }
+            (Err(_), Some(routes)) => {
+                self.routes += routes.len();
+                let entry = HostEntry {
+                    hash,
+                    name: HostName::new(name),
+                    routes,
+                };
+                shard.hosts.insert_unique(hash, entry, |e| e.hash);
+            }
+            (Err(_), None) => {}
+        }
+    }
+}
+
+/// What one process contributes to the table.
+#[derive(Debug, Default)]
+struct ProcessRoutes {
+    /// Its route keys, sorted, without duplicates.
+    keys: RouteKeys,
+    /// Its RUNNING instances with a port, by index.
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+/// The writer's side of the table: each process's routes and instances,
+/// and which processes map each host, so that a change to one process
+/// recomputes only the hosts it maps (before and after the change).
+#[derive(Debug, Default)]
+pub struct RouteIndex {
+    processes: HashMap<String, ProcessRoutes, foldhash::fast::RandomState>,
+    /// Host → the process guids mapping it (a route of each), sorted.
+    hosts: HashMap<Box<str>, Vec<String>, foldhash::fast::RandomState>,
+    /// Where a fresh route starts round-robin (a simple generator).
+    fresh: u64,
+}
+
+impl RouteIndex {
+    /// The index and table for this set of LRPs, keeping from `previous`
+    /// its round-robin positions and instances' state (see
+    /// [`RouteTable::rebuild`]).
+    pub fn build(
+        desired: &[DesiredLrp],
+        actual: &[ActualLrp],
+        previous: &RouteTable,
+    ) -> (RouteIndex, RouteTable) {
+        let mut index = RouteIndex {
+            fresh: foldhash::fast::RandomState::default().hash_one(desired.len()),
+            ..RouteIndex::default()
+        };
+        index.processes.reserve(desired.len());
+        index.add_all(desired, actual, previous);
+        let shards = index.hosts.len() / HOSTS_PER_SHARD;
+        let mut table = RouteTable::with_shards(shards, previous.hasher.clone());
+        let mut fresh = index.fresh;
+        for host in index.hosts.keys() {
+            let before = previous.entry(host.as_bytes()).map(|e| &e.routes);
+            let routes = index.host_routes(host, before, &mut fresh);
+            table.set_host(host.as_bytes(), routes);
+        }
+        index.fresh = fresh;
+        (index, table)
+    }
+
+    /// Every process of `desired` with its instances in `actual`.
+    fn add_all(&mut self, desired: &[DesiredLrp], actual: &[ActualLrp], previous: &RouteTable) {
+        let known = previous.endpoints_by_instance();
+        let by_process: HashMap<&str, usize, foldhash::fast::RandomState> = desired
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.process_guid.as_str(), i))
+            .collect();
+        let mut endpoints: Vec<Vec<Arc<Endpoint>>> = vec![Vec::new(); desired.len()];
+        let mut addr = String::new();
+        for a in actual {
+            let Some(&i) = by_process.get(a.key.process_guid.as_str()) else {
+                continue;
+            };
+            if let Some(endpoint) =
+                endpoint_of(a, &desired[i], |guid| known.get(guid).copied(), &mut addr)
+            {
+                endpoints[i].push(endpoint);
+            }
+        }
+        for (d, endpoints) in desired.iter().zip(endpoints) {
+            self.insert(d, endpoints);
+        }
+    }
+
+    /// Records `d` with `endpoints` (the process must not be recorded).
+    fn insert(&mut self, d: &DesiredLrp, mut endpoints: Vec<Arc<Endpoint>>) {
+        let keys = route_keys(d);
+        let mut last: Option<&str> = None;
+        for (host, _) in &keys {
+            if last == Some(&**host) {
+                continue;
+            }
+            last = Some(host);
+            let processes = self.hosts.entry(host.clone()).or_default();
+            if let Err(at) = processes.binary_search(&d.process_guid) {
+                processes.insert(at, d.process_guid.clone());
+            }
+        }
+        endpoints.sort_unstable_by_key(|e| e.index);
+        self.processes
+            .insert(d.process_guid.clone(), ProcessRoutes { keys, endpoints });
+    }
+
+    /// Forgets the process; its routes' hosts.
+    fn remove(&mut self, process_guid: &str) -> Vec<Box<str>> {
+        let Some(old) = self.processes.remove(process_guid) else {
+            return Vec::new();
+        };
+        let mut hosts: Vec<Box<str>> = old.keys.into_iter().map(|(host, _)| host).collect();
+        hosts.dedup();
+        for host in &hosts {
+            if let Some(processes) = self.hosts.get_mut(host) {
+                processes.retain(|p| p != process_guid);
+                if processes.is_empty() {
+                    self.hosts.remove(host);
+                }
+            }
+        }
+        hosts
+    }
+
+    /// Records what one process is now: `desired` (`None`: gone) and its
+    /// ActualLrps `actual` (evacuating ones too). Returns the hosts whose
+    /// routes this may change, for [`RouteIndex::apply`].
+    pub fn set_process(
+        &mut self,
+        process_guid: &str,
+        desired: Option<&DesiredLrp>,
+        actual: &[ActualLrp],
+    ) -> Vec<Box<str>> {
+        let before: Vec<Arc<Endpoint>> = self
+            .processes
+            .get(process_guid)
+            .map(|p| p.endpoints.clone())
+            .unwrap_or_default();
+        let mut hosts = self.remove(process_guid);
+        if let Some(d) = desired {
+            let known = |guid: &str| before.iter().find(|e| e.instance_guid == guid);
+            let mut addr = String::new();
+            let endpoints = actual
+                .iter()
+                .filter(|a| a.key.process_guid == d.process_guid)
+                .filter_map(|a| endpoint_of(a, d, known, &mut addr))
+                .collect();
+            self.insert(d, endpoints);
+            hosts.extend(
+                self.processes[process_guid]
+                    .keys
+                    .iter()
+                    .map(|(h, _)| h.clone()),
+            );
+        }
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+    }
+
+    /// The table `current` with the routes of `hosts` recomputed from the
+    /// index. Shards without one of them are shared with `current`.
+    pub fn apply(&mut self, current: &RouteTable, hosts: &[Box<str>]) -> RouteTable {
+        let mut table = current.clone();
+        let mut fresh = self.fresh;
+        for host in hosts {
+            let before = current.entry(host.as_bytes()).map(|e| &e.routes);
+            let routes = self.host_routes(host, before, &mut fresh);
+            table.set_host(host.as_bytes(), routes);
+        }
+        self.fresh = fresh;
+        table
+    }
+
+    /// The routes of `host` from every process mapping it (`None`: no
+    /// process does), starting round-robin where `before` was.
+    fn host_routes(
+        &self,
+        host: &str,
+        before: Option<&HostRoutes>,
+        fresh: &mut u64,
+    ) -> Option<HostRoutes> {
+        let processes = self.hosts.get(host)?;
+        let mut routes = HostRoutes::default();
+        for process_guid in processes {
+            let Some(process) = self.processes.get(process_guid) else {
+                continue;
+            };
+            for (_, path) in process.keys.iter().filter(|(h, _)| &**h == host) {
+                let pool = routes.pool_or_add(path, || {
+                    before
+                        .and_then(|b| b.pool(path))
+                        .map(|pool| pool.next.load(Ordering::Relaxed))
+                        .unwrap_or_else(|| fresh_start(&mut *fresh))
+                });
+                pool.endpoints.extend(process.endpoints.iter().cloned());
+            }
+        }
+        routes.settle();
+        Some(routes)
+    }
+}
+
+/// A fresh route starts at a random place, so that instance 0 does not
+/// take the first request of every new route.
+fn fresh_start(state: &mut u64) -> usize {
+    *state = state
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1);
+    (*state >> 16) as usize
+}
+
+/// A DesiredLrp's route keys, sorted, without duplicates or empty hosts.
+fn route_keys(d: &DesiredLrp) -> RouteKeys {
+    let mut keys: RouteKeys = d
+        .routes
+        .iter()
+        .map(route_key)
+        .filter(|(host, _)| !host.is_empty())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// `(host, path)` of a route as the table keys it.
@@ -438,10 +739,10 @@ fn route_key(route: &HttpRoute) -> (Box<str>, String) {
 /// same address (a host port is reused by the cell, and a new instance on
 /// it must not inherit the failures of the one before, as Gorouter replaces
 /// an endpoint whose instance id changed). `addr` is scratch space.
-fn endpoint_of(
+fn endpoint_of<'k>(
     a: &ActualLrp,
     d: &DesiredLrp,
-    known: &HashMap<&str, &Arc<Endpoint>, foldhash::fast::RandomState>,
+    known: impl Fn(&str) -> Option<&'k Arc<Endpoint>>,
     addr: &mut String,
 ) -> Option<Arc<Endpoint>> {
     if a.state != ActualLrpState::Running {
@@ -457,9 +758,7 @@ fn endpoint_of(
     } else {
         write!(addr, "{}:{}", net.address, port.host_port)
     };
-    let before = known
-        .get(ik.instance_guid.as_str())
-        .filter(|e| e.addr == *addr);
+    let before = known(ik.instance_guid.as_str()).filter(|e| e.addr == *addr);
     if let Some(before) = before
         && before.process_guid == d.process_guid
         && before.index == a.key.index
@@ -479,6 +778,7 @@ fn endpoint_of(
     }
     Some(Arc::new(endpoint))
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -782,5 +1082,138 @@ mod tests {
             [0, 1, 2],
             "each request starts at the next instance"
         );
+    }
+
+    /// Each route's endpoint addresses, for comparing two tables.
+    fn snapshot_of(table: &RouteTable, queries: &[(&str, &str)]) -> Vec<Option<Vec<String>>> {
+        queries
+            .iter()
+            .map(|(host, path)| {
+                table
+                    .lookup(host, path)
+                    .map(|pool| pool.endpoints.iter().map(|e| e.addr.clone()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_patched_table_matches_a_rebuilt_one_and_shares_the_rest() {
+        // 200 apps, so the table has several shards.
+        let mut d: Vec<DesiredLrp> = (0..200)
+            .map(|i| desired(&format!("p{i}"), &[format!("app-{i}.test").as_str()]))
+            .collect();
+        d.push(desired("shared", &["app-0.test", "app-0.test/api"]));
+        let mut a: Vec<ActualLrp> = (0..200u16)
+            .map(|i| actual(&format!("p{i}"), 0, ActualLrpState::Running, 1000 + i))
+            .collect();
+        a.push(actual("shared", 0, ActualLrpState::Running, 2000));
+        let (mut index, before) = RouteIndex::build(&d, &a, &RouteTable::default());
+        assert!(before.shards.len() > 1);
+        let queries = [
+            ("app-0.test", "/"),
+            ("app-0.test", "/api/x"),
+            ("app-1.test", "/"),
+            ("app-2.test", "/"),
+            ("new.test", "/"),
+            ("app-199.test", "/"),
+        ];
+
+        // p1 moves to another host and gets a second instance; p2 is
+        // deleted; `shared` loses its instance; a new process maps new.test.
+        d[1] = desired("p1", &["new.test", "app-1.test/v2"]);
+        d.remove(2);
+        a.retain(|a| a.key.process_guid != "p2" && a.key.process_guid != "shared");
+        a.push(actual("p1", 1, ActualLrpState::Running, 3000));
+        let mut hosts = Vec::new();
+        let p1: Vec<ActualLrp> = a
+            .iter()
+            .filter(|a| a.key.process_guid == "p1")
+            .cloned()
+            .collect();
+        hosts.extend(index.set_process("p1", Some(&d[1]), &p1));
+        hosts.extend(index.set_process("p2", None, &[]));
+        let shared = d
+            .iter()
+            .find(|d| d.process_guid == "shared")
+            .unwrap()
+            .clone();
+        hosts.extend(index.set_process("shared", Some(&shared), &[]));
+        hosts.sort_unstable();
+        hosts.dedup();
+        let patched = index.apply(&before, &hosts);
+        let rebuilt = RouteTable::rebuild(&d, &a, &before);
+
+        assert_eq!(
+            snapshot_of(&patched, &queries),
+            snapshot_of(&rebuilt, &queries)
+        );
+        assert_eq!(patched.len(), rebuilt.len());
+        assert!(patched.lookup("app-2.test", "/").is_none(), "deleted");
+        assert_eq!(
+            patched.lookup("app-1.test", "/").map(|p| p.endpoints.len()),
+            None
+        );
+        assert_eq!(
+            patched.lookup("app-1.test", "/v2").unwrap().endpoints.len(),
+            2
+        );
+        let api = patched.entry(b"app-0.test").unwrap().routes.pool("/api");
+        assert!(api.unwrap().endpoints.is_empty(), "known, no instance");
+        assert_eq!(
+            before
+                .shards
+                .iter()
+                .zip(patched.shards.iter())
+                .filter(|(a, b)| Arc::ptr_eq(a, b))
+                .count(),
+            before.shards.len() - {
+                let mut touched: Vec<usize> = hosts
+                    .iter()
+                    .map(|h| before.shard_of(before.hash(h.as_bytes())))
+                    .collect();
+                touched.sort_unstable();
+                touched.dedup();
+                touched.len()
+            },
+            "only the shards of changed hosts are copied"
+        );
+        // The untouched instance is the same endpoint, with its state.
+        assert!(Arc::ptr_eq(
+            &before.lookup("app-199.test", "/").unwrap().endpoints[0],
+            &patched.lookup("app-199.test", "/").unwrap().endpoints[0]
+        ));
+        // The old table is as it was.
+        assert_eq!(before.lookup("app-2.test", "/").unwrap().endpoints.len(), 1);
+    }
+
+    #[test]
+    fn a_patch_keeps_round_robin_and_instance_state() {
+        let d = [desired("p1", &["a.test"])];
+        let a = [
+            actual("p1", 0, ActualLrpState::Running, 1),
+            actual("p1", 1, ActualLrpState::Running, 2),
+        ];
+        let (mut index, before) = RouteIndex::build(&d, &a, &RouteTable::default());
+        let pool = before.lookup("a.test", "/").unwrap();
+        let first = pool.attempt_order().next().unwrap().index;
+        pool.endpoints[0].state.mark_failed(Duration::from_secs(30));
+        let now = clock_ms();
+        let hosts = index.set_process("p1", Some(&d[0]), &a);
+        let after = index.apply(&before, &hosts);
+        let pool = after.lookup("a.test", "/").unwrap();
+        assert!(pool.endpoints[0].state.recently_failed(now));
+        assert_ne!(pool.attempt_order().next().unwrap().index, first);
+    }
+
+    #[test]
+    fn hosts_longer_than_the_inline_room_and_in_upper_case_are_found() {
+        let long = format!("{}.apps.example.com", "a".repeat(INLINE_HOST));
+        let table = RouteTable::from_lrps(
+            &[desired("p1", &[long.as_str()])],
+            &[actual("p1", 0, ActualLrpState::Running, 1)],
+        );
+        assert!(table.lookup(&long, "/").is_some());
+        assert!(table.lookup(&long.to_ascii_uppercase(), "/").is_some());
+        assert!(table.lookup(&"A".repeat(300), "/").is_none());
     }
 }
