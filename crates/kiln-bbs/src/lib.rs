@@ -21,6 +21,7 @@ pub mod client;
 mod converger;
 pub mod crash;
 mod desired_cache;
+mod desires;
 mod evacuation;
 mod mirror;
 mod presence;
@@ -99,6 +100,7 @@ struct Inner {
     evacuation: evacuation::Evacuation,
     suspects: suspect::Suspects,
     reports: reports::PendingStarts,
+    desires: desires::PendingDesires,
     /// ActualLrps and DesiredLrps in memory for cells' work and the
     /// auction (see `mirror.rs` for why it equals the tables).
     mirror: mirror::Mirror,
@@ -190,6 +192,7 @@ impl Bbs {
                 evacuation: evacuation::Evacuation::default(),
                 suspects: suspect::Suspects::default(),
                 reports: reports::PendingStarts::default(),
+                desires: desires::PendingDesires::default(),
                 mirror,
             }),
         };
@@ -450,37 +453,10 @@ impl BbsClient for Bbs {
                 desired_lrp.process_guid, desired_lrp.domain
             )));
         }
-        let _write = self.inner.write.lock().await;
-        let pool = &self.inner.pool;
-        // The DesiredLrp and its UNCLAIMED instances in one transaction; the
-        // auction places them in its next round (no convergence pass).
-        let now = now_nanos();
-        let mut tx = pool.begin().await.map_err(db)?;
-        if !store::insert_desired_lrp(&mut tx, &desired_lrp, now).await? {
-            return Err(BbsError::AlreadyExists {
-                kind: "desired lrp",
-                guid: desired_lrp.process_guid,
-            });
-        }
-        let indices: Vec<u32> = (0..desired_lrp.instances).collect();
-        let created = store::insert_unclaimed(&mut tx, &desired_lrp, &indices, now).await?;
-        tx.commit().await.map_err(db)?;
-        self.inner.mirror.put_desired(&desired_lrp);
-        self.inner.mirror.put(&created);
-        let mut events = vec![BbsEvent::DesiredLrpChanged {
-            desired_lrp: desired_lrp.clone(),
-        }];
-        events.extend(
-            created
-                .into_iter()
-                .map(|actual_lrp| BbsEvent::ActualLrpChanged { actual_lrp }),
-        );
-        tracing::info!(process_guid = %desired_lrp.process_guid, instances = desired_lrp.instances, "desired lrp created");
-        for e in events {
-            self.emit(e);
-        }
-        self.wake_auction();
-        Ok(())
+        // The DesiredLrp and its UNCLAIMED instances in one transaction
+        // with the desires that arrive meanwhile; the auction places them in
+        // its next round (no convergence pass).
+        self.desire_batched(desired_lrp).await
     }
 
     async fn update_desired_lrp(

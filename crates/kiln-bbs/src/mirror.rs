@@ -30,9 +30,9 @@ pub(crate) struct Mirror {
     state: Mutex<State>,
 }
 
-/// Records are shared between the indexes and copied out of the lock: a
-/// cell's work is read without a lookup per instance, and the copying that
-/// an owned `CellWork` needs does not hold up writers.
+/// Records are shared between the indexes and with the `CellWork` handed
+/// to cells: a cell's work is read without a lookup per instance, and a
+/// sync copies pointers, not records.
 #[derive(Default)]
 struct State {
     actuals: BTreeMap<Slot, Arc<ActualLrp>>,
@@ -164,32 +164,27 @@ impl Mirror {
     // ---- reads ----
 
     /// The ActualLrps CLAIMED by or RUNNING on a cell that have a
-    /// DesiredLrp, in slot order, and those DesiredLrps once each.
-    pub(crate) fn cell_lrps(&self, cell_id: &str) -> (Vec<ActualLrp>, Vec<DesiredLrp>) {
-        let (lrps, desired) = {
-            let state = self.lock();
-            let Some(on_cell) = state.by_cell.get(cell_id) else {
-                return (Vec::new(), Vec::new());
-            };
-            let mut lrps = Vec::with_capacity(on_cell.len());
-            let mut desired: Vec<Arc<DesiredLrp>> = Vec::new();
-            for (slot, a) in on_cell {
-                // Slots are ordered by process guid: a new guid is a new one.
-                let same_guid = desired.last().is_some_and(|d| d.process_guid == slot.0);
-                if !same_guid {
-                    let Some(d) = state.desired.get(&slot.0) else {
-                        continue;
-                    };
-                    desired.push(d.clone());
-                }
-                lrps.push(a.clone());
-            }
-            (lrps, desired)
+    /// DesiredLrp, in slot order, and those DesiredLrps once each: shared
+    /// with the mirror, so a cell's sync copies no record.
+    pub(crate) fn cell_lrps(&self, cell_id: &str) -> (Vec<Arc<ActualLrp>>, Vec<Arc<DesiredLrp>>) {
+        let state = self.lock();
+        let Some(on_cell) = state.by_cell.get(cell_id) else {
+            return (Vec::new(), Vec::new());
         };
-        (
-            lrps.iter().map(|a| (**a).clone()).collect(),
-            desired.iter().map(|d| (**d).clone()).collect(),
-        )
+        let mut lrps = Vec::with_capacity(on_cell.len());
+        let mut desired: Vec<Arc<DesiredLrp>> = Vec::new();
+        for (slot, a) in on_cell {
+            // Slots are ordered by process guid: a new guid is a new one.
+            let same_guid = desired.last().is_some_and(|d| d.process_guid == slot.0);
+            if !same_guid {
+                let Some(d) = state.desired.get(&slot.0) else {
+                    continue;
+                };
+                desired.push(d.clone());
+            }
+            lrps.push(a.clone());
+        }
+        (lrps, desired)
     }
 
     /// Every UNCLAIMED instance, with its last placement error.
@@ -385,7 +380,13 @@ mod agrees_with_the_tables {
         assert_eq!(got, want, "loads");
         for c in cells {
             let want = store::cell_actuals(pool, c).await.unwrap();
-            assert_eq!(mirror.cell_lrps(c).0, want, "work of {c}");
+            let got: Vec<kiln_model::bbs::ActualLrp> = mirror
+                .cell_lrps(c)
+                .0
+                .iter()
+                .map(|a| (**a).clone())
+                .collect();
+            assert_eq!(got, want, "work of {c}");
         }
         let all = store::actual_lrps(pool, &ActualLrpFilter::default())
             .await
