@@ -12,6 +12,7 @@
 //! typed: turning every cell's work into JSON and back cost more CPU than
 //! the BBS itself, on the same two cores, and measured only serde.
 
+use futures_util::StreamExt;
 use kiln_bbs::{Bbs, BbsClient, BbsConfig};
 use kiln_model::bbs::{
     ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, EnvVar, HealthCheck, PortMapping,
@@ -26,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 const STACK: &str = "preloaded:bench";
 const INSTANCES_PER_APP: u32 = 10;
 const MEMORY_MB: u64 = 128;
+/// Desires in flight at once.
+const DESIRERS: usize = 16;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const SYNC: Duration = Duration::from_secs(2);
 const CELL_TTL: Duration = Duration::from_secs(3);
@@ -258,21 +261,28 @@ async fn main() {
     }
     tokio::time::sleep(HEARTBEAT + Duration::from_millis(500)).await;
 
-    // Desire everything, then wait for placement and RUNNING.
+    // Desire everything, DESIRERS at a time (Cloud Controller's workers
+    // and users pushing at once), then wait for placement and RUNNING.
     let start = Instant::now();
-    for a in 0..apps {
-        client
-            .desire_lrp(desired(format!("app-{a:06}")))
-            .await
-            .expect("desire");
-        if a % 500 == 499 {
-            eprintln!(
-                "  desired {} apps after {:.1} s",
-                a + 1,
-                start.elapsed().as_secs_f64()
-            );
-        }
-    }
+    let done = AtomicU64::new(0);
+    futures_util::stream::iter(0..apps)
+        .for_each_concurrent(DESIRERS, |a| {
+            let (client, done) = (&client, &done);
+            async move {
+                client
+                    .desire_lrp(desired(format!("app-{a:06}")))
+                    .await
+                    .expect("desire");
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 2500 == 0 {
+                    eprintln!(
+                        "  desired {n} apps after {:.1} s",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        })
+        .await;
     let desire = start.elapsed().as_secs_f64();
     eprintln!("  desired {instances} instances in {desire:.1} s");
     let desired_at = Instant::now();

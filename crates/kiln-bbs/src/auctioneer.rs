@@ -5,7 +5,7 @@
 //! UNCLAIMED (or the task still unplaced), onto cells still present.
 
 use crate::auction::{self, Auction, CellLoad, Work, WorkKind};
-use crate::desired_cache::DesiredSnapshot;
+use crate::mirror::DesiredSnapshot;
 use crate::store::{self, CellProcessLoad, Claim, Unclaimed, db};
 use crate::{AuctionReport, Bbs, BbsError, now_nanos};
 use kiln_model::TaskState;

@@ -20,7 +20,6 @@ pub mod auth;
 pub mod client;
 mod converger;
 pub mod crash;
-mod desired_cache;
 mod desires;
 mod evacuation;
 mod mirror;
@@ -94,7 +93,6 @@ struct Inner {
     events: broadcast::Sender<BbsEvent>,
     cells: Mutex<HashMap<String, (CellPresence, Instant)>>,
     wake: Notify,
-    desired: desired_cache::DesiredCache,
     started: Instant,
     config: BbsConfig,
     evacuation: evacuation::Evacuation,
@@ -186,7 +184,6 @@ impl Bbs {
                 events: broadcast::channel(4096).0,
                 cells: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
-                desired: desired_cache::DesiredCache::default(),
                 started: Instant::now(),
                 config,
                 evacuation: evacuation::Evacuation::default(),
@@ -532,7 +529,6 @@ impl BbsClient for Bbs {
         let actuals = store::actual_lrps(pool, &filter).await?;
         store::delete_desired_lrp(pool, process_guid).await?;
         self.inner.mirror.remove_desired(process_guid);
-        self.inner.desired.forget(process_guid);
         tracing::info!(process_guid, "desired lrp removed");
         for a in actuals {
             self.emit(BbsEvent::ActualLrpRemoved { key: a.key });

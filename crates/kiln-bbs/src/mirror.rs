@@ -14,13 +14,16 @@
 //! follows the correction.
 
 use crate::BbsError;
-use crate::desired_cache::DesiredSnapshot;
-use crate::store::{self, CellProcessLoad, Unclaimed};
+
+use crate::store::{self, ActualSummary, CellProcessLoad, Unclaimed};
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, ActualLrpKey, BbsEvent, DesiredLrp};
 use kiln_store::Pool;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Every DesiredLrp by process guid, shared with the mirror.
+pub(crate) type DesiredSnapshot = HashMap<String, Arc<DesiredLrp>>;
 
 /// (process guid, index): an ActualLrp's slot, ordered as the tables list.
 type Slot = (String, u32);
@@ -40,6 +43,33 @@ struct State {
     by_cell: HashMap<String, BTreeMap<Slot, Arc<ActualLrp>>>,
     unclaimed: BTreeSet<Slot>,
     desired: HashMap<String, Arc<DesiredLrp>>,
+}
+
+/// What convergence corrects (see [`Mirror::convergence_plan`]).
+#[derive(Debug, Default)]
+pub(crate) struct MirrorPlan {
+    pub extra: Vec<(String, u32)>,
+    pub missing: Vec<(Arc<DesiredLrp>, Vec<u32>)>,
+    pub lost: Vec<ActualSummary>,
+    pub crashed: Vec<ActualSummary>,
+}
+
+fn summary(a: &ActualLrp) -> ActualSummary {
+    let (instance_guid, cell_id) = a
+        .instance_key
+        .as_ref()
+        .map_or((String::new(), String::new()), |ik| {
+            (ik.instance_guid.clone(), ik.cell_id.clone())
+        });
+    ActualSummary {
+        process_guid: a.key.process_guid.clone(),
+        index: a.key.index,
+        state: a.state,
+        instance_guid,
+        cell_id,
+        crash_count: a.crash_count,
+        since: a.since,
+    }
 }
 
 fn slot(key: &ActualLrpKey) -> Slot {
@@ -233,6 +263,53 @@ impl Mirror {
         loads
     }
 
+    /// What a convergence pass corrects, from one walk of the mirror:
+    /// instances beyond their DesiredLrp (or without one), indices without
+    /// an instance, instances on cells not in `live` (none when `None`),
+    /// and CRASHED instances. The same rows as the convergence queries of
+    /// the tables (`agrees_with_the_tables` checks it), without reading and
+    /// decoding every instance under SQL at each pass.
+    pub(crate) fn convergence_plan(&self, live: Option<&HashSet<String>>) -> MirrorPlan {
+        let state = self.lock();
+        let mut plan = MirrorPlan::default();
+        let mut current: Option<(&str, Option<&Arc<DesiredLrp>>)> = None;
+        for ((guid, index), a) in &state.actuals {
+            // Slots are ordered by guid: one DesiredLrp lookup per process.
+            let d = match current {
+                Some((g, d)) if g == guid => d,
+                _ => {
+                    let d = state.desired.get(guid);
+                    current = Some((guid, d));
+                    d
+                }
+            };
+            if d.is_none_or(|d| *index >= d.instances) {
+                plan.extra.push((guid.clone(), *index));
+            }
+            if a.state == ActualLrpState::Crashed {
+                plan.crashed.push(summary(a));
+            }
+        }
+        for (guid, d) in &state.desired {
+            let range = (guid.clone(), 0)..(guid.clone(), d.instances);
+            let present: Vec<u32> = state.actuals.range(range).map(|(s, _)| s.1).collect();
+            if present.len() < d.instances as usize {
+                let missing = (0..d.instances)
+                    .filter(|i| present.binary_search(i).is_err())
+                    .collect();
+                plan.missing.push((d.clone(), missing));
+            }
+        }
+        if let Some(live) = live {
+            for (cell, on_cell) in &state.by_cell {
+                if !live.contains(cell) {
+                    plan.lost.extend(on_cell.values().map(|a| summary(a)));
+                }
+            }
+        }
+        plan
+    }
+
     /// Every DesiredLrp.
     pub(crate) fn desired(&self) -> DesiredSnapshot {
         self.lock().desired.clone()
@@ -398,6 +475,60 @@ mod agrees_with_the_tables {
             .map(|a| (**a).clone())
             .collect();
         assert_eq!(got, all, "every ActualLrp");
+        assert_plan_agrees(bbs).await;
+    }
+
+    /// Convergence's plan from the mirror against the same questions asked
+    /// of the tables.
+    async fn assert_plan_agrees(bbs: &Bbs) {
+        let pool = &bbs.inner.pool;
+        let live = bbs.live_cell_ids();
+        let plan = bbs.inner.mirror.convergence_plan(Some(&live));
+        fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+            v.sort();
+            v
+        }
+        let summary = |a: &store::ActualSummary| {
+            let state = a.state.as_str();
+            let (guid, cell) = (a.instance_guid.clone(), a.cell_id.clone());
+            (
+                a.process_guid.clone(),
+                a.index,
+                state,
+                guid,
+                cell,
+                a.since,
+                a.crash_count,
+            )
+        };
+        let want = sorted(store::extra_instances(pool).await.unwrap());
+        assert_eq!(sorted(plan.extra.clone()), want, "extra");
+        let want = sorted(store::missing_instances(pool).await.unwrap());
+        let got = plan
+            .missing
+            .iter()
+            .map(|(d, i)| (d.process_guid.clone(), i.clone()));
+        assert_eq!(sorted(got.collect()), want, "missing");
+        let want = store::on_cells_other_than(pool, &live).await.unwrap();
+        let want = sorted(want.iter().map(summary).collect());
+        assert_eq!(
+            sorted(plan.lost.iter().map(summary).collect()),
+            want,
+            "lost"
+        );
+        let want = sorted(
+            store::crashed(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(summary)
+                .collect(),
+        );
+        assert_eq!(
+            sorted(plan.crashed.iter().map(summary).collect()),
+            want,
+            "crashed"
+        );
     }
 
     #[tokio::test]
@@ -455,12 +586,42 @@ mod agrees_with_the_tables {
         // auction (RUNNING ones kept as suspect) and is placed on c1.
         tokio::time::sleep(Duration::from_millis(300)).await;
         bbs.heartbeat_cell(cell("c1")).await.unwrap();
+        assert!(
+            !bbs.inner
+                .mirror
+                .convergence_plan(Some(&bbs.live_cell_ids()))
+                .lost
+                .is_empty(),
+            "c2's instances are lost before the pass"
+        );
+        assert_agrees(&bbs, &cells).await;
         bbs.converge().await.unwrap();
         assert_agrees(&bbs, &cells).await;
 
-        // Reopened, the mirror is loaded from the tables.
+        // Reopened, the mirror is loaded from the tables, here changed
+        // behind the BBS's back: an index gone, one beyond its process's
+        // count, one of no process, one CRASHED.
         drop(bbs);
         let bbs = Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap();
+        assert_agrees(&bbs, &cells).await;
+        let pool = &bbs.inner.pool;
+        for sql in [
+            "DELETE FROM actual_lrps WHERE process_guid = 'p' AND instance_index = 1",
+            "INSERT INTO actual_lrps (process_guid, instance_index, domain, state, since) \
+             VALUES ('q', 5, 'cf-apps', 'UNCLAIMED', 0), ('gone', 0, 'cf-apps', 'UNCLAIMED', 0)",
+            "UPDATE actual_lrps SET state = 'CRASHED', instance_guid = '', cell_id = '', \
+             crash_count = 4 WHERE process_guid = 'p' AND instance_index = 0",
+        ] {
+            sqlx::query(sql).execute(pool).await.unwrap();
+        }
+        drop(bbs);
+        let bbs = Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap();
+        let plan = bbs.inner.mirror.convergence_plan(None);
+        assert_eq!(
+            (plan.extra.len(), plan.missing.len(), plan.crashed.len()),
+            (2, 1, 1),
+            "{plan:?}"
+        );
         assert_agrees(&bbs, &cells).await;
     }
 }

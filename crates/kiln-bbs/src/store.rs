@@ -607,67 +607,6 @@ pub async fn cell_actuals(pool: &Pool, cell_id: &str) -> Result<Vec<ActualLrp>, 
 
 // ---- what convergence and the auction read, once per pass ----
 
-/// The tags of these DesiredLrps (those that exist).
-pub async fn desired_tags_of(
-    pool: &Pool,
-    process_guids: &[&str],
-) -> Result<Vec<(String, i64)>, BbsError> {
-    let mut tags = Vec::with_capacity(process_guids.len());
-    for chunk in process_guids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::new(
-            "SELECT process_guid, modification_tag FROM desired_lrps WHERE process_guid IN (",
-        );
-        let mut list = query.separated(", ");
-        for guid in chunk {
-            list.push_bind(*guid);
-        }
-        query.push(")");
-        for row in query.build().fetch_all(pool).await.map_err(db)? {
-            tags.push((
-                row.try_get("process_guid").map_err(db)?,
-                row.try_get("modification_tag").map_err(db)?,
-            ));
-        }
-    }
-    Ok(tags)
-}
-
-/// Decoded DesiredLrps with their tags: these guids, or all when `None`.
-pub async fn desired_with_tags(
-    pool: &Pool,
-    process_guids: Option<&[&str]>,
-) -> Result<Vec<(i64, DesiredLrp)>, BbsError> {
-    let decode_row = |row: &DbRow| -> Result<(i64, DesiredLrp), BbsError> {
-        let definition: &str = row.try_get("definition").map_err(db)?;
-        Ok((
-            row.try_get("modification_tag").map_err(db)?,
-            serde_json::from_str(definition).map_err(decode)?,
-        ))
-    };
-    let Some(guids) = process_guids else {
-        let rows = sqlx::query("SELECT modification_tag, definition FROM desired_lrps")
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
-        return rows.iter().map(decode_row).collect();
-    };
-    let mut out = Vec::with_capacity(guids.len());
-    for chunk in guids.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::new(
-            "SELECT modification_tag, definition FROM desired_lrps WHERE process_guid IN (",
-        );
-        let mut list = query.separated(", ");
-        for guid in chunk {
-            list.push_bind(*guid);
-        }
-        query.push(")");
-        for row in query.build().fetch_all(pool).await.map_err(db)? {
-            out.push(decode_row(&row)?);
-        }
-    }
-    Ok(out)
-}
-
 /// What convergence needs of an ActualLrp, without decoding the rest.
 #[derive(Debug, Clone)]
 pub struct ActualSummary {
@@ -680,6 +619,7 @@ pub struct ActualSummary {
     pub since: Nanos,
 }
 
+#[cfg(test)]
 fn summary_from_row(row: &DbRow) -> Result<ActualSummary, BbsError> {
     let index: i64 = row.try_get("instance_index").map_err(db)?;
     let crash_count: i64 = row.try_get("crash_count").map_err(db)?;
@@ -694,12 +634,14 @@ fn summary_from_row(row: &DbRow) -> Result<ActualSummary, BbsError> {
     })
 }
 
+#[cfg(test)]
 const SUMMARY_COLUMNS: &str =
     "process_guid, instance_index, state, instance_guid, cell_id, crash_count, since";
 
-// Convergence asks the database for exactly the rows that need a correction, so a
-// pass over 250,000 instances decodes only those rows, not every one.
+// Convergence's questions of the tables. A pass asks them of the mirror
+// (`Mirror::convergence_plan`); the tests ask both and compare.
 
+#[cfg(test)]
 /// Instances whose DesiredLrp is gone or no longer has their index.
 pub async fn extra_instances(pool: &Pool) -> Result<Vec<(String, u32)>, BbsError> {
     let rows = sqlx::query(
@@ -718,6 +660,7 @@ pub async fn extra_instances(pool: &Pool) -> Result<Vec<(String, u32)>, BbsError
         .collect()
 }
 
+#[cfg(test)]
 /// For each DesiredLrp lacking ActualLrps for some of its indices: its guid
 /// and those indices.
 pub async fn missing_instances(pool: &Pool) -> Result<Vec<(String, Vec<u32>)>, BbsError> {
@@ -747,6 +690,7 @@ pub async fn missing_instances(pool: &Pool) -> Result<Vec<(String, Vec<u32>)>, B
     Ok(missing)
 }
 
+#[cfg(test)]
 /// CLAIMED or RUNNING instances on a cell not in `live`.
 pub async fn on_cells_other_than(
     pool: &Pool,
@@ -769,6 +713,7 @@ pub async fn on_cells_other_than(
     rows.iter().map(summary_from_row).collect()
 }
 
+#[cfg(test)]
 /// CRASHED instances (the converger applies the back-off).
 pub async fn crashed(pool: &Pool) -> Result<Vec<ActualSummary>, BbsError> {
     let sql = format!("SELECT {SUMMARY_COLUMNS} FROM actual_lrps WHERE state = 'CRASHED'");
