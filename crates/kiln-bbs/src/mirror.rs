@@ -15,7 +15,9 @@
 
 use crate::BbsError;
 
-use crate::store::{self, ActualSummary, CellProcessLoad, Unclaimed};
+#[cfg(test)]
+use crate::store::CellProcessLoad;
+use crate::store::{self, ActualSummary, Unclaimed};
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, ActualLrpKey, BbsEvent, DesiredLrp};
 use kiln_store::Pool;
@@ -43,6 +45,17 @@ struct State {
     by_cell: HashMap<String, BTreeMap<Slot, Arc<ActualLrp>>>,
     unclaimed: BTreeSet<Slot>,
     desired: HashMap<String, Arc<DesiredLrp>>,
+}
+
+/// What the instances on one cell use (see [`Mirror::cell_usage`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CellUsage {
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub instances: u32,
+    /// Of them, CLAIMED (still starting).
+    pub starting: u32,
+    pub by_process: HashMap<String, u32>,
 }
 
 /// What convergence corrects (see [`Mirror::convergence_plan`]).
@@ -232,8 +245,44 @@ impl Mirror {
             .collect()
     }
 
+    /// What the instances on each cell use (those with a DesiredLrp), and
+    /// how many instances of each of `processes` it holds: the auction's
+    /// picture of the cells. Only the processes a round places are counted
+    /// by name; naming every (cell, process) pair cost more than the round.
+    pub(crate) fn cell_usage(&self, processes: &HashSet<&str>) -> HashMap<String, CellUsage> {
+        let state = self.lock();
+        let mut usage = HashMap::with_capacity(state.by_cell.len());
+        for (cell_id, slots) in &state.by_cell {
+            let mut u = CellUsage::default();
+            // Slots are ordered by process guid: one lookup per run.
+            let mut current: Option<(&str, Option<&Arc<DesiredLrp>>, bool)> = None;
+            for (slot, a) in slots {
+                let (d, counted) = match current {
+                    Some((g, d, counted)) if g == slot.0 => (d, counted),
+                    _ => {
+                        let d = state.desired.get(&slot.0);
+                        let counted = d.is_some() && processes.contains(slot.0.as_str());
+                        current = Some((&slot.0, d, counted));
+                        (d, counted)
+                    }
+                };
+                let Some(d) = d else { continue };
+                u.memory_mb += d.memory_mb;
+                u.disk_mb += d.disk_mb;
+                u.instances += 1;
+                u.starting += u32::from(a.state == ActualLrpState::Claimed);
+                if counted {
+                    *u.by_process.entry(slot.0.clone()).or_default() += 1;
+                }
+            }
+            usage.insert(cell_id.clone(), u);
+        }
+        usage
+    }
+
     /// How many instances of each process each cell holds, and how many
     /// of them are still starting (CLAIMED).
+    #[cfg(test)]
     pub(crate) fn cell_process_loads(&self) -> Vec<CellProcessLoad> {
         let state = self.lock();
         let mut loads = Vec::new();
@@ -310,6 +359,12 @@ impl Mirror {
         plan
     }
 
+    /// One ActualLrp, as the table has it.
+    pub(crate) fn actual(&self, key: &ActualLrpKey) -> Option<ActualLrp> {
+        let a = self.lock().actuals.get(&slot(key)).cloned();
+        a.map(|a| (*a).clone())
+    }
+
     /// Every DesiredLrp.
     pub(crate) fn desired(&self) -> DesiredSnapshot {
         self.lock().desired.clone()
@@ -379,11 +434,13 @@ mod tests {
 /// The mirror against the tables after the BBS's writes of every kind.
 #[cfg(test)]
 mod agrees_with_the_tables {
+    use super::CellUsage;
     use crate::{ActualLrpFilter, Bbs, BbsClient, BbsConfig, store};
     use kiln_model::bbs::{
         ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, DesiredLrpUpdate, HealthCheck,
         RunAction,
     };
+    use std::collections::{HashMap, HashSet};
     use std::time::Duration;
 
     fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
@@ -455,6 +512,20 @@ mod agrees_with_the_tables {
         want.sort();
         got.sort();
         assert_eq!(got, want, "loads");
+        // The auction's picture, summed from the same rows.
+        let desired = mirror.desired();
+        let mut sums: HashMap<String, CellUsage> = HashMap::new();
+        for (cell_id, guid, instances, starting) in &want {
+            let d = &desired[guid];
+            let u = sums.entry(cell_id.clone()).or_default();
+            u.memory_mb += d.memory_mb * u64::from(*instances);
+            u.disk_mb += d.disk_mb * u64::from(*instances);
+            u.instances += instances;
+            u.starting += starting;
+            u.by_process.insert(guid.clone(), *instances);
+        }
+        let all: HashSet<&str> = desired.keys().map(String::as_str).collect();
+        assert_eq!(mirror.cell_usage(&all), sums, "usage");
         for c in cells {
             let want = store::cell_actuals(pool, c).await.unwrap();
             let got: Vec<kiln_model::bbs::ActualLrp> = mirror

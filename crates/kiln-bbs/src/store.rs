@@ -752,6 +752,7 @@ pub async fn unclaimed(pool: &Pool) -> Result<Vec<Unclaimed>, BbsError> {
         .collect()
 }
 
+#[cfg(test)]
 /// How many instances of each process each cell holds, and how many of
 /// them are still starting (CLAIMED): the cells' load for the auction.
 pub struct CellProcessLoad {
