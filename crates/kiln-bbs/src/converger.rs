@@ -255,8 +255,10 @@ mod tests {
     #[tokio::test]
     async fn a_pass_restores_missing_removes_extra_and_reclaims_lost() {
         let dir = tempfile::tempdir().unwrap();
+        // A TTL the heartbeat below outlives on a loaded machine; the pass
+        // reclaims only once a TTL has passed since the open.
         let config = BbsConfig {
-            cell_ttl: Duration::from_millis(50),
+            cell_ttl: Duration::from_millis(1000),
             ..Default::default()
         };
         let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config.clone())
@@ -286,7 +288,7 @@ mod tests {
         let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         bbs.heartbeat_cell(CellPresence {
             cell_id: "cell-a".into(),
             address: "127.0.0.1".into(),

@@ -346,6 +346,9 @@ pub async fn delete_desired_lrp(pool: &Pool, process_guid: &str) -> Result<(), B
 
 const ACTUAL_COLUMNS: &str = "process_guid, instance_index, domain, state, instance_guid, cell_id, net_info, crash_count, crash_reason, placement_error, since";
 
+/// [`ACTUAL_COLUMNS`] of a table aliased `a`.
+const ACTUAL_COLUMNS_OF_A: &str = "a.process_guid, a.instance_index, a.domain, a.state, a.instance_guid, a.cell_id, a.net_info, a.crash_count, a.crash_reason, a.placement_error, a.since";
+
 fn actual_from_row(row: &DbRow) -> Result<ActualLrp, BbsError> {
     let instance_guid: String = row.try_get("instance_guid").map_err(db)?;
     let cell_id: String = row.try_get("cell_id").map_err(db)?;
@@ -890,18 +893,19 @@ pub async fn unclaim_many_if_unchanged(
     for chunk in seen.chunks(ROWS_PER_STATEMENT) {
         // The records before, read in the same transaction: what a
         // suspect instance keeps (its address and ports).
-        let mut query = QueryBuilder::new("SELECT ");
-        query.push(ACTUAL_COLUMNS);
-        query.push(" FROM actual_lrps WHERE (process_guid, instance_index) IN (VALUES ");
-        let mut list = query.separated(", ");
-        for a in chunk {
-            list.push("(");
-            list.push_bind_unseparated(a.process_guid.as_str());
-            list.push_unseparated(", ");
-            list.push_bind_unseparated(i64::from(a.index));
-            list.push_unseparated(")");
-        }
-        query.push(")");
+        // A join on the key, not `(..) IN (VALUES ..)`: SQLite scans the
+        // whole table for a row-value IN list (0.1 s per statement at
+        // 250,000 instances, 125 statements when 100 cells are lost).
+        let mut query = QueryBuilder::new("WITH v(pg, ix) AS (");
+        query.push_values(chunk, |mut row, a| {
+            row.push_bind(a.process_guid.as_str())
+                .push_bind(i64::from(a.index));
+        });
+        query.push(") SELECT ");
+        query.push(ACTUAL_COLUMNS_OF_A);
+        query.push(
+            " FROM v JOIN actual_lrps a ON a.process_guid = v.pg AND a.instance_index = v.ix",
+        );
         let mut before = std::collections::HashMap::new();
         for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
             let a = actual_from_row(&row)?;
@@ -1023,18 +1027,17 @@ pub async fn keep_suspects(conn: &mut Connection, suspects: &[ActualLrp]) -> Res
         .map_err(decode)?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         // One suspect per index: an earlier one of the same index goes.
-        let mut query = QueryBuilder::new(
-            "DELETE FROM kept_actual_lrps WHERE presence = 'SUSPECT' AND (process_guid, instance_index) IN (VALUES ",
+        // Through the slot index (see `unclaim_many_if_unchanged`).
+        let mut query = QueryBuilder::new("WITH v(pg, ix) AS (");
+        query.push_values(chunk, |mut row, (a, _, _)| {
+            row.push_bind(a.key.process_guid.as_str())
+                .push_bind(i64::from(a.key.index));
+        });
+        query.push(
+            ") DELETE FROM kept_actual_lrps WHERE presence = 'SUSPECT' AND instance_guid IN \
+             (SELECT k.instance_guid FROM v JOIN kept_actual_lrps k \
+             ON k.process_guid = v.pg AND k.instance_index = v.ix)",
         );
-        let mut list = query.separated(", ");
-        for (a, _, _) in chunk {
-            list.push("(");
-            list.push_bind_unseparated(a.key.process_guid.as_str());
-            list.push_unseparated(", ");
-            list.push_bind_unseparated(i64::from(a.key.index));
-            list.push_unseparated(")");
-        }
-        query.push(")");
         query.build().execute(&mut *conn).await.map_err(db)?;
         let mut query = QueryBuilder::new(
             "INSERT INTO kept_actual_lrps (instance_guid, process_guid, instance_index, presence, cell_id, record) ",
