@@ -178,6 +178,22 @@ impl Counter {
     }
 }
 
+/// CPU seconds this process (BBS and simulated cells) has used: on a
+/// shared machine the wall-clock figures depend on the load, this much
+/// less.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 12th and 13th of them, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    ticks(11)
+        .zip(ticks(12))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -267,6 +283,7 @@ async fn main() {
 
     // Desire everything, DESIRERS at a time (Cloud Controller's workers
     // and users pushing at once), then wait for placement and RUNNING.
+    let cpu_start = cpu_s();
     let start = Instant::now();
     let done = AtomicU64::new(0);
     futures_util::stream::iter(0..apps)
@@ -307,6 +324,7 @@ async fn main() {
         .await;
 
     // One convergence pass with everything in place.
+    let running_cpu = cpu_s() - cpu_start;
     let pass = Instant::now();
     let report = bbs.converge().await;
     let converge = pass.elapsed().as_secs_f64();
@@ -332,6 +350,7 @@ async fn main() {
         .collect::<Vec<_>>()
         .join(",");
     tokio::time::sleep_until(tokio::time::Instant::from_std(expiry)).await;
+    let cpu_expiry = cpu_s();
     let replaced = counter
         .wait_for(
             &format!(
@@ -341,6 +360,7 @@ async fn main() {
             expiry,
         )
         .await;
+    let replaced_cpu = cpu_s() - cpu_expiry;
     let rerunning = counter
         .wait_for(
             &format!(
@@ -354,7 +374,7 @@ async fn main() {
     println!(
         "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} placed_after_desire_s={} running_s={} \
          converge_s={converge:.3} replaced_after_expiry_s={} rerunning_after_expiry_s={} \
-         peak_rss_mb={:.0} db_mb={:.1}",
+         peak_rss_mb={:.0} db_mb={:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1}",
         secs(placed),
         secs(placed_after_desire),
         secs(running),
@@ -362,6 +382,7 @@ async fn main() {
         secs(rerunning),
         peak_rss_mb(),
         db_size_mb(dir.path()),
+        cpu_s(),
     );
     shutdown.cancel();
     let _ = runner.await;

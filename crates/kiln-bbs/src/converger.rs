@@ -204,7 +204,7 @@ impl Bbs {
             } else {
                 continue;
             };
-            self.emit(BbsEvent::TaskChanged { task });
+            self.task_written(BbsEvent::TaskChanged { task });
         }
         Ok(failed)
     }

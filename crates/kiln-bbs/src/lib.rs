@@ -293,6 +293,13 @@ impl Bbs {
         let _ = self.inner.events.send(event);
     }
 
+    /// A task's committed change: the mirror follows it (under the write
+    /// lock, which every task write holds), then subscribers hear of it.
+    fn task_written(&self, event: BbsEvent) {
+        self.inner.mirror.apply(std::slice::from_ref(&event));
+        self.emit(event);
+    }
+
     fn wake_auction(&self) {
         self.inner.wake.notify_one();
     }
@@ -384,7 +391,7 @@ impl BbsClient for Bbs {
         let task = store::insert_task(&self.inner.pool, task_guid, domain, definition, now_nanos())
             .await?;
         tracing::info!(task_guid, domain, "task desired");
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         self.wake_auction();
         Ok(())
     }
@@ -414,7 +421,7 @@ impl BbsClient for Bbs {
             now_nanos(),
         )
         .await?;
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         Ok(())
     }
 
@@ -423,7 +430,7 @@ impl BbsClient for Bbs {
         let t = self.task_by_guid(task_guid).await?;
         let task =
             store::set_task_state(&self.inner.pool, &t, TaskState::Resolving, now_nanos()).await?;
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         Ok(())
     }
 
@@ -437,7 +444,7 @@ impl BbsClient for Bbs {
             )));
         }
         store::delete_task(&self.inner.pool, task_guid).await?;
-        self.emit(BbsEvent::TaskRemoved {
+        self.task_written(BbsEvent::TaskRemoved {
             task_guid: task_guid.into(),
         });
         Ok(())
@@ -596,7 +603,12 @@ impl BbsClient for Bbs {
     }
 
     async fn cell_work(&self, cell_id: &str) -> Result<CellWork, BbsError> {
-        let tasks = store::cell_tasks(&self.inner.pool, cell_id).await?;
+        // The tasks table only for a cell the mirror says has tasks.
+        let tasks = if self.inner.mirror.has_tasks(cell_id) {
+            store::cell_tasks(&self.inner.pool, cell_id).await?
+        } else {
+            Vec::new()
+        };
         // Each DesiredLrp once, however many of its instances run here.
         let (lrps, desired_lrps) = self.inner.mirror.cell_lrps(cell_id);
         Ok(CellWork {
@@ -618,7 +630,7 @@ impl BbsClient for Bbs {
                 let task =
                     store::set_task_state(&self.inner.pool, &t, TaskState::Running, now_nanos())
                         .await?;
-                self.emit(BbsEvent::TaskChanged { task });
+                self.task_written(BbsEvent::TaskChanged { task });
                 Ok(true)
             }
             _ => Ok(false),
@@ -655,7 +667,7 @@ impl BbsClient for Bbs {
         )
         .await?;
         tracing::info!(task_guid, failed, failure_reason, "task completed");
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         Ok(())
     }
 

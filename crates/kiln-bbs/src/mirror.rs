@@ -18,8 +18,8 @@ use crate::BbsError;
 #[cfg(test)]
 use crate::store::CellProcessLoad;
 use crate::store::{self, ActualSummary, Unclaimed};
-use kiln_model::ActualLrpState;
-use kiln_model::bbs::{ActualLrp, ActualLrpKey, BbsEvent, DesiredLrp};
+use kiln_model::bbs::{ActualLrp, ActualLrpKey, BbsEvent, DesiredLrp, Task};
+use kiln_model::{ActualLrpState, TaskState};
 use kiln_store::Pool;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +45,10 @@ struct State {
     by_cell: HashMap<String, BTreeMap<Slot, Arc<ActualLrp>>>,
     unclaimed: BTreeSet<Slot>,
     desired: HashMap<String, Arc<DesiredLrp>>,
+    /// The cell of each task placed on one and PENDING or RUNNING: a
+    /// cell's sync asks the tasks table only when it has one (tasks are
+    /// few; syncs are 500 a second at 1,000 cells).
+    task_cells: HashMap<String, String>,
 }
 
 /// What the instances on one cell use (see [`Mirror::cell_usage`]).
@@ -132,6 +136,16 @@ impl State {
         self.actuals.insert(slot, a);
     }
 
+    fn put_task(&mut self, t: &Task) {
+        let open = matches!(t.state, TaskState::Pending | TaskState::Running);
+        if open && !t.cell_id.is_empty() {
+            self.task_cells
+                .insert(t.task_guid.clone(), t.cell_id.clone());
+        } else {
+            self.task_cells.remove(&t.task_guid);
+        }
+    }
+
     fn remove(&mut self, slot: &Slot) {
         if let Some(old) = self.actuals.remove(slot) {
             self.unindex(slot, &old);
@@ -145,8 +159,10 @@ impl Mirror {
         let mirror = Mirror::default();
         let actuals = store::actual_lrps(pool, &crate::ActualLrpFilter::default()).await?;
         let desired = store::desired_lrps(pool, None).await?;
+        let tasks = store::open_tasks(pool).await?;
         {
             let mut state = mirror.lock();
+            tasks.iter().for_each(|t| state.put_task(t));
             actuals.into_iter().for_each(|a| state.put(a));
             state.desired = desired
                 .into_iter()
@@ -168,13 +184,18 @@ impl Mirror {
         actuals.into_iter().for_each(|a| state.put(a.clone()));
     }
 
-    /// The ActualLrp changes and removals among committed writes' events.
+    /// The ActualLrp and task changes and removals among committed writes'
+    /// events.
     pub(crate) fn apply(&self, events: &[BbsEvent]) {
         let mut state = self.lock();
         for event in events {
             match event {
                 BbsEvent::ActualLrpChanged { actual_lrp } => state.put(actual_lrp.clone()),
                 BbsEvent::ActualLrpRemoved { key } => state.remove(&slot(key)),
+                BbsEvent::TaskChanged { task } => state.put_task(task),
+                BbsEvent::TaskRemoved { task_guid } => {
+                    state.task_cells.remove(task_guid);
+                }
                 _ => {}
             }
         }
@@ -228,6 +249,11 @@ impl Mirror {
             lrps.push(a.clone());
         }
         (lrps, desired)
+    }
+
+    /// Whether a PENDING or RUNNING task is placed on the cell.
+    pub(crate) fn has_tasks(&self, cell_id: &str) -> bool {
+        self.lock().task_cells.values().any(|c| c == cell_id)
     }
 
     /// Every UNCLAIMED instance, with its last placement error.
@@ -438,7 +464,7 @@ mod agrees_with_the_tables {
     use crate::{ActualLrpFilter, Bbs, BbsClient, BbsConfig, store};
     use kiln_model::bbs::{
         ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, DesiredLrpUpdate, HealthCheck,
-        RunAction,
+        RunAction, TaskDefinition,
     };
     use std::collections::{HashMap, HashSet};
     use std::time::Duration;
@@ -470,6 +496,31 @@ mod agrees_with_the_tables {
             log_source: "APP/PROC/WEB".into(),
             annotation: String::new(),
             sidecars: Vec::new(),
+        }
+    }
+
+    fn task() -> TaskDefinition {
+        TaskDefinition {
+            rootfs: "preloaded:s".parse().unwrap(),
+            resolve_image: None,
+            image_username: String::new(),
+            image_password: Default::default(),
+            log_guid: "l".into(),
+            log_source: "STG".into(),
+            memory_mb: 64,
+            disk_mb: 64,
+            env: vec![],
+            downloads: vec![],
+            run: RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            uploads: vec![],
+            result_file: "/tmp/result.json".into(),
+            timeout_ms: 1000,
         }
     }
 
@@ -527,6 +578,8 @@ mod agrees_with_the_tables {
         let all: HashSet<&str> = desired.keys().map(String::as_str).collect();
         assert_eq!(mirror.cell_usage(&all), sums, "usage");
         for c in cells {
+            let with_tasks = !store::cell_tasks(pool, c).await.unwrap().is_empty();
+            assert_eq!(mirror.has_tasks(c), with_tasks, "tasks on {c}");
             let want = store::cell_actuals(pool, c).await.unwrap();
             let got: Vec<kiln_model::bbs::ActualLrp> = mirror
                 .cell_lrps(c)
@@ -619,7 +672,21 @@ mod agrees_with_the_tables {
         bbs.desire_lrp(desired("p", 4)).await.unwrap();
         bbs.desire_lrp(desired("q", 3)).await.unwrap();
         bbs.desire_lrp(desired("r", 2)).await.unwrap();
+        for t in ["t1", "t2", "t3"] {
+            bbs.desire_task(t, "d", task()).await.unwrap();
+        }
         bbs.auction().await.unwrap();
+        assert_agrees(&bbs, &cells).await;
+        // Tasks started, completed (and deleted), cancelled.
+        let on_cell = bbs.task_by_guid("t1").await.unwrap().cell_id;
+        assert!(bbs.start_task("t1", &on_cell).await.unwrap());
+        let on_cell = bbs.task_by_guid("t2").await.unwrap().cell_id;
+        bbs.complete_task("t2", &on_cell, false, "", "")
+            .await
+            .unwrap();
+        bbs.resolving_task("t2").await.unwrap();
+        bbs.delete_task("t2").await.unwrap();
+        bbs.cancel_task("t3").await.unwrap();
         assert_agrees(&bbs, &cells).await;
 
         // Reports: some instances RUNNING; one crashes.
