@@ -1,6 +1,6 @@
 //! Convergence (Diego's `ConvergeLRPs` and task convergence): compares
-//! desired with actual state on one snapshot read without the write lock,
-//! then writes its corrections in short batches, each a compare-and-set on
+//! desired with actual state on one snapshot of the mirror (one walk, no
+//! query over every instance), then writes its corrections in short batches, each a compare-and-set on
 //! what the snapshot saw, and ends with an auction round.
 
 use crate::store::{self, ActualSummary, db};

@@ -1,7 +1,7 @@
 //! The BBS's ActualLrps and DesiredLrps in memory, for the reads that run
 //! all the time: every cell's work at every sync (1,000 cells every 2 s at
 //! Diego's scale) and the auction's UNCLAIMED instances and cell loads at
-//! every round. Read from SQL, those were a query and a decode of every
+//! every round, and every convergence pass. Read from SQL, those were a query and a decode of every
 //! placed instance every two seconds plus a `GROUP BY` over all of them per
 //! round, and they held the pool's connections that writes wait for.
 //!
@@ -9,9 +9,11 @@
 //! of an ActualLrp or DesiredLrp is applied here under the write lock right
 //! after its transaction commits, from the rows the statements returned. So
 //! between writes the mirror equals the tables. It is loaded from them when
-//! the BBS opens. Convergence still reads the tables themselves, so rows
-//! changed behind the BBS's back are found and corrected, and the mirror
-//! follows the correction.
+//! the BBS opens. Convergence plans from it too (a pass over 250,000
+//! instances in SQL took seconds); rows changed behind the BBS's back
+//! while it was down are in the mirror it loads, so the first pass finds
+//! them, and each correction is still a compare-and-set on the table.
+//! Which cells have open tasks is kept beside, from every task write.
 
 use crate::BbsError;
 
