@@ -6,7 +6,9 @@
 # re-placement after 10% of the cells vanish (from their presence expiring),
 # peak RSS and database size; for this tree and, side by side with ratios,
 # for the BBS of BASE (default: main), built from `git archive` in a temp
-# directory with the same benchmark source.
+# directory with the same benchmark source. The CPU seconds the process
+# used (BBS and simulated cells together) are printed too: on a shared
+# machine they depend on the load much less than the wall-clock figures.
 #   bench/scheduler.sh                 # 25,000/100 both; 250,000/1,000 this tree
 #   BASE_LARGE=1 bench/scheduler.sh    # also 250,000/1,000 on BASE (> 10 min)
 #   SIZES="2500:10" bench/scheduler.sh # other sizes, INSTANCES:CELLS
@@ -54,7 +56,7 @@ for size in $SIZES; do
         old=$("$base" "$instances" "$cells" "$BASE")
         echo "$old"
         printf '%-28s %12s %12s %8s\n' metric "$BASE" kiln "$BASE/kiln"
-        for f in desire_s placed_s placed_after_desire_s running_s converge_s replaced_after_expiry_s rerunning_after_expiry_s peak_rss_mb db_mb; do
+        for f in desire_s placed_s placed_after_desire_s running_s converge_s replaced_after_expiry_s rerunning_after_expiry_s peak_rss_mb db_mb running_cpu_s replaced_cpu_s cpu_s; do
             a=$(field "$old" $f)
             b=$(field "$new" $f)
             printf '%-28s %12s %12s %8s\n' "$f" "$a" "$b" "$(ratio "$a" "$b")"

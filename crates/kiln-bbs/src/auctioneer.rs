@@ -5,12 +5,13 @@
 //! UNCLAIMED (or the task still unplaced), onto cells still present.
 
 use crate::auction::{self, Auction, CellLoad, Work, WorkKind};
-use crate::desired_cache::DesiredSnapshot;
-use crate::store::{self, CellProcessLoad, Claim, Unclaimed, db};
+use crate::mirror::CellUsage;
+use crate::mirror::DesiredSnapshot;
+use crate::store::{self, Claim, Unclaimed, db};
 use crate::{AuctionReport, Bbs, BbsError, now_nanos};
 use kiln_model::TaskState;
 use kiln_model::bbs::{BbsEvent, CellPresence, Task};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Writes per transaction (and per hold of the write lock).
 const WRITE_BATCH: usize = 2000;
@@ -22,20 +23,27 @@ type Decision = (Work, Result<usize, String>);
 /// the instances and tasks already on them.
 fn cell_loads(
     live: &[CellPresence],
-    loads: &[CellProcessLoad],
-    desired: &DesiredSnapshot,
+    mut usage: HashMap<String, CellUsage>,
     tasks: &[Task],
 ) -> Vec<CellLoad> {
     let mut cells: Vec<CellLoad> = live
         .iter()
         .map(|p| {
-            CellLoad::new(
+            let mut c = CellLoad::new(
                 &p.cell_id,
                 p.rootfs_providers.clone(),
                 p.capacity.memory_mb,
                 p.capacity.disk_mb,
                 p.capacity.containers,
-            )
+            );
+            if let Some(u) = usage.remove(&p.cell_id) {
+                c.used_memory_mb = u.memory_mb;
+                c.used_disk_mb = u.disk_mb;
+                c.used_containers = u.instances;
+                c.starting = u.starting;
+                c.instances_by_process = u.by_process;
+            }
+            c
         })
         .collect();
     let index_of: HashMap<&str, usize> = live
@@ -43,21 +51,6 @@ fn cell_loads(
         .enumerate()
         .map(|(i, c)| (c.cell_id.as_str(), i))
         .collect();
-    for load in loads {
-        let (Some(&i), Some(d)) = (
-            index_of.get(load.cell_id.as_str()),
-            desired.get(&load.process_guid),
-        ) else {
-            continue;
-        };
-        let c = &mut cells[i];
-        c.used_memory_mb += d.memory_mb * u64::from(load.instances);
-        c.used_disk_mb += d.disk_mb * u64::from(load.instances);
-        c.used_containers += load.instances;
-        c.starting += load.starting;
-        c.instances_by_process
-            .insert(load.process_guid.clone(), load.instances);
-    }
     for t in tasks {
         let placed = matches!(t.state, TaskState::Pending | TaskState::Running);
         if let (true, Some(&i)) = (placed, index_of.get(t.cell_id.as_str())) {
@@ -137,10 +130,16 @@ impl Bbs {
         self.prune_evacuation().await?;
         let live = self.inner.evacuation.placeable(&self.live_cells());
         let desired = self.inner.mirror.desired();
-        let loads = self.inner.mirror.cell_process_loads();
-
         let batch = batch(&unclaimed, &desired, &tasks);
-        let mut auction = Auction::new(cell_loads(&live, &loads, &desired, &tasks));
+        let processes: HashSet<&str> = batch
+            .iter()
+            .filter_map(|w| match &w.kind {
+                WorkKind::Lrp { process_guid, .. } => Some(process_guid.as_str()),
+                WorkKind::Task { .. } => None,
+            })
+            .collect();
+        let usage = self.inner.mirror.cell_usage(&processes);
+        let mut auction = Auction::new(cell_loads(&live, usage, &tasks));
         let decisions: Vec<Decision> = batch
             .into_iter()
             .map(|work| {

@@ -1,6 +1,6 @@
 //! Convergence (Diego's `ConvergeLRPs` and task convergence): compares
-//! desired with actual state on one snapshot read without the write lock,
-//! then writes its corrections in short batches, each a compare-and-set on
+//! desired with actual state on one snapshot of the mirror (one walk, no
+//! query over every instance), then writes its corrections in short batches, each a compare-and-set on
 //! what the snapshot saw, and ends with an auction round.
 
 use crate::store::{self, ActualSummary, db};
@@ -30,35 +30,22 @@ struct Plan {
 }
 
 impl Bbs {
-    async fn read_plan(
-        &self,
-        live: Option<&HashSet<String>>,
-        now: Nanos,
-    ) -> Result<Plan, BbsError> {
-        let pool = &self.inner.pool;
-        let extra = store::extra_instances(pool).await?;
-        let missing_indices = store::missing_instances(pool).await?;
-        let guids: Vec<&str> = missing_indices.iter().map(|(g, _)| g.as_str()).collect();
-        let desired = self.inner.desired.get_many(pool, &guids).await?;
-        let missing = missing_indices
-            .iter()
-            .filter_map(|(guid, indices)| Some((desired.get(guid)?.clone(), indices.clone())))
-            .collect();
-        let lost = match live {
-            Some(live) => store::on_cells_other_than(pool, live).await?,
-            None => Vec::new(),
-        };
-        let restart = store::crashed(pool)
-            .await?
+    /// The plan from the mirror, which equals the tables between writes
+    /// (and was loaded from them at open, so rows an older version or a
+    /// crash left are found at the first pass).
+    fn read_plan(&self, live: Option<&HashSet<String>>, now: Nanos) -> Plan {
+        let plan = self.inner.mirror.convergence_plan(live);
+        let restart = plan
+            .crashed
             .into_iter()
             .filter(|a| crash::should_restart(a.crash_count, a.since, now))
             .collect();
-        Ok(Plan {
-            extra,
-            missing,
-            lost,
+        Plan {
+            extra: plan.extra,
+            missing: plan.missing,
+            lost: plan.lost,
             restart,
-        })
+        }
     }
 }
 
@@ -81,7 +68,7 @@ impl Bbs {
         let pool = &self.inner.pool;
         let now = now_nanos();
         let live = self.presence_settled().then(|| self.live_cell_ids());
-        let plan = self.read_plan(live.as_ref(), now).await?;
+        let plan = self.read_plan(live.as_ref(), now);
 
         let mut report = ConvergenceReport::default();
         for chunk in plan.extra.chunks(WRITE_BATCH) {
@@ -217,7 +204,7 @@ impl Bbs {
             } else {
                 continue;
             };
-            self.emit(BbsEvent::TaskChanged { task });
+            self.task_written(BbsEvent::TaskChanged { task });
         }
         Ok(failed)
     }
@@ -262,16 +249,19 @@ mod tests {
         }
     }
 
-    /// Rows changed behind the BBS's back (as a crash mid-write or an old
-    /// version could leave them) are found by the pass's queries alone.
+    /// Rows changed behind the BBS's back (as an old version or a hand
+    /// could leave them) are found by the first pass after the BBS opens
+    /// on them.
     #[tokio::test]
     async fn a_pass_restores_missing_removes_extra_and_reclaims_lost() {
         let dir = tempfile::tempdir().unwrap();
+        // A TTL the heartbeat below outlives on a loaded machine; the pass
+        // reclaims only once a TTL has passed since the open.
         let config = BbsConfig {
-            cell_ttl: Duration::from_millis(50),
+            cell_ttl: Duration::from_millis(1000),
             ..Default::default()
         };
-        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config.clone())
             .await
             .unwrap();
         bbs.desire_lrp(desired(3)).await.unwrap();
@@ -294,7 +284,11 @@ mod tests {
         .execute(pool)
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(bbs);
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         bbs.heartbeat_cell(CellPresence {
             cell_id: "cell-a".into(),
             address: "127.0.0.1".into(),

@@ -20,7 +20,7 @@ pub mod auth;
 pub mod client;
 mod converger;
 pub mod crash;
-mod desired_cache;
+mod desires;
 mod evacuation;
 pub mod lock;
 mod mirror;
@@ -95,12 +95,12 @@ struct Inner {
     events: broadcast::Sender<BbsEvent>,
     cells: Mutex<HashMap<String, (CellPresence, Instant)>>,
     wake: Notify,
-    desired: desired_cache::DesiredCache,
     started: Instant,
     config: BbsConfig,
     evacuation: evacuation::Evacuation,
     suspects: suspect::Suspects,
     reports: reports::PendingStarts,
+    desires: desires::PendingDesires,
     /// ActualLrps and DesiredLrps in memory for cells' work and the
     /// auction (see `mirror.rs` for why it equals the tables).
     mirror: mirror::Mirror,
@@ -191,12 +191,12 @@ impl Bbs {
                 events: broadcast::channel(4096).0,
                 cells: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
-                desired: desired_cache::DesiredCache::default(),
                 started: Instant::now(),
                 config,
                 evacuation: evacuation::Evacuation::default(),
                 suspects: suspect::Suspects::default(),
                 reports: reports::PendingStarts::default(),
+                desires: desires::PendingDesires::default(),
                 mirror,
             }),
         };
@@ -300,6 +300,13 @@ impl Bbs {
         let _ = self.inner.events.send(event);
     }
 
+    /// A task's committed change: the mirror follows it (under the write
+    /// lock, which every task write holds), then subscribers hear of it.
+    fn task_written(&self, event: BbsEvent) {
+        self.inner.mirror.apply(std::slice::from_ref(&event));
+        self.emit(event);
+    }
+
     fn wake_auction(&self) {
         self.inner.wake.notify_one();
     }
@@ -391,7 +398,7 @@ impl BbsClient for Bbs {
         let task = store::insert_task(&self.inner.pool, task_guid, domain, definition, now_nanos())
             .await?;
         tracing::info!(task_guid, domain, "task desired");
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         self.wake_auction();
         Ok(())
     }
@@ -421,7 +428,7 @@ impl BbsClient for Bbs {
             now_nanos(),
         )
         .await?;
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         Ok(())
     }
 
@@ -430,7 +437,7 @@ impl BbsClient for Bbs {
         let t = self.task_by_guid(task_guid).await?;
         let task =
             store::set_task_state(&self.inner.pool, &t, TaskState::Resolving, now_nanos()).await?;
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         Ok(())
     }
 
@@ -444,7 +451,7 @@ impl BbsClient for Bbs {
             )));
         }
         store::delete_task(&self.inner.pool, task_guid).await?;
-        self.emit(BbsEvent::TaskRemoved {
+        self.task_written(BbsEvent::TaskRemoved {
             task_guid: task_guid.into(),
         });
         Ok(())
@@ -457,37 +464,10 @@ impl BbsClient for Bbs {
                 desired_lrp.process_guid, desired_lrp.domain
             )));
         }
-        let _write = self.inner.write.lock().await;
-        let pool = &self.inner.pool;
-        // The DesiredLrp and its UNCLAIMED instances in one transaction; the
-        // auction places them in its next round (no convergence pass).
-        let now = now_nanos();
-        let mut tx = pool.begin().await.map_err(db)?;
-        if !store::insert_desired_lrp(&mut tx, &desired_lrp, now).await? {
-            return Err(BbsError::AlreadyExists {
-                kind: "desired lrp",
-                guid: desired_lrp.process_guid,
-            });
-        }
-        let indices: Vec<u32> = (0..desired_lrp.instances).collect();
-        let created = store::insert_unclaimed(&mut tx, &desired_lrp, &indices, now).await?;
-        tx.commit().await.map_err(db)?;
-        self.inner.mirror.put_desired(&desired_lrp);
-        self.inner.mirror.put(&created);
-        let mut events = vec![BbsEvent::DesiredLrpChanged {
-            desired_lrp: desired_lrp.clone(),
-        }];
-        events.extend(
-            created
-                .into_iter()
-                .map(|actual_lrp| BbsEvent::ActualLrpChanged { actual_lrp }),
-        );
-        tracing::info!(process_guid = %desired_lrp.process_guid, instances = desired_lrp.instances, "desired lrp created");
-        for e in events {
-            self.emit(e);
-        }
-        self.wake_auction();
-        Ok(())
+        // The DesiredLrp and its UNCLAIMED instances in one transaction
+        // with the desires that arrive meanwhile; the auction places them in
+        // its next round (no convergence pass).
+        self.desire_batched(desired_lrp).await
     }
 
     async fn update_desired_lrp(
@@ -563,7 +543,6 @@ impl BbsClient for Bbs {
         let actuals = store::actual_lrps(pool, &filter).await?;
         store::delete_desired_lrp(pool, process_guid).await?;
         self.inner.mirror.remove_desired(process_guid);
-        self.inner.desired.forget(process_guid);
         tracing::info!(process_guid, "desired lrp removed");
         for a in actuals {
             self.emit(BbsEvent::ActualLrpRemoved { key: a.key });
@@ -631,7 +610,12 @@ impl BbsClient for Bbs {
     }
 
     async fn cell_work(&self, cell_id: &str) -> Result<CellWork, BbsError> {
-        let tasks = store::cell_tasks(&self.inner.pool, cell_id).await?;
+        // The tasks table only for a cell the mirror says has tasks.
+        let tasks = if self.inner.mirror.has_tasks(cell_id) {
+            store::cell_tasks(&self.inner.pool, cell_id).await?
+        } else {
+            Vec::new()
+        };
         // Each DesiredLrp once, however many of its instances run here.
         let (lrps, desired_lrps) = self.inner.mirror.cell_lrps(cell_id);
         Ok(CellWork {
@@ -653,7 +637,7 @@ impl BbsClient for Bbs {
                 let task =
                     store::set_task_state(&self.inner.pool, &t, TaskState::Running, now_nanos())
                         .await?;
-                self.emit(BbsEvent::TaskChanged { task });
+                self.task_written(BbsEvent::TaskChanged { task });
                 Ok(true)
             }
             _ => Ok(false),
@@ -690,7 +674,7 @@ impl BbsClient for Bbs {
         )
         .await?;
         tracing::info!(task_guid, failed, failure_reason, "task completed");
-        self.emit(BbsEvent::TaskChanged { task });
+        self.task_written(BbsEvent::TaskChanged { task });
         Ok(())
     }
 

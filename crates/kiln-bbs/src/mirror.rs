@@ -1,7 +1,7 @@
 //! The BBS's ActualLrps and DesiredLrps in memory, for the reads that run
 //! all the time: every cell's work at every sync (1,000 cells every 2 s at
 //! Diego's scale) and the auction's UNCLAIMED instances and cell loads at
-//! every round. Read from SQL, those were a query and a decode of every
+//! every round, and every convergence pass. Read from SQL, those were a query and a decode of every
 //! placed instance every two seconds plus a `GROUP BY` over all of them per
 //! round, and they held the pool's connections that writes wait for.
 //!
@@ -9,18 +9,25 @@
 //! of an ActualLrp or DesiredLrp is applied here under the write lock right
 //! after its transaction commits, from the rows the statements returned. So
 //! between writes the mirror equals the tables. It is loaded from them when
-//! the BBS opens. Convergence still reads the tables themselves, so rows
-//! changed behind the BBS's back are found and corrected, and the mirror
-//! follows the correction.
+//! the BBS opens. Convergence plans from it too (a pass over 250,000
+//! instances in SQL took seconds); rows changed behind the BBS's back
+//! while it was down are in the mirror it loads, so the first pass finds
+//! them, and each correction is still a compare-and-set on the table.
+//! Which cells have open tasks is kept beside, from every task write.
 
 use crate::BbsError;
-use crate::desired_cache::DesiredSnapshot;
-use crate::store::{self, CellProcessLoad, Unclaimed};
-use kiln_model::ActualLrpState;
-use kiln_model::bbs::{ActualLrp, ActualLrpKey, BbsEvent, DesiredLrp};
+
+#[cfg(test)]
+use crate::store::CellProcessLoad;
+use crate::store::{self, ActualSummary, Unclaimed};
+use kiln_model::bbs::{ActualLrp, ActualLrpKey, BbsEvent, DesiredLrp, Task};
+use kiln_model::{ActualLrpState, TaskState};
 use kiln_store::Pool;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Every DesiredLrp by process guid, shared with the mirror.
+pub(crate) type DesiredSnapshot = HashMap<String, Arc<DesiredLrp>>;
 
 /// (process guid, index): an ActualLrp's slot, ordered as the tables list.
 type Slot = (String, u32);
@@ -30,9 +37,9 @@ pub(crate) struct Mirror {
     state: Mutex<State>,
 }
 
-/// Records are shared between the indexes and copied out of the lock: a
-/// cell's work is read without a lookup per instance, and the copying that
-/// an owned `CellWork` needs does not hold up writers.
+/// Records are shared between the indexes and with the `CellWork` handed
+/// to cells: a cell's work is read without a lookup per instance, and a
+/// sync copies pointers, not records.
 #[derive(Default)]
 struct State {
     actuals: BTreeMap<Slot, Arc<ActualLrp>>,
@@ -40,6 +47,48 @@ struct State {
     by_cell: HashMap<String, BTreeMap<Slot, Arc<ActualLrp>>>,
     unclaimed: BTreeSet<Slot>,
     desired: HashMap<String, Arc<DesiredLrp>>,
+    /// The cell of each task placed on one and PENDING or RUNNING: a
+    /// cell's sync asks the tasks table only when it has one (tasks are
+    /// few; syncs are 500 a second at 1,000 cells).
+    task_cells: HashMap<String, String>,
+}
+
+/// What the instances on one cell use (see [`Mirror::cell_usage`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CellUsage {
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub instances: u32,
+    /// Of them, CLAIMED (still starting).
+    pub starting: u32,
+    pub by_process: HashMap<String, u32>,
+}
+
+/// What convergence corrects (see [`Mirror::convergence_plan`]).
+#[derive(Debug, Default)]
+pub(crate) struct MirrorPlan {
+    pub extra: Vec<(String, u32)>,
+    pub missing: Vec<(Arc<DesiredLrp>, Vec<u32>)>,
+    pub lost: Vec<ActualSummary>,
+    pub crashed: Vec<ActualSummary>,
+}
+
+fn summary(a: &ActualLrp) -> ActualSummary {
+    let (instance_guid, cell_id) = a
+        .instance_key
+        .as_ref()
+        .map_or((String::new(), String::new()), |ik| {
+            (ik.instance_guid.clone(), ik.cell_id.clone())
+        });
+    ActualSummary {
+        process_guid: a.key.process_guid.clone(),
+        index: a.key.index,
+        state: a.state,
+        instance_guid,
+        cell_id,
+        crash_count: a.crash_count,
+        since: a.since,
+    }
 }
 
 fn slot(key: &ActualLrpKey) -> Slot {
@@ -89,6 +138,16 @@ impl State {
         self.actuals.insert(slot, a);
     }
 
+    fn put_task(&mut self, t: &Task) {
+        let open = matches!(t.state, TaskState::Pending | TaskState::Running);
+        if open && !t.cell_id.is_empty() {
+            self.task_cells
+                .insert(t.task_guid.clone(), t.cell_id.clone());
+        } else {
+            self.task_cells.remove(&t.task_guid);
+        }
+    }
+
     fn remove(&mut self, slot: &Slot) {
         if let Some(old) = self.actuals.remove(slot) {
             self.unindex(slot, &old);
@@ -102,8 +161,10 @@ impl Mirror {
         let mirror = Mirror::default();
         let actuals = store::actual_lrps(pool, &crate::ActualLrpFilter::default()).await?;
         let desired = store::desired_lrps(pool, None).await?;
+        let tasks = store::open_tasks(pool).await?;
         {
             let mut state = mirror.lock();
+            tasks.iter().for_each(|t| state.put_task(t));
             actuals.into_iter().for_each(|a| state.put(a));
             state.desired = desired
                 .into_iter()
@@ -125,13 +186,18 @@ impl Mirror {
         actuals.into_iter().for_each(|a| state.put(a.clone()));
     }
 
-    /// The ActualLrp changes and removals among committed writes' events.
+    /// The ActualLrp and task changes and removals among committed writes'
+    /// events.
     pub(crate) fn apply(&self, events: &[BbsEvent]) {
         let mut state = self.lock();
         for event in events {
             match event {
                 BbsEvent::ActualLrpChanged { actual_lrp } => state.put(actual_lrp.clone()),
                 BbsEvent::ActualLrpRemoved { key } => state.remove(&slot(key)),
+                BbsEvent::TaskChanged { task } => state.put_task(task),
+                BbsEvent::TaskRemoved { task_guid } => {
+                    state.task_cells.remove(task_guid);
+                }
                 _ => {}
             }
         }
@@ -164,32 +230,32 @@ impl Mirror {
     // ---- reads ----
 
     /// The ActualLrps CLAIMED by or RUNNING on a cell that have a
-    /// DesiredLrp, in slot order, and those DesiredLrps once each.
-    pub(crate) fn cell_lrps(&self, cell_id: &str) -> (Vec<ActualLrp>, Vec<DesiredLrp>) {
-        let (lrps, desired) = {
-            let state = self.lock();
-            let Some(on_cell) = state.by_cell.get(cell_id) else {
-                return (Vec::new(), Vec::new());
-            };
-            let mut lrps = Vec::with_capacity(on_cell.len());
-            let mut desired: Vec<Arc<DesiredLrp>> = Vec::new();
-            for (slot, a) in on_cell {
-                // Slots are ordered by process guid: a new guid is a new one.
-                let same_guid = desired.last().is_some_and(|d| d.process_guid == slot.0);
-                if !same_guid {
-                    let Some(d) = state.desired.get(&slot.0) else {
-                        continue;
-                    };
-                    desired.push(d.clone());
-                }
-                lrps.push(a.clone());
-            }
-            (lrps, desired)
+    /// DesiredLrp, in slot order, and those DesiredLrps once each: shared
+    /// with the mirror, so a cell's sync copies no record.
+    pub(crate) fn cell_lrps(&self, cell_id: &str) -> (Vec<Arc<ActualLrp>>, Vec<Arc<DesiredLrp>>) {
+        let state = self.lock();
+        let Some(on_cell) = state.by_cell.get(cell_id) else {
+            return (Vec::new(), Vec::new());
         };
-        (
-            lrps.iter().map(|a| (**a).clone()).collect(),
-            desired.iter().map(|d| (**d).clone()).collect(),
-        )
+        let mut lrps = Vec::with_capacity(on_cell.len());
+        let mut desired: Vec<Arc<DesiredLrp>> = Vec::new();
+        for (slot, a) in on_cell {
+            // Slots are ordered by process guid: a new guid is a new one.
+            let same_guid = desired.last().is_some_and(|d| d.process_guid == slot.0);
+            if !same_guid {
+                let Some(d) = state.desired.get(&slot.0) else {
+                    continue;
+                };
+                desired.push(d.clone());
+            }
+            lrps.push(a.clone());
+        }
+        (lrps, desired)
+    }
+
+    /// Whether a PENDING or RUNNING task is placed on the cell.
+    pub(crate) fn has_tasks(&self, cell_id: &str) -> bool {
+        self.lock().task_cells.values().any(|c| c == cell_id)
     }
 
     /// Every UNCLAIMED instance, with its last placement error.
@@ -207,8 +273,44 @@ impl Mirror {
             .collect()
     }
 
+    /// What the instances on each cell use (those with a DesiredLrp), and
+    /// how many instances of each of `processes` it holds: the auction's
+    /// picture of the cells. Only the processes a round places are counted
+    /// by name; naming every (cell, process) pair cost more than the round.
+    pub(crate) fn cell_usage(&self, processes: &HashSet<&str>) -> HashMap<String, CellUsage> {
+        let state = self.lock();
+        let mut usage = HashMap::with_capacity(state.by_cell.len());
+        for (cell_id, slots) in &state.by_cell {
+            let mut u = CellUsage::default();
+            // Slots are ordered by process guid: one lookup per run.
+            let mut current: Option<(&str, Option<&Arc<DesiredLrp>>, bool)> = None;
+            for (slot, a) in slots {
+                let (d, counted) = match current {
+                    Some((g, d, counted)) if g == slot.0 => (d, counted),
+                    _ => {
+                        let d = state.desired.get(&slot.0);
+                        let counted = d.is_some() && processes.contains(slot.0.as_str());
+                        current = Some((&slot.0, d, counted));
+                        (d, counted)
+                    }
+                };
+                let Some(d) = d else { continue };
+                u.memory_mb += d.memory_mb;
+                u.disk_mb += d.disk_mb;
+                u.instances += 1;
+                u.starting += u32::from(a.state == ActualLrpState::Claimed);
+                if counted {
+                    *u.by_process.entry(slot.0.clone()).or_default() += 1;
+                }
+            }
+            usage.insert(cell_id.clone(), u);
+        }
+        usage
+    }
+
     /// How many instances of each process each cell holds, and how many
     /// of them are still starting (CLAIMED).
+    #[cfg(test)]
     pub(crate) fn cell_process_loads(&self) -> Vec<CellProcessLoad> {
         let state = self.lock();
         let mut loads = Vec::new();
@@ -236,6 +338,59 @@ impl Mirror {
             loads.extend(current);
         }
         loads
+    }
+
+    /// What a convergence pass corrects, from one walk of the mirror:
+    /// instances beyond their DesiredLrp (or without one), indices without
+    /// an instance, instances on cells not in `live` (none when `None`),
+    /// and CRASHED instances. The same rows as the convergence queries of
+    /// the tables (`agrees_with_the_tables` checks it), without reading and
+    /// decoding every instance under SQL at each pass.
+    pub(crate) fn convergence_plan(&self, live: Option<&HashSet<String>>) -> MirrorPlan {
+        let state = self.lock();
+        let mut plan = MirrorPlan::default();
+        let mut current: Option<(&str, Option<&Arc<DesiredLrp>>)> = None;
+        for ((guid, index), a) in &state.actuals {
+            // Slots are ordered by guid: one DesiredLrp lookup per process.
+            let d = match current {
+                Some((g, d)) if g == guid => d,
+                _ => {
+                    let d = state.desired.get(guid);
+                    current = Some((guid, d));
+                    d
+                }
+            };
+            if d.is_none_or(|d| *index >= d.instances) {
+                plan.extra.push((guid.clone(), *index));
+            }
+            if a.state == ActualLrpState::Crashed {
+                plan.crashed.push(summary(a));
+            }
+        }
+        for (guid, d) in &state.desired {
+            let range = (guid.clone(), 0)..(guid.clone(), d.instances);
+            let present: Vec<u32> = state.actuals.range(range).map(|(s, _)| s.1).collect();
+            if present.len() < d.instances as usize {
+                let missing = (0..d.instances)
+                    .filter(|i| present.binary_search(i).is_err())
+                    .collect();
+                plan.missing.push((d.clone(), missing));
+            }
+        }
+        if let Some(live) = live {
+            for (cell, on_cell) in &state.by_cell {
+                if !live.contains(cell) {
+                    plan.lost.extend(on_cell.values().map(|a| summary(a)));
+                }
+            }
+        }
+        plan
+    }
+
+    /// One ActualLrp, as the table has it.
+    pub(crate) fn actual(&self, key: &ActualLrpKey) -> Option<ActualLrp> {
+        let a = self.lock().actuals.get(&slot(key)).cloned();
+        a.map(|a| (*a).clone())
     }
 
     /// Every DesiredLrp.
@@ -307,11 +462,13 @@ mod tests {
 /// The mirror against the tables after the BBS's writes of every kind.
 #[cfg(test)]
 mod agrees_with_the_tables {
+    use super::CellUsage;
     use crate::{ActualLrpFilter, Bbs, BbsClient, BbsConfig, store};
     use kiln_model::bbs::{
         ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, DesiredLrpUpdate, HealthCheck,
-        RunAction,
+        RunAction, TaskDefinition,
     };
+    use std::collections::{HashMap, HashSet};
     use std::time::Duration;
 
     fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
@@ -341,6 +498,31 @@ mod agrees_with_the_tables {
             log_source: "APP/PROC/WEB".into(),
             annotation: String::new(),
             sidecars: Vec::new(),
+        }
+    }
+
+    fn task() -> TaskDefinition {
+        TaskDefinition {
+            rootfs: "preloaded:s".parse().unwrap(),
+            resolve_image: None,
+            image_username: String::new(),
+            image_password: Default::default(),
+            log_guid: "l".into(),
+            log_source: "STG".into(),
+            memory_mb: 64,
+            disk_mb: 64,
+            env: vec![],
+            downloads: vec![],
+            run: RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            uploads: vec![],
+            result_file: "/tmp/result.json".into(),
+            timeout_ms: 1000,
         }
     }
 
@@ -383,9 +565,31 @@ mod agrees_with_the_tables {
         want.sort();
         got.sort();
         assert_eq!(got, want, "loads");
+        // The auction's picture, summed from the same rows.
+        let desired = mirror.desired();
+        let mut sums: HashMap<String, CellUsage> = HashMap::new();
+        for (cell_id, guid, instances, starting) in &want {
+            let d = &desired[guid];
+            let u = sums.entry(cell_id.clone()).or_default();
+            u.memory_mb += d.memory_mb * u64::from(*instances);
+            u.disk_mb += d.disk_mb * u64::from(*instances);
+            u.instances += instances;
+            u.starting += starting;
+            u.by_process.insert(guid.clone(), *instances);
+        }
+        let all: HashSet<&str> = desired.keys().map(String::as_str).collect();
+        assert_eq!(mirror.cell_usage(&all), sums, "usage");
         for c in cells {
+            let with_tasks = !store::cell_tasks(pool, c).await.unwrap().is_empty();
+            assert_eq!(mirror.has_tasks(c), with_tasks, "tasks on {c}");
             let want = store::cell_actuals(pool, c).await.unwrap();
-            assert_eq!(mirror.cell_lrps(c).0, want, "work of {c}");
+            let got: Vec<kiln_model::bbs::ActualLrp> = mirror
+                .cell_lrps(c)
+                .0
+                .iter()
+                .map(|a| (**a).clone())
+                .collect();
+            assert_eq!(got, want, "work of {c}");
         }
         let all = store::actual_lrps(pool, &ActualLrpFilter::default())
             .await
@@ -397,6 +601,60 @@ mod agrees_with_the_tables {
             .map(|a| (**a).clone())
             .collect();
         assert_eq!(got, all, "every ActualLrp");
+        assert_plan_agrees(bbs).await;
+    }
+
+    /// Convergence's plan from the mirror against the same questions asked
+    /// of the tables.
+    async fn assert_plan_agrees(bbs: &Bbs) {
+        let pool = &bbs.inner.pool;
+        let live = bbs.live_cell_ids();
+        let plan = bbs.inner.mirror.convergence_plan(Some(&live));
+        fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+            v.sort();
+            v
+        }
+        let summary = |a: &store::ActualSummary| {
+            let state = a.state.as_str();
+            let (guid, cell) = (a.instance_guid.clone(), a.cell_id.clone());
+            (
+                a.process_guid.clone(),
+                a.index,
+                state,
+                guid,
+                cell,
+                a.since,
+                a.crash_count,
+            )
+        };
+        let want = sorted(store::extra_instances(pool).await.unwrap());
+        assert_eq!(sorted(plan.extra.clone()), want, "extra");
+        let want = sorted(store::missing_instances(pool).await.unwrap());
+        let got = plan
+            .missing
+            .iter()
+            .map(|(d, i)| (d.process_guid.clone(), i.clone()));
+        assert_eq!(sorted(got.collect()), want, "missing");
+        let want = store::on_cells_other_than(pool, &live).await.unwrap();
+        let want = sorted(want.iter().map(summary).collect());
+        assert_eq!(
+            sorted(plan.lost.iter().map(summary).collect()),
+            want,
+            "lost"
+        );
+        let want = sorted(
+            store::crashed(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(summary)
+                .collect(),
+        );
+        assert_eq!(
+            sorted(plan.crashed.iter().map(summary).collect()),
+            want,
+            "crashed"
+        );
     }
 
     #[tokio::test]
@@ -416,7 +674,21 @@ mod agrees_with_the_tables {
         bbs.desire_lrp(desired("p", 4)).await.unwrap();
         bbs.desire_lrp(desired("q", 3)).await.unwrap();
         bbs.desire_lrp(desired("r", 2)).await.unwrap();
+        for t in ["t1", "t2", "t3"] {
+            bbs.desire_task(t, "d", task()).await.unwrap();
+        }
         bbs.auction().await.unwrap();
+        assert_agrees(&bbs, &cells).await;
+        // Tasks started, completed (and deleted), cancelled.
+        let on_cell = bbs.task_by_guid("t1").await.unwrap().cell_id;
+        assert!(bbs.start_task("t1", &on_cell).await.unwrap());
+        let on_cell = bbs.task_by_guid("t2").await.unwrap().cell_id;
+        bbs.complete_task("t2", &on_cell, false, "", "")
+            .await
+            .unwrap();
+        bbs.resolving_task("t2").await.unwrap();
+        bbs.delete_task("t2").await.unwrap();
+        bbs.cancel_task("t3").await.unwrap();
         assert_agrees(&bbs, &cells).await;
 
         // Reports: some instances RUNNING; one crashes.
@@ -454,12 +726,42 @@ mod agrees_with_the_tables {
         // auction (RUNNING ones kept as suspect) and is placed on c1.
         tokio::time::sleep(Duration::from_millis(300)).await;
         bbs.heartbeat_cell(cell("c1")).await.unwrap();
+        assert!(
+            !bbs.inner
+                .mirror
+                .convergence_plan(Some(&bbs.live_cell_ids()))
+                .lost
+                .is_empty(),
+            "c2's instances are lost before the pass"
+        );
+        assert_agrees(&bbs, &cells).await;
         bbs.converge().await.unwrap();
         assert_agrees(&bbs, &cells).await;
 
-        // Reopened, the mirror is loaded from the tables.
+        // Reopened, the mirror is loaded from the tables, here changed
+        // behind the BBS's back: an index gone, one beyond its process's
+        // count, one of no process, one CRASHED.
         drop(bbs);
         let bbs = Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap();
+        assert_agrees(&bbs, &cells).await;
+        let pool = &bbs.inner.pool;
+        for sql in [
+            "DELETE FROM actual_lrps WHERE process_guid = 'p' AND instance_index = 1",
+            "INSERT INTO actual_lrps (process_guid, instance_index, domain, state, since) \
+             VALUES ('q', 5, 'cf-apps', 'UNCLAIMED', 0), ('gone', 0, 'cf-apps', 'UNCLAIMED', 0)",
+            "UPDATE actual_lrps SET state = 'CRASHED', instance_guid = '', cell_id = '', \
+             crash_count = 4 WHERE process_guid = 'p' AND instance_index = 0",
+        ] {
+            sqlx::query(sql).execute(pool).await.unwrap();
+        }
+        drop(bbs);
+        let bbs = Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap();
+        let plan = bbs.inner.mirror.convergence_plan(None);
+        assert_eq!(
+            (plan.extra.len(), plan.missing.len(), plan.crashed.len()),
+            (2, 1, 1),
+            "{plan:?}"
+        );
         assert_agrees(&bbs, &cells).await;
     }
 }

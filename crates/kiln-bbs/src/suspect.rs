@@ -68,9 +68,14 @@ impl Suspects {
         wanted: impl Fn(&ActualLrp) -> bool,
     ) -> Vec<ActualLrp> {
         let suspects = self.lock();
+        if suspects.is_empty() {
+            return Vec::new();
+        }
+        let listed: std::collections::HashSet<&ActualLrpKey> =
+            listed.iter().map(|a| &a.key).collect();
         suspects
             .values()
-            .filter(|s| wanted(s) && !listed.iter().any(|a| a.key == s.key))
+            .filter(|s| wanted(s) && !listed.contains(&s.key))
             .cloned()
             .collect()
     }
@@ -183,7 +188,9 @@ impl Bbs {
             let Some(ik) = s.instance_key.as_ref() else {
                 continue;
             };
-            let record = store::actual_lrp(&self.inner.pool, &s.key).await?;
+            // The mirror equals the table: no query per suspect instance
+            // (25,000 of them when a tenth of 1,000 cells is lost).
+            let record = self.inner.mirror.actual(&s.key);
             if record
                 .as_ref()
                 .is_some_and(|r| r.state != ActualLrpState::Running)

@@ -637,7 +637,7 @@ impl Rep {
                 continue;
             };
             self.start_lrp(LrpAssignment {
-                actual: actual.clone(),
+                actual: (**actual).clone(),
                 desired: desired.clone(),
             });
         }

@@ -11,6 +11,7 @@
 use crate::rootfs::{RootFs, RootFsProvider, Secret};
 use crate::state::{ActualLrpState, TaskState};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Nanoseconds since the Unix epoch, as Diego keeps its timestamps.
 pub type Nanos = i64;
@@ -398,16 +399,23 @@ pub struct CellPresence {
 }
 
 /// The work placed on one cell, as its bulk sync reads it.
+///
+/// The records are shared (`Arc`) with the BBS's in-memory copy: every
+/// cell reads its work every few seconds, and at a thousand cells deep
+/// copies of them were most of the BBS's CPU. On the wire they are plain
+/// records, as before.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellWork {
     /// Tasks placed on the cell that are PENDING (to start) or RUNNING.
     pub tasks: Vec<Task>,
     /// What to run for the instances in `lrps`, each DesiredLrp once however
     /// many of its instances the cell has.
-    pub desired_lrps: Vec<DesiredLrp>,
+    #[serde(with = "shared")]
+    pub desired_lrps: Vec<Arc<DesiredLrp>>,
     /// ActualLrps CLAIMED by or RUNNING on the cell; each one's DesiredLrp
     /// is in `desired_lrps` (by process guid).
-    pub lrps: Vec<ActualLrp>,
+    #[serde(with = "shared")]
+    pub lrps: Vec<Arc<ActualLrp>>,
 }
 
 impl CellWork {
@@ -415,8 +423,29 @@ impl CellWork {
     pub fn desired_by_guid(&self) -> std::collections::HashMap<&str, &DesiredLrp> {
         self.desired_lrps
             .iter()
-            .map(|d| (d.process_guid.as_str(), d))
+            .map(|d| (d.process_guid.as_str(), &**d))
             .collect()
+    }
+}
+
+/// `Vec<Arc<T>>` as a plain sequence of `T` (what serde's `rc` feature
+/// would do, without turning it on for every crate).
+mod shared {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        items: &[Arc<T>],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(items.iter().map(|item| &**item))
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Arc<T>>, D::Error> {
+        let items = Vec::<T>::deserialize(deserializer)?;
+        Ok(items.into_iter().map(Arc::new).collect())
     }
 }
 
