@@ -47,6 +47,11 @@ pub mod types {
         "audit.user_provided_service_instance.delete";
     pub const SERVICE_BINDING_CREATE: &str = "audit.service_binding.create";
     pub const SERVICE_BINDING_DELETE: &str = "audit.service_binding.delete";
+    pub const SPACE_QUOTA_CREATE: &str = "audit.space_quota.create";
+    pub const SPACE_QUOTA_UPDATE: &str = "audit.space_quota.update";
+    pub const SPACE_QUOTA_DELETE: &str = "audit.space_quota.delete";
+    pub const SPACE_QUOTA_APPLY: &str = "audit.space_quota.apply";
+    pub const SPACE_QUOTA_REMOVE: &str = "audit.space_quota.remove";
 }
 
 /// What Cloud Controller shows in place of a censored value.

@@ -968,6 +968,92 @@ pub async fn org_quota_orgs(ctx: &Ctx, perms: &Permissions, quota: &str) -> ApiR
     )
 }
 
+/// Space quotas (`GET /v3/space_quotas`): `names`, `guids`,
+/// `organization_guids`, `space_guids`; only those the caller sees (its
+/// managed orgs' and those on a space it reads, in SQL), each with the
+/// spaces it is applied to that the caller sees.
+pub async fn space_quotas(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<(db::SpaceQuota, Vec<String>)>> {
+    let mut c = conds(
+        params,
+        &[
+            ("names", "name"),
+            ("guids", "guid"),
+            ("organization_guids", "organization_guid"),
+        ],
+    )?;
+    let via_spaces = |values| Cond::Via {
+        column: "guid",
+        table: "space_quota_assignments",
+        pick: "quota_guid",
+        by: "guid",
+        values,
+    };
+    if let Some(spaces) = params.list("space_guids") {
+        c.push(via_spaces(spaces));
+    }
+    if let (Some(managed), Some(spaces)) = (perms.managed_orgs(), perms.readable_spaces()) {
+        c.push(Cond::Any(vec![
+            Cond::In("organization_guid", managed),
+            via_spaces(spaces),
+        ]));
+    }
+    let quotas = db::list::<db::SpaceQuota>(&ctx.pool, &c).await?;
+    let mut out = Vec::with_capacity(quotas.len());
+    for q in quotas {
+        let spaces = space_quota_spaces(ctx, perms, &q.guid).await?;
+        out.push((q, spaces));
+    }
+    Ok(out)
+}
+
+/// One space quota the caller sees (CC's 404 otherwise), with the spaces
+/// it is applied to that the caller sees.
+pub async fn space_quota(
+    ctx: &Ctx,
+    perms: &Permissions,
+    guid: &str,
+) -> ApiResult<(db::SpaceQuota, Vec<String>)> {
+    let found = db::find::<db::SpaceQuota>(&ctx.pool, guid).await?;
+    let all = applied_spaces(ctx, guid).await?;
+    match found {
+        Some(q) if perms.can_read_space_quota(&q.organization_guid, &all) => {
+            let seen = all
+                .into_iter()
+                .filter(|s| perms.can_read_space(s))
+                .collect();
+            Ok((q, seen))
+        }
+        _ => Err(ApiError::not_found("Space quota")),
+    }
+}
+
+async fn applied_spaces(ctx: &Ctx, quota: &str) -> ApiResult<Vec<String>> {
+    Ok(
+        db::where_eq::<db::SpaceQuotaAssignment>(&ctx.pool, "quota_guid", quota)
+            .await?
+            .into_iter()
+            .map(|a| a.guid)
+            .collect(),
+    )
+}
+
+/// The spaces a space quota is applied to that the caller sees.
+pub async fn space_quota_spaces(
+    ctx: &Ctx,
+    perms: &Permissions,
+    quota: &str,
+) -> ApiResult<Vec<String>> {
+    Ok(applied_spaces(ctx, quota)
+        .await?
+        .into_iter()
+        .filter(|s| perms.can_read_space(s))
+        .collect())
+}
+
 /// The labels and annotations of each of `guids` that has any.
 pub async fn metadata(
     ctx: &Ctx,

@@ -41,8 +41,8 @@ use context::{Ctx, Shared};
 use controllers::{
     app_features, apps, audit_events, buildpacks, builds, catalog, deployments, domains, internal,
     links, logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
-    service_credential_bindings, service_instances, settings, sidecars, space_features, tasks,
-    users,
+    service_credential_bindings, service_instances, settings, sidecars, space_features,
+    space_quotas, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -426,6 +426,25 @@ fn router(ctx: Shared) -> Router {
         .route(
             "/v3/organization_quotas/{guid}/relationships/organizations",
             post(organization_quotas::apply),
+        )
+        // space quotas
+        .route(
+            "/v3/space_quotas",
+            get(space_quotas::list).post(space_quotas::create),
+        )
+        .route(
+            "/v3/space_quotas/{guid}",
+            get(space_quotas::get_one)
+                .patch(space_quotas::update)
+                .delete(space_quotas::delete),
+        )
+        .route(
+            "/v3/space_quotas/{guid}/relationships/spaces",
+            post(space_quotas::apply),
+        )
+        .route(
+            "/v3/space_quotas/{guid}/relationships/spaces/{space_guid}",
+            axum::routing::delete(space_quotas::remove),
         )
         // labels and annotations, feature flags, environment variable
         // groups, usage summaries

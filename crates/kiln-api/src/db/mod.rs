@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "sidecars",
         include_str!("../../migrations/0012_sidecars.sql"),
     ),
+    (
+        13,
+        "space quotas",
+        include_str!("../../migrations/0013_space_quotas.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.
@@ -598,6 +603,26 @@ pub async fn org_usage<'e>(
     Ok((memory, instances))
 }
 
+/// The memory (MB) and instances a space's started apps other than
+/// `except_app` run.
+pub async fn space_usage<'e>(
+    exec: impl Executor<'e>,
+    space_guid: &str,
+    except_app: &str,
+) -> ApiResult<(i64, i64)> {
+    let (memory, instances): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(p.instances * p.memory_in_mb), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(p.instances), 0) AS BIGINT) \
+         FROM processes p JOIN apps a ON a.guid = p.app_guid \
+         WHERE a.space_guid = $1 AND a.state = 'STARTED' AND a.guid <> $2",
+    )
+    .bind(space_guid)
+    .bind(except_app)
+    .fetch_one(exec)
+    .await?;
+    Ok((memory, instances))
+}
+
 /// How many routes the spaces of an org hold.
 pub async fn org_routes<'e>(exec: impl Executor<'e>, org_guid: &str) -> ApiResult<i64> {
     let (n,): (i64,) = sqlx::query_as(
@@ -607,6 +632,15 @@ pub async fn org_routes<'e>(exec: impl Executor<'e>, org_guid: &str) -> ApiResul
     .bind(org_guid)
     .fetch_one(exec)
     .await?;
+    Ok(n)
+}
+
+/// How many routes a space holds.
+pub async fn space_routes<'e>(exec: impl Executor<'e>, space_guid: &str) -> ApiResult<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM routes WHERE space_guid = $1")
+        .bind(space_guid)
+        .fetch_one(exec)
+        .await?;
     Ok(n)
 }
 

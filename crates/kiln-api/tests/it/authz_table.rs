@@ -292,6 +292,25 @@ const TABLE: &[(&str, &str, &str, char)] = &[
         "FFFFF",
         'F',
     ),
+    // A side's space quota is its org's, applied to its space: seen by the
+    // space's members and the org's managers, changed by the managers.
+    ("GET", "/v3/space_quotas", "YYYYY", 'Y'),
+    ("POST", "/v3/space_quotas", "FFFYF", 'U'),
+    ("GET", "/v3/space_quotas/{guid}", "YYYYD", 'D'),
+    ("PATCH", "/v3/space_quotas/{guid}", "FFFYD", 'D'),
+    ("DELETE", "/v3/space_quotas/{guid}", "FFFYD", 'D'),
+    (
+        "POST",
+        "/v3/space_quotas/{guid}/relationships/spaces",
+        "FFFYD",
+        'D',
+    ),
+    (
+        "DELETE",
+        "/v3/space_quotas/{guid}/relationships/spaces/{space_guid}",
+        "FFFYD",
+        'D',
+    ),
     ("POST", "/Users", "FFFFF", 'F'),
     ("PUT", "/Users/{guid}/password", "FFFFF", 'F'),
     ("GET", "/v3/users", "YYYYY", 'Y'),
@@ -415,6 +434,7 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
     let binding = new_binding(kiln, &app, &instance).await;
     let sidecar = new_sidecar(kiln, &app, &format!("{name}-sidecar")).await;
     let private = new_private_domain(kiln, &org, &format!("{name}.private.test")).await;
+    let space_quota = new_space_quota(kiln, &org, &format!("{name}-quota"), &[&space]).await;
     let s = |v: &Value| v["guid"].as_str().unwrap().to_string();
     BTreeMap::from([
         ("domains", private),
@@ -440,7 +460,22 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
         ("service_instances", instance),
         ("service_credential_bindings", binding),
         ("sidecars", sidecar),
+        ("space_quotas", space_quota),
     ])
+}
+
+/// A space quota of `org` on `spaces`, made by the admin.
+async fn new_space_quota(kiln: &Kiln, org: &str, name: &str, spaces: &[&str]) -> String {
+    let spaces: Vec<Value> = spaces.iter().map(|s| json!({"guid": s})).collect();
+    let (status, q) = kiln
+        .post(
+            "/v3/space_quotas",
+            json!({"name": name, "relationships": {"organization": {"data": {"guid": org}},
+                "spaces": {"data": spaces}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{q}");
+    q["guid"].as_str().unwrap().to_string()
 }
 
 /// A sidecar of `app`'s web processes, made by the admin.
@@ -558,6 +593,9 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
                 .await;
             q["guid"].as_str().unwrap().to_string()
         }
+        "space_quotas" => {
+            new_space_quota(kiln, &own["organizations"], &format!("fresh-{n}"), &[]).await
+        }
         "service_credential_bindings" => {
             let app = new_app(kiln, space, &format!("fresh-{n}")).await;
             let si = new_instance(kiln, space, &format!("fresh-{n}")).await;
@@ -582,7 +620,9 @@ fn body(method: &str, route: &str, s: &Side) -> Option<Value> {
     let rel =
         |k: &str, g: &str| json!({"relationships": {k: {"data": {"guid": g}}}, "kiln_probe": true});
     Some(match route {
-        "/v3/spaces" | "/v3/domains" => rel("organization", &s["organizations"]),
+        "/v3/spaces" | "/v3/domains" | "/v3/space_quotas" => {
+            rel("organization", &s["organizations"])
+        }
         "/v3/apps" | "/v3/routes" | "/v3/service_instances" => rel("space", &s["spaces"]),
         "/v3/packages" | "/v3/deployments" | "/v3/service_credential_bindings" => {
             rel("app", &s["apps"])
@@ -601,6 +641,7 @@ fn path_of(route: &str, guid: &str) -> String {
         .replace("{ptype}", "web")
         .replace("{name}", "ssh")
         .replace("{dguid}", "00000000-0000-0000-0000-000000000000")
+        .replace("{space_guid}", "00000000-0000-0000-0000-000000000000")
 }
 
 fn resource_of(route: &str) -> &'static str {
@@ -623,6 +664,7 @@ fn resource_of(route: &str) -> &'static str {
         "service_instances" => "Service instance",
         "service_credential_bindings" => "Service credential binding",
         "organization_quotas" => "Organization quota",
+        "space_quotas" => "Space quota",
         "sidecars" => "Sidecar",
         _ => "-",
     }

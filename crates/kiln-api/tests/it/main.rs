@@ -21,6 +21,7 @@ mod quotas;
 mod roles;
 mod services;
 mod sidecars;
+mod space_quotas;
 mod tasks;
 mod waits;
 
