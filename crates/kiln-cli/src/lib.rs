@@ -34,6 +34,7 @@ mod quotas;
 mod resources;
 mod routes;
 mod services;
+mod space_quotas;
 mod ssh;
 mod summary;
 mod tasks;
@@ -47,6 +48,10 @@ pub use push::PushArgs;
 pub use quotas::{CreateOrgQuotaArgs, SetOrgQuotaArgs};
 pub use routes::RouteArgs;
 pub use services::{BindArgs, DeleteServiceArgs, ServiceArgs, UnbindArgs, UserProvidedArgs};
+pub use space_quotas::{
+    CreateSpaceQuotaArgs, DeleteSpaceQuotaArgs, SetSpaceQuotaArgs, SpaceQuotaArgs,
+    UpdateSpaceQuotaArgs,
+};
 pub use tasks::{RunTaskArgs, TerminateTaskArgs};
 pub use users::{CreateUserArgs, SetOrgRoleArgs, SetSpaceRoleArgs, SpaceUsersArgs};
 
@@ -193,6 +198,21 @@ pub enum Command {
     OrgQuotas,
     /// Assign a quota to an org
     SetOrgQuota(SetOrgQuotaArgs),
+    /// Define a new quota for spaces of the targeted org
+    #[command(after_help = "EXAMPLE:\n   kiln create-space-quota small -m 1G -i 256M -r 5 -a 4")]
+    CreateSpaceQuota(CreateSpaceQuotaArgs),
+    /// List the targeted org's space quotas
+    SpaceQuotas,
+    /// Show a space quota's limits
+    SpaceQuota(SpaceQuotaArgs),
+    /// Change a space quota's limits or name (-1: unlimited)
+    UpdateSpaceQuota(UpdateSpaceQuotaArgs),
+    /// Assign a space quota to a space
+    SetSpaceQuota(SetSpaceQuotaArgs),
+    /// Remove a space quota from a space
+    UnsetSpaceQuota(SetSpaceQuotaArgs),
+    /// Delete a space quota (no space may have it)
+    DeleteSpaceQuota(DeleteSpaceQuotaArgs),
     /// Create a private domain for an org
     #[command(after_help = "EXAMPLE:\n   kiln create-private-domain my-org example.com")]
     CreatePrivateDomain(OrgDomainArgs),
@@ -409,6 +429,13 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::CreateOrgQuota(a) => quotas::create(&mut session(home)?, a).await,
         Command::OrgQuotas => quotas::list(&mut session(home)?).await,
         Command::SetOrgQuota(a) => quotas::set(&mut session(home)?, a).await,
+        Command::CreateSpaceQuota(a) => space_quotas::create(&mut session(home)?, a).await,
+        Command::SpaceQuotas => space_quotas::list(&mut session(home)?).await,
+        Command::SpaceQuota(a) => space_quotas::show(&mut session(home)?, a).await,
+        Command::UpdateSpaceQuota(a) => space_quotas::update(&mut session(home)?, a).await,
+        Command::SetSpaceQuota(a) => space_quotas::set(&mut session(home)?, a).await,
+        Command::UnsetSpaceQuota(a) => space_quotas::unset(&mut session(home)?, a).await,
+        Command::DeleteSpaceQuota(a) => space_quotas::delete(&mut session(home)?, a).await,
         Command::CreatePrivateDomain(a) => domains::create_private(&mut session(home)?, a).await,
         Command::CreateSharedDomain(a) => domains::create_shared(&mut session(home)?, a).await,
         Command::DeletePrivateDomain(a) => domains::delete(&mut session(home)?, a, true).await,

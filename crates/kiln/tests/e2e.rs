@@ -621,6 +621,68 @@ async fn push_stage_run_route_and_survive_a_restart() {
     assert!(quota_row("default").contains("10G"), "{out}");
     assert!(quota_row("roomy").contains("100G"), "{out}");
 
+    // Space quotas in the targeted org, every verb cf has for them.
+    let ok = |out: &CliOutput, what: &str| assert!(out.success, "{what} failed\n{out}");
+    let out = cli(
+        &home,
+        &[
+            "create-space-quota",
+            "roomy-space",
+            "-m",
+            "50G",
+            "-a",
+            "100",
+        ],
+    )
+    .await;
+    ok(&out, "create-space-quota");
+    let out = cli(&home, &["space-quotas"]).await;
+    ok(&out, "space-quotas");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("roomy-space"))
+        .unwrap_or("");
+    assert!(row.contains("50G") && row.contains("100"), "{out}");
+    let out = cli(
+        &home,
+        &[
+            "update-space-quota",
+            "roomy-space",
+            "-n",
+            "airy",
+            "-r",
+            "100",
+            "-a",
+            "-1",
+        ],
+    )
+    .await;
+    ok(&out, "update-space-quota");
+    let out = cli(&home, &["set-space-quota", "dev", "airy"]).await;
+    ok(&out, "set-space-quota");
+    let out = cli(&home, &["space-quota", "airy"]).await;
+    ok(&out, "space-quota");
+    let shows = |k: &str, v: &str| {
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with(k) && l.ends_with(v))
+    };
+    assert!(shows("total memory:", " 50G"), "{out}");
+    assert!(shows("app instances:", " unlimited"), "{out}");
+    assert!(shows("routes:", " 100"), "{out}");
+    let out = cli(&home, &["delete-space-quota", "airy", "-f"]).await;
+    assert!(
+        !out.success && out.stderr.contains("applied to one or more spaces"),
+        "{out}"
+    );
+    let out = cli(&home, &["unset-space-quota", "dev", "airy"]).await;
+    ok(&out, "unset-space-quota");
+    let out = cli(&home, &["delete-space-quota", "airy", "-f"]).await;
+    ok(&out, "delete-space-quota");
+    let out = cli(&home, &["space-quotas"]).await;
+    assert!(out.stdout.contains("No space quotas found."), "{out}");
+
     // An unknown host gets Gorouter's 404.
     let response = route_get(router_port, "nobody.localhost").await;
     assert_eq!(response.status(), 404);
