@@ -22,6 +22,8 @@ pub mod types {
     pub const APP_MAP_ROUTE: &str = "audit.app.map-route";
     pub const APP_UNMAP_ROUTE: &str = "audit.app.unmap-route";
     pub const APP_DROPLET_MAPPED: &str = "audit.app.droplet.mapped";
+    pub const APP_DROPLET_CREATE: &str = "audit.app.droplet.create";
+    pub const APP_DROPLET_DOWNLOAD: &str = "audit.app.droplet.download";
     pub const APP_BUILD_CREATE: &str = "audit.app.build.create";
     pub const APP_PACKAGE_CREATE: &str = "audit.app.package.create";
     pub const APP_PACKAGE_UPLOAD: &str = "audit.app.package.upload";

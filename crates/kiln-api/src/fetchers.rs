@@ -1099,6 +1099,22 @@ pub async fn downloadable_package(ctx: &Ctx, guid: &str) -> ApiResult<Package> {
     Ok(p)
 }
 
+/// A droplet whose bits may be downloaded (CC's checks and words).
+pub async fn downloadable_droplet(ctx: &Ctx, guid: &str) -> ApiResult<Droplet> {
+    let d = db::get::<Droplet>(&ctx.pool, guid).await?;
+    if d.lifecycle_type == "docker" {
+        return Err(ApiError::unprocessable(
+            "Cannot download droplets with 'docker' lifecycle.",
+        ));
+    }
+    if d.state != kiln_model::DropletState::Staged {
+        return Err(ApiError::unprocessable(
+            "Only staged droplets can be downloaded.",
+        ));
+    }
+    Ok(d)
+}
+
 /// The revisions an app (which must exist) runs: while started, the newest
 /// revision of its current droplet.
 pub async fn deployed_revisions(

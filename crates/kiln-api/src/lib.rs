@@ -39,9 +39,9 @@ use axum::Router;
 use axum::routing::{get, patch, post, put};
 use context::{Ctx, Shared};
 use controllers::{
-    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, domains, internal,
-    links, logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
-    service_credential_bindings, service_instances, settings, sidecars, space_features,
+    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, domains, droplets,
+    internal, links, logcache, manifest, metadata, organization_quotas, packages, processes, roles,
+    routes, service_credential_bindings, service_instances, settings, sidecars, space_features,
     space_quotas, tasks, users,
 };
 use std::sync::Arc;
@@ -338,7 +338,15 @@ fn router(ctx: Shared) -> Router {
         // builds, droplets
         .route("/v3/builds", get(builds::list).post(builds::create))
         .route("/v3/builds/{guid}", get(builds::get_one))
-        .route("/v3/droplets", get(builds::list_droplets))
+        .route(
+            "/v3/droplets",
+            get(builds::list_droplets).post(droplets::create),
+        )
+        .route(
+            "/v3/droplets/{guid}/upload",
+            post(droplets::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/v3/droplets/{guid}/download", get(droplets::download))
         .route("/v3/droplets/{guid}", get(builds::get_droplet))
         // routes
         .route("/v3/routes", get(routes::list).post(routes::create))

@@ -314,6 +314,7 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         // Who sees a private domain depends on its owner and the orgs it
         // is shared with: the fetchers and actions ask this module.
         ("DELETE", "/v3/domains/{guid}")
+        | ("PATCH", "/v3/domains/{guid}")
         | ("GET", "/v3/domains/{guid}/relationships/shared_organizations")
         | ("POST", "/v3/domains/{guid}/relationships/shared_organizations")
         | ("DELETE", "/v3/domains/{guid}/relationships/shared_organizations/{org_guid}") => {
@@ -383,6 +384,12 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("POST", "/v3/builds") => rule(Body(Package, "/package/guid"), Operate),
         ("GET", "/v3/builds/{guid}") => rule(P(Build), Read),
         ("GET", "/v3/droplets/{guid}") => rule(P(Droplet), Read),
+        // Droplets by hand: made and uploaded by the app's developers,
+        // downloaded by who reads the space's secrets (a droplet holds the
+        // app's code).
+        ("POST", "/v3/droplets") => rule(Body(App, "/relationships/app/data/guid"), Write),
+        ("POST", "/v3/droplets/{guid}/upload") => rule(P(Droplet), Write),
+        ("GET", "/v3/droplets/{guid}/download") => rule(P(Droplet), Secrets),
         ("GET", "/v3/routes") => rule(Nothing, Token),
         ("POST", "/v3/routes") => rule(Body(Space, "/relationships/space/data/guid"), Write),
         ("GET", "/v3/routes/{guid}") | ("GET", "/v3/routes/{guid}/destinations") => {
@@ -399,8 +406,7 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("PATCH", "/v3/deployments/{guid}") => rule(P(Deployment), Write),
         ("PATCH", "/v3/revisions/{guid}") => rule(P(Revision), Write),
         ("PATCH", "/v3/tasks/{guid}") => rule(P(Task), Write),
-        ("PATCH", "/v3/domains/{guid}")
-        | ("PATCH", "/v3/stacks/{guid}")
+        ("PATCH", "/v3/stacks/{guid}")
         | ("PATCH", "/v3/users/{guid}")
         | ("PATCH", "/v3/feature_flags/{name}")
         | ("PATCH", "/v3/environment_variable_groups/{name}")

@@ -10,6 +10,7 @@ pub mod builds;
 pub mod catalog;
 pub mod deployments;
 pub mod domains;
+pub mod droplets;
 pub mod internal;
 pub mod links;
 pub mod logcache;

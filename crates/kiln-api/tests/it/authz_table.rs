@@ -182,6 +182,9 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/builds/{guid}", "YYYYD", 'D'),
     ("GET", "/v3/droplets", "YYYYY", 'Y'),
     ("GET", "/v3/droplets/{guid}", "YYYYD", 'D'),
+    ("POST", "/v3/droplets", "YFFFU", 'U'),
+    ("POST", "/v3/droplets/{guid}/upload", "YFFFD", 'D'),
+    ("GET", "/v3/droplets/{guid}/download", "YFFFD", 'D'),
     ("GET", "/v3/routes", "YYYYY", 'Y'),
     ("POST", "/v3/routes", "YFFFU", 'U'),
     ("GET", "/v3/routes/{guid}", "YYYYD", 'D'),
@@ -202,7 +205,7 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("PATCH", "/v3/deployments/{guid}", "YFFFD", 'D'),
     ("PATCH", "/v3/revisions/{guid}", "YFFFD", 'D'),
     ("PATCH", "/v3/tasks/{guid}", "YFFFD", 'D'),
-    ("PATCH", "/v3/domains/{guid}", "FFFFF", 'F'),
+    ("PATCH", "/v3/domains/{guid}", "FFFYF", 'D'),
     ("PATCH", "/v3/stacks/{guid}", "FFFFF", 'F'),
     ("PATCH", "/v3/users/{guid}", "FFFFF", 'F'),
     ("GET", "/v3/feature_flags/{name}", "YYYYY", 'Y'),
@@ -624,7 +627,7 @@ fn body(method: &str, route: &str, s: &Side) -> Option<Value> {
             rel("organization", &s["organizations"])
         }
         "/v3/apps" | "/v3/routes" | "/v3/service_instances" => rel("space", &s["spaces"]),
-        "/v3/packages" | "/v3/deployments" | "/v3/service_credential_bindings" => {
+        "/v3/packages" | "/v3/deployments" | "/v3/service_credential_bindings" | "/v3/droplets" => {
             rel("app", &s["apps"])
         }
         "/v3/builds" => json!({"package": {"guid": s["packages"]}, "kiln_probe": true}),
