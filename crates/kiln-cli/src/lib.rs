@@ -22,6 +22,7 @@ mod config;
 mod curl;
 mod deployments;
 mod domains;
+mod droplets;
 mod env;
 mod files;
 mod login;
@@ -43,6 +44,7 @@ mod users;
 pub use buildpacks::{CreateBuildpackArgs, DeleteBuildpackArgs, UpdateBuildpackArgs};
 pub use curl::CurlArgs;
 pub use domains::{CheckRouteArgs, CreateSharedDomainArgs, DeleteDomainArgs, OrgDomainArgs};
+pub use droplets::DownloadDropletArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
 pub use quotas::{CreateOrgQuotaArgs, SetOrgQuotaArgs};
@@ -213,6 +215,9 @@ pub enum Command {
     UnsetSpaceQuota(SetSpaceQuotaArgs),
     /// Delete a space quota (no space may have it)
     DeleteSpaceQuota(DeleteSpaceQuotaArgs),
+    /// Download an app's droplet (its current one unless --droplet)
+    #[command(after_help = "EXAMPLE:\n   kiln download-droplet hello --path /tmp")]
+    DownloadDroplet(DownloadDropletArgs),
     /// Create a private domain for an org
     #[command(after_help = "EXAMPLE:\n   kiln create-private-domain my-org example.com")]
     CreatePrivateDomain(OrgDomainArgs),
@@ -436,6 +441,7 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::SetSpaceQuota(a) => space_quotas::set(&mut session(home)?, a).await,
         Command::UnsetSpaceQuota(a) => space_quotas::unset(&mut session(home)?, a).await,
         Command::DeleteSpaceQuota(a) => space_quotas::delete(&mut session(home)?, a).await,
+        Command::DownloadDroplet(a) => droplets::download(&mut session(home)?, a).await,
         Command::CreatePrivateDomain(a) => domains::create_private(&mut session(home)?, a).await,
         Command::CreateSharedDomain(a) => domains::create_shared(&mut session(home)?, a).await,
         Command::DeletePrivateDomain(a) => domains::delete(&mut session(home)?, a, true).await,

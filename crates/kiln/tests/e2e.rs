@@ -722,6 +722,10 @@ async fn push_stage_run_route_and_survive_a_restart() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Droplets by hand: hello's droplet downloaded by the CLI, uploaded to
+    // a new app through the API, set current, started and routed.
+    droplet_to_another_app(&home, router_port, scratch.path()).await;
+
     // A push nothing detects fails, says why, and exits non-zero.
     let undetectable = fixture("apps/undetectable");
     let out = cli(
@@ -834,6 +838,139 @@ async fn push_stage_run_route_and_survive_a_restart() {
     // The restart swept what the killed run left, the stop the rest: no
     // container file system is still mounted.
     assert_eq!(mounts_under(&data_dir), Vec::<String>::new());
+}
+
+/// `kiln download-droplet hello`, then the droplet uploaded by hand to a
+/// new app `hello-copy`, which must answer through the router.
+async fn droplet_to_another_app(home: &Path, router_port: u16, scratch: &Path) {
+    let file = scratch.join("hello-droplet.tgz");
+    let out = cli(
+        home,
+        &[
+            "download-droplet",
+            "hello",
+            "--path",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        out.success && out.stdout.contains("Droplet downloaded successfully"),
+        "download-droplet failed\n{out}"
+    );
+    let bits = std::fs::read(&file).unwrap();
+    assert_eq!(&bits[..2], &[0x1f, 0x8b], "a gzip file");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap();
+    let api = config["api"].as_str().unwrap().to_string();
+    let token = config["access_token"].as_str().unwrap().to_string();
+    let space = config["space"]["guid"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{api}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let json = |r: reqwest::Response| async move {
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert!(status.is_success(), "{status} {v}");
+        v
+    };
+    let apps = json(
+        call(
+            reqwest::Method::GET,
+            "/v3/apps?names=hello",
+            serde_json::json!(null),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let hello = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    let current = json(
+        call(
+            reqwest::Method::GET,
+            &format!("/v3/apps/{hello}/droplets/current"),
+            serde_json::json!(null),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let app = json(
+        call(
+            reqwest::Method::POST,
+            "/v3/apps",
+            serde_json::json!({"name": "hello-copy", "relationships": {"space": {"data": {"guid": space}}}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let copy = app["guid"].as_str().unwrap().to_string();
+    let droplet = json(
+        call(
+            reqwest::Method::POST,
+            "/v3/droplets",
+            serde_json::json!({"relationships": {"app": {"data": {"guid": copy}}},
+                "process_types": current["process_types"]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let droplet = droplet["guid"].as_str().unwrap().to_string();
+    let form = reqwest::multipart::Form::new().part(
+        "bits",
+        reqwest::multipart::Part::bytes(bits).file_name("droplet.tgz"),
+    );
+    let r = http
+        .post(format!("{api}/v3/droplets/{droplet}/upload"))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    json(
+        call(
+            reqwest::Method::PATCH,
+            &format!("/v3/apps/{copy}/relationships/current_droplet"),
+            serde_json::json!({"data": {"guid": droplet}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let out = cli(
+        home,
+        &[
+            "map-route",
+            "hello-copy",
+            "localhost",
+            "--hostname",
+            "hello-copy",
+        ],
+    )
+    .await;
+    assert!(out.success, "map-route failed\n{out}");
+    json(
+        call(
+            reqwest::Method::POST,
+            &format!("/v3/apps/{copy}/actions/start"),
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let response = wait_for_200(router_port, "hello-copy.localhost", Duration::from_secs(60)).await;
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("Hello from Kiln!"), "{text}");
+    let out = cli(home, &["delete", "hello-copy", "-f"]).await;
+    assert!(out.success, "delete hello-copy failed\n{out}");
 }
 
 /// The cell's network namespaces and host-side veths on this machine.
