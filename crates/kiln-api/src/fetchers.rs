@@ -222,7 +222,42 @@ pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Buildpa
     Ok(list)
 }
 
-pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiResult<Vec<App>> {
+/// The SQL order of a list's `order_by`, when it names one of `columns`
+/// (presented field = column); `None` when absent. Another field is CC's
+/// 400 naming the fields it takes.
+fn sql_order(params: &ListParams, columns: &[&'static str]) -> ApiResult<Option<db::Order>> {
+    let Some(order) = params.get("order_by") else {
+        return Ok(None);
+    };
+    let (field, descending) = match order.strip_prefix('-') {
+        Some(f) => (f, true),
+        None => (order.strip_prefix('+').unwrap_or(order), false),
+    };
+    match columns.iter().find(|c| **c == field) {
+        Some(column) => Ok(Some(db::Order { column, descending })),
+        None => {
+            let named: Vec<String> = columns.iter().map(|c| format!("'{c}'")).collect();
+            Err(ApiError::bad_query(format!(
+                "Order by can only be: {}",
+                named.join(", ")
+            )))
+        }
+    }
+}
+
+/// One page of apps (`GET /v3/apps`) and how many match: filters,
+/// visibility, label selector, order and paging all in SQL.
+pub async fn apps_page(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<(Vec<App>, i64)> {
+    let order = sql_order(params, &["created_at", "updated_at", "name", "state"])?;
+    let c = app_conds(perms, params)?;
+    db::page(&ctx.pool, &c, order, params.page, params.per_page).await
+}
+
+fn app_conds(perms: &Permissions, params: &ListParams) -> ApiResult<Vec<Cond>> {
     let mut c = conds(
         params,
         &[
@@ -234,7 +269,7 @@ pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiRes
     )?;
     c.extend(in_orgs(params));
     c.extend(in_visible_spaces(perms, "space_guid"));
-    db::list(&ctx.pool, &c).await
+    Ok(c)
 }
 
 /// Processes with their apps (a process's JSON links its app's space).

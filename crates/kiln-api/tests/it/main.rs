@@ -18,6 +18,7 @@ mod manifest_processes;
 mod manifest_services;
 mod metadata;
 mod oneshot;
+mod paging;
 mod quotas;
 mod roles;
 mod services;
