@@ -22,6 +22,8 @@ pub mod types {
     pub const APP_MAP_ROUTE: &str = "audit.app.map-route";
     pub const APP_UNMAP_ROUTE: &str = "audit.app.unmap-route";
     pub const APP_DROPLET_MAPPED: &str = "audit.app.droplet.mapped";
+    pub const APP_DROPLET_CREATE: &str = "audit.app.droplet.create";
+    pub const APP_DROPLET_DOWNLOAD: &str = "audit.app.droplet.download";
     pub const APP_BUILD_CREATE: &str = "audit.app.build.create";
     pub const APP_PACKAGE_CREATE: &str = "audit.app.package.create";
     pub const APP_PACKAGE_UPLOAD: &str = "audit.app.package.upload";
@@ -47,6 +49,11 @@ pub mod types {
         "audit.user_provided_service_instance.delete";
     pub const SERVICE_BINDING_CREATE: &str = "audit.service_binding.create";
     pub const SERVICE_BINDING_DELETE: &str = "audit.service_binding.delete";
+    pub const SPACE_QUOTA_CREATE: &str = "audit.space_quota.create";
+    pub const SPACE_QUOTA_UPDATE: &str = "audit.space_quota.update";
+    pub const SPACE_QUOTA_DELETE: &str = "audit.space_quota.delete";
+    pub const SPACE_QUOTA_APPLY: &str = "audit.space_quota.apply";
+    pub const SPACE_QUOTA_REMOVE: &str = "audit.space_quota.remove";
 }
 
 /// What Cloud Controller shows in place of a censored value.

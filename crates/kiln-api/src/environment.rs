@@ -89,11 +89,39 @@ pub async fn app_uris(
 
 /// The routes mapped to an app (optionally to one of its process types) as
 /// the router takes them: the host (`host.domain`) and the path apart.
+/// Routes on internal domains too (CC lists them in `application_uris`).
 pub async fn app_routes(
     ctx: &Ctx,
     app_guid: &str,
     process_type: Option<&str>,
 ) -> ApiResult<Vec<HttpRoute>> {
+    let all = mapped_routes(ctx, app_guid, process_type).await?;
+    Ok(all.into_iter().map(|(r, _)| r).collect())
+}
+
+/// The routes the router serves for an app's process type: not those on
+/// an internal domain, which CF registers only for container-to-container
+/// DNS (CC's RoutingInfo puts them under `internal_routes`, apart from the
+/// Gorouter's `http_routes`).
+pub async fn router_routes(
+    ctx: &Ctx,
+    app_guid: &str,
+    process_type: &str,
+) -> ApiResult<Vec<HttpRoute>> {
+    let all = mapped_routes(ctx, app_guid, Some(process_type)).await?;
+    Ok(all
+        .into_iter()
+        .filter(|(_, internal)| !internal)
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// Each mapped route, and whether its domain is internal.
+async fn mapped_routes(
+    ctx: &Ctx,
+    app_guid: &str,
+    process_type: Option<&str>,
+) -> ApiResult<Vec<(HttpRoute, bool)>> {
     let dests = db::where_eq::<Destination>(&ctx.pool, "app_guid", app_guid).await?;
     let route_guids: Vec<String> = dests
         .iter()
@@ -105,18 +133,19 @@ pub async fn app_routes(
     }
     let routes = db::list::<Route>(&ctx.pool, &[db::Cond::In("guid", route_guids)]).await?;
     let domains = db::all::<Domain>(&ctx.pool).await?;
-    let mut http_routes: Vec<HttpRoute> = routes
+    let mut mapped: Vec<(HttpRoute, bool)> = routes
         .iter()
         .filter_map(|r| {
             let domain = domains.iter().find(|d| d.guid == r.domain_guid)?;
-            Some(HttpRoute {
+            let route = HttpRoute {
                 host: route_url(&r.host, &domain.name, ""),
                 path: r.path.clone(),
-            })
+            };
+            Some((route, domain.internal))
         })
         .collect();
-    http_routes.dedup();
-    Ok(http_routes)
+    mapped.dedup();
+    Ok(mapped)
 }
 
 /// The app-level VCAP_APPLICATION (CC's AppModel variant: no process

@@ -222,7 +222,42 @@ pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Buildpa
     Ok(list)
 }
 
-pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiResult<Vec<App>> {
+/// The SQL order of a list's `order_by`, when it names one of `columns`
+/// (presented field = column); `None` when absent. Another field is CC's
+/// 400 naming the fields it takes.
+fn sql_order(params: &ListParams, columns: &[&'static str]) -> ApiResult<Option<db::Order>> {
+    let Some(order) = params.get("order_by") else {
+        return Ok(None);
+    };
+    let (field, descending) = match order.strip_prefix('-') {
+        Some(f) => (f, true),
+        None => (order.strip_prefix('+').unwrap_or(order), false),
+    };
+    match columns.iter().find(|c| **c == field) {
+        Some(column) => Ok(Some(db::Order { column, descending })),
+        None => {
+            let named: Vec<String> = columns.iter().map(|c| format!("'{c}'")).collect();
+            Err(ApiError::bad_query(format!(
+                "Order by can only be: {}",
+                named.join(", ")
+            )))
+        }
+    }
+}
+
+/// One page of apps (`GET /v3/apps`) and how many match: filters,
+/// visibility, label selector, order and paging all in SQL.
+pub async fn apps_page(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<(Vec<App>, i64)> {
+    let order = sql_order(params, &["created_at", "updated_at", "name", "state"])?;
+    let c = app_conds(perms, params)?;
+    db::page(&ctx.pool, &c, order, params.page, params.per_page).await
+}
+
+fn app_conds(perms: &Permissions, params: &ListParams) -> ApiResult<Vec<Cond>> {
     let mut c = conds(
         params,
         &[
@@ -234,7 +269,7 @@ pub async fn apps(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiRes
     )?;
     c.extend(in_orgs(params));
     c.extend(in_visible_spaces(perms, "space_guid"));
-    db::list(&ctx.pool, &c).await
+    Ok(c)
 }
 
 /// Processes with their apps (a process's JSON links its app's space).
@@ -968,6 +1003,92 @@ pub async fn org_quota_orgs(ctx: &Ctx, perms: &Permissions, quota: &str) -> ApiR
     )
 }
 
+/// Space quotas (`GET /v3/space_quotas`): `names`, `guids`,
+/// `organization_guids`, `space_guids`; only those the caller sees (its
+/// managed orgs' and those on a space it reads, in SQL), each with the
+/// spaces it is applied to that the caller sees.
+pub async fn space_quotas(
+    ctx: &Ctx,
+    perms: &Permissions,
+    params: &ListParams,
+) -> ApiResult<Vec<(db::SpaceQuota, Vec<String>)>> {
+    let mut c = conds(
+        params,
+        &[
+            ("names", "name"),
+            ("guids", "guid"),
+            ("organization_guids", "organization_guid"),
+        ],
+    )?;
+    let via_spaces = |values| Cond::Via {
+        column: "guid",
+        table: "space_quota_assignments",
+        pick: "quota_guid",
+        by: "guid",
+        values,
+    };
+    if let Some(spaces) = params.list("space_guids") {
+        c.push(via_spaces(spaces));
+    }
+    if let (Some(managed), Some(spaces)) = (perms.managed_orgs(), perms.readable_spaces()) {
+        c.push(Cond::Any(vec![
+            Cond::In("organization_guid", managed),
+            via_spaces(spaces),
+        ]));
+    }
+    let quotas = db::list::<db::SpaceQuota>(&ctx.pool, &c).await?;
+    let mut out = Vec::with_capacity(quotas.len());
+    for q in quotas {
+        let spaces = space_quota_spaces(ctx, perms, &q.guid).await?;
+        out.push((q, spaces));
+    }
+    Ok(out)
+}
+
+/// One space quota the caller sees (CC's 404 otherwise), with the spaces
+/// it is applied to that the caller sees.
+pub async fn space_quota(
+    ctx: &Ctx,
+    perms: &Permissions,
+    guid: &str,
+) -> ApiResult<(db::SpaceQuota, Vec<String>)> {
+    let found = db::find::<db::SpaceQuota>(&ctx.pool, guid).await?;
+    let all = applied_spaces(ctx, guid).await?;
+    match found {
+        Some(q) if perms.can_read_space_quota(&q.organization_guid, &all) => {
+            let seen = all
+                .into_iter()
+                .filter(|s| perms.can_read_space(s))
+                .collect();
+            Ok((q, seen))
+        }
+        _ => Err(ApiError::not_found("Space quota")),
+    }
+}
+
+async fn applied_spaces(ctx: &Ctx, quota: &str) -> ApiResult<Vec<String>> {
+    Ok(
+        db::where_eq::<db::SpaceQuotaAssignment>(&ctx.pool, "quota_guid", quota)
+            .await?
+            .into_iter()
+            .map(|a| a.guid)
+            .collect(),
+    )
+}
+
+/// The spaces a space quota is applied to that the caller sees.
+pub async fn space_quota_spaces(
+    ctx: &Ctx,
+    perms: &Permissions,
+    quota: &str,
+) -> ApiResult<Vec<String>> {
+    Ok(applied_spaces(ctx, quota)
+        .await?
+        .into_iter()
+        .filter(|s| perms.can_read_space(s))
+        .collect())
+}
+
 /// The labels and annotations of each of `guids` that has any.
 pub async fn metadata(
     ctx: &Ctx,
@@ -1011,6 +1132,22 @@ pub async fn downloadable_package(ctx: &Ctx, guid: &str) -> ApiResult<Package> {
         ));
     }
     Ok(p)
+}
+
+/// A droplet whose bits may be downloaded (CC's checks and words).
+pub async fn downloadable_droplet(ctx: &Ctx, guid: &str) -> ApiResult<Droplet> {
+    let d = db::get::<Droplet>(&ctx.pool, guid).await?;
+    if d.lifecycle_type == "docker" {
+        return Err(ApiError::unprocessable(
+            "Cannot download droplets with 'docker' lifecycle.",
+        ));
+    }
+    if d.state != kiln_model::DropletState::Staged {
+        return Err(ApiError::unprocessable(
+            "Only staged droplets can be downloaded.",
+        ));
+    }
+    Ok(d)
 }
 
 /// The revisions an app (which must exist) runs: while started, the newest

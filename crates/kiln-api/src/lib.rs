@@ -42,10 +42,10 @@ use axum::Router;
 use axum::routing::{get, patch, post, put};
 use context::{Ctx, Shared};
 use controllers::{
-    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, domains, internal,
-    links, logcache, manifest, metadata, organization_quotas, packages, processes, roles, routes,
-    service_credential_bindings, service_instances, settings, sidecars, space_features, tasks,
-    users,
+    app_features, apps, audit_events, buildpacks, builds, catalog, deployments, domains, droplets,
+    internal, links, logcache, manifest, metadata, organization_quotas, packages, processes, roles,
+    routes, service_credential_bindings, service_instances, settings, sidecars, space_features,
+    space_quotas, tasks, users,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -390,7 +390,15 @@ fn router(ctx: Shared) -> Router {
         // builds, droplets
         .route("/v3/builds", get(builds::list).post(builds::create))
         .route("/v3/builds/{guid}", get(builds::get_one))
-        .route("/v3/droplets", get(builds::list_droplets))
+        .route(
+            "/v3/droplets",
+            get(builds::list_droplets).post(droplets::create),
+        )
+        .route(
+            "/v3/droplets/{guid}/upload",
+            post(droplets::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/v3/droplets/{guid}/download", get(droplets::download))
         .route("/v3/droplets/{guid}", get(builds::get_droplet))
         // routes
         .route("/v3/routes", get(routes::list).post(routes::create))
@@ -478,6 +486,25 @@ fn router(ctx: Shared) -> Router {
         .route(
             "/v3/organization_quotas/{guid}/relationships/organizations",
             post(organization_quotas::apply),
+        )
+        // space quotas
+        .route(
+            "/v3/space_quotas",
+            get(space_quotas::list).post(space_quotas::create),
+        )
+        .route(
+            "/v3/space_quotas/{guid}",
+            get(space_quotas::get_one)
+                .patch(space_quotas::update)
+                .delete(space_quotas::delete),
+        )
+        .route(
+            "/v3/space_quotas/{guid}/relationships/spaces",
+            post(space_quotas::apply),
+        )
+        .route(
+            "/v3/space_quotas/{guid}/relationships/spaces/{space_guid}",
+            axum::routing::delete(space_quotas::remove),
         )
         // labels and annotations, feature flags, environment variable
         // groups, usage summaries

@@ -157,6 +157,25 @@ impl Permissions {
         owner.map_or(self.is_admin(), |org| self.can_manage_org(org))
     }
 
+    /// The orgs this caller manages; `None`: it reads every org's things.
+    pub fn managed_orgs(&self) -> Option<Vec<String>> {
+        (!self.reads_all()).then(|| {
+            self.roles
+                .iter()
+                .filter(|r| r.r#type == "organization_manager")
+                .map(|r| r.organization_guid.clone())
+                .collect()
+        })
+    }
+
+    /// A space quota is seen by who reads a space it is applied to, and
+    /// by its org's managers (CC's `readable_space_quota_guids`).
+    pub fn can_read_space_quota(&self, org: &str, spaces: &[String]) -> bool {
+        self.reads_all()
+            || self.can_manage_org(org)
+            || spaces.iter().any(|s| self.can_read_space(s))
+    }
+
     /// Who may grant or revoke a role (CC's RoleCreate/RoleDelete rules):
     /// admins any; org managers any role in their org; space managers the
     /// space roles of their space.
@@ -295,6 +314,7 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         // Who sees a private domain depends on its owner and the orgs it
         // is shared with: the fetchers and actions ask this module.
         ("DELETE", "/v3/domains/{guid}")
+        | ("PATCH", "/v3/domains/{guid}")
         | ("GET", "/v3/domains/{guid}/relationships/shared_organizations")
         | ("POST", "/v3/domains/{guid}/relationships/shared_organizations")
         | ("DELETE", "/v3/domains/{guid}/relationships/shared_organizations/{org_guid}") => {
@@ -364,6 +384,12 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("POST", "/v3/builds") => rule(Body(Package, "/package/guid"), Operate),
         ("GET", "/v3/builds/{guid}") => rule(P(Build), Read),
         ("GET", "/v3/droplets/{guid}") => rule(P(Droplet), Read),
+        // Droplets by hand: made and uploaded by the app's developers,
+        // downloaded by who reads the space's secrets (a droplet holds the
+        // app's code).
+        ("POST", "/v3/droplets") => rule(Body(App, "/relationships/app/data/guid"), Write),
+        ("POST", "/v3/droplets/{guid}/upload") => rule(P(Droplet), Write),
+        ("GET", "/v3/droplets/{guid}/download") => rule(P(Droplet), Secrets),
         ("GET", "/v3/routes") => rule(Nothing, Token),
         ("POST", "/v3/routes") => rule(Body(Space, "/relationships/space/data/guid"), Write),
         ("GET", "/v3/routes/{guid}") | ("GET", "/v3/routes/{guid}/destinations") => {
@@ -380,8 +406,7 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         ("PATCH", "/v3/deployments/{guid}") => rule(P(Deployment), Write),
         ("PATCH", "/v3/revisions/{guid}") => rule(P(Revision), Write),
         ("PATCH", "/v3/tasks/{guid}") => rule(P(Task), Write),
-        ("PATCH", "/v3/domains/{guid}")
-        | ("PATCH", "/v3/stacks/{guid}")
+        ("PATCH", "/v3/stacks/{guid}")
         | ("PATCH", "/v3/users/{guid}")
         | ("PATCH", "/v3/feature_flags/{name}")
         | ("PATCH", "/v3/environment_variable_groups/{name}")
@@ -444,6 +469,21 @@ pub fn policy(method: &str, route: &str) -> Option<Policy> {
         | ("DELETE", "/v3/organization_quotas/{guid}")
         | ("POST", "/v3/organization_quotas/{guid}/relationships/organizations") => {
             rule(Nothing, Admin)
+        }
+        // Space quotas: org managers of the quota's org (and admins) make
+        // and change them; who sees one depends on the spaces it is on, so
+        // the fetchers and actions ask this module (404 unseen, 403 seen).
+        ("POST", "/v3/space_quotas") => rule(
+            Body(Org, "/relationships/organization/data/guid"),
+            ManageOrg,
+        ),
+        ("GET", "/v3/space_quotas")
+        | ("GET", "/v3/space_quotas/{guid}")
+        | ("PATCH", "/v3/space_quotas/{guid}")
+        | ("DELETE", "/v3/space_quotas/{guid}")
+        | ("POST", "/v3/space_quotas/{guid}/relationships/spaces")
+        | ("DELETE", "/v3/space_quotas/{guid}/relationships/spaces/{space_guid}") => {
+            rule(Nothing, Token)
         }
         // Sidecars: read with the app, changed by its space's developers.
         ("GET", "/v3/apps/{guid}/sidecars") => rule(P(App), Read),

@@ -4,7 +4,7 @@
 use crate::db::{
     App, AuditEvent, Build, Buildpack, Deployment, Destination, Domain, Droplet, Job, Organization,
     OrganizationQuota, Package, Process, Revision, Role, Route, ServiceBinding, ServiceInstance,
-    Space, Stack, Task, User,
+    Space, SpaceQuota, Stack, Task, User,
 };
 use crate::util::{link, link_method};
 use kiln_model::bbs::ActualLrp;
@@ -807,6 +807,26 @@ pub fn org_quota_json(b: &str, q: &OrganizationQuota, orgs: &[String]) -> Value 
     }
     doc["relationships"] = json!({"organizations": {"data": orgs.iter().map(|g| json!({"guid": g})).collect::<Vec<_>>()}});
     doc["links"] = json!({"self": link(b, &format!("/v3/organization_quotas/{}", q.guid))});
+    doc
+}
+
+/// A space quota (Cloud Controller's `SpaceQuotaPresenter`): its limits
+/// by group, its org and the spaces that have it.
+pub fn space_quota_json(b: &str, q: &SpaceQuota, spaces: &[String]) -> Value {
+    let mut doc = json!({
+        "guid": q.guid, "created_at": q.created_at, "updated_at": q.updated_at, "name": q.name,
+    });
+    for group in ["apps", "services", "routes"] {
+        doc[group] = q.limits[group].clone();
+    }
+    doc["relationships"] = json!({
+        "organization": {"data": {"guid": q.organization_guid}},
+        "spaces": {"data": spaces.iter().map(|g| json!({"guid": g})).collect::<Vec<_>>()},
+    });
+    doc["links"] = json!({
+        "self": link(b, &format!("/v3/space_quotas/{}", q.guid)),
+        "organization": link(b, &format!("/v3/organizations/{}", q.organization_guid)),
+    });
     doc
 }
 

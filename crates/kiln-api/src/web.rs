@@ -182,6 +182,17 @@ pub fn paginate(url: &str, params: &ListParams, mut resources: Vec<Value>) -> Va
         }
     }
     let total = resources.len();
+    let start = (params.page - 1)
+        .saturating_mul(params.per_page.max(1))
+        .min(total);
+    let end = start.saturating_add(params.per_page.max(1)).min(total);
+    let items: Vec<Value> = resources.drain(start..end).collect();
+    page_json(url, params, total, items)
+}
+
+/// CF's paginated list shape for one page, `items`, of `total` resources
+/// (paged already, in SQL or in memory).
+pub fn page_json(url: &str, params: &ListParams, total: usize, items: Vec<Value>) -> Value {
     let per_page = params.per_page.max(1);
     let total_pages = total.div_ceil(per_page).max(1);
     let page = params.page;
@@ -192,9 +203,6 @@ pub fn paginate(url: &str, params: &ListParams, mut resources: Vec<Value>) -> Va
         .map(|(k, v)| format!("&{}={}", percent_encode(k), percent_encode(v)))
         .collect();
     let href = |p: usize| json!({"href": format!("{url}?page={p}&per_page={per_page}{others}")});
-    let start = (page - 1).saturating_mul(per_page).min(total);
-    let end = start.saturating_add(per_page).min(total);
-    let items: Vec<Value> = resources.drain(start..end).collect();
     json!({
         "pagination": {
             "total_results": total,

@@ -363,6 +363,35 @@ impl Client {
         decode(&reply, path)
     }
 
+    /// Streams `path` into the file `dest` as bytes (`call`'s answer is
+    /// text), returning its size; a non-2xx answer is an [`ApiError`].
+    pub async fn download_to(&mut self, path: &str, dest: &std::path::Path) -> anyhow::Result<u64> {
+        use std::io::Write;
+        self.ensure_fresh_token().await?;
+        let url = self.url(path);
+        let mut response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.config.access_token)
+            .send()
+            .await
+            .with_context(|| format!("GET {url} failed"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(ApiError::new(status, &body).into());
+        }
+        let mut file =
+            std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut size = 0u64;
+        while let Some(chunk) = response.chunk().await.context("reading the download")? {
+            file.write_all(&chunk)
+                .with_context(|| format!("writing {}", dest.display()))?;
+            size += chunk.len() as u64;
+        }
+        Ok(size)
+    }
+
     /// Every resource of a paginated list, following `pagination.next`.
     pub async fn list<T: DeserializeOwned>(&mut self, path: &str) -> anyhow::Result<Vec<T>> {
         let mut resources = Vec::new();

@@ -22,6 +22,7 @@ mod config;
 mod curl;
 mod deployments;
 mod domains;
+mod droplets;
 mod env;
 mod files;
 mod login;
@@ -34,6 +35,7 @@ mod quotas;
 mod resources;
 mod routes;
 mod services;
+mod space_quotas;
 mod ssh;
 mod summary;
 mod tasks;
@@ -42,11 +44,16 @@ mod users;
 pub use buildpacks::{CreateBuildpackArgs, DeleteBuildpackArgs, UpdateBuildpackArgs};
 pub use curl::CurlArgs;
 pub use domains::{CheckRouteArgs, CreateSharedDomainArgs, DeleteDomainArgs, OrgDomainArgs};
+pub use droplets::DownloadDropletArgs;
 pub use login::{LoginArgs, TargetArgs};
 pub use push::PushArgs;
 pub use quotas::{CreateOrgQuotaArgs, SetOrgQuotaArgs};
 pub use routes::RouteArgs;
 pub use services::{BindArgs, DeleteServiceArgs, ServiceArgs, UnbindArgs, UserProvidedArgs};
+pub use space_quotas::{
+    CreateSpaceQuotaArgs, DeleteSpaceQuotaArgs, SetSpaceQuotaArgs, SpaceQuotaArgs,
+    UpdateSpaceQuotaArgs,
+};
 pub use tasks::{RunTaskArgs, TerminateTaskArgs};
 pub use users::{CreateUserArgs, SetOrgRoleArgs, SetSpaceRoleArgs, SpaceUsersArgs};
 
@@ -193,6 +200,24 @@ pub enum Command {
     OrgQuotas,
     /// Assign a quota to an org
     SetOrgQuota(SetOrgQuotaArgs),
+    /// Define a new quota for spaces of the targeted org
+    #[command(after_help = "EXAMPLE:\n   kiln create-space-quota small -m 1G -i 256M -r 5 -a 4")]
+    CreateSpaceQuota(CreateSpaceQuotaArgs),
+    /// List the targeted org's space quotas
+    SpaceQuotas,
+    /// Show a space quota's limits
+    SpaceQuota(SpaceQuotaArgs),
+    /// Change a space quota's limits or name (-1: unlimited)
+    UpdateSpaceQuota(UpdateSpaceQuotaArgs),
+    /// Assign a space quota to a space
+    SetSpaceQuota(SetSpaceQuotaArgs),
+    /// Remove a space quota from a space
+    UnsetSpaceQuota(SetSpaceQuotaArgs),
+    /// Delete a space quota (no space may have it)
+    DeleteSpaceQuota(DeleteSpaceQuotaArgs),
+    /// Download an app's droplet (its current one unless --droplet)
+    #[command(after_help = "EXAMPLE:\n   kiln download-droplet hello --path /tmp")]
+    DownloadDroplet(DownloadDropletArgs),
     /// Create a private domain for an org
     #[command(after_help = "EXAMPLE:\n   kiln create-private-domain my-org example.com")]
     CreatePrivateDomain(OrgDomainArgs),
@@ -409,6 +434,14 @@ pub async fn run_with_home(command: Command, home: &Path) -> anyhow::Result<()> 
         Command::CreateOrgQuota(a) => quotas::create(&mut session(home)?, a).await,
         Command::OrgQuotas => quotas::list(&mut session(home)?).await,
         Command::SetOrgQuota(a) => quotas::set(&mut session(home)?, a).await,
+        Command::CreateSpaceQuota(a) => space_quotas::create(&mut session(home)?, a).await,
+        Command::SpaceQuotas => space_quotas::list(&mut session(home)?).await,
+        Command::SpaceQuota(a) => space_quotas::show(&mut session(home)?, a).await,
+        Command::UpdateSpaceQuota(a) => space_quotas::update(&mut session(home)?, a).await,
+        Command::SetSpaceQuota(a) => space_quotas::set(&mut session(home)?, a).await,
+        Command::UnsetSpaceQuota(a) => space_quotas::unset(&mut session(home)?, a).await,
+        Command::DeleteSpaceQuota(a) => space_quotas::delete(&mut session(home)?, a).await,
+        Command::DownloadDroplet(a) => droplets::download(&mut session(home)?, a).await,
         Command::CreatePrivateDomain(a) => domains::create_private(&mut session(home)?, a).await,
         Command::CreateSharedDomain(a) => domains::create_shared(&mut session(home)?, a).await,
         Command::DeletePrivateDomain(a) => domains::delete(&mut session(home)?, a, true).await,

@@ -621,6 +621,68 @@ async fn push_stage_run_route_and_survive_a_restart() {
     assert!(quota_row("default").contains("10G"), "{out}");
     assert!(quota_row("roomy").contains("100G"), "{out}");
 
+    // Space quotas in the targeted org, every verb cf has for them.
+    let ok = |out: &CliOutput, what: &str| assert!(out.success, "{what} failed\n{out}");
+    let out = cli(
+        &home,
+        &[
+            "create-space-quota",
+            "roomy-space",
+            "-m",
+            "50G",
+            "-a",
+            "100",
+        ],
+    )
+    .await;
+    ok(&out, "create-space-quota");
+    let out = cli(&home, &["space-quotas"]).await;
+    ok(&out, "space-quotas");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("roomy-space"))
+        .unwrap_or("");
+    assert!(row.contains("50G") && row.contains("100"), "{out}");
+    let out = cli(
+        &home,
+        &[
+            "update-space-quota",
+            "roomy-space",
+            "-n",
+            "airy",
+            "-r",
+            "100",
+            "-a",
+            "-1",
+        ],
+    )
+    .await;
+    ok(&out, "update-space-quota");
+    let out = cli(&home, &["set-space-quota", "dev", "airy"]).await;
+    ok(&out, "set-space-quota");
+    let out = cli(&home, &["space-quota", "airy"]).await;
+    ok(&out, "space-quota");
+    let shows = |k: &str, v: &str| {
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with(k) && l.ends_with(v))
+    };
+    assert!(shows("total memory:", " 50G"), "{out}");
+    assert!(shows("app instances:", " unlimited"), "{out}");
+    assert!(shows("routes:", " 100"), "{out}");
+    let out = cli(&home, &["delete-space-quota", "airy", "-f"]).await;
+    assert!(
+        !out.success && out.stderr.contains("applied to one or more spaces"),
+        "{out}"
+    );
+    let out = cli(&home, &["unset-space-quota", "dev", "airy"]).await;
+    ok(&out, "unset-space-quota");
+    let out = cli(&home, &["delete-space-quota", "airy", "-f"]).await;
+    ok(&out, "delete-space-quota");
+    let out = cli(&home, &["space-quotas"]).await;
+    assert!(out.stdout.contains("No space quotas found."), "{out}");
+
     // An unknown host gets Gorouter's 404.
     let response = route_get(router_port, "nobody.localhost").await;
     assert_eq!(response.status(), 404);
@@ -659,6 +721,10 @@ async fn push_stage_run_route_and_survive_a_restart() {
         assert!(Instant::now() < deadline, "no usage figures in\n{out}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // Droplets by hand: hello's droplet downloaded by the CLI, uploaded to
+    // a new app through the API, set current, started and routed.
+    droplet_to_another_app(&home, router_port, scratch.path()).await;
 
     // A push nothing detects fails, says why, and exits non-zero.
     let undetectable = fixture("apps/undetectable");
@@ -772,6 +838,139 @@ async fn push_stage_run_route_and_survive_a_restart() {
     // The restart swept what the killed run left, the stop the rest: no
     // container file system is still mounted.
     assert_eq!(mounts_under(&data_dir), Vec::<String>::new());
+}
+
+/// `kiln download-droplet hello`, then the droplet uploaded by hand to a
+/// new app `hello-copy`, which must answer through the router.
+async fn droplet_to_another_app(home: &Path, router_port: u16, scratch: &Path) {
+    let file = scratch.join("hello-droplet.tgz");
+    let out = cli(
+        home,
+        &[
+            "download-droplet",
+            "hello",
+            "--path",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        out.success && out.stdout.contains("Droplet downloaded successfully"),
+        "download-droplet failed\n{out}"
+    );
+    let bits = std::fs::read(&file).unwrap();
+    assert_eq!(&bits[..2], &[0x1f, 0x8b], "a gzip file");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap();
+    let api = config["api"].as_str().unwrap().to_string();
+    let token = config["access_token"].as_str().unwrap().to_string();
+    let space = config["space"]["guid"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{api}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let json = |r: reqwest::Response| async move {
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert!(status.is_success(), "{status} {v}");
+        v
+    };
+    let apps = json(
+        call(
+            reqwest::Method::GET,
+            "/v3/apps?names=hello",
+            serde_json::json!(null),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let hello = apps["resources"][0]["guid"].as_str().unwrap().to_string();
+    let current = json(
+        call(
+            reqwest::Method::GET,
+            &format!("/v3/apps/{hello}/droplets/current"),
+            serde_json::json!(null),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let app = json(
+        call(
+            reqwest::Method::POST,
+            "/v3/apps",
+            serde_json::json!({"name": "hello-copy", "relationships": {"space": {"data": {"guid": space}}}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let copy = app["guid"].as_str().unwrap().to_string();
+    let droplet = json(
+        call(
+            reqwest::Method::POST,
+            "/v3/droplets",
+            serde_json::json!({"relationships": {"app": {"data": {"guid": copy}}},
+                "process_types": current["process_types"]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let droplet = droplet["guid"].as_str().unwrap().to_string();
+    let form = reqwest::multipart::Form::new().part(
+        "bits",
+        reqwest::multipart::Part::bytes(bits).file_name("droplet.tgz"),
+    );
+    let r = http
+        .post(format!("{api}/v3/droplets/{droplet}/upload"))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    json(
+        call(
+            reqwest::Method::PATCH,
+            &format!("/v3/apps/{copy}/relationships/current_droplet"),
+            serde_json::json!({"data": {"guid": droplet}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let out = cli(
+        home,
+        &[
+            "map-route",
+            "hello-copy",
+            "localhost",
+            "--hostname",
+            "hello-copy",
+        ],
+    )
+    .await;
+    assert!(out.success, "map-route failed\n{out}");
+    json(
+        call(
+            reqwest::Method::POST,
+            &format!("/v3/apps/{copy}/actions/start"),
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let response = wait_for_200(router_port, "hello-copy.localhost", Duration::from_secs(60)).await;
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("Hello from Kiln!"), "{text}");
+    let out = cli(home, &["delete", "hello-copy", "-f"]).await;
+    assert!(out.success, "delete hello-copy failed\n{out}");
 }
 
 /// The cell's network namespaces and host-side veths on this machine.

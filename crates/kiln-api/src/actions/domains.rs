@@ -165,6 +165,9 @@ pub async fn create(ctx: &Ctx, perms: &Permissions, msg: DomainCreate) -> ApiRes
                 super::settings::require(ctx, Some(perms), "private_domain_creation").await?;
             }
             check_share_targets(ctx, perms, org, &msg.shared_organizations).await?;
+            if crate::messages::domains::is_public_suffix(&msg.name) {
+                return Err(crate::messages::domains::reserved(&msg.name));
+            }
         }
     }
     check_collisions(ctx, &msg.name, msg.organization.as_deref()).await?;
@@ -251,6 +254,13 @@ pub async fn remove_org(ctx: &Ctx, org: &str) -> ApiResult<()> {
     }
     db::delete_where::<DomainShare>(&ctx.pool, "organization_guid", org).await?;
     Ok(())
+}
+
+/// Whether the caller may change the domain (its metadata: CC's
+/// `can_write_to_active_org` on its owner, admins for a shared one; 404
+/// unseen, 403 seen only).
+pub async fn may_change(ctx: &Ctx, perms: &Permissions, guid: &str) -> ApiResult<()> {
+    writable(ctx, perms, guid).await.map(|_| ())
 }
 
 /// Whether the caller may share the domain (404 unseen, 403 seen only).

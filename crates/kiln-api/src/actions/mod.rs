@@ -25,6 +25,7 @@ pub mod service_instances;
 pub mod settings;
 pub mod sidecars;
 pub mod space_features;
+pub mod space_quotas;
 pub mod spaces;
 pub mod tasks;
 pub mod users;

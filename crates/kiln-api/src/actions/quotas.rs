@@ -7,6 +7,7 @@
 //! check reads the org's use and then writes, without holding a lock
 //! across both (as CC's validations do): two racing starts may both pass.
 //! User-provided service instances count against no quota (as in CC).
+//! Space quotas ([`super::space_quotas`]) are checked here too.
 
 use crate::context::Ctx;
 use crate::db::{self, App, Organization, OrganizationQuota, Process, QuotaAssignment, Space};
@@ -205,40 +206,84 @@ pub async fn delete(ctx: &Ctx, guid: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn limit(q: &OrganizationQuota, group: &str, key: &str) -> Option<i64> {
-    q.limits[group][key].as_i64()
+fn limit(limits: &Value, group: &str, key: &str) -> Option<i64> {
+    limits[group][key].as_i64()
 }
 
 async fn org_of_space(ctx: &Ctx, space: &str) -> ApiResult<Space> {
     db::get::<Space>(&ctx.pool, space).await
 }
 
+/// What a set of processes would run: total memory, instances, and
+/// whether any running instance has more memory than `per_process`.
+struct Want<'a>(&'a [(i64, i64)]);
+
+impl Want<'_> {
+    fn memory(&self) -> i64 {
+        self.0.iter().map(|(n, mb)| n * mb).sum()
+    }
+    fn instances(&self) -> i64 {
+        self.0.iter().map(|(n, _)| n).sum()
+    }
+    fn over_per_process(&self, limits: &Value) -> bool {
+        limit(limits, "apps", "per_process_memory_in_mb")
+            .is_some_and(|max| self.0.iter().any(|(n, mb)| *n > 0 && *mb > max))
+    }
+}
+
 /// Whether `app` may run `processes` (its processes with their new
-/// instances and memory) beside what its org runs already: CC's
-/// AppMaxInstanceMemoryPolicy, AppMaxMemoryPolicy and MaxAppInstancesPolicy
-/// on the org's quota, in their words.
+/// instances and memory) beside what its space and org run already: CC's
+/// AppMaxMemoryPolicy, AppMaxInstanceMemoryPolicy and MaxAppInstancesPolicy
+/// on the space's and the org's quota, every failed one in CC's words and
+/// order, joined as CC joins a process's validation errors.
 pub async fn check_processes(ctx: &Ctx, app: &App, processes: &[(i64, i64)]) -> ApiResult<()> {
     let space = org_of_space(ctx, &app.space_guid).await?;
-    let q = quota_of(ctx, &space.organization_guid).await?;
-    if let Some(max) = limit(&q, "apps", "per_process_memory_in_mb")
-        && processes.iter().any(|(n, mb)| *n > 0 && *mb > max)
-    {
-        return Err(ApiError::unprocessable(
+    let org_q = quota_of(ctx, &space.organization_guid).await?.limits;
+    let space_q = super::space_quotas::quota_of(ctx, &space.guid)
+        .await?
+        .map_or(Value::Null, |q| q.limits);
+    let want = Want(processes);
+    let (org_mem, org_inst) = db::org_usage(&ctx.pool, &space.organization_guid, &app.guid).await?;
+    let (space_mem, space_inst) = db::space_usage(&ctx.pool, &space.guid, &app.guid).await?;
+    let over = |limits: &Value, key: &str, used: i64, wanted: i64| {
+        limit(limits, "apps", key).is_some_and(|max| used + wanted > max)
+    };
+    let failures = [
+        (
+            over(&space_q, "total_memory_in_mb", space_mem, want.memory()),
+            "memory space_quota_exceeded",
+        ),
+        (
+            over(&org_q, "total_memory_in_mb", org_mem, want.memory()),
+            "memory quota_exceeded",
+        ),
+        (
+            want.over_per_process(&org_q),
             "memory instance_memory_limit_exceeded",
-        ));
-    }
-    let (memory, instances) = db::org_usage(&ctx.pool, &space.organization_guid, &app.guid).await?;
-    let want_memory: i64 = processes.iter().map(|(n, mb)| n * mb).sum();
-    let want_instances: i64 = processes.iter().map(|(n, _)| n).sum();
-    if limit(&q, "apps", "total_memory_in_mb").is_some_and(|max| memory + want_memory > max) {
-        return Err(ApiError::unprocessable("memory quota_exceeded"));
-    }
-    if limit(&q, "apps", "total_instances").is_some_and(|max| instances + want_instances > max) {
-        return Err(ApiError::unprocessable(
+        ),
+        (
+            want.over_per_process(&space_q),
+            "memory space_instance_memory_limit_exceeded",
+        ),
+        (
+            over(&org_q, "total_instances", org_inst, want.instances()),
             "app_instance_limit app_instance_limit_exceeded",
-        ));
+        ),
+        (
+            over(&space_q, "total_instances", space_inst, want.instances()),
+            "app_instance_limit space_app_instance_limit_exceeded",
+        ),
+    ];
+    let failed: Vec<&str> = failures
+        .iter()
+        .filter(|(failed, _)| *failed)
+        .map(|(_, words)| *words)
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(failed.join(", ")))
     }
-    Ok(())
 }
 
 /// Starting `app` (all its processes as they are).
@@ -271,10 +316,20 @@ pub async fn check_scale(ctx: &Ctx, p: &Process, instances: i64, memory: i64) ->
     check_processes(ctx, &app, &processes).await
 }
 
-/// A new route in `space` (CC's MaxRoutesPolicy on the org's quota).
+/// A new route in `space` (CC's MaxRoutesPolicy on the space's quota,
+/// then on the org's).
 pub async fn check_route(ctx: &Ctx, space: &Space) -> ApiResult<()> {
+    if let Some(q) = super::space_quotas::quota_of(ctx, &space.guid).await?
+        && let Some(max) = limit(&q.limits, "routes", "total_routes")
+        && db::space_routes(&ctx.pool, &space.guid).await? + 1 > max
+    {
+        return Err(ApiError::unprocessable(format!(
+            "Routes quota exceeded for space '{}'.",
+            space.name
+        )));
+    }
     let q = quota_of(ctx, &space.organization_guid).await?;
-    let Some(max) = limit(&q, "routes", "total_routes") else {
+    let Some(max) = limit(&q.limits, "routes", "total_routes") else {
         return Ok(());
     };
     if db::org_routes(&ctx.pool, &space.organization_guid).await? + 1 > max {

@@ -98,6 +98,7 @@ pub async fn delete_org(ctx: &Ctx, guid: &str) -> ApiResult<()> {
         delete_space(ctx, &space.guid).await?;
     }
     super::domains::remove_org(ctx, guid).await?;
+    super::space_quotas::delete_of_org(ctx, guid).await?;
     // Its roles go with it (a role names the org it is in).
     db::delete_where::<Role>(&ctx.pool, "organization_guid", guid).await?;
     db::delete_where::<db::QuotaAssignment>(&ctx.pool, "guid", guid).await?;
@@ -194,6 +195,7 @@ pub async fn delete_space(ctx: &Ctx, guid: &str) -> ApiResult<()> {
         super::service_instances::delete(ctx, &si.guid).await?;
     }
     db::delete_where::<Role>(&ctx.pool, "space_guid", guid).await?;
+    db::delete_where::<db::SpaceQuotaAssignment>(&ctx.pool, "guid", guid).await?;
     db::delete_where::<Space>(&ctx.pool, "guid", guid).await?;
     tracing::info!(space_guid = %guid, name = %space.name, "space deleted");
     Ok(())

@@ -130,13 +130,17 @@ pub async fn patch_build(
     answer.await
 }
 
-/// `PATCH /v3/domains/:guid` (admins): a domain's labels and annotations.
+/// `PATCH /v3/domains/:guid`: a domain's labels and annotations, by its
+/// org's managers (admins for a shared one); who may is answered before
+/// what the body says.
 pub async fn patch_domain(
     State(ctx): State<Shared>,
     perms: axum::Extension<crate::permissions::Permissions>,
     axum::extract::Path(guid): axum::extract::Path<String>,
-    crate::web::CfJson(msg): crate::web::CfJson<crate::messages::UpdateMetadata>,
+    body: Result<crate::web::CfJson<crate::messages::UpdateMetadata>, crate::error::ApiError>,
 ) -> crate::error::ApiResult<Response> {
+    crate::actions::domains::may_change(&ctx, &perms, &guid).await?;
+    let crate::web::CfJson(msg) = body?;
     crate::actions::metadata::update::<crate::db::Domain>(&ctx, &guid, msg).await?;
     let answer = super::domains::get_one(State(ctx), perms, axum::extract::Path(guid));
     Ok(answer.await?.into_response())

@@ -10,6 +10,7 @@ pub mod builds;
 pub mod catalog;
 pub mod deployments;
 pub mod domains;
+pub mod droplets;
 pub mod internal;
 pub mod links;
 pub mod logcache;
@@ -25,6 +26,7 @@ pub mod service_instances;
 pub mod settings;
 pub mod sidecars;
 pub mod space_features;
+pub mod space_quotas;
 pub mod tasks;
 pub mod users;
 

@@ -76,9 +76,14 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         include_str!("../../migrations/0012_sidecars.sql"),
     ),
     (
-        15,
+        13,
+        "space quotas",
+        include_str!("../../migrations/0013_space_quotas.sql"),
+    ),
+    (
+        14,
         "droplets' buildpack sidecars",
-        include_str!("../../migrations/0015_droplet_sidecars.sql"),
+        include_str!("../../migrations/0014_droplet_sidecars.sql"),
     ),
 ];
 
@@ -290,13 +295,63 @@ fn push_cond(q: &mut Sql, c: &Cond) {
     }
 }
 
+fn push_where(q: &mut Sql, conds: &[Cond]) {
+    for (i, c) in conds.iter().enumerate() {
+        q.push(if i == 0 { " WHERE " } else { " AND " });
+        push_cond(q, c);
+    }
+}
+
+/// How a page is ordered: a column (ascending, or descending) and then
+/// creation order, reversed when descending, as `web::paginate` orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    pub column: &'static str,
+    pub descending: bool,
+}
+
+/// One page (1-based) of `per_page` rows matching every condition, and how
+/// many match in all: LIMIT/OFFSET and COUNT in SQL, so a long list is
+/// never read whole.
+pub async fn page<T: Record>(
+    pool: &Pool,
+    conds: &[Cond],
+    order: Option<Order>,
+    page: usize,
+    per_page: usize,
+) -> ApiResult<(Vec<T>, i64)> {
+    use sqlx::Row as _;
+    let mut count = Sql::new(format!("SELECT COUNT(*) FROM {}", T::TABLE));
+    push_where(&mut count, conds);
+    let total: i64 = count.query().fetch_one(pool).await?.try_get(0)?;
+    let mut q = Sql::new(format!("SELECT * FROM {}", T::TABLE));
+    push_where(&mut q, conds);
+    match order {
+        Some(Order { column, descending }) => {
+            let dir = if descending { "DESC" } else { "ASC" };
+            q.push(&format!(" ORDER BY {column} {dir}, seq {dir}"));
+        }
+        None => {
+            q.push(" ORDER BY seq");
+        }
+    }
+    let per_page = i64::try_from(per_page).unwrap_or(i64::MAX);
+    let offset = i64::try_from(page.saturating_sub(1))
+        .unwrap_or(i64::MAX)
+        .saturating_mul(per_page);
+    q.push(" LIMIT ")
+        .bind(per_page)
+        .push(" OFFSET ")
+        .bind(offset);
+    let rows = q.query().fetch_all(pool).await?;
+    let items = rows.iter().map(T::from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}
+
 /// Rows matching every condition, oldest first.
 pub async fn list<T: Record>(pool: &Pool, conds: &[Cond]) -> ApiResult<Vec<T>> {
     let mut q = Sql::new(format!("SELECT * FROM {}", T::TABLE));
-    for (i, c) in conds.iter().enumerate() {
-        q.push(if i == 0 { " WHERE " } else { " AND " });
-        push_cond(&mut q, c);
-    }
+    push_where(&mut q, conds);
     q.push(" ORDER BY seq");
     let rows = q.query().fetch_all(pool).await?;
     Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
@@ -603,6 +658,26 @@ pub async fn org_usage<'e>(
     Ok((memory, instances))
 }
 
+/// The memory (MB) and instances a space's started apps other than
+/// `except_app` run.
+pub async fn space_usage<'e>(
+    exec: impl Executor<'e>,
+    space_guid: &str,
+    except_app: &str,
+) -> ApiResult<(i64, i64)> {
+    let (memory, instances): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(p.instances * p.memory_in_mb), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(p.instances), 0) AS BIGINT) \
+         FROM processes p JOIN apps a ON a.guid = p.app_guid \
+         WHERE a.space_guid = $1 AND a.state = 'STARTED' AND a.guid <> $2",
+    )
+    .bind(space_guid)
+    .bind(except_app)
+    .fetch_one(exec)
+    .await?;
+    Ok((memory, instances))
+}
+
 /// How many routes the spaces of an org hold.
 pub async fn org_routes<'e>(exec: impl Executor<'e>, org_guid: &str) -> ApiResult<i64> {
     let (n,): (i64,) = sqlx::query_as(
@@ -612,6 +687,15 @@ pub async fn org_routes<'e>(exec: impl Executor<'e>, org_guid: &str) -> ApiResul
     .bind(org_guid)
     .fetch_one(exec)
     .await?;
+    Ok(n)
+}
+
+/// How many routes a space holds.
+pub async fn space_routes<'e>(exec: impl Executor<'e>, space_guid: &str) -> ApiResult<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM routes WHERE space_guid = $1")
+        .bind(space_guid)
+        .fetch_one(exec)
+        .await?;
     Ok(n)
 }
 

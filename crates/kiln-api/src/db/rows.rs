@@ -225,6 +225,13 @@ record!(OrganizationQuota, "organization_quotas", "Organization quota" {
 record!(QuotaAssignment, "organization_quota_assignments", "Organization quota" {
     guid: str, quota_guid: str, created_at: str, updated_at: str,
 });
+// Space quotas (an org's) and which space has which (`guid` = the space's).
+record!(SpaceQuota, "space_quotas", "Space quota" {
+    guid: str, name: str, organization_guid: str, limits: value, created_at: str, updated_at: str,
+});
+record!(SpaceQuotaAssignment, "space_quota_assignments", "Space quota" {
+    guid: str, quota_guid: str, created_at: str, updated_at: str,
+});
 
 impl Stateful for Task {
     type State = AppTaskState;

@@ -222,9 +222,10 @@ pub fn lrp_guid(p: &Process) -> String {
 
 /// The routes a process's DesiredLrp carries: host (`host.domain`) and
 /// path of the routes mapped to this process type, apart, as the router
-/// matches them. The one place they are built.
+/// matches them; none on an internal domain (the router answers 404 for
+/// those). The one place they are built.
 pub async fn lrp_routes(ctx: &Ctx, app: &App, p: &Process) -> ApiResult<Vec<HttpRoute>> {
-    environment::app_routes(ctx, &app.guid, Some(&p.r#type)).await
+    environment::router_routes(ctx, &app.guid, &p.r#type).await
 }
 
 fn health_check(p: &Process) -> HealthCheck {

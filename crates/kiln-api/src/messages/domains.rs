@@ -149,6 +149,21 @@ impl CreateDomain {
     }
 }
 
+/// Whether `name` is itself a public suffix (`com`, `co.uk`,
+/// `github.io`): a known rule of the public suffix list leaves nothing of it
+/// to register. CC's `PrivateDomain#reserved?`; names the list does not
+/// know (`*.test`, `localhost`) are not reserved.
+pub fn is_public_suffix(name: &str) -> bool {
+    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes() == name.as_bytes())
+}
+
+/// CC's words for a private domain that is a public suffix.
+pub fn reserved(name: &str) -> ApiError {
+    ApiError::unprocessable(format!(
+        "The \"{name}\" domain is reserved and cannot be used for org-scoped domains."
+    ))
+}
+
 /// The parent domains of `name`, nearest first (`a.b.c` → `b.c`, `c`);
 /// CC's `DomainDecorator#intermediate_domains`.
 pub fn parents(name: &str) -> Vec<&str> {
@@ -211,6 +226,21 @@ mod tests {
         .unwrap();
         assert_eq!(ok.organization.as_deref(), Some("o"));
         assert_eq!(ok.shared_organizations, ["s1", "s2"]);
+    }
+
+    #[test]
+    fn public_suffixes_are_known_ones_only() {
+        for reserved in ["co.uk", "github.io", "com.au", "s3.amazonaws.com"] {
+            assert!(is_public_suffix(reserved), "{reserved}");
+        }
+        for free in [
+            "example.co.uk",
+            "apps.example.com",
+            "shop.private.test",
+            "localhost",
+        ] {
+            assert!(!is_public_suffix(free), "{free}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod app_feature;
 mod buildpack_update;
 pub mod domains;
+pub mod droplets;
 pub mod manifest;
 pub mod manifest_diff;
 pub mod metadata;

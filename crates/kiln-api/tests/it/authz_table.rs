@@ -182,6 +182,9 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("GET", "/v3/builds/{guid}", "YYYYD", 'D'),
     ("GET", "/v3/droplets", "YYYYY", 'Y'),
     ("GET", "/v3/droplets/{guid}", "YYYYD", 'D'),
+    ("POST", "/v3/droplets", "YFFFU", 'U'),
+    ("POST", "/v3/droplets/{guid}/upload", "YFFFD", 'D'),
+    ("GET", "/v3/droplets/{guid}/download", "YFFFD", 'D'),
     ("GET", "/v3/routes", "YYYYY", 'Y'),
     ("POST", "/v3/routes", "YFFFU", 'U'),
     ("GET", "/v3/routes/{guid}", "YYYYD", 'D'),
@@ -202,7 +205,7 @@ const TABLE: &[(&str, &str, &str, char)] = &[
     ("PATCH", "/v3/deployments/{guid}", "YFFFD", 'D'),
     ("PATCH", "/v3/revisions/{guid}", "YFFFD", 'D'),
     ("PATCH", "/v3/tasks/{guid}", "YFFFD", 'D'),
-    ("PATCH", "/v3/domains/{guid}", "FFFFF", 'F'),
+    ("PATCH", "/v3/domains/{guid}", "FFFYF", 'D'),
     ("PATCH", "/v3/stacks/{guid}", "FFFFF", 'F'),
     ("PATCH", "/v3/users/{guid}", "FFFFF", 'F'),
     ("GET", "/v3/feature_flags/{name}", "YYYYY", 'Y'),
@@ -291,6 +294,25 @@ const TABLE: &[(&str, &str, &str, char)] = &[
         "/v3/organization_quotas/{guid}/relationships/organizations",
         "FFFFF",
         'F',
+    ),
+    // A side's space quota is its org's, applied to its space: seen by the
+    // space's members and the org's managers, changed by the managers.
+    ("GET", "/v3/space_quotas", "YYYYY", 'Y'),
+    ("POST", "/v3/space_quotas", "FFFYF", 'U'),
+    ("GET", "/v3/space_quotas/{guid}", "YYYYD", 'D'),
+    ("PATCH", "/v3/space_quotas/{guid}", "FFFYD", 'D'),
+    ("DELETE", "/v3/space_quotas/{guid}", "FFFYD", 'D'),
+    (
+        "POST",
+        "/v3/space_quotas/{guid}/relationships/spaces",
+        "FFFYD",
+        'D',
+    ),
+    (
+        "DELETE",
+        "/v3/space_quotas/{guid}/relationships/spaces/{space_guid}",
+        "FFFYD",
+        'D',
     ),
     ("POST", "/Users", "FFFFF", 'F'),
     ("PUT", "/Users/{guid}/password", "FFFFF", 'F'),
@@ -415,6 +437,7 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
     let binding = new_binding(kiln, &app, &instance).await;
     let sidecar = new_sidecar(kiln, &app, &format!("{name}-sidecar")).await;
     let private = new_private_domain(kiln, &org, &format!("{name}.private.test")).await;
+    let space_quota = new_space_quota(kiln, &org, &format!("{name}-quota"), &[&space]).await;
     let s = |v: &Value| v["guid"].as_str().unwrap().to_string();
     BTreeMap::from([
         ("domains", private),
@@ -440,7 +463,22 @@ async fn side(kiln: &Kiln, name: &str, result: &str, domain: &str) -> Side {
         ("service_instances", instance),
         ("service_credential_bindings", binding),
         ("sidecars", sidecar),
+        ("space_quotas", space_quota),
     ])
+}
+
+/// A space quota of `org` on `spaces`, made by the admin.
+async fn new_space_quota(kiln: &Kiln, org: &str, name: &str, spaces: &[&str]) -> String {
+    let spaces: Vec<Value> = spaces.iter().map(|s| json!({"guid": s})).collect();
+    let (status, q) = kiln
+        .post(
+            "/v3/space_quotas",
+            json!({"name": name, "relationships": {"organization": {"data": {"guid": org}},
+                "spaces": {"data": spaces}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{q}");
+    q["guid"].as_str().unwrap().to_string()
 }
 
 /// A sidecar of `app`'s web processes, made by the admin.
@@ -558,6 +596,9 @@ async fn fresh(kiln: &Kiln, route: &str, own: &Side, n: usize) -> String {
                 .await;
             q["guid"].as_str().unwrap().to_string()
         }
+        "space_quotas" => {
+            new_space_quota(kiln, &own["organizations"], &format!("fresh-{n}"), &[]).await
+        }
         "service_credential_bindings" => {
             let app = new_app(kiln, space, &format!("fresh-{n}")).await;
             let si = new_instance(kiln, space, &format!("fresh-{n}")).await;
@@ -582,9 +623,11 @@ fn body(method: &str, route: &str, s: &Side) -> Option<Value> {
     let rel =
         |k: &str, g: &str| json!({"relationships": {k: {"data": {"guid": g}}}, "kiln_probe": true});
     Some(match route {
-        "/v3/spaces" | "/v3/domains" => rel("organization", &s["organizations"]),
+        "/v3/spaces" | "/v3/domains" | "/v3/space_quotas" => {
+            rel("organization", &s["organizations"])
+        }
         "/v3/apps" | "/v3/routes" | "/v3/service_instances" => rel("space", &s["spaces"]),
-        "/v3/packages" | "/v3/deployments" | "/v3/service_credential_bindings" => {
+        "/v3/packages" | "/v3/deployments" | "/v3/service_credential_bindings" | "/v3/droplets" => {
             rel("app", &s["apps"])
         }
         "/v3/builds" => json!({"package": {"guid": s["packages"]}, "kiln_probe": true}),
@@ -601,6 +644,7 @@ fn path_of(route: &str, guid: &str) -> String {
         .replace("{ptype}", "web")
         .replace("{name}", "ssh")
         .replace("{dguid}", "00000000-0000-0000-0000-000000000000")
+        .replace("{space_guid}", "00000000-0000-0000-0000-000000000000")
 }
 
 fn resource_of(route: &str) -> &'static str {
@@ -623,6 +667,7 @@ fn resource_of(route: &str) -> &'static str {
         "service_instances" => "Service instance",
         "service_credential_bindings" => "Service credential binding",
         "organization_quotas" => "Organization quota",
+        "space_quotas" => "Space quota",
         "sidecars" => "Sidecar",
         _ => "-",
     }

@@ -518,3 +518,72 @@ async fn an_org_delete_takes_its_private_domains() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     kiln.stop().await;
 }
+
+#[tokio::test]
+async fn a_private_domains_metadata_is_changed_by_its_orgs_managers() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let w = world(&kiln).await;
+    let (s, d) = kiln
+        .post("/v3/domains", private("labels.example.test", &w.org_a))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let path = format!("/v3/domains/{}", guid(&d));
+    let labels = json!({"metadata": {"labels": {"team": "a"}}});
+    let (s, v) = call(&kiln, &w.manager_a, "PATCH", &path, Some(labels.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["metadata"]["labels"]["team"], "a", "{v}");
+    // A bad body from who may is CC's 422, and changes nothing.
+    let bad = json!({"metadata": {"labels": "team"}});
+    let (s, v) = call(&kiln, &w.manager_a, "PATCH", &path, Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = call(
+        &kiln,
+        &w.manager_a,
+        "PATCH",
+        &path,
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_error(
+        s,
+        &v,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Unknown field(s): 'name'",
+    );
+    // Who cannot see it learns nothing; a shared domain is the admins'.
+    let (s, v) = call(&kiln, &w.dev_b, "PATCH", &path, Some(labels.clone())).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "Domain not found");
+    let (_, shared) = kiln.get("/v3/domains?names=localhost").await;
+    let shared = format!("/v3/domains/{}", guid(&shared["resources"][0]));
+    let (s, v) = call(&kiln, &w.manager_a, "PATCH", &shared, Some(labels)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (_, v) = kiln.get(&path).await;
+    assert_eq!(v["metadata"]["labels"], json!({"team": "a"}), "{v}");
+    kiln.stop().await;
+}
+
+#[tokio::test]
+async fn a_public_suffix_is_no_private_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let w = world(&kiln).await;
+    for name in ["github.io", "co.uk"] {
+        let body = Some(private(name, &w.org_a));
+        let (s, v) = call(&kiln, &w.manager_a, "POST", "/v3/domains", body).await;
+        assert_error(
+            s,
+            &v,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!(
+                "The \"{name}\" domain is reserved and cannot be used for org-scoped domains."
+            ),
+        );
+        let (_, l) = kiln.get(&format!("/v3/domains?names={name}")).await;
+        assert_eq!(l["pagination"]["total_results"], 0, "{l}");
+    }
+    let body = Some(private("mine.github.io", &w.org_a));
+    let (s, v) = call(&kiln, &w.manager_a, "POST", "/v3/domains", body).await;
+    assert_eq!(s, StatusCode::CREATED, "a name under a suffix is free: {v}");
+    kiln.stop().await;
+}

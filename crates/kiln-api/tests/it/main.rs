@@ -13,15 +13,18 @@ mod buildpack_update;
 mod custom_buildpacks;
 mod deployments;
 mod domains;
+mod droplets;
 mod manifest_processes;
 mod manifest_services;
 mod metadata;
 mod oneshot;
+mod paging;
 mod quotas;
 mod roles;
 mod s3;
 mod services;
 mod sidecars;
+mod space_quotas;
 mod tasks;
 mod waits;
 
@@ -1305,6 +1308,53 @@ async fn push_path_end_to_end() {
             .unwrap()
             .routes,
         vec![HttpRoute::from("hello.localhost")]
+    );
+    // A route on an internal domain is mapped, and is in the app's URIs,
+    // but the router is never given it (CF serves it only over
+    // container-to-container DNS).
+    let (status, internal) = kiln
+        .post(
+            "/v3/domains",
+            json!({"name": "apps.internal.test", "internal": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{internal}");
+    let (status, iroute) = kiln
+        .post(
+            "/v3/routes",
+            json!({"host": "hello", "relationships": {"space": {"data": {"guid": space}}, "domain": {"data": {"guid": internal["guid"]}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{iroute}");
+    let (status, v) = kiln
+        .post(
+            &format!(
+                "/v3/routes/{}/destinations",
+                iroute["guid"].as_str().unwrap()
+            ),
+            json!({"destinations": [{"app": {"guid": app_guid}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, app_routes) = kiln.get(&format!("/v3/apps/{app_guid}/routes")).await;
+    assert_eq!(app_routes["pagination"]["total_results"], 2, "{app_routes}");
+    assert_eq!(
+        kiln.bbs
+            .desired_lrp_by_process_guid(&process_guid)
+            .await
+            .unwrap()
+            .routes,
+        vec![HttpRoute::from("hello.localhost")],
+        "no internal route reaches the router"
+    );
+    let (_, env) = kiln.get(&format!("/v3/apps/{app_guid}/env")).await;
+    let uris = &env["application_env_json"]["VCAP_APPLICATION"]["application_uris"];
+    assert!(
+        uris.as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == "hello.apps.internal.test"),
+        "{env}"
     );
     assert_eq!(lrp.log_guid, app_guid);
     assert_eq!(lrp.log_source, "APP/PROC/WEB");
