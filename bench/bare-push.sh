@@ -36,10 +36,12 @@ c = {"ociVersion": "1.0.2",
 json.dump(c, open(d + "/config.json", "w"))
 PY
 }
-if [ ! -f "$dir/run/config.json" ]; then
+# Bundles left by another checkout name its buildpack: write them again.
+if [ ! -f "$dir/run/config.json" ] || [ "$(cat "$dir/buildpack" 2>/dev/null)" != "$buildpack" ]; then
   mkdir -p "$stage_tmp" "$run_tmp"
   bundle stage "$stage_tmp" /bin/sh /tmp/stage.sh
   bundle run "$run_tmp" /bin/sh /tmp/run.sh
+  echo "$buildpack" >"$dir/buildpack"
 fi
 rm -rf "$stage_tmp" "$run_tmp" "$dir/app.zip"
 mkdir -p "$stage_tmp/app" "$stage_tmp/deps/0" "$stage_tmp/cache" "$stage_tmp/profile.d" "$run_tmp"
