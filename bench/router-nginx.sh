@@ -10,6 +10,12 @@
 #   measure CONNS URL [WRK ARGS...]
 #       one `wrk --latency -t1 -cCONNS -dDURATION` run; prints
 #       "req_per_s p99_ms" (errors go to stderr).
+#   compare NAME DIRECT_URL NGINX_URL NAME_URL HOST
+#       for each of CONNS, ROUNDS alternating rounds straight to the
+#       instance, through nginx and through NAME (with `Host: HOST`); then
+#       the medians and the ratios NAME/nginx, and the RSS (from the caller's
+#       `rss`) idle (rss_idle), right after the load, SETTLE and 2×SETTLE
+#       seconds later. Needs $work, DURATION, ROUNDS, CONNS, SETTLE.
 
 command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y -qq wrk nginx-light >/dev/null
 
@@ -55,4 +61,43 @@ sock = re.search(r"Socket errors: (.*)", out)
 if errs or sock:
     print("wrk reported errors:", (errs.group(0) if errs else ""), (sock.group(0) if sock else ""), file=sys.stderr)
 print(f"{rps:.0f} {p99:.3f}")'
+}
+
+compare() {
+  local name=$1 direct=$2 via_nginx=$3 via_name=$4 host=$5
+  local results=$work/results
+  : >"$results"
+  echo "==> wrk --latency -t1 -d$DURATION, $ROUNDS alternating rounds, GET /index.html ($(nproc) cores)"
+  for conns in $CONNS; do
+    for round in $(seq 1 "$ROUNDS"); do
+      local load
+      load=$(cut -d' ' -f1 /proc/loadavg)
+      echo "c=$conns direct $(measure "$conns" "$direct")" >>"$results"
+      echo "c=$conns nginx $(measure "$conns" "$via_nginx")" >>"$results"
+      echo "c=$conns $name $(measure "$conns" "$via_name" -H "Host: $host")" >>"$results"
+      echo "   c=$conns round $round (load $load): $(grep "^c=$conns " "$results" | tail -3 | awk '{printf "%s %s req/s p99 %s ms; ", $2, $3, $4}')"
+    done
+  done
+  local rss_loaded rss_settled rss_later
+  rss_loaded=$(rss)
+  sleep "$SETTLE"
+  rss_settled=$(rss)
+  sleep "$SETTLE"
+  rss_later=$(rss)
+
+  python3 - "$results" "$name" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+name = sys.argv[2]
+rate, ratio, p99 = f"{name} req/s", f"{name}/nginx", f"{name} p99"
+print()
+print(f"{'conns':>6} {'direct req/s':>13} {'nginx req/s':>12} {rate:>{len(rate)}} {ratio:>{len(ratio)}} | {'nginx p99':>10} {p99:>{len(p99)}} {ratio:>{len(ratio)}}")
+for c in dict.fromkeys(r[0] for r in rows):
+    med = lambda who, i: statistics.median(float(r[i]) for r in rows if r[0] == c and r[1] == who)
+    d, n, k = med("direct", 2), med("nginx", 2), med(name, 2)
+    np99, kp99 = med("nginx", 3), med(name, 3)
+    print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>{len(rate)}.0f} {k/n:>{len(ratio)-1}.2f}x | {np99:>8.2f}ms {kp99:>{len(p99)-2}.2f}ms {kp99/np99:>{len(ratio)-1}.2f}x")
+PY
+  echo
+  echo "$name RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled, $((2 * SETTLE))s later $rss_later (load now $(cut -d' ' -f1-3 /proc/loadavg))"
 }

@@ -121,35 +121,4 @@ curl -fsS --retry 20 --retry-delay 1 --retry-all-errors "http://127.0.0.1:$PROXY
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$server_pid/status"; }
 rss_idle=$(rss)
 
-
-results=$work/results
-: >"$results"
-echo "==> wrk --latency -t1 -dDURATION=$DURATION, $ROUNDS alternating rounds, GET /index.html ($(nproc) cores)"
-for conns in $CONNS; do
-  for round in $(seq 1 "$ROUNDS"); do
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    echo "c=$conns direct $(measure "$conns" "$DIRECT")" >>"$results"
-    echo "c=$conns nginx $(measure "$conns" "http://127.0.0.1:$PROXY_PORT/index.html")" >>"$results"
-    echo "c=$conns kiln $(measure "$conns" "http://$ROUTER/index.html" -H "Host: $HOST")" >>"$results"
-    echo "   c=$conns round $round (load $load): $(grep "^c=$conns " "$results" | tail -3 | awk '{printf "%s %s req/s p99 %s ms; ", $2, $3, $4}')"
-  done
-done
-rss_loaded=$(rss)
-sleep "$SETTLE"
-rss_settled=$(rss)
-sleep "$SETTLE"
-rss_later=$(rss)
-
-python3 - "$results" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-print()
-print(f"{'conns':>6} {'direct req/s':>13} {'nginx req/s':>12} {'kiln req/s':>11} {'kiln/nginx':>10} | {'nginx p99':>10} {'kiln p99':>9} {'kiln/nginx':>10}")
-for c in dict.fromkeys(r[0] for r in rows):
-    med = lambda who, i: statistics.median(float(r[i]) for r in rows if r[0] == c and r[1] == who)
-    d, n, k = med("direct", 2), med("nginx", 2), med("kiln", 2)
-    np99, kp99 = med("nginx", 3), med("kiln", 3)
-    print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>11.0f} {k/n:>9.2f}x | {np99:>8.2f}ms {kp99:>7.2f}ms {kp99/np99:>9.2f}x")
-PY
-echo
-echo "kiln server RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled, $((2 * SETTLE))s later $rss_later"
+compare kiln "$DIRECT" "http://127.0.0.1:$PROXY_PORT/index.html" "http://$ROUTER/index.html" "$HOST"
