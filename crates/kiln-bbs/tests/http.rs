@@ -15,37 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const STACK: &str = "preloaded:test-stack";
+mod common;
 
-fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
-    DesiredLrp {
-        process_guid: process_guid.into(),
-        domain: "cf-apps".into(),
-        instances,
-        rootfs: STACK.parse().unwrap(),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
-        memory_mb: 256,
-        disk_mb: 1024,
-        env: vec![],
-        setup: vec![],
-        action: RunAction {
-            path: "/bin/true".into(),
-            args: vec![],
-            env: vec![],
-            dir: None,
-            user: "vcap".into(),
-        },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
-        routes: vec!["app.localhost".into()],
-        log_guid: "app-guid".into(),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
-    }
-}
+use common::{STACK, desired};
 
 fn cell(cell_id: &str) -> CellPresence {
     CellPresence {

@@ -14,36 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const STACK: &str = "preloaded:test-stack";
+mod common;
+
+use common::STACK;
 const ROUTE: &str = "kept.localhost";
 
 fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
     DesiredLrp {
-        process_guid: process_guid.into(),
-        domain: "cf-apps".into(),
-        instances,
-        rootfs: STACK.parse().unwrap(),
-        image_username: String::new(),
-        image_password: Default::default(),
         ports: vec![8080],
-        memory_mb: 256,
         disk_mb: 256,
-        env: vec![],
-        setup: vec![],
-        action: RunAction {
-            path: "/bin/true".into(),
-            args: vec![],
-            env: vec![],
-            dir: None,
-            user: "vcap".into(),
-        },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
         routes: vec![ROUTE.into()],
-        log_guid: "app-guid".into(),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..common::desired(process_guid, instances)
     }
 }
 

@@ -5,6 +5,8 @@
 //! on: its calls succeed, and its event stream says `Lagged` and goes on
 //! with the new holder's events.
 
+mod common;
+
 use futures_util::StreamExt;
 use kiln_bbs::lock::{BbsLock, Lease, LockState};
 use kiln_bbs::standby::ClusterBbs;
@@ -18,36 +20,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_secs(2);
-
-fn desired(process_guid: &str) -> DesiredLrp {
-    DesiredLrp {
-        process_guid: process_guid.into(),
-        domain: "cf-apps".into(),
-        instances: 1,
-        rootfs: "preloaded:test-stack".parse().unwrap(),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
-        memory_mb: 256,
-        disk_mb: 1024,
-        env: vec![],
-        setup: vec![],
-        action: RunAction {
-            path: "/bin/true".into(),
-            args: vec![],
-            env: vec![],
-            dir: None,
-            user: "vcap".into(),
-        },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
-        routes: vec!["app.localhost".into()],
-        log_guid: "app-guid".into(),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
-    }
-}
 
 struct Node {
     url: String,
@@ -143,7 +115,10 @@ async fn a_standbys_url_serves_the_cluster_across_a_failover() {
     // Through the standby: a write, a read and the event stream.
     let mut events = client.subscribe();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    client.desire_lrp(desired("before")).await.unwrap();
+    client
+        .desire_lrp(common::desired("before", 1))
+        .await
+        .unwrap();
     match next_desired_or_lagged(&mut events).await {
         BbsEvent::DesiredLrpChanged { desired_lrp } => {
             assert_eq!(desired_lrp.process_guid, "before")
@@ -160,7 +135,7 @@ async fn a_standbys_url_serves_the_cluster_across_a_failover() {
     println!("b active {:?} after a stopped", stopped.elapsed());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match client.desire_lrp(desired("after")).await {
+        match client.desire_lrp(common::desired("after", 1)).await {
             Ok(()) => break,
             Err(error) => assert!(Instant::now() < deadline, "never served again: {error}"),
         }
@@ -178,7 +153,10 @@ async fn a_standbys_url_serves_the_cluster_across_a_failover() {
     // The stream broke with a: once reconnected it says Lagged (what
     // happened meanwhile is lost), then carries the new holder's events.
     while !matches!(next_desired_or_lagged(&mut events).await, BbsEvent::Lagged) {}
-    client.desire_lrp(desired("third")).await.unwrap();
+    client
+        .desire_lrp(common::desired("third", 1))
+        .await
+        .unwrap();
     loop {
         if let BbsEvent::DesiredLrpChanged { desired_lrp } =
             next_desired_or_lagged(&mut events).await
