@@ -276,6 +276,13 @@ async fn cli(home: &Path, args: &[&str]) -> CliOutput {
     cli_in(home, Path::new("."), args).await
 }
 
+/// `kiln curl PATH` through `home`'s API as JSON.
+async fn curl_json(home: &Path, path: &str) -> serde_json::Value {
+    let out = cli(home, &["curl", path]).await;
+    assert!(out.success, "curl {path}\n{out}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("curl {path}: {e}\n{out}"))
+}
+
 /// The CLI run from `dir` (where `kiln push` looks for `manifest.yml`).
 async fn cli_in(home: &Path, dir: &Path, args: &[&str]) -> CliOutput {
     let out = Command::new(kiln_binary())
@@ -1819,11 +1826,9 @@ async fn buildpack_sidecars_run_and_log_under_their_own_name() {
         route_text(router_port, "bpsidecar.localhost", "/ticker.txt").await,
         "tock from vcap\n"
     );
-    let out = cli(&home, &["curl", "/v3/apps?names=bpsidecar"]).await;
-    let apps: serde_json::Value = serde_json::from_str(&out.stdout).expect("apps JSON");
+    let apps = curl_json(&home, "/v3/apps?names=bpsidecar").await;
     let guid = apps["resources"][0]["guid"].as_str().unwrap().to_string();
-    let out = cli(&home, &["curl", &format!("/v3/apps/{guid}/sidecars")]).await;
-    let sidecars: serde_json::Value = serde_json::from_str(&out.stdout).expect("sidecars JSON");
+    let sidecars = curl_json(&home, &format!("/v3/apps/{guid}/sidecars")).await;
     let ticker = &sidecars["resources"][0];
     assert_eq!(
         (
@@ -2990,12 +2995,10 @@ async fn platform_counts(home: &Path) -> Vec<(&'static str, u64)> {
         "/v3/routes",
         "/v3/roles",
     ] {
-        let out = cli(home, &["curl", path]).await;
-        assert!(out.success, "{path}\n{out}");
-        let body: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let body = curl_json(home, path).await;
         let total = body["pagination"]["total_results"]
             .as_u64()
-            .unwrap_or_else(|| panic!("{path}: no total_results\n{out}"));
+            .unwrap_or_else(|| panic!("{path}: no total_results\n{body}"));
         counts.push((path, total));
     }
     counts
@@ -3190,13 +3193,6 @@ async fn the_python_cloudfoundry_client_drives_kiln() {
 /// The node whose BBS holds the cluster's lock, by its log.
 fn bbs_active(server: &Server) -> bool {
     server.log().contains("bbs active on this node")
-}
-
-/// `kiln curl PATH` through `home`'s API as JSON.
-async fn curl_json(home: &Path, path: &str) -> serde_json::Value {
-    let out = cli(home, &["curl", path]).await;
-    assert!(out.success, "curl {path}\n{out}");
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("curl {path}: {e}\n{out}"))
 }
 
 /// Two nodes on one PostgreSQL and one S3 bucket, started at once on an
