@@ -156,6 +156,42 @@ fn api_config(config: &ServerConfig) -> kiln_api::ApiConfig {
     }
 }
 
+/// The API on the CCDB, with the blobstore the config names; prints the
+/// admin password when it was generated.
+async fn open_api(
+    config: &ServerConfig,
+    ccdb: &kiln_store::Database,
+    bbs: Arc<dyn kiln_bbs::BbsClient>,
+    logs: Arc<LogStore>,
+) -> anyhow::Result<kiln_api::Api> {
+    let blobstore: Arc<dyn Blobstore> =
+        kiln_store::open_blobstore(config.blobstore_url.as_deref(), &config.data_dir)
+            .await
+            .context("opening the blobstore")?;
+    let api = kiln_api::Api::open_on(
+        ccdb,
+        kiln_store::OpenOptions {
+            max_connections: config.database_max_connections,
+            ..Default::default()
+        },
+        api_config(config),
+        kiln_api::ApiDeps {
+            bbs,
+            blobstore,
+            logs,
+        },
+    )
+    .await
+    .context("opening the api")?;
+    if let Some(password) = api.generated_admin_password() {
+        println!(
+            "Generated the admin password (shown once, kept in {}): {password}",
+            config.data_dir.join("api").join("admin-password").display()
+        );
+    }
+    Ok(api)
+}
+
 async fn start_bbs_and_api(
     config: &ServerConfig,
     shutdown: &CancellationToken,
@@ -171,31 +207,7 @@ async fn start_bbs_and_api(
     .await
     .context("opening the bbs database")?;
     let logs = Arc::new(LogStore::default());
-    let blobstore: Arc<dyn Blobstore> =
-        kiln_store::open_blobstore(config.blobstore_url.as_deref(), &config.data_dir)
-            .await
-            .context("opening the blobstore")?;
-    let api = kiln_api::Api::open_on(
-        &ccdb,
-        kiln_store::OpenOptions {
-            max_connections: config.database_max_connections,
-            ..Default::default()
-        },
-        api_config(config),
-        kiln_api::ApiDeps {
-            bbs: Arc::new(bbs.clone()),
-            blobstore,
-            logs: logs.clone(),
-        },
-    )
-    .await
-    .context("opening the api")?;
-    if let Some(password) = api.generated_admin_password() {
-        println!(
-            "Generated the admin password (shown once, kept in {}): {password}",
-            config.data_dir.join("api").join("admin-password").display()
-        );
-    }
+    let api = open_api(config, &ccdb, Arc::new(bbs.clone()), logs.clone()).await?;
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("listening for the api on {}", config.api_listen))?;

@@ -16,7 +16,6 @@ use anyhow::Context;
 use kiln_bbs::lock::{BbsLock, LEASE_TTL, LockState};
 use kiln_bbs_client::HttpBbsClient;
 use kiln_logs::{LogSink, LogStore};
-use kiln_store::Blobstore;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -86,7 +85,7 @@ pub async fn start(
     let api = kiln_bbs::lock::one_node_at_a_time(
         lock_pool,
         "api-bootstrap",
-        open_api(config, &ccdb, Arc::new(client.clone()), logs),
+        super::open_api(config, &ccdb, Arc::new(client.clone()), logs),
     )
     .await
     .context("waiting for other nodes' api to open")??;
@@ -124,40 +123,6 @@ async fn bbs_listener(config: &ServerConfig) -> anyhow::Result<(tokio::net::TcpL
         None => format!("http://{local}"),
     };
     Ok((listener, url))
-}
-
-async fn open_api(
-    config: &ServerConfig,
-    ccdb: &kiln_store::Database,
-    bbs: Arc<dyn kiln_bbs::BbsClient>,
-    logs: Arc<LogStore>,
-) -> anyhow::Result<kiln_api::Api> {
-    let blobstore: Arc<dyn Blobstore> =
-        kiln_store::open_blobstore(config.blobstore_url.as_deref(), &config.data_dir)
-            .await
-            .context("opening the blobstore")?;
-    let api = kiln_api::Api::open_on(
-        ccdb,
-        kiln_store::OpenOptions {
-            max_connections: config.database_max_connections,
-            ..Default::default()
-        },
-        super::api_config(config),
-        kiln_api::ApiDeps {
-            bbs,
-            blobstore,
-            logs,
-        },
-    )
-    .await
-    .context("opening the api")?;
-    if let Some(password) = api.generated_admin_password() {
-        println!(
-            "Generated the admin password (shown once, kept in {}): {password}",
-            config.data_dir.join("api").join("admin-password").display()
-        );
-    }
-    Ok(api)
 }
 
 /// True while this node holds the BBS lock.
