@@ -310,7 +310,7 @@ pub fn unix_now() -> i64 {
 
 /// Writes `text` to `path` (mode 0600) through a scratch file and a rename,
 /// so a reader sees the old file or the new one, never half of one.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let scratch = path.with_extension("tmp");

@@ -190,9 +190,10 @@ fn random_hex_key() -> String {
     )
 }
 
+/// A shared secret into this node's data dir (created 0700 when missing),
+/// written the way the BBS writes its own key.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -200,16 +201,5 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let scratch = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&scratch)
-        .with_context(|| format!("writing {}", scratch.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&scratch, path))
-        .with_context(|| format!("writing {}", path.display()))
+    kiln_bbs::auth::write_private(path, text).with_context(|| format!("writing {}", path.display()))
 }
