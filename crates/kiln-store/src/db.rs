@@ -408,6 +408,17 @@ pub mod engine_specific {
         }
     }
 
+    /// The collation clause that makes a text column sort by bytes, as
+    /// SQLite always does: PostgreSQL otherwise sorts by the database's
+    /// collation (case and accents folded), and a list would page
+    /// differently on the two engines.
+    pub fn byte_order(engine: Engine) -> &'static str {
+        match engine {
+            Engine::Sqlite => "",
+            Engine::Postgres => " COLLATE \"C\"",
+        }
+    }
+
     /// SQLSTATEs (PostgreSQL) that mean the server is going away or not
     /// accepting work: class 08 (connection exception), 57P01..57P03
     /// (admin shutdown, crash shutdown, cannot connect now). SQLite's codes

@@ -51,6 +51,7 @@ on_both_engines!(
     one_statement_runs_on_both_engines,
     a_compare_and_set_has_one_winner,
     a_counter_read_then_written_in_a_transaction_never_repeats,
+    text_sorts_by_bytes_on_both_engines,
 );
 
 async fn one_statement_runs_on_both_engines(engine: &str) {
@@ -91,6 +92,53 @@ async fn one_statement_runs_on_both_engines(engine: &str) {
         "{again}"
     );
     assert!(!kiln_store::is_unavailable(&again));
+}
+
+/// Names in byte order: upper case before lower, accented letters last.
+const BYTE_ORDER: [&str; 6] = ["B", "Z", "a", "b", "e", "\u{e9}t\u{e9}"];
+
+async fn text_sorts_by_bytes_on_both_engines(engine: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = database(engine, &dir).await else {
+        return;
+    };
+    let pool = open(&db).await;
+    let engine = kiln_store::engine(&pool);
+    // The test server's cluster is `--locale=C`; a column with a
+    // linguistic collation stands for a database created with one.
+    let column = match engine {
+        kiln_store::Engine::Sqlite => "name TEXT NOT NULL",
+        kiln_store::Engine::Postgres => "name TEXT COLLATE \"und-x-icu\" NOT NULL",
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE names ({column})"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut q = Sql::new("INSERT INTO names (name) ");
+    q.push_values(["e", "a", "\u{e9}t\u{e9}", "Z", "b", "B"], |mut row, n| {
+        row.push_bind(n);
+    });
+    q.build().execute(&pool).await.unwrap();
+    let sorted = |clause: &str| {
+        let sql = format!("SELECT name FROM names ORDER BY name{clause}");
+        let pool = pool.clone();
+        async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+        }
+    };
+    let byte_order = kiln_store::engine_specific::byte_order(engine);
+    assert_eq!(sorted(byte_order).await, BYTE_ORDER);
+    if engine == kiln_store::Engine::Postgres {
+        // Without the clause the column's collation folds case: the
+        // clause is what makes the engines agree.
+        assert_ne!(sorted("").await, BYTE_ORDER);
+    }
 }
 
 async fn a_compare_and_set_has_one_winner(engine: &str) {
