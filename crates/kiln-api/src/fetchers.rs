@@ -14,6 +14,54 @@ use crate::error::{ApiError, ApiResult};
 use crate::permissions::Permissions;
 use crate::web::ListParams;
 
+/// One page of a list, and how many rows match in all (the page was cut
+/// in SQL: LIMIT/OFFSET, and a COUNT with the same conditions).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: usize,
+}
+
+impl<T> Page<T> {
+    /// The same page with each row carrying what its JSON shows.
+    fn with<U>(&self, items: Vec<U>) -> Page<U> {
+        Page {
+            items,
+            total: self.total,
+        }
+    }
+}
+
+/// CC's `order_by` fields of most lists.
+const TIMES: &[&str] = &["created_at", "updated_at"];
+/// ... and of lists of named resources.
+const NAMED: &[&str] = &["created_at", "updated_at", "name"];
+
+/// One page of `T` matching `c`, ordered by the request's `order_by` (one
+/// of `fields`, else CC's 400) or creation order.
+async fn paged<T: db::Record>(
+    ctx: &Ctx,
+    params: &ListParams,
+    fields: &[&'static str],
+    c: &[Cond],
+) -> ApiResult<Page<T>> {
+    let order = sql_order(params, fields)?;
+    paged_in(ctx, params, order, c).await
+}
+
+async fn paged_in<T: db::Record>(
+    ctx: &Ctx,
+    params: &ListParams,
+    order: Option<db::Order>,
+    c: &[Cond],
+) -> ApiResult<Page<T>> {
+    let (items, total) = db::page(&ctx.pool, c, order, params.page, params.per_page).await?;
+    Ok(Page {
+        items,
+        total: usize::try_from(total).unwrap_or_default(),
+    })
+}
+
 /// Rows whose `column` is a space the caller reads (`None`: it reads all).
 /// Space-scoped resources list through this (tasks, audit events too).
 pub fn in_visible_spaces(perms: &Permissions, column: &'static str) -> Option<Cond> {
@@ -75,13 +123,13 @@ pub async fn orgs(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<Organization>> {
+) -> ApiResult<Page<Organization>> {
     let mut c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     c.extend(perms.readable_orgs().map(|orgs| Cond::In("guid", orgs)));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, NAMED, &c).await
 }
 
-pub async fn spaces(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiResult<Vec<Space>> {
+pub async fn spaces(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiResult<Page<Space>> {
     let mut c = conds(
         params,
         &[
@@ -91,7 +139,7 @@ pub async fn spaces(ctx: &Ctx, perms: &Permissions, params: &ListParams) -> ApiR
         ],
     )?;
     c.extend(in_visible_spaces(perms, "guid"));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, NAMED, &c).await
 }
 
 /// A domain with the orgs it is shared with that the caller sees (CC's
@@ -131,7 +179,7 @@ pub async fn domains(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<DomainView>> {
+) -> ApiResult<Page<DomainView>> {
     let mut c = conds(
         params,
         &[
@@ -141,7 +189,8 @@ pub async fn domains(
         ],
     )?;
     c.extend(perms.readable_orgs().map(db::domains_of_orgs));
-    with_shares(ctx, perms, db::list(&ctx.pool, &c).await?).await
+    let page: Page<Domain> = paged(ctx, params, TIMES, &c).await?;
+    Ok(page.with(with_shares(ctx, perms, page.items.clone()).await?))
 }
 
 /// One domain the caller sees, else `Domain not found`.
@@ -171,11 +220,12 @@ pub async fn org_domains(
     perms: &Permissions,
     org_guid: &str,
     params: &ListParams,
-) -> ApiResult<Vec<DomainView>> {
+) -> ApiResult<Page<DomainView>> {
     db::get::<Organization>(&ctx.pool, org_guid).await?;
     let mut c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     c.push(db::domains_of_orgs(vec![org_guid.to_string()]));
-    with_shares(ctx, perms, db::list(&ctx.pool, &c).await?).await
+    let page: Page<Domain> = paged(ctx, params, TIMES, &c).await?;
+    Ok(page.with(with_shares(ctx, perms, page.items.clone()).await?))
 }
 
 /// The org's default domain: the oldest shared, non-internal domain, else
@@ -206,20 +256,23 @@ pub async fn org_default_domain(
     Ok(found.remove(0))
 }
 
-pub async fn stacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Stack>> {
+pub async fn stacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Page<Stack>> {
     let c = conds(params, &[("names", "name"), ("guids", "guid")])?;
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, NAMED, &c).await
 }
 
-/// Buildpacks in position order.
-pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Vec<Buildpack>> {
+/// Buildpacks, in position order unless `order_by` says otherwise.
+pub async fn buildpacks(ctx: &Ctx, params: &ListParams) -> ApiResult<Page<Buildpack>> {
     let c = conds(
         params,
         &[("names", "name"), ("guids", "guid"), ("stacks", "stack")],
     )?;
-    let mut list: Vec<Buildpack> = db::list(&ctx.pool, &c).await?;
-    list.sort_by_key(|b| b.position);
-    Ok(list)
+    let fields = &["created_at", "updated_at", "position"];
+    let order = sql_order(params, fields)?.or(Some(db::Order {
+        column: "position",
+        descending: false,
+    }));
+    paged_in(ctx, params, order, &c).await
 }
 
 /// The SQL order of a list's `order_by`, when it names one of `columns`
@@ -251,10 +304,15 @@ pub async fn apps_page(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<(Vec<App>, i64)> {
-    let order = sql_order(params, &["created_at", "updated_at", "name", "state"])?;
+) -> ApiResult<Page<App>> {
     let c = app_conds(perms, params)?;
-    db::page(&ctx.pool, &c, order, params.page, params.per_page).await
+    paged(
+        ctx,
+        params,
+        &["created_at", "updated_at", "name", "state"],
+        &c,
+    )
+    .await
 }
 
 fn app_conds(perms: &Permissions, params: &ListParams) -> ApiResult<Vec<Cond>> {
@@ -277,7 +335,7 @@ pub async fn processes(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<(App, Process)>> {
+) -> ApiResult<Page<(App, Process)>> {
     let mut c = conds(
         params,
         &[
@@ -296,7 +354,8 @@ pub async fn processes(
         });
     }
     c.extend(of_visible_apps(perms));
-    with_apps(ctx, db::list(&ctx.pool, &c).await?).await
+    let page: Page<Process> = paged(ctx, params, TIMES, &c).await?;
+    Ok(page.with(with_apps(ctx, page.items.clone()).await?))
 }
 
 async fn with_apps(ctx: &Ctx, processes: Vec<Process>) -> ApiResult<Vec<(App, Process)>> {
@@ -318,11 +377,22 @@ pub async fn app_processes(
     ctx: &Ctx,
     app_guid: &str,
     params: &ListParams,
-) -> ApiResult<(App, Vec<Process>)> {
+) -> ApiResult<(App, Page<Process>)> {
     let app = db::get::<App>(&ctx.pool, app_guid).await?;
     let mut c = conds(params, &[("types", "type"), ("guids", "guid")])?;
     c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
-    Ok((app, db::list(&ctx.pool, &c).await?))
+    Ok((app, paged(ctx, params, TIMES, &c).await?))
+}
+
+/// An app's sidecars (the app must exist).
+pub async fn app_sidecars(
+    ctx: &Ctx,
+    app_guid: &str,
+    params: &ListParams,
+) -> ApiResult<Page<db::Sidecar>> {
+    db::get::<App>(&ctx.pool, app_guid).await?;
+    let c = [Cond::In("app_guid", vec![app_guid.to_string()])];
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// A process with its app.
@@ -347,7 +417,7 @@ pub async fn packages(
     perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
-) -> ApiResult<Vec<Package>> {
+) -> ApiResult<Page<Package>> {
     let mut c = conds(params, &[("states", "state"), ("types", "type")])?;
     match app_guid {
         Some(app) => {
@@ -360,7 +430,7 @@ pub async fn packages(
         )),
     }
     c.extend(of_visible_apps(perms));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// Builds, optionally of one app (which must exist).
@@ -369,7 +439,7 @@ pub async fn builds(
     perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
-) -> ApiResult<Vec<Build>> {
+) -> ApiResult<Page<Build>> {
     let mut c = conds(params, &[("states", "state")])?;
     match app_guid {
         Some(app) => {
@@ -386,7 +456,7 @@ pub async fn builds(
         )),
     }
     c.extend(of_visible_apps(perms));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// Droplets, optionally of one app (which must exist; `current=true`
@@ -396,7 +466,7 @@ pub async fn droplets(
     perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
-) -> ApiResult<Vec<Droplet>> {
+) -> ApiResult<Page<Droplet>> {
     let mut c = conds(params, &[("states", "state")])?;
     match app_guid {
         Some(app_guid) => {
@@ -416,7 +486,7 @@ pub async fn droplets(
         )),
     }
     c.extend(of_visible_apps(perms));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// The droplets staged from a package (which must exist and be visible:
@@ -426,11 +496,11 @@ pub async fn package_droplets(
     ctx: &Ctx,
     package_guid: &str,
     params: &ListParams,
-) -> ApiResult<Vec<Droplet>> {
+) -> ApiResult<Page<Droplet>> {
     db::get::<Package>(&ctx.pool, package_guid).await?;
     let mut c = conds(params, &[("states", "state"), ("guids", "guid")])?;
     c.push(Cond::In("package_guid", vec![package_guid.to_string()]));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// An app's current droplet.
@@ -452,7 +522,7 @@ pub async fn routes(
     perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
-) -> ApiResult<Vec<RouteView>> {
+) -> ApiResult<Page<RouteView>> {
     let mut c = conds(
         params,
         &[
@@ -478,8 +548,8 @@ pub async fn routes(
         c.push(mapped_to(apps));
     }
     c.extend(in_visible_spaces(perms, "space_guid"));
-    let routes: Vec<Route> = db::list(&ctx.pool, &c).await?;
-    with_destinations(ctx, routes).await
+    let page: Page<Route> = paged(ctx, params, TIMES, &c).await?;
+    Ok(page.with(with_destinations(ctx, page.items.clone()).await?))
 }
 
 async fn with_destinations(ctx: &Ctx, routes: Vec<Route>) -> ApiResult<Vec<RouteView>> {
@@ -550,7 +620,7 @@ pub async fn deployments(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<(db::Deployment, Option<db::Revision>)>> {
+) -> ApiResult<Page<(db::Deployment, Option<db::Revision>)>> {
     let mut c = conds(
         params,
         &[
@@ -574,11 +644,12 @@ pub async fn deployments(
         c.push(Cond::In("state", states));
     }
     c.extend(of_visible_apps(perms));
-    let mut out = Vec::new();
-    for d in db::list::<db::Deployment>(&ctx.pool, &c).await? {
+    let page: Page<db::Deployment> = paged(ctx, params, TIMES, &c).await?;
+    let mut out = Vec::with_capacity(page.items.len());
+    for d in page.items.iter().cloned() {
         out.push(deployment_revision(ctx, d).await?);
     }
-    Ok(out)
+    Ok(page.with(out))
 }
 
 /// One deployment with its revision.
@@ -606,15 +677,16 @@ pub async fn app_revisions(
     ctx: &Ctx,
     app_guid: &str,
     params: &ListParams,
-) -> ApiResult<Vec<(db::Revision, Option<Droplet>)>> {
+) -> ApiResult<Page<(db::Revision, Option<Droplet>)>> {
     db::get::<App>(&ctx.pool, app_guid).await?;
     let mut c = conds(params, &[("versions", "version")])?;
     c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
-    let mut out = Vec::new();
-    for r in db::list::<db::Revision>(&ctx.pool, &c).await? {
+    let page: Page<db::Revision> = paged(ctx, params, TIMES, &c).await?;
+    let mut out = Vec::with_capacity(page.items.len());
+    for r in page.items.iter().cloned() {
         out.push(revision_droplet(ctx, r).await?);
     }
-    Ok(out)
+    Ok(page.with(out))
 }
 
 /// One revision with its droplet.
@@ -707,7 +779,7 @@ pub async fn tasks(
     perms: &Permissions,
     app_guid: Option<&str>,
     params: &ListParams,
-) -> ApiResult<Vec<Task>> {
+) -> ApiResult<Page<Task>> {
     let mut c = conds(
         params,
         &[("guids", "guid"), ("names", "name"), ("states", "state")],
@@ -724,7 +796,7 @@ pub async fn tasks(
             app_scope(ctx, params, &mut c).await?;
         }
     }
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// `created_ats` and its `[lt]`, `[lte]`, `[gt]`, `[gte]` forms, as Cloud
@@ -753,7 +825,7 @@ pub async fn audit_events(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<AuditEvent>> {
+) -> ApiResult<Page<AuditEvent>> {
     let mut c = conds(
         params,
         &[
@@ -765,7 +837,7 @@ pub async fn audit_events(
     )?;
     created_ats(params, &mut c)?;
     c.extend(in_visible_spaces(perms, "space_guid"));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// Roles the caller sees (those in orgs and spaces it reads), filtered as
@@ -774,7 +846,7 @@ pub async fn roles(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<db::Role>> {
+) -> ApiResult<Page<db::Role>> {
     let mut c = conds(
         params,
         &[
@@ -792,7 +864,7 @@ pub async fn roles(
             spaces.into_iter().chain(orgs).collect(),
         ));
     }
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, TIMES, &c).await
 }
 
 /// The guids of the users the caller sees: itself and those with a role in
@@ -829,7 +901,7 @@ pub async fn users(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<UserView>> {
+) -> ApiResult<Page<UserView>> {
     let mut c = conds(params, &[("guids", "guid")])?;
     if let Some(names) = params.list("usernames") {
         c.push(Cond::Via {
@@ -843,7 +915,8 @@ pub async fn users(
     if let Some(visible) = visible_user_guids(ctx, perms).await? {
         c.push(Cond::In("guid", visible));
     }
-    with_uaa(ctx, db::list(&ctx.pool, &c).await?).await
+    let page: Page<db::CcUser> = paged(ctx, params, TIMES, &c).await?;
+    Ok(page.with(with_uaa(ctx, page.items.clone()).await?))
 }
 
 /// `GET /v3/users/:guid`: 404 unless the caller sees the user.
@@ -899,7 +972,7 @@ pub async fn service_instances(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<db::ServiceInstance>> {
+) -> ApiResult<Page<db::ServiceInstance>> {
     if let Some(t) = params.get("type")
         && t != "managed"
         && t != "user-provided"
@@ -919,7 +992,7 @@ pub async fn service_instances(
     )?;
     c.extend(in_orgs(params));
     c.extend(in_visible_spaces(perms, "space_guid"));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, NAMED, &c).await
 }
 
 /// Credential bindings the caller sees (those of apps it sees), filtered
@@ -930,7 +1003,7 @@ pub async fn service_bindings(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<db::ServiceBinding>> {
+) -> ApiResult<Page<db::ServiceBinding>> {
     if let Some(t) = params.get("type")
         && t != "app"
         && t != "key"
@@ -961,7 +1034,7 @@ pub async fn service_bindings(
         c.push(by_name("app_guid", "apps", names));
     }
     c.extend(of_visible_apps(perms));
-    db::list(&ctx.pool, &c).await
+    paged(ctx, params, NAMED, &c).await
 }
 
 /// Organization quotas (`GET /v3/organization_quotas`): `names`, `guids`,
@@ -971,7 +1044,7 @@ pub async fn org_quotas(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<(db::OrganizationQuota, Vec<String>)>> {
+) -> ApiResult<Page<(db::OrganizationQuota, Vec<String>)>> {
     let mut c = conds(params, &[("names", "name"), ("guids", "guid")])?;
     if let Some(orgs) = params.list("organization_guids") {
         c.push(Cond::Via {
@@ -982,13 +1055,13 @@ pub async fn org_quotas(
             values: orgs,
         });
     }
-    let quotas = db::list::<db::OrganizationQuota>(&ctx.pool, &c).await?;
-    let mut out = Vec::with_capacity(quotas.len());
-    for q in quotas {
+    let page: Page<db::OrganizationQuota> = paged(ctx, params, NAMED, &c).await?;
+    let mut out = Vec::with_capacity(page.items.len());
+    for q in page.items.iter().cloned() {
         let orgs = org_quota_orgs(ctx, perms, &q.guid).await?;
         out.push((q, orgs));
     }
-    Ok(out)
+    Ok(page.with(out))
 }
 
 /// The orgs a quota is applied to that the caller sees.
@@ -1011,7 +1084,7 @@ pub async fn space_quotas(
     ctx: &Ctx,
     perms: &Permissions,
     params: &ListParams,
-) -> ApiResult<Vec<(db::SpaceQuota, Vec<String>)>> {
+) -> ApiResult<Page<(db::SpaceQuota, Vec<String>)>> {
     let mut c = conds(
         params,
         &[
@@ -1036,13 +1109,13 @@ pub async fn space_quotas(
             via_spaces(spaces),
         ]));
     }
-    let quotas = db::list::<db::SpaceQuota>(&ctx.pool, &c).await?;
-    let mut out = Vec::with_capacity(quotas.len());
-    for q in quotas {
+    let page: Page<db::SpaceQuota> = paged(ctx, params, NAMED, &c).await?;
+    let mut out = Vec::with_capacity(page.items.len());
+    for q in page.items.iter().cloned() {
         let spaces = space_quota_spaces(ctx, perms, &q.guid).await?;
         out.push((q, spaces));
     }
-    Ok(out)
+    Ok(page.with(out))
 }
 
 /// One space quota the caller sees (CC's 404 otherwise), with the spaces
@@ -1074,6 +1147,16 @@ async fn applied_spaces(ctx: &Ctx, quota: &str) -> ApiResult<Vec<String>> {
             .map(|a| a.guid)
             .collect(),
     )
+}
+
+/// The space quota of each of `spaces` that has one (space → quota).
+pub async fn space_quota_guids(
+    ctx: &Ctx,
+    spaces: &[String],
+) -> ApiResult<std::collections::HashMap<String, String>> {
+    let c = [Cond::In("guid", spaces.to_vec())];
+    let found: Vec<db::SpaceQuotaAssignment> = db::list(&ctx.pool, &c).await?;
+    Ok(found.into_iter().map(|a| (a.guid, a.quota_guid)).collect())
 }
 
 /// The spaces a space quota is applied to that the caller sees.

@@ -100,13 +100,14 @@ pub fn org_json(b: &str, o: &Organization) -> Value {
     })
 }
 
-pub fn space_json(b: &str, s: &Space) -> Value {
+/// A space; `quota` is the guid of its space quota, if it has one.
+pub fn space_json(b: &str, s: &Space, quota: Option<&String>) -> Value {
     json!({
         "guid": s.guid, "created_at": s.created_at, "updated_at": s.updated_at,
         "name": s.name, "suspended": s.suspended,
         "relationships": {
             "organization": {"data": {"guid": s.organization_guid}},
-            "quota": {"data": null},
+            "quota": {"data": quota.map(|q| json!({ "guid": q }))},
         },
         "metadata": metadata(),
         "links": {

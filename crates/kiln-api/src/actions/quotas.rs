@@ -316,6 +316,32 @@ pub async fn check_scale(ctx: &Ctx, p: &Process, instances: i64, memory: i64) ->
     check_processes(ctx, &app, &processes).await
 }
 
+/// A new task of `app` (CC's MaxAppTasksPolicy: `per_app_tasks` is how
+/// many tasks may be pending or running in the org, and in the space, at
+/// once), org first as CC validates, in CC's words.
+pub async fn check_task(ctx: &Ctx, app: &App) -> ApiResult<()> {
+    let space = org_of_space(ctx, &app.space_guid).await?;
+    let org_q = quota_of(ctx, &space.organization_guid).await?.limits;
+    let space_q = super::space_quotas::quota_of(ctx, &space.guid)
+        .await?
+        .map_or(Value::Null, |q| q.limits);
+    let (in_space, in_org) =
+        db::live_tasks(&ctx.pool, &space.guid, &space.organization_guid).await?;
+    let full = |limits: &Value, live: i64| {
+        limit(limits, "apps", "per_app_tasks").is_some_and(|max| max <= live)
+    };
+    let failed: Vec<&str> = [full(&org_q, in_org), full(&space_q, in_space)]
+        .into_iter()
+        .filter(|f| *f)
+        .map(|_| "app_task_limit quota exceeded")
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(failed.join(", ")))
+    }
+}
+
 /// A new route in `space` (CC's MaxRoutesPolicy on the space's quota,
 /// then on the org's).
 pub async fn check_route(ctx: &Ctx, space: &Space) -> ApiResult<()> {

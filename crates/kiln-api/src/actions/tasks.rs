@@ -68,6 +68,7 @@ pub async fn create(ctx: &Ctx, app_guid: &str, msg: CreateTask) -> ApiResult<Tas
     let app = db::get::<App>(&ctx.pool, app_guid).await?;
     msg.validate()?;
     let droplet = task_droplet(ctx, &app, msg.droplet_guid.as_deref()).await?;
+    super::quotas::check_task(ctx, &app).await?;
     let template = template_process(ctx, &app, &msg).await?;
     let command = match (&msg.command, &template) {
         (Some(c), _) => c.clone(),

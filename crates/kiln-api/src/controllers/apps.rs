@@ -30,11 +30,10 @@ pub async fn list(
     Extension(perms): Extension<Permissions>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    let (apps, total) = fetchers::apps_page(&ctx, &perms, &params).await?;
-    let items = apps.iter().map(|a| app_json(&ctx.base, a)).collect();
-    let url = format!("{}/v3/apps", ctx.base);
-    let total = usize::try_from(total).unwrap_or_default();
-    Ok(Json(crate::web::page_json(&url, &params, total, items)))
+    let apps = fetchers::apps_page(&ctx, &perms, &params).await?;
+    Ok(list_of(&ctx.base, "/v3/apps", &params, apps, |a| {
+        app_json(&ctx.base, a)
+    }))
 }
 
 pub async fn get_one(

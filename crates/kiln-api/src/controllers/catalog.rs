@@ -98,9 +98,17 @@ pub async fn list_spaces(
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
     let spaces = fetchers::spaces(&ctx, &perms, &params).await?;
+    let guids: Vec<String> = spaces.items.iter().map(|s| s.guid.clone()).collect();
+    let quotas = fetchers::space_quota_guids(&ctx, &guids).await?;
     Ok(list_of(&ctx.base, "/v3/spaces", &params, spaces, |s| {
-        p::space_json(&ctx.base, s)
+        p::space_json(&ctx.base, s, quotas.get(&s.guid))
     }))
+}
+
+/// A space as CC presents it, with its space quota.
+async fn present_space(ctx: &crate::context::Ctx, s: &crate::db::Space) -> ApiResult<Value> {
+    let quotas = fetchers::space_quota_guids(ctx, std::slice::from_ref(&s.guid)).await?;
+    Ok(p::space_json(&ctx.base, s, quotas.get(&s.guid)))
 }
 
 pub async fn get_space(
@@ -108,7 +116,7 @@ pub async fn get_space(
     Path(guid): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let s = fetchers::one(&ctx, &guid).await?;
-    Ok(Json(p::space_json(&ctx.base, &s)))
+    Ok(Json(present_space(&ctx, &s).await?))
 }
 
 pub async fn create_space(
@@ -116,7 +124,7 @@ pub async fn create_space(
     CfJson(msg): CfJson<CreateSpace>,
 ) -> ApiResult<Response> {
     let s = actions::spaces::create_space(&ctx, msg).await?;
-    Ok((StatusCode::CREATED, Json(p::space_json(&ctx.base, &s))).into_response())
+    Ok((StatusCode::CREATED, Json(present_space(&ctx, &s).await?)).into_response())
 }
 
 pub async fn update_space(
@@ -125,7 +133,7 @@ pub async fn update_space(
     CfJson(msg): CfJson<UpdateNamed>,
 ) -> ApiResult<Json<Value>> {
     let s = actions::spaces::update_space(&ctx, &guid, msg).await?;
-    Ok(Json(p::space_json(&ctx.base, &s)))
+    Ok(Json(present_space(&ctx, &s).await?))
 }
 
 /// `DELETE /v3/spaces/:guid`: the space with its apps and routes.

@@ -2,7 +2,7 @@
 //! (CC's check-route), a package's bits, an app's deployed revisions and
 //! its buildpack cache.
 
-use super::{accepted, list_of};
+use super::{accepted, list_all_of};
 use crate::actions;
 use crate::context::Shared;
 use crate::error::ApiResult;
@@ -44,7 +44,7 @@ pub async fn deployed_revisions(
 ) -> ApiResult<Json<Value>> {
     let revs = fetchers::deployed_revisions(&ctx, &app_guid).await?;
     let path = format!("/v3/apps/{app_guid}/revisions/deployed");
-    Ok(list_of(&ctx.base, &path, &params, revs, |(r, d)| {
+    Ok(list_all_of(&ctx.base, &path, &params, revs, |(r, d)| {
         revision_json(&ctx.base, r, d.as_ref())
     }))
 }

@@ -30,12 +30,31 @@ pub mod space_quotas;
 pub mod tasks;
 pub mod users;
 
-use crate::web::{ListParams, paginate};
+use crate::fetchers::Page;
+use crate::web::{ListParams, page_json, paginate};
 use axum::Json;
 use serde_json::Value;
 
-/// A paginated list of `items` presented by `present`, at `path`.
+/// CF's paginated list at `path` of one page, paged in SQL, each row
+/// presented by `present`.
 pub fn list_of<T>(
+    base: &str,
+    path: &str,
+    params: &ListParams,
+    page: Page<T>,
+    present: impl Fn(&T) -> Value,
+) -> Json<Value> {
+    Json(page_json(
+        &format!("{base}{path}"),
+        params,
+        page.total,
+        page.items.iter().map(present).collect(),
+    ))
+}
+
+/// A list that is not a table's rows (feature flags, the one deployed
+/// revision, a process's sidecars), ordered and paged in memory.
+pub fn list_all_of<T>(
     base: &str,
     path: &str,
     params: &ListParams,

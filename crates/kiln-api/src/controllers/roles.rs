@@ -31,7 +31,9 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let roles = fetchers::roles(&ctx, &perms, &params).await?;
     let include = params.list("include").unwrap_or_default();
-    let (users, spaces, orgs) = fetchers::role_includes(&ctx, &roles, &include).await?;
+    let (users, spaces, orgs) = fetchers::role_includes(&ctx, &roles.items, &include).await?;
+    let space_guids: Vec<String> = spaces.iter().map(|s| s.guid.clone()).collect();
+    let quotas = fetchers::space_quota_guids(&ctx, &space_guids).await?;
     let Json(mut page) = list_of(&ctx.base, "/v3/roles", &params, roles, |r| {
         role_json(&ctx.base, r)
     });
@@ -54,7 +56,10 @@ pub async fn list(
         put(
             "spaces",
             "space",
-            spaces.iter().map(|s| space_json(b, s)).collect(),
+            spaces
+                .iter()
+                .map(|s| space_json(b, s, quotas.get(&s.guid)))
+                .collect(),
         );
         put(
             "organizations",

@@ -1,7 +1,7 @@
 //! `/v3/feature_flags`, `/v3/environment_variable_groups`, and the usage
 //! summaries (`/v3/info/usage_summary`, an org's `usage_summary`).
 
-use super::list_of;
+use super::list_all_of;
 use crate::actions::settings::{self, Flag};
 use crate::context::Shared;
 use crate::error::ApiResult;
@@ -27,7 +27,7 @@ pub async fn list_feature_flags(
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
     let flags = settings::feature_flags(&ctx).await?;
-    Ok(list_of(
+    Ok(list_all_of(
         &ctx.base,
         "/v3/feature_flags",
         &params,

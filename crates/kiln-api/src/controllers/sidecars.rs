@@ -1,10 +1,10 @@
 //! `/v3/apps/:guid/sidecars`, `/v3/sidecars/:guid` and
 //! `/v3/processes/:guid/sidecars`.
 
-use super::list_of;
+use super::{list_all_of, list_of};
 use crate::actions;
 use crate::context::Shared;
-use crate::db::{self, Sidecar};
+use crate::db::Sidecar;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::sidecars::SidecarBody;
@@ -30,8 +30,7 @@ pub async fn app_sidecars(
     Path(app_guid): Path<String>,
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
-    db::get::<db::App>(&ctx.pool, &app_guid).await?;
-    let sidecars = db::where_eq::<Sidecar>(&ctx.pool, "app_guid", &app_guid).await?;
+    let sidecars = fetchers::app_sidecars(&ctx, &app_guid, &params).await?;
     let path = format!("/v3/apps/{app_guid}/sidecars");
     Ok(list_of(&ctx.base, &path, &params, sidecars, sidecar_json))
 }
@@ -44,7 +43,13 @@ pub async fn process_sidecars(
     let (app, p) = fetchers::process(&ctx, &process_guid).await?;
     let sidecars = crate::diego::sidecars_of(&ctx, &app.guid, &p.r#type).await?;
     let path = format!("/v3/processes/{process_guid}/sidecars");
-    Ok(list_of(&ctx.base, &path, &params, sidecars, sidecar_json))
+    Ok(list_all_of(
+        &ctx.base,
+        &path,
+        &params,
+        sidecars,
+        sidecar_json,
+    ))
 }
 
 pub async fn get_one(

@@ -310,6 +310,9 @@ pub struct Order {
     pub descending: bool,
 }
 
+/// Integer columns a list may be ordered by (no collation applies).
+const INTEGER_ORDER_COLUMNS: [&str; 1] = ["position"];
+
 /// One page (1-based) of `per_page` rows matching every condition, and how
 /// many match in all: LIMIT/OFFSET and COUNT in SQL, so a long list is
 /// never read whole.
@@ -329,7 +332,14 @@ pub async fn page<T: Record>(
     match order {
         Some(Order { column, descending }) => {
             let dir = if descending { "DESC" } else { "ASC" };
-            q.push(&format!(" ORDER BY {column} {dir}, seq {dir}"));
+            // Text sorts by bytes on both engines, so a page holds the
+            // same rows on SQLite and PostgreSQL.
+            let collate = if INTEGER_ORDER_COLUMNS.contains(&column) {
+                ""
+            } else {
+                kiln_store::engine_specific::byte_order(kiln_store::engine(pool))
+            };
+            q.push(&format!(" ORDER BY {column}{collate} {dir}, seq {dir}"));
         }
         None => {
             q.push(" ORDER BY seq");
@@ -676,6 +686,27 @@ pub async fn space_usage<'e>(
     .fetch_one(exec)
     .await?;
     Ok((memory, instances))
+}
+
+/// How many tasks are PENDING or RUNNING in a space and in its org (CC's
+/// `running_and_pending_tasks_count`, which its per-app task limit
+/// compares against).
+pub async fn live_tasks<'e>(
+    exec: impl Executor<'e>,
+    space_guid: &str,
+    org_guid: &str,
+) -> ApiResult<(i64, i64)> {
+    let (space, org): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN a.space_guid = $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COUNT(*) AS BIGINT) \
+         FROM tasks t JOIN apps a ON a.guid = t.app_guid JOIN spaces s ON s.guid = a.space_guid \
+         WHERE s.organization_guid = $2 AND t.state IN ('PENDING', 'RUNNING')",
+    )
+    .bind(space_guid)
+    .bind(org_guid)
+    .fetch_one(exec)
+    .await?;
+    Ok((space, org))
 }
 
 /// How many routes the spaces of an org hold.

@@ -475,3 +475,65 @@ async fn space_quotas_are_enforced_beside_the_org_quota() {
     assert_eq!(q["relationships"]["spaces"]["data"], json!([]), "{q}");
     kiln.stop().await;
 }
+
+/// `per_app_tasks` of the space's and the org's quota bounds the tasks
+/// pending or running at once (CC's MaxAppTasksPolicy, in its words), and
+/// a space shows its quota in `relationships.quota`.
+#[tokio::test]
+async fn per_app_tasks_is_enforced_on_task_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiln = start(dir.path(), 1 << 20, Some(PASSWORD)).await;
+    let bp = guid(&kiln.create_buildpack("python", None).await);
+    let org = new_org(&kiln, "tasks").await;
+    let s1 = new_space(&kiln, &org, "s1").await;
+    let s2 = new_space(&kiln, &org, "s2").await;
+    let mut body = quota_body("one-task", &org, &[&s1]);
+    body["apps"] = json!({"per_app_tasks": 1});
+    let (status, q) = kiln.post("/v3/space_quotas", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{q}");
+    let (_, space) = kiln.get(&format!("/v3/spaces/{s1}")).await;
+    assert_eq!(space["relationships"]["quota"]["data"]["guid"], q["guid"]);
+    let (_, listed) = kiln
+        .get(&format!(
+            "/v3/spaces?organization_guids={org}&order_by=name"
+        ))
+        .await;
+    assert_eq!(
+        listed["resources"][0]["relationships"]["quota"]["data"]["guid"],
+        q["guid"]
+    );
+    assert!(listed["resources"][1]["relationships"]["quota"]["data"].is_null());
+
+    let a = staged_app(&kiln, &s1, "a", &bp).await;
+    let task = json!({"command": "echo hi"});
+    let tasks = format!("/v3/apps/{a}/tasks");
+    let (status, first) = kiln.post(&tasks, task.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, v) = kiln.post(&tasks, task.clone()).await;
+    assert_422(status, &v, "app_task_limit quota exceeded");
+    let (_, listed) = kiln.get(&tasks).await;
+    assert_eq!(listed["pagination"]["total_results"], 1, "nothing made");
+    // A canceled task no longer counts.
+    let cancel = format!("/v3/tasks/{}/actions/cancel", guid(&first));
+    let (status, v) = kiln.post(&cancel, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let (status, v) = kiln.post(&tasks, task.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+
+    // The org's quota counts the tasks of all its spaces.
+    let (status, oq) = kiln
+        .post(
+            "/v3/organization_quotas",
+            json!({"name": "two-tasks", "apps": {"per_app_tasks": 2},
+                "relationships": {"organizations": {"data": [{"guid": org}]}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{oq}");
+    let b = staged_app(&kiln, &s2, "b", &bp).await;
+    let b_tasks = format!("/v3/apps/{b}/tasks");
+    let (status, v) = kiln.post(&b_tasks, task.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let (status, v) = kiln.post(&b_tasks, task).await;
+    assert_422(status, &v, "app_task_limit quota exceeded");
+    kiln.stop().await;
+}
