@@ -1149,6 +1149,16 @@ async fn applied_spaces(ctx: &Ctx, quota: &str) -> ApiResult<Vec<String>> {
     )
 }
 
+/// The organization quota of each of `orgs` (org → quota).
+pub async fn org_quota_guids(
+    ctx: &Ctx,
+    orgs: &[String],
+) -> ApiResult<std::collections::HashMap<String, String>> {
+    let c = [Cond::In("guid", orgs.to_vec())];
+    let found: Vec<db::QuotaAssignment> = db::list(&ctx.pool, &c).await?;
+    Ok(found.into_iter().map(|a| (a.guid, a.quota_guid)).collect())
+}
+
 /// The space quota of each of `spaces` that has one (space → quota).
 pub async fn space_quota_guids(
     ctx: &Ctx,

@@ -86,23 +86,28 @@ pub fn info(b: &str) -> Value {
     })
 }
 
-pub fn org_json(b: &str, o: &Organization) -> Value {
-    json!({
+/// An org; `quota` is the guid of its organization quota.
+pub fn org_json(b: &str, o: &Organization, quota: Option<&String>) -> Value {
+    let mut v = json!({
         "guid": o.guid, "created_at": o.created_at, "updated_at": o.updated_at,
         "name": o.name, "suspended": o.suspended,
-        "relationships": {"quota": {"data": null}},
+        "relationships": {"quota": {"data": quota.map(|q| json!({ "guid": q }))}},
         "metadata": metadata(),
         "links": {
             "self": link(b, &format!("/v3/organizations/{}", o.guid)),
             "domains": link(b, &format!("/v3/organizations/{}/domains", o.guid)),
             "default_domain": link(b, &format!("/v3/organizations/{}/domains/default", o.guid)),
         },
-    })
+    });
+    if let Some(q) = quota {
+        v["links"]["quota"] = link(b, &format!("/v3/organization_quotas/{q}"));
+    }
+    v
 }
 
 /// A space; `quota` is the guid of its space quota, if it has one.
 pub fn space_json(b: &str, s: &Space, quota: Option<&String>) -> Value {
-    json!({
+    let mut v = json!({
         "guid": s.guid, "created_at": s.created_at, "updated_at": s.updated_at,
         "name": s.name, "suspended": s.suspended,
         "relationships": {
@@ -116,7 +121,11 @@ pub fn space_json(b: &str, s: &Space, quota: Option<&String>) -> Value {
             "features": link(b, &format!("/v3/spaces/{}/features", s.guid)),
             "apply_manifest": link_method(b, &format!("/v3/spaces/{}/actions/apply_manifest", s.guid), "POST"),
         },
-    })
+    });
+    if let Some(q) = quota {
+        v["links"]["quota"] = link(b, &format!("/v3/space_quotas/{q}"));
+    }
+    v
 }
 
 /// A domain; `shared` are the orgs it is shared with that the caller

@@ -35,13 +35,21 @@ pub async fn list_orgs(
     params: ListParams,
 ) -> ApiResult<Json<Value>> {
     let orgs = fetchers::orgs(&ctx, &perms, &params).await?;
+    let guids: Vec<String> = orgs.items.iter().map(|o| o.guid.clone()).collect();
+    let quotas = fetchers::org_quota_guids(&ctx, &guids).await?;
     Ok(list_of(
         &ctx.base,
         "/v3/organizations",
         &params,
         orgs,
-        |o| p::org_json(&ctx.base, o),
+        |o| p::org_json(&ctx.base, o, quotas.get(&o.guid)),
     ))
+}
+
+/// An org as CC presents it, with its quota.
+async fn present_org(ctx: &crate::context::Ctx, o: &crate::db::Organization) -> ApiResult<Value> {
+    let quotas = fetchers::org_quota_guids(ctx, std::slice::from_ref(&o.guid)).await?;
+    Ok(p::org_json(&ctx.base, o, quotas.get(&o.guid)))
 }
 
 pub async fn get_org(
@@ -49,7 +57,7 @@ pub async fn get_org(
     Path(guid): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let o = fetchers::one(&ctx, &guid).await?;
-    Ok(Json(p::org_json(&ctx.base, &o)))
+    Ok(Json(present_org(&ctx, &o).await?))
 }
 
 /// `POST /v3/organizations`: admins, or anyone while `user_org_creation`
@@ -69,7 +77,7 @@ pub async fn create_org(
     if by_user {
         actions::roles::grant_org_creator(&ctx, &o.guid, &perms.user_guid).await?;
     }
-    Ok((StatusCode::CREATED, Json(p::org_json(&ctx.base, &o))).into_response())
+    Ok((StatusCode::CREATED, Json(present_org(&ctx, &o).await?)).into_response())
 }
 
 pub async fn update_org(
@@ -78,7 +86,7 @@ pub async fn update_org(
     CfJson(msg): CfJson<UpdateNamed>,
 ) -> ApiResult<Json<Value>> {
     let o = actions::spaces::update_org(&ctx, &guid, msg).await?;
-    Ok(Json(p::org_json(&ctx.base, &o)))
+    Ok(Json(present_org(&ctx, &o).await?))
 }
 
 /// `DELETE /v3/organizations/:guid`: the org with its spaces, done before

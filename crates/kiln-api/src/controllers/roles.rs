@@ -34,6 +34,8 @@ pub async fn list(
     let (users, spaces, orgs) = fetchers::role_includes(&ctx, &roles.items, &include).await?;
     let space_guids: Vec<String> = spaces.iter().map(|s| s.guid.clone()).collect();
     let quotas = fetchers::space_quota_guids(&ctx, &space_guids).await?;
+    let org_guids: Vec<String> = orgs.iter().map(|o| o.guid.clone()).collect();
+    let org_quotas = fetchers::org_quota_guids(&ctx, &org_guids).await?;
     let Json(mut page) = list_of(&ctx.base, "/v3/roles", &params, roles, |r| {
         role_json(&ctx.base, r)
     });
@@ -64,7 +66,9 @@ pub async fn list(
         put(
             "organizations",
             "organization",
-            orgs.iter().map(|o| org_json(b, o)).collect(),
+            orgs.iter()
+                .map(|o| org_json(b, o, org_quotas.get(&o.guid)))
+                .collect(),
         );
         page["included"] = Value::Object(included);
     }

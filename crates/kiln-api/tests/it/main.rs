@@ -14,6 +14,7 @@ mod custom_buildpacks;
 mod deployments;
 mod domains;
 mod droplets;
+mod links;
 mod manifest_processes;
 mod manifest_services;
 mod metadata;
