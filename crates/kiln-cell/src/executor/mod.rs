@@ -196,6 +196,7 @@ impl CellCtx {
             .attach_to_port(id, host_port, container_port)
             .await
             .map_err(|e| format!("creating container network: {e}"))?;
+        network.refill();
         tracing::debug!(
             container = id,
             ip = %attachment.ip,
