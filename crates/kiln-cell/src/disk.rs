@@ -498,6 +498,73 @@ mod tests {
         assert_eq!(check_room(dir.path(), 0), Ok(()));
     }
 
+    /// The second container of a size takes the file system made ahead
+    /// (bound on its directory, its image renamed), a new one is made, and
+    /// closing the pool releases it. Needs root to mount.
+    #[tokio::test]
+    async fn a_container_takes_a_file_system_made_ahead() {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) || !available() {
+            assert!(
+                std::env::var("KILN_REQUIRE_RUNC").as_deref() != Ok("1"),
+                "KILN_REQUIRE_RUNC=1 but not root or no mkfs.ext4"
+            );
+            eprintln!("\n!!!!!!!! SKIPPING a_container_takes_a_file_system_made_ahead !!!!!!!!\n");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pool = DiskPool::new(dir.path());
+        let pool_dir = dir.path().join(POOL_DIR);
+        let ready = || {
+            mounts_under(&pool_dir)
+                .unwrap()
+                .into_iter()
+                .filter(|m| *m != pool_dir)
+                .collect::<Vec<_>>()
+        };
+        let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !check() {
+                assert!(std::time::Instant::now() < deadline, "waiting for {what}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
+        let container = |name: &str| {
+            let root = dir.path().join(name);
+            std::fs::create_dir(&root).unwrap();
+            root
+        };
+
+        // The first makes its own; one is made ahead meanwhile.
+        let a = container("a");
+        pool.create(&a, 8).unwrap();
+        wait_for("a file system made ahead", &|| ready().len() == 1);
+        let made_ahead = ready().remove(0);
+
+        // The second takes it: mounted on its directory, image renamed.
+        let b = container("b");
+        let disk = pool.create(&b, 8).unwrap();
+        assert!(image_of(&b).is_file());
+        assert!(!image_of(&made_ahead).exists());
+        std::fs::write(b.join("written"), vec![1u8; 1 << 20]).unwrap();
+        assert!(disk.usage().unwrap() >= 1 << 20);
+        // Its own quota: 8 MB fill up.
+        assert!(std::fs::write(b.join("too-much"), vec![1u8; 9 << 20]).is_err());
+        wait_for("the next one made ahead", &|| {
+            let r = ready();
+            r.len() == 1 && r[0] != made_ahead
+        });
+
+        // Closing releases what is ready; the containers' own stay.
+        pool.close(std::time::Duration::from_secs(30)).await;
+        assert!(ready().is_empty());
+        for root in [&a, &b] {
+            assert!(mounts_under(root).unwrap().contains(root));
+            unmount(root).unwrap();
+        }
+        assert!(mounts_under(dir.path()).unwrap().is_empty());
+    }
+
     const MOUNTINFO: &str = "\
 22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
 90 22 7:0 / /data/containers/abc rw,nosuid,nodev - ext4 /dev/loop0 rw
