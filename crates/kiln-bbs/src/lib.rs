@@ -73,9 +73,10 @@ impl Default for BbsConfig {
     }
 }
 
-/// How long an auction round waits after the first nudge, so a burst of
-/// desires (a push storm, a scale) is placed in one round, as Diego's
-/// auctioneer batches the requests that arrive while it works.
+/// How long after the last round the next one waits, so a burst of desires
+/// (a push storm, a scale) is placed in few rounds, as Diego's auctioneer
+/// batches the requests that arrive while it works. A nudge after a quiet
+/// spell is placed at once: a lone push waits for no window.
 const AUCTION_BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// How often presence is checked for cells that stopped heartbeating.
@@ -245,6 +246,7 @@ impl Bbs {
         let mut presence = tokio::time::interval(PRESENCE_CHECK);
         presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_round = Duration::ZERO;
+        let mut last_end: Option<Instant> = None;
         loop {
             let converge_now = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -252,12 +254,15 @@ impl Bbs {
                 _ = presence.tick() => self.forget_expired_cells() && self.presence_settled(),
                 _ = self.inner.wake.notified() => {
                     // A round's reads grow with what is placed: during a push
-                    // storm, wait at least as long as the last round took so
-                    // rounds never take more than half the BBS's time.
-                    tokio::time::sleep(AUCTION_BATCH_WINDOW.max(last_round)).await;
+                    // storm, rounds are spaced at least as long as the last
+                    // took, so they never take more than half the BBS's time.
+                    let spacing = AUCTION_BATCH_WINDOW.max(last_round);
+                    let quiet = last_end.map_or(spacing, |end| end.elapsed());
+                    tokio::time::sleep(spacing.saturating_sub(quiet)).await;
                     let round = Instant::now();
                     let result = self.auction().await;
                     last_round = round.elapsed();
+                    last_end = Some(Instant::now());
                     match result {
                         Ok(report) if report != AuctionReport::default() => {
                             tracing::debug!(?report, "auction round")

@@ -10,13 +10,14 @@
 //! which inside the container means the stack's harmless `/etc`, but on the
 //! host would mean the host's secrets.
 
-use crate::disk::{self, Disk};
+use crate::disk::{self, Disk, DiskPool};
 use crate::runtime::BindMount;
 use kiln_model::{CONTAINER_GID, CONTAINER_UID, LIFECYCLE_BINARY_PATH};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
@@ -47,11 +48,12 @@ impl ContainerDir {
     /// Creates the directory afresh (removing any leftover) with empty,
     /// vcap-owned `tmp/` and `home/`, on a file system of `disk_mb` of its
     /// own (none when 0).
-    pub fn create(&self, disk_mb: u64) -> io::Result<Option<Disk>> {
+    pub fn create(&self, disks: &Arc<DiskPool>, disk_mb: u64) -> io::Result<Option<Disk>> {
         self.remove()?;
         fs::create_dir_all(&self.root)?;
         let disk = if disk_mb > 0 {
-            let disk = Disk::create(&disk::image_of(&self.root), &self.root, disk_mb)
+            let disk = disks
+                .create(&self.root, disk_mb)
                 .map_err(io::Error::other)?;
             Some(disk)
         } else {
@@ -271,7 +273,7 @@ mod tests {
     fn refuses_to_read_through_symlinks() {
         let data = tempfile::tempdir().unwrap();
         let c = ContainerDir::new(data.path(), "abc");
-        c.create(0).unwrap();
+        c.create(&DiskPool::new(data.path()), 0).unwrap();
         let secret = data.path().join("secret");
         fs::write(&secret, "host secret").unwrap();
         std::os::unix::fs::symlink(&secret, c.root.join("tmp/droplet")).unwrap();

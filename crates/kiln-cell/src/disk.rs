@@ -80,6 +80,190 @@ impl Disk {
     }
 }
 
+/// Where the pool keeps its ready file systems, under the containers dir
+/// (so the cell's sweep unmounts and removes leftovers at start and stop).
+pub const POOL_DIR: &str = ".disk-pool";
+
+/// Ready file systems kept per size: one covers a push (its staging
+/// container and then its app instance each find one).
+const POOL_TARGET: usize = 1;
+
+/// File systems made ahead of the containers that will need them: copying
+/// the template and loop-mounting it is most of a container's creation
+/// (`mount -o loop` alone takes tens of milliseconds, more on a busy
+/// machine). A container takes a ready one with a bind mount, and a
+/// replacement is made in the background. Sizes are learnt from use: the
+/// first container of a size makes its own.
+#[derive(Debug)]
+pub struct DiskPool {
+    dir: PathBuf,
+    state: std::sync::Mutex<PoolState>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    closed: bool,
+    /// Background jobs not finished (making or releasing a file system).
+    in_flight: usize,
+    /// Mount points of ready file systems, by size in bytes.
+    ready: std::collections::HashMap<u64, Vec<PathBuf>>,
+    /// File systems being made, by size in bytes.
+    making: std::collections::HashMap<u64, usize>,
+}
+
+impl DiskPool {
+    pub fn new(containers_dir: &Path) -> std::sync::Arc<DiskPool> {
+        std::sync::Arc::new(DiskPool {
+            dir: containers_dir.join(POOL_DIR),
+            state: Default::default(),
+            next: Default::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mounts a `size_mb` file system on `mountpoint` (an existing, empty
+    /// directory) with its image at [`image_of`] it: a ready one when the
+    /// pool has one, else one made now.
+    pub fn create(
+        self: &std::sync::Arc<Self>,
+        mountpoint: &Path,
+        size_mb: u64,
+    ) -> Result<Disk, DiskError> {
+        let bytes = size_mb.saturating_mul(1024 * 1024);
+        let ready = self.take(bytes);
+        self.refill(bytes, size_mb);
+        if let Some(pooled) = ready {
+            match self.adopt(&pooled, mountpoint) {
+                Ok(disk) => return Ok(disk),
+                Err(error) => tracing::warn!(%error, "ready disk not usable; making one"),
+            }
+        }
+        Disk::create(&image_of(mountpoint), mountpoint, size_mb)
+    }
+
+    fn take(&self, bytes: u64) -> Option<PathBuf> {
+        self.lock().ready.get_mut(&bytes).and_then(Vec::pop)
+    }
+
+    /// Binds the ready file system at `pooled` on `mountpoint`, gives its
+    /// image the container's name and lets go of the pool's mount (in the
+    /// background: the bind keeps the file system).
+    fn adopt(
+        self: &std::sync::Arc<Self>,
+        pooled: &Path,
+        mountpoint: &Path,
+    ) -> Result<Disk, DiskError> {
+        let bound = run(
+            "mount",
+            tool("mount").arg("--bind").arg(pooled).arg(mountpoint),
+        )
+        .and_then(|()| {
+            std::fs::rename(image_of(pooled), image_of(mountpoint)).map_err(|source| {
+                DiskError::Image {
+                    path: image_of(mountpoint),
+                    source,
+                }
+            })
+        });
+        if let Err(e) = bound {
+            let _ = unmount(mountpoint);
+            self.background(release_pooled(pooled.to_path_buf()));
+            return Err(e);
+        }
+        self.background(release_pooled(pooled.to_path_buf()));
+        let baseline = used_bytes(mountpoint).unwrap_or(0);
+        Ok(Disk {
+            mountpoint: mountpoint.to_path_buf(),
+            baseline,
+        })
+    }
+
+    /// Starts making file systems of `bytes` until the pool holds its
+    /// target of them (counting those being made).
+    fn refill(self: &std::sync::Arc<Self>, bytes: u64, size_mb: u64) {
+        let mut state = self.lock();
+        let have = state.ready.get(&bytes).map_or(0, Vec::len)
+            + state.making.get(&bytes).copied().unwrap_or(0);
+        if state.closed || have >= POOL_TARGET {
+            return;
+        }
+        *state.making.entry(bytes).or_default() += 1;
+        drop(state);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mountpoint = self.dir.join(n.to_string());
+        let pool = self.clone();
+        self.background(move || {
+            let made = std::fs::create_dir_all(&mountpoint)
+                .map_err(|source| DiskError::Image {
+                    path: mountpoint.clone(),
+                    source,
+                })
+                .and_then(|()| Disk::create(&image_of(&mountpoint), &mountpoint, size_mb));
+            let mut state = pool.lock();
+            if let Some(making) = state.making.get_mut(&bytes) {
+                *making = making.saturating_sub(1);
+            }
+            match made {
+                Ok(_) if !state.closed => {
+                    state.ready.entry(bytes).or_default().push(mountpoint);
+                }
+                Ok(_) => {
+                    drop(state);
+                    release_pooled(mountpoint)();
+                }
+                Err(error) => {
+                    drop(state);
+                    tracing::warn!(%error, "making a disk ahead");
+                    release_pooled(mountpoint)();
+                }
+            }
+        });
+    }
+
+    /// Runs `job` on a thread of its own, counted until it ends so that
+    /// [`DiskPool::close`] can wait for it.
+    fn background(self: &std::sync::Arc<Self>, job: impl FnOnce() + Send + 'static) {
+        self.lock().in_flight += 1;
+        let pool = self.clone();
+        std::thread::spawn(move || {
+            job();
+            pool.lock().in_flight -= 1;
+        });
+    }
+
+    /// Makes no more file systems and releases the ready ones, once the
+    /// jobs under way are done (waiting at most `wait`).
+    pub async fn close(&self, wait: std::time::Duration) {
+        self.lock().closed = true;
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.lock().in_flight > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let ready: Vec<PathBuf> = self.lock().ready.drain().flat_map(|(_, v)| v).collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            ready.into_iter().for_each(|p| release_pooled(p)())
+        })
+        .await;
+    }
+}
+
+/// Unmounts a pool mount point (if mounted) and removes it and its image.
+fn release_pooled(mountpoint: PathBuf) -> impl FnOnce() + Send + 'static {
+    move || {
+        if mounts_under(&mountpoint).is_ok_and(|m| m.contains(&mountpoint))
+            && let Err(error) = unmount(&mountpoint)
+        {
+            tracing::warn!(%error, "releasing a ready disk");
+        }
+        let _ = std::fs::remove_dir(&mountpoint);
+        let _ = std::fs::remove_file(image_of(&mountpoint));
+    }
+}
+
 /// The image file of the container directory `root`.
 pub fn image_of(root: &Path) -> PathBuf {
     let mut name = OsString::from(root.as_os_str());
@@ -312,6 +496,73 @@ mod tests {
             Err("insufficient resources: disk (cell has 0 MB free, container needs 4 MB)".into())
         );
         assert_eq!(check_room(dir.path(), 0), Ok(()));
+    }
+
+    /// The second container of a size takes the file system made ahead
+    /// (bound on its directory, its image renamed), a new one is made, and
+    /// closing the pool releases it. Needs root to mount.
+    #[tokio::test]
+    async fn a_container_takes_a_file_system_made_ahead() {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) || !available() {
+            assert!(
+                std::env::var("KILN_REQUIRE_RUNC").as_deref() != Ok("1"),
+                "KILN_REQUIRE_RUNC=1 but not root or no mkfs.ext4"
+            );
+            eprintln!("\n!!!!!!!! SKIPPING a_container_takes_a_file_system_made_ahead !!!!!!!!\n");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pool = DiskPool::new(dir.path());
+        let pool_dir = dir.path().join(POOL_DIR);
+        let ready = || {
+            mounts_under(&pool_dir)
+                .unwrap()
+                .into_iter()
+                .filter(|m| *m != pool_dir)
+                .collect::<Vec<_>>()
+        };
+        let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !check() {
+                assert!(std::time::Instant::now() < deadline, "waiting for {what}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
+        let container = |name: &str| {
+            let root = dir.path().join(name);
+            std::fs::create_dir(&root).unwrap();
+            root
+        };
+
+        // The first makes its own; one is made ahead meanwhile.
+        let a = container("a");
+        pool.create(&a, 8).unwrap();
+        wait_for("a file system made ahead", &|| ready().len() == 1);
+        let made_ahead = ready().remove(0);
+
+        // The second takes it: mounted on its directory, image renamed.
+        let b = container("b");
+        let disk = pool.create(&b, 8).unwrap();
+        assert!(image_of(&b).is_file());
+        assert!(!image_of(&made_ahead).exists());
+        std::fs::write(b.join("written"), vec![1u8; 1 << 20]).unwrap();
+        assert!(disk.usage().unwrap() >= 1 << 20);
+        // Its own quota: 8 MB fill up.
+        assert!(std::fs::write(b.join("too-much"), vec![1u8; 9 << 20]).is_err());
+        wait_for("the next one made ahead", &|| {
+            let r = ready();
+            r.len() == 1 && r[0] != made_ahead
+        });
+
+        // Closing releases what is ready; the containers' own stay.
+        pool.close(std::time::Duration::from_secs(30)).await;
+        assert!(ready().is_empty());
+        for root in [&a, &b] {
+            assert!(mounts_under(root).unwrap().contains(root));
+            unmount(root).unwrap();
+        }
+        assert!(mounts_under(dir.path()).unwrap().is_empty());
     }
 
     const MOUNTINFO: &str = "\

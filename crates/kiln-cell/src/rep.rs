@@ -205,6 +205,7 @@ pub async fn run(
         runtime,
         bbs,
         logs,
+        disks: disk::DiskPool::new(&containers_dir),
         containers_dir,
         network,
         limit_swap: Cgroups::detect().swap_limit,
@@ -299,6 +300,8 @@ pub async fn run(
     {
         tracing::warn!(cell_id = %ctx.config.cell_id, "executors did not stop in time");
     }
+    // Before the sweep, which then finds no ready disk being made.
+    ctx.disks.close(SHUTDOWN_WAIT).await;
     sweep(
         ctx.runtime.as_ref(),
         &ctx.containers_dir,

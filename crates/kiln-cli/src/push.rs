@@ -698,14 +698,16 @@ async fn upload_package(
         tree.files.len(),
         cached.len()
     );
-    client
-        .call(
-            Method::POST,
-            &format!("/v3/packages/{}/upload", package.guid),
-            Body::Multipart(form),
-        )
+    let path = format!("/v3/packages/{}/upload", package.guid);
+    let reply = client
+        .call(Method::POST, &path, Body::Multipart(form))
         .await?;
     println!("\nWaiting for API to complete processing files...");
+    // Kiln processes the upload before answering: no need to ask again.
+    let uploaded: Option<Package> = serde_json::from_str(&reply.body).ok();
+    if uploaded.is_some_and(|p| p.state.parse::<PackageState>().ok() == Some(PackageState::Ready)) {
+        return Ok(package.guid);
+    }
     let deadline = Instant::now() + STAGING_TIMEOUT;
     let mut pace = Pace::up_to(Duration::from_millis(300));
     loop {

@@ -39,6 +39,9 @@ struct Fake {
     /// (start_time, descending, limit, envelopes returned, a build was staging)
     reads: Vec<(i64, bool, u32, usize, bool)>,
     next_id: u32,
+    /// Answer an upload with the package READY, as Kiln does (it processes
+    /// the bits before answering); else PROCESSING_UPLOAD, as CC does.
+    ready_on_upload: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -370,9 +373,13 @@ async fn handle(State(fake): State<Shared>, request: Request) -> Response {
             let resources: Value = serde_json::from_slice(&fields["resources"]).unwrap();
             let bits = fields.get("bits").cloned().unwrap_or_default();
             f.upload = Some((resources, bits));
-            f.packages
-                .insert(guid.to_string(), ("PROCESSING_UPLOAD".into(), 0));
-            Json(json!({"guid": guid, "state": "PROCESSING_UPLOAD"}))
+            let state = if f.ready_on_upload {
+                "READY"
+            } else {
+                "PROCESSING_UPLOAD"
+            };
+            f.packages.insert(guid.to_string(), (state.into(), 0));
+            Json(json!({"guid": guid, "state": state}))
         }
         ("GET", ["v3", "packages", guid]) => {
             let package = f.packages.get_mut(*guid).unwrap();
@@ -642,13 +649,25 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
         assert!(follows.iter().all(|r| r.2 == 1000));
     }
 
-    // A second push finds the app, its route and its mapping.
+    // A second push finds the app, its route and its mapping; its upload,
+    // answered READY, is not asked about again.
     fake.lock().unwrap().calls.clear();
+    fake.lock().unwrap().ready_on_upload = true;
     kiln_cli::run_with_home(Command::Push(Box::new(push_args("hello", &app_dir))), &home)
         .await
         .unwrap();
     {
         let f = fake.lock().unwrap();
+        let upload = f.calls.iter().position(|c| c.ends_with("/upload"));
+        let build = f.calls.iter().position(|c| c == "POST /v3/builds");
+        assert!(upload < build, "{}", f.calls.join("\n"));
+        assert!(
+            !f.calls[upload.unwrap()..build.unwrap()]
+                .iter()
+                .any(|c| c.starts_with("GET /v3/packages/")),
+            "{}",
+            f.calls.join("\n")
+        );
         for unwanted in ["POST /v3/apps", "PATCH /v3/apps/app-1", "POST /v3/routes"] {
             assert!(
                 !f.calls.iter().any(|c| c == unwanted),

@@ -822,12 +822,13 @@ async fn push_stage_run_route_and_survive_a_restart() {
         server.log()
     );
     // The killed run's namespaces and veths are gone: the two instances
-    // (and no staging task) have one each.
+    // (and no staging task) have one each, and at most one more is made
+    // ahead for the next container; each has its veth.
     let names = kiln_cell::network::Names::for_cell(&server.cell_id);
-    assert_eq!(
-        cell_network_objects(&names),
-        (2, 2),
-        "namespaces and veths after the restart\n{}",
+    let (netns, veths) = cell_network_objects(&names);
+    assert!(
+        (2..=3).contains(&netns) && veths == netns,
+        "namespaces {netns} and veths {veths} after the restart\n{}",
         server.log()
     );
 

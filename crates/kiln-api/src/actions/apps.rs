@@ -397,13 +397,9 @@ pub async fn set_current_droplet(ctx: &Ctx, guid: &str, msg: SetDroplet) -> ApiR
             processes::insert(&ctx.pool, guid, ptype, 0, Some("process")).await?;
         }
     }
-    // A new droplet is a new version of every process: a started app's
-    // DesiredLrps are replaced by ones that run it.
-    if app.droplet_guid.as_deref() != Some(droplet.guid.as_str()) {
-        diego::deployment_updater::end_active(ctx, guid, false).await?;
-        bump_versions(ctx, guid).await?;
-        diego::sync::sync_app(ctx, guid).await?;
-    }
+    // As Cloud Controller's AppAssignDroplet: running instances keep their
+    // droplet; the next start, restart or deployment runs the new one (so a
+    // push, which restarts next, replaces its instances once).
     Ok(droplet.guid)
 }
 

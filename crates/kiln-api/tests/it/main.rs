@@ -1703,9 +1703,14 @@ async fn droplet_changes_restarts_and_reconcile() {
     let first = web_lrp_guid(&kiln, &app_guid).await;
     assert_eq!(cf_apps_lrps(&kiln.bbs).await, vec![first.clone()]);
 
-    // Assigning another droplet to the started app is a new version that
-    // runs it; assigning the same one again changes nothing.
+    // Assigning another droplet to the started app changes nothing that
+    // runs (Cloud Controller's AppAssignDroplet); the restart runs it.
     assert_eq!(set_droplet(&droplets[1]).await.0, StatusCode::OK);
+    assert_eq!(cf_apps_lrps(&kiln.bbs).await, vec![first.clone()]);
+    let (status, _) = kiln
+        .post(&format!("/v3/apps/{app_guid}/actions/restart"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let second = web_lrp_guid(&kiln, &app_guid).await;
     assert_ne!(second, first);
     assert_eq!(cf_apps_lrps(&kiln.bbs).await, vec![second.clone()]);

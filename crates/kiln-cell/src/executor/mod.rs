@@ -70,6 +70,8 @@ pub struct CellCtx {
     pub downloader: Downloader,
     pub ports: PortAllocator,
     pub containers_dir: PathBuf,
+    /// Container file systems made ahead.
+    pub disks: Arc<crate::disk::DiskPool>,
     /// `None` when containers share the host's network.
     pub network: Option<Arc<CellNetwork>>,
     /// Whether the kernel can cap memory+swap (see [`Limits::limit_swap`]).
@@ -194,6 +196,7 @@ impl CellCtx {
             .attach_to_port(id, host_port, container_port)
             .await
             .map_err(|e| format!("creating container network: {e}"))?;
+        network.refill();
         tracing::debug!(
             container = id,
             ip = %attachment.ip,
@@ -212,9 +215,10 @@ impl CellCtx {
     ) -> Result<Option<Disk>, String> {
         let dir = dir.clone();
         let containers_dir = self.containers_dir.clone();
+        let disks = self.disks.clone();
         tokio::task::spawn_blocking(move || {
             crate::disk::check_room(&containers_dir, disk_mb)?;
-            dir.create(disk_mb)
+            dir.create(&disks, disk_mb)
                 .map_err(|e| format!("creating container: {e}"))
         })
         .await

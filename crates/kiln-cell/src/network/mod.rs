@@ -15,7 +15,12 @@
 //!
 //! Speed: a container costs two `ip -batch` runs (host side, then inside
 //! the namespace) and, for an instance, one nft map element added in
-//! parallel with them: no rule is added or removed per container.
+//! parallel with them: no rule is added or removed per container. The
+//! `ip` runs are done ahead: a namespace with its veth and address is kept
+//! ready (named `kiln-<h>-ready<n>`), a container takes it and a new one is
+//! made in the background ([`CellNetwork::refill`]); so a task's start
+//! runs no command at all, an instance's only the nft element. A namespace
+//! serves one container and is deleted with it.
 
 pub mod dns;
 mod nft;
@@ -25,7 +30,8 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use subnet::IpPool;
 pub use subnet::Subnet;
 use tokio::io::AsyncWriteExt;
@@ -37,6 +43,9 @@ use tokio_util::sync::CancellationToken;
 pub const CONTAINER_PORT: u16 = 8080;
 /// Where `ip netns` keeps named namespaces.
 const NETNS_DIR: &str = "/run/netns";
+/// Namespaces kept ready: one covers a push (its staging task, then its
+/// instance).
+const READY_NAMESPACES: usize = 1;
 
 /// The default cell network: garden-runc's default pool.
 pub const DEFAULT_SUBNET: &str = "10.254.0.0/22";
@@ -131,6 +140,18 @@ struct State {
     /// router still dials the instance) is then refused at once and the
     /// router tries elsewhere, instead of waiting in a backlog nobody reads.
     held_ports: HashMap<String, tokio::net::TcpSocket>,
+    /// Namespaces made ahead, and how many are being made.
+    ready: Vec<Ready>,
+    making: usize,
+    /// Set by teardown: nothing more is made.
+    closed: bool,
+}
+
+/// A namespace with its veth, on the bridge, addressed, not yet used.
+struct Ready {
+    netns: String,
+    veth: String,
+    index: u32,
 }
 
 /// The cell's bridge, table, relay and attachments.
@@ -143,6 +164,8 @@ pub struct CellNetwork {
     state: Mutex<State>,
     relay_stop: CancellationToken,
     relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Numbers the namespaces made ahead.
+    next_ready: AtomicU64,
 }
 
 impl CellNetwork {
@@ -235,12 +258,16 @@ impl CellNetwork {
                 pool: IpPool::new(&subnet),
                 attached: HashMap::new(),
                 held_ports: HashMap::new(),
+                ready: Vec::new(),
+                making: 0,
+                closed: false,
             }),
             names,
             subnet,
             address,
             relay_stop,
             relay: Mutex::new(Some(relay)),
+            next_ready: AtomicU64::new(0),
         })
     }
 
@@ -275,26 +302,14 @@ impl CellNetwork {
         host_port: Option<u16>,
         container_port: u16,
     ) -> Result<Attachment, NetworkError> {
-        let attachment = self.reserve(id, host_port)?;
+        let (attachment, made_ahead) = self.reserve(id, host_port)?;
         let names = &self.names;
-        let ns = names.netns(id);
-        let host_side = format!(
-            "netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\n\
-             link set {veth} master {br}\nlink set dev {veth} type bridge_slave isolated on\n\
-             link set {veth} up\n",
-            veth = attachment.veth,
-            br = names.bridge
-        );
-        let inside = format!(
-            "addr add {ip}/{p} dev eth0\nlink set eth0 up\nlink set lo up\n\
-             route add default via {gw}\n",
-            ip = attachment.ip,
-            p = self.subnet.prefix(),
-            gw = self.subnet.gateway()
-        );
         let links = async {
-            ip_batch(None, &host_side).await?;
-            ip_batch(Some(&ns), &inside).await.map(drop)
+            if made_ahead {
+                return Ok(());
+            }
+            let ns = netns_name(&attachment);
+            self.make_links(&ns, &attachment.veth, attachment.ip).await
         };
         let mapping = async {
             match host_port {
@@ -312,7 +327,72 @@ impl CellNetwork {
         Ok(attachment)
     }
 
-    fn reserve(&self, id: &str, host_port: Option<u16>) -> Result<Attachment, NetworkError> {
+    /// The namespace `ns` with the veth `veth` on the bridge, addressed `ip`.
+    async fn make_links(&self, ns: &str, veth: &str, ip: Ipv4Addr) -> Result<(), NetworkError> {
+        let host_side = format!(
+            "netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\n\
+             link set {veth} master {br}\nlink set dev {veth} type bridge_slave isolated on\n\
+             link set {veth} up\n",
+            br = self.names.bridge
+        );
+        let inside = format!(
+            "addr add {ip}/{p} dev eth0\nlink set eth0 up\nlink set lo up\n\
+             route add default via {gw}\n",
+            p = self.subnet.prefix(),
+            gw = self.subnet.gateway()
+        );
+        ip_batch(None, &host_side).await?;
+        ip_batch(Some(ns), &inside).await.map(drop)
+    }
+
+    /// Makes a namespace ahead in the background, unless one is ready or
+    /// being made (or the subnet is full).
+    pub fn refill(self: &Arc<Self>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed || state.ready.len() + state.making >= READY_NAMESPACES {
+            return;
+        }
+        let Some(index) = state.pool.allocate() else {
+            return;
+        };
+        state.making += 1;
+        drop(state);
+        let n = self.next_ready.fetch_add(1, Ordering::Relaxed);
+        let ready = Ready {
+            netns: self.names.netns(&format!("ready{n}")),
+            veth: self.names.veth(index),
+            index,
+        };
+        let network = self.clone();
+        tokio::spawn(async move {
+            let ip = network.subnet.nth(index);
+            let made = network.make_links(&ready.netns, &ready.veth, ip).await;
+            let batch = format!("link del {}\nnetns del {}\n", ready.veth, ready.netns);
+            {
+                let mut state = network.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.making -= 1;
+                if made.is_ok() && !state.closed {
+                    state.ready.push(ready);
+                    return;
+                }
+            }
+            if let Err(error) = made {
+                tracing::warn!(%error, "making a container network ahead");
+            }
+            // The address is free again only once its veth is gone.
+            let _ = ip_batch_force(&batch).await;
+            let mut state = network.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.pool.release(index);
+        });
+    }
+
+    /// Reserves the container's address (a ready namespace's, then `true`)
+    /// and binds its host port.
+    fn reserve(
+        &self,
+        id: &str,
+        host_port: Option<u16>,
+    ) -> Result<(Attachment, bool), NetworkError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.attached.contains_key(id) {
             return Err(NetworkError::Attached(id.into()));
@@ -327,19 +407,25 @@ impl CellNetwork {
                 .map_err(|source| NetworkError::PortTaken { port, source })?;
             state.held_ports.insert(id.into(), held);
         }
-        let Some(index) = state.pool.allocate() else {
-            state.held_ports.remove(id);
-            return Err(NetworkError::Exhausted(self.subnet));
+        let (netns, index, made_ahead) = match state.ready.pop() {
+            Some(ready) => (ready.netns, ready.index, true),
+            None => {
+                let Some(index) = state.pool.allocate() else {
+                    state.held_ports.remove(id);
+                    return Err(NetworkError::Exhausted(self.subnet));
+                };
+                (self.names.netns(id), index, false)
+            }
         };
         let attachment = Attachment {
-            netns: Path::new(NETNS_DIR).join(self.names.netns(id)),
+            netns: Path::new(NETNS_DIR).join(netns),
             ip: self.subnet.nth(index),
             host_port,
             veth: self.names.veth(index),
             index,
         };
         state.attached.insert(id.into(), attachment.clone());
-        Ok(attachment)
+        Ok((attachment, made_ahead))
     }
 
     pub fn attachment(&self, id: &str) -> Option<Attachment> {
@@ -370,7 +456,7 @@ impl CellNetwork {
         let batch = format!(
             "link del {}\nnetns del {}\n",
             attachment.veth,
-            self.names.netns(id)
+            netns_name(&attachment)
         );
         if let Err(error) = ip_batch_force(&batch).await {
             tracing::warn!(container = id, %error, "removing container network");
@@ -383,6 +469,14 @@ impl CellNetwork {
     /// Removes the bridge, the table, every namespace of the cell, and
     /// stops the relay (at shutdown, after the containers are gone).
     pub async fn teardown(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        // A namespace being made ahead would outlive the sweep below.
+        for _ in 0..1000 {
+            if self.state.lock().unwrap_or_else(|e| e.into_inner()).making == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         self.relay_stop.cancel();
         // Its socket must be closed before a restarted cell binds the
         // gateway address again.
@@ -400,6 +494,11 @@ impl CellNetwork {
             .unwrap_or_else(|e| e.into_inner())
             .held_ports
             .clear();
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready
+            .clear();
         remove_leftovers(&self.names).await;
     }
 }
@@ -408,6 +507,16 @@ impl Drop for CellNetwork {
     fn drop(&mut self) {
         self.relay_stop.cancel();
     }
+}
+
+/// The name of the attachment's namespace (the container's, or the one
+/// made ahead that it took).
+fn netns_name(attachment: &Attachment) -> String {
+    attachment
+        .netns
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The `ip` batch that removes a cell's veths, namespaces and bridge. The

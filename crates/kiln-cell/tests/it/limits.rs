@@ -55,17 +55,22 @@ async fn status(url: &str) -> Option<u16> {
     Some(client.get(url).send().await.ok()?.status().as_u16())
 }
 
+/// Mounts under `dir`, but for the file systems the cell keeps made ahead
+/// (`.disk-pool`, at most one per size used).
 fn mounts_under(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&dir))
+        .filter(|m| m.starts_with(&dir) && !m.contains(POOL))
         .collect()
 }
 
-/// Loop devices whose backing file is under `dir`.
+const POOL: &str = "/.disk-pool/";
+
+/// Loop devices whose backing file is under `dir`, but for those of the
+/// file systems made ahead.
 fn loop_devices_under(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
@@ -75,9 +80,8 @@ fn loop_devices_under(dir: &Path) -> Vec<String> {
         .filter_map(|e| {
             let e = e.ok()?;
             let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-            backing
-                .trim()
-                .starts_with(&dir)
+            let backing = backing.trim();
+            (backing.starts_with(&dir) && !backing.contains(POOL))
                 .then(|| e.file_name().to_string_lossy().into_owned())
         })
         .collect()

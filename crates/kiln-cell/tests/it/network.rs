@@ -329,13 +329,25 @@ async fn instances_listen_on_8080_are_routed_and_reach_neither_the_host_nor_each
     router_stop.cancel();
     cell.bbs.remove_desired_lrp("iso").await.unwrap();
     let names = Names::for_cell(&cell.config.cell_id);
+    // What is left is the namespace made ahead for the next container.
     eventually("instances gone", Duration::from_secs(20), || async {
-        (cell.containers().await.is_empty() && counts(&names).netns == 0).then_some(())
+        (cell.containers().await.is_empty() && counts(&names).netns == 1).then_some(())
     })
     .await;
-    assert_eq!(counts(&names), Counts::default());
+    let ready = Counts {
+        veths: 1,
+        netns: 1,
+        mounts: 1,
+        port_mappings: 0,
+    };
+    assert_eq!(counts(&names), ready);
     let mut cell = cell;
     cell.stop_cell().await;
+    assert_eq!(
+        counts(&names),
+        Counts::default(),
+        "the namespace made ahead goes at shutdown"
+    );
     assert!(!link_exists(&names.bridge), "the bridge goes at shutdown");
     assert!(!table_exists(&names.table), "the table goes at shutdown");
     cell.shutdown().await;
