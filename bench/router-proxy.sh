@@ -19,6 +19,7 @@
 # missing). Builds the example in release unless PROXY= names a binary.
 #
 #   bench/router-proxy.sh            # CONNS="2 64 1000" ROUNDS=3 DURATION=5s
+#   CPU=1 bench/router-proxy.sh      # also CPU time per request (needs perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -79,3 +80,26 @@ rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$proxy_pid/status"; }
 rss_idle=$(rss)
 
 compare router "$DIRECT" "$VIA_NGINX" "$VIA_ROUTER" "$HOST"
+
+# CPU=1: the CPU time each proxy spends per request (perf stat's task-clock
+# over a wrk run at 64 connections, nginx's workers against the router),
+# alternating, ROUNDS times. Throughput on a shared machine follows the
+# load; CPU per request follows it much less, so it tells where the proxy
+# itself stands. Needs perf (`apt-get install linux-perf`).
+cpu_per_request() {
+  local label=$1 port=$2 pids=$3; shift 3
+  local out=$work/cpu.$label reqs
+  perf stat -x, -e task-clock -p "$pids" -o "$out" -- sleep "$((${DURATION%s} + 1))" &
+  local stat=$!
+  sleep 0.2
+  reqs=$(wrk -t1 -c64 -d"$DURATION" "$@" "http://127.0.0.1:$port/index.html" | awk '/requests in/ {print $1}')
+  wait "$stat"
+  awk -F, -v n="$reqs" -v who="$label" '$3 == "task-clock" {printf "%s %.1f us/req; ", who, $1 * 1000 / n}' "$out"
+}
+if [ "${CPU:-0}" = 1 ]; then
+  nginx_workers=$(pgrep -d, -P "$nginx_pid")
+  echo "==> CPU per request at 64 connections (perf stat task-clock)"
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request nginx "$NGINX_PORT" "$nginx_workers")$(cpu_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST")"
+  done
+fi

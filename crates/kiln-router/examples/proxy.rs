@@ -4,7 +4,8 @@
 //!   cargo run --release -p kiln-router --example proxy -- LISTEN INSTANCE HOST
 //!
 //! serves `LISTEN` (e.g. 127.0.0.1:8081), routing `HOST` to `INSTANCE`
-//! (e.g. 127.0.0.1:8082), until interrupted.
+//! (e.g. 127.0.0.1:8082), until interrupted. `WORKERS=N` sets the number
+//! of worker threads (default: one per CPU).
 
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::*;
@@ -86,8 +87,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
+    // `WORKERS=N` to compare worker counts; one per CPU otherwise.
+    let workers = match std::env::var("WORKERS") {
+        Ok(n) => n.parse()?,
+        Err(_) => 0,
+    };
     let config = RouterConfig {
         max_conns_per_backend: 0,
+        workers,
         ..RouterConfig::default()
     };
     kiln_router::serve(

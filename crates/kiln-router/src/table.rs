@@ -349,6 +349,14 @@ impl Shard {
 
 /// About this many hosts per shard: a change to one host copies that many.
 const HOSTS_PER_SHARD: usize = 32;
+/// Shards per group, at most. A change copies the group list and the one
+/// group of its shard (not every shard pointer), so its cost does not grow
+/// with the table: at 100,000 routes, 64 + 64 pointers instead of 4,096.
+const SHARDS_PER_GROUP: usize = 64;
+
+/// Some of the table's shards, shared between tables as a whole until a
+/// change to one of them.
+type ShardGroup = Arc<[Arc<Shard>]>;
 
 /// Route → pool. Immutable once built; the router swaps in a new one on
 /// every change, which shares the shards the change did not touch.
@@ -358,7 +366,11 @@ const HOSTS_PER_SHARD: usize = 32;
 /// another keeps its seed, so shards can be shared between them.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    shards: Box<[Arc<Shard>]>,
+    /// The shards, in groups of [`SHARDS_PER_GROUP`] (fewer if the table
+    /// has fewer): shard `i` is `groups[i / per_group][i % per_group]`.
+    groups: Box<[ShardGroup]>,
+    /// log2 of the shards per group.
+    group_shift: u32,
     hasher: foldhash::fast::RandomState,
     routes: usize,
 }
@@ -402,11 +414,27 @@ const MAX_HOST: usize = 255;
 impl RouteTable {
     fn with_shards(count: usize, hasher: foldhash::fast::RandomState) -> RouteTable {
         let count = count.max(1).next_power_of_two();
+        let per_group = count.min(SHARDS_PER_GROUP);
+        // Every shard starts as the same empty one, copied when written.
+        let empty = Arc::<Shard>::default();
         RouteTable {
-            shards: (0..count).map(|_| Arc::default()).collect(),
+            groups: (0..count / per_group)
+                .map(|_| (0..per_group).map(|_| empty.clone()).collect())
+                .collect(),
+            group_shift: per_group.trailing_zeros(),
             hasher,
             routes: 0,
         }
+    }
+
+    /// How many shards the table has.
+    fn shard_count(&self) -> usize {
+        self.groups.len() << self.group_shift
+    }
+
+    fn shard(&self, at: usize) -> &Shard {
+        let mask = (1 << self.group_shift) - 1;
+        &self.groups[at >> self.group_shift][at & mask]
     }
 
     /// The table for this set of LRPs: every route of every DesiredLrp is a
@@ -436,12 +464,12 @@ impl RouteTable {
     /// The shard a hash falls in. Its middle bits: the shard's own table
     /// uses the low bits for the slot and the top ones for its tags.
     fn shard_of(&self, hash: u64) -> usize {
-        (hash >> 32) as usize & (self.shards.len() - 1)
+        (hash >> 32) as usize & (self.shard_count() - 1)
     }
 
     fn entry(&self, name: &[u8]) -> Option<&HostEntry> {
         let hash = self.hash(name);
-        self.shards[self.shard_of(hash)].find(hash, name)
+        self.shard(self.shard_of(hash)).find(hash, name)
     }
 
     /// The pool for a request to `host` (any case, with or without a port)
@@ -472,7 +500,10 @@ impl RouteTable {
     }
 
     fn entries(&self) -> impl Iterator<Item = &HostEntry> {
-        self.shards.iter().flat_map(|shard| shard.hosts.iter())
+        self.groups
+            .iter()
+            .flat_map(|group| group.iter())
+            .flat_map(|shard| shard.hosts.iter())
     }
 
     /// Each endpoint of the table by its instance guid.
@@ -489,7 +520,9 @@ impl RouteTable {
     fn set_host(&mut self, name: &[u8], routes: Option<HostRoutes>) {
         let hash = self.hash(name);
         let at = self.shard_of(hash);
-        let shard = Arc::make_mut(&mut self.shards[at]);
+        let mask = (1 << self.group_shift) - 1;
+        let group = Arc::make_mut(&mut self.groups[at >> self.group_shift]);
+        let shard = Arc::make_mut(&mut group[at & mask]);
         let eq = |e: &HostEntry| e.hash == hash && e.name.as_bytes() == name;
         match (shard.hosts.find_entry(hash, eq), routes) {
             (Ok(mut slot), Some(routes)) => {
@@ -1108,7 +1141,7 @@ mod tests {
             .collect();
         a.push(actual("shared", 0, ActualLrpState::Running, 2000));
         let (mut index, before) = RouteIndex::build(&d, &a, &RouteTable::default());
-        assert!(before.shards.len() > 1);
+        assert!(before.shard_count() > 1);
         let queries = [
             ("app-0.test", "/"),
             ("app-0.test", "/api/x"),
@@ -1159,14 +1192,16 @@ mod tests {
         );
         let api = patched.entry(b"app-0.test").unwrap().routes.pool("/api");
         assert!(api.unwrap().endpoints.is_empty(), "known, no instance");
+        let shards = |t: &RouteTable| -> Vec<Arc<Shard>> {
+            t.groups.iter().flat_map(|g| g.iter().cloned()).collect()
+        };
         assert_eq!(
-            before
-                .shards
+            shards(&before)
                 .iter()
-                .zip(patched.shards.iter())
+                .zip(shards(&patched).iter())
                 .filter(|(a, b)| Arc::ptr_eq(a, b))
                 .count(),
-            before.shards.len() - {
+            before.shard_count() - {
                 let mut touched: Vec<usize> = hosts
                     .iter()
                     .map(|h| before.shard_of(before.hash(h.as_bytes())))
@@ -1184,6 +1219,44 @@ mod tests {
         ));
         // The old table is as it was.
         assert_eq!(before.lookup("app-2.test", "/").unwrap().endpoints.len(), 1);
+    }
+
+    #[test]
+    fn a_patch_to_a_large_table_copies_one_group_of_shards() {
+        // Enough hosts for several groups of shards.
+        let hosts = 4 * SHARDS_PER_GROUP * HOSTS_PER_SHARD;
+        let d: Vec<DesiredLrp> = (0..hosts)
+            .map(|i| desired(&format!("p{i}"), &[format!("app-{i}.test").as_str()]))
+            .collect();
+        let a: Vec<ActualLrp> = (0..hosts)
+            .map(|i| actual(&format!("p{i}"), 0, ActualLrpState::Running, i as u16))
+            .collect();
+        let (mut index, before) = RouteIndex::build(&d, &a, &RouteTable::default());
+        assert!(before.groups.len() >= 4, "{} groups", before.groups.len());
+
+        let moved = [actual("p7", 0, ActualLrpState::Running, 65_000)];
+        let changed = index.set_process("p7", Some(&d[7]), &moved);
+        let after = index.apply(&before, &changed);
+
+        let shared_groups = before
+            .groups
+            .iter()
+            .zip(after.groups.iter())
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(shared_groups, before.groups.len() - 1);
+        assert_eq!(
+            after.lookup("app-7.test", "/").unwrap().endpoints[0].addr,
+            "127.0.0.1:65000"
+        );
+        for i in [0, 6, 8, hosts - 1] {
+            let host = format!("app-{i}.test");
+            assert!(Arc::ptr_eq(
+                &before.lookup(&host, "/").unwrap().endpoints[0],
+                &after.lookup(&host, "/").unwrap().endpoints[0]
+            ));
+        }
+        assert_eq!(after.len(), before.len());
     }
 
     #[test]
