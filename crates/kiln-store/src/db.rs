@@ -157,6 +157,10 @@ pub enum Durability {
 pub struct OpenOptions {
     pub durability: Durability,
     pub max_connections: u32,
+    /// PostgreSQL: the BBS lock owner every connection writes as (the
+    /// session setting `kiln.bbs_owner`); the BBS tables' fence trigger
+    /// (BBS migration 6) refuses its writes unless it holds a live lease.
+    pub lease_owner: Option<uuid::Uuid>,
 }
 
 impl Default for OpenOptions {
@@ -164,6 +168,7 @@ impl Default for OpenOptions {
         OpenOptions {
             durability: Durability::Full,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            lease_owner: None,
         }
     }
 }
@@ -435,7 +440,20 @@ pub mod engine_specific {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT);
         match database {
-            Database::Postgres { .. } => pool,
+            Database::Postgres { .. } => match options.lease_owner {
+                None => pool,
+                Some(owner) => {
+                    // A uuid's text is safe to inline.
+                    let set = format!("SET kiln.bbs_owner = '{owner}'");
+                    pool.after_connect(move |conn, _| {
+                        let set = set.clone();
+                        Box::pin(async move {
+                            conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                            Ok(())
+                        })
+                    })
+                }
+            },
             Database::Sqlite(_) => {
                 let synchronous = match options.durability {
                     Durability::Full => "FULL",
