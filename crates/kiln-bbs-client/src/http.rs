@@ -12,6 +12,7 @@ use kiln_model::bbs::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -30,7 +31,12 @@ pub struct HttpBbsClient {
 }
 
 struct Inner {
-    base_url: String,
+    /// The BBS nodes it may call, in order (`A,B`): any node serves (a
+    /// standby forwards to the active one), so when the one in use cannot
+    /// be reached the client moves to the next.
+    urls: Arc<[String]>,
+    /// Index into `urls` of the node in use; shared by clones.
+    current: Arc<AtomicUsize>,
     /// Replaced when the credentials file holds a newer one (see
     /// [`HttpBbsClient::with_credentials_file`]).
     token: RwLock<String>,
@@ -42,7 +48,18 @@ struct Inner {
 }
 
 impl HttpBbsClient {
+    /// A client of the BBS at `base_url`: one URL, or several separated by
+    /// commas (the nodes of a cluster), tried in turn when one cannot be
+    /// reached.
     pub fn new(base_url: &str, token: &str) -> Result<HttpBbsClient, BbsError> {
+        let urls: Arc<[String]> = base_url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err(BbsError::Unavailable("no bbs url given".into()));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // The BBS is Kiln's own; a proxy from the environment would
@@ -52,7 +69,8 @@ impl HttpBbsClient {
             .map_err(|e| BbsError::Unavailable(format!("building the http client: {e}")))?;
         Ok(HttpBbsClient {
             inner: Arc::new(Inner {
-                base_url: base_url.trim_end_matches('/').to_string(),
+                urls,
+                current: Arc::new(AtomicUsize::new(0)),
                 token: RwLock::new(token.to_string()),
                 credentials_file: None,
                 http,
@@ -69,8 +87,32 @@ impl HttpBbsClient {
         HttpBbsClient::new(url.unwrap_or(&credentials.bbs_url), &credentials.token)
     }
 
+    /// The URL of the BBS node in use.
     pub fn base_url(&self) -> &str {
-        &self.inner.base_url
+        &self.inner.urls[self.current() % self.inner.urls.len()]
+    }
+
+    fn current(&self) -> usize {
+        self.inner.current.load(Ordering::Relaxed)
+    }
+
+    /// After a connection to node `failed` failed: the next node, unless
+    /// another call has moved on already.
+    fn move_past(&self, failed: usize) {
+        let next = (failed + 1) % self.inner.urls.len();
+        if self
+            .inner
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && next != failed
+        {
+            tracing::warn!(
+                unreachable = %self.inner.urls[failed],
+                next = %self.inner.urls[next],
+                "bbs node unreachable; moving to the next"
+            );
+        }
     }
 
     /// The same client under a given cell session (see
@@ -79,7 +121,8 @@ impl HttpBbsClient {
     pub fn with_session(self, session: String) -> HttpBbsClient {
         HttpBbsClient {
             inner: Arc::new(Inner {
-                base_url: self.inner.base_url.clone(),
+                urls: self.inner.urls.clone(),
+                current: self.inner.current.clone(),
                 token: RwLock::new(self.token()),
                 credentials_file: self.inner.credentials_file.clone(),
                 http: self.inner.http.clone(),
@@ -95,7 +138,8 @@ impl HttpBbsClient {
     pub fn with_credentials_file(self, path: PathBuf) -> HttpBbsClient {
         HttpBbsClient {
             inner: Arc::new(Inner {
-                base_url: self.inner.base_url.clone(),
+                urls: self.inner.urls.clone(),
+                current: self.inner.current.clone(),
                 token: RwLock::new(self.token()),
                 credentials_file: Some(path),
                 http: self.inner.http.clone(),
@@ -135,9 +179,14 @@ impl HttpBbsClient {
     }
 
     pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.post_to(self.current(), path)
+    }
+
+    fn post_to(&self, node: usize, path: &str) -> reqwest::RequestBuilder {
+        let base = &self.inner.urls[node % self.inner.urls.len()];
         self.inner
             .http
-            .post(format!("{}{path}", self.inner.base_url))
+            .post(format!("{base}{path}"))
             .bearer_auth(self.token())
             .header(wire::CELL_SESSION_HEADER, &self.inner.session)
             .timeout(CALL_TIMEOUT)
@@ -148,10 +197,8 @@ impl HttpBbsClient {
         path: &str,
         body: &Req,
     ) -> Result<Resp, BbsError> {
-        match self.send(self.post(path).json(body)).await {
-            Err(BbsError::Unauthorized(_)) if self.reread_token() => {
-                self.send(self.post(path).json(body)).await
-            }
+        match self.send(path, body).await {
+            Err(BbsError::Unauthorized(_)) if self.reread_token() => self.send(path, body).await,
             Err(BbsError::Unauthorized(reason)) => {
                 // Said loudly: nothing will work until the node gets new
                 // credentials.
@@ -162,11 +209,25 @@ impl HttpBbsClient {
         }
     }
 
-    async fn send<Resp: DeserializeOwned>(
+    /// One call, on the node in use or, when it cannot be connected to,
+    /// on the next ones (nothing was sent to a node not connected to, so
+    /// the call is safe to make again).
+    async fn send<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
+        path: &str,
+        body: &Req,
     ) -> Result<Resp, BbsError> {
-        let response = request.send().await.map_err(unavailable)?;
+        let mut tries = self.inner.urls.len();
+        let response = loop {
+            let node = self.current();
+            match self.post_to(node, path).json(body).send().await {
+                Err(e) if e.is_connect() && tries > 1 => {
+                    tries -= 1;
+                    self.move_past(node);
+                }
+                other => break other.map_err(unavailable)?,
+            }
+        };
         let status = response.status();
         let body = response.bytes().await.map_err(unavailable)?;
         if status.is_success() {
@@ -179,10 +240,15 @@ impl HttpBbsClient {
     /// One connection of the event stream, forwarding events to `tx` until
     /// it breaks. Returns whether it got as far as connecting.
     async fn follow_events(&self, tx: &mpsc::Sender<BbsEvent>, lagged: bool) -> bool {
+        let node = self.current();
         let request = self
             .inner
             .http
-            .get(format!("{}{}", self.inner.base_url, wire::EVENTS))
+            .get(format!(
+                "{}{}",
+                self.inner.urls[node % self.inner.urls.len()],
+                wire::EVENTS
+            ))
             .bearer_auth(self.token());
         let response = match request.send().await {
             Ok(r) if r.status().is_success() => r,
@@ -194,6 +260,9 @@ impl HttpBbsClient {
                 return false;
             }
             Err(e) => {
+                if e.is_connect() {
+                    self.move_past(node);
+                }
                 tracing::debug!(error = %unavailable(e), "bbs event stream unreachable");
                 return false;
             }

@@ -120,6 +120,11 @@ const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "bbs lock and cluster secrets",
         include_str!("../migrations/0004_lock.sql"),
     ),
+    (
+        6,
+        "bbs writes fenced by the lock",
+        include_str!("../migrations/0006_fence.sql"),
+    ),
 ];
 
 pub(crate) fn now_nanos() -> Nanos {
@@ -170,6 +175,29 @@ impl Bbs {
         max_connections: u32,
         config: BbsConfig,
     ) -> Result<Bbs, BbsError> {
+        Bbs::open_as(database, max_connections, config, None).await
+    }
+
+    /// [`Bbs::open_on`] for a cluster node's active BBS on PostgreSQL:
+    /// every write it makes lands only while `lease_owner` holds the BBS
+    /// lock, checked by the database in the write's own transaction (BBS
+    /// migration 6), so a round still running when the lease is lost
+    /// writes nothing.
+    pub async fn open_fenced(
+        database: &kiln_store::Database,
+        max_connections: u32,
+        config: BbsConfig,
+        lease_owner: uuid::Uuid,
+    ) -> Result<Bbs, BbsError> {
+        Bbs::open_as(database, max_connections, config, Some(lease_owner)).await
+    }
+
+    async fn open_as(
+        database: &kiln_store::Database,
+        max_connections: u32,
+        config: BbsConfig,
+        lease_owner: Option<uuid::Uuid>,
+    ) -> Result<Bbs, BbsError> {
         // synchronous=NORMAL (SQLite): a commit survives the process dying,
         // and a power loss can lose only the last commits. ActualLrps are
         // derived state (convergence and the cells' reports rebuild them),
@@ -179,6 +207,7 @@ impl Bbs {
         let options = kiln_store::OpenOptions {
             durability: kiln_store::Durability::Normal,
             max_connections,
+            lease_owner,
         };
         let pool = kiln_store::open(database, MIGRATIONS, options)
             .await

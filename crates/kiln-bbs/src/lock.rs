@@ -54,6 +54,7 @@ pub struct Holder {
 #[derive(Clone)]
 pub struct BbsLock {
     pool: Pool,
+    owner_id: uuid::Uuid,
     owner: String,
     url: String,
     ttl: Duration,
@@ -80,6 +81,7 @@ impl BbsLock {
             durability: kiln_store::Durability::Normal,
             // The lease loop and the shared secrets, one at a time.
             max_connections: 2,
+            lease_owner: None,
         };
         let pool = kiln_store::open(database, crate::MIGRATIONS, options)
             .await
@@ -88,9 +90,11 @@ impl BbsLock {
     }
 
     pub fn on_pool(pool: Pool, url: &str, ttl: Duration) -> BbsLock {
+        let owner_id = uuid::Uuid::new_v4();
         BbsLock {
             pool,
-            owner: uuid::Uuid::new_v4().to_string(),
+            owner_id,
+            owner: owner_id.to_string(),
             url: url.to_string(),
             ttl,
         }
@@ -98,6 +102,11 @@ impl BbsLock {
 
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// The owner as the BBS's writes are fenced by ([`crate::Bbs::open_fenced`]).
+    pub fn owner_id(&self) -> uuid::Uuid {
+        self.owner_id
     }
 
     pub fn pool(&self) -> &Pool {
@@ -165,6 +174,7 @@ impl BbsLock {
         let lease = Lease {
             state: rx,
             deadline: deadline.clone(),
+            owner: self.owner_id,
         };
         let task = tokio::spawn(async move { self.run(tx, deadline, shutdown).await });
         (lease, task)
@@ -273,6 +283,7 @@ impl BbsLock {
 pub struct Lease {
     state: watch::Receiver<LockState>,
     deadline: Arc<Mutex<Option<Instant>>>,
+    owner: uuid::Uuid,
 }
 
 impl Lease {
@@ -288,6 +299,11 @@ impl Lease {
 
     pub fn state(&self) -> LockState {
         self.state.borrow().clone()
+    }
+
+    /// The lock owner this lease is held as.
+    pub fn owner(&self) -> uuid::Uuid {
+        self.owner
     }
 
     /// Waits for the next change of state; `None` once the lease task is

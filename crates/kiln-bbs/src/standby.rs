@@ -136,7 +136,13 @@ impl ClusterBbs {
 
     /// Opens the BBS from the tables and starts its loops and server.
     async fn activate(&self, front: &Front) -> Result<Active, BbsError> {
-        let bbs = Bbs::open_on(&self.database, self.max_connections, self.config.clone()).await?;
+        let bbs = Bbs::open_fenced(
+            &self.database,
+            self.max_connections,
+            self.config.clone(),
+            front.lease.owner(),
+        )
+        .await?;
         let keys = Keys::from_dir(&self.keys_dir).map_err(|e| {
             BbsError::Unavailable(format!(
                 "reading the bbs keys in {}: {e}",

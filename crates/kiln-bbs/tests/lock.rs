@@ -1,7 +1,10 @@
 //! The BBS lock on a real PostgreSQL server (the cluster's engine), and its
 //! SQL on SQLite too: one holder at a time, takeover once the holder stops
 //! renewing, at once after a release, a holder cut off from the database
-//! stops being active within its lease, and shared secrets agree.
+//! stops being active within its lease, its writes are fenced, and shared
+//! secrets agree.
+
+mod common;
 
 use kiln_bbs::lock::{self, BbsLock, LockState};
 use kiln_store::Database;
@@ -187,4 +190,74 @@ async fn shared_secrets_are_the_first_writers() {
         .await
         .unwrap();
     assert_eq!(again, x, "a stored secret is never replaced");
+}
+
+/// Fencing: a holder cut off mid-round (it renews no more, another node
+/// takes the lease once it ends) goes on with its round, and its writes do
+/// not land: the database refuses them, and the new holder sees only what
+/// was written while the lease was live. Every BBS table is fenced but the
+/// lock's own.
+#[tokio::test]
+async fn writes_of_a_holder_cut_off_mid_round_do_not_land() {
+    use kiln_bbs::{Bbs, BbsClient, BbsConfig};
+    let Some((_pg, database)) = pg_database().await else {
+        return;
+    };
+    let (a, b) = two_contenders(&database).await;
+    assert!(a.try_acquire().await.unwrap());
+    let fenced = Bbs::open_fenced(&database, 2, BbsConfig::default(), a.owner_id())
+        .await
+        .unwrap();
+    fenced
+        .desire_lrp(common::desired("while-held", 1))
+        .await
+        .unwrap();
+
+    // a is cut off: it renews no more, and b takes the lease once it ends.
+    let deadline = Instant::now() + TTL * 5;
+    while !b.try_acquire().await.unwrap() {
+        assert!(Instant::now() < deadline, "b never took the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // a's round goes on: a new desire, a removal; neither lands.
+    let refused = fenced
+        .desire_lrp(common::desired("after-the-loss", 1))
+        .await
+        .expect_err("a write after the lease was lost landed");
+    assert!(refused.to_string().contains("bbs lock"), "{refused}");
+    assert!(fenced.remove_desired_lrp("while-held").await.is_err());
+
+    let unfenced = Bbs::open_on(&database, 2, BbsConfig::default())
+        .await
+        .unwrap();
+    let listed: Vec<String> = unfenced
+        .desired_lrps(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.process_guid)
+        .collect();
+    assert_eq!(listed, ["while-held"], "only what the live lease wrote");
+
+    // b, the holder now, writes as itself.
+    let b_bbs = Bbs::open_fenced(&database, 2, BbsConfig::default(), b.owner_id())
+        .await
+        .unwrap();
+    b_bbs.desire_lrp(common::desired("by-b", 1)).await.unwrap();
+
+    let pool = kiln_store::connect(&database, kiln_store::OpenOptions::default())
+        .await
+        .unwrap();
+    let unfenced_tables: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
+         AND table_name NOT IN ('bbs_lock', 'cluster_secrets', '_sqlx_migrations') \
+         AND table_name NOT IN (SELECT event_object_table FROM information_schema.triggers \
+         WHERE trigger_schema = current_schema() AND trigger_name = event_object_table || '_fence')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(unfenced_tables.is_empty(), "{unfenced_tables:?}");
+    pool.close().await;
 }

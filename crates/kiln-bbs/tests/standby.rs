@@ -3,7 +3,8 @@
 //! (calls and the event stream forwarded), and when the active node stops,
 //! the standby takes over and the same client, on the same URL, carries
 //! on: its calls succeed, and its event stream says `Lagged` and goes on
-//! with the new holder's events.
+//! with the new holder's events. A client given both nodes' URLs (a cell
+//! joined with `--bbs-url A,B`) keeps working when the node it used dies.
 
 mod common;
 
@@ -152,6 +153,71 @@ async fn a_standbys_url_serves_the_cluster_across_a_failover() {
     assert_eq!(listed, ["after", "before"], "nothing lost");
     // The stream broke with a: once reconnected it says Lagged (what
     // happened meanwhile is lost), then carries the new holder's events.
+    while !matches!(next_desired_or_lagged(&mut events).await, BbsEvent::Lagged) {}
+    client
+        .desire_lrp(common::desired("third", 1))
+        .await
+        .unwrap();
+    loop {
+        if let BbsEvent::DesiredLrpChanged { desired_lrp } =
+            next_desired_or_lagged(&mut events).await
+            && desired_lrp.process_guid == "third"
+        {
+            break;
+        }
+    }
+    b.stop.cancel();
+    b.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_both_nodes_moves_on_when_the_one_it_uses_dies() {
+    let Some(pg) = kiln_store::testing::Postgres::shared().await else {
+        return;
+    };
+    let database = pg.fresh_database().await.component("bbs.sqlite", "bbs");
+    let scratch = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (scratch.path().join("a"), scratch.path().join("b"));
+    let a = node(&database, &dir_a, None).await;
+    wait_held(&a.lease, Duration::from_secs(10)).await;
+    let b = node(&database, &dir_b, Some(&dir_a)).await;
+    let token = kiln_bbs_client::Credentials::read(&dir_a.join("credentials"))
+        .unwrap()
+        .token;
+    let client = HttpBbsClient::new(&format!("{},{}", a.url, b.url), &token).unwrap();
+    assert_eq!(client.base_url(), a.url, "the first url is used first");
+    let mut events = client.subscribe();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client
+        .desire_lrp(common::desired("before", 1))
+        .await
+        .unwrap();
+
+    // a dies (its port refuses connections); b takes over; the client,
+    // which named a first, carries on through b.
+    a.stop.cancel();
+    a.task.await.unwrap();
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(15);
+    loop {
+        match client.desire_lrp(common::desired("after", 1)).await {
+            Ok(()) => break,
+            Err(error) => assert!(Instant::now() < deadline, "never served again: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("served through b {:?} after a stopped", stopped.elapsed());
+    assert_eq!(client.base_url(), b.url, "the client moved to b");
+    let mut listed: Vec<String> = client
+        .desired_lrps(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.process_guid)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["after", "before"], "nothing lost");
+    // The event stream follows to b as well.
     while !matches!(next_desired_or_lagged(&mut events).await, BbsEvent::Lagged) {}
     client
         .desire_lrp(common::desired("third", 1))

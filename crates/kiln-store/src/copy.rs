@@ -8,6 +8,7 @@
 //! (and the source's) migrations first, and this module compares them.
 
 use crate::blobstore::io;
+use crate::db::engine_specific;
 use crate::{Blobstore, Db, Engine, FsBlobstore, Pool, Row, Sql, StoreError, engine};
 use futures_util::TryStreamExt;
 use sqlx::Row as _;
@@ -173,10 +174,16 @@ pub async fn copy_database(from: &Pool, to: &Pool) -> Result<CopiedDatabase, Sto
         ));
     }
     let mut tx = to.begin().await.map_err(copy_error("starting the copy"))?;
+    engine_specific::begin_copy(&mut tx)
+        .await
+        .map_err(copy_error("starting the copy"))?;
     let mut counts = Vec::with_capacity(source_tables.len());
     for table in &source_tables {
         counts.push(copy_table(from, to, &mut tx, table).await?);
     }
+    engine_specific::end_copy(&mut tx)
+        .await
+        .map_err(copy_error("numbering rows after the copy"))?;
     Ok(CopiedDatabase {
         transaction: tx,
         counts,

@@ -157,6 +157,10 @@ pub enum Durability {
 pub struct OpenOptions {
     pub durability: Durability,
     pub max_connections: u32,
+    /// PostgreSQL: the BBS lock owner every connection writes as (the
+    /// session setting `kiln.bbs_owner`); the BBS tables' fence trigger
+    /// (BBS migration 6) refuses its writes unless it holds a live lease.
+    pub lease_owner: Option<uuid::Uuid>,
 }
 
 impl Default for OpenOptions {
@@ -164,6 +168,7 @@ impl Default for OpenOptions {
         OpenOptions {
             durability: Durability::Full,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            lease_owner: None,
         }
     }
 }
@@ -311,15 +316,84 @@ pub mod engine_specific {
     /// flags are integers 0/1 on both engines). And the CCDB's migration 2
     /// numbered existing rows by SQLite's `rowid`: a PostgreSQL database
     /// starts empty, so there is nothing to number (`0`). Translated word
-    /// by word.
+    /// by word. Lines that start with [`POSTGRES_ONLY`] are comments to
+    /// SQLite and statements to PostgreSQL (the marker is removed).
     pub fn ddl(engine: Engine, sql: &str) -> String {
         match engine {
             Engine::Sqlite => sql.to_string(),
             Engine::Postgres => replace_words(
-                sql,
+                &postgres_lines(sql),
                 &[("INTEGER", "BIGINT"), ("BOOLEAN", "BIGINT"), ("ROWID", "0")],
             ),
         }
+    }
+
+    /// The marker of a migration line that runs on PostgreSQL only.
+    pub const POSTGRES_ONLY: &str = "-- postgres: ";
+
+    fn postgres_lines(sql: &str) -> String {
+        sql.lines()
+            .map(|line| line.strip_prefix(POSTGRES_ONLY).unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The sequence that numbers new rows' `seq` on PostgreSQL (CCDB
+    /// migration 16: a trigger before each insert takes the next value;
+    /// an insert's own `MAX(seq) + 1` gave concurrent inserts one number).
+    pub const SEQ_SEQUENCE: &str = "kiln_seq";
+
+    /// Before a copy into a PostgreSQL database (in the copy's
+    /// transaction): the `seq` triggers keep the copied numbers.
+    pub async fn begin_copy(conn: &mut super::Connection) -> sqlx::Result<()> {
+        if super::connection_engine(conn) == Engine::Postgres {
+            conn.execute("SET LOCAL kiln.copying = 'on'").await?;
+        }
+        Ok(())
+    }
+
+    /// After a copy into a PostgreSQL database (in the copy's
+    /// transaction): the `seq` sequence, where there is one, moves past
+    /// every copied `seq`, so rows created later sort after them.
+    pub async fn end_copy(conn: &mut super::Connection) -> sqlx::Result<()> {
+        if super::connection_engine(conn) != Engine::Postgres {
+            return Ok(());
+        }
+        let sequences: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.sequences \
+             WHERE sequence_schema = current_schema() AND sequence_name = $1",
+        )
+        .bind(SEQ_SEQUENCE)
+        .fetch_one(&mut *conn)
+        .await?;
+        if sequences == 0 {
+            return Ok(());
+        }
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND column_name = 'seq'",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut top: i64 = 0;
+        for table in tables {
+            let sql = format!(
+                "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM \"{}\"",
+                table.replace('"', "\"\"")
+            );
+            let max: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut *conn)
+                .await?;
+            top = top.max(max);
+        }
+        if top > 0 {
+            let sql = format!("SELECT setval('{SEQ_SEQUENCE}', $1)");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(top)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 
     fn replace_words(sql: &str, table: &[(&str, &str)]) -> String {
@@ -366,7 +440,20 @@ pub mod engine_specific {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT);
         match database {
-            Database::Postgres { .. } => pool,
+            Database::Postgres { .. } => match options.lease_owner {
+                None => pool,
+                Some(owner) => {
+                    // A uuid's text is safe to inline.
+                    let set = format!("SET kiln.bbs_owner = '{owner}'");
+                    pool.after_connect(move |conn, _| {
+                        let set = set.clone();
+                        Box::pin(async move {
+                            conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                            Ok(())
+                        })
+                    })
+                }
+            },
             Database::Sqlite(_) => {
                 let synchronous = match options.durability {
                     Durability::Full => "FULL",
@@ -439,6 +526,12 @@ mod tests {
         assert_eq!(
             engine_specific::ddl(Engine::Postgres, sql),
             "CREATE TABLE t (n BIGINT NOT NULL, flag BIGINT, integers TEXT); -- BIGINT"
+        );
+        let marked = "-- a comment\n-- postgres: CREATE SEQUENCE s;\nSELECT 1;";
+        assert_eq!(engine_specific::ddl(Engine::Sqlite, marked), marked);
+        assert_eq!(
+            engine_specific::ddl(Engine::Postgres, marked),
+            "-- a comment\nCREATE SEQUENCE s;\nSELECT 1;"
         );
     }
 

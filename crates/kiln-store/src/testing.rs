@@ -116,6 +116,65 @@ impl MotoS3 {
         S3Blobstore::with_credentials(&location, ACCESS_KEY_ID, SECRET_ACCESS_KEY, scratch).await
     }
 
+    /// One server for the whole test process (started on first use), for
+    /// suites that take a fresh bucket per test ([`MotoS3::blobstore_for`]).
+    /// A watcher kills it when the process exits, however it exits.
+    pub async fn shared() -> Option<&'static MotoS3> {
+        static SHARED: tokio::sync::OnceCell<Option<MotoS3>> = tokio::sync::OnceCell::const_new();
+        SHARED
+            .get_or_init(|| async {
+                let moto = MotoS3::start().await?;
+                moto.kill_after_exit();
+                Some(moto)
+            })
+            .await
+            .as_ref()
+    }
+
+    /// The blobstore of a test's data dir: a fresh bucket the first time,
+    /// the same one when the test opens the dir again (a restart), as a
+    /// blob directory in the dir would be. Its scratch space is in `dir`.
+    pub async fn blobstore_for(&self, dir: &std::path::Path) -> Result<S3Blobstore, StoreError> {
+        let note = dir.join("kiln-test-bucket");
+        let bucket = match std::fs::read_to_string(&note) {
+            Ok(bucket) => bucket,
+            Err(_) => {
+                let bucket = format!("t{}", uuid::Uuid::new_v4().simple());
+                self.create_bucket(&bucket).await;
+                std::fs::write(&note, &bucket).expect("note the test's bucket");
+                bucket
+            }
+        };
+        let location = S3Location::parse(&self.url(&bucket))?;
+        S3Blobstore::with_credentials(
+            &location,
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            dir.join("s3-scratch"),
+        )
+        .await
+    }
+
+    /// Kills the server once this process is gone, even if it never drops
+    /// the server (a static, a panic, a kill).
+    fn kill_after_exit(&self) {
+        let Some(child) = self.child.as_ref() else {
+            return;
+        };
+        let script = format!(
+            "while [ -e /proc/{pid} ]; do sleep 1; done; kill {moto} 2>/dev/null",
+            pid = std::process::id(),
+            moto = child.id(),
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+
     /// Kills the server (its objects are in memory: they are gone).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

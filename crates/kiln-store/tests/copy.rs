@@ -101,6 +101,68 @@ async fn a_sqlite_database_is_copied_into_postgres_whole_or_not_at_all() {
     assert_eq!(counter, 41);
 }
 
+/// A table numbered by `seq` as the CCDB's are (migration 16 there): on
+/// PostgreSQL a trigger takes each new row's number from `kiln_seq`.
+const SEQ_STEPS: &[MigrationStep] = &[(
+    1,
+    "items",
+    "CREATE TABLE items (guid TEXT PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0);
+-- postgres: CREATE SEQUENCE kiln_seq;
+-- postgres: CREATE FUNCTION kiln_next_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+-- postgres: BEGIN
+-- postgres:   IF COALESCE(current_setting('kiln.copying', true), '') <> 'on' THEN
+-- postgres:     NEW.seq := nextval('kiln_seq');
+-- postgres:   END IF;
+-- postgres:   RETURN NEW;
+-- postgres: END $$;
+-- postgres: CREATE TRIGGER items_seq BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION kiln_next_seq();
+SELECT 1;",
+)];
+
+/// A copy keeps the rows' `seq` numbers (the order lists show), and rows
+/// created after it are numbered past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_seq_numbers_are_kept_and_new_rows_come_after_them() {
+    let Some(pg) = Postgres::shared().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = open(&Database::Sqlite(dir.path().join("db.sqlite")), SEQ_STEPS).await;
+    for (guid, seq) in [("a", 10_i64), ("b", 20), ("c", 30)] {
+        sqlx::query("INSERT INTO items (guid, seq) VALUES ($1, $2)")
+            .bind(guid)
+            .bind(seq)
+            .execute(&source)
+            .await
+            .unwrap();
+    }
+    let target_db = pg.fresh_database().await.component("unused", "items");
+    let target = open(&target_db, SEQ_STEPS).await;
+    copy_database(&source, &target)
+        .await
+        .unwrap()
+        .transaction
+        .commit()
+        .await
+        .unwrap();
+    let new =
+        "INSERT INTO items (guid, seq) VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM items))";
+    sqlx::query(new).bind("d").execute(&target).await.unwrap();
+    let seqs: Vec<(String, i64)> = sqlx::query("SELECT guid, seq FROM items ORDER BY seq")
+        .fetch_all(&target)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let guids: Vec<&str> = seqs.iter().map(|(g, _)| g.as_str()).collect();
+    assert_eq!(guids, ["a", "b", "c", "d"], "{seqs:?}");
+    assert_eq!(
+        &seqs[..3],
+        [("a".into(), 10), ("b".into(), 20), ("c".into(), 30)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databases_at_different_migrations_are_refused_and_nothing_changes() {
     let Some(pg) = Postgres::shared().await else {

@@ -97,9 +97,10 @@ pub struct ServerArgs {
     #[arg(long, env = "KILN_BBS_ADVERTISE_URL")]
     pub bbs_advertise_url: Option<String>,
     /// The BBS to join, for a process without the bbs role (default: the
-    /// URL in the credentials file)
-    #[arg(long, env = "KILN_BBS_URL")]
-    pub bbs_url: Option<String>,
+    /// URL in the credentials file); a cluster's nodes as `A,B` or the flag
+    /// repeated: the process moves to the next when one cannot be reached
+    #[arg(long, env = "KILN_BBS_URL", value_delimiter = ',')]
+    pub bbs_url: Vec<String>,
     /// The credentials file the BBS wrote (<data-dir>/bbs/credentials on
     /// its machine), for a process without the bbs role
     #[arg(long, env = "KILN_BBS_CREDENTIALS")]
@@ -323,7 +324,8 @@ pub struct RemoteBbs {
     pub credentials: kiln_bbs_client::Credentials,
     /// Read again when the BBS refuses the token (a re-issued one).
     pub credentials_file: PathBuf,
-    /// `--bbs-url`, or the credentials file's hint.
+    /// `--bbs-url` (one URL, or several separated by commas), or the
+    /// credentials file's hint.
     pub url: String,
 }
 
@@ -433,7 +435,10 @@ impl ServerConfig {
         }
         let remote_bbs = remote_bbs(
             roles,
-            args.bbs_url.or(file.bbs_url),
+            Some(args.bbs_url)
+                .filter(|urls| !urls.is_empty())
+                .map(|urls| urls.join(","))
+                .or(file.bbs_url),
             args.bbs_credentials.or(file.bbs_credentials),
         )?;
         let cell_id = args.cell_id.or(file.cell_id);
@@ -545,14 +550,18 @@ fn remote_bbs(
         "a process without the bbs role needs --bbs-credentials FILE (the bbs writes it to <data-dir>/bbs/credentials)",
     )?;
     let credentials = kiln_bbs_client::Credentials::read(&path)?;
-    let url = url
+    let urls: Vec<String> = url
         .unwrap_or_else(|| credentials.bbs_url.clone())
-        .trim_end_matches('/')
-        .to_string();
-    anyhow::ensure!(
-        url.starts_with("http://") || url.starts_with("https://"),
-        "--bbs-url {url:?} is not an http URL"
-    );
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .collect();
+    for url in &urls {
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "--bbs-url {url:?} is not an http URL"
+        );
+    }
+    let url = urls.join(",");
     Ok(Some(RemoteBbs {
         credentials,
         url,
@@ -818,6 +827,38 @@ mod tests {
         .unwrap();
         let router = resolve("router", Some(file.clone())).unwrap();
         assert_eq!(router.remote_bbs.unwrap().url, "http://127.0.0.1:8889");
+        // A cluster's nodes, as a list or the flag repeated.
+        for urls in [
+            vec!["http://127.0.0.1:8889/,http://127.0.0.2:8889".to_string()],
+            vec![
+                "http://127.0.0.1:8889/".to_string(),
+                "http://127.0.0.2:8889".to_string(),
+            ],
+        ] {
+            let router = ServerConfig::resolve(ServerArgs {
+                roles: Some(vec!["router".into()]),
+                bbs_credentials: Some(file.clone()),
+                bbs_url: urls
+                    .iter()
+                    .flat_map(|u| u.split(','))
+                    .map(str::to_string)
+                    .collect(),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(
+                router.remote_bbs.unwrap().url,
+                "http://127.0.0.1:8889,http://127.0.0.2:8889"
+            );
+        }
+        let err = ServerConfig::resolve(ServerArgs {
+            roles: Some(vec!["router".into()]),
+            bbs_credentials: Some(file.clone()),
+            bbs_url: vec!["http://127.0.0.1:8889".into(), "127.0.0.2:8889".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not an http URL"), "{err:#}");
         // A joining cell names its id and its subnet.
         let err = resolve("cell", Some(file.clone())).unwrap_err();
         assert!(format!("{err:#}").contains("--cell-id"), "{err:#}");

@@ -343,8 +343,6 @@ async fn route_get(router_port: u16, host: &str) -> reqwest::Response {
         .expect("request through the router")
 }
 
-/// Retries until the router answers 200 for `host` (routes follow the BBS
-/// asynchronously), for at most `within`.
 /// moto's credentials, which the S3 blobstore reads from the environment.
 const MOTO_CREDENTIALS: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", kiln_store::testing::ACCESS_KEY_ID),
@@ -353,6 +351,44 @@ const MOTO_CREDENTIALS: [(&str, &str); 2] = [
         kiln_store::testing::SECRET_ACCESS_KEY,
     ),
 ];
+
+/// A cluster's shared state (issue 15) on loopback: a PostgreSQL server
+/// and a moto S3 server with one bucket, both stopped on drop.
+struct SharedState {
+    pg: kiln_store::testing::Postgres,
+    moto: kiln_store::testing::MotoS3,
+    bucket: &'static str,
+}
+
+impl SharedState {
+    /// `None`, loudly, when PostgreSQL or moto is not installed (their
+    /// harnesses panic instead when `KILN_REQUIRE_RUNC=1`).
+    async fn start(bucket: &'static str) -> Option<SharedState> {
+        let pg = kiln_store::testing::Postgres::start().await?;
+        let moto = kiln_store::testing::MotoS3::start().await?;
+        moto.create_bucket(bucket).await;
+        Some(SharedState { pg, moto, bucket })
+    }
+
+    fn blobstore_url(&self) -> String {
+        self.moto.url(self.bucket)
+    }
+
+    /// The `kiln server` flags of a node on this state (the credentials
+    /// are [`MOTO_CREDENTIALS`] in its environment).
+    fn server_flags(&self) -> Vec<String> {
+        [
+            "--blobstore-url",
+            &self.blobstore_url(),
+            "--database-url",
+            &self.pg.url(),
+            "--database-max-connections",
+            "4",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+}
 
 /// Logs in, creates the legacy buildpack, pushes the envprobe fixture as
 /// `name` and waits for its first 200 through the router.
@@ -371,6 +407,8 @@ async fn push_envprobe(home: &Path, server: &Server, name: &str, router_port: u1
     assert_eq!(response.status(), 200, "{}", server.log());
 }
 
+/// Retries until the router answers 200 for `host` (routes follow the BBS
+/// asynchronously), for at most `within`.
 async fn wait_for_200(router_port: u16, host: &str, within: Duration) -> reqwest::Response {
     let deadline = Instant::now() + within;
     loop {
@@ -2908,7 +2946,8 @@ async fn push_with_an_s3_blobstore() {
 
 /// Issue 15: the same binary on PostgreSQL and S3 (moto). A push through
 /// the CLI stores its rows in PostgreSQL (no SQLite file in the data dir)
-/// and its blobs in the bucket; the database going away turns requests
+/// and its blobs in the bucket, and a docker image pushes and runs on them
+/// too; the database going away turns requests
 /// into CC's 503 `CF-ServiceUnavailable`, and once it is back the same
 /// request succeeds and the app is still there and still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2916,14 +2955,11 @@ async fn push_on_postgres_and_s3_and_the_database_restarting() {
     if !runnable() {
         return;
     }
-    let Some(pg) = kiln_store::testing::Postgres::start().await else {
+    let Some(shared) = SharedState::start("kiln-e2e-pg").await else {
         return;
     };
-    let Some(moto) = kiln_store::testing::MotoS3::start().await else {
-        return;
-    };
+    let pg = &shared.pg;
     let _one_at_a_time = SERIAL.lock().await;
-    moto.create_bucket("kiln-e2e-pg").await;
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");
@@ -2933,18 +2969,18 @@ async fn push_on_postgres_and_s3_and_the_database_restarting() {
         api_port,
         router_port,
         &free_subnet(),
-        &[
-            "--blobstore-url".to_string(),
-            moto.url("kiln-e2e-pg"),
-            "--database-url".to_string(),
-            pg.url(),
-            "--database-max-connections".to_string(),
-            "4".to_string(),
-        ],
+        &shared.server_flags(),
         &MOTO_CREDENTIALS,
     )
     .await;
     push_envprobe(&home, &server, "pgprobe", router_port).await;
+    let _registry = push_probe_image(
+        &home,
+        router_port,
+        "pgdimg",
+        "push_on_postgres_and_s3_and_the_database_restarting",
+    )
+    .await;
     for file in ["bbs.sqlite", "api/ccdb.sqlite"] {
         assert!(
             !data_dir.join(file).exists(),
@@ -2984,6 +3020,32 @@ async fn push_on_postgres_and_s3_and_the_database_restarting() {
         200
     );
     drop(server);
+}
+
+/// Pushes [`probe_image`] from a registry of the test's own as `name` and
+/// checks it is served; returns the registry (the app's image lives
+/// there). Skipped, loudly, without a registry or busybox.
+async fn push_probe_image(
+    home: &Path,
+    router_port: u16,
+    name: &str,
+    test: &str,
+) -> Option<kiln_image::testing::TestRegistry> {
+    if !kiln_image::testing::registry_available(test)
+        || !kiln_image::testing::busybox_available(test)
+    {
+        return None;
+    }
+    let registry = kiln_image::testing::TestRegistry::start();
+    registry.push("probe", "v1", &probe_image()).await;
+    let image = registry.reference("probe", "v1");
+    let out = cli(home, &["push", name, "-o", &image, "-m", "128M"]).await;
+    assert!(out.success, "docker push of {name} failed\n{out}");
+    assert_eq!(
+        route_text(router_port, &format!("{name}.localhost"), "/index.html").await,
+        "hello from an image\n"
+    );
+    Some(registry)
 }
 
 /// How many apps, packages, droplets, routes and roles the API lists.
@@ -3033,14 +3095,11 @@ async fn a_single_machine_platform_migrates_to_postgres_and_s3() {
     if !runnable() {
         return;
     }
-    let Some(pg) = kiln_store::testing::Postgres::start().await else {
+    let Some(shared) = SharedState::start("kiln-e2e-migrated").await else {
         return;
     };
-    let Some(moto) = kiln_store::testing::MotoS3::start().await else {
-        return;
-    };
+    let pg = &shared.pg;
     let _one_at_a_time = SERIAL.lock().await;
-    moto.create_bucket("kiln-e2e-migrated").await;
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
     let home = scratch.path().join("home");
@@ -3059,7 +3118,7 @@ async fn a_single_machine_platform_migrates_to_postgres_and_s3() {
     server.stop().await;
 
     let data = data_dir.to_str().unwrap();
-    let blobs_to = moto.url("kiln-e2e-migrated");
+    let blobs_to = shared.blobstore_url();
     let unreachable = format!(
         "postgres://{}:{}@127.0.0.1:{}/kiln",
         kiln_store::testing::PG_USER,
@@ -3108,12 +3167,7 @@ async fn a_single_machine_platform_migrates_to_postgres_and_s3() {
         api_port,
         router_port,
         &subnet,
-        &[
-            "--blobstore-url".to_string(),
-            blobs_to.clone(),
-            "--database-url".to_string(),
-            pg.url(),
-        ],
+        &shared.server_flags(),
         &MOTO_CREDENTIALS,
     )
     .await;
@@ -3211,17 +3265,13 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     if !runnable() {
         return;
     }
-    let Some(pg) = kiln_store::testing::Postgres::start().await else {
-        return;
-    };
-    let Some(moto) = kiln_store::testing::MotoS3::start().await else {
+    let Some(shared) = SharedState::start("kiln-e2e-cluster").await else {
         return;
     };
     let Some(skewed) = faketime_env("+30s") else {
         return;
     };
     let _one_at_a_time = SERIAL.lock().await;
-    moto.create_bucket("kiln-e2e-cluster").await;
     let scratch = tempfile::tempdir().unwrap();
     let key_file = scratch.path().join("db-encryption-key");
     std::fs::write(&key_file, "cluster-test-db-encryption-key-0123456789").unwrap();
@@ -3231,18 +3281,13 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     // cluster's --external-url is a load balancer in front of every node's
     // API, as Cloud Controller's is.
     let (balancer, _balancer) = failover_balancer(vec![api1, api2]).await;
-    let common = [
+    let mut common = shared.server_flags();
+    common.extend([
         "--external-url".to_string(),
         format!("http://127.0.0.1:{balancer}"),
-        "--blobstore-url".to_string(),
-        moto.url("kiln-e2e-cluster"),
-        "--database-url".to_string(),
-        pg.url(),
-        "--database-max-connections".to_string(),
-        "4".to_string(),
         "--db-encryption-key-file".to_string(),
         key_file.display().to_string(),
-    ];
+    ]);
     let net1 = free_subnet();
     let net2 = another_subnet(&[&net1]);
     let mut flags1 = common.to_vec();

@@ -80,25 +80,34 @@ pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
     db::get::<Package>(&ctx.pool, &guid).await
 }
 
+/// How many resource-cache look-ups run at once: on S3 each is a round
+/// trip (HEAD), and a big app offers tens of thousands of files.
+const LOOKUPS_IN_FLIGHT: usize = 32;
+
 /// The resources of `msg` the resource cache already holds.
 pub async fn resource_matches(ctx: &Ctx, msg: MatchBody) -> ApiResult<Vec<Value>> {
-    let mut matched = Vec::new();
-    let mut known = std::collections::HashMap::new();
-    for v in &msg.resources {
-        let r = parse_resource(v)?;
-        let cached = match known.get(&r.sha1) {
-            Some(&cached) => cached,
-            None => {
-                let cached = ctx.blobstore.exists(&resource_key(&r.sha1)).await?;
-                known.insert(r.sha1.clone(), cached);
-                cached
-            }
-        };
-        if cached {
-            matched.push(r.original);
-        }
-    }
-    Ok(matched)
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    let resources = msg
+        .resources
+        .iter()
+        .map(parse_resource)
+        .collect::<ApiResult<Vec<_>>>()?;
+    let distinct: std::collections::BTreeSet<String> =
+        resources.iter().map(|r| r.sha1.clone()).collect();
+    let cached: std::collections::HashSet<String> = futures_util::stream::iter(distinct)
+        .map(|sha1: String| async move {
+            let hit = ctx.blobstore.exists(&resource_key(&sha1)).await?;
+            ApiResult::Ok(hit.then_some(sha1))
+        })
+        .buffer_unordered(LOOKUPS_IN_FLIGHT)
+        .try_filter_map(|hit| async move { Ok(hit) })
+        .try_collect()
+        .await?;
+    Ok(resources
+        .into_iter()
+        .filter(|r| cached.contains(r.sha1.as_str()))
+        .map(|r| r.original)
+        .collect())
 }
 
 /// The package, if bits may be uploaded into it (checked before the body

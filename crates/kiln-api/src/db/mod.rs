@@ -85,6 +85,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "droplets' buildpack sidecars",
         include_str!("../../migrations/0014_droplet_sidecars.sql"),
     ),
+    (
+        16,
+        "seq from a sequence on PostgreSQL",
+        include_str!("../../migrations/0016_seq_sequence.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

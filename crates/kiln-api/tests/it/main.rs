@@ -1,11 +1,13 @@
-//! kiln-api with a real CCDB, an FsBlobstore and an in-process
+//! kiln-api with a real CCDB, a real blobstore and an in-process
 //! `kiln_bbs::Bbs` in a temp dir. The API serves on loopback (its loops run
 //! and the test, playing the cell, uses the signed URLs over HTTP as a cell
 //! does); the test's own API calls go to `Api::router()` with `oneshot`.
 //!
 //! This file is the root of two test binaries: `it` keeps the
-//! CCDB and the BBS database in SQLite files, `it_pg` (../it_pg.rs) in a fresh database
-//! per test on a real PostgreSQL server, so every test runs on both.
+//! CCDB and the BBS database in SQLite files and blobs in a directory,
+//! `it_pg` (../it_pg.rs) in a fresh database per test on a real PostgreSQL
+//! server and blobs in a fresh bucket on a real S3 server (moto), so every
+//! test runs on both.
 
 mod app_features;
 mod authz_table;
@@ -23,6 +25,7 @@ mod paging;
 mod quotas;
 mod roles;
 mod s3;
+mod seq;
 mod services;
 mod sidecars;
 mod space_quotas;
@@ -53,6 +56,8 @@ struct Kiln {
     shutdown: CancellationToken,
     served: tokio::task::JoinHandle<()>,
     generated_password: Option<String>,
+    /// The API's blobstore, for tests that look at what it stored.
+    blobstore: Arc<dyn kiln_store::Blobstore>,
 }
 
 /// Where this binary keeps the CCDB and the BBS database: SQLite files in
@@ -86,8 +91,21 @@ async fn start_on(
     max_package_bytes: u64,
     password: Option<&str>,
 ) -> Kiln {
-    let blobstore = Arc::new(FsBlobstore::new(dir.join("blobs")).await.unwrap());
+    let blobstore = blobstore(dir).await;
     start_with_blobstore(databases, dir, max_package_bytes, password, blobstore).await
+}
+
+/// Where this binary keeps blobs: a directory in `dir` (`it`), or a bucket
+/// of its own on the process's moto S3 server (`it_pg`: PostgreSQL+S3, as a
+/// cluster runs), the same bucket when the test opens `dir` again. The
+/// server is a process-wide static, alive as long as any test's Kiln.
+async fn blobstore(dir: &Path) -> Arc<dyn kiln_store::Blobstore> {
+    if env!("CARGO_CRATE_NAME") == "it_pg"
+        && let Some(moto) = kiln_store::testing::MotoS3::shared().await
+    {
+        return Arc::new(moto.blobstore_for(dir).await.unwrap());
+    }
+    Arc::new(FsBlobstore::new(dir.join("blobs")).await.unwrap())
 }
 
 /// [`start_on`] with blobs in `blobstore`.
@@ -122,7 +140,7 @@ async fn start_with_blobstore(
         },
         ApiDeps {
             bbs: Arc::new(bbs.clone()),
-            blobstore,
+            blobstore: blobstore.clone(),
             logs: Arc::new(kiln_logs::LogStore::default()),
         },
     )
@@ -143,6 +161,7 @@ async fn start_with_blobstore(
         shutdown,
         served,
         generated_password,
+        blobstore,
     };
     let pw = password
         .map(str::to_string)
@@ -155,6 +174,11 @@ async fn start_with_blobstore(
 }
 
 impl Kiln {
+    /// Whether the API's blobstore holds `key` (`packages/GUID`, ...).
+    async fn blob_exists(&self, key: &str) -> bool {
+        self.blobstore.exists(key).await.unwrap()
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         self.served.await.unwrap();
@@ -685,7 +709,13 @@ async fn package_upload_resource_matching_and_refusals() {
     let legacy = json!([{"sha1": sha, "size": content.len(), "fn": "app.py", "mode": "644"}]);
     let (status, body) = kiln.upload_package(&p2, legacy, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let stored = std::fs::File::open(dir.path().join(format!("blobs/packages/{p2}"))).unwrap();
+    let stored = kiln
+        .blobstore
+        .open(&format!("packages/{p2}"))
+        .await
+        .unwrap()
+        .into_std()
+        .await;
     let mut zip = zip::ZipArchive::new(stored).unwrap();
     let mut got = String::new();
     std::io::Read::read_to_string(&mut zip.by_name("app.py").unwrap(), &mut got).unwrap();
@@ -1041,12 +1071,12 @@ async fn push_path_end_to_end() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(
-        !dir.path()
-            .join(format!(
-                "blobs/droplets/{}",
+        !kiln
+            .blob_exists(&format!(
+                "droplets/{}",
                 task.definition.uploads[0].to.split('/').nth(6).unwrap()
             ))
-            .exists()
+            .await
     );
     // The build cache is absent until uploaded.
     assert_eq!(

@@ -1,0 +1,29 @@
+-- On PostgreSQL a new row's `seq` comes from one sequence, taken by a
+-- trigger before each insert: the insert's own MAX(seq) + 1 read a snapshot
+-- of its own, so two concurrent inserts could get the same number. SQLite
+-- keeps MAX(seq) + 1, exact there since it has one writer at a time.
+-- A copy (`kiln migrate`) sets `kiln.copying` to keep the copied numbers and
+-- then moves the sequence past them. A table added later with a `seq`
+-- column needs the same trigger (kiln-api's tests check every one has it).
+-- The lines below run on PostgreSQL only (kiln-store's engine_specific::ddl).
+-- postgres: CREATE SEQUENCE kiln_seq;
+-- postgres: CREATE FUNCTION kiln_next_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+-- postgres: BEGIN
+-- postgres:   IF COALESCE(current_setting('kiln.copying', true), '') <> 'on' THEN
+-- postgres:     NEW.seq := nextval('kiln_seq');
+-- postgres:   END IF;
+-- postgres:   RETURN NEW;
+-- postgres: END $$;
+-- postgres: DO $$
+-- postgres: DECLARE t text; top bigint;
+-- postgres: BEGIN
+-- postgres:   FOR t IN SELECT table_name FROM information_schema.columns
+-- postgres:            WHERE table_schema = current_schema() AND column_name = 'seq' LOOP
+-- postgres:     EXECUTE format('CREATE TRIGGER %I BEFORE INSERT ON %I FOR EACH ROW EXECUTE FUNCTION kiln_next_seq()', t || '_seq', t);
+-- postgres:     EXECUTE format('SELECT COALESCE(MAX(seq), 0) FROM %I', t) INTO top;
+-- postgres:     IF top > 0 THEN
+-- postgres:       PERFORM setval('kiln_seq', GREATEST(top, (SELECT last_value FROM kiln_seq)));
+-- postgres:     END IF;
+-- postgres:   END LOOP;
+-- postgres: END $$;
+SELECT 1;

@@ -1,0 +1,36 @@
+-- Fencing (PostgreSQL only): a cluster node's active BBS writes as the
+-- BBS lock owner it holds the lease as (its connections set
+-- `kiln.bbs_owner`), and every write statement on a BBS table first checks,
+-- in its own transaction, that this owner holds a live lease on the
+-- database's clock, taking a share lock on the lease row: a node cut off
+-- mid-round writes nothing once another node could hold the lease, and a
+-- takeover waits for the writes that passed the check to commit. Sessions
+-- that name no owner (SQLite has no triggers; `kiln migrate`, tools) are
+-- not fenced. A table added later needs the same trigger (kiln-bbs's lock
+-- tests check every one has it).
+-- The lines below run on PostgreSQL only (kiln-store's engine_specific::ddl).
+-- postgres: CREATE FUNCTION kiln_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+-- postgres: DECLARE me text := COALESCE(current_setting('kiln.bbs_owner', true), '');
+-- postgres: BEGIN
+-- postgres:   IF me = '' THEN
+-- postgres:     RETURN NULL;
+-- postgres:   END IF;
+-- postgres:   PERFORM 1 FROM bbs_lock
+-- postgres:     WHERE id = 1 AND owner = me
+-- postgres:       AND expires_ms > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)
+-- postgres:     FOR SHARE;
+-- postgres:   IF NOT FOUND THEN
+-- postgres:     RAISE EXCEPTION 'fenced: this node no longer holds the bbs lock';
+-- postgres:   END IF;
+-- postgres:   RETURN NULL;
+-- postgres: END $$;
+-- postgres: DO $$
+-- postgres: DECLARE t text;
+-- postgres: BEGIN
+-- postgres:   FOR t IN SELECT table_name FROM information_schema.tables
+-- postgres:            WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
+-- postgres:              AND table_name NOT IN ('bbs_lock', 'cluster_secrets', '_sqlx_migrations') LOOP
+-- postgres:     EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %I FOR EACH STATEMENT EXECUTE FUNCTION kiln_fence()', t || '_fence', t);
+-- postgres:   END LOOP;
+-- postgres: END $$;
+SELECT 1;
