@@ -31,6 +31,9 @@ pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organiz
     let now = util::now();
     let data = named_request(Some(&msg.name), msg.suspended);
     let event = audit::org_event(&guid, &msg.name, types::ORGANIZATION_CREATE, data);
+    // Read before the transaction: a second pool connection taken while
+    // holding one can exhaust the pool under concurrent creates.
+    let quota = super::quotas::default_quota(ctx).await?;
     let mut tx = ctx.pool.begin().await?;
     let inserted = db::insert::<Organization>(
         &mut *tx,
@@ -47,7 +50,6 @@ pub async fn create_org(ctx: &Ctx, msg: CreateOrganization) -> ApiResult<Organiz
         format!("Organization '{}' already exists.", msg.name)
     })?;
     // A new org has the default quota, as in CC.
-    let quota = super::quotas::default_quota(ctx).await?;
     super::quotas::assign(&mut tx, &guid, &quota.guid).await?;
     audit::record(&mut *tx, event).await?;
     db::metadata::apply(&mut tx, &guid, &meta).await?;
