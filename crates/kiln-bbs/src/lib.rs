@@ -78,8 +78,30 @@ impl Default for BbsConfig {
 /// auctioneer batches the requests that arrive while it works.
 const AUCTION_BATCH_WINDOW: Duration = Duration::from_millis(20);
 
+/// The longest pause between auction rounds, however long the last round
+/// took: a round slowed by a loaded machine must not slow the next ones in
+/// turn (a pause as long as the last round fed on itself under load).
+const AUCTION_MAX_PAUSE: Duration = Duration::from_millis(250);
+
 /// How often presence is checked for cells that stopped heartbeating.
 const PRESENCE_CHECK: Duration = Duration::from_millis(250);
+
+/// The pause before an auction round after a nudge: at least the batch
+/// window, so a burst of desires is placed in one round; as long as the
+/// last round (a round's reads grow with what is placed, and rounds back to
+/// back during a push storm would take all the BBS's time), but never more
+/// than [`AUCTION_MAX_PAUSE`].
+#[derive(Debug, Default)]
+struct AuctionPacing {
+    last_round: Duration,
+}
+
+impl AuctionPacing {
+    fn pause(&self) -> Duration {
+        self.last_round
+            .clamp(AUCTION_BATCH_WINDOW, AUCTION_MAX_PAUSE)
+    }
+}
 
 /// The in-process BBS. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -244,27 +266,23 @@ impl Bbs {
         // BBS does so on a cell-disappeared event), not at the next tick.
         let mut presence = tokio::time::interval(PRESENCE_CHECK);
         presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_round = Duration::ZERO;
+        let mut pacing = AuctionPacing::default();
+        // When the next auction round is due: set by a nudge, after the
+        // pause; presence and convergence are served while it waits.
+        let mut due: Option<tokio::time::Instant> = None;
         loop {
+            let at = due.unwrap_or_else(tokio::time::Instant::now);
             let converge_now = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => true,
                 _ = presence.tick() => self.forget_expired_cells() && self.presence_settled(),
-                _ = self.inner.wake.notified() => {
-                    // A round's reads grow with what is placed: during a push
-                    // storm, wait at least as long as the last round took so
-                    // rounds never take more than half the BBS's time.
-                    tokio::time::sleep(AUCTION_BATCH_WINDOW.max(last_round)).await;
-                    let round = Instant::now();
-                    let result = self.auction().await;
-                    last_round = round.elapsed();
-                    match result {
-                        Ok(report) if report != AuctionReport::default() => {
-                            tracing::debug!(?report, "auction round")
-                        }
-                        Ok(_) => {}
-                        Err(error) => tracing::warn!(%error, "auction round failed"),
-                    }
+                _ = self.inner.wake.notified(), if due.is_none() => {
+                    due = Some(tokio::time::Instant::now() + pacing.pause());
+                    false
+                }
+                _ = tokio::time::sleep_until(at), if due.is_some() => {
+                    due = None;
+                    self.auction_paced(&mut pacing).await;
                     false
                 }
             };
@@ -273,10 +291,35 @@ impl Bbs {
                     Ok(report) if report != ConvergenceReport::default() => {
                         tracing::debug!(?report, "convergence pass")
                     }
-                    Ok(_) => {}
+                    Ok(_) => self.checkpoint_when_calm().await,
                     Err(error) => tracing::warn!(%error, "convergence pass failed"),
                 }
             }
+        }
+    }
+
+    /// One auction round, its duration noted for the next pause.
+    async fn auction_paced(&self, pacing: &mut AuctionPacing) {
+        let round = Instant::now();
+        let result = self.auction().await;
+        pacing.last_round = round.elapsed();
+        match result {
+            Ok(report) if report != AuctionReport::default() => {
+                tracing::debug!(?report, "auction round")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "auction round failed"),
+        }
+    }
+
+    /// After a convergence pass that changed nothing: the write-ahead log
+    /// is folded back and truncated (it kept the size of the busiest
+    /// burst otherwise). Under the write lock, so it waits for no write of
+    /// ours and none waits long for it at a calm moment.
+    async fn checkpoint_when_calm(&self) {
+        let _write = self.inner.write.lock().await;
+        if let Err(error) = store::checkpoint(&self.inner.pool).await {
+            tracing::warn!(%error, "database checkpoint failed");
         }
     }
 
@@ -698,7 +741,8 @@ impl BbsClient for Bbs {
             return Err(mismatch(key, instance_key));
         };
         tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %instance_key.instance_guid, "actual lrp running");
-        // The replacement runs: the suspect instance it replaces goes.
+        // The replacement runs: the suspect instance it replaces went with
+        // the batch (`reports.rs`); one still here is settled on its own.
         match self.inner.suspects.at(key) {
             Some(suspect) => {
                 self.suspect_gone(key, &suspect, Some(a)).await?;

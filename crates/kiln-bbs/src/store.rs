@@ -1129,3 +1129,14 @@ pub async fn evacuating_cells(pool: &Pool) -> Result<Vec<String>, BbsError> {
         .await
         .map_err(db)
 }
+
+/// Folds the database's write-ahead log back into it and shrinks the log
+/// file (SQLite; nothing on PostgreSQL). Callers hold the write lock, so no
+/// write of the BBS waits behind it.
+pub async fn checkpoint(pool: &Pool) -> Result<(), BbsError> {
+    let Some(sql) = kiln_store::engine_specific::wal_checkpoint(kiln_store::engine(pool)) else {
+        return Ok(());
+    };
+    sqlx::query(sql).execute(pool).await.map_err(db)?;
+    Ok(())
+}

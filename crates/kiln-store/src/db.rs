@@ -408,6 +408,18 @@ pub mod engine_specific {
         }
     }
 
+    /// The statement that folds a SQLite database's write-ahead log back
+    /// into it and truncates the log file, for a calm moment: automatic
+    /// checkpoints never shrink the file, which kept the size of the
+    /// busiest burst (159 MB after placing 250,000 BBS instances). None on
+    /// PostgreSQL, whose log the server manages.
+    pub fn wal_checkpoint(engine: Engine) -> Option<&'static str> {
+        match engine {
+            Engine::Sqlite => Some("PRAGMA wal_checkpoint(TRUNCATE)"),
+            Engine::Postgres => None,
+        }
+    }
+
     /// SQLSTATEs (PostgreSQL) that mean the server is going away or not
     /// accepting work: class 08 (connection exception), 57P01..57P03
     /// (admin shutdown, crash shutdown, cannot connect now). SQLite's codes
