@@ -165,6 +165,18 @@ pub struct ConvergenceReport {
     pub unplaced: usize,
 }
 
+impl ConvergenceReport {
+    /// Whether the pass wrote nothing: instances that fit nowhere and
+    /// stay so are counted, not written again.
+    fn is_calm(&self) -> bool {
+        *self
+            == ConvergenceReport {
+                unplaced: self.unplaced,
+                ..Default::default()
+            }
+    }
+}
+
 /// What one auction round did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AuctionReport {
@@ -288,7 +300,7 @@ impl Bbs {
             };
             if converge_now {
                 match self.converge().await {
-                    Ok(report) if report != ConvergenceReport::default() => {
+                    Ok(report) if !report.is_calm() => {
                         tracing::debug!(?report, "convergence pass")
                     }
                     Ok(_) => self.checkpoint_when_calm().await,
@@ -843,5 +855,97 @@ impl BbsClient for Bbs {
                 }
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_model::bbs::{HealthCheck, RunAction};
+
+    #[test]
+    fn a_slow_round_pauses_the_next_no_longer_than_the_cap() {
+        let pause = |last_round| AuctionPacing { last_round }.pause();
+        assert_eq!(pause(Duration::ZERO), AUCTION_BATCH_WINDOW);
+        assert_eq!(
+            pause(Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(pause(Duration::from_secs(30)), AUCTION_MAX_PAUSE);
+    }
+
+    fn desired(process_guid: String) -> DesiredLrp {
+        DesiredLrp {
+            process_guid,
+            domain: "cf-apps".into(),
+            instances: 10,
+            rootfs: "preloaded:s".parse().unwrap(),
+            image_username: String::new(),
+            image_password: Default::default(),
+            ports: vec![],
+            memory_mb: 64,
+            disk_mb: 64,
+            env: vec![],
+            setup: vec![],
+            action: RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            sidecars: Vec::new(),
+            health_check: HealthCheck::Port,
+            start_timeout_ms: 1000,
+            routes: vec![],
+            log_guid: "l".into(),
+            log_source: "APP/PROC/WEB".into(),
+            annotation: String::new(),
+        }
+    }
+
+    /// Writes grow SQLite's write-ahead log; the first calm convergence
+    /// pass folds it back and truncates it (instances that fit nowhere,
+    /// here for want of any cell, do not make a pass busy).
+    #[tokio::test]
+    async fn a_calm_pass_truncates_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BbsConfig {
+            convergence_interval: Duration::from_millis(100),
+            cell_ttl: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+            .await
+            .unwrap();
+        for p in 0..50 {
+            bbs.desire_lrp(desired(format!("p-{p}"))).await.unwrap();
+        }
+        let wal = dir.path().join("bbs.sqlite-wal");
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(wal_len() > 0, "the desires are in the log");
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn({
+            let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
+            async move { bbs.run(shutdown).await }
+        });
+        let mut truncated = false;
+        for _ in 0..200 {
+            if wal_len() == 0 {
+                truncated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        runner.await.unwrap().unwrap();
+        assert!(truncated, "log still {} bytes", wal_len());
+        let unclaimed = bbs.inner.mirror.unclaimed();
+        assert_eq!(unclaimed.len(), 500);
+        assert!(
+            unclaimed
+                .iter()
+                .all(|u| u.placement_error == auction::NO_CELLS)
+        );
     }
 }

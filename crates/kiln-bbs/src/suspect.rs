@@ -88,7 +88,7 @@ impl Suspects {
             .collect()
     }
 
-    fn all(&self) -> Vec<ActualLrp> {
+    pub(crate) fn all(&self) -> Vec<ActualLrp> {
         self.lock().values().cloned().collect()
     }
 
