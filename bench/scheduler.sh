@@ -49,14 +49,15 @@ echo "load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 for size in $SIZES; do
     instances=${size%:*}
     cells=${size#*:}
-    echo "== $instances instances on $cells cells"
+    echo "== $instances instances on $cells cells (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
     new=$("$here" "$instances" "$cells" kiln)
     echo "$new"
+    echo "   load after: $(cut -d' ' -f1-3 /proc/loadavg)"
     if [ "$instances" -le 25000 ] || [ "${BASE_LARGE:-0}" = 1 ]; then
         old=$("$base" "$instances" "$cells" "$BASE")
         echo "$old"
         printf '%-28s %12s %12s %8s\n' metric "$BASE" kiln "$BASE/kiln"
-        for f in desire_s placed_s placed_after_desire_s running_s converge_s replaced_after_expiry_s rerunning_after_expiry_s peak_rss_mb db_mb running_cpu_s replaced_cpu_s cpu_s; do
+        for f in desire_s placed_s placed_after_desire_s running_s converge_s replaced_after_expiry_s rerunning_after_expiry_s peak_rss_mb db_mb wal_peak_mb running_cpu_s replaced_cpu_s cpu_s; do
             a=$(field "$old" $f)
             b=$(field "$new" $f)
             printf '%-28s %12s %12s %8s\n' "$f" "$a" "$b" "$(ratio "$a" "$b")"

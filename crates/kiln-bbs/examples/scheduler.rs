@@ -140,9 +140,12 @@ fn fastrand_fraction(name: &str) -> f64 {
     (hash % 10_000) as f64 / 10_000.0
 }
 
-/// Counts rows in the BBS's database through a connection of its own.
+/// Counts rows in the BBS's database through a connection of its own,
+/// and notes the largest write-ahead log seen at its polls.
 struct Counter {
     pool: sqlx::SqlitePool,
+    dir: std::path::PathBuf,
+    wal_peak: AtomicU64,
 }
 
 impl Counter {
@@ -162,6 +165,8 @@ impl Counter {
         let mut report = Instant::now();
         loop {
             let have = self.count(sql).await;
+            self.wal_peak
+                .fetch_max(wal_bytes(&self.dir), Ordering::Relaxed);
             if report.elapsed() > Duration::from_secs(10) {
                 eprintln!(
                     "  {have} to go after {:.0} s: {sql}",
@@ -205,6 +210,19 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn wal_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("bbs.sqlite-wal")).map_or(0, |m| m.len())
+}
+
+/// Waits (at most three convergence intervals) for the BBS to fold its
+/// write-ahead log back at a calm convergence pass.
+async fn wait_for_checkpoint(dir: &std::path::Path) {
+    let limit = Instant::now() + BbsConfig::default().convergence_interval * 3;
+    while wal_bytes(dir) > 1_000_000 && Instant::now() < limit {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 fn db_size_mb(dir: &std::path::Path) -> f64 {
     ["bbs.sqlite", "bbs.sqlite-wal"]
         .iter()
@@ -246,6 +264,8 @@ async fn main() {
             )
             .await
             .expect("open counter"),
+        dir: dir.path().to_path_buf(),
+        wal_peak: AtomicU64::new(0),
     };
     let shutdown = CancellationToken::new();
     let runner = {
@@ -347,6 +367,13 @@ async fn main() {
         .map(|i| format!("'cell-{i:04}'"))
         .collect::<Vec<_>>()
         .join(",");
+    eprintln!(
+        "  lost {} cells; their presence expires in {:.1} s",
+        lost.len(),
+        expiry
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
+    );
     tokio::time::sleep_until(tokio::time::Instant::from_std(expiry)).await;
     let cpu_expiry = cpu_s();
     // Re-placed once no instance is UNCLAIMED or placed on a lost cell.
@@ -364,10 +391,14 @@ async fn main() {
         )
         .await;
 
+    let settle = Instant::now();
+    wait_for_checkpoint(dir.path()).await;
+    let checkpointed_after = settle.elapsed().as_secs_f64();
+
     println!(
         "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} placed_after_desire_s={} running_s={} \
          converge_s={converge:.3} replaced_after_expiry_s={} rerunning_after_expiry_s={} \
-         peak_rss_mb={:.0} db_mb={:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1}",
+         peak_rss_mb={:.0} db_mb={:.1} wal_peak_mb={:.1} wal_settled_after_s={checkpointed_after:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1}",
         secs(placed),
         secs(placed_after_desire),
         secs(running),
@@ -375,6 +406,7 @@ async fn main() {
         secs(rerunning),
         peak_rss_mb(),
         db_size_mb(dir.path()),
+        counter.wal_peak.load(Ordering::Relaxed) as f64 / 1e6,
         cpu_s(),
     );
     shutdown.cancel();

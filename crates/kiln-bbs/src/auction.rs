@@ -200,13 +200,6 @@ impl Auction {
             .unwrap_or(0)
     }
 
-    fn same_work(&self, i: usize, work: &Work) -> u32 {
-        match &work.kind {
-            WorkKind::Lrp { process_guid, .. } => self.instances_of(i, process_guid),
-            WorkKind::Task { .. } => self.cells[i].tasks,
-        }
-    }
-
     /// Places one item: the position of the winning cell, or the placement
     /// error Diego would report.
     pub fn place(&mut self, work: &Work) -> Result<usize, String> {
@@ -239,6 +232,16 @@ impl Auction {
     }
 
     fn find_winner(&self, work: &Work) -> Result<usize, String> {
+        // The item's process looked up once, not at every cell: with cells
+        // of equal load many tie, and an item reads hundreds of them.
+        let same_process = match &work.kind {
+            WorkKind::Lrp { process_guid, .. } => Some(self.same.get(process_guid)),
+            WorkKind::Task { .. } => None,
+        };
+        let same_work = |i: usize| match same_process {
+            Some(on) => on.and_then(|m| m.get(&i)).copied().unwrap_or(0),
+            None => self.cells[i].tasks,
+        };
         let mut best: Option<(usize, Rank)> = None;
         // Which resources were short on every compatible cell, for the error.
         let (mut short_memory, mut short_disk, mut short_containers) = (true, true, true);
@@ -261,7 +264,7 @@ impl Auction {
             if !(memory_ok && disk_ok && containers_ok) {
                 continue;
             }
-            let rank = (self.same_work(i, work), c.score_with(work));
+            let rank = (same_work(i), c.score_with(work));
             let better = best.is_none_or(|(j, (same, score))| {
                 rank.0 < same || (rank.0 == same && (rank.1 < score || (rank.1 == score && i < j)))
             });

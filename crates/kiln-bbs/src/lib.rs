@@ -79,8 +79,35 @@ impl Default for BbsConfig {
 /// spell is placed at once: a lone push waits for no window.
 const AUCTION_BATCH_WINDOW: Duration = Duration::from_millis(20);
 
+/// The longest pause between auction rounds, however long the last round
+/// took: a round slowed by a loaded machine must not slow the next ones in
+/// turn (a pause as long as the last round fed on itself under load).
+const AUCTION_MAX_PAUSE: Duration = Duration::from_millis(250);
+
 /// How often presence is checked for cells that stopped heartbeating.
 const PRESENCE_CHECK: Duration = Duration::from_millis(250);
+
+/// The pause before an auction round after a nudge, counted from the end
+/// of the last round: at least the batch window, so a burst of desires is
+/// placed in few rounds; as long as the last round (a round's reads grow
+/// with what is placed, and rounds back to back during a push storm would
+/// take all the BBS's time), but never more than [`AUCTION_MAX_PAUSE`]. A
+/// nudge after a quiet spell longer than that is auctioned at once.
+#[derive(Debug, Default)]
+struct AuctionPacing {
+    last_round: Duration,
+    last_end: Option<Instant>,
+}
+
+impl AuctionPacing {
+    fn pause(&self) -> Duration {
+        let spacing = self
+            .last_round
+            .clamp(AUCTION_BATCH_WINDOW, AUCTION_MAX_PAUSE);
+        let quiet = self.last_end.map_or(spacing, |end| end.elapsed());
+        spacing.saturating_sub(quiet)
+    }
+}
 
 /// The in-process BBS. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -147,6 +174,18 @@ pub struct ConvergenceReport {
     pub tasks_failed: usize,
     pub placed: usize,
     pub unplaced: usize,
+}
+
+impl ConvergenceReport {
+    /// Whether the pass wrote nothing: instances that fit nowhere and
+    /// stay so are counted, not written again.
+    fn is_calm(&self) -> bool {
+        *self
+            == ConvergenceReport {
+                unplaced: self.unplaced,
+                ..Default::default()
+            }
+    }
 }
 
 /// What one auction round did.
@@ -274,43 +313,61 @@ impl Bbs {
         // BBS does so on a cell-disappeared event), not at the next tick.
         let mut presence = tokio::time::interval(PRESENCE_CHECK);
         presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_round = Duration::ZERO;
-        let mut last_end: Option<Instant> = None;
+        let mut pacing = AuctionPacing::default();
+        // When the next auction round is due: set by a nudge, after the
+        // pause; presence and convergence are served while it waits.
+        let mut due: Option<tokio::time::Instant> = None;
         loop {
+            let at = due.unwrap_or_else(tokio::time::Instant::now);
             let converge_now = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => true,
                 _ = presence.tick() => self.forget_expired_cells() && self.presence_settled(),
-                _ = self.inner.wake.notified() => {
-                    // A round's reads grow with what is placed: during a push
-                    // storm, rounds are spaced at least as long as the last
-                    // took, so they never take more than half the BBS's time.
-                    let spacing = AUCTION_BATCH_WINDOW.max(last_round);
-                    let quiet = last_end.map_or(spacing, |end| end.elapsed());
-                    tokio::time::sleep(spacing.saturating_sub(quiet)).await;
-                    let round = Instant::now();
-                    let result = self.auction().await;
-                    last_round = round.elapsed();
-                    last_end = Some(Instant::now());
-                    match result {
-                        Ok(report) if report != AuctionReport::default() => {
-                            tracing::debug!(?report, "auction round")
-                        }
-                        Ok(_) => {}
-                        Err(error) => tracing::warn!(%error, "auction round failed"),
-                    }
+                _ = self.inner.wake.notified(), if due.is_none() => {
+                    due = Some(tokio::time::Instant::now() + pacing.pause());
+                    false
+                }
+                _ = tokio::time::sleep_until(at), if due.is_some() => {
+                    due = None;
+                    self.auction_paced(&mut pacing).await;
                     false
                 }
             };
             if converge_now {
                 match self.converge().await {
-                    Ok(report) if report != ConvergenceReport::default() => {
+                    Ok(report) if !report.is_calm() => {
                         tracing::debug!(?report, "convergence pass")
                     }
-                    Ok(_) => {}
+                    Ok(_) => self.checkpoint_when_calm().await,
                     Err(error) => tracing::warn!(%error, "convergence pass failed"),
                 }
             }
+        }
+    }
+
+    /// One auction round, its duration noted for the next pause.
+    async fn auction_paced(&self, pacing: &mut AuctionPacing) {
+        let round = Instant::now();
+        let result = self.auction().await;
+        pacing.last_round = round.elapsed();
+        pacing.last_end = Some(Instant::now());
+        match result {
+            Ok(report) if report != AuctionReport::default() => {
+                tracing::debug!(?report, "auction round")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "auction round failed"),
+        }
+    }
+
+    /// After a convergence pass that changed nothing: the write-ahead log
+    /// is folded back and truncated (it kept the size of the busiest
+    /// burst otherwise). Under the write lock, so it waits for no write of
+    /// ours and none waits long for it at a calm moment.
+    async fn checkpoint_when_calm(&self) {
+        let _write = self.inner.write.lock().await;
+        if let Err(error) = store::checkpoint(&self.inner.pool).await {
+            tracing::warn!(%error, "database checkpoint failed");
         }
     }
 
@@ -732,7 +789,8 @@ impl BbsClient for Bbs {
             return Err(mismatch(key, instance_key));
         };
         tracing::info!(process_guid = %key.process_guid, index = key.index, instance_guid = %instance_key.instance_guid, "actual lrp running");
-        // The replacement runs: the suspect instance it replaces goes.
+        // The replacement runs: the suspect instance it replaces went with
+        // the batch (`reports.rs`); one still here is settled on its own.
         match self.inner.suspects.at(key) {
             Some(suspect) => {
                 self.suspect_gone(key, &suspect, Some(a)).await?;
@@ -833,5 +891,121 @@ impl BbsClient for Bbs {
                 }
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_model::bbs::{HealthCheck, RunAction};
+
+    #[test]
+    fn a_slow_round_pauses_the_next_no_longer_than_the_cap() {
+        // Measured from a round that has only just ended.
+        let pause = |last_round| {
+            let pacing = AuctionPacing {
+                last_round,
+                last_end: Some(Instant::now()),
+            };
+            pacing.pause()
+        };
+        let close = |got: Duration, want: Duration| {
+            assert!(
+                got <= want && want - got < Duration::from_millis(10),
+                "{got:?} vs {want:?}"
+            )
+        };
+        close(pause(Duration::ZERO), AUCTION_BATCH_WINDOW);
+        close(
+            pause(Duration::from_millis(100)),
+            Duration::from_millis(100),
+        );
+        close(pause(Duration::from_secs(30)), AUCTION_MAX_PAUSE);
+    }
+
+    #[test]
+    fn a_nudge_after_a_quiet_spell_is_auctioned_at_once() {
+        let first = AuctionPacing::default();
+        assert_eq!(first.pause(), Duration::ZERO);
+        let long_ago = AuctionPacing {
+            last_round: Duration::from_millis(100),
+            last_end: Instant::now().checked_sub(Duration::from_secs(1)),
+        };
+        assert_eq!(long_ago.pause(), Duration::ZERO);
+    }
+
+    fn desired(process_guid: String) -> DesiredLrp {
+        DesiredLrp {
+            process_guid,
+            domain: "cf-apps".into(),
+            instances: 10,
+            rootfs: "preloaded:s".parse().unwrap(),
+            image_username: String::new(),
+            image_password: Default::default(),
+            ports: vec![],
+            memory_mb: 64,
+            disk_mb: 64,
+            env: vec![],
+            setup: vec![],
+            action: RunAction {
+                path: "/bin/true".into(),
+                args: vec![],
+                env: vec![],
+                dir: None,
+                user: "vcap".into(),
+            },
+            sidecars: Vec::new(),
+            health_check: HealthCheck::Port,
+            start_timeout_ms: 1000,
+            routes: vec![],
+            log_guid: "l".into(),
+            log_source: "APP/PROC/WEB".into(),
+            annotation: String::new(),
+        }
+    }
+
+    /// Writes grow SQLite's write-ahead log; the first calm convergence
+    /// pass folds it back and truncates it (instances that fit nowhere,
+    /// here for want of any cell, do not make a pass busy).
+    #[tokio::test]
+    async fn a_calm_pass_truncates_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BbsConfig {
+            convergence_interval: Duration::from_millis(100),
+            cell_ttl: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let bbs = Bbs::open_with(&dir.path().join("bbs.sqlite"), config)
+            .await
+            .unwrap();
+        for p in 0..50 {
+            bbs.desire_lrp(desired(format!("p-{p}"))).await.unwrap();
+        }
+        let wal = dir.path().join("bbs.sqlite-wal");
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(wal_len() > 0, "the desires are in the log");
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn({
+            let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
+            async move { bbs.run(shutdown).await }
+        });
+        let mut truncated = false;
+        for _ in 0..200 {
+            if wal_len() == 0 {
+                truncated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        runner.await.unwrap().unwrap();
+        assert!(truncated, "log still {} bytes", wal_len());
+        let unclaimed = bbs.inner.mirror.unclaimed();
+        assert_eq!(unclaimed.len(), 500);
+        assert!(
+            unclaimed
+                .iter()
+                .all(|u| u.placement_error == auction::NO_CELLS)
+        );
     }
 }

@@ -604,6 +604,27 @@ mod agrees_with_the_tables {
         assert_plan_agrees(bbs).await;
     }
 
+    /// The suspect instances in memory against their kept rows.
+    async fn assert_kept_agree(bbs: &Bbs) {
+        let mut want: Vec<_> = store::kept_instances(&bbs.inner.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(kept, _)| *kept == store::Kept::Suspect)
+            .map(|(_, a)| a.instance_key)
+            .collect();
+        let mut got: Vec<_> = bbs
+            .inner
+            .suspects
+            .all()
+            .into_iter()
+            .map(|a| a.instance_key)
+            .collect();
+        want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        got.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        assert_eq!(got, want, "suspect instances and their kept rows");
+    }
+
     /// Convergence's plan from the mirror against the same questions asked
     /// of the tables.
     async fn assert_plan_agrees(bbs: &Bbs) {
@@ -736,6 +757,31 @@ mod agrees_with_the_tables {
         );
         assert_agrees(&bbs, &cells).await;
         bbs.converge().await.unwrap();
+        assert_agrees(&bbs, &cells).await;
+        let suspects = bbs.inner.suspects.all();
+        assert!(!suspects.is_empty(), "c2's RUNNING instances are suspect");
+        assert_kept_agree(&bbs).await;
+        // Their replacements run (reported in one batch): the suspect
+        // instances go, in memory and in their kept rows alike.
+        let replacements: Vec<_> = bbs
+            .actual_lrps(ActualLrpFilter {
+                cell_id: Some("c1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| suspects.iter().any(|s| s.key == a.key))
+            .collect();
+        assert_eq!(replacements.len(), suspects.len(), "{replacements:?}");
+        let reports = replacements.iter().map(|a| {
+            bbs.start_actual_lrp(&a.key, a.instance_key.as_ref().unwrap(), net_info.clone())
+        });
+        for started in futures_util::future::join_all(reports).await {
+            started.unwrap();
+        }
+        assert!(bbs.inner.suspects.all().is_empty());
+        assert_kept_agree(&bbs).await;
         assert_agrees(&bbs, &cells).await;
 
         // Reopened, the mirror is loaded from the tables, here changed

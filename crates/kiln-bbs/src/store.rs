@@ -1129,3 +1129,25 @@ pub async fn evacuating_cells(pool: &Pool) -> Result<Vec<String>, BbsError> {
         .await
         .map_err(db)
 }
+
+/// Folds the database's write-ahead log back into it and shrinks the log
+/// file (SQLite; nothing on PostgreSQL), on one connection. Callers hold
+/// the write lock, so no write of the BBS waits behind it.
+pub async fn checkpoint(pool: &Pool) -> Result<(), BbsError> {
+    let statements = kiln_store::engine_specific::wal_checkpoint(kiln_store::engine(pool));
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await.map_err(db)?;
+    // Every statement runs even after one fails: the last restores the
+    // connection's settings before it goes back to the pool.
+    let mut outcome = Ok(());
+    for sql in statements {
+        let ran = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(db);
+        outcome = outcome.and(ran.map(|_| ()));
+    }
+    outcome
+}

@@ -88,12 +88,12 @@ impl Suspects {
             .collect()
     }
 
-    fn all(&self) -> Vec<ActualLrp> {
+    pub(crate) fn all(&self) -> Vec<ActualLrp> {
         self.lock().values().cloned().collect()
     }
 
     /// Forgets the suspect instance at `key` if it is still `instance_key`.
-    fn forget(&self, key: &ActualLrpKey, instance_key: &ActualLrpInstanceKey) -> bool {
+    pub(crate) fn forget(&self, key: &ActualLrpKey, instance_key: &ActualLrpInstanceKey) -> bool {
         let mut suspects = self.lock();
         let k = slot(key);
         match suspects.get(&k) {

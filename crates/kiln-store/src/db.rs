@@ -310,6 +310,12 @@ pub mod engine_specific {
     /// (as 503) rather than hanging while the database is away.
     const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+    /// How long a SQLite statement waits for the database's write lock.
+    const BUSY_TIMEOUT_MS: u32 = 10_000;
+
+    /// How long a checkpoint waits for readers to move on.
+    const CHECKPOINT_BUSY_TIMEOUT_MS: u32 = 250;
+
     /// Migrations are written in SQLite's dialect, which PostgreSQL accepts
     /// but for the column types: INTEGER is 32 bits there (the BBS stores
     /// nanosecond timestamps) and BOOLEAN is a type of its own (Kiln's
@@ -461,7 +467,7 @@ pub mod engine_specific {
                 };
                 let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
                 );
                 pool.after_connect(move |conn, _| {
                     let pragmas = pragmas.clone();
@@ -503,6 +509,26 @@ pub mod engine_specific {
         match engine {
             Engine::Sqlite => "",
             Engine::Postgres => " COLLATE \"C\"",
+        }
+    }
+
+    /// The statements, run in order on one connection, that fold a SQLite
+    /// database's write-ahead log back into it and truncate the log file,
+    /// for a calm moment: automatic checkpoints never shrink the file,
+    /// which kept the size of the busiest burst (159 MB after placing
+    /// 250,000 BBS instances). The checkpoint waits for readers only
+    /// briefly (it blocks writers while it waits; when readers stay, it
+    /// gives up and a later calm moment tries again), then the connection's
+    /// usual wait is restored. None on PostgreSQL, whose log the server
+    /// manages.
+    pub fn wal_checkpoint(engine: Engine) -> Vec<String> {
+        match engine {
+            Engine::Sqlite => vec![
+                format!("PRAGMA busy_timeout = {CHECKPOINT_BUSY_TIMEOUT_MS}"),
+                "PRAGMA wal_checkpoint(TRUNCATE)".into(),
+                format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"),
+            ],
+            Engine::Postgres => Vec::new(),
         }
     }
 
