@@ -148,9 +148,9 @@ const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         include_str!("../migrations/0004_lock.sql"),
     ),
     (
-        6,
+        5,
         "bbs writes fenced by the lock",
-        include_str!("../migrations/0006_fence.sql"),
+        include_str!("../migrations/0005_fence.sql"),
     ),
 ];
 
@@ -220,7 +220,7 @@ impl Bbs {
     /// [`Bbs::open_on`] for a cluster node's active BBS on PostgreSQL:
     /// every write it makes lands only while `lease_owner` holds the BBS
     /// lock, checked by the database in the write's own transaction (BBS
-    /// migration 6), so a round still running when the lease is lost
+    /// migration 5), so a round still running when the lease is lost
     /// writes nothing.
     pub async fn open_fenced(
         database: &kiln_store::Database,

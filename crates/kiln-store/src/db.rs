@@ -159,7 +159,7 @@ pub struct OpenOptions {
     pub max_connections: u32,
     /// PostgreSQL: the BBS lock owner every connection writes as (the
     /// session setting `kiln.bbs_owner`); the BBS tables' fence trigger
-    /// (BBS migration 6) refuses its writes unless it holds a live lease.
+    /// (BBS migration 5) refuses its writes unless it holds a live lease.
     pub lease_owner: Option<uuid::Uuid>,
 }
 
@@ -345,7 +345,7 @@ pub mod engine_specific {
     }
 
     /// The sequence that numbers new rows' `seq` on PostgreSQL (CCDB
-    /// migration 16: a trigger before each insert takes the next value;
+    /// migration 15: a trigger before each insert takes the next value;
     /// an insert's own `MAX(seq) + 1` gave concurrent inserts one number).
     pub const SEQ_SEQUENCE: &str = "kiln_seq";
 

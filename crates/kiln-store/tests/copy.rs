@@ -101,7 +101,7 @@ async fn a_sqlite_database_is_copied_into_postgres_whole_or_not_at_all() {
     assert_eq!(counter, 41);
 }
 
-/// A table numbered by `seq` as the CCDB's are (migration 16 there): on
+/// A table numbered by `seq` as the CCDB's are (migration 15 there): on
 /// PostgreSQL a trigger takes each new row's number from `kiln_seq`.
 const SEQ_STEPS: &[MigrationStep] = &[(
     1,

@@ -86,9 +86,9 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         include_str!("../../migrations/0014_droplet_sidecars.sql"),
     ),
     (
-        16,
+        15,
         "seq from a sequence on PostgreSQL",
-        include_str!("../../migrations/0016_seq_sequence.sql"),
+        include_str!("../../migrations/0015_seq_sequence.sql"),
     ),
 ];
 

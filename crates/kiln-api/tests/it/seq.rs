@@ -1,7 +1,7 @@
 //! Rows created at once get distinct `seq`s (lists are ordered by it). On
 //! PostgreSQL each insert's own `MAX(seq) + 1` reads a snapshot of its own,
 //! so concurrent inserts got one number; a sequence numbers them there
-//! (CCDB migration 16), through a trigger every table with `seq` has.
+//! (CCDB migration 15), through a trigger every table with `seq` has.
 
 use super::*;
 use kiln_store::Engine;
