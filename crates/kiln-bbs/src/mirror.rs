@@ -762,8 +762,22 @@ mod agrees_with_the_tables {
         bbs.auction().await.unwrap();
         assert_agrees(&bbs, &cells).await;
 
-        // c2 is lost (only c1 heartbeats on): its work goes back to the
-        // auction (RUNNING ones kept as suspect) and is placed on c1.
+        // c2's instances run (where the scaling left them depends on the
+        // placement), then c2 is lost (only c1 heartbeats on): its work goes
+        // back to the auction (RUNNING ones kept as suspect) and is placed
+        // on c1.
+        let on_c2 = ActualLrpFilter {
+            cell_id: Some("c2".into()),
+            ..Default::default()
+        };
+        for a in bbs.actual_lrps(on_c2).await.unwrap() {
+            if a.state == kiln_model::ActualLrpState::Claimed {
+                let ik = a.instance_key.as_ref().unwrap();
+                bbs.start_actual_lrp(&a.key, ik, net_info.clone())
+                    .await
+                    .unwrap();
+            }
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         bbs.heartbeat_cell(cell("c1")).await.unwrap();
         assert!(
