@@ -273,35 +273,13 @@ impl Bbs {
 mod tests {
     use super::*;
     use crate::{BbsClient, BbsConfig};
-    use kiln_model::bbs::{CellCapacity, DesiredLrp, HealthCheck, RunAction};
+    use kiln_model::bbs::{CellCapacity, DesiredLrp};
 
     fn desired(process_guid: &str) -> DesiredLrp {
         DesiredLrp {
-            process_guid: process_guid.into(),
-            domain: "cf-apps".into(),
-            instances: 2,
-            rootfs: "preloaded:s".parse().unwrap(),
-            image_username: String::new(),
-            image_password: Default::default(),
-            ports: vec![],
             memory_mb: 256,
             disk_mb: 256,
-            env: vec![],
-            setup: vec![],
-            action: RunAction {
-                path: "/bin/true".into(),
-                args: vec![],
-                env: vec![],
-                dir: None,
-                user: "vcap".into(),
-            },
-            sidecars: Vec::new(),
-            health_check: HealthCheck::Port,
-            start_timeout_ms: 1000,
-            routes: vec![],
-            log_guid: "l".into(),
-            log_source: "APP/PROC/WEB".into(),
-            annotation: String::new(),
+            ..crate::testing::desired(process_guid, 2)
         }
     }
 

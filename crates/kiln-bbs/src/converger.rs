@@ -214,38 +214,16 @@ impl Bbs {
 mod tests {
     use crate::{Bbs, BbsClient, BbsConfig};
     use kiln_model::ActualLrpState;
-    use kiln_model::bbs::{
-        ActualLrpPresence, CellCapacity, CellPresence, DesiredLrp, HealthCheck, RunAction,
-    };
+    use kiln_model::bbs::{ActualLrpPresence, CellCapacity, CellPresence, DesiredLrp};
     use std::time::Duration;
 
     fn desired(instances: u32) -> DesiredLrp {
         DesiredLrp {
-            process_guid: "p".into(),
-            domain: "cf-apps".into(),
-            instances,
-            rootfs: "preloaded:s".parse().unwrap(),
-            image_username: String::new(),
-            image_password: Default::default(),
-            ports: vec![],
             memory_mb: 1,
             disk_mb: 1,
-            env: vec![],
-            setup: vec![],
-            action: RunAction {
-                path: "/bin/true".into(),
-                args: vec![],
-                env: vec![],
-                dir: None,
-                user: "vcap".into(),
-            },
-            sidecars: Vec::new(),
-            health_check: HealthCheck::Port,
             start_timeout_ms: 1,
-            routes: vec![],
-            log_guid: "l".into(),
             log_source: "s".into(),
-            annotation: String::new(),
+            ..crate::testing::desired("p", instances)
         }
     }
 

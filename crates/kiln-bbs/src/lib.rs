@@ -30,6 +30,8 @@ pub mod server;
 pub mod standby;
 mod store;
 mod suspect;
+#[cfg(test)]
+mod testing;
 
 pub use client::{ActualLrpFilter, BbsClient, BbsError};
 
@@ -897,7 +899,6 @@ impl BbsClient for Bbs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_model::bbs::{HealthCheck, RunAction};
 
     #[test]
     fn a_slow_round_pauses_the_next_no_longer_than_the_cap() {
@@ -934,36 +935,6 @@ mod tests {
         assert_eq!(long_ago.pause(), Duration::ZERO);
     }
 
-    fn desired(process_guid: String) -> DesiredLrp {
-        DesiredLrp {
-            process_guid,
-            domain: "cf-apps".into(),
-            instances: 10,
-            rootfs: "preloaded:s".parse().unwrap(),
-            image_username: String::new(),
-            image_password: Default::default(),
-            ports: vec![],
-            memory_mb: 64,
-            disk_mb: 64,
-            env: vec![],
-            setup: vec![],
-            action: RunAction {
-                path: "/bin/true".into(),
-                args: vec![],
-                env: vec![],
-                dir: None,
-                user: "vcap".into(),
-            },
-            sidecars: Vec::new(),
-            health_check: HealthCheck::Port,
-            start_timeout_ms: 1000,
-            routes: vec![],
-            log_guid: "l".into(),
-            log_source: "APP/PROC/WEB".into(),
-            annotation: String::new(),
-        }
-    }
-
     /// Writes grow SQLite's write-ahead log; the first calm convergence
     /// pass folds it back and truncates it (instances that fit nowhere,
     /// here for want of any cell, do not make a pass busy).
@@ -979,7 +950,9 @@ mod tests {
             .await
             .unwrap();
         for p in 0..50 {
-            bbs.desire_lrp(desired(format!("p-{p}"))).await.unwrap();
+            bbs.desire_lrp(testing::desired(&format!("p-{p}"), 10))
+                .await
+                .unwrap();
         }
         let wal = dir.path().join("bbs.sqlite-wal");
         let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());

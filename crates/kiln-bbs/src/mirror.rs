@@ -465,41 +465,12 @@ mod agrees_with_the_tables {
     use super::CellUsage;
     use crate::{ActualLrpFilter, Bbs, BbsClient, BbsConfig, store};
     use kiln_model::bbs::{
-        ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, DesiredLrpUpdate, HealthCheck,
-        RunAction, TaskDefinition,
+        ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrpUpdate, RunAction, TaskDefinition,
     };
     use std::collections::{HashMap, HashSet};
     use std::time::Duration;
 
-    fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
-        DesiredLrp {
-            process_guid: process_guid.into(),
-            domain: "cf-apps".into(),
-            instances,
-            rootfs: "preloaded:s".parse().unwrap(),
-            image_username: String::new(),
-            image_password: Default::default(),
-            ports: vec![],
-            memory_mb: 64,
-            disk_mb: 64,
-            env: vec![],
-            setup: vec![],
-            action: RunAction {
-                path: "/bin/true".into(),
-                args: vec![],
-                env: vec![],
-                dir: None,
-                user: "vcap".into(),
-            },
-            health_check: HealthCheck::Port,
-            start_timeout_ms: 1000,
-            routes: vec![],
-            log_guid: "l".into(),
-            log_source: "APP/PROC/WEB".into(),
-            annotation: String::new(),
-            sidecars: Vec::new(),
-        }
-    }
+    use crate::testing::desired;
 
     fn task() -> TaskDefinition {
         TaskDefinition {
