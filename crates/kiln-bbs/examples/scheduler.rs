@@ -15,8 +15,7 @@
 use futures_util::StreamExt;
 use kiln_bbs::{Bbs, BbsClient, BbsConfig};
 use kiln_model::bbs::{
-    ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, EnvVar, HealthCheck, PortMapping,
-    RunAction,
+    ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, EnvVar, PortMapping, RunAction,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,20 +39,13 @@ const PHASE_LIMIT: Duration = Duration::from_secs(900);
 
 fn desired(process_guid: String) -> DesiredLrp {
     DesiredLrp {
-        process_guid,
-        domain: "cf-apps".into(),
-        instances: INSTANCES_PER_APP,
         rootfs: STACK.parse().expect("a rootfs"),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
         memory_mb: MEMORY_MB,
         disk_mb: 256,
         env: vec![EnvVar {
             name: "PORT".into(),
             value: "8080".into(),
         }],
-        setup: vec![],
         action: RunAction {
             path: "/home/vcap/app/start".into(),
             args: vec!["--serve".into()],
@@ -61,13 +53,9 @@ fn desired(process_guid: String) -> DesiredLrp {
             dir: Some("/home/vcap/app".into()),
             user: "vcap".into(),
         },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
         routes: vec!["bench.localhost".into()],
         log_guid: "bench-app".into(),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..kiln_model::testing::desired_lrp(&process_guid, INSTANCES_PER_APP)
     }
 }
 

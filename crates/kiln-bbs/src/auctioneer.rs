@@ -279,7 +279,7 @@ mod tests {
         DesiredLrp {
             memory_mb: 256,
             disk_mb: 256,
-            ..crate::testing::desired(process_guid, 2)
+            ..kiln_model::testing::desired_lrp(process_guid, 2)
         }
     }
 

@@ -223,7 +223,7 @@ mod tests {
             disk_mb: 1,
             start_timeout_ms: 1,
             log_source: "s".into(),
-            ..crate::testing::desired("p", instances)
+            ..kiln_model::testing::desired_lrp("p", instances)
         }
     }
 

@@ -30,8 +30,6 @@ pub mod server;
 pub mod standby;
 mod store;
 mod suspect;
-#[cfg(test)]
-mod testing;
 
 pub use client::{ActualLrpFilter, BbsClient, BbsError};
 
@@ -950,7 +948,7 @@ mod tests {
             .await
             .unwrap();
         for p in 0..50 {
-            bbs.desire_lrp(testing::desired(&format!("p-{p}"), 10))
+            bbs.desire_lrp(kiln_model::testing::desired_lrp(&format!("p-{p}"), 10))
                 .await
                 .unwrap();
         }

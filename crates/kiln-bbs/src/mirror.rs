@@ -470,7 +470,7 @@ mod agrees_with_the_tables {
     use std::collections::{HashMap, HashSet};
     use std::time::Duration;
 
-    use crate::testing::desired;
+    use kiln_model::testing::desired_lrp as desired;
 
     fn task() -> TaskDefinition {
         TaskDefinition {

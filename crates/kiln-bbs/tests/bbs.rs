@@ -21,25 +21,13 @@ fn run_action() -> RunAction {
 
 fn desired(process_guid: &str, instances: u32, memory_mb: u64) -> DesiredLrp {
     DesiredLrp {
-        process_guid: process_guid.into(),
-        domain: "cf-apps".into(),
-        instances,
         rootfs: STACK.parse().unwrap(),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
         memory_mb,
         disk_mb: 1024,
-        env: vec![],
-        setup: vec![],
         action: run_action(),
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
         routes: vec!["app.localhost".into()],
         log_guid: "app-guid".into(),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..kiln_model::testing::desired_lrp(process_guid, instances)
     }
 }
 

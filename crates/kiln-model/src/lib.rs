@@ -10,6 +10,7 @@ pub mod logs;
 pub mod rootfs;
 pub mod staging;
 pub mod state;
+pub mod testing;
 
 pub use state::{
     ActualLrpState, AppState, AppTaskState, BuildState, DeploymentState, DropletState,

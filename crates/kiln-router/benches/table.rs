@@ -22,27 +22,6 @@ const ROUNDS: usize = 5;
 
 fn desired(i: usize) -> DesiredLrp {
     DesiredLrp {
-        process_guid: format!("process-{i}"),
-        domain: "cf-apps".into(),
-        instances: 2,
-        rootfs: kiln_model::rootfs::RootFs::preloaded("s"),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
-        memory_mb: 64,
-        disk_mb: 64,
-        env: vec![],
-        setup: vec![],
-        action: RunAction {
-            path: "x".into(),
-            args: vec![],
-            env: vec![],
-            dir: None,
-            user: "vcap".into(),
-        },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
         // Every tenth app also has a path route, as some do.
         routes: if i.is_multiple_of(10) {
             vec![
@@ -52,9 +31,7 @@ fn desired(i: usize) -> DesiredLrp {
         } else {
             vec![host(i).as_str().into()]
         },
-        log_guid: format!("app-{i}"),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..kiln_model::testing::desired_lrp(&format!("process-{i}"), 2)
     }
 }
 

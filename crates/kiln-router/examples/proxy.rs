@@ -28,31 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .rsplit_once(':')
         .ok_or("INSTANCE is ADDRESS:PORT")?;
     let desired = DesiredLrp {
-        process_guid: "process".into(),
-        domain: "cf-apps".into(),
-        instances: 1,
-        rootfs: kiln_model::rootfs::RootFs::preloaded("s"),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
-        memory_mb: 64,
-        disk_mb: 64,
-        env: vec![],
-        setup: vec![],
-        action: RunAction {
-            path: "x".into(),
-            args: vec![],
-            env: vec![],
-            dir: None,
-            user: "vcap".into(),
-        },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
         routes: vec![host.as_str().into()],
-        log_guid: "app".into(),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..kiln_model::testing::desired_lrp("process", 1)
     };
     let actual = ActualLrp {
         key: ActualLrpKey {

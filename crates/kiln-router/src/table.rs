@@ -819,31 +819,9 @@ mod tests {
 
     fn desired(process_guid: &str, routes: &[&str]) -> DesiredLrp {
         DesiredLrp {
-            process_guid: process_guid.into(),
-            domain: "cf-apps".into(),
-            instances: 2,
-            rootfs: kiln_model::rootfs::RootFs::preloaded("s"),
-            image_username: String::new(),
-            image_password: Default::default(),
-            ports: vec![],
-            memory_mb: 256,
-            disk_mb: 1024,
-            env: vec![],
-            setup: vec![],
-            action: RunAction {
-                path: "x".into(),
-                args: vec![],
-                env: vec![],
-                dir: None,
-                user: "vcap".into(),
-            },
-            sidecars: Vec::new(),
-            health_check: HealthCheck::Port,
-            start_timeout_ms: 60_000,
             routes: routes.iter().map(|r| HttpRoute::from(*r)).collect(),
             log_guid: format!("app-of-{process_guid}"),
-            log_source: "APP/PROC/WEB".into(),
-            annotation: String::new(),
+            ..kiln_model::testing::desired_lrp(process_guid, 2)
         }
     }
 

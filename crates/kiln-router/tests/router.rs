@@ -217,31 +217,8 @@ async fn silent_backend() -> u16 {
 
 fn desired(process_guid: &str, instances: u32, host: &str) -> DesiredLrp {
     DesiredLrp {
-        process_guid: process_guid.into(),
-        domain: "cf-apps".into(),
-        instances,
-        rootfs: kiln_model::rootfs::RootFs::preloaded("s"),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
-        memory_mb: 64,
-        disk_mb: 64,
-        env: vec![],
-        setup: vec![],
-        action: RunAction {
-            path: "x".into(),
-            args: vec![],
-            env: vec![],
-            dir: None,
-            user: "vcap".into(),
-        },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
         routes: vec![host.into()],
-        log_guid: format!("app-{process_guid}"),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..kiln_model::testing::desired_lrp(process_guid, instances)
     }
 }
 

@@ -103,31 +103,8 @@ async fn fixture(
     let bbs = Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap();
     let port = backend().await;
     let lrp = DesiredLrp {
-        process_guid: "pg".into(),
-        domain: "cf-apps".into(),
-        instances: 1,
-        rootfs: kiln_model::rootfs::RootFs::preloaded("s"),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
-        memory_mb: 64,
-        disk_mb: 64,
-        env: vec![],
-        setup: vec![],
-        action: RunAction {
-            path: "x".into(),
-            args: vec![],
-            env: vec![],
-            dir: None,
-            user: "vcap".into(),
-        },
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
-        start_timeout_ms: 60_000,
         routes: vec![host.into()],
-        log_guid: "app-pg".into(),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..kiln_model::testing::desired_lrp("pg", 1)
     };
     bbs.desire_lrp(lrp).await.unwrap();
     bbs.start_actual_lrp(

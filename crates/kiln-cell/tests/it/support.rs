@@ -315,25 +315,13 @@ pub fn task_definition(stack: &str, log_guid: &str, run: RunAction) -> TaskDefin
 
 pub fn desired_lrp(stack: &str, process_guid: &str, action: RunAction) -> DesiredLrp {
     DesiredLrp {
-        process_guid: process_guid.into(),
-        domain: "cf-apps".into(),
-        instances: 1,
         rootfs: kiln_model::rootfs::RootFs::preloaded(stack),
-        image_username: String::new(),
-        image_password: Default::default(),
-        ports: vec![],
         memory_mb: 256,
         disk_mb: 256,
-        env: vec![],
-        setup: vec![],
         action,
-        sidecars: Vec::new(),
-        health_check: HealthCheck::Port,
         start_timeout_ms: 30_000,
-        routes: vec![],
         log_guid: format!("{process_guid}-app"),
-        log_source: "APP/PROC/WEB".into(),
-        annotation: String::new(),
+        ..kiln_model::testing::desired_lrp(process_guid, 1)
     }
 }
 

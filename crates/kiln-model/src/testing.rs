@@ -1,15 +1,18 @@
-//! What the unit tests of several modules build the same way.
+//! Values tests, benchmarks and examples across the workspace build the
+//! same way: start from these and override the fields a test looks at.
 
-use kiln_model::bbs::{DesiredLrp, HealthCheck, RunAction};
+use crate::bbs::{DesiredLrp, HealthCheck, RunAction};
+use crate::rootfs::RootFs;
 
-/// A DesiredLrp of `instances` (64 MB memory and disk each) that runs
-/// `/bin/true` on the stack `s`; tests override what they look at.
-pub(crate) fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
+/// A DesiredLrp of `instances` that runs `/bin/true` as vcap on the
+/// preloaded stack `s`, 64 MB of memory and disk each, a port health
+/// check, no routes, logging as `app-<process_guid>` from `APP/PROC/WEB`.
+pub fn desired_lrp(process_guid: &str, instances: u32) -> DesiredLrp {
     DesiredLrp {
         process_guid: process_guid.into(),
         domain: "cf-apps".into(),
         instances,
-        rootfs: "preloaded:s".parse().unwrap(),
+        rootfs: RootFs::preloaded("s"),
         image_username: String::new(),
         image_password: Default::default(),
         ports: vec![],
@@ -26,9 +29,9 @@ pub(crate) fn desired(process_guid: &str, instances: u32) -> DesiredLrp {
         },
         sidecars: Vec::new(),
         health_check: HealthCheck::Port,
-        start_timeout_ms: 1000,
+        start_timeout_ms: 60_000,
         routes: vec![],
-        log_guid: "l".into(),
+        log_guid: format!("app-{process_guid}"),
         log_source: "APP/PROC/WEB".into(),
         annotation: String::new(),
     }
