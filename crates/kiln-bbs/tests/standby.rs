@@ -72,6 +72,36 @@ async fn wait_held(lease: &Lease, within: Duration) {
     }
 }
 
+/// After a failover: both LRPs desired before it are listed, and the event
+/// stream, once reconnected, says Lagged (what happened meanwhile is lost)
+/// and then carries the new holder's events.
+async fn nothing_lost_and_events_follow(
+    client: &HttpBbsClient,
+    events: &mut futures_util::stream::BoxStream<'static, BbsEvent>,
+) {
+    let mut listed: Vec<String> = client
+        .desired_lrps(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.process_guid)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["after", "before"], "nothing lost");
+    while !matches!(next_desired_or_lagged(events).await, BbsEvent::Lagged) {}
+    client
+        .desire_lrp(common::desired("third", 1))
+        .await
+        .unwrap();
+    loop {
+        if let BbsEvent::DesiredLrpChanged { desired_lrp } = next_desired_or_lagged(events).await
+            && desired_lrp.process_guid == "third"
+        {
+            break;
+        }
+    }
+}
+
 /// The next event that is not about ActualLrps (the auction's work).
 async fn next_desired_or_lagged(
     events: &mut futures_util::stream::BoxStream<'static, BbsEvent>,
@@ -142,30 +172,7 @@ async fn a_standbys_url_serves_the_cluster_across_a_failover() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut listed: Vec<String> = client
-        .desired_lrps(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.process_guid)
-        .collect();
-    listed.sort();
-    assert_eq!(listed, ["after", "before"], "nothing lost");
-    // The stream broke with a: once reconnected it says Lagged (what
-    // happened meanwhile is lost), then carries the new holder's events.
-    while !matches!(next_desired_or_lagged(&mut events).await, BbsEvent::Lagged) {}
-    client
-        .desire_lrp(common::desired("third", 1))
-        .await
-        .unwrap();
-    loop {
-        if let BbsEvent::DesiredLrpChanged { desired_lrp } =
-            next_desired_or_lagged(&mut events).await
-            && desired_lrp.process_guid == "third"
-        {
-            break;
-        }
-    }
+    nothing_lost_and_events_follow(&client, &mut events).await;
     b.stop.cancel();
     b.task.await.unwrap();
 }
@@ -208,29 +215,7 @@ async fn a_client_of_both_nodes_moves_on_when_the_one_it_uses_dies() {
     }
     println!("served through b {:?} after a stopped", stopped.elapsed());
     assert_eq!(client.base_url(), b.url, "the client moved to b");
-    let mut listed: Vec<String> = client
-        .desired_lrps(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.process_guid)
-        .collect();
-    listed.sort();
-    assert_eq!(listed, ["after", "before"], "nothing lost");
-    // The event stream follows to b as well.
-    while !matches!(next_desired_or_lagged(&mut events).await, BbsEvent::Lagged) {}
-    client
-        .desire_lrp(common::desired("third", 1))
-        .await
-        .unwrap();
-    loop {
-        if let BbsEvent::DesiredLrpChanged { desired_lrp } =
-            next_desired_or_lagged(&mut events).await
-            && desired_lrp.process_guid == "third"
-        {
-            break;
-        }
-    }
+    nothing_lost_and_events_follow(&client, &mut events).await;
     b.stop.cancel();
     b.task.await.unwrap();
 }
