@@ -72,6 +72,45 @@ async fn wait_held(lease: &Lease, within: Duration) {
     }
 }
 
+/// Two cluster nodes on a fresh database sharing one key: `a` holds the
+/// lock, `b` stands by; `token` is the cluster's (both nodes accept it).
+struct TwoNodes {
+    _scratch: tempfile::TempDir,
+    a: Node,
+    b: Node,
+    token: String,
+}
+
+async fn two_nodes(pg: &kiln_store::testing::Postgres) -> TwoNodes {
+    let database = pg.fresh_database().await.component("bbs.sqlite", "bbs");
+    let scratch = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (scratch.path().join("a"), scratch.path().join("b"));
+    let a = node(&database, &dir_a, None).await;
+    wait_held(&a.lease, Duration::from_secs(10)).await;
+    let b = node(&database, &dir_b, Some(&dir_a)).await;
+    let token = kiln_bbs_client::Credentials::read(&dir_b.join("credentials"))
+        .unwrap()
+        .token;
+    TwoNodes {
+        _scratch: scratch,
+        a,
+        b,
+        token,
+    }
+}
+
+/// Desires "after" until the cluster serves it again, within 15 s of `from`.
+async fn desire_after_the_failover(client: &HttpBbsClient, from: Instant) {
+    let deadline = from + Duration::from_secs(15);
+    loop {
+        match client.desire_lrp(common::desired("after", 1)).await {
+            Ok(()) => break,
+            Err(error) => assert!(Instant::now() < deadline, "never served again: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// After a failover: both LRPs desired before it are listed, and the event
 /// stream, once reconnected, says Lagged (what happened meanwhile is lost)
 /// and then carries the new holder's events.
@@ -122,15 +161,12 @@ async fn a_standbys_url_serves_the_cluster_across_a_failover() {
     let Some(pg) = kiln_store::testing::Postgres::shared().await else {
         return;
     };
-    let database = pg.fresh_database().await.component("bbs.sqlite", "bbs");
-    let scratch = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (scratch.path().join("a"), scratch.path().join("b"));
-    let a = node(&database, &dir_a, None).await;
-    wait_held(&a.lease, Duration::from_secs(10)).await;
-    let b = node(&database, &dir_b, Some(&dir_a)).await;
-    let token = kiln_bbs_client::Credentials::read(&dir_b.join("credentials"))
-        .unwrap()
-        .token;
+    let TwoNodes {
+        _scratch,
+        a,
+        b,
+        token,
+    } = two_nodes(pg).await;
     let client = HttpBbsClient::new(&b.url, &token).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !matches!(
@@ -164,14 +200,7 @@ async fn a_standbys_url_serves_the_cluster_across_a_failover() {
     let stopped = Instant::now();
     wait_held(&b.lease, TTL * 3).await;
     println!("b active {:?} after a stopped", stopped.elapsed());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match client.desire_lrp(common::desired("after", 1)).await {
-            Ok(()) => break,
-            Err(error) => assert!(Instant::now() < deadline, "never served again: {error}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    desire_after_the_failover(&client, Instant::now()).await;
     nothing_lost_and_events_follow(&client, &mut events).await;
     b.stop.cancel();
     b.task.await.unwrap();
@@ -182,15 +211,12 @@ async fn a_client_of_both_nodes_moves_on_when_the_one_it_uses_dies() {
     let Some(pg) = kiln_store::testing::Postgres::shared().await else {
         return;
     };
-    let database = pg.fresh_database().await.component("bbs.sqlite", "bbs");
-    let scratch = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (scratch.path().join("a"), scratch.path().join("b"));
-    let a = node(&database, &dir_a, None).await;
-    wait_held(&a.lease, Duration::from_secs(10)).await;
-    let b = node(&database, &dir_b, Some(&dir_a)).await;
-    let token = kiln_bbs_client::Credentials::read(&dir_a.join("credentials"))
-        .unwrap()
-        .token;
+    let TwoNodes {
+        _scratch,
+        a,
+        b,
+        token,
+    } = two_nodes(pg).await;
     let client = HttpBbsClient::new(&format!("{},{}", a.url, b.url), &token).unwrap();
     assert_eq!(client.base_url(), a.url, "the first url is used first");
     let mut events = client.subscribe();
@@ -205,14 +231,7 @@ async fn a_client_of_both_nodes_moves_on_when_the_one_it_uses_dies() {
     a.stop.cancel();
     a.task.await.unwrap();
     let stopped = Instant::now();
-    let deadline = stopped + Duration::from_secs(15);
-    loop {
-        match client.desire_lrp(common::desired("after", 1)).await {
-            Ok(()) => break,
-            Err(error) => assert!(Instant::now() < deadline, "never served again: {error}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    desire_after_the_failover(&client, stopped).await;
     println!("served through b {:?} after a stopped", stopped.elapsed());
     assert_eq!(client.base_url(), b.url, "the client moved to b");
     nothing_lost_and_events_follow(&client, &mut events).await;
