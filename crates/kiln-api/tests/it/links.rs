@@ -5,7 +5,7 @@
 //! or its method). A resource that is not there (an app's current droplet
 //! before it has one) is CC's ResourceNotFound, which is allowed.
 
-use super::{Kiln, PASSWORD, error_of, stage, staging_result, start, zip_of};
+use super::{Kiln, PASSWORD, error_of, start};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, VecDeque};
@@ -19,17 +19,7 @@ fn guid(v: &Value) -> String {
 async fn push_and_bind(kiln: &Kiln) {
     let bp = guid(&kiln.create_buildpack("python", None).await);
     let app = guid(&kiln.create_app("walked", None).await);
-    let pkg = kiln.new_package(&app).await;
-    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "x")])))
-        .await;
-    let build = stage(kiln, &pkg, Ok(&staging_result(&bp))).await;
-    let (status, v) = kiln
-        .patch(
-            &format!("/v3/apps/{app}/relationships/current_droplet"),
-            json!({"data": {"guid": build["droplet"]["guid"]}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
+    super::droplet_made_current(kiln, &app, &bp).await;
     let space = kiln.space_guid().await;
     let (_, domains) = kiln.get("/v3/domains").await;
     let domain = guid(&domains["resources"][0]);

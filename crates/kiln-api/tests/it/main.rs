@@ -858,6 +858,25 @@ fn cell() -> CellPresence {
     }
 }
 
+/// Uploads a one-file package for `app_guid`, stages it with the
+/// buildpack `bp_guid` and makes its droplet the app's current one;
+/// returns the droplet's guid.
+async fn droplet_made_current(kiln: &Kiln, app_guid: &str, bp_guid: &str) -> String {
+    let pkg = kiln.new_package(app_guid).await;
+    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "print(1)")])))
+        .await;
+    let build = stage(kiln, &pkg, Ok(&staging_result(bp_guid))).await;
+    let droplet = build["droplet"]["guid"].as_str().unwrap().to_string();
+    let (status, v) = kiln
+        .patch(
+            &format!("/v3/apps/{app_guid}/relationships/current_droplet"),
+            json!({"data": {"guid": droplet}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    droplet
+}
+
 /// Stages the app's newest package through the BBS, playing the cell.
 async fn stage(kiln: &Kiln, package_guid: &str, outcome: Result<&str, &str>) -> Value {
     let (status, build) = kiln

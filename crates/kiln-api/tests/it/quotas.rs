@@ -3,7 +3,7 @@
 //! app start, process scale and route create.
 
 use super::roles::{call, new_org, new_space};
-use super::{Kiln, PASSWORD, error_of, stage, staging_result, start, zip_of};
+use super::{Kiln, PASSWORD, error_of, start};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -21,17 +21,7 @@ async fn staged_app(kiln: &Kiln, space: &str, name: &str, bp: &str) -> String {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{app}");
     let app = guid(&app);
-    let pkg = kiln.new_package(&app).await;
-    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "x")])))
-        .await;
-    let build = stage(kiln, &pkg, Ok(&staging_result(bp))).await;
-    let (status, v) = kiln
-        .patch(
-            &format!("/v3/apps/{app}/relationships/current_droplet"),
-            json!({"data": {"guid": build["droplet"]["guid"]}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
+    super::droplet_made_current(kiln, &app, bp).await;
     app
 }
 

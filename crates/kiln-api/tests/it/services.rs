@@ -5,7 +5,7 @@
 //! developer of another space seeing none of it.
 
 use super::roles::{call, grant, new_app, new_org, new_space, new_user};
-use super::{Kiln, PASSWORD, error_of, stage, staging_result, start, zip_of};
+use super::{Kiln, PASSWORD, error_of, start};
 use kiln_bbs::BbsClient;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -373,18 +373,7 @@ async fn bindings_reach_vcap_services_on_the_next_start() {
     }]});
     let (_, env) = kiln.get(&format!("/v3/apps/{app}/env")).await;
     assert_eq!(env["system_env_json"]["VCAP_SERVICES"], expected);
-    let pkg = kiln.new_package(&app).await;
-    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "x")])))
-        .await;
-    let build = stage(&kiln, &pkg, Ok(&staging_result(&guid(&bp)))).await;
-    let droplet = build["droplet"]["guid"].as_str().unwrap();
-    let (status, v) = kiln
-        .patch(
-            &format!("/v3/apps/{app}/relationships/current_droplet"),
-            json!({"data": {"guid": droplet}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
+    super::droplet_made_current(&kiln, &app, &guid(&bp)).await;
     let (status, v) = kiln
         .post(&format!("/v3/apps/{app}/actions/start"), json!({}))
         .await;

@@ -165,23 +165,7 @@ async fn sidecars_follow_cloud_controller_and_reach_the_desired_lrp() {
     );
 
     // The next start carries both, through the launcher.
-    let pkg = kiln.new_package(&app).await;
-    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "x")])))
-        .await;
-    let build = stage(
-        &kiln,
-        &pkg,
-        Ok(&staging_result(bp["guid"].as_str().unwrap())),
-    )
-    .await;
-    let droplet = build["droplet"]["guid"].as_str().unwrap();
-    let (status, v) = kiln
-        .patch(
-            &format!("/v3/apps/{app}/relationships/current_droplet"),
-            json!({"data": {"guid": droplet}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{v}");
+    super::droplet_made_current(&kiln, &app, bp["guid"].as_str().unwrap()).await;
     let (status, v) = kiln
         .post(&format!("/v3/apps/{app}/actions/start"), json!({}))
         .await;

@@ -14,21 +14,9 @@ use std::path::Path;
 /// (app guid, droplet guid).
 async fn app_with_droplet(kiln: &Kiln, name: &str) -> (String, String) {
     let bp = kiln.create_buildpack("python", None).await;
-    let result = staging_result(bp["guid"].as_str().unwrap());
     let app = kiln.create_app(name, None).await;
     let app_guid = app["guid"].as_str().unwrap().to_string();
-    let pkg = kiln.new_package(&app_guid).await;
-    kiln.upload_package(&pkg, json!([]), Some(zip_of(&[("app.py", "print(1)")])))
-        .await;
-    let build = stage(kiln, &pkg, Ok(&result)).await;
-    let droplet = build["droplet"]["guid"].as_str().unwrap().to_string();
-    let (status, body) = kiln
-        .patch(
-            &format!("/v3/apps/{app_guid}/relationships/current_droplet"),
-            json!({"data": {"guid": droplet}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let droplet = super::droplet_made_current(kiln, &app_guid, bp["guid"].as_str().unwrap()).await;
     (app_guid, droplet)
 }
 
