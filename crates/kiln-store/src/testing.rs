@@ -112,8 +112,7 @@ impl MotoS3 {
         scratch: PathBuf,
     ) -> Result<S3Blobstore, StoreError> {
         self.create_bucket(bucket).await;
-        let location = S3Location::parse(&self.url(bucket))?;
-        S3Blobstore::with_credentials(&location, ACCESS_KEY_ID, SECRET_ACCESS_KEY, scratch).await
+        blobstore_at(&self.url(bucket), scratch).await
     }
 
     /// One server for the whole test process (started on first use), for
@@ -145,14 +144,7 @@ impl MotoS3 {
                 bucket
             }
         };
-        let location = S3Location::parse(&self.url(&bucket))?;
-        S3Blobstore::with_credentials(
-            &location,
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            dir.join("s3-scratch"),
-        )
-        .await
+        blobstore_at(&self.url(&bucket), dir.join("s3-scratch")).await
     }
 
     /// Kills the server once this process is gone, even if it never drops
@@ -161,18 +153,7 @@ impl MotoS3 {
         let Some(child) = self.child.as_ref() else {
             return;
         };
-        let script = format!(
-            "while [ -e /proc/{pid} ]; do sleep 1; done; kill {moto} 2>/dev/null",
-            pid = std::process::id(),
-            moto = child.id(),
-        );
-        let _ = Command::new("sh")
-            .args(["-c", &script])
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        after_this_process_exits(&format!("kill {} 2>/dev/null", child.id()));
     }
 
     /// Kills the server (its objects are in memory: they are gone).
@@ -272,4 +253,28 @@ impl MotoS3 {
             relay.addr()
         )
     }
+}
+
+/// The S3 blobstore at `url` (a `--blobstore-url` of a moto bucket, maybe
+/// through a [`Relay`]) with the test credentials.
+pub async fn blobstore_at(url: &str, scratch: PathBuf) -> Result<S3Blobstore, StoreError> {
+    let location = S3Location::parse(url)?;
+    S3Blobstore::with_credentials(&location, ACCESS_KEY_ID, SECRET_ACCESS_KEY, scratch).await
+}
+
+/// Runs the shell `command` once this process is gone, however it ends (a
+/// static never dropped, a panic, a kill): how the servers tests start are
+/// stopped for sure.
+fn after_this_process_exits(command: &str) {
+    let script = format!(
+        "while [ -e /proc/{pid} ]; do sleep 1; done; {command}",
+        pid = std::process::id(),
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }

@@ -6,8 +6,8 @@
 //! back, the same steps succeed.
 
 use super::*;
-use kiln_store::testing::{ACCESS_KEY_ID, MotoS3, Relay, SECRET_ACCESS_KEY};
-use kiln_store::{Blobstore, S3Blobstore, S3Location};
+use kiln_store::testing::{MotoS3, Relay, blobstore_at};
+use kiln_store::{Blobstore, S3Blobstore};
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "it-blobs";
@@ -24,17 +24,8 @@ async fn start_on_s3(dir: &Path) -> Option<OnS3> {
     let moto = MotoS3::start().await?;
     moto.create_bucket(BUCKET).await;
     let relay = Relay::start(moto.addr()).await;
-    let location = S3Location::parse(&moto.url_through(&relay, BUCKET)).unwrap();
-    let store = Arc::new(
-        S3Blobstore::with_credentials(
-            &location,
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            dir.join("s3-scratch"),
-        )
-        .await
-        .unwrap(),
-    );
+    let url = moto.url_through(&relay, BUCKET);
+    let store = Arc::new(blobstore_at(&url, dir.join("s3-scratch")).await.unwrap());
     let databases = databases(dir)
         .await
         .unwrap_or_else(|| kiln_store::DatabaseUrl::SqliteDir(dir.to_path_buf()));

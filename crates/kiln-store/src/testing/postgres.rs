@@ -116,18 +116,10 @@ impl Postgres {
             .collect::<Vec<_>>()
             .join(" ");
         let program = shell_quote(&self.command("pg_ctl").get_program().to_string_lossy());
-        let script = format!(
-            "while [ -e /proc/{pid} ]; do sleep 1; done; {program} {stop} >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
+        super::after_this_process_exits(&format!(
+            "{program} {stop} >/dev/null 2>&1; rm -rf {dir}",
             dir = shell_quote(&self.dir.path().to_string_lossy()),
-        );
-        let _ = Command::new("sh")
-            .args(["-c", &script])
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        ));
     }
 
     fn create(bin: PathBuf) -> Postgres {
