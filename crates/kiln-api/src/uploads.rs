@@ -41,6 +41,26 @@ pub fn resource_key(sha1: &str) -> String {
     format!("resources/{sha1}")
 }
 
+/// Cloud Controller's resource pool bounds (`cc.resource_pool.minimum_size`
+/// and `maximum_size`, at their defaults): only files strictly between them
+/// are cached and matched. A small file costs less to upload in the zip
+/// than to look up (a HEAD per file on S3), and most of an app's files are
+/// small.
+pub const RESOURCE_POOL_MINIMUM_SIZE: u64 = 64 * 1024;
+pub const RESOURCE_POOL_MAXIMUM_SIZE: u64 = 512 * 1024 * 1024;
+
+/// Whether a file of `size` bytes belongs in the resource cache.
+pub fn resource_size_allowed(size: u64) -> bool {
+    size > RESOURCE_POOL_MINIMUM_SIZE && size < RESOURCE_POOL_MAXIMUM_SIZE
+}
+
+/// Whether a resource may be matched: its size is within the pool's bounds
+/// and its mode lets its owner read and write it (as Cloud Controller
+/// checks; a read-only file travels in the zip, keeping its mode exact).
+pub fn resource_matchable(size: Option<u64>, mode: u32) -> bool {
+    size.is_some_and(resource_size_allowed) && mode >= 0o600
+}
+
 /// Streams a request body into a scratch file, returning its path and sha256.
 pub async fn body_to_scratch(
     ctx: &Ctx,

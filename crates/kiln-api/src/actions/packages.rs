@@ -10,7 +10,7 @@ use crate::db::{self, App, Package, Val};
 use crate::diego::LifecycleType;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{CreatePackage, MatchBody, ResourceEntry, parse_resource, parse_resources};
-use crate::uploads::{package_key, resource_key};
+use crate::uploads::{package_key, resource_key, resource_matchable, resource_size_allowed};
 use crate::util;
 use axum::http::StatusCode;
 use kiln_model::PackageState;
@@ -84,14 +84,16 @@ pub async fn create(ctx: &Ctx, msg: CreatePackage) -> ApiResult<Package> {
 /// trip (HEAD), and a big app offers tens of thousands of files.
 const LOOKUPS_IN_FLIGHT: usize = 32;
 
-/// The resources of `msg` the resource cache already holds.
+/// The resources of `msg` the resource cache already holds; only those
+/// the pool takes ([`resource_matchable`]) are looked up.
 pub async fn resource_matches(ctx: &Ctx, msg: MatchBody) -> ApiResult<Vec<Value>> {
     use futures_util::{StreamExt as _, TryStreamExt as _};
-    let resources = msg
+    let mut resources = msg
         .resources
         .iter()
         .map(parse_resource)
         .collect::<ApiResult<Vec<_>>>()?;
+    resources.retain(|r| resource_matchable(r.size, r.mode));
     let distinct: std::collections::BTreeSet<String> =
         resources.iter().map(|r| r.sha1.clone()).collect();
     let cached: std::collections::HashSet<String> = futures_util::stream::iter(distinct)
@@ -317,7 +319,8 @@ fn symlink_escapes(link_path: &str, target: &str) -> bool {
 
 struct Assembled {
     zip_path: PathBuf,
-    /// (sha1, scratch file) for every uploaded file of at least one byte.
+    /// (sha1, scratch file) for every uploaded file of a size the resource
+    /// pool takes.
     cache: Vec<(String, PathBuf)>,
 }
 
@@ -389,10 +392,17 @@ fn assemble(
                 let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
                 let name = entry.name().map_err(|e| e.to_string())?.into_owned();
                 if !entry.is_dir() && !entry.is_symlink() {
-                    // Inflate the file once: count it against the limit and
-                    // keep it for the resource cache, keyed by its sha1.
+                    // Inflate the file once: count it against the limit and,
+                    // if the pool takes files of its size, keep it for the
+                    // resource cache, keyed by its sha1. The declared size
+                    // only spares small files a scratch copy; what is kept
+                    // is decided by the size actually inflated.
                     let cached = scratch.join(format!("resource-{}", util::new_guid()));
-                    let mut f = std::fs::File::create(&cached).map_err(|e| e.to_string())?;
+                    let mut f = if resource_size_allowed(entry.size()) {
+                        Some(std::fs::File::create(&cached).map_err(|e| e.to_string())?)
+                    } else {
+                        None
+                    };
                     let mut hasher = Sha1::new();
                     let mut size = 0u64;
                     let copied = loop {
@@ -409,13 +419,14 @@ fn assemble(
                             break Err(AssembleError::TooLarge);
                         }
                         hasher.update(&buf[..n]);
-                        if let Err(e) = f.write_all(&buf[..n]) {
+                        if let Some(Err(e)) = f.as_mut().map(|f| f.write_all(&buf[..n])) {
                             break Err(e.to_string().into());
                         }
                     };
+                    let written = f.is_some();
                     drop(f);
                     let kept = copied.and_then(|()| {
-                        if size == 0 {
+                        if !written || !resource_size_allowed(size) {
                             return Ok(false);
                         }
                         std::fs::File::open(&cached)

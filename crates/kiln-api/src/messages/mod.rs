@@ -282,6 +282,8 @@ pub struct ResourceEntry {
     pub sha1: String,
     pub path: String,
     pub mode: u32,
+    /// `size_in_bytes` (`size` in the legacy shape), when given.
+    pub size: Option<u64>,
     pub original: Value,
 }
 
@@ -312,10 +314,12 @@ pub fn parse_resource(v: &Value) -> ApiResult<ResourceEntry> {
         Value::Number(n) => n.as_u64().unwrap_or(0o644) as u32,
         _ => 0o644,
     };
+    let size = v["size_in_bytes"].as_u64().or_else(|| v["size"].as_u64());
     Ok(ResourceEntry {
         sha1,
         path,
         mode: mode & 0o7777,
+        size,
         original: v.clone(),
     })
 }

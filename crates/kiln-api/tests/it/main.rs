@@ -662,11 +662,14 @@ async fn buildpacks_positions_and_invalid_zips() {
 #[tokio::test]
 async fn package_upload_resource_matching_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
-    let kiln = start(dir.path(), 64 * 1024, Some(PASSWORD)).await;
+    const LIMIT: usize = 2 << 20;
+    let kiln = start(dir.path(), LIMIT as u64, Some(PASSWORD)).await;
     let app = kiln.create_app("pkg", None).await;
     let app_guid = app["guid"].as_str().unwrap();
 
-    let content = "print('hello from kiln')\n";
+    // Over the resource pool's 64 KiB minimum, so the cache keeps it.
+    let content = format!("print('hello from kiln')\n{}", "# padding\n".repeat(7000));
+    let content = content.as_str();
     let sha = sha1_hex(content.as_bytes());
     let resource = json!({"checksum": {"value": sha}, "size_in_bytes": content.len(), "path": "app.py", "mode": "644"});
     let (status, matches) = kiln
@@ -693,6 +696,20 @@ async fn package_upload_resource_matching_and_refusals() {
         .post("/v3/resource_matches", json!({"resources": [resource]}))
         .await;
     assert_eq!(matches["resources"], json!([resource]));
+    // As in Cloud Controller, small files (the Procfile, uploaded too) and
+    // files their owner cannot write are never matched: they travel in the
+    // zip.
+    let procfile = "web: python app.py\n";
+    let small = json!({"checksum": {"value": sha1_hex(procfile.as_bytes())}, "size_in_bytes": procfile.len(), "path": "Procfile", "mode": "644"});
+    let mut read_only = resource.clone();
+    read_only["mode"] = json!("444");
+    let (_, matches) = kiln
+        .post(
+            "/v3/resource_matches",
+            json!({"resources": [small, read_only]}),
+        )
+        .await;
+    assert_eq!(matches["resources"], json!([]));
     // A big app offers tens of thousands of files (a body of several MB).
     let mut offered: Vec<Value> = (0..30_000)
         .map(|i| json!({"checksum": {"value": format!("{i:040x}")}, "size_in_bytes": 10, "path": format!("src/file-{i}.txt"), "mode": "644"}))
@@ -758,7 +775,7 @@ async fn package_upload_resource_matching_and_refusals() {
 
     // Oversized.
     let p4 = kiln.new_package(app_guid).await;
-    let big = "x".repeat(200 * 1024);
+    let big = "x".repeat(LIMIT + 1024);
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     w.start_file(
         "big",
@@ -775,7 +792,7 @@ async fn package_upload_resource_matching_and_refusals() {
         (
             150001,
             "CF-AppPackageInvalid".into(),
-            "The app package is invalid: Package may not be larger than 65536 bytes".into()
+            format!("The app package is invalid: Package may not be larger than {LIMIT} bytes")
         )
     );
     assert_eq!(
@@ -792,24 +809,28 @@ async fn package_upload_resource_matching_and_refusals() {
                 .compression_method(zip::CompressionMethod::Deflated),
         )
         .unwrap();
-        w.write_all(&vec![0u8; 200 * 1024]).unwrap();
+        w.write_all(&vec![0u8; LIMIT + 1024]).unwrap();
         w.finish().unwrap().into_inner()
     };
-    assert!(bomb.len() < 64 * 1024);
+    assert!(bomb.len() < LIMIT);
     let (status, body) = kiln.upload_package(&p4, json!([]), Some(bomb)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
         error_of(&body).2,
-        "The app package is invalid: Package may not be larger than 65536 bytes"
+        format!("The app package is invalid: Package may not be larger than {LIMIT} bytes")
     );
     // Listed cached resources count too.
     let many = json!((0..20)
         .map(|i| json!({"checksum": {"value": sha}, "size_in_bytes": content.len(), "path": format!("f{i}"), "mode": "644"}))
         .collect::<Vec<_>>());
     let (status, _) = kiln.upload_package(&p4, many, None).await;
-    assert_eq!(status, StatusCode::OK, "20 small cached files fit");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "20 cached files of 70 KB fit; 40 do not"
+    );
     let p5 = kiln.new_package(app_guid).await;
-    let too_many = json!((0..3000)
+    let too_many = json!((0..40)
         .map(|i| json!({"checksum": {"value": sha}, "size_in_bytes": content.len(), "path": format!("f{i}"), "mode": "644"}))
         .collect::<Vec<_>>());
     let (status, body) = kiln.upload_package(&p5, too_many, None).await;
