@@ -210,6 +210,7 @@ pub async fn run(
         network,
         limit_swap: Cgroups::detect().swap_limit,
         shutdown: shutdown.clone(),
+        quiet: Default::default(),
         config,
     });
     let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();

@@ -212,6 +212,18 @@ impl Client {
         })
     }
 
+    /// A client sharing this one's connections and session, for requests
+    /// made side by side. Call [`Client::ensure_fresh_token`] first: a
+    /// refresh the copy makes is not kept.
+    pub fn fork(&self) -> Client {
+        Client {
+            http: self.http.clone(),
+            config: self.config.clone(),
+            home: self.home.clone(),
+            trace: self.trace,
+        }
+    }
+
     pub fn save_config(&self) -> anyhow::Result<()> {
         self.config.save(&self.home)
     }
@@ -439,7 +451,7 @@ impl Client {
     }
 
     /// Refreshes the access token when it expires within a minute, and saves.
-    async fn ensure_fresh_token(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn ensure_fresh_token(&mut self) -> anyhow::Result<()> {
         self.config.require_login()?;
         if !needs_refresh(token_expiry(&self.config.access_token), unix_now()) {
             return Ok(());

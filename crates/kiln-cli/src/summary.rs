@@ -19,22 +19,53 @@ pub struct AppSummary {
 /// `GET /v3/apps/:guid`, its routes, its current droplet (none is fine),
 /// and each process with its instance stats.
 pub async fn fetch(client: &mut Client, app_guid: &str) -> anyhow::Result<AppSummary> {
-    let app: App = client.get(&format!("/v3/apps/{app_guid}")).await?;
-    let routes: Vec<Route> = client.list(&format!("/v3/apps/{app_guid}/routes")).await?;
-    let droplet = match client
+    // The reads do not depend on each other: side by side they cost the
+    // slowest one, not their sum (a push prints this after its instance
+    // runs, so the user waits for it).
+    client.ensure_fresh_token().await?;
+    let (mut for_app, mut for_routes) = (client.fork(), client.fork());
+    let (mut for_droplet, mut for_processes) = (client.fork(), client.fork());
+    let (app_path, routes_path) = (
+        format!("/v3/apps/{app_guid}"),
+        format!("/v3/apps/{app_guid}/routes"),
+    );
+    let (app, routes, droplet, processes) = tokio::try_join!(
+        for_app.get::<App>(&app_path),
+        for_routes.list::<Route>(&routes_path),
+        current_droplet(&mut for_droplet, app_guid),
+        processes_with_stats(&mut for_processes, app_guid),
+    )?;
+    Ok(AppSummary {
+        app,
+        routes: routes.into_iter().map(|r| r.url).collect(),
+        droplet,
+        processes,
+    })
+}
+
+/// The app's current droplet; `None` when it has none.
+async fn current_droplet(client: &mut Client, app_guid: &str) -> anyhow::Result<Option<Droplet>> {
+    match client
         .get::<Droplet>(&format!("/v3/apps/{app_guid}/droplets/current"))
         .await
     {
-        Ok(droplet) => Some(droplet),
+        Ok(droplet) => Ok(Some(droplet)),
         Err(error)
             if error
                 .downcast_ref::<ApiError>()
                 .is_some_and(|e| e.status == StatusCode::NOT_FOUND) =>
         {
-            None
+            Ok(None)
         }
-        Err(error) => return Err(error),
-    };
+        Err(error) => Err(error),
+    }
+}
+
+/// Each of the app's processes with its instance stats.
+async fn processes_with_stats(
+    client: &mut Client,
+    app_guid: &str,
+) -> anyhow::Result<Vec<(Process, Vec<InstanceStats>)>> {
     let mut processes = Vec::new();
     for process in client
         .list::<Process>(&format!("/v3/apps/{app_guid}/processes"))
@@ -45,12 +76,7 @@ pub async fn fetch(client: &mut Client, app_guid: &str) -> anyhow::Result<AppSum
             .await?;
         processes.push((process, stats.resources));
     }
-    Ok(AppSummary {
-        app,
-        routes: routes.into_iter().map(|r| r.url).collect(),
-        droplet,
-        processes,
-    })
+    Ok(processes)
 }
 
 /// Left-aligned columns three spaces apart, like the cf CLI's tables.

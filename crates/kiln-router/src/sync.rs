@@ -2,9 +2,9 @@
 //!
 //! Diego's route emitter turns BBS events into NATS registrations and
 //! re-emits everything every 20 s; Kiln's router reads the BBS directly.
-//! After a burst of LRP events it re-reads only the processes they name
-//! (one DesiredLrp and its ActualLrps each) and patches the table: the
-//! hosts those processes map are recomputed, every other part of the new
+//! On LRP events (those queued together folded into one) it re-reads at
+//! once only the processes they name (one DesiredLrp and its ActualLrps
+//! each) and patches the table: the hosts those processes map are recomputed, every other part of the new
 //! table is shared with the old. A `Lagged`, a burst naming more than
 //! [`MAX_PATCHED`] processes, a failed read and every `resync_interval`
 //! re-read everything and rebuild the table whole, so a missed event costs
@@ -13,8 +13,8 @@
 
 use crate::table::{RouteIndex, RouteTable};
 use arc_swap::ArcSwap;
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
 use kiln_bbs_client::{ActualLrpFilter, BbsClient, BbsError};
 use kiln_model::bbs::BbsEvent;
 use std::collections::BTreeSet;
@@ -23,8 +23,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Events arriving this soon after the first are folded into one re-read
-/// (a scale to 10 instances is 10 events at once).
+/// Events arriving this soon after the first are folded into one full
+/// re-read (a scale to 10 instances is 10 events at once); a patch takes
+/// only what is queued and goes at once.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// More changed processes than this in one burst are re-read whole.
 const MAX_PATCHED: usize = 1000;
@@ -255,6 +256,22 @@ async fn update(
     }
 }
 
+/// Notes every event already queued, without waiting for more.
+fn drain_ready(events: &mut BoxStream<'static, BbsEvent>, changes: &mut Changes) {
+    while let Some(next) = events.next().now_or_never() {
+        match next {
+            Some(event) => {
+                changes.note(&event);
+            }
+            None => {
+                tracing::warn!("bbs event stream ended; the router falls back to periodic resyncs");
+                *events = Box::pin(futures_util::stream::pending());
+                return;
+            }
+        }
+    }
+}
+
 /// The loop after the first read. `index` is that read's, if it worked.
 pub(crate) async fn follow(
     table: SharedTable,
@@ -285,11 +302,20 @@ pub(crate) async fn follow(
                 _ = tokio::time::sleep(REAP_EVERY), if held => held = table.reap(),
                 event = events.next() => match event {
                     Some(event) if changes.note(&event) => {
-                        // Fold the rest of the burst into this update. A
-                        // slow full re-read (a big table) widens the
-                        // window, so the router never spends most of its
-                        // time rebuilding; a patch is quick.
-                        let window = if index.is_some() { DEBOUNCE } else { DEBOUNCE.max(last_full * 2) };
+                        // A patch goes at once with what is already queued:
+                        // the API answers on this same event (a push
+                        // returns when it sees RUNNING), so waiting here
+                        // would let a client ask before its instance is
+                        // routed. Events that come during the patch fold
+                        // into the next one.
+                        if index.is_some() {
+                            drain_ready(&mut events, &mut changes);
+                            break;
+                        }
+                        // Fold the rest of the burst into this re-read. A
+                        // slow one (a big table) widens the window, so the
+                        // router never spends most of its time rebuilding.
+                        let window = DEBOUNCE.max(last_full * 2);
                         let quiet_until = Instant::now() + window;
                         loop {
                             tokio::select! {

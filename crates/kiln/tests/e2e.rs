@@ -590,6 +590,24 @@ async fn push_stage_run_route_and_survive_a_restart() {
         "router headers missing: {probe}"
     );
 
+    // A push returns once the new instance is RUNNING, and by then the
+    // router routes it: a request at once is answered 200, every time.
+    for round in 1..=3 {
+        let out = cli(
+            &home,
+            &["push", "envprobe", "-p", probe_dir.to_str().unwrap()],
+        )
+        .await;
+        assert!(out.success, "push {round} failed\n{out}\n{}", server.log());
+        let status = route_get(router_port, "envprobe.localhost").await.status();
+        assert_eq!(
+            status,
+            200,
+            "push {round} returned before its instance was routed\n{}",
+            server.log()
+        );
+    }
+
     // A user-provided service, bound: it reaches the instance when the app
     // restarts (as on CF, not before), in CF's VCAP_SERVICES shape.
     assert_eq!(env["VCAP_SERVICES"], "{}", "{probe}");

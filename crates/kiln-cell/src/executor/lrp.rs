@@ -96,7 +96,9 @@ pub async fn run(ctx: Arc<CellCtx>, assignment: LrpAssignment, stop: Cancellatio
     cell_log.out(format!(
         "Cell {cell_id} destroying container for instance {id}"
     ));
-    ctx.destroy(&id, &dir).await;
+    // A stopped instance's teardown yields to starts (a push's new
+    // instance); a crash's is reported after it, so it goes at once.
+    ctx.destroy(&id, &dir, end == LrpEnd::Stopped).await;
     ctx.ports.release(port);
     cell_log.out(format!(
         "Cell {cell_id} successfully destroyed container for instance {id}"
@@ -120,6 +122,8 @@ async fn execute(
     let cell_log = log.cell();
     let cell_id = &ctx.config.cell_id;
     let created = std::time::Instant::now();
+    // Until healthy (or ended): teardowns on the cell wait for it.
+    let starting = ctx.quiet.starting();
     let app_port = desired
         .ports
         .first()
@@ -282,6 +286,7 @@ async fn execute(
             }
         }
     }
+    drop(starting);
     if *check != HealthCheck::Process {
         cell_log.out("Container became healthy");
     }

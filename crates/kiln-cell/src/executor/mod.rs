@@ -6,6 +6,7 @@
 
 pub mod lrp;
 pub mod metrics;
+pub mod quiet;
 pub mod sidecars;
 pub mod task;
 
@@ -79,6 +80,8 @@ pub struct CellCtx {
     /// The cell's shutdown: executors stopped by it kill at once instead
     /// of granting a grace period.
     pub shutdown: CancellationToken,
+    /// Instances starting, which deferred teardowns wait out.
+    pub quiet: quiet::Quiet,
 }
 
 impl CellCtx {
@@ -258,7 +261,12 @@ impl CellCtx {
     /// Removes the container and its directory; failures are logged, not
     /// returned: there is nobody to report them to, and the next start
     /// sweeps what is left.
-    pub async fn destroy(&self, id: &str, dir: &ContainerDir) {
+    /// Destroys a container; with `defer`, once no instance is starting
+    /// (see [`quiet`]): nobody waits for this teardown.
+    pub async fn destroy(&self, id: &str, dir: &ContainerDir, defer: bool) {
+        if defer {
+            self.quiet.wait(&self.shutdown).await;
+        }
         if let Err(error) = self.runtime.destroy(id).await {
             tracing::warn!(container = id, %error, "destroying container");
         }

@@ -78,7 +78,12 @@ pub async fn run(ctx: Arc<CellCtx>, task: Task, stop: CancellationToken) -> Opti
         None => {
             let outcome = execute(&ctx, &task, &dir, &log, deadline, &stop).await;
             let outcome = report_early(&ctx, &id, outcome, timeout_ms).await;
-            ctx.destroy(&id, &dir).await;
+            // A staging task's instance usually starts next: its teardown
+            // waits for that start (see `quiet`) unless the completion
+            // still has to be reported after it.
+            ctx.quiet.touch();
+            ctx.destroy(&id, &dir, !matches!(outcome, Ok(Some(_))))
+                .await;
             outcome
         }
     };
