@@ -797,3 +797,242 @@ impl Body for InstanceBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so a failing case is
+    /// reproducible from its seed.
+    fn generator(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed | 1;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    /// Feeds `wire` to the decoder in pieces of random size; returns the
+    /// data and what was left in the buffer after the body.
+    fn decode_in_pieces(wire: &[u8], next: &mut impl FnMut() -> u64) -> (Vec<u8>, Vec<u8>) {
+        let mut state = Chunk::Size;
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        let mut fed = 0;
+        loop {
+            while let Some(piece) = decode_chunked(&mut state, &mut buf).unwrap() {
+                assert!(!piece.is_empty());
+                data.extend_from_slice(&piece);
+            }
+            if state == Chunk::Done {
+                return (data, buf.to_vec());
+            }
+            assert!(fed < wire.len(), "the decoder wants more than the body");
+            let n = (1 + next() as usize % 40).min(wire.len() - fed);
+            buf.extend_from_slice(&wire[fed..fed + n]);
+            fed += n;
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_to_their_data_however_they_arrive() {
+        let mut next = generator(0x5eed);
+        for case in 0..2000 {
+            let original: Vec<u8> = (0..next() % 300).map(|_| next() as u8).collect();
+            let mut wire = Vec::new();
+            let mut rest = &original[..];
+            while !rest.is_empty() {
+                let n = (1 + next() as usize % 64).min(rest.len());
+                let size = if next() % 2 == 0 {
+                    format!("{n:x}")
+                } else {
+                    format!("{n:X}")
+                };
+                let extension = if next() % 4 == 0 { ";name=value" } else { "" };
+                let eol: &[u8] = if next() % 5 == 0 { b"\n" } else { b"\r\n" };
+                wire.extend_from_slice(size.as_bytes());
+                wire.extend_from_slice(extension.as_bytes());
+                wire.extend_from_slice(eol);
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(eol);
+                rest = &rest[n..];
+            }
+            wire.extend_from_slice(b"0\r\n");
+            if next() % 3 == 0 {
+                wire.extend_from_slice(b"x-checksum: abc\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            let after = b"HTTP/1.1 200 OK\r\n";
+            let take_after = next() % 2 == 0;
+            if take_after {
+                wire.extend_from_slice(after);
+            }
+            let (data, left) = decode_in_pieces(&wire, &mut next);
+            assert_eq!(data, original, "case {case}");
+            // What follows the body (the next response) is left alone,
+            // at least the part that was fed.
+            assert!(after.starts_with(&left), "case {case}: {left:?}");
+        }
+    }
+
+    #[test]
+    fn bad_chunked_framing_is_an_error_and_never_a_panic() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\r\nhelloXX",
+            b"\r\n",
+            b"fffffffffffffffff\r\n",
+            b"-1\r\n",
+        ] {
+            let mut state = Chunk::Size;
+            let mut buf = BytesMut::from(bad);
+            let mut result = Ok(None);
+            for _ in 0..4 {
+                result = decode_chunked(&mut state, &mut buf);
+                if !matches!(result, Ok(Some(_))) {
+                    break;
+                }
+            }
+            assert!(result.is_err(), "{bad:?} gave {result:?}");
+        }
+        let mut next = generator(7);
+        let alphabet = b"0123456789abcdefABCDEF;=\r\n xg";
+        for _ in 0..5000 {
+            let bytes: Vec<u8> = (0..next() % 60)
+                .map(|_| alphabet[next() as usize % alphabet.len()])
+                .collect();
+            let mut state = Chunk::Size;
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = decode_chunked(&mut state, &mut buf) {}
+        }
+    }
+
+    fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, InstanceError> {
+        take_head(&mut BytesMut::from(text.as_bytes()), head_request)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let framing = |text: &str| head(text, false).unwrap().unwrap().framing;
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n"), Framing::Close);
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(framing("HTTP/1.1 304 Not Modified\r\n\r\n"), Framing::Empty);
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Framing::Close
+        );
+        let chunked = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(chunked.framing, Framing::Chunked(Chunk::Size));
+        assert!(!chunked.headers.contains_key(header::CONTENT_LENGTH));
+        let to_head = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(to_head.framing, Framing::Empty);
+        assert_eq!(to_head.headers[header::CONTENT_LENGTH], "5");
+
+        let keep_alive = |text: &str| head(text, false).unwrap().unwrap().keep_alive;
+        assert!(keep_alive("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep_alive(
+            "HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep_alive("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keep_alive(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep_alive("HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            "HTTP/1.1 099 Low\r\n\r\n",
+            "this is not http\r\n\r\n",
+        ] {
+            assert!(head(bad, false).is_err(), "{bad:?}");
+        }
+        let Err(InstanceError::Malformed(line)) = head("this is not http\r\n\r\n", false) else {
+            panic!("garbage must be malformed");
+        };
+        assert_eq!(line, "this is not http");
+    }
+
+    #[test]
+    fn response_heads_parse_whole_only_and_keep_what_follows() {
+        let mut next = generator(0xfeed);
+        let names = ["content-type", "x-app", "set-cookie", "etag", "server"];
+        for case in 0..1000 {
+            // Statuses that have bodies (204 and 304 never do).
+            let statuses = [200, 201, 206, 301, 302, 400, 404, 418, 500, 503];
+            let status = statuses[next() as usize % statuses.len()];
+            let mut text = format!("HTTP/1.1 {status} Whatever\r\n");
+            let mut expected = Vec::new();
+            for _ in 0..next() % 8 {
+                let name = names[next() as usize % names.len()];
+                let value = format!("v{}", next() % 1000);
+                text.push_str(&format!("{name}: {value}\r\n"));
+                expected.push((name, value));
+            }
+            text.push_str("content-length: 3\r\n\r\nabc");
+            let wire = text.as_bytes();
+            let mut buf = BytesMut::new();
+            let mut fed = 0;
+            let parsed = loop {
+                if let Some(parsed) = take_head(&mut buf, false).unwrap() {
+                    break parsed;
+                }
+                assert!(fed < wire.len(), "case {case}: never complete");
+                let n = (1 + next() as usize % 30).min(wire.len() - fed);
+                buf.extend_from_slice(&wire[fed..fed + n]);
+                fed += n;
+            };
+            assert_eq!(parsed.status.as_u16(), status, "case {case}");
+            for (name, value) in &expected {
+                assert!(
+                    parsed.headers.get_all(*name).iter().any(|v| v == value),
+                    "case {case}: {name}"
+                );
+            }
+            assert_eq!(parsed.framing, Framing::Length(3));
+            buf.extend_from_slice(&wire[fed..]);
+            assert_eq!(&buf[..], b"abc", "case {case}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_head_parser() {
+        let mut next = generator(0xbad);
+        let seed = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        for _ in 0..20_000 {
+            let mut bytes = seed.to_vec();
+            for _ in 0..1 + next() % 6 {
+                let at = next() as usize % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, next() as u8),
+                }
+            }
+            let _ = take_head(&mut BytesMut::from(&bytes[..]), next() % 2 == 0);
+        }
+    }
+}
