@@ -845,13 +845,21 @@ mod tests {
             let mut rest = &original[..];
             while !rest.is_empty() {
                 let n = (1 + next() as usize % 64).min(rest.len());
-                let size = if next() % 2 == 0 {
+                let size = if next().is_multiple_of(2) {
                     format!("{n:x}")
                 } else {
                     format!("{n:X}")
                 };
-                let extension = if next() % 4 == 0 { ";name=value" } else { "" };
-                let eol: &[u8] = if next() % 5 == 0 { b"\n" } else { b"\r\n" };
+                let extension = if next().is_multiple_of(4) {
+                    ";name=value"
+                } else {
+                    ""
+                };
+                let eol: &[u8] = if next().is_multiple_of(5) {
+                    b"\n"
+                } else {
+                    b"\r\n"
+                };
                 wire.extend_from_slice(size.as_bytes());
                 wire.extend_from_slice(extension.as_bytes());
                 wire.extend_from_slice(eol);
@@ -860,12 +868,12 @@ mod tests {
                 rest = &rest[n..];
             }
             wire.extend_from_slice(b"0\r\n");
-            if next() % 3 == 0 {
+            if next().is_multiple_of(3) {
                 wire.extend_from_slice(b"x-checksum: abc\r\n");
             }
             wire.extend_from_slice(b"\r\n");
             let after = b"HTTP/1.1 200 OK\r\n";
-            let take_after = next() % 2 == 0;
+            let take_after = next().is_multiple_of(2);
             if take_after {
                 wire.extend_from_slice(after);
             }
@@ -1032,7 +1040,7 @@ mod tests {
                     _ => bytes.insert(at, next() as u8),
                 }
             }
-            let _ = take_head(&mut BytesMut::from(&bytes[..]), next() % 2 == 0);
+            let _ = take_head(&mut BytesMut::from(&bytes[..]), next().is_multiple_of(2));
         }
     }
 }
