@@ -651,6 +651,10 @@ pub(crate) struct InstanceBody {
     keep_alive: bool,
     request: Option<RequestBody>,
     owner: Option<Owner>,
+    /// An error met right after data: given to hyper on the next poll, so
+    /// that what it buffered (the head, the data) goes out first and the
+    /// client sees a cut body rather than nothing.
+    failed: Option<InstanceError>,
 }
 
 impl InstanceBody {
@@ -667,6 +671,7 @@ impl InstanceBody {
             keep_alive: head.keep_alive,
             request,
             owner: Some(owner),
+            failed: None,
         };
         if matches!(body.framing, Framing::Empty | Framing::Length(0)) {
             body.finish();
@@ -682,6 +687,7 @@ impl InstanceBody {
             keep_alive: false,
             request: None,
             owner: None,
+            failed: None,
         }
     }
 
@@ -695,6 +701,20 @@ impl InstanceBody {
         if self.keep_alive && self.request.is_none() && conn.buf.is_empty() {
             owner.backends.give_back(&owner.endpoint.addr, conn);
         }
+    }
+
+    /// The connection is broken: dropped, and the error handed over on
+    /// the next poll (see `failed`).
+    fn fail(
+        &mut self,
+        error: InstanceError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, InstanceError>>> {
+        self.conn = None;
+        self.framing = Framing::Close;
+        self.failed = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_request(&mut self, cx: &mut Context<'_>) {
@@ -722,6 +742,9 @@ impl Body for InstanceBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, InstanceError>>> {
         let this = &mut *self;
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         this.poll_request(cx);
         loop {
             let Some(conn) = this.conn.as_mut() else {
@@ -746,10 +769,7 @@ impl Body for InstanceBody {
                     let decoded = decode_chunked(state, &mut conn.buf);
                     let done = *state == Chunk::Done;
                     match decoded {
-                        Err(error) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(error)));
-                        }
+                        Err(error) => return this.fail(error, cx),
                         Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                         Ok(None) if done => {
                             this.finish();
@@ -772,21 +792,15 @@ impl Body for InstanceBody {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Ok(0) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(InstanceError::UnexpectedEof)));
-                }
+                Ok(0) => return this.fail(InstanceError::UnexpectedEof, cx),
                 Ok(_) => {}
-                Err(error) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(InstanceError::Read(error))));
-                }
+                Err(error) => return this.fail(InstanceError::Read(error), cx),
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || self.framing == Framing::Empty
+        self.failed.is_none() && (self.conn.is_none() || self.framing == Framing::Empty)
     }
 
     fn size_hint(&self) -> SizeHint {
