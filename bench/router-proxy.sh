@@ -20,6 +20,7 @@
 #
 #   bench/router-proxy.sh            # CONNS="2 64 1000" ROUNDS=3 DURATION=5s
 #   CPU=1 bench/router-proxy.sh      # also CPU time per request (needs perf)
+#   SYSCALLS=1 bench/router-proxy.sh # also system calls per request (strace)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -102,4 +103,25 @@ if [ "${CPU:-0}" = 1 ]; then
   for round in $(seq 1 "$ROUNDS"); do
     echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request nginx "$NGINX_PORT" "$nginx_workers")$(cpu_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST")"
   done
+fi
+
+# SYSCALLS=1: system calls per request at 64 connections (strace -c over a
+# short wrk run), nginx's workers against the router: where the kernel half
+# of the CPU goes. strace slows both, so only the counts mean anything.
+syscalls_per_request() {
+  local label=$1 port=$2 pids=$3; shift 3
+  local out=$work/strace.$label reqs args=()
+  for pid in ${pids//,/ }; do args+=(-p "$pid"); done
+  strace -c -f -o "$out" "${args[@]}" &
+  local trace=$!
+  sleep 0.5
+  reqs=$(wrk -t1 -c64 -d2s "$@" "http://127.0.0.1:$port/index.html" | awk '/requests in/ {print $1}')
+  kill -INT "$trace"; wait "$trace" 2>/dev/null || true
+  echo "   $label: $(awk -v n="$reqs" '$NF == "total" {printf "%.2f system calls/request", $4 / n}' "$out");" \
+    "$(awk -v n="$reqs" 'NF >= 5 && $NF != "total" && $NF != "syscall" && $1 ~ /^[0-9.]+$/ {printf "%s %.2f, ", $NF, $4 / n}' "$out")"
+}
+if [ "${SYSCALLS:-0}" = 1 ]; then
+  echo "==> system calls per request at 64 connections (strace -c -f)"
+  syscalls_per_request nginx "$NGINX_PORT" "$(pgrep -d, -P "$nginx_pid")"
+  syscalls_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST"
 fi

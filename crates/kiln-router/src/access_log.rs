@@ -7,11 +7,11 @@
 //! behind, records are dropped and counted rather than slowing requests
 //! (Gorouter's access log writer drops too when its buffer is full).
 
-use crate::backend_io::Lease;
+use crate::h1::{InstanceBody, InstanceError};
 use crate::table::{Endpoint, InFlight};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri, Version};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use kiln_logs::LogSink;
 use kiln_model::LOG_SOURCE_ROUTER;
 use kiln_model::logs::{LogEnvelope, MessageType};
@@ -280,28 +280,25 @@ fn unix_nanos() -> i64 {
 
 /// The instance's response body on its way to the client: counts the
 /// bytes and hands the access record over when it is dropped — after the
-/// last byte, or when the client went away.
+/// last byte, or when the client went away. (The body itself gives its
+/// connection back to the pool when read whole.)
 pub(crate) struct LoggedBody {
-    inner: Incoming,
+    inner: InstanceBody,
     sent: u64,
     status: u16,
     record: Option<AccessRecord>,
     log: AccessLog,
     /// The request counts against the instance's limit until its response is done.
     _in_flight: InFlight,
-    /// The connection the response came on, given back to the pool once
-    /// the whole body went through.
-    lease: Option<Lease>,
 }
 
 impl LoggedBody {
     pub fn new(
-        inner: Incoming,
+        inner: InstanceBody,
         status: u16,
         record: AccessRecord,
         log: AccessLog,
         in_flight: InFlight,
-        lease: Option<Lease>,
     ) -> LoggedBody {
         LoggedBody {
             inner,
@@ -310,19 +307,18 @@ impl LoggedBody {
             record: Some(record),
             log,
             _in_flight: in_flight,
-            lease,
         }
     }
 }
 
 impl Body for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = InstanceError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, InstanceError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
@@ -343,13 +339,6 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        // A body dropped before its end leaves its connection mid-response:
-        // that one is closed, not reused.
-        if let (Some(lease), Some(record)) = (self.lease.take(), &self.record)
-            && self.inner.is_end_stream()
-        {
-            lease.give_back(&record.endpoint.addr);
-        }
         if let Some(record) = self.record.take() {
             self.log.emit(record, self.status, self.sent);
         }

@@ -1,34 +1,16 @@
 //! Connections to instances: each worker thread's pool of kept-alive
-//! connections ([`Backends`]), and one change to how hyper uses a
-//! connection ([`WriteFirst`]).
+//! connections ([`Backends`]).
 //!
-//! The pool is hyper's connection API with a list of idle connections per
-//! instance address, and nothing more: a request takes the connection
-//! returned last (so the hot ones stay warm and the cold ones age out at
-//! the front), and its response body gives the connection back once its
-//! last byte went to the client. The worker's sweep closes connections idle
-//! too long, so that after a burst the memory they hold is freed.
-//!
-//! `WriteFirst`: a fresh connection is not read before the request has
-//! started to go out. hyper's client treats bytes that arrive on a
-//! connection with no request written yet as an error ("received unexpected
-//! message from connection"). An app that answers as soon as a client
-//! connects (an `nc -l` style app, as in Cloud Foundry's binary-buildpack
-//! fixtures) races with that on every new connection. Holding reads back
-//! until the first write makes the early answer the response to the
-//! request, which it is.
+//! A request takes the connection returned last (so the hot ones stay warm
+//! and the cold ones age out at the front) and runs its exchange on it in
+//! its own task ([`crate::h1`]); its response body gives the connection
+//! back once its last byte was read. The worker's sweep closes connections
+//! idle too long, so that after a burst the memory they hold is freed.
 
-use crate::proxy::ForwardBody;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::rt::TokioIo;
+use crate::h1::{self, Conn, InstanceError, RequestBody, ResponseHead};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -49,13 +31,11 @@ const MAX_IDLE: usize = 1024;
 pub(crate) enum BackendError {
     /// The connection could not be made: nothing reached the instance.
     Connect(io::Error),
-    Request(hyper::Error),
+    Request(InstanceError),
 }
 
-type Sender = SendRequest<ForwardBody>;
-
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -65,17 +45,13 @@ pub(crate) struct Backends {
     dial_timeout: Duration,
 }
 
-/// A connection in use by one request; [`Lease::give_back`] when its
-/// response is complete, drop otherwise (the connection then closes).
-pub(crate) struct Lease {
-    backends: Arc<Backends>,
-    sender: Sender,
-}
-
-impl Lease {
-    pub fn give_back(self, addr: &str) {
-        self.backends.give_back(addr, self.sender);
-    }
+/// One request for [`Backends::send`].
+pub(crate) struct Outgoing<'r> {
+    pub head: &'r [u8],
+    pub body: &'r mut RequestBody,
+    pub head_request: bool,
+    /// It may be sent again when a kept-alive connection turns out closed.
+    pub idempotent: bool,
 }
 
 impl Backends {
@@ -91,60 +67,53 @@ impl Backends {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `request` to the instance at `addr` on an idle connection, or
-    /// a new one. A request that an idle connection turned out unable to
-    /// take (the instance had closed it) goes on the next one unsent.
+    /// Sends a request to the instance at `addr` on an idle connection, or
+    /// a new one, and reads the response head. An idle connection the
+    /// instance closed just as the request went out (no response, nothing
+    /// of the body taken) gets an idempotent request sent again on the next.
     pub async fn send(
-        self: &Arc<Self>,
+        &self,
         addr: &str,
-        mut request: Request<ForwardBody>,
-    ) -> Result<(Response<Incoming>, Lease), BackendError> {
-        while let Some(mut sender) = self.take_idle(addr) {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lease(sender))),
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(BackendError::Request(error.into_error())),
-                },
+        request: Outgoing<'_>,
+    ) -> Result<(ResponseHead, Conn), BackendError> {
+        let Outgoing {
+            head,
+            body,
+            head_request,
+            idempotent,
+        } = request;
+        while let Some(mut conn) = self.take_idle(addr) {
+            match h1::exchange(&mut conn, head, body, head_request).await {
+                Ok(response) => return Ok((response, conn)),
+                Err(error) if error.closed_before_response() && idempotent && !body.started() => {
+                    tracing::debug!(%error, addr, "kept-alive connection to an instance was closed; sending again");
+                }
+                Err(error) => return Err(BackendError::Request(error)),
             }
         }
-        let mut sender = self.dial(addr).await?;
-        let response = sender
-            .send_request(request)
+        let mut conn = self.dial(addr).await?;
+        let response = h1::exchange(&mut conn, head, body, head_request)
             .await
             .map_err(BackendError::Request)?;
-        Ok((response, self.lease(sender)))
+        Ok((response, conn))
     }
 
-    fn lease(self: &Arc<Self>, sender: Sender) -> Lease {
-        Lease {
-            backends: self.clone(),
-            sender,
-        }
-    }
-
-    /// The connection to `addr` given back last that can take a request
-    /// now. One still sending a request body its response did not wait
-    /// for is left alone; closed ones met on the way are dropped.
-    fn take_idle(&self, addr: &str) -> Option<Sender> {
+    /// The connection to `addr` given back last that is still open; closed
+    /// ones met on the way are dropped.
+    fn take_idle(&self, addr: &str) -> Option<Conn> {
         let mut idle = self.idle();
         let list = idle.get_mut(addr)?;
-        while list.back().is_some_and(|entry| entry.sender.is_closed()) {
-            list.pop_back();
+        while let Some(entry) = list.pop_back() {
+            if entry.conn.still_open() {
+                return Some(entry.conn);
+            }
         }
-        let ready = list.iter().rposition(|entry| entry.sender.is_ready())?;
-        list.remove(ready).map(|entry| entry.sender)
+        None
     }
 
-    fn give_back(&self, addr: &str, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    pub(crate) fn give_back(&self, addr: &str, conn: Conn) {
         let entry = Idle {
-            sender,
+            conn,
             since: Instant::now(),
         };
         let mut idle = self.idle();
@@ -158,8 +127,8 @@ impl Backends {
     }
 
     /// Closes the connections idle too long: any past [`IDLE_TIMEOUT`],
-    /// those beyond the [`WARM`] ones past [`BURST_IDLE`]; and forgets
-    /// instances left with none.
+    /// those beyond the [`WARM`] ones past [`BURST_IDLE`], those the
+    /// instance closed; and forgets instances left with none.
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut closed = Vec::new();
@@ -170,7 +139,7 @@ impl Backends {
                     let idle_for = now.saturating_duration_since(oldest.since);
                     let expired = idle_for >= IDLE_TIMEOUT
                         || (list.len() > WARM && idle_for >= BURST_IDLE)
-                        || oldest.sender.is_closed();
+                        || !oldest.conn.still_open();
                     if !expired {
                         break;
                     }
@@ -189,8 +158,8 @@ impl Backends {
         drop(closed);
     }
 
-    /// A new connection to `addr`, its hyper task on this worker.
-    async fn dial(&self, addr: &str) -> Result<Sender, BackendError> {
+    /// A new connection to `addr`.
+    async fn dial(&self, addr: &str) -> Result<Conn, BackendError> {
         let stream = match tokio::time::timeout(self.dial_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(BackendError::Connect(error)),
@@ -202,93 +171,6 @@ impl Backends {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .handshake(WriteFirst::new(TokioIo::new(stream)))
-            .await
-            .map_err(BackendError::Request)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "router connection to an instance ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-}
-
-/// A connection that reports nothing to read until something was written.
-pub(crate) struct WriteFirst {
-    io: TokioIo<TcpStream>,
-    wrote: bool,
-    /// The read that waits for the first write.
-    reader: Option<Waker>,
-}
-
-impl WriteFirst {
-    pub fn new(io: TokioIo<TcpStream>) -> WriteFirst {
-        WriteFirst {
-            io,
-            wrote: false,
-            reader: None,
-        }
-    }
-
-    fn note_written(&mut self, polled: &Poll<io::Result<usize>>) {
-        if !self.wrote && matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
-            self.wrote = true;
-            if let Some(reader) = self.reader.take() {
-                reader.wake();
-            }
-        }
-    }
-}
-
-impl Read for WriteFirst {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.wrote {
-            this.reader = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl Write for WriteFirst {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.note_written(&polled);
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.note_written(&polled);
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        Ok(Conn::new(stream))
     }
 }

@@ -25,6 +25,7 @@
 mod access_log;
 mod backend_io;
 mod client_conn;
+mod h1;
 mod health;
 mod proxy;
 mod sticky;

@@ -17,32 +17,32 @@
 
 use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
-use crate::backend_io::{BackendError, Backends, Lease};
+use crate::backend_io::{BackendError, Backends, Outgoing};
 use crate::client_conn::{Activity, ClientBody, Timed, Timeouts};
+use crate::h1::{self, Conn, InstanceBody, Owner, RequestBody, RequestHead, ResponseHead};
 use crate::sticky;
 use crate::sync::SharedTable;
 use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// What the proxy answers with: an instance's streamed body or a router error.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
 const X_CF_ROUTER_ERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
@@ -349,59 +349,59 @@ impl Proxy {
         let Forward {
             method,
             path,
-            mut headers,
+            headers,
             body,
             mut record,
             upgrade,
             sticky,
         } = forward;
         let idempotent = is_idempotent(&method, &headers);
-        // The body waits here between attempts: an attempt that fails
-        // before hyper read any of it hands it back (see `ForwardBody`).
-        let slot = Arc::new(Mutex::new(Some(body)));
         let chosen = match self.choose(&target) {
             Ok(chosen) => chosen,
             Err(refusal) => return refusal.response(&record.host, &record.request_id),
         };
-        let attempts = chosen.len();
+        // The head is made once; each attempt adds its instance's headers.
+        let framing = h1::Outgoing::of(&headers, &body);
+        let mut head = RequestHead::new(&method, path.as_str(), &headers);
+        drop(headers);
+        let mut body = RequestBody::new(body, framing, record.request_bytes.clone());
         let mut failure: Option<(Arc<Endpoint>, String)> = None;
-        for (attempt, endpoint) in chosen.into_iter().enumerate() {
-            let Some(body) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        for endpoint in chosen {
+            if endpoint.wire.authority.is_none() {
+                let why = format!("request target for {}: not a host and port", endpoint.addr);
+                failure = Some((endpoint.clone(), why));
                 break;
-            };
-            let body = ForwardBody {
-                inner: Some(body),
-                started: false,
-                slot: slot.clone(),
-                bytes: record.request_bytes.clone(),
-            };
-            // Only an attempt that may be followed by another needs a copy.
-            let attempt_headers = if attempt + 1 == attempts {
-                std::mem::take(&mut headers)
-            } else {
-                headers.clone()
-            };
-            let outgoing = match outgoing_request(&method, &path, attempt_headers, endpoint, body) {
-                Ok(outgoing) => outgoing,
-                Err(error) => {
-                    failure = Some((endpoint.clone(), error));
-                    break;
-                }
-            };
+            }
+            let wire = &endpoint.wire;
+            let attempt_head = head.for_attempt(
+                [
+                    (&X_CF_APPLICATION_ID, &wire.app_id),
+                    (&X_CF_INSTANCE_ID, &wire.instance_id),
+                    (&X_CF_INSTANCE_INDEX, &wire.index),
+                ],
+                body.framing(),
+            );
             let in_flight = endpoint
                 .state
                 .start_request(self.config.max_conns_per_backend);
+            let outgoing = Outgoing {
+                head: attempt_head,
+                body: &mut body,
+                head_request: method == Method::HEAD,
+                idempotent,
+            };
             let error = match tokio::time::timeout(
                 self.config.request_timeout,
                 self.backends.send(&endpoint.addr, outgoing),
             )
             .await
             {
-                Ok(Ok((response, lease))) => {
+                Ok(Ok((response, conn))) => {
                     record.endpoint = endpoint.clone();
                     return self.respond(
                         response,
-                        lease,
+                        conn,
+                        body,
                         upgrade,
                         record,
                         in_flight,
@@ -433,11 +433,10 @@ impl Proxy {
             // a 502 and decides itself. Gorouter's one exception is kept:
             // an idempotent request whose connection was closed before any
             // response (typically a kept-alive connection the app had just
-            // timed out) and whose body was never read. Either way the body
-            // must be back in `slot`, or there is nothing to resend.
-            let body_back = slot.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-            let retryable =
-                body_back && (connect_failed || (idempotent && is_closed_before_response(&error)));
+            // timed out). Either way no byte of the body may have been
+            // taken from the client, or there is nothing to resend.
+            let retryable = !body.started()
+                && (connect_failed || (idempotent && is_closed_before_response(&error)));
             tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable, "instance failed the request");
             failure = Some((endpoint.clone(), why));
             if !retryable {
@@ -529,83 +528,88 @@ impl Proxy {
     }
 
     /// The instance's response as the client gets it. A `101` to an upgrade
-    /// request also starts the tunnel between the two upgraded connections.
+    /// request also starts the tunnel between the client's upgraded
+    /// connection and the instance's.
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
-        mut response: Response<Incoming>,
-        lease: Lease,
+        head: ResponseHead,
+        conn: Conn,
+        request: RequestBody,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         record: AccessRecord,
         in_flight: InFlight,
         sticky: Option<&str>,
     ) -> Response<ProxyBody> {
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let tunnel = match client_upgrade {
-            Some(client_upgrade) if switching => {
-                Some((client_upgrade, hyper::upgrade::on(&mut response)))
+        let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
+        let body = if switching {
+            // An upgraded connection is the tunnel's now, never the pool's.
+            match client_upgrade {
+                Some(client_upgrade) => {
+                    self.tunnel(client_upgrade, conn, record.endpoint.addr.clone())
+                }
+                None => drop(conn),
             }
-            _ => None,
+            InstanceBody::empty()
+        } else {
+            let owner = Owner {
+                backends: self.backends.clone(),
+                endpoint: record.endpoint.clone(),
+            };
+            InstanceBody::new(conn, &head, request, owner)
         };
-        let (mut head, body) = response.into_parts();
-        let upgrade = head.headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(&mut head.headers);
+        let ResponseHead {
+            status,
+            mut headers,
+            ..
+        } = head;
+        let upgrade = headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut headers);
         if let Some(pin) = sticky::pin_cookie(
-            &head.headers,
+            &headers,
             sticky,
             &record.endpoint.instance_guid,
             &self.config.sticky_session_cookies,
         ) {
-            head.headers.append(header::SET_COOKIE, pin);
+            headers.append(header::SET_COOKIE, pin);
         }
-        if let (Some(_), Some(protocol)) = (&tunnel, upgrade) {
-            head.headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            head.headers.insert(header::UPGRADE, protocol);
+        if let (true, Some(protocol)) = (switching, upgrade) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol);
         }
-        head.headers
-            .insert(X_VCAP_REQUEST_ID, record.request_id.clone());
-        if let Some((client_upgrade, backend_upgrade)) = tunnel {
-            self.tunnel(
-                client_upgrade,
-                backend_upgrade,
-                record.endpoint.addr.clone(),
-            );
-        }
-        let status = head.status.as_u16();
-        // An upgraded connection is the tunnel's now, never the pool's.
-        let lease = (!switching).then_some(lease);
-        Response::from_parts(
-            head,
-            LoggedBody::new(body, status, record, self.log.clone(), in_flight, lease).boxed(),
-        )
+        headers.insert(X_VCAP_REQUEST_ID, record.request_id.clone());
+        let mut response = Response::new(
+            LoggedBody::new(body, status.as_u16(), record, self.log.clone(), in_flight)
+                .map_err(BoxError::from)
+                .boxed(),
+        );
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
     }
 
-    /// Copies bytes both ways between the upgraded client and instance
-    /// connections until either closes (or the drain is over).
-    fn tunnel(
-        &self,
-        client_upgrade: hyper::upgrade::OnUpgrade,
-        backend_upgrade: hyper::upgrade::OnUpgrade,
-        endpoint: String,
-    ) {
+    /// Copies bytes both ways between the upgraded client connection and
+    /// the instance's until either closes (or the drain is over); first
+    /// what the instance sent right after its `101`.
+    fn tunnel(&self, client_upgrade: hyper::upgrade::OnUpgrade, backend: Conn, endpoint: String) {
         let hard_stop = self.hard_stop.clone();
         tokio::spawn(async move {
-            let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
-                (Ok(client), Ok(backend)) => (client, backend),
-                (client, backend) => {
-                    tracing::debug!(
-                        endpoint,
-                        client_ok = client.is_ok(),
-                        backend_ok = backend.is_ok(),
-                        "upgrade did not complete"
-                    );
+            let client = match client_upgrade.await {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::debug!(endpoint, %error, "upgrade did not complete");
                     return;
                 }
             };
-            let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+            let (mut backend, early) = backend.into_parts();
+            let mut client = TokioIo::new(client);
+            let copy = async {
+                client.write_all(&early).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut backend).await
+            };
             tokio::select! {
                 _ = hard_stop.cancelled() => {}
-                result = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+                result = copy => {
                     if let Err(error) = result {
                         tracing::debug!(endpoint, %error, "upgraded connection ended with an error");
                     }
@@ -785,59 +789,6 @@ fn request_id() -> HeaderValue {
     header_value(uuid.hyphenated().encode_lower(&mut text))
 }
 
-/// The client's request body on its way to an instance. It counts the bytes
-/// (for the access log) and, if it is dropped before hyper read any of it —
-/// the connection to the instance never came up — it puts the client's body
-/// back into `slot`, so the next attempt can send it.
-pub(crate) struct ForwardBody {
-    inner: Option<Incoming>,
-    started: bool,
-    slot: Arc<Mutex<Option<Incoming>>>,
-    bytes: Arc<AtomicU64>,
-}
-
-impl Body for ForwardBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        self.started = true;
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = Pin::new(inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
-    }
-}
-
-impl Drop for ForwardBody {
-    fn drop(&mut self) {
-        if !self.started
-            && let Some(body) = self.inner.take()
-        {
-            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
-        }
-    }
-}
-
 /// The protocol a client asks to switch to (`Connection: upgrade` plus
 /// `Upgrade: <protocol>`), if it does.
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -917,33 +868,6 @@ fn forwarded_for(headers: &HeaderMap, client_ip: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
 }
 
-fn outgoing_request(
-    method: &Method,
-    path: &PathAndQuery,
-    mut headers: HeaderMap,
-    endpoint: &Endpoint,
-    body: ForwardBody,
-) -> Result<Request<ForwardBody>, String> {
-    if endpoint.wire.authority.is_none() {
-        return Err(format!(
-            "request target for {}: not a host and port",
-            endpoint.addr
-        ));
-    }
-    // Origin form: the connection is the instance's already.
-    let uri = Uri::from(path.clone());
-    headers.insert(X_CF_APPLICATION_ID, endpoint.wire.app_id.clone());
-    headers.insert(X_CF_INSTANCE_ID, endpoint.wire.instance_id.clone());
-    headers.insert(X_CF_INSTANCE_INDEX, endpoint.wire.index.clone());
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    // Instances always get HTTP/1.1, whatever the client spoke.
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Ok(request)
-}
-
 /// Go's notion (which Gorouter uses): safe methods, or a request carrying
 /// an idempotency key.
 fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
@@ -958,7 +882,7 @@ fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
 fn is_closed_before_response(error: &BackendError) -> bool {
     match error {
         BackendError::Connect(_) => false,
-        BackendError::Request(error) => error.is_incomplete_message() || error.is_canceled(),
+        BackendError::Request(error) => error.closed_before_response(),
     }
 }
 
@@ -967,13 +891,7 @@ fn is_closed_before_response(error: &BackendError) -> bool {
 fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
     match error {
         BackendError::Connect(error) => format!("dial tcp {}: {error}", endpoint.addr),
-        BackendError::Request(error) => {
-            let mut innermost: &dyn std::error::Error = error;
-            while let Some(cause) = innermost.source() {
-                innermost = cause;
-            }
-            format!("{}: {innermost}", endpoint.addr)
-        }
+        BackendError::Request(error) => format!("{}: {error}", endpoint.addr),
     }
 }
 

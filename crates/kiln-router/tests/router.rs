@@ -1628,3 +1628,27 @@ async fn connection_close_is_honoured_and_a_client_that_leaves_mid_stream_is_log
     assert_eq!(f.get("close.test", "/").await.status(), 200);
     b.gate.notify_one();
 }
+
+#[tokio::test]
+async fn chunked_answers_are_decoded_informational_ones_skipped_and_closed_connections_redialled() {
+    let f = fixture().await;
+    // Keep-alive by its headers, yet the instance closes each connection
+    // after one answer: every request after the first meets a pooled
+    // connection the instance has closed.
+    let port = scripted_backend(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+    )
+    .await;
+    f.app("p1", "chunked.test", &[port]).await;
+    f.wait_for("chunked.test", 200).await;
+    for round in 0..20 {
+        let response = f.get("chunked.test", "/").await;
+        assert_eq!(response.status(), 200, "round {round}");
+        assert!(response.headers().get("content-length").is_none());
+        assert_eq!(
+            response.text().await.unwrap(),
+            "hello world",
+            "round {round}"
+        );
+    }
+}
