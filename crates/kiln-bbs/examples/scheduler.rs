@@ -7,10 +7,12 @@
 //!
 //!   scheduler INSTANCES CELLS [LABEL]
 //!
-//! A cell syncs (reads its work and reports what it has not) as kiln-cell's
-//! rep does: when an event concerns it (an ActualLrp placed on it changed),
-//! coalescing a burst into one sync, and every bulk-sync interval besides
-//! (Diego's rep: 30 s; `SCHED_BULK_SYNC_S` sets it). Each cell filtering
+//! A cell syncs (reads its work and reports what it has not) when work is
+//! placed on it (an ActualLrp CLAIMED for it: what Diego's auctioneer
+//! sends its rep), coalescing a burst into one sync, and every bulk-sync
+//! interval besides (Diego's rep: 30 s; `SCHED_BULK_SYNC_S` sets it).
+//! (kiln-cell's rep also re-syncs on the RUNNING echo of its own report;
+//! doing so here made every placement cost two syncs of the whole cell.) Each cell filtering
 //! the whole event stream itself would make the simulation cost events ×
 //! cells, which no real cell pays on this machine: one router hands each
 //! event to the cell it concerns.
@@ -22,6 +24,7 @@
 
 use futures_util::StreamExt;
 use kiln_bbs::{Bbs, BbsClient, BbsConfig};
+use kiln_model::ActualLrpState;
 use kiln_model::bbs::{
     ActualLrpNetInfo, BbsEvent, CellCapacity, CellPresence, DesiredLrp, EnvVar, PortMapping,
     RunAction,
@@ -79,9 +82,8 @@ fn bulk_sync() -> Duration {
         .map_or(BULK_SYNC, Duration::from_secs_f64)
 }
 
-/// Hands each event to the cell it concerns (the one an ActualLrp is
-/// placed on, in any state, as kiln-cell's rep filters), and every cell
-/// a lost stretch of the stream. A nudge while a cell syncs is kept, once:
+/// Hands each placement to the cell it was placed on, and every cell a
+/// lost stretch of the stream. A nudge while a cell syncs is kept, once:
 /// a burst becomes one more sync.
 async fn route_events(
     client: Arc<dyn BbsClient>,
@@ -96,7 +98,9 @@ async fn route_events(
         };
         match event {
             None => return,
-            Some(BbsEvent::ActualLrpChanged { actual_lrp }) => {
+            Some(BbsEvent::ActualLrpChanged { actual_lrp })
+                if actual_lrp.state == ActualLrpState::Claimed =>
+            {
                 let cell = actual_lrp.instance_key.as_ref().map(|ik| &ik.cell_id);
                 if let Some(nudge) = cell.and_then(|c| nudges.get(c)) {
                     nudge.notify_one();
