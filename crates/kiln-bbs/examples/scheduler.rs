@@ -357,11 +357,7 @@ async fn main() {
         stops.push(stop);
         beats.push(beat);
     }
-    tokio::spawn(route_events(
-        client.clone(),
-        nudges,
-        shutdown.child_token(),
-    ));
+    tokio::spawn(route_events(client.clone(), nudges, shutdown.child_token()));
     tokio::time::sleep(HEARTBEAT + Duration::from_millis(500)).await;
 
     // Desire everything, DESIRERS at a time (Cloud Controller's workers
