@@ -7,6 +7,16 @@
 //!
 //!   scheduler INSTANCES CELLS [LABEL]
 //!
+//! A cell syncs (reads its work and reports what it has not) when work is
+//! placed on it (an ActualLrp CLAIMED for it: what Diego's auctioneer
+//! sends its rep), coalescing a burst into one sync, and every bulk-sync
+//! interval besides (Diego's rep: 30 s; `SCHED_BULK_SYNC_S` sets it).
+//! (kiln-cell's rep also re-syncs on the RUNNING echo of its own report;
+//! doing so here made every placement cost two syncs of the whole cell.) Each cell filtering
+//! the whole event stream itself would make the simulation cost events ×
+//! cells, which no real cell pays on this machine: one router hands each
+//! event to the cell it concerns.
+//!
 //! The same source builds against `main` (bench/scheduler.sh runs both
 //! side by side). The cells read their work as the in-process rep does,
 //! typed: turning every cell's work into JSON and back cost more CPU than
@@ -14,13 +24,16 @@
 
 use futures_util::StreamExt;
 use kiln_bbs::{Bbs, BbsClient, BbsConfig};
+use kiln_model::ActualLrpState;
 use kiln_model::bbs::{
-    ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, EnvVar, PortMapping, RunAction,
+    ActualLrpNetInfo, BbsEvent, CellCapacity, CellPresence, DesiredLrp, EnvVar, PortMapping,
+    RunAction,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const STACK: &str = "preloaded:bench";
@@ -29,7 +42,9 @@ const MEMORY_MB: u64 = 128;
 /// Desires in flight at once.
 const DESIRERS: usize = 16;
 const HEARTBEAT: Duration = Duration::from_secs(1);
-const SYNC: Duration = Duration::from_secs(2);
+/// The bulk sync's interval unless `SCHED_BULK_SYNC_S` says otherwise:
+/// Diego's rep's.
+const BULK_SYNC: Duration = Duration::from_secs(30);
 const CELL_TTL: Duration = Duration::from_secs(3);
 /// How often the counts are polled (each counts only what is still to
 /// do, through an index). Figures are at most this late.
@@ -59,12 +74,51 @@ fn desired(process_guid: String) -> DesiredLrp {
     }
 }
 
+fn bulk_sync() -> Duration {
+    std::env::var("SCHED_BULK_SYNC_S")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map_or(BULK_SYNC, Duration::from_secs_f64)
+}
+
+/// Hands each placement to the cell it was placed on, and every cell a
+/// lost stretch of the stream. A nudge while a cell syncs is kept, once:
+/// a burst becomes one more sync.
+async fn route_events(
+    client: Arc<dyn BbsClient>,
+    nudges: HashMap<String, Arc<Notify>>,
+    stop: CancellationToken,
+) {
+    let mut events = client.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.next() => event,
+        };
+        match event {
+            None => return,
+            Some(BbsEvent::ActualLrpChanged { actual_lrp })
+                if actual_lrp.state == ActualLrpState::Claimed =>
+            {
+                let cell = actual_lrp.instance_key.as_ref().map(|ik| &ik.cell_id);
+                if let Some(nudge) = cell.and_then(|c| nudges.get(c)) {
+                    nudge.notify_one();
+                }
+            }
+            Some(BbsEvent::Lagged) => nudges.values().for_each(|n| n.notify_one()),
+            Some(_) => {}
+        }
+    }
+}
+
 /// One simulated rep: heartbeats, and reports every instance claimed for
 /// it as RUNNING at its next sync, as a rep does once the container is up.
 async fn cell(
     client: Arc<dyn BbsClient>,
     presence: CellPresence,
     stop: CancellationToken,
+    nudge: Arc<Notify>,
     last_heartbeat_ms: Arc<AtomicU64>,
     epoch: Instant,
 ) {
@@ -87,9 +141,11 @@ async fn cell(
             }
         }
     });
-    // Spread the cells' syncs over the interval, as independent reps are.
-    let offset = SYNC.mul_f64(fastrand_fraction(&presence.cell_id));
-    let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + offset, SYNC);
+    // Spread the cells' bulk syncs over the interval, as independent reps
+    // are.
+    let every = bulk_sync();
+    let offset = every.mul_f64(fastrand_fraction(&presence.cell_id));
+    let mut sync = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
     // As the rep: a late sync does not bring a burst of syncs after it.
     sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: HashSet<String> = HashSet::new();
@@ -104,19 +160,27 @@ async fn cell(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = sync.tick() => {
-                let Ok(work) = client.cell_work(&presence.cell_id).await else { continue };
-                for a in &work.lrps {
-                    let Some(ik) = a.instance_key.as_ref() else { continue };
-                    if ik.cell_id != presence.cell_id || reported.contains(&ik.instance_guid) {
-                        continue;
-                    }
-                    if client.start_actual_lrp(&a.key, ik, net_info.clone()).await.is_ok() {
-                        reported.insert(ik.instance_guid.clone());
-                    }
-                }
-            }
+            () = nudge.notified() => {}
+            _ = sync.tick() => {}
         }
+        let Ok(work) = client.cell_work(&presence.cell_id).await else {
+            continue;
+        };
+        // The containers come up independently: their reports go at once,
+        // not one after another.
+        let starts = work.lrps.iter().filter_map(|a| {
+            let ik = a.instance_key.as_ref()?;
+            let new = ik.cell_id == presence.cell_id && !reported.contains(&ik.instance_guid);
+            new.then(|| {
+                let (client, net_info) = (&client, net_info.clone());
+                async move {
+                    let ok = client.start_actual_lrp(&a.key, ik, net_info).await.is_ok();
+                    ok.then(|| ik.instance_guid.clone())
+                }
+            })
+        });
+        let started = futures_util::future::join_all(starts).await;
+        reported.extend(started.into_iter().flatten());
     }
 }
 
@@ -266,6 +330,7 @@ async fn main() {
     let epoch = Instant::now();
     let mut stops = Vec::new();
     let mut beats = Vec::new();
+    let mut nudges = HashMap::new();
     for i in 0..cells {
         let presence = CellPresence {
             cell_id: format!("cell-{i:04}"),
@@ -279,16 +344,20 @@ async fn main() {
         };
         let stop = shutdown.child_token();
         let beat = Arc::new(AtomicU64::new(0));
+        let nudge = Arc::new(Notify::new());
+        nudges.insert(presence.cell_id.clone(), nudge.clone());
         tokio::spawn(cell(
             client.clone(),
             presence,
             stop.clone(),
+            nudge,
             beat.clone(),
             epoch,
         ));
         stops.push(stop);
         beats.push(beat);
     }
+    tokio::spawn(route_events(client.clone(), nudges, shutdown.child_token()));
     tokio::time::sleep(HEARTBEAT + Duration::from_millis(500)).await;
 
     // Desire everything, DESIRERS at a time (Cloud Controller's workers

@@ -82,6 +82,7 @@ impl BbsLock {
             // The lease loop and the shared secrets, one at a time.
             max_connections: 2,
             lease_owner: None,
+            ..Default::default()
         };
         let pool = kiln_store::open(database, crate::MIGRATIONS, options)
             .await

@@ -27,7 +27,7 @@ pub(crate) fn decode(e: serde_json::Error) -> BbsError {
 }
 
 /// Rows per multi-row statement: well under SQLite's bound-parameter limit.
-const ROWS_PER_STATEMENT: usize = 200;
+const ROWS_PER_STATEMENT: usize = 100;
 
 fn decode_state<S: std::str::FromStr<Err = TransitionError>>(value: &str) -> Result<S, BbsError> {
     value

@@ -161,6 +161,18 @@ pub struct OpenOptions {
     /// session setting `kiln.bbs_owner`); the BBS tables' fence trigger
     /// (BBS migration 5) refuses its writes unless it holds a live lease.
     pub lease_owner: Option<uuid::Uuid>,
+    /// SQLite: each connection's page cache in KiB (`cache_size = -N`);
+    /// None keeps SQLite's 2 MiB. A transaction that dirties more pages
+    /// than its cache holds spills them into the log before it commits,
+    /// and reads that miss it go to the file: a database written in large
+    /// bursts (the BBS) wants its working set in it. Grown as used.
+    pub sqlite_cache_kib: Option<u32>,
+    /// SQLite: the log size in pages at which a commit also checkpoints
+    /// (`wal_autocheckpoint`); None keeps SQLite's 1,000 pages (4 MB). A
+    /// database whose owner checkpoints at calm moments raises it, so its
+    /// bursts do not stop to fold the log back midway; the bound stays,
+    /// for an owner that finds no calm moment.
+    pub sqlite_wal_autocheckpoint: Option<u32>,
 }
 
 impl Default for OpenOptions {
@@ -169,6 +181,8 @@ impl Default for OpenOptions {
             durability: Durability::Full,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             lease_owner: None,
+            sqlite_cache_kib: None,
+            sqlite_wal_autocheckpoint: None,
         }
     }
 }
@@ -439,8 +453,9 @@ pub mod engine_specific {
     }
 
     /// Pool settings, and SQLite's per-connection pragmas: WAL (readers do
-    /// not block the writer), the durability asked for, foreign keys, and a
-    /// wait for the write lock instead of an immediate SQLITE_BUSY.
+    /// not block the writer), the durability asked for, foreign keys, a
+    /// wait for the write lock instead of an immediate SQLITE_BUSY, temp
+    /// storage in memory, and the page cache and checkpoint bound asked for.
     pub fn pool_options(database: &Database, options: OpenOptions) -> AnyPoolOptions {
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -465,10 +480,19 @@ pub mod engine_specific {
                     Durability::Full => "FULL",
                     Durability::Normal => "NORMAL",
                 };
-                let pragmas = format!(
+                // temp_store=MEMORY: the statement journals of multi-row
+                // statements inside a transaction stay off the disk.
+                let mut pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; \
+                     PRAGMA temp_store = MEMORY;"
                 );
+                if let Some(kib) = options.sqlite_cache_kib {
+                    pragmas.push_str(&format!(" PRAGMA cache_size = -{kib};"));
+                }
+                if let Some(pages) = options.sqlite_wal_autocheckpoint {
+                    pragmas.push_str(&format!(" PRAGMA wal_autocheckpoint = {pages};"));
+                }
                 pool.after_connect(move |conn, _| {
                     let pragmas = pragmas.clone();
                     Box::pin(async move {
