@@ -14,13 +14,15 @@
 //! "no instance up" (503), as Gorouter does.
 //!
 //! A route is a host plus an optional path prefix. A lookup hashes the
-//! normalised host once (no allocation), picks the shard by that hash, and
-//! probes the shard's open-addressing table with it; the slot holds the
-//! hash and, for hosts up to [`INLINE_HOST`] bytes, the name itself, then
-//! the host's own route, so a hit reads one slot. Path routes are a short
-//! list in that slot, longest first.
+//! normalised host once (no allocation), picks the shard by that hash
+//! (the group of shards is small enough to stay in cache), and probes the
+//! shard's open-addressing slots with it. A slot is the host itself: its
+//! hash and, for hosts up to [`INLINE_HOST`] bytes, its name, then its own
+//! route, in one aligned 128-byte block; so a hit reads that block and
+//! nothing else of the table, whatever its size (one cache miss where the
+//! table is larger than the cache). Path routes are a short list in that
+//! slot, longest first.
 
-use hashbrown::HashTable;
 use http::HeaderValue;
 use http::uri::Authority;
 use kiln_model::ActualLrpState;
@@ -325,26 +327,63 @@ impl HostName {
     }
 }
 
-/// One host's slot: its hash (compared before the name), name and routes.
+/// One host: its hash (compared before the name), name and routes, in
+/// this order (`repr(C)`) so that what a lookup compares comes first.
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct HostEntry {
     hash: u64,
     name: HostName,
     routes: HostRoutes,
 }
 
-/// Part of the table's hosts, chosen by hash. A change copies only the
-/// shards it touches; the new table shares all the others with the old.
-#[derive(Debug, Default, Clone)]
-struct Shard {
-    hosts: HashTable<HostEntry>,
+/// One place in a shard: a host, or nothing. The host is in the slot
+/// itself (no pointer to follow once there), and the slot is two cache
+/// lines, aligned, so a lookup that lands on it reads one 128-byte block.
+#[derive(Debug, Clone, Default)]
+#[repr(align(128))]
+struct Slot(Option<HostEntry>);
+
+// A slot is one aligned 128-byte block: all a lookup reads of the table.
+const _: () = assert!(std::mem::size_of::<Slot>() == 128);
+
+/// Part of the table's hosts, chosen by hash: an open-addressing table
+/// (linear probing from the hash's low bits), a power of two long and at
+/// most half full, so a hit is mostly the first slot probed and a miss
+/// ends at an empty one soon. Immutable: a change makes a new shard, and
+/// the new table shares all the others with the old.
+type Shard = Arc<[Slot]>;
+
+/// The host named `name` (hashing to `hash`) in `shard`.
+fn find_in<'s>(shard: &'s [Slot], hash: u64, name: &[u8]) -> Option<&'s HostEntry> {
+    let mask = shard.len() - 1;
+    let start = hash as usize;
+    // Bounded by the shard's length; a shard always has an empty slot.
+    for probe in 0..shard.len() {
+        match &shard[start.wrapping_add(probe) & mask].0 {
+            None => return None,
+            Some(entry) if entry.hash == hash && entry.name.as_bytes() == name => {
+                return Some(entry);
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
-impl Shard {
-    fn find(&self, hash: u64, name: &[u8]) -> Option<&HostEntry> {
-        self.hosts
-            .find(hash, |e| e.hash == hash && e.name.as_bytes() == name)
+/// A shard holding `entries` (distinct hosts).
+fn shard_of_entries(entries: Vec<HostEntry>) -> Shard {
+    let len = (2 * entries.len()).max(1).next_power_of_two();
+    let mask = len - 1;
+    let mut slots: Vec<Slot> = (0..len).map(|_| Slot(None)).collect();
+    for entry in entries {
+        let mut at = entry.hash as usize & mask;
+        while slots[at].0.is_some() {
+            at = (at + 1) & mask;
+        }
+        slots[at] = Slot(Some(entry));
     }
+    slots.into()
 }
 
 /// About this many hosts per shard: a change to one host copies that many.
@@ -355,8 +394,16 @@ const HOSTS_PER_SHARD: usize = 32;
 const SHARDS_PER_GROUP: usize = 64;
 
 /// Some of the table's shards, shared between tables as a whole until a
-/// change to one of them.
-type ShardGroup = Arc<[Arc<Shard>]>;
+/// change to one of them. The group holds each shard's pointer and length
+/// itself, so a lookup goes from the group straight to the slot.
+type ShardGroup = Arc<[Shard]>;
+
+/// A host's new routes (`None`: the host is gone), for [`RouteTable::set_hosts`].
+struct HostChange<'a> {
+    hash: u64,
+    name: &'a [u8],
+    routes: Option<HostRoutes>,
+}
 
 /// Route → pool. Immutable once built; the router swaps in a new one on
 /// every change, which shares the shards the change did not touch.
@@ -415,8 +462,8 @@ impl RouteTable {
     fn with_shards(count: usize, hasher: foldhash::fast::RandomState) -> RouteTable {
         let count = count.max(1).next_power_of_two();
         let per_group = count.min(SHARDS_PER_GROUP);
-        // Every shard starts as the same empty one, copied when written.
-        let empty = Arc::<Shard>::default();
+        // Every shard starts as the same empty one, replaced when written.
+        let empty = shard_of_entries(Vec::new());
         RouteTable {
             groups: (0..count / per_group)
                 .map(|_| (0..per_group).map(|_| empty.clone()).collect())
@@ -432,7 +479,7 @@ impl RouteTable {
         self.groups.len() << self.group_shift
     }
 
-    fn shard(&self, at: usize) -> &Shard {
+    fn shard(&self, at: usize) -> &[Slot] {
         let mask = (1 << self.group_shift) - 1;
         &self.groups[at >> self.group_shift][at & mask]
     }
@@ -469,7 +516,7 @@ impl RouteTable {
 
     fn entry(&self, name: &[u8]) -> Option<&HostEntry> {
         let hash = self.hash(name);
-        self.shard(self.shard_of(hash)).find(hash, name)
+        find_in(self.shard(self.shard_of(hash)), hash, name)
     }
 
     /// The pool for a request to `host` (any case, with or without a port)
@@ -503,7 +550,8 @@ impl RouteTable {
         self.groups
             .iter()
             .flat_map(|group| group.iter())
-            .flat_map(|shard| shard.hosts.iter())
+            .flat_map(|shard| shard.iter())
+            .filter_map(|slot| slot.0.as_ref())
     }
 
     /// Each endpoint of the table by its instance guid.
@@ -515,35 +563,56 @@ impl RouteTable {
             .collect()
     }
 
-    /// Puts `routes` in as `name`'s (`None`: removes the host), copying
-    /// the shard first if another table shares it.
-    fn set_host(&mut self, name: &[u8], routes: Option<HostRoutes>) {
-        let hash = self.hash(name);
-        let at = self.shard_of(hash);
-        let mask = (1 << self.group_shift) - 1;
-        let group = Arc::make_mut(&mut self.groups[at >> self.group_shift]);
-        let shard = Arc::make_mut(&mut group[at & mask]);
-        let eq = |e: &HostEntry| e.hash == hash && e.name.as_bytes() == name;
-        match (shard.hosts.find_entry(hash, eq), routes) {
-            (Ok(mut slot), Some(routes)) => {
-                self.routes = self.routes - slot.get().routes.len() + routes.len();
-                slot.get_mut().routes = routes;
-            }
-            (Ok(slot), None) => {
-                self.routes -= slot.get().routes.len();
-                slot.remove();
-            }
-            (Err(_), Some(routes)) => {
-                self.routes += routes.len();
-                let entry = HostEntry {
-                    hash,
-                    name: HostName::new(name),
-                    routes,
-                };
-                shard.hosts.insert_unique(hash, entry, |e| e.hash);
-            }
-            (Err(_), None) => {}
+    /// Puts in each host's new routes, making a new shard for each shard
+    /// a change falls in (the others stay shared with any table this one
+    /// was cloned from) and a new group for each group those are in.
+    fn set_hosts(&mut self, mut changes: Vec<HostChange<'_>>) {
+        changes.sort_unstable_by_key(|c| self.shard_of(c.hash));
+        let mut rest = changes.as_mut_slice();
+        while let Some(first) = rest.first() {
+            let at = self.shard_of(first.hash);
+            let same = rest
+                .iter()
+                .position(|c| self.shard_of(c.hash) != at)
+                .unwrap_or(rest.len());
+            let (these, later) = rest.split_at_mut(same);
+            let shard = self.changed_shard(at, these);
+            let mask = (1 << self.group_shift) - 1;
+            Arc::make_mut(&mut self.groups[at >> self.group_shift])[at & mask] = shard;
+            rest = later;
         }
+    }
+
+    /// Shard `at` with `changes` (all of hosts in it) made, counting the
+    /// routes added and removed.
+    fn changed_shard(&mut self, at: usize, changes: &mut [HostChange<'_>]) -> Shard {
+        let is_changed = |e: &HostEntry| {
+            changes
+                .iter()
+                .any(|c| c.hash == e.hash && c.name == e.name.as_bytes())
+        };
+        let old = self.shard(at);
+        let mut entries = Vec::with_capacity(old.len() / 2 + changes.len());
+        let mut removed = 0;
+        for entry in old.iter().filter_map(|slot| slot.0.as_ref()) {
+            if is_changed(entry) {
+                removed += entry.routes.len();
+            } else {
+                entries.push(entry.clone());
+            }
+        }
+        self.routes -= removed;
+        for change in changes {
+            if let Some(routes) = change.routes.take() {
+                self.routes += routes.len();
+                entries.push(HostEntry {
+                    hash: change.hash,
+                    name: HostName::new(change.name),
+                    routes,
+                });
+            }
+        }
+        shard_of_entries(entries)
     }
 }
 
@@ -586,11 +655,12 @@ impl RouteIndex {
         let shards = index.hosts.len() / HOSTS_PER_SHARD;
         let mut table = RouteTable::with_shards(shards, previous.hasher.clone());
         let mut fresh = index.fresh;
-        for host in index.hosts.keys() {
-            let before = previous.entry(host.as_bytes()).map(|e| &e.routes);
-            let routes = index.host_routes(host, before, &mut fresh);
-            table.set_host(host.as_bytes(), routes);
-        }
+        let changes = index
+            .hosts
+            .keys()
+            .map(|host| index.host_change(&table, previous, host, &mut fresh))
+            .collect();
+        table.set_hosts(changes);
         index.fresh = fresh;
         (index, table)
     }
@@ -698,13 +768,30 @@ impl RouteIndex {
     pub fn apply(&mut self, current: &RouteTable, hosts: &[Box<str>]) -> RouteTable {
         let mut table = current.clone();
         let mut fresh = self.fresh;
-        for host in hosts {
-            let before = current.entry(host.as_bytes()).map(|e| &e.routes);
-            let routes = self.host_routes(host, before, &mut fresh);
-            table.set_host(host.as_bytes(), routes);
-        }
+        let changes = hosts
+            .iter()
+            .map(|host| self.host_change(&table, current, host, &mut fresh))
+            .collect();
+        table.set_hosts(changes);
         self.fresh = fresh;
         table
+    }
+
+    /// `host`'s routes from the index, for `table`, starting round-robin
+    /// where `previous` was.
+    fn host_change<'h>(
+        &self,
+        table: &RouteTable,
+        previous: &RouteTable,
+        host: &'h str,
+        fresh: &mut u64,
+    ) -> HostChange<'h> {
+        let before = previous.entry(host.as_bytes()).map(|e| &e.routes);
+        HostChange {
+            hash: table.hash(host.as_bytes()),
+            name: host.as_bytes(),
+            routes: self.host_routes(host, before, fresh),
+        }
     }
 
     /// The routes of `host` from every process mapping it (`None`: no
@@ -1170,7 +1257,7 @@ mod tests {
         );
         let api = patched.entry(b"app-0.test").unwrap().routes.pool("/api");
         assert!(api.unwrap().endpoints.is_empty(), "known, no instance");
-        let shards = |t: &RouteTable| -> Vec<Arc<Shard>> {
+        let shards = |t: &RouteTable| -> Vec<Shard> {
             t.groups.iter().flat_map(|g| g.iter().cloned()).collect()
         };
         assert_eq!(
