@@ -65,6 +65,7 @@ tar -czf /tmp/droplet -C /tmp/app .
         artifact: "droplet".into(),
         from: "/tmp/droplet".into(),
         to: blobs.upload_url("droplet"),
+        ..Default::default()
     }];
     def.result_file = "/tmp/result.json".into();
 
@@ -203,6 +204,7 @@ async fn failed_runs_downloads_and_uploads_fail_the_task_with_diegos_reasons() {
         artifact: "droplet".into(),
         from: "/tmp/droplet".into(),
         to: blobs.upload_url("fail-droplet"),
+        ..Default::default()
     }];
     cell.desire_task(&upload_fails, def).await;
 
@@ -212,6 +214,7 @@ async fn failed_runs_downloads_and_uploads_fail_the_task_with_diegos_reasons() {
         artifact: "droplet".into(),
         from: "/tmp/droplet".into(),
         to: blobs.upload_url("escaped"),
+        ..Default::default()
     }];
     cell.desire_task(&escapes, def).await;
 
