@@ -166,7 +166,7 @@ pub async fn droplet_uploaded(
     }
     let result: ApiResult<Response> = async {
         let report: kiln_model::bbs::UploadReport = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::unprocessable(&format!("Malformed upload report: {e}")))?;
+            .map_err(|e| ApiError::unprocessable(format!("Malformed upload report: {e}")))?;
         let droplet = actions::droplets::uploadable(&ctx, &guid).await?;
         actions::droplets::check_direct_upload(&ctx, &droplet, &report).await?;
         Ok(StatusCode::CREATED.into_response())
