@@ -7,11 +7,10 @@ use crate::db::{self, App, Droplet, Val};
 use crate::diego::LifecycleType;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::droplets::CreateDroplet;
-use crate::uploads::droplet_key;
+use crate::uploads::{blob_mismatch, droplet_key};
 use crate::util;
 use kiln_model::DropletState;
 use kiln_model::bbs::UploadReport;
-use kiln_store::BlobStat;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -83,31 +82,6 @@ pub async fn check_direct_upload(
     .await?;
     tracing::info!(droplet_guid = %droplet.guid, size, "droplet stored by the cell in the blobstore and checked");
     Ok(())
-}
-
-/// Why the object under a droplet's key is not the one uploaded (`None`:
-/// it is, as far as the store tells): absent, another size, or another
-/// MD5 where the ETag is one (a single PUT's; a multipart ETag is not).
-pub fn blob_mismatch(stat: Option<&BlobStat>, size: u64, md5: Option<&str>) -> Option<String> {
-    let Some(stat) = stat else {
-        return Some("no object is stored under the droplet's key".into());
-    };
-    if stat.size != size {
-        return Some(format!(
-            "the stored object has {} bytes, the upload {size}",
-            stat.size
-        ));
-    }
-    let is_md5 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let (Some(etag), Some(md5)) = (&stat.etag, md5)
-        && is_md5(etag)
-        && !etag.eq_ignore_ascii_case(md5)
-    {
-        return Some(format!(
-            "the stored object's MD5 is {etag}, the upload's {md5}"
-        ));
-    }
-    None
 }
 
 /// `POST /v3/droplets`: an AWAITING_UPLOAD droplet for a buildpack app, its

@@ -112,11 +112,7 @@ async fn droplet_stored(ctx: &Ctx, droplet: &Droplet) -> ApiResult<Result<(), St
     let stat = ctx.blobstore.stat(&key).await?;
     let size = u64::try_from(size).unwrap_or(u64::MAX);
     Ok(
-        match crate::actions::droplets::blob_mismatch(
-            stat.as_ref(),
-            size,
-            droplet.blob_etag.as_deref(),
-        ) {
+        match crate::uploads::blob_mismatch(stat.as_ref(), size, droplet.blob_etag.as_deref()) {
             None => Ok(()),
             Some(why) => Err(format!(
                 "StagingError - Staging error: the droplet in the blobstore is not the one the cell uploaded: {why}"
