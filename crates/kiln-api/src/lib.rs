@@ -580,6 +580,10 @@ fn router(ctx: Shared) -> Router {
             post(internal::droplet_upload).layer(DefaultBodyLimit::disable()),
         )
         .route(
+            "/internal/v4/droplets/{guid}/uploaded",
+            post(internal::droplet_uploaded),
+        )
+        .route(
             "/internal/v4/build_cache/{guid}/download",
             get(internal::build_cache_download),
         )

@@ -119,3 +119,32 @@ where
         }
     }
 }
+
+/// Why the object under a droplet's key is not the one uploaded (`None`:
+/// it is, as far as the store tells): absent, another size, or another
+/// MD5 where the ETag is one (a single PUT's; a multipart ETag is not).
+pub fn blob_mismatch(
+    stat: Option<&kiln_store::BlobStat>,
+    size: u64,
+    md5: Option<&str>,
+) -> Option<String> {
+    let Some(stat) = stat else {
+        return Some("no object is stored under the droplet's key".into());
+    };
+    if stat.size != size {
+        return Some(format!(
+            "the stored object has {} bytes, the upload {size}",
+            stat.size
+        ));
+    }
+    let is_md5 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let (Some(etag), Some(md5)) = (&stat.etag, md5)
+        && is_md5(etag)
+        && !etag.eq_ignore_ascii_case(md5)
+    {
+        return Some(format!(
+            "the stored object's MD5 is {etag}, the upload's {md5}"
+        ));
+    }
+    None
+}

@@ -69,13 +69,54 @@ pub struct DownloadAction {
 }
 
 /// Diego's `UploadAction`: POST the file at `from` (a path inside the
-/// container) to `to` as the raw request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// container) to `to` as the raw request body; or, with `method: put`,
+/// PUT it to a blobstore's own signed URL, so the bytes go from the cell
+/// to the store directly, then POST an [`UploadReport`] to `report_to`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadAction {
     pub artifact: String,
     pub from: String,
     pub to: String,
+    /// Absent on the wire for a POST: what older cells and APIs read.
+    #[serde(default, skip_serializing_if = "UploadMethod::is_post")]
+    pub method: UploadMethod,
+    /// Where the cell reports what it PUT (the API verifies the stored
+    /// object against it before it trusts the blob).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_to: Option<String>,
 }
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadMethod {
+    /// Diego's: the raw body to the API, which stores it.
+    #[default]
+    Post,
+    /// To a blobstore's signed URL, in one request.
+    Put,
+}
+
+impl UploadMethod {
+    pub fn is_post(&self) -> bool {
+        *self == UploadMethod::Post
+    }
+}
+
+/// What a cell PUT, as it counted while streaming: the API compares the
+/// object the store holds with it (size, and S3's single-PUT ETag, the
+/// MD5) and records the SHA-256 as the droplet's checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadReport {
+    pub size: u64,
+    /// Hex SHA-256 of the bytes sent.
+    pub sha256: String,
+    /// Hex MD5 of the bytes sent.
+    pub md5: String,
+}
+
+/// S3's limit on one PUT (5 GiB); larger blobs need a multipart upload,
+/// which a single signed URL cannot do.
+pub const SINGLE_PUT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Diego's `RunAction`: one process in the container.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,7 +536,31 @@ pub enum BbsEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::HttpRoute;
+    use super::{HttpRoute, UploadAction, UploadMethod};
+
+    #[test]
+    fn a_post_upload_keeps_diegos_wire_form_and_a_put_names_its_method() {
+        let post = UploadAction {
+            artifact: "droplet".into(),
+            from: "/tmp/droplet".into(),
+            to: "http://api/upload".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&post).unwrap();
+        assert_eq!(
+            json,
+            r#"{"artifact":"droplet","from":"/tmp/droplet","to":"http://api/upload"}"#
+        );
+        assert_eq!(serde_json::from_str::<UploadAction>(&json).unwrap(), post);
+        let put = UploadAction {
+            method: UploadMethod::Put,
+            report_to: Some("http://api/uploaded".into()),
+            ..post
+        };
+        let json = serde_json::to_string(&put).unwrap();
+        assert!(json.contains(r#""method":"put""#), "{json}");
+        assert_eq!(serde_json::from_str::<UploadAction>(&json).unwrap(), put);
+    }
 
     #[test]
     fn routes_split_host_and_path_and_read_the_old_plain_form() {

@@ -14,6 +14,14 @@ pub struct BlobInfo {
     pub sha256: String,
 }
 
+/// A stored blob's size and, where the store has one, its ETag (for an
+/// object stored by one S3 `PUT`, the hex MD5 of its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobStat {
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
 #[async_trait]
 pub trait Blobstore: Send + Sync {
     /// Moves the finished file at `src` under `key`, replacing any blob
@@ -37,6 +45,21 @@ pub trait Blobstore: Send + Sync {
         let _ = (key, ttl);
         Ok(None)
     }
+    /// A URL that stores the blob with one plain `PUT` of its bytes for
+    /// `ttl`, signed by the store itself, so that a cell uploads to the
+    /// store and not through the API. `None`: the store cannot sign (a
+    /// directory), and cells upload through the API.
+    async fn upload_url(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
+    /// What the store says of the blob without reading it (S3's `HEAD`);
+    /// `None` if absent.
+    async fn stat(&self, key: &str) -> Result<Option<BlobStat>, StoreError>;
     /// A directory for temporary files that will later be `put_file`d
     /// (same filesystem, so the move is a rename).
     fn scratch_dir(&self) -> &Path;
@@ -170,6 +193,18 @@ impl Blobstore for FsBlobstore {
         tokio::fs::try_exists(&path)
             .await
             .map_err(|source| StoreError::Io { path, source })
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<BlobStat>, StoreError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(BlobStat {
+                size: m.len(),
+                etag: None,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

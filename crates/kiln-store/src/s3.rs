@@ -6,7 +6,7 @@
 //! into a scratch file that is unlinked once open, so callers keep reading
 //! a plain file and no blob is ever held in memory.
 
-use crate::blobstore::{BlobInfo, Blobstore, io};
+use crate::blobstore::{BlobInfo, BlobStat, Blobstore, io};
 use crate::{StoreError, valid_key};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -279,6 +279,18 @@ impl Blobstore for S3Blobstore {
         }
     }
 
+    async fn stat(&self, key: &str) -> Result<Option<BlobStat>, StoreError> {
+        let path = self.path_of(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(BlobStat {
+                size: meta.size,
+                etag: meta.e_tag.map(|t| t.trim_matches('"').to_ascii_lowercase()),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed("look up", key)(e)),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
         match self.store.delete(&path).await {
@@ -294,6 +306,16 @@ impl Blobstore for S3Blobstore {
             .signed_url(object_store::signer::Method::GET, &path, ttl)
             .await
             .map_err(self.failed("sign a download of", key))?;
+        Ok(Some(url.to_string()))
+    }
+
+    async fn upload_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
+        let path = self.path_of(key)?;
+        let url = self
+            .store
+            .signed_url(object_store::signer::Method::PUT, &path, ttl)
+            .await
+            .map_err(self.failed("sign an upload of", key))?;
         Ok(Some(url.to_string()))
     }
 

@@ -1942,6 +1942,8 @@ struct CellNode {
     address: String,
     network: String,
     credentials: PathBuf,
+    /// `--bbs-url` (several, comma-separated); `None`: the credentials'.
+    bbs_url: Option<String>,
 }
 
 impl CellNode {
@@ -1960,6 +1962,7 @@ impl CellNode {
             address: address.into(),
             network,
             credentials: credentials.into(),
+            bbs_url: None,
         }
     }
 
@@ -1970,9 +1973,14 @@ impl CellNode {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(kiln_binary())
+        let mut command = Command::new(kiln_binary());
+        command
             .args(["server", "--roles", "cell", "--bbs-credentials"])
-            .arg(&self.credentials)
+            .arg(&self.credentials);
+        if let Some(urls) = &self.bbs_url {
+            command.args(["--bbs-url", urls]);
+        }
+        let child = command
             .args(["--cell-id", &self.cell_id, "--listen", &self.address])
             .args(["--cell-network", &self.network])
             .arg("--data-dir")
@@ -2936,6 +2944,7 @@ async fn push_with_an_s3_blobstore() {
         !local_blobs.exists() || std::fs::read_dir(&local_blobs).unwrap().count() == 0,
         "blobs went to the directory, not the bucket"
     );
+    assert_droplet_went_straight_to_the_store(&server.log());
 
     // The store goes away: a new push fails with CC's error, not a hang or
     // a panic; what runs keeps running.
@@ -2960,6 +2969,20 @@ async fn push_with_an_s3_blobstore() {
         200
     );
     drop(server);
+}
+
+/// Issue 15: the staging cell PUT the droplet into the bucket itself (the
+/// API logged checking it) and never sent it through the API's upload
+/// route (which logs every droplet it receives).
+fn assert_droplet_went_straight_to_the_store(log: &str) {
+    assert!(
+        log.contains("droplet stored by the cell in the blobstore and checked"),
+        "no droplet PUT into the store by the cell was checked\n{log}"
+    );
+    assert!(
+        !log.contains("droplet received from a cell through the api"),
+        "a droplet went through the api\n{log}"
+    );
 }
 
 /// Issue 15: the same binary on PostgreSQL and S3 (moto). A push through
@@ -3337,16 +3360,45 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // "Node 1" is the active one from here on, whichever started first.
-    let (mut active, active_router, standby, standby_router, standby_host) = if bbs_active(&n1) {
-        (n1, router1, n2, router2, "127.0.0.2")
+    let (bbs_url1, bbs_url2) = (
+        format!("http://127.0.0.1:{bbs1}"),
+        format!("http://127.0.0.2:{bbs2}"),
+    );
+    let (mut active, active_router, active_bbs, standby, standby_router, standby_bbs, standby_host) =
+        if bbs_active(&n1) {
+            (n1, router1, bbs_url1, n2, router2, bbs_url2, "127.0.0.2")
+        } else {
+            (n2, router2, bbs_url2, n1, router1, bbs_url1, "127.0.0.1")
+        };
+    let active_host = if standby_host == "127.0.0.1" {
+        "127.0.0.2"
     } else {
-        (n2, router2, n1, router1, "127.0.0.1")
+        "127.0.0.1"
     };
+    // A cell process of its own on both nodes' BBS URLs, the active first.
+    let credentials = active.data_dir.join("bbs/credentials");
+    let token = kiln_bbs_client::Credentials::read(&credentials)
+        .unwrap()
+        .token;
+    let both_bbs = format!("{active_bbs},{standby_bbs}");
+    let cell3_host = "127.0.0.3";
+    let mut cell3 = CellNode::new(
+        scratch.path(),
+        &format!("cell-3-{bbs1}"),
+        cell3_host,
+        another_subnet(&[&net1, &net2]),
+        &credentials,
+    );
+    cell3.bbs_url = Some(both_bbs.clone());
+    cell3.spawn();
+    let bbs = kiln_bbs_client::HttpBbsClient::new(&both_bbs, &token).unwrap();
+    cell3.wait_present(&bbs).await;
     let logs = || {
         format!(
-            "--- active ---\n{}\n--- standby ---\n{}",
+            "--- active ---\n{}\n--- standby ---\n{}\n--- cell 3 ---\n{}",
             active.log(),
-            standby.log()
+            standby.log(),
+            cell3.log()
         )
     };
     assert!(!bbs_active(&standby), "two active bbs\n{}", logs());
@@ -3386,6 +3438,51 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
         .as_str()
         .unwrap()
         .to_string();
+    assert_droplet_went_straight_to_the_store(&format!("{}{}", active.log(), standby.log()));
+
+    // Three instances spread over the three cells, one on cell 3.
+    let out = cli(&home, &["scale", "clusterprobe", "-i", "3"]).await;
+    assert!(out.success, "scale to 3\n{out}\n{}", logs());
+    wait_running(
+        &home,
+        &process_guid,
+        3,
+        Duration::from_secs(180),
+        |hosts| hosts.iter().any(|h| h == cell3_host),
+        "an instance on cell 3",
+        &logs,
+    )
+    .await;
+    let on_cell3 = |lrps: &[kiln_model::bbs::ActualLrp]| {
+        lrps.iter()
+            .find(|l| {
+                l.key.process_guid.starts_with(&process_guid)
+                    && l.state == kiln_model::ActualLrpState::Running
+            })
+            .map(|l| {
+                (
+                    l.key.index,
+                    l.instance_key.as_ref().unwrap().instance_guid.clone(),
+                )
+            })
+    };
+    // Whether `instance` is still RUNNING (cell 3 may get more instances
+    // once node 1's are replaced).
+    let still_runs = |lrps: &[kiln_model::bbs::ActualLrp], instance: &str| {
+        lrps.iter().any(|l| {
+            l.state == kiln_model::ActualLrpState::Running
+                && l.instance_key
+                    .as_ref()
+                    .is_some_and(|k| k.instance_guid == instance)
+        })
+    };
+    let cell3_filter = || kiln_bbs_client::ActualLrpFilter {
+        cell_id: Some(cell3.cell_id.clone()),
+        ..Default::default()
+    };
+    use kiln_bbs_client::BbsClient;
+    let (cell3_index, cell3_instance) = on_cell3(&bbs.actual_lrps(cell3_filter()).await.unwrap())
+        .unwrap_or_else(|| panic!("no instance on cell 3\n{}", logs()));
     assert!(!bbs_active(&standby), "the standby took over\n{}", logs());
 
     // The active node dies with its containers.
@@ -3408,14 +3505,74 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     println!(
         "BBS failover: the standby's BBS active {failover:?} after SIGKILL of the active node"
     );
-    let standby_log = || standby.log();
+    let standby_log = || format!("{}\n--- cell 3 ---\n{}", standby.log(), cell3.log());
+
+    // Cell 3 moves to node 2's BBS by itself (its log says so): node 2's
+    // BBS lists it with the same instance RUNNING, which node 2's router
+    // serves.
+    let standby_only = kiln_bbs_client::HttpBbsClient::new(&standby_bbs, &token).unwrap();
+    let cell3_back = loop {
+        let present = standby_only
+            .cells()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.cell_id == cell3.cell_id);
+        let same = standby_only
+            .actual_lrps(cell3_filter())
+            .await
+            .is_ok_and(|l| still_runs(&l, &cell3_instance));
+        if present && same {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "cell 3 does not report to node 2's BBS\n{}",
+            standby_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        cell3
+            .log()
+            .contains("bbs node unreachable; moving to the next"),
+        "{}",
+        cell3.log()
+    );
+    let cell3_served = loop {
+        let probe = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{standby_router}/probe"))
+            .header("Host", host)
+            .header("X-Cf-App-Instance", format!("{app_guid}:{cell3_index}"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        if let Ok(r) = probe
+            && r.status() == 200
+        {
+            let probe: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(probe["env"]["CF_INSTANCE_GUID"], cell3_instance.as_str());
+            assert_eq!(probe["env"]["CF_INSTANCE_IP"], cell3_host, "{probe}");
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "cell 3's instance is not served through node 2's router\n{}",
+            standby_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "Cell on two BBS URLs: reporting to node 2's BBS {cell3_back:?} and its instance (unrestarted) served through node 2's router {cell3_served:?} after SIGKILL of the active node"
+    );
+
     wait_running(
         &home2,
         &process_guid,
-        1,
+        3,
         Duration::from_secs(120),
-        |hosts| hosts.iter().all(|h| h == standby_host),
-        "the instance back on the surviving cell",
+        |hosts| hosts.iter().all(|h| h != active_host),
+        "every instance on a surviving cell",
         &standby_log,
     )
     .await;
@@ -3443,8 +3600,28 @@ async fn a_cluster_of_two_nodes_survives_losing_the_active_bbs() {
     assert!(listed(&roles) >= 1, "{roles}");
     assert!(listed(&curl_json(&home2, "/v3/buildpacks?names=e2e_legacy").await) >= 1);
 
+    // Cell 3 kept reporting to node 2's BBS: well past the cell TTL (15 s)
+    // after the kill it is still present there and its instance is the
+    // same one, RUNNING (a silent cell's instances would be replaced).
+    let past_ttl = Duration::from_secs(35);
+    if let Some(rest) = past_ttl.checked_sub(killed.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    {
+        let cells = standby_only.cells().await.unwrap();
+        assert!(
+            cells.iter().any(|c| c.cell_id == cell3.cell_id),
+            "cell 3 gone from node 2's BBS {:?} after the kill\n{}",
+            killed.elapsed(),
+            standby_log()
+        );
+        let lrps = standby_only.actual_lrps(cell3_filter()).await.unwrap();
+        assert!(still_runs(&lrps, &cell3_instance), "{lrps:?}");
+    }
+
     // And the surviving BBS takes writes: a scale through node 2.
     let out = cli(&home2, &["scale", "clusterprobe", "-i", "2"]).await;
+    assert!(cell3.child.is_some(), "cell 3 runs on");
     assert!(
         out.success,
         "scale through node 2\n{out}\n{}",

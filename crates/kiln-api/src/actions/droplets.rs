@@ -7,9 +7,10 @@ use crate::db::{self, App, Droplet, Val};
 use crate::diego::LifecycleType;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::droplets::CreateDroplet;
-use crate::uploads::droplet_key;
+use crate::uploads::{blob_mismatch, droplet_key};
 use crate::util;
 use kiln_model::DropletState;
+use kiln_model::bbs::UploadReport;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,6 +41,46 @@ pub async fn store_upload(ctx: &Ctx, droplet: &Droplet, path: &Path) -> ApiResul
     )
     .await?;
     tracing::info!(droplet_guid = %droplet.guid, size = info.size, "droplet uploaded");
+    Ok(())
+}
+
+/// Checks the droplet a cell PUT straight into the blobstore against the
+/// cell's report (the object exists, has the reported size and, where the
+/// store's ETag is a single PUT's MD5, the reported MD5), then records the
+/// reported SHA-256 as the droplet's checksum and what was checked, which
+/// the staging completion checks again. A mismatch changes nothing.
+pub async fn check_direct_upload(
+    ctx: &Ctx,
+    droplet: &Droplet,
+    report: &UploadReport,
+) -> ApiResult<()> {
+    let hex_of = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex_of(&report.sha256, 64) || !hex_of(&report.md5, 32) {
+        return Err(ApiError::unprocessable(
+            "The upload report needs a hex sha256 and md5",
+        ));
+    }
+    let size = i64::try_from(report.size)
+        .map_err(|_| ApiError::unprocessable("The upload report's size is out of range"))?;
+    let stat = ctx.blobstore.stat(&droplet_key(&droplet.guid)).await?;
+    if let Some(why) = blob_mismatch(stat.as_ref(), report.size, Some(&report.md5)) {
+        tracing::warn!(droplet_guid = %droplet.guid, why, "droplet upload refused");
+        return Err(ApiError::unprocessable(format!(
+            "The droplet upload was refused: {why}"
+        )));
+    }
+    let etag = stat.and_then(|s| s.etag);
+    db::update::<Droplet>(
+        &ctx.pool,
+        &droplet.guid,
+        vec![
+            ("sha256", report.sha256.to_ascii_lowercase().into()),
+            ("blob_size", size.into()),
+            ("blob_etag", etag.into()),
+        ],
+    )
+    .await?;
+    tracing::info!(droplet_guid = %droplet.guid, size, "droplet stored by the cell in the blobstore and checked");
     Ok(())
 }
 

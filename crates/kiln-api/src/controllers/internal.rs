@@ -1,6 +1,7 @@
 //! `/internal/v4`: the blob endpoints cells reach through signed URLs
 //! (package, buildpack and droplet downloads; droplet and build cache
-//! uploads). Nothing here is served or stored without a valid signature.
+//! uploads, and the report of a droplet a cell PUT into the blobstore
+//! itself). Nothing here is served or stored without a valid signature.
 
 use crate::actions;
 use crate::context::{Ctx, Shared};
@@ -124,6 +125,7 @@ pub async fn droplet_upload(
         let droplet = actions::droplets::uploadable(&ctx, &guid).await?;
         let (path, _, _) = body_to_scratch(&ctx, req.into_body()).await?;
         actions::droplets::store_upload(&ctx, &droplet, &path).await?;
+        tracing::info!(droplet_guid = %guid, "droplet received from a cell through the api");
         Ok(StatusCode::CREATED.into_response())
     }
     .await;
@@ -144,6 +146,29 @@ pub async fn build_cache_upload(
         ctx.blobstore
             .put_file(&build_cache_key(&guid), &path)
             .await?;
+        Ok(StatusCode::CREATED.into_response())
+    }
+    .await;
+    result.into_response()
+}
+
+/// A cell's report of the droplet it PUT into the blobstore through a
+/// signed URL: the API checks the stored object against it before it
+/// records the droplet's checksum (see `actions::droplets::check_direct_upload`).
+pub async fn droplet_uploaded(
+    State(ctx): State<Shared>,
+    Path(guid): Path<String>,
+    uri: Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    if !signing::verify(&ctx, "POST", uri.path(), uri.query()) {
+        return forbidden();
+    }
+    let result: ApiResult<Response> = async {
+        let report: kiln_model::bbs::UploadReport = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::unprocessable(format!("Malformed upload report: {e}")))?;
+        let droplet = actions::droplets::uploadable(&ctx, &guid).await?;
+        actions::droplets::check_direct_upload(&ctx, &droplet, &report).await?;
         Ok(StatusCode::CREATED.into_response())
     }
     .await;

@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         "seq from a sequence on PostgreSQL",
         include_str!("../../migrations/0015_seq_sequence.sql"),
     ),
+    (
+        16,
+        "what was checked of droplets cells PUT into the blobstore",
+        include_str!("../../migrations/0016_droplet_blob_checks.sql"),
+    ),
 ];
 
 /// A table row with a guid, readable generically.

@@ -170,7 +170,7 @@ record!(Droplet, "droplets", "Droplet" {
     guid: str, app_guid: str, package_guid: str, build_guid: str, state: DropletState,
     error: opt, process_types: map, buildpacks: value, execution_metadata: str, sha256: opt,
     stack: str, created_at: str, updated_at: str, lifecycle_type: str, docker_image: opt,
-    sidecars: value,
+    sidecars: value, blob_size: optint, blob_etag: opt,
 });
 record!(Route, "routes", "Route" {
     guid: str, host: str, path: str, domain_guid: str, space_guid: str,

@@ -6,9 +6,13 @@
 use super::{LifecycleActions, StagingBuildpack, StagingDetails};
 use crate::context::Ctx;
 use crate::db::{Droplet, Process};
+use crate::error::ApiResult;
 use crate::signing;
+use crate::uploads::{build_cache_key, droplet_key};
 use kiln_model::LIFECYCLE_BINARY_PATH;
-use kiln_model::bbs::{ArtifactKind, Checksum, DownloadAction, EnvVar, RunAction, UploadAction};
+use kiln_model::bbs::{
+    ArtifactKind, Checksum, DownloadAction, EnvVar, RunAction, UploadAction, UploadMethod,
+};
 use kiln_model::rootfs::{RootFs, Secret};
 
 /// How the staging task gets one buildpack: admin buildpacks and cloned
@@ -50,16 +54,73 @@ fn buildpack_download(ctx: &Ctx, bp: &StagingBuildpack, ttl: i64) -> DownloadAct
     }
 }
 
+/// How the staging task stores the droplet and the new build cache: PUT
+/// straight into the blobstore under the keys the API chose, through its
+/// own signed URLs, where it can sign them (S3), the droplet then reported
+/// to the API, which checks it; otherwise POSTed to the API, which stores
+/// them (a directory blobstore).
+async fn staging_uploads(
+    ctx: &Ctx,
+    droplet_guid: &str,
+    app_guid: &str,
+    ttl: i64,
+) -> ApiResult<Vec<UploadAction>> {
+    let store_ttl = std::time::Duration::from_secs(ttl.max(0) as u64);
+    let droplet_put = ctx
+        .blobstore
+        .upload_url(&droplet_key(droplet_guid), store_ttl)
+        .await?;
+    let cache_put = ctx
+        .blobstore
+        .upload_url(&build_cache_key(app_guid), store_ttl)
+        .await?;
+    let api_post = |path: String| signing::sign(ctx, "POST", &path, ttl);
+    let droplet = match droplet_put {
+        Some(url) => UploadAction {
+            artifact: "droplet".into(),
+            from: "/tmp/droplet".into(),
+            to: url,
+            method: UploadMethod::Put,
+            report_to: Some(api_post(format!(
+                "/internal/v4/droplets/{droplet_guid}/uploaded"
+            ))),
+        },
+        None => UploadAction {
+            artifact: "droplet".into(),
+            from: "/tmp/droplet".into(),
+            to: api_post(format!("/internal/v4/droplets/{droplet_guid}/upload")),
+            ..Default::default()
+        },
+    };
+    let cache = match cache_put {
+        Some(url) => UploadAction {
+            artifact: "build artifacts cache".into(),
+            from: "/tmp/output-cache".into(),
+            to: url,
+            method: UploadMethod::Put,
+            report_to: None,
+        },
+        None => UploadAction {
+            artifact: "build artifacts cache".into(),
+            from: "/tmp/output-cache".into(),
+            to: api_post(format!("/internal/v4/build_cache/{app_guid}/upload")),
+            ..Default::default()
+        },
+    };
+    Ok(vec![droplet, cache])
+}
+
 /// Downloads the package, the buildpacks and the build cache, runs the
 /// builder, uploads the droplet and the new build cache.
-pub fn staging_actions(
+pub async fn staging_actions(
     ctx: &Ctx,
     s: &StagingDetails<'_>,
     buildpacks: &[StagingBuildpack],
     skip_detect: bool,
     env: Vec<EnvVar>,
-) -> LifecycleActions {
+) -> ApiResult<LifecycleActions> {
     let ttl = signing::staging_ttl(ctx);
+    let uploads = staging_uploads(ctx, s.droplet_guid, &s.app.guid, ttl).await?;
     let (app, package) = (s.app, s.package);
     let mut downloads = vec![DownloadAction {
         artifact: "app package".into(),
@@ -96,7 +157,7 @@ pub fn staging_actions(
         optional: true,
     });
     let order: Vec<String> = buildpacks.iter().map(StagingBuildpack::key).collect();
-    LifecycleActions {
+    Ok(LifecycleActions {
         rootfs: RootFs::preloaded(s.stack),
         resolve_image: None,
         image_username: String::new(),
@@ -124,29 +185,8 @@ pub fn staging_actions(
             dir: Some("/home/vcap".into()),
             user: kiln_model::CONTAINER_USER.into(),
         },
-        uploads: vec![
-            UploadAction {
-                artifact: "droplet".into(),
-                from: "/tmp/droplet".into(),
-                to: signing::sign(
-                    ctx,
-                    "POST",
-                    &format!("/internal/v4/droplets/{}/upload", s.droplet_guid),
-                    ttl,
-                ),
-            },
-            UploadAction {
-                artifact: "build artifacts cache".into(),
-                from: "/tmp/output-cache".into(),
-                to: signing::sign(
-                    ctx,
-                    "POST",
-                    &format!("/internal/v4/build_cache/{}/upload", app.guid),
-                    ttl,
-                ),
-            },
-        ],
-    }
+        uploads,
+    })
 }
 
 /// Downloads the droplet into `/home/vcap` and runs the launcher with the

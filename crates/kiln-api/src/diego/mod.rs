@@ -193,7 +193,7 @@ pub async fn staging_task(ctx: &Ctx, s: &StagingDetails<'_>) -> ApiResult<TaskDe
         StagingLifecycle::Buildpack {
             buildpacks,
             skip_detect,
-        } => buildpack::staging_actions(ctx, s, buildpacks, *skip_detect, env),
+        } => buildpack::staging_actions(ctx, s, buildpacks, *skip_detect, env).await?,
         StagingLifecycle::Docker => docker::staging_actions(ctx, s)?,
     };
     Ok(TaskDefinition {

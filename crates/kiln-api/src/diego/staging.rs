@@ -93,6 +93,34 @@ fn failure_error(reason: &str) -> String {
     }
 }
 
+/// Whether the droplet's bits are in the blobstore: uploaded (a checksum
+/// recorded) and, for a droplet the cell PUT into the store itself, the
+/// object under its key still the one checked when the cell reported it.
+async fn droplet_stored(ctx: &Ctx, droplet: &Droplet) -> ApiResult<Result<(), String>> {
+    let key = droplet_key(&droplet.guid);
+    let not_uploaded = || Err("StagingError - Staging error: the droplet was not uploaded".into());
+    if droplet.sha256.is_none() {
+        return Ok(not_uploaded());
+    }
+    let Some(size) = droplet.blob_size else {
+        return Ok(if ctx.blobstore.exists(&key).await? {
+            Ok(())
+        } else {
+            not_uploaded()
+        });
+    };
+    let stat = ctx.blobstore.stat(&key).await?;
+    let size = u64::try_from(size).unwrap_or(u64::MAX);
+    Ok(
+        match crate::uploads::blob_mismatch(stat.as_ref(), size, droplet.blob_etag.as_deref()) {
+            None => Ok(()),
+            Some(why) => Err(format!(
+                "StagingError - Staging error: the droplet in the blobstore is not the one the cell uploaded: {why}"
+            )),
+        },
+    )
+}
+
 async fn succeed_build(
     ctx: &Ctx,
     build: &Build,
@@ -116,12 +144,8 @@ async fn succeed_build(
             "StagingError - Staging error: the staging result names no image".into(),
         ));
     }
-    if !docker
-        && (droplet.sha256.is_none() || !ctx.blobstore.exists(&droplet_key(droplet_guid)).await?)
-    {
-        return Ok(Err(
-            "StagingError - Staging error: the droplet was not uploaded".into(),
-        ));
+    if !docker && let Err(error) = droplet_stored(ctx, &droplet).await? {
+        return Ok(Err(error));
     }
     let admin = db::all::<Buildpack>(&ctx.pool).await?;
     let last = result.lifecycle_metadata.buildpacks.len().saturating_sub(1);

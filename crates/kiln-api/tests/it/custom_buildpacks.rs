@@ -3,7 +3,7 @@
 //! over a signed URL) and a zip URL (downloaded by the staging task
 //! itself); an unreachable repository fails the build with the reason.
 
-use super::{Kiln, PASSWORD, cell, start, zip_of};
+use super::{Kiln, PASSWORD, cell, cell_upload, start, zip_of};
 use kiln_bbs::BbsClient;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -134,13 +134,7 @@ async fn git_and_zip_buildpacks_by_url() {
         kiln.bbs.heartbeat_cell(cell()).await.unwrap();
         kiln.bbs.converge().await.unwrap();
         assert!(kiln.bbs.start_task(&guid, "cell-1").await.unwrap());
-        let up = kiln
-            .http
-            .post(&task.definition.uploads[0].to)
-            .body(b"droplet".to_vec())
-            .send()
-            .await
-            .unwrap();
+        let up = cell_upload(&kiln, &task.definition.uploads[0], b"droplet").await;
         assert!(up.status().is_success());
         let result = json!({
             "lifecycle_type": "buildpack",

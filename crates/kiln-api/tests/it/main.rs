@@ -898,6 +898,55 @@ async fn droplet_made_current(kiln: &Kiln, app_guid: &str, bp_guid: &str) -> Str
     droplet
 }
 
+/// Plays the cell's upload step: a POST of the bytes to the API, or (a
+/// blobstore that signs uploads) a PUT into the store's signed URL and the
+/// report of what was PUT to the API. The last request's response.
+async fn cell_upload(
+    kiln: &Kiln,
+    action: &kiln_model::bbs::UploadAction,
+    bytes: &[u8],
+) -> reqwest::Response {
+    use kiln_model::bbs::UploadMethod;
+    if action.method == UploadMethod::Post {
+        return kiln
+            .http
+            .post(&action.to)
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+    }
+    let put = kiln
+        .http
+        .put(&action.to)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    match &action.report_to {
+        Some(report_to) => kiln
+            .http
+            .post(report_to)
+            .json(&upload_report(bytes))
+            .send()
+            .await
+            .unwrap(),
+        None => put,
+    }
+}
+
+/// What a cell reports of `bytes` after PUTting them.
+fn upload_report(bytes: &[u8]) -> kiln_model::bbs::UploadReport {
+    use sha2::Digest;
+    kiln_model::bbs::UploadReport {
+        size: bytes.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(bytes)),
+        md5: hex::encode(md5::Md5::digest(bytes)),
+    }
+}
+
 /// Stages the app's newest package through the BBS, playing the cell.
 async fn stage(kiln: &Kiln, package_guid: &str, outcome: Result<&str, &str>) -> Value {
     let (status, build) = kiln
@@ -921,15 +970,9 @@ async fn stage(kiln: &Kiln, package_guid: &str, outcome: Result<&str, &str>) -> 
                 .unwrap();
             assert_eq!(pkg.status(), StatusCode::OK);
             assert!(!pkg.bytes().await.unwrap().is_empty());
-            let up = kiln
-                .http
-                .post(&task.definition.uploads[0].to)
-                .header("content-type", "application/octet-stream")
-                .body(b"fake droplet tgz".to_vec())
-                .send()
-                .await
-                .unwrap();
-            assert!(up.status().is_success());
+            let up = cell_upload(kiln, &task.definition.uploads[0], b"fake droplet tgz").await;
+            let status = up.status();
+            assert!(status.is_success(), "{status} {}", up.text().await.unwrap());
             kiln.bbs
                 .complete_task(&build_guid, "cell-1", false, "", result)
                 .await
@@ -1101,7 +1144,10 @@ async fn push_path_end_to_end() {
     let r = kiln.http.get(signed(now - 1)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_of(&r.json().await.unwrap()).1, "CF-NotAuthorized");
-    let bad_upload = d.uploads[0].to.replace("signature=", "signature=ab");
+    // The API's own signed upload URL: the droplet's, or the report of
+    // one PUT into the blobstore.
+    let api_upload = d.uploads[0].report_to.as_ref().unwrap_or(&d.uploads[0].to);
+    let bad_upload = api_upload.replace("signature=", "signature=ab");
     let r = kiln
         .http
         .post(&bad_upload)
@@ -1114,7 +1160,7 @@ async fn push_path_end_to_end() {
         !kiln
             .blob_exists(&format!(
                 "droplets/{}",
-                task.definition.uploads[0].to.split('/').nth(6).unwrap()
+                api_upload.split('/').nth(6).unwrap()
             ))
             .await
     );
@@ -1145,21 +1191,9 @@ async fn push_path_end_to_end() {
             .by_name("app.py")
             .is_ok()
     );
-    let r = kiln
-        .http
-        .post(&d.uploads[0].to)
-        .body(b"droplet bytes".to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = cell_upload(&kiln, &d.uploads[0], b"droplet bytes").await;
     assert!(r.status().is_success());
-    let r = kiln
-        .http
-        .post(&d.uploads[1].to)
-        .body(b"cache bytes".to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = cell_upload(&kiln, &d.uploads[1], b"cache bytes").await;
     assert!(r.status().is_success());
     kiln.bbs.heartbeat_cell(cell()).await.unwrap();
     kiln.bbs.converge().await.unwrap();

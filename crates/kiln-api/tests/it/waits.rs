@@ -1,7 +1,7 @@
 //! `Prefer: wait=N` on a build and on process stats: the answer is held
 //! until staging ends or an instance starts, and only when asked.
 
-use super::{PASSWORD, cell, staging_result, start, zip_of};
+use super::{PASSWORD, cell, cell_upload, staging_result, start, zip_of};
 use kiln_bbs::{ActualLrpFilter, BbsClient};
 use kiln_model::bbs::ActualLrpNetInfo;
 use reqwest::StatusCode;
@@ -48,13 +48,7 @@ async fn builds_and_stats_answer_when_they_change() {
     kiln.bbs.heartbeat_cell(cell()).await.unwrap();
     kiln.bbs.converge().await.unwrap();
     assert!(kiln.bbs.start_task(&guid, "cell-1").await.unwrap());
-    let up = kiln
-        .http
-        .post(&task.definition.uploads[0].to)
-        .body(b"droplet".to_vec())
-        .send()
-        .await
-        .unwrap();
+    let up = cell_upload(&kiln, &task.definition.uploads[0], b"droplet").await;
     assert!(up.status().is_success());
     kiln.bbs
         .complete_task(&guid, "cell-1", false, "", &result)

@@ -147,6 +147,8 @@ pub struct BlobState {
     pub blobs: Mutex<HashMap<String, Vec<u8>>>,
     pub uploads: Mutex<HashMap<String, Upload>>,
     pub gets: Mutex<HashMap<String, usize>>,
+    /// Upload reports (after a PUT) by name, as JSON.
+    pub reports: Mutex<HashMap<String, serde_json::Value>>,
 }
 
 pub struct BlobServer {
@@ -160,7 +162,8 @@ impl BlobServer {
         let state = Arc::new(BlobState::default());
         let app = Router::new()
             .route("/blobs/{name}", get(get_blob))
-            .route("/uploads/{name}", post(post_upload))
+            .route("/uploads/{name}", post(post_upload).put(put_upload))
+            .route("/reports/{name}", post(post_report))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -195,6 +198,15 @@ impl BlobServer {
 
     pub fn upload_url(&self, name: &str) -> String {
         format!("http://{}/uploads/{name}?signature=secret", self.addr)
+    }
+
+    /// Where a cell reports what it PUT under `name`.
+    pub fn report_url(&self, name: &str) -> String {
+        format!("http://{}/reports/{name}?signature=secret", self.addr)
+    }
+
+    pub fn report(&self, name: &str) -> Option<serde_json::Value> {
+        self.state.reports.lock().unwrap().get(name).cloned()
     }
 
     pub fn gets(&self, name: &str) -> usize {
@@ -245,6 +257,50 @@ async fn post_upload(
         .unwrap()
         .insert(name, (content_type, body.to_vec()));
     StatusCode::CREATED
+}
+
+/// A PUT as S3 answers it: the ETag is the body's MD5 (a name starting
+/// with `badetag` gets another one, as if the store kept other bytes).
+async fn put_upload(
+    State(state): State<Arc<BlobState>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap) {
+    use md5::Digest;
+    let mut etag = hex::encode(md5::Md5::digest(&body));
+    if name.starts_with("badetag") {
+        etag = hex::encode(md5::Md5::digest(b"other bytes"));
+    }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    state
+        .uploads
+        .lock()
+        .unwrap()
+        .insert(name, (content_type, body.to_vec()));
+    let mut answer = HeaderMap::new();
+    answer.insert("etag", format!("\"{etag}\"").parse().unwrap());
+    (StatusCode::OK, answer)
+}
+
+/// A report is kept; one for a name starting with `refuse` is refused
+/// with a Cloud Controller error body.
+async fn post_report(
+    State(state): State<Arc<BlobState>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> (StatusCode, String) {
+    if name.starts_with("refuse") {
+        let error = serde_json::json!({"errors": [{"code": 10008, "title": "CF-UnprocessableEntity",
+            "detail": "The droplet upload was refused: the stored object has 1 bytes, the upload 2"}]});
+        return (StatusCode::UNPROCESSABLE_ENTITY, error.to_string());
+    }
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    state.reports.lock().unwrap().insert(name, report);
+    (StatusCode::CREATED, String::new())
 }
 
 // ---------------------------------------------------------------- archives

@@ -65,6 +65,7 @@ tar -czf /tmp/droplet -C /tmp/app .
         artifact: "droplet".into(),
         from: "/tmp/droplet".into(),
         to: blobs.upload_url("droplet"),
+        ..Default::default()
     }];
     def.result_file = "/tmp/result.json".into();
 
@@ -203,6 +204,7 @@ async fn failed_runs_downloads_and_uploads_fail_the_task_with_diegos_reasons() {
         artifact: "droplet".into(),
         from: "/tmp/droplet".into(),
         to: blobs.upload_url("fail-droplet"),
+        ..Default::default()
     }];
     cell.desire_task(&upload_fails, def).await;
 
@@ -212,6 +214,7 @@ async fn failed_runs_downloads_and_uploads_fail_the_task_with_diegos_reasons() {
         artifact: "droplet".into(),
         from: "/tmp/droplet".into(),
         to: blobs.upload_url("escaped"),
+        ..Default::default()
     }];
     cell.desire_task(&escapes, def).await;
 
@@ -275,6 +278,79 @@ async fn failed_runs_downloads_and_uploads_fail_the_task_with_diegos_reasons() {
         cell.containers().await.is_empty().then_some(())
     })
     .await;
+    cell.shutdown().await;
+}
+
+/// Issue 15: an upload PUT straight into a blobstore's signed URL (the
+/// test server answers as S3 does, the MD5 as ETag), then reported: the
+/// report is what the cell counted while streaming. A store that kept
+/// other bytes (another ETag) or a refused report fails the task with the
+/// reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_put_into_the_store_and_report_what_they_sent() {
+    if !runc_available("uploads_put_into_the_store_and_report_what_they_sent") {
+        return;
+    }
+    let blobs = BlobServer::start().await;
+    let cell = TestCell::start(61340..61350).await;
+    let stack = cell.stack.clone();
+    let put_task = |name: &str| {
+        let mut def = task_definition(
+            &stack,
+            name,
+            sh("head -c 300000 /dev/urandom > /tmp/droplet"),
+        );
+        def.uploads = vec![UploadAction {
+            artifact: "droplet".into(),
+            from: "/tmp/droplet".into(),
+            to: blobs.upload_url(name),
+            method: UploadMethod::Put,
+            report_to: Some(blobs.report_url(name)),
+        }];
+        def
+    };
+    let (honest, bad_etag, refused) = (guid(), guid(), guid());
+    cell.desire_task(&honest, put_task("droplet")).await;
+    cell.desire_task(&bad_etag, put_task("badetag-droplet"))
+        .await;
+    cell.desire_task(&refused, put_task("refuse-droplet")).await;
+
+    let within = Duration::from_secs(30);
+    let t = cell.completed_task(&honest, within).await;
+    assert!(!t.failed, "{}", t.failure_reason);
+    let (_, body) = blobs.uploaded("droplet").unwrap();
+    assert_eq!(body.len(), 300_000);
+    let report = blobs.report("droplet").unwrap();
+    assert_eq!(report["size"], 300_000);
+    assert_eq!(report["sha256"], sha256(&body));
+    {
+        use md5::Digest;
+        assert_eq!(report["md5"], hex::encode(md5::Md5::digest(&body)));
+    }
+
+    let host = blobs.addr;
+    let t = cell.completed_task(&bad_etag, within).await;
+    assert!(t.failed);
+    assert!(
+        t.failure_reason.starts_with(&format!(
+            "Uploading droplet failed: PUT http://{host}/uploads/badetag-droplet: the store kept other bytes"
+        )),
+        "{}",
+        t.failure_reason
+    );
+    assert!(
+        blobs.report("badetag-droplet").is_none(),
+        "nothing reported"
+    );
+
+    let t = cell.completed_task(&refused, within).await;
+    assert!(t.failed);
+    assert_eq!(
+        t.failure_reason,
+        format!(
+            "Uploading droplet failed: POST http://{host}/reports/refuse-droplet: 422 Unprocessable Entity: The droplet upload was refused: the stored object has 1 bytes, the upload 2"
+        )
+    );
     cell.shutdown().await;
 }
 
