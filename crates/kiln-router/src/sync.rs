@@ -4,11 +4,11 @@
 //! re-emits everything every 20 s; Kiln's router reads the BBS directly.
 //! On LRP events (those queued together folded into one) it re-reads at
 //! once only the processes they name (one DesiredLrp and its ActualLrps
-//! each) and patches the table: the hosts those processes map are recomputed, every other part of the new
-//! table is shared with the old. A `Lagged`, a burst naming more than
-//! [`MAX_PATCHED`] processes, a failed read and every `resync_interval`
-//! re-read everything and rebuild the table whole, so a missed event costs
-//! at most one interval. Either way the new table is swapped in whole;
+//! each) and patches the table: the hosts those processes map are
+//! recomputed, every other part of the new table is shared with the old.
+//! A `Lagged`, a burst naming more than [`MAX_PATCHED`] processes, a failed
+//! read and every `resync_interval` re-read everything and rebuild the
+//! table whole, so a missed event costs at most one interval. Either way the new table is swapped in whole;
 //! requests keep the snapshot they started with.
 
 use crate::table::{RouteIndex, RouteTable};
