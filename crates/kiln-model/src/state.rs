@@ -88,6 +88,9 @@ impl PackageState {
                 | (AwaitingUpload, Ready)
                 | (ProcessingUpload, Ready)
                 | (ProcessingUpload, Failed)
+                // The blobstore did not answer: the same upload may be
+                // sent again.
+                | (ProcessingUpload, AwaitingUpload)
                 | (Ready, Expired)
                 | (Failed, Expired)
         );
@@ -339,6 +342,7 @@ mod tests {
                 (AwaitingUpload, Ready),
                 (ProcessingUpload, Ready),
                 (ProcessingUpload, Failed),
+                (ProcessingUpload, AwaitingUpload),
                 (Ready, Expired),
                 (Failed, Expired),
             ],

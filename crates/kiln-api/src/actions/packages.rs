@@ -225,7 +225,9 @@ async fn cache_resources(ctx: &Ctx, files: Vec<(String, PathBuf)>) -> ApiResult<
 }
 
 /// Phase 3: claim the package (PROCESSING_UPLOAD), store the zip, and
-/// record READY, or FAILED if the blobstore refused it.
+/// record READY, or FAILED if the blobstore refused it. A blobstore that
+/// does not answer gives the package back (AWAITING_UPLOAD) and answers
+/// CC's 502, so the same upload succeeds once the store is back.
 async fn claim_and_store(ctx: &Ctx, package: &Package, zip: &Path) -> ApiResult<()> {
     let guid = &package.guid;
     let processing = PackageState::ProcessingUpload;
@@ -249,6 +251,12 @@ async fn claim_and_store(ctx: &Ctx, package: &Package, zip: &Path) -> ApiResult<
         Ok(info) => {
             tracing::info!(package_guid = %guid, size = info.size, "package uploaded");
             (PackageState::Ready, Some(info.sha256), None)
+        }
+        Err(e @ kiln_store::StoreError::ObjectStore { .. }) => {
+            let _ = tokio::fs::remove_file(zip).await;
+            let back = PackageState::AwaitingUpload;
+            db::transition::<Package>(&ctx.pool, guid, processing, back, Vec::new()).await?;
+            return Err(e.into());
         }
         Err(e) => {
             tracing::warn!(package_guid = %guid, error = %e, "storing a package failed");
