@@ -837,8 +837,7 @@ mod tests {
                 .unwrap()
         );
         // An illegal move is refused before any write.
-        let illegal =
-            transition::<Package>(&pool, "p", to, PackageState::AwaitingUpload, vec![]).await;
+        let illegal = transition::<Package>(&pool, "p", to, PackageState::Expired, vec![]).await;
         assert!(
             matches!(illegal, Err(ApiError::Transition(_))),
             "{illegal:?}"
