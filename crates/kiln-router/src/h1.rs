@@ -815,18 +815,7 @@ impl Body for InstanceBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator (xorshift), so a failing case is
-    /// reproducible from its seed.
-    fn generator(seed: u64) -> impl FnMut() -> u64 {
-        let mut state = seed | 1;
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
-    }
+    use crate::proxy::tests::generator;
 
     /// Feeds `wire` to the decoder in pieces of random size; returns the
     /// data and what was left in the buffer after the body.

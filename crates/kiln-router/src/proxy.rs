@@ -967,7 +967,7 @@ fn error_response(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -1114,8 +1114,8 @@ mod tests {
     }
 
     /// A small deterministic generator (xorshift), so a failing case is
-    /// reproducible from the loop index.
-    fn generator(seed: u64) -> impl FnMut() -> u64 {
+    /// reproducible from its seed (the loop index). `h1`'s tests use it too.
+    pub(crate) fn generator(seed: u64) -> impl FnMut() -> u64 {
         let mut state = seed | 1;
         move || {
             state ^= state << 13;

@@ -238,15 +238,8 @@ async fn get_blob(
         .ok_or(StatusCode::NOT_FOUND)
 }
 
-async fn post_upload(
-    State(state): State<Arc<BlobState>>,
-    UrlPath(name): UrlPath<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    if name.starts_with("fail") {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
+/// Keeps an uploaded body, with its content type, under its name.
+fn keep_upload(state: &BlobState, name: String, headers: &HeaderMap, body: &Bytes) {
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -256,6 +249,18 @@ async fn post_upload(
         .lock()
         .unwrap()
         .insert(name, (content_type, body.to_vec()));
+}
+
+async fn post_upload(
+    State(state): State<Arc<BlobState>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    if name.starts_with("fail") {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    keep_upload(&state, name, &headers, &body);
     StatusCode::CREATED
 }
 
@@ -272,15 +277,7 @@ async fn put_upload(
     if name.starts_with("badetag") {
         etag = hex::encode(md5::Md5::digest(b"other bytes"));
     }
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    state
-        .uploads
-        .lock()
-        .unwrap()
-        .insert(name, (content_type, body.to_vec()));
+    keep_upload(&state, name, &headers, &body);
     let mut answer = HeaderMap::new();
     answer.insert("etag", format!("\"{etag}\"").parse().unwrap());
     (StatusCode::OK, answer)
