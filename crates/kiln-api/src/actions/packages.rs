@@ -426,9 +426,12 @@ fn assemble(
                         if total > max {
                             break Err(AssembleError::TooLarge);
                         }
-                        hasher.update(&buf[..n]);
-                        if let Some(Err(e)) = f.as_mut().map(|f| f.write_all(&buf[..n])) {
-                            break Err(e.to_string().into());
+                        // Only a file kept for the cache needs its sha1.
+                        if let Some(f) = f.as_mut() {
+                            hasher.update(&buf[..n]);
+                            if let Err(e) = f.write_all(&buf[..n]) {
+                                break Err(e.to_string().into());
+                            }
                         }
                     };
                     let written = f.is_some();
