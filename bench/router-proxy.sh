@@ -21,6 +21,10 @@
 #   bench/router-proxy.sh            # CONNS="2 64 1000" ROUNDS=3 DURATION=5s
 #   CPU=1 bench/router-proxy.sh      # also CPU time per request (needs perf)
 #   SYSCALLS=1 bench/router-proxy.sh # also system calls per request (strace)
+#   ROUTES=100000 bench/router-proxy.sh
+#       # also a second router whose table holds 100,000 other routes,
+#       # against the one-route router, alternating, at 64 connections:
+#       # what a large table costs a request (the ratio should be ~1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -66,7 +70,7 @@ nginx -p "$work/app" -e "$work/app/error.log" -c "$work/app/nginx.conf" &
 pids+=($!)
 start_nginx_proxy "$work/nginx" "$NGINX_PORT" "$APP_PORT"
 pids+=("$nginx_pid")
-"$PROXY" "127.0.0.1:$ROUTER_PORT" "127.0.0.1:$APP_PORT" "$HOST" >"$work/proxy.log" 2>&1 &
+env -u ROUTES "$PROXY" "127.0.0.1:$ROUTER_PORT" "127.0.0.1:$APP_PORT" "$HOST" >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 pids+=($proxy_pid)
 DIRECT=http://127.0.0.1:$APP_PORT/index.html
@@ -124,4 +128,31 @@ if [ "${SYSCALLS:-0}" = 1 ]; then
   echo "==> system calls per request at 64 connections (strace -c -f)"
   syscalls_per_request nginx "$NGINX_PORT" "$(pgrep -d, -P "$nginx_pid")"
   syscalls_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST"
+fi
+
+# ROUTES=N: the same proxy with N other routes in its table against the
+# one-route proxy, alternating at 64 connections: a lookup's share of a
+# request, which a table that stays flat keeps the same.
+if [ -n "${ROUTES:-}" ]; then
+  BIG_PORT=$(free_port)
+  ROUTES=$ROUTES "$PROXY" "127.0.0.1:$BIG_PORT" "127.0.0.1:$APP_PORT" "$HOST" >"$work/proxy-big.log" 2>&1 &
+  big_pid=$!
+  pids+=($big_pid)
+  curl -fs --retry 60 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://127.0.0.1:$BIG_PORT/index.html" >/dev/null
+  echo "==> one route against $ROUTES more, wrk -t1 -c64 -d$DURATION, $ROUNDS alternating rounds"
+  : >"$work/routes"
+  for round in $(seq 1 "$ROUNDS"); do
+    one=$(measure 64 "$VIA_ROUTER" -H "Host: $HOST")
+    big=$(measure 64 "http://127.0.0.1:$BIG_PORT/index.html" -H "Host: $HOST")
+    echo "$one $big" >>"$work/routes"
+    echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): 1 route $one; $ROUTES routes $big (req/s p99 ms)"
+  done
+  python3 - "$work/routes" "$ROUTES" <<'PY'
+import statistics, sys
+rows = [[float(x) for x in l.split()] for l in open(sys.argv[1])]
+med = lambda i: statistics.median(r[i] for r in rows)
+print(f"   medians: 1 route {med(0):.0f} req/s p99 {med(1):.2f} ms; {sys.argv[2]} routes {med(2):.0f} req/s p99 {med(3):.2f} ms;"
+      f" throughput {med(2)/med(0):.2f}x, p99 {med(3)/med(1):.2f}x")
+PY
+  echo "   RSS: 1 route $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$proxy_pid/status"), $ROUTES routes $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$big_pid/status")"
 fi

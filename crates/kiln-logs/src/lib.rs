@@ -19,6 +19,14 @@ use tokio::sync::watch;
 pub trait LogSink: Send + Sync {
     fn emit(&self, envelope: LogEnvelope);
 
+    /// Several envelopes at once (the router's access log hands over what
+    /// it gathered in one tick); sinks with a lock take it once.
+    fn emit_all(&self, envelopes: Vec<LogEnvelope>) {
+        for envelope in envelopes {
+            self.emit(envelope);
+        }
+    }
+
     /// A container metric (gauge). Sinks that keep only logs drop it.
     fn emit_metric(&self, _metric: ContainerMetric) {}
 }
@@ -115,19 +123,28 @@ impl LogStore {
 
 impl LogSink for LogStore {
     fn emit(&self, envelope: LogEnvelope) {
+        self.emit_all(vec![envelope]);
+    }
+
+    fn emit_all(&self, envelopes: Vec<LogEnvelope>) {
+        if envelopes.is_empty() {
+            return;
+        }
         {
             let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-            let buffer = sources.entry(envelope.source_id.clone()).or_default();
-            // Keep the buffer ordered by time even if producers race: insert
-            // from the back, where nearly every envelope belongs.
-            let at = buffer
-                .iter()
-                .rposition(|e| e.timestamp <= envelope.timestamp)
-                .map_or(0, |i| i + 1);
-            buffer.insert(at, envelope);
-            if buffer.len() > self.per_source {
-                buffer.pop_front();
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            for envelope in envelopes {
+                let buffer = sources.entry(envelope.source_id.clone()).or_default();
+                // Keep the buffer ordered by time even if producers race:
+                // insert from the back, where nearly every envelope belongs.
+                let at = buffer
+                    .iter()
+                    .rposition(|e| e.timestamp <= envelope.timestamp)
+                    .map_or(0, |i| i + 1);
+                buffer.insert(at, envelope);
+                if buffer.len() > self.per_source {
+                    buffer.pop_front();
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         self.generation.send_modify(|g| *g += 1);

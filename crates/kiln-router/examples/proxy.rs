@@ -5,7 +5,9 @@
 //!
 //! serves `LISTEN` (e.g. 127.0.0.1:8081), routing `HOST` to `INSTANCE`
 //! (e.g. 127.0.0.1:8082), until interrupted. `WORKERS=N` sets the number
-//! of worker threads (default: one per CPU).
+//! of worker threads (default: one per CPU). `ROUTES=N` adds N other
+//! routes (`app-<i>.<HOST>`, each to its own instance address) to the table,
+//! to see what a large table costs a request.
 
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::*;
@@ -56,7 +58,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         since: 0,
         presence: Default::default(),
     };
-    let table = SharedTable::new(RouteTable::from_lrps(&[desired], &[actual]));
+    let others: usize = match std::env::var("ROUTES") {
+        Ok(n) => n.parse()?,
+        Err(_) => 0,
+    };
+    let mut desired_lrps = vec![desired];
+    let mut actual_lrps = vec![actual.clone()];
+    for i in 0..others {
+        let guid = format!("process-{i}");
+        desired_lrps.push(DesiredLrp {
+            process_guid: guid.clone(),
+            routes: vec![format!("app-{i}.{host}").as_str().into()],
+            ..desired_lrps[0].clone()
+        });
+        let mut other = actual.clone();
+        other.key.process_guid = guid;
+        if let Some(net) = other.net_info.as_mut() {
+            // Addresses in the test range nobody dials: only the one host is requested.
+            net.address = format!("127.1.{}.{}", (i >> 8) & 0xff, i & 0xff);
+        }
+        actual_lrps.push(other);
+    }
+    let table = SharedTable::new(RouteTable::from_lrps(&desired_lrps, &actual_lrps));
     let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -825,8 +825,11 @@ fn forwarded_headers(
     proto: ForwardedProto,
 ) {
     strip_hop_by_hop(headers);
-    for name in [X_CF_APPLICATION_ID, X_CF_INSTANCE_ID, X_CF_INSTANCE_INDEX] {
-        headers.remove(name);
+    let instance_headers = [X_CF_APPLICATION_ID, X_CF_INSTANCE_ID, X_CF_INSTANCE_INDEX];
+    if headers.keys().any(|name| instance_headers.contains(name)) {
+        for name in instance_headers {
+            headers.remove(name);
+        }
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -896,8 +899,13 @@ fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
 }
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
-/// Allocates nothing unless `Connection` names some.
+/// Allocates nothing unless `Connection` names some. Most messages carry
+/// none of them, and removing a name costs a hash and a probe even when it
+/// is absent, so the names present are looked at first.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
