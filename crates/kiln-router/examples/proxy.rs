@@ -80,6 +80,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         actual_lrps.push(other);
     }
     let table = SharedTable::new(RouteTable::from_lrps(&desired_lrps, &actual_lrps));
+    // What the router keeps is the table, not what it was built from.
+    drop((desired_lrps, actual_lrps));
     let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
