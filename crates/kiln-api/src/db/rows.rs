@@ -233,6 +233,17 @@ record!(SpaceQuotaAssignment, "space_quota_assignments", "Space quota" {
     guid: str, quota_guid: str, created_at: str, updated_at: str,
 });
 
+impl super::QuotaHolding for QuotaAssignment {
+    fn into_pair(self) -> (String, String) {
+        (self.guid, self.quota_guid)
+    }
+}
+impl super::QuotaHolding for SpaceQuotaAssignment {
+    fn into_pair(self) -> (String, String) {
+        (self.guid, self.quota_guid)
+    }
+}
+
 impl Stateful for Task {
     type State = AppTaskState;
 }
