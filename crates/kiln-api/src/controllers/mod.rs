@@ -71,12 +71,24 @@ pub fn list_all_of<T>(
 /// `202 Accepted` with the job's location.
 pub fn accepted(base: &str, job_guid: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
+    (axum::http::StatusCode::ACCEPTED, job_header(base, job_guid)).into_response()
+}
+
+/// `202 Accepted` with the job's location and the resource as it is now
+/// (an upload's answer).
+pub fn accepted_with(base: &str, job_guid: &str, resource: Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
     (
         axum::http::StatusCode::ACCEPTED,
-        [(
-            http::header::LOCATION,
-            crate::presenters::job_location(base, job_guid),
-        )],
+        job_header(base, job_guid),
+        Json(resource),
     )
         .into_response()
+}
+
+fn job_header(base: &str, job_guid: &str) -> [(http::HeaderName, String); 1] {
+    [(
+        http::header::LOCATION,
+        crate::presenters::job_location(base, job_guid),
+    )]
 }
