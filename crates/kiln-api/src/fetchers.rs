@@ -419,18 +419,35 @@ pub async fn packages(
     params: &ListParams,
 ) -> ApiResult<Page<Package>> {
     let mut c = conds(params, &[("states", "state"), ("types", "type")])?;
-    match app_guid {
-        Some(app) => {
-            db::get::<App>(&ctx.pool, app).await?;
-            c.push(Cond::In("app_guid", vec![app.to_string()]));
-        }
-        None => c.extend(more_conds(
-            params,
-            &[("app_guids", "app_guid"), ("guids", "guid")],
-        )),
-    }
+    let across = [("app_guids", "app_guid"), ("guids", "guid")];
+    of_app_or_across(ctx, params, app_guid, &across, &mut c).await?;
     c.extend(of_visible_apps(perms));
     paged(ctx, params, TIMES, &c).await
+}
+
+/// A staging artifact's filters across apps (builds, droplets).
+const ACROSS_APPS: &[(&str, &str)] = &[
+    ("app_guids", "app_guid"),
+    ("guids", "guid"),
+    ("package_guids", "package_guid"),
+];
+
+/// Narrows `c` to one app's rows (the app must exist; it is returned) or,
+/// with no app, by the `across` filters the request gives.
+async fn of_app_or_across(
+    ctx: &Ctx,
+    params: &ListParams,
+    app_guid: Option<&str>,
+    across: &[(&str, &'static str)],
+    c: &mut Vec<Cond>,
+) -> ApiResult<Option<App>> {
+    let Some(guid) = app_guid else {
+        c.extend(more_conds(params, across));
+        return Ok(None);
+    };
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    c.push(Cond::In("app_guid", vec![guid.to_string()]));
+    Ok(Some(app))
 }
 
 /// Builds, optionally of one app (which must exist).
@@ -441,20 +458,7 @@ pub async fn builds(
     params: &ListParams,
 ) -> ApiResult<Page<Build>> {
     let mut c = conds(params, &[("states", "state")])?;
-    match app_guid {
-        Some(app) => {
-            db::get::<App>(&ctx.pool, app).await?;
-            c.push(Cond::In("app_guid", vec![app.to_string()]));
-        }
-        None => c.extend(more_conds(
-            params,
-            &[
-                ("app_guids", "app_guid"),
-                ("guids", "guid"),
-                ("package_guids", "package_guid"),
-            ],
-        )),
-    }
+    of_app_or_across(ctx, params, app_guid, ACROSS_APPS, &mut c).await?;
     c.extend(of_visible_apps(perms));
     paged(ctx, params, TIMES, &c).await
 }
@@ -468,22 +472,10 @@ pub async fn droplets(
     params: &ListParams,
 ) -> ApiResult<Page<Droplet>> {
     let mut c = conds(params, &[("states", "state")])?;
-    match app_guid {
-        Some(app_guid) => {
-            let app = db::get::<App>(&ctx.pool, app_guid).await?;
-            c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
-            if params.get("current").is_some_and(|v| v == "true") {
-                c.push(Cond::In("guid", app.droplet_guid.into_iter().collect()));
-            }
-        }
-        None => c.extend(more_conds(
-            params,
-            &[
-                ("app_guids", "app_guid"),
-                ("guids", "guid"),
-                ("package_guids", "package_guid"),
-            ],
-        )),
+    if let Some(app) = of_app_or_across(ctx, params, app_guid, ACROSS_APPS, &mut c).await?
+        && params.get("current").is_some_and(|v| v == "true")
+    {
+        c.push(Cond::In("guid", app.droplet_guid.into_iter().collect()));
     }
     c.extend(of_visible_apps(perms));
     paged(ctx, params, TIMES, &c).await
