@@ -244,24 +244,20 @@ impl super::QuotaHolding for SpaceQuotaAssignment {
     }
 }
 
-impl Stateful for Task {
-    type State = AppTaskState;
+/// Each row with a state column, and the enum its state is.
+macro_rules! stateful {
+    ($($row:ty => $state:ty),+ $(,)?) => {$(
+        impl Stateful for $row {
+            type State = $state;
+        }
+    )+};
 }
-impl Stateful for Deployment {
-    type State = DeploymentState;
-}
-impl Stateful for App {
-    type State = AppState;
-}
-impl Stateful for Package {
-    type State = PackageState;
-}
-impl Stateful for Build {
-    type State = BuildState;
-}
-impl Stateful for Droplet {
-    type State = DropletState;
-}
-impl Stateful for Buildpack {
-    type State = BuildpackState;
-}
+stateful!(
+    Task => AppTaskState,
+    Deployment => DeploymentState,
+    App => AppState,
+    Package => PackageState,
+    Build => BuildState,
+    Droplet => DropletState,
+    Buildpack => BuildpackState,
+);
