@@ -55,23 +55,6 @@ pub trait Blobstore: Send + Sync {
         let _ = (access, key, ttl);
         Ok(None)
     }
-    /// [`Blobstore::signed_url`] to fetch the blob with a plain `GET`.
-    async fn download_url(
-        &self,
-        key: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<String>, StoreError> {
-        self.signed_url(Access::Download, key, ttl).await
-    }
-    /// [`Blobstore::signed_url`] to store the blob with one plain `PUT` of
-    /// its bytes.
-    async fn upload_url(
-        &self,
-        key: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<String>, StoreError> {
-        self.signed_url(Access::Upload, key, ttl).await
-    }
     /// What the store says of the blob without reading it (S3's `HEAD`);
     /// `None` if absent.
     async fn stat(&self, key: &str) -> Result<Option<BlobStat>, StoreError>;
