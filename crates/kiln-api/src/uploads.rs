@@ -120,28 +120,6 @@ where
     }
 }
 
-/// The first `bits` file of a multipart body, streamed to a scratch file
-/// under `limit`, with the file name the client gave (`None`: no `bits`).
-pub async fn bits_to_scratch(
-    ctx: &Ctx,
-    multipart: &mut axum::extract::Multipart,
-    limit: Limit,
-) -> ApiResult<Option<(std::path::PathBuf, Option<String>)>> {
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(crate::web::multipart_error(limit))?
-    {
-        if field.name() != Some("bits") {
-            continue;
-        }
-        let name = field.file_name().map(str::to_string);
-        let (path, _, _) = stream_to_scratch(ctx, field, Some(limit)).await?;
-        return Ok(Some((path, name)));
-    }
-    Ok(None)
-}
-
 /// Why the object under a droplet's key is not the one uploaded (`None`:
 /// it is, as far as the store tells): absent, another size, or another
 /// MD5 where the ETag is one (a single PUT's; a multipart ETag is not).

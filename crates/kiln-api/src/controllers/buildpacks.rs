@@ -1,6 +1,6 @@
 //! `/v3/buildpacks`.
 
-use super::{accepted, accepted_with, list_of};
+use super::{accepted, accepted_with, bits_to_scratch, list_of};
 use crate::actions;
 use crate::actions::buildpacks::too_large;
 use crate::context::Shared;
@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult, Limit};
 use crate::fetchers;
 use crate::messages::{CreateBuildpack, UpdateBuildpack};
 use crate::presenters::buildpack_json;
-use crate::uploads::bits_to_scratch;
+
 use crate::web::{CfJson, CfMultipart, ListParams};
 use axum::Json;
 use axum::extract::{Path, State};

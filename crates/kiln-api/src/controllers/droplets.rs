@@ -9,7 +9,7 @@ use crate::fetchers;
 use crate::messages::droplets::CreateDroplet;
 use crate::permissions::{Kind, Need, Permissions};
 use crate::presenters::droplet_json;
-use crate::uploads::{bits_to_scratch, droplet_key};
+use crate::uploads::droplet_key;
 use crate::web::{CfJson, CfMultipart};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -70,7 +70,7 @@ pub async fn upload(
 ) -> ApiResult<Response> {
     let droplet = actions::droplets::awaiting_upload(&ctx, &guid).await?;
     let limit: Limit = (ctx.config.max_package_bytes, too_large);
-    let Some((path, name)) = bits_to_scratch(&ctx, &mut multipart, limit).await? else {
+    let Some((path, name)) = super::bits_to_scratch(&ctx, &mut multipart, limit).await? else {
         return Err(ApiError::unprocessable(
             "A droplet tgz file must be uploaded as 'bits'",
         ));

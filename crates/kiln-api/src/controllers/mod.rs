@@ -30,7 +30,10 @@ pub mod space_quotas;
 pub mod tasks;
 pub mod users;
 
+use crate::context::Ctx;
+use crate::error::{ApiResult, Limit};
 use crate::fetchers::Page;
+use crate::uploads::stream_to_scratch;
 use crate::web::{ListParams, page_json, paginate};
 use axum::Json;
 use serde_json::Value;
@@ -66,6 +69,28 @@ pub fn list_all_of<T>(
         params,
         items.iter().map(present).collect(),
     ))
+}
+
+/// The first `bits` file of a multipart body, streamed to a scratch file
+/// under `limit`, with the file name the client gave (`None`: no `bits`).
+pub async fn bits_to_scratch(
+    ctx: &Ctx,
+    multipart: &mut axum::extract::Multipart,
+    limit: Limit,
+) -> ApiResult<Option<(std::path::PathBuf, Option<String>)>> {
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(crate::web::multipart_error(limit))?
+    {
+        if field.name() != Some("bits") {
+            continue;
+        }
+        let name = field.file_name().map(str::to_string);
+        let (path, _, _) = stream_to_scratch(ctx, field, Some(limit)).await?;
+        return Ok(Some((path, name)));
+    }
+    Ok(None)
 }
 
 /// `202 Accepted` with the job's location.
