@@ -419,18 +419,35 @@ pub async fn packages(
     params: &ListParams,
 ) -> ApiResult<Page<Package>> {
     let mut c = conds(params, &[("states", "state"), ("types", "type")])?;
-    match app_guid {
-        Some(app) => {
-            db::get::<App>(&ctx.pool, app).await?;
-            c.push(Cond::In("app_guid", vec![app.to_string()]));
-        }
-        None => c.extend(more_conds(
-            params,
-            &[("app_guids", "app_guid"), ("guids", "guid")],
-        )),
-    }
+    let across = [("app_guids", "app_guid"), ("guids", "guid")];
+    of_app_or_across(ctx, params, app_guid, &across, &mut c).await?;
     c.extend(of_visible_apps(perms));
     paged(ctx, params, TIMES, &c).await
+}
+
+/// A staging artifact's filters across apps (builds, droplets).
+const ACROSS_APPS: &[(&str, &str)] = &[
+    ("app_guids", "app_guid"),
+    ("guids", "guid"),
+    ("package_guids", "package_guid"),
+];
+
+/// Narrows `c` to one app's rows (the app must exist; it is returned) or,
+/// with no app, by the `across` filters the request gives.
+async fn of_app_or_across(
+    ctx: &Ctx,
+    params: &ListParams,
+    app_guid: Option<&str>,
+    across: &[(&str, &'static str)],
+    c: &mut Vec<Cond>,
+) -> ApiResult<Option<App>> {
+    let Some(guid) = app_guid else {
+        c.extend(more_conds(params, across));
+        return Ok(None);
+    };
+    let app = db::get::<App>(&ctx.pool, guid).await?;
+    c.push(Cond::In("app_guid", vec![guid.to_string()]));
+    Ok(Some(app))
 }
 
 /// Builds, optionally of one app (which must exist).
@@ -441,20 +458,7 @@ pub async fn builds(
     params: &ListParams,
 ) -> ApiResult<Page<Build>> {
     let mut c = conds(params, &[("states", "state")])?;
-    match app_guid {
-        Some(app) => {
-            db::get::<App>(&ctx.pool, app).await?;
-            c.push(Cond::In("app_guid", vec![app.to_string()]));
-        }
-        None => c.extend(more_conds(
-            params,
-            &[
-                ("app_guids", "app_guid"),
-                ("guids", "guid"),
-                ("package_guids", "package_guid"),
-            ],
-        )),
-    }
+    of_app_or_across(ctx, params, app_guid, ACROSS_APPS, &mut c).await?;
     c.extend(of_visible_apps(perms));
     paged(ctx, params, TIMES, &c).await
 }
@@ -468,22 +472,10 @@ pub async fn droplets(
     params: &ListParams,
 ) -> ApiResult<Page<Droplet>> {
     let mut c = conds(params, &[("states", "state")])?;
-    match app_guid {
-        Some(app_guid) => {
-            let app = db::get::<App>(&ctx.pool, app_guid).await?;
-            c.push(Cond::In("app_guid", vec![app_guid.to_string()]));
-            if params.get("current").is_some_and(|v| v == "true") {
-                c.push(Cond::In("guid", app.droplet_guid.into_iter().collect()));
-            }
-        }
-        None => c.extend(more_conds(
-            params,
-            &[
-                ("app_guids", "app_guid"),
-                ("guids", "guid"),
-                ("package_guids", "package_guid"),
-            ],
-        )),
+    if let Some(app) = of_app_or_across(ctx, params, app_guid, ACROSS_APPS, &mut c).await?
+        && params.get("current").is_some_and(|v| v == "true")
+    {
+        c.push(Cond::In("guid", app.droplet_guid.into_iter().collect()));
     }
     c.extend(of_visible_apps(perms));
     paged(ctx, params, TIMES, &c).await
@@ -1056,24 +1048,40 @@ pub async fn org_quotas(
         });
     }
     let page: Page<db::OrganizationQuota> = paged(ctx, params, NAMED, &c).await?;
-    let mut out = Vec::with_capacity(page.items.len());
-    for q in page.items.iter().cloned() {
-        let orgs = org_quota_orgs(ctx, perms, &q.guid).await?;
-        out.push((q, orgs));
-    }
-    Ok(page.with(out))
+    with_seen_holders::<_, db::QuotaAssignment>(ctx, page, |q| &q.guid, |o| perms.can_read_org(o))
+        .await
 }
 
 /// The orgs a quota is applied to that the caller sees.
 pub async fn org_quota_orgs(ctx: &Ctx, perms: &Permissions, quota: &str) -> ApiResult<Vec<String>> {
-    Ok(
-        db::where_eq::<db::QuotaAssignment>(&ctx.pool, "quota_guid", quota)
-            .await?
-            .into_iter()
-            .map(|a| a.guid)
-            .filter(|org| perms.can_read_org(org))
-            .collect(),
-    )
+    seen_holders::<db::QuotaAssignment>(ctx, quota, |o| perms.can_read_org(o)).await
+}
+
+/// The orgs or spaces (as `A` says) quota `quota` is applied to that the
+/// caller sees.
+async fn seen_holders<A: db::QuotaHolding>(
+    ctx: &Ctx,
+    quota: &str,
+    sees: impl Fn(&str) -> bool,
+) -> ApiResult<Vec<String>> {
+    let all = db::quota_holders::<A>(&ctx.pool, quota).await?;
+    Ok(all.into_iter().filter(|h| sees(h)).collect())
+}
+
+/// A page of org or space quotas, each with the holders of it the caller
+/// sees.
+async fn with_seen_holders<Q: Clone, A: db::QuotaHolding>(
+    ctx: &Ctx,
+    page: Page<Q>,
+    guid: impl Fn(&Q) -> &str,
+    sees: impl Fn(&str) -> bool,
+) -> ApiResult<Page<(Q, Vec<String>)>> {
+    let mut out = Vec::with_capacity(page.items.len());
+    for q in page.items.iter().cloned() {
+        let holders = seen_holders::<A>(ctx, guid(&q), &sees).await?;
+        out.push((q, holders));
+    }
+    Ok(page.with(out))
 }
 
 /// Space quotas (`GET /v3/space_quotas`): `names`, `guids`,
@@ -1110,12 +1118,13 @@ pub async fn space_quotas(
         ]));
     }
     let page: Page<db::SpaceQuota> = paged(ctx, params, NAMED, &c).await?;
-    let mut out = Vec::with_capacity(page.items.len());
-    for q in page.items.iter().cloned() {
-        let spaces = space_quota_spaces(ctx, perms, &q.guid).await?;
-        out.push((q, spaces));
-    }
-    Ok(page.with(out))
+    with_seen_holders::<_, db::SpaceQuotaAssignment>(
+        ctx,
+        page,
+        |q| &q.guid,
+        |s| perms.can_read_space(s),
+    )
+    .await
 }
 
 /// One space quota the caller sees (CC's 404 otherwise), with the spaces
@@ -1126,7 +1135,7 @@ pub async fn space_quota(
     guid: &str,
 ) -> ApiResult<(db::SpaceQuota, Vec<String>)> {
     let found = db::find::<db::SpaceQuota>(&ctx.pool, guid).await?;
-    let all = applied_spaces(ctx, guid).await?;
+    let all = db::quota_holders::<db::SpaceQuotaAssignment>(&ctx.pool, guid).await?;
     match found {
         Some(q) if perms.can_read_space_quota(&q.organization_guid, &all) => {
             let seen = all
@@ -1139,34 +1148,14 @@ pub async fn space_quota(
     }
 }
 
-async fn applied_spaces(ctx: &Ctx, quota: &str) -> ApiResult<Vec<String>> {
-    Ok(
-        db::where_eq::<db::SpaceQuotaAssignment>(&ctx.pool, "quota_guid", quota)
-            .await?
-            .into_iter()
-            .map(|a| a.guid)
-            .collect(),
-    )
-}
-
-/// The organization quota of each of `orgs` (org → quota).
-pub async fn org_quota_guids(
+/// The quota of each of `holders` that has one (holder → quota): orgs'
+/// organization quotas for `A` = [`db::QuotaAssignment`], spaces' space
+/// quotas for [`db::SpaceQuotaAssignment`].
+pub async fn quota_guids<A: db::QuotaHolding>(
     ctx: &Ctx,
-    orgs: &[String],
+    holders: &[String],
 ) -> ApiResult<std::collections::HashMap<String, String>> {
-    let c = [Cond::In("guid", orgs.to_vec())];
-    let found: Vec<db::QuotaAssignment> = db::list(&ctx.pool, &c).await?;
-    Ok(found.into_iter().map(|a| (a.guid, a.quota_guid)).collect())
-}
-
-/// The space quota of each of `spaces` that has one (space → quota).
-pub async fn space_quota_guids(
-    ctx: &Ctx,
-    spaces: &[String],
-) -> ApiResult<std::collections::HashMap<String, String>> {
-    let c = [Cond::In("guid", spaces.to_vec())];
-    let found: Vec<db::SpaceQuotaAssignment> = db::list(&ctx.pool, &c).await?;
-    Ok(found.into_iter().map(|a| (a.guid, a.quota_guid)).collect())
+    db::quotas_of::<A>(&ctx.pool, holders).await
 }
 
 /// The spaces a space quota is applied to that the caller sees.
@@ -1175,11 +1164,7 @@ pub async fn space_quota_spaces(
     perms: &Permissions,
     quota: &str,
 ) -> ApiResult<Vec<String>> {
-    Ok(applied_spaces(ctx, quota)
-        .await?
-        .into_iter()
-        .filter(|s| perms.can_read_space(s))
-        .collect())
+    seen_holders::<db::SpaceQuotaAssignment>(ctx, quota, |s| perms.can_read_space(s)).await
 }
 
 /// The labels and annotations of each of `guids` that has any.

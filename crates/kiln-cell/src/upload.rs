@@ -87,20 +87,36 @@ async fn post(
     file: tokio::fs::File,
     size: u64,
 ) -> Result<u64, UploadError> {
-    let err = http_err("POST", &action.to);
-    let response = client
+    let request = client
         .post(&action.to)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .header(reqwest::header::CONTENT_LENGTH, size)
-        .body(reqwest::Body::wrap_stream(ReaderStream::new(file)))
+        .body(reqwest::Body::wrap_stream(ReaderStream::new(file)));
+    send(request, &http_err("POST", &action.to), |status, _| {
+        status.to_string()
+    })
+    .await?;
+    Ok(size)
+}
+
+/// Sends one request of the upload: a failure to send, or an answer other
+/// than 2xx in the words `refused` makes of its status and body, is an
+/// [`UploadError::Http`] (through `err`).
+async fn send(
+    request: reqwest::RequestBuilder,
+    err: &impl Fn(String) -> UploadError,
+    refused: fn(reqwest::StatusCode, String) -> String,
+) -> Result<reqwest::Response, UploadError> {
+    let response = request
         .send()
         .await
         .map_err(|e| err(error_chain(&e.without_url())))?;
     let status = response.status();
-    if !status.is_success() {
-        return Err(err(status.to_string()));
+    if status.is_success() {
+        return Ok(response);
     }
-    Ok(size)
+    let text = response.text().await.unwrap_or_default();
+    Err(err(refused(status, text)))
 }
 
 /// PUT to the store, then the report to the API.
@@ -138,18 +154,14 @@ async fn put(
     });
     // No Content-Type: the signed URL covers the host alone, and the
     // store keeps plain octets either way.
-    let response = client
+    let request = client
         .put(&action.to)
         .header(reqwest::header::CONTENT_LENGTH, size)
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .map_err(|e| err(error_chain(&e.without_url())))?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        return Err(err(format!("{status} {}", text.trim())));
-    }
+        .body(reqwest::Body::wrap_stream(body));
+    let response = send(request, &err, |status, text| {
+        format!("{status} {}", text.trim())
+    })
+    .await?;
     let etag = response
         .headers()
         .get(reqwest::header::ETAG)
@@ -183,22 +195,15 @@ async fn send_report(
     report_to: &str,
     report: &UploadReport,
 ) -> Result<(), UploadError> {
-    let err = http_err("POST", report_to);
-    let response = client
-        .post(report_to)
-        .json(report)
-        .send()
-        .await
-        .map_err(|e| err(error_chain(&e.without_url())))?;
-    let status = response.status();
-    if !status.is_success() {
+    let request = client.post(report_to).json(report);
+    send(request, &http_err("POST", report_to), |status, text| {
         // The API's refusal says what did not match.
-        let text = response.text().await.unwrap_or_default();
         let detail = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v["errors"][0]["detail"].as_str().map(str::to_string))
             .unwrap_or(text);
-        return Err(err(format!("{status}: {}", detail.trim())));
-    }
+        format!("{status}: {}", detail.trim())
+    })
+    .await?;
     Ok(())
 }

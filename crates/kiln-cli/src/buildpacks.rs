@@ -221,16 +221,9 @@ pub async fn delete(client: &mut Client, args: DeleteBuildpackArgs) -> anyhow::R
         println!("Buildpack '{}' does not exist.\nOK", args.name);
         return Ok(());
     };
-    let reply = client
-        .call(
-            Method::DELETE,
-            &format!("/v3/buildpacks/{}", bp.guid),
-            Body::Empty,
-        )
+    client
+        .delete_and_wait(&format!("/v3/buildpacks/{}", bp.guid))
         .await?;
-    if let Some(job) = reply.location() {
-        client.wait_for_job(&job).await?;
-    }
     println!("OK");
     Ok(())
 }

@@ -388,6 +388,16 @@ impl Client {
         decode(&reply, path)
     }
 
+    /// A DELETE, followed to its end when the API answers with a job
+    /// (`202` and a `Location`).
+    pub async fn delete_and_wait(&mut self, path: &str) -> anyhow::Result<()> {
+        let reply = self.call(Method::DELETE, path, Body::Empty).await?;
+        if let Some(job) = reply.location() {
+            self.wait_for_job(&job).await?;
+        }
+        Ok(())
+    }
+
     /// Streams `path` into the file `dest` as bytes (`call`'s answer is
     /// text), returning its size; a non-2xx answer is an [`ApiError`].
     pub async fn download_to(&mut self, path: &str, dest: &std::path::Path) -> anyhow::Result<u64> {

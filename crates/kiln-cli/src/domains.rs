@@ -141,16 +141,9 @@ pub async fn delete(client: &mut Client, a: DeleteDomainArgs, private: bool) -> 
         "Deleting {kind} domain {} as {}...",
         a.domain, client.config.user
     );
-    let reply = client
-        .call(
-            Method::DELETE,
-            &format!("/v3/domains/{}", guid(&d)),
-            Body::Empty,
-        )
+    client
+        .delete_and_wait(&format!("/v3/domains/{}", guid(&d)))
         .await?;
-    if let Some(job) = reply.location() {
-        client.wait_for_job(&job).await?;
-    }
     println!("OK");
     Ok(())
 }

@@ -157,22 +157,27 @@ pub fn rfc3339_nanos(text: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
+/// A time as the cf CLI shows it in logs and events, in UTC
+/// (`2026-11-25T07:00:00.12+0000`).
+pub fn cf_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:02}+0000",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond() / 10
+    )
+}
+
 /// `   2026-11-25T07:00:00.12+0000 [APP/PROC/WEB/0] OUT message`, the cf
 /// CLI's layout (in UTC).
 pub fn format_line(line: &LogEnvelope) -> String {
     let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(line.timestamp))
-        .map(|t| {
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:02}+0000",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.millisecond() / 10
-            )
-        })
+        .map(cf_time)
         .unwrap_or_default();
     let source = if line.instance_id.is_empty() {
         line.source_type.clone()

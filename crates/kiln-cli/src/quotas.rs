@@ -65,7 +65,7 @@ pub async fn create(client: &mut Client, a: CreateOrgQuotaArgs) -> anyhow::Resul
 }
 
 /// cf's way of showing a limit: a number, or `unlimited`.
-fn shown(v: &Value, memory: bool) -> String {
+pub(crate) fn shown(v: &Value, memory: bool) -> String {
     match v.as_i64() {
         None => "unlimited".into(),
         Some(mb) if memory && mb >= 1024 && mb % 1024 == 0 => format!("{}G", mb / 1024),
@@ -74,46 +74,59 @@ fn shown(v: &Value, memory: bool) -> String {
     }
 }
 
-pub async fn list(client: &mut Client) -> anyhow::Result<()> {
-    println!("Getting org quotas as {}...\n", client.config.user);
-    let quotas: Vec<Value> = client.list("/v3/organization_quotas?order_by=name").await?;
+/// A quota's limits (an org's or a space's) in cf's order and words.
+pub(crate) fn limits_of(qd: &Value) -> Vec<(&'static str, String)> {
+    let paid = if qd["services"]["paid_services_allowed"] == true {
+        "allowed"
+    } else {
+        "disallowed"
+    };
+    vec![
+        (
+            "total memory",
+            shown(&qd["apps"]["total_memory_in_mb"], true),
+        ),
+        (
+            "instance memory",
+            shown(&qd["apps"]["per_process_memory_in_mb"], true),
+        ),
+        ("routes", shown(&qd["routes"]["total_routes"], false)),
+        (
+            "service instances",
+            shown(&qd["services"]["total_service_instances"], false),
+        ),
+        ("paid service plans", paid.to_string()),
+        (
+            "app instances",
+            shown(&qd["apps"]["total_instances"], false),
+        ),
+        (
+            "route ports",
+            shown(&qd["routes"]["total_reserved_ports"], false),
+        ),
+    ]
+}
+
+/// Quotas (an org's or a space's) as cf lists them: a row each, its name
+/// and its limits.
+pub(crate) fn limits_table(quotas: &[Value]) -> String {
     let rows: Vec<Vec<String>> = quotas
         .iter()
         .map(|qd| {
-            let paid = if qd["services"]["paid_services_allowed"] == true {
-                "allowed"
-            } else {
-                "disallowed"
-            };
-            vec![
-                qd["name"].as_str().unwrap_or_default().to_string(),
-                shown(&qd["apps"]["total_memory_in_mb"], true),
-                shown(&qd["apps"]["per_process_memory_in_mb"], true),
-                shown(&qd["routes"]["total_routes"], false),
-                shown(&qd["services"]["total_service_instances"], false),
-                paid.to_string(),
-                shown(&qd["apps"]["total_instances"], false),
-                shown(&qd["routes"]["total_reserved_ports"], false),
-            ]
+            let mut row = vec![qd["name"].as_str().unwrap_or_default().to_string()];
+            row.extend(limits_of(qd).into_iter().map(|(_, v)| v));
+            row
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "name",
-                "total memory",
-                "instance memory",
-                "routes",
-                "service instances",
-                "paid service plans",
-                "app instances",
-                "route ports"
-            ],
-            &rows,
-            ""
-        )
-    );
+    let mut headers = vec!["name"];
+    headers.extend(limits_of(&Value::Null).into_iter().map(|(k, _)| k));
+    table(&headers, &rows, "")
+}
+
+pub async fn list(client: &mut Client) -> anyhow::Result<()> {
+    println!("Getting org quotas as {}...\n", client.config.user);
+    let quotas: Vec<Value> = client.list("/v3/organization_quotas?order_by=name").await?;
+    print!("{}", limits_table(&quotas));
     Ok(())
 }
 

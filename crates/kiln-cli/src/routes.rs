@@ -303,16 +303,9 @@ pub async fn of_app(client: &mut Client, app_guid: &str) -> anyhow::Result<Vec<R
 }
 
 pub async fn delete_by_guid(client: &mut Client, route: &Route) -> anyhow::Result<()> {
-    let reply = client
-        .call(
-            Method::DELETE,
-            &format!("/v3/routes/{}", route.guid),
-            Body::Empty,
-        )
+    client
+        .delete_and_wait(&format!("/v3/routes/{}", route.guid))
         .await?;
-    if let Some(job) = reply.location() {
-        client.wait_for_job(&job).await?;
-    }
     Ok(())
 }
 

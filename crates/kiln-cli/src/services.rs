@@ -417,16 +417,9 @@ pub async fn delete(client: &mut Client, args: DeleteServiceArgs) -> anyhow::Res
         println!("Service instance {} did not exist.\nOK", args.name);
         return Ok(());
     };
-    let reply = client
-        .call(
-            Method::DELETE,
-            &format!("/v3/service_instances/{}", instance.guid),
-            Body::Empty,
-        )
+    client
+        .delete_and_wait(&format!("/v3/service_instances/{}", instance.guid))
         .await?;
-    if let Some(job) = reply.location() {
-        client.wait_for_job(&job).await?;
-    }
     println!("OK");
     Ok(())
 }

@@ -6,7 +6,7 @@
 use crate::app::confirmed;
 use crate::client::{Body, Client, q};
 use crate::config::Named;
-use crate::summary::table;
+use crate::quotas::{limits_of, limits_table};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -212,49 +212,6 @@ pub async fn update(client: &mut Client, a: UpdateSpaceQuotaArgs) -> anyhow::Res
     Ok(())
 }
 
-/// cf's way of showing a limit: a number, or `unlimited`.
-fn shown(v: &Value, memory: bool) -> String {
-    match v.as_i64() {
-        None => "unlimited".into(),
-        Some(mb) if memory && mb >= 1024 && mb % 1024 == 0 => format!("{}G", mb / 1024),
-        Some(mb) if memory => format!("{mb}M"),
-        Some(n) => n.to_string(),
-    }
-}
-
-/// A quota's limits in cf's order and words.
-fn limits_of(qd: &Value) -> Vec<(&'static str, String)> {
-    let paid = if qd["services"]["paid_services_allowed"] == true {
-        "allowed"
-    } else {
-        "disallowed"
-    };
-    vec![
-        (
-            "total memory",
-            shown(&qd["apps"]["total_memory_in_mb"], true),
-        ),
-        (
-            "instance memory",
-            shown(&qd["apps"]["per_process_memory_in_mb"], true),
-        ),
-        ("routes", shown(&qd["routes"]["total_routes"], false)),
-        (
-            "service instances",
-            shown(&qd["services"]["total_service_instances"], false),
-        ),
-        ("paid service plans", paid.to_string()),
-        (
-            "app instances",
-            shown(&qd["apps"]["total_instances"], false),
-        ),
-        (
-            "route ports",
-            shown(&qd["routes"]["total_reserved_ports"], false),
-        ),
-    ]
-}
-
 pub async fn list(client: &mut Client) -> anyhow::Result<()> {
     let org = targeted_org(client)?;
     println!(
@@ -271,17 +228,7 @@ pub async fn list(client: &mut Client) -> anyhow::Result<()> {
         println!("No space quotas found.");
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = quotas
-        .iter()
-        .map(|qd| {
-            let mut row = vec![qd["name"].as_str().unwrap_or_default().to_string()];
-            row.extend(limits_of(qd).into_iter().map(|(_, v)| v));
-            row
-        })
-        .collect();
-    let mut headers = vec!["name"];
-    headers.extend(limits_of(&Value::Null).into_iter().map(|(k, _)| k));
-    print!("{}", table(&headers, &rows, ""));
+    print!("{}", limits_table(&quotas));
     Ok(())
 }
 
@@ -368,16 +315,9 @@ pub async fn delete(client: &mut Client, a: DeleteSpaceQuotaArgs) -> anyhow::Res
             return Ok(());
         }
     };
-    let reply = client
-        .call(
-            Method::DELETE,
-            &format!("/v3/space_quotas/{}", guid(&quota)),
-            Body::Empty,
-        )
+    client
+        .delete_and_wait(&format!("/v3/space_quotas/{}", guid(&quota)))
         .await?;
-    if let Some(job) = reply.location() {
-        client.wait_for_job(&job).await?;
-    }
     println!("OK");
     Ok(())
 }
@@ -385,6 +325,7 @@ pub async fn delete(client: &mut Client, a: DeleteSpaceQuotaArgs) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quotas::shown;
 
     #[test]
     fn limits_take_cf_spellings_and_minus_one_for_unlimited() {

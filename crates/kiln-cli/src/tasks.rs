@@ -238,17 +238,7 @@ fn event_time(created_at: &str) -> String {
     let Ok(t) = OffsetDateTime::parse(created_at, &Rfc3339) else {
         return created_at.to_string();
     };
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:02}+0000",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond() / 10
-    )
+    crate::logs::cf_time(t)
 }
 
 /// `kiln events APP`: the newest page of the app's audit events.

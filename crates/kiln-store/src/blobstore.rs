@@ -22,6 +22,15 @@ pub struct BlobStat {
     pub etag: Option<String>,
 }
 
+/// What a signed URL lets its holder do to one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A plain `GET` of its bytes.
+    Download,
+    /// One plain `PUT` of its bytes.
+    Upload,
+}
+
 #[async_trait]
 pub trait Blobstore: Send + Sync {
     /// Moves the finished file at `src` under `key`, replacing any blob
@@ -32,29 +41,18 @@ pub trait Blobstore: Send + Sync {
     async fn open(&self, key: &str) -> Result<tokio::fs::File, StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// A URL that fetches the blob with a plain `GET` for `ttl`, signed
-    /// by the store itself, so that a cell downloads it from the store and
-    /// not through the API. `None`: the store cannot sign (a directory),
-    /// and the API serves the bytes. Signing checks nothing: a missing
-    /// blob is the store's 404 when the URL is fetched.
-    async fn download_url(
-        &self,
-        key: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<String>, StoreError> {
-        let _ = (key, ttl);
-        Ok(None)
-    }
-    /// A URL that stores the blob with one plain `PUT` of its bytes for
-    /// `ttl`, signed by the store itself, so that a cell uploads to the
+    /// A URL that does `access` to the blob under `key` for `ttl`, signed
+    /// by the store itself, so that a cell moves the bytes to or from the
     /// store and not through the API. `None`: the store cannot sign (a
-    /// directory), and cells upload through the API.
-    async fn upload_url(
+    /// directory), and the API serves or takes the bytes. Signing checks
+    /// nothing: a missing blob is the store's 404 when the URL is fetched.
+    async fn signed_url(
         &self,
+        access: Access,
         key: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<String>, StoreError> {
-        let _ = (key, ttl);
+        let _ = (access, key, ttl);
         Ok(None)
     }
     /// What the store says of the blob without reading it (S3's `HEAD`);

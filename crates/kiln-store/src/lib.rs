@@ -22,7 +22,7 @@ mod sql;
 pub mod testing;
 
 pub(crate) use blobstore::valid_key;
-pub use blobstore::{BlobInfo, BlobStat, Blobstore, FsBlobstore};
+pub use blobstore::{Access, BlobInfo, BlobStat, Blobstore, FsBlobstore};
 pub use s3::{MULTIPART_THRESHOLD, S3Blobstore, S3Location};
 
 use std::path::{Path, PathBuf};

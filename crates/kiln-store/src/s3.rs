@@ -6,7 +6,7 @@
 //! into a scratch file that is unlinked once open, so callers keep reading
 //! a plain file and no blob is ever held in memory.
 
-use crate::blobstore::{BlobInfo, BlobStat, Blobstore, io};
+use crate::blobstore::{Access, BlobInfo, BlobStat, Blobstore, io};
 use crate::{StoreError, valid_key};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -299,23 +299,22 @@ impl Blobstore for S3Blobstore {
         }
     }
 
-    async fn download_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
+    async fn signed_url(
+        &self,
+        access: Access,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let (method, what) = match access {
+            Access::Download => (object_store::signer::Method::GET, "sign a download of"),
+            Access::Upload => (object_store::signer::Method::PUT, "sign an upload of"),
+        };
         let path = self.path_of(key)?;
         let url = self
             .store
-            .signed_url(object_store::signer::Method::GET, &path, ttl)
+            .signed_url(method, &path, ttl)
             .await
-            .map_err(self.failed("sign a download of", key))?;
-        Ok(Some(url.to_string()))
-    }
-
-    async fn upload_url(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
-        let path = self.path_of(key)?;
-        let url = self
-            .store
-            .signed_url(object_store::signer::Method::PUT, &path, ttl)
-            .await
-            .map_err(self.failed("sign an upload of", key))?;
+            .map_err(self.failed(what, key))?;
         Ok(Some(url.to_string()))
     }
 

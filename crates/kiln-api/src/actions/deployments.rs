@@ -228,33 +228,15 @@ pub async fn cancel(ctx: &Ctx, guid: &str) -> ApiResult<()> {
             status_words(&d)
         )));
     }
-    let app = db::get::<App>(&ctx.pool, &d.app_guid).await?;
-    let event = deployment_event(
+    move_with_event(
         ctx,
-        &app,
-        types::APP_DEPLOYMENT_CANCEL,
-        guid,
-        &d.droplet_guid,
-    )
-    .await?;
-    let mut tx = ctx.pool.begin().await?;
-    let moved = db::transition::<Deployment>(
-        &mut *tx,
-        guid,
-        d.state,
+        &d,
         DeploymentState::Canceling,
         vec![("status_reason", "CANCELING".into())],
+        types::APP_DEPLOYMENT_CANCEL,
+        "The deployment changed while it was being canceled; try again.",
     )
     .await?;
-    if moved {
-        audit::record(&mut *tx, event).await?;
-    }
-    tx.commit().await?;
-    if !moved {
-        return Err(ApiError::unprocessable(
-            "The deployment changed while it was being canceled; try again.",
-        ));
-    }
     let canceling = db::get::<Deployment>(&ctx.pool, guid).await?;
     deployment_updater::finish_cancel(ctx, &canceling).await
 }
@@ -268,31 +250,42 @@ pub async fn continue_(ctx: &Ctx, guid: &str) -> ApiResult<()> {
             status_words(&d)
         )));
     }
-    let also: Vec<(&'static str, Val)> = vec![
-        ("status_reason", "DEPLOYING".into()),
-        ("continued", true.into()),
-    ];
-    let app = db::get::<App>(&ctx.pool, &d.app_guid).await?;
-    let event = deployment_event(
+    move_with_event(
         ctx,
-        &app,
+        &d,
+        DeploymentState::Deploying,
+        vec![
+            ("status_reason", "DEPLOYING".into()),
+            ("continued", true.into()),
+        ],
         types::APP_DEPLOYMENT_CONTINUE,
-        guid,
-        &d.droplet_guid,
+        "The deployment changed while it was being continued; try again.",
     )
     .await?;
+    deployment_updater::update_all(ctx).await
+}
+
+/// Moves `d` to `to` with `also` set and records its audit event `kind`
+/// in the same transaction; if another request moved it first, nothing is
+/// recorded and the answer is a 422 in `changed`'s words.
+async fn move_with_event(
+    ctx: &Ctx,
+    d: &Deployment,
+    to: DeploymentState,
+    also: Vec<(&'static str, Val)>,
+    kind: &'static str,
+    changed: &'static str,
+) -> ApiResult<()> {
+    let app = db::get::<App>(&ctx.pool, &d.app_guid).await?;
+    let event = deployment_event(ctx, &app, kind, &d.guid, &d.droplet_guid).await?;
     let mut tx = ctx.pool.begin().await?;
-    let moved =
-        db::transition::<Deployment>(&mut *tx, guid, d.state, DeploymentState::Deploying, also)
-            .await?;
+    let moved = db::transition::<Deployment>(&mut *tx, &d.guid, d.state, to, also).await?;
     if moved {
         audit::record(&mut *tx, event).await?;
     }
     tx.commit().await?;
     if !moved {
-        return Err(ApiError::unprocessable(
-            "The deployment changed while it was being continued; try again.",
-        ));
+        return Err(ApiError::unprocessable(changed));
     }
-    deployment_updater::update_all(ctx).await
+    Ok(())
 }

@@ -34,18 +34,7 @@ pub async fn assign(
     org: &str,
     quota_guid: &str,
 ) -> ApiResult<()> {
-    db::delete_where::<QuotaAssignment>(&mut *conn, "guid", org).await?;
-    let now = util::now();
-    db::insert::<QuotaAssignment>(
-        &mut *conn,
-        vec![
-            ("guid", org.into()),
-            ("quota_guid", quota_guid.into()),
-            ("created_at", now.as_str().into()),
-            ("updated_at", now.into()),
-        ],
-    )
-    .await
+    db::assign_quota::<QuotaAssignment>(conn, org, quota_guid).await
 }
 
 pub async fn default_quota(ctx: &Ctx) -> ApiResult<OrganizationQuota> {
@@ -90,13 +79,7 @@ pub async fn quota_of(ctx: &Ctx, org: &str) -> ApiResult<OrganizationQuota> {
 
 /// The orgs that have a quota.
 pub async fn orgs_of(ctx: &Ctx, quota_guid: &str) -> ApiResult<Vec<String>> {
-    Ok(
-        db::where_eq::<QuotaAssignment>(&ctx.pool, "quota_guid", quota_guid)
-            .await?
-            .into_iter()
-            .map(|a| a.guid)
-            .collect(),
-    )
+    db::quota_holders::<QuotaAssignment>(&ctx.pool, quota_guid).await
 }
 
 fn taken(name: &str) -> String {
@@ -147,16 +130,31 @@ async fn requested_orgs(ctx: &Ctx, body: &OrgQuotaBody) -> ApiResult<Vec<String>
 async fn existing_orgs(ctx: &Ctx, data: &ApplyQuota) -> ApiResult<Vec<String>> {
     let guids: Vec<String> = data.data.iter().map(|g| g.guid.clone()).collect();
     let found = db::list::<Organization>(&ctx.pool, &[db::Cond::In("guid", guids.clone())]).await?;
-    let missing: Vec<&String> = guids
-        .iter()
-        .filter(|g| !found.iter().any(|o| &o.guid == *g))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::unprocessable(format!(
-            "Organizations with guids {missing:?} do not exist, or you do not have access to them."
-        )));
-    }
+    all_found(
+        &guids,
+        |g| found.iter().any(|o| &o.guid == g),
+        |missing| {
+            format!(
+                "Organizations with guids {missing:?} do not exist, or you do not have access to them."
+            )
+        },
+    )?;
     Ok(guids)
+}
+
+/// CC's 422 naming every one of `guids` that is not `found` (`words` puts
+/// them in CC's sentence), else nothing.
+pub(super) fn all_found(
+    guids: &[String],
+    found: impl Fn(&String) -> bool,
+    words: impl FnOnce(&[&String]) -> String,
+) -> ApiResult<()> {
+    let missing: Vec<&String> = guids.iter().filter(|g| !found(g)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(words(&missing)))
+    }
 }
 
 /// `PATCH /v3/organization_quotas/:guid`: the limits given replace those

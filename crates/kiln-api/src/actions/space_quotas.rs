@@ -4,6 +4,7 @@
 //! space having at most one. They are enforced beside the org's quota by
 //! the checks in [`super::quotas`].
 
+use super::quotas::all_found;
 use crate::audit::{self, types};
 use crate::context::Ctx;
 use crate::db::{self, Organization, Space, SpaceQuota, SpaceQuotaAssignment};
@@ -15,13 +16,7 @@ use serde_json::{Value, json};
 
 /// The spaces a quota is applied to.
 pub async fn spaces_of(ctx: &Ctx, quota_guid: &str) -> ApiResult<Vec<String>> {
-    Ok(
-        db::where_eq::<SpaceQuotaAssignment>(&ctx.pool, "quota_guid", quota_guid)
-            .await?
-            .into_iter()
-            .map(|a| a.guid)
-            .collect(),
-    )
+    db::quota_holders::<SpaceQuotaAssignment>(&ctx.pool, quota_guid).await
 }
 
 /// The space quota a space has, if any.
@@ -75,18 +70,7 @@ fn event(q: &SpaceQuota, kind: &'static str, space: Option<&Space>, data: Value)
 }
 
 async fn assign(conn: &mut kiln_store::Connection, space: &str, quota_guid: &str) -> ApiResult<()> {
-    db::delete_where::<SpaceQuotaAssignment>(&mut *conn, "guid", space).await?;
-    let now = util::now();
-    db::insert::<SpaceQuotaAssignment>(
-        &mut *conn,
-        vec![
-            ("guid", space.into()),
-            ("quota_guid", quota_guid.into()),
-            ("created_at", now.as_str().into()),
-            ("updated_at", now.into()),
-        ],
-    )
-    .await
+    db::assign_quota::<SpaceQuotaAssignment>(conn, space, quota_guid).await
 }
 
 /// `POST /v3/space_quotas`: `authorize` has already held the caller to
@@ -145,15 +129,15 @@ async fn spaces_in_org(ctx: &Ctx, guids: &[String], org: &str) -> ApiResult<Vec<
         ],
     )
     .await?;
-    let missing: Vec<&String> = guids
-        .iter()
-        .filter(|g| !found.iter().any(|s| &s.guid == *g))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::unprocessable(format!(
-            "Spaces with guids {missing:?} do not exist within the organization specified, or you do not have access to them."
-        )));
-    }
+    all_found(
+        guids,
+        |g| found.iter().any(|s| &s.guid == g),
+        |missing| {
+            format!(
+                "Spaces with guids {missing:?} do not exist within the organization specified, or you do not have access to them."
+            )
+        },
+    )?;
     Ok(found)
 }
 
@@ -201,19 +185,19 @@ pub async fn apply(
     let q = writable(ctx, perms, guid).await?;
     let guids: Vec<String> = data.data.iter().map(|g| g.guid.clone()).collect();
     let found = db::list::<Space>(&ctx.pool, &[db::Cond::In("guid", guids.clone())]).await?;
-    let invalid: Vec<&String> = guids
-        .iter()
-        .filter(|g| {
-            !found
+    all_found(
+        &guids,
+        |g| {
+            found
                 .iter()
-                .any(|s| &s.guid == *g && perms.can_read_space(g))
-        })
-        .collect();
-    if !invalid.is_empty() {
-        return Err(ApiError::unprocessable(format!(
-            "Spaces with guids {invalid:?} do not exist, or you do not have access to them."
-        )));
-    }
+                .any(|s| &s.guid == g && perms.can_read_space(g))
+        },
+        |invalid| {
+            format!(
+                "Spaces with guids {invalid:?} do not exist, or you do not have access to them."
+            )
+        },
+    )?;
     if found
         .iter()
         .any(|s| s.organization_guid != q.organization_guid)

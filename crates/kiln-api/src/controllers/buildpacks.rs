@@ -1,15 +1,15 @@
 //! `/v3/buildpacks`.
 
-use super::{accepted, list_of};
+use super::{accepted, accepted_with, bits_to_scratch, list_of};
 use crate::actions;
 use crate::actions::buildpacks::too_large;
 use crate::context::Shared;
 use crate::error::{ApiError, ApiResult, Limit};
 use crate::fetchers;
 use crate::messages::{CreateBuildpack, UpdateBuildpack};
-use crate::presenters::{buildpack_json, job_location};
-use crate::uploads::stream_to_scratch;
-use crate::web::{CfJson, CfMultipart, ListParams, multipart_error};
+use crate::presenters::buildpack_json;
+
+use crate::web::{CfJson, CfMultipart, ListParams};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -52,35 +52,22 @@ pub async fn upload(
 ) -> ApiResult<Response> {
     let bp = actions::buildpacks::uploadable(&ctx, &guid).await?;
     let limit: Limit = (ctx.config.max_package_bytes, too_large);
-    let mut stored = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(multipart_error(limit))?
-    {
-        if field.name() != Some("bits") {
-            continue;
-        }
-        let filename = field.file_name().map(|f| {
-            std::path::Path::new(f)
-                .file_name()
-                .map_or_else(|| f.to_string(), |n| n.to_string_lossy().into_owned())
-        });
-        let (path, _, _) = stream_to_scratch(&ctx, field, Some(limit)).await?;
-        stored = Some((path, filename));
-        break;
-    }
-    let Some((path, filename)) = stored else {
+    let Some((path, filename)) = bits_to_scratch(&ctx, &mut multipart, limit).await? else {
         return Err(ApiError::unprocessable("Upload must include a 'bits' file"));
     };
+    // Only the file's own name, whatever path the client sent.
+    let filename = filename.map(|f| {
+        std::path::Path::new(&f)
+            .file_name()
+            .map_or_else(|| f.clone(), |n| n.to_string_lossy().into_owned())
+    });
     let bp = actions::buildpacks::upload(&ctx, bp, path, filename).await?;
     let job = actions::jobs::completed(&ctx, "buildpack.upload", "buildpack", &guid).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(http::header::LOCATION, job_location(&ctx.base, &job))],
-        Json(buildpack_json(&ctx.base, &bp)),
-    )
-        .into_response())
+    Ok(accepted_with(
+        &ctx.base,
+        &job,
+        buildpack_json(&ctx.base, &bp),
+    ))
 }
 
 /// `PATCH /v3/buildpacks/:guid`.

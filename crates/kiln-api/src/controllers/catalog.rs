@@ -4,6 +4,7 @@
 use super::{accepted, list_of};
 use crate::actions;
 use crate::context::Shared;
+use crate::db;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::{CreateOrganization, CreateSpace, UpdateNamed};
@@ -36,7 +37,7 @@ pub async fn list_orgs(
 ) -> ApiResult<Json<Value>> {
     let orgs = fetchers::orgs(&ctx, &perms, &params).await?;
     let guids: Vec<String> = orgs.items.iter().map(|o| o.guid.clone()).collect();
-    let quotas = fetchers::org_quota_guids(&ctx, &guids).await?;
+    let quotas = fetchers::quota_guids::<db::QuotaAssignment>(&ctx, &guids).await?;
     Ok(list_of(
         &ctx.base,
         "/v3/organizations",
@@ -48,7 +49,8 @@ pub async fn list_orgs(
 
 /// An org as CC presents it, with its quota.
 async fn present_org(ctx: &crate::context::Ctx, o: &crate::db::Organization) -> ApiResult<Value> {
-    let quotas = fetchers::org_quota_guids(ctx, std::slice::from_ref(&o.guid)).await?;
+    let quotas =
+        fetchers::quota_guids::<db::QuotaAssignment>(ctx, std::slice::from_ref(&o.guid)).await?;
     Ok(p::org_json(&ctx.base, o, quotas.get(&o.guid)))
 }
 
@@ -107,7 +109,7 @@ pub async fn list_spaces(
 ) -> ApiResult<Json<Value>> {
     let spaces = fetchers::spaces(&ctx, &perms, &params).await?;
     let guids: Vec<String> = spaces.items.iter().map(|s| s.guid.clone()).collect();
-    let quotas = fetchers::space_quota_guids(&ctx, &guids).await?;
+    let quotas = fetchers::quota_guids::<db::SpaceQuotaAssignment>(&ctx, &guids).await?;
     Ok(list_of(&ctx.base, "/v3/spaces", &params, spaces, |s| {
         p::space_json(&ctx.base, s, quotas.get(&s.guid))
     }))
@@ -115,7 +117,9 @@ pub async fn list_spaces(
 
 /// A space as CC presents it, with its space quota.
 async fn present_space(ctx: &crate::context::Ctx, s: &crate::db::Space) -> ApiResult<Value> {
-    let quotas = fetchers::space_quota_guids(ctx, std::slice::from_ref(&s.guid)).await?;
+    let quotas =
+        fetchers::quota_guids::<db::SpaceQuotaAssignment>(ctx, std::slice::from_ref(&s.guid))
+            .await?;
     Ok(p::space_json(&ctx.base, s, quotas.get(&s.guid)))
 }
 

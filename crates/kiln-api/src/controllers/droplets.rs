@@ -8,9 +8,9 @@ use crate::error::{ApiError, ApiResult, Limit};
 use crate::fetchers;
 use crate::messages::droplets::CreateDroplet;
 use crate::permissions::{Kind, Need, Permissions};
-use crate::presenters::{droplet_json, job_location};
-use crate::uploads::{droplet_key, stream_to_scratch};
-use crate::web::{CfJson, CfMultipart, multipart_error};
+use crate::presenters::droplet_json;
+use crate::uploads::droplet_key;
+use crate::web::{CfJson, CfMultipart};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -70,21 +70,7 @@ pub async fn upload(
 ) -> ApiResult<Response> {
     let droplet = actions::droplets::awaiting_upload(&ctx, &guid).await?;
     let limit: Limit = (ctx.config.max_package_bytes, too_large);
-    let mut stored = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(multipart_error(limit))?
-    {
-        if field.name() != Some("bits") {
-            continue;
-        }
-        let name = field.file_name().map(str::to_string);
-        let (path, _, _) = stream_to_scratch(&ctx, field, Some(limit)).await?;
-        stored = Some((path, name));
-        break;
-    }
-    let Some((path, name)) = stored else {
+    let Some((path, name)) = super::bits_to_scratch(&ctx, &mut multipart, limit).await? else {
         return Err(ApiError::unprocessable(
             "A droplet tgz file must be uploaded as 'bits'",
         ));
@@ -93,12 +79,11 @@ pub async fn upload(
     let _ = tokio::fs::remove_file(&path).await;
     let droplet = result?;
     let job = actions::jobs::completed(&ctx, "droplet.upload", "droplet", &guid).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(http::header::LOCATION, job_location(&ctx.base, &job))],
-        Json(droplet_json(&ctx.base, &droplet)),
-    )
-        .into_response())
+    Ok(super::accepted_with(
+        &ctx.base,
+        &job,
+        droplet_json(&ctx.base, &droplet),
+    ))
 }
 
 pub async fn download(State(ctx): State<Shared>, Path(guid): Path<String>) -> ApiResult<Response> {

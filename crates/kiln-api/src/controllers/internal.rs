@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use kiln_store::StoreError;
+use kiln_store::{Access, StoreError};
 
 fn forbidden() -> Response {
     ApiError::not_authorized().into_response()
@@ -55,7 +55,11 @@ async fn download(ctx: &Ctx, uri: &Uri, key: String, resource: &str) -> Response
     if !signing::verify(ctx, "GET", uri.path(), uri.query()) {
         return forbidden();
     }
-    match ctx.blobstore.download_url(&key, BLOBSTORE_URL_TTL).await {
+    let signed = ctx
+        .blobstore
+        .signed_url(Access::Download, &key, BLOBSTORE_URL_TTL)
+        .await;
+    match signed {
         Ok(Some(url)) => match http::HeaderValue::from_str(&url) {
             Ok(location) => {
                 let mut response = StatusCode::FOUND.into_response();

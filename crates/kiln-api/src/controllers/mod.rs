@@ -30,7 +30,10 @@ pub mod space_quotas;
 pub mod tasks;
 pub mod users;
 
+use crate::context::Ctx;
+use crate::error::{ApiResult, Limit};
 use crate::fetchers::Page;
+use crate::uploads::stream_to_scratch;
 use crate::web::{ListParams, page_json, paginate};
 use axum::Json;
 use serde_json::Value;
@@ -68,15 +71,49 @@ pub fn list_all_of<T>(
     ))
 }
 
+/// The first `bits` file of a multipart body, streamed to a scratch file
+/// under `limit`, with the file name the client gave (`None`: no `bits`).
+pub async fn bits_to_scratch(
+    ctx: &Ctx,
+    multipart: &mut axum::extract::Multipart,
+    limit: Limit,
+) -> ApiResult<Option<(std::path::PathBuf, Option<String>)>> {
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(crate::web::multipart_error(limit))?
+    {
+        if field.name() != Some("bits") {
+            continue;
+        }
+        let name = field.file_name().map(str::to_string);
+        let (path, _, _) = stream_to_scratch(ctx, field, Some(limit)).await?;
+        return Ok(Some((path, name)));
+    }
+    Ok(None)
+}
+
 /// `202 Accepted` with the job's location.
 pub fn accepted(base: &str, job_guid: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
+    (axum::http::StatusCode::ACCEPTED, job_header(base, job_guid)).into_response()
+}
+
+/// `202 Accepted` with the job's location and the resource as it is now
+/// (an upload's answer).
+pub fn accepted_with(base: &str, job_guid: &str, resource: Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
     (
         axum::http::StatusCode::ACCEPTED,
-        [(
-            http::header::LOCATION,
-            crate::presenters::job_location(base, job_guid),
-        )],
+        job_header(base, job_guid),
+        Json(resource),
     )
         .into_response()
+}
+
+fn job_header(base: &str, job_guid: &str) -> [(http::HeaderName, String); 1] {
+    [(
+        http::header::LOCATION,
+        crate::presenters::job_location(base, job_guid),
+    )]
 }

@@ -3,6 +3,7 @@
 use super::{accepted, list_of};
 use crate::actions;
 use crate::context::Shared;
+use crate::db;
 use crate::error::ApiResult;
 use crate::fetchers;
 use crate::messages::CreateRole;
@@ -33,9 +34,9 @@ pub async fn list(
     let include = params.list("include").unwrap_or_default();
     let (users, spaces, orgs) = fetchers::role_includes(&ctx, &roles.items, &include).await?;
     let space_guids: Vec<String> = spaces.iter().map(|s| s.guid.clone()).collect();
-    let quotas = fetchers::space_quota_guids(&ctx, &space_guids).await?;
+    let quotas = fetchers::quota_guids::<db::SpaceQuotaAssignment>(&ctx, &space_guids).await?;
     let org_guids: Vec<String> = orgs.iter().map(|o| o.guid.clone()).collect();
-    let org_quotas = fetchers::org_quota_guids(&ctx, &org_guids).await?;
+    let org_quotas = fetchers::quota_guids::<db::QuotaAssignment>(&ctx, &org_guids).await?;
     let Json(mut page) = list_of(&ctx.base, "/v3/roles", &params, roles, |r| {
         role_json(&ctx.base, r)
     });

@@ -105,6 +105,15 @@ pub trait Record: Sized + Send + Unpin {
     fn from_row(row: &Row) -> Result<Self, sqlx::Error>;
 }
 
+/// Which quota an org or a space has (`organization_quota_assignments`,
+/// `space_quota_assignments`): one row per holder, `guid` being the
+/// holder's. CC's org and space quotas are one shape with a scope; the
+/// assignment reads and writes are one code for both.
+pub trait QuotaHolding: Record {
+    /// (holder's guid, quota's guid).
+    fn into_pair(self) -> (String, String);
+}
+
 /// A row with a `state` column whose moves `kiln-model` rules.
 pub trait Stateful: Record {
     type State: StateMachine;
@@ -554,6 +563,44 @@ pub async fn delete_where<'e, T: Record>(
         .execute(exec)
         .await?
         .rows_affected())
+}
+
+/// Gives `holder` (an org or a space) the quota `quota_guid`, its only one.
+pub async fn assign_quota<A: QuotaHolding>(
+    conn: &mut kiln_store::Connection,
+    holder: &str,
+    quota_guid: &str,
+) -> ApiResult<()> {
+    delete_where::<A>(&mut *conn, "guid", holder).await?;
+    let now = crate::util::now();
+    insert::<A>(
+        &mut *conn,
+        vec![
+            ("guid", holder.into()),
+            ("quota_guid", quota_guid.into()),
+            ("created_at", now.as_str().into()),
+            ("updated_at", now.into()),
+        ],
+    )
+    .await
+}
+
+/// The orgs or spaces that have quota `quota_guid`.
+pub async fn quota_holders<A: QuotaHolding>(
+    pool: &Pool,
+    quota_guid: &str,
+) -> ApiResult<Vec<String>> {
+    let rows = where_eq::<A>(pool, "quota_guid", quota_guid).await?;
+    Ok(rows.into_iter().map(|a| a.into_pair().0).collect())
+}
+
+/// The quota of each of `holders` that has one (holder → quota).
+pub async fn quotas_of<A: QuotaHolding>(
+    pool: &Pool,
+    holders: &[String],
+) -> ApiResult<std::collections::HashMap<String, String>> {
+    let rows = list::<A>(pool, &[Cond::In("guid", holders.to_vec())]).await?;
+    Ok(rows.into_iter().map(A::into_pair).collect())
 }
 
 /// Stops sharing a private domain with an org.

@@ -233,24 +233,31 @@ record!(SpaceQuotaAssignment, "space_quota_assignments", "Space quota" {
     guid: str, quota_guid: str, created_at: str, updated_at: str,
 });
 
-impl Stateful for Task {
-    type State = AppTaskState;
+impl super::QuotaHolding for QuotaAssignment {
+    fn into_pair(self) -> (String, String) {
+        (self.guid, self.quota_guid)
+    }
 }
-impl Stateful for Deployment {
-    type State = DeploymentState;
+impl super::QuotaHolding for SpaceQuotaAssignment {
+    fn into_pair(self) -> (String, String) {
+        (self.guid, self.quota_guid)
+    }
 }
-impl Stateful for App {
-    type State = AppState;
+
+/// Each row with a state column, and the enum its state is.
+macro_rules! stateful {
+    ($($row:ty => $state:ty),+ $(,)?) => {$(
+        impl Stateful for $row {
+            type State = $state;
+        }
+    )+};
 }
-impl Stateful for Package {
-    type State = PackageState;
-}
-impl Stateful for Build {
-    type State = BuildState;
-}
-impl Stateful for Droplet {
-    type State = DropletState;
-}
-impl Stateful for Buildpack {
-    type State = BuildpackState;
-}
+stateful!(
+    Task => AppTaskState,
+    Deployment => DeploymentState,
+    App => AppState,
+    Package => PackageState,
+    Build => BuildState,
+    Droplet => DropletState,
+    Buildpack => BuildpackState,
+);

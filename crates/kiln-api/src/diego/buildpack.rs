@@ -14,6 +14,7 @@ use kiln_model::bbs::{
     ArtifactKind, Checksum, DownloadAction, EnvVar, RunAction, UploadAction, UploadMethod,
 };
 use kiln_model::rootfs::{RootFs, Secret};
+use kiln_store::Access;
 
 /// How the staging task gets one buildpack: admin buildpacks and cloned
 /// git ones from the blobstore over signed URLs, a zip by URL straight
@@ -68,11 +69,11 @@ async fn staging_uploads(
     let store_ttl = std::time::Duration::from_secs(ttl.max(0) as u64);
     let droplet_put = ctx
         .blobstore
-        .upload_url(&droplet_key(droplet_guid), store_ttl)
+        .signed_url(Access::Upload, &droplet_key(droplet_guid), store_ttl)
         .await?;
     let cache_put = ctx
         .blobstore
-        .upload_url(&build_cache_key(app_guid), store_ttl)
+        .signed_url(Access::Upload, &build_cache_key(app_guid), store_ttl)
         .await?;
     let api_post = |path: String| signing::sign(ctx, "POST", &path, ttl);
     let droplet = match droplet_put {

@@ -1,7 +1,7 @@
 //! `PATCH /v3/buildpacks/:guid`: CC's `BuildpackUpdateMessage`.
 
 use crate::error::{ApiError, ApiResult};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// CC's limits on a buildpack's name and stack.
 const MAX_NAME_LENGTH: usize = 250;
@@ -13,7 +13,7 @@ pub struct UpdateBuildpack {
     #[serde(default)]
     pub name: Option<String>,
     /// `Some(None)`: `"stack": null` was sent (requested, unassigned).
-    #[serde(default, deserialize_with = "requested")]
+    #[serde(default, deserialize_with = "super::present")]
     pub stack: Option<Option<String>>,
     #[serde(default)]
     pub position: Option<i64>,
@@ -23,13 +23,6 @@ pub struct UpdateBuildpack {
     pub locked: Option<bool>,
     #[serde(default)]
     pub metadata: Option<crate::messages::metadata::MetadataPatch>,
-}
-
-/// A present field, even `null`, is requested (CC's `requested?`).
-fn requested<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 impl UpdateBuildpack {

@@ -160,6 +160,8 @@ pub struct UpdateFeatureFlag {
     pub custom_error_message: Option<Option<String>>,
 }
 
+/// A field given, even as `null` (`Some(None)`), apart from one left out
+/// (`None`): CC's `requested?`.
 fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
