@@ -49,8 +49,16 @@ const CELL_TTL: Duration = Duration::from_secs(3);
 /// How often the counts are polled (each counts only what is still to
 /// do, through an index). Figures are at most this late.
 const POLL: Duration = Duration::from_millis(100);
-/// No phase may take longer than this; the run then reports it as not done.
+/// No phase may take longer than this, counted from the end of desiring
+/// (a slow desire under load must not leave the placement unmeasured) or
+/// from the lost cells' expiry; the run then reports it as not done.
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
+
+/// Cells' syncs (reads of their work) and lost stretches of the event
+/// stream, counted for the figures: what the re-placement makes the cells
+/// do.
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+static LAGGED: AtomicU64 = AtomicU64::new(0);
 
 fn desired(process_guid: String) -> DesiredLrp {
     DesiredLrp {
@@ -106,7 +114,10 @@ async fn route_events(
                     nudge.notify_one();
                 }
             }
-            Some(BbsEvent::Lagged) => nudges.values().for_each(|n| n.notify_one()),
+            Some(BbsEvent::Lagged) => {
+                LAGGED.fetch_add(1, Ordering::Relaxed);
+                nudges.values().for_each(|n| n.notify_one())
+            }
             Some(_) => {}
         }
     }
@@ -163,6 +174,7 @@ async fn cell(
             () = nudge.notified() => {}
             _ = sync.tick() => {}
         }
+        SYNCS.fetch_add(1, Ordering::Relaxed);
         let Ok(work) = client.cell_work(&presence.cell_id).await else {
             continue;
         };
@@ -209,11 +221,12 @@ impl Counter {
         n as u64
     }
 
-    /// Seconds until `sql` counts no rows, or None past the limit. The
+    /// Seconds from `from` until `sql` counts no rows, or None once
+    /// [`PHASE_LIMIT`] has passed since `limit_from`. The
     /// counts are of what is still to do (UNCLAIMED, CLAIMED, on a lost
     /// cell), through indexes: counting the 250,000 rows done at every poll
     /// took much of the CPU the BBS was being measured on.
-    async fn wait_for(&self, sql: &str, from: Instant) -> Option<f64> {
+    async fn wait_for(&self, sql: &str, from: Instant, limit_from: Instant) -> Option<f64> {
         let mut report = Instant::now();
         loop {
             let have = self.count(sql).await;
@@ -229,7 +242,7 @@ impl Counter {
             if have == 0 {
                 return Some(from.elapsed().as_secs_f64());
             }
-            if from.elapsed() > PHASE_LIMIT {
+            if limit_from.elapsed() > PHASE_LIMIT {
                 return None;
             }
             tokio::time::sleep(POLL).await;
@@ -391,11 +404,11 @@ async fn main() {
     const UNCLAIMED: &str = "(SELECT COUNT(*) FROM actual_lrps WHERE state = 'UNCLAIMED')";
     const CLAIMED: &str = "(SELECT COUNT(*) FROM actual_lrps WHERE state = 'CLAIMED')";
     let placed = counter
-        .wait_for(&format!("SELECT {UNCLAIMED}"), start)
+        .wait_for(&format!("SELECT {UNCLAIMED}"), start, desired_at)
         .await;
     let placed_after_desire = placed.map(|_| desired_at.elapsed().as_secs_f64());
     let running = counter
-        .wait_for(&format!("SELECT {UNCLAIMED} + {CLAIMED}"), start)
+        .wait_for(&format!("SELECT {UNCLAIMED} + {CLAIMED}"), start, desired_at)
         .await;
 
     // One convergence pass with everything in place.
@@ -433,21 +446,28 @@ async fn main() {
     );
     tokio::time::sleep_until(tokio::time::Instant::from_std(expiry)).await;
     let cpu_expiry = cpu_s();
+    let (syncs_expiry, lagged_expiry) = (
+        SYNCS.load(Ordering::Relaxed),
+        LAGGED.load(Ordering::Relaxed),
+    );
     // Re-placed once no instance is UNCLAIMED or placed on a lost cell.
     let on_lost = format!(
         "(SELECT COUNT(*) FROM actual_lrps WHERE cell_id IN ({lost_list}) AND state IN ('CLAIMED', 'RUNNING'))"
     );
     let replaced = counter
-        .wait_for(&format!("SELECT {UNCLAIMED} + {on_lost}"), expiry)
+        .wait_for(&format!("SELECT {UNCLAIMED} + {on_lost}"), expiry, expiry)
         .await;
     let replaced_cpu = cpu_s() - cpu_expiry;
     let rerunning = counter
         .wait_for(
             &format!("SELECT {UNCLAIMED} + {CLAIMED} + {on_lost}"),
             expiry,
+            expiry,
         )
         .await;
 
+    let replaced_syncs = SYNCS.load(Ordering::Relaxed) - syncs_expiry;
+    let replaced_lagged = LAGGED.load(Ordering::Relaxed) - lagged_expiry;
     let settle = Instant::now();
     wait_for_checkpoint(dir.path()).await;
     let checkpointed_after = settle.elapsed().as_secs_f64();
@@ -455,7 +475,8 @@ async fn main() {
     println!(
         "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} placed_after_desire_s={} running_s={} \
          converge_s={converge:.3} replaced_after_expiry_s={} rerunning_after_expiry_s={} \
-         peak_rss_mb={:.0} db_mb={:.1} wal_peak_mb={:.1} wal_settled_after_s={checkpointed_after:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1}",
+         peak_rss_mb={:.0} db_mb={:.1} wal_peak_mb={:.1} wal_settled_after_s={checkpointed_after:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1} \
+         replaced_syncs={replaced_syncs} replaced_lagged={replaced_lagged}",
         secs(placed),
         secs(placed_after_desire),
         secs(running),

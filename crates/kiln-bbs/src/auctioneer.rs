@@ -98,6 +98,19 @@ fn batch(unclaimed: &[Unclaimed], desired: &DesiredSnapshot, tasks: &[Task]) -> 
     batch
 }
 
+/// The decisions grouped by the cell they go to (unplaced ones last), in
+/// the auction's order within a cell: a write batch then covers a few
+/// whole cells, so each cell hears of its new work in one burst of events
+/// and syncs once, as Diego's auctioneer sends each rep one request with
+/// all of its work. In the auction's order a batch touched nearly every
+/// cell, and every cell synced its whole work once per batch.
+fn by_cell(decisions: &[Decision]) -> Vec<(&Work, &Result<usize, String>)> {
+    let mut grouped: Vec<(&Work, &Result<usize, String>)> =
+        decisions.iter().map(|(w, o)| (w, o)).collect();
+    grouped.sort_by_key(|(_, outcome)| outcome.as_ref().map_or(usize::MAX, |&i| i));
+    grouped
+}
+
 /// Whether a task that could not be placed fails now: it fits on none of
 /// the cells there are (Diego fails it; Cloud Controller reports
 /// `InsufficientResources` or `NoCompatibleCell`). With no cell at all it
@@ -168,7 +181,7 @@ impl Bbs {
     ) -> Result<AuctionReport, BbsError> {
         let mut report = AuctionReport::default();
         let mut retry = false;
-        for chunk in decisions.chunks(WRITE_BATCH) {
+        for chunk in by_cell(decisions).chunks(WRITE_BATCH) {
             let now = now_nanos();
             let mut events = Vec::new();
             {
@@ -178,7 +191,7 @@ impl Bbs {
                 let live_now = self.live_cell_ids();
                 let mut claims = Vec::new();
                 let mut tx = self.inner.pool.begin().await.map_err(db)?;
-                for (work, outcome) in chunk {
+                for &(work, outcome) in chunk {
                     let cell = outcome.as_ref().map(|&i| cells[i].cell_id.as_str());
                     if let Ok(cell_id) = cell
                         && (!live_now.contains(cell_id)
