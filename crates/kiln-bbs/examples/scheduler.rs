@@ -408,7 +408,11 @@ async fn main() {
         .await;
     let placed_after_desire = placed.map(|_| desired_at.elapsed().as_secs_f64());
     let running = counter
-        .wait_for(&format!("SELECT {UNCLAIMED} + {CLAIMED}"), start, desired_at)
+        .wait_for(
+            &format!("SELECT {UNCLAIMED} + {CLAIMED}"),
+            start,
+            desired_at,
+        )
         .await;
 
     // One convergence pass with everything in place.

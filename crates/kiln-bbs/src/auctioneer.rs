@@ -173,6 +173,32 @@ impl Bbs {
             .await
     }
 
+    /// The records the claims of `slots` left, from the mirror's records
+    /// before them (it equals the table under the write lock).
+    fn claimed_records(
+        &self,
+        claims: &[Claim<'_>],
+        slots: &[store::Slot],
+        now: kiln_model::bbs::Nanos,
+    ) -> Result<Vec<kiln_model::bbs::ActualLrp>, BbsError> {
+        let by_slot: HashMap<(&str, u32), &Claim<'_>> = claims
+            .iter()
+            .map(|c| ((c.process_guid, c.index), c))
+            .collect();
+        let before = self.inner.mirror.records(slots)?;
+        Ok(before
+            .iter()
+            .filter_map(|b| {
+                let c = by_slot.get(&(b.key.process_guid.as_str(), b.key.index))?;
+                let instance_key = kiln_model::bbs::ActualLrpInstanceKey {
+                    instance_guid: c.instance_guid.clone(),
+                    cell_id: c.cell_id.to_string(),
+                };
+                Some(store::claimed_from(b, instance_key, now))
+            })
+            .collect())
+    }
+
     async fn write_decisions(
         &self,
         decisions: &[Decision],
@@ -264,6 +290,7 @@ impl Bbs {
                     }
                 }
                 let claimed = store::claim_unclaimed(&mut tx, &claims, now).await?;
+                let claimed = self.claimed_records(&claims, &claimed, now)?;
                 tx.commit().await.map_err(db)?;
                 report.placed += claimed.len();
                 events.extend(

@@ -116,15 +116,19 @@ impl Bbs {
                     .filter(|a| !live_now.contains(&a.cell_id))
                     .collect();
                 let changed = store::unclaim_many_if_unchanged(&mut tx, &still_lost, now).await?;
+                // Under the write lock the mirror holds the records as they
+                // were before the statement.
+                let before = self.inner.mirror.records(&changed)?;
                 // A RUNNING instance on a lost cell may still serve (the
                 // cell may only be cut off from the BBS): it stays listed
                 // and routed as SUSPECT until its replacement runs, and is
                 // kept in the same transaction, so a restart meanwhile
                 // still lists and routes it.
                 let mut suspects = Vec::new();
-                for (before, actual_lrp) in changed {
+                for before in before {
+                    let actual_lrp = store::unclaimed_from(&before, now);
                     if before.state == ActualLrpState::Running {
-                        let mut suspect = before;
+                        let mut suspect = (*before).clone();
                         suspect.presence = ActualLrpPresence::Suspect;
                         suspects.push(suspect);
                     }

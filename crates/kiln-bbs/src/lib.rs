@@ -427,8 +427,16 @@ impl Bbs {
             .collect()
     }
 
+    /// The ids of the live cells, without copying their presences (taken
+    /// at every write batch of a pass).
     fn live_cell_ids(&self) -> HashSet<String> {
-        self.live_cells().into_iter().map(|c| c.cell_id).collect()
+        let ttl = self.inner.config.cell_ttl;
+        let cells = self.inner.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells
+            .iter()
+            .filter(|(_, (_, seen))| seen.elapsed() <= ttl)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Whether a cell that is not present may be declared lost: only once a

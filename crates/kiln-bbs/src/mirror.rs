@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) type DesiredSnapshot = HashMap<String, Arc<DesiredLrp>>;
 
 /// (process guid, index): an ActualLrp's slot, ordered as the tables list.
-type Slot = (String, u32);
+use crate::store::Slot;
 
 #[derive(Default)]
 pub(crate) struct Mirror {
@@ -385,6 +385,29 @@ impl Mirror {
             }
         }
         plan
+    }
+
+    /// The ActualLrps at these slots as the tables have them, in one hold
+    /// of the lock: under the write lock, what a batch's statements
+    /// change, so their rows need not be read back. A slot the mirror
+    /// does not hold is an error (the invariant is broken; the batch's
+    /// transaction is dropped).
+    pub(crate) fn records<'a>(
+        &self,
+        slots: impl IntoIterator<Item = &'a Slot>,
+    ) -> Result<Vec<Arc<ActualLrp>>, BbsError> {
+        let state = self.lock();
+        slots
+            .into_iter()
+            .map(|slot| {
+                state.actuals.get(slot).cloned().ok_or_else(|| {
+                    BbsError::Store(format!(
+                        "actual lrp {}/{} is in the table but not in memory",
+                        slot.0, slot.1
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// One ActualLrp, as the table has it.
