@@ -11,6 +11,7 @@ use crate::store::{self, Claim, Unclaimed, db};
 use crate::{AuctionReport, Bbs, BbsError, now_nanos};
 use kiln_model::TaskState;
 use kiln_model::bbs::{BbsEvent, CellPresence, Task};
+use sqlx::Connection as _;
 use std::collections::{HashMap, HashSet};
 
 /// Writes per transaction (and per hold of the write lock).
@@ -216,7 +217,8 @@ impl Bbs {
                 // since the round began stays unplaced for the next round.
                 let live_now = self.live_cell_ids();
                 let mut claims = Vec::new();
-                let mut tx = self.inner.pool.begin().await.map_err(db)?;
+                let mut conn = self.inner.writer.conn(&self.inner.pool).await?;
+                let mut tx = conn.begin().await.map_err(db)?;
                 for &(work, outcome) in chunk {
                     let cell = outcome.as_ref().map(|&i| cells[i].cell_id.as_str());
                     if let Ok(cell_id) = cell

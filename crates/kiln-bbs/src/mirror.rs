@@ -118,24 +118,37 @@ impl State {
 
     fn index(&mut self, slot: &Slot, a: &Arc<ActualLrp>) {
         if let Some(cell) = placed_on(a) {
-            self.by_cell
-                .entry(cell.to_string())
-                .or_default()
-                .insert(slot.clone(), a.clone());
+            // The cell's id is copied only for a cell not yet indexed.
+            match self.by_cell.get_mut(cell) {
+                Some(on_cell) => on_cell.insert(slot.clone(), a.clone()),
+                None => self
+                    .by_cell
+                    .entry(cell.to_string())
+                    .or_default()
+                    .insert(slot.clone(), a.clone()),
+            };
         }
         if a.state == ActualLrpState::Unclaimed {
             self.unclaimed.insert(slot.clone());
         }
     }
 
+    /// A record in place of the one at its slot: one search of the
+    /// 250,000 slots, not a removal and an insertion.
     fn put(&mut self, a: ActualLrp) {
         let a = Arc::new(a);
         let slot = slot(&a.key);
-        if let Some(old) = self.actuals.remove(&slot) {
+        let old = match self.actuals.get_mut(&slot) {
+            Some(held) => Some(std::mem::replace(held, a.clone())),
+            None => {
+                self.actuals.insert(slot.clone(), a.clone());
+                None
+            }
+        };
+        if let Some(old) = old {
             self.unindex(&slot, &old);
         }
         self.index(&slot, &a);
-        self.actuals.insert(slot, a);
     }
 
     fn put_task(&mut self, t: &Task) {

@@ -10,6 +10,7 @@
 use crate::store::{self, StartReport, db};
 use crate::{Bbs, BbsError, now_nanos};
 use kiln_model::bbs::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo};
+use sqlx::Connection as _;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
@@ -95,7 +96,8 @@ impl Bbs {
             .collect();
         let written = async {
             let now = now_nanos();
-            let mut tx = self.inner.pool.begin().await.map_err(db)?;
+            let mut conn = self.inner.writer.conn(&self.inner.pool).await?;
+            let mut tx = conn.begin().await.map_err(db)?;
             let started = store::start_many(&mut tx, &reports, now).await?;
             let started = self.started_records(&batch, &started, now)?;
             let replaced = self.replaced_suspects(&started);
