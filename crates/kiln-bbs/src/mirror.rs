@@ -423,10 +423,9 @@ impl Mirror {
             .collect()
     }
 
-    /// One ActualLrp, as the table has it.
-    pub(crate) fn actual(&self, key: &ActualLrpKey) -> Option<ActualLrp> {
-        let a = self.lock().actuals.get(&slot(key)).cloned();
-        a.map(|a| (*a).clone())
+    /// The ActualLrp at a slot, shared.
+    pub(crate) fn record_at(&self, slot: &Slot) -> Option<Arc<ActualLrp>> {
+        self.lock().actuals.get(slot).cloned()
     }
 
     /// Every DesiredLrp.
