@@ -11,8 +11,9 @@
 //! placed on it (an ActualLrp CLAIMED for it: what Diego's auctioneer
 //! sends its rep), coalescing a burst into one sync, and every bulk-sync
 //! interval besides (Diego's rep: 30 s; `SCHED_BULK_SYNC_S` sets it).
-//! (kiln-cell's rep also re-syncs on the RUNNING echo of its own report;
-//! doing so here made every placement cost two syncs of the whole cell.) Each cell filtering
+//! (A cell does not re-sync on the RUNNING echo of its own report, as
+//! neither Diego's rep nor kiln-cell's does: that made every placement
+//! cost two syncs of the whole cell.) Each cell filtering
 //! the whole event stream itself would make the simulation cost events ×
 //! cells, which no real cell pays on this machine: one router hands each
 //! event to the cell it concerns.
