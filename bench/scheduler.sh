@@ -58,7 +58,7 @@ for size in $SIZES; do
         old=$("$base" "$instances" "$cells" "$BASE")
         echo "$old"
         printf '%-28s %12s %12s %8s\n' metric "$BASE" kiln "$BASE/kiln"
-        for f in desire_s placed_s placed_after_desire_s running_s converge_s replaced_after_expiry_s rerunning_after_expiry_s peak_rss_mb db_mb wal_peak_mb running_cpu_s replaced_cpu_s cpu_s; do
+        for f in desire_s placed_s placed_after_desire_s running_s converge_s replaced_after_expiry_s rerunning_after_expiry_s peak_rss_mb db_mb wal_peak_mb running_cpu_s replaced_cpu_s cpu_s replaced_syncs; do
             a=$(field "$old" $f)
             b=$(field "$new" $f)
             printf '%-28s %12s %12s %8s\n' "$f" "$a" "$b" "$(ratio "$a" "$b")"

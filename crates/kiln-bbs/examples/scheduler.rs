@@ -11,8 +11,9 @@
 //! placed on it (an ActualLrp CLAIMED for it: what Diego's auctioneer
 //! sends its rep), coalescing a burst into one sync, and every bulk-sync
 //! interval besides (Diego's rep: 30 s; `SCHED_BULK_SYNC_S` sets it).
-//! (kiln-cell's rep also re-syncs on the RUNNING echo of its own report;
-//! doing so here made every placement cost two syncs of the whole cell.) Each cell filtering
+//! (A cell does not re-sync on the RUNNING echo of its own report, as
+//! neither Diego's rep nor kiln-cell's does: that made every placement
+//! cost two syncs of the whole cell.) Each cell filtering
 //! the whole event stream itself would make the simulation cost events ×
 //! cells, which no real cell pays on this machine: one router hands each
 //! event to the cell it concerns.
@@ -22,7 +23,7 @@
 //! typed: turning every cell's work into JSON and back cost more CPU than
 //! the BBS itself, on the same two cores, and measured only serde.
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use kiln_bbs::{Bbs, BbsClient, BbsConfig};
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{
@@ -49,8 +50,16 @@ const CELL_TTL: Duration = Duration::from_secs(3);
 /// How often the counts are polled (each counts only what is still to
 /// do, through an index). Figures are at most this late.
 const POLL: Duration = Duration::from_millis(100);
-/// No phase may take longer than this; the run then reports it as not done.
+/// No phase may take longer than this, counted from the end of desiring
+/// (a slow desire under load must not leave the placement unmeasured) or
+/// from the lost cells' expiry; the run then reports it as not done.
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
+
+/// Cells' syncs (reads of their work) and lost stretches of the event
+/// stream, counted for the figures: what the re-placement makes the cells
+/// do.
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+static LAGGED: AtomicU64 = AtomicU64::new(0);
 
 fn desired(process_guid: String) -> DesiredLrp {
     DesiredLrp {
@@ -83,8 +92,10 @@ fn bulk_sync() -> Duration {
 }
 
 /// Hands each placement to the cell it was placed on, and every cell a
-/// lost stretch of the stream. A nudge while a cell syncs is kept, once:
-/// a burst becomes one more sync.
+/// lost stretch of the stream. A burst of events (one write batch of the
+/// auction) nudges each cell it concerns once, as kiln-cell's rep
+/// coalesces a burst into one sync and Diego's auctioneer sends each rep
+/// one request per batch. A nudge while a cell syncs is kept, once.
 async fn route_events(
     client: Arc<dyn BbsClient>,
     nudges: HashMap<String, Arc<Notify>>,
@@ -96,18 +107,32 @@ async fn route_events(
             _ = stop.cancelled() => return,
             event = events.next() => event,
         };
-        match event {
-            None => return,
-            Some(BbsEvent::ActualLrpChanged { actual_lrp })
-                if actual_lrp.state == ActualLrpState::Claimed =>
-            {
-                let cell = actual_lrp.instance_key.as_ref().map(|ik| &ik.cell_id);
-                if let Some(nudge) = cell.and_then(|c| nudges.get(c)) {
-                    nudge.notify_one();
+        let Some(event) = event else { return };
+        let mut burst = vec![event];
+        while let Some(Some(more)) = events.next().now_or_never() {
+            burst.push(more);
+        }
+        let mut cells: HashSet<&str> = HashSet::new();
+        for event in &burst {
+            match event {
+                BbsEvent::ActualLrpChanged { actual_lrp }
+                    if actual_lrp.state == ActualLrpState::Claimed =>
+                {
+                    if let Some(ik) = &actual_lrp.instance_key {
+                        cells.insert(&ik.cell_id);
+                    }
                 }
+                BbsEvent::Lagged => {
+                    LAGGED.fetch_add(1, Ordering::Relaxed);
+                    cells.extend(nudges.keys().map(String::as_str));
+                }
+                _ => {}
             }
-            Some(BbsEvent::Lagged) => nudges.values().for_each(|n| n.notify_one()),
-            Some(_) => {}
+        }
+        for cell in cells {
+            if let Some(nudge) = nudges.get(cell) {
+                nudge.notify_one();
+            }
         }
     }
 }
@@ -163,6 +188,7 @@ async fn cell(
             () = nudge.notified() => {}
             _ = sync.tick() => {}
         }
+        SYNCS.fetch_add(1, Ordering::Relaxed);
         let Ok(work) = client.cell_work(&presence.cell_id).await else {
             continue;
         };
@@ -209,11 +235,12 @@ impl Counter {
         n as u64
     }
 
-    /// Seconds until `sql` counts no rows, or None past the limit. The
+    /// Seconds from `from` until `sql` counts no rows, or None once
+    /// [`PHASE_LIMIT`] has passed since `limit_from`. The
     /// counts are of what is still to do (UNCLAIMED, CLAIMED, on a lost
     /// cell), through indexes: counting the 250,000 rows done at every poll
     /// took much of the CPU the BBS was being measured on.
-    async fn wait_for(&self, sql: &str, from: Instant) -> Option<f64> {
+    async fn wait_for(&self, sql: &str, from: Instant, limit_from: Instant) -> Option<f64> {
         let mut report = Instant::now();
         loop {
             let have = self.count(sql).await;
@@ -229,7 +256,7 @@ impl Counter {
             if have == 0 {
                 return Some(from.elapsed().as_secs_f64());
             }
-            if from.elapsed() > PHASE_LIMIT {
+            if limit_from.elapsed() > PHASE_LIMIT {
                 return None;
             }
             tokio::time::sleep(POLL).await;
@@ -388,14 +415,21 @@ async fn main() {
     let desired_at = Instant::now();
     // Every instance is desired by now: placed once none is UNCLAIMED,
     // running once none is CLAIMED either.
-    const UNCLAIMED: &str = "(SELECT COUNT(*) FROM actual_lrps WHERE state = 'UNCLAIMED')";
+    // UNCLAIMED rows have no cell: counted through the (cell_id, state)
+    // index; CLAIMED ones by a scan of that index alone.
+    const UNCLAIMED: &str =
+        "(SELECT COUNT(*) FROM actual_lrps WHERE cell_id = '' AND state = 'UNCLAIMED')";
     const CLAIMED: &str = "(SELECT COUNT(*) FROM actual_lrps WHERE state = 'CLAIMED')";
     let placed = counter
-        .wait_for(&format!("SELECT {UNCLAIMED}"), start)
+        .wait_for(&format!("SELECT {UNCLAIMED}"), start, desired_at)
         .await;
     let placed_after_desire = placed.map(|_| desired_at.elapsed().as_secs_f64());
     let running = counter
-        .wait_for(&format!("SELECT {UNCLAIMED} + {CLAIMED}"), start)
+        .wait_for(
+            &format!("SELECT {UNCLAIMED} + {CLAIMED}"),
+            start,
+            desired_at,
+        )
         .await;
 
     // One convergence pass with everything in place.
@@ -406,6 +440,11 @@ async fn main() {
     if let Err(error) = report {
         eprintln!("convergence pass failed: {error}");
     }
+
+    // A steady state before the loss, as a platform is when a cell dies:
+    // the BBS's calm pass has folded its log back (else the checkpoint of
+    // the whole placement's log lands in the re-placement's figures).
+    wait_for_checkpoint(dir.path()).await;
 
     // Lose every tenth cell; time from their presence expiring.
     let lost: Vec<usize> = (0..cells).step_by(10).collect();
@@ -433,21 +472,28 @@ async fn main() {
     );
     tokio::time::sleep_until(tokio::time::Instant::from_std(expiry)).await;
     let cpu_expiry = cpu_s();
+    let (syncs_expiry, lagged_expiry) = (
+        SYNCS.load(Ordering::Relaxed),
+        LAGGED.load(Ordering::Relaxed),
+    );
     // Re-placed once no instance is UNCLAIMED or placed on a lost cell.
     let on_lost = format!(
         "(SELECT COUNT(*) FROM actual_lrps WHERE cell_id IN ({lost_list}) AND state IN ('CLAIMED', 'RUNNING'))"
     );
     let replaced = counter
-        .wait_for(&format!("SELECT {UNCLAIMED} + {on_lost}"), expiry)
+        .wait_for(&format!("SELECT {UNCLAIMED} + {on_lost}"), expiry, expiry)
         .await;
     let replaced_cpu = cpu_s() - cpu_expiry;
     let rerunning = counter
         .wait_for(
             &format!("SELECT {UNCLAIMED} + {CLAIMED} + {on_lost}"),
             expiry,
+            expiry,
         )
         .await;
 
+    let replaced_syncs = SYNCS.load(Ordering::Relaxed) - syncs_expiry;
+    let replaced_lagged = LAGGED.load(Ordering::Relaxed) - lagged_expiry;
     let settle = Instant::now();
     wait_for_checkpoint(dir.path()).await;
     let checkpointed_after = settle.elapsed().as_secs_f64();
@@ -455,7 +501,8 @@ async fn main() {
     println!(
         "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} placed_after_desire_s={} running_s={} \
          converge_s={converge:.3} replaced_after_expiry_s={} rerunning_after_expiry_s={} \
-         peak_rss_mb={:.0} db_mb={:.1} wal_peak_mb={:.1} wal_settled_after_s={checkpointed_after:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1}",
+         peak_rss_mb={:.0} db_mb={:.1} wal_peak_mb={:.1} wal_settled_after_s={checkpointed_after:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1} \
+         replaced_syncs={replaced_syncs} replaced_lagged={replaced_lagged}",
         secs(placed),
         secs(placed_after_desire),
         secs(running),

@@ -11,6 +11,7 @@ use crate::store::{self, Claim, Unclaimed, db};
 use crate::{AuctionReport, Bbs, BbsError, now_nanos};
 use kiln_model::TaskState;
 use kiln_model::bbs::{BbsEvent, CellPresence, Task};
+use sqlx::Connection as _;
 use std::collections::{HashMap, HashSet};
 
 /// Writes per transaction (and per hold of the write lock).
@@ -98,6 +99,19 @@ fn batch(unclaimed: &[Unclaimed], desired: &DesiredSnapshot, tasks: &[Task]) -> 
     batch
 }
 
+/// The decisions grouped by the cell they go to (unplaced ones last), in
+/// the auction's order within a cell: a write batch then covers a few
+/// whole cells, so each cell hears of its new work in one burst of events
+/// and syncs once, as Diego's auctioneer sends each rep one request with
+/// all of its work. In the auction's order a batch touched nearly every
+/// cell, and every cell synced its whole work once per batch.
+fn by_cell(decisions: &[Decision]) -> Vec<(&Work, &Result<usize, String>)> {
+    let mut grouped: Vec<(&Work, &Result<usize, String>)> =
+        decisions.iter().map(|(w, o)| (w, o)).collect();
+    grouped.sort_by_key(|(_, outcome)| outcome.as_ref().map_or(usize::MAX, |&i| i));
+    grouped
+}
+
 /// Whether a task that could not be placed fails now: it fits on none of
 /// the cells there are (Diego fails it; Cloud Controller reports
 /// `InsufficientResources` or `NoCompatibleCell`). With no cell at all it
@@ -160,6 +174,32 @@ impl Bbs {
             .await
     }
 
+    /// The records the claims of `slots` left, from the mirror's records
+    /// before them (it equals the table under the write lock).
+    fn claimed_records(
+        &self,
+        claims: &[Claim<'_>],
+        slots: &[store::Slot],
+        now: kiln_model::bbs::Nanos,
+    ) -> Result<Vec<kiln_model::bbs::ActualLrp>, BbsError> {
+        let by_slot: HashMap<(&str, u32), &Claim<'_>> = claims
+            .iter()
+            .map(|c| ((c.process_guid, c.index), c))
+            .collect();
+        let before = self.inner.mirror.records(slots)?;
+        Ok(before
+            .iter()
+            .filter_map(|b| {
+                let c = by_slot.get(&(b.key.process_guid.as_str(), b.key.index))?;
+                let instance_key = kiln_model::bbs::ActualLrpInstanceKey {
+                    instance_guid: c.instance_guid.clone(),
+                    cell_id: c.cell_id.to_string(),
+                };
+                Some(store::claimed_from(b, instance_key, now))
+            })
+            .collect())
+    }
+
     async fn write_decisions(
         &self,
         decisions: &[Decision],
@@ -168,7 +208,7 @@ impl Bbs {
     ) -> Result<AuctionReport, BbsError> {
         let mut report = AuctionReport::default();
         let mut retry = false;
-        for chunk in decisions.chunks(WRITE_BATCH) {
+        for chunk in by_cell(decisions).chunks(WRITE_BATCH) {
             let now = now_nanos();
             let mut events = Vec::new();
             {
@@ -177,8 +217,9 @@ impl Bbs {
                 // since the round began stays unplaced for the next round.
                 let live_now = self.live_cell_ids();
                 let mut claims = Vec::new();
-                let mut tx = self.inner.pool.begin().await.map_err(db)?;
-                for (work, outcome) in chunk {
+                let mut conn = self.inner.writer.conn(&self.inner.pool).await?;
+                let mut tx = conn.begin().await.map_err(db)?;
+                for &(work, outcome) in chunk {
                     let cell = outcome.as_ref().map(|&i| cells[i].cell_id.as_str());
                     if let Ok(cell_id) = cell
                         && (!live_now.contains(cell_id)
@@ -251,6 +292,7 @@ impl Bbs {
                     }
                 }
                 let claimed = store::claim_unclaimed(&mut tx, &claims, now).await?;
+                let claimed = self.claimed_records(&claims, &claimed, now)?;
                 tx.commit().await.map_err(db)?;
                 report.placed += claimed.len();
                 events.extend(

@@ -5,8 +5,9 @@
 
 use crate::store::{self, ActualSummary, db};
 use crate::{Bbs, BbsError, ConvergenceReport, crash, now_nanos};
-use kiln_model::bbs::{ActualLrpPresence, BbsEvent, DesiredLrp, Nanos};
+use kiln_model::bbs::{ActualLrpKey, ActualLrpPresence, BbsEvent, DesiredLrp, Nanos};
 use kiln_model::{ActualLrpState, TaskState};
+use sqlx::Connection as _;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -75,7 +76,8 @@ impl Bbs {
             let mut events = Vec::new();
             {
                 let _write = self.inner.write.lock().await;
-                let mut tx = pool.begin().await.map_err(db)?;
+                let mut conn = self.inner.writer.conn(pool).await?;
+                let mut tx = conn.begin().await.map_err(db)?;
                 for (guid, index) in chunk {
                     if let Some(key) = store::delete_if_extra(&mut tx, guid, *index).await? {
                         events.push(BbsEvent::ActualLrpRemoved { key });
@@ -91,7 +93,8 @@ impl Bbs {
             let mut events = Vec::new();
             {
                 let _write = self.inner.write.lock().await;
-                let mut tx = pool.begin().await.map_err(db)?;
+                let mut conn = self.inner.writer.conn(pool).await?;
+                let mut tx = conn.begin().await.map_err(db)?;
                 for (d, indices) in chunk {
                     for actual_lrp in store::insert_unclaimed(&mut tx, d, indices, now).await? {
                         events.push(BbsEvent::ActualLrpChanged { actual_lrp });
@@ -110,27 +113,39 @@ impl Bbs {
                 // Presence again at write time: a cell that heartbeated since
                 // the snapshot keeps its instances.
                 let live_now = self.live_cell_ids();
-                let mut tx = pool.begin().await.map_err(db)?;
+                let mut conn = self.inner.writer.conn(pool).await?;
+                let mut tx = conn.begin().await.map_err(db)?;
                 let still_lost: Vec<&ActualSummary> = chunk
                     .iter()
                     .filter(|a| !live_now.contains(&a.cell_id))
                     .collect();
                 let changed = store::unclaim_many_if_unchanged(&mut tx, &still_lost, now).await?;
+                // Under the write lock the mirror holds the records as they
+                // were before the statement.
+                let before = self.inner.mirror.records(&changed)?;
                 // A RUNNING instance on a lost cell may still serve (the
                 // cell may only be cut off from the BBS): it stays listed
                 // and routed as SUSPECT until its replacement runs, and is
                 // kept in the same transaction, so a restart meanwhile
                 // still lists and routes it.
                 let mut suspects = Vec::new();
-                for (before, actual_lrp) in changed {
+                for before in before {
+                    let actual_lrp = store::unclaimed_from(&before, now);
                     if before.state == ActualLrpState::Running {
-                        let mut suspect = before;
+                        let mut suspect = (*before).clone();
                         suspect.presence = ActualLrpPresence::Suspect;
                         suspects.push(suspect);
                     }
                     events.push(BbsEvent::ActualLrpChanged { actual_lrp });
                 }
-                store::keep_suspects(&mut tx, &suspects).await?;
+                // Under the write lock the kept rows equal the suspects in
+                // memory.
+                let replacing: Vec<&ActualLrpKey> = suspects
+                    .iter()
+                    .filter(|s| self.inner.suspects.at(&s.key).is_some())
+                    .map(|s| &s.key)
+                    .collect();
+                store::keep_suspects(&mut tx, &suspects, &replacing).await?;
                 tx.commit().await.map_err(db)?;
                 self.inner.mirror.apply(&events);
                 report.suspect += suspects.len();
@@ -145,7 +160,8 @@ impl Bbs {
             let mut events = Vec::new();
             {
                 let _write = self.inner.write.lock().await;
-                let mut tx = pool.begin().await.map_err(db)?;
+                let mut conn = self.inner.writer.conn(pool).await?;
+                let mut tx = conn.begin().await.map_err(db)?;
                 for seen in chunk {
                     if let Some(actual_lrp) =
                         store::unclaim_if_unchanged(&mut tx, seen, now).await?

@@ -11,6 +11,7 @@
 use crate::store::{self, db};
 use crate::{Bbs, BbsError, now_nanos};
 use kiln_model::bbs::{BbsEvent, DesiredLrp};
+use sqlx::Connection as _;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 
@@ -69,7 +70,8 @@ impl Bbs {
     async fn write_desires(&self, batch: Vec<Pending>) {
         let now = now_nanos();
         let written = async {
-            let mut tx = self.inner.pool.begin().await.map_err(db)?;
+            let mut conn = self.inner.writer.conn(&self.inner.pool).await?;
+            let mut tx = conn.begin().await.map_err(db)?;
             let mut outcomes = Vec::with_capacity(batch.len());
             for p in &batch {
                 let d = &p.desired;

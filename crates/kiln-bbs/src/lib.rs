@@ -30,6 +30,7 @@ pub mod server;
 pub mod standby;
 mod store;
 mod suspect;
+mod writer;
 
 pub use client::{ActualLrpFilter, BbsClient, BbsError};
 
@@ -145,6 +146,8 @@ struct Inner {
     /// ActualLrps and DesiredLrps in memory for cells' work and the
     /// auction (see `mirror.rs` for why it equals the tables).
     mirror: mirror::Mirror,
+    /// The connection batched writes use (see `writer.rs`).
+    writer: writer::Writer,
 }
 
 const MIGRATIONS: &[kiln_store::MigrationStep] = &[
@@ -164,6 +167,11 @@ const MIGRATIONS: &[kiln_store::MigrationStep] = &[
         5,
         "bbs writes fenced by the lock",
         include_str!("../migrations/0005_fence.sql"),
+    ),
+    (
+        6,
+        "bbs state index dropped",
+        include_str!("../migrations/0006_state_index.sql"),
     ),
 ];
 
@@ -282,6 +290,7 @@ impl Bbs {
                 reports: reports::PendingStarts::default(),
                 desires: desires::PendingDesires::default(),
                 mirror,
+                writer: writer::Writer::for_database(database),
             }),
         };
         bbs.restore_kept().await?;
@@ -427,8 +436,16 @@ impl Bbs {
             .collect()
     }
 
+    /// The ids of the live cells, without copying their presences (taken
+    /// at every write batch of a pass).
     fn live_cell_ids(&self) -> HashSet<String> {
-        self.live_cells().into_iter().map(|c| c.cell_id).collect()
+        let ttl = self.inner.config.cell_ttl;
+        let cells = self.inner.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells
+            .iter()
+            .filter(|(_, (_, seen))| seen.elapsed() <= ttl)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Whether a cell that is not present may be declared lost: only once a

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) type DesiredSnapshot = HashMap<String, Arc<DesiredLrp>>;
 
 /// (process guid, index): an ActualLrp's slot, ordered as the tables list.
-type Slot = (String, u32);
+use crate::store::Slot;
 
 #[derive(Default)]
 pub(crate) struct Mirror {
@@ -118,24 +118,37 @@ impl State {
 
     fn index(&mut self, slot: &Slot, a: &Arc<ActualLrp>) {
         if let Some(cell) = placed_on(a) {
-            self.by_cell
-                .entry(cell.to_string())
-                .or_default()
-                .insert(slot.clone(), a.clone());
+            // The cell's id is copied only for a cell not yet indexed.
+            match self.by_cell.get_mut(cell) {
+                Some(on_cell) => on_cell.insert(slot.clone(), a.clone()),
+                None => self
+                    .by_cell
+                    .entry(cell.to_string())
+                    .or_default()
+                    .insert(slot.clone(), a.clone()),
+            };
         }
         if a.state == ActualLrpState::Unclaimed {
             self.unclaimed.insert(slot.clone());
         }
     }
 
+    /// A record in place of the one at its slot: one search of the
+    /// 250,000 slots, not a removal and an insertion.
     fn put(&mut self, a: ActualLrp) {
         let a = Arc::new(a);
         let slot = slot(&a.key);
-        if let Some(old) = self.actuals.remove(&slot) {
+        let old = match self.actuals.get_mut(&slot) {
+            Some(held) => Some(std::mem::replace(held, a.clone())),
+            None => {
+                self.actuals.insert(slot.clone(), a.clone());
+                None
+            }
+        };
+        if let Some(old) = old {
             self.unindex(&slot, &old);
         }
         self.index(&slot, &a);
-        self.actuals.insert(slot, a);
     }
 
     fn put_task(&mut self, t: &Task) {
@@ -387,10 +400,32 @@ impl Mirror {
         plan
     }
 
-    /// One ActualLrp, as the table has it.
-    pub(crate) fn actual(&self, key: &ActualLrpKey) -> Option<ActualLrp> {
-        let a = self.lock().actuals.get(&slot(key)).cloned();
-        a.map(|a| (*a).clone())
+    /// The ActualLrps at these slots as the tables have them, in one hold
+    /// of the lock: under the write lock, what a batch's statements
+    /// change, so their rows need not be read back. A slot the mirror
+    /// does not hold is an error (the invariant is broken; the batch's
+    /// transaction is dropped).
+    pub(crate) fn records<'a>(
+        &self,
+        slots: impl IntoIterator<Item = &'a Slot>,
+    ) -> Result<Vec<Arc<ActualLrp>>, BbsError> {
+        let state = self.lock();
+        slots
+            .into_iter()
+            .map(|slot| {
+                state.actuals.get(slot).cloned().ok_or_else(|| {
+                    BbsError::Store(format!(
+                        "actual lrp {}/{} is in the table but not in memory",
+                        slot.0, slot.1
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The ActualLrp at a slot, shared.
+    pub(crate) fn record_at(&self, slot: &Slot) -> Option<Arc<ActualLrp>> {
+        self.lock().actuals.get(slot).cloned()
     }
 
     /// Every DesiredLrp.
@@ -790,7 +825,9 @@ mod agrees_with_the_tables {
             .filter(|a| suspects.iter().any(|s| s.key == a.key))
             .collect();
         assert_eq!(replacements.len(), suspects.len(), "{replacements:?}");
-        let reports = replacements.iter().map(|a| {
+        // Each reported twice at once: a repeated report in one batch gets
+        // the same answer, and the record built for it equals the row.
+        let reports = replacements.iter().chain(&replacements).map(|a| {
             bbs.start_actual_lrp(&a.key, a.instance_key.as_ref().unwrap(), net_info.clone())
         });
         for started in futures_util::future::join_all(reports).await {

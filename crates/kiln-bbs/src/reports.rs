@@ -10,6 +10,8 @@
 use crate::store::{self, StartReport, db};
 use crate::{Bbs, BbsError, now_nanos};
 use kiln_model::bbs::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo};
+use sqlx::Connection as _;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 
@@ -18,7 +20,9 @@ type Answer = Result<Option<ActualLrp>, BbsError>;
 struct Pending {
     key: ActualLrpKey,
     instance_key: ActualLrpInstanceKey,
+    /// As stored (JSON) and as the record holds it.
     net_info: String,
+    net: ActualLrpNetInfo,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -55,6 +59,7 @@ impl Bbs {
             instance_key: instance_key.clone(),
             net_info: serde_json::to_string(&net_info)
                 .map_err(|e| BbsError::InvalidRequest(format!("net info: {e}")))?,
+            net: net_info,
             answer,
         });
         let mut answered = answered;
@@ -90,8 +95,11 @@ impl Bbs {
             })
             .collect();
         let written = async {
-            let mut tx = self.inner.pool.begin().await.map_err(db)?;
-            let started = store::start_many(&mut tx, &reports, now_nanos()).await?;
+            let now = now_nanos();
+            let mut conn = self.inner.writer.conn(&self.inner.pool).await?;
+            let mut tx = conn.begin().await.map_err(db)?;
+            let started = store::start_many(&mut tx, &reports, now).await?;
+            let started = self.started_records(&batch, &started, now)?;
             let replaced = self.replaced_suspects(&started);
             let guids: Vec<&str> = replaced
                 .iter()
@@ -107,7 +115,7 @@ impl Bbs {
         drop(reports);
         match written {
             Ok(started) => {
-                let by_index: std::collections::HashMap<(&str, u32), &ActualLrp> = started
+                let by_index: HashMap<(&str, u32), &ActualLrp> = started
                     .iter()
                     .map(|a| ((a.key.process_guid.as_str(), a.key.index), a))
                     .collect();
@@ -127,6 +135,36 @@ impl Bbs {
                 }
             }
         }
+    }
+
+    /// The records `start_many` left at `started` (slot and the instance
+    /// guid that now holds it), from the mirror's records before the batch
+    /// (it equals the table under the write lock) and the winning reports.
+    /// A slot reported twice in one batch builds on its first result.
+    fn started_records(
+        &self,
+        batch: &[Pending],
+        started: &[(store::Slot, String)],
+        now: kiln_model::bbs::Nanos,
+    ) -> Result<Vec<ActualLrp>, BbsError> {
+        let reports: HashMap<(&str, u32, &str), &Pending> = batch
+            .iter()
+            .map(|p| {
+                let slot = (p.key.process_guid.as_str(), p.key.index);
+                ((slot.0, slot.1, p.instance_key.instance_guid.as_str()), p)
+            })
+            .collect();
+        let before = self.inner.mirror.records(started.iter().map(|(s, _)| s))?;
+        let mut latest: HashMap<&store::Slot, ActualLrp> = HashMap::new();
+        for ((slot, instance_guid), record) in started.iter().zip(before) {
+            let Some(p) = reports.get(&(slot.0.as_str(), slot.1, instance_guid.as_str())) else {
+                continue;
+            };
+            let before = latest.get(slot).unwrap_or(&record);
+            let after = store::started_from(before, p.instance_key.clone(), p.net.clone(), now);
+            latest.insert(slot, after);
+        }
+        Ok(latest.into_values().collect())
     }
 
     /// The suspect instances whose replacement is among `started` (a

@@ -11,12 +11,16 @@
 //! sends the record back to the auction), so a BBS restart before the
 //! replacement runs still lists and routes it.
 
+use crate::mirror::Mirror;
 use crate::store::{self, db};
 use crate::{Bbs, BbsError};
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpPresence, BbsEvent};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// A suspect instance that may go: its key, its instance, its record.
+pub(crate) type Settled = (ActualLrpKey, ActualLrpInstanceKey, Option<Arc<ActualLrp>>);
 
 #[derive(Default)]
 pub(crate) struct Suspects {
@@ -88,6 +92,28 @@ impl Suspects {
             .collect()
     }
 
+    /// The suspect instances whose record (in `mirror`) is RUNNING (the
+    /// replacement is up) or gone, with that record: read in place, not
+    /// copied out first (25,000 suspect instances at every pass while a
+    /// tenth of 1,000 cells is re-placed).
+    pub(crate) fn settled(&self, mirror: &Mirror) -> Vec<Settled> {
+        self.lock()
+            .iter()
+            .filter_map(|(slot, s)| {
+                let instance_key = s.instance_key.as_ref()?;
+                let record = mirror.record_at(slot);
+                if record
+                    .as_ref()
+                    .is_some_and(|r| r.state != ActualLrpState::Running)
+                {
+                    return None;
+                }
+                Some((s.key.clone(), instance_key.clone(), record))
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
     pub(crate) fn all(&self) -> Vec<ActualLrp> {
         self.lock().values().cloned().collect()
     }
@@ -184,20 +210,11 @@ impl Bbs {
     /// record is gone; the router re-reads on the event.
     pub(crate) async fn settle_suspects(&self) -> Result<usize, BbsError> {
         let mut removed = 0;
-        for s in self.inner.suspects.all() {
-            let Some(ik) = s.instance_key.as_ref() else {
-                continue;
-            };
-            // The mirror equals the table: no query per suspect instance
-            // (25,000 of them when a tenth of 1,000 cells is lost).
-            let record = self.inner.mirror.actual(&s.key);
-            if record
-                .as_ref()
-                .is_some_and(|r| r.state != ActualLrpState::Running)
-            {
-                continue;
-            }
-            if self.suspect_gone(&s.key, ik, record).await? {
+        // The mirror equals the table: no query per suspect instance
+        // (25,000 of them when a tenth of 1,000 cells is lost).
+        for (key, ik, record) in self.inner.suspects.settled(&self.inner.mirror) {
+            let record = record.map(|r| (*r).clone());
+            if self.suspect_gone(&key, &ik, record).await? {
                 removed += 1;
             }
         }

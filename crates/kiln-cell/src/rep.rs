@@ -4,7 +4,8 @@
 //! left in runc (after a crash or `kill -9` nothing else would), remove and
 //! recreate the cell's network, heartbeat.
 //! Then, until shutdown: heartbeat and bulk-sync every `sync_interval`,
-//! and re-sync on every BBS event that concerns this cell. A sync reads
+//! and re-sync on every BBS event that may change what this cell runs (not
+//! on the echo of its own report on an instance it already runs). A sync reads
 //! `cell_work` and reconciles: PENDING tasks placed here are started
 //! (`start_task`), RUNNING tasks placed here that no container runs are
 //! failed ("cell restarted before completion"), listed LRP instances with
@@ -558,13 +559,15 @@ impl Rep {
                 task.cell_id == cell_id || self.running.contains_key(&task.task_guid)
             }
             BbsEvent::TaskRemoved { task_guid } => self.running.contains_key(task_guid),
-            BbsEvent::ActualLrpChanged { actual_lrp } => {
-                actual_lrp
-                    .instance_key
-                    .as_ref()
-                    .is_some_and(|ik| ik.cell_id == cell_id)
-                    || runs_key(&actual_lrp.key)
-            }
+            BbsEvent::ActualLrpChanged { actual_lrp } => match &actual_lrp.instance_key {
+                // Held here by an instance this cell already runs: the
+                // echo of its own report (RUNNING), which changes nothing
+                // a sync would do (Diego's rep does not re-sync on it).
+                Some(ik) if ik.cell_id == cell_id => !self.running.contains_key(&ik.instance_guid),
+                // New work for this cell, or a record that no longer
+                // holds the instance this cell runs for its key.
+                _ => runs_key(&actual_lrp.key),
+            },
             BbsEvent::ActualLrpRemoved { key } => runs_key(key),
             BbsEvent::DesiredLrpRemoved { process_guid } => self.running.values().any(
                 |r| matches!(&r.work, Work::Lrp { key, .. } if key.process_guid == *process_guid),
