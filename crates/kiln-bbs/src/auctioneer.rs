@@ -14,8 +14,9 @@ use kiln_model::bbs::{BbsEvent, CellPresence, Task};
 use sqlx::Connection as _;
 use std::collections::{HashMap, HashSet};
 
-/// Writes per transaction (and per hold of the write lock).
-const WRITE_BATCH: usize = 2000;
+/// Writes per transaction (and per hold of the write lock): large, as
+/// convergence's (see there); at most the event channel's capacity.
+const WRITE_BATCH: usize = 10_000;
 
 /// One item's outcome: the cell it goes to, or why it goes nowhere.
 type Decision = (Work, Result<usize, String>);
