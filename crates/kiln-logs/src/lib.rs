@@ -73,7 +73,7 @@ impl LogStore {
     }
 
     pub fn read(&self, source_id: &str, query: &ReadQuery) -> Vec<LogEnvelope> {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let sources = self.sources();
         let Some(buffer) = sources.get(source_id) else {
             return Vec::new();
         };
@@ -119,11 +119,32 @@ impl LogStore {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
+
+    /// Files one envelope into its source's history (the lock held).
+    fn file(&self, sources: &mut HashMap<String, VecDeque<LogEnvelope>>, envelope: LogEnvelope) {
+        let buffer = sources.entry(envelope.source_id.clone()).or_default();
+        // Keep the buffer ordered by time even if producers race: insert
+        // from the back, where nearly every envelope belongs.
+        let at = buffer
+            .iter()
+            .rposition(|e| e.timestamp <= envelope.timestamp)
+            .map_or(0, |i| i + 1);
+        buffer.insert(at, envelope);
+        if buffer.len() > self.per_source {
+            buffer.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sources(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<LogEnvelope>>> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl LogSink for LogStore {
     fn emit(&self, envelope: LogEnvelope) {
-        self.emit_all(vec![envelope]);
+        self.file(&mut self.sources(), envelope);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     fn emit_all(&self, envelopes: Vec<LogEnvelope>) {
@@ -131,20 +152,9 @@ impl LogSink for LogStore {
             return;
         }
         {
-            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sources = self.sources();
             for envelope in envelopes {
-                let buffer = sources.entry(envelope.source_id.clone()).or_default();
-                // Keep the buffer ordered by time even if producers race:
-                // insert from the back, where nearly every envelope belongs.
-                let at = buffer
-                    .iter()
-                    .rposition(|e| e.timestamp <= envelope.timestamp)
-                    .map_or(0, |i| i + 1);
-                buffer.insert(at, envelope);
-                if buffer.len() > self.per_source {
-                    buffer.pop_front();
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+                self.file(&mut sources, envelope);
             }
         }
         self.generation.send_modify(|g| *g += 1);
