@@ -8,7 +8,6 @@ use crate::error::{ApiError, ApiResult, Limit};
 use crate::fetchers;
 use crate::messages::{CreateBuildpack, UpdateBuildpack};
 use crate::presenters::buildpack_json;
-
 use crate::web::{CfJson, CfMultipart, ListParams};
 use axum::Json;
 use axum::extract::{Path, State};
