@@ -15,11 +15,19 @@
 #   3. prints the proxy's RSS idle, right after the load, and SETTLE and
 #      2×SETTLE seconds later (the example uses jemalloc, as `kiln` does).
 #
+# PROXY=BINARY runs another binary with the example's command line
+# (LISTEN INSTANCE HOST) in its place; `examples/floor.rs`, the leanest
+# proxy this stack allows (a measuring instrument, not product code), is
+# what a purpose-built client side could reach at best:
+#   cargo build --release -p kiln-router --example floor
+#   PROXY=$CARGO_TARGET_DIR/release/examples/floor CPU=1 CONNS=64 bench/router-proxy.sh
+#
 # Needs wrk and nginx (`apt-get install wrk nginx-light`; installed if
 # missing). Builds the example in release unless PROXY= names a binary.
 #
 #   bench/router-proxy.sh            # CONNS="2 64 1000" ROUNDS=3 DURATION=5s
-#   CPU=1 bench/router-proxy.sh      # also CPU time per request (needs perf)
+#   CPU=1 bench/router-proxy.sh      # also CPU time per request, user and
+#                                    # system, of the whole path (needs perf)
 #   SYSCALLS=1 bench/router-proxy.sh # also system calls per request (strace)
 #   ROUTES=100000 bench/router-proxy.sh
 #       # also a second router whose table holds 100,000 other routes,
@@ -67,7 +75,8 @@ http {
 }
 CONF
 nginx -p "$work/app" -e "$work/app/error.log" -c "$work/app/nginx.conf" &
-pids+=($!)
+app_pid=$!
+pids+=($app_pid)
 start_nginx_proxy "$work/nginx" "$NGINX_PORT" "$APP_PORT"
 pids+=("$nginx_pid")
 env -u ROUTES "$PROXY" "127.0.0.1:$ROUTER_PORT" "127.0.0.1:$APP_PORT" "$HOST" >"$work/proxy.log" 2>&1 &
@@ -86,27 +95,57 @@ rss_idle=$(rss)
 
 compare router "$DIRECT" "$VIA_NGINX" "$VIA_ROUTER" "$HOST"
 
-# CPU=1: the CPU time each proxy spends per request (perf stat's task-clock
-# over a wrk run at 64 connections, nginx's workers against the router),
-# alternating, ROUNDS times. Throughput on a shared machine follows the
-# load; CPU per request follows it much less, so it tells where the proxy
-# itself stands. Needs perf (`apt-get install linux-perf`).
+# CPU=1: the CPU time per request of each proxy, of the instance and of
+# wrk, over a wrk run at 64 connections (nginx against the router,
+# alternating, ROUNDS times), and how busy the machine was. At 64
+# connections the 2 cores are nearly saturated, so the throughput ratio
+# follows the ratio of the whole path's CPU per request (wrk + instance +
+# proxy), printed as "predicted"; CPU per request is much steadier than
+# throughput on a shared machine. Proxy and instance from /proc/PID/stat
+# (user and system time), wrk from `perf stat` (needs `apt-get install
+# linux-perf`).
+# utime and stime (clock ticks) summed over a comma-separated list of pids.
+cpu_ticks() {
+  local pid user=0 sys=0
+  for pid in ${1//,/ }; do
+    read -r -a stat <"/proc/$pid/stat"
+    # Fields 14 and 15; the command name (field 2) has no spaces here.
+    user=$((user + stat[13])) sys=$((sys + stat[14]))
+  done
+  echo "$user $sys"
+}
+# Idle and total clock ticks of the whole machine.
+machine_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat; }
 cpu_per_request() {
   local label=$1 port=$2 pids=$3; shift 3
-  local out=$work/cpu.$label reqs
-  perf stat -x, -e task-clock -p "$pids" -o "$out" -- sleep "$((${DURATION%s} + 1))" &
-  local stat=$!
-  sleep 0.2
-  reqs=$(wrk -t1 -c64 -d"$DURATION" "$@" "http://127.0.0.1:$port/index.html" | awk '/requests in/ {print $1}')
-  wait "$stat"
-  awk -F, -v n="$reqs" -v who="$label" '$3 == "task-clock" {printf "%s %.1f us/req; ", who, $1 * 1000 / n}' "$out"
+  local out=$work/cpu.$label reqs proxy0 proxy1 app0 app1 machine0 machine1
+  proxy0=$(cpu_ticks "$pids") app0=$(cpu_ticks "$instance_workers") machine0=$(machine_ticks)
+  reqs=$(perf stat -x, -e task-clock -o "$out" -- wrk -t1 -c64 -d"$DURATION" "$@" "http://127.0.0.1:$port/index.html" | awk '/requests in/ {print $1}')
+  proxy1=$(cpu_ticks "$pids") app1=$(cpu_ticks "$instance_workers") machine1=$(machine_ticks)
+  awk -F, '$3 == "task-clock" {print $1}' "$out" | paste -d' ' - <(echo "$proxy0 $proxy1 $app0 $app1 $machine0 $machine1") |
+    awk -v n="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$label" -v totals="$work/cpu.totals" '{
+      us = 1e6 / hz / n
+      user = ($4 - $2) * us; sys = ($5 - $3) * us; app = ($8 - $6 + $9 - $7) * us; wrk = $1 * 1000 / n
+      total = wrk + app + user + sys
+      printf "%s %.1f us/req (user %.1f + sys %.1f), whole path %.1f; ", who, user + sys, user, sys, total
+      printf "%s %s\n", who, total >>totals
+      if (who != "nginx") printf "(instance %.1f, wrk %.1f, machine idle %.0f%%)", app, wrk, 100 * ($12 - $10) / ($13 - $11)
+    }'
 }
 if [ "${CPU:-0}" = 1 ]; then
   nginx_workers=$(pgrep -d, -P "$nginx_pid")
-  echo "==> CPU per request at 64 connections (perf stat task-clock)"
+  instance_workers=$(pgrep -d, -P "$app_pid")
+  echo "==> CPU per request at 64 connections (user + system; whole path = wrk + instance + proxy)"
   for round in $(seq 1 "$ROUNDS"); do
     echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request nginx "$NGINX_PORT" "$nginx_workers")$(cpu_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST")"
   done
+  python3 - "$work/cpu.totals" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = lambda who: statistics.median(float(r[1]) for r in rows if r[0] == who)
+print(f"   medians: whole path via nginx {med('nginx'):.1f} us/req, via router {med('router'):.1f};"
+      f" predicted throughput router/nginx {med('nginx') / med('router'):.2f}x")
+PY
 fi
 
 # SYSCALLS=1: system calls per request at 64 connections (strace -c over a
