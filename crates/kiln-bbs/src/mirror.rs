@@ -390,14 +390,24 @@ impl Mirror {
                 plan.missing.push((d.clone(), missing));
             }
         }
+        drop(state);
         if let Some(live) = live {
-            for (cell, on_cell) in &state.by_cell {
-                if !live.contains(cell) {
-                    plan.lost.extend(on_cell.values().map(|a| summary(a)));
-                }
-            }
+            plan.lost = self.lost(live);
         }
         plan
+    }
+
+    /// The instances on cells not in `live`, through the index by cell:
+    /// [`Mirror::convergence_plan`]'s `lost` without a walk of every
+    /// instance.
+    pub(crate) fn lost(&self, live: &HashSet<String>) -> Vec<ActualSummary> {
+        let state = self.lock();
+        state
+            .by_cell
+            .iter()
+            .filter(|(cell, _)| !live.contains(*cell))
+            .flat_map(|(_, on_cell)| on_cell.values().map(|a| summary(a)))
+            .collect()
     }
 
     /// The ActualLrps at these slots as the tables have them, in one hold
