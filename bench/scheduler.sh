@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scheduler benchmark: simulated cells (heartbeat, read their work when work
 # is placed on them and every 30 s, report RUNNING, as the rep does; set
-# SCHED_BULK_SYNC_S=2 for kiln-cell's 2 s) drive the in-process BBS through BbsClient
+# SCHED_BULK_SYNC_S=2 for a 2 s one; kiln-cell's is 30 s too) drive the in-process BBS through BbsClient
 # (crates/kiln-bbs/examples/scheduler.rs). Prints, per size, the time to
 # desire, to place and to run everything, one convergence pass, the
 # re-placement after 10% of the cells vanish (from their presence expiring),

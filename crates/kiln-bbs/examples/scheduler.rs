@@ -10,7 +10,8 @@
 //! A cell syncs (reads its work and reports what it has not) when work is
 //! placed on it (an ActualLrp CLAIMED for it: what Diego's auctioneer
 //! sends its rep), coalescing a burst into one sync, and every bulk-sync
-//! interval besides (Diego's rep: 30 s; `SCHED_BULK_SYNC_S` sets it).
+//! interval besides (Diego's rep and kiln-cell's: 30 s, apart from the
+//! heartbeat; `SCHED_BULK_SYNC_S` sets it).
 //! (A cell does not re-sync on the RUNNING echo of its own report, as
 //! neither Diego's rep nor kiln-cell's does: that made every placement
 //! cost two syncs of the whole cell.) Each cell filtering

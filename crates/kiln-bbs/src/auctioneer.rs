@@ -43,7 +43,6 @@ fn cell_loads(
                 c.used_disk_mb = u.disk_mb;
                 c.used_containers = u.instances;
                 c.starting = u.starting;
-                c.instances_by_process = u.by_process;
             }
             c
         })
@@ -153,8 +152,17 @@ impl Bbs {
                 WorkKind::Task { .. } => None,
             })
             .collect();
-        let usage = self.inner.mirror.cell_usage(&processes);
-        let mut auction = Auction::new(cell_loads(&live, usage, &tasks));
+        let usage = self.inner.mirror.cell_usage();
+        let position: HashMap<&str, usize> = live
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.cell_id.as_str(), i))
+            .collect();
+        let same = self
+            .inner
+            .mirror
+            .process_cells(&processes, |c| position.get(c).copied());
+        let mut auction = Auction::with_same(cell_loads(&live, usage, &tasks), same);
         let decisions: Vec<Decision> = batch
             .into_iter()
             .map(|work| {
