@@ -19,6 +19,10 @@ use std::sync::Arc;
 /// auction's too). At most the event channel's capacity.
 const WRITE_BATCH: usize = 10_000;
 
+/// How many times a lost-cells pass looks again for cells that expired
+/// while it wrote, before its auction round.
+const LOST_ROUNDS: usize = 4;
+
 /// What a convergence pass will correct, read from one pass over the
 /// store. `live` is `None` while presence is not yet settled after a start:
 /// then no cell counts as lost.
@@ -77,8 +81,20 @@ impl Bbs {
     pub(crate) async fn converge_lost_cells(&self) -> Result<ConvergenceReport, BbsError> {
         let _pass = self.inner.pass.lock().await;
         let mut report = ConvergenceReport::default();
-        let lost = self.inner.mirror.lost(&self.live_cell_ids());
-        self.reclaim_lost(&lost, now_nanos(), &mut report).await?;
+        // Cells lost together (a rack, a zone) expire over one heartbeat
+        // interval, not at once: those that expire while the first ones'
+        // instances are written go in the same auction round, instead of
+        // waiting for this whole pass and then a round of their own (at
+        // 100 of 1,000 cells, a second round made every cell hear of its
+        // new work twice: ~5.7 s instead of ~3.5). Bounded: an instance
+        // whose write found it changed is seen again, not forever.
+        for _ in 0..LOST_ROUNDS {
+            let lost = self.inner.mirror.lost(&self.live_cell_ids());
+            if lost.is_empty() {
+                break;
+            }
+            self.reclaim_lost(&lost, now_nanos(), &mut report).await?;
+        }
         report.tasks_failed = self.converge_tasks().await?;
         let auction = self.auction_round().await?;
         report.placed = auction.placed;
