@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scheduler benchmark: simulated cells (heartbeat, read their work when work
 # is placed on them and every 30 s, report RUNNING, as the rep does; set
-# SCHED_BULK_SYNC_S=2 for kiln-cell's 2 s) drive the in-process BBS through BbsClient
+# SCHED_BULK_SYNC_S=2 for a 2 s one; kiln-cell's is 30 s too) drive the in-process BBS through BbsClient
 # (crates/kiln-bbs/examples/scheduler.rs). Prints, per size, the time to
 # desire, to place and to run everything, one convergence pass, the
 # re-placement after 10% of the cells vanish (from their presence expiring),
@@ -11,7 +11,7 @@
 # used (BBS and simulated cells together) are printed too: on a shared
 # machine they depend on the load much less than the wall-clock figures.
 #   bench/scheduler.sh                 # 25,000/100 both; 250,000/1,000 this tree
-#   BASE_LARGE=1 bench/scheduler.sh    # also 250,000/1,000 on BASE (> 10 min)
+#   BASE_LARGE=1 bench/scheduler.sh    # also 250,000/1,000 on BASE
 #   SIZES="2500:10" bench/scheduler.sh # other sizes, INSTANCES:CELLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,8 +64,6 @@ for size in $SIZES; do
             printf '%-28s %12s %12s %8s\n' "$f" "$a" "$b" "$(ratio "$a" "$b")"
         done
     else
-        echo "$BASE at this size: not run (BASE_LARGE=1 runs it; it takes more than 10 minutes)."
-        echo "measured before, not in this run (issue 13, main): placed 486 s after 85 s of desiring,"
-        echo "  all RUNNING 1094 s, convergence pass 3.6 s, re-placed 83 s after expiry, peak RSS 5.5 GB, db 147 MB"
+        echo "$BASE at this size: not run (BASE_LARGE=1 runs it too, ~80 s a run)."
     fi
 done

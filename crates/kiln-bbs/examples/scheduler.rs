@@ -10,7 +10,8 @@
 //! A cell syncs (reads its work and reports what it has not) when work is
 //! placed on it (an ActualLrp CLAIMED for it: what Diego's auctioneer
 //! sends its rep), coalescing a burst into one sync, and every bulk-sync
-//! interval besides (Diego's rep: 30 s; `SCHED_BULK_SYNC_S` sets it).
+//! interval besides (Diego's rep and kiln-cell's: 30 s, apart from the
+//! heartbeat; `SCHED_BULK_SYNC_S` sets it).
 //! (A cell does not re-sync on the RUNNING echo of its own report, as
 //! neither Diego's rep nor kiln-cell's does: that made every placement
 //! cost two syncs of the whole cell.) Each cell filtering
@@ -60,6 +61,12 @@ const PHASE_LIMIT: Duration = Duration::from_secs(900);
 /// do.
 static SYNCS: AtomicU64 = AtomicU64::new(0);
 static LAGGED: AtomicU64 = AtomicU64::new(0);
+/// What started the syncs: nudges handed to cells (one per cell per
+/// burst of events), bulk-sync ticks, and syncs that found nothing new to
+/// report (a nudge kept while the cell synced, or a tick).
+static NUDGES: AtomicU64 = AtomicU64::new(0);
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static IDLE_SYNCS: AtomicU64 = AtomicU64::new(0);
 
 fn desired(process_guid: String) -> DesiredLrp {
     DesiredLrp {
@@ -131,6 +138,7 @@ async fn route_events(
         }
         for cell in cells {
             if let Some(nudge) = nudges.get(cell) {
+                NUDGES.fetch_add(1, Ordering::Relaxed);
                 nudge.notify_one();
             }
         }
@@ -186,7 +194,9 @@ async fn cell(
         tokio::select! {
             _ = stop.cancelled() => return,
             () = nudge.notified() => {}
-            _ = sync.tick() => {}
+            _ = sync.tick() => {
+                TICKS.fetch_add(1, Ordering::Relaxed);
+            }
         }
         SYNCS.fetch_add(1, Ordering::Relaxed);
         let Ok(work) = client.cell_work(&presence.cell_id).await else {
@@ -206,6 +216,9 @@ async fn cell(
             })
         });
         let started = futures_util::future::join_all(starts).await;
+        if started.is_empty() {
+            IDLE_SYNCS.fetch_add(1, Ordering::Relaxed);
+        }
         reported.extend(started.into_iter().flatten());
     }
 }
@@ -476,6 +489,11 @@ async fn main() {
         SYNCS.load(Ordering::Relaxed),
         LAGGED.load(Ordering::Relaxed),
     );
+    let (nudges_expiry, ticks_expiry, idle_expiry) = (
+        NUDGES.load(Ordering::Relaxed),
+        TICKS.load(Ordering::Relaxed),
+        IDLE_SYNCS.load(Ordering::Relaxed),
+    );
     // Re-placed once no instance is UNCLAIMED or placed on a lost cell.
     let on_lost = format!(
         "(SELECT COUNT(*) FROM actual_lrps WHERE cell_id IN ({lost_list}) AND state IN ('CLAIMED', 'RUNNING'))"
@@ -494,6 +512,9 @@ async fn main() {
 
     let replaced_syncs = SYNCS.load(Ordering::Relaxed) - syncs_expiry;
     let replaced_lagged = LAGGED.load(Ordering::Relaxed) - lagged_expiry;
+    let replaced_nudges = NUDGES.load(Ordering::Relaxed) - nudges_expiry;
+    let replaced_ticks = TICKS.load(Ordering::Relaxed) - ticks_expiry;
+    let replaced_idle = IDLE_SYNCS.load(Ordering::Relaxed) - idle_expiry;
     let settle = Instant::now();
     wait_for_checkpoint(dir.path()).await;
     let checkpointed_after = settle.elapsed().as_secs_f64();
@@ -502,7 +523,8 @@ async fn main() {
         "{label} instances={instances} cells={cells} desire_s={desire:.2} placed_s={} placed_after_desire_s={} running_s={} \
          converge_s={converge:.3} replaced_after_expiry_s={} rerunning_after_expiry_s={} \
          peak_rss_mb={:.0} db_mb={:.1} wal_peak_mb={:.1} wal_settled_after_s={checkpointed_after:.1} running_cpu_s={running_cpu:.1} replaced_cpu_s={replaced_cpu:.1} cpu_s={:.1} \
-         replaced_syncs={replaced_syncs} replaced_lagged={replaced_lagged}",
+         replaced_syncs={replaced_syncs} replaced_lagged={replaced_lagged} replaced_nudges={replaced_nudges} \
+         replaced_ticks={replaced_ticks} replaced_idle_syncs={replaced_idle}",
         secs(placed),
         secs(placed_after_desire),
         secs(running),

@@ -167,6 +167,13 @@ impl Auction {
                 same.entry(process_guid).or_default().insert(i, n);
             }
         }
+        Auction::with_same(cells, same)
+    }
+
+    /// [`Auction::new`] with the instances of each process per cell
+    /// position given apart (the cells' `instances_by_process` are not
+    /// read): how the BBS builds a round, from each process's slots.
+    pub fn with_same(cells: Vec<CellLoad>, same: HashMap<String, HashMap<usize, u32>>) -> Auction {
         let order = cells
             .iter()
             .enumerate()

@@ -43,7 +43,6 @@ fn cell_loads(
                 c.used_disk_mb = u.disk_mb;
                 c.used_containers = u.instances;
                 c.starting = u.starting;
-                c.instances_by_process = u.by_process;
             }
             c
         })
@@ -153,8 +152,17 @@ impl Bbs {
                 WorkKind::Task { .. } => None,
             })
             .collect();
-        let usage = self.inner.mirror.cell_usage(&processes);
-        let mut auction = Auction::new(cell_loads(&live, usage, &tasks));
+        let usage = self.inner.mirror.cell_usage();
+        let position: HashMap<&str, usize> = live
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.cell_id.as_str(), i))
+            .collect();
+        let same = self
+            .inner
+            .mirror
+            .process_cells(&processes, |c| position.get(c).copied());
+        let mut auction = Auction::with_same(cell_loads(&live, usage, &tasks), same);
         let decisions: Vec<Decision> = batch
             .into_iter()
             .map(|work| {
@@ -209,11 +217,17 @@ impl Bbs {
     ) -> Result<AuctionReport, BbsError> {
         let mut report = AuctionReport::default();
         let mut retry = false;
+        // One hold of the write lock for the round's batches: cells'
+        // reports of the first batch's work would otherwise get the lock
+        // between batches (it is fair) and hold back the placement of
+        // the rest (re-placing 25,000 instances: a report batch of ~10,000
+        // went in before the last claims). They wait for the round and go
+        // in batches as large as the round's.
+        let _write = self.inner.write.lock().await;
         for chunk in by_cell(decisions).chunks(WRITE_BATCH) {
             let now = now_nanos();
             let mut events = Vec::new();
             {
-                let _write = self.inner.write.lock().await;
                 // Presence at write time: work meant for a cell that vanished
                 // since the round began stays unplaced for the next round.
                 let live_now = self.live_cell_ids();

@@ -105,8 +105,10 @@ const SQLITE_WAL_AUTOCHECKPOINT_PAGES: u32 = 200_000;
 /// each); with 4,096 one batch made every cell re-sync its whole work.
 const EVENT_CAPACITY: usize = 32_768;
 
-/// How often presence is checked for cells that stopped heartbeating.
-const PRESENCE_CHECK: Duration = Duration::from_millis(250);
+/// How often presence is checked for cells that stopped heartbeating: a
+/// lost cell's instances wait up to this long after its presence expired
+/// before convergence sees them (a check walks only the cells, ~1,000).
+const PRESENCE_CHECK: Duration = Duration::from_millis(50);
 
 /// The pause before an auction round after a nudge, counted from the end
 /// of the last round: at least the batch window, so a burst of desires is
@@ -350,27 +352,29 @@ impl Bbs {
         let mut due: Option<tokio::time::Instant> = None;
         loop {
             let at = due.unwrap_or_else(tokio::time::Instant::now);
-            let converge_now = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tick.tick() => true,
-                _ = presence.tick() => self.forget_expired_cells() && self.presence_settled(),
-                _ = self.inner.wake.notified(), if due.is_none() => {
-                    due = Some(tokio::time::Instant::now() + pacing.pause());
-                    false
-                }
-                _ = tokio::time::sleep_until(at), if due.is_some() => {
-                    due = None;
-                    self.auction_paced(&mut pacing).await;
-                    false
-                }
-            };
-            if converge_now {
-                match self.converge().await {
+                _ = tick.tick() => match self.converge().await {
                     Ok(report) if !report.is_calm() => {
                         tracing::debug!(?report, "convergence pass")
                     }
                     Ok(_) => self.checkpoint_when_calm().await,
                     Err(error) => tracing::warn!(%error, "convergence pass failed"),
+                },
+                _ = presence.tick() => {
+                    if self.forget_expired_cells() && self.presence_settled() {
+                        match self.converge_lost_cells().await {
+                            Ok(report) => tracing::debug!(?report, "lost cells converged"),
+                            Err(error) => tracing::warn!(%error, "converging lost cells failed"),
+                        }
+                    }
+                }
+                _ = self.inner.wake.notified(), if due.is_none() => {
+                    due = Some(tokio::time::Instant::now() + pacing.pause());
+                }
+                _ = tokio::time::sleep_until(at), if due.is_some() => {
+                    due = None;
+                    self.auction_paced(&mut pacing).await;
                 }
             }
         }

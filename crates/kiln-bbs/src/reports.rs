@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 
 type Answer = Result<Option<ActualLrp>, BbsError>;
 
+/// Reports written per transaction at most (as the auction's batches).
+const WRITE_BATCH: usize = 10_000;
+
 struct Pending {
     key: ActualLrpKey,
     instance_key: ActualLrpInstanceKey,
@@ -39,8 +42,16 @@ impl PendingStarts {
             .push(pending);
     }
 
+    /// The oldest reports, at most a write batch of them: a batch's
+    /// events must fit the event channel. The rest wait for the next
+    /// holder of the write lock (each of their callers waits for it).
     fn take(&self) -> Vec<Pending> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() <= WRITE_BATCH {
+            return std::mem::take(&mut *queue);
+        }
+        let rest = queue.split_off(WRITE_BATCH);
+        std::mem::replace(&mut *queue, rest)
     }
 }
 

@@ -68,8 +68,13 @@ pub struct CellConfig {
     pub runc: PathBuf,
     /// Host ports handed to instances as `$PORT`.
     pub port_range: Range<u16>,
-    /// How often the cell heartbeats and re-reads its work (bulk sync).
-    pub sync_interval: Duration,
+    /// How often the cell heartbeats its presence (and, when a report
+    /// is waiting or the cell evacuates, retries them).
+    pub heartbeat_interval: Duration,
+    /// How often the cell re-reads its whole work (the bulk sync, Diego's
+    /// rep: 30 s). New work is picked up at once from the BBS's events;
+    /// this is the backstop for anything an event did not say.
+    pub bulk_sync_interval: Duration,
     /// The containers' network (a namespace per container on the cell's
     /// bridge); `None` runs containers in the host's network namespace,
     /// with `$PORT` a host port and no isolation (development only).
@@ -97,7 +102,8 @@ impl CellConfig {
             lifecycle_binary: std::env::current_exe().unwrap_or_default(),
             runc: PathBuf::from("/usr/sbin/runc"),
             port_range: DEFAULT_PORT_RANGE,
-            sync_interval: Duration::from_secs(2),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            bulk_sync_interval: DEFAULT_BULK_SYNC_INTERVAL,
             network: Some(network::NetworkConfig {
                 subnet: network::DEFAULT_SUBNET
                     .parse()
@@ -109,6 +115,14 @@ impl CellConfig {
         }
     }
 }
+
+/// How often a cell heartbeats unless configured otherwise: well within
+/// the BBS's cell TTL.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often a cell re-reads its whole work unless configured otherwise
+/// (Diego's rep's bulk sync).
+pub const DEFAULT_BULK_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Diego's rep waits this long for evacuated instances to run elsewhere.
 pub const DEFAULT_EVACUATION_TIMEOUT: Duration = Duration::from_secs(600);
@@ -142,7 +156,8 @@ pub enum CellError {
 ///
 /// At start it builds (or verifies) the stack, destroys every container a
 /// previous run left behind, and heartbeats. Then it reconciles the work
-/// the BBS placed on it on every BBS event and every `sync_interval`. On
+/// the BBS placed on it on every BBS event that concerns it and every
+/// `bulk_sync_interval`. On
 /// shutdown it stops every container and returns.
 pub async fn run(
     config: CellConfig,

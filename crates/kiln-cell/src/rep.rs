@@ -3,9 +3,14 @@
 //! At start: build the stack, destroy whatever a previous run of this cell
 //! left in runc (after a crash or `kill -9` nothing else would), remove and
 //! recreate the cell's network, heartbeat.
-//! Then, until shutdown: heartbeat and bulk-sync every `sync_interval`,
-//! and re-sync on every BBS event that may change what this cell runs (not
-//! on the echo of its own report on an instance it already runs). A sync reads
+//! Then, until shutdown: heartbeat every `heartbeat_interval`, sync on
+//! every BBS event that may change what this cell runs (not on the echo of
+//! its own report on an instance it already runs), and bulk-sync every
+//! `bulk_sync_interval` (Diego's rep: 30 s) as a backstop. Events are how
+//! new work arrives (Diego's auctioneer pushes it to the rep); a periodic
+//! re-read of every cell's whole work would cost the BBS cells × work
+//! every interval. After the event stream broke, the cell re-reads its
+//! work once it has resubscribed (what it missed). A sync reads
 //! `cell_work` and reconciles: PENDING tasks placed here are started
 //! (`start_task`), RUNNING tasks placed here that no container runs are
 //! failed ("cell restarted before completion"), listed LRP instances with
@@ -14,7 +19,7 @@
 //! calls that end work (`complete_task`, `crash_actual_lrp`), so every
 //! decision about a unit of work is taken in one place, in order. A report
 //! the BBS did not take is retried on the next sync while the work is still
-//! listed.
+//! listed, at the next heartbeat.
 
 use crate::disk;
 use crate::download::Downloader;
@@ -227,8 +232,11 @@ pub async fn run(
     let _ = rep.heartbeat().await;
     // Set when another process now holds this cell's id.
     let mut replaced = false;
-    let mut tick = tokio::time::interval(ctx.config.sync_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(ctx.config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first bulk sync at once: work placed before the cell started.
+    let mut bulk_sync = tokio::time::interval(ctx.config.bulk_sync_interval);
+    bulk_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gc_tick = tokio::time::interval(IMAGE_GC_INTERVAL);
     gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stack_tick = tokio::time::interval(STACK_REFRESH_INTERVAL);
@@ -248,11 +256,23 @@ pub async fn run(
                     break;
                 }
             }
-            _ = tick.tick() => {
+            _ = heartbeat.tick() => {
                 if !rep.heartbeat().await {
                     replaced = true;
                     break;
                 }
+                // An evacuation advances and a report the BBS did not
+                // take is retried at every heartbeat, not only at the
+                // next bulk sync.
+                if rep.evacuation.is_some() {
+                    if rep.evacuate().await {
+                        break;
+                    }
+                } else if !rep.unreported.is_empty() {
+                    rep.sync().await;
+                }
+            }
+            _ = bulk_sync.tick() => {
                 if rep.evacuation.is_some() {
                     if rep.evacuate().await {
                         break;
@@ -284,9 +304,17 @@ pub async fn run(
                 }
                 None => {
                     // The event stream ended (a remote BBS went away):
-                    // the periodic sync carries on; resubscribe shortly.
-                    tokio::time::sleep(ctx.config.sync_interval).await;
+                    // resubscribe shortly, then re-read the work, which
+                    // may have changed with no event reaching this cell.
+                    tokio::time::sleep(ctx.config.heartbeat_interval).await;
                     events = ctx.bbs.subscribe();
+                    if rep.evacuation.is_some() {
+                        if rep.evacuate().await {
+                            break;
+                        }
+                    } else {
+                        rep.sync().await;
+                    }
                 }
             },
         }

@@ -276,7 +276,8 @@ fn start_cell(
         lifecycle_binary: std::env::current_exe().context("locating the kiln binary")?,
         runc: config.runc.clone(),
         port_range: 61000..62000,
-        sync_interval: Duration::from_secs(2),
+        heartbeat_interval: kiln_cell::DEFAULT_HEARTBEAT_INTERVAL,
+        bulk_sync_interval: kiln_cell::DEFAULT_BULK_SYNC_INTERVAL,
         network: config
             .cell_network
             .map(|subnet| kiln_cell::network::NetworkConfig {
