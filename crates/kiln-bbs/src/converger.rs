@@ -65,11 +65,7 @@ impl Bbs {
         let _pass = self.inner.pass.lock().await;
         let mut report = self.converge_lrps().await?;
         report.suspect_removed = self.settle_suspects().await?;
-        report.tasks_failed = self.converge_tasks().await?;
-        let auction = self.auction_round().await?;
-        report.placed = auction.placed;
-        report.unplaced = auction.unplaced;
-        report.tasks_failed += auction.tasks_failed;
+        self.finish_pass(&mut report).await?;
         Ok(report)
     }
 
@@ -95,12 +91,19 @@ impl Bbs {
             }
             self.reclaim_lost(&lost, now_nanos(), &mut report).await?;
         }
+        self.finish_pass(&mut report).await?;
+        Ok(report)
+    }
+
+    /// How every pass ends: tasks converged, then an auction round for
+    /// whatever is unclaimed now.
+    async fn finish_pass(&self, report: &mut ConvergenceReport) -> Result<(), BbsError> {
         report.tasks_failed = self.converge_tasks().await?;
         let auction = self.auction_round().await?;
         report.placed = auction.placed;
         report.unplaced = auction.unplaced;
         report.tasks_failed += auction.tasks_failed;
-        Ok(report)
+        Ok(())
     }
 
     async fn converge_lrps(&self) -> Result<ConvergenceReport, BbsError> {
