@@ -109,6 +109,11 @@ pub struct ServerArgs {
     /// to run elsewhere before it stops them anyway, in seconds (Diego: 600)
     #[arg(long, env = "KILN_EVACUATION_TIMEOUT")]
     pub evacuation_timeout: Option<u64>,
+    /// How often a cell re-reads its whole work from the BBS, in seconds
+    /// (Diego's rep: 30); new work reaches it at once by the BBS's events,
+    /// so this is the backstop, and each re-read costs the BBS the cell's work
+    #[arg(long, env = "KILN_BULK_SYNC_INTERVAL")]
+    pub bulk_sync_interval: Option<u64>,
     /// TOML file with any of the settings below (flags win over the file)
     #[arg(long, env = "KILN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -242,6 +247,7 @@ struct FileConfig {
     bbs_url: Option<String>,
     bbs_credentials: Option<PathBuf>,
     evacuation_timeout: Option<u64>,
+    bulk_sync_interval: Option<u64>,
     data_dir: Option<PathBuf>,
     blobstore_url: Option<String>,
     database_url: Option<String>,
@@ -339,6 +345,7 @@ pub struct ServerConfig {
     /// Set exactly when the bbs role is not.
     pub remote_bbs: Option<RemoteBbs>,
     pub evacuation_timeout: std::time::Duration,
+    pub bulk_sync_interval: std::time::Duration,
     pub data_dir: PathBuf,
     /// `None`: DATA_DIR/blobs.
     pub blobstore_url: Option<String>,
@@ -479,6 +486,14 @@ impl ServerConfig {
         );
         let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
         anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
+        let bulk_sync_interval = args.bulk_sync_interval.or(file.bulk_sync_interval).map_or(
+            kiln_cell::DEFAULT_BULK_SYNC_INTERVAL,
+            std::time::Duration::from_secs,
+        );
+        anyhow::ensure!(
+            !bulk_sync_interval.is_zero(),
+            "the bulk sync interval must be positive"
+        );
         Ok(ServerConfig {
             roles,
             bbs_listen,
@@ -489,6 +504,7 @@ impl ServerConfig {
                     .or(file.evacuation_timeout)
                     .unwrap_or(600),
             ),
+            bulk_sync_interval,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -900,6 +916,31 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("invalid domain"));
+    }
+
+    #[test]
+    fn the_bulk_sync_interval_is_diegos_by_default_and_never_zero() {
+        let base = || ServerArgs {
+            runc: Some("/usr/sbin/runc".into()),
+            ..Default::default()
+        };
+        let config = ServerConfig::resolve(base()).unwrap();
+        assert_eq!(
+            config.bulk_sync_interval,
+            std::time::Duration::from_secs(30)
+        );
+        let config = ServerConfig::resolve(ServerArgs {
+            bulk_sync_interval: Some(5),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(config.bulk_sync_interval, std::time::Duration::from_secs(5));
+        let err = ServerConfig::resolve(ServerArgs {
+            bulk_sync_interval: Some(0),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("bulk sync interval"), "{err:#}");
     }
 
     #[test]

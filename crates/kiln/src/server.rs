@@ -277,7 +277,7 @@ fn start_cell(
         runc: config.runc.clone(),
         port_range: 61000..62000,
         heartbeat_interval: kiln_cell::DEFAULT_HEARTBEAT_INTERVAL,
-        bulk_sync_interval: kiln_cell::DEFAULT_BULK_SYNC_INTERVAL,
+        bulk_sync_interval: config.bulk_sync_interval,
         network: config
             .cell_network
             .map(|subnet| kiln_cell::network::NetworkConfig {
