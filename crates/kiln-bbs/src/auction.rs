@@ -30,7 +30,6 @@ pub struct CellLoad {
     pub used_containers: u32,
     /// Containers placed but not yet RUNNING.
     pub starting: u32,
-    pub instances_by_process: HashMap<String, u32>,
     pub tasks: u32,
 }
 
@@ -53,7 +52,6 @@ impl CellLoad {
             used_disk_mb: 0,
             used_containers: 0,
             starting: 0,
-            instances_by_process: HashMap::new(),
             tasks: 0,
         }
     }
@@ -160,20 +158,10 @@ pub struct Auction {
 type Rank = (u32, f64);
 
 impl Auction {
-    pub fn new(mut cells: Vec<CellLoad>) -> Auction {
-        let mut same: HashMap<String, HashMap<usize, u32>> = HashMap::new();
-        for (i, c) in cells.iter_mut().enumerate() {
-            for (process_guid, n) in c.instances_by_process.drain() {
-                same.entry(process_guid).or_default().insert(i, n);
-            }
-        }
-        Auction::with_same(cells, same)
-    }
-
-    /// [`Auction::new`] with the instances of each process per cell
-    /// position given apart (the cells' `instances_by_process` are not
-    /// read): how the BBS builds a round, from each process's slots.
-    pub fn with_same(cells: Vec<CellLoad>, same: HashMap<String, HashMap<usize, u32>>) -> Auction {
+    /// A round over `cells`, with `same` the instances of each process
+    /// already on them, by cell position (sparse; the BBS counts them from
+    /// each process's slots).
+    pub fn new(cells: Vec<CellLoad>, same: HashMap<String, HashMap<usize, u32>>) -> Auction {
         let order = cells
             .iter()
             .enumerate()
@@ -354,7 +342,10 @@ mod tests {
 
     #[test]
     fn instances_of_one_process_spread_over_cells() {
-        let mut auction = Auction::new(vec![cell("a", 4096), cell("b", 4096), cell("c", 4096)]);
+        let mut auction = Auction::new(
+            vec![cell("a", 4096), cell("b", 4096), cell("c", 4096)],
+            HashMap::new(),
+        );
         let placed: Vec<_> = (0..3)
             .map(|i| winner_id(&mut auction, &lrp("p", i, 256)))
             .collect();
@@ -366,12 +357,11 @@ mod tests {
     #[test]
     fn spread_beats_fit() {
         // "a" is emptier but already has an instance of p: p goes to "b".
-        let mut a = cell("a", 4096);
-        a.instances_by_process.insert("p".into(), 1);
         let mut b = cell("b", 4096);
         b.used_memory_mb = 3072;
         b.used_containers = 10;
-        let mut auction = Auction::new(vec![a, b]);
+        let same = HashMap::from([("p".to_string(), HashMap::from([(0, 1)]))]);
+        let mut auction = Auction::new(vec![cell("a", 4096), b], same);
         assert_eq!(winner_id(&mut auction, &lrp("p", 1, 256)), "b");
         assert_eq!(winner_id(&mut auction, &lrp("q", 0, 256)), "a");
         assert_eq!(auction.instances_of(1, "p"), 1);
@@ -382,14 +372,15 @@ mod tests {
         let mut cells = vec![cell("a", 4096), cell("b", 4096)];
         cells[0].used_memory_mb = 2048;
         cells[0].used_containers = 3;
-        let mut auction = Auction::new(cells);
+        let mut auction = Auction::new(cells, HashMap::new());
         assert_eq!(winner_id(&mut auction, &lrp("p", 0, 256)), "b");
     }
 
     #[test]
     fn placement_errors_say_why() {
         let check = |cells: Vec<CellLoad>, work: Work, expected: &str| {
-            assert_eq!(Auction::new(cells).place(&work).unwrap_err(), expected);
+            let mut auction = Auction::new(cells, HashMap::new());
+            assert_eq!(auction.place(&work).unwrap_err(), expected);
         };
         check(vec![], lrp("p", 0, 256), NO_CELLS);
         check(
@@ -411,12 +402,12 @@ mod tests {
 
     #[test]
     fn a_cell_fills_up_within_one_batch() {
-        let mut auction = Auction::new(vec![cell("a", 512)]);
+        let mut auction = Auction::new(vec![cell("a", 512)], HashMap::new());
         assert!(auction.place(&lrp("p", 0, 256)).is_ok());
         assert!(auction.place(&lrp("p", 1, 256)).is_ok());
         assert!(auction.place(&lrp("p", 2, 256)).is_err());
         // A smaller item still fits where a bigger one did not.
-        let mut auction = Auction::new(vec![cell("a", 512)]);
+        let mut auction = Auction::new(vec![cell("a", 512)], HashMap::new());
         assert!(auction.place(&lrp("p", 0, 1024)).is_err());
         assert!(auction.place(&lrp("p", 1, 2048)).is_err());
         assert!(auction.place(&lrp("p", 2, 256)).is_ok());
@@ -446,8 +437,13 @@ mod tests {
     }
 
     /// Diego's scoring as a plain scan of every cell, the reference the
-    /// indexed auction must agree with.
-    fn place_by_scanning(cells: &mut [CellLoad], work: &Work) -> Option<usize> {
+    /// indexed auction must agree with; `same` counts each cell's
+    /// instances by (position, process).
+    fn place_by_scanning(
+        cells: &mut [CellLoad],
+        same: &mut HashMap<(usize, String), u32>,
+        work: &Work,
+    ) -> Option<usize> {
         let mut best: Option<(usize, f64)> = None;
         for (i, c) in cells.iter().enumerate() {
             let fits = work.rootfs.runs_on(&c.rootfs_providers)
@@ -457,15 +453,13 @@ mod tests {
             if !fits {
                 continue;
             }
-            let same = match &work.kind {
-                WorkKind::Lrp { process_guid, .. } => c
-                    .instances_by_process
-                    .get(process_guid)
-                    .copied()
-                    .unwrap_or(0),
+            let same_work = match &work.kind {
+                WorkKind::Lrp { process_guid, .. } => {
+                    same.get(&(i, process_guid.clone())).copied().unwrap_or(0)
+                }
                 WorkKind::Task { .. } => c.tasks,
             };
-            let score = c.score_with(work) + 1000.0 * f64::from(same);
+            let score = c.score_with(work) + 1000.0 * f64::from(same_work);
             if best.is_none_or(|(_, s)| score < s) {
                 best = Some((i, score));
             }
@@ -478,9 +472,7 @@ mod tests {
         c.starting += 1;
         match &work.kind {
             WorkKind::Lrp { process_guid, .. } => {
-                *c.instances_by_process
-                    .entry(process_guid.clone())
-                    .or_default() += 1
+                *same.entry((i, process_guid.clone())).or_default() += 1
             }
             WorkKind::Task { .. } => c.tasks += 1,
         }
@@ -522,11 +514,11 @@ mod tests {
             }
         }
         sort_batch(&mut batch);
-        let mut reference = cells.clone();
-        let mut auction = Auction::new(cells);
+        let (mut reference, mut reference_same) = (cells.clone(), HashMap::new());
+        let mut auction = Auction::new(cells, HashMap::new());
         let (mut placed, mut unplaced) = (0, 0);
         for work in &batch {
-            let expected = place_by_scanning(&mut reference, work);
+            let expected = place_by_scanning(&mut reference, &mut reference_same, work);
             let got = auction.place(work).ok();
             assert_eq!(got, expected, "placing {work:?}");
             if got.is_some() {

@@ -162,7 +162,7 @@ impl Bbs {
             .inner
             .mirror
             .process_cells(&processes, |c| position.get(c).copied());
-        let mut auction = Auction::with_same(cell_loads(&live, usage, &tasks), same);
+        let mut auction = Auction::new(cell_loads(&live, usage, &tasks), same);
         let decisions: Vec<Decision> = batch
             .into_iter()
             .map(|work| {
