@@ -103,6 +103,16 @@ fn placed_on(a: &ActualLrp) -> Option<&str> {
 }
 
 impl State {
+    /// The instances on cells not in `live`, through the index by cell
+    /// instead of a walk of every instance.
+    fn lost(&self, live: &HashSet<String>) -> Vec<ActualSummary> {
+        self.by_cell
+            .iter()
+            .filter(|(cell, _)| !live.contains(*cell))
+            .flat_map(|(_, on_cell)| on_cell.values().map(|a| summary(a)))
+            .collect()
+    }
+
     fn unindex(&mut self, slot: &Slot, a: &ActualLrp) {
         if let Some(cell) = placed_on(a)
             && let Some(set) = self.by_cell.get_mut(cell)
@@ -415,24 +425,16 @@ impl Mirror {
                 plan.missing.push((d.clone(), missing));
             }
         }
-        drop(state);
         if let Some(live) = live {
-            plan.lost = self.lost(live);
+            plan.lost = state.lost(live);
         }
         plan
     }
 
-    /// The instances on cells not in `live`, through the index by cell:
-    /// [`Mirror::convergence_plan`]'s `lost` without a walk of every
-    /// instance.
+    /// The instances on cells not in `live`: [`Mirror::convergence_plan`]'s
+    /// `lost` alone, for the pass run when cells' presence expires.
     pub(crate) fn lost(&self, live: &HashSet<String>) -> Vec<ActualSummary> {
-        let state = self.lock();
-        state
-            .by_cell
-            .iter()
-            .filter(|(cell, _)| !live.contains(*cell))
-            .flat_map(|(_, on_cell)| on_cell.values().map(|a| summary(a)))
-            .collect()
+        self.lock().lost(live)
     }
 
     /// The ActualLrps at these slots as the tables have them, in one hold
