@@ -264,21 +264,15 @@ pub async fn run(
                 // An evacuation advances and a report the BBS did not
                 // take is retried at every heartbeat, not only at the
                 // next bulk sync.
-                if rep.evacuation.is_some() {
-                    if rep.evacuate().await {
-                        break;
-                    }
-                } else if !rep.unreported.is_empty() {
-                    rep.sync().await;
+                if (rep.evacuation.is_some() || !rep.unreported.is_empty())
+                    && rep.reconcile().await
+                {
+                    break;
                 }
             }
             _ = bulk_sync.tick() => {
-                if rep.evacuation.is_some() {
-                    if rep.evacuate().await {
-                        break;
-                    }
-                } else {
-                    rep.sync().await;
+                if rep.reconcile().await {
+                    break;
                 }
             }
             Some(finished) = finished_rx.recv() => {
@@ -294,12 +288,8 @@ pub async fn run(
                     while let Some(Some(more)) = events.next().now_or_never() {
                         relevant |= rep.concerns(&more);
                     }
-                    if relevant && rep.evacuation.is_some() {
-                        if rep.evacuate().await {
-                            break;
-                        }
-                    } else if relevant {
-                        rep.sync().await;
+                    if relevant && rep.reconcile().await {
+                        break;
                     }
                 }
                 None => {
@@ -308,12 +298,8 @@ pub async fn run(
                     // may have changed with no event reaching this cell.
                     tokio::time::sleep(ctx.config.heartbeat_interval).await;
                     events = ctx.bbs.subscribe();
-                    if rep.evacuation.is_some() {
-                        if rep.evacuate().await {
-                            break;
-                        }
-                    } else {
-                        rep.sync().await;
+                    if rep.reconcile().await {
+                        break;
                     }
                 }
             },
@@ -603,6 +589,18 @@ impl Rep {
             // A crash comes with the ActualLrp's change, matched above.
             BbsEvent::DesiredLrpChanged { .. } | BbsEvent::ActualLrpCrashed { .. } => false,
             BbsEvent::Lagged => true,
+        }
+    }
+
+    /// What a change to this cell's work calls for: while evacuating, the
+    /// evacuation's next step (true once the cell may stop); otherwise a
+    /// sync (false).
+    async fn reconcile(&mut self) -> bool {
+        if self.evacuation.is_some() {
+            self.evacuate().await
+        } else {
+            self.sync().await;
+            false
         }
     }
 
