@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # BBS failover time over several kills: runs the cluster test
-# (crates/kiln/tests/e2e.rs, a_cluster_of_two_nodes_survives_losing_the_active_bbs)
+# (crates/kiln/tests/e2e/cluster.rs, a_cluster_of_two_nodes_survives_losing_the_active_bbs)
 # RUNS times; each run starts two nodes on a fresh PostgreSQL and moto S3,
 # pushes an app, SIGKILLs the node whose BBS is active and measures, from
 # the kill, (1) until the other node's BBS is active and (2) until the app

@@ -12,145 +12,63 @@
 //! Needs root, runc, `docker-registry`, `htpasswd` and `busybox-static`.
 //! Without them it skips loudly, unless `KILN_REQUIRE_RUNC=1` (CI sets it).
 
+use crate::support::{self, CliOutput, SERIAL, free_port, free_subnet};
 use kiln_image::testing::{LayerBuilder, TestImage, TestRegistry};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-const ADMIN_PASSWORD: &str = "docker-e2e-admin-secret";
 const REGISTRY_USER: &str = "kiln-e2e";
 const REGISTRY_PASSWORD: &str = "Reg1stry-Pa55word-never-shown";
-/// `--docker-registry-timeout` of the test's server.
+/// The cell's registry timeout here: short, so the silent registry's
+/// failure comes quickly.
 const REGISTRY_TIMEOUT_S: u64 = 4;
 
-/// One whole server at a time within this binary (nextest runs each test
-/// in a process of its own; `.config/nextest.toml` puts them in one group).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
+/// Root and runc as every end-to-end test, and also a registry and busybox.
 fn runnable(test: &str) -> bool {
-    let root = kiln_image::testing::is_root();
-    let runc = std::process::Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !(root && runc) {
-        kiln_image::testing::skip_or_fail(test, &format!("root: {root}, runc: {runc}"));
-        return false;
-    }
-    kiln_image::testing::registry_available(test) && kiln_image::testing::busybox_available(test)
+    support::runnable()
+        && kiln_image::testing::registry_available(test)
+        && kiln_image::testing::busybox_available(test)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A /24 in 10.216.0.0/13 no address on this machine is in yet (e2e.rs
-/// picks from 10.200.0.0/13, so the two suites never meet).
-fn free_subnet() -> String {
-    let taken = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let seed = std::process::id() ^ free_port() as u32;
-    for i in 0..2048u32 {
-        let n = (seed.wrapping_mul(2654435761).wrapping_add(i)) % 2048;
-        let (b, c) = (216 + n / 256, n % 256);
-        if !taken.contains(&format!(" 10.{b}.{c}.")) {
-            return format!("10.{b}.{c}.0/24");
-        }
-    }
-    panic!("no free subnet for the cell");
-}
-
-/// An all-in-one `kiln server` with the image flags under test.
+/// A server with a small layer limit and a short registry timeout, and a
+/// CLI home logged in to it as admin.
 struct Server {
-    child: Option<Child>,
-    data_dir: PathBuf,
-    api_port: u16,
+    server: support::Server,
     router_port: u16,
-    log_path: PathBuf,
-    cell_id: String,
     home: PathBuf,
 }
 
 impl Server {
     async fn start(scratch: &Path) -> Server {
         let (api_port, router_port) = (free_port(), free_port());
-        let data_dir = scratch.join("data");
-        let cell_id = format!("docker-e2e-{api_port}");
-        let log_path = scratch.join("server.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args([
-                "server",
-                "--domain",
-                "localhost",
-                "--staging-timeout",
-                "120",
-            ])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--api-listen")
-            .arg(format!("127.0.0.1:{api_port}"))
-            .arg("--router-listen")
-            .arg(format!("127.0.0.1:{router_port}"))
-            .args(["--cell-id", &cell_id, "--cell-network", &free_subnet()])
-            .args(["--image-max-layer-mb", "2"])
-            .args(["--docker-registry-timeout", &REGISTRY_TIMEOUT_S.to_string()])
-            .env("KILN_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting kiln server");
-        let mut server = Server {
-            child: Some(child),
-            data_dir,
+        let flags = [
+            "--image-max-layer-mb",
+            "2",
+            "--docker-registry-timeout",
+            &REGISTRY_TIMEOUT_S.to_string(),
+        ]
+        .map(str::to_string);
+        let server = support::Server::start_with(
+            &scratch.join("data"),
             api_port,
             router_port,
-            log_path,
-            cell_id,
-            home: scratch.join("home"),
-        };
-        server.wait_until_up().await;
-        let api = format!("http://127.0.0.1:{api_port}");
-        let out = server
-            .cli(&["login", "-a", &api, "-u", "admin", "-p", ADMIN_PASSWORD])
-            .await;
-        assert!(out.success, "login failed\n{out}");
-        server
+            &free_subnet(),
+            &flags,
+        )
+        .await;
+        let home = scratch.join("home");
+        support::login(&home, &server).await;
+        Server {
+            server,
+            router_port,
+            home,
+        }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    async fn wait_until_up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = format!("http://127.0.0.1:{}/", self.api_port);
-        loop {
-            if let Ok(r) = reqwest::get(&url).await
-                && r.status().is_success()
-            {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("kiln server exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no answer in 60s\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.server.log()
     }
 
     async fn cli(&self, args: &[&str]) -> CliOutput {
@@ -221,7 +139,7 @@ impl Server {
     /// Scratch files in the cell's layer cache (downloads and unpacks in
     /// progress); empty whenever nothing is being pulled.
     fn cache_scratch(&self) -> Vec<String> {
-        let tmp = self.data_dir.join("cell/images/tmp");
+        let tmp = self.server.data_dir.join("cell/images/tmp");
         std::fs::read_dir(&tmp)
             .map(|d| {
                 d.filter_map(Result::ok)
@@ -233,66 +151,11 @@ impl Server {
 
     fn cached_layer(&self, digest: &str) -> bool {
         let hex = digest.trim_start_matches("sha256:");
-        self.data_dir.join("cell/images/layers").join(hex).exists()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-        }
-        let runc_root = self.data_dir.join("cell/runc");
-        let listed = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["list", "-q"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for id in listed.lines() {
-            let _ = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(&runc_root)
-                .args(["delete", "--force", id])
-                .output();
-        }
-        kiln_cell::network::remove_leftovers_blocking(&self.cell_id);
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.data_dir.to_string_lossy().into_owned();
-        let mut under: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in under {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", mount])
-                .output();
-        }
-    }
-}
-
-struct CliOutput {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl CliOutput {
-    fn text(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-impl std::fmt::Display for CliOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout, self.stderr
-        )
+        self.server
+            .data_dir
+            .join("cell/images/layers")
+            .join(hex)
+            .exists()
     }
 }
 
