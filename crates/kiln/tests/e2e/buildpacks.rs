@@ -1,3 +1,5 @@
+//! Buildpacks a user brings: by git URL and zip URL, and sidecars a buildpack declares.
+
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};

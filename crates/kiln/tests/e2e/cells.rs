@@ -1,3 +1,6 @@
+//! Cells in processes of their own: joining, SIGKILL (re-placement) and
+//! SIGTERM (evacuation under traffic).
+
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};

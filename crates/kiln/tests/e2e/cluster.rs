@@ -1,3 +1,5 @@
+//! Two full nodes on shared PostgreSQL and S3: the standby BBS takes over when the active one dies.
+
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,3 +1,5 @@
+//! The unmodified PyPI `cloudfoundry-client` driving Kiln's v3 API.
+
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

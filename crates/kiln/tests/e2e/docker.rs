@@ -1,3 +1,5 @@
+//! Docker images pushed by tag and digest, and the clear failures of bad ones.
+
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,3 +1,5 @@
+//! `kiln push` from a manifest with variables: several apps, processes, routes, services.
+
 use crate::support::*;
 use std::time::{Duration, Instant};
 use tokio::process::Command;

@@ -1,3 +1,5 @@
+//! The seed's whole path (push, stage, run, route) and a server restart that loses nothing.
+
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,3 +1,5 @@
+//! Rolling deployments under steady traffic, and a canary that is cancelled.
+
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};

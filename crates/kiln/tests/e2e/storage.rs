@@ -1,3 +1,6 @@
+//! The S3 blobstore, PostgreSQL (and it restarting), and migrating a
+//! single-machine platform to both.
+
 use crate::support::*;
 use std::path::Path;
 use std::process::Stdio;

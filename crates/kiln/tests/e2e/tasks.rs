@@ -1,3 +1,5 @@
+//! Tasks (success, failure, cancel) and crashes recorded as audit events.
+
 use crate::support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
