@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 const WRITE_BATCH: usize = 10_000;
 
 /// One item's outcome: the cell it goes to, or why it goes nowhere.
-type Decision = (Work, Result<usize, String>);
+pub(crate) type Decision = (Work, Result<usize, String>);
 
 /// The cells as the auction sees them: capacity from presence, load from
 /// the instances and tasks already on them.
@@ -105,7 +105,7 @@ fn batch(unclaimed: &[Unclaimed], desired: &DesiredSnapshot, tasks: &[Task]) -> 
 /// and syncs once, as Diego's auctioneer sends each rep one request with
 /// all of its work. In the auction's order a batch touched nearly every
 /// cell, and every cell synced its whole work once per batch.
-fn by_cell(decisions: &[Decision]) -> Vec<(&Work, &Result<usize, String>)> {
+pub(crate) fn by_cell(decisions: &[Decision]) -> Vec<(&Work, &Result<usize, String>)> {
     let mut grouped: Vec<(&Work, &Result<usize, String>)> =
         decisions.iter().map(|(w, o)| (w, o)).collect();
     grouped.sort_by_key(|(_, outcome)| outcome.as_ref().map_or(usize::MAX, |&i| i));
@@ -142,9 +142,26 @@ impl Bbs {
         }
         // Nothing new goes to an evacuating cell.
         self.prune_evacuation().await?;
-        let live = self.inner.evacuation.placeable(&self.live_cells());
         let desired = self.inner.mirror.desired();
-        let batch = batch(&unclaimed, &desired, &tasks);
+        let (decisions, auction) = self.decide(batch(&unclaimed, &desired, &tasks), &tasks);
+        let errors_before: HashMap<(&str, u32), &str> = unclaimed
+            .iter()
+            .map(|u| {
+                (
+                    (u.process_guid.as_str(), u.index),
+                    u.placement_error.as_str(),
+                )
+            })
+            .collect();
+        self.write_decisions(&decisions, auction.cells(), &errors_before)
+            .await
+    }
+
+    /// Diego's auction over `batch` (in its order) on the live cells that
+    /// take new work, loaded as the mirror has them now plus `tasks`: each
+    /// item with the position of its cell, or why it goes nowhere.
+    pub(crate) fn decide(&self, batch: Vec<Work>, tasks: &[Task]) -> (Vec<Decision>, Auction) {
+        let live = self.inner.evacuation.placeable(&self.live_cells());
         let processes: HashSet<&str> = batch
             .iter()
             .filter_map(|w| match &w.kind {
@@ -162,25 +179,15 @@ impl Bbs {
             .inner
             .mirror
             .process_cells(&processes, |c| position.get(c).copied());
-        let mut auction = Auction::new(cell_loads(&live, usage, &tasks), same);
-        let decisions: Vec<Decision> = batch
+        let mut auction = Auction::new(cell_loads(&live, usage, tasks), same);
+        let decisions = batch
             .into_iter()
             .map(|work| {
                 let outcome = auction.place(&work);
                 (work, outcome)
             })
             .collect();
-        let errors_before: HashMap<(&str, u32), &str> = unclaimed
-            .iter()
-            .map(|u| {
-                (
-                    (u.process_guid.as_str(), u.index),
-                    u.placement_error.as_str(),
-                )
-            })
-            .collect();
-        self.write_decisions(&decisions, auction.cells(), &errors_before)
-            .await
+        (decisions, auction)
     }
 
     /// The records the claims of `slots` left, from the mirror's records

@@ -202,6 +202,8 @@ pub struct ConvergenceReport {
     /// Suspect instances whose replacement runs (or whose index went).
     pub suspect_removed: usize,
     pub tasks_failed: usize,
+    /// Placed by the pass: instances of lost cells re-placed as they were
+    /// taken off them, and what its auction round placed.
     pub placed: usize,
     pub unplaced: usize,
 }

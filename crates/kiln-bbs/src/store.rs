@@ -571,6 +571,19 @@ pub fn unclaimed_from(before: &ActualLrp, now: Nanos) -> ActualLrp {
     }
 }
 
+/// The record [`move_many_if_unchanged`] leaves: as if sent back to
+/// UNCLAIMED and then claimed.
+pub fn moved_from(before: &ActualLrp, instance_key: ActualLrpInstanceKey, now: Nanos) -> ActualLrp {
+    ActualLrp {
+        state: ActualLrpState::Claimed,
+        instance_key: Some(instance_key),
+        net_info: None,
+        placement_error: String::new(),
+        since: now,
+        ..before.clone()
+    }
+}
+
 /// The record [`start_many`] leaves.
 pub fn started_from(
     before: &ActualLrp,
@@ -982,6 +995,54 @@ pub async fn unclaim_many_if_unchanged(
         }
     }
     Ok(changed)
+}
+
+/// A lost cell's instance and the cell the auction chose for it (see
+/// [`move_many_if_unchanged`]).
+pub struct Move<'a> {
+    pub seen: &'a ActualSummary,
+    pub instance_guid: String,
+    pub cell_id: &'a str,
+}
+
+/// Instances of lost cells straight to CLAIMED on the cells the auction
+/// chose, each only if still as seen: [`unclaim_many_if_unchanged`] and
+/// [`claim_unclaimed`] in one statement per [`ROWS_PER_STATEMENT`], so a
+/// re-placed instance's row (and its page in the log) is written once,
+/// not twice. Returns the slots moved (records: [`moved_from`]).
+pub async fn move_many_if_unchanged(
+    conn: &mut Connection,
+    moves: &[Move<'_>],
+    now: Nanos,
+) -> Result<Vec<Slot>, BbsError> {
+    let mut moved = Vec::with_capacity(moves.len());
+    for chunk in moves.chunks(ROWS_PER_STATEMENT) {
+        // A join on the key, as `unclaim_many_if_unchanged`.
+        let mut query = QueryBuilder::new("WITH v(pg, ix, st, ig, sn, nig, cell) AS (");
+        query.push_values(chunk, |mut row, m| {
+            row.push_bind(m.seen.process_guid.as_str())
+                .push_bind(i64::from(m.seen.index))
+                .push_bind(m.seen.state.as_str())
+                .push_bind(m.seen.instance_guid.as_str())
+                .push_bind(m.seen.since)
+                .push_bind(m.instance_guid.as_str())
+                .push_bind(m.cell_id);
+        });
+        query.push(
+            ") UPDATE actual_lrps SET state = 'CLAIMED', instance_guid = v.nig, cell_id = v.cell, \
+             net_info = '', placement_error = '', since = ",
+        );
+        query.push_bind(now);
+        query.push(
+            " FROM v WHERE actual_lrps.process_guid = v.pg AND actual_lrps.instance_index = v.ix \
+             AND actual_lrps.state = v.st AND actual_lrps.instance_guid = v.ig \
+             AND actual_lrps.since = v.sn RETURNING process_guid, instance_index",
+        );
+        for row in query.build().fetch_all(&mut *conn).await.map_err(db)? {
+            moved.push(slot_from_row(&row)?);
+        }
+    }
+    Ok(moved)
 }
 
 /// Deletes an ActualLrp whose DesiredLrp is gone or no longer has its

@@ -1,14 +1,15 @@
 //! Diego's SUSPECT ActualLRPs: a cell whose presence expired may only be
 //! cut off from the BBS, its instances still serving. Each RUNNING instance
 //! on it stays listed RUNNING (presence SUSPECT, still routed) while its
-//! record goes back to the auction for a replacement; the suspect instance
+//! record goes to a replacement (placed on another cell in the same write,
+//! or back to the auction when none has room); the suspect instance
 //! goes once the replacement is RUNNING, and becomes ordinary again (the
 //! replacement retired) if its cell heartbeats first.
 //!
 //! Diego keeps the suspect row beside the ordinary one. Kiln keeps the
 //! record for the replacement and the suspect instance beside it, in memory
 //! for reads and in `kept_actual_lrps` (written in the transaction that
-//! sends the record back to the auction), so a BBS restart before the
+//! hands the record to the replacement), so a BBS restart before the
 //! replacement runs still lists and routes it.
 
 use crate::mirror::Mirror;

@@ -321,6 +321,41 @@ async fn work_on_a_lost_cell_is_placed_elsewhere() {
     assert_eq!(a.instance_key.unwrap().cell_id, "cell-b");
 }
 
+/// A lost cell's instance that fits on no other cell goes back to
+/// UNCLAIMED and says why (it is re-placed in the same write as it leaves
+/// its cell only when the auction found it a cell), and is placed once a
+/// cell with room joins.
+#[tokio::test]
+async fn a_lost_instance_that_fits_nowhere_else_waits_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BbsConfig {
+        cell_ttl: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let bbs = open(&dir, config).await;
+    bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
+    bbs.desire_lrp(desired("p-1", 1, 1024)).await.unwrap();
+    bbs.converge().await.unwrap();
+
+    // cell-a stops heartbeating; cell-b is too small for the instance.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    bbs.heartbeat_cell(cell("cell-b", 512)).await.unwrap();
+    let report = bbs.converge().await.unwrap();
+    assert_eq!(report.lost_cell_reclaimed, 1);
+    assert_eq!((report.placed, report.unplaced), (0, 1));
+    let a = actuals(&bbs, "p-1").await.remove(0);
+    assert_eq!(a.state, ActualLrpState::Unclaimed);
+    assert!(a.instance_key.is_none());
+    assert_eq!(a.placement_error, "insufficient resources: memory");
+
+    bbs.heartbeat_cell(cell("cell-c", 4096)).await.unwrap();
+    let report = bbs.converge().await.unwrap();
+    assert_eq!(report.placed, 1);
+    let a = actuals(&bbs, "p-1").await.remove(0);
+    assert_eq!(a.state, ActualLrpState::Claimed);
+    assert_eq!(a.instance_key.unwrap().cell_id, "cell-c");
+}
+
 #[tokio::test]
 async fn an_instance_too_big_for_every_cell_says_so() {
     let dir = tempfile::tempdir().unwrap();
