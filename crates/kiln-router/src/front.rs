@@ -56,7 +56,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// A request head larger than this is refused with 431: hyper's server's
 /// default buffer limit, the router's limit before this module.
@@ -335,7 +335,9 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     let method = Method::from_bytes(&bytes[method.0..method.1]).map_err(|_| bad("bad method"))?;
     let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.1))
         .map_err(|_| bad("bad request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the proxy adds (`forwarded_headers`), so that the map
+    // is not grown again on the way.
+    let mut headers = HeaderMap::with_capacity(count + 6);
     for &(name, name_end, value, value_end) in &spans[..count] {
         let name = HeaderName::from_bytes(&bytes[name as usize..name_end as usize])
             .map_err(|_| bad("bad header name"))?;
@@ -512,21 +514,32 @@ async fn connection(
         interim: b"",
     }));
     let mut timer = Timer::default();
+    // Watched while waiting for a request; made once per connection, so
+    // that it registers with the token once, not per request.
+    let mut stopping = pin!(shutdown.clone().cancelled_owned());
     let mut out = Vec::with_capacity(1024);
     let mut idle_since = None;
     loop {
-        let head =
-            match read_head(proxy, &client, &mut timer, started, idle_since, shutdown).await? {
-                None => return close(&client).await,
-                Some(Ok(head)) => head,
-                Some(Err(refused)) => {
-                    tracing::debug!(?refused, %client_addr, "router refused a request head");
-                    out.clear();
-                    write_refusal(&mut out, refused);
-                    write_all(&client, &out).await?;
-                    return close(&client).await;
-                }
-            };
+        let head = match read_head(
+            proxy,
+            &client,
+            &mut timer,
+            started,
+            idle_since,
+            stopping.as_mut(),
+        )
+        .await?
+        {
+            None => return close(&client).await,
+            Some(Ok(head)) => head,
+            Some(Err(refused)) => {
+                tracing::debug!(?refused, %client_addr, "router refused a request head");
+                out.clear();
+                write_refusal(&mut out, refused);
+                write_all(&client, &out).await?;
+                return close(&client).await;
+            }
+        };
         let Head {
             parts,
             body,
@@ -572,6 +585,8 @@ async fn connection(
         // A request body neither read nor here whole (a refused request's,
         // an early answer's) would have to be waited for before the next
         // request: the client is told the connection ends instead.
+        // Shutting down: this is the connection's last response (a later
+        // cancellation is seen by the wait for the next request).
         let keep_alive = keep_alive && !shutdown.is_cancelled() && {
             let client = lock(&client);
             match client.body {
@@ -596,7 +611,7 @@ async fn connection(
             client.interim = b"";
             discard_buffered(&mut client)
         };
-        if !keep_alive || !body_done || shutdown.is_cancelled() {
+        if !keep_alive || !body_done {
             return close(&client).await;
         }
         idle_since = Some(Instant::now());
@@ -617,7 +632,7 @@ async fn read_head(
     timer: &mut Timer,
     started: Instant,
     idle_since: Option<Instant>,
-    shutdown: &CancellationToken,
+    mut stopping: Pin<&mut WaitForCancellationFutureOwned>,
 ) -> io::Result<Option<Result<Head, Refused>>> {
     let config = proxy.config();
     // When the head's first byte came: the connection's start for its
@@ -656,7 +671,7 @@ async fn read_head(
                 tokio::select! {
                     biased;
                     read = read.as_mut() => read,
-                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = stopping.as_mut() => return Ok(None),
                     _ = timer.until(deadline) => return Ok(None),
                 }
             }
