@@ -29,6 +29,10 @@
 #   CPU=1 bench/router-proxy.sh      # also CPU time per request, user and
 #                                    # system, of the whole path (needs perf)
 #   SYSCALLS=1 bench/router-proxy.sh # also system calls per request (strace)
+#   BASELINE=BINARY bench/router-proxy.sh
+#       # also that binary (another build of the example, e.g. main's) as a
+#       # second router, against this one, alternating at each of CONNS
+#       # (and, with CPU=1, its CPU per request): a before/after in one run
 #   ROUTES=100000 bench/router-proxy.sh
 #       # also a second router whose table holds 100,000 other routes,
 #       # against the one-route router, alternating, at 64 connections:
@@ -194,4 +198,38 @@ print(f"   medians: 1 route {med(0):.0f} req/s p99 {med(1):.2f} ms; {sys.argv[2]
       f" throughput {med(2)/med(0):.2f}x, p99 {med(3)/med(1):.2f}x")
 PY
   echo "   RSS: 1 route $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$proxy_pid/status"), $ROUTES routes $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$big_pid/status")"
+fi
+
+# BASELINE=BINARY: a second router from another build, against this one,
+# alternating at each of CONNS, then CPU per request of both with CPU=1.
+if [ -n "${BASELINE:-}" ]; then
+  BASE_PORT=$(free_port)
+  env -u ROUTES "$BASELINE" "127.0.0.1:$BASE_PORT" "127.0.0.1:$APP_PORT" "$HOST" >"$work/proxy-base.log" 2>&1 &
+  base_pid=$!
+  pids+=($base_pid)
+  curl -fs --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://127.0.0.1:$BASE_PORT/index.html" >/dev/null
+  echo "==> this router against BASELINE ($BASELINE), wrk -t1 -d$DURATION, $ROUNDS alternating rounds"
+  : >"$work/baseline"
+  for conns in $CONNS; do
+    for round in $(seq 1 "$ROUNDS"); do
+      base=$(measure "$conns" "http://127.0.0.1:$BASE_PORT/index.html" -H "Host: $HOST")
+      this=$(measure "$conns" "$VIA_ROUTER" -H "Host: $HOST")
+      echo "$conns $base $this" >>"$work/baseline"
+      echo "   c=$conns round $round (load $(cut -d' ' -f1 /proc/loadavg)): baseline $base; this $this (req/s p99 ms)"
+    done
+  done
+  python3 - "$work/baseline" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+for c in dict.fromkeys(r[0] for r in rows):
+    med = lambda i: statistics.median(float(r[i]) for r in rows if r[0] == c)
+    print(f"   c={c} medians: baseline {med(1):.0f} req/s p99 {med(2):.2f} ms; this {med(3):.0f} req/s p99 {med(4):.2f} ms;"
+          f" throughput {med(3)/med(1):.2f}x, p99 {med(4)/med(2):.2f}x")
+PY
+  if [ "${CPU:-0}" = 1 ]; then
+    echo "==> CPU per request at 64 connections, baseline against this router"
+    for round in $(seq 1 "$ROUNDS"); do
+      echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request baseline "$BASE_PORT" "$base_pid" -H "Host: $HOST")$(cpu_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST")"
+    done
+  fi
 fi

@@ -5,24 +5,27 @@
 //! body streamed after it ([`RequestBody`], `Content-Length` or chunked).
 //! The response head is parsed with `httparse` from the connection's read
 //! buffer; header values share that buffer (no copy per header). The
-//! response body ([`InstanceBody`]) is read by hyper's server side straight
-//! from the instance's socket, and the connection goes back to the worker's
-//! pool the moment the body's last byte was read.
+//! response body ([`InstanceBody`]) is read by the client side (the plain
+//! front, `crate::front`, or hyper's server for HTTPS) straight from the
+//! instance's socket, and the connection goes back to the worker's pool the
+//! moment the body's last byte was read.
 //!
-//! Chunked bodies are decoded, not passed through: the client side may be
-//! HTTP/2 or HTTP/1.0 and hyper frames what it sends itself, so it needs
-//! the data, not the instance's framing.
+//! Chunked bodies are decoded, not passed through: the client may speak
+//! HTTP/2 or HTTP/1.0 and its side frames what it sends itself, so it needs
+//! the data, not the instance's framing. The same decoder reads chunked
+//! request bodies on the plain front.
 //!
 //! Reading only starts once the request head is written, so an instance
 //! that answers as soon as a connection opens (an `nc -l` app) has that
 //! answer taken as the response to the request, which it is.
 
 use crate::backend_io::Backends;
+use crate::front::RequestSource;
 use crate::table::Endpoint;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,7 +65,7 @@ pub(crate) enum InstanceError {
     #[error("unexpected EOF")]
     UnexpectedEof,
     #[error("reading the client's request body: {0}")]
-    RequestBody(hyper::Error),
+    RequestBody(crate::proxy::BoxError),
 }
 
 impl InstanceError {
@@ -121,7 +124,7 @@ pub(crate) enum Outgoing {
 }
 
 impl Outgoing {
-    pub fn of(headers: &HeaderMap, body: &Incoming) -> Outgoing {
+    pub fn of(headers: &HeaderMap, body: &RequestSource) -> Outgoing {
         if headers.contains_key(header::CONTENT_LENGTH) {
             Outgoing::Length
         } else if body.is_end_stream() {
@@ -189,7 +192,7 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// bytes (for the access log) and knows whether any were taken from the
 /// client, in which case the request cannot be sent again.
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    inner: RequestSource,
     framing: Outgoing,
     /// The client's body ended.
     eof: bool,
@@ -202,7 +205,7 @@ pub(crate) struct RequestBody {
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, framing: Outgoing, bytes: Arc<AtomicU64>) -> RequestBody {
+    pub fn new(inner: RequestSource, framing: Outgoing, bytes: Arc<AtomicU64>) -> RequestBody {
         RequestBody {
             inner,
             framing,
@@ -261,14 +264,12 @@ impl RequestBody {
                 }
                 continue;
             }
-            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            match ready!(self.inner.poll_data(cx)) {
                 None => self.eof = true,
                 Some(Err(e)) => return Poll::Ready(Err(InstanceError::RequestBody(e))),
-                Some(Ok(frame)) => {
+                Some(Ok(data)) => {
                     // Trailers are not forwarded (Gorouter's neither).
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
+                    if !data.is_empty() {
                         self.started = true;
                         self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                         self.pending = match self.framing {
@@ -571,16 +572,27 @@ pub(crate) fn decode_chunked(
                 };
                 let line = &buf[..end];
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
-                let digits = line
-                    .split(|&c| c == b';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
+                let (digits, extensions) = match line.iter().position(|&c| c == b';') {
+                    Some(at) => line.split_at(at),
+                    None => (line, &[][..]),
+                };
+                // Whitespace only after the size (RFC 9112's BWS): a size
+                // read one way here and another way elsewhere is how
+                // requests are smuggled.
+                let digits = digits.trim_ascii_end();
                 if digits.is_empty()
                     || digits.len() > 16
                     || !digits.iter().all(u8::is_ascii_hexdigit)
                 {
                     return Err(bad("invalid chunk size"));
+                }
+                // Extensions are skipped, but never with control characters
+                // (a bare CR, say) in them.
+                if extensions
+                    .iter()
+                    .any(|&c| (c < b' ' && c != b'\t') || c == 0x7f)
+                {
+                    return Err(bad("invalid chunk extension"));
                 }
                 let size = digits.iter().fold(0u64, |n, &c| {
                     (n << 4) | u64::from((c as char).to_digit(16).unwrap_or(0))
@@ -896,6 +908,9 @@ mod tests {
             b"\r\n",
             b"fffffffffffffffff\r\n",
             b"-1\r\n",
+            b" 5\r\nhello\r\n",
+            b"5;a=\rb\r\nhello\r\n",
+            b"5;\x00\r\nhello\r\n",
         ] {
             let mut state = Chunk::Size;
             let mut buf = BytesMut::from(bad);

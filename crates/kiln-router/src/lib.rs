@@ -9,6 +9,8 @@
 //! - `proxy`: the request path — look the route up, pick an instance
 //!   round-robin, stream the request there and the response back, with
 //!   Gorouter's headers, retries and error responses.
+//! - `front`: the plain listener's HTTP/1.1 server side (hyper's serves
+//!   HTTPS and `/health`); both hand requests to `proxy`.
 //! - `access_log`: one `RTR` line per request into the app's log stream,
 //!   written by a task of its own.
 //! - `workers`: the threads connections are served on.
@@ -25,6 +27,7 @@
 mod access_log;
 mod backend_io;
 mod client_conn;
+mod front;
 mod h1;
 mod health;
 mod proxy;
@@ -272,7 +275,7 @@ pub async fn serve_with_tls(
                             }
                         };
                         match acceptor {
-                            None => proxy.serve_connection(stream, client_addr, shutdown).await,
+                            None => front::serve(proxy, stream, client_addr, shutdown).await,
                             Some(acceptor) => {
                                 proxy
                                     .serve_tls_connection(stream, client_addr, acceptor, shutdown)

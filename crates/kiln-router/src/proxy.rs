@@ -19,6 +19,7 @@ use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
 use crate::backend_io::{BackendError, Backends, Outgoing};
 use crate::client_conn::{Activity, ClientBody, Timed, Timeouts};
+use crate::front::{ClientUpgrade, RequestSource, TunnelConn};
 use crate::h1::{self, Conn, InstanceBody, Owner, RequestBody, RequestHead, ResponseHead};
 use crate::sticky;
 use crate::sync::SharedTable;
@@ -37,6 +38,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -85,9 +87,9 @@ struct Forward {
     method: Method,
     path: PathAndQuery,
     headers: HeaderMap,
-    body: Incoming,
+    body: RequestSource,
     record: AccessRecord,
-    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: Option<ClientUpgrade>,
     /// The instance guid of the request's `__VCAP_ID__` (sticky session).
     sticky: Option<String>,
 }
@@ -106,6 +108,14 @@ impl Proxy {
             log,
             hard_stop,
         }
+    }
+
+    pub(crate) fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    pub(crate) fn hard_stop(&self) -> &CancellationToken {
+        &self.hard_stop
     }
 
     /// Closes the worker's connections to instances that were idle too long.
@@ -143,7 +153,16 @@ impl Proxy {
             let in_progress = activity.start_request();
             let activity = activity.clone();
             async move {
-                let mut response = proxy.handle(request, client_addr, &client_ip, tls).await;
+                let (parts, body) = request.into_parts();
+                let mut response = proxy
+                    .handle(
+                        parts,
+                        RequestSource::Hyper(body),
+                        client_addr,
+                        &client_ip,
+                        tls,
+                    )
+                    .await;
                 if let Some(hsts) = hsts {
                     // An app's own policy wins, as with Gorouter's
                     // add_headers_if_not_present.
@@ -160,44 +179,10 @@ impl Proxy {
         })
     }
 
-    /// Serves one client connection (HTTP/1.1 with keep-alive) until it
-    /// closes. On `shutdown` the request in flight is finished first, unless
-    /// the drain runs out.
-    pub(crate) async fn serve_connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        client_addr: SocketAddr,
-        shutdown: CancellationToken,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let stream = Timed::new(stream, self.timeouts());
-        let service = self.service(client_addr, false, stream.activity());
-        let connection = hyper::server::conn::http1::Builder::new()
-            // `Timed` keeps the header read and idle timeouts apart; hyper's
-            // would also end idle connections after the header read timeout.
-            .header_read_timeout(None)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        tokio::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            _ = shutdown.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                tokio::select! {
-                    result = connection.as_mut() => result,
-                    _ = self.hard_stop.cancelled() => return,
-                }
-            }
-        };
-        if let Err(error) = result {
-            tracing::debug!(%error, %client_addr, "router client connection ended with an error");
-        }
-    }
-
     /// Serves one HTTPS client connection: the TLS handshake (bounded by
     /// the header read timeout, so a silent client is cut off), then
-    /// HTTP/2 if ALPN agreed on `h2`, HTTP/1.1 otherwise. Drains as
-    /// [`Proxy::serve_connection`] does.
+    /// HTTP/2 if ALPN agreed on `h2`, HTTP/1.1 otherwise. On `shutdown`
+    /// the requests in flight are finished first, unless the drain runs out.
     pub(crate) async fn serve_tls_connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -260,9 +245,11 @@ impl Proxy {
         }
     }
 
+    /// One request, from either front: its head and its body.
     pub(crate) async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        mut request: http::request::Parts,
+        body: RequestSource,
         client_addr: SocketAddr,
         client_ip: &HeaderValue,
         tls: bool,
@@ -275,8 +262,8 @@ impl Proxy {
         let mut target = match route(
             &table,
             &raw_host,
-            request.uri(),
-            request.headers(),
+            &request.uri,
+            &request.headers,
             client_addr.ip(),
         ) {
             Ok(target) => target,
@@ -284,18 +271,26 @@ impl Proxy {
         };
         if target.pinned.is_none() {
             target.sticky =
-                sticky::requested_instance(request.headers(), &self.config.sticky_session_cookies);
+                sticky::requested_instance(&request.headers, &self.config.sticky_session_cookies);
         }
-        let upgrade = upgrade_protocol(request.headers())
-            .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
-        let (parts, body) = request.into_parts();
+        let upgrade = upgrade_protocol(&request.headers).map(|protocol| {
+            let client = match body {
+                // hyper hands the connection over through the request.
+                RequestSource::Hyper(_) => request
+                    .extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .map(ClientUpgrade::Hyper),
+                RequestSource::Front(_) => Some(ClientUpgrade::Front),
+            };
+            (protocol, client)
+        });
         let http::request::Parts {
             method,
             uri,
             version,
             mut headers,
             ..
-        } = parts;
+        } = request;
         let referer = headers.get(header::REFERER).cloned();
         let user_agent = headers.get(header::USER_AGENT).cloned();
         forwarded_headers(
@@ -337,7 +332,7 @@ impl Proxy {
             headers,
             body,
             record,
-            upgrade: upgrade.map(|(_, on_upgrade)| on_upgrade),
+            upgrade: upgrade.and_then(|(_, client)| client),
             sticky: target.sticky.clone(),
         };
         self.forward(target, forward).await
@@ -536,18 +531,25 @@ impl Proxy {
         head: ResponseHead,
         conn: Conn,
         request: RequestBody,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        client_upgrade: Option<ClientUpgrade>,
         record: AccessRecord,
         in_flight: InFlight,
         sticky: Option<&str>,
     ) -> Response<ProxyBody> {
         let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
+        let mut tunnel_conn = None;
         let body = if switching {
             // An upgraded connection is the tunnel's now, never the pool's.
             match client_upgrade {
-                Some(client_upgrade) => {
-                    self.tunnel(client_upgrade, conn, record.endpoint.addr.clone())
-                }
+                Some(ClientUpgrade::Hyper(client_upgrade)) => self.tunnel(
+                    async move {
+                        let client = client_upgrade.await?;
+                        Ok::<_, BoxError>((TokioIo::new(client), Bytes::new()))
+                    },
+                    conn,
+                ),
+                // The front writes the head, then starts the tunnel.
+                Some(ClientUpgrade::Front) => tunnel_conn = Some(TunnelConn::new(conn)),
                 None => drop(conn),
             }
             InstanceBody::empty()
@@ -585,26 +587,39 @@ impl Proxy {
         );
         *response.status_mut() = status;
         *response.headers_mut() = headers;
+        if let Some(tunnel_conn) = tunnel_conn {
+            response.extensions_mut().insert(tunnel_conn);
+        }
         response
     }
 
     /// Copies bytes both ways between the upgraded client connection and
     /// the instance's until either closes (or the drain is over); first
-    /// what the instance sent right after its `101`.
-    fn tunnel(&self, client_upgrade: hyper::upgrade::OnUpgrade, backend: Conn, endpoint: String) {
+    /// what each side sent past the `101` exchange (`client` gives the
+    /// connection and the bytes its front had read past the request head).
+    pub(crate) fn tunnel<C>(
+        &self,
+        client: impl Future<Output = Result<(C, Bytes), BoxError>> + Send + 'static,
+        backend: Conn,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let hard_stop = self.hard_stop.clone();
         tokio::spawn(async move {
-            let client = match client_upgrade.await {
+            let (mut client, client_early) = match client.await {
                 Ok(client) => client,
                 Err(error) => {
-                    tracing::debug!(endpoint, %error, "upgrade did not complete");
+                    tracing::debug!(%error, "upgrade did not complete");
                     return;
                 }
             };
             let (mut backend, early) = backend.into_parts();
-            let mut client = TokioIo::new(client);
+            let endpoint = backend
+                .peer_addr()
+                .map_or_else(|_| "-".to_string(), |a| a.to_string());
             let copy = async {
                 client.write_all(&early).await?;
+                backend.write_all(&client_early).await?;
                 tokio::io::copy_bidirectional(&mut client, &mut backend).await
             };
             tokio::select! {
@@ -690,11 +705,11 @@ impl Refusal {
 
 /// The host a request names: like Go's net/http, an absolute-form target's
 /// authority, otherwise the Host header.
-fn request_host(request: &Request<Incoming>) -> HeaderValue {
-    match request.uri().authority() {
+fn request_host(request: &http::request::Parts) -> HeaderValue {
+    match request.uri.authority() {
         Some(authority) => header_value(authority.as_str()),
         None => request
-            .headers()
+            .headers
             .get(header::HOST)
             .cloned()
             .unwrap_or_else(|| HeaderValue::from_static("")),

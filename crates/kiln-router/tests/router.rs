@@ -1652,3 +1652,195 @@ async fn chunked_answers_are_decoded_informational_ones_skipped_and_closed_conne
         );
     }
 }
+
+/// Writes `raw` on a new connection and reads until the router closes it.
+async fn exchange_to_close(port: u16, raw: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // The router may answer and close before it read everything.
+    let _ = stream.write_all(raw).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the router closed the connection");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn smuggling_shapes_are_refused_and_nothing_behind_them_is_served() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "smuggle.test", &[b.port]).await;
+    f.wait_for("smuggle.test", 200).await;
+    let before = b.requests.load(Ordering::SeqCst);
+
+    // Refused from the head alone: 400, the connection closed, the request
+    // behind it never read, and nothing reaches the instance.
+    let behind = "GET /second HTTP/1.1\r\nHost: smuggle.test\r\n\r\n";
+    for (what, head) in [
+        (
+            "a transfer coding other than chunked last",
+            "POST / HTTP/1.1\r\nHost: smuggle.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "an unknown transfer coding",
+            "POST / HTTP/1.1\r\nHost: smuggle.test\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "chunked twice",
+            "POST / HTTP/1.1\r\nHost: smuggle.test\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            "POST / HTTP/1.0\r\nHost: smuggle.test\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a Content-Length list that disagrees",
+            "POST / HTTP/1.1\r\nHost: smuggle.test\r\nContent-Length: 0, 5\r\n\r\nhello",
+        ),
+        (
+            "a signed Content-Length",
+            "POST / HTTP/1.1\r\nHost: smuggle.test\r\nContent-Length: +5\r\n\r\nhello",
+        ),
+        (
+            "two Hosts",
+            "GET / HTTP/1.1\r\nHost: smuggle.test\r\nHost: other.test\r\n\r\n",
+        ),
+        (
+            "an obs-fold",
+            "GET / HTTP/1.1\r\nHost: smuggle.test\r\nX-A: 1\r\n folded\r\n\r\n",
+        ),
+        (
+            "a space before the colon",
+            "GET / HTTP/1.1\r\nHost: smuggle.test\r\nContent-Length : 5\r\n\r\nhello",
+        ),
+    ] {
+        let text = exchange_to_close(f.router_port, format!("{head}{behind}").as_bytes()).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{what}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{what}: {text}");
+    }
+    assert_eq!(
+        b.requests.load(Ordering::SeqCst),
+        before,
+        "nothing reached the instance"
+    );
+
+    // Bad chunked framing found while the body streams: the request
+    // fails, the connection closes, the request behind it is never read.
+    for (what, body) in [
+        (
+            "a chunk size past 64 bits",
+            "10000000000000000\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("a chunk size with a sign", "+5\r\nhello\r\n0\r\n\r\n"),
+        ("a chunk size after whitespace", " 5\r\nhello\r\n0\r\n\r\n"),
+        (
+            "a control character in an extension",
+            "5;a=\u{1}\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("a bare CR in an extension", "5;a=\rb\r\nhello\r\n0\r\n\r\n"),
+        ("data longer than its chunk", "3\r\nhello\r\n0\r\n\r\n"),
+    ] {
+        let raw = format!(
+            "POST /first HTTP/1.1\r\nHost: smuggle.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}{behind}"
+        );
+        let text = exchange_to_close(f.router_port, raw.as_bytes()).await;
+        assert!(!text.starts_with("HTTP/1.1 200"), "{what}: {text}");
+        assert!(text.matches("HTTP/1.1 ").count() <= 1, "{what}: {text}");
+        assert!(!text.contains("/second"), "{what}: {text}");
+    }
+
+    // Other requests are unaffected.
+    assert_eq!(f.get("smuggle.test", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "pipe.test", &[b.port]).await;
+    f.wait_for("pipe.test", 200).await;
+    let raw = concat!(
+        "GET /one HTTP/1.1\r\nHost: pipe.test\r\n\r\n",
+        "POST /two HTTP/1.1\r\nHost: pipe.test\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /three HTTP/1.1\r\nHost: pipe.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "GET /four HTTP/1.1\r\nHost: unknown.test\r\n\r\n",
+        "GET /five HTTP/1.1\r\nHost: pipe.test\r\nConnection: close\r\n\r\n",
+    );
+    let text = exchange_to_close(f.router_port, raw.as_bytes()).await;
+    let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(responses.len(), 5, "{text}");
+    let expected = [
+        ("200", r#""path":"/one""#, r#""received":0"#),
+        ("200", r#""path":"/two""#, r#""received":5"#),
+        ("200", r#""path":"/three""#, r#""received":3"#),
+        ("404", "Requested route ('unknown.test') does not exist", ""),
+        ("200", r#""path":"/five""#, r#""received":0"#),
+    ];
+    for (response, (status, path, received)) in responses.iter().zip(expected) {
+        assert!(response.starts_with(status), "{path}: {response}");
+        assert!(response.contains(path), "{path}: {response}");
+        assert!(response.contains(received), "{path}: {response}");
+    }
+    assert!(text.contains("connection: close"), "{text}");
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_its_interim_answer_before_the_body_is_read() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "expect.test", &[b.port]).await;
+    f.wait_for("expect.test", 200).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /up HTTP/1.1\r\nHost: expect.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = vec![0u8; b"HTTP/1.1 100 Continue\r\n\r\n".len()];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut interim))
+        .await
+        .expect("100 Continue before the body")
+        .unwrap();
+    assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello").await.unwrap();
+    let status = read_response(&mut stream).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(b.received.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn http_1_0_clients_get_close_delimited_bodies_and_keep_alive_when_asked() {
+    let f = fixture().await;
+    let b = backend("b").await;
+    f.app("p1", "old.test", &[b.port]).await;
+    f.wait_for("old.test", 200).await;
+
+    // A streamed body of unknown length: no chunked to HTTP/1.0, the end
+    // of the connection ends it.
+    let text = exchange_to_close(
+        f.router_port,
+        b"GET /download?bytes=100000 HTTP/1.0\r\nHost: old.test\r\n\r\n",
+    )
+    .await;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(body.len(), 100_000);
+
+    // `Connection: keep-alive`: a known length, and the connection stays.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", f.router_port))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: old.test\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut stream).await, "HTTP/1.0 200 OK");
+    }
+}

@@ -1,0 +1,1156 @@
+//! The plain listener's HTTP/1.1 server side, built for the router: hyper's
+//! server stays for HTTPS (HTTP/1.1 and HTTP/2 by ALPN) and `/health`.
+//!
+//! Per connection there is one read buffer. A request head is parsed in
+//! place with `httparse` ([`take_head`]); the URI and header values share
+//! the head's bytes, as the instance side does with response heads
+//! ([`crate::h1`]). Framing follows RFC 9112 strictly: a transfer coding
+//! other than `chunked` last, `Transfer-Encoding` in HTTP/1.0, differing
+//! `Content-Length`s, a second `Host`, obs-fold or a bad request line are
+//! answered 400 and the connection closed; a head over hyper's limits (the
+//! router's until now) is 431, a URI over them 414. `Content-Length` next
+//! to `Transfer-Encoding: chunked` is served as chunked (the length is
+//! dropped) and the connection closed after it, as RFC 9112 §6.3 allows
+//! and as the router always did. Pipelined requests are answered in order,
+//! one at a time.
+//!
+//! Sharing with the HTTPS path: both fronts hand the proxy an
+//! `http::request::Parts` and a [`RequestSource`] (hyper's `Incoming`, or
+//! [`FrontBody`] reading this connection), so route lookup, header
+//! rewriting, sticky sessions, retries, limits, error responses and the
+//! access log exist once, in [`crate::proxy`]. The one thing that differs,
+//! taking over the connection after `101`, is a [`ClientUpgrade`]. The
+//! body reads the connection while the proxy's response may still be
+//! pumping it (an `nc`-style app that answers early), so the connection's
+//! socket and buffer sit behind a mutex only this connection's task ever
+//! takes, for a poll at a time.
+//!
+//! A response goes out as its head and, when the body's data is there
+//! already (a small response read with its head), that data in the same
+//! write. Longer bodies stream: with the instance's `Content-Length`,
+//! chunked to HTTP/1.1 clients when the length is unknown, and delimited
+//! by closing the connection for HTTP/1.0.
+//!
+//! Timeouts are Go's `http.Server`'s as the HTTPS side keeps them
+//! ([`crate::client_conn`]): a head is due within the header read timeout
+//! of the connection's start or of its first byte; a kept-alive connection
+//! with no request is closed after the idle timeout. One timer per
+//! connection, only ever moved earlier (a later deadline is taken up when
+//! it fires), so a request costs no timer update.
+
+use crate::h1::{self, Chunk, Conn};
+use crate::proxy::{BoxError, Proxy, ProxyBody, header_value};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+use hyper::body::Body;
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// A request head larger than this is refused with 431: hyper's server's
+/// default buffer limit, the router's limit before this module.
+pub(crate) const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// A request target longer than this is refused with 414 (hyper's limit).
+pub(crate) const MAX_URI: usize = u16::MAX as usize - 1;
+/// Header lines in a request head, at most (hyper's default); more is 431.
+pub(crate) const MAX_HEADERS: usize = 100;
+/// Bytes read from a client at a time, at least room for.
+const READ_CHUNK: usize = 8 * 1024;
+/// Response data up to this much is copied behind what waits to be written
+/// (the head, a chunk-size line) so that both go out in one write.
+const COALESCE: usize = 16 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A client's request body, as either front reads it.
+pub(crate) enum RequestSource {
+    /// From hyper's server (HTTPS).
+    Hyper(hyper::body::Incoming),
+    /// From a plain connection served here.
+    Front(FrontBody),
+}
+
+impl RequestSource {
+    /// The body is known to be empty (nothing to send, no framing needed).
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            RequestSource::Hyper(body) => body.is_end_stream(),
+            RequestSource::Front(body) => body.is_end_stream(),
+        }
+    }
+
+    /// The next piece of the body's data; trailers are dropped.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        match self {
+            RequestSource::Hyper(body) => loop {
+                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                    }
+                }
+            },
+            RequestSource::Front(body) => body.poll_data(cx),
+        }
+    }
+}
+
+/// How the connection is handed over after `101 Switching Protocols`.
+pub(crate) enum ClientUpgrade {
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// The front takes the instance's connection from the response's
+    /// extensions ([`TunnelConn`]) once the head is written.
+    Front,
+}
+
+/// The instance's connection for a `101` answered to this front.
+#[derive(Clone)]
+pub(crate) struct TunnelConn(Arc<Mutex<Option<Conn>>>);
+
+impl TunnelConn {
+    pub fn new(conn: Conn) -> TunnelConn {
+        TunnelConn(Arc::new(Mutex::new(Some(conn))))
+    }
+
+    fn take(&self) -> Option<Conn> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// How much of a request body is still to come from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyState {
+    /// `Content-Length`: this many bytes (0: no body, or all of it read).
+    Length(u64),
+    Chunked(Chunk),
+}
+
+impl BodyState {
+    fn done(self) -> bool {
+        matches!(self, BodyState::Length(0) | BodyState::Chunked(Chunk::Done))
+    }
+}
+
+/// A client connection's socket, with what was read and not yet used.
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    body: BodyState,
+    /// What is left to write of a `100 Continue` the client asked for,
+    /// written before the body is first read (as hyper does).
+    interim: &'static [u8],
+}
+
+type Shared = Arc<Mutex<Client>>;
+
+fn lock(client: &Shared) -> MutexGuard<'_, Client> {
+    client.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A request body read from the client's connection as the instance takes it.
+pub(crate) struct FrontBody {
+    client: Shared,
+}
+
+impl FrontBody {
+    fn is_end_stream(&self) -> bool {
+        lock(&self.client).body.done()
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let mut guard = lock(&self.client);
+        let client = &mut *guard;
+        while !client.interim.is_empty() {
+            match ready!(Pin::new(&mut client.stream).poll_write(cx, client.interim)) {
+                Ok(0) => {
+                    return Poll::Ready(Some(
+                        Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    ));
+                }
+                Ok(n) => client.interim = &client.interim[n..],
+                Err(error) => return Poll::Ready(Some(Err(error.into()))),
+            }
+        }
+        loop {
+            match &mut client.body {
+                BodyState::Length(0) => return Poll::Ready(None),
+                BodyState::Length(left) => {
+                    if !client.buf.is_empty() {
+                        let take = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(client.buf.len());
+                        *left -= take as u64;
+                        return Poll::Ready(Some(Ok(client.buf.split_to(take).freeze())));
+                    }
+                }
+                BodyState::Chunked(state) => match h1::decode_chunked(state, &mut client.buf) {
+                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                    Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(None) if *state == Chunk::Done => return Poll::Ready(None),
+                    Ok(None) => {}
+                },
+            }
+            reserve(&mut client.buf);
+            match ready!(poll_read_buf(
+                Pin::new(&mut client.stream),
+                cx,
+                &mut client.buf
+            )) {
+                Ok(0) => {
+                    return Poll::Ready(Some(Err(
+                        "the client closed its connection in the middle of the request body".into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(error) => return Poll::Ready(Some(Err(error.into()))),
+            }
+        }
+    }
+}
+
+/// Takes what the buffer holds of the rest of a request body the proxy did
+/// not read (a refused request's, say); true if that was all of it.
+fn discard_buffered(client: &mut Client) -> bool {
+    match &mut client.body {
+        BodyState::Length(left) => {
+            let take = usize::try_from(*left)
+                .unwrap_or(usize::MAX)
+                .min(client.buf.len());
+            client.buf.advance(take);
+            *left -= take as u64;
+        }
+        BodyState::Chunked(state) => {
+            while let Ok(Some(_)) = h1::decode_chunked(state, &mut client.buf) {}
+        }
+    }
+    client.body.done()
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Why a request head is refused before it reaches the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    BadRequest(&'static str),
+    UriTooLong,
+    HeadTooLarge,
+}
+
+impl Refused {
+    fn status(self) -> StatusCode {
+        match self {
+            Refused::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refused::UriTooLong => StatusCode::URI_TOO_LONG,
+            Refused::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+}
+
+/// A parsed request head and how its connection goes on.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub parts: http::request::Parts,
+    pub body: BodyState,
+    /// The client keeps the connection open after the response (its
+    /// version and `Connection`, and the framing allows it).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` from an HTTP/1.1 client.
+    pub expect_continue: bool,
+}
+
+/// Takes a complete request head off the front of `buf`, if there is one.
+pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
+    let bad = Refused::BadRequest;
+    // Where the method, target and each header's name and value are in
+    // `buf`, so they can be cut from the frozen head once `httparse`'s
+    // borrow has ended.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, method, target, version, count) = {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut slots);
+        let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_HEAD {
+                    // Not even the request line in the limit: the target is
+                    // what is too long.
+                    return Err(if buf.contains(&b'\n') {
+                        Refused::HeadTooLarge
+                    } else {
+                        Refused::UriTooLong
+                    });
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Refused::HeadTooLarge),
+            Err(_) => return Err(bad("malformed request head")),
+        };
+        let (Some(method), Some(target), Some(version)) =
+            (parsed.method, parsed.path, parsed.version)
+        else {
+            return Err(bad("malformed request head"));
+        };
+        if target.len() > MAX_URI {
+            return Err(Refused::UriTooLong);
+        }
+        if len > MAX_HEAD {
+            return Err(Refused::HeadTooLarge);
+        }
+        let base = buf.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            (start, start + s.len())
+        };
+        for (slot, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let (name, name_end) = span(h.name.as_bytes());
+            let (value, value_end) = span(h.value);
+            *slot = (name as u32, name_end as u32, value as u32, value_end as u32);
+        }
+        (
+            len,
+            span(method.as_bytes()),
+            span(target.as_bytes()),
+            version,
+            parsed.headers.len(),
+        )
+    };
+    let bytes = buf.split_to(len).freeze();
+    let method = Method::from_bytes(&bytes[method.0..method.1]).map_err(|_| bad("bad method"))?;
+    let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.1))
+        .map_err(|_| bad("bad request target"))?;
+    // Room for what the proxy adds (`forwarded_headers`), so that the map
+    // is not grown again on the way.
+    let mut headers = HeaderMap::with_capacity(count + 6);
+    for &(name, name_end, value, value_end) in &spans[..count] {
+        let name = HeaderName::from_bytes(&bytes[name as usize..name_end as usize])
+            .map_err(|_| bad("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(value as usize..value_end as usize))
+            .map_err(|_| bad("bad header value"))?;
+        headers.append(name, value);
+    }
+    let version = if version == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut keep_alive = keep_alive(version, &headers);
+    let body = if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !chunked_once_and_last(&headers) {
+            return Err(bad("a transfer coding other than chunked last"));
+        }
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            // The smuggling shape: framed as chunked, and nothing after it
+            // on this connection is trusted.
+            keep_alive = false;
+        }
+        BodyState::Chunked(Chunk::Size)
+    } else {
+        match content_length(&headers)? {
+            None => BodyState::Length(0),
+            Some((length, single)) => {
+                if !single {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                }
+                BodyState::Length(length)
+            }
+        }
+    };
+    let mut hosts = headers.get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err(bad("more than one Host"));
+    }
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        body,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// `Transfer-Encoding`'s codings, over all its lines, end with `chunked`,
+/// which is not applied twice (RFC 9112 §6.1).
+fn chunked_once_and_last(headers: &HeaderMap) -> bool {
+    let mut chunked = 0;
+    let mut last_chunked = false;
+    for coding in headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+    {
+        last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        chunked += usize::from(last_chunked);
+    }
+    last_chunked && chunked == 1
+}
+
+/// The request's `Content-Length`, and whether it was given once: every
+/// value (lines and comma-separated lists alike) must be the same number.
+fn content_length(headers: &HeaderMap) -> Result<Option<(u64, bool)>, Refused> {
+    let mut length: Option<u64> = None;
+    let mut values = 0;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&c| c == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(Refused::BadRequest("invalid Content-Length"));
+            }
+            let n = part.iter().fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return Err(Refused::BadRequest("conflicting Content-Length"));
+            }
+            length = Some(n);
+            values += 1;
+        }
+    }
+    Ok(length.map(|n| (n, values == 1)))
+}
+
+fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut tokens = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
+        .map(<[u8]>::trim_ascii);
+    if version == Version::HTTP_10 {
+        tokens.any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+    } else {
+        !tokens.any(|t| t.eq_ignore_ascii_case(b"close"))
+    }
+}
+
+/// The connection's single timer, moved only to an earlier deadline.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    /// Ready at `deadline`.
+    async fn until(&mut self, deadline: Instant) {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if self.armed.is_none_or(|armed| armed > deadline) {
+            sleep.as_mut().reset(deadline);
+            self.armed = Some(deadline);
+        }
+        loop {
+            sleep.as_mut().await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            sleep.as_mut().reset(deadline);
+            self.armed = Some(deadline);
+        }
+    }
+}
+
+/// Serves one plain client connection until it closes, the client breaks
+/// the protocol, a timeout ends it, or the router shuts down (the request
+/// in flight is finished first, unless the drain runs out).
+pub(crate) async fn serve(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    client_addr: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let hard_stop = proxy.hard_stop().clone();
+    tokio::select! {
+        biased;
+        _ = hard_stop.cancelled() => {}
+        result = connection(&proxy, stream, client_addr, &shutdown) => {
+            if let Err(error) = result {
+                tracing::debug!(%error, %client_addr, "router client connection ended with an error");
+            }
+        }
+    }
+}
+
+async fn connection(
+    proxy: &Arc<Proxy>,
+    stream: TcpStream,
+    client_addr: SocketAddr,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let started = Instant::now();
+    let client_ip = header_value(&client_addr.ip().to_string());
+    let client: Shared = Arc::new(Mutex::new(Client {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        body: BodyState::Length(0),
+        interim: b"",
+    }));
+    let mut timer = Timer::default();
+    // Watched while waiting for a request; made once per connection, so
+    // that it registers with the token once, not per request.
+    let mut stopping = pin!(shutdown.clone().cancelled_owned());
+    let mut out = Vec::with_capacity(1024);
+    let mut idle_since = None;
+    loop {
+        let head = match read_head(
+            proxy,
+            &client,
+            &mut timer,
+            started,
+            idle_since,
+            stopping.as_mut(),
+        )
+        .await?
+        {
+            None => return close(&client).await,
+            Some(Ok(head)) => head,
+            Some(Err(refused)) => {
+                tracing::debug!(?refused, %client_addr, "router refused a request head");
+                out.clear();
+                write_refusal(&mut out, refused);
+                write_all(&client, &out).await?;
+                return close(&client).await;
+            }
+        };
+        let Head {
+            parts,
+            body,
+            keep_alive,
+            expect_continue,
+        } = head;
+        {
+            let mut client = lock(&client);
+            client.body = body;
+            client.interim = if expect_continue && !body.done() {
+                CONTINUE
+            } else {
+                b""
+            };
+        }
+        let version = parts.version;
+        let head_request = parts.method == Method::HEAD;
+        let body = RequestSource::Front(FrontBody {
+            client: client.clone(),
+        });
+        let response = proxy
+            .handle(parts, body, client_addr, &client_ip, false)
+            .await;
+        let (mut parts, body) = response.into_parts();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            let tunnel = parts.extensions.remove::<TunnelConn>();
+            out.clear();
+            write_head(&mut out, version, &parts, None);
+            write_all(&client, &out).await?;
+            drop(body);
+            if let Some(backend) = tunnel.and_then(|t| t.take())
+                && let Ok(client) = Arc::try_unwrap(client)
+            {
+                let Client { stream, buf, .. } =
+                    client.into_inner().unwrap_or_else(|e| e.into_inner());
+                proxy.tunnel(
+                    async move { Ok::<_, BoxError>((stream, buf.freeze())) },
+                    backend,
+                );
+            }
+            return Ok(());
+        }
+        // A request body neither read nor here whole (a refused request's,
+        // an early answer's) would have to be waited for before the next
+        // request: the client is told the connection ends instead.
+        // Shutting down: this is the connection's last response (a later
+        // cancellation is seen by the wait for the next request).
+        let keep_alive = keep_alive && !shutdown.is_cancelled() && {
+            let client = lock(&client);
+            match client.body {
+                BodyState::Length(left) => left <= client.buf.len() as u64,
+                BodyState::Chunked(state) => state == Chunk::Done,
+            }
+        };
+        let keep_alive = write_response(
+            &client,
+            &mut out,
+            version,
+            head_request,
+            keep_alive,
+            &parts,
+            body,
+        )
+        .await?;
+        // What is left of the request body is here whole (see above), or
+        // the connection ends.
+        let body_done = {
+            let mut client = lock(&client);
+            client.interim = b"";
+            discard_buffered(&mut client)
+        };
+        if !keep_alive || !body_done {
+            return close(&client).await;
+        }
+        idle_since = Some(Instant::now());
+    }
+}
+
+/// Ends the connection: what was written goes out, then the FIN.
+async fn close(client: &Shared) -> io::Result<()> {
+    poll_fn(|cx| Pin::new(&mut lock(client).stream).poll_shutdown(cx)).await
+}
+
+/// Reads until a whole request head is in the buffer. `None` when the
+/// connection is to end without an answer: the client closed it, a timeout
+/// passed, or the router is shutting down.
+async fn read_head(
+    proxy: &Proxy,
+    client: &Shared,
+    timer: &mut Timer,
+    started: Instant,
+    idle_since: Option<Instant>,
+    mut stopping: Pin<&mut WaitForCancellationFutureOwned>,
+) -> io::Result<Option<Result<Head, Refused>>> {
+    let config = proxy.config();
+    // When the head's first byte came: the connection's start for its
+    // first request, else when it arrives.
+    let mut head_since = match idle_since {
+        None => Some(started),
+        Some(_) if !lock(client).buf.is_empty() => Some(Instant::now()),
+        Some(_) => None,
+    };
+    loop {
+        {
+            let mut client = lock(client);
+            if !client.buf.is_empty() {
+                match take_head(&mut client.buf) {
+                    Ok(None) => {}
+                    Ok(Some(head)) => return Ok(Some(Ok(head))),
+                    Err(refused) => return Ok(Some(Err(refused))),
+                }
+            }
+        }
+        let mut read = pin!(poll_fn(|cx| {
+            let mut guard = lock(client);
+            let client = &mut *guard;
+            reserve(&mut client.buf);
+            poll_read_buf(Pin::new(&mut client.stream), cx, &mut client.buf)
+        }));
+        // Most heads are there at once: no timer or shutdown watch for them.
+        let read = match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+            Poll::Ready(read) => read,
+            Poll::Pending => {
+                let deadline = match (head_since, idle_since) {
+                    (Some(since), _) => since + config.header_read_timeout,
+                    (None, Some(idle)) => idle + config.client_idle_timeout,
+                    (None, None) => started + config.header_read_timeout,
+                };
+                tokio::select! {
+                    biased;
+                    read = read.as_mut() => read,
+                    _ = stopping.as_mut() => return Ok(None),
+                    _ = timer.until(deadline) => return Ok(None),
+                }
+            }
+        };
+        match read {
+            Ok(0) => return Ok(None),
+            Ok(_) => {
+                head_since.get_or_insert_with(Instant::now);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A refused head's answer; the connection closes after it.
+fn write_refusal(out: &mut Vec<u8>, refused: Refused) {
+    let status = refused.status();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, status);
+    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
+    push_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+fn push_status(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is framed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// HEAD, 1xx, 204, 304: no body (a HEAD's `Content-Length` kept).
+    None,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 with no length: until the connection closes.
+    Close,
+}
+
+/// The status line and headers, with the framing and connection headers
+/// the response needs (`connection` only for a keep-alive decision that
+/// differs from the version's default).
+fn write_head(
+    out: &mut Vec<u8>,
+    version: Version,
+    parts: &http::response::Parts,
+    framing: Option<(Framing, bool)>,
+) {
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    push_status(out, parts.status);
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some((framing, keep_alive)) = framing {
+        match framing {
+            Framing::Length(n) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa(n, &mut [0u8; 20]));
+                out.extend_from_slice(b"\r\n");
+            }
+            Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            _ => {}
+        }
+        match (keep_alive, version) {
+            (false, Version::HTTP_11) => out.extend_from_slice(b"connection: close\r\n"),
+            (true, Version::HTTP_10) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+            _ => {}
+        }
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        push_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// `Date`, formatted once a second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Writes the response; false if the connection cannot carry another
+/// (the client's wish, a close-delimited or broken body).
+async fn write_response(
+    client: &Shared,
+    out: &mut Vec<u8>,
+    version: Version,
+    head_request: bool,
+    mut keep_alive: bool,
+    parts: &http::response::Parts,
+    mut body: ProxyBody,
+) -> io::Result<bool> {
+    let status = parts.status;
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::None
+    } else if let Some(length) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+    {
+        Framing::Length(length)
+    } else if let Some(length) = body.size_hint().exact() {
+        Framing::Length(length)
+    } else if version == Version::HTTP_11 {
+        Framing::Chunked
+    } else {
+        Framing::Close
+    };
+    if framing == Framing::Close {
+        keep_alive = false;
+    }
+    out.clear();
+    write_head(out, version, parts, Some((framing, keep_alive)));
+    if framing == Framing::None {
+        write_all(client, out).await?;
+        return Ok(keep_alive);
+    }
+    let mut sent = 0u64;
+    loop {
+        // Data that is ready joins what waits to be written; otherwise
+        // that goes out while the body waits.
+        let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    write_all(client, out).await?;
+                    out.clear();
+                }
+                // Meanwhile a client that goes away ends the response (and
+                // so frees the instance's connection and writes the
+                // access line) rather than wait for the instance.
+                let mut watching = true;
+                let next = poll_fn(|cx| {
+                    if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                        return Poll::Ready(Some(frame));
+                    }
+                    if watching {
+                        match poll_client_gone(client, cx) {
+                            Poll::Ready(true) => return Poll::Ready(None),
+                            Poll::Ready(false) => watching = false,
+                            Poll::Pending => {}
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match next {
+                    Some(frame) => frame,
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the client closed the connection during the response",
+                        ));
+                    }
+                }
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(error)) => {
+                // The head went out (or goes now): the client sees the body
+                // end early, not a made-up complete response.
+                tracing::debug!(%error, "response body ended with an error");
+                write_all(client, out).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                sent += data.len() as u64;
+                if framing == Framing::Chunked {
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                }
+                if out.len() + data.len() <= COALESCE {
+                    out.extend_from_slice(&data);
+                } else {
+                    write_all(client, out).await?;
+                    out.clear();
+                    write_all(client, &data).await?;
+                }
+                if framing == Framing::Chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    write_all(client, out).await?;
+    out.clear();
+    if let Framing::Length(length) = framing
+        && sent != length
+    {
+        return Ok(false);
+    }
+    Ok(keep_alive)
+}
+
+/// Ready(true) when the client closed its connection; Ready(false) when
+/// that cannot be watched now: the request body is still being read (its
+/// reader sees the end itself) or the buffer holds all it may of the next
+/// requests. What arrives meanwhile (pipelined requests) is kept.
+fn poll_client_gone(client: &Shared, cx: &mut Context<'_>) -> Poll<bool> {
+    let mut guard = lock(client);
+    let client = &mut *guard;
+    if !client.body.done() {
+        return Poll::Ready(false);
+    }
+    loop {
+        if client.buf.len() >= MAX_HEAD {
+            return Poll::Ready(false);
+        }
+        reserve(&mut client.buf);
+        match ready!(poll_read_buf(
+            Pin::new(&mut client.stream),
+            cx,
+            &mut client.buf
+        )) {
+            Ok(0) | Err(_) => return Poll::Ready(true),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn write_all(client: &Shared, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut lock(client).stream).poll_write(cx, bytes)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::tests::generator;
+
+    fn parse(text: &[u8]) -> Result<Option<Head>, Refused> {
+        take_head(&mut BytesMut::from(text))
+    }
+
+    fn head(text: &str) -> Head {
+        parse(text.as_bytes()).unwrap().unwrap()
+    }
+
+    fn refused(text: &str) -> Refused {
+        parse(text.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn request_framing_follows_rfc_9112() {
+        let get = head("GET /a?b HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert_eq!(get.body, BodyState::Length(0));
+        assert!(get.keep_alive);
+        assert_eq!(get.parts.uri, "/a?b");
+        assert_eq!(get.parts.headers["host"], "a.test");
+
+        let post = head("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(post.body, BodyState::Length(5));
+        let same = head("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(same.body, BodyState::Length(5));
+        assert_eq!(
+            same.parts.headers.get_all("content-length").iter().count(),
+            1
+        );
+        let chunked = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
+        assert_eq!(chunked.body, BodyState::Chunked(Chunk::Size));
+        assert!(chunked.keep_alive);
+
+        // Chunked wins over a length, which is dropped, and the connection
+        // ends after the response.
+        let both =
+            head("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(both.body, BodyState::Chunked(Chunk::Size));
+        assert!(!both.parts.headers.contains_key("content-length"));
+        assert!(!both.keep_alive);
+
+        assert!(!head("GET / HTTP/1.1\r\nConnection: x, Close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
+        assert!(!head("GET / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+
+        for bad in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-A : 1\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET  / HTTP/1.1\r\n\r\n",
+            "GET /a b HTTP/1.1\r\n\r\n",
+            "NOT A REQUEST\r\n\r\n",
+        ] {
+            assert!(
+                matches!(refused(bad), Refused::BadRequest(_)),
+                "{bad:?} gave {:?}",
+                parse(bad.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_targets_are_414_and_heads_431() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_URI));
+        assert_eq!(refused(&long), Refused::UriTooLong);
+        let endless = format!("GET /{}", "a".repeat(MAX_HEAD));
+        assert_eq!(refused(&endless), Refused::UriTooLong);
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(refused(&big), Refused::HeadTooLarge);
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("x-{i}: v\r\n"))
+            .collect();
+        assert_eq!(
+            refused(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Refused::HeadTooLarge
+        );
+        let fits = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_URI - 1));
+        assert!(parse(fits.as_bytes()).unwrap().is_some());
+    }
+
+    /// Pipelined heads come off the buffer one at a time, whatever pieces
+    /// they arrive in, with their bodies' bytes left behind each.
+    #[test]
+    fn pipelined_heads_parse_whole_only_and_in_order() {
+        let mut next = generator(0xf00d);
+        let names = ["x-a", "cookie", "accept", "x-forwarded-for", "user-agent"];
+        for case in 0..500 {
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for i in 0..1 + next() % 4 {
+                let body = "b".repeat((next() % 20) as usize);
+                let mut text = format!("POST /{case}/{i} HTTP/1.1\r\nHost: h{i}.test\r\n");
+                for _ in 0..next() % 6 {
+                    let name = names[next() as usize % names.len()];
+                    text.push_str(&format!("{name}: v{}\r\n", next() % 100));
+                }
+                text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+                wire.extend_from_slice(text.as_bytes());
+                expected.push((format!("/{case}/{i}"), body));
+            }
+            let mut buf = BytesMut::new();
+            let mut fed = 0;
+            for (path, body) in expected {
+                let head = loop {
+                    if let Some(head) = take_head(&mut buf).unwrap() {
+                        break head;
+                    }
+                    assert!(fed < wire.len(), "case {case}: never complete");
+                    let n = (1 + next() as usize % 50).min(wire.len() - fed);
+                    buf.extend_from_slice(&wire[fed..fed + n]);
+                    fed += n;
+                };
+                assert_eq!(head.parts.uri.path(), path, "case {case}");
+                assert_eq!(head.body, BodyState::Length(body.len() as u64));
+                while buf.len() < body.len() {
+                    let n = (1 + next() as usize % 50).min(wire.len() - fed);
+                    buf.extend_from_slice(&wire[fed..fed + n]);
+                    fed += n;
+                }
+                assert_eq!(&buf[..body.len()], body.as_bytes(), "case {case}");
+                buf.advance(body.len());
+            }
+        }
+    }
+
+    /// Mutated heads: never a panic, and whatever is accepted is framed
+    /// one way only — a length or chunked, never both, no length that
+    /// differs from another, and no transfer coding but chunked last.
+    #[test]
+    fn any_head_is_refused_or_framed_one_way() {
+        let mut next = generator(0x5a5a);
+        let seeds: [&[u8]; 4] = [
+            b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 10\r\nContent-Length: 10\r\n\r\n",
+            b"PUT /y?z HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\nHost: b\r\n\r\n",
+            b"GET http://a.test/p HTTP/1.1\r\nConnection: close\r\nHost: c\r\n\r\n",
+        ];
+        let alphabet = b" ,:;\r\n\t0123456789abcdefchunkedCLTE-/?\x00\x7f\xff";
+        for case in 0..30_000 {
+            let mut bytes = seeds[case % seeds.len()].to_vec();
+            for _ in 0..1 + next() % 5 {
+                let at = next() as usize % bytes.len();
+                let byte = alphabet[next() as usize % alphabet.len()];
+                match next() % 3 {
+                    0 => bytes[at] = byte,
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, byte),
+                }
+            }
+            let Ok(Some(head)) = parse(&bytes) else {
+                continue;
+            };
+            let headers = &head.parts.headers;
+            let te = headers.contains_key(header::TRANSFER_ENCODING);
+            match head.body {
+                BodyState::Chunked(_) => {
+                    assert!(te, "case {case}");
+                    assert!(!headers.contains_key(header::CONTENT_LENGTH), "case {case}");
+                    assert!(chunked_once_and_last(headers), "case {case}");
+                    assert_eq!(head.parts.version, Version::HTTP_11, "case {case}");
+                }
+                BodyState::Length(n) => {
+                    assert!(!te, "case {case}");
+                    let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+                    assert!(lengths.len() <= 1, "case {case}");
+                    if let Some(length) = lengths.first() {
+                        let length: u64 = length.to_str().unwrap().trim().parse().unwrap();
+                        assert_eq!(length, n, "case {case}");
+                    } else {
+                        assert_eq!(n, 0, "case {case}");
+                    }
+                }
+            }
+            assert!(
+                headers.get_all(header::HOST).iter().count() <= 1,
+                "case {case}"
+            );
+        }
+    }
+}
