@@ -41,7 +41,7 @@
 use crate::h1::{self, Chunk, Conn};
 use crate::proxy::{BoxError, Proxy, ProxyBody, header_value};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::Body;
 use std::cell::RefCell;
@@ -203,7 +203,7 @@ impl FrontBody {
                     Ok(None) => {}
                 },
             }
-            reserve(&mut client.buf);
+            h1::reserve(&mut client.buf, READ_CHUNK);
             match ready!(poll_read_buf(
                 Pin::new(&mut client.stream),
                 cx,
@@ -239,12 +239,6 @@ fn discard_buffered(client: &mut Client) -> bool {
     client.body.done()
 }
 
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
-    }
-}
-
 /// Why a request head is refused before it reaches the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -278,10 +272,9 @@ pub(crate) struct Head {
 /// Takes a complete request head off the front of `buf`, if there is one.
 pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     let bad = Refused::BadRequest;
-    // Where the method, target and each header's name and value are in
-    // `buf`, so they can be cut from the frozen head once `httparse`'s
-    // borrow has ended.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Each header's place in `buf` (an [`h1::Span`], as the instance side
+    // keeps them); the method's and the target's are taken below.
+    let mut spans: [h1::Span; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let (len, method, target, version, count) = {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut slots);
@@ -319,9 +312,7 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
             (start, start + s.len())
         };
         for (slot, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let (name, name_end) = span(h.name.as_bytes());
-            let (value, value_end) = span(h.value);
-            *slot = (name as u32, name_end as u32, value as u32, value_end as u32);
+            *slot = h1::span_of(base, h);
         }
         (
             len,
@@ -337,20 +328,14 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
         .map_err(|_| bad("bad request target"))?;
     // Room for what the proxy adds (`forwarded_headers`), so that the map
     // is not grown again on the way.
-    let mut headers = HeaderMap::with_capacity(count + 6);
-    for &(name, name_end, value, value_end) in &spans[..count] {
-        let name = HeaderName::from_bytes(&bytes[name as usize..name_end as usize])
-            .map_err(|_| bad("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(value as usize..value_end as usize))
-            .map_err(|_| bad("bad header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = h1::header_map(&bytes, &spans[..count], count + 6)
+        .ok_or(bad("bad header name or value"))?;
     let version = if version == 1 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    let mut keep_alive = keep_alive(version, &headers);
+    let mut keep_alive = h1::keep_alive(version == Version::HTTP_10, &headers);
     let body = if headers.contains_key(header::TRANSFER_ENCODING) {
         if version == Version::HTTP_10 {
             return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
@@ -365,10 +350,10 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
         }
         BodyState::Chunked(Chunk::Size)
     } else {
-        match content_length(&headers)? {
+        match h1::content_length(&headers).map_err(bad)? {
             None => BodyState::Length(0),
-            Some((length, single)) => {
-                if !single {
+            Some((length, values)) => {
+                if values > 1 {
                     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
                 }
                 BodyState::Length(length)
@@ -412,41 +397,6 @@ fn chunked_once_and_last(headers: &HeaderMap) -> bool {
         chunked += usize::from(last_chunked);
     }
     last_chunked && chunked == 1
-}
-
-/// The request's `Content-Length`, and whether it was given once: every
-/// value (lines and comma-separated lists alike) must be the same number.
-fn content_length(headers: &HeaderMap) -> Result<Option<(u64, bool)>, Refused> {
-    let mut length: Option<u64> = None;
-    let mut values = 0;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&c| c == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(Refused::BadRequest("invalid Content-Length"));
-            }
-            let n = part.iter().fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return Err(Refused::BadRequest("conflicting Content-Length"));
-            }
-            length = Some(n);
-            values += 1;
-        }
-    }
-    Ok(length.map(|n| (n, values == 1)))
-}
-
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut tokens = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
-        .map(<[u8]>::trim_ascii);
-    if version == Version::HTTP_10 {
-        tokens.any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
-    } else {
-        !tokens.any(|t| t.eq_ignore_ascii_case(b"close"))
-    }
 }
 
 /// The connection's single timer, moved only to an earlier deadline.
@@ -656,7 +606,7 @@ async fn read_head(
         let mut read = pin!(poll_fn(|cx| {
             let mut guard = lock(client);
             let client = &mut *guard;
-            reserve(&mut client.buf);
+            h1::reserve(&mut client.buf, READ_CHUNK);
             poll_read_buf(Pin::new(&mut client.stream), cx, &mut client.buf)
         }));
         // Most heads are there at once: no timer or shutdown watch for them.
@@ -889,7 +839,7 @@ async fn write_response(
                 }
                 sent += data.len() as u64;
                 if framing == Framing::Chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    h1::push_chunk_size(out, data.len());
                 }
                 if out.len() + data.len() <= COALESCE {
                     out.extend_from_slice(&data);
@@ -931,7 +881,7 @@ fn poll_client_gone(client: &Shared, cx: &mut Context<'_>) -> Poll<bool> {
         if client.buf.len() >= MAX_HEAD {
             return Poll::Ready(false);
         }
-        reserve(&mut client.buf);
+        h1::reserve(&mut client.buf, READ_CHUNK);
         match ready!(poll_read_buf(
             Pin::new(&mut client.stream),
             cx,

@@ -285,7 +285,7 @@ impl RequestBody {
 
 fn chunk(data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() + 20);
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    push_chunk_size(&mut out, data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
     out.into()
@@ -399,7 +399,7 @@ fn receive_phase(
                 return Poll::Ready(Err(InstanceError::HeadTooLarge));
             }
         }
-        reserve(&mut conn.buf);
+        reserve(&mut conn.buf, READ_CHUNK);
         match ready!(poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)) {
             Ok(0) if !*got_bytes => {
                 return Poll::Ready(Err(InstanceError::Closed(write_failed.take())));
@@ -412,10 +412,43 @@ fn receive_phase(
     }
 }
 
-fn reserve(buf: &mut BytesMut) {
+/// Room in `buf` for the next read: `chunk` more bytes when less than
+/// 1 KiB is left (both sides of the router read this way).
+pub(crate) fn reserve(buf: &mut BytesMut, chunk: usize) {
     if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
+        buf.reserve(chunk);
     }
+}
+
+/// Where a header's name and value are in a head's buffer (start and end
+/// of each), so they can be cut from the frozen head once `httparse`'s
+/// borrow has ended.
+pub(crate) type Span = (u32, u32, u32, u32);
+
+/// `header`'s [`Span`] in the buffer that starts at `base`.
+pub(crate) fn span_of(base: usize, header: &httparse::Header<'_>) -> Span {
+    let name = header.name.as_ptr() as usize - base;
+    let value = header.value.as_ptr() as usize - base;
+    (
+        name as u32,
+        (name + header.name.len()) as u32,
+        value as u32,
+        (value + header.value.len()) as u32,
+    )
+}
+
+/// The headers at `spans` in `head`, sharing its bytes (no copy per
+/// value); `None` if a name or value is not valid HTTP.
+pub(crate) fn header_map(head: &Bytes, spans: &[Span], capacity: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(capacity);
+    for &(name_start, name_end, value_start, value_end) in spans {
+        let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize]).ok()?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))
+                .ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
 }
 
 /// Takes a complete response head off the front of `buf`, if there is one.
@@ -424,9 +457,7 @@ pub(crate) fn take_head(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, InstanceError> {
-    // Where each header's name and value are in `buf`, so the values can be
-    // cut from the frozen head once `httparse`'s borrow has ended.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut spans: [Span; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let (len, code, version, count) = {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut slots);
@@ -437,14 +468,7 @@ pub(crate) fn take_head(
         };
         let base = buf.as_ptr() as usize;
         for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (
-                name as u32,
-                (name + h.name.len()) as u32,
-                value as u32,
-                (value + h.value.len()) as u32,
-            );
+            *span = span_of(base, h);
         }
         (
             len,
@@ -458,17 +482,10 @@ pub(crate) fn take_head(
         .ok()
         .filter(|s| s.as_u16() >= 100)
         .ok_or_else(|| malformed(&bytes))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-        let name = HeaderName::from_bytes(&bytes[name_start as usize..name_end as usize])
-            .map_err(|_| malformed(&bytes))?;
-        let value =
-            HeaderValue::from_maybe_shared(bytes.slice(value_start as usize..value_end as usize))
-                .map_err(|_| malformed(&bytes))?;
-        headers.append(name, value);
-    }
+    let mut headers =
+        header_map(&bytes, &spans[..count], count).ok_or_else(|| malformed(&bytes))?;
     let framing = framing(status, &mut headers, head_request)?;
-    let keep_alive = keep_alive(version, &headers)
+    let keep_alive = keep_alive(version == 0, &headers)
         && framing != Framing::Close
         && status != StatusCode::SWITCHING_PROTOCOLS;
     Ok(Some(ResponseHead {
@@ -515,7 +532,20 @@ fn framing(
             Framing::Close
         });
     }
+    Ok(
+        match content_length(headers).map_err(|why| InstanceError::Malformed(why.into()))? {
+            Some((n, _)) => Framing::Length(n),
+            None => Framing::Close,
+        },
+    )
+}
+
+/// A head's `Content-Length` and how many values gave it: every value
+/// (lines and comma-separated lists alike) must be the same number, in
+/// requests and responses alike (RFC 9112 §6.3).
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<(u64, usize)>, &'static str> {
     let mut length: Option<u64> = None;
+    let mut values = 0;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&c| c == b',') {
             let part = part.trim_ascii();
@@ -523,33 +553,36 @@ fn framing(
                 .ok()
                 .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
                 .and_then(|p| p.parse::<u64>().ok())
-                .ok_or_else(|| InstanceError::Malformed("invalid Content-Length".into()))?;
+                .ok_or("invalid Content-Length")?;
             if length.is_some_and(|l| l != n) {
-                return Err(InstanceError::Malformed(
-                    "conflicting Content-Length".into(),
-                ));
+                return Err("conflicting Content-Length");
             }
             length = Some(n);
+            values += 1;
         }
     }
-    Ok(match length {
-        Some(n) => Framing::Length(n),
-        None => Framing::Close,
-    })
+    Ok(length.map(|n| (n, values)))
 }
 
-fn keep_alive(version: u8, headers: &HeaderMap) -> bool {
+/// Whether a head's `Connection` lets the connection carry another
+/// request: HTTP/1.0 only with `keep-alive`, HTTP/1.1 unless `close`.
+pub(crate) fn keep_alive(http_1_0: bool, headers: &HeaderMap) -> bool {
     let mut tokens = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim);
-    if version == 0 {
-        tokens.any(|t| t.eq_ignore_ascii_case("keep-alive"))
+        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
+        .map(<[u8]>::trim_ascii);
+    if http_1_0 {
+        tokens.any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
     } else {
-        !tokens.any(|t| t.eq_ignore_ascii_case("close"))
+        !tokens.any(|t| t.eq_ignore_ascii_case(b"close"))
     }
+}
+
+/// A chunk's size line, in hex, without allocating.
+pub(crate) fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
+    use std::io::Write as _;
+    let _ = write!(out, "{len:x}\r\n");
 }
 
 /// Decodes what `buf` holds of a chunked body: the next piece of data, or
@@ -797,7 +830,7 @@ impl Body for InstanceBody {
                     }
                 }
             }
-            reserve(&mut conn.buf);
+            reserve(&mut conn.buf, READ_CHUNK);
             match ready!(poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)) {
                 Ok(0) if this.framing == Framing::Close => {
                     this.keep_alive = false;
