@@ -198,9 +198,9 @@ impl Bbs {
     /// and claimed in a later round, each row and its page in the log was
     /// written twice, in two series of transactions, and the cells heard
     /// of their new work only after both (re-placing 25,000 of 250,000
-    /// instances on a loaded 2-core machine: 3.0-5.0 -> 1.9-3.3 s). One that fits nowhere, or whose
-    /// new cell vanished meanwhile, goes back to UNCLAIMED for the pass's
-    /// auction round, which says why. Each write only if the instance is
+    /// instances on a loaded 2-core machine: 3.0-5.0 -> 1.9-3.3 s). One
+    /// that fits nowhere, or whose new cell vanished meanwhile, goes back
+    /// to UNCLAIMED for the pass's auction round, which says why. Each write only if the instance is
     /// still as seen and its cell still absent at write time; RUNNING ones
     /// are kept as suspects in the same transaction. This decides,
     /// without the write lock; [`Bbs::write_lost`] writes, under it.
