@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -259,33 +259,62 @@ fn push_addr(out: &mut String, addr: &SocketAddr) {
 }
 
 /// One worker's records waiting for the writer.
-#[derive(Debug, Default)]
-struct Queue(Mutex<Vec<Finished>>);
-
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, Vec<Finished>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// What the `AccessLog`s of one writer share with it.
-#[derive(Debug, Default)]
-struct Shared {
-    /// Every worker's queue, which the writer drains.
-    queues: Mutex<Vec<Arc<Queue>>>,
+struct Queue {
+    records: Mutex<Vec<Finished>>,
+    /// Records refused because this queue was full.
     dropped: AtomicU64,
-}
-
-/// The request path's end of the access log.
-#[derive(Clone)]
-pub(crate) struct AccessLog {
-    queue: Arc<Queue>,
     shared: Arc<Shared>,
 }
 
+impl Queue {
+    fn new(shared: Arc<Shared>) -> Arc<Queue> {
+        let queue = Arc::new(Queue {
+            records: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            shared,
+        });
+        queue
+            .shared
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&queue));
+        queue
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Finished>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Queue {
+    /// Writes what is left: with its last `AccessLog` gone the writer can
+    /// no longer reach it. It does not wait: a sink never blocks.
+    fn drop(&mut self) {
+        let mut writer = Writer::default();
+        writer.take(self, unix_nanos());
+        writer.emit(&*self.shared.logs);
+    }
+}
+
+/// What the queues of one writer share with it.
+struct Shared {
+    /// Every worker's queue, which the writer drains while it lives.
+    queues: Mutex<Vec<Weak<Queue>>>,
+    logs: Arc<dyn LogSink>,
+}
+
+/// The request path's end of the access log: one `Arc` per worker, so a
+/// request's copy of it (each response body holds one) touches only
+/// memory its worker's core holds.
+#[derive(Clone)]
+pub(crate) struct AccessLog {
+    queue: Arc<Queue>,
+}
+
 impl AccessLog {
-    /// Starts the writer task on the current runtime; it ends when every
-    /// `AccessLog` is gone and the queues are empty.
+    /// Starts the writer task on the current runtime; it ends once every
+    /// `AccessLog` is gone (each queue writes what it holds as it goes).
     ///
     /// The writer drains the queues on a short tick instead of being woken:
     /// a wake-up per record would be a cross-thread wake-up (a system call)
@@ -293,30 +322,21 @@ impl AccessLog {
     /// only its worker and, once a tick, the writer take: cheaper to push
     /// to than a channel, and the writer takes a tick's records at once.
     pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
-        let queue = Arc::new(Queue::default());
-        let shared = Arc::new(Shared::default());
-        shared
-            .queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(queue.clone());
-        tokio::spawn(write(logs, shared.clone()));
-        AccessLog { queue, shared }
+        let shared = Arc::new(Shared {
+            queues: Mutex::default(),
+            logs,
+        });
+        let queue = Queue::new(shared.clone());
+        tokio::spawn(write(shared));
+        AccessLog { queue }
     }
 
     /// A queue of its own for one worker thread to the same writer: each
     /// worker then writes only to memory its own core holds, where one
     /// shared queue would move between the cores at every request.
     pub fn for_worker(&self) -> AccessLog {
-        let queue = Arc::new(Queue::default());
-        self.shared
-            .queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(queue.clone());
         AccessLog {
-            queue,
-            shared: self.shared.clone(),
+            queue: Queue::new(self.queue.shared.clone()),
         }
     }
 
@@ -330,9 +350,9 @@ impl AccessLog {
             body_bytes_sent,
         };
         let refused = {
-            let mut queue = self.queue.lock();
-            if queue.len() < QUEUE {
-                queue.push(finished);
+            let mut records = self.queue.lock();
+            if records.len() < QUEUE {
+                records.push(finished);
                 None
             } else {
                 Some(finished)
@@ -340,7 +360,7 @@ impl AccessLog {
         };
         // Dropped outside the lock.
         if refused.is_some() {
-            let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let dropped = self.queue.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "router access log writer is behind; lines dropped");
             }
@@ -350,29 +370,31 @@ impl AccessLog {
 
 /// The writer task: every tick, each queue's records become envelopes,
 /// handed to the sink at once (so it locks once a tick).
-async fn write(logs: Arc<dyn LogSink>, shared: Arc<Shared>) {
+async fn write(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(WRITER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut writer = Writer::default();
     loop {
         tick.tick().await;
-        // Read before draining: with no `AccessLog` left (the writer holds
-        // the only `Shared`), nothing can be queued after this drain.
-        let last = Arc::strong_count(&shared) == 1;
-        // Copied out so that a new worker never waits on the writer.
-        let queues = shared
-            .queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        // Taken out of the list so that a new worker never waits on the
+        // writer; a queue that is gone has written its records itself.
+        let queues: Vec<Arc<Queue>> = {
+            let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
+            queues.retain(|queue| queue.strong_count() > 0);
+            queues.iter().filter_map(Weak::upgrade).collect()
+        };
+        // None left: no `AccessLog` is, so none can be made.
+        if queues.is_empty() {
+            return;
+        }
         let timestamp = unix_nanos();
         for queue in &queues {
             writer.take(queue, timestamp);
         }
-        writer.emit(&*logs);
-        if last {
-            return;
-        }
+        writer.emit(&*shared.logs);
+        // If a queue's last `AccessLog` went meanwhile, it writes what is
+        // left as this drops it.
+        drop(queues);
     }
 }
 
@@ -743,10 +765,16 @@ mod tests {
             message_type: MessageType::Err,
             message: "short".into(),
         });
+        let log = AccessLog {
+            queue: Queue::new(Arc::new(Shared {
+                queues: Mutex::default(),
+                logs: Arc::new(kiln_logs::LogStore::default()),
+            })),
+        };
+        let queue = &log.queue;
         for writer in [&mut fresh, &mut reused] {
-            let queue = Queue::default();
             queue.lock().push(record(finished.record.received_at));
-            writer.take(&queue, 7);
+            writer.take(queue, 7);
             assert!(queue.lock().is_empty());
         }
         assert!(reused.spare.is_empty());
@@ -766,7 +794,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_drops_and_the_writer_writes_the_rest_and_ends() {
+    async fn a_full_queue_drops_and_the_rest_is_written_on_a_tick_or_when_the_queue_goes() {
         let store = Arc::new(kiln_logs::LogStore::new(QUEUE + 10));
         let mut changed = store.subscribe();
         let log = AccessLog::start(store.clone());
@@ -777,18 +805,30 @@ mod tests {
             log.emit(record(at).record, 200, 0);
         }
         other.emit(record(at).record, 200, 0);
-        assert_eq!(log.shared.dropped.load(Ordering::Relaxed), 3);
-        let shared = Arc::downgrade(&log.shared);
-        drop((log, other));
-        changed.changed().await.unwrap();
+        assert_eq!(log.queue.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(other.queue.dropped.load(Ordering::Relaxed), 0);
         let query = kiln_logs::ReadQuery {
             start_time: 0,
             end_time: None,
             limit: usize::MAX,
             descending: false,
         };
-        assert_eq!(store.read("app-guid", &query).len(), QUEUE + 1);
-        // The writer ends with its last drain (it held the last `Shared`).
+        let written = || store.read("app-guid", &query).len();
+        while written() < QUEUE + 1 {
+            changed.changed().await.unwrap();
+        }
+        assert_eq!(written(), QUEUE + 1);
+        // What a queue holds when its last `AccessLog` goes is written
+        // then, not lost with it.
+        other.emit(record(at).record, 200, 0);
+        let queue = Arc::downgrade(&other.queue);
+        drop(other);
+        assert!(queue.upgrade().is_none());
+        assert_eq!(written(), QUEUE + 2);
+        // The writer ends once no `AccessLog` is left.
+        let shared = Arc::downgrade(&log.queue.shared);
+        drop(log);
+        assert_eq!(written(), QUEUE + 2);
         while shared.upgrade().is_some() {
             tokio::time::sleep(WRITER_TICK).await;
         }
