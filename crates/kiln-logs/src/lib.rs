@@ -19,10 +19,14 @@ use tokio::sync::watch;
 pub trait LogSink: Send + Sync {
     fn emit(&self, envelope: LogEnvelope);
 
-    /// Several envelopes at once (the router's access log hands over what
-    /// it gathered in one tick); sinks with a lock take it once.
-    fn emit_all(&self, envelopes: Vec<LogEnvelope>) {
-        for envelope in envelopes {
+    /// Several envelopes at once, taken out of `envelopes` (the router's
+    /// access log hands over what it gathered in one tick); sinks with a
+    /// lock take it once. A sink may put envelopes it lets go of (a full
+    /// history's oldest) into `spare`, for the producer to fill again
+    /// rather than allocate new ones.
+    fn emit_all(&self, envelopes: &mut Vec<LogEnvelope>, spare: &mut Vec<LogEnvelope>) {
+        let _ = spare;
+        for envelope in envelopes.drain(..) {
             self.emit(envelope);
         }
     }
@@ -120,9 +124,13 @@ impl LogStore {
         self.generation.subscribe()
     }
 
-    /// Files one envelope into its source's history (the lock held).
-    fn file(&self, sources: &mut HashMap<String, VecDeque<LogEnvelope>>, envelope: LogEnvelope) {
-        let buffer = sources.entry(envelope.source_id.clone()).or_default();
+    /// Files one envelope into its source's history (the lock held);
+    /// returns the oldest one if the history was full.
+    fn file(
+        &self,
+        buffer: &mut VecDeque<LogEnvelope>,
+        envelope: LogEnvelope,
+    ) -> Option<LogEnvelope> {
         // Keep the buffer ordered by time even if producers race: insert
         // from the back, where nearly every envelope belongs.
         let at = buffer
@@ -130,10 +138,9 @@ impl LogStore {
             .rposition(|e| e.timestamp <= envelope.timestamp)
             .map_or(0, |i| i + 1);
         buffer.insert(at, envelope);
-        if buffer.len() > self.per_source {
-            buffer.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        (buffer.len() > self.per_source)
+            .then(|| buffer.pop_front())
+            .flatten()
     }
 
     fn sources(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<LogEnvelope>>> {
@@ -143,20 +150,39 @@ impl LogStore {
 
 impl LogSink for LogStore {
     fn emit(&self, envelope: LogEnvelope) {
-        self.file(&mut self.sources(), envelope);
+        let evicted = {
+            let mut sources = self.sources();
+            self.file(history(&mut sources, &envelope.source_id), envelope)
+        };
+        if evicted.is_some() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
         self.generation.send_modify(|g| *g += 1);
     }
 
-    fn emit_all(&self, envelopes: Vec<LogEnvelope>) {
+    fn emit_all(&self, envelopes: &mut Vec<LogEnvelope>, spare: &mut Vec<LogEnvelope>) {
         if envelopes.is_empty() {
             return;
         }
+        let before = spare.len();
         {
             let mut sources = self.sources();
-            for envelope in envelopes {
-                self.file(&mut sources, envelope);
+            let mut envelopes = envelopes.drain(..).peekable();
+            while let Some(first) = envelopes.next() {
+                let buffer = history(&mut sources, &first.source_id);
+                spare.extend(self.file(buffer, first));
+                // The envelopes after it of the same source (the router's
+                // of a busy app, say) go to the same history, not looked
+                // up again; every envelope in it has that source id.
+                while let Some(next) =
+                    envelopes.next_if(|e| buffer.back().is_some_and(|b| b.source_id == e.source_id))
+                {
+                    spare.extend(self.file(buffer, next));
+                }
             }
         }
+        self.dropped
+            .fetch_add((spare.len() - before) as u64, Ordering::Relaxed);
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -182,6 +208,20 @@ impl LogSink for LogStore {
             metrics.insert(key, metric);
         }
     }
+}
+
+/// A source's history, made with its first envelope. Looked up by `&str`:
+/// `entry` would want an owned key, a copy of the id per envelope.
+fn history<'a>(
+    sources: &'a mut HashMap<String, VecDeque<LogEnvelope>>,
+    source_id: &str,
+) -> &'a mut VecDeque<LogEnvelope> {
+    if !sources.contains_key(source_id) {
+        sources.insert(source_id.to_owned(), VecDeque::new());
+    }
+    sources
+        .get_mut(source_id)
+        .expect("the history was just made")
 }
 
 /// (source id, process id, instance index).
@@ -290,6 +330,35 @@ mod tests {
         store.emit_metric(metric("web", "0", later, 5));
         assert!(store.container_metrics("app", "old").is_empty());
         assert_eq!(store.container_metrics("app", "web").len(), 1);
+    }
+
+    #[test]
+    fn a_batch_is_filed_by_source_and_hands_back_what_it_pushed_out() {
+        let store = LogStore::new(2);
+        let mut spare = vec![line("old", 0, "kept spare")];
+        let mut batch = vec![
+            line("a", 1, "a1"),
+            line("a", 2, "a2"),
+            line("b", 1, "b1"),
+            line("a", 3, "a3"),
+            line("a", 0, "a0, late"),
+            line("b", 2, "b2"),
+            line("b", 3, "b3"),
+        ];
+        store.emit_all(&mut batch, &mut spare);
+        assert!(batch.is_empty());
+        let messages = |source| -> Vec<String> {
+            store
+                .read(source, &all())
+                .into_iter()
+                .map(|e| e.message)
+                .collect()
+        };
+        assert_eq!(messages("a"), ["a2", "a3"]);
+        assert_eq!(messages("b"), ["b2", "b3"]);
+        let handed_back: Vec<_> = spare.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(handed_back, ["kept spare", "a1", "a0, late", "b1"]);
+        assert_eq!(store.dropped(), 3);
     }
 
     #[test]

@@ -2,10 +2,17 @@
 //! route, sent to the app's log stream (what `cf logs` shows), in the shape
 //! of Gorouter's access log record.
 //!
-//! The request path only hands a finished record to a bounded channel;
-//! a writer task formats the line and emits it. When the writer falls
-//! behind, records are dropped and counted rather than slowing requests
-//! (Gorouter's access log writer drops too when its buffer is full).
+//! The request path only pushes a finished record onto its worker's
+//! bounded queue; a writer task formats the lines and emits them. When the
+//! writer falls behind, records are dropped and counted rather than slowing
+//! requests (Gorouter's access log writer drops too when its buffer is
+//! full).
+//!
+//! On a busy router the writer's work is a share of every request's CPU,
+//! so it is kept small: the line is written without `core::fmt` (digits by
+//! `itoa`, the date text once per second), and the envelopes the sink lets
+//! go of (a full history's oldest) come back to be filled again rather than
+//! new ones allocated and old ones freed.
 
 use crate::h1::{InstanceBody, InstanceError};
 use crate::table::{Endpoint, InFlight};
@@ -19,15 +26,20 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
 
-/// Records waiting for the writer, at most; more are dropped.
+/// Records waiting for the writer in one worker's queue, at most; more
+/// are dropped.
 const QUEUE: usize = 16 * 1024;
-/// How often the writer drains the queue (an RTR line is at most this late).
+/// How often the writer drains the queues (an RTR line is at most this late).
 const WRITER_TICK: Duration = Duration::from_millis(20);
+/// Room for records (and their envelopes) kept between ticks; what a burst
+/// grew beyond it is given back.
+const ROOM_KEPT: usize = 1024;
+/// Envelopes kept for reuse between ticks, at most.
+const SPARE_KEPT: usize = 1024;
 
 /// What the access line says about one request, gathered as it is handled.
 /// Every field is cheap to fill on the request path (header values and the
@@ -64,145 +76,272 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
-    /// Gorouter's access line, written into one string.
-    pub fn line(&self) -> String {
-        let r = &self.record;
-        let e = &r.endpoint;
-        let mut out = String::with_capacity(512);
-        let t = time::OffsetDateTime::from(r.received_at);
-        push_text(&mut out, &r.host);
-        let _ = write!(
-            out,
-            " - [{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z] \"{} ",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.nanosecond(),
-            r.method,
-        );
-        // The origin form's text as it came; only an absolute form is
-        // put together again.
-        match r.uri.path_and_query() {
-            Some(target) if r.uri.scheme().is_none() => push_escaped(&mut out, target.as_str()),
-            _ => push_escaped(&mut out, &r.uri.to_string()),
-        }
-        let _ = write!(
-            out,
-            " {:?}\" {} {} {} ",
-            r.version,
-            self.status,
-            r.request_bytes.load(Ordering::Relaxed),
-            self.body_bytes_sent
-        );
-        push_quoted_or_dash(&mut out, r.referer.as_ref());
-        out.push(' ');
-        push_quoted_or_dash(&mut out, r.user_agent.as_ref());
-        let _ = write!(out, " \"{}\" ", r.client_addr);
-        push_quoted(&mut out, &e.addr);
-        out.push_str(" x_forwarded_for:");
-        push_quoted_value(&mut out, r.x_forwarded_for.as_ref());
-        out.push_str(" x_forwarded_proto:");
-        push_quoted_value(&mut out, r.x_forwarded_proto.as_ref());
-        out.push_str(" vcap_request_id:");
-        push_quoted_value(&mut out, Some(&r.request_id));
-        // Seconds with six decimals, as Gorouter writes them; from the
-        // integer microseconds (no float formatting).
-        let micros = self.response_time.as_micros();
-        let _ = write!(
-            out,
-            " response_time:{}.{:06} app_id:",
-            micros / 1_000_000,
-            micros % 1_000_000
-        );
-        push_quoted(&mut out, &e.app_guid);
-        let _ = write!(out, " app_index:\"{}\" instance_id:", e.index);
-        push_quoted(&mut out, &e.instance_guid);
-        out.push_str(" x_cf_routererror:");
-        match r.router_error.as_deref() {
-            Some(error) if !error.is_empty() => push_quoted(&mut out, error),
-            _ => out.push_str("\"-\""),
-        }
+    /// Gorouter's access line on its own.
+    #[cfg(test)]
+    fn line(&self) -> String {
+        let mut out = String::new();
+        self.write_line(&mut out, &mut DateText::default());
         out
     }
 
-    fn envelope(&self) -> LogEnvelope {
-        LogEnvelope {
-            timestamp: unix_nanos(),
-            source_id: self.record.endpoint.app_guid.clone(),
-            instance_id: self.record.endpoint.index.to_string(),
-            source_type: LOG_SOURCE_ROUTER.to_string(),
-            message_type: MessageType::Out,
-            message: self.line(),
+    /// Gorouter's access line, appended to `out`.
+    fn write_line(&self, out: &mut String, date: &mut DateText) {
+        let r = &self.record;
+        let e = &r.endpoint;
+        let mut digits = itoa::Buffer::new();
+        push_text(out, &r.host);
+        out.push_str(" - [");
+        date.push(out, r.received_at);
+        out.push_str("Z] \"");
+        out.push_str(r.method.as_str());
+        out.push(' ');
+        // The origin form's text as it came; only an absolute form is
+        // put together again.
+        match r.uri.path_and_query() {
+            Some(target) if r.uri.scheme().is_none() => push_escaped(out, target.as_str()),
+            _ => push_escaped(out, &r.uri.to_string()),
+        }
+        out.push(' ');
+        push_version(out, r.version);
+        out.push_str("\" ");
+        out.push_str(digits.format(self.status));
+        out.push(' ');
+        out.push_str(digits.format(r.request_bytes.load(Ordering::Relaxed)));
+        out.push(' ');
+        out.push_str(digits.format(self.body_bytes_sent));
+        out.push(' ');
+        push_quoted_or_dash(out, r.referer.as_ref());
+        out.push(' ');
+        push_quoted_or_dash(out, r.user_agent.as_ref());
+        out.push_str(" \"");
+        push_addr(out, &r.client_addr);
+        out.push_str("\" ");
+        out.push_str(&e.log_text.addr);
+        out.push_str(" x_forwarded_for:");
+        push_quoted_value(out, r.x_forwarded_for.as_ref());
+        out.push_str(" x_forwarded_proto:");
+        push_quoted_value(out, r.x_forwarded_proto.as_ref());
+        out.push_str(" vcap_request_id:");
+        push_quoted_value(out, Some(&r.request_id));
+        // Seconds with six decimals, as Gorouter writes them; from the
+        // integer microseconds (no float formatting).
+        let micros = self.response_time.as_micros();
+        out.push_str(" response_time:");
+        out.push_str(digits.format(micros / 1_000_000));
+        out.push('.');
+        push_padded(out, (micros % 1_000_000) as u32, 6);
+        out.push_str(&e.log_text.app);
+        out.push_str(" x_cf_routererror:");
+        match r.router_error.as_deref() {
+            Some(error) if !error.is_empty() => push_quoted(out, error),
+            _ => out.push_str("\"-\""),
         }
     }
 }
 
-/// The request path's end of the access log.
+/// An endpoint's parts of the access line, made with the endpoint (once
+/// per table update) rather than escaped again for every request.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointText {
+    /// `"ADDRESS:PORT"`.
+    addr: Box<str>,
+    /// ` app_id:"…" app_index:"…" instance_id:"…"`.
+    app: Box<str>,
+    /// The instance index, the envelope's `instance_id`.
+    index: Box<str>,
+}
+
+impl EndpointText {
+    pub fn new(addr: &str, app_guid: &str, index: u32, instance_guid: &str) -> EndpointText {
+        let mut quoted_addr = String::new();
+        push_quoted(&mut quoted_addr, addr);
+        let index: Box<str> = itoa::Buffer::new().format(index).into();
+        let mut app = String::from(" app_id:");
+        push_quoted(&mut app, app_guid);
+        app.push_str(" app_index:\"");
+        app.push_str(&index);
+        app.push_str("\" instance_id:");
+        push_quoted(&mut app, instance_guid);
+        EndpointText {
+            addr: quoted_addr.into(),
+            app: app.into(),
+            index,
+        }
+    }
+}
+
+/// The date and time text (`YYYY-MM-DDTHH:MM:SS`, UTC) of the last whole
+/// second seen: a tick's records nearly all fall in one second, and the
+/// calendar date is the costliest part of the timestamp to work out.
+#[derive(Debug, Default)]
+struct DateText {
+    second: Option<u64>,
+    text: String,
+}
+
+impl DateText {
+    /// `at` as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnn`.
+    fn push(&mut self, out: &mut String, at: SystemTime) {
+        let Ok(since) = at.duration_since(UNIX_EPOCH) else {
+            // Before 1970 (a clock set wrong): not worth keeping.
+            let t = time::OffsetDateTime::from(at);
+            push_date(out, t);
+            out.push('.');
+            push_padded(out, t.nanosecond(), 9);
+            return;
+        };
+        if self.second != Some(since.as_secs()) {
+            self.text.clear();
+            push_date(&mut self.text, time::OffsetDateTime::from(at));
+            self.second = Some(since.as_secs());
+        }
+        out.push_str(&self.text);
+        out.push('.');
+        push_padded(out, since.subsec_nanos(), 9);
+    }
+}
+
+fn push_date(out: &mut String, t: time::OffsetDateTime) {
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    );
+}
+
+/// `value` in at least `width` digits, zeros in front.
+fn push_padded(out: &mut String, value: u32, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(value);
+    for _ in text.len()..width {
+        out.push('0');
+    }
+    out.push_str(text);
+}
+
+/// The version as `Version`'s `Debug` writes it (`HTTP/1.1`), Gorouter's text.
+fn push_version(out: &mut String, version: Version) {
+    let text = match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        other => {
+            let _ = write!(out, "{other:?}");
+            return;
+        }
+    };
+    out.push_str(text);
+}
+
+/// The address as `SocketAddr`'s `Display` writes it; IPv4 by hand, the
+/// common case.
+fn push_addr(out: &mut String, addr: &SocketAddr) {
+    let SocketAddr::V4(v4) = addr else {
+        let _ = write!(out, "{addr}");
+        return;
+    };
+    let mut digits = itoa::Buffer::new();
+    let [a, b, c, d] = v4.ip().octets();
+    out.push_str(digits.format(a));
+    for octet in [b, c, d] {
+        out.push('.');
+        out.push_str(digits.format(octet));
+    }
+    out.push(':');
+    out.push_str(digits.format(v4.port()));
+}
+
+/// One worker's records waiting for the writer.
+struct Queue {
+    records: Mutex<Vec<Finished>>,
+    /// Records refused because this queue was full.
+    dropped: AtomicU64,
+    shared: Arc<Shared>,
+}
+
+impl Queue {
+    fn new(shared: Arc<Shared>) -> Arc<Queue> {
+        let queue = Arc::new(Queue {
+            records: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            shared,
+        });
+        queue
+            .shared
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&queue));
+        queue
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Finished>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Queue {
+    /// Writes what is left: with its last `AccessLog` gone the writer can
+    /// no longer reach it. It does not wait: a sink never blocks.
+    fn drop(&mut self) {
+        let mut writer = Writer::default();
+        writer.take(self, unix_nanos());
+        writer.emit(&*self.shared.logs);
+    }
+}
+
+/// What the queues of one writer share with it.
+struct Shared {
+    /// Every worker's queue, which the writer drains while it lives.
+    queues: Mutex<Vec<Weak<Queue>>>,
+    logs: Arc<dyn LogSink>,
+}
+
+/// The request path's end of the access log: one `Arc` per worker, so a
+/// request's copy of it (each response body holds one) touches only
+/// memory its worker's core holds.
 #[derive(Clone)]
 pub(crate) struct AccessLog {
-    queue: mpsc::Sender<Finished>,
-    dropped: Arc<AtomicU64>,
-    /// Every queue's receiving end, which the writer drains.
-    queues: Arc<Mutex<Vec<mpsc::Receiver<Finished>>>>,
+    queue: Arc<Queue>,
 }
 
 impl AccessLog {
-    /// Starts the writer task on the current runtime; it ends when every
-    /// `AccessLog` is gone and the queues are empty.
+    /// Starts the writer task on the current runtime; it ends once every
+    /// `AccessLog` is gone (each queue writes what it holds as it goes).
     ///
-    /// The writer drains the queues on a short tick instead of waiting on
-    /// them: a receiver that waits must be woken by every send, which is a
-    /// cross-thread wake-up (a system call) per request on the workers.
+    /// The writer drains the queues on a short tick instead of being woken:
+    /// a wake-up per record would be a cross-thread wake-up (a system call)
+    /// per request on the workers. A queue is a plain vector under a lock
+    /// only its worker and, once a tick, the writer take: cheaper to push
+    /// to than a channel, and the writer takes a tick's records at once.
     pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
-        let (queue, receiver) = mpsc::channel::<Finished>(QUEUE);
-        let queues = Arc::new(Mutex::new(vec![receiver]));
-        let drained = queues.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WRITER_TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let mut finished = Vec::new();
-                let open = {
-                    let mut queues = drained.lock().unwrap_or_else(|e| e.into_inner());
-                    queues.retain_mut(|queue| drain(queue, &mut finished));
-                    !queues.is_empty()
-                };
-                // Written outside the lock, so a new worker never waits on
-                // it; handed over at once, so the sink locks once a tick.
-                logs.emit_all(finished.iter().map(Finished::envelope).collect());
-                if !open {
-                    return;
-                }
-            }
+        let shared = Arc::new(Shared {
+            queues: Mutex::default(),
+            logs,
         });
-        AccessLog {
-            queue,
-            dropped: Arc::default(),
-            queues,
-        }
+        let queue = Queue::new(shared.clone());
+        tokio::spawn(write(shared));
+        AccessLog { queue }
     }
 
     /// A queue of its own for one worker thread to the same writer: each
     /// worker then writes only to memory its own core holds, where one
     /// shared queue would move between the cores at every request.
     pub fn for_worker(&self) -> AccessLog {
-        let (queue, receiver) = mpsc::channel::<Finished>(QUEUE);
-        self.queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(receiver);
         AccessLog {
-            queue,
-            dropped: self.dropped.clone(),
-            queues: self.queues.clone(),
+            queue: Queue::new(self.queue.shared.clone()),
         }
     }
 
-    /// Hands the record to the writer; never waits.
+    /// Hands the record to the writer; never waits (but for the writer
+    /// swapping the queue out, once a tick).
     pub fn emit(&self, record: AccessRecord, status: u16, body_bytes_sent: u64) {
         let finished = Finished {
             response_time: record.started.elapsed(),
@@ -210,8 +349,18 @@ impl AccessLog {
             status,
             body_bytes_sent,
         };
-        if self.queue.try_send(finished).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let refused = {
+            let mut records = self.queue.lock();
+            if records.len() < QUEUE {
+                records.push(finished);
+                None
+            } else {
+                Some(finished)
+            }
+        };
+        // Dropped outside the lock.
+        if refused.is_some() {
+            let dropped = self.queue.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "router access log writer is behind; lines dropped");
             }
@@ -219,16 +368,102 @@ impl AccessLog {
     }
 }
 
-/// Moves what `queue` holds into `into`; false once the queue is closed
-/// and empty.
-fn drain(queue: &mut mpsc::Receiver<Finished>, into: &mut Vec<Finished>) -> bool {
+/// The writer task: every tick, each queue's records become envelopes,
+/// handed to the sink at once (so it locks once a tick).
+async fn write(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(WRITER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut writer = Writer::default();
     loop {
-        match queue.try_recv() {
-            Ok(finished) => into.push(finished),
-            Err(mpsc::error::TryRecvError::Empty) => return true,
-            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        tick.tick().await;
+        // Taken out of the list so that a new worker never waits on the
+        // writer; a queue that is gone has written its records itself.
+        let queues: Vec<Arc<Queue>> = {
+            let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
+            queues.retain(|queue| queue.strong_count() > 0);
+            queues.iter().filter_map(Weak::upgrade).collect()
+        };
+        // None left: no `AccessLog` is, so none can be made.
+        if queues.is_empty() {
+            return;
         }
+        let timestamp = unix_nanos();
+        for queue in &queues {
+            writer.take(queue, timestamp);
+        }
+        writer.emit(&*shared.logs);
+        // If a queue's last `AccessLog` went meanwhile, it writes what is
+        // left as this drops it.
+        drop(queues);
     }
+}
+
+/// What the writer keeps from tick to tick, so that a tick allocates
+/// little: room for records and envelopes, envelopes to fill again, the
+/// line being written and the date text.
+#[derive(Default)]
+struct Writer {
+    taken: Vec<Finished>,
+    envelopes: Vec<LogEnvelope>,
+    spare: Vec<LogEnvelope>,
+    line: String,
+    date: DateText,
+}
+
+impl Writer {
+    /// Turns what `queue` holds into envelopes, stamped `timestamp`.
+    fn take(&mut self, queue: &Queue, timestamp: i64) {
+        // Swapped rather than copied out: the queue gets the empty room
+        // the previous tick's records left.
+        std::mem::swap(&mut *queue.lock(), &mut self.taken);
+        for finished in &self.taken {
+            self.line.clear();
+            finished.write_line(&mut self.line, &mut self.date);
+            let endpoint = &finished.record.endpoint;
+            let index = &endpoint.log_text.index;
+            let envelope = match self.spare.pop() {
+                Some(mut envelope) => {
+                    envelope.timestamp = timestamp;
+                    refill(&mut envelope.source_id, &endpoint.app_guid);
+                    refill(&mut envelope.instance_id, index);
+                    refill(&mut envelope.source_type, LOG_SOURCE_ROUTER);
+                    envelope.message_type = MessageType::Out;
+                    refill(&mut envelope.message, &self.line);
+                    envelope
+                }
+                None => LogEnvelope {
+                    timestamp,
+                    source_id: endpoint.app_guid.clone(),
+                    instance_id: index.as_ref().to_owned(),
+                    source_type: LOG_SOURCE_ROUTER.to_owned(),
+                    message_type: MessageType::Out,
+                    message: self.line.as_str().to_owned(),
+                },
+            };
+            self.envelopes.push(envelope);
+        }
+        self.taken.clear();
+        self.taken.shrink_to(ROOM_KEPT);
+    }
+
+    /// Hands the envelopes made this tick to `logs`.
+    fn emit(&mut self, logs: &dyn LogSink) {
+        if self.envelopes.is_empty() {
+            return;
+        }
+        logs.emit_all(&mut self.envelopes, &mut self.spare);
+        self.envelopes.clear();
+        self.envelopes.shrink_to(ROOM_KEPT);
+        self.spare.truncate(SPARE_KEPT);
+    }
+}
+
+/// `text` in place of what `to` held, in `to`'s room when it is enough
+/// (and never in more room than `text` needs when it is not).
+fn refill(to: &mut String, text: &str) {
+    to.clear();
+    to.reserve_exact(text.len());
+    to.push_str(text);
 }
 
 /// Header text for the log; bytes that are not visible ASCII are escaped.
@@ -241,10 +476,31 @@ fn push_text(out: &mut String, value: &HeaderValue) {
     }
 }
 
+/// Bytes a quoted field holds as they are: visible ASCII but the quote
+/// and the backslash.
+static PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        plain[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    plain
+};
+
 /// Text inside a quoted field: quotes and backslashes escaped, control
 /// characters spelled out.
 fn push_escaped(out: &mut String, value: &str) {
-    // Runs of plain text are copied whole; nearly every value is one run.
+    // Nearly every value is plain ASCII, copied whole after one pass over
+    // a table; the rest (from the first other byte, a character boundary
+    // since all before it are ASCII) goes character by character.
+    let plain = value
+        .bytes()
+        .position(|b| !PLAIN[usize::from(b)])
+        .unwrap_or(value.len());
+    out.push_str(&value[..plain]);
+    let value = &value[plain..];
+    // Runs of plain text are copied whole here too.
     let mut plain = 0;
     for (at, c) in value.char_indices() {
         if c != '"' && c != '\\' && !c.is_control() {
@@ -406,6 +662,178 @@ mod tests {
         assert_eq!(line, expected);
     }
 
+    fn record(received_at: SystemTime) -> Finished {
+        Finished {
+            record: AccessRecord {
+                host: HeaderValue::from_static("app.test"),
+                received_at,
+                started: Instant::now(),
+                method: Method::GET,
+                uri: Uri::from_static("/"),
+                version: Version::HTTP_11,
+                referer: None,
+                user_agent: None,
+                client_addr: "127.0.0.1:5000".parse().unwrap(),
+                x_forwarded_for: None,
+                x_forwarded_proto: None,
+                request_id: HeaderValue::from_static("rid"),
+                request_bytes: Arc::default(),
+                endpoint: Arc::new(Endpoint::new(
+                    "127.0.0.1:61000".into(),
+                    "app-guid".into(),
+                    "p".into(),
+                    12,
+                    "ig".into(),
+                )),
+                router_error: None,
+            },
+            status: 200,
+            body_bytes_sent: 0,
+            response_time: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_date_text_is_made_again_when_the_second_changes() {
+        let mut date = DateText::default();
+        let by_time = |at: SystemTime| {
+            let t = time::OffsetDateTime::from(at);
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.nanosecond()
+            )
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_709_618_828);
+        for at in [
+            start,
+            start + Duration::from_nanos(999_999_999),
+            start + Duration::from_secs(1),
+            start + Duration::from_secs(86_400 * 400) + Duration::from_nanos(5),
+            start,
+            UNIX_EPOCH,
+            UNIX_EPOCH - Duration::from_nanos(1_500_000_000),
+        ] {
+            let mut out = String::new();
+            date.push(&mut out, at);
+            assert_eq!(out, by_time(at), "{at:?}");
+        }
+    }
+
+    #[test]
+    fn versions_and_addresses_read_as_their_std_text() {
+        for version in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ] {
+            let mut out = String::new();
+            push_version(&mut out, version);
+            assert_eq!(out, format!("{version:?}"));
+        }
+        for addr in [
+            "0.0.0.0:0",
+            "127.0.0.1:5000",
+            "255.255.255.255:65535",
+            "[::1]:80",
+            "[fe80::1%2]:443",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut out = String::new();
+            push_addr(&mut out, &addr);
+            assert_eq!(out, addr.to_string());
+        }
+    }
+
+    #[test]
+    fn an_envelope_filled_again_is_as_a_new_one() {
+        let finished = record(SystemTime::now());
+        let mut fresh = Writer::default();
+        let mut reused = Writer::default();
+        reused.spare.push(LogEnvelope {
+            timestamp: 1,
+            source_id: "another app's guid, longer than this one's".into(),
+            instance_id: "123".into(),
+            source_type: "APP/PROC/WEB".into(),
+            message_type: MessageType::Err,
+            message: "short".into(),
+        });
+        let log = AccessLog {
+            queue: Queue::new(Arc::new(Shared {
+                queues: Mutex::default(),
+                logs: Arc::new(kiln_logs::LogStore::default()),
+            })),
+        };
+        let queue = &log.queue;
+        for writer in [&mut fresh, &mut reused] {
+            queue.lock().push(record(finished.record.received_at));
+            writer.take(queue, 7);
+            assert!(queue.lock().is_empty());
+        }
+        assert!(reused.spare.is_empty());
+        assert_eq!(fresh.envelopes, reused.envelopes);
+        let envelope = &fresh.envelopes[0];
+        assert_eq!(envelope.timestamp, 7);
+        assert_eq!(envelope.source_id, "app-guid");
+        assert_eq!(envelope.instance_id, "12");
+        assert_eq!(envelope.source_type, "RTR");
+        assert_eq!(envelope.message_type, MessageType::Out);
+        assert_eq!(envelope.message, finished.line());
+        // Grown to the room the line needs, not by doubling.
+        assert_eq!(
+            reused.envelopes[0].message.capacity(),
+            envelope.message.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_the_rest_is_written_on_a_tick_or_when_the_queue_goes() {
+        let store = Arc::new(kiln_logs::LogStore::new(QUEUE + 10));
+        let mut changed = store.subscribe();
+        let log = AccessLog::start(store.clone());
+        let other = log.for_worker();
+        let at = SystemTime::now();
+        // The writer cannot run before this test's task yields.
+        for _ in 0..QUEUE + 3 {
+            log.emit(record(at).record, 200, 0);
+        }
+        other.emit(record(at).record, 200, 0);
+        assert_eq!(log.queue.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(other.queue.dropped.load(Ordering::Relaxed), 0);
+        let query = kiln_logs::ReadQuery {
+            start_time: 0,
+            end_time: None,
+            limit: usize::MAX,
+            descending: false,
+        };
+        let written = || store.read("app-guid", &query).len();
+        while written() < QUEUE + 1 {
+            changed.changed().await.unwrap();
+        }
+        assert_eq!(written(), QUEUE + 1);
+        // What a queue holds when its last `AccessLog` goes is written
+        // then, not lost with it.
+        other.emit(record(at).record, 200, 0);
+        let queue = Arc::downgrade(&other.queue);
+        drop(other);
+        assert!(queue.upgrade().is_none());
+        assert_eq!(written(), QUEUE + 2);
+        // The writer ends once no `AccessLog` is left.
+        let shared = Arc::downgrade(&log.queue.shared);
+        drop(log);
+        assert_eq!(written(), QUEUE + 2);
+        while shared.upgrade().is_some() {
+            tokio::time::sleep(WRITER_TICK).await;
+        }
+    }
+
     #[test]
     fn escaping_copies_plain_runs_and_spells_out_the_rest() {
         // What escaping char by char gives, the rule in its plainest form.
@@ -430,6 +858,8 @@ mod tests {
             "ünïcødé \u{85} next-line \u{9f}",
             "ends with quote\"",
             "\\",
+            "plain, then \u{7f} and \u{80}\u{a0}é\"",
+            "~ \u{1f}",
         ] {
             let mut out = String::new();
             push_escaped(&mut out, value);

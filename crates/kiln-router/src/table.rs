@@ -51,6 +51,8 @@ pub struct Endpoint {
     pub instance_guid: String,
     /// Made once per table, sent with every request to this instance.
     pub(crate) wire: WireHeaders,
+    /// Made once per table, written in every access line of this instance.
+    pub(crate) log_text: crate::access_log::EndpointText,
     /// Kept across table rebuilds for the same address and instance.
     pub(crate) state: Arc<EndpointState>,
 }
@@ -134,6 +136,8 @@ impl Endpoint {
             instance_id: crate::proxy::header_value(&instance_guid),
             index: HeaderValue::from(index),
         };
+        let log_text =
+            crate::access_log::EndpointText::new(&addr, &app_guid, index, &instance_guid);
         Endpoint {
             addr,
             app_guid,
@@ -141,6 +145,7 @@ impl Endpoint {
             index,
             instance_guid,
             wire,
+            log_text,
             state: Arc::default(),
         }
     }
