@@ -34,6 +34,10 @@ pub(crate) enum BackendError {
     Request(InstanceError),
 }
 
+/// Idle connections by instance address (foldhash: a request hashes the
+/// address twice, to take a connection and to give it back).
+type IdleMap = HashMap<String, VecDeque<Idle>, foldhash::fast::RandomState>;
+
 struct Idle {
     conn: Conn,
     since: Instant,
@@ -41,7 +45,7 @@ struct Idle {
 
 /// One worker's connections to instances, by instance address.
 pub(crate) struct Backends {
-    idle: Mutex<HashMap<String, VecDeque<Idle>>>,
+    idle: Mutex<IdleMap>,
     dial_timeout: Duration,
 }
 
@@ -62,7 +66,7 @@ impl Backends {
         })
     }
 
-    fn idle(&self) -> MutexGuard<'_, HashMap<String, VecDeque<Idle>>> {
+    fn idle(&self) -> MutexGuard<'_, IdleMap> {
         // Only ever locked by one worker thread, for a few instructions.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -91,7 +95,8 @@ impl Backends {
                 Err(error) => return Err(BackendError::Request(error)),
             }
         }
-        let mut conn = self.dial(addr).await?;
+        // Boxed: a rare path, kept out of every request's future.
+        let mut conn = Box::pin(self.dial(addr)).await?;
         let response = h1::exchange(&mut conn, head, body, head_request)
             .await
             .map_err(BackendError::Request)?;
@@ -111,17 +116,21 @@ impl Backends {
         None
     }
 
-    pub(crate) fn give_back(&self, addr: &str, conn: Conn) {
-        let entry = Idle {
-            conn,
-            since: Instant::now(),
-        };
+    pub(crate) fn give_back(&self, conn: Conn) {
         let mut idle = self.idle();
-        match idle.get_mut(addr) {
+        match idle.get_mut(conn.addr()) {
             Some(list) if list.len() >= MAX_IDLE => {}
-            Some(list) => list.push_back(entry),
+            Some(list) => list.push_back(Idle {
+                conn,
+                since: Instant::now(),
+            }),
             None => {
-                idle.insert(addr.to_string(), VecDeque::from([entry]));
+                let addr = conn.addr().to_string();
+                let entry = Idle {
+                    conn,
+                    since: Instant::now(),
+                };
+                idle.insert(addr, VecDeque::from([entry]));
             }
         }
     }
@@ -171,6 +180,6 @@ impl Backends {
             }
         };
         let _ = stream.set_nodelay(true);
-        Ok(Conn::new(stream))
+        Ok(Conn::new(stream, addr))
     }
 }

@@ -29,6 +29,7 @@ mod backend_io;
 mod client_conn;
 mod front;
 mod h1;
+mod head;
 mod health;
 mod proxy;
 mod sticky;
@@ -299,6 +300,7 @@ pub async fn serve_with_tls(
     // New connections are refused from here on.
     drop(listener);
     drop(tls);
+    workers.drain();
     connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
@@ -311,8 +313,9 @@ pub async fn serve_with_tls(
     }
     // Also ends upgraded (WebSocket) tunnels, which are not drained.
     hard_stop.cancel();
-    connections.wait().await;
+    // Ending the workers' runtimes drops the plain connections still open.
     workers.stop().await;
+    connections.wait().await;
     tracing::info!(%addr, "router stopped");
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! The request path, in named phases: find the route (`route`), rewrite the
-//! headers (`forwarded_headers`), try instances (`forward`), answer
-//! (`respond`). Each request is streamed: the client's body goes to the
+//! The request path, in named phases: find the route (`route`), write the
+//! head every instance gets (`forward_head`), try instances (`forward`),
+//! answer (`respond`). Each request is streamed: the client's body goes to the
 //! instance as it arrives and the instance's response goes back as it is
 //! produced; nothing is buffered whole. Connections to instances are kept
 //! alive and reused (`backend_io::Backends`, one per worker thread, so a
@@ -8,9 +8,13 @@
 //! other `Upgrade`) requests are tunnelled once the instance answers
 //! `101 Switching Protocols`.
 //!
-//! Per request the proxy copies no header text: header values are shared
-//! (`Bytes`), per-instance values are made when the table is built, and the
-//! access line is formatted by the log writer, off the request path.
+//! Per request no header map is built: the client's header lines are
+//! copied once into the instance's request head (less the hop-by-hop ones,
+//! plus Gorouter's), the instance's lines go back to the client with a
+//! skip mask and the router's few additions ([`ResponseHeaders`]),
+//! per-instance values are made when the table is built, and the access
+//! line is formatted by the log writer, off the request path. hyper's side
+//! (HTTPS) converts its maps to lines and back.
 //!
 //! Architecture invariant: nothing here reads the BBS or a database; a
 //! request reads one snapshot of the [`RouteTable`](crate::RouteTable).
@@ -19,31 +23,31 @@ use crate::RouterConfig;
 use crate::access_log::{AccessLog, AccessRecord, LoggedBody};
 use crate::backend_io::{BackendError, Backends, Outgoing};
 use crate::client_conn::{Activity, ClientBody, Timed, Timeouts};
-use crate::front::{ClientUpgrade, RequestSource, TunnelConn};
+use crate::front::{ClientUpgrade, RequestSource, Timer};
 use crate::h1::{self, Conn, InstanceBody, Owner, RequestBody, RequestHead, ResponseHead};
+use crate::head::{Headers, push_header, tokens};
 use crate::sticky;
-use crate::sync::SharedTable;
-use crate::table::{Endpoint, InFlight, Pool, RouteTable, clock_ms, normalize_host};
+use crate::sync::{SharedTable, WorkerTable};
+use crate::table::{Counted, Endpoint, Pool, RouteTable, clock_ms, normalize_host};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// What the proxy answers with: an instance's streamed body or a router error.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
@@ -57,7 +61,7 @@ const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 const X_CF_APP_INSTANCE: HeaderName = HeaderName::from_static("x-cf-app-instance");
 
 /// Headers that describe one connection, not the message, and so are not
-/// forwarded (RFC 9110 §7.6.1). hyper frames each side's body itself.
+/// forwarded (RFC 9110 §7.6.1). Each side frames its body itself.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -70,25 +74,153 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer<'a> {
+    pub addr: SocketAddr,
+    /// Its address as `X-Forwarded-For` text, made once per connection.
+    pub ip: &'a HeaderValue,
+    /// It came over HTTPS.
+    pub tls: bool,
+}
+
+/// A client's request head, from either front.
+#[derive(Debug)]
+pub(crate) struct ClientRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: Headers,
+}
+
+/// What the proxy answers with: its head, and the instance's streamed
+/// body or a router error's text.
+pub(crate) struct ProxyResponse {
+    pub status: StatusCode,
+    pub headers: ResponseHeaders,
+    pub body: ProxyBody,
+    /// After `101` to the plain front: the instance's connection, for the
+    /// front to tunnel to once it wrote the head.
+    pub tunnel: Option<Conn>,
+}
+
+/// A response's header lines: the instance's as it sent them, less those
+/// the router does not pass on, then the router's own.
+pub(crate) struct ResponseHeaders {
+    /// The instance's lines (none in the router's own answers).
+    pub lines: Headers,
+    /// Lines of `lines` left out (a bit per line).
+    pub skip: u128,
+    /// The router's headers (a sticky session's cookie, an upgrade's, an
+    /// error's).
+    pub added: Vec<(HeaderName, HeaderValue)>,
+    /// `X-Vcap-Request-Id`, on every response.
+    pub request_id: HeaderValue,
+    /// The lines that go out carry a `Content-Length`, a `Date`.
+    pub has_length: bool,
+    pub has_date: bool,
+}
+
+impl ResponseHeaders {
+    /// The lines as HTTP/1 writes them, without the blank line.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        self.lines.write(out, self.skip);
+        for (name, value) in &self.added {
+            push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        push_header(
+            out,
+            X_VCAP_REQUEST_ID.as_str().as_bytes(),
+            self.request_id.as_bytes(),
+        );
+    }
+
+    /// As hyper's map (the HTTPS side).
+    fn into_map(self) -> HeaderMap {
+        let mut map = self.lines.to_map(self.skip, self.added.len() + 1);
+        for (name, value) in self.added {
+            map.append(name, value);
+        }
+        map.insert(X_VCAP_REQUEST_ID, self.request_id);
+        map
+    }
+}
+
+impl ProxyResponse {
+    /// As hyper's response (the HTTPS side, which has no plain tunnel).
+    fn into_http(self) -> Response<ProxyBody> {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.into_map();
+        response
+    }
+}
+
+/// A response body: an instance's, streamed (and logged when done), or
+/// the router's own text.
+pub(crate) enum ProxyBody {
+    /// Boxed: a response's head and body move a few times on their way.
+    Instance(Box<LoggedBody>),
+    Full(Option<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Instance(body) => Pin::new(&mut **body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Instance(body) => body.is_end_stream(),
+            ProxyBody::Full(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Instance(body) => body.size_hint(),
+            ProxyBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
 /// The proxy of one worker thread: a table to route by, its own pool of
 /// connections to instances, and the access log.
 pub struct Proxy {
     config: RouterConfig,
-    table: SharedTable,
+    table: WorkerTable,
     log: AccessLog,
     backends: Arc<Backends>,
-    /// Cancelled when the drain after shutdown is over: ends connections and
-    /// tunnels that are still open.
+    /// Cancelled when the drain after shutdown is over: ends tunnels that
+    /// are still open.
     hard_stop: CancellationToken,
+    /// Set when the router stops accepting: responses end their connection
+    /// (a flag, not the shutdown token, whose check takes a lock).
+    draining: AtomicBool,
 }
 
 /// One request as the phases pass it on.
 struct Forward {
     method: Method,
-    path: PathAndQuery,
-    headers: HeaderMap,
+    /// The head as every instance gets it, less each one's own headers.
+    head: RequestHead,
+    framing: h1::Outgoing,
+    idempotent: bool,
     body: RequestSource,
-    record: AccessRecord,
+    record: Box<AccessRecord>,
     upgrade: Option<ClientUpgrade>,
     /// The instance guid of the request's `__VCAP_ID__` (sticky session).
     sticky: Option<String>,
@@ -104,9 +236,10 @@ impl Proxy {
         Proxy {
             backends: Backends::new(config.dial_timeout),
             config,
-            table,
+            table: WorkerTable::new(table),
             log,
             hard_stop,
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -114,13 +247,20 @@ impl Proxy {
         &self.config
     }
 
-    pub(crate) fn hard_stop(&self) -> &CancellationToken {
-        &self.hard_stop
+    /// From now on each response is its connection's last.
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Closes the worker's connections to instances that were idle too long.
-    pub(crate) fn sweep_idle_backends(&self) {
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Closes the worker's connections to instances that were idle too
+    /// long, and lets go of a replaced table.
+    pub(crate) fn sweep(&self) {
         self.backends.sweep();
+        drop(self.table.snapshot());
     }
 
     /// The service answering a connection's requests. Each request counts
@@ -153,16 +293,31 @@ impl Proxy {
             let in_progress = activity.start_request();
             let activity = activity.clone();
             async move {
-                let (parts, body) = request.into_parts();
-                let mut response = proxy
+                let (mut parts, body) = request.into_parts();
+                let upgrade = parts
+                    .extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .map(ClientUpgrade::Hyper);
+                let request = ClientRequest {
+                    headers: Headers::from_map(&parts.headers),
+                    method: parts.method,
+                    uri: parts.uri,
+                    version: parts.version,
+                };
+                let response = proxy
                     .handle(
-                        parts,
+                        request,
                         RequestSource::Hyper(body),
-                        client_addr,
-                        &client_ip,
-                        tls,
+                        upgrade,
+                        Peer {
+                            addr: client_addr,
+                            ip: &client_ip,
+                            tls,
+                        },
+                        &mut Timer::default(),
                     )
                     .await;
+                let mut response = response.into_http();
                 if let Some(hsts) = hsts {
                     // An app's own policy wins, as with Gorouter's
                     // add_headers_if_not_present.
@@ -245,15 +400,21 @@ impl Proxy {
         }
     }
 
-    /// One request, from either front: its head and its body.
+    /// One request, from either front: its head and its body, and how
+    /// the client's connection is handed over if it asks to upgrade.
     pub(crate) async fn handle(
         &self,
-        mut request: http::request::Parts,
+        request: ClientRequest,
         body: RequestSource,
-        client_addr: SocketAddr,
-        client_ip: &HeaderValue,
-        tls: bool,
-    ) -> Response<ProxyBody> {
+        client_upgrade: Option<ClientUpgrade>,
+        peer: Peer<'_>,
+        timer: &mut Timer,
+    ) -> ProxyResponse {
+        let Peer {
+            addr: client_addr,
+            ip: client_ip,
+            tls,
+        } = peer;
         let started = Instant::now();
         let received_at = SystemTime::now();
         let request_id = request_id();
@@ -267,99 +428,92 @@ impl Proxy {
             client_addr.ip(),
         ) {
             Ok(target) => target,
-            Err(refusal) => return refusal.response(&raw_host, &request_id),
+            Err(refusal) => return refusal.response(&raw_host, request_id),
         };
-        if target.pinned.is_none() {
-            target.sticky =
-                sticky::requested_instance(&request.headers, &self.config.sticky_session_cookies);
-        }
-        let upgrade = upgrade_protocol(&request.headers).map(|protocol| {
-            let client = match body {
-                // hyper hands the connection over through the request.
-                RequestSource::Hyper(_) => request
-                    .extensions
-                    .remove::<hyper::upgrade::OnUpgrade>()
-                    .map(ClientUpgrade::Hyper),
-                RequestSource::Front(_) => Some(ClientUpgrade::Front),
-            };
-            (protocol, client)
-        });
-        let http::request::Parts {
+        let ClientRequest {
             method,
             uri,
             version,
-            mut headers,
-            ..
+            headers,
         } = request;
-        let referer = headers.get(header::REFERER).cloned();
-        let user_agent = headers.get(header::USER_AGENT).cloned();
-        forwarded_headers(
-            &mut headers,
-            &raw_host,
-            client_ip,
-            &request_id,
-            upgrade.as_ref().map(|(protocol, _)| protocol),
-            ForwardedProto {
-                tls,
-                sanitize: self.config.sanitize_forwarded_proto,
+        if target.pinned.is_none() {
+            target.sticky = sticky::requested_instance(
+                headers.get_all(&header::COOKIE),
+                &self.config.sticky_session_cookies,
+            );
+        }
+        let chosen = match self.choose(&target) {
+            Ok(chosen) => chosen,
+            Err(refusal) => return refusal.response(&raw_host, request_id),
+        };
+        let upgrade = upgrade_protocol(&headers);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = RequestHead::new(&method, path, headers.byte_len());
+        let forwarded = forward_head(
+            head.shared(),
+            &headers,
+            &Additions {
+                raw_host: &raw_host,
+                client_ip,
+                request_id: &request_id,
+                upgrade: upgrade.as_ref(),
+                proto: ForwardedProto {
+                    tls,
+                    sanitize: self.config.sanitize_forwarded_proto,
+                },
+                received_at,
             },
         );
-        let record = AccessRecord {
+        let record = Box::new(AccessRecord {
             host: raw_host,
             received_at,
             started,
             method: method.clone(),
-            uri: uri.clone(),
+            uri,
             version,
-            referer,
-            user_agent,
+            referer: headers.value(&header::REFERER),
+            user_agent: headers.value(&header::USER_AGENT),
             client_addr,
-            x_forwarded_for: headers.get(X_FORWARDED_FOR).cloned(),
-            x_forwarded_proto: headers.get(X_FORWARDED_PROTO).cloned(),
+            x_forwarded_for: Some(forwarded.x_forwarded_for),
+            x_forwarded_proto: Some(forwarded.x_forwarded_proto),
             request_id,
-            request_bytes: Arc::default(),
-            // Replaced by the instance that handles the request.
-            endpoint: target.pool.endpoints[0].clone(),
+            request_bytes: 0,
+            // The first to try; replaced if another handles the request.
+            endpoint: chosen[0].clone(),
             router_error: None,
-        };
-        let path = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        });
         let forward = Forward {
+            framing: body.outgoing(&headers),
+            idempotent: is_idempotent(&method, &headers),
             method,
-            path,
-            headers,
+            head,
             body,
             record,
-            upgrade: upgrade.and_then(|(_, client)| client),
-            sticky: target.sticky.clone(),
+            upgrade: upgrade.and(client_upgrade),
+            sticky: target.sticky,
         };
-        self.forward(target, forward).await
+        self.forward(chosen, forward, timer).await
     }
 
     /// Tries the route's instances in turn (see the retry rule below) and
     /// answers with the first response, or with 502.
-    async fn forward(&self, target: Target<'_>, forward: Forward) -> Response<ProxyBody> {
+    async fn forward(
+        &self,
+        chosen: Attempts<'_>,
+        forward: Forward,
+        timer: &mut Timer,
+    ) -> ProxyResponse {
         let Forward {
             method,
-            path,
-            headers,
+            mut head,
+            framing,
+            idempotent,
             body,
             mut record,
             upgrade,
             sticky,
         } = forward;
-        let idempotent = is_idempotent(&method, &headers);
-        let chosen = match self.choose(&target) {
-            Ok(chosen) => chosen,
-            Err(refusal) => return refusal.response(&record.host, &record.request_id),
-        };
-        // The head is made once; each attempt adds its instance's headers.
-        let framing = h1::Outgoing::of(&headers, &body);
-        let mut head = RequestHead::new(&method, path.as_str(), &headers);
-        drop(headers);
-        let mut body = RequestBody::new(body, framing, record.request_bytes.clone());
+        let mut body = RequestBody::new(body, framing);
         let mut failure: Option<(Arc<Endpoint>, String)> = None;
         for endpoint in chosen {
             if endpoint.wire.authority.is_none() {
@@ -385,21 +539,26 @@ impl Proxy {
                 head_request: method == Method::HEAD,
                 idempotent,
             };
-            let error = match tokio::time::timeout(
-                self.config.request_timeout,
-                self.backends.send(&endpoint.addr, outgoing),
-            )
-            .await
-            {
+            let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+            let sent = tokio::select! {
+                biased;
+                sent = self.backends.send(&endpoint.addr, outgoing) => Ok(sent),
+                () = timer.until(deadline) => Err(()),
+            };
+            let error = match sent {
                 Ok(Ok((response, conn))) => {
-                    record.endpoint = endpoint.clone();
+                    if !Arc::ptr_eq(&record.endpoint, endpoint) {
+                        record.endpoint = endpoint.clone();
+                    }
+                    // The record's endpoint is this one: its response ends
+                    // the count.
                     return self.respond(
                         response,
                         conn,
                         body,
                         upgrade,
                         record,
-                        in_flight,
+                        in_flight.hand_over(),
                         sticky.as_deref(),
                     );
                 }
@@ -438,6 +597,7 @@ impl Proxy {
                 break;
             }
         }
+        record.request_bytes = body.bytes();
         self.bad_gateway(record, failure)
     }
 
@@ -446,17 +606,17 @@ impl Proxy {
     /// and those that failed to dial recently — unless every one that is
     /// not at the limit failed, then those are tried anyway (Gorouter
     /// resets their failures too).
-    fn choose<'t>(&self, target: &Target<'t>) -> Result<Vec<&'t Arc<Endpoint>>, Refusal> {
+    fn choose<'t>(&self, target: &Target<'t>) -> Result<Attempts<'t>, Refusal> {
         let limit = self.config.max_conns_per_backend;
         if let Some(endpoint) = target.pinned {
             if endpoint.state.at_limit(limit) {
                 return Err(Refusal::ConnectionLimit);
             }
-            return Ok(vec![endpoint]);
+            return Ok(smallvec::smallvec![endpoint]);
         }
         let max = self.config.max_attempts.max(1);
         let now = clock_ms();
-        let mut chosen = Vec::with_capacity(max.min(target.pool.endpoints.len()));
+        let mut chosen = Attempts::new();
         // A live sticky instance goes first; the others remain the fallback.
         let sticky = target.sticky.as_deref().and_then(|guid| {
             target
@@ -497,9 +657,9 @@ impl Proxy {
     /// No instance could handle the request: 502, and its access line.
     fn bad_gateway(
         &self,
-        mut record: AccessRecord,
+        mut record: Box<AccessRecord>,
         failure: Option<(Arc<Endpoint>, String)>,
-    ) -> Response<ProxyBody> {
+    ) -> ProxyResponse {
         // `None` is unreachable: a non-empty pool gives at least one attempt.
         let why = match failure {
             Some((endpoint, why)) => {
@@ -518,13 +678,14 @@ impl Proxy {
             &router_error,
             "502 Bad Gateway: Registered endpoint failed to handle the request.\n".into(),
             None,
-            &request_id,
+            request_id,
         )
     }
 
     /// The instance's response as the client gets it. A `101` to an upgrade
     /// request also starts the tunnel between the client's upgraded
-    /// connection and the instance's.
+    /// connection and the instance's (hyper's side; the plain front starts
+    /// it itself once it wrote the head).
     #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
@@ -532,13 +693,14 @@ impl Proxy {
         conn: Conn,
         request: RequestBody,
         client_upgrade: Option<ClientUpgrade>,
-        record: AccessRecord,
-        in_flight: InFlight,
+        mut record: Box<AccessRecord>,
+        in_flight: Counted,
         sticky: Option<&str>,
-    ) -> Response<ProxyBody> {
+    ) -> ProxyResponse {
         let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
-        let mut tunnel_conn = None;
+        let mut tunnel = None;
         let body = if switching {
+            record.request_bytes = request.bytes();
             // An upgraded connection is the tunnel's now, never the pool's.
             match client_upgrade {
                 Some(ClientUpgrade::Hyper(client_upgrade)) => self.tunnel(
@@ -548,49 +710,74 @@ impl Proxy {
                     },
                     conn,
                 ),
-                // The front writes the head, then starts the tunnel.
-                Some(ClientUpgrade::Front) => tunnel_conn = Some(TunnelConn::new(conn)),
+                Some(ClientUpgrade::Front) => tunnel = Some(conn),
                 None => drop(conn),
             }
             InstanceBody::empty()
         } else {
             let owner = Owner {
                 backends: self.backends.clone(),
-                endpoint: record.endpoint.clone(),
             };
             InstanceBody::new(conn, &head, request, owner)
         };
         let ResponseHead {
             status,
-            mut headers,
+            headers: lines,
+            skip,
             ..
         } = head;
-        let upgrade = headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(&mut headers);
+        let head_skip = skip;
+        // One pass over the lines: what to leave out, and whether the
+        // framing and `Date` are there already (a length beside a transfer
+        // coding, in `skip` already, does not count).
+        let (mut has_length, mut has_date) = (false, false);
+        let skip = {
+            let hop_by_hop = hop_by_hop(&lines);
+            skip | lines.mask(|name| {
+                if hop_by_hop(name)
+                    || name.eq_ignore_ascii_case(X_VCAP_REQUEST_ID.as_str().as_bytes())
+                {
+                    return true;
+                }
+                has_length |= name.eq_ignore_ascii_case(b"content-length");
+                has_date |= name.eq_ignore_ascii_case(b"date");
+                false
+            })
+        };
+        has_length &= head_skip == 0;
+        let mut added = Vec::new();
         if let Some(pin) = sticky::pin_cookie(
-            &headers,
+            lines.get_all(&header::SET_COOKIE),
             sticky,
             &record.endpoint.instance_guid,
             &self.config.sticky_session_cookies,
         ) {
-            headers.append(header::SET_COOKIE, pin);
+            added.push((header::SET_COOKIE, pin));
         }
-        if let (true, Some(protocol)) = (switching, upgrade) {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, protocol);
+        if switching && let Some(protocol) = lines.value(&header::UPGRADE) {
+            added.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
+            added.push((header::UPGRADE, protocol));
         }
-        headers.insert(X_VCAP_REQUEST_ID, record.request_id.clone());
-        let mut response = Response::new(
-            LoggedBody::new(body, status.as_u16(), record, self.log.clone(), in_flight)
-                .map_err(BoxError::from)
-                .boxed(),
-        );
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        if let Some(tunnel_conn) = tunnel_conn {
-            response.extensions_mut().insert(tunnel_conn);
+        let request_id = record.request_id.clone();
+        ProxyResponse {
+            status,
+            headers: ResponseHeaders {
+                lines,
+                skip,
+                added,
+                request_id,
+                has_length,
+                has_date,
+            },
+            body: ProxyBody::Instance(Box::new(LoggedBody::new(
+                body,
+                status.as_u16(),
+                record,
+                self.log.clone(),
+                in_flight,
+            ))),
+            tunnel,
         }
-        response
     }
 
     /// Copies bytes both ways between the upgraded client connection and
@@ -634,6 +821,10 @@ impl Proxy {
     }
 }
 
+/// The instances a request tries, in order (Gorouter's default is 3 tries;
+/// more spill to the heap).
+type Attempts<'t> = smallvec::SmallVec<[&'t Arc<Endpoint>; 4]>;
+
 /// Why a request is answered by the router itself, before any instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
@@ -648,7 +839,7 @@ enum Refusal {
 
 impl Refusal {
     /// Gorouter's response for it.
-    fn response(self, raw_host: &HeaderValue, request_id: &HeaderValue) -> Response<ProxyBody> {
+    fn response(self, raw_host: &HeaderValue, request_id: HeaderValue) -> ProxyResponse {
         let host = String::from_utf8_lossy(raw_host.as_bytes());
         match self {
             Refusal::EmptyHost => error_response(
@@ -705,13 +896,12 @@ impl Refusal {
 
 /// The host a request names: like Go's net/http, an absolute-form target's
 /// authority, otherwise the Host header.
-fn request_host(request: &http::request::Parts) -> HeaderValue {
+fn request_host(request: &ClientRequest) -> HeaderValue {
     match request.uri.authority() {
         Some(authority) => header_value(authority.as_str()),
         None => request
             .headers
-            .get(header::HOST)
-            .cloned()
+            .value(&header::HOST)
             .unwrap_or_else(|| HeaderValue::from_static("")),
     }
 }
@@ -730,7 +920,7 @@ fn route<'t>(
     table: &'t RouteTable,
     raw_host: &HeaderValue,
     uri: &Uri,
-    headers: &HeaderMap,
+    headers: &Headers,
     client_ip: IpAddr,
 ) -> Result<Target<'t>, Refusal> {
     let host = normalize_host(raw_host.to_str().unwrap_or(""));
@@ -743,7 +933,7 @@ fn route<'t>(
     let pool = table
         .lookup(&host, uri.path())
         .ok_or(Refusal::UnknownRoute)?;
-    let pinned = match headers.get(X_CF_APP_INSTANCE) {
+    let pinned = match headers.get(&X_CF_APP_INSTANCE) {
         None => None,
         Some(value) => {
             let (app_guid, index) = parse_app_instance(value).ok_or(Refusal::InvalidAppInstance)?;
@@ -767,8 +957,8 @@ fn route<'t>(
 
 /// `X-Cf-App-Instance: APP_GUID:INDEX`, as Gorouter accepts it: a lower-case
 /// UUID, a colon, decimal digits.
-fn parse_app_instance(value: &HeaderValue) -> Option<(&str, u32)> {
-    let (guid, index) = value.to_str().ok()?.split_once(':')?;
+fn parse_app_instance(value: &[u8]) -> Option<(&str, u32)> {
+    let (guid, index) = std::str::from_utf8(value).ok()?.split_once(':')?;
     let groups: Vec<&str> = guid.split('-').collect();
     let shape_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
         && guid
@@ -806,15 +996,9 @@ fn request_id() -> HeaderValue {
 
 /// The protocol a client asks to switch to (`Connection: upgrade` plus
 /// `Upgrade: <protocol>`), if it does.
-fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE).cloned()
+fn upgrade_protocol(headers: &Headers) -> Option<HeaderValue> {
+    if tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
+        headers.value(&header::UPGRADE)
     } else {
         None
     }
@@ -828,72 +1012,133 @@ struct ForwardedProto {
     sanitize: bool,
 }
 
-/// Turns the client's headers into what every instance receives:
-/// Gorouter's additions, the client's claims about instances removed. The
-/// per-instance headers are added by [`outgoing_request`].
-fn forwarded_headers(
-    headers: &mut HeaderMap,
-    raw_host: &HeaderValue,
-    client_ip: &HeaderValue,
-    request_id: &HeaderValue,
-    upgrade: Option<&HeaderValue>,
+/// What the router adds to every request it forwards.
+struct Additions<'a> {
+    /// The Host as the client sent it.
+    raw_host: &'a HeaderValue,
+    client_ip: &'a HeaderValue,
+    request_id: &'a HeaderValue,
+    /// The protocol of an upgrade the client asked for.
+    upgrade: Option<&'a HeaderValue>,
     proto: ForwardedProto,
-) {
-    strip_hop_by_hop(headers);
-    let instance_headers = [X_CF_APPLICATION_ID, X_CF_INSTANCE_ID, X_CF_INSTANCE_INDEX];
-    if headers.keys().any(|name| instance_headers.contains(name)) {
-        for name in instance_headers {
-            headers.remove(name);
-        }
-    }
-    if let Some(protocol) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol.clone());
-    }
-    headers.insert(header::HOST, raw_host.clone());
-    let forwarded_for = forwarded_for(headers, client_ip);
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    if proto.sanitize || !headers.contains_key(X_FORWARDED_PROTO) {
-        let scheme = if proto.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    }
-    if !headers.contains_key(X_REQUEST_START) {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis();
-        headers.insert(X_REQUEST_START, HeaderValue::from(ms as u64));
-    }
-    headers.insert(X_VCAP_REQUEST_ID, request_id.clone());
+    received_at: SystemTime,
 }
 
-/// `X-Forwarded-For`: the client's list, if any, then the client's address.
-fn forwarded_for(headers: &HeaderMap, client_ip: &HeaderValue) -> HeaderValue {
-    let mut existing = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
-        .peekable();
-    if existing.peek().is_none() {
-        return client_ip.clone();
+/// The `X-Forwarded-*` values as the instance gets them (for the access
+/// line).
+struct Forwarded {
+    x_forwarded_for: HeaderValue,
+    x_forwarded_proto: HeaderValue,
+}
+
+/// Writes the client's header lines as every instance receives them:
+/// the hop-by-hop ones and the client's claims about instances left out,
+/// Gorouter's additions after them. The lines are copied as they came; the
+/// per-instance headers and the framing are added per attempt
+/// ([`RequestHead::for_attempt`]).
+fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Forwarded {
+    let hop_by_hop = hop_by_hop(headers);
+    let mut client_proto = None;
+    let mut request_start = false;
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let skip = headers.mask_lines(|name, value| {
+        if hop_by_hop(name) {
+            return true;
+        }
+        match name.len() {
+            4 => name.eq_ignore_ascii_case(b"host"),
+            14 => name.eq_ignore_ascii_case(b"content-length"),
+            15 if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str().as_bytes()) => {
+                if !value.trim_ascii().is_empty() {
+                    let joined = forwarded_for.get_or_insert_with(|| Vec::with_capacity(64));
+                    joined.extend_from_slice(value);
+                    joined.extend_from_slice(b", ");
+                }
+                true
+            }
+            15 if name.eq_ignore_ascii_case(X_REQUEST_START.as_str().as_bytes()) => {
+                request_start = true;
+                false
+            }
+            17 if name.eq_ignore_ascii_case(X_FORWARDED_PROTO.as_str().as_bytes()) => {
+                client_proto.get_or_insert(value);
+                add.proto.sanitize
+            }
+            17 => name.eq_ignore_ascii_case(X_VCAP_REQUEST_ID.as_str().as_bytes()),
+            15 | 18 => {
+                name.eq_ignore_ascii_case(X_CF_INSTANCE_ID.as_str().as_bytes())
+                    || name.eq_ignore_ascii_case(X_CF_APPLICATION_ID.as_str().as_bytes())
+                    || name.eq_ignore_ascii_case(X_CF_INSTANCE_INDEX.as_str().as_bytes())
+            }
+            _ => false,
+        }
+    });
+    headers.write(out, skip);
+    if let Some(protocol) = add.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        push_header(out, b"upgrade", protocol.as_bytes());
     }
-    let mut joined = Vec::with_capacity(64);
-    for value in existing {
-        joined.extend_from_slice(value.as_bytes());
-        joined.extend_from_slice(b", ");
+    push_header(out, b"host", add.raw_host.as_bytes());
+    let x_forwarded_for = match forwarded_for {
+        None => add.client_ip.clone(),
+        Some(mut joined) => {
+            joined.extend_from_slice(add.client_ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(joined))
+                .unwrap_or_else(|_| add.client_ip.clone())
+        }
+    };
+    push_header(
+        out,
+        X_FORWARDED_FOR.as_str().as_bytes(),
+        x_forwarded_for.as_bytes(),
+    );
+    let x_forwarded_proto = match client_proto {
+        Some(proto) if !add.proto.sanitize => {
+            HeaderValue::from_bytes(proto).unwrap_or(HeaderValue::from_static("http"))
+        }
+        _ => {
+            let scheme = HeaderValue::from_static(if add.proto.tls { "https" } else { "http" });
+            push_header(
+                out,
+                X_FORWARDED_PROTO.as_str().as_bytes(),
+                scheme.as_bytes(),
+            );
+            scheme
+        }
+    };
+    if !request_start {
+        let ms = add
+            .received_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        push_header(
+            out,
+            X_REQUEST_START.as_str().as_bytes(),
+            itoa::Buffer::new().format(ms).as_bytes(),
+        );
     }
-    joined.extend_from_slice(client_ip.as_bytes());
-    HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+    push_header(
+        out,
+        X_VCAP_REQUEST_ID.as_str().as_bytes(),
+        add.request_id.as_bytes(),
+    );
+    Forwarded {
+        x_forwarded_for,
+        x_forwarded_proto,
+    }
 }
 
 /// Go's notion (which Gorouter uses): safe methods, or a request carrying
 /// an idempotency key.
-fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
+fn is_idempotent(method: &Method, headers: &Headers) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    ) || headers.contains_key("idempotency-key")
-        || headers.contains_key("x-idempotency-key")
+    ) || headers.iter().any(|(name, _)| {
+        name.eq_ignore_ascii_case(b"idempotency-key")
+            || name.eq_ignore_ascii_case(b"x-idempotency-key")
+    })
 }
 
 /// The instance closed the connection before sending any response.
@@ -913,32 +1158,18 @@ fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
     }
 }
 
-/// Removes the hop-by-hop headers, and those the `Connection` header names.
-/// Allocates nothing unless `Connection` names some. Most messages carry
-/// none of them, and removing a name costs a hash and a probe even when it
-/// is absent, so the names present are looked at first.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| {
-            !token.is_empty()
-                && !token.eq_ignore_ascii_case("close")
-                && !token.eq_ignore_ascii_case("keep-alive")
-        })
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+/// Whether a line is one that describes a connection, not the message:
+/// a hop-by-hop header, or one the message's `Connection` names.
+/// Allocates nothing unless `Connection` names some.
+fn hop_by_hop(headers: &Headers) -> impl Fn(&[u8]) -> bool + '_ {
+    let named: Vec<&[u8]> = tokens(headers, &header::CONNECTION)
+        .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
         .collect();
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    for name in named {
-        headers.remove(name);
+    move |name: &[u8]| {
+        HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+            || named.iter().any(|t| name.eq_ignore_ascii_case(t))
     }
 }
 
@@ -961,32 +1192,38 @@ fn error_response(
     router_error: &str,
     body: String,
     cache_control: Option<&'static str>,
-    request_id: &HeaderValue,
-) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    request_id: HeaderValue,
+) -> ProxyResponse {
+    let mut added = vec![
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+        (
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
     if let Some(cache_control) = cache_control {
-        headers.insert(
+        added.push((
             header::CACHE_CONTROL,
             HeaderValue::from_static(cache_control),
-        );
+        ));
     }
-    headers.insert(X_CF_ROUTER_ERROR, header_value(router_error));
-    headers.insert(X_VCAP_REQUEST_ID, request_id.clone());
-    response
+    added.push((X_CF_ROUTER_ERROR, header_value(router_error)));
+    ProxyResponse {
+        status,
+        headers: ResponseHeaders {
+            lines: Headers::default(),
+            skip: 0,
+            added,
+            request_id,
+            has_length: false,
+            has_date: false,
+        },
+        body: ProxyBody::Full(Some(Bytes::from(body))),
+        tunnel: None,
+    }
 }
 
 #[cfg(test)]
@@ -1004,20 +1241,64 @@ pub(crate) mod tests {
         headers
     }
 
-    fn forwarded(client: &HeaderMap, host: &str, upgrade: Option<&HeaderValue>) -> HeaderMap {
-        let mut headers = client.clone();
-        forwarded_headers(
-            &mut headers,
-            &HeaderValue::from_str(host).unwrap(),
-            &HeaderValue::from_static("192.0.2.7"),
-            &HeaderValue::from_static("rid"),
-            upgrade,
-            ForwardedProto {
-                tls: false,
-                sanitize: false,
+    /// The head an instance gets for a request with `client`'s headers,
+    /// read back (as the instance would) into a map.
+    fn forwarded_with(
+        client: &HeaderMap,
+        host: &str,
+        upgrade: Option<&HeaderValue>,
+        proto: ForwardedProto,
+    ) -> HeaderMap {
+        let mut head = RequestHead::new(&Method::GET, "/", 0);
+        forward_head(
+            head.shared(),
+            &Headers::from_map(client),
+            &Additions {
+                raw_host: &HeaderValue::from_str(host).unwrap(),
+                client_ip: &HeaderValue::from_static("192.0.2.7"),
+                request_id: &HeaderValue::from_static("rid"),
+                upgrade,
+                proto,
+                received_at: SystemTime::now(),
             },
         );
+        let wire = head.for_attempt(
+            [
+                (&X_CF_APPLICATION_ID, &HeaderValue::from_static("app")),
+                (&X_CF_INSTANCE_ID, &HeaderValue::from_static("instance")),
+                (&X_CF_INSTANCE_INDEX, &HeaderValue::from_static("0")),
+            ],
+            h1::Outgoing::Empty,
+        );
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut slots);
+        assert!(parsed.parse(wire).unwrap().is_complete());
+        let mut headers = HeaderMap::new();
+        for h in parsed.headers.iter() {
+            headers.append(
+                HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(h.value).unwrap(),
+            );
+        }
+        // The instance's own headers are the router's, added per attempt.
+        for (name, value) in [
+            (X_CF_APPLICATION_ID, "app"),
+            (X_CF_INSTANCE_ID, "instance"),
+            (X_CF_INSTANCE_INDEX, "0"),
+        ] {
+            let all: Vec<_> = headers.get_all(&name).iter().collect();
+            assert_eq!(all, [value], "{name}");
+            headers.remove(&name);
+        }
         headers
+    }
+
+    fn forwarded(client: &HeaderMap, host: &str, upgrade: Option<&HeaderValue>) -> HeaderMap {
+        let proto = ForwardedProto {
+            tls: false,
+            sanitize: false,
+        };
+        forwarded_with(client, host, upgrade, proto)
     }
 
     #[test]
@@ -1064,12 +1345,9 @@ pub(crate) mod tests {
     #[test]
     fn forwarded_proto_follows_the_connection_and_gorouters_sanitize_option() {
         let proto = |client: &[(&str, &str)], tls, sanitize| {
-            let mut headers = map(client);
-            forwarded_headers(
-                &mut headers,
-                &HeaderValue::from_static("a.test"),
-                &HeaderValue::from_static("192.0.2.7"),
-                &HeaderValue::from_static("rid"),
+            let headers = forwarded_with(
+                &map(client),
+                "a.test",
                 None,
                 ForwardedProto { tls, sanitize },
             );
@@ -1097,30 +1375,27 @@ pub(crate) mod tests {
             ("connection", "keep-alive, Upgrade"),
             ("upgrade", "websocket"),
         ]);
-        let protocol = upgrade_protocol(&client).unwrap();
+        let protocol = upgrade_protocol(&Headers::from_map(&client)).unwrap();
         assert_eq!(protocol, "websocket");
         let headers = forwarded(&client, "a.test", Some(&protocol));
         assert_eq!(headers["connection"], "upgrade");
         assert_eq!(headers["upgrade"], "websocket");
-        assert!(upgrade_protocol(&map(&[("upgrade", "websocket")])).is_none());
+        assert!(upgrade_protocol(&Headers::from_map(&map(&[("upgrade", "websocket")]))).is_none());
     }
 
     #[test]
     fn idempotency_follows_go() {
-        assert!(is_idempotent(&Method::GET, &HeaderMap::new()));
-        assert!(!is_idempotent(&Method::POST, &HeaderMap::new()));
-        assert!(is_idempotent(
-            &Method::POST,
-            &map(&[("idempotency-key", "k")])
-        ));
+        let none = Headers::default();
+        assert!(is_idempotent(&Method::GET, &none));
+        assert!(!is_idempotent(&Method::POST, &none));
+        let keyed = Headers::from_map(&map(&[("Idempotency-Key", "k")]));
+        assert!(is_idempotent(&Method::POST, &keyed));
     }
 
     #[test]
     fn app_instance_headers_follow_gorouters_pattern() {
         let guid = "0f2ab3c4-1234-4abc-9def-00112233aabb";
-        let parse = |v: &str| {
-            parse_app_instance(&HeaderValue::from_str(v).unwrap()).map(|(g, i)| (g.to_string(), i))
-        };
+        let parse = |v: &str| parse_app_instance(v.as_bytes()).map(|(g, i)| (g.to_string(), i));
         assert_eq!(parse(&format!("{guid}:3")), Some((guid.to_string(), 3)));
         for bad in [
             guid.to_string(),
@@ -1225,11 +1500,15 @@ pub(crate) mod tests {
                 "case {case}"
             );
             assert!(headers.contains_key(X_FORWARDED_PROTO));
-            // What is not the router's business passes untouched, in order.
+            // What is not the router's business passes untouched, in order
+            // (as the instance reads it: without whitespace around values).
             for kept in ["cookie", "x-custom"] {
                 if !named.iter().any(|n| n == kept) {
-                    let before: Vec<_> = client.get_all(kept).iter().collect();
-                    let after: Vec<_> = headers.get_all(kept).iter().collect();
+                    let values = |map: &HeaderMap| -> Vec<Vec<u8>> {
+                        let all = map.get_all(kept).iter();
+                        all.map(|v| v.as_bytes().trim_ascii().to_vec()).collect()
+                    };
+                    let (before, after) = (values(&client), values(&headers));
                     assert_eq!(before, after, "case {case}: {kept}");
                 }
             }
@@ -1248,9 +1527,7 @@ pub(crate) mod tests {
             let host = normalize_host(&text);
             assert!(!host.bytes().any(|c| c.is_ascii_uppercase()));
             assert!(!host.ends_with('.'));
-            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-                let _ = parse_app_instance(&value);
-            }
+            let _ = parse_app_instance(&bytes);
         }
     }
 

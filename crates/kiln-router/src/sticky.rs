@@ -5,22 +5,21 @@
 //! route; otherwise to another, and the response pins the client to the
 //! new one.
 
-use http::HeaderMap;
-use http::header::{COOKIE, HeaderValue, SET_COOKIE};
+use http::header::HeaderValue;
 
 pub(crate) const VCAP_ID: &str = "__VCAP_ID__";
 
 /// The instance guid a request asks to stick to: its `__VCAP_ID__`, when
 /// it also carries one of the session cookies (Gorouter ignores a lone
 /// `__VCAP_ID__`).
-pub(crate) fn requested_instance(
-    headers: &HeaderMap,
+pub(crate) fn requested_instance<'a>(
+    cookies: impl Iterator<Item = &'a [u8]>,
     session_cookies: &[String],
 ) -> Option<String> {
     let mut vcap_id = None;
     let mut has_session = false;
-    for value in headers.get_all(COOKIE) {
-        let Ok(text) = value.to_str() else {
+    for value in cookies {
+        let Ok(text) = std::str::from_utf8(value) else {
             continue;
         };
         for pair in text.split(';') {
@@ -40,16 +39,16 @@ pub(crate) fn requested_instance(
 /// for another instance than the one that answered. `Secure`, `SameSite`,
 /// `Partitioned`, `Expires` and a deleting `Max-Age` follow the session
 /// cookie. None if the app set `__VCAP_ID__` itself.
-pub(crate) fn pin_cookie(
-    response: &HeaderMap,
+pub(crate) fn pin_cookie<'a>(
+    set_cookies: impl Iterator<Item = &'a [u8]>,
     requested: Option<&str>,
     instance_guid: &str,
     session_cookies: &[String],
 ) -> Option<HeaderValue> {
     let mut pin = requested.is_some_and(|r| r != instance_guid);
     let mut session: Option<SetCookie<'_>> = None;
-    for value in response.get_all(SET_COOKIE) {
-        let Ok(text) = value.to_str() else {
+    for value in set_cookies {
+        let Ok(text) = std::str::from_utf8(value) else {
             continue;
         };
         let cookie = SetCookie::parse(text);
@@ -143,6 +142,16 @@ impl<'a> SetCookie<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
+    use http::header::{COOKIE, SET_COOKIE};
+
+    fn cookies(map: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+        map.get_all(COOKIE).iter().map(|v| v.as_bytes())
+    }
+
+    fn set_cookies(map: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+        map.get_all(SET_COOKIE).iter().map(|v| v.as_bytes())
+    }
 
     fn names() -> Vec<String> {
         vec!["JSESSIONID".to_string()]
@@ -159,15 +168,21 @@ mod tests {
     #[test]
     fn a_request_sticks_only_with_a_session_cookie() {
         let both = headers(COOKIE, &["a=1; JSESSIONID=s; __VCAP_ID__=ig-1"]);
-        assert_eq!(requested_instance(&both, &names()).as_deref(), Some("ig-1"));
+        assert_eq!(
+            requested_instance(cookies(&both), &names()).as_deref(),
+            Some("ig-1")
+        );
         let split = headers(COOKIE, &["__VCAP_ID__=ig-2", "JSESSIONID=s"]);
         assert_eq!(
-            requested_instance(&split, &names()).as_deref(),
+            requested_instance(cookies(&split), &names()).as_deref(),
             Some("ig-2")
         );
         let lone = headers(COOKIE, &["__VCAP_ID__=ig-1"]);
-        assert_eq!(requested_instance(&lone, &names()), None);
-        assert_eq!(requested_instance(&HeaderMap::new(), &names()), None);
+        assert_eq!(requested_instance(cookies(&lone), &names()), None);
+        assert_eq!(
+            requested_instance(cookies(&HeaderMap::new()), &names()),
+            None
+        );
     }
 
     #[test]
@@ -180,12 +195,12 @@ mod tests {
             ],
         );
         assert_eq!(
-            pin_cookie(&set, None, "ig-1", &names()).unwrap(),
+            pin_cookie(set_cookies(&set), None, "ig-1", &names()).unwrap(),
             "__VCAP_ID__=ig-1; Path=/; Expires=Wed, 21 Oct 2037 07:28:00 GMT; HttpOnly; Secure; SameSite=None; Partitioned"
         );
         let deleted = headers(SET_COOKIE, &["JSESSIONID=; Max-Age=0"]);
         assert_eq!(
-            pin_cookie(&deleted, None, "ig-1", &names()).unwrap(),
+            pin_cookie(set_cookies(&deleted), None, "ig-1", &names()).unwrap(),
             "__VCAP_ID__=ig-1; Path=/; Max-Age=0; HttpOnly"
         );
     }
@@ -193,20 +208,20 @@ mod tests {
     #[test]
     fn a_pin_is_added_only_when_needed() {
         let none = HeaderMap::new();
-        assert_eq!(pin_cookie(&none, None, "ig-1", &names()), None);
+        assert_eq!(pin_cookie(set_cookies(&none), None, "ig-1", &names()), None);
         assert_eq!(
-            pin_cookie(&none, Some("ig-1"), "ig-1", &names()),
+            pin_cookie(set_cookies(&none), Some("ig-1"), "ig-1", &names()),
             None,
             "already pinned there"
         );
         assert_eq!(
-            pin_cookie(&none, Some("gone"), "ig-1", &names()).unwrap(),
+            pin_cookie(set_cookies(&none), Some("gone"), "ig-1", &names()).unwrap(),
             "__VCAP_ID__=ig-1; Path=/; HttpOnly",
             "re-pinned after the instance went away"
         );
         let own = headers(SET_COOKIE, &["JSESSIONID=s", "__VCAP_ID__=mine"]);
         assert_eq!(
-            pin_cookie(&own, None, "ig-1", &names()),
+            pin_cookie(set_cookies(&own), None, "ig-1", &names()),
             None,
             "the app's own pin wins"
         );

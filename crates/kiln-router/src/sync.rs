@@ -18,6 +18,7 @@ use futures_util::{FutureExt, StreamExt};
 use kiln_bbs_client::{ActualLrpFilter, BbsClient, BbsError};
 use kiln_model::bbs::BbsEvent;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -40,6 +41,8 @@ const REAP_EVERY: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct SharedTable {
     current: Arc<ArcSwap<RouteTable>>,
+    /// Bumped after each swap, so that a worker knows when to read again.
+    generation: Arc<AtomicU64>,
     /// Replaced tables that requests still held when they were replaced.
     /// The writer frees them once the last request lets go, so that a
     /// request never pays for freeing a whole table (tens of milliseconds
@@ -57,6 +60,7 @@ impl SharedTable {
     pub fn new(table: RouteTable) -> SharedTable {
         SharedTable {
             current: Arc::new(ArcSwap::from_pointee(table)),
+            generation: Arc::default(),
             retired: Arc::default(),
         }
     }
@@ -67,6 +71,7 @@ impl SharedTable {
 
     pub fn replace(&self, table: RouteTable) {
         let old = self.current.swap(Arc::new(table));
+        self.generation.fetch_add(1, Ordering::Release);
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         retired.push(old);
         free_unused(&mut retired);
@@ -78,6 +83,50 @@ impl SharedTable {
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         free_unused(&mut retired);
         !retired.is_empty()
+    }
+}
+
+/// One worker's hold on the current table. A request clones a reference
+/// count only its own worker touches; the shared table's count, taken by
+/// every worker at every request, would move its cache line between cores
+/// each time. The table is read again when it was replaced: at the next
+/// request, or at the worker's sweep, so an idle worker does not keep a
+/// replaced table alive.
+pub(crate) struct WorkerTable {
+    shared: SharedTable,
+    /// The generation read and its table. Only the worker's thread locks it.
+    held: Mutex<(u64, Arc<Held>)>,
+}
+
+/// A worker's own reference to a table (see [`WorkerTable`]).
+pub(crate) struct Held(Arc<RouteTable>);
+
+impl std::ops::Deref for Held {
+    type Target = RouteTable;
+
+    fn deref(&self) -> &RouteTable {
+        &self.0
+    }
+}
+
+impl WorkerTable {
+    pub fn new(shared: SharedTable) -> WorkerTable {
+        let generation = shared.generation.load(Ordering::Acquire);
+        let table = Arc::new(Held(shared.snapshot()));
+        WorkerTable {
+            shared,
+            held: Mutex::new((generation, table)),
+        }
+    }
+
+    /// The current table.
+    pub fn snapshot(&self) -> Arc<Held> {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.0 != generation {
+            *held = (generation, Arc::new(Held(self.shared.snapshot())));
+        }
+        held.1.clone()
     }
 }
 

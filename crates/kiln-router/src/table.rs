@@ -91,22 +91,48 @@ impl EndpointState {
     /// a `limit` to count against (0: none). Without one nothing is
     /// counted: the counter is shared by every worker, and each count
     /// would move its cache line between cores.
-    pub fn start_request(self: &Arc<Self>, limit: usize) -> InFlight {
+    pub fn start_request(&self, limit: usize) -> InFlight<'_> {
         if limit == 0 {
             return InFlight(None);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Some(self.clone()))
+        InFlight(Some(self))
     }
 }
 
-/// One request in flight to an endpoint.
+/// One request in flight to an endpoint, counted until the guard is
+/// dropped or handed over to the response ([`InFlight::hand_over`]).
 #[derive(Debug)]
-pub(crate) struct InFlight(Option<Arc<EndpointState>>);
+pub(crate) struct InFlight<'a>(Option<&'a EndpointState>);
 
-impl Drop for InFlight {
+impl InFlight<'_> {
+    /// The count goes on with the response, which holds the endpoint
+    /// anyway: no reference count of the endpoint's state is taken for it
+    /// (that count, like the in-flight one, is shared by every worker).
+    pub fn hand_over(self) -> Counted {
+        let counted = Counted(self.0.is_some());
+        std::mem::forget(self);
+        counted
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if let Some(state) = &self.0 {
+        if let Some(state) = self.0 {
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request's in-flight count held by its response; [`Counted::end`]
+/// with the same endpoint's state ends it.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Counted(bool);
+
+impl Counted {
+    pub fn end(self, state: &EndpointState) {
+        if self.0 {
             state.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -181,7 +207,9 @@ impl Pool {
     /// round-robin first, then the others in turn, each once.
     pub fn attempt_order(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         let n = self.endpoints.len();
-        let start = if n == 0 {
+        // The counter is shared by every worker: not touched when there is
+        // nothing to choose between.
+        let start = if n <= 1 {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n

@@ -27,16 +27,17 @@ pub(crate) struct Workers {
     next: AtomicUsize,
 }
 
-/// How often a worker closes the instance connections idle too long.
+/// How often a worker closes the instance connections idle too long (and
+/// lets go of a replaced route table).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until the worker's runtime is dropped.
-async fn sweep_idle_backends(proxy: Arc<Proxy>) {
+async fn sweep(proxy: Arc<Proxy>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        proxy.sweep_idle_backends();
+        proxy.sweep();
     }
 }
 
@@ -73,7 +74,7 @@ impl Workers {
                 log.for_worker(),
                 hard_stop.clone(),
             ));
-            handle.spawn(sweep_idle_backends(proxy.clone()));
+            handle.spawn(sweep(proxy.clone()));
             workers.push(Worker {
                 proxy,
                 runtime: handle,
@@ -96,6 +97,13 @@ impl Workers {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let worker = &self.workers[i];
         (worker.proxy.clone(), &worker.runtime)
+    }
+
+    /// Every worker ends each connection after its response in progress.
+    pub fn drain(&self) {
+        for worker in &self.workers {
+            worker.proxy.drain();
+        }
     }
 
     /// Stops every thread and waits for them.
