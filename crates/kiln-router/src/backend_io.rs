@@ -117,19 +117,16 @@ impl Backends {
     }
 
     pub(crate) fn give_back(&self, conn: Conn) {
+        let entry = Idle {
+            conn,
+            since: Instant::now(),
+        };
         let mut idle = self.idle();
-        match idle.get_mut(conn.addr()) {
+        match idle.get_mut(entry.conn.addr()) {
             Some(list) if list.len() >= MAX_IDLE => {}
-            Some(list) => list.push_back(Idle {
-                conn,
-                since: Instant::now(),
-            }),
+            Some(list) => list.push_back(entry),
             None => {
-                let addr = conn.addr().to_string();
-                let entry = Idle {
-                    conn,
-                    since: Instant::now(),
-                };
+                let addr = entry.conn.addr().to_string();
                 idle.insert(addr, VecDeque::from([entry]));
             }
         }

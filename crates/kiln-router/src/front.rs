@@ -4,10 +4,11 @@
 //! Per connection there is one read buffer. A request head is parsed in
 //! place with `httparse` ([`take_head`]); the URI and the header lines
 //! ([`crate::head::Headers`]) share the head's bytes, as the instance side
-//! does with response heads ([`crate::h1`]). Framing follows RFC 9112 strictly: a transfer coding
-//! other than `chunked` last, `Transfer-Encoding` in HTTP/1.0, differing
-//! `Content-Length`s, a second `Host`, obs-fold or a bad request line are
-//! answered 400 and the connection closed; a head over hyper's limits (the
+//! does with response heads ([`crate::h1`]). Framing follows RFC 9112
+//! strictly: a transfer coding other than `chunked` last,
+//! `Transfer-Encoding` in HTTP/1.0, differing `Content-Length`s, a second
+//! `Host`, obs-fold or a bad request line are answered 400 and the
+//! connection closed; a head over hyper's limits (the
 //! router's until now) is 431, a URI over them 414. `Content-Length` next
 //! to `Transfer-Encoding: chunked` is served as chunked (the length is not
 //! passed on) and the connection closed after it, as RFC 9112 §6.3 allows
@@ -351,7 +352,7 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     } else {
         match h1::content_length(&headers).map_err(bad)? {
             None => BodyState::Length(0),
-            Some((length, _)) => BodyState::Length(length),
+            Some(length) => BodyState::Length(length),
         }
     };
     if headers.get_all(&header::HOST).nth(1).is_some() {

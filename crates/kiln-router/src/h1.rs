@@ -501,18 +501,17 @@ fn framing(
     }
     let framing =
         match content_length(headers).map_err(|why| InstanceError::Malformed(why.into()))? {
-            Some((n, _)) => Framing::Length(n),
+            Some(n) => Framing::Length(n),
             None => Framing::Close,
         };
     Ok((framing, 0))
 }
 
-/// A head's `Content-Length` and how many values gave it: every value
-/// (lines and comma-separated lists alike) must be the same number, in
-/// requests and responses alike (RFC 9112 §6.3).
-pub(crate) fn content_length(headers: &Headers) -> Result<Option<(u64, usize)>, &'static str> {
+/// A head's `Content-Length`: every value (lines and comma-separated lists
+/// alike) must be the same number, in requests and responses alike
+/// (RFC 9112 §6.3).
+pub(crate) fn content_length(headers: &Headers) -> Result<Option<u64>, &'static str> {
     let mut length: Option<u64> = None;
-    let mut values = 0;
     for value in headers.get_all(&header::CONTENT_LENGTH) {
         for part in value.split(|&c| c == b',') {
             let part = part.trim_ascii();
@@ -525,10 +524,9 @@ pub(crate) fn content_length(headers: &Headers) -> Result<Option<(u64, usize)>, 
                 return Err("conflicting Content-Length");
             }
             length = Some(n);
-            values += 1;
         }
     }
-    Ok(length.map(|n| (n, values)))
+    Ok(length)
 }
 
 /// Whether a head's `Connection` lets the connection carry another

@@ -123,11 +123,8 @@ impl Headers {
 
     /// The first value named `name`, sharing the head's bytes.
     pub fn value(&self, name: &HeaderName) -> Option<HeaderValue> {
-        let name = name.as_str().as_bytes();
-        let &(_, _, vs, ve) = self.spans.iter().find(|&&(ns, ne, _, _)| {
-            self.bytes[ns as usize..ne as usize].eq_ignore_ascii_case(name)
-        })?;
-        HeaderValue::from_maybe_shared(self.bytes.slice(vs as usize..ve as usize)).ok()
+        let value = self.get(name)?;
+        HeaderValue::from_maybe_shared(self.bytes.slice_ref(value)).ok()
     }
 
     /// Writes the lines whose bit is not set in `skip`. Kept lines that

@@ -723,28 +723,28 @@ impl Proxy {
         let ResponseHead {
             status,
             headers: lines,
-            skip,
+            skip: framing_skip,
             ..
         } = head;
-        let head_skip = skip;
         // One pass over the lines: what to leave out, and whether the
         // framing and `Date` are there already (a length beside a transfer
         // coding, in `skip` already, does not count).
         let (mut has_length, mut has_date) = (false, false);
         let skip = {
             let hop_by_hop = hop_by_hop(&lines);
-            skip | lines.mask(|name| {
-                if hop_by_hop(name)
-                    || name.eq_ignore_ascii_case(X_VCAP_REQUEST_ID.as_str().as_bytes())
-                {
-                    return true;
-                }
-                has_length |= name.eq_ignore_ascii_case(b"content-length");
-                has_date |= name.eq_ignore_ascii_case(b"date");
-                false
-            })
+            framing_skip
+                | lines.mask(|name| {
+                    if hop_by_hop(name)
+                        || name.eq_ignore_ascii_case(X_VCAP_REQUEST_ID.as_str().as_bytes())
+                    {
+                        return true;
+                    }
+                    has_length |= name.eq_ignore_ascii_case(b"content-length");
+                    has_date |= name.eq_ignore_ascii_case(b"date");
+                    false
+                })
         };
-        has_length &= head_skip == 0;
+        has_length &= framing_skip == 0;
         let mut added = Vec::new();
         if let Some(pin) = sticky::pin_cookie(
             lines.get_all(&header::SET_COOKIE),
