@@ -42,12 +42,11 @@
 //! it fires), so a request costs no timer update.
 
 use crate::h1::{self, Chunk, Outgoing};
-use crate::head::{Headers, Span, span_of, tokens};
+use crate::head::{Headers, Name, Span, span_of, tokens};
 use crate::proxy::{
     BoxError, ClientRequest, Peer, Proxy, ProxyResponse, ResponseHeaders, header_value,
 };
 use bytes::{Buf, Bytes, BytesMut};
-use http::header;
 use http::{Method, StatusCode, Uri, Version};
 use hyper::body::Body;
 use std::cell::RefCell;
@@ -92,7 +91,7 @@ impl RequestSource {
     pub fn outgoing(&self, headers: &Headers) -> Outgoing {
         match self {
             RequestSource::Hyper(body) => match body.size_hint().exact() {
-                Some(n) if headers.contains(&header::CONTENT_LENGTH) => Outgoing::Length(n),
+                Some(n) if headers.has(Name::ContentLength) => Outgoing::Length(n),
                 _ if body.is_end_stream() => Outgoing::Empty,
                 _ => Outgoing::Chunked,
             },
@@ -141,9 +140,7 @@ impl BodyState {
     fn outgoing(self, headers: &Headers) -> Outgoing {
         match self {
             BodyState::Chunked(_) => Outgoing::Chunked,
-            BodyState::Length(n) if headers.contains(&header::CONTENT_LENGTH) => {
-                Outgoing::Length(n)
-            }
+            BodyState::Length(n) if headers.has(Name::ContentLength) => Outgoing::Length(n),
             BodyState::Length(_) => Outgoing::Empty,
         }
     }
@@ -336,14 +333,14 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     let mut keep_alive = h1::keep_alive(version == Version::HTTP_10, &headers);
     // The instance gets the framing from the body's state, not from these
     // lines (see `Outgoing`): a chunked body's stray length is not passed on.
-    let body = if headers.contains(&header::TRANSFER_ENCODING) {
+    let body = if headers.has(Name::TransferEncoding) {
         if version == Version::HTTP_10 {
             return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
         }
         if !chunked_once_and_last(&headers) {
             return Err(bad("a transfer coding other than chunked last"));
         }
-        if headers.contains(&header::CONTENT_LENGTH) {
+        if headers.has(Name::ContentLength) {
             // The smuggling shape: framed as chunked, and nothing after it
             // on this connection is trusted.
             keep_alive = false;
@@ -355,12 +352,12 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
             Some(length) => BodyState::Length(length),
         }
     };
-    if headers.get_all(&header::HOST).nth(1).is_some() {
+    if headers.get_all(Name::Host).nth(1).is_some() {
         return Err(bad("more than one Host"));
     }
     let expect_continue = version == Version::HTTP_11
         && headers
-            .get(&header::EXPECT)
+            .get(Name::Expect)
             .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     Ok(Some(Head {
         request: ClientRequest {
@@ -380,7 +377,7 @@ pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
 fn chunked_once_and_last(headers: &Headers) -> bool {
     let mut chunked = 0;
     let mut last_chunked = false;
-    for coding in tokens(headers, &header::TRANSFER_ENCODING) {
+    for coding in tokens(headers, Name::TransferEncoding) {
         last_chunked = coding.eq_ignore_ascii_case(b"chunked");
         chunked += usize::from(last_chunked);
     }
@@ -605,6 +602,11 @@ async fn read_head(
         let read = match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
             Poll::Ready(read) => read,
             Poll::Pending => {
+                // Part of a head came (with the last read): its clock starts
+                // now, read only when the rest has to be waited for.
+                if head_since.is_none() && !lock(client).buf.is_empty() {
+                    head_since = Some(Instant::now());
+                }
                 let deadline = match (head_since, idle_since) {
                     (Some(since), _) => since + config.header_read_timeout,
                     (None, Some(idle)) => idle + config.client_idle_timeout,
@@ -620,9 +622,7 @@ async fn read_head(
         };
         match read {
             Ok(0) => return Ok(None),
-            Ok(_) => {
-                head_since.get_or_insert_with(Instant::now);
-            }
+            Ok(_) => {}
             Err(error) => return Err(error),
         }
     }
@@ -903,7 +903,7 @@ mod tests {
         assert_eq!(get.body, BodyState::Length(0));
         assert!(get.keep_alive);
         assert_eq!(get.request.uri, "/a?b");
-        assert_eq!(get.request.headers.get(&header::HOST), Some(&b"a.test"[..]));
+        assert_eq!(get.request.headers.get(Name::Host), Some(&b"a.test"[..]));
 
         let post = head("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
         assert_eq!(post.body, BodyState::Length(5));
@@ -1054,14 +1054,14 @@ mod tests {
                 continue;
             };
             let headers = &head.request.headers;
-            let te = headers.contains(&header::TRANSFER_ENCODING);
+            let te = headers.has(Name::TransferEncoding);
             let outgoing = head.body.outgoing(headers);
             match head.body {
                 BodyState::Chunked(_) => {
                     assert!(te, "case {case}");
                     assert_eq!(outgoing, Outgoing::Chunked, "case {case}");
                     // A stray length beside chunked ends the connection.
-                    if headers.contains(&header::CONTENT_LENGTH) {
+                    if headers.has(Name::ContentLength) {
                         assert!(!head.keep_alive, "case {case}");
                     }
                     assert!(chunked_once_and_last(headers), "case {case}");
@@ -1069,13 +1069,13 @@ mod tests {
                 }
                 BodyState::Length(n) => {
                     assert!(!te, "case {case}");
-                    for value in headers.get_all(&header::CONTENT_LENGTH) {
+                    for value in headers.get_all(Name::ContentLength) {
                         for part in value.split(|&c| c == b',') {
                             let part = std::str::from_utf8(part).unwrap().trim();
                             assert_eq!(part.parse::<u64>().unwrap(), n, "case {case}");
                         }
                     }
-                    if headers.contains(&header::CONTENT_LENGTH) {
+                    if headers.has(Name::ContentLength) {
                         assert_eq!(outgoing, Outgoing::Length(n), "case {case}");
                     } else {
                         assert_eq!(n, 0, "case {case}");
@@ -1083,7 +1083,7 @@ mod tests {
                     }
                 }
             }
-            assert!(headers.get_all(&header::HOST).count() <= 1, "case {case}");
+            assert!(headers.get_all(Name::Host).count() <= 1, "case {case}");
         }
     }
 }

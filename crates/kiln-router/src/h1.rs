@@ -21,9 +21,9 @@
 
 use crate::backend_io::Backends;
 use crate::front::RequestSource;
-use crate::head::{Headers, Span, push_header, span_of, tokens};
+use crate::head::{Headers, Name, Span, names, push_header, span_of};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use std::io;
@@ -483,13 +483,13 @@ fn framing(
     {
         return Ok((Framing::Empty, 0));
     }
-    if headers.contains(&header::TRANSFER_ENCODING) {
+    if headers.has(Name::TransferEncoding) {
         let chunked_last = headers
-            .get_all(&header::TRANSFER_ENCODING)
+            .get_all(Name::TransferEncoding)
             .last()
             .and_then(|v| v.rsplit(|&c| c == b',').next())
             .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        let skip = headers.mask(|name| name.eq_ignore_ascii_case(b"content-length"));
+        let skip = headers.mask(names(&[Name::ContentLength]));
         return Ok((
             if chunked_last {
                 Framing::Chunked(Chunk::Size)
@@ -512,13 +512,18 @@ fn framing(
 /// (RFC 9112 §6.3).
 pub(crate) fn content_length(headers: &Headers) -> Result<Option<u64>, &'static str> {
     let mut length: Option<u64> = None;
-    for value in headers.get_all(&header::CONTENT_LENGTH) {
+    for value in headers.get_all(Name::ContentLength) {
         for part in value.split(|&c| c == b',') {
             let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-                .and_then(|p| p.parse::<u64>().ok())
+            // Digits only (no sign), and no more than a u64 holds.
+            let n = (!part.is_empty())
+                .then(|| {
+                    part.iter().try_fold(0u64, |n, &c| {
+                        c.is_ascii_digit()
+                            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))?
+                    })
+                })
+                .flatten()
                 .ok_or("invalid Content-Length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("conflicting Content-Length");
@@ -532,11 +537,10 @@ pub(crate) fn content_length(headers: &Headers) -> Result<Option<u64>, &'static 
 /// Whether a head's `Connection` lets the connection carry another
 /// request: HTTP/1.0 only with `keep-alive`, HTTP/1.1 unless `close`.
 pub(crate) fn keep_alive(http_1_0: bool, headers: &Headers) -> bool {
-    let mut tokens = tokens(headers, &header::CONNECTION);
     if http_1_0 {
-        tokens.any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+        headers.connection_has(b"keep-alive")
     } else {
-        !tokens.any(|t| t.eq_ignore_ascii_case(b"close"))
+        !headers.connection_has(b"close")
     }
 }
 
@@ -984,10 +988,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(to_head.framing, Framing::Empty);
-        assert_eq!(
-            to_head.headers.get(&header::CONTENT_LENGTH),
-            Some(&b"5"[..])
-        );
+        assert_eq!(to_head.headers.get(Name::ContentLength), Some(&b"5"[..]));
         assert_eq!(to_head.skip, 0);
 
         let keep_alive = |text: &str| head(text, false).unwrap().unwrap().keep_alive;
@@ -1050,7 +1051,7 @@ mod tests {
                 assert!(
                     parsed
                         .headers
-                        .get_all(&HeaderName::from_static(name))
+                        .get_all_named(name.as_bytes())
                         .any(|v| v == value.as_bytes()),
                     "case {case}: {name}"
                 );

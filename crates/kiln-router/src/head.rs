@@ -7,26 +7,180 @@
 //! [`Headers::to_map`]).
 //!
 //! Names are compared ignoring ASCII case; lines keep the case and order
-//! they came in.
+//! they came in. The names the router itself reads or rewrites ([`Name`])
+//! are recognized once per line as the head is parsed; lookups and masks
+//! go by them.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+/// The header names the router itself reads or rewrites. Each line's name
+/// is matched against them once, when the head is parsed, so that asking
+/// for one of them costs a bit test when it is absent (as most are) and a
+/// byte compare per line when present, not a case-insensitive compare of
+/// every line's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Name {
+    Te,
+    Host,
+    Date,
+    Cookie,
+    Expect,
+    Upgrade,
+    Referer,
+    Trailer,
+    KeepAlive,
+    Connection,
+    SetCookie,
+    UserAgent,
+    ContentLength,
+    XForwardedFor,
+    XRequestStart,
+    XCfInstanceId,
+    ProxyConnection,
+    TransferEncoding,
+    XForwardedProto,
+    XVcapRequestId,
+    XCfAppInstance,
+    ProxyAuthenticate,
+    XCfApplicationId,
+    XCfInstanceIndex,
+    ProxyAuthorization,
+}
+
+impl Name {
+    /// The name as `http` spells it (lower case).
+    pub fn as_str(self) -> &'static str {
+        NAME_TEXT[self as usize]
+    }
+
+    /// Which of these `name` is, in any case. The length and one byte
+    /// narrow it to one candidate, compared whole.
+    pub fn of(name: &[u8]) -> Option<Name> {
+        let at = |i: usize| name.get(i).map_or(0, u8::to_ascii_lowercase);
+        let candidate = match (name.len(), at(0)) {
+            (2, _) => Name::Te,
+            (4, b'h') => Name::Host,
+            (4, b'd') => Name::Date,
+            (6, b'c') => Name::Cookie,
+            (6, b'e') => Name::Expect,
+            (7, b'u') => Name::Upgrade,
+            (7, b'r') => Name::Referer,
+            (7, b't') => Name::Trailer,
+            (10, b'k') => Name::KeepAlive,
+            (10, b'c') => Name::Connection,
+            (10, b's') => Name::SetCookie,
+            (10, b'u') => Name::UserAgent,
+            (14, _) => Name::ContentLength,
+            (15, b'x') => match at(2) {
+                b'f' => Name::XForwardedFor,
+                b'r' => Name::XRequestStart,
+                _ => Name::XCfInstanceId,
+            },
+            (16, _) => Name::ProxyConnection,
+            (17, b't') => Name::TransferEncoding,
+            (17, b'x') => match at(2) {
+                b'f' => Name::XForwardedProto,
+                b'v' => Name::XVcapRequestId,
+                _ => Name::XCfAppInstance,
+            },
+            (18, b'p') => Name::ProxyAuthenticate,
+            (18, b'x') => match at(5) {
+                b'a' => Name::XCfApplicationId,
+                _ => Name::XCfInstanceIndex,
+            },
+            (19, _) => Name::ProxyAuthorization,
+            _ => return None,
+        };
+        eq_lower(name, candidate.as_str().as_bytes()).then_some(candidate)
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+/// Each [`Name`]'s text, in the enum's order.
+const NAME_TEXT: [&str; 25] = [
+    "te",
+    "host",
+    "date",
+    "cookie",
+    "expect",
+    "upgrade",
+    "referer",
+    "trailer",
+    "keep-alive",
+    "connection",
+    "set-cookie",
+    "user-agent",
+    "content-length",
+    "x-forwarded-for",
+    "x-request-start",
+    "x-cf-instanceid",
+    "proxy-connection",
+    "transfer-encoding",
+    "x-forwarded-proto",
+    "x-vcap-request-id",
+    "x-cf-app-instance",
+    "proxy-authenticate",
+    "x-cf-applicationid",
+    "x-cf-instanceindex",
+    "proxy-authorization",
+];
+
+/// `name` is `lower` (lower-case letters and `-`) in any case: `b | 0x20`
+/// equals a lower-case letter only for that letter in either case, and
+/// equals `-` only for `-` or CR, which no name or value `httparse`
+/// passed holds. So the compare needs no branch per byte.
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .fold(0, |differ, (&b, &c)| differ | ((b | 0x20) ^ c))
+            == 0
+}
+
+/// A set of [`Name`]s.
+pub(crate) fn names(names: &[Name]) -> u32 {
+    names.iter().fold(0, |set, name| set | name.bit())
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, and those Go's proxy drops): they
+/// describe the connection, not the message.
+const HOP_BY_HOP: [Name; 9] = [
+    Name::Connection,
+    Name::KeepAlive,
+    Name::ProxyConnection,
+    Name::ProxyAuthenticate,
+    Name::ProxyAuthorization,
+    Name::Te,
+    Name::Trailer,
+    Name::TransferEncoding,
+    Name::Upgrade,
+];
+
 /// Where a header's name and value are in a head's buffer (start and end
 /// of each), so they can be cut from the frozen head once `httparse`'s
-/// borrow has ended.
-pub(crate) type Span = (u32, u32, u32, u32);
+/// borrow has ended, and which [`Name`] it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+    known: Option<Name>,
+}
 
 /// `header`'s [`Span`] in the buffer that starts at `base`.
 pub(crate) fn span_of(base: usize, header: &httparse::Header<'_>) -> Span {
     let name = header.name.as_ptr() as usize - base;
     let value = header.value.as_ptr() as usize - base;
-    (
-        name as u32,
-        (name + header.name.len()) as u32,
-        value as u32,
-        (value + header.value.len()) as u32,
-    )
+    Span {
+        name: (name as u32, (name + header.name.len()) as u32),
+        value: (value as u32, (value + header.value.len()) as u32),
+        known: Name::of(header.name.as_bytes()),
+    }
 }
 
 /// A message's header lines, in order, sharing the head's bytes. Names
@@ -35,12 +189,21 @@ pub(crate) fn span_of(base: usize, header: &httparse::Header<'_>) -> Span {
 pub(crate) struct Headers {
     bytes: Bytes,
     spans: Vec<Span>,
+    /// The [`Name`]s some line has.
+    present: u32,
 }
 
 impl Headers {
     /// The lines at `spans` in `bytes`.
     pub fn from_spans(bytes: Bytes, spans: Vec<Span>) -> Headers {
-        Headers { bytes, spans }
+        let present = spans
+            .iter()
+            .fold(0, |set, s| set | s.known.map_or(0, Name::bit));
+        Headers {
+            bytes,
+            spans,
+            present,
+        }
     }
 
     /// hyper's map as lines (its side's requests).
@@ -57,13 +220,14 @@ impl Headers {
             let value_start = bytes.len() as u32 + 2;
             bytes.extend_from_slice(b": ");
             bytes.extend_from_slice(value.as_bytes());
-            spans.push((name_start, value_start - 2, value_start, bytes.len() as u32));
+            spans.push(Span {
+                name: (name_start, value_start - 2),
+                value: (value_start, bytes.len() as u32),
+                known: Name::of(name.as_str().as_bytes()),
+            });
             bytes.extend_from_slice(b"\r\n");
         }
-        Headers {
-            bytes: bytes.into(),
-            spans,
-        }
+        Headers::from_spans(bytes.into(), spans)
     }
 
     /// The lines whose bit is not set in `skip` as hyper's map (its side's
@@ -71,14 +235,12 @@ impl Headers {
     /// that `http` would not are left out.
     pub fn to_map(&self, skip: u128, capacity: usize) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.spans.len() + capacity);
-        for (i, &(name_start, name_end, value_start, value_end)) in self.spans.iter().enumerate() {
+        for (i, span) in self.spans.iter().enumerate() {
             if skipped(skip, i) {
                 continue;
             }
-            let name = HeaderName::from_bytes(&self.bytes[name_start as usize..name_end as usize]);
-            let value = HeaderValue::from_maybe_shared(
-                self.bytes.slice(value_start as usize..value_end as usize),
-            );
+            let name = HeaderName::from_bytes(self.name(span));
+            let value = HeaderValue::from_maybe_shared(self.bytes.slice(range(span.value)));
             if let (Ok(name), Ok(value)) = (name, value) {
                 map.append(name, value);
             }
@@ -86,30 +248,53 @@ impl Headers {
         map
     }
 
+    fn name(&self, span: &Span) -> &[u8] {
+        &self.bytes[range(span.name)]
+    }
+
+    fn value_of(&self, span: &Span) -> &[u8] {
+        &self.bytes[range(span.value)]
+    }
+
     /// Each line's name and value.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans.iter().map(|&(ns, ne, vs, ve)| {
-            (
-                &self.bytes[ns as usize..ne as usize],
-                &self.bytes[vs as usize..ve as usize],
-            )
-        })
+        self.spans
+            .iter()
+            .map(|span| (self.name(span), self.value_of(span)))
+    }
+
+    /// Some line is named `name`.
+    pub fn has(&self, name: Name) -> bool {
+        self.present & name.bit() != 0
     }
 
     /// The values of the lines named `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let name = name.as_str().as_bytes();
+    pub fn get_all(&self, name: Name) -> impl Iterator<Item = &[u8]> + '_ {
+        self.get_all_indexed(name).map(|(_, value)| value)
+    }
+
+    /// [`Headers::get_all`], with each line's place (its bit in a mask).
+    pub fn get_all_indexed(&self, name: Name) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+        // None to look at when no line has the name.
+        let lines = if self.has(name) { &self.spans[..] } else { &[] };
+        lines
+            .iter()
+            .enumerate()
+            .filter(move |(_, span)| span.known == Some(name))
+            .map(|(i, span)| (i, self.value_of(span)))
+    }
+
+    /// The values of the lines named `name`, any name, in order.
+    #[cfg(test)]
+    pub fn get_all_named<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
 
     /// The first value named `name`.
-    pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
-        let name = name.as_str().as_bytes();
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+    pub fn get(&self, name: Name) -> Option<&[u8]> {
+        self.get_all(name).next()
     }
 
     /// The bytes the lines take written out, about.
@@ -117,12 +302,8 @@ impl Headers {
         self.bytes.len()
     }
 
-    pub fn contains(&self, name: &HeaderName) -> bool {
-        self.get(name).is_some()
-    }
-
     /// The first value named `name`, sharing the head's bytes.
-    pub fn value(&self, name: &HeaderName) -> Option<HeaderValue> {
+    pub fn value(&self, name: Name) -> Option<HeaderValue> {
         let value = self.get(name)?;
         HeaderValue::from_maybe_shared(self.bytes.slice_ref(value)).ok()
     }
@@ -134,8 +315,8 @@ impl Headers {
         let bytes = &self.bytes[..];
         // The run of kept lines not yet copied: where it starts and ends.
         let mut run: Option<(usize, usize)> = None;
-        for (i, &(ns, ne, vs, ve)) in self.spans.iter().enumerate() {
-            let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        for (i, span) in self.spans.iter().enumerate() {
+            let (ns, ve) = (span.name.0 as usize, span.value.1 as usize);
             let kept = !skipped(skip, i);
             if kept && bytes.get(ve..ve + 2) == Some(b"\r\n") {
                 run = match run {
@@ -152,7 +333,7 @@ impl Headers {
                 out.extend_from_slice(&bytes[start..end]);
             }
             if kept {
-                push_header(out, &bytes[ns..ne], &bytes[vs..ve]);
+                push_header(out, self.name(span), self.value_of(span));
             }
         }
         if let Some((start, end)) = run {
@@ -160,25 +341,93 @@ impl Headers {
         }
     }
 
-    /// The bit of each line `drop` picks: a skip mask for [`Headers::write`].
-    pub fn mask(&self, mut drop: impl FnMut(&[u8]) -> bool) -> u128 {
-        self.mask_lines(|name, _| drop(name))
-    }
-
-    /// [`Headers::mask`], picking by name and value.
-    pub fn mask_lines<'a>(&'a self, mut drop: impl FnMut(&'a [u8], &'a [u8]) -> bool) -> u128 {
+    /// The bit of each line named one of `names` (a [`names`] set): a
+    /// skip mask for [`Headers::write`].
+    pub fn mask(&self, names: u32) -> u128 {
+        if self.present & names == 0 {
+            return 0;
+        }
         let mut mask = 0u128;
-        for (i, (name, value)) in self.iter().enumerate().take(128) {
-            if drop(name, value) {
+        for (i, span) in self.spans.iter().enumerate().take(128) {
+            if span.known.is_some_and(|name| names & name.bit() != 0) {
                 mask |= 1 << i;
             }
         }
         mask
     }
+
+    /// The bit of each line `drop` picks by name: a skip mask for
+    /// [`Headers::write`].
+    pub fn mask_named(&self, mut drop: impl FnMut(&[u8]) -> bool) -> u128 {
+        let mut mask = 0u128;
+        for (i, (name, _)) in self.iter().enumerate().take(128) {
+            if drop(name) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    /// `Connection` lists `token` (in any case).
+    pub fn connection_has(&self, token: &[u8]) -> bool {
+        self.get_all(Name::Connection).any(|value| {
+            let whole = value.trim_ascii();
+            if whole.contains(&b',') {
+                whole
+                    .split(|&c| c == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+            } else {
+                whole.eq_ignore_ascii_case(token)
+            }
+        })
+    }
+
+    /// The lines that describe the connection rather than the message:
+    /// hop-by-hop ones and those the message's `Connection` names.
+    pub fn connection_lines(&self) -> u128 {
+        let mut known = names(&HOP_BY_HOP);
+        if self.present & known == 0 {
+            return 0;
+        }
+        // Names `Connection` lists that are not among the known ones: rare,
+        // so looked for only when there are some. A value that is one
+        // token (`keep-alive`, `close`: nearly every one) is taken whole.
+        let mut others = false;
+        for value in self.get_all(Name::Connection) {
+            let mut note = |token: &[u8]| match Name::of(token) {
+                Some(name) => known |= name.bit(),
+                None => others |= !eq_lower(token, b"close"),
+            };
+            let whole = value.trim_ascii();
+            if !whole.contains(&b',') {
+                if !whole.is_empty() {
+                    note(whole);
+                }
+            } else {
+                value
+                    .split(|&c| c == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !t.is_empty())
+                    .for_each(note);
+            }
+        }
+        let mut mask = self.mask(known);
+        if others {
+            let listed: Vec<&[u8]> = tokens(self, Name::Connection)
+                .filter(|t| !t.eq_ignore_ascii_case(b"close") && Name::of(t).is_none())
+                .collect();
+            mask |= self.mask_named(|name| listed.iter().any(|t| name.eq_ignore_ascii_case(t)));
+        }
+        mask
+    }
+}
+
+fn range((start, end): (u32, u32)) -> std::ops::Range<usize> {
+    start as usize..end as usize
 }
 
 /// Line `i` is one `skip` leaves out. Heads hold at most 128 lines.
-fn skipped(skip: u128, i: usize) -> bool {
+pub(crate) fn skipped(skip: u128, i: usize) -> bool {
     i < 128 && skip & (1 << i) != 0
 }
 
@@ -192,10 +441,7 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// The comma-separated tokens of every `name` line, trimmed, empty ones
 /// left out (`Connection`, `Transfer-Encoding`).
-pub(crate) fn tokens<'a>(
-    headers: &'a Headers,
-    name: &'a HeaderName,
-) -> impl Iterator<Item = &'a [u8]> + 'a {
+pub(crate) fn tokens(headers: &Headers, name: Name) -> impl Iterator<Item = &[u8]> + '_ {
     headers
         .get_all(name)
         .flat_map(|v| v.split(|&c| c == b','))
@@ -224,16 +470,15 @@ mod tests {
     fn lines_are_found_by_name_in_any_case_and_kept_as_they_came() {
         let h = parsed("Host: a.test\r\nX-A: 1\r\nx-a: 2\r\nConnection: x, Close\r\n\r\n");
         assert_eq!(h.iter().count(), 4);
-        assert_eq!(h.get(&header::HOST), Some(&b"a.test"[..]));
-        let x_a = HeaderName::from_static("x-a");
-        assert_eq!(h.get_all(&x_a).collect::<Vec<_>>(), [b"1", b"2"]);
+        assert_eq!(h.get(Name::Host), Some(&b"a.test"[..]));
+        assert_eq!(h.get_all_named(b"x-a").collect::<Vec<_>>(), [b"1", b"2"]);
         assert_eq!(
-            tokens(&h, &header::CONNECTION).collect::<Vec<_>>(),
+            tokens(&h, Name::Connection).collect::<Vec<_>>(),
             [&b"x"[..], b"Close"]
         );
-        assert_eq!(h.value(&header::HOST).unwrap(), "a.test");
+        assert_eq!(h.value(Name::Host).unwrap(), "a.test");
         let mut out = Vec::new();
-        h.write(&mut out, h.mask(|n| n.eq_ignore_ascii_case(b"x-a")));
+        h.write(&mut out, h.mask_named(|n| n.eq_ignore_ascii_case(b"x-a")));
         assert_eq!(out, b"Host: a.test\r\nConnection: x, Close\r\n");
     }
 
@@ -263,10 +508,85 @@ mod tests {
         map.append(header::COOKIE, HeaderValue::from_static("b=2"));
         let h = Headers::from_map(&map);
         assert_eq!(h.iter().count(), 3);
-        assert_eq!(h.get_all(&header::COOKIE).count(), 2);
+        assert_eq!(h.get_all(Name::Cookie).count(), 2);
         assert_eq!(h.to_map(0, 0), map);
-        let without_host = h.to_map(h.mask(|n| n == b"host"), 0);
+        let without_host = h.to_map(h.mask(names(&[Name::Host])), 0);
         assert!(!without_host.contains_key(header::HOST));
         assert_eq!(without_host.len(), 2);
+    }
+
+    const ALL: [Name; 25] = [
+        Name::Te,
+        Name::Host,
+        Name::Date,
+        Name::Cookie,
+        Name::Expect,
+        Name::Upgrade,
+        Name::Referer,
+        Name::Trailer,
+        Name::KeepAlive,
+        Name::Connection,
+        Name::SetCookie,
+        Name::UserAgent,
+        Name::ContentLength,
+        Name::XForwardedFor,
+        Name::XRequestStart,
+        Name::XCfInstanceId,
+        Name::ProxyConnection,
+        Name::TransferEncoding,
+        Name::XForwardedProto,
+        Name::XVcapRequestId,
+        Name::XCfAppInstance,
+        Name::ProxyAuthenticate,
+        Name::XCfApplicationId,
+        Name::XCfInstanceIndex,
+        Name::ProxyAuthorization,
+    ];
+
+    #[test]
+    fn known_names_are_told_apart_in_any_case_and_others_are_not_taken_for_them() {
+        for name in ALL {
+            let text = name.as_str();
+            assert_eq!(HeaderName::from_static(text).as_str(), text);
+            assert_eq!(Name::of(text.as_bytes()), Some(name), "{text}");
+            assert_eq!(
+                Name::of(text.to_uppercase().as_bytes()),
+                Some(name),
+                "{text}"
+            );
+            // Any one byte changed makes it another name.
+            for at in 0..text.len() {
+                let mut other = text.as_bytes().to_vec();
+                other[at] = b'z' + u8::from(other[at] == b'z');
+                assert_ne!(Name::of(&other), Some(name), "{text} at {at}");
+            }
+        }
+        for other in [
+            "",
+            "x",
+            "hosts",
+            "content-type",
+            "x-forwarded-fo",
+            "x-cf-instanceidx",
+            "idempotency-key",
+        ] {
+            assert_eq!(Name::of(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(names(&ALL).count_ones(), 25);
+    }
+
+    #[test]
+    fn connection_lines_are_the_hop_by_hop_ones_and_those_connection_names() {
+        let h = parsed(
+            "Connection: keep-alive, X-Foo, close\r\nKeep-Alive: 5\r\nX-Foo: 1\r\nDate: d\r\n\
+             Close: y\r\nTE: trailers\r\nx-forwarded-for: a\r\n\r\n",
+        );
+        assert_eq!(h.connection_lines(), 0b0100111);
+        let h = parsed("Connection: Date\r\nDate: d\r\nHost: a\r\n\r\n");
+        assert_eq!(h.connection_lines(), 0b011);
+        let h = parsed("Host: a\r\nX-Foo: 1\r\n\r\n");
+        assert_eq!(h.connection_lines(), 0);
+        assert!(h.has(Name::Host) && !h.has(Name::Connection));
+        assert_eq!(h.get(Name::Connection), None);
     }
 }

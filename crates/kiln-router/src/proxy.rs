@@ -25,10 +25,10 @@ use crate::backend_io::{BackendError, Backends, Outgoing};
 use crate::client_conn::{Activity, ClientBody, Timed, Timeouts};
 use crate::front::{ClientUpgrade, RequestSource, Timer};
 use crate::h1::{self, Conn, InstanceBody, Owner, RequestBody, RequestHead, ResponseHead};
-use crate::head::{Headers, push_header, tokens};
+use crate::head::{Headers, Name, names, push_header, skipped};
 use crate::sticky;
 use crate::sync::{SharedTable, WorkerTable};
-use crate::table::{Counted, Endpoint, Pool, RouteTable, clock_ms, normalize_host};
+use crate::table::{Counted, Endpoint, Pool, RouteTable, strip_host};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -58,21 +58,6 @@ pub(crate) const X_CF_INSTANCE_INDEX: HeaderName = HeaderName::from_static("x-cf
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
-const X_CF_APP_INSTANCE: HeaderName = HeaderName::from_static("x-cf-app-instance");
-
-/// Headers that describe one connection, not the message, and so are not
-/// forwarded (RFC 9110 §7.6.1). Each side frames its body itself.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -438,7 +423,7 @@ impl Proxy {
         } = request;
         if target.pinned.is_none() {
             target.sticky = sticky::requested_instance(
-                headers.get_all(&header::COOKIE),
+                headers.get_all(Name::Cookie),
                 &self.config.sticky_session_cookies,
             );
         }
@@ -471,8 +456,8 @@ impl Proxy {
             method: method.clone(),
             uri,
             version,
-            referer: headers.value(&header::REFERER),
-            user_agent: headers.value(&header::USER_AGENT),
+            referer: headers.value(Name::Referer),
+            user_agent: headers.value(Name::UserAgent),
             client_addr,
             x_forwarded_for: Some(forwarded.x_forwarded_for),
             x_forwarded_proto: Some(forwarded.x_forwarded_proto),
@@ -539,7 +524,9 @@ impl Proxy {
                 head_request: method == Method::HEAD,
                 idempotent,
             };
-            let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+            // From the request's start: the clock was read then.
+            let deadline =
+                tokio::time::Instant::from_std(record.started + self.config.request_timeout);
             let sent = tokio::select! {
                 biased;
                 sent = self.backends.send(&endpoint.addr, outgoing) => Ok(sent),
@@ -615,7 +602,6 @@ impl Proxy {
             return Ok(smallvec::smallvec![endpoint]);
         }
         let max = self.config.max_attempts.max(1);
-        let now = clock_ms();
         let mut chosen = Attempts::new();
         // A live sticky instance goes first; the others remain the fallback.
         let sticky = target.sticky.as_deref().and_then(|guid| {
@@ -633,7 +619,7 @@ impl Proxy {
             }
             available += 1;
             if chosen.len() < max
-                && !endpoint.state.recently_failed(now)
+                && !endpoint.state.recently_failed()
                 && !sticky.is_some_and(|s| Arc::ptr_eq(s, endpoint))
             {
                 chosen.push(endpoint);
@@ -726,35 +712,23 @@ impl Proxy {
             skip: framing_skip,
             ..
         } = head;
-        // One pass over the lines: what to leave out, and whether the
-        // framing and `Date` are there already (a length beside a transfer
-        // coding, in `skip` already, does not count).
-        let (mut has_length, mut has_date) = (false, false);
-        let skip = {
-            let hop_by_hop = hop_by_hop(&lines);
-            framing_skip
-                | lines.mask(|name| {
-                    if hop_by_hop(name)
-                        || name.eq_ignore_ascii_case(X_VCAP_REQUEST_ID.as_str().as_bytes())
-                    {
-                        return true;
-                    }
-                    has_length |= name.eq_ignore_ascii_case(b"content-length");
-                    has_date |= name.eq_ignore_ascii_case(b"date");
-                    false
-                })
-        };
-        has_length &= framing_skip == 0;
+        // What to leave out: the lines about the instance's connection, its
+        // own request id, a length beside a transfer coding (`framing_skip`);
+        // and whether the framing and `Date` are among the lines kept.
+        let skip =
+            framing_skip | lines.connection_lines() | lines.mask(names(&[Name::XVcapRequestId]));
+        let kept = |name| lines.mask(names(&[name])) & !skip != 0;
+        let (has_length, has_date) = (kept(Name::ContentLength), kept(Name::Date));
         let mut added = Vec::new();
         if let Some(pin) = sticky::pin_cookie(
-            lines.get_all(&header::SET_COOKIE),
+            lines.get_all(Name::SetCookie),
             sticky,
             &record.endpoint.instance_guid,
             &self.config.sticky_session_cookies,
         ) {
             added.push((header::SET_COOKIE, pin));
         }
-        if switching && let Some(protocol) = lines.value(&header::UPGRADE) {
+        if switching && let Some(protocol) = lines.value(Name::Upgrade) {
             added.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
             added.push((header::UPGRADE, protocol));
         }
@@ -901,7 +875,7 @@ fn request_host(request: &ClientRequest) -> HeaderValue {
         Some(authority) => header_value(authority.as_str()),
         None => request
             .headers
-            .value(&header::HOST)
+            .value(Name::Host)
             .unwrap_or_else(|| HeaderValue::from_static("")),
     }
 }
@@ -923,17 +897,20 @@ fn route<'t>(
     headers: &Headers,
     client_ip: IpAddr,
 ) -> Result<Target<'t>, Refusal> {
-    let host = normalize_host(raw_host.to_str().unwrap_or(""));
+    let raw_host = raw_host.to_str().unwrap_or("");
+    let host = strip_host(raw_host);
     // A Host equal to the client's own address is what some load
     // balancers fill in for HTTP/1.0 requests without one; Gorouter
-    // treats it as empty rather than reveal the balancer's address.
-    if host.is_empty() || host.parse::<IpAddr>().is_ok_and(|ip| ip == client_ip) {
+    // treats it as empty rather than reveal the balancer's address. (Only
+    // a host with a digit first or a colon can be an address.)
+    let may_be_address = host.starts_with(|c: char| c.is_ascii_digit()) || host.contains(':');
+    if host.is_empty() || may_be_address && host.parse::<IpAddr>().is_ok_and(|ip| ip == client_ip) {
         return Err(Refusal::EmptyHost);
     }
     let pool = table
-        .lookup(&host, uri.path())
+        .lookup(raw_host, uri.path())
         .ok_or(Refusal::UnknownRoute)?;
-    let pinned = match headers.get(&X_CF_APP_INSTANCE) {
+    let pinned = match headers.get(Name::XCfAppInstance) {
         None => None,
         Some(value) => {
             let (app_guid, index) = parse_app_instance(value).ok_or(Refusal::InvalidAppInstance)?;
@@ -997,8 +974,8 @@ fn request_id() -> HeaderValue {
 /// The protocol a client asks to switch to (`Connection: upgrade` plus
 /// `Upgrade: <protocol>`), if it does.
 fn upgrade_protocol(headers: &Headers) -> Option<HeaderValue> {
-    if tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
-        headers.value(&header::UPGRADE)
+    if headers.connection_has(b"upgrade") {
+        headers.value(Name::Upgrade)
     } else {
         None
     }
@@ -1037,42 +1014,38 @@ struct Forwarded {
 /// per-instance headers and the framing are added per attempt
 /// ([`RequestHead::for_attempt`]).
 fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Forwarded {
-    let hop_by_hop = hop_by_hop(headers);
-    let mut client_proto = None;
-    let mut request_start = false;
+    let connection = headers.connection_lines();
+    // The lines the router writes itself (or leaves out).
+    let mut replaced = names(&[
+        Name::Host,
+        Name::ContentLength,
+        Name::XForwardedFor,
+        Name::XVcapRequestId,
+        Name::XCfApplicationId,
+        Name::XCfInstanceId,
+        Name::XCfInstanceIndex,
+    ]);
+    if add.proto.sanitize {
+        replaced |= names(&[Name::XForwardedProto]);
+    }
+    let skip = connection | headers.mask(replaced);
+    // The client's own values, from lines not about its connection.
+    let client = |name| {
+        headers
+            .get_all_indexed(name)
+            .filter(move |&(i, _)| !skipped(connection, i))
+            .map(|(_, value)| value)
+    };
     let mut forwarded_for: Option<Vec<u8>> = None;
-    let skip = headers.mask_lines(|name, value| {
-        if hop_by_hop(name) {
-            return true;
+    for value in client(Name::XForwardedFor) {
+        if !value.trim_ascii().is_empty() {
+            let joined = forwarded_for.get_or_insert_with(|| Vec::with_capacity(64));
+            joined.extend_from_slice(value);
+            joined.extend_from_slice(b", ");
         }
-        match name.len() {
-            4 => name.eq_ignore_ascii_case(b"host"),
-            14 => name.eq_ignore_ascii_case(b"content-length"),
-            15 if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str().as_bytes()) => {
-                if !value.trim_ascii().is_empty() {
-                    let joined = forwarded_for.get_or_insert_with(|| Vec::with_capacity(64));
-                    joined.extend_from_slice(value);
-                    joined.extend_from_slice(b", ");
-                }
-                true
-            }
-            15 if name.eq_ignore_ascii_case(X_REQUEST_START.as_str().as_bytes()) => {
-                request_start = true;
-                false
-            }
-            17 if name.eq_ignore_ascii_case(X_FORWARDED_PROTO.as_str().as_bytes()) => {
-                client_proto.get_or_insert(value);
-                add.proto.sanitize
-            }
-            17 => name.eq_ignore_ascii_case(X_VCAP_REQUEST_ID.as_str().as_bytes()),
-            15 | 18 => {
-                name.eq_ignore_ascii_case(X_CF_INSTANCE_ID.as_str().as_bytes())
-                    || name.eq_ignore_ascii_case(X_CF_APPLICATION_ID.as_str().as_bytes())
-                    || name.eq_ignore_ascii_case(X_CF_INSTANCE_INDEX.as_str().as_bytes())
-            }
-            _ => false,
-        }
-    });
+    }
+    let client_proto = client(Name::XForwardedProto).next();
+    let request_start = client(Name::XRequestStart).next().is_some();
     headers.write(out, skip);
     if let Some(protocol) = add.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
@@ -1158,21 +1131,6 @@ fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
     }
 }
 
-/// Whether a line is one that describes a connection, not the message:
-/// a hop-by-hop header, or one the message's `Connection` names.
-/// Allocates nothing unless `Connection` names some.
-fn hop_by_hop(headers: &Headers) -> impl Fn(&[u8]) -> bool + '_ {
-    let named: Vec<&[u8]> = tokens(headers, &header::CONNECTION)
-        .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
-        .collect();
-    move |name: &[u8]| {
-        HOP_BY_HOP
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
-            || named.iter().any(|t| name.eq_ignore_ascii_case(t))
-    }
-}
-
 /// A header value from text that may hold characters a header cannot
 /// (error messages): those become spaces.
 pub(crate) fn header_value(value: &str) -> HeaderValue {
@@ -1229,6 +1187,21 @@ fn error_response(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::table::normalize_host;
+
+    /// Headers that describe one connection, not the message (RFC 9110
+    /// §7.6.1), listed apart from `head::HOP_BY_HOP` for the test below.
+    const HOP_BY_HOP: [HeaderName; 9] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ];
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

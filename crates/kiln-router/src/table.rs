@@ -78,8 +78,11 @@ impl EndpointState {
             .store(clock_ms() + skip.as_millis() as u64, Ordering::Relaxed);
     }
 
-    pub fn recently_failed(&self, now_ms: u64) -> bool {
-        self.failed_until_ms.load(Ordering::Relaxed) > now_ms
+    /// A dial failed less than the skip time ago. Reads the clock only
+    /// for an endpoint that ever failed.
+    pub fn recently_failed(&self) -> bool {
+        let until = self.failed_until_ms.load(Ordering::Relaxed);
+        until != 0 && until > clock_ms()
     }
 
     /// Whether `limit` requests are in flight already (0: no limit).
@@ -474,7 +477,7 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
 }
 
 /// The host without spaces, `:port`, IPv6 brackets and a trailing dot.
-fn strip_host(host: &str) -> &str {
+pub(crate) fn strip_host(host: &str) -> &str {
     let host = host.trim();
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // An IPv6 literal, `[::1]:8080`.
@@ -982,7 +985,6 @@ mod tests {
         );
         let failed = &before.lookup("app.test", "/").unwrap().endpoints[0];
         failed.state.mark_failed(Duration::from_secs(30));
-        let now = clock_ms();
 
         // The same instance again: the router still remembers it failed.
         let same = RouteTable::rebuild(
@@ -993,7 +995,7 @@ mod tests {
         assert!(
             same.lookup("app.test", "/").unwrap().endpoints[0]
                 .state
-                .recently_failed(now)
+                .recently_failed()
         );
 
         // A restarted instance the cell gave the same host port: a fresh start.
@@ -1002,7 +1004,7 @@ mod tests {
         let after = RouteTable::rebuild(std::slice::from_ref(&d), &[replacement], &before);
         let endpoint = &after.lookup("app.test", "/").unwrap().endpoints[0];
         assert_eq!(endpoint.instance_guid, "ig-new");
-        assert!(!endpoint.state.recently_failed(now));
+        assert!(!endpoint.state.recently_failed());
     }
 
     #[test]
@@ -1368,11 +1370,10 @@ mod tests {
         let pool = before.lookup("a.test", "/").unwrap();
         let first = pool.attempt_order().next().unwrap().index;
         pool.endpoints[0].state.mark_failed(Duration::from_secs(30));
-        let now = clock_ms();
         let hosts = index.set_process("p1", Some(&d[0]), &a);
         let after = index.apply(&before, &hosts);
         let pool = after.lookup("a.test", "/").unwrap();
-        assert!(pool.endpoints[0].state.recently_failed(now));
+        assert!(pool.endpoints[0].state.recently_failed());
         assert_ne!(pool.attempt_order().next().unwrap().index, first);
     }
 
