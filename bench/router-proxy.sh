@@ -33,6 +33,9 @@
 #       # also that binary (another build of the example, e.g. main's) as a
 #       # second router, against this one, alternating at each of CONNS
 #       # (and, with CPU=1, its CPU per request): a before/after in one run
+#   INSTRUCTIONS=1 bench/router-proxy.sh
+#       # also the instructions the router runs per request (and
+#       # BASELINE's), counted by callgrind: steady where throughput is not
 #   ROUTES=100000 bench/router-proxy.sh
 #       # also a second router whose table holds 100,000 other routes,
 #       # against the one-route router, alternating, at 64 connections:
@@ -231,5 +234,39 @@ PY
     for round in $(seq 1 "$ROUNDS"); do
       echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request baseline "$BASE_PORT" "$base_pid" -H "Host: $HOST")$(cpu_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST")"
     done
+  fi
+fi
+
+# INSTRUCTIONS=1: the instructions the router runs per request (and
+# BASELINE's, if given), counted by callgrind (`apt-get install valgrind`)
+# over a wrk run at 8 connections against one worker: its own threads, the
+# access log's writer included, the kernel not. Where throughput on a
+# shared machine moves by several percent from run to run, this count
+# comes out the same, so it tells small changes to the request path apart.
+instructions_per_request() {
+  local label=$1 binary=$2 port out pid reqs total
+  port=$(free_port) out=$work/callgrind.$label
+  WORKERS=1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+    "$binary" "127.0.0.1:$port" "127.0.0.1:$APP_PORT" "$HOST" >"$out.log" 2>&1 &
+  pid=$!
+  curl -fs --retry 60 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://127.0.0.1:$port/index.html" >/dev/null
+  # Counted from here: start-up and the first request are left out.
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  reqs=$(wrk -t1 -c8 -d"$DURATION" -H "Host: $HOST" "http://127.0.0.1:$port/index.html" | awk '/requests in/ {print $1}')
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  kill -INT "$pid"
+  wait "$pid" 2>/dev/null || true
+  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "$label $((total / reqs))"
+}
+if [ "${INSTRUCTIONS:-0}" = 1 ]; then
+  command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
+  echo "==> instructions per request (callgrind, one worker, wrk -t1 -c8 -d$DURATION)"
+  this=$(instructions_per_request router "$PROXY")
+  echo "   $this"
+  if [ -n "${BASELINE:-}" ]; then
+    base=$(instructions_per_request baseline "$BASELINE")
+    echo "   $base"
+    echo "   router/baseline $(echo "$this $base" | awk '{printf "%.3f", $2 / $4}')"
   fi
 fi
