@@ -15,6 +15,7 @@
 //! new ones allocated and old ones freed.
 
 use crate::h1::{InstanceBody, InstanceError};
+use crate::proxy::RequestId;
 use crate::table::{Counted, Endpoint};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri, Version};
@@ -59,7 +60,7 @@ pub(crate) struct AccessRecord {
     /// As forwarded to the instance (the client's list plus its address).
     pub x_forwarded_for: Option<HeaderValue>,
     pub x_forwarded_proto: Option<HeaderValue>,
-    pub request_id: HeaderValue,
+    pub request_id: RequestId,
     /// Request body bytes read from the client (set when the response ends).
     pub request_bytes: u64,
     pub endpoint: Arc<Endpoint>,
@@ -124,7 +125,7 @@ impl Finished {
         out.push_str(" x_forwarded_proto:");
         push_quoted_value(out, r.x_forwarded_proto.as_ref());
         out.push_str(" vcap_request_id:");
-        push_quoted_value(out, Some(&r.request_id));
+        push_quoted(out, r.request_id.as_str());
         // Seconds with six decimals, as Gorouter writes them; from the
         // integer microseconds (no float formatting).
         let micros = self.response_time.as_micros();
@@ -647,7 +648,7 @@ mod tests {
             client_addr: "127.0.0.1:5000".parse().unwrap(),
             x_forwarded_for: Some(HeaderValue::from_static("10.0.0.1, 127.0.0.1")),
             x_forwarded_proto: Some(HeaderValue::from_static("http")),
-            request_id: HeaderValue::from_static("rid"),
+            request_id: crate::proxy::tests::RID,
             request_bytes: 12,
             endpoint: Arc::new(Endpoint::new(
                 "127.0.0.1:61000".into(),
@@ -665,7 +666,7 @@ mod tests {
             response_time: Duration::from_micros(1500),
         }
         .line();
-        let expected = "app.test:8080 - [2024-03-05T06:07:08.000000009Z] \"POST /a?b=c HTTP/1.1\" 201 12 34 \"-\" \"curl/8 \\\"x\\\"\" \"127.0.0.1:5000\" \"127.0.0.1:61000\" x_forwarded_for:\"10.0.0.1, 127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"rid\" response_time:0.001500 app_id:\"app-guid\" app_index:\"1\" instance_id:\"ig\" x_cf_routererror:\"-\"";
+        let expected = "app.test:8080 - [2024-03-05T06:07:08.000000009Z] \"POST /a?b=c HTTP/1.1\" 201 12 34 \"-\" \"curl/8 \\\"x\\\"\" \"127.0.0.1:5000\" \"127.0.0.1:61000\" x_forwarded_for:\"10.0.0.1, 127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"0e7c1f5a-3b2d-4c8e-9f10-a1b2c3d4e5f6\" response_time:0.001500 app_id:\"app-guid\" app_index:\"1\" instance_id:\"ig\" x_cf_routererror:\"-\"";
         assert_eq!(line, expected);
     }
 
@@ -683,7 +684,7 @@ mod tests {
                 client_addr: "127.0.0.1:5000".parse().unwrap(),
                 x_forwarded_for: None,
                 x_forwarded_proto: None,
-                request_id: HeaderValue::from_static("rid"),
+                request_id: crate::proxy::tests::RID,
                 request_bytes: 0,
                 endpoint: Arc::new(Endpoint::new(
                     "127.0.0.1:61000".into(),

@@ -100,7 +100,7 @@ pub(crate) struct ResponseHeaders {
     /// error's).
     pub added: Vec<(HeaderName, HeaderValue)>,
     /// `X-Vcap-Request-Id`, on every response.
-    pub request_id: HeaderValue,
+    pub request_id: RequestId,
     /// The lines that go out carry a `Content-Length`, a `Date`.
     pub has_length: bool,
     pub has_date: bool,
@@ -126,7 +126,9 @@ impl ResponseHeaders {
         for (name, value) in self.added {
             map.append(name, value);
         }
-        map.insert(X_VCAP_REQUEST_ID, self.request_id);
+        if let Ok(id) = HeaderValue::from_bytes(self.request_id.as_bytes()) {
+            map.insert(X_VCAP_REQUEST_ID, id);
+        }
         map
     }
 }
@@ -402,7 +404,7 @@ impl Proxy {
         } = peer;
         let started = Instant::now();
         let received_at = SystemTime::now();
-        let request_id = request_id();
+        let request_id = RequestId::new();
         let raw_host = request_host(&request);
         let table = self.table.snapshot();
         let mut target = match route(
@@ -656,7 +658,7 @@ impl Proxy {
         };
         let router_error = format!("endpoint_failure ({why})");
         tracing::info!(endpoint = %record.endpoint.addr, error = %why, "no instance could handle the request");
-        let request_id = record.request_id.clone();
+        let request_id = record.request_id;
         record.router_error = Some(router_error.clone());
         self.log.emit(record, StatusCode::BAD_GATEWAY.as_u16(), 0);
         error_response(
@@ -732,7 +734,7 @@ impl Proxy {
             added.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
             added.push((header::UPGRADE, protocol));
         }
-        let request_id = record.request_id.clone();
+        let request_id = record.request_id;
         ProxyResponse {
             status,
             headers: ResponseHeaders {
@@ -813,7 +815,7 @@ enum Refusal {
 
 impl Refusal {
     /// Gorouter's response for it.
-    fn response(self, raw_host: &HeaderValue, request_id: HeaderValue) -> ProxyResponse {
+    fn response(self, raw_host: &HeaderValue, request_id: RequestId) -> ProxyResponse {
         let host = String::from_utf8_lossy(raw_host.as_bytes());
         match self {
             Refusal::EmptyHost => error_response(
@@ -947,28 +949,46 @@ fn parse_app_instance(value: &[u8]) -> Option<(&str, u32)> {
     Some((guid, index.parse().ok()?))
 }
 
-/// A fresh `X-Vcap-Request-Id`: a version 4 UUID from a per-thread
-/// generator seeded from the OS, so a request costs no system call. It
-/// names requests in logs; it is not a secret.
-fn request_id() -> HeaderValue {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            std::collections::hash_map::RandomState::new().hash_one(0u64) | 1,
-        );
+/// A request's `X-Vcap-Request-Id`: a version 4 UUID's text, held by
+/// value (it goes to the instance, into the response and the access line,
+/// and is never shared, so it costs no allocation or reference count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestId([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl RequestId {
+    /// A fresh one, from a per-thread generator seeded from the OS, so a
+    /// request costs no system call. It names requests in logs; it is not
+    /// a secret.
+    pub fn new() -> RequestId {
+        thread_local! {
+            static STATE: Cell<u64> = Cell::new(
+                std::collections::hash_map::RandomState::new().hash_one(0u64) | 1,
+            );
+        }
+        // wyrand: one multiply per 64 bits.
+        let next = || {
+            STATE.with(|state| {
+                let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+                state.set(s);
+                let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+                ((t >> 64) ^ t) as u64
+            })
+        };
+        let bits = (u128::from(next()) << 64) | u128::from(next());
+        let uuid = uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid.hyphenated().encode_lower(&mut text);
+        RequestId(text)
     }
-    // wyrand: one multiply per 64 bits.
-    let next = || {
-        STATE.with(|state| {
-            let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
-            state.set(s);
-            let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-            ((t >> 64) ^ t) as u64
-        })
-    };
-    let bits = (u128::from(next()) << 64) | u128::from(next());
-    let uuid = uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid();
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    header_value(uuid.hyphenated().encode_lower(&mut text))
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The text (hex digits and dashes).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// The protocol a client asks to switch to (`Connection: upgrade` plus
@@ -994,7 +1014,7 @@ struct Additions<'a> {
     /// The Host as the client sent it.
     raw_host: &'a HeaderValue,
     client_ip: &'a HeaderValue,
-    request_id: &'a HeaderValue,
+    request_id: &'a RequestId,
     /// The protocol of an upgrade the client asked for.
     upgrade: Option<&'a HeaderValue>,
     proto: ForwardedProto,
@@ -1150,7 +1170,7 @@ fn error_response(
     router_error: &str,
     body: String,
     cache_control: Option<&'static str>,
-    request_id: HeaderValue,
+    request_id: RequestId,
 ) -> ProxyResponse {
     let mut added = vec![
         (
@@ -1188,6 +1208,10 @@ fn error_response(
 pub(crate) mod tests {
     use super::*;
     use crate::table::normalize_host;
+
+    /// A request id for tests, with its text.
+    pub(crate) const RID: RequestId = RequestId(*b"0e7c1f5a-3b2d-4c8e-9f10-a1b2c3d4e5f6");
+    pub(crate) const RID_TEXT: &str = "0e7c1f5a-3b2d-4c8e-9f10-a1b2c3d4e5f6";
 
     /// Headers that describe one connection, not the message (RFC 9110
     /// §7.6.1), listed apart from `head::HOP_BY_HOP` for the test below.
@@ -1229,7 +1253,7 @@ pub(crate) mod tests {
             &Additions {
                 raw_host: &HeaderValue::from_str(host).unwrap(),
                 client_ip: &HeaderValue::from_static("192.0.2.7"),
-                request_id: &HeaderValue::from_static("rid"),
+                request_id: &RID,
                 upgrade,
                 proto,
                 received_at: SystemTime::now(),
@@ -1291,7 +1315,7 @@ pub(crate) mod tests {
         let headers = forwarded(&client, "App.test:8080", None);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
         assert_eq!(headers["x-forwarded-proto"], "https");
-        assert_eq!(headers["x-vcap-request-id"], "rid");
+        assert_eq!(headers["x-vcap-request-id"], RID_TEXT);
         assert_eq!(headers["x-request-start"], "123");
         assert_eq!(headers["host"], "App.test:8080");
         for gone in [
@@ -1463,7 +1487,7 @@ pub(crate) mod tests {
                 );
             }
             assert_eq!(headers.get_all(X_VCAP_REQUEST_ID).iter().count(), 1);
-            assert_eq!(headers[X_VCAP_REQUEST_ID], "rid", "case {case}");
+            assert_eq!(headers[X_VCAP_REQUEST_ID], RID_TEXT, "case {case}");
             assert_eq!(headers.get_all(header::HOST).iter().count(), 1);
             assert_eq!(headers[header::HOST], "app.test");
             let xff: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
@@ -1511,10 +1535,10 @@ pub(crate) mod tests {
 
     #[test]
     fn request_ids_are_distinct_v4_uuids() {
-        let a = request_id();
-        let b = request_id();
+        let a = RequestId::new();
+        let b = RequestId::new();
         assert_ne!(a, b);
-        let parsed = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+        let parsed = uuid::Uuid::parse_str(a.as_str()).unwrap();
         assert_eq!(parsed.get_version_num(), 4);
     }
 }
