@@ -370,16 +370,7 @@ impl Headers {
 
     /// `Connection` lists `token` (in any case).
     pub fn connection_has(&self, token: &[u8]) -> bool {
-        self.get_all(Name::Connection).any(|value| {
-            let whole = value.trim_ascii();
-            if whole.contains(&b',') {
-                whole
-                    .split(|&c| c == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-            } else {
-                whole.eq_ignore_ascii_case(token)
-            }
-        })
+        tokens(self, Name::Connection).any(|t| t.eq_ignore_ascii_case(token))
     }
 
     /// The lines that describe the connection rather than the message:
@@ -390,25 +381,12 @@ impl Headers {
             return 0;
         }
         // Names `Connection` lists that are not among the known ones: rare,
-        // so looked for only when there are some. A value that is one
-        // token (`keep-alive`, `close`: nearly every one) is taken whole.
+        // so looked for only when there are some.
         let mut others = false;
-        for value in self.get_all(Name::Connection) {
-            let mut note = |token: &[u8]| match Name::of(token) {
+        for token in tokens(self, Name::Connection) {
+            match Name::of(token) {
                 Some(name) => known |= name.bit(),
                 None => others |= !eq_lower(token, b"close"),
-            };
-            let whole = value.trim_ascii();
-            if !whole.contains(&b',') {
-                if !whole.is_empty() {
-                    note(whole);
-                }
-            } else {
-                value
-                    .split(|&c| c == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .filter(|t| !t.is_empty())
-                    .for_each(note);
             }
         }
         let mut mask = self.mask(known);
