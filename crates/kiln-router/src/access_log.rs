@@ -125,7 +125,10 @@ impl Finished {
         out.push_str(" x_forwarded_proto:");
         push_quoted_value(out, r.x_forwarded_proto.as_ref());
         out.push_str(" vcap_request_id:");
-        push_quoted(out, r.request_id.as_str());
+        // Hex digits and dashes: nothing to escape.
+        out.push('"');
+        out.push_str(r.request_id.as_str());
+        out.push('"');
         // Seconds with six decimals, as Gorouter writes them; from the
         // integer microseconds (no float formatting).
         let micros = self.response_time.as_micros();

@@ -52,6 +52,7 @@ use hyper::body::Body;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -275,9 +276,10 @@ pub(crate) struct Head {
 pub(crate) fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     let bad = Refused::BadRequest;
     let (len, method, target, version, spans) = {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut slots);
-        let len = match parsed.parse(buf) {
+        // Uninitialized: filling 100 slots first cost more than parsing.
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut []);
+        let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
                 if buf.len() > MAX_HEAD {
@@ -386,30 +388,49 @@ fn chunked_once_and_last(headers: &Headers) -> bool {
 
 /// The connection's single timer, moved only to an earlier deadline: the
 /// head's and idle timeouts and the request's wait for the instance take
-/// turns on it, so a request costs no timer-wheel update.
+/// turns on it, so a request costs no timer-wheel update. One task polls
+/// it (the connection's, or one request's on the HTTPS side), so once the
+/// sleep has that task's waker it need not be polled again until it fires
+/// or moves: a request's wait costs a look at its state, not a poll.
 #[derive(Default)]
 pub(crate) struct Timer {
     sleep: Option<Pin<Box<Sleep>>>,
     armed: Option<Instant>,
+    /// The sleep holds the polling task's waker for `armed`.
+    registered: bool,
 }
 
 impl Timer {
     /// Ready at `deadline`.
     pub async fn until(&mut self, deadline: Instant) {
+        poll_fn(|cx| self.poll_until(cx, deadline)).await
+    }
+
+    fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if self.armed.is_none_or(|armed| armed > deadline) {
             sleep.as_mut().reset(deadline);
             self.armed = Some(deadline);
+            self.registered = false;
         }
         loop {
-            sleep.as_mut().await;
+            if self.registered && !sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.registered = true;
+                return Poll::Pending;
+            }
+            // Fired: at `deadline`, or at an earlier one taken up now.
             if Instant::now() >= deadline {
-                return;
+                self.registered = false;
+                return Poll::Ready(());
             }
             sleep.as_mut().reset(deadline);
             self.armed = Some(deadline);
+            self.registered = false;
         }
     }
 }

@@ -21,12 +21,12 @@
 
 use crate::backend_io::Backends;
 use crate::front::RequestSource;
-use crate::head::{Headers, Name, Span, names, push_header, span_of};
+use crate::head::{Headers, Name, Span, names, span_of};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -147,20 +147,14 @@ impl RequestHead {
         &mut self.bytes
     }
 
-    /// The whole head for one attempt: the shared part, `extra`, the
-    /// framing header and the blank line.
-    pub fn for_attempt(
-        &mut self,
-        extra: [(&HeaderName, &HeaderValue); 3],
-        framing: Outgoing,
-    ) -> &[u8] {
+    /// The whole head for one attempt: the shared part, the instance's
+    /// own header lines (`instance`), the framing header and the blank line.
+    pub fn for_attempt(&mut self, instance: &[u8], framing: Outgoing) -> &[u8] {
         if self.shared == 0 {
             self.shared = self.bytes.len();
         }
         self.bytes.truncate(self.shared);
-        for (name, value) in extra {
-            push_header(&mut self.bytes, name.as_str().as_bytes(), value.as_bytes());
-        }
+        self.bytes.extend_from_slice(instance);
         match framing {
             Outgoing::Empty => {}
             Outgoing::Length(n) => {
@@ -426,9 +420,14 @@ pub(crate) fn take_head(
     head_request: bool,
 ) -> Result<Option<ResponseHead>, InstanceError> {
     let (len, code, version, spans) = {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(buf) {
+        // Uninitialized: filling 100 slots first cost more than parsing.
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut slots,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err(malformed(buf)),

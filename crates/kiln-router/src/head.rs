@@ -135,12 +135,27 @@ const NAME_TEXT: [&str; 25] = [
 /// equals `-` only for `-` or CR, which no name or value `httparse`
 /// passed holds. So the compare needs no branch per byte.
 fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
-    name.len() == lower.len()
-        && name
-            .iter()
-            .zip(lower)
-            .fold(0, |differ, (&b, &c)| differ | ((b | 0x20) ^ c))
-            == 0
+    if name.len() != lower.len() {
+        return false;
+    }
+    // Eight bytes at a time (the last eight overlapping the others) for the
+    // longer names, most of the known ones.
+    let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    let len = name.len();
+    if len >= 8 {
+        let mut differ = 0;
+        let mut at = 0;
+        while at + 8 < len {
+            differ |= (word(name, at) | 0x2020_2020_2020_2020) ^ word(lower, at);
+            at += 8;
+        }
+        differ |= (word(name, len - 8) | 0x2020_2020_2020_2020) ^ word(lower, len - 8);
+        return differ == 0;
+    }
+    name.iter()
+        .zip(lower)
+        .fold(0, |differ, (&b, &c)| differ | ((b | 0x20) ^ c))
+        == 0
 }
 
 /// A set of [`Name`]s.
@@ -453,6 +468,13 @@ mod tests {
         assert_eq!(
             tokens(&h, Name::Connection).collect::<Vec<_>>(),
             [&b"x"[..], b"Close"]
+        );
+        // Empty items, spaces and several lines, as RFC 9110's list rule
+        // allows them.
+        let list = parsed("Connection: , a ,,b,\r\nconnection:\r\nConnection:  c\t, \r\n\r\n");
+        assert_eq!(
+            tokens(&list, Name::Connection).collect::<Vec<_>>(),
+            [&b"a"[..], b"b", b"c"]
         );
         assert_eq!(h.value(Name::Host).unwrap(), "a.test");
         let mut out = Vec::new();

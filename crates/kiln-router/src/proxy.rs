@@ -509,14 +509,7 @@ impl Proxy {
                 break;
             }
             let wire = &endpoint.wire;
-            let attempt_head = head.for_attempt(
-                [
-                    (&X_CF_APPLICATION_ID, &wire.app_id),
-                    (&X_CF_INSTANCE_ID, &wire.instance_id),
-                    (&X_CF_INSTANCE_INDEX, &wire.index),
-                ],
-                body.framing(),
-            );
+            let attempt_head = head.for_attempt(&wire.lines, body.framing());
             let in_flight = endpoint
                 .state
                 .start_request(self.config.max_conns_per_backend);
@@ -905,7 +898,8 @@ fn route<'t>(
     // balancers fill in for HTTP/1.0 requests without one; Gorouter
     // treats it as empty rather than reveal the balancer's address. (Only
     // a host with a digit first or a colon can be an address.)
-    let may_be_address = host.starts_with(|c: char| c.is_ascii_digit()) || host.contains(':');
+    let may_be_address =
+        host.starts_with(|c: char| c.is_ascii_digit()) || host.bytes().any(|c| c == b':');
     if host.is_empty() || may_be_address && host.parse::<IpAddr>().is_ok_and(|ip| ip == client_ip) {
         return Err(Refusal::EmptyHost);
     }
@@ -1151,6 +1145,21 @@ fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
     }
 }
 
+/// The headers naming the instance a request goes to (Gorouter's
+/// `X-Cf-ApplicationID`, `X-Cf-InstanceID`, `X-Cf-InstanceIndex`), as the
+/// lines every request to it carries.
+pub(crate) fn instance_lines(app_guid: &str, instance_guid: &str, index: u32) -> Box<[u8]> {
+    let mut lines = Vec::new();
+    for (name, value) in [
+        (X_CF_APPLICATION_ID, header_value(app_guid)),
+        (X_CF_INSTANCE_ID, header_value(instance_guid)),
+        (X_CF_INSTANCE_INDEX, HeaderValue::from(index)),
+    ] {
+        push_header(&mut lines, name.as_str().as_bytes(), value.as_bytes());
+    }
+    lines.into_boxed_slice()
+}
+
 /// A header value from text that may hold characters a header cannot
 /// (error messages): those become spaces.
 pub(crate) fn header_value(value: &str) -> HeaderValue {
@@ -1259,14 +1268,7 @@ pub(crate) mod tests {
                 received_at: SystemTime::now(),
             },
         );
-        let wire = head.for_attempt(
-            [
-                (&X_CF_APPLICATION_ID, &HeaderValue::from_static("app")),
-                (&X_CF_INSTANCE_ID, &HeaderValue::from_static("instance")),
-                (&X_CF_INSTANCE_INDEX, &HeaderValue::from_static("0")),
-            ],
-            h1::Outgoing::Empty,
-        );
+        let wire = head.for_attempt(&instance_lines("app", "instance", 0), h1::Outgoing::Empty);
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut slots);
         assert!(parsed.parse(wire).unwrap().is_complete());

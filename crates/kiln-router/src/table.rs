@@ -23,7 +23,6 @@
 //! table is larger than the cache). Path routes are a short list in that
 //! slot, longest first.
 
-use http::HeaderValue;
 use http::uri::Authority;
 use kiln_model::ActualLrpState;
 use kiln_model::bbs::{ActualLrp, DesiredLrp, HttpRoute};
@@ -146,9 +145,9 @@ impl Counted {
 pub(crate) struct WireHeaders {
     /// `None` if `addr` is not a valid authority (then every request fails).
     pub authority: Option<Authority>,
-    pub app_id: HeaderValue,
-    pub instance_id: HeaderValue,
-    pub index: HeaderValue,
+    /// `X-Cf-ApplicationID`, `X-Cf-InstanceID` and `X-Cf-InstanceIndex`
+    /// as header lines, written once per instance instead of per request.
+    pub lines: Box<[u8]>,
 }
 
 impl Endpoint {
@@ -161,9 +160,7 @@ impl Endpoint {
     ) -> Endpoint {
         let wire = WireHeaders {
             authority: Authority::try_from(addr.as_str()).ok(),
-            app_id: crate::proxy::header_value(&app_guid),
-            instance_id: crate::proxy::header_value(&instance_guid),
-            index: HeaderValue::from(index),
+            lines: crate::proxy::instance_lines(&app_guid, &instance_guid, index),
         };
         let log_text =
             crate::access_log::EndpointText::new(&addr, &app_guid, index, &instance_guid);
@@ -483,8 +480,16 @@ pub(crate) fn strip_host(host: &str) -> &str {
         // An IPv6 literal, `[::1]:8080`.
         rest.split_once(']').map_or(host, |(addr, _)| addr)
     } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|c| c.is_ascii_digit()) => name,
+        // A `:port` is a run of digits at the end after a colon; scanned
+        // by hand, as `rsplit_once` costs a `memrchr` set-up per request.
+        let bytes = host.as_bytes();
+        let digits = bytes
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        match bytes.len().checked_sub(digits + 1) {
+            Some(colon) if bytes[colon] == b':' => &host[..colon],
             _ => host,
         }
     };
@@ -1052,6 +1057,10 @@ mod tests {
             ("app.example.com.:80", "app.example.com"),
             (" app ", "app"),
             ("[::1]:8080", "::1"),
+            ("app:", "app"),
+            ("app:8a", "app:8a"),
+            ("a:b:80", "a:b"),
+            ("8080", "8080"),
             ("", ""),
         ] {
             assert_eq!(normalize_host(input), expected, "{input:?}");
