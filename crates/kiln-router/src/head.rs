@@ -206,6 +206,20 @@ pub(crate) struct Headers {
     spans: Vec<Span>,
     /// The [`Name`]s some line has.
     present: u32,
+    /// What the `Connection` lines list, read once with the head: both
+    /// sides ask it two or three things per message.
+    connection: ConnectionList,
+}
+
+/// The tokens of a head's `Connection` lines, by kind.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnectionList {
+    /// The [`Name`]s listed.
+    names: u32,
+    /// `close` is listed.
+    close: bool,
+    /// Some other name is listed (looked for by text when asked).
+    others: bool,
 }
 
 impl Headers {
@@ -214,11 +228,33 @@ impl Headers {
         let present = spans
             .iter()
             .fold(0, |set, s| set | s.known.map_or(0, Name::bit));
-        Headers {
+        let mut headers = Headers {
             bytes,
             spans,
             present,
+            connection: ConnectionList::default(),
+        };
+        if headers.has(Name::Connection) {
+            // Line by line rather than through `tokens`, whose iterator
+            // chain cost twice as much here.
+            let mut list = ConnectionList::default();
+            for span in &headers.spans {
+                if span.known != Some(Name::Connection) {
+                    continue;
+                }
+                for token in headers.value_of(span).split(|&c| c == b',') {
+                    let token = token.trim_ascii();
+                    match Name::of(token) {
+                        Some(name) => list.names |= name.bit(),
+                        None if token.is_empty() => {}
+                        None if eq_lower(token, b"close") => list.close = true,
+                        None => list.others = true,
+                    }
+                }
+            }
+            headers.connection = list;
         }
+        headers
     }
 
     /// hyper's map as lines (its side's requests).
@@ -385,7 +421,17 @@ impl Headers {
 
     /// `Connection` lists `token` (in any case).
     pub fn connection_has(&self, token: &[u8]) -> bool {
-        tokens(self, Name::Connection).any(|t| t.eq_ignore_ascii_case(token))
+        if !self.has(Name::Connection) {
+            return false;
+        }
+        match Name::of(token) {
+            Some(name) => self.connection.names & name.bit() != 0,
+            None if token.eq_ignore_ascii_case(b"close") => self.connection.close,
+            None => {
+                self.connection.others
+                    && tokens(self, Name::Connection).any(|t| t.eq_ignore_ascii_case(token))
+            }
+        }
     }
 
     /// The lines that describe the connection rather than the message:
@@ -395,17 +441,11 @@ impl Headers {
         if self.present & known == 0 {
             return 0;
         }
+        known |= self.connection.names;
+        let mut mask = self.mask(known);
         // Names `Connection` lists that are not among the known ones: rare,
         // so looked for only when there are some.
-        let mut others = false;
-        for token in tokens(self, Name::Connection) {
-            match Name::of(token) {
-                Some(name) => known |= name.bit(),
-                None => others |= !eq_lower(token, b"close"),
-            }
-        }
-        let mut mask = self.mask(known);
-        if others {
+        if self.connection.others {
             let listed: Vec<&[u8]> = tokens(self, Name::Connection)
                 .filter(|t| !t.eq_ignore_ascii_case(b"close") && Name::of(t).is_none())
                 .collect();
@@ -457,6 +497,20 @@ mod tests {
             spans.push(span_of(base, h));
         }
         Headers::from_spans(bytes.clone(), spans)
+    }
+
+    #[test]
+    fn connection_tokens_are_known_in_any_case_whatever_their_kind() {
+        let h = parsed("Connection: Keep-Alive, X-Foo\r\nconnection: CLOSE\r\n\r\n");
+        for token in [&b"keep-alive"[..], b"close", b"x-foo", b"X-FOO"] {
+            assert!(h.connection_has(token), "{}", token.escape_ascii());
+        }
+        for token in [&b"upgrade"[..], b"x-bar", b"te"] {
+            assert!(!h.connection_has(token), "{}", token.escape_ascii());
+        }
+        let none = parsed("Host: a.test\r\nX-Foo: close\r\n\r\n");
+        assert!(!none.connection_has(b"close") && !none.connection_has(b"x-foo"));
+        assert_eq!(none.connection_lines(), 0);
     }
 
     #[test]
