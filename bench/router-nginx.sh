@@ -97,6 +97,16 @@ for c in dict.fromkeys(r[0] for r in rows):
     d, n, k = med("direct", 2), med("nginx", 2), med(name, 2)
     np99, kp99 = med("nginx", 3), med(name, 3)
     print(f"{c[2:]:>6} {d:>13.0f} {n:>12.0f} {k:>{len(rate)}.0f} {k/n:>{len(ratio)-1}.2f}x | {np99:>8.2f}ms {kp99:>{len(p99)-2}.2f}ms {kp99/np99:>{len(ratio)-1}.2f}x")
+# The spread of the same ratios round by round (each round's two runs
+# follow each other): how far one run's figure can be trusted on a machine
+# whose speed moves between rounds.
+print()
+for c in dict.fromkeys(r[0] for r in rows):
+    pairs = list(zip((r for r in rows if r[0] == c and r[1] == "nginx"),
+                     (r for r in rows if r[0] == c and r[1] == name)))
+    rates = [float(k[2]) / float(n[2]) for n, k in pairs]
+    tails = [float(k[3]) / float(n[3]) for n, k in pairs]
+    print(f"   {c}: {name}/nginx per round, throughput {min(rates):.2f}-{max(rates):.2f}x, p99 {min(tails):.2f}-{max(tails):.2f}x")
 PY
   echo
   echo "$name RSS: idle $rss_idle, after the load $rss_loaded, ${SETTLE}s later $rss_settled, $((2 * SETTLE))s later $rss_later (load now $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -13,7 +13,9 @@
 #   3. runs `wrk --latency -t1 -cN -dD` straight to the instance, through
 #      nginx and through Kiln's router, alternating, ROUNDS times, at 2, 64
 #      and 1000 connections; prints the medians and the ratios
-#      kiln/nginx (throughput: higher is better; p99: lower is better);
+#      kiln/nginx (throughput: higher is better; p99: lower is better),
+#      and the range of each ratio round by round (its spread on this
+#      machine);
 #   4. prints the Kiln server's RSS idle, right after the load, and SETTLE
 #      and 2×SETTLE seconds later (default 10: the router closes instance
 #      connections opened for a burst after 5 s idle, sweeping every
