@@ -513,19 +513,19 @@ async fn connection(
         let body = RequestSource::Front(FrontBody {
             client: client.clone(),
         });
-        let response = proxy
-            .handle(
-                request,
-                body,
-                Some(ClientUpgrade::Front),
-                Peer {
-                    addr: client_addr,
-                    ip: &client_ip,
-                    tls: false,
-                },
-                &mut timer,
-            )
-            .await;
+        // `Proxy::handle`'s two halves, so that this future holds the
+        // attempts' future directly.
+        let table = proxy.table();
+        let peer = Peer {
+            addr: client_addr,
+            ip: &client_ip,
+            tls: false,
+        };
+        let response = match proxy.prepare(&table, request, body, Some(ClientUpgrade::Front), peer)
+        {
+            Ok((chosen, forward)) => proxy.forward(chosen, forward, &mut timer).await,
+            Err(response) => *response,
+        };
         if response.status == StatusCode::SWITCHING_PROTOCOLS {
             out.clear();
             write_head(&mut out, version, response.status, &response.headers, None);

@@ -27,7 +27,7 @@ use crate::front::{ClientUpgrade, RequestSource, Timer};
 use crate::h1::{self, Conn, InstanceBody, Owner, RequestBody, RequestHead, ResponseHead};
 use crate::head::{Headers, Name, names, push_header, skipped};
 use crate::sticky;
-use crate::sync::{SharedTable, WorkerTable};
+use crate::sync::{Held, SharedTable, WorkerTable};
 use crate::table::{Counted, Endpoint, Pool, RouteTable, strip_host};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -200,7 +200,7 @@ pub struct Proxy {
 }
 
 /// One request as the phases pass it on.
-struct Forward {
+pub(crate) struct Forward {
     method: Method,
     /// The head as every instance gets it, less each one's own headers.
     head: RequestHead,
@@ -397,6 +397,30 @@ impl Proxy {
         peer: Peer<'_>,
         timer: &mut Timer,
     ) -> ProxyResponse {
+        let table = self.table();
+        match self.prepare(&table, request, body, client_upgrade, peer) {
+            Ok((chosen, forward)) => self.forward(chosen, forward, timer).await,
+            Err(response) => *response,
+        }
+    }
+
+    /// The table requests are routed by now.
+    pub(crate) fn table(&self) -> Arc<Held> {
+        self.table.snapshot()
+    }
+
+    /// A request up to its first attempt: its route and the instances to
+    /// try, the head they get and its access record — or the router's own
+    /// answer (boxed: the rare way). Apart from [`Proxy::forward`] so that
+    /// a front awaits one future per request, not one holding the other.
+    pub(crate) fn prepare<'t>(
+        &self,
+        table: &'t RouteTable,
+        request: ClientRequest,
+        body: RequestSource,
+        client_upgrade: Option<ClientUpgrade>,
+        peer: Peer<'_>,
+    ) -> Result<(Attempts<'t>, Forward), Box<ProxyResponse>> {
         let Peer {
             addr: client_addr,
             ip: client_ip,
@@ -406,16 +430,15 @@ impl Proxy {
         let received_at = SystemTime::now();
         let request_id = RequestId::new();
         let raw_host = request_host(&request);
-        let table = self.table.snapshot();
         let mut target = match route(
-            &table,
+            table,
             &raw_host,
             &request.uri,
             &request.headers,
             client_addr.ip(),
         ) {
             Ok(target) => target,
-            Err(refusal) => return refusal.response(&raw_host, request_id),
+            Err(refusal) => return Err(Box::new(refusal.response(&raw_host, request_id))),
         };
         let ClientRequest {
             method,
@@ -431,7 +454,7 @@ impl Proxy {
         }
         let chosen = match self.choose(&target) {
             Ok(chosen) => chosen,
-            Err(refusal) => return refusal.response(&raw_host, request_id),
+            Err(refusal) => return Err(Box::new(refusal.response(&raw_host, request_id))),
         };
         let upgrade = upgrade_protocol(&headers);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -479,12 +502,12 @@ impl Proxy {
             upgrade: upgrade.and(client_upgrade),
             sticky: target.sticky,
         };
-        self.forward(chosen, forward, timer).await
+        Ok((chosen, forward))
     }
 
     /// Tries the route's instances in turn (see the retry rule below) and
     /// answers with the first response, or with 502.
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         chosen: Attempts<'_>,
         forward: Forward,
@@ -792,7 +815,7 @@ impl Proxy {
 
 /// The instances a request tries, in order (Gorouter's default is 3 tries;
 /// more spill to the heap).
-type Attempts<'t> = smallvec::SmallVec<[&'t Arc<Endpoint>; 4]>;
+pub(crate) type Attempts<'t> = smallvec::SmallVec<[&'t Arc<Endpoint>; 4]>;
 
 /// Why a request is answered by the router itself, before any instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
