@@ -51,6 +51,7 @@ pub(crate) enum Name {
 
 impl Name {
     /// The name as `http` spells it (lower case).
+    #[inline]
     pub fn as_str(self) -> &'static str {
         NAME_TEXT[self as usize]
     }
@@ -464,7 +465,9 @@ pub(crate) fn skipped(skip: u128, i: usize) -> bool {
     i < 128 && skip & (1 << i) != 0
 }
 
-/// `name: value` and the line's end.
+/// `name: value` and the line's end. Inlined, so that a known name's
+/// text is copied as a constant.
+#[inline]
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");

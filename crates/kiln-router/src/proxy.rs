@@ -55,9 +55,6 @@ const X_CF_ROUTER_ERROR: HeaderName = HeaderName::from_static("x-cf-routererror"
 pub(crate) const X_CF_APPLICATION_ID: HeaderName = HeaderName::from_static("x-cf-applicationid");
 pub(crate) const X_CF_INSTANCE_ID: HeaderName = HeaderName::from_static("x-cf-instanceid");
 pub(crate) const X_CF_INSTANCE_INDEX: HeaderName = HeaderName::from_static("x-cf-instanceindex");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +112,7 @@ impl ResponseHeaders {
         }
         push_header(
             out,
-            X_VCAP_REQUEST_ID.as_str().as_bytes(),
+            Name::XVcapRequestId.as_str().as_bytes(),
             self.request_id.as_bytes(),
         );
     }
@@ -1099,7 +1096,7 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
     };
     push_header(
         out,
-        X_FORWARDED_FOR.as_str().as_bytes(),
+        Name::XForwardedFor.as_str().as_bytes(),
         x_forwarded_for.as_bytes(),
     );
     let x_forwarded_proto = match client_proto {
@@ -1110,7 +1107,7 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
             let scheme = HeaderValue::from_static(if add.proto.tls { "https" } else { "http" });
             push_header(
                 out,
-                X_FORWARDED_PROTO.as_str().as_bytes(),
+                Name::XForwardedProto.as_str().as_bytes(),
                 scheme.as_bytes(),
             );
             scheme
@@ -1124,13 +1121,13 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
             .as_millis() as u64;
         push_header(
             out,
-            X_REQUEST_START.as_str().as_bytes(),
+            Name::XRequestStart.as_str().as_bytes(),
             itoa::Buffer::new().format(ms).as_bytes(),
         );
     }
     push_header(
         out,
-        X_VCAP_REQUEST_ID.as_str().as_bytes(),
+        Name::XVcapRequestId.as_str().as_bytes(),
         add.request_id.as_bytes(),
     );
     Forwarded {
@@ -1240,6 +1237,9 @@ fn error_response(
 pub(crate) mod tests {
     use super::*;
     use crate::table::normalize_host;
+
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
     /// A request id for tests, with its text.
     pub(crate) const RID: RequestId = RequestId(*b"0e7c1f5a-3b2d-4c8e-9f10-a1b2c3d4e5f6");
