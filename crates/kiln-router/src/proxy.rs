@@ -912,8 +912,7 @@ fn route<'t>(
     headers: &Headers,
     client_ip: IpAddr,
 ) -> Result<Target<'t>, Refusal> {
-    let raw_host = raw_host.to_str().unwrap_or("");
-    let host = strip_host(raw_host);
+    let host = strip_host(raw_host.to_str().unwrap_or(""));
     // A Host equal to the client's own address is what some load
     // balancers fill in for HTTP/1.0 requests without one; Gorouter
     // treats it as empty rather than reveal the balancer's address. (Only
@@ -924,7 +923,7 @@ fn route<'t>(
         return Err(Refusal::EmptyHost);
     }
     let pool = table
-        .lookup(raw_host, uri.path())
+        .lookup_stripped(host, uri.path())
         .ok_or(Refusal::UnknownRoute)?;
     let pinned = match headers.get(Name::XCfAppInstance) {
         None => None,

@@ -565,7 +565,13 @@ impl RouteTable {
     /// matching path route of that host, as Gorouter matches. Allocates
     /// nothing.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Pool> {
-        let bare = strip_host(host).as_bytes();
+        self.lookup_stripped(strip_host(host), path)
+    }
+
+    /// [`RouteTable::lookup`] for a host [`strip_host`] gave already (the
+    /// proxy strips it once for its own checks).
+    pub(crate) fn lookup_stripped(&self, host: &str, path: &str) -> Option<&Pool> {
+        let bare = host.as_bytes();
         let entry = if bare.iter().any(u8::is_ascii_uppercase) {
             let mut lower = [0u8; MAX_HOST];
             let lower = lower.get_mut(..bare.len())?;
