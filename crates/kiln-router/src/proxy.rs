@@ -52,9 +52,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
 const X_CF_ROUTER_ERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
-pub(crate) const X_CF_APPLICATION_ID: HeaderName = HeaderName::from_static("x-cf-applicationid");
-pub(crate) const X_CF_INSTANCE_ID: HeaderName = HeaderName::from_static("x-cf-instanceid");
-pub(crate) const X_CF_INSTANCE_INDEX: HeaderName = HeaderName::from_static("x-cf-instanceindex");
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -1170,9 +1167,9 @@ fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
 pub(crate) fn instance_lines(app_guid: &str, instance_guid: &str, index: u32) -> Box<[u8]> {
     let mut lines = Vec::new();
     for (name, value) in [
-        (X_CF_APPLICATION_ID, header_value(app_guid)),
-        (X_CF_INSTANCE_ID, header_value(instance_guid)),
-        (X_CF_INSTANCE_INDEX, HeaderValue::from(index)),
+        (Name::XCfApplicationId, header_value(app_guid)),
+        (Name::XCfInstanceId, header_value(instance_guid)),
+        (Name::XCfInstanceIndex, HeaderValue::from(index)),
     ] {
         push_header(&mut lines, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -1239,6 +1236,9 @@ pub(crate) mod tests {
 
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const X_CF_APPLICATION_ID: HeaderName = HeaderName::from_static("x-cf-applicationid");
+    const X_CF_INSTANCE_ID: HeaderName = HeaderName::from_static("x-cf-instanceid");
+    const X_CF_INSTANCE_INDEX: HeaderName = HeaderName::from_static("x-cf-instanceindex");
 
     /// A request id for tests, with its text.
     pub(crate) const RID: RequestId = RequestId(*b"0e7c1f5a-3b2d-4c8e-9f10-a1b2c3d4e5f6");
