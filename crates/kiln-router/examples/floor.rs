@@ -30,7 +30,8 @@
 //! closing the connection, retries other than one fresh connection when a
 //! pooled one turns out closed. It is correct for the benchmark's GETs.
 
-use std::cell::{Cell, RefCell};
+use kiln_router::RequestId;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
@@ -195,9 +196,6 @@ thread_local! {
     /// The thread's idle instance connections (one instance here).
     static POOL: RefCell<Vec<Backend>> = const { RefCell::new(Vec::new()) };
     static LOG: RefCell<String> = RefCell::new(String::with_capacity(128 * 1024));
-    static RNG: Cell<u64> = Cell::new(
-        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64) | 1,
-    );
 }
 
 async fn backend(addr: SocketAddr) -> io::Result<(Backend, bool)> {
@@ -470,9 +468,8 @@ fn rewrite(
         push_u64(out, ms);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"X-Vcap-Request-Id: ");
-    push_request_id(out);
-    out.extend_from_slice(b"\r\n");
+    // The router's own generator (a per-thread wyrand, no system call).
+    push_header(out, b"X-Vcap-Request-Id", RequestId::new().as_bytes());
     push_header(out, b"X-Cf-ApplicationID", route.app_guid.as_bytes());
     push_header(out, b"X-Cf-InstanceID", route.instance_guid.as_bytes());
     push_header(out, b"X-Cf-InstanceIndex", route.index.as_bytes());
@@ -565,22 +562,6 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
-}
-
-/// A version 4 UUID from a per-thread wyrand, as the router makes them.
-fn push_request_id(out: &mut Vec<u8>) {
-    let next = || {
-        RNG.with(|state| {
-            let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
-            state.set(s);
-            let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-            ((t >> 64) ^ t) as u64
-        })
-    };
-    let bits = (u128::from(next()) << 64) | u128::from(next());
-    let uuid = uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid();
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    out.extend_from_slice(uuid.hyphenated().encode_lower(&mut text).as_bytes());
 }
 
 /// `ACCESS_LOG=1`: a Gorouter-shaped `RTR` line per request, formatted on

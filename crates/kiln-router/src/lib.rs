@@ -39,6 +39,7 @@ pub mod tls;
 mod workers;
 
 use access_log::AccessLog;
+pub use proxy::RequestId;
 pub use sync::{SharedTable, load_index, load_table, sync_table};
 pub use table::{Endpoint, Pool, RouteIndex, RouteTable, normalize_host};
 pub use tls::{CertKeyPair, CertStore, Hsts, TlsError};

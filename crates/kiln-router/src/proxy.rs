@@ -963,12 +963,13 @@ fn parse_app_instance(value: &[u8]) -> Option<(&str, u32)> {
 /// value (it goes to the instance, into the response and the access line,
 /// and is never shared, so it costs no allocation or reference count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RequestId([u8; uuid::fmt::Hyphenated::LENGTH]);
+pub struct RequestId([u8; uuid::fmt::Hyphenated::LENGTH]);
 
 impl RequestId {
     /// A fresh one, from a per-thread generator seeded from the OS, so a
     /// request costs no system call. It names requests in logs; it is not
     /// a secret.
+    #[allow(clippy::new_without_default)] // a fresh random id, not a default
     pub fn new() -> RequestId {
         thread_local! {
             static STATE: Cell<u64> = Cell::new(
