@@ -589,6 +589,17 @@ impl LoggedBody {
     }
 }
 
+impl LoggedBody {
+    /// See [`InstanceBody::take_whole`]; counts what it took as sent.
+    pub fn take_whole(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
+        let Some(taken) = self.inner.take_whole(out, max) else {
+            return false;
+        };
+        self.sent += taken;
+        true
+    }
+}
+
 impl Body for LoggedBody {
     type Data = Bytes;
     type Error = InstanceError;

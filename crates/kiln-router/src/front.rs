@@ -773,8 +773,10 @@ async fn write_response(
     }
     out.clear();
     write_head(out, version, status, headers, Some((framing, keep_alive)));
-    if framing == Framing::None {
+    // Most bodies came with their head: head and body go out in one write.
+    if framing == Framing::None || body.take_whole(out, COALESCE) {
         write_all(client, out).await?;
+        out.clear();
         return Ok(keep_alive);
     }
     let mut sent = 0u64;

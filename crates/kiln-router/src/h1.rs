@@ -734,6 +734,33 @@ impl InstanceBody {
         Poll::Pending
     }
 
+    /// The rest of the body, up to `max` bytes, when it is here already (a
+    /// small response comes with its head): appended to `out`, and the
+    /// body done. `None` when it has to be read (or a request body is
+    /// still going out): then the body is polled as usual.
+    pub fn take_whole(&mut self, out: &mut Vec<u8>, max: usize) -> Option<u64> {
+        if self.failed.is_some() || self.request.is_some() {
+            return None;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return (self.framing == Framing::Empty).then_some(0);
+        };
+        match self.framing {
+            Framing::Empty => {
+                self.finish();
+                Some(0)
+            }
+            Framing::Length(left) if left <= conn.buf.len().min(max) as u64 => {
+                let left = left as usize;
+                out.extend_from_slice(&conn.buf[..left]);
+                conn.buf.advance(left);
+                self.finish();
+                Some(left as u64)
+            }
+            _ => None,
+        }
+    }
+
     /// The bytes of the request body taken from the client so far.
     pub fn request_bytes(&self) -> u64 {
         self.request

@@ -145,6 +145,22 @@ pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
 }
 
+impl ProxyBody {
+    /// The whole rest of the body appended to `out` when it is here already
+    /// and at most `max` bytes (the plain front then writes head and body
+    /// at once without polling frames); false when it has to be polled.
+    pub fn take_whole(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
+        match self {
+            ProxyBody::Instance(body) => body.take_whole(out, max),
+            ProxyBody::Full(data) if data.as_ref().is_none_or(|d| d.len() <= max) => {
+                out.extend_from_slice(&data.take().unwrap_or_default());
+                true
+            }
+            ProxyBody::Full(_) => false,
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
