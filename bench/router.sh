@@ -23,6 +23,14 @@
 #      to the system over about ten seconds).
 #
 # Build first: `cargo build --release --bin kiln` (KILN= to use another).
+#
+# FLOOR=BINARY adds a fifth step: `examples/floor.rs` (the leanest proxy
+# this stack allows, a measuring instrument, not product code) in front of
+# the same instance, alternating with nginx and Kiln's router at 64
+# connections, FLOOR_ROUNDS times (default 5): how far a proxy on this
+# machine can get ahead of nginx at all, in the same run.
+#   cargo build --release -p kiln-router --example floor
+#   FLOOR=$CARGO_TARGET_DIR/release/examples/floor bench/router.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}
@@ -34,9 +42,10 @@ SETTLE=${SETTLE:-10}
 . bench/router-nginx.sh
 
 work=$(mktemp -d /tmp/kiln-bench-router.XXXXXX)
-server_pid= nginx_pid=
+server_pid= nginx_pid= floor_pid=
 cleanup() {
   [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  [ -n "$floor_pid" ] && kill "$floor_pid" 2>/dev/null || true
   if [ -n "$server_pid" ]; then
     kill -TERM "$server_pid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
@@ -124,3 +133,28 @@ rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$server_pid/status"; }
 rss_idle=$(rss)
 
 compare kiln "$DIRECT" "http://127.0.0.1:$PROXY_PORT/index.html" "http://$ROUTER/index.html" "$HOST"
+
+[ -n "${FLOOR:-}" ] || exit 0
+FLOOR_PORT=$(free_port)
+"$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$port" "$HOST" >"$work/floor.log" 2>&1 &
+floor_pid=$!
+curl -fsS --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://127.0.0.1:$FLOOR_PORT/index.html" >/dev/null
+echo
+echo "==> the floor ($FLOOR) beside nginx and kiln, wrk -t1 -c64 -d$DURATION, ${FLOOR_ROUNDS:-5} alternating rounds"
+: >"$work/floor-results"
+for round in $(seq 1 "${FLOOR_ROUNDS:-5}"); do
+  echo "nginx $(measure 64 "http://127.0.0.1:$PROXY_PORT/index.html")" >>"$work/floor-results"
+  echo "kiln $(measure 64 "http://$ROUTER/index.html" -H "Host: $HOST")" >>"$work/floor-results"
+  echo "floor $(measure 64 "http://127.0.0.1:$FLOOR_PORT/index.html" -H "Host: $HOST")" >>"$work/floor-results"
+  echo "   round $round: $(tail -3 "$work/floor-results" | awk '{printf "%s %s req/s p99 %s ms; ", $1, $2, $3}')"
+done
+python3 - "$work/floor-results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+runs = {who: [(float(r[1]), float(r[2])) for r in rows if r[0] == who] for who in ("nginx", "kiln", "floor")}
+for who in ("kiln", "floor"):
+    rates = [k[0] / n[0] for n, k in zip(runs["nginx"], runs[who])]
+    tails = [k[1] / n[1] for n, k in zip(runs["nginx"], runs[who])]
+    print(f"   {who}/nginx: throughput {statistics.median(rates):.2f}x (rounds {min(rates):.2f}-{max(rates):.2f}x), "
+          f"p99 {statistics.median(tails):.2f}x (rounds {min(tails):.2f}-{max(tails):.2f}x)")
+PY
