@@ -10,6 +10,18 @@
 #   measure CONNS URL [WRK ARGS...]
 #       one `wrk --latency -t1 -cCONNS -dDURATION` run; prints
 #       "req_per_s p99_ms" (errors go to stderr).
+#   cpu_per_request LABEL URL PIDS [WRK ARGS...]
+#       one `wrk -t1 -c64 -dDURATION` run against URL; prints the CPU time
+#       per request of PIDS (a comma-separated list: the proxy's processes,
+#       all their threads), user and system, their context switches per
+#       request (voluntary/involuntary: a thread that is preempted or
+#       sleeps costs the machine a switch), and, but for LABEL nginx, the
+#       instance's CPU (pids in $instance_pids), wrk's (`perf stat`; `apt-get
+#       install linux-perf`) and how idle the machine was. The whole path
+#       (wrk + instance + proxy) per request goes to $work/cpu.totals. At 64
+#       connections the 2 cores are nearly saturated, so the throughput
+#       ratio follows the whole path's CPU per request, which is much
+#       steadier than throughput on a shared machine.
 #   compare NAME DIRECT_URL NGINX_URL NAME_URL HOST
 #       for each of CONNS, ROUNDS alternating rounds straight to the
 #       instance, through nginx and through NAME (with `Host: HOST`); then
@@ -46,6 +58,42 @@ http {
 CONF
   nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
   nginx_pid=$!
+}
+
+# utime and stime (clock ticks) summed over a comma-separated list of pids.
+cpu_ticks() {
+  local pid user=0 sys=0
+  for pid in ${1//,/ }; do
+    read -r -a stat <"/proc/$pid/stat"
+    # Fields 14 and 15 (all the process's threads); the command name
+    # (field 2) has no spaces here.
+    user=$((user + stat[13])) sys=$((sys + stat[14]))
+  done
+  echo "$user $sys"
+}
+# Voluntary and involuntary context switches of every thread of the pids.
+ctx_switches() {
+  local pid
+  for pid in ${1//,/ }; do cat /proc/"$pid"/task/*/status; done |
+    awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v + 0, n + 0}'
+}
+# Idle and total clock ticks of the whole machine.
+machine_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat; }
+cpu_per_request() {
+  local label=$1 url=$2 pids=$3; shift 3
+  local out=$work/cpu.$label reqs proxy0 proxy1 switches0 switches1 app0 app1 machine0 machine1
+  proxy0=$(cpu_ticks "$pids") switches0=$(ctx_switches "$pids") app0=$(cpu_ticks "$instance_pids") machine0=$(machine_ticks)
+  reqs=$(perf stat -x, -e task-clock -o "$out" -- wrk -t1 -c64 -d"$DURATION" "$@" "$url" | awk '/requests in/ {print $1}')
+  proxy1=$(cpu_ticks "$pids") switches1=$(ctx_switches "$pids") app1=$(cpu_ticks "$instance_pids") machine1=$(machine_ticks)
+  awk -F, '$3 == "task-clock" {print $1}' "$out" | paste -d' ' - <(echo "$proxy0 $proxy1 $app0 $app1 $machine0 $machine1 $switches0 $switches1") |
+    awk -v n="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$label" -v totals="$work/cpu.totals" '{
+      us = 1e6 / hz / n
+      user = ($4 - $2) * us; sys = ($5 - $3) * us; app = ($8 - $6 + $9 - $7) * us; wrk = $1 * 1000 / n
+      total = wrk + app + user + sys
+      printf "%s %.1f us/req (user %.1f + sys %.1f; switches %.2f/%.2f), whole path %.1f; ", who, user + sys, user, sys, ($16 - $14) / n, ($17 - $15) / n, total
+      printf "%s %s\n", who, total >>totals
+      if (who != "nginx") printf "(instance %.1f, wrk %.1f, machine idle %.0f%%) ", app, wrk, 100 * ($12 - $10) / ($13 - $11)
+    }'
 }
 
 measure() {

@@ -109,42 +109,15 @@ compare router "$DIRECT" "$VIA_NGINX" "$VIA_ROUTER" "$HOST"
 # follows the ratio of the whole path's CPU per request (wrk + instance +
 # proxy), printed as "predicted"; CPU per request is much steadier than
 # throughput on a shared machine. Proxy and instance from /proc/PID/stat
-# (user and system time), wrk from `perf stat` (needs `apt-get install
-# linux-perf`).
-# utime and stime (clock ticks) summed over a comma-separated list of pids.
-cpu_ticks() {
-  local pid user=0 sys=0
-  for pid in ${1//,/ }; do
-    read -r -a stat <"/proc/$pid/stat"
-    # Fields 14 and 15; the command name (field 2) has no spaces here.
-    user=$((user + stat[13])) sys=$((sys + stat[14]))
-  done
-  echo "$user $sys"
-}
-# Idle and total clock ticks of the whole machine.
-machine_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat; }
-cpu_per_request() {
-  local label=$1 port=$2 pids=$3; shift 3
-  local out=$work/cpu.$label reqs proxy0 proxy1 app0 app1 machine0 machine1
-  proxy0=$(cpu_ticks "$pids") app0=$(cpu_ticks "$instance_workers") machine0=$(machine_ticks)
-  reqs=$(perf stat -x, -e task-clock -o "$out" -- wrk -t1 -c64 -d"$DURATION" "$@" "http://127.0.0.1:$port/index.html" | awk '/requests in/ {print $1}')
-  proxy1=$(cpu_ticks "$pids") app1=$(cpu_ticks "$instance_workers") machine1=$(machine_ticks)
-  awk -F, '$3 == "task-clock" {print $1}' "$out" | paste -d' ' - <(echo "$proxy0 $proxy1 $app0 $app1 $machine0 $machine1") |
-    awk -v n="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$label" -v totals="$work/cpu.totals" '{
-      us = 1e6 / hz / n
-      user = ($4 - $2) * us; sys = ($5 - $3) * us; app = ($8 - $6 + $9 - $7) * us; wrk = $1 * 1000 / n
-      total = wrk + app + user + sys
-      printf "%s %.1f us/req (user %.1f + sys %.1f), whole path %.1f; ", who, user + sys, user, sys, total
-      printf "%s %s\n", who, total >>totals
-      if (who != "nginx") printf "(instance %.1f, wrk %.1f, machine idle %.0f%%)", app, wrk, 100 * ($12 - $10) / ($13 - $11)
-    }'
-}
+# (user and system time; the proxy's context switches too), wrk from `perf
+# stat` (needs `apt-get install linux-perf`); bench/router-nginx.sh's
+# cpu_per_request, which bench/router.sh uses as well.
 if [ "${CPU:-0}" = 1 ]; then
   nginx_workers=$(pgrep -d, -P "$nginx_pid")
-  instance_workers=$(pgrep -d, -P "$app_pid")
+  instance_pids=$(pgrep -d, -P "$app_pid")
   echo "==> CPU per request at 64 connections (user + system; whole path = wrk + instance + proxy)"
   for round in $(seq 1 "$ROUNDS"); do
-    echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request nginx "$NGINX_PORT" "$nginx_workers")$(cpu_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST")"
+    echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request nginx "$VIA_NGINX" "$nginx_workers")$(cpu_per_request router "$VIA_ROUTER" "$proxy_pid" -H "Host: $HOST")"
   done
   python3 - "$work/cpu.totals" <<'PY'
 import statistics, sys
@@ -232,7 +205,7 @@ PY
   if [ "${CPU:-0}" = 1 ]; then
     echo "==> CPU per request at 64 connections, baseline against this router"
     for round in $(seq 1 "$ROUNDS"); do
-      echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request baseline "$BASE_PORT" "$base_pid" -H "Host: $HOST")$(cpu_per_request router "$ROUTER_PORT" "$proxy_pid" -H "Host: $HOST")"
+      echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)): $(cpu_per_request baseline "http://127.0.0.1:$BASE_PORT/index.html" "$base_pid" -H "Host: $HOST")$(cpu_per_request router "$VIA_ROUTER" "$proxy_pid" -H "Host: $HOST")"
     done
   fi
 fi

@@ -31,6 +31,11 @@
 # machine can get ahead of nginx at all, in the same run.
 #   cargo build --release -p kiln-router --example floor
 #   FLOOR=$CARGO_TARGET_DIR/release/examples/floor bench/router.sh
+#
+# CPU=1 adds the CPU time per request of each proxy's whole path at 64
+# connections — the proxy's user and system time and context switches, the
+# instance's, wrk's — and the throughput ratio it predicts (needs perf:
+# `apt-get install linux-perf`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}
@@ -134,21 +139,21 @@ rss_idle=$(rss)
 
 compare kiln "$DIRECT" "http://127.0.0.1:$PROXY_PORT/index.html" "http://$ROUTER/index.html" "$HOST"
 
-[ -n "${FLOOR:-}" ] || exit 0
-FLOOR_PORT=$(free_port)
-"$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$port" "$HOST" >"$work/floor.log" 2>&1 &
-floor_pid=$!
-curl -fsS --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://127.0.0.1:$FLOOR_PORT/index.html" >/dev/null
-echo
-echo "==> the floor ($FLOOR) beside nginx and kiln, wrk -t1 -c64 -d$DURATION, ${FLOOR_ROUNDS:-5} alternating rounds"
-: >"$work/floor-results"
-for round in $(seq 1 "${FLOOR_ROUNDS:-5}"); do
-  echo "nginx $(measure 64 "http://127.0.0.1:$PROXY_PORT/index.html")" >>"$work/floor-results"
-  echo "kiln $(measure 64 "http://$ROUTER/index.html" -H "Host: $HOST")" >>"$work/floor-results"
-  echo "floor $(measure 64 "http://127.0.0.1:$FLOOR_PORT/index.html" -H "Host: $HOST")" >>"$work/floor-results"
-  echo "   round $round: $(tail -3 "$work/floor-results" | awk '{printf "%s %s req/s p99 %s ms; ", $1, $2, $3}')"
-done
-python3 - "$work/floor-results" <<'PY'
+if [ -n "${FLOOR:-}" ]; then
+  FLOOR_PORT=$(free_port)
+  "$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$port" "$HOST" >"$work/floor.log" 2>&1 &
+  floor_pid=$!
+  curl -fsS --retry 20 --retry-delay 1 --retry-all-errors -H "Host: $HOST" "http://127.0.0.1:$FLOOR_PORT/index.html" >/dev/null
+  echo
+  echo "==> the floor ($FLOOR) beside nginx and kiln, wrk -t1 -c64 -d$DURATION, ${FLOOR_ROUNDS:-5} alternating rounds"
+  : >"$work/floor-results"
+  for round in $(seq 1 "${FLOOR_ROUNDS:-5}"); do
+    echo "nginx $(measure 64 "http://127.0.0.1:$PROXY_PORT/index.html")" >>"$work/floor-results"
+    echo "kiln $(measure 64 "http://$ROUTER/index.html" -H "Host: $HOST")" >>"$work/floor-results"
+    echo "floor $(measure 64 "http://127.0.0.1:$FLOOR_PORT/index.html" -H "Host: $HOST")" >>"$work/floor-results"
+    echo "   round $round: $(tail -3 "$work/floor-results" | awk '{printf "%s %s req/s p99 %s ms; ", $1, $2, $3}')"
+  done
+  python3 - "$work/floor-results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 runs = {who: [(float(r[1]), float(r[2])) for r in rows if r[0] == who] for who in ("nginx", "kiln", "floor")}
@@ -158,3 +163,33 @@ for who in ("kiln", "floor"):
     print(f"   {who}/nginx: throughput {statistics.median(rates):.2f}x (rounds {min(rates):.2f}-{max(rates):.2f}x), "
           f"p99 {statistics.median(tails):.2f}x (rounds {min(tails):.2f}-{max(tails):.2f}x)")
 PY
+fi
+
+# CPU=1: the CPU each proxy's path costs per request at 64 connections
+# (bench/router-nginx.sh's cpu_per_request), nginx against Kiln's router
+# (and the floor, with FLOOR=), alternating, ROUNDS times: the proxy's
+# user and system time and context switches, the instance's and wrk's
+# CPU, and the throughput ratio the whole path's CPU predicts.
+if [ "${CPU:-0}" = 1 ]; then
+  nginx_workers=$(pgrep -d, -P "$nginx_pid")
+  # The app's container: its processes, from its cgroup (v1's cpu
+  # hierarchy on this machine, or v2's).
+  instance_pids=$({ cat /sys/fs/cgroup/cpu/kiln/*/cgroup.procs /sys/fs/cgroup/kiln/*/cgroup.procs 2>/dev/null || true; } | paste -sd,)
+  echo
+  echo "==> CPU per request at 64 connections (user + system; switches voluntary/involuntary; whole path = wrk + instance + proxy)"
+  : >"$work/cpu.totals"
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "   round $round (load $(cut -d' ' -f1 /proc/loadavg)):"
+    echo "      $(cpu_per_request nginx "http://127.0.0.1:$PROXY_PORT/index.html" "$nginx_workers")"
+    echo "      $(cpu_per_request kiln "http://$ROUTER/index.html" "$server_pid" -H "Host: $HOST")"
+    [ -z "$floor_pid" ] || echo "      $(cpu_per_request floor "http://127.0.0.1:$FLOOR_PORT/index.html" "$floor_pid" -H "Host: $HOST")"
+  done
+  python3 - "$work/cpu.totals" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = lambda who: statistics.median(float(r[1]) for r in rows if r[0] == who)
+for who in dict.fromkeys(r[0] for r in rows if r[0] != "nginx"):
+    print(f"   medians: whole path via nginx {med('nginx'):.1f} us/req, via {who} {med(who):.1f};"
+          f" predicted throughput {who}/nginx {med('nginx') / med(who):.2f}x")
+PY
+fi
