@@ -105,7 +105,7 @@ impl Backends {
 
     /// The connection to `addr` given back last that is still open; closed
     /// ones met on the way are dropped.
-    fn take_idle(&self, addr: &str) -> Option<Conn> {
+    pub(crate) fn take_idle(&self, addr: &str) -> Option<Conn> {
         let mut idle = self.idle();
         let list = idle.get_mut(addr)?;
         while let Some(entry) = list.pop_back() {
@@ -165,7 +165,7 @@ impl Backends {
     }
 
     /// A new connection to `addr`.
-    async fn dial(&self, addr: &str) -> Result<Conn, BackendError> {
+    pub(crate) async fn dial(&self, addr: &str) -> Result<Conn, BackendError> {
         let stream = match tokio::time::timeout(self.dial_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(BackendError::Connect(error)),

@@ -41,6 +41,7 @@
 //! connection, only ever moved earlier (a later deadline is taken up when
 //! it fires), so a request costs no timer update.
 
+use crate::fast::{self, Fast, Served};
 use crate::h1::{self, Chunk, Outgoing};
 use crate::head::{Headers, Name, Span, span_of, tokens};
 use crate::proxy::{
@@ -75,7 +76,7 @@ pub(crate) const MAX_HEADERS: usize = 100;
 const READ_CHUNK: usize = 8 * 1024;
 /// Response data up to this much is copied behind what waits to be written
 /// (the head, a chunk-size line) so that both go out in one write.
-const COALESCE: usize = 16 * 1024;
+pub(crate) const COALESCE: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A client's request body, as either front reads it.
@@ -152,24 +153,24 @@ impl BodyState {
 }
 
 /// A client connection's socket, with what was read and not yet used.
-struct Client {
+pub(crate) struct Client {
     stream: TcpStream,
-    buf: BytesMut,
+    pub(crate) buf: BytesMut,
     body: BodyState,
     /// What is left to write of a `100 Continue` the client asked for,
     /// written before the body is first read (as hyper does).
     interim: &'static [u8],
 }
 
-type Shared = Arc<Mutex<Client>>;
+pub(crate) type Shared = Arc<Mutex<Client>>;
 
-fn lock(client: &Shared) -> MutexGuard<'_, Client> {
+pub(crate) fn lock(client: &Shared) -> MutexGuard<'_, Client> {
     client.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A request body read from the client's connection as the instance takes it.
 pub(crate) struct FrontBody {
-    client: Shared,
+    pub(crate) client: Shared,
 }
 
 impl FrontBody {
@@ -472,19 +473,47 @@ async fn connection(
     let mut stopping = pin!(shutdown.clone().cancelled_owned());
     let mut out = Vec::with_capacity(1024);
     let mut idle_since = None;
+    // Room for the one pass's header lines, the request's and the
+    // response's, kept from request to request.
+    let (mut request_lines, mut response_lines) = (Vec::new(), Vec::new());
     loop {
-        let head = match read_head(
+        let peer = Peer {
+            addr: client_addr,
+            ip: &client_ip,
+            tls: false,
+        };
+        let read = read_head(
             proxy,
             &client,
             &mut timer,
             started,
             idle_since,
             stopping.as_mut(),
+            &peer,
+            &mut request_lines,
         )
-        .await?
-        {
+        .await?;
+        let head = match read {
             None => return close(&client).await,
-            Some(Ok(head)) => head,
+            Some(Ok(Parsed::Fast(fast))) => {
+                let served = fast::serve(
+                    proxy,
+                    &client,
+                    peer,
+                    fast,
+                    &request_lines,
+                    &mut response_lines,
+                    &mut out,
+                    &mut timer,
+                );
+                match served.await? {
+                    Served::KeepAlive => {}
+                    Served::Close => return close(&client).await,
+                }
+                idle_since = Some(Instant::now());
+                continue;
+            }
+            Some(Ok(Parsed::General(head))) => head,
             Some(Err(refused)) => {
                 tracing::debug!(?refused, %client_addr, "router refused a request head");
                 out.clear();
@@ -516,14 +545,9 @@ async fn connection(
         // `Proxy::handle`'s two halves, so that this future holds the
         // attempts' future directly.
         let table = proxy.table();
-        let peer = Peer {
-            addr: client_addr,
-            ip: &client_ip,
-            tls: false,
-        };
         let response = match proxy.prepare(&table, request, body, Some(ClientUpgrade::Front), peer)
         {
-            Ok((chosen, forward)) => proxy.forward(chosen, forward, &mut timer).await,
+            Ok((chosen, forward)) => proxy.forward(chosen, forward, &mut timer, None).await,
             Err(response) => *response,
         };
         if response.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -583,9 +607,11 @@ async fn close(client: &Shared) -> io::Result<()> {
     poll_fn(|cx| Pin::new(&mut lock(client).stream).poll_shutdown(cx)).await
 }
 
-/// Reads until a whole request head is in the buffer. `None` when the
-/// connection is to end without an answer: the client closed it, a timeout
-/// passed, or the router is shutting down.
+/// Reads until a whole request head is in the buffer: taken by the one
+/// pass if it is common ([`fast::take`], its lines in `lines`), else by
+/// [`take_head`]. `None` when the connection is to end without an answer:
+/// the client closed it, a timeout passed, or the router is shutting down.
+#[allow(clippy::too_many_arguments)]
 async fn read_head(
     proxy: &Proxy,
     client: &Shared,
@@ -593,7 +619,9 @@ async fn read_head(
     started: Instant,
     idle_since: Option<Instant>,
     mut stopping: Pin<&mut WaitForCancellationFutureOwned>,
-) -> io::Result<Option<Result<Head, Refused>>> {
+    peer: &Peer<'_>,
+    lines: &mut Vec<Span>,
+) -> io::Result<Option<Result<Parsed, Refused>>> {
     let config = proxy.config();
     // When the head's first byte came: the connection's start for its
     // first request, else when it arrives.
@@ -606,9 +634,15 @@ async fn read_head(
         {
             let mut client = lock(client);
             if !client.buf.is_empty() {
+                if let Some(fast) = fast::take(proxy, &mut client.buf, peer, lines) {
+                    // No body: nothing of this request is left to read.
+                    client.body = BodyState::Length(0);
+                    client.interim = b"";
+                    return Ok(Some(Ok(Parsed::Fast(fast))));
+                }
                 match take_head(&mut client.buf) {
                     Ok(None) => {}
-                    Ok(Some(head)) => return Ok(Some(Ok(head))),
+                    Ok(Some(head)) => return Ok(Some(Ok(Parsed::General(head)))),
                     Err(refused) => return Ok(Some(Err(refused))),
                 }
             }
@@ -649,6 +683,13 @@ async fn read_head(
     }
 }
 
+/// A request head as read: a common one taken by the one pass
+/// ([`fast`]), or any other.
+pub(crate) enum Parsed {
+    General(Head),
+    Fast(Fast),
+}
+
 /// A refused head's answer; the connection closes after it.
 fn write_refusal(out: &mut Vec<u8>, refused: Refused) {
     let status = refused.status();
@@ -659,7 +700,7 @@ fn write_refusal(out: &mut Vec<u8>, refused: Refused) {
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-fn push_status(out: &mut Vec<u8>, status: StatusCode) {
+pub(crate) fn push_status(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
@@ -668,7 +709,7 @@ fn push_status(out: &mut Vec<u8>, status: StatusCode) {
 
 /// How a response body is framed to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// HEAD, 1xx, 204, 304: no body (a HEAD's `Content-Length` kept).
     None,
     Length(u64),
@@ -680,7 +721,7 @@ enum Framing {
 /// The status line and headers, with the framing and connection headers
 /// the response needs (`connection` only for a keep-alive decision that
 /// differs from the version's default).
-fn write_head(
+pub(crate) fn write_head(
     out: &mut Vec<u8>,
     version: Version,
     status: StatusCode,
@@ -719,7 +760,7 @@ fn write_head(
 }
 
 /// `Date`, formatted once a second per thread.
-fn push_date(out: &mut Vec<u8>) {
+pub(crate) fn push_date(out: &mut Vec<u8>) {
     thread_local! {
         static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -738,7 +779,7 @@ fn push_date(out: &mut Vec<u8>) {
 
 /// Writes the response; false if the connection cannot carry another
 /// (the client's wish, a close-delimited or broken body).
-async fn write_response(
+pub(crate) async fn write_response(
     client: &Shared,
     out: &mut Vec<u8>,
     version: Version,
@@ -892,7 +933,7 @@ fn poll_client_gone(client: &Shared, cx: &mut Context<'_>) -> Poll<bool> {
     }
 }
 
-async fn write_all(client: &Shared, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(client: &Shared, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut lock(client).stream).poll_write(cx, bytes)).await?;
         if n == 0 {

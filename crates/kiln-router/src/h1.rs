@@ -77,8 +77,8 @@ impl InstanceError {
 
 /// One connection to an instance, with what was read but not yet used.
 pub(crate) struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
     /// The instance's address, its pool's key.
     addr: Box<str>,
 }
@@ -330,6 +330,20 @@ pub(crate) async fn exchange(
     let mut got_bytes = false;
     std::future::poll_fn(|cx| {
         send_phase(conn, head, &mut written, body, &mut write_failed, cx)?;
+        receive_phase(conn, head_request, &mut got_bytes, &mut write_failed, cx)
+    })
+    .await
+}
+
+/// Reads the response head to a request already written whole (and with
+/// no body to send); `got_bytes`: some of the response was read already.
+pub(crate) async fn receive(
+    conn: &mut Conn,
+    head_request: bool,
+    mut got_bytes: bool,
+) -> Result<ResponseHead, InstanceError> {
+    let mut write_failed = None;
+    std::future::poll_fn(|cx| {
         receive_phase(conn, head_request, &mut got_bytes, &mut write_failed, cx)
     })
     .await

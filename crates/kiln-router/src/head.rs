@@ -97,7 +97,7 @@ impl Name {
         eq_lower(name, candidate.as_str().as_bytes()).then_some(candidate)
     }
 
-    fn bit(self) -> u32 {
+    pub(crate) fn bit(self) -> u32 {
         1 << self as u32
     }
 }
@@ -166,7 +166,7 @@ pub(crate) fn names(names: &[Name]) -> u32 {
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, and those Go's proxy drops): they
 /// describe the connection, not the message.
-const HOP_BY_HOP: [Name; 9] = [
+pub(crate) const HOP_BY_HOP: [Name; 9] = [
     Name::Connection,
     Name::KeepAlive,
     Name::ProxyConnection,
@@ -183,9 +183,9 @@ const HOP_BY_HOP: [Name; 9] = [
 /// borrow has ended, and which [`Name`] it is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
-    known: Option<Name>,
+    pub(crate) name: (u32, u32),
+    pub(crate) value: (u32, u32),
+    pub(crate) known: Option<Name>,
 }
 
 /// `header`'s [`Span`] in the buffer that starts at `base`.
@@ -364,33 +364,7 @@ impl Headers {
     /// lie one after the other in the head, each ending in CRLF right after
     /// its value, are copied as one run; others are written out anew.
     pub fn write(&self, out: &mut Vec<u8>, skip: u128) {
-        let bytes = &self.bytes[..];
-        // The run of kept lines not yet copied: where it starts and ends.
-        let mut run: Option<(usize, usize)> = None;
-        for (i, span) in self.spans.iter().enumerate() {
-            let (ns, ve) = (span.name.0 as usize, span.value.1 as usize);
-            let kept = !skipped(skip, i);
-            if kept && bytes.get(ve..ve + 2) == Some(b"\r\n") {
-                run = match run {
-                    Some((start, end)) if end == ns => Some((start, ve + 2)),
-                    Some((start, end)) => {
-                        out.extend_from_slice(&bytes[start..end]);
-                        Some((ns, ve + 2))
-                    }
-                    None => Some((ns, ve + 2)),
-                };
-                continue;
-            }
-            if let Some((start, end)) = run.take() {
-                out.extend_from_slice(&bytes[start..end]);
-            }
-            if kept {
-                push_header(out, self.name(span), self.value_of(span));
-            }
-        }
-        if let Some((start, end)) = run {
-            out.extend_from_slice(&bytes[start..end]);
-        }
+        write_lines(out, &self.bytes, &self.spans, skip);
     }
 
     /// The bit of each line named one of `names` (a [`names`] set): a
@@ -453,6 +427,38 @@ impl Headers {
             mask |= self.mask_named(|name| listed.iter().any(|t| name.eq_ignore_ascii_case(t)));
         }
         mask
+    }
+}
+
+/// Writes the lines at `spans` in `bytes` whose bit is not set in `skip`
+/// ([`Headers::write`]; the plain front's one pass writes a request's
+/// lines with it too).
+pub(crate) fn write_lines(out: &mut Vec<u8>, bytes: &[u8], spans: &[Span], skip: u128) {
+    // The run of kept lines not yet copied: where it starts and ends.
+    let mut run: Option<(usize, usize)> = None;
+    for (i, span) in spans.iter().enumerate() {
+        let (ns, ve) = (span.name.0 as usize, span.value.1 as usize);
+        let kept = !skipped(skip, i);
+        if kept && bytes.get(ve..ve + 2) == Some(b"\r\n") {
+            run = match run {
+                Some((start, end)) if end == ns => Some((start, ve + 2)),
+                Some((start, end)) => {
+                    out.extend_from_slice(&bytes[start..end]);
+                    Some((ns, ve + 2))
+                }
+                None => Some((ns, ve + 2)),
+            };
+            continue;
+        }
+        if let Some((start, end)) = run.take() {
+            out.extend_from_slice(&bytes[start..end]);
+        }
+        if kept {
+            push_header(out, &bytes[range(span.name)], &bytes[range(span.value)]);
+        }
+    }
+    if let Some((start, end)) = run {
+        out.extend_from_slice(&bytes[start..end]);
     }
 }
 

@@ -27,6 +27,7 @@
 mod access_log;
 mod backend_io;
 mod client_conn;
+mod fast;
 mod front;
 mod h1;
 mod head;

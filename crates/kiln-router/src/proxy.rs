@@ -223,6 +223,28 @@ pub(crate) struct Forward {
     sticky: Option<String>,
 }
 
+impl Forward {
+    /// A bodiless `GET` or `HEAD` whose head is written (the plain front's
+    /// one pass, when its first attempt failed).
+    pub(crate) fn common(
+        method: Method,
+        head: RequestHead,
+        body: RequestSource,
+        record: Box<AccessRecord>,
+    ) -> Forward {
+        Forward {
+            method,
+            head,
+            framing: h1::Outgoing::Empty,
+            idempotent: true,
+            body,
+            record,
+            upgrade: None,
+            sticky: None,
+        }
+    }
+}
+
 impl Proxy {
     pub(crate) fn new(
         config: RouterConfig,
@@ -238,6 +260,14 @@ impl Proxy {
             hard_stop,
             draining: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn backends(&self) -> &Arc<Backends> {
+        &self.backends
+    }
+
+    pub(crate) fn log(&self) -> &AccessLog {
+        &self.log
     }
 
     pub(crate) fn config(&self) -> &RouterConfig {
@@ -409,7 +439,7 @@ impl Proxy {
     ) -> ProxyResponse {
         let table = self.table();
         match self.prepare(&table, request, body, client_upgrade, peer) {
-            Ok((chosen, forward)) => self.forward(chosen, forward, timer).await,
+            Ok((chosen, forward)) => self.forward(chosen, forward, timer, None).await,
             Err(response) => *response,
         }
     }
@@ -516,12 +546,14 @@ impl Proxy {
     }
 
     /// Tries the route's instances in turn (see the retry rule below) and
-    /// answers with the first response, or with 502.
+    /// answers with the first response, or with 502 (`failure`: why an
+    /// attempt made before failed, if none of these is made).
     pub(crate) async fn forward(
         &self,
         chosen: Attempts<'_>,
         forward: Forward,
         timer: &mut Timer,
+        mut failure: Option<(Arc<Endpoint>, String)>,
     ) -> ProxyResponse {
         let Forward {
             method,
@@ -534,7 +566,6 @@ impl Proxy {
             sticky,
         } = forward;
         let mut body = RequestBody::new(body, framing);
-        let mut failure: Option<(Arc<Endpoint>, String)> = None;
         for endpoint in chosen {
             if endpoint.wire.authority.is_none() {
                 let why = format!("request target for {}: not a host and port", endpoint.addr);
@@ -579,11 +610,7 @@ impl Proxy {
                 }
                 Ok(Err(error)) => error,
                 Err(_) => {
-                    let why = format!(
-                        "no response from {} within {}s",
-                        endpoint.addr,
-                        self.config.request_timeout.as_secs()
-                    );
+                    let why = no_response(endpoint, self.config.request_timeout);
                     failure = Some((endpoint.clone(), why));
                     break;
                 }
@@ -621,7 +648,7 @@ impl Proxy {
     /// and those that failed to dial recently — unless every one that is
     /// not at the limit failed, then those are tried anyway (Gorouter
     /// resets their failures too).
-    fn choose<'t>(&self, target: &Target<'t>) -> Result<Attempts<'t>, Refusal> {
+    pub(crate) fn choose<'t>(&self, target: &Target<'t>) -> Result<Attempts<'t>, Refusal> {
         let limit = self.config.max_conns_per_backend;
         if let Some(endpoint) = target.pinned {
             if endpoint.state.at_limit(limit) {
@@ -669,7 +696,7 @@ impl Proxy {
     }
 
     /// No instance could handle the request: 502, and its access line.
-    fn bad_gateway(
+    pub(crate) fn bad_gateway(
         &self,
         mut record: Box<AccessRecord>,
         failure: Option<(Arc<Endpoint>, String)>,
@@ -701,7 +728,7 @@ impl Proxy {
     /// connection and the instance's (hyper's side; the plain front starts
     /// it itself once it wrote the head).
     #[allow(clippy::too_many_arguments)]
-    fn respond(
+    pub(crate) fn respond(
         &self,
         head: ResponseHead,
         conn: Conn,
@@ -740,37 +767,18 @@ impl Proxy {
             skip: framing_skip,
             ..
         } = head;
-        // What to leave out: the lines about the instance's connection, its
-        // own request id, a length beside a transfer coding (`framing_skip`);
-        // and whether the framing and `Date` are among the lines kept.
-        let skip =
-            framing_skip | lines.connection_lines() | lines.mask(names(&[Name::XVcapRequestId]));
-        let kept = |name| lines.mask(names(&[name])) & !skip != 0;
-        let (has_length, has_date) = (kept(Name::ContentLength), kept(Name::Date));
-        let mut added = Vec::new();
-        if let Some(pin) = sticky::pin_cookie(
-            lines.get_all(Name::SetCookie),
+        let headers = response_headers(
+            lines,
+            framing_skip,
+            switching,
             sticky,
             &record.endpoint.instance_guid,
             &self.config.sticky_session_cookies,
-        ) {
-            added.push((header::SET_COOKIE, pin));
-        }
-        if switching && let Some(protocol) = lines.value(Name::Upgrade) {
-            added.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
-            added.push((header::UPGRADE, protocol));
-        }
-        let request_id = record.request_id;
+            record.request_id,
+        );
         ProxyResponse {
             status,
-            headers: ResponseHeaders {
-                lines,
-                skip,
-                added,
-                request_id,
-                has_length,
-                has_date,
-            },
+            headers,
             body: ProxyBody::Instance(Box::new(LoggedBody::new(
                 body,
                 status.as_u16(),
@@ -823,13 +831,53 @@ impl Proxy {
     }
 }
 
+/// An instance's header lines as the client gets them: less the lines
+/// about the instance's connection, its own request id and a length beside
+/// a transfer coding (`framing_skip`); plus a sticky session's cookie and
+/// an upgrade's headers.
+pub(crate) fn response_headers(
+    lines: Headers,
+    framing_skip: u128,
+    switching: bool,
+    sticky: Option<&str>,
+    instance_guid: &str,
+    session_cookies: &[String],
+    request_id: RequestId,
+) -> ResponseHeaders {
+    let skip = framing_skip | lines.connection_lines() | lines.mask(names(&[Name::XVcapRequestId]));
+    // Whether the framing and `Date` are among the lines kept.
+    let kept = |name| lines.mask(names(&[name])) & !skip != 0;
+    let (has_length, has_date) = (kept(Name::ContentLength), kept(Name::Date));
+    let mut added = Vec::new();
+    if let Some(pin) = sticky::pin_cookie(
+        lines.get_all(Name::SetCookie),
+        sticky,
+        instance_guid,
+        session_cookies,
+    ) {
+        added.push((header::SET_COOKIE, pin));
+    }
+    if switching && let Some(protocol) = lines.value(Name::Upgrade) {
+        added.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
+        added.push((header::UPGRADE, protocol));
+    }
+    ResponseHeaders {
+        lines,
+        skip,
+        added,
+        request_id,
+        has_length,
+        has_date,
+    }
+}
+
 /// The instances a request tries, in order (Gorouter's default is 3 tries;
 /// more spill to the heap).
 pub(crate) type Attempts<'t> = smallvec::SmallVec<[&'t Arc<Endpoint>; 4]>;
 
 /// Why a request is answered by the router itself, before any instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     EmptyHost,
     UnknownRoute,
     NoEndpoints,
@@ -910,11 +958,11 @@ fn request_host(request: &ClientRequest) -> HeaderValue {
 
 /// Where a request may go: a route's pool, and the one instance the
 /// client asked for with `X-Cf-App-Instance`, if it did.
-struct Target<'t> {
-    pool: &'t Pool,
-    pinned: Option<&'t Arc<Endpoint>>,
+pub(crate) struct Target<'t> {
+    pub pool: &'t Pool,
+    pub pinned: Option<&'t Arc<Endpoint>>,
     /// The instance guid a sticky session asks for (it may be gone).
-    sticky: Option<String>,
+    pub sticky: Option<String>,
 }
 
 /// The pool (and instance) a request goes to, or why there is none.
@@ -925,16 +973,8 @@ fn route<'t>(
     headers: &Headers,
     client_ip: IpAddr,
 ) -> Result<Target<'t>, Refusal> {
-    let host = strip_host(raw_host.to_str().unwrap_or(""));
-    // A Host equal to the client's own address is what some load
-    // balancers fill in for HTTP/1.0 requests without one; Gorouter
-    // treats it as empty rather than reveal the balancer's address. (Only
-    // a host with a digit first or a colon can be an address.)
-    let may_be_address =
-        host.starts_with(|c: char| c.is_ascii_digit()) || host.bytes().any(|c| c == b':');
-    if host.is_empty() || may_be_address && host.parse::<IpAddr>().is_ok_and(|ip| ip == client_ip) {
-        return Err(Refusal::EmptyHost);
-    }
+    let host =
+        routable_host(raw_host.to_str().unwrap_or(""), client_ip).ok_or(Refusal::EmptyHost)?;
     let pool = table
         .lookup_stripped(host, uri.path())
         .ok_or(Refusal::UnknownRoute)?;
@@ -958,6 +998,21 @@ fn route<'t>(
         pinned,
         sticky: None,
     })
+}
+
+/// The host a Host header names, without its port; `None` when it is empty
+/// — or the client's own address, which is what some load balancers fill
+/// in for HTTP/1.0 requests without one: Gorouter treats it as empty
+/// rather than reveal the balancer's address.
+pub(crate) fn routable_host(raw_host: &str, client_ip: IpAddr) -> Option<&str> {
+    let host = strip_host(raw_host);
+    // Only a host with a digit first or a colon can be an address.
+    let may_be_address =
+        host.starts_with(|c: char| c.is_ascii_digit()) || host.bytes().any(|c| c == b':');
+    if host.is_empty() || may_be_address && host.parse::<IpAddr>().is_ok_and(|ip| ip == client_ip) {
+        return None;
+    }
+    Some(host)
 }
 
 /// `X-Cf-App-Instance: APP_GUID:INDEX`, as Gorouter accepts it: a lower-case
@@ -1171,7 +1226,16 @@ fn is_closed_before_response(error: &BackendError) -> bool {
 
 /// A short description for `X-Cf-Routererror: endpoint_failure (...)`, in
 /// the spirit of Go's error strings (`dial tcp 10.0.0.1:61001: ...`).
-fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
+/// Why a request that timed out failed, in the access line and the log.
+pub(crate) fn no_response(endpoint: &Endpoint, timeout: Duration) -> String {
+    format!(
+        "no response from {} within {}s",
+        endpoint.addr,
+        timeout.as_secs()
+    )
+}
+
+pub(crate) fn describe(error: &BackendError, endpoint: &Endpoint) -> String {
     match error {
         BackendError::Connect(error) => format!("dial tcp {}: {error}", endpoint.addr),
         BackendError::Request(error) => format!("{}: {error}", endpoint.addr),
@@ -1550,6 +1614,102 @@ pub(crate) mod tests {
                     assert_eq!(before, after, "case {case}: {kept}");
                 }
             }
+        }
+    }
+
+    /// The plain front's one pass (`fast.rs`) writes a common request's
+    /// head byte for byte as the phases do, whatever its lines.
+    #[test]
+    fn the_one_pass_rewrites_common_requests_as_the_phases_do() {
+        let names = [
+            "x-forwarded-for",
+            "X-Forwarded-For",
+            "x-request-start",
+            "x-vcap-request-id",
+            "x-cf-instanceid",
+            "X-CF-ApplicationID",
+            "x-cf-instanceindex",
+            "referer",
+            "user-agent",
+            "accept",
+            "cookie",
+            "x-custom",
+        ];
+        let values = ["", "a", "10.0.0.1", " ", "\t1,2", "x y", "192.0.2.1, ::1"];
+        let separators = [": ", ":", ":  "];
+        let ends = ["\r\n", "  \r\n", "\t\r\n"];
+        let client_ip = HeaderValue::from_static("192.0.2.7");
+        let received_at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut next = generator(0x51f1_5eed_0b5e_55ed);
+        for case in 0..3000 {
+            let mut text = String::from("GET /p/a?q=1 HTTP/1.1\r\n");
+            let host_at = next() as usize % 4;
+            for i in 0..next() % 10 {
+                if i as usize == host_at {
+                    text.push_str("Host: App.test:80\r\n");
+                }
+                let pick = |list: &[&'static str], n: u64| list[n as usize % list.len()];
+                text.push_str(pick(&names, next()));
+                text.push_str(pick(&separators, next()));
+                text.push_str(pick(&values, next()));
+                text.push_str(pick(&ends, next()));
+            }
+            if !text.contains("Host:") {
+                text.push_str("Host: App.test:80\r\n");
+            }
+            text.push_str("\r\n");
+
+            // The phases: the front's parse, then `forward_head`.
+            let mut buf = bytes::BytesMut::from(text.as_str());
+            let head = crate::front::take_head(&mut buf).unwrap().unwrap();
+            let raw_host = head.request.headers.value(Name::Host).unwrap();
+            let mut general = RequestHead::new(&Method::GET, "/p/a?q=1", 0);
+            let forwarded = forward_head(
+                general.shared(),
+                &head.request.headers,
+                &Additions {
+                    raw_host: &raw_host,
+                    client_ip: &client_ip,
+                    request_id: &RID,
+                    upgrade: None,
+                    proto: ForwardedProto {
+                        tls: false,
+                        sanitize: false,
+                    },
+                    received_at,
+                },
+            );
+
+            // The one pass: the head parsed in place.
+            let bytes = text.as_bytes();
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Request::new(&mut slots);
+            assert!(parsed.parse(bytes).unwrap().is_complete());
+            let base = bytes.as_ptr() as usize;
+            let spans: Vec<_> = parsed
+                .headers
+                .iter()
+                .map(|h| crate::head::span_of(base, h))
+                .collect();
+            let mut one_pass = RequestHead::new(&Method::GET, "/p/a?q=1", 0);
+            let rewritten = crate::fast::write_request(
+                one_pass.shared(),
+                bytes,
+                &spans,
+                raw_host.as_bytes(),
+                &client_ip,
+                &RID,
+                received_at,
+            );
+
+            let lines = instance_lines("app", "instance", 0);
+            assert_eq!(
+                String::from_utf8_lossy(one_pass.for_attempt(&lines, h1::Outgoing::Empty)),
+                String::from_utf8_lossy(general.for_attempt(&lines, h1::Outgoing::Empty)),
+                "case {case}: {text:?}"
+            );
+            assert_eq!(rewritten.x_forwarded_for, forwarded.x_forwarded_for);
+            assert_eq!(rewritten.x_forwarded_proto, forwarded.x_forwarded_proto);
         }
     }
 
