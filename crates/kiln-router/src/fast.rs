@@ -366,7 +366,7 @@ pub(crate) async fn serve(
     });
     // The first attempt is this pass's; what follows a failure is the
     // general way's (`Proxy::forward`), from the instance it would try next.
-    let general = |request, record, from: usize, failure| {
+    let general = |request, record, from: usize| {
         let forward = Forward::common(
             method.clone(),
             request,
@@ -376,11 +376,11 @@ pub(crate) async fn serve(
             record,
         );
         let rest: Attempts<'_> = chosen[from..].iter().collect();
-        (rest, forward, failure)
+        (rest, forward)
     };
     if endpoint.wire.authority.is_none() {
-        let (rest, forward, failure) = general(request, record, 0, None);
-        let response = proxy.forward(rest, forward, timer, failure).await;
+        let (rest, forward) = general(request, record, 0);
+        let response = proxy.forward(rest, forward, timer, None).await;
         return finish(client, out, head_request, proxy, response).await;
     }
     let deadline = tokio::time::Instant::from_std(started + config.request_timeout);
@@ -403,8 +403,8 @@ pub(crate) async fn serve(
             endpoint.state.mark_failed(config.retry_after_failure);
             let why = describe(&error, endpoint);
             tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable = true, "instance failed the request");
-            let (rest, forward, failure) =
-                general(request, record, 1, Some((endpoint.clone(), why)));
+            let (rest, forward) = general(request, record, 1);
+            let failure = Some((endpoint.clone(), why));
             let response = proxy.forward(rest, forward, timer, failure).await;
             return finish(client, out, head_request, proxy, response).await;
         }
@@ -493,8 +493,8 @@ pub(crate) async fn serve(
             let why = describe(&error, endpoint);
             tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable = true, "instance failed the request");
             let from = if pooled { 0 } else { 1 };
-            let (rest, forward, failure) =
-                general(request, record, from, Some((endpoint.clone(), why)));
+            let (rest, forward) = general(request, record, from);
+            let failure = Some((endpoint.clone(), why));
             let response = proxy.forward(rest, forward, timer, failure).await;
             return finish(client, out, head_request, proxy, response).await;
         }
