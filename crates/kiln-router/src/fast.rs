@@ -29,7 +29,8 @@ use crate::front::{self, FrontBody, RequestSource, Shared, Timer};
 use crate::h1::{self, Conn, InstanceError, Outgoing, RequestBody, RequestHead};
 use crate::head::{HOP_BY_HOP, Name, Span, names, push_header, span_of, write_lines};
 use crate::proxy::{
-    Attempts, Forward, Peer, Proxy, RequestId, Target, describe, no_response, routable_host,
+    Attempts, Forward, Peer, Proxy, RequestId, Target, describe, no_response, push_start_and_id,
+    routable_host,
 };
 use crate::sticky;
 use crate::table::Endpoint;
@@ -39,7 +40,7 @@ use smallvec::SmallVec;
 use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::poll_read_buf;
 
@@ -81,18 +82,10 @@ const REPLACED: [Name; 6] = [
     Name::XCfInstanceIndex,
 ];
 
-/// Names that make a request not common: its connection or framing asks
-/// something of the router, or its route is not the table's choice.
-const UNCOMMON: [Name; 13] = [
-    Name::Connection,
-    Name::KeepAlive,
-    Name::ProxyConnection,
-    Name::ProxyAuthenticate,
-    Name::ProxyAuthorization,
-    Name::Te,
-    Name::Trailer,
-    Name::TransferEncoding,
-    Name::Upgrade,
+/// Names beside the hop-by-hop ones that make a request not common: its
+/// framing asks something of the router, or its route is not the table's
+/// choice, or its `X-Forwarded-Proto` may be kept.
+const UNCOMMON: [Name; 4] = [
     Name::ContentLength,
     Name::Expect,
     Name::XCfAppInstance,
@@ -130,13 +123,14 @@ pub(crate) fn take(
     lines.clear();
     let mut host = None;
     let mut cookies = false;
+    let uncommon = names(&HOP_BY_HOP) | names(&UNCOMMON);
     for header in parsed.headers.iter() {
         let span = span_of(base, header);
         match span.known {
             Some(Name::Host) if host.is_some() => return None,
             Some(Name::Host) => host = Some(span.value),
             Some(Name::Cookie) => cookies = true,
-            Some(name) if names(&UNCOMMON) & name.bit() != 0 => return None,
+            Some(name) if uncommon & name.bit() != 0 => return None,
             _ => {}
         }
         lines.push(span);
@@ -275,22 +269,7 @@ pub(crate) fn write_request(
         Name::XForwardedProto.as_str().as_bytes(),
         x_forwarded_proto.as_bytes(),
     );
-    if !request_start {
-        let ms = received_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as u64;
-        push_header(
-            out,
-            Name::XRequestStart.as_str().as_bytes(),
-            itoa::Buffer::new().format(ms).as_bytes(),
-        );
-    }
-    push_header(
-        out,
-        Name::XVcapRequestId.as_str().as_bytes(),
-        request_id.as_bytes(),
-    );
+    push_start_and_id(out, !request_start, received_at, request_id);
     Rewritten {
         x_forwarded_for,
         x_forwarded_proto,

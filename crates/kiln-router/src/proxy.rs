@@ -1181,9 +1181,24 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
             scheme
         }
     };
-    if !request_start {
-        let ms = add
-            .received_at
+    push_start_and_id(out, !request_start, add.received_at, add.request_id);
+    Forwarded {
+        x_forwarded_for,
+        x_forwarded_proto,
+    }
+}
+
+/// The router's last lines of every forwarded head: `X-Request-Start`
+/// (milliseconds since the epoch, unless the client sent one) and
+/// `X-Vcap-Request-Id`.
+pub(crate) fn push_start_and_id(
+    out: &mut Vec<u8>,
+    request_start: bool,
+    received_at: SystemTime,
+    request_id: &RequestId,
+) {
+    if request_start {
+        let ms = received_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
@@ -1196,12 +1211,8 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
     push_header(
         out,
         Name::XVcapRequestId.as_str().as_bytes(),
-        add.request_id.as_bytes(),
+        request_id.as_bytes(),
     );
-    Forwarded {
-        x_forwarded_for,
-        x_forwarded_proto,
-    }
 }
 
 /// Go's notion (which Gorouter uses): safe methods, or a request carrying
