@@ -166,8 +166,9 @@ pub(crate) fn take(
     fast
 }
 
-/// The target as a `Uri`, the instance the table chooses for it and an
-/// idle connection to it.
+/// The target as a `Uri`, the instances the table chooses for it (in the
+/// order to try them) and an idle connection to the first, if the
+/// worker's pool has one.
 fn route(
     proxy: &Proxy,
     head: &Bytes,
