@@ -29,8 +29,8 @@ use crate::front::{self, FrontBody, RequestSource, Shared, Timer};
 use crate::h1::{self, Conn, InstanceError, Outgoing, RequestBody, RequestHead};
 use crate::head::{HOP_BY_HOP, Name, Span, names, push_header, span_of, write_lines};
 use crate::proxy::{
-    Attempts, Forward, Peer, Proxy, RequestId, Target, describe, no_response, push_start_and_id,
-    routable_host,
+    Attempts, Forward, Forwarded, Peer, Proxy, RequestId, Target, describe, no_response,
+    push_forwarded_for, push_start_and_id, routable_host,
 };
 use crate::sticky;
 use crate::table::Endpoint;
@@ -208,12 +208,6 @@ fn put_back(buf: &mut BytesMut, head: &[u8]) {
     *buf = whole;
 }
 
-/// What the access line says of a rewritten request.
-pub(crate) struct Rewritten {
-    pub x_forwarded_for: HeaderValue,
-    pub x_forwarded_proto: HeaderValue,
-}
-
 /// Writes a common request's header lines as every instance gets them
 /// (after the request line, before each instance's own lines): its lines
 /// less those the router replaces, then the router's own — what
@@ -226,42 +220,24 @@ pub(crate) fn write_request(
     client_ip: &HeaderValue,
     request_id: &RequestId,
     received_at: SystemTime,
-) -> Rewritten {
+) -> Forwarded {
     let replaced = names(&REPLACED);
     let mut skip = 0u128;
-    let mut forwarded_for: Option<Vec<u8>> = None;
     let mut request_start = false;
     for (i, span) in lines.iter().enumerate() {
         let Some(name) = span.known else { continue };
         if replaced & name.bit() != 0 {
             skip |= 1 << i;
         }
-        let value = &head[span.value.0 as usize..span.value.1 as usize];
-        match name {
-            Name::XForwardedFor if !value.trim_ascii().is_empty() => {
-                let joined = forwarded_for.get_or_insert_with(|| Vec::with_capacity(64));
-                joined.extend_from_slice(value);
-                joined.extend_from_slice(b", ");
-            }
-            Name::XRequestStart => request_start = true,
-            _ => {}
-        }
+        request_start |= name == Name::XRequestStart;
     }
     write_lines(out, head, lines, skip);
     push_header(out, b"host", raw_host);
-    let x_forwarded_for = match forwarded_for {
-        None => client_ip.clone(),
-        Some(mut joined) => {
-            joined.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(joined))
-                .unwrap_or_else(|_| client_ip.clone())
-        }
-    };
-    push_header(
-        out,
-        Name::XForwardedFor.as_str().as_bytes(),
-        x_forwarded_for.as_bytes(),
-    );
+    let client_values = lines
+        .iter()
+        .filter(|s| s.known == Some(Name::XForwardedFor))
+        .map(|s| &head[s.value.0 as usize..s.value.1 as usize]);
+    let x_forwarded_for = push_forwarded_for(out, client_values, client_ip);
     // A common request has no `X-Forwarded-Proto` of its own (and came in
     // plain).
     let x_forwarded_proto = HeaderValue::from_static("http");
@@ -271,7 +247,7 @@ pub(crate) fn write_request(
         x_forwarded_proto.as_bytes(),
     );
     push_start_and_id(out, !request_start, received_at, request_id);
-    Rewritten {
+    Forwarded {
         x_forwarded_for,
         x_forwarded_proto,
     }

@@ -1105,9 +1105,9 @@ struct Additions<'a> {
 
 /// The `X-Forwarded-*` values as the instance gets them (for the access
 /// line).
-struct Forwarded {
-    x_forwarded_for: HeaderValue,
-    x_forwarded_proto: HeaderValue,
+pub(crate) struct Forwarded {
+    pub x_forwarded_for: HeaderValue,
+    pub x_forwarded_proto: HeaderValue,
 }
 
 /// Writes the client's header lines as every instance receives them:
@@ -1138,14 +1138,6 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
             .filter(move |&(i, _)| !skipped(connection, i))
             .map(|(_, value)| value)
     };
-    let mut forwarded_for: Option<Vec<u8>> = None;
-    for value in client(Name::XForwardedFor) {
-        if !value.trim_ascii().is_empty() {
-            let joined = forwarded_for.get_or_insert_with(|| Vec::with_capacity(64));
-            joined.extend_from_slice(value);
-            joined.extend_from_slice(b", ");
-        }
-    }
     let client_proto = client(Name::XForwardedProto).next();
     let request_start = client(Name::XRequestStart).next().is_some();
     headers.write(out, skip);
@@ -1154,19 +1146,7 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
         push_header(out, b"upgrade", protocol.as_bytes());
     }
     push_header(out, b"host", add.raw_host.as_bytes());
-    let x_forwarded_for = match forwarded_for {
-        None => add.client_ip.clone(),
-        Some(mut joined) => {
-            joined.extend_from_slice(add.client_ip.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(joined))
-                .unwrap_or_else(|_| add.client_ip.clone())
-        }
-    };
-    push_header(
-        out,
-        Name::XForwardedFor.as_str().as_bytes(),
-        x_forwarded_for.as_bytes(),
-    );
+    let x_forwarded_for = push_forwarded_for(out, client(Name::XForwardedFor), add.client_ip);
     let x_forwarded_proto = match client_proto {
         Some(proto) if !add.proto.sanitize => {
             HeaderValue::from_bytes(proto).unwrap_or(HeaderValue::from_static("http"))
@@ -1186,6 +1166,35 @@ fn forward_head(out: &mut Vec<u8>, headers: &Headers, add: &Additions<'_>) -> Fo
         x_forwarded_for,
         x_forwarded_proto,
     }
+}
+
+/// `X-Forwarded-For` as the instance gets it, written to `out`: the
+/// client's non-empty values in order, then the client's address.
+pub(crate) fn push_forwarded_for<'a>(
+    out: &mut Vec<u8>,
+    client_values: impl Iterator<Item = &'a [u8]>,
+    client_ip: &HeaderValue,
+) -> HeaderValue {
+    let mut joined: Option<Vec<u8>> = None;
+    for value in client_values.filter(|v| !v.trim_ascii().is_empty()) {
+        let joined = joined.get_or_insert_with(|| Vec::with_capacity(64));
+        joined.extend_from_slice(value);
+        joined.extend_from_slice(b", ");
+    }
+    let x_forwarded_for = match joined {
+        None => client_ip.clone(),
+        Some(mut joined) => {
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(joined))
+                .unwrap_or_else(|_| client_ip.clone())
+        }
+    };
+    push_header(
+        out,
+        Name::XForwardedFor.as_str().as_bytes(),
+        x_forwarded_for.as_bytes(),
+    );
+    x_forwarded_for
 }
 
 /// The router's last lines of every forwarded head: `X-Request-Start`
