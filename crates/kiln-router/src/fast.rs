@@ -497,7 +497,7 @@ async fn read_head(
                     spans.extend(parsed.headers.iter().map(|h| span_of(base, h)));
                     return Ok(Some((status, len)));
                 }
-                Ok(httparse::Status::Partial) if conn.buf.len() <= front::MAX_HEAD => {}
+                Ok(httparse::Status::Partial) if conn.buf.len() <= h1::MAX_HEAD => {}
                 _ => return Ok(None),
             }
         }
@@ -562,13 +562,9 @@ pub(crate) fn relay_head(
                     }
                 }
             }
-            Name::ContentLength => {
-                let digits = value.trim_ascii();
-                if length.is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                    return None;
-                }
-                length = Some(std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?);
-            }
+            // One plain number (a list goes the phases' way, which checks it).
+            Name::ContentLength if length.is_some() => return None,
+            Name::ContentLength => length = Some(h1::length_value(value)?),
             Name::Date => has_date = true,
             _ => {}
         }
@@ -576,9 +572,7 @@ pub(crate) fn relay_head(
             skip |= 1 << i;
         }
     }
-    let bodiless =
-        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let length = match (bodiless, length) {
+    let length = match (h1::bodiless(status, head_request), length) {
         (true, _) => 0,
         (false, Some(n)) => usize::try_from(n).ok()?,
         (false, None) => return None,
@@ -655,10 +649,7 @@ mod tests {
             &["JSESSIONID".to_string()],
             RID,
         );
-        let framing = if head_request
-            || head.status == StatusCode::NO_CONTENT
-            || head.status == StatusCode::NOT_MODIFIED
-        {
+        let framing = if h1::bodiless(head.status, head_request) {
             front::Framing::None
         } else {
             front::Framing::Length(length as u64)

@@ -794,11 +794,7 @@ pub(crate) async fn write_response(
         ..
     } = response;
     let headers = &headers;
-    let framing = if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    let framing = if h1::bodiless(status, head_request) {
         Framing::None
     } else if let Some(length) = body.size_hint().exact() {
         // The instance's `Content-Length` (its body counts it down) or

@@ -37,7 +37,7 @@ use tokio_util::io::poll_read_buf;
 /// A response head larger than this is refused (Go's transport allows
 /// 10 MB; hyper's client about 400 KB; heads that large are not seen from
 /// real apps).
-const MAX_HEAD: usize = 1024 * 1024;
+pub(crate) const MAX_HEAD: usize = 1024 * 1024;
 /// Header lines in a response head, at most.
 const MAX_HEADERS: usize = 128;
 /// Bytes read from an instance at a time, at most.
@@ -489,11 +489,7 @@ fn framing(
     headers: &Headers,
     head_request: bool,
 ) -> Result<(Framing, u128), InstanceError> {
-    if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if bodiless(status, head_request) {
         return Ok((Framing::Empty, 0));
     }
     if headers.has(Name::TransferEncoding) {
@@ -520,6 +516,28 @@ fn framing(
     Ok((framing, 0))
 }
 
+/// A response to `HEAD`, an informational one, 204 and 304 have no body,
+/// whatever their head says (RFC 9112 §6.3).
+pub(crate) fn bodiless(status: StatusCode, head_request: bool) -> bool {
+    head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// One `Content-Length` value: digits only (no sign, blanks around
+/// allowed), and no more than a u64 holds.
+pub(crate) fn length_value(text: &[u8]) -> Option<u64> {
+    let text = text.trim_ascii();
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))?
+    })
+}
+
 /// A head's `Content-Length`: every value (lines and comma-separated lists
 /// alike) must be the same number, in requests and responses alike
 /// (RFC 9112 §6.3).
@@ -527,17 +545,7 @@ pub(crate) fn content_length(headers: &Headers) -> Result<Option<u64>, &'static 
     let mut length: Option<u64> = None;
     for value in headers.get_all(Name::ContentLength) {
         for part in value.split(|&c| c == b',') {
-            let part = part.trim_ascii();
-            // Digits only (no sign), and no more than a u64 holds.
-            let n = (!part.is_empty())
-                .then(|| {
-                    part.iter().try_fold(0u64, |n, &c| {
-                        c.is_ascii_digit()
-                            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))?
-                    })
-                })
-                .flatten()
-                .ok_or("invalid Content-Length")?;
+            let n = length_value(part).ok_or("invalid Content-Length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("conflicting Content-Length");
             }
