@@ -25,7 +25,7 @@
 
 use crate::access_log::AccessRecord;
 use crate::backend_io::BackendError;
-use crate::front::{self, FrontBody, RequestSource, Shared, Timer};
+use crate::front::{self, FrontBody, Shared, Timer};
 use crate::h1::{self, Conn, InstanceError, Outgoing, RequestBody, RequestHead};
 use crate::head::{HOP_BY_HOP, Name, Span, names, push_header, span_of, write_lines};
 use crate::proxy::{
@@ -323,14 +323,7 @@ pub(crate) async fn serve(
     // The first attempt is this pass's; what follows a failure is the
     // general way's (`Proxy::forward`), from the instance it would try next.
     let general = |request, record, from: usize| {
-        let forward = Forward::common(
-            method.clone(),
-            request,
-            RequestSource::Front(FrontBody {
-                client: client.clone(),
-            }),
-            record,
-        );
+        let forward = Forward::common(method.clone(), request, FrontBody::source(client), record);
         let rest: Attempts<'_> = chosen[from..].iter().collect();
         (rest, forward)
     };
@@ -426,12 +419,7 @@ pub(crate) async fn serve(
             match got {
                 Some(Ok(response)) => {
                     let counted = in_flight.hand_over();
-                    let body = RequestBody::new(
-                        RequestSource::Front(FrontBody {
-                            client: client.clone(),
-                        }),
-                        Outgoing::Empty,
-                    );
+                    let body = RequestBody::new(FrontBody::source(client), Outgoing::Empty);
                     let response = proxy.respond(response, conn, body, None, record, counted, None);
                     return finish(client, out, head_request, proxy, response).await;
                 }

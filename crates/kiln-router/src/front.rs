@@ -155,7 +155,7 @@ impl BodyState {
 /// A client connection's socket, with what was read and not yet used.
 pub(crate) struct Client {
     stream: TcpStream,
-    pub(crate) buf: BytesMut,
+    buf: BytesMut,
     body: BodyState,
     /// What is left to write of a `100 Continue` the client asked for,
     /// written before the body is first read (as hyper does).
@@ -164,16 +164,23 @@ pub(crate) struct Client {
 
 pub(crate) type Shared = Arc<Mutex<Client>>;
 
-pub(crate) fn lock(client: &Shared) -> MutexGuard<'_, Client> {
+fn lock(client: &Shared) -> MutexGuard<'_, Client> {
     client.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A request body read from the client's connection as the instance takes it.
 pub(crate) struct FrontBody {
-    pub(crate) client: Shared,
+    client: Shared,
 }
 
 impl FrontBody {
+    /// The request body of the request at the front of `client`'s buffer.
+    pub fn source(client: &Shared) -> RequestSource {
+        RequestSource::Front(FrontBody {
+            client: client.clone(),
+        })
+    }
+
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let mut guard = lock(&self.client);
         let client = &mut *guard;
@@ -476,12 +483,12 @@ async fn connection(
     // Room for the one pass's header lines, the request's and the
     // response's, kept from request to request.
     let (mut request_lines, mut response_lines) = (Vec::new(), Vec::new());
+    let peer = Peer {
+        addr: client_addr,
+        ip: &client_ip,
+        tls: false,
+    };
     loop {
-        let peer = Peer {
-            addr: client_addr,
-            ip: &client_ip,
-            tls: false,
-        };
         let read = read_head(
             proxy,
             &client,
@@ -539,9 +546,7 @@ async fn connection(
         }
         let version = request.version;
         let head_request = request.method == Method::HEAD;
-        let body = RequestSource::Front(FrontBody {
-            client: client.clone(),
-        });
+        let body = FrontBody::source(&client);
         // `Proxy::handle`'s two halves, so that this future holds the
         // attempts' future directly.
         let table = proxy.table();
