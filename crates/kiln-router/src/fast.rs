@@ -73,24 +73,25 @@ pub(crate) enum Served {
 
 /// The headers the instance never gets from the client: the router
 /// writes them itself.
-const REPLACED: [Name; 6] = [
+const REPLACED: u32 = names(&[
     Name::Host,
     Name::XForwardedFor,
     Name::XVcapRequestId,
     Name::XCfApplicationId,
     Name::XCfInstanceId,
     Name::XCfInstanceIndex,
-];
+]);
 
-/// Names beside the hop-by-hop ones that make a request not common: its
-/// framing asks something of the router, or its route is not the table's
-/// choice, or its `X-Forwarded-Proto` may be kept.
-const UNCOMMON: [Name; 4] = [
-    Name::ContentLength,
-    Name::Expect,
-    Name::XCfAppInstance,
-    Name::XForwardedProto,
-];
+/// Names that make a request not common: the hop-by-hop ones, and those
+/// whose framing asks something of the router, whose route is not the
+/// table's choice, or whose `X-Forwarded-Proto` may be kept.
+const UNCOMMON: u32 = names(&HOP_BY_HOP)
+    | names(&[
+        Name::ContentLength,
+        Name::Expect,
+        Name::XCfAppInstance,
+        Name::XForwardedProto,
+    ]);
 
 /// Takes a common request's head off `buf`, if the buffer starts with one
 /// whole (see the module's text); `None` leaves `buf` as it was.
@@ -123,14 +124,13 @@ pub(crate) fn take(
     lines.clear();
     let mut host = None;
     let mut cookies = false;
-    let uncommon = names(&HOP_BY_HOP) | names(&UNCOMMON);
     for header in parsed.headers.iter() {
         let span = span_of(base, header);
         match span.known {
             Some(Name::Host) if host.is_some() => return None,
             Some(Name::Host) => host = Some(span.value),
             Some(Name::Cookie) => cookies = true,
-            Some(name) if uncommon & name.bit() != 0 => return None,
+            Some(name) if UNCOMMON & name.bit() != 0 => return None,
             _ => {}
         }
         lines.push(span);
@@ -221,12 +221,11 @@ pub(crate) fn write_request(
     request_id: &RequestId,
     received_at: SystemTime,
 ) -> Forwarded {
-    let replaced = names(&REPLACED);
     let mut skip = 0u128;
     let mut request_start = false;
     for (i, span) in lines.iter().enumerate() {
         let Some(name) = span.known else { continue };
-        if replaced & name.bit() != 0 {
+        if REPLACED & name.bit() != 0 {
             skip |= 1 << i;
         }
         request_start |= name == Name::XRequestStart;
@@ -454,6 +453,10 @@ pub(crate) async fn serve(
     finish(client, out, head_request, proxy, response).await
 }
 
+/// The response lines the client never gets: those about the instance's
+/// connection and the instance's own request id.
+const NOT_RELAYED: u32 = names(&HOP_BY_HOP) | Name::XVcapRequestId.bit();
+
 /// Header lines of a response the one pass relays, at most.
 const RESPONSE_LINES: usize = 32;
 
@@ -531,7 +534,6 @@ pub(crate) fn relay_head(
     if status.is_informational() {
         return None;
     }
-    let hop_by_hop = names(&HOP_BY_HOP);
     let mut skip = 0u128;
     let mut length = None;
     let mut has_date = false;
@@ -556,7 +558,7 @@ pub(crate) fn relay_head(
             Name::Date => has_date = true,
             _ => {}
         }
-        if hop_by_hop & name.bit() != 0 || name == Name::XVcapRequestId {
+        if NOT_RELAYED & name.bit() != 0 {
             skip |= 1 << i;
         }
     }

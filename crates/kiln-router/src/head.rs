@@ -97,7 +97,7 @@ impl Name {
         eq_lower(name, candidate.as_str().as_bytes()).then_some(candidate)
     }
 
-    pub(crate) fn bit(self) -> u32 {
+    pub(crate) const fn bit(self) -> u32 {
         1 << self as u32
     }
 }
@@ -159,9 +159,14 @@ fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
         == 0
 }
 
-/// A set of [`Name`]s.
-pub(crate) fn names(names: &[Name]) -> u32 {
-    names.iter().fold(0, |set, name| set | name.bit())
+/// A set of [`Name`]s (a `const fn`, so that a fixed set is a constant).
+pub(crate) const fn names(names: &[Name]) -> u32 {
+    let (mut set, mut i) = (0, 0);
+    while i < names.len() {
+        set |= names[i].bit();
+        i += 1;
+    }
+    set
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, and those Go's proxy drops): they
