@@ -29,8 +29,8 @@ use crate::front::{self, FrontBody, Shared, Timer};
 use crate::h1::{self, Conn, InstanceError, Outgoing, RequestBody, RequestHead};
 use crate::head::{HOP_BY_HOP, Name, Span, names, push_header, span_of, write_lines};
 use crate::proxy::{
-    Attempts, Forward, Forwarded, Peer, Proxy, RequestId, Target, describe, no_response,
-    push_forwarded_for, push_start_and_id, routable_host,
+    Attempts, Forward, Forwarded, Peer, Proxy, ProxyResponse, RequestId, Target, describe,
+    no_response, push_forwarded_for, push_start_and_id, routable_host,
 };
 use crate::sticky;
 use crate::table::Endpoint;
@@ -266,6 +266,52 @@ pub(crate) async fn serve(
     out: &mut Vec<u8>,
     timer: &mut Timer,
 ) -> io::Result<Served> {
+    let head_request = fast.head_request;
+    let response = match attempt(proxy, client, peer, fast, lines, spans, out, timer).await? {
+        Answer::Written(served) => return Ok(served),
+        Answer::Phases(response) => *response,
+    };
+    let keep_alive = !proxy.draining();
+    let keep_alive = front::write_response(
+        client,
+        out,
+        Version::HTTP_11,
+        head_request,
+        keep_alive,
+        response,
+    )
+    .await?;
+    Ok(if keep_alive {
+        Served::KeepAlive
+    } else {
+        Served::Close
+    })
+}
+
+/// How a common request was answered.
+enum Answer {
+    /// The one pass wrote the instance's response.
+    Written(Served),
+    /// The phases' response, for the front to write (boxed: the rare way).
+    Phases(Box<ProxyResponse>),
+}
+
+fn phases(response: ProxyResponse) -> Answer {
+    Answer::Phases(Box::new(response))
+}
+
+/// The first attempt, this pass's, and what follows it (see [`serve`]).
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    proxy: &Proxy,
+    client: &Shared,
+    peer: Peer<'_>,
+    fast: Fast,
+    lines: &[Span],
+    spans: &mut Vec<Span>,
+    out: &mut Vec<u8>,
+    timer: &mut Timer,
+) -> io::Result<Answer> {
     let Fast {
         head,
         head_request,
@@ -328,129 +374,127 @@ pub(crate) async fn serve(
     };
     if endpoint.wire.authority.is_none() {
         let (rest, forward) = general(request, record, 0);
-        let response = proxy.forward(rest, forward, timer, None).await;
-        return finish(client, out, head_request, proxy, response).await;
+        return Ok(phases(proxy.forward(rest, forward, timer, None).await));
     }
     let deadline = tokio::time::Instant::from_std(started + config.request_timeout);
-    let dialed = match conn {
-        Some(conn) => Some(Ok((conn, true))),
-        None => tokio::select! {
-            biased;
-            dialed = Box::pin(proxy.backends().dial(&endpoint.addr)) => Some(dialed.map(|c| (c, false))),
-            () = timer.until(deadline) => None,
-        },
-    };
-    let (mut conn, pooled) = match dialed {
-        Some(Ok(dialed)) => dialed,
-        None => {
-            let why = no_response(endpoint, config.request_timeout);
-            let response = proxy.bad_gateway(record, Some((endpoint.clone(), why)));
-            return finish(client, out, head_request, proxy, response).await;
-        }
-        Some(Err(error)) => {
-            endpoint.state.mark_failed(config.retry_after_failure);
-            let why = describe(&error, endpoint);
-            tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable = true, "instance failed the request");
-            let (rest, forward) = general(request, record, 1);
-            let failure = Some((endpoint.clone(), why));
-            let response = proxy.forward(rest, forward, timer, failure).await;
-            return finish(client, out, head_request, proxy, response).await;
-        }
-    };
-    let in_flight = endpoint.state.start_request(config.max_conns_per_backend);
-    let sent = {
-        let bytes = request.for_attempt(&endpoint.wire.lines, Outgoing::Empty);
-        tokio::select! {
-            biased;
-            sent = async {
-                conn.stream.write_all(bytes).await.map_err(|e| InstanceError::Closed(Some(e)))?;
-                read_head(&mut conn, spans).await
-            } => Some(sent),
-            () = timer.until(deadline) => None,
-        }
-    };
-    let failure = match sent {
-        Some(Ok(parsed)) => {
-            // The one pass's answer, when the response is common.
-            let keep_alive = !proxy.draining();
-            out.clear();
-            if let Some((status, head_len)) = parsed
-                && let Some(relay) = relay_head(
-                    out,
-                    &conn.buf[..head_len],
-                    status,
-                    spans,
-                    head_request,
-                    keep_alive,
-                    &request_id,
-                )
-                && relay.length <= conn.buf.len() - head_len
-                && relay.length <= front::COALESCE
-            {
-                let counted = in_flight.hand_over();
-                let end = head_len + relay.length;
-                out.extend_from_slice(&conn.buf[head_len..end]);
-                bytes::Buf::advance(&mut conn.buf, end);
-                if relay.instance_keep_alive && conn.buf.is_empty() {
-                    proxy.backends().give_back(conn);
-                }
-                let written = front::write_all(client, out).await;
-                out.clear();
-                counted.end(&record.endpoint.state);
-                proxy
-                    .log()
-                    .emit(record, status.as_u16(), relay.length as u64);
-                written?;
-                return Ok(if keep_alive {
-                    Served::KeepAlive
-                } else {
-                    Served::Close
-                });
-            }
-            // Any other (or one not whole yet): read as the general way
-            // reads it, which says what is wrong with it if anything is.
-            out.clear();
-            let got = tokio::select! {
+    // What failed the attempt (`None`: the request timed out), unless it
+    // was answered or went on to the phases.
+    let failure = 'attempt: {
+        let dialed = match conn {
+            Some(conn) => Some(Ok((conn, true))),
+            None => tokio::select! {
                 biased;
-                got = h1::receive(&mut conn, head_request, true) => Some(got),
+                dialed = Box::pin(proxy.backends().dial(&endpoint.addr)) => Some(dialed.map(|c| (c, false))),
                 () = timer.until(deadline) => None,
-            };
-            match got {
-                Some(Ok(response)) => {
-                    let counted = in_flight.hand_over();
-                    let body = RequestBody::new(FrontBody::source(client), Outgoing::Empty);
-                    let response = proxy.respond(response, conn, body, None, record, counted, None);
-                    return finish(client, out, head_request, proxy, response).await;
-                }
-                Some(Err(error)) => Some(error),
-                None => None,
+            },
+        };
+        let (mut conn, pooled) = match dialed {
+            Some(Ok(dialed)) => dialed,
+            None => break 'attempt None,
+            Some(Err(error)) => {
+                endpoint.state.mark_failed(config.retry_after_failure);
+                let why = describe(&error, endpoint);
+                tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable = true, "instance failed the request");
+                let (rest, forward) = general(request, record, 1);
+                let failure = Some((endpoint.clone(), why));
+                return Ok(phases(proxy.forward(rest, forward, timer, failure).await));
             }
+        };
+        let in_flight = endpoint.state.start_request(config.max_conns_per_backend);
+        let sent = {
+            let bytes = request.for_attempt(&endpoint.wire.lines, Outgoing::Empty);
+            tokio::select! {
+                biased;
+                sent = async {
+                    conn.stream.write_all(bytes).await.map_err(|e| InstanceError::Closed(Some(e)))?;
+                    read_head(&mut conn, spans).await
+                } => Some(sent),
+                () = timer.until(deadline) => None,
+            }
+        };
+        match sent {
+            Some(Ok(parsed)) => {
+                // The one pass's answer, when the response is common.
+                let keep_alive = !proxy.draining();
+                out.clear();
+                if let Some((status, head_len)) = parsed
+                    && let Some(relay) = relay_head(
+                        out,
+                        &conn.buf[..head_len],
+                        status,
+                        spans,
+                        head_request,
+                        keep_alive,
+                        &request_id,
+                    )
+                    && relay.length <= conn.buf.len() - head_len
+                    && relay.length <= front::COALESCE
+                {
+                    let counted = in_flight.hand_over();
+                    let end = head_len + relay.length;
+                    out.extend_from_slice(&conn.buf[head_len..end]);
+                    bytes::Buf::advance(&mut conn.buf, end);
+                    if relay.instance_keep_alive && conn.buf.is_empty() {
+                        proxy.backends().give_back(conn);
+                    }
+                    let written = front::write_all(client, out).await;
+                    out.clear();
+                    counted.end(&record.endpoint.state);
+                    proxy
+                        .log()
+                        .emit(record, status.as_u16(), relay.length as u64);
+                    written?;
+                    return Ok(Answer::Written(if keep_alive {
+                        Served::KeepAlive
+                    } else {
+                        Served::Close
+                    }));
+                }
+                // Any other (or one not whole yet): read as the general way
+                // reads it, which says what is wrong with it if anything is.
+                out.clear();
+                let got = tokio::select! {
+                    biased;
+                    got = h1::receive(&mut conn, head_request, true) => Some(got),
+                    () = timer.until(deadline) => None,
+                };
+                match got {
+                    Some(Ok(response)) => {
+                        let counted = in_flight.hand_over();
+                        let body = RequestBody::new(FrontBody::source(client), Outgoing::Empty);
+                        let response =
+                            proxy.respond(response, conn, body, None, record, counted, None);
+                        return Ok(phases(response));
+                    }
+                    Some(Err(error)) => Some(error),
+                    None => None,
+                }
+            }
+            Some(Err(error)) if error.closed_before_response() => {
+                // Typically a kept-alive connection the instance had just timed
+                // out: tried again as any idempotent request is — on the same
+                // instance's other connections after a pooled one, else on the
+                // next instance.
+                drop(in_flight);
+                let error = BackendError::Request(error);
+                let why = describe(&error, endpoint);
+                tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable = true, "instance failed the request");
+                let from = if pooled { 0 } else { 1 };
+                let (rest, forward) = general(request, record, from);
+                let failure = Some((endpoint.clone(), why));
+                return Ok(phases(proxy.forward(rest, forward, timer, failure).await));
+            }
+            Some(Err(error)) => Some(error),
+            None => None,
         }
-        Some(Err(error)) if error.closed_before_response() => {
-            // Typically a kept-alive connection the instance had just timed
-            // out: tried again as any idempotent request is — on the same
-            // instance's other connections after a pooled one, else on the
-            // next instance.
-            drop(in_flight);
-            let error = BackendError::Request(error);
-            let why = describe(&error, endpoint);
-            tracing::debug!(endpoint = %endpoint.addr, error = %why, retryable = true, "instance failed the request");
-            let from = if pooled { 0 } else { 1 };
-            let (rest, forward) = general(request, record, from);
-            let failure = Some((endpoint.clone(), why));
-            let response = proxy.forward(rest, forward, timer, failure).await;
-            return finish(client, out, head_request, proxy, response).await;
-        }
-        Some(Err(error)) => Some(error),
-        None => None,
     };
-    drop(in_flight);
     let why = match failure {
         Some(error) => describe(&BackendError::Request(error), endpoint),
         None => no_response(endpoint, config.request_timeout),
     };
-    let response = proxy.bad_gateway(record, Some((endpoint.clone(), why)));
-    finish(client, out, head_request, proxy, response).await
+    Ok(phases(
+        proxy.bad_gateway(record, Some((endpoint.clone(), why))),
+    ))
 }
 
 /// The response lines the client never gets: those about the instance's
@@ -587,31 +631,6 @@ pub(crate) fn relay_head(
     Some(Relay {
         length,
         instance_keep_alive,
-    })
-}
-
-/// Writes a response the general way made.
-async fn finish(
-    client: &Shared,
-    out: &mut Vec<u8>,
-    head_request: bool,
-    proxy: &Proxy,
-    response: crate::proxy::ProxyResponse,
-) -> io::Result<Served> {
-    let keep_alive = !proxy.draining();
-    let keep_alive = front::write_response(
-        client,
-        out,
-        Version::HTTP_11,
-        head_request,
-        keep_alive,
-        response,
-    )
-    .await?;
-    Ok(if keep_alive {
-        Served::KeepAlive
-    } else {
-        Served::Close
     })
 }
 
