@@ -51,7 +51,7 @@ const LINES: usize = 24;
 /// goes to and an idle connection to it.
 pub(crate) struct Fast {
     head: Bytes,
-    head_request: bool,
+    pub head_request: bool,
     uri: Uri,
     /// The Host value's place in `head`.
     host: (u32, u32),
@@ -62,14 +62,6 @@ pub(crate) struct Fast {
 }
 
 type Chosen = SmallVec<[Arc<Endpoint>; 4]>;
-
-/// What became of a request the one pass took.
-pub(crate) enum Served {
-    /// Answered; the connection may carry another request.
-    KeepAlive,
-    /// Answered; the connection ends.
-    Close,
-}
 
 /// The headers the instance never gets from the client: the router
 /// writes them itself.
@@ -252,47 +244,13 @@ pub(crate) fn write_request(
     }
 }
 
-/// Sends a common request and answers the client (see the module's text).
-/// `lines`: the request's, as [`take`] left them; `spans`: room for the
-/// response's.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn serve(
-    proxy: &Proxy,
-    client: &Shared,
-    peer: Peer<'_>,
-    fast: Fast,
-    lines: &[Span],
-    spans: &mut Vec<Span>,
-    out: &mut Vec<u8>,
-    timer: &mut Timer,
-) -> io::Result<Served> {
-    let head_request = fast.head_request;
-    let response = match attempt(proxy, client, peer, fast, lines, spans, out, timer).await? {
-        Answer::Written(served) => return Ok(served),
-        Answer::Phases(response) => *response,
-    };
-    let keep_alive = !proxy.draining();
-    let keep_alive = front::write_response(
-        client,
-        out,
-        Version::HTTP_11,
-        head_request,
-        keep_alive,
-        response,
-    )
-    .await?;
-    Ok(if keep_alive {
-        Served::KeepAlive
-    } else {
-        Served::Close
-    })
-}
-
 /// How a common request was answered.
-enum Answer {
-    /// The one pass wrote the instance's response.
-    Written(Served),
-    /// The phases' response, for the front to write (boxed: the rare way).
+pub(crate) enum Answer {
+    /// The one pass wrote the instance's response; whether the connection
+    /// may carry another request.
+    Written { keep_alive: bool },
+    /// The phases' response, for the front to write as it writes theirs
+    /// (boxed: the rare way).
     Phases(Box<ProxyResponse>),
 }
 
@@ -300,9 +258,12 @@ fn phases(response: ProxyResponse) -> Answer {
     Answer::Phases(Box::new(response))
 }
 
-/// The first attempt, this pass's, and what follows it (see [`serve`]).
+/// Sends a common request: the first attempt is this pass's, what follows
+/// a failure or an uncommon response the phases' (see the module's text).
+/// `lines`: the request's, as [`take`] left them; `spans`: room for the
+/// response's.
 #[allow(clippy::too_many_arguments)]
-async fn attempt(
+pub(crate) async fn serve(
     proxy: &Proxy,
     client: &Shared,
     peer: Peer<'_>,
@@ -444,11 +405,7 @@ async fn attempt(
                         .log()
                         .emit(record, status.as_u16(), relay.length as u64);
                     written?;
-                    return Ok(Answer::Written(if keep_alive {
-                        Served::KeepAlive
-                    } else {
-                        Served::Close
-                    }));
+                    return Ok(Answer::Written { keep_alive });
                 }
                 // Any other (or one not whole yet): read as the general way
                 // reads it, which says what is wrong with it if anything is.

@@ -41,7 +41,7 @@
 //! connection, only ever moved earlier (a later deadline is taken up when
 //! it fires), so a request costs no timer update.
 
-use crate::fast::{self, Fast, Served};
+use crate::fast::{self, Answer, Fast};
 use crate::h1::{self, Chunk, Outgoing};
 use crate::head::{Headers, Name, Span, span_of, tokens};
 use crate::proxy::{
@@ -500,10 +500,11 @@ async fn connection(
             &mut request_lines,
         )
         .await?;
-        let head = match read {
+        let (response, version, head_request, keep_alive) = match read {
             None => return close(&client).await,
             Some(Ok(Parsed::Fast(fast))) => {
-                let served = fast::serve(
+                let head_request = fast.head_request;
+                let answer = fast::serve(
                     proxy,
                     &client,
                     peer,
@@ -513,14 +514,46 @@ async fn connection(
                     &mut out,
                     &mut timer,
                 );
-                match served.await? {
-                    Served::KeepAlive => {}
-                    Served::Close => return close(&client).await,
+                match answer.await? {
+                    Answer::Written { keep_alive: true } => {
+                        idle_since = Some(Instant::now());
+                        continue;
+                    }
+                    Answer::Written { keep_alive: false } => return close(&client).await,
+                    // The phases' response, written as theirs is (a common
+                    // request is HTTP/1.1 with no `Connection` of its own).
+                    Answer::Phases(response) => (*response, Version::HTTP_11, head_request, true),
                 }
-                idle_since = Some(Instant::now());
-                continue;
             }
-            Some(Ok(Parsed::General(head))) => head,
+            Some(Ok(Parsed::General(head))) => {
+                let Head {
+                    request,
+                    body,
+                    keep_alive,
+                    expect_continue,
+                } = head;
+                {
+                    let mut client = lock(&client);
+                    client.body = body;
+                    client.interim = if expect_continue && !body.done() {
+                        CONTINUE
+                    } else {
+                        b""
+                    };
+                }
+                let version = request.version;
+                let head_request = request.method == Method::HEAD;
+                let body = FrontBody::source(&client);
+                // `Proxy::handle`'s two halves, so that this future holds
+                // the attempts' future directly.
+                let table = proxy.table();
+                let upgrade = Some(ClientUpgrade::Front);
+                let response = match proxy.prepare(&table, request, body, upgrade, peer) {
+                    Ok((chosen, forward)) => proxy.forward(chosen, forward, &mut timer, None).await,
+                    Err(response) => *response,
+                };
+                (response, version, head_request, keep_alive)
+            }
             Some(Err(refused)) => {
                 tracing::debug!(?refused, %client_addr, "router refused a request head");
                 out.clear();
@@ -528,32 +561,6 @@ async fn connection(
                 write_all(&client, &out).await?;
                 return close(&client).await;
             }
-        };
-        let Head {
-            request,
-            body,
-            keep_alive,
-            expect_continue,
-        } = head;
-        {
-            let mut client = lock(&client);
-            client.body = body;
-            client.interim = if expect_continue && !body.done() {
-                CONTINUE
-            } else {
-                b""
-            };
-        }
-        let version = request.version;
-        let head_request = request.method == Method::HEAD;
-        let body = FrontBody::source(&client);
-        // `Proxy::handle`'s two halves, so that this future holds the
-        // attempts' future directly.
-        let table = proxy.table();
-        let response = match proxy.prepare(&table, request, body, Some(ClientUpgrade::Front), peer)
-        {
-            Ok((chosen, forward)) => proxy.forward(chosen, forward, &mut timer, None).await,
-            Err(response) => *response,
         };
         if response.status == StatusCode::SWITCHING_PROTOCOLS {
             out.clear();
