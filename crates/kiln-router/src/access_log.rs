@@ -2,17 +2,20 @@
 //! route, sent to the app's log stream (what `cf logs` shows), in the shape
 //! of Gorouter's access log record.
 //!
-//! The request path only pushes a finished record onto its worker's
-//! bounded queue; a writer task formats the lines and emits them. When the
-//! writer falls behind, records are dropped and counted rather than slowing
-//! requests (Gorouter's access log writer drops too when its buffer is
-//! full).
+//! The request path writes the line into its worker's bounded queue once
+//! the response is done (after the client has it); a writer task turns a
+//! tick's lines into envelopes and emits them. When the writer falls
+//! behind, lines are dropped and counted rather than slowing requests
+//! (Gorouter's access log writer drops too when its buffer is full).
 //!
-//! On a busy router the writer's work is a share of every request's CPU,
-//! so it is kept small: the line is written without `core::fmt` (digits by
-//! `itoa`, the date text once per second), and the envelopes the sink lets
-//! go of (a full history's oldest) come back to be filled again rather than
-//! new ones allocated and old ones freed.
+//! On a busy router the log's work is a share of every request's CPU, so
+//! it is kept small: the line is written without `core::fmt` (digits by
+//! `itoa`, the date text once per second) on the thread that gathered the
+//! record, which frees it there too — a record freed on the writer's
+//! thread went back to the allocator across cores, costlier than the
+//! writing; the envelopes the sink lets go of (a full history's oldest)
+//! come back to be filled again rather than new ones allocated and old
+//! ones freed.
 
 use crate::h1::{InstanceBody, InstanceError};
 use crate::proxy::RequestId;
@@ -31,20 +34,23 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Records waiting for the writer in one worker's queue, at most; more
-/// are dropped.
+/// Lines waiting for the writer in one worker's queue, at most; more are
+/// dropped.
 const QUEUE: usize = 16 * 1024;
 /// How often the writer drains the queues (an RTR line is at most this late).
 const WRITER_TICK: Duration = Duration::from_millis(20);
-/// Room for records (and their envelopes) kept between ticks; what a burst
+/// Room for lines (and their envelopes) kept between ticks; what a burst
 /// grew beyond it is given back.
 const ROOM_KEPT: usize = 1024;
+/// Room for their text, likewise (a line is ~400 bytes).
+const TEXT_KEPT: usize = ROOM_KEPT * 512;
 /// Envelopes kept for reuse between ticks, at most.
 const SPARE_KEPT: usize = 1024;
 
 /// What the access line says about one request, gathered as it is handled.
 /// Every field is cheap to fill on the request path (header values and the
-/// endpoint are shared, not copied); the text is made by the writer.
+/// endpoint are shared, not copied); the text is made when the response is
+/// done.
 #[derive(Debug, Clone)]
 pub(crate) struct AccessRecord {
     /// The Host as the client sent it.
@@ -67,7 +73,7 @@ pub(crate) struct AccessRecord {
     pub router_error: Option<String>,
 }
 
-/// A record with its outcome, as the writer gets it.
+/// A record with its outcome, as the line is written from it.
 #[derive(Debug)]
 pub(crate) struct Finished {
     /// Boxed from the start: it moves from phase to phase and onto the
@@ -177,8 +183,8 @@ impl EndpointText {
 }
 
 /// The date and time text (`YYYY-MM-DDTHH:MM:SS`, UTC) of the last whole
-/// second seen: a tick's records nearly all fall in one second, and the
-/// calendar date is the costliest part of the timestamp to work out.
+/// second seen: a worker's lines nearly all fall in the second of the line
+/// before, and the calendar date is the costliest part of the timestamp to work out.
 #[derive(Debug, Default)]
 struct DateText {
     second: Option<u64>,
@@ -264,18 +270,27 @@ fn push_addr(out: &mut String, addr: &SocketAddr) {
     out.push_str(digits.format(v4.port()));
 }
 
-/// One worker's records waiting for the writer.
+/// One worker's lines waiting for the writer.
 struct Queue {
-    records: Mutex<Vec<Finished>>,
-    /// Records refused because this queue was full.
+    lines: Mutex<Lines>,
+    /// Lines refused because this queue was full.
     dropped: AtomicU64,
     shared: Arc<Shared>,
+}
+
+/// Lines end to end, and for each where it ends and whose it is.
+#[derive(Default)]
+struct Lines {
+    text: String,
+    ends: Vec<(usize, Arc<Endpoint>)>,
+    /// The worker's, kept with its queue (the writer swaps the rest out).
+    date: DateText,
 }
 
 impl Queue {
     fn new(shared: Arc<Shared>) -> Arc<Queue> {
         let queue = Arc::new(Queue {
-            records: Mutex::default(),
+            lines: Mutex::default(),
             dropped: AtomicU64::new(0),
             shared,
         });
@@ -288,8 +303,20 @@ impl Queue {
         queue
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Finished>> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `finished`'s line at the queue's end; false when it is full.
+    fn push(&self, finished: &Finished) -> bool {
+        let mut lines = self.lock();
+        let Lines { text, ends, date } = &mut *lines;
+        if ends.len() >= QUEUE {
+            return false;
+        }
+        finished.write_line(text, date);
+        ends.push((text.len(), finished.record.endpoint.clone()));
+        true
     }
 }
 
@@ -323,10 +350,10 @@ impl AccessLog {
     /// `AccessLog` is gone (each queue writes what it holds as it goes).
     ///
     /// The writer drains the queues on a short tick instead of being woken:
-    /// a wake-up per record would be a cross-thread wake-up (a system call)
-    /// per request on the workers. A queue is a plain vector under a lock
-    /// only its worker and, once a tick, the writer take: cheaper to push
-    /// to than a channel, and the writer takes a tick's records at once.
+    /// a wake-up per line would be a cross-thread wake-up (a system call)
+    /// per request on the workers. A queue is plain text under a lock only
+    /// its worker and, once a tick, the writer take: cheaper to write to
+    /// than a channel, and the writer takes a tick's lines at once.
     pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
         let shared = Arc::new(Shared {
             queues: Mutex::default(),
@@ -346,8 +373,8 @@ impl AccessLog {
         }
     }
 
-    /// Hands the record to the writer; never waits (but for the writer
-    /// swapping the queue out, once a tick).
+    /// Writes the record's line for the writer; never waits (but for the
+    /// writer swapping the queue's lines out, once a tick).
     pub fn emit(&self, record: Box<AccessRecord>, status: u16, body_bytes_sent: u64) {
         let finished = Finished {
             response_time: record.started.elapsed(),
@@ -355,17 +382,7 @@ impl AccessLog {
             status,
             body_bytes_sent,
         };
-        let refused = {
-            let mut records = self.queue.lock();
-            if records.len() < QUEUE {
-                records.push(finished);
-                None
-            } else {
-                Some(finished)
-            }
-        };
-        // Dropped outside the lock.
-        if refused.is_some() {
+        if !self.queue.push(&finished) {
             let dropped = self.queue.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "router access log writer is behind; lines dropped");
@@ -374,7 +391,7 @@ impl AccessLog {
     }
 }
 
-/// The writer task: every tick, each queue's records become envelopes,
+/// The writer task: every tick, each queue's lines become envelopes,
 /// handed to the sink at once (so it locks once a tick).
 async fn write(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(WRITER_TICK);
@@ -383,7 +400,7 @@ async fn write(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         // Taken out of the list so that a new worker never waits on the
-        // writer; a queue that is gone has written its records itself.
+        // writer; a queue that is gone has written its lines itself.
         let queues: Vec<Arc<Queue>> = {
             let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
             queues.retain(|queue| queue.strong_count() > 0);
@@ -405,27 +422,29 @@ async fn write(shared: Arc<Shared>) {
 }
 
 /// What the writer keeps from tick to tick, so that a tick allocates
-/// little: room for records and envelopes, envelopes to fill again, the
-/// line being written and the date text.
+/// little: room for lines and envelopes, and envelopes to fill again.
 #[derive(Default)]
 struct Writer {
-    taken: Vec<Finished>,
+    text: String,
+    ends: Vec<(usize, Arc<Endpoint>)>,
     envelopes: Vec<LogEnvelope>,
     spare: Vec<LogEnvelope>,
-    line: String,
-    date: DateText,
 }
 
 impl Writer {
     /// Turns what `queue` holds into envelopes, stamped `timestamp`.
     fn take(&mut self, queue: &Queue, timestamp: i64) {
         // Swapped rather than copied out: the queue gets the empty room
-        // the previous tick's records left.
-        std::mem::swap(&mut *queue.lock(), &mut self.taken);
-        for finished in &self.taken {
-            self.line.clear();
-            finished.write_line(&mut self.line, &mut self.date);
-            let endpoint = &finished.record.endpoint;
+        // the previous tick's lines left.
+        {
+            let mut lines = queue.lock();
+            std::mem::swap(&mut lines.text, &mut self.text);
+            std::mem::swap(&mut lines.ends, &mut self.ends);
+        }
+        let mut start = 0;
+        for (end, endpoint) in self.ends.drain(..) {
+            let line = &self.text[start..end];
+            start = end;
             let index = &endpoint.log_text.index;
             let envelope = match self.spare.pop() {
                 Some(mut envelope) => {
@@ -434,7 +453,7 @@ impl Writer {
                     refill(&mut envelope.instance_id, index);
                     refill(&mut envelope.source_type, LOG_SOURCE_ROUTER);
                     envelope.message_type = MessageType::Out;
-                    refill(&mut envelope.message, &self.line);
+                    refill(&mut envelope.message, line);
                     envelope
                 }
                 None => LogEnvelope {
@@ -443,13 +462,14 @@ impl Writer {
                     instance_id: index.as_ref().to_owned(),
                     source_type: LOG_SOURCE_ROUTER.to_owned(),
                     message_type: MessageType::Out,
-                    message: self.line.as_str().to_owned(),
+                    message: line.to_owned(),
                 },
             };
             self.envelopes.push(envelope);
         }
-        self.taken.clear();
-        self.taken.shrink_to(ROOM_KEPT);
+        self.text.clear();
+        self.text.shrink_to(TEXT_KEPT);
+        self.ends.shrink_to(ROOM_KEPT);
     }
 
     /// Hands the envelopes made this tick to `logs`.
@@ -795,9 +815,13 @@ mod tests {
         };
         let queue = &log.queue;
         for writer in [&mut fresh, &mut reused] {
-            queue.lock().push(record(finished.record.received_at));
+            // Two lines in one take: each envelope gets its own.
+            for _ in 0..2 {
+                assert!(queue.push(&record(finished.record.received_at)));
+            }
             writer.take(queue, 7);
-            assert!(queue.lock().is_empty());
+            assert!(queue.lock().ends.is_empty());
+            assert!(queue.lock().text.is_empty());
         }
         assert!(reused.spare.is_empty());
         assert_eq!(fresh.envelopes, reused.envelopes);
@@ -808,6 +832,8 @@ mod tests {
         assert_eq!(envelope.source_type, "RTR");
         assert_eq!(envelope.message_type, MessageType::Out);
         assert_eq!(envelope.message, finished.line());
+        assert_eq!(fresh.envelopes.len(), 2);
+        assert_eq!(fresh.envelopes[1], fresh.envelopes[0]);
         // Grown to the room the line needs, not by doubling.
         assert_eq!(
             reused.envelopes[0].message.capacity(),
