@@ -11,7 +11,9 @@
 #      access log buffered to a file — Kiln's router writes an RTR line per
 #      request too);
 #   3. runs `wrk --latency -t1 -cN -dD` straight to the instance, through
-#      nginx and through Kiln's router, alternating, ROUNDS times, at 2, 64
+#      nginx and through Kiln's router, alternating, ROUNDS times (default
+#      5: on 2 cores shared by wrk, the instance and the proxy one round's
+#      ratio moves by ±15%, and a median of three with it), at 2, 64
 #      and 1000 connections; prints the medians and the ratios
 #      kiln/nginx (throughput: higher is better; p99: lower is better),
 #      and the range of each ratio round by round (its spread on this
@@ -40,7 +42,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN=${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}
 DURATION=${DURATION:-5s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-2 64 1000}
 SETTLE=${SETTLE:-10}
 [ -x "$KILN" ] || { echo "router.sh: no $KILN; run cargo build --release --bin kiln" >&2; exit 1; }
