@@ -76,8 +76,8 @@ pub(crate) struct AccessRecord {
 /// A record with its outcome, as the line is written from it.
 #[derive(Debug)]
 pub(crate) struct Finished {
-    /// Boxed from the start: it moves from phase to phase and onto the
-    /// queue, and a pointer moves cheaper than its ~460 bytes.
+    /// Boxed from the start: it moves from phase to phase until its line
+    /// is written, and a pointer moves cheaper than its ~460 bytes.
     record: Box<AccessRecord>,
     status: u16,
     body_bytes_sent: u64,
@@ -184,7 +184,8 @@ impl EndpointText {
 
 /// The date and time text (`YYYY-MM-DDTHH:MM:SS`, UTC) of the last whole
 /// second seen: a worker's lines nearly all fall in the second of the line
-/// before, and the calendar date is the costliest part of the timestamp to work out.
+/// before, and the calendar date is the costliest part of the timestamp to
+/// work out.
 #[derive(Debug, Default)]
 struct DateText {
     second: Option<u64>,
@@ -607,9 +608,7 @@ impl LoggedBody {
             in_flight: Some(in_flight),
         }
     }
-}
 
-impl LoggedBody {
     /// See [`InstanceBody::take_whole`]; counts what it took as sent.
     pub fn take_whole(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
         let Some(taken) = self.inner.take_whole(out, max) else {

@@ -791,7 +791,7 @@ pub(crate) fn push_date(out: &mut Vec<u8>) {
 
 /// Writes the response; false if the connection cannot carry another
 /// (the client's wish, a close-delimited or broken body).
-pub(crate) async fn write_response(
+async fn write_response(
     client: &Shared,
     out: &mut Vec<u8>,
     version: Version,
