@@ -37,8 +37,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Lines waiting for the writer in one worker's queue, at most; more are
 /// dropped.
 const QUEUE: usize = 16 * 1024;
-/// How often the writer drains the queues (an RTR line is at most this late).
+/// How often the writer drains the queues while lines come (an RTR line is
+/// then at most this late).
 const WRITER_TICK: Duration = Duration::from_millis(20);
+/// The writer's longest sleep: each tick that finds no line doubles the
+/// next wait up to this, so an idle router wakes twice a second rather than
+/// fifty times (the writer was most of an idle server's CPU), and the first
+/// line after a quiet spell is at most this late.
+const WRITER_IDLE_TICK: Duration = Duration::from_millis(500);
 /// Room for lines (and their envelopes) kept between ticks; what a burst
 /// grew beyond it is given back.
 const ROOM_KEPT: usize = 1024;
@@ -350,9 +356,9 @@ impl AccessLog {
     /// Starts the writer task on the current runtime; it ends once every
     /// `AccessLog` is gone (each queue writes what it holds as it goes).
     ///
-    /// The writer drains the queues on a short tick instead of being woken:
-    /// a wake-up per line would be a cross-thread wake-up (a system call)
-    /// per request on the workers. A queue is plain text under a lock only
+    /// The writer drains the queues on a short tick instead of being woken
+    /// (a longer one while no line comes): a wake-up per line would be a
+    /// cross-thread wake-up (a system call) per request on the workers. A queue is plain text under a lock only
     /// its worker and, once a tick, the writer take: cheaper to write to
     /// than a channel, and the writer takes a tick's lines at once.
     pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
@@ -395,11 +401,10 @@ impl AccessLog {
 /// The writer task: every tick, each queue's lines become envelopes,
 /// handed to the sink at once (so it locks once a tick).
 async fn write(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(WRITER_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut writer = Writer::default();
+    let mut wait = WRITER_TICK;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
         // Taken out of the list so that a new worker never waits on the
         // writer; a queue that is gone has written its lines itself.
         let queues: Vec<Arc<Queue>> = {
@@ -412,13 +417,26 @@ async fn write(shared: Arc<Shared>) {
             return;
         }
         let timestamp = unix_nanos();
+        let mut lines = false;
         for queue in &queues {
-            writer.take(queue, timestamp);
+            lines |= writer.take(queue, timestamp);
         }
         writer.emit(&*shared.logs);
+        wait = next_wait(wait, lines);
         // If a queue's last `AccessLog` went meanwhile, it writes what is
         // left as this drops it.
         drop(queues);
+    }
+}
+
+/// The writer's next sleep after one of `wait` that found `lines` or not:
+/// the short tick while lines come, doubling up to the idle tick while none
+/// do.
+fn next_wait(wait: Duration, lines: bool) -> Duration {
+    if lines {
+        WRITER_TICK
+    } else {
+        (wait * 2).min(WRITER_IDLE_TICK)
     }
 }
 
@@ -433,8 +451,9 @@ struct Writer {
 }
 
 impl Writer {
-    /// Turns what `queue` holds into envelopes, stamped `timestamp`.
-    fn take(&mut self, queue: &Queue, timestamp: i64) {
+    /// Turns what `queue` holds into envelopes, stamped `timestamp`;
+    /// whether it held any line.
+    fn take(&mut self, queue: &Queue, timestamp: i64) -> bool {
         // Swapped rather than copied out: the queue gets the empty room
         // the previous tick's lines left.
         {
@@ -442,6 +461,7 @@ impl Writer {
             std::mem::swap(&mut lines.text, &mut self.text);
             std::mem::swap(&mut lines.ends, &mut self.ends);
         }
+        let any = !self.ends.is_empty();
         let mut start = 0;
         for (end, endpoint) in self.ends.drain(..) {
             let line = &self.text[start..end];
@@ -471,6 +491,7 @@ impl Writer {
         self.text.clear();
         self.text.shrink_to(TEXT_KEPT);
         self.ends.shrink_to(ROOM_KEPT);
+        any
     }
 
     /// Hands the envelopes made this tick to `logs`.
@@ -838,6 +859,52 @@ mod tests {
             reused.envelopes[0].message.capacity(),
             envelope.message.len()
         );
+    }
+
+    #[test]
+    fn an_idle_writer_backs_off_and_ticks_fast_again_when_lines_come() {
+        let mut wait = WRITER_TICK;
+        let (mut slept, mut wakeups) = (Duration::ZERO, 0);
+        while slept < Duration::from_secs(10) {
+            slept += wait;
+            wakeups += 1;
+            wait = next_wait(wait, false);
+        }
+        assert_eq!(wait, WRITER_IDLE_TICK);
+        // Fifty a second at the short tick.
+        assert!(wakeups <= 25, "{wakeups} wake-ups in 10 idle seconds");
+        assert_eq!(next_wait(wait, true), WRITER_TICK);
+    }
+
+    /// On the paused clock: how long a line emitted now waits for the
+    /// writer (the `count`th line of the store).
+    async fn line_waits(log: &AccessLog, store: &kiln_logs::LogStore, count: usize) -> Duration {
+        let mut changed = store.subscribe();
+        let query = kiln_logs::ReadQuery {
+            start_time: 0,
+            end_time: None,
+            limit: usize::MAX,
+            descending: false,
+        };
+        let start = tokio::time::Instant::now();
+        log.emit(record(SystemTime::now()).record, 200, 0);
+        while store.read("app-guid", &query).len() < count {
+            changed.changed().await.unwrap();
+        }
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_line_waits_a_short_tick_while_lines_come_and_at_most_the_idle_tick_after_a_quiet_spell()
+     {
+        let store = Arc::new(kiln_logs::LogStore::default());
+        let log = AccessLog::start(store.clone());
+        assert!(line_waits(&log, &store, 1).await <= WRITER_TICK);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let after_quiet = line_waits(&log, &store, 2).await;
+        assert!(after_quiet <= WRITER_IDLE_TICK, "{after_quiet:?}");
+        // The tick that found it makes the next one short again.
+        assert!(line_waits(&log, &store, 3).await <= WRITER_TICK);
     }
 
     #[tokio::test]
