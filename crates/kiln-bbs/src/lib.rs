@@ -105,8 +105,11 @@ const SQLITE_WAL_AUTOCHECKPOINT_PAGES: u32 = 200_000;
 /// each); with 4,096 one batch made every cell re-sync its whole work.
 const EVENT_CAPACITY: usize = 32_768;
 
-/// How often presence is checked for cells that stopped heartbeating: a
-/// lost cell's instances wait up to this long after its presence expired
+/// Presence is checked when the first cell's can expire (a cell heard
+/// from later expires later), so an idle BBS with a few cells wakes for it
+/// every few seconds; but no sooner than this after the last check, since
+/// with many cells heartbeating the first expiry moves at every heartbeat.
+/// A lost cell's instances wait up to this long after its presence expired
 /// before convergence sees them (a check walks only the cells, ~1,000).
 const PRESENCE_CHECK: Duration = Duration::from_millis(50);
 
@@ -346,8 +349,7 @@ impl Bbs {
         self.wake_auction();
         // A cell whose presence expires is converged on at once (Diego's
         // BBS does so on a cell-disappeared event), not at the next tick.
-        let mut presence = tokio::time::interval(PRESENCE_CHECK);
-        presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut presence_due = tokio::time::Instant::now() + PRESENCE_CHECK;
         let mut pacing = AuctionPacing::default();
         // When the next auction round is due: set by a nudge, after the
         // pause; presence and convergence are served while it waits.
@@ -363,8 +365,11 @@ impl Bbs {
                     Ok(_) => self.checkpoint_when_calm().await,
                     Err(error) => tracing::warn!(%error, "convergence pass failed"),
                 },
-                _ = presence.tick() => {
-                    if self.forget_expired_cells() && self.presence_settled() {
+                _ = tokio::time::sleep_until(presence_due) => {
+                    let (expired, next) = self.forget_expired_cells();
+                    presence_due = tokio::time::Instant::from_std(next)
+                        .max(tokio::time::Instant::now() + PRESENCE_CHECK);
+                    if expired && self.presence_settled() {
                         match self.converge_lost_cells().await {
                             Ok(report) => tracing::debug!(?report, "lost cells converged"),
                             Err(error) => tracing::warn!(%error, "converging lost cells failed"),
@@ -409,18 +414,25 @@ impl Bbs {
     }
 
     /// Drops cells whose presence expired; whether there were any.
-    fn forget_expired_cells(&self) -> bool {
+    /// Forgets the cells whose presence expired: whether any did, and the
+    /// earliest moment another can (a cell that heartbeats meanwhile, or
+    /// appears, expires later than that).
+    fn forget_expired_cells(&self) -> (bool, Instant) {
         let ttl = self.inner.config.cell_ttl;
+        let now = Instant::now();
+        let mut next = now + ttl;
         let mut cells = self.inner.cells.lock().unwrap_or_else(|e| e.into_inner());
         let before = cells.len();
         cells.retain(|cell_id, (_, seen)| {
-            let live = seen.elapsed() <= ttl;
-            if !live {
+            let live = now.saturating_duration_since(*seen) <= ttl;
+            if live {
+                next = next.min(*seen + ttl);
+            } else {
                 tracing::info!(%cell_id, "cell presence expired");
             }
             live
         });
-        cells.len() != before
+        (cells.len() != before, next)
     }
 
     fn emit(&self, event: BbsEvent) {

@@ -595,6 +595,59 @@ async fn an_instance_that_fits_nowhere_is_placed_when_a_cell_with_room_appears()
     runner.await.unwrap().unwrap();
 }
 
+/// The run loop notices a cell that stopped heartbeating once its
+/// presence expires (it sleeps until the first presence can), not at the
+/// next convergence pass.
+#[tokio::test]
+async fn a_cell_that_stops_heartbeating_is_seen_lost_when_its_presence_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = Duration::from_millis(300);
+    let config = BbsConfig {
+        cell_ttl: ttl,
+        // Only the presence check can see the lost cell within this test.
+        convergence_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let bbs = open(&dir, config).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runner = tokio::spawn({
+        let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
+        async move { bbs.run(shutdown).await }
+    });
+    bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
+    let heard_from_a = std::time::Instant::now();
+    bbs.desire_lrp(desired("p-1", 1, 256)).await.unwrap();
+    wait_until("placement on cell-a", || async {
+        actuals(&bbs, "p-1").await[0].state == ActualLrpState::Claimed
+    })
+    .await;
+    // cell-a goes quiet; cell-b joins and keeps heartbeating.
+    let keep_b = tokio::spawn({
+        let bbs = bbs.clone();
+        async move {
+            loop {
+                bbs.heartbeat_cell(cell("cell-b", 4096)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    wait_until("the instance on cell-b", || async {
+        let a = actuals(&bbs, "p-1").await.remove(0);
+        a.instance_key.is_some_and(|ik| ik.cell_id == "cell-b")
+    })
+    .await;
+    // Not before cell-a's presence expired (and long before the next
+    // convergence pass).
+    let moved_after = heard_from_a.elapsed();
+    assert!(
+        moved_after > ttl,
+        "moved {moved_after:?} after cell-a's last heartbeat"
+    );
+    keep_b.abort();
+    shutdown.cancel();
+    runner.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_restarted_bbs_reclaims_nothing_from_cells_that_report_within_a_ttl() {
     let dir = tempfile::tempdir().unwrap();
