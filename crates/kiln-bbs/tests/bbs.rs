@@ -476,6 +476,29 @@ async fn bad_guids_are_refused() {
     ));
 }
 
+/// The BBS's run loop (convergence, presence, the auction) in the
+/// background, as the server runs it.
+struct RunLoop {
+    shutdown: tokio_util::sync::CancellationToken,
+    runner: tokio::task::JoinHandle<Result<(), BbsError>>,
+}
+
+impl RunLoop {
+    fn start(bbs: &Bbs) -> RunLoop {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let runner = tokio::spawn({
+            let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
+            async move { bbs.run(shutdown).await }
+        });
+        RunLoop { shutdown, runner }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.runner.await.unwrap().unwrap();
+    }
+}
+
 async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -571,11 +594,7 @@ async fn an_instance_that_fits_nowhere_is_placed_when_a_cell_with_room_appears()
         ..Default::default()
     };
     let bbs = open(&dir, config).await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let runner = tokio::spawn({
-        let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
-        async move { bbs.run(shutdown).await }
-    });
+    let run_loop = RunLoop::start(&bbs);
     bbs.heartbeat_cell(cell("cell-small", 512)).await.unwrap();
     bbs.desire_lrp(desired("p-big", 1, 1024)).await.unwrap();
     wait_until("the placement error", || async {
@@ -591,8 +610,7 @@ async fn an_instance_that_fits_nowhere_is_placed_when_a_cell_with_room_appears()
             && a.instance_key.is_some_and(|ik| ik.cell_id == "cell-big")
     })
     .await;
-    shutdown.cancel();
-    runner.await.unwrap().unwrap();
+    run_loop.stop().await;
 }
 
 /// The run loop notices a cell that stopped heartbeating once its
@@ -609,11 +627,7 @@ async fn a_cell_that_stops_heartbeating_is_seen_lost_when_its_presence_expires()
         ..Default::default()
     };
     let bbs = open(&dir, config).await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let runner = tokio::spawn({
-        let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
-        async move { bbs.run(shutdown).await }
-    });
+    let run_loop = RunLoop::start(&bbs);
     bbs.heartbeat_cell(cell("cell-a", 4096)).await.unwrap();
     let heard_from_a = std::time::Instant::now();
     bbs.desire_lrp(desired("p-1", 1, 256)).await.unwrap();
@@ -644,8 +658,7 @@ async fn a_cell_that_stops_heartbeating_is_seen_lost_when_its_presence_expires()
         "moved {moved_after:?} after cell-a's last heartbeat"
     );
     keep_b.abort();
-    shutdown.cancel();
-    runner.await.unwrap().unwrap();
+    run_loop.stop().await;
 }
 
 #[tokio::test]
@@ -676,11 +689,7 @@ async fn a_restarted_bbs_reclaims_nothing_from_cells_that_report_within_a_ttl() 
     assert_eq!(report.lost_cell_reclaimed, 0);
     assert_eq!(actuals(&bbs, "p-1").await, running);
 
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let runner = tokio::spawn({
-        let (bbs, shutdown) = (bbs.clone(), shutdown.clone());
-        async move { bbs.run(shutdown).await }
-    });
+    let run_loop = RunLoop::start(&bbs);
     // cell-a heartbeats a little late but within a TTL of the start, then
     // keeps going; convergence runs many times meanwhile.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -689,8 +698,7 @@ async fn a_restarted_bbs_reclaims_nothing_from_cells_that_report_within_a_ttl() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(actuals(&bbs, "p-1").await, running, "nothing re-placed");
-    shutdown.cancel();
-    runner.await.unwrap().unwrap();
+    run_loop.stop().await;
 
     // A cell that never reports again is lost once a TTL has passed.
     tokio::time::sleep(Duration::from_millis(700)).await;
