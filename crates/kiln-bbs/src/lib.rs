@@ -413,7 +413,6 @@ impl Bbs {
         }
     }
 
-    /// Drops cells whose presence expired; whether there were any.
     /// Forgets the cells whose presence expired: whether any did, and the
     /// earliest moment another can (a cell that heartbeats meanwhile, or
     /// appears, expires later than that).

@@ -358,9 +358,10 @@ impl AccessLog {
     ///
     /// The writer drains the queues on a short tick instead of being woken
     /// (a longer one while no line comes): a wake-up per line would be a
-    /// cross-thread wake-up (a system call) per request on the workers. A queue is plain text under a lock only
-    /// its worker and, once a tick, the writer take: cheaper to write to
-    /// than a channel, and the writer takes a tick's lines at once.
+    /// cross-thread wake-up (a system call) per request on the workers. A
+    /// queue is plain text under a lock only its worker and, once a tick,
+    /// the writer take: cheaper to write to than a channel, and the writer
+    /// takes a tick's lines at once.
     pub fn start(logs: Arc<dyn LogSink>) -> AccessLog {
         let shared = Arc::new(Shared {
             queues: Mutex::default(),
@@ -876,16 +877,21 @@ mod tests {
         assert_eq!(next_wait(wait, true), WRITER_TICK);
     }
 
-    /// On the paused clock: how long a line emitted now waits for the
-    /// writer (the `count`th line of the store).
-    async fn line_waits(log: &AccessLog, store: &kiln_logs::LogStore, count: usize) -> Duration {
-        let mut changed = store.subscribe();
-        let query = kiln_logs::ReadQuery {
+    /// Every line the store holds, oldest first.
+    fn whole_history() -> kiln_logs::ReadQuery {
+        kiln_logs::ReadQuery {
             start_time: 0,
             end_time: None,
             limit: usize::MAX,
             descending: false,
-        };
+        }
+    }
+
+    /// On the paused clock: how long a line emitted now waits for the
+    /// writer (the `count`th line of the store).
+    async fn line_waits(log: &AccessLog, store: &kiln_logs::LogStore, count: usize) -> Duration {
+        let mut changed = store.subscribe();
+        let query = whole_history();
         let start = tokio::time::Instant::now();
         log.emit(record(SystemTime::now()).record, 200, 0);
         while store.read("app-guid", &query).len() < count {
@@ -921,12 +927,7 @@ mod tests {
         other.emit(record(at).record, 200, 0);
         assert_eq!(log.queue.dropped.load(Ordering::Relaxed), 3);
         assert_eq!(other.queue.dropped.load(Ordering::Relaxed), 0);
-        let query = kiln_logs::ReadQuery {
-            start_time: 0,
-            end_time: None,
-            limit: usize::MAX,
-            descending: false,
-        };
+        let query = whole_history();
         let written = || store.read("app-guid", &query).len();
         while written() < QUEUE + 1 {
             changed.changed().await.unwrap();
