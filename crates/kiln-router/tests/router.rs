@@ -248,9 +248,13 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_with(config: RouterConfig) -> Fixture {
+    fixture_with_logs(config, LogStore::default()).await
+}
+
+async fn fixture_with_logs(config: RouterConfig, logs: LogStore) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let bbs = Bbs::open(&dir.path().join("bbs.sqlite")).await.unwrap();
-    let logs = Arc::new(LogStore::default());
+    let logs = Arc::new(logs);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
     let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -929,6 +933,55 @@ async fn each_request_leaves_one_rtr_line_in_the_app_log() {
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_busy_apps_rtr_lines_stay_within_the_log_budget_and_leave_a_quiet_apps_lines() {
+    // Room for about 150 RTR lines in all (~700 bytes each).
+    let budget = 100 * 1024;
+    let f = fixture_with_logs(
+        RouterConfig {
+            resync_interval: Duration::from_secs(60),
+            ..Default::default()
+        },
+        LogStore::with_max_bytes(10_000, budget),
+    )
+    .await;
+    f.app("quiet", "quiet.test", &[backend("q").await.port])
+        .await;
+    f.app("busy", "busy.test", &[backend("b").await.port]).await;
+    f.wait_for("quiet.test", 200).await;
+    f.wait_for("busy.test", 200).await;
+    for _ in 0..3 {
+        assert_eq!(f.get("quiet.test", "/quiet").await.status(), 200);
+    }
+    f.rtr_line("app-quiet", |m| m.contains("GET /quiet ")).await;
+    for i in 0..600 {
+        let response = f.get("busy.test", &format!("/busy/{i}")).await;
+        assert_eq!(response.status(), 200);
+    }
+    f.rtr_line("app-busy", |m| m.contains("GET /busy/599 "))
+        .await;
+    assert!(f.logs.bytes() <= budget, "{} > {budget}", f.logs.bytes());
+    let all = ReadQuery {
+        start_time: 0,
+        end_time: None,
+        limit: 10_000,
+        descending: false,
+    };
+    let quiet = f.logs.read("app-quiet", &all);
+    assert_eq!(
+        quiet
+            .iter()
+            .filter(|l| l.message.contains("GET /quiet "))
+            .count(),
+        3
+    );
+    // The busy app keeps its newest lines, and far fewer than it sent.
+    let busy = f.logs.read("app-busy", &all);
+    assert!((50..400).contains(&busy.len()), "{}", busy.len());
+    assert!(busy.last().unwrap().message.contains("GET /busy/599 "));
+    assert!(f.logs.dropped() >= 200, "{}", f.logs.dropped());
 }
 
 #[tokio::test]

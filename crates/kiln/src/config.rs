@@ -139,6 +139,11 @@ pub struct ServerArgs {
     /// Address of the Cloud Controller API (and UAA and log cache)
     #[arg(long, env = "KILN_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
+    /// Memory the log cache keeps log lines in, across all apps, at most
+    /// (MB, default 64); past it the apps with the most history lose their
+    /// oldest lines first
+    #[arg(long, env = "KILN_LOG_CACHE_MAX_MB")]
+    pub log_cache_max_mb: Option<usize>,
     /// Address of the HTTP router that serves the apps
     #[arg(long, env = "KILN_ROUTER_LISTEN")]
     pub router_listen: Option<SocketAddr>,
@@ -253,6 +258,7 @@ struct FileConfig {
     database_url: Option<String>,
     database_max_connections: Option<u32>,
     api_listen: Option<SocketAddr>,
+    log_cache_max_mb: Option<usize>,
     router_listen: Option<SocketAddr>,
     router_workers: Option<usize>,
     router_status_listen: Option<SocketAddr>,
@@ -354,6 +360,8 @@ pub struct ServerConfig {
     pub database_url: Option<kiln_store::DatabaseUrl>,
     pub database_max_connections: u32,
     pub api_listen: SocketAddr,
+    /// The log cache's memory budget, in bytes.
+    pub log_cache_max_bytes: usize,
     pub router_listen: SocketAddr,
     /// 0: one per CPU.
     pub router_workers: usize,
@@ -494,6 +502,11 @@ impl ServerConfig {
             !bulk_sync_interval.is_zero(),
             "the bulk sync interval must be positive"
         );
+        let log_cache_max_mb = args
+            .log_cache_max_mb
+            .or(file.log_cache_max_mb)
+            .unwrap_or(kiln_logs::DEFAULT_MAX_BYTES >> 20);
+        anyhow::ensure!(log_cache_max_mb > 0, "--log-cache-max-mb must be positive");
         Ok(ServerConfig {
             roles,
             bbs_listen,
@@ -513,6 +526,7 @@ impl ServerConfig {
             database_url,
             database_max_connections,
             api_listen,
+            log_cache_max_bytes: log_cache_max_mb.saturating_mul(1 << 20),
             router_listen: args
                 .router_listen
                 .or(file.router_listen)
@@ -740,7 +754,8 @@ mod tests {
         let file = dir.path().join("kiln.toml");
         std::fs::write(
             &file,
-            "domain = \"apps.test\"\nrouter_listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/x\"\n",
+            "domain = \"apps.test\"\nrouter_listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/x\"\n\
+             log_cache_max_mb = 16\n",
         )
         .unwrap();
         let args = ServerArgs {
@@ -758,6 +773,7 @@ mod tests {
         assert_eq!(config.api_listen.port(), 9022);
         assert_eq!(config.external_url, "http://127.0.0.1:9022");
         assert_eq!(config.staging_timeout_ms, 900_000);
+        assert_eq!(config.log_cache_max_bytes, 16 << 20);
         assert_eq!(
             config.cell_network.map(|s| s.to_string()).as_deref(),
             Some("10.254.0.0/22")

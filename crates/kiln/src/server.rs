@@ -206,7 +206,10 @@ async fn start_bbs_and_api(
     )
     .await
     .context("opening the bbs database")?;
-    let logs = Arc::new(LogStore::default());
+    let logs = Arc::new(LogStore::with_max_bytes(
+        kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE,
+        config.log_cache_max_bytes,
+    ));
     let api = open_api(config, &ccdb, Arc::new(bbs.clone()), logs.clone()).await?;
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await

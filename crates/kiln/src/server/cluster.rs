@@ -56,7 +56,10 @@ pub async fn start(
         dir.join("credentials").display()
     );
     let client = HttpBbsClient::from_credentials(&credentials, Some(&url))?;
-    let logs = Arc::new(LogStore::default());
+    let logs = Arc::new(LogStore::with_max_bytes(
+        kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE,
+        config.log_cache_max_bytes,
+    ));
     let log_sink: Arc<dyn LogSink> = logs.clone();
 
     let lease_stop = CancellationToken::new();
