@@ -4,7 +4,8 @@
 //!
 //! The request path writes the line into its worker's bounded queue once
 //! the response is done (after the client has it); a writer task turns a
-//! tick's lines into envelopes and emits them. When the writer falls
+//! tick's lines into envelopes, each stamped when its response was done
+//! (as Gorouter stamps its envelope), and emits them in that order. When the writer falls
 //! behind, lines are dropped and counted rather than slowing requests
 //! (Gorouter's access log writer drops too when its buffer is full).
 //!
@@ -91,6 +92,15 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
+    /// When the response was done, in nanoseconds since the Unix epoch: the
+    /// envelope's time, as Gorouter stamps its envelope when the response
+    /// is done. From the record's clocks, not read again.
+    fn done_at(&self) -> i64 {
+        (self.record.received_at + self.response_time)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+    }
+
     /// Gorouter's access line on its own.
     #[cfg(test)]
     fn line(&self) -> String {
@@ -285,11 +295,12 @@ struct Queue {
     shared: Arc<Shared>,
 }
 
-/// Lines end to end, and for each where it ends and whose it is.
+/// Lines end to end, and for each where it ends, its envelope's time and
+/// whose it is.
 #[derive(Default)]
 struct Lines {
     text: String,
-    ends: Vec<(usize, Arc<Endpoint>)>,
+    ends: Vec<(usize, i64, Arc<Endpoint>)>,
     /// The worker's, kept with its queue (the writer swaps the rest out).
     date: DateText,
 }
@@ -322,7 +333,11 @@ impl Queue {
             return false;
         }
         finished.write_line(text, date);
-        ends.push((text.len(), finished.record.endpoint.clone()));
+        ends.push((
+            text.len(),
+            finished.done_at(),
+            finished.record.endpoint.clone(),
+        ));
         true
     }
 }
@@ -332,7 +347,7 @@ impl Drop for Queue {
     /// no longer reach it. It does not wait: a sink never blocks.
     fn drop(&mut self) {
         let mut writer = Writer::default();
-        writer.take(self, unix_nanos());
+        writer.take(self);
         writer.emit(&*self.shared.logs);
     }
 }
@@ -417,10 +432,9 @@ async fn write(shared: Arc<Shared>) {
         if queues.is_empty() {
             return;
         }
-        let timestamp = unix_nanos();
         let mut lines = false;
         for queue in &queues {
-            lines |= writer.take(queue, timestamp);
+            lines |= writer.take(queue);
         }
         writer.emit(&*shared.logs);
         wait = next_wait(wait, lines);
@@ -446,15 +460,14 @@ fn next_wait(wait: Duration, lines: bool) -> Duration {
 #[derive(Default)]
 struct Writer {
     text: String,
-    ends: Vec<(usize, Arc<Endpoint>)>,
+    ends: Vec<(usize, i64, Arc<Endpoint>)>,
     envelopes: Vec<LogEnvelope>,
     spare: Vec<LogEnvelope>,
 }
 
 impl Writer {
-    /// Turns what `queue` holds into envelopes, stamped `timestamp`;
-    /// whether it held any line.
-    fn take(&mut self, queue: &Queue, timestamp: i64) -> bool {
+    /// Turns what `queue` holds into envelopes; whether it held any line.
+    fn take(&mut self, queue: &Queue) -> bool {
         // Swapped rather than copied out: the queue gets the empty room
         // the previous tick's lines left.
         {
@@ -464,7 +477,7 @@ impl Writer {
         }
         let any = !self.ends.is_empty();
         let mut start = 0;
-        for (end, endpoint) in self.ends.drain(..) {
+        for (end, timestamp, endpoint) in self.ends.drain(..) {
             let line = &self.text[start..end];
             start = end;
             let index = &endpoint.log_text.index;
@@ -495,11 +508,16 @@ impl Writer {
         any
     }
 
-    /// Hands the envelopes made this tick to `logs`.
+    /// Hands the envelopes made this tick to `logs`, in the order their
+    /// responses were done.
     fn emit(&mut self, logs: &dyn LogSink) {
         if self.envelopes.is_empty() {
             return;
         }
+        // Each queue's lines are in that order already (a worker writes a
+        // line as its response is done): this merges the workers' runs,
+        // so that the store files each line at its history's end.
+        self.envelopes.sort_by_key(|e| e.timestamp);
         logs.emit_all(&mut self.envelopes, &mut self.spare);
         self.envelopes.clear();
         self.envelopes.shrink_to(ROOM_KEPT);
@@ -590,12 +608,6 @@ fn push_quoted_or_dash(out: &mut String, value: Option<&HeaderValue>) {
         Some(value) if !value.is_empty() => push_quoted_value(out, Some(value)),
         _ => out.push_str("\"-\""),
     }
-}
-
-fn unix_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The instance's response body on its way to the client: counts the
@@ -840,14 +852,14 @@ mod tests {
             for _ in 0..2 {
                 assert!(queue.push(&record(finished.record.received_at)));
             }
-            writer.take(queue, 7);
+            writer.take(queue);
             assert!(queue.lock().ends.is_empty());
             assert!(queue.lock().text.is_empty());
         }
         assert!(reused.spare.is_empty());
         assert_eq!(fresh.envelopes, reused.envelopes);
         let envelope = &fresh.envelopes[0];
-        assert_eq!(envelope.timestamp, 7);
+        assert_eq!(envelope.timestamp, finished.done_at());
         assert_eq!(envelope.source_id, "app-guid");
         assert_eq!(envelope.instance_id, "12");
         assert_eq!(envelope.source_type, "RTR");
@@ -946,6 +958,47 @@ mod tests {
         assert_eq!(written(), QUEUE + 2);
         while shared.upgrade().is_some() {
             tokio::time::sleep(WRITER_TICK).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_reach_the_store_in_the_order_their_responses_were_done_each_stamped_then() {
+        let store = Arc::new(kiln_logs::LogStore::default());
+        let mut changed = store.subscribe();
+        let log = AccessLog::start(store.clone());
+        let other = log.for_worker();
+        let start = UNIX_EPOCH + Duration::from_secs(1_709_618_828);
+        // Two workers' lines (received `seconds` after `start`, taking
+        // `took_ms`; the request bytes name each), each worker's in the
+        // order its responses were done, the second's between the first's.
+        for (log, lines) in [(&log, [(1, 500), (3, 0)]), (&other, [(2, 0), (3, 200)])] {
+            for (seconds, took_ms) in lines {
+                let mut finished = record(start + Duration::from_secs(seconds));
+                finished.record.request_bytes = seconds;
+                finished.record.started = Instant::now() - Duration::from_millis(took_ms);
+                log.emit(finished.record, 200, 0);
+            }
+        }
+        let query = whole_history();
+        while store.read("app-guid", &query).len() < 4 {
+            changed.changed().await.unwrap();
+        }
+        let got: Vec<(i64, u64)> = store
+            .read("app-guid", &query)
+            .iter()
+            .map(|e| {
+                // The request bytes name the line: `"GET / HTTP/1.1" 200 <bytes> 0`.
+                let bytes = e.message.split(' ').nth(7).unwrap().parse().unwrap();
+                (e.timestamp, bytes)
+            })
+            .collect();
+        let order: Vec<u64> = got.iter().map(|(_, bytes)| *bytes).collect();
+        assert_eq!(order, [1, 2, 3, 3], "{got:?}");
+        // Stamped when the response was done: received, plus its time.
+        let start = start.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
+        for ((t, bytes), took_ms) in got.iter().zip([500, 0, 0, 200]) {
+            let expected = start + *bytes as i64 * 1_000_000_000 + took_ms * 1_000_000;
+            assert!((t - expected).abs() < 50_000_000, "{got:?}");
         }
     }
 
