@@ -463,6 +463,8 @@ struct Writer {
     ends: Vec<(usize, i64, Arc<Endpoint>)>,
     envelopes: Vec<LogEnvelope>,
     spare: Vec<LogEnvelope>,
+    /// The time of the last envelope handed to the sink.
+    last: i64,
 }
 
 impl Writer {
@@ -518,6 +520,14 @@ impl Writer {
         // line as its response is done): this merges the workers' runs,
         // so that the store files each line at its history's end.
         self.envelopes.sort_by_key(|e| e.timestamp);
+        // Never before one already handed over: a line done just as the
+        // writer took its queue comes a tick later than lines done after
+        // it on another worker, and a reader that follows the log from the
+        // last time it saw would miss it. It is moved to just after them.
+        for envelope in &mut self.envelopes {
+            envelope.timestamp = envelope.timestamp.max(self.last + 1);
+            self.last = envelope.timestamp;
+        }
         logs.emit_all(&mut self.envelopes, &mut self.spare);
         self.envelopes.clear();
         self.envelopes.shrink_to(ROOM_KEPT);
@@ -995,11 +1005,23 @@ mod tests {
         let order: Vec<u64> = got.iter().map(|(_, bytes)| *bytes).collect();
         assert_eq!(order, [1, 2, 3, 3], "{got:?}");
         // Stamped when the response was done: received, plus its time.
-        let start = start.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
+        let start_nanos = start.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
         for ((t, bytes), took_ms) in got.iter().zip([500, 0, 0, 200]) {
-            let expected = start + *bytes as i64 * 1_000_000_000 + took_ms * 1_000_000;
+            let expected = start_nanos + *bytes as i64 * 1_000_000_000 + took_ms * 1_000_000;
             assert!((t - expected).abs() < 50_000_000, "{got:?}");
         }
+        // A line done before the last one written (its worker's queue was
+        // taken just before it came) is stamped just after it: one that
+        // follows the log from there still reads it.
+        let mut late = record(start);
+        late.record.request_bytes = 9;
+        log.emit(late.record, 200, 0);
+        while store.read("app-guid", &query).len() < 5 {
+            changed.changed().await.unwrap();
+        }
+        let lines = store.read("app-guid", &query);
+        assert!(lines[4].message.contains(" 200 9 0 "), "{lines:?}");
+        assert_eq!(lines[4].timestamp, lines[3].timestamp + 1);
     }
 
     #[test]
