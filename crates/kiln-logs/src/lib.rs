@@ -182,8 +182,9 @@ impl LogStore {
                 let Some(oldest) = history.envelopes.pop_front() else {
                     break;
                 };
-                history.bytes -= footprint(&oldest);
-                histories.bytes -= footprint(&oldest);
+                let size = footprint(&oldest);
+                history.bytes -= size;
+                histories.bytes -= size;
                 trimmed.push(oldest);
             }
             !history.envelopes.is_empty()
@@ -305,6 +306,7 @@ impl LogSink for LogStore {
         drop(trimmed);
         self.generation.send_modify(|g| *g += 1);
     }
+
     fn emit_metric(&self, metric: ContainerMetric) {
         let key = (
             metric.source_id.clone(),

@@ -5,9 +5,10 @@
 //! The request path writes the line into its worker's bounded queue once
 //! the response is done (after the client has it); a writer task turns a
 //! tick's lines into envelopes, each stamped when its response was done
-//! (as Gorouter stamps its envelope), and emits them in that order. When the writer falls
-//! behind, lines are dropped and counted rather than slowing requests
-//! (Gorouter's access log writer drops too when its buffer is full).
+//! (as Gorouter stamps its envelope), and emits them in that order. When
+//! the writer falls behind, lines are dropped and counted rather than
+//! slowing requests (Gorouter's access log writer drops too when its
+//! buffer is full).
 //!
 //! On a busy router the log's work is a share of every request's CPU, so
 //! it is kept small: the line is written without `core::fmt` (digits by
@@ -30,7 +31,7 @@ use kiln_model::logs::{LogEnvelope, MessageType};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -348,7 +349,7 @@ impl Drop for Queue {
     fn drop(&mut self) {
         let mut writer = Writer::default();
         writer.take(self);
-        writer.emit(&*self.shared.logs);
+        writer.emit(&self.shared);
     }
 }
 
@@ -357,6 +358,9 @@ struct Shared {
     /// Every worker's queue, which the writer drains while it lives.
     queues: Mutex<Vec<Weak<Queue>>>,
     logs: Arc<dyn LogSink>,
+    /// The time of the last envelope handed to `logs`, by the writer or
+    /// by a queue that went.
+    last: AtomicI64,
 }
 
 /// The request path's end of the access log: one `Arc` per worker, so a
@@ -381,6 +385,7 @@ impl AccessLog {
         let shared = Arc::new(Shared {
             queues: Mutex::default(),
             logs,
+            last: AtomicI64::new(0),
         });
         let queue = Queue::new(shared.clone());
         tokio::spawn(write(shared));
@@ -436,7 +441,7 @@ async fn write(shared: Arc<Shared>) {
         for queue in &queues {
             lines |= writer.take(queue);
         }
-        writer.emit(&*shared.logs);
+        writer.emit(&shared);
         wait = next_wait(wait, lines);
         // If a queue's last `AccessLog` went meanwhile, it writes what is
         // left as this drops it.
@@ -463,8 +468,6 @@ struct Writer {
     ends: Vec<(usize, i64, Arc<Endpoint>)>,
     envelopes: Vec<LogEnvelope>,
     spare: Vec<LogEnvelope>,
-    /// The time of the last envelope handed to the sink.
-    last: i64,
 }
 
 impl Writer {
@@ -510,9 +513,9 @@ impl Writer {
         any
     }
 
-    /// Hands the envelopes made this tick to `logs`, in the order their
+    /// Hands the envelopes made this tick to the sink, in the order their
     /// responses were done.
-    fn emit(&mut self, logs: &dyn LogSink) {
+    fn emit(&mut self, shared: &Shared) {
         if self.envelopes.is_empty() {
             return;
         }
@@ -524,11 +527,13 @@ impl Writer {
         // writer took its queue comes a tick later than lines done after
         // it on another worker, and a reader that follows the log from the
         // last time it saw would miss it. It is moved to just after them.
+        let mut last = shared.last.load(Ordering::Relaxed);
         for envelope in &mut self.envelopes {
-            envelope.timestamp = envelope.timestamp.max(self.last + 1);
-            self.last = envelope.timestamp;
+            envelope.timestamp = envelope.timestamp.max(last + 1);
+            last = envelope.timestamp;
         }
-        logs.emit_all(&mut self.envelopes, &mut self.spare);
+        shared.last.fetch_max(last, Ordering::Relaxed);
+        shared.logs.emit_all(&mut self.envelopes, &mut self.spare);
         self.envelopes.clear();
         self.envelopes.shrink_to(ROOM_KEPT);
         self.spare.truncate(SPARE_KEPT);
@@ -854,6 +859,7 @@ mod tests {
             queue: Queue::new(Arc::new(Shared {
                 queues: Mutex::default(),
                 logs: Arc::new(kiln_logs::LogStore::default()),
+                last: AtomicI64::new(0),
             })),
         };
         let queue = &log.queue;
