@@ -356,8 +356,18 @@ pub async fn show_logs(client: &mut Client, name: &str, recent: bool) -> anyhow:
         "Retrieving logs for app {name} {}...\n",
         whereabouts(client)
     );
-    let lines = logs::recent(client, &app.guid).await?;
-    let next_start = lines.iter().map(|l| l.timestamp + 1).max().unwrap_or(0);
+    let mut lines = logs::recent(client, &app.guid).await?;
+    // Where the follower starts when none is printed here.
+    let mut next_start = lines.first().map_or(0, |l| l.timestamp);
+    if !recent {
+        // Those that have not settled come from the follower, with any
+        // that arrive late among them.
+        let settled = logs::settled_before();
+        lines.retain(|l| l.timestamp < settled);
+    }
+    if let Some(last) = lines.last() {
+        next_start = last.timestamp + 1;
+    }
     for line in lines {
         println!("{}", format_line(&line));
     }
@@ -368,7 +378,7 @@ pub async fn show_logs(client: &mut Client, name: &str, recent: bool) -> anyhow:
     // read is in flight is not lost.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("listening for Ctrl-C")?;
-    // Everything after what was just printed; the server's clock decides.
+    // Everything after what was just printed.
     let mut follower = Follower::starting_at(&app.guid, next_start);
     let mut failures = 0;
     loop {

@@ -2,6 +2,13 @@
 //! (`GET {log_cache}/api/v1/read/<app guid>`), as the cf CLI does: no
 //! stream, but repeated reads from just after the last timestamp seen, so
 //! each line is printed once and in time order.
+//!
+//! A follower reads only lines that have settled: older than
+//! [`SETTLE`] by the client's clock (the cf CLI's walk delay). Lines come
+//! from several producers (the router, each cell) stamped by their own
+//! clocks and reach the log cache a little after their time; reading up to
+//! the moment would move past a cell's line that arrives after a later
+//! router line was read, and it would never be printed.
 
 use crate::client::{Body, Client};
 use anyhow::Context;
@@ -9,9 +16,15 @@ use base64::Engine;
 use kiln_model::logs::{LogEnvelope, MessageType};
 use reqwest::Method;
 use serde_json::Value;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The most envelopes one read returns (log cache's own maximum).
 const READ_LIMIT: u32 = 1000;
+
+/// How old a line must be before a follower reads it: the cf CLI's walk
+/// delay, which it raised from log cache's one second after losing lines
+/// on foundations with several log cache nodes.
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// Decodes a log-cache read answer (`{"envelopes":{"batch":[…]}}`, payloads
 /// base64, timestamps decimal strings) into log lines, oldest first;
@@ -64,6 +77,7 @@ async fn read(
     client: &mut Client,
     app_guid: &str,
     start_time: i64,
+    end_time: Option<i64>,
     limit: u32,
     descending: bool,
 ) -> anyhow::Result<Vec<LogEnvelope>> {
@@ -75,6 +89,9 @@ async fn read(
         "{}/api/v1/read/{app_guid}?start_time={start_time}&envelope_types=LOG&limit={limit}",
         client.config.log_cache.trim_end_matches('/'),
     );
+    if let Some(end_time) = end_time {
+        url.push_str(&format!("&end_time={end_time}"));
+    }
     if descending {
         url.push_str("&descending=true");
     }
@@ -87,7 +104,16 @@ async fn read(
 
 /// The newest lines kept (up to 1000), oldest first: `kiln logs --recent`.
 pub async fn recent(client: &mut Client, app_guid: &str) -> anyhow::Result<Vec<LogEnvelope>> {
-    read(client, app_guid, 0, READ_LIMIT, true).await
+    read(client, app_guid, 0, None, READ_LIMIT, true).await
+}
+
+/// Lines stamped before this have settled ([`SETTLE`]), by the client's
+/// clock (nanoseconds since the epoch).
+pub fn settled_before() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    now - SETTLE.as_nanos() as i64
 }
 
 /// Follows one app's logs: every `poll` returns the lines not seen yet,
@@ -110,7 +136,7 @@ impl Follower {
     /// is written from here on is returned (the server's clock decides, not
     /// ours).
     pub async fn from_now(client: &mut Client, app_guid: &str) -> anyhow::Result<Follower> {
-        let newest = read(client, app_guid, 0, 1, true).await?;
+        let newest = read(client, app_guid, 0, None, 1, true).await?;
         Ok(Follower::starting_at(
             app_guid,
             newest.iter().map(|l| l.timestamp + 1).max().unwrap_or(0),
@@ -122,13 +148,36 @@ impl Follower {
         self.next_start = self.next_start.max(start_time);
     }
 
-    /// The lines written since the last poll, oldest first.
+    /// The lines written since the last poll that have settled (older
+    /// than [`SETTLE`]), oldest first.
     pub async fn poll(&mut self, client: &mut Client) -> anyhow::Result<Vec<LogEnvelope>> {
+        self.read_until(client, Some(settled_before())).await
+    }
+
+    /// Every line written since the last poll, settled or not: the last
+    /// read once what was followed is over (a build that finished).
+    pub async fn flush(&mut self, client: &mut Client) -> anyhow::Result<Vec<LogEnvelope>> {
+        self.read_until(client, None).await
+    }
+
+    async fn read_until(
+        &mut self,
+        client: &mut Client,
+        end_time: Option<i64>,
+    ) -> anyhow::Result<Vec<LogEnvelope>> {
         let mut all = Vec::new();
         loop {
-            let lines = read(client, &self.app_guid, self.next_start, READ_LIMIT, false).await?;
+            let lines = read(
+                client,
+                &self.app_guid,
+                self.next_start,
+                end_time,
+                READ_LIMIT,
+                false,
+            )
+            .await?;
             let full = lines.len() >= READ_LIMIT as usize;
-            all.extend(self.take_new(lines));
+            all.extend(self.take_new(lines, end_time));
             // A full batch means more are waiting.
             if !full {
                 return Ok(all);
@@ -136,12 +185,19 @@ impl Follower {
         }
     }
 
-    /// The lines of one read that were not returned before, in time order;
-    /// moves the start past them. Filtering here too keeps each line once
-    /// even against a server that ignores `start_time`.
-    pub fn take_new(&mut self, mut lines: Vec<LogEnvelope>) -> Vec<LogEnvelope> {
+    /// The lines of one read that were not returned before and are older
+    /// than `end_time`, in time order; moves the start past them. Filtering
+    /// here too keeps each line once, and a line that has not settled for
+    /// a later read, even against a server that ignores the bounds.
+    pub fn take_new(
+        &mut self,
+        mut lines: Vec<LogEnvelope>,
+        end_time: Option<i64>,
+    ) -> Vec<LogEnvelope> {
         lines.sort_by_key(|l| l.timestamp);
-        lines.retain(|l| l.timestamp >= self.next_start);
+        lines.retain(|l| {
+            l.timestamp >= self.next_start && end_time.is_none_or(|end| l.timestamp < end)
+        });
         if let Some(last) = lines.last() {
             self.next_start = last.timestamp + 1;
         }
@@ -246,15 +302,29 @@ mod tests {
     fn followers_return_each_line_once_in_order() {
         let mut follower = Follower::starting_at("a", 0);
         follower.not_before(10);
-        let first = follower.take_new(vec![line(30, "c"), line(5, "old"), line(20, "b")]);
+        let first = follower.take_new(vec![line(30, "c"), line(5, "old"), line(20, "b")], None);
         let texts: Vec<_> = first.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(texts, ["b", "c"]);
         // A server that ignores start_time sends everything again.
-        let second = follower.take_new(vec![line(20, "b"), line(30, "c"), line(31, "d")]);
+        let second = follower.take_new(vec![line(20, "b"), line(30, "c"), line(31, "d")], None);
         assert_eq!(second, [line(31, "d")]);
-        assert!(follower.take_new(vec![line(31, "d")]).is_empty());
+        assert!(follower.take_new(vec![line(31, "d")], None).is_empty());
         follower.not_before(0);
-        assert!(follower.take_new(vec![line(25, "late")]).is_empty());
+        assert!(follower.take_new(vec![line(25, "late")], None).is_empty());
+    }
+
+    #[test]
+    fn a_line_that_arrives_late_but_before_it_settles_is_still_returned() {
+        let mut follower = Follower::starting_at("a", 0);
+        // A router line at 50 is in the cache; reading up to 40 leaves it.
+        let first = follower.take_new(vec![line(10, "app"), line(50, "rtr")], Some(40));
+        assert_eq!(first, [line(10, "app")]);
+        // A cell's line at 30 arrives after the router's: not skipped.
+        let second = follower.take_new(
+            vec![line(10, "app"), line(30, "late app"), line(50, "rtr")],
+            Some(60),
+        );
+        assert_eq!(second, [line(30, "late app"), line(50, "rtr")]);
     }
 
     #[test]

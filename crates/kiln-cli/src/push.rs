@@ -833,7 +833,7 @@ async fn stage(
         }
     };
     // Lines written just before the build finished.
-    if logs_available && let Ok(lines) = follower.poll(client).await {
+    if logs_available && let Ok(lines) = follower.flush(client).await {
         print_staging(lines);
     }
     match build.state.parse::<BuildState>() {

@@ -36,8 +36,9 @@ struct Fake {
     cached: HashSet<String>,
     envelopes: Vec<(i64, String, String, String)>,
     clock: i64,
-    /// (start_time, descending, limit, envelopes returned, a build was staging)
-    reads: Vec<(i64, bool, u32, usize, bool)>,
+    /// (start_time, descending, limit, envelopes returned, a build was
+    /// staging, how far end_time was behind the time of the read)
+    reads: Vec<(i64, bool, u32, usize, bool, Option<i64>)>,
     next_id: u32,
     /// Answer an upload with the package READY, as Kiln does (it processes
     /// the bits before answering); else PROCESSING_UPLOAD, as CC does.
@@ -427,11 +428,14 @@ async fn handle(State(fake): State<Shared>, request: Request) -> Response {
         ("GET", ["api", "v1", "read", source]) => {
             let start: i64 = q["start_time"].parse().unwrap();
             let limit: u32 = q["limit"].parse().unwrap();
+            let end: Option<i64> = q.get("end_time").map(|e| e.parse().unwrap());
             let descending = q.get("descending").is_some_and(|d| d == "true");
             let mut found: Vec<_> = f
                 .envelopes
                 .iter()
-                .filter(|(ts, app, _, _)| app == source && *ts >= start)
+                .filter(|(ts, app, _, _)| {
+                    app == source && *ts >= start && end.is_none_or(|end| *ts < end)
+                })
                 .cloned()
                 .collect();
             if descending {
@@ -439,8 +443,14 @@ async fn handle(State(fake): State<Shared>, request: Request) -> Response {
             }
             found.truncate(limit as usize);
             let staging = f.builds.values().any(|(_, polls)| *polls < 2);
-            f.reads
-                .push((start, descending, limit, found.len(), staging));
+            f.reads.push((
+                start,
+                descending,
+                limit,
+                found.len(),
+                staging,
+                end.map(|end| unix_nanos() - end),
+            ));
             let b64 = base64::engine::general_purpose::STANDARD;
             let batch: Vec<Value> = found
                 .into_iter()
@@ -458,6 +468,13 @@ async fn handle(State(fake): State<Shared>, request: Request) -> Response {
             (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
         }
     }
+}
+
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
 }
 
 async fn start_fake() -> Shared {
@@ -626,8 +643,9 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
         assert!(run.contains("exec python"));
 
         // Staging logs were read live (a line came back while the build was
-        // still staging), each read resuming after the last line seen, and
-        // once more after staging.
+        // still staging), each read resuming after the last line seen and
+        // only up to lines that have settled, and once more after staging,
+        // up to the last line.
         assert!(
             f.reads[0].1,
             "the follower anchors on the newest line first"
@@ -643,7 +661,16 @@ async fn login_push_and_the_app_verbs_against_a_fake_api() {
         // The read after the build left STAGING flushed its last line.
         let flush = follows.last().unwrap();
         assert!(
-            !flush.4 && flush.0 <= last_line && flush.3 == 1,
+            !flush.4 && flush.0 <= last_line && flush.3 == 1 && flush.5.is_none(),
+            "{follows:?}"
+        );
+        // Each follow during staging read only lines that had settled:
+        // older than the walk delay (two seconds) at the time of the read.
+        let settled = |r: &&(i64, bool, u32, usize, bool, Option<i64>)| {
+            r.5.is_some_and(|behind| behind >= 2_000_000_000)
+        };
+        assert!(
+            follows[..follows.len() - 1].iter().all(settled),
             "{follows:?}"
         );
         assert!(follows.iter().all(|r| r.2 == 1000));
