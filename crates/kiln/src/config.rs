@@ -392,6 +392,15 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The log cache this node keeps: each app's newest lines, within the
+    /// configured memory.
+    pub fn log_store(&self) -> kiln_logs::LogStore {
+        kiln_logs::LogStore::with_max_bytes(
+            kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE,
+            self.log_cache_max_bytes,
+        )
+    }
+
     pub fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         let file = match &args.config {
             Some(path) => read_file(path)?,

@@ -206,10 +206,7 @@ async fn start_bbs_and_api(
     )
     .await
     .context("opening the bbs database")?;
-    let logs = Arc::new(LogStore::with_max_bytes(
-        kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE,
-        config.log_cache_max_bytes,
-    ));
+    let logs = Arc::new(config.log_store());
     let api = open_api(config, &ccdb, Arc::new(bbs.clone()), logs.clone()).await?;
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await

@@ -15,7 +15,7 @@ use crate::config::ServerConfig;
 use anyhow::Context;
 use kiln_bbs::lock::{BbsLock, LEASE_TTL, LockState};
 use kiln_bbs_client::HttpBbsClient;
-use kiln_logs::{LogSink, LogStore};
+use kiln_logs::LogSink;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -56,10 +56,7 @@ pub async fn start(
         dir.join("credentials").display()
     );
     let client = HttpBbsClient::from_credentials(&credentials, Some(&url))?;
-    let logs = Arc::new(LogStore::with_max_bytes(
-        kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE,
-        config.log_cache_max_bytes,
-    ));
+    let logs = Arc::new(config.log_store());
     let log_sink: Arc<dyn LogSink> = logs.clone();
 
     let lease_stop = CancellationToken::new();
