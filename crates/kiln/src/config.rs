@@ -144,6 +144,12 @@ pub struct ServerArgs {
     /// oldest lines first
     #[arg(long, env = "KILN_LOG_CACHE_MAX_MB")]
     pub log_cache_max_mb: Option<usize>,
+    /// Log lines the log cache keeps for each app, at most (default
+    /// 10000; log cache's `max_per_source`); a follower reads lines two
+    /// seconds old, so an app writing more than this in two seconds loses
+    /// lines to `kiln logs`
+    #[arg(long, env = "KILN_LOG_CACHE_MAX_PER_SOURCE")]
+    pub log_cache_max_per_source: Option<usize>,
     /// Address of the HTTP router that serves the apps
     #[arg(long, env = "KILN_ROUTER_LISTEN")]
     pub router_listen: Option<SocketAddr>,
@@ -259,6 +265,7 @@ struct FileConfig {
     database_max_connections: Option<u32>,
     api_listen: Option<SocketAddr>,
     log_cache_max_mb: Option<usize>,
+    log_cache_max_per_source: Option<usize>,
     router_listen: Option<SocketAddr>,
     router_workers: Option<usize>,
     router_status_listen: Option<SocketAddr>,
@@ -362,6 +369,8 @@ pub struct ServerConfig {
     pub api_listen: SocketAddr,
     /// The log cache's memory budget, in bytes.
     pub log_cache_max_bytes: usize,
+    /// Log lines kept per app, at most.
+    pub log_cache_max_per_source: usize,
     pub router_listen: SocketAddr,
     /// 0: one per CPU.
     pub router_workers: usize,
@@ -395,10 +404,7 @@ impl ServerConfig {
     /// The log cache this node keeps: each app's newest lines, within the
     /// configured memory.
     pub fn log_store(&self) -> kiln_logs::LogStore {
-        kiln_logs::LogStore::with_max_bytes(
-            kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE,
-            self.log_cache_max_bytes,
-        )
+        kiln_logs::LogStore::with_max_bytes(self.log_cache_max_per_source, self.log_cache_max_bytes)
     }
 
     pub fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
@@ -516,6 +522,14 @@ impl ServerConfig {
             .or(file.log_cache_max_mb)
             .unwrap_or(kiln_logs::DEFAULT_MAX_BYTES >> 20);
         anyhow::ensure!(log_cache_max_mb > 0, "--log-cache-max-mb must be positive");
+        let log_cache_max_per_source = args
+            .log_cache_max_per_source
+            .or(file.log_cache_max_per_source)
+            .unwrap_or(kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE);
+        anyhow::ensure!(
+            log_cache_max_per_source > 0,
+            "--log-cache-max-per-source must be positive"
+        );
         Ok(ServerConfig {
             roles,
             bbs_listen,
@@ -536,6 +550,7 @@ impl ServerConfig {
             database_max_connections,
             api_listen,
             log_cache_max_bytes: log_cache_max_mb.saturating_mul(1 << 20),
+            log_cache_max_per_source,
             router_listen: args
                 .router_listen
                 .or(file.router_listen)
@@ -764,7 +779,7 @@ mod tests {
         std::fs::write(
             &file,
             "domain = \"apps.test\"\nrouter_listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/x\"\n\
-             log_cache_max_mb = 16\n",
+             log_cache_max_mb = 16\nlog_cache_max_per_source = 50000\n",
         )
         .unwrap();
         let args = ServerArgs {
@@ -783,6 +798,7 @@ mod tests {
         assert_eq!(config.external_url, "http://127.0.0.1:9022");
         assert_eq!(config.staging_timeout_ms, 900_000);
         assert_eq!(config.log_cache_max_bytes, 16 << 20);
+        assert_eq!(config.log_cache_max_per_source, 50_000);
         assert_eq!(
             config.cell_network.map(|s| s.to_string()).as_deref(),
             Some("10.254.0.0/22")
