@@ -499,14 +499,12 @@ impl ServerConfig {
             .map(|u| kiln_store::DatabaseUrl::parse(&u))
             .transpose()
             .context("--database-url")?;
-        let database_max_connections = args
-            .database_max_connections
-            .or(file.database_max_connections)
-            .unwrap_or(kiln_store::DEFAULT_MAX_CONNECTIONS);
-        anyhow::ensure!(
-            database_max_connections > 0,
-            "--database-max-connections must be positive"
-        );
+        let database_max_connections = positive(
+            args.database_max_connections
+                .or(file.database_max_connections),
+            kiln_store::DEFAULT_MAX_CONNECTIONS,
+            "--database-max-connections",
+        )?;
         let staging_timeout = args.staging_timeout.or(file.staging_timeout).unwrap_or(900);
         anyhow::ensure!(staging_timeout > 0, "staging timeout must be positive");
         let bulk_sync_interval = args.bulk_sync_interval.or(file.bulk_sync_interval).map_or(
@@ -517,19 +515,17 @@ impl ServerConfig {
             !bulk_sync_interval.is_zero(),
             "the bulk sync interval must be positive"
         );
-        let log_cache_max_mb = args
-            .log_cache_max_mb
-            .or(file.log_cache_max_mb)
-            .unwrap_or(kiln_logs::DEFAULT_MAX_BYTES >> 20);
-        anyhow::ensure!(log_cache_max_mb > 0, "--log-cache-max-mb must be positive");
-        let log_cache_max_per_source = args
-            .log_cache_max_per_source
-            .or(file.log_cache_max_per_source)
-            .unwrap_or(kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE);
-        anyhow::ensure!(
-            log_cache_max_per_source > 0,
-            "--log-cache-max-per-source must be positive"
-        );
+        let log_cache_max_mb = positive(
+            args.log_cache_max_mb.or(file.log_cache_max_mb),
+            kiln_logs::DEFAULT_MAX_BYTES >> 20,
+            "--log-cache-max-mb",
+        )?;
+        let log_cache_max_per_source = positive(
+            args.log_cache_max_per_source
+                .or(file.log_cache_max_per_source),
+            kiln_logs::DEFAULT_ENVELOPES_PER_SOURCE,
+            "--log-cache-max-per-source",
+        )?;
         Ok(ServerConfig {
             roles,
             bbs_listen,
@@ -717,11 +713,6 @@ fn image_settings(
             "--insecure-docker-registries: {r:?} is not host[:port]"
         );
     }
-    let positive = |v: Option<u64>, default: u64, flag: &str| -> anyhow::Result<u64> {
-        let v = v.unwrap_or(default);
-        anyhow::ensure!(v > 0, "{flag} must be positive");
-        Ok(v)
-    };
     Ok(kiln_cell::image::ImageSettings {
         insecure_registries: registries,
         cache_max_bytes: positive(
@@ -741,6 +732,17 @@ fn image_settings(
             "--docker-registry-timeout",
         )?),
     })
+}
+
+/// A setting's value (or its default), which must be above zero.
+fn positive<T: Default + PartialOrd>(
+    value: Option<T>,
+    default: T,
+    flag: &str,
+) -> anyhow::Result<T> {
+    let value = value.unwrap_or(default);
+    anyhow::ensure!(value > T::default(), "{flag} must be positive");
+    Ok(value)
 }
 
 /// An absolute path for `program`: as given when it has a `/`, else the
