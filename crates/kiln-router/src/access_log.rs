@@ -65,6 +65,9 @@ pub(crate) struct AccessRecord {
     pub host: HeaderValue,
     pub received_at: SystemTime,
     pub started: Instant,
+    /// When the router began sending the request to an instance (its
+    /// first attempt, the dial included); `None` while it has not.
+    pub forwarded_at: Option<Instant>,
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
@@ -90,6 +93,10 @@ pub(crate) struct Finished {
     status: u16,
     body_bytes_sent: u64,
     response_time: Duration,
+    /// The part of `response_time` spent in the router: Gorouter's
+    /// `gorouter_time`, the response time less the app's (from the first
+    /// attempt to the response's end) — all of it if no attempt was made.
+    gorouter_time: Duration,
 }
 
 impl Finished {
@@ -152,13 +159,10 @@ impl Finished {
         out.push('"');
         out.push_str(r.request_id.as_str());
         out.push('"');
-        // Seconds with six decimals, as Gorouter writes them; from the
-        // integer microseconds (no float formatting).
-        let micros = self.response_time.as_micros();
         out.push_str(" response_time:");
-        out.push_str(digits.format(micros / 1_000_000));
-        out.push('.');
-        push_padded(out, (micros % 1_000_000) as u32, 6);
+        push_seconds(out, self.response_time);
+        out.push_str(" gorouter_time:");
+        push_seconds(out, self.gorouter_time);
         out.push_str(&e.log_text.app);
         out.push_str(" x_cf_routererror:");
         match r.router_error.as_deref() {
@@ -252,6 +256,15 @@ fn push_padded(out: &mut String, value: u32, width: usize) {
         out.push('0');
     }
     out.push_str(text);
+}
+
+/// Seconds with six decimals, as Gorouter writes its times; from the
+/// integer microseconds (no float formatting).
+fn push_seconds(out: &mut String, time: Duration) {
+    let micros = time.as_micros();
+    out.push_str(itoa::Buffer::new().format(micros / 1_000_000));
+    out.push('.');
+    push_padded(out, (micros % 1_000_000) as u32, 6);
 }
 
 /// The version as `Version`'s `Debug` writes it (`HTTP/1.1`), Gorouter's text.
@@ -404,8 +417,15 @@ impl AccessLog {
     /// Writes the record's line for the writer; never waits (but for the
     /// writer swapping the queue's lines out, once a tick).
     pub fn emit(&self, record: Box<AccessRecord>, status: u16, body_bytes_sent: u64) {
+        let response_time = record.started.elapsed();
+        // The app's time runs from the first attempt to now, so the
+        // router's is what came before the first attempt.
+        let gorouter_time = record.forwarded_at.map_or(response_time, |at| {
+            at.saturating_duration_since(record.started)
+        });
         let finished = Finished {
-            response_time: record.started.elapsed(),
+            response_time,
+            gorouter_time,
             record,
             status,
             body_bytes_sent,
@@ -722,6 +742,7 @@ mod tests {
             host: HeaderValue::from_static("app.test:8080"),
             received_at,
             started: Instant::now(),
+            forwarded_at: None,
             method: Method::POST,
             uri: Uri::from_static("/a?b=c"),
             version: Version::HTTP_11,
@@ -746,9 +767,10 @@ mod tests {
             status: 201,
             body_bytes_sent: 34,
             response_time: Duration::from_micros(1500),
+            gorouter_time: Duration::from_micros(250),
         }
         .line();
-        let expected = "app.test:8080 - [2024-03-05T06:07:08.000000009Z] \"POST /a?b=c HTTP/1.1\" 201 12 34 \"-\" \"curl/8 \\\"x\\\"\" \"127.0.0.1:5000\" \"127.0.0.1:61000\" x_forwarded_for:\"10.0.0.1, 127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"0e7c1f5a-3b2d-4c8e-9f10-a1b2c3d4e5f6\" response_time:0.001500 app_id:\"app-guid\" app_index:\"1\" instance_id:\"ig\" x_cf_routererror:\"-\"";
+        let expected = "app.test:8080 - [2024-03-05T06:07:08.000000009Z] \"POST /a?b=c HTTP/1.1\" 201 12 34 \"-\" \"curl/8 \\\"x\\\"\" \"127.0.0.1:5000\" \"127.0.0.1:61000\" x_forwarded_for:\"10.0.0.1, 127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"0e7c1f5a-3b2d-4c8e-9f10-a1b2c3d4e5f6\" response_time:0.001500 gorouter_time:0.000250 app_id:\"app-guid\" app_index:\"1\" instance_id:\"ig\" x_cf_routererror:\"-\"";
         assert_eq!(line, expected);
     }
 
@@ -758,6 +780,7 @@ mod tests {
                 host: HeaderValue::from_static("app.test"),
                 received_at,
                 started: Instant::now(),
+                forwarded_at: None,
                 method: Method::GET,
                 uri: Uri::from_static("/"),
                 version: Version::HTTP_11,
@@ -780,6 +803,7 @@ mod tests {
             status: 200,
             body_bytes_sent: 0,
             response_time: Duration::ZERO,
+            gorouter_time: Duration::ZERO,
         }
     }
 

@@ -311,11 +311,12 @@ pub(crate) async fn serve(
             .ok()
     };
     let endpoint = &chosen[0];
-    let record = Box::new(AccessRecord {
+    let mut record = Box::new(AccessRecord {
         host: HeaderValue::from_maybe_shared(raw_host.clone())
             .unwrap_or_else(|_| HeaderValue::from_static("")),
         received_at,
         started,
+        forwarded_at: None,
         method: method.clone(),
         uri,
         version: Version::HTTP_11,
@@ -341,6 +342,7 @@ pub(crate) async fn serve(
         return Ok(phases(proxy.forward(rest, forward, timer, None).await));
     }
     let deadline = tokio::time::Instant::from_std(started + config.request_timeout);
+    record.forwarded_at = Some(Instant::now());
     // What failed the attempt (`None`: the request timed out), unless it
     // was answered or went on to the phases.
     let failure = 'attempt: {

@@ -518,6 +518,7 @@ impl Proxy {
             host: raw_host,
             received_at,
             started,
+            forwarded_at: None,
             method: method.clone(),
             uri,
             version,
@@ -572,6 +573,9 @@ impl Proxy {
                 failure = Some((endpoint.clone(), why));
                 break;
             }
+            // The app's time starts with the first attempt (the one pass's,
+            // when it handed the request over after it).
+            record.forwarded_at.get_or_insert_with(Instant::now);
             let wire = &endpoint.wire;
             let attempt_head = head.for_attempt(&wire.lines, body.framing());
             let in_flight = endpoint

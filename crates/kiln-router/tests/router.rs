@@ -912,6 +912,7 @@ async fn each_request_leaves_one_rtr_line_in_the_app_log() {
         format!(
             "x_forwarded_for:\"127.0.0.1\" x_forwarded_proto:\"http\" vcap_request_id:\"{request_id}\" response_time:"
         ),
+        " gorouter_time:".to_string(),
         "app_id:\"app-p1\" app_index:\"0\" instance_id:\"p1-ig-0\" x_cf_routererror:\"-\""
             .to_string(),
     ] {
@@ -933,6 +934,61 @@ async fn each_request_leaves_one_rtr_line_in_the_app_log() {
             .count(),
         1
     );
+}
+
+/// A time field of an RTR line (`NAME:SECONDS`), in seconds.
+fn seconds_field(line: &str, name: &str) -> f64 {
+    let at = line.find(&format!(" {name}:")).unwrap() + name.len() + 2;
+    let text = line[at..].split(' ').next().unwrap();
+    text.parse()
+        .unwrap_or_else(|_| panic!("{name} is not seconds in {line}"))
+}
+
+#[tokio::test]
+async fn gorouter_time_is_the_response_time_less_the_apps() {
+    let f = fixture().await;
+    let b = backend("a").await;
+    f.app("p1", "timed.test", &[b.port]).await;
+    f.wait_for("timed.test", 200).await;
+    // A GET (the one pass) and a POST with a body (the phases): each is
+    // held by the app for 300 ms, which counts in response_time only.
+    for (method, body) in [
+        (reqwest::Method::GET, ""),
+        (reqwest::Method::POST, "a body"),
+    ] {
+        let before = b.requests.load(Ordering::SeqCst);
+        let request = f
+            .http
+            .request(method.clone(), f.url("/slow"))
+            .header("Host", "timed.test")
+            .body(body)
+            .send();
+        let release = async {
+            poll_until("the app has the request", || {
+                b.requests.load(Ordering::SeqCst) > before
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            b.gate.notify_one();
+        };
+        let (response, ()) = tokio::join!(request, release);
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200);
+        let request_id = response.headers()["x-vcap-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        response.bytes().await.unwrap();
+        let line = f.rtr_line("app-p1", |m| m.contains(&request_id)).await;
+        let m = &line.message;
+        let total = seconds_field(m, "response_time");
+        let router = seconds_field(m, "gorouter_time");
+        assert!(total >= 0.3, "{method}: {m}");
+        assert!(
+            router < total - 0.25,
+            "{method}: the app's 300 ms left in: {m}"
+        );
+    }
 }
 
 #[tokio::test]
