@@ -535,11 +535,19 @@ mod tests {
             root
         };
 
+        // What the pool holds ready: a file system is mounted a moment
+        // before it is (a container coming meanwhile makes its own).
+        let pooled = || {
+            let state = pool.lock();
+            state.ready.values().flatten().cloned().collect::<Vec<_>>()
+        };
+
         // The first makes its own; one is made ahead meanwhile.
         let a = container("a");
         pool.create(&a, 8).unwrap();
-        wait_for("a file system made ahead", &|| ready().len() == 1);
-        let made_ahead = ready().remove(0);
+        wait_for("a file system made ahead", &|| pooled().len() == 1);
+        let made_ahead = pooled().remove(0);
+        assert_eq!(ready(), std::slice::from_ref(&made_ahead));
 
         // The second takes it: mounted on its directory, image renamed.
         let b = container("b");
@@ -551,9 +559,10 @@ mod tests {
         // Its own quota: 8 MB fill up.
         assert!(std::fs::write(b.join("too-much"), vec![1u8; 9 << 20]).is_err());
         wait_for("the next one made ahead", &|| {
-            let r = ready();
+            let r = pooled();
             r.len() == 1 && r[0] != made_ahead
         });
+        assert_eq!(ready(), pooled());
 
         // Closing releases what is ready; the containers' own stay.
         pool.close(std::time::Duration::from_secs(30)).await;
