@@ -108,12 +108,12 @@ pub async fn start(
 /// This node's BBS listener (`--bbs-listen`, or a loopback port of its
 /// own) and the URL other nodes reach it at.
 async fn bbs_listener(config: &ServerConfig) -> anyhow::Result<(tokio::net::TcpListener, String)> {
-    let addr = config
-        .bbs_listen
-        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening for the bbs on {addr}"))?;
+    let listener = match config.bbs_listen {
+        Some(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for the bbs on {addr}"))?,
+        None => loopback_port_of_its_own(config).await?,
+    };
     let local = listener.local_addr()?;
     let url = match &config.bbs_advertise_url {
         Some(url) => url.trim_end_matches('/').to_string(),
@@ -123,6 +123,36 @@ async fn bbs_listener(config: &ServerConfig) -> anyhow::Result<(tokio::net::TcpL
         None => format!("http://{local}"),
     };
     Ok((listener, url))
+}
+
+/// A loopback port the kernel picks, but never one this node is told to
+/// listen on: the BBS binds before the API and the router, and an
+/// operator's port in the ephemeral range is free until they bind it (a
+/// restarted node lost its router port to its own BBS so).
+async fn loopback_port_of_its_own(
+    config: &ServerConfig,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let configured: Vec<u16> = [
+        Some(config.api_listen),
+        Some(config.router_listen),
+        config.router_status_listen,
+        config.router_tls.as_ref().map(|(addr, _)| *addr),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|addr| addr.port())
+    .collect();
+    let mut held = Vec::new();
+    loop {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .context("listening for the bbs on a loopback port")?;
+        if !configured.contains(&listener.local_addr()?.port()) {
+            return Ok(listener);
+        }
+        // Held until a good one is found, so the kernel offers another.
+        held.push(listener);
+    }
 }
 
 /// True while this node holds the BBS lock.
