@@ -33,6 +33,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     restrict_permissions(&config.data_dir)?;
 
+    // Before anything else takes a port (the BBS's loopback port, the
+    // connections to the databases): one the kernel picks may be one the
+    // operator named, free until it is bound (a restarted node once lost
+    // its router port to its own BBS so).
+    let listeners = Listeners::bind(&config).await?;
+
     let shutdown = CancellationToken::new();
     // A cell that joined a remote BBS evacuates on the first signal; the
     // all-in-one server has nowhere to evacuate to and stops.
@@ -45,7 +51,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut cell_bbs: Option<Arc<dyn BbsClient>> = None;
     let (bbs_client, log_sink) = match &config.remote_bbs {
         None if cluster::is_cluster(&config) => {
-            let (client, sink) = cluster::start(&config, &shutdown, &mut roles).await?;
+            let (client, sink) =
+                cluster::start(&config, listeners.api, listeners.bbs, &shutdown, &mut roles)
+                    .await?;
             if config.roles.cell {
                 let session = cell_session(&config.data_dir)?;
                 cell_bbs = Some(Arc::new(client.clone().with_session(session)));
@@ -53,7 +61,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             let bbs: Arc<dyn BbsClient> = Arc::new(client);
             (bbs, sink)
         }
-        None => start_bbs_and_api(&config, &shutdown, &mut roles).await?,
+        None => {
+            start_bbs_and_api(&config, listeners.api, listeners.bbs, &shutdown, &mut roles).await?
+        }
         Some(remote) => {
             let client = kiln_bbs_client::HttpBbsClient::from_credentials(
                 &remote.credentials,
@@ -81,8 +91,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             &mut roles,
         )?;
     }
-    if config.roles.router {
-        start_router(&config, &bbs_client, &log_sink, &shutdown, &mut roles).await?;
+    if let Some(router) = listeners.router {
+        start_router(
+            &config,
+            router,
+            &bbs_client,
+            &log_sink,
+            &shutdown,
+            &mut roles,
+        )?;
     }
 
     if config.roles.api {
@@ -124,6 +141,56 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 type Seams = (Arc<dyn BbsClient>, Arc<dyn LogSink>);
+
+/// The ports this node is told to listen on, for its roles here.
+struct Listeners {
+    /// With the api role (and so the bbs role).
+    api: Option<tokio::net::TcpListener>,
+    /// `--bbs-listen`'s (a cluster node without it takes a loopback port
+    /// of its own later).
+    bbs: Option<tokio::net::TcpListener>,
+    router: Option<RouterListeners>,
+}
+
+struct RouterListeners {
+    plain: tokio::net::TcpListener,
+    status: Option<tokio::net::TcpListener>,
+    tls: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &ServerConfig) -> anyhow::Result<Listeners> {
+        let api = match config.roles.api {
+            true => Some(listen(config.api_listen, "the api").await?),
+            false => None,
+        };
+        let bbs = match config.bbs_listen {
+            Some(addr) => Some(listen(addr, "the bbs").await?),
+            None => None,
+        };
+        let router = match config.roles.router {
+            true => Some(RouterListeners {
+                plain: listen(config.router_listen, "the router").await?,
+                status: match config.router_status_listen {
+                    Some(addr) => Some(listen(addr, "the router's status").await?),
+                    None => None,
+                },
+                tls: match &config.router_tls {
+                    Some((addr, _)) => Some(listen(*addr, "the router's HTTPS").await?),
+                    None => None,
+                },
+            }),
+            false => None,
+        };
+        Ok(Listeners { api, bbs, router })
+    }
+}
+
+async fn listen(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for {what} on {addr}"))
+}
 
 /// The BBS (and its HTTP server when `--bbs-listen` is set) and the API,
 /// in this process; the other roles here reach them in process.
@@ -194,6 +261,8 @@ async fn open_api(
 
 async fn start_bbs_and_api(
     config: &ServerConfig,
+    api_listener: Option<tokio::net::TcpListener>,
+    bbs_listener: Option<tokio::net::TcpListener>,
     shutdown: &CancellationToken,
     roles: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
 ) -> anyhow::Result<Seams> {
@@ -208,15 +277,10 @@ async fn start_bbs_and_api(
     .context("opening the bbs database")?;
     let logs = Arc::new(config.log_store());
     let api = open_api(config, &ccdb, Arc::new(bbs.clone()), logs.clone()).await?;
-    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| format!("listening for the api on {}", config.api_listen))?;
+    let api_listener = api_listener.context("the bbs role runs with the api role")?;
     let log_sink: Arc<dyn LogSink> = logs.clone();
 
-    if let Some(addr) = config.bbs_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening for the bbs on {addr}"))?;
+    if let Some(listener) = bbs_listener {
         let url = format!("http://{}", listener.local_addr()?);
         let dir = config.data_dir.join("bbs");
         kiln_bbs::auth::ensure_credentials(&dir, &url)
@@ -300,33 +364,21 @@ fn start_cell(
     Ok(())
 }
 
-async fn start_router(
+fn start_router(
     config: &ServerConfig,
+    listeners: RouterListeners,
     bbs: &Arc<dyn BbsClient>,
     logs: &Arc<dyn LogSink>,
     shutdown: &CancellationToken,
     roles: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
 ) -> anyhow::Result<()> {
-    let router_listener = tokio::net::TcpListener::bind(config.router_listen)
-        .await
-        .with_context(|| format!("listening for the router on {}", config.router_listen))?;
-    let router_status_listener = match config.router_status_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for the router's status on {addr}"))?,
-        ),
-        None => None,
-    };
-    let router_tls = match &config.router_tls {
-        Some((addr, pairs)) => Some(kiln_router::TlsListener {
-            listener: tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for the router's HTTPS on {addr}"))?,
+    let router_tls = match (listeners.tls, &config.router_tls) {
+        (Some(listener), Some((_, pairs))) => Some(kiln_router::TlsListener {
+            listener,
             certs: kiln_router::CertStore::load(pairs.clone())
                 .context("loading the router's certificates")?,
         }),
-        None => None,
+        _ => None,
     };
     let router_config = kiln_router::RouterConfig {
         workers: config.router_workers,
@@ -343,9 +395,9 @@ async fn start_router(
             "router",
             kiln_router::run_with_tls(
                 router_config,
-                router_listener,
+                listeners.plain,
                 router_tls,
-                router_status_listener,
+                listeners.status,
                 bbs,
                 logs,
                 token,

@@ -37,12 +37,14 @@ pub fn is_cluster(config: &ServerConfig) -> bool {
 /// the log sink.
 pub async fn start(
     config: &ServerConfig,
+    api_listener: Option<tokio::net::TcpListener>,
+    bbs_listener: Option<tokio::net::TcpListener>,
     shutdown: &CancellationToken,
     roles: &mut Roles,
 ) -> anyhow::Result<(HttpBbsClient, Arc<dyn LogSink>)> {
     let (ccdb, bbs_db) = super::databases(config);
     tracing::info!(ccdb = %ccdb.redacted(), bbs = %bbs_db.redacted(), "databases (cluster node)");
-    let (listener, url) = bbs_listener(config).await?;
+    let (listener, url) = bbs_listener_and_url(config, bbs_listener).await?;
     let lock = BbsLock::open(&bbs_db, &url, LEASE_TTL)
         .await
         .context("opening the bbs lock")?;
@@ -89,9 +91,7 @@ pub async fn start(
     )
     .await
     .context("waiting for other nodes' api to open")??;
-    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| format!("listening for the api on {}", config.api_listen))?;
+    let api_listener = api_listener.context("the bbs role runs with the api role")?;
     let leader = leader_watch(lease);
     let token = shutdown.clone();
     roles.spawn(async move {
@@ -105,14 +105,17 @@ pub async fn start(
     Ok((client, log_sink))
 }
 
-/// This node's BBS listener (`--bbs-listen`, or a loopback port of its
-/// own) and the URL other nodes reach it at.
-async fn bbs_listener(config: &ServerConfig) -> anyhow::Result<(tokio::net::TcpListener, String)> {
-    let listener = match config.bbs_listen {
-        Some(addr) => tokio::net::TcpListener::bind(addr)
+/// This node's BBS listener (`--bbs-listen`'s, bound at start, or a
+/// loopback port of its own) and the URL other nodes reach it at.
+async fn bbs_listener_and_url(
+    config: &ServerConfig,
+    configured: Option<tokio::net::TcpListener>,
+) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = match configured {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
-            .with_context(|| format!("listening for the bbs on {addr}"))?,
-        None => loopback_port_of_its_own(config).await?,
+            .context("listening for the bbs on a loopback port")?,
     };
     let local = listener.local_addr()?;
     let url = match &config.bbs_advertise_url {
@@ -123,36 +126,6 @@ async fn bbs_listener(config: &ServerConfig) -> anyhow::Result<(tokio::net::TcpL
         None => format!("http://{local}"),
     };
     Ok((listener, url))
-}
-
-/// A loopback port the kernel picks, but never one this node is told to
-/// listen on: the BBS binds before the API and the router, and an
-/// operator's port in the ephemeral range is free until they bind it (a
-/// restarted node lost its router port to its own BBS so).
-async fn loopback_port_of_its_own(
-    config: &ServerConfig,
-) -> anyhow::Result<tokio::net::TcpListener> {
-    let configured: Vec<u16> = [
-        Some(config.api_listen),
-        Some(config.router_listen),
-        config.router_status_listen,
-        config.router_tls.as_ref().map(|(addr, _)| *addr),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|addr| addr.port())
-    .collect();
-    let mut held = Vec::new();
-    loop {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .context("listening for the bbs on a loopback port")?;
-        if !configured.contains(&listener.local_addr()?.port()) {
-            return Ok(listener);
-        }
-        // Held until a good one is found, so the kernel offers another.
-        held.push(listener);
-    }
 }
 
 /// True while this node holds the BBS lock.
