@@ -339,7 +339,7 @@ fn start_cell(
         stack_name: kiln_cell::stack::host_stack_name(),
         lifecycle_binary: std::env::current_exe().context("locating the kiln binary")?,
         runc: config.runc.clone(),
-        port_range: 61000..62000,
+        port_range: kiln_cell::DEFAULT_PORT_RANGE,
         heartbeat_interval: kiln_cell::DEFAULT_HEARTBEAT_INTERVAL,
         bulk_sync_interval: config.bulk_sync_interval,
         network: config

@@ -64,7 +64,7 @@ async fn a_cell_with_a_full_disk_reports_it_and_a_staging_task_fails_at_once_say
     ) {
         return;
     }
-    let cell = TestCell::start(61190..61195).await;
+    let cell = TestCell::start(63190..63195).await;
     // Configured 64 GB, capped at what the machine's disk has free.
     let before = reported_disk_mb(&cell).await.unwrap();
     assert!(before <= 65_536 && before > 32, "{before}");

@@ -104,7 +104,7 @@ async fn oom_disk_and_pids_faults_crash_only_their_instance_with_their_reason() 
     if !runc_available(test) || !python_available(test) {
         return;
     }
-    let cell = TestCell::start(61300..61310).await;
+    let cell = TestCell::start(63300..63310).await;
     let stack = cell.stack.clone();
 
     let bystander = desired_lrp(
@@ -222,7 +222,7 @@ async fn a_busy_instance_reports_cpu_memory_and_disk_usage() {
     if !runc_available(test) || !python_available(test) {
         return;
     }
-    let cell = TestCell::start(61310..61320).await;
+    let cell = TestCell::start(63310..63320).await;
     let busy = desired_lrp(
         &cell.stack,
         "busy",
@@ -290,7 +290,7 @@ async fn seccomp_refuses_namespaces_and_mounts_to_an_ordinary_program() {
     if !runc_available(test) {
         return;
     }
-    let cell = TestCell::start(61320..61330).await;
+    let cell = TestCell::start(63320..63330).await;
     let task_guid = guid();
     let script = "unshare -U true && echo unshare-allowed || echo unshare-refused; \
                   unshare -U -r true 2>&1 | tail -n 1; \
@@ -323,7 +323,7 @@ async fn a_cell_restarted_after_kill_9_removes_the_mounts_and_cgroups_it_left() 
     if !runc_available(test) {
         return;
     }
-    let mut cell = TestCell::start(61330..61340).await;
+    let mut cell = TestCell::start(63330..63340).await;
     let data_dir = cell.config.data_dir.clone();
     let left = desired_lrp(&cell.stack, "left", sh("exec sleep 600"));
     let mut left = left;

@@ -59,7 +59,7 @@ async fn an_instance_downloads_its_droplet_passes_its_health_check_and_serves() 
     ]);
     let checksum = sha256(&droplet);
     blobs.put("droplet", droplet);
-    let cell = TestCell::start(61200..61210).await;
+    let cell = TestCell::start(63200..63210).await;
 
     let server =
         "env > /home/vcap/app/env.txt; cd /home/vcap/app && exec python3 -m http.server $PORT";
@@ -99,7 +99,7 @@ async fn an_instance_downloads_its_droplet_passes_its_health_check_and_serves() 
     assert_eq!(net.address, "127.0.0.1");
     let port = net.ports[0].host_port;
     assert_eq!(net.ports[0].container_port, 8080);
-    assert!((61200..61210).contains(&port), "{port}");
+    assert!((63200..63210).contains(&port), "{port}");
     let subnet = cell.config.network.as_ref().unwrap().subnet;
     let internal_ip: std::net::Ipv4Addr = net.instance_address.parse().unwrap();
     assert!(subnet.contains(internal_ip), "{internal_ip} in {subnet}");
@@ -205,7 +205,7 @@ async fn instances_that_exit_or_never_become_healthy_crash_with_diegos_reasons()
     if !runc_available(test) || !python_available(test) {
         return;
     }
-    let cell = TestCell::start(61210..61220).await;
+    let cell = TestCell::start(63210..63220).await;
     let stack = cell.stack.clone();
 
     cell.bbs
@@ -278,7 +278,7 @@ async fn sidecars_share_the_container_and_their_exit_crashes_the_instance() {
     if !runc_available(test) || !python_available(test) {
         return;
     }
-    let cell = TestCell::start(61220..61230).await;
+    let cell = TestCell::start(63220..63230).await;
     let stack = cell.stack.clone();
     // The sidecar writes what it sees into the directory the app serves:
     // same filesystem, same environment.

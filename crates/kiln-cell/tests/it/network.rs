@@ -165,7 +165,7 @@ async fn instances_listen_on_8080_are_routed_and_reach_neither_the_host_nor_each
     blobs.put("droplet", droplet);
     let network = test_network(vec![dns]);
     let gateway = network.subnet.nth(1);
-    let cell = TestCell::start_with(61300..61310, Some(network.clone())).await;
+    let cell = TestCell::start_with(63400..63410, Some(network.clone())).await;
 
     // The router, as the server runs it, in front of the cell's instances.
     let router_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -643,7 +643,7 @@ async fn containers_reach_the_outside_through_nat() {
         return;
     }
     let outside = Outside::create();
-    let cell = TestCell::start(61320..61330).await;
+    let cell = TestCell::start(63420..63430).await;
     let script = format!(
         "python3 -c \"import socket, time\n\
          for _ in range(50):\n    \
@@ -677,7 +677,7 @@ async fn without_a_cell_network_instances_listen_on_their_host_port() {
     if !runc_available(test) || !python_available(test) {
         return;
     }
-    let cell = TestCell::start_with(61340..61350, None).await;
+    let cell = TestCell::start_with(63440..63450, None).await;
     let lrp = desired_lrp(
         &cell.stack,
         "hostnet",

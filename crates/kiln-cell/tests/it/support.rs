@@ -426,6 +426,10 @@ pub fn test_network(dns_servers: Vec<SocketAddr>) -> kiln_cell::network::Network
 
 impl TestCell {
     /// A cell whose containers have their own network (a fresh subnet).
+    /// `port_range`: the test's own, apart from every other test's and from
+    /// `kiln_cell::DEFAULT_PORT_RANGE`, where the kiln servers of end-to-end
+    /// tests running meanwhile hand out ports: a port is tested free before
+    /// the network holds it, and another cell could take it in between.
     pub async fn start(port_range: std::ops::Range<u16>) -> TestCell {
         TestCell::start_with(port_range, Some(test_network(vec![]))).await
     }

@@ -27,7 +27,7 @@ async fn task_downloads_runs_as_vcap_writes_a_result_and_uploads() {
     ]);
     let checksum = sha256(&package);
     blobs.put("package", package);
-    let cell = TestCell::start(61100..61110).await;
+    let cell = TestCell::start(63100..63110).await;
 
     let script = r#"set -e
 id -u; id -g
@@ -147,7 +147,7 @@ async fn failed_runs_downloads_and_uploads_fail_the_task_with_diegos_reasons() {
     }
     let blobs = BlobServer::start().await;
     blobs.put("cache", tgz_of(&[("a.txt", 0o644, "a")]));
-    let cell = TestCell::start(61110..61120).await;
+    let cell = TestCell::start(63110..63120).await;
     let stack = cell.stack.clone();
     let download =
         |artifact: &str, name: &str, optional: bool, checksum: Option<&str>| DownloadAction {
@@ -292,7 +292,7 @@ async fn uploads_put_into_the_store_and_report_what_they_sent() {
         return;
     }
     let blobs = BlobServer::start().await;
-    let cell = TestCell::start(61340..61350).await;
+    let cell = TestCell::start(63340..63350).await;
     let stack = cell.stack.clone();
     let put_task = |name: &str| {
         let mut def = task_definition(
@@ -359,7 +359,7 @@ async fn a_task_past_its_timeout_is_killed_and_fails() {
     if !runc_available("a_task_past_its_timeout_is_killed_and_fails") {
         return;
     }
-    let cell = TestCell::start(61120..61130).await;
+    let cell = TestCell::start(63120..63130).await;
     let mut def = task_definition(&cell.stack, "slow", sh("echo started; sleep 600"));
     def.timeout_ms = 1_000;
     let task_guid = guid();
@@ -385,7 +385,7 @@ async fn a_cancelled_task_has_its_container_stopped() {
     if !runc_available("a_cancelled_task_has_its_container_stopped") {
         return;
     }
-    let cell = TestCell::start(61130..61140).await;
+    let cell = TestCell::start(63130..63140).await;
     let task_guid = guid();
     cell.desire_task(
         &task_guid,
@@ -422,7 +422,7 @@ async fn a_restarted_cell_sweeps_leftovers_and_fails_tasks_it_lost() {
     if !runc_available("a_restarted_cell_sweeps_leftovers_and_fails_tasks_it_lost") {
         return;
     }
-    let mut cell = TestCell::start(61140..61150).await;
+    let mut cell = TestCell::start(63140..63150).await;
     let task_guid = guid();
     cell.desire_task(
         &task_guid,
