@@ -127,7 +127,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     // Kiln's runtime with the container's network.
                     let id = format!("net-{i}");
                     let t = Instant::now();
-                    let attachment = network.attach(&id, Some(62300 + i as u16)).await?;
+                    let attachment = network
+                        .attach(&id, Some(network.hold_port(62300 + i as u16)?))
+                        .await?;
                     let attach_t = t.elapsed();
                     let s = spec(&dir, &stack.rootfs, &id, Some(attachment.netns));
                     let code = runtime.create_and_run(&s).await?.exit.await?;

@@ -1,11 +1,11 @@
 //! Host ports for instances: each instance gets a port of its own from the
 //! cell's range, DNATed to its 8080 (or, with `--cell-network none`, the
-//! port it listens on in the host's network). A port is handed out only if
-//! nothing on the host listens on it (bind test), and it is held until the
-//! instance's container is destroyed.
+//! port it listens on in the host's network). A port is handed out only when
+//! the caller takes it, in the same step (the cell network binds it; without
+//! one, a bind test), and it is held until the instance's container is
+//! destroyed.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -33,7 +33,12 @@ impl PortAllocator {
         }
     }
 
-    pub fn allocate(&self) -> Option<u16> {
+    /// The next port in rotation that `take` takes, with what `take`
+    /// returned for it. Taking is the test: a port found free and bound
+    /// later could be gone in between (another cell on the machine hands
+    /// out the same range), or be free by one bind's rules and not by the
+    /// other's.
+    pub fn allocate<T>(&self, mut take: impl FnMut(u16) -> Option<T>) -> Option<(u16, T)> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let len = self.range.len();
         for i in 0..len {
@@ -42,12 +47,11 @@ impl PortAllocator {
             if state.in_use.contains(&port) {
                 continue;
             }
-            // Dropped at once: the test only asks whether the port is free.
-            if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            if let Some(taken) = take(port) {
                 state.in_use.insert(port);
                 let after = offset + 1;
                 state.next = self.range.start + (after % len) as u16;
-                return Some(port);
+                return Some((port, taken));
             }
         }
         None
@@ -62,9 +66,14 @@ impl PortAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    fn bind(port: u16) -> Option<TcpListener> {
+        TcpListener::bind(("0.0.0.0", port)).ok()
+    }
 
     #[test]
-    fn hands_out_free_ports_once_and_skips_busy_ones() {
+    fn hands_out_ports_it_takes_once_and_skips_busy_ones() {
         // A window of three free ports below the kernel's ephemeral range
         // (32768+), so no outgoing connection of a concurrent test can take
         // one meanwhile; its first port is held busy.
@@ -80,13 +89,27 @@ mod tests {
             })
             .expect("a free window of three ports");
         let allocator = PortAllocator::new(port..port.saturating_add(3));
-        let a = allocator.allocate().unwrap();
-        let b = allocator.allocate().unwrap();
+        let (a, held_a) = allocator.allocate(bind).unwrap();
+        let (b, _held_b) = allocator.allocate(bind).unwrap();
         assert_ne!(a, port);
         assert_ne!(b, port);
         assert_ne!(a, b);
-        assert_eq!(allocator.allocate(), None);
+        assert!(allocator.allocate(bind).is_none());
+        // Released, and no longer bound: it is handed out again.
+        drop(held_a);
         allocator.release(a);
-        assert_eq!(allocator.allocate(), Some(a));
+        assert_eq!(allocator.allocate(bind).map(|(p, _)| p), Some(a));
+    }
+
+    #[test]
+    fn a_port_the_taker_refuses_stays_free() {
+        let allocator = PortAllocator::new(40..42);
+        assert_eq!(
+            allocator.allocate(|p| (p == 41).then_some(())),
+            Some((41, ()))
+        );
+        // 40 was refused, not handed out: it is the next one taken.
+        assert_eq!(allocator.allocate(Some), Some((40, 40)));
+        assert_eq!(allocator.allocate(Some), None);
     }
 }

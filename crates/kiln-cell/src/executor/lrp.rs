@@ -14,6 +14,7 @@ use crate::download::Downloaded;
 use crate::envs::{self, InstanceEnv};
 use crate::health;
 use crate::logs::LogTarget;
+use crate::network::HeldPort;
 use crate::runtime::valid_id;
 use kiln_bbs_client::BbsError;
 use kiln_model::bbs::{
@@ -82,14 +83,23 @@ pub async fn run(ctx: Arc<CellCtx>, assignment: LrpAssignment, stop: Cancellatio
     cell_log.out(format!(
         "Cell {cell_id} creating container for instance {id}"
     ));
-    let Some(port) = ctx.ports.allocate() else {
+    let Some((port, held)) = ctx.take_port() else {
         return LrpEnd::Crashed(format!(
             "no free host port in {}..{}",
             ctx.config.port_range.start, ctx.config.port_range.end
         ));
     };
     let dir = ContainerDir::new(&ctx.containers_dir, &id);
-    let end = execute(&ctx, &assignment, &instance_key, &dir, &log, port, &stop).await;
+    let end = execute(
+        &ctx,
+        &assignment,
+        &instance_key,
+        &dir,
+        &log,
+        (port, held),
+        &stop,
+    )
+    .await;
     if end == LrpEnd::Stopped {
         cell_log.out(format!("Cell {cell_id} stopping instance {id}"));
     }
@@ -113,7 +123,7 @@ async fn execute(
     instance_key: &ActualLrpInstanceKey,
     dir: &ContainerDir,
     log: &LogTarget,
-    port: u16,
+    (port, held): (u16, Option<HeldPort>),
     stop: &CancellationToken,
 ) -> LrpEnd {
     let desired = &assignment.desired;
@@ -133,7 +143,7 @@ async fn execute(
     // at once, so a start waits for the slower only.
     let (disk, net) = tokio::join!(
         ctx.create_container_dir(dir, desired.disk_mb),
-        ctx.attach_network(id, Some(port), app_port),
+        ctx.attach_network(id, held, app_port),
     );
     let (disk, net) = match (disk, net) {
         (Ok(disk), Ok(net)) => (disk, net),

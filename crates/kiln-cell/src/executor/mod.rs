@@ -15,7 +15,7 @@ use crate::container::ContainerDir;
 use crate::disk::Disk;
 use crate::download::Downloader;
 use crate::logs::{self, LogTarget};
-use crate::network::{Attachment, CellNetwork};
+use crate::network::{Attachment, CellNetwork, HeldPort};
 use crate::ports::PortAllocator;
 use crate::runtime::{
     BindMount, ContainerRuntime, ContainerSpec, Limits, ProcessSpec, RunningProcess, RuntimeError,
@@ -182,13 +182,26 @@ impl CellCtx {
         })
     }
 
+    /// A host port for an instance, taken in one step (see
+    /// [`PortAllocator::allocate`]): in a cell network, bound by the network
+    /// from here on; without one, only found free, for the app binds it
+    /// itself.
+    pub fn take_port(&self) -> Option<(u16, Option<HeldPort>)> {
+        self.ports.allocate(|port| match &self.network {
+            Some(network) => network.hold_port(port).ok().map(Some),
+            None => std::net::TcpListener::bind(("0.0.0.0", port))
+                .ok()
+                .map(|_| None),
+        })
+    }
+
     /// Gives the container its network namespace (and, with `host_port`,
     /// the mapping to its `PORT`, `container_port`); `None` when the cell
     /// runs containers in the host's network.
     pub async fn attach_network(
         &self,
         id: &str,
-        host_port: Option<u16>,
+        host_port: Option<HeldPort>,
         container_port: u16,
     ) -> Result<Option<Attachment>, String> {
         let Some(network) = &self.network else {

@@ -147,6 +147,19 @@ struct State {
     closed: bool,
 }
 
+/// A host port bound for one container ([`CellNetwork::hold_port`]).
+#[derive(Debug)]
+pub struct HeldPort {
+    port: u16,
+    socket: tokio::net::TcpSocket,
+}
+
+impl HeldPort {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// A namespace with its veth, on the bridge, addressed, not yet used.
 struct Ready {
     netns: String,
@@ -284,12 +297,24 @@ impl CellNetwork {
         &self.resolv_conf
     }
 
+    /// Takes host port `port` for a container: binds it, without
+    /// listening, at the cell's address (see `State::held_ports`).
+    pub fn hold_port(&self, port: u16) -> Result<HeldPort, NetworkError> {
+        let at = self.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        tokio::net::TcpSocket::new_v4()
+            .and_then(|socket| {
+                socket.bind(std::net::SocketAddr::from((at, port)))?;
+                Ok(HeldPort { port, socket })
+            })
+            .map_err(|source| NetworkError::PortTaken { port, source })
+    }
+
     /// Creates the container's namespace and veth, and maps `host_port`
     /// to its [`CONTAINER_PORT`].
     pub async fn attach(
         &self,
         id: &str,
-        host_port: Option<u16>,
+        host_port: Option<HeldPort>,
     ) -> Result<Attachment, NetworkError> {
         self.attach_to_port(id, host_port, CONTAINER_PORT).await
     }
@@ -299,9 +324,10 @@ impl CellNetwork {
     pub async fn attach_to_port(
         &self,
         id: &str,
-        host_port: Option<u16>,
+        host_port: Option<HeldPort>,
         container_port: u16,
     ) -> Result<Attachment, NetworkError> {
+        let host_port_number = host_port.as_ref().map(|held| held.port);
         let (attachment, made_ahead) = self.reserve(id, host_port)?;
         let names = &self.names;
         let links = async {
@@ -312,7 +338,7 @@ impl CellNetwork {
             self.make_links(&ns, &attachment.veth, attachment.ip).await
         };
         let mapping = async {
-            match host_port {
+            match host_port_number {
                 Some(port) => nft(&nft::add_port(names, port, attachment.ip, container_port))
                     .await
                     .map(drop),
@@ -387,26 +413,20 @@ impl CellNetwork {
     }
 
     /// Reserves the container's address (a ready namespace's, then `true`)
-    /// and binds its host port.
+    /// and keeps its host port's socket.
     fn reserve(
         &self,
         id: &str,
-        host_port: Option<u16>,
+        host_port: Option<HeldPort>,
     ) -> Result<(Attachment, bool), NetworkError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.attached.contains_key(id) {
             return Err(NetworkError::Attached(id.into()));
         }
-        if let Some(port) = host_port {
-            let at = self.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let held = tokio::net::TcpSocket::new_v4()
-                .and_then(|socket| {
-                    socket.bind(std::net::SocketAddr::from((at, port)))?;
-                    Ok(socket)
-                })
-                .map_err(|source| NetworkError::PortTaken { port, source })?;
-            state.held_ports.insert(id.into(), held);
-        }
+        let host_port = host_port.map(|held| {
+            state.held_ports.insert(id.into(), held.socket);
+            held.port
+        });
         let (netns, index, made_ahead) = match state.ready.pop() {
             Some(ready) => (ready.netns, ready.index, true),
             None => {

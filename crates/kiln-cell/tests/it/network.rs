@@ -3,7 +3,8 @@
 //! no way from a container to the host's services or another container;
 //! DNS through the relay; the outside through NAT; nothing left after 100
 //! create/destroy cycles; a cell that died without cleaning up (`kill -9`)
-//! removes its leftovers at the next start.
+//! removes its leftovers at the next start; a host port something else
+//! holds is passed over.
 
 use crate::support::*;
 use kiln_bbs::BbsClient;
@@ -488,7 +489,10 @@ async fn nothing_leaks_after_100_create_destroy_cycles() {
     let started = Instant::now();
     for i in 0..100u16 {
         let id = format!("{id_prefix}{i}");
-        let attachment = network.attach(&id, Some(62100 + i)).await.unwrap();
+        let attachment = network
+            .attach(&id, Some(network.hold_port(62100 + i).unwrap()))
+            .await
+            .unwrap();
         assert_eq!(counts(&names).port_mappings, 1, "cycle {i}");
         let spec = true_spec(dir.path(), &stack.rootfs, &id, &attachment.netns);
         let process = runtime.create_and_run(&spec).await.unwrap();
@@ -526,7 +530,8 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
         .unwrap();
     let names = first.names().clone();
     for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
-        first.attach(id, Some(62200 + i as u16)).await.unwrap();
+        let port = first.hold_port(62200 + i as u16).unwrap();
+        first.attach(id, Some(port)).await.unwrap();
     }
     let left = counts(&names);
     assert_eq!(
@@ -544,7 +549,10 @@ async fn a_cell_network_left_by_a_dead_cell_is_removed_and_recreated_at_start() 
     assert_eq!(counts(&names), Counts::default(), "leftovers removed");
     assert!(link_exists(&names.bridge) && table_exists(&names.table));
     // And the new network works: the same names can be used again.
-    let a = second.attach("a", Some(62200)).await.unwrap();
+    let a = second
+        .attach("a", Some(second.hold_port(62200).unwrap()))
+        .await
+        .unwrap();
     assert!(config.subnet.contains(a.ip));
     second.detach("a").await;
 
@@ -701,5 +709,40 @@ async fn without_a_cell_network_instances_listen_on_their_host_port() {
         format!("{port} 127.0.0.1\n")
     );
     assert!(!link_exists(&Names::for_cell(&cell.config.cell_id).bridge));
+    cell.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_port_held_elsewhere_is_passed_over_not_crashed_on() {
+    let test = "a_host_port_held_elsewhere_is_passed_over_not_crashed_on";
+    if !runc_available(test) {
+        return;
+    }
+    // The first port of the range is bound, not listening, with
+    // SO_REUSEADDR: a bind test with the same option passes over it, the
+    // cell network's hold (without) does not. The two must be one step.
+    let first = 63230;
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.set_reuseaddr(true).unwrap();
+    other
+        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, first)))
+        .unwrap();
+    let cell = TestCell::start(first..first + 2).await;
+    let mut lrp = desired_lrp(&cell.stack, "passes-over", sh("exec sleep 600"));
+    lrp.health_check = HealthCheck::Process;
+    cell.bbs.desire_lrp(lrp).await.unwrap();
+    let actual = eventually("passes-over RUNNING", Duration::from_secs(30), || async {
+        cell.actual_lrp("passes-over")
+            .await
+            .filter(|a| a.state == ActualLrpState::Running)
+    })
+    .await;
+    assert_eq!(actual.crash_count, 0, "{}", actual.crash_reason);
+    assert_eq!(actual.net_info.unwrap().ports[0].host_port, first + 1);
+    cell.bbs.remove_desired_lrp("passes-over").await.unwrap();
+    eventually("the container gone", Duration::from_secs(15), || async {
+        cell.containers().await.is_empty().then_some(())
+    })
+    .await;
     cell.shutdown().await;
 }
