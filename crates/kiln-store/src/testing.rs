@@ -12,6 +12,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A loopback port nothing listens on, for a server a test starts next (and
+/// may restart on the same port). Picked below the kernel's ephemeral range
+/// (32768–60999): a port the kernel hands out for `:0` may go to any test's
+/// outgoing connection before the server binds it (moto takes a second or
+/// two to start) or while it restarts, and the server then cannot bind.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const PORTS: std::ops::Range<u32> = 28000..32000;
+    static PICKED: AtomicU32 = AtomicU32::new(0);
+    // Tests run in processes of their own (nextest): the pid spreads the
+    // picks of tests running at once.
+    let seed = std::process::id()
+        .wrapping_mul(2654435761)
+        .wrapping_add(PICKED.fetch_add(7919, Ordering::Relaxed));
+    let len = PORTS.len() as u32;
+    (0..len)
+        .map(|i| (PORTS.start + seed.wrapping_add(i) % len) as u16)
+        .find(|&port| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok())
+        .expect("a free port in 28000..32000")
+}
+
 /// Any key and secret: moto checks neither.
 pub const ACCESS_KEY_ID: &str = "kiln-test";
 pub const SECRET_ACCESS_KEY: &str = "kiln-test-secret";
@@ -45,10 +66,7 @@ impl MotoS3 {
             eprintln!("SKIPPING the S3 part of this test: {msg}");
             return None;
         };
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = free_port();
         let mut moto = MotoS3 {
             child: None,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),

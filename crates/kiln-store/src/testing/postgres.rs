@@ -5,7 +5,6 @@
 //! server, so a server costs a copy and a start.
 
 use crate::{Database, DatabaseUrl};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -138,10 +137,7 @@ impl Postgres {
                 .arg("postgres:postgres")
                 .arg(dir.path()));
         }
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = super::free_port();
         Postgres {
             bin,
             dir,

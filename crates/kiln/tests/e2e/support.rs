@@ -52,26 +52,8 @@ pub(crate) fn runnable() -> bool {
     false
 }
 
-/// A port nothing on this machine listens on, for a server this test starts
-/// later. Picked below the kernel's ephemeral range (32768–60999): a port
-/// the kernel hands out for `:0` may be handed again to any test's outgoing
-/// connection before the server binds it (or between a server's stop and
-/// its restart on the same ports), and the server then fails to start.
-pub(crate) fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const PORTS: std::ops::Range<u32> = 28000..32000;
-    static PICKED: AtomicU32 = AtomicU32::new(0);
-    // Each test is a process of its own: its pid spreads the picks of
-    // tests running at once.
-    let seed = std::process::id()
-        .wrapping_mul(2654435761)
-        .wrapping_add(PICKED.fetch_add(7919, Ordering::Relaxed));
-    let len = PORTS.len() as u32;
-    (0..len)
-        .map(|i| (PORTS.start + seed.wrapping_add(i) % len) as u16)
-        .find(|&port| std::net::TcpListener::bind(("0.0.0.0", port)).is_ok())
-        .expect("a free port in 28000..32000")
-}
+/// A port for a server this test starts later.
+pub(crate) use kiln_store::testing::free_port;
 
 /// A /24 in 10.200.0.0/13 that no address on this machine is in yet, so
 /// that this server's cell network does not meet another test's.
