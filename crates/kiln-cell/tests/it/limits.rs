@@ -37,19 +37,6 @@ async fn crashed(cell: &TestCell, process_guid: &str) -> ActualLrp {
     .await
 }
 
-async fn running(cell: &TestCell, process_guid: &str) -> ActualLrp {
-    eventually(
-        &format!("{process_guid} RUNNING"),
-        Duration::from_secs(30),
-        || async {
-            cell.actual_lrp(process_guid)
-                .await
-                .filter(|a| a.state == ActualLrpState::Running)
-        },
-    )
-    .await
-}
-
 async fn status(url: &str) -> Option<u16> {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     Some(client.get(url).send().await.ok()?.status().as_u16())
@@ -113,7 +100,7 @@ async fn oom_disk_and_pids_faults_crash_only_their_instance_with_their_reason() 
         sh("cd /tmp && exec python3 -m http.server $PORT"),
     );
     cell.bbs.desire_lrp(bystander).await.unwrap();
-    let by = running(&cell, "bystander").await;
+    let by = cell.running("bystander").await;
     let url = format!(
         "http://127.0.0.1:{}/",
         by.net_info.as_ref().unwrap().ports[0].host_port
@@ -232,7 +219,7 @@ async fn a_busy_instance_reports_cpu_memory_and_disk_usage() {
         ),
     );
     cell.bbs.desire_lrp(busy).await.unwrap();
-    let a = running(&cell, "busy").await;
+    let a = cell.running("busy").await;
     let instance_guid = a.instance_key.unwrap().instance_guid;
 
     let m = eventually("a container metric", Duration::from_secs(20), || async {

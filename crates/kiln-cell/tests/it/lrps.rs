@@ -4,7 +4,6 @@
 
 use crate::support::*;
 use kiln_bbs::BbsClient;
-use kiln_model::ActualLrpState;
 use kiln_model::bbs::*;
 use std::time::{Duration, Instant};
 
@@ -19,19 +18,6 @@ fn python_available(test: &str) -> bool {
     }
     eprintln!("\n!!!!!!!! SKIPPING {test}: {PYTHON} is missing !!!!!!!!\n");
     false
-}
-
-async fn running(cell: &TestCell, process_guid: &str) -> ActualLrp {
-    eventually(
-        &format!("{process_guid} RUNNING"),
-        Duration::from_secs(30),
-        || async {
-            cell.actual_lrp(process_guid)
-                .await
-                .filter(|a| a.state == ActualLrpState::Running)
-        },
-    )
-    .await
 }
 
 async fn get(url: &str) -> (u16, String) {
@@ -90,7 +76,7 @@ async fn an_instance_downloads_its_droplet_passes_its_health_check_and_serves() 
     let started = Instant::now();
     cell.bbs.desire_lrp(web).await.unwrap();
     cell.bbs.desire_lrp(http).await.unwrap();
-    let actual = running(&cell, "web-1").await;
+    let actual = cell.running("web-1").await;
     eprintln!(
         "MEASURED desire -> RUNNING (droplet download, python3 http.server, port check): {:?}",
         started.elapsed()
@@ -126,7 +112,7 @@ async fn an_instance_downloads_its_droplet_passes_its_health_check_and_serves() 
         assert!(env.lines().any(|l| l == want), "missing {want} in\n{env}");
     }
 
-    let http_actual = running(&cell, "http-1").await;
+    let http_actual = cell.running("http-1").await;
     let http_port = http_actual.net_info.unwrap().ports[0].host_port;
     assert_ne!(http_port, port, "every instance gets its own host port");
 
@@ -259,7 +245,7 @@ async fn instances_that_exit_or_never_become_healthy_crash_with_diegos_reasons()
     );
 
     // No check: RUNNING as soon as the process runs.
-    let a = running(&cell, "process-check").await;
+    let a = cell.running("process-check").await;
     assert_eq!(a.crash_count, 0);
 
     for guid in ["exits", "silent", "wrong-path", "process-check"] {
@@ -318,7 +304,7 @@ async fn sidecars_share_the_container_and_their_exit_crashes_the_instance() {
     }];
     cell.bbs.desire_lrp(quitter).await.unwrap();
 
-    let actual = running(&cell, "with-sidecar").await;
+    let actual = cell.running("with-sidecar").await;
     let port = actual.net_info.unwrap().ports[0].host_port;
     let stamp = eventually("the sidecar's stamp", Duration::from_secs(10), || async {
         let (status, body) = get(&format!("http://127.0.0.1:{port}/stamp.txt")).await;

@@ -694,12 +694,7 @@ async fn without_a_cell_network_instances_listen_on_their_host_port() {
         ),
     );
     cell.bbs.desire_lrp(lrp).await.unwrap();
-    let actual = eventually("hostnet RUNNING", Duration::from_secs(30), || async {
-        cell.actual_lrp("hostnet")
-            .await
-            .filter(|a| a.state == ActualLrpState::Running)
-    })
-    .await;
+    let actual = cell.running("hostnet").await;
     let net = actual.net_info.unwrap();
     let port = net.ports[0].host_port;
     assert_eq!(net.ports[0].container_port, port);
@@ -731,12 +726,7 @@ async fn a_host_port_held_elsewhere_is_passed_over_not_crashed_on() {
     let mut lrp = desired_lrp(&cell.stack, "passes-over", sh("exec sleep 600"));
     lrp.health_check = HealthCheck::Process;
     cell.bbs.desire_lrp(lrp).await.unwrap();
-    let actual = eventually("passes-over RUNNING", Duration::from_secs(30), || async {
-        cell.actual_lrp("passes-over")
-            .await
-            .filter(|a| a.state == ActualLrpState::Running)
-    })
-    .await;
+    let actual = cell.running("passes-over").await;
     assert_eq!(actual.crash_count, 0, "{}", actual.crash_reason);
     assert_eq!(actual.net_info.unwrap().ports[0].host_port, first + 1);
     cell.bbs.remove_desired_lrp("passes-over").await.unwrap();

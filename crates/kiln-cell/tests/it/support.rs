@@ -596,6 +596,20 @@ impl TestCell {
             .next()
     }
 
+    /// The instance of `process_guid`, once it is RUNNING (within 30 s).
+    pub async fn running(&self, process_guid: &str) -> ActualLrp {
+        eventually(
+            &format!("{process_guid} RUNNING"),
+            Duration::from_secs(30),
+            || async {
+                self.actual_lrp(process_guid)
+                    .await
+                    .filter(|a| a.state == kiln_model::ActualLrpState::Running)
+            },
+        )
+        .await
+    }
+
     pub async fn shutdown(mut self) {
         self.stop_cell().await;
         self.bbs_stop.cancel();
