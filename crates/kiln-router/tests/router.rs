@@ -163,13 +163,16 @@ async fn answer(
     }
 }
 
-/// A port nothing listens on.
+/// A port nothing listens on: bound but never listening, and kept so for
+/// the rest of the test, so a dial is refused at once and no other test's
+/// server can be given the port meanwhile (as a port just released could).
 fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    HELD.lock().unwrap().push(socket);
+    port
 }
 
 /// An instance that reads a request's headers and hangs up without an

@@ -313,11 +313,11 @@ async fn layers_and_manifests_over_the_limits_are_refused() {
 
 #[tokio::test]
 async fn an_unreachable_registry_and_a_silent_one_say_which() {
-    // Nothing listens on a port just released.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Nothing listens on a port bound and never listening (held for the
+    // test: a port just released could be given to another test's server).
+    let dead = tokio::net::TcpSocket::new_v4().unwrap();
+    dead.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = dead.local_addr().unwrap().port();
     let err = client()
         .resolve(&format!("127.0.0.1:{port}/app:v1"), None)
         .await
