@@ -154,12 +154,6 @@ pub struct HeldPort {
     socket: tokio::net::TcpSocket,
 }
 
-impl HeldPort {
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-}
-
 /// A namespace with its veth, on the bridge, addressed, not yet used.
 struct Ready {
     netns: String,
@@ -327,7 +321,6 @@ impl CellNetwork {
         host_port: Option<HeldPort>,
         container_port: u16,
     ) -> Result<Attachment, NetworkError> {
-        let host_port_number = host_port.as_ref().map(|held| held.port);
         let (attachment, made_ahead) = self.reserve(id, host_port)?;
         let names = &self.names;
         let links = async {
@@ -338,7 +331,7 @@ impl CellNetwork {
             self.make_links(&ns, &attachment.veth, attachment.ip).await
         };
         let mapping = async {
-            match host_port_number {
+            match attachment.host_port {
                 Some(port) => nft(&nft::add_port(names, port, attachment.ip, container_port))
                     .await
                     .map(drop),

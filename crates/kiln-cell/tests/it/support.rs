@@ -428,8 +428,9 @@ impl TestCell {
     /// A cell whose containers have their own network (a fresh subnet).
     /// `port_range`: the test's own, apart from every other test's and from
     /// `kiln_cell::DEFAULT_PORT_RANGE`, where the kiln servers of end-to-end
-    /// tests running meanwhile hand out ports: a port is tested free before
-    /// the network holds it, and another cell could take it in between.
+    /// tests running meanwhile hand out ports: a cell passes over a port
+    /// another holds, and a test that names the port its instance gets (or
+    /// sizes its range to its instances) would then see another.
     pub async fn start(port_range: std::ops::Range<u16>) -> TestCell {
         TestCell::start_with(port_range, Some(test_network(vec![]))).await
     }
